@@ -1,0 +1,33 @@
+# One command each: `make run` (the demo on the bundled model), `make test`, `make bench`.
+# Each sets itself up: a venv in .venv with pxgl and its dev tools installed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= pxOS evolution
+
+.PHONY: run test bench lint setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/pxgl infer "$(PROMPT)"
+
+test: setup
+	$(BIN)/ruff check engine tests bench
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+lint: setup
+	$(BIN)/ruff check engine tests bench
+	$(BIN)/ruff format --check engine tests bench
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""Pixel files (docs/FORMATS.md): PNG I/O, the byte stream ↔ pixel mapping, token textures and
+prediction pixels. Every reader validates before it trusts; every writer is atomic."""
+
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.errors import PxglError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_COLOR_RGB = 2
+MAX_PIXELS = 1 << 26
+"""Decompression-bomb guard: no pixel file of pxgl comes near 64 Mi pixels."""
+TOKEN_MARK = 255
+"""Blue channel of every token pixel; (0, 0, 0) ends a row."""
+
+
+def _header(path: Path) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) read from the PNG's IHDR without decoding it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such file") from None
+    except OSError as e:
+        raise PxglError(f"{path}: cannot read ({e.strerror})") from None
+    if head[:8] != PNG_MAGIC:
+        raise PxglError(f"{path}: not a PNG file; pixel files (.pxi) are PNG images")
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise PxglError(f"{path}: truncated PNG header")
+    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
+    return width, height, depth, color
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """A pixel file as an (height, width, 3) uint8 array; only 8-bit RGB PNGs are pixel files."""
+    path = Path(path)
+    width, height, depth, color = _header(path)
+    if depth != 8 or color != PNG_COLOR_RGB:
+        kind = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}.get(color, f"type {color}")
+        raise PxglError(f"{path}: {depth}-bit {kind} PNG; pixel files are 8-bit RGB (save it as RGB, 8 bits)")
+    if width == 0 or height == 0 or width * height > MAX_PIXELS:
+        raise PxglError(f"{path}: absurd image size {width}x{height} (limit {MAX_PIXELS} pixels)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PxglError(f"{path}: truncated or corrupt PNG ({e})") from None
+    if pixels.shape != (height, width, 3):
+        raise PxglError(f"{path}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
+    return pixels
+
+
+def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
+    """Write an (height, width, 3) uint8 array as a PNG, atomically: the file appears whole or not at all."""
+    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(tmp, "PNG"))
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(temporary path) beside `path`, then rename it into place; clean up on any failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise PxglError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def image_size_for(n_bytes: int) -> tuple[int, int]:
+    """The near-square (width, height) that holds n_bytes at three bytes a pixel."""
+    n_pixels = max(1, -(-n_bytes // 3))
+    width = int(np.ceil(np.sqrt(n_pixels)))
+    return width, -(-n_pixels // width)
+
+
+def bytes_to_pixels(data: bytes, width: int, height: int) -> np.ndarray:
+    """Byte i → pixel i // 3 (row-major), channel i % 3; unused bytes are 0."""
+    capacity = width * height * 3
+    if len(data) > capacity:
+        raise ValueError(f"{len(data)} bytes do not fit a {width}x{height} RGB image")
+    stream = np.zeros(capacity, dtype=np.uint8)
+    stream[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return stream.reshape(height, width, 3)
+
+
+def pixels_to_bytes(pixels: np.ndarray) -> bytes:
+    return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+
+
+def encode_tokens(rows: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
+    """Token texture: one row per prompt, pixel i = (id % 256, id // 256, 255), then (0, 0, 0)."""
+    if not rows:
+        raise PxglError("no prompts to encode")
+    width = max(len(r) for r in rows)
+    pixels = np.zeros((len(rows), max(width, 1), 3), dtype=np.uint8)
+    for r, row in enumerate(rows):
+        ids = np.asarray(row, dtype=np.int64)
+        if ids.size == 0:
+            raise PxglError(f"prompt {r} is empty: every prompt needs at least one token")
+        bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+        if bad.size:
+            i = int(bad[0])
+            raise PxglError(f"prompt {r}, position {i}: token id {ids[i]} is outside 0..{vocab_size - 1}")
+        pixels[r, : ids.size, 0] = ids % 256
+        pixels[r, : ids.size, 1] = ids // 256
+        pixels[r, : ids.size, 2] = TOKEN_MARK
+    return pixels
+
+
+def decode_tokens(pixels: np.ndarray, vocab_size: int, source: str = "token texture") -> list[np.ndarray]:
+    """Token ids of each row, validated: tokens then only (0, 0, 0), no empty row, ids < vocab_size."""
+    is_token = pixels[..., 2] == TOKEN_MARK
+    lengths = np.cumprod(is_token, axis=1).sum(axis=1)
+    beyond = np.arange(pixels.shape[1])[None, :] >= lengths[:, None]
+    junk = beyond & pixels.any(axis=2)
+    if junk.any():
+        r, i = (int(v) for v in np.argwhere(junk)[0])
+        raise PxglError(
+            f"{source}: row {r}, position {i}: pixel {tuple(int(c) for c in pixels[r, i])} is neither a token "
+            "(blue 255) nor padding (0, 0, 0) after the row's last token"
+        )
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise PxglError(f"{source}: row {int(empty[0])} is empty: every prompt needs at least one token")
+    ids = pixels[..., 0].astype(np.int64) + 256 * pixels[..., 1].astype(np.int64)
+    too_big = ~beyond & (ids >= vocab_size)
+    if too_big.any():
+        r, i = (int(v) for v in np.argwhere(too_big)[0])
+        raise PxglError(
+            f"{source}: row {r}, position {i}: token id {ids[r, i]} ≥ vocab size {vocab_size}; "
+            "re-encode the prompt with this model's tokenizer"
+        )
+    return [ids[r, : lengths[r]] for r in range(pixels.shape[0])]
+
+
+def encode_predictions(ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Prediction pixels: one row per prompt, (id % 256, id // 256, confidence byte), one pixel wide."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.stack([ids % 256, ids // 256, np.asarray(confidence)], axis=-1).astype(np.uint8)[:, None, :]
+
+
+def decode_predictions(pixels: np.ndarray, source: str = "prediction pixels") -> tuple[np.ndarray, np.ndarray]:
+    """(ids, confidence bytes) of a 1-pixel-wide prediction image."""
+    if pixels.shape[1] != 1:
+        raise PxglError(f"{source}: {pixels.shape[1]} pixels wide; prediction pixels are 1 pixel wide")
+    column = pixels[:, 0, :].astype(np.int64)
+    return column[:, 0] + 256 * column[:, 1], column[:, 2].astype(np.uint8)
+
+
+def is_prediction_image(pixels: np.ndarray) -> bool:
+    """Tell a prediction image from a token texture: one pixel wide and some blue is not the token mark."""
+    return pixels.shape[1] == 1 and bool((pixels[:, 0, 2] != TOKEN_MARK).any())

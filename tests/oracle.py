@@ -1,0 +1,37 @@
+"""The numpy reference forward pass of docs/FORMATS.md, over the quantized weights. Tests only.
+
+Deliberately independent of engine/: it reads the meta dict and the raw weight pixels itself."""
+
+import numpy as np
+
+
+def dequantize(meta: dict, weight_pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """w = (q - zero_point) * scale for each tensor, as float32, shaped as the meta says."""
+    stream = np.asarray(weight_pixels, dtype=np.uint8).reshape(-1)
+    params = {}
+    for name, t in meta["tensors"].items():
+        size = int(np.prod(t["shape"]))
+        q = stream[t["offset"] : t["offset"] + size].astype(np.float32)
+        params[name] = ((q - np.float32(t["zero_point"])) * np.float32(t["scale"])).reshape(t["shape"])
+    return params
+
+
+def logits(params: dict[str, np.ndarray], rows: list, context_window: int) -> np.ndarray:
+    """(B, vocab) float32 logits: mean of the last `context_window` embeddings → ReLU layer → output layer."""
+    pooled = np.stack([params["embed"][np.asarray(r)[-context_window:]].mean(axis=0) for r in rows])
+    hidden = np.maximum(pooled @ params["hidden"] + params["b_hidden"], np.float32(0))
+    return (hidden @ params["out"] + params["b_out"]).astype(np.float32)
+
+
+def predict(lg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, confidence bytes): argmax (lowest index on ties) and round(255 · softmax probability)."""
+    ids = lg.argmax(axis=1)
+    shifted = lg.astype(np.float64) - lg.max(axis=1, keepdims=True)
+    p = 1.0 / np.exp(shifted).sum(axis=1)
+    return ids, np.round(255 * p).astype(np.uint8)
+
+
+def near_tie(lg: np.ndarray, rtol: float = 1e-5, atol: float = 1e-5) -> np.ndarray:
+    """Prompts whose top-2 logits lie within float32 summation-order rounding: any executor may pick either."""
+    top2 = np.sort(lg, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) <= atol + rtol * np.abs(top2[:, 1])
