@@ -1,0 +1,213 @@
+"""Byte-level BPE tokenizer (docs/FORMATS.md §6): load, save, encode, decode and train."""
+
+import heapq
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from engine.errors import PxglError
+from engine.pxi import atomic_write
+
+FORMAT = "pxgl-bpe"
+VERSION = 0
+BYTE_TOKENS = 256
+MAX_VOCAB = 65536
+SPLIT = re.compile(r"\s?\w+|\s?[^\w\s]+|\s+")
+
+Pair = tuple[int, int]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    merges: tuple[Pair, ...]
+    _ranks: dict[Pair, int] = field(init=False, repr=False, compare=False)
+    _bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _cache: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ranks: dict[Pair, int] = {}
+        table = [bytes([b]) for b in range(BYTE_TOKENS)]
+        for i, (a, b) in enumerate(self.merges):
+            if not (0 <= a < BYTE_TOKENS + i and 0 <= b < BYTE_TOKENS + i):
+                raise ValueError(f"merge {i} ({a}, {b}) names an id not below {BYTE_TOKENS + i}")
+            ranks.setdefault((a, b), i)  # a repeated pair can never fire again; the first one wins
+            table.append(table[a] + table[b])
+        object.__setattr__(self, "_ranks", ranks)
+        object.__setattr__(self, "_bytes", tuple(table))
+        object.__setattr__(self, "_cache", {})
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_TOKENS + len(self.merges)
+
+    def token_bytes(self, token: int) -> bytes:
+        if not 0 <= token < self.vocab_size:
+            raise PxglError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+        return self._bytes[token]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace")
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for chunk in SPLIT.findall(text):
+            cached = self._cache.get(chunk)
+            if cached is None:
+                cached = self._cache[chunk] = tuple(self._merge(_utf8(chunk, text)))
+            ids.extend(cached)
+        return ids
+
+    def _merge(self, data: bytes) -> list[int]:
+        ids = list(data)
+        ranks = self._ranks
+        while len(ids) > 1:
+            best = min(pairwise(ids), key=lambda p: ranks.get(p, MAX_VOCAB))
+            rank = ranks.get(best)
+            if rank is None:
+                break
+            ids = _replace_pair(ids, best, BYTE_TOKENS + rank)
+        return ids
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "vocab_size": self.vocab_size,
+                "merges": [list(m) for m in self.merges]}
+
+    def save(self, path: str | Path) -> None:
+        text = json.dumps(self.to_json(), separators=(",", ":")) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PxglError(f"{path}: no such tokenizer file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise PxglError(f"{path}: cannot read tokenizer ({e})") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PxglError(f"{path}: tokenizer is not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls(_validate(doc, str(path)))
+
+    @classmethod
+    def train(cls, text_or_chunks: str | Iterable[str], vocab_size: int,
+              progress: Progress | None = None) -> "Tokenizer":
+        """Learn vocab_size - 256 merges from a text or an iterable of texts (documents)."""
+        if not BYTE_TOKENS <= vocab_size <= MAX_VOCAB:
+            raise PxglError(f"tokenizer vocab size {vocab_size} is outside {BYTE_TOKENS}..{MAX_VOCAB}")
+        texts = [text_or_chunks] if isinstance(text_or_chunks, str) else text_or_chunks
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(SPLIT.findall(text))
+        chunks = sorted(counts)
+        words = [list(_utf8(chunk, chunk)) for chunk in chunks]
+        freqs = [counts[chunk] for chunk in chunks]
+        return cls(tuple(_learn_merges(words, freqs, vocab_size - BYTE_TOKENS, progress)))
+
+
+def _utf8(chunk: str, text: str) -> bytes:
+    try:
+        return chunk.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = chunk[e.start]
+        raise PxglError(f"text is not valid Unicode: lone surrogate {bad!r} in {text[:40]!r}") from None
+
+
+def _replace_pair(ids: list[int], pair: Pair, new: int) -> list[int]:
+    """Every non-overlapping occurrence of pair, left to right, becomes new."""
+    out: list[int] = []
+    i, n = 0, len(ids)
+    while i < n:
+        if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int,
+                  progress: Progress | None) -> list[Pair]:
+    """Classic BPE over unique chunks: pair counts are updated only for chunks holding the merged pair.
+
+    Ties go to the smallest pair, so training is deterministic. Stops early if no pair is left."""
+    counts: Counter[Pair] = Counter()
+    where: dict[Pair, set[int]] = {}
+    for w, (ids, freq) in enumerate(zip(words, freqs, strict=True)):
+        for pair in pairwise(ids):
+            counts[pair] += freq
+            where.setdefault(pair, set()).add(w)
+    heap = [(-c, p) for p, c in counts.items()]
+    heapq.heapify(heap)
+    merges: list[Pair] = []
+    while len(merges) < n_merges and heap:
+        neg, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg or neg == 0:
+            continue  # stale heap entry
+        new = BYTE_TOKENS + len(merges)
+        merges.append(pair)
+        touched: set[Pair] = set()
+        for w in sorted(where.pop(pair)):
+            old = words[w]
+            new_ids = _replace_pair(old, pair, new)
+            for p in pairwise(old):
+                counts[p] -= freqs[w]
+                touched.add(p)
+            for p in pairwise(new_ids):
+                counts[p] += freqs[w]
+                touched.add(p)
+                where.setdefault(p, set()).add(w)
+            words[w] = new_ids
+        del counts[pair]
+        touched.discard(pair)
+        for p in touched:
+            if counts[p] > 0:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                del counts[p]
+        if progress is not None:
+            progress(len(merges), n_merges)
+    return merges
+
+
+def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
+    """The merges of a parsed tokenizer file; every problem is one PxglError naming it."""
+    if not isinstance(doc, dict):
+        raise PxglError(f"{where}: tokenizer must be a JSON object")
+    missing = {"format", "version", "vocab_size", "merges"} - doc.keys()
+    if missing:
+        raise PxglError(f"{where}: tokenizer lacks key(s) {', '.join(sorted(missing))}")
+    if doc["format"] != FORMAT or doc["version"] != VERSION:
+        raise PxglError(f"{where}: format {doc['format']!r} version {doc['version']!r}; "
+                        f"pxgl reads {FORMAT!r} version {VERSION}")
+    vocab = doc["vocab_size"]
+    if not _is_int(vocab) or not BYTE_TOKENS <= vocab <= MAX_VOCAB:
+        raise PxglError(f"{where}: vocab_size must be an integer in {BYTE_TOKENS}..{MAX_VOCAB}, "
+                        f"got {vocab!r}")
+    raw = doc["merges"]
+    if not isinstance(raw, list):
+        raise PxglError(f"{where}: 'merges' must be a list of [a, b] pairs")
+    if len(raw) != vocab - BYTE_TOKENS:
+        raise PxglError(f"{where}: {len(raw)} merges, but vocab_size {vocab} needs {vocab - BYTE_TOKENS}")
+    merges = []
+    for i, m in enumerate(raw):
+        if not (isinstance(m, list) and len(m) == 2 and all(_is_int(x) for x in m)):
+            raise PxglError(f"{where}: merge {i} must be a pair of integer ids, got {m!r}")
+        if not all(0 <= x < BYTE_TOKENS + i for x in m):
+            raise PxglError(f"{where}: merge {i} {m} names an id not below {BYTE_TOKENS + i} "
+                            "(a merge may only combine earlier tokens)")
+        merges.append((m[0], m[1]))
+    return tuple(merges)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
