@@ -2,13 +2,16 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import PxglError
 from engine.pxi import bytes_to_pixels, read_rgb, write_rgb
 from engine.spec import ModelSpec, meta_path_for, read_meta, write_meta
-from engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from engine.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,10 @@ def save_model(path: str | Path, spec: ModelSpec, weight_bytes: bytes) -> None:
     write_meta(meta_path_for(path), spec)
 
 
-def load_tokenizer(model: Model) -> Tokenizer:
+def load_tokenizer(model: Model) -> "Tokenizer":
+    """The model's tokenizer (imported lazily: pixels-in, pixels-out inference never needs it)."""
+    from engine.tokenizer import Tokenizer
+
     tokenizer = Tokenizer.load(model.tokenizer_path)
     if tokenizer.vocab_size != model.spec.vocab_size:
         raise PxglError(

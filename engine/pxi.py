@@ -115,8 +115,9 @@ def encode_tokens(rows: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
     return pixels
 
 
-def decode_tokens(pixels: np.ndarray, vocab_size: int, source: str = "token texture") -> list[np.ndarray]:
-    """Token ids of each row, validated: tokens then only (0, 0, 0), no empty row, ids < vocab_size."""
+def token_lengths(pixels: np.ndarray, vocab_size: int, source: str = "token texture") -> np.ndarray:
+    """Validate a token texture (tokens, then only (0, 0, 0); no empty row; ids < vocab_size) and
+    return each row's token count."""
     is_token = pixels[..., 2] == TOKEN_MARK
     lengths = np.cumprod(is_token, axis=1).sum(axis=1)
     beyond = np.arange(pixels.shape[1])[None, :] >= lengths[:, None]
@@ -130,15 +131,36 @@ def decode_tokens(pixels: np.ndarray, vocab_size: int, source: str = "token text
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         raise PxglError(f"{source}: row {int(empty[0])} is empty: every prompt needs at least one token")
-    ids = pixels[..., 0].astype(np.int64) + 256 * pixels[..., 1].astype(np.int64)
-    too_big = ~beyond & (ids >= vocab_size)
+    too_big = ~beyond & (token_ids(pixels) >= vocab_size)
     if too_big.any():
         r, i = (int(v) for v in np.argwhere(too_big)[0])
         raise PxglError(
-            f"{source}: row {r}, position {i}: token id {ids[r, i]} ≥ vocab size {vocab_size}; "
+            f"{source}: row {r}, position {i}: token id {token_ids(pixels)[r, i]} ≥ vocab size {vocab_size}; "
             "re-encode the prompt with this model's tokenizer"
         )
+    return lengths
+
+
+def token_ids(pixels: np.ndarray) -> np.ndarray:
+    return pixels[..., 0].astype(np.int64) + 256 * pixels[..., 1].astype(np.int64)
+
+
+def decode_tokens(pixels: np.ndarray, vocab_size: int, source: str = "token texture") -> list[np.ndarray]:
+    """Token ids of each row of a validated token texture."""
+    lengths = token_lengths(pixels, vocab_size, source)
+    ids = token_ids(pixels)
     return [ids[r, : lengths[r]] for r in range(pixels.shape[0])]
+
+
+def token_tails(pixels: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """The token texture cut to each row's last `window` tokens, left-aligned, padded with (0, 0, 0)."""
+    take = np.minimum(lengths, window)
+    offsets = np.arange(window)[None, :]
+    valid = offsets < take[:, None]
+    columns = np.where(valid, (lengths - take)[:, None] + offsets, 0)
+    tails = pixels[np.arange(pixels.shape[0])[:, None], columns]
+    tails[~valid] = 0
+    return tails
 
 
 def encode_predictions(ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:

@@ -1,0 +1,20 @@
+// Pass 3: logit k of a prompt = sum_h T_hidden[prompt][h] * out[h][k] + b_out[k], stored in the
+// prompt's LOGITS_SIDE x LOGITS_SIDE cell of T_logits.
+layout(local_size_x = LOGITS_GROUP) in;
+
+#include "weights.glsl"
+#include "logits_grid.glsl"
+layout(binding = 0, r32f) uniform readonly image2D hidden_in;
+layout(binding = 1, r32f) uniform writeonly image2D logits_out;
+
+void main() {
+    int k = int(gl_GlobalInvocationID.x);
+    int prompt = int(gl_WorkGroupID.y);
+    if (k >= VOCAB) return;
+
+    float sum = 0.0;
+    for (int h = 0; h < HIDDEN_DIM; h++) {
+        sum += imageLoad(hidden_in, ivec2(h, prompt)).r * W_OUT(h, k);
+    }
+    imageStore(logits_out, logits_pixel(prompt, k), vec4(sum + W_B_OUT(k)));
+}
