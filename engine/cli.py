@@ -89,5 +89,118 @@ def decode(
             typer.echo(text)
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option("--executor", "-x", help="How the GPU computes the forward pass: passes (Model A's four passes)."),
+]
+DeviceOption = Annotated[
+    int | None,
+    typer.Option("--device", "-d", help="EGL device index on machines with several GPUs (or PXGL_DEVICE)."),
+]
+
+
+def read_prompt_lines(path: Path) -> list[str]:
+    """One prompt per line; an empty line is an error (it would be an empty prompt)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such prompts file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PxglError(f"{path}: cannot read as UTF-8 text ({e})") from None
+    lines = text.splitlines()
+    if not lines:
+        raise PxglError(f"{path}: no prompts (the file is empty)")
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            raise PxglError(f"{path}: line {number} is empty; every line must be a prompt")
+    return lines
+
+
+def progress_bar(label: str, total: int):
+    """A transient progress bar on stderr, shown only on a terminal and only for long work."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=not console.is_terminal or total < 10_000), label
+
+
+@app.command()
+def infer(
+    prompt: Annotated[str | None, typer.Argument(help="Prompt text (or use --input / --batch).")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Token texture to run: pixels in, pixels out, no text.")
+    ] = None,
+    batch: Annotated[Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prediction pixels to write.")] = Path("output_token.pxi"),
+    tokens_out: Annotated[
+        Path | None, typer.Option("--tokens-out", help="Also write the token texture the GPU ran.")
+    ] = None,
+    model: ModelOption = None,
+    executor: ExecutorOption = "passes",
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
+
+    One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
+    from engine.engine import Engine
+    from engine.model import load_model, load_tokenizer
+    from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+
+    given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
+    if len(given) != 1:
+        raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
+    if tokens_out is not None and tokens_out.resolve() == out.resolve():
+        raise PxglError(f"--tokens-out and --out are the same file {out}")
+    loaded = load_model(model_path(model))
+    vocab = loaded.spec.vocab_size
+    tokenizer = None if input_file is not None else load_tokenizer(loaded)
+    if input_file is not None:
+        pixels, source = read_rgb(input_file), str(input_file)
+    elif prompt is not None:
+        pixels, source = encode_tokens([tokenizer.encode(prompt)], vocab), "prompt"
+    else:
+        lines = read_prompt_lines(batch)
+        pixels, source = encode_tokens([tokenizer.encode(line) for line in lines], vocab), str(batch)
+
+    engine = Engine(loaded, device=device, executor=executor)
+    bar, label = progress_bar("predicting", pixels.shape[0])
+    with bar:
+        task = bar.add_task(label, total=pixels.shape[0])
+        predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
+    if tokens_out is not None:
+        write_rgb(tokens_out, pixels)
+    write_rgb(out, predictions)
+
+    ids, confidence = decode_predictions(predictions)
+    for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
+        record = {"row": row, "id": token, "confidence": round(conf / 255, 4)}
+        if tokenizer is not None:
+            record["text"] = tokenizer.decode([token])
+        if as_json:
+            emit_json(record | {"out": str(out)})
+        elif prompt is not None:
+            typer.echo(f"{record['text']!r}  id {token}  confidence {conf / 255:.1%}  → {out}")
+    if not as_json and prompt is None:
+        typer.echo(f"{out}: {len(ids)} prediction pixel(s) on {engine.gpu.renderer}")
+
+
+@app.command()
+def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
+    """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
+    from dataclasses import asdict
+
+    from engine.gl import GLBackend
+
+    gpu = GLBackend(device)
+    record = {"renderer": gpu.renderer, "gl_version": gpu.version, **asdict(gpu.limits)}
+    if as_json:
+        emit_json(record)
+        return
+    for key, value in record.items():
+        typer.echo(f"{key:28} {value}")
+
+
 if __name__ == "__main__":
     main()

@@ -174,7 +174,6 @@ def _with_includes(path: Path, directory: Path, seen: set[str]) -> str:
     return INCLUDE.sub(lambda m: _with_includes(directory / m.group(1), directory, seen), text)
 
 
-
 @contextmanager
 def gl_errors(what: str) -> Iterator[None]:
     """Turn a GL failure in the middle of work (a lost context, out of memory) into a PxglError."""

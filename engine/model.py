@@ -37,9 +37,7 @@ def load_model(path: str | Path) -> Model:
     weights = read_rgb(path)
     height, width, _ = weights.shape
     if (width, height) != (spec.image_width, spec.image_height):
-        raise PxglError(
-            f"{path}: image is {width}x{height} but its meta says {spec.image_width}x{spec.image_height}"
-        )
+        raise PxglError(f"{path}: image is {width}x{height} but its meta says {spec.image_width}x{spec.image_height}")
     return Model(spec, weights, path.with_name(spec.tokenizer), str(path))
 
 

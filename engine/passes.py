@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.executor import Trace, ceil_div, model_constants, next_pow2
 from engine.gl import GLBackend, Shader, Texture
 from engine.spec import ModelSpec
 
@@ -15,37 +16,18 @@ WEIGHTS_UNIT = 0
 TOKENS_UNIT = 1
 GROUP = 64
 ARGMAX_MAX_THREADS = 256
+MAX_TILE = 16384
+"""Prompts per tile at most: T_logits then takes 64 MiB for a 1024-token vocabulary."""
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
-def shader_constants(spec: ModelSpec, logits_grid: int) -> dict[str, int | float]:
-    """Everything the shaders need to know about the model, from its meta; nothing is hard-coded in GLSL."""
-    constants: dict[str, int | float] = {
-        "VOCAB": spec.vocab_size,
-        "EMBED_DIM": spec.embed_dim,
-        "HIDDEN_DIM": spec.hidden_dim,
-        "CONTEXT_WINDOW": spec.context_window,
-        "WEIGHTS_WIDTH": spec.image_width,
-        "LOGITS_SIDE": spec.logits_side,
+def pass_constants(spec: ModelSpec, logits_grid: int) -> dict[str, int | float]:
+    return model_constants(spec) | {
         "LOGITS_GRID": logits_grid,
         "EMBED_GROUP": min(GROUP, next_pow2(spec.embed_dim)),
         "HIDDEN_GROUP": min(GROUP, next_pow2(spec.hidden_dim)),
         "LOGITS_GROUP": min(GROUP, next_pow2(spec.vocab_size)),
         "ARGMAX_THREADS": min(ARGMAX_MAX_THREADS, next_pow2(spec.vocab_size)),
     }
-    for tensor in spec.tensors.values():
-        prefix = tensor.name.upper()
-        constants[f"{prefix}_OFFSET"] = tensor.offset
-        constants[f"{prefix}_SCALE"] = tensor.scale
-        constants[f"{prefix}_ZERO"] = float(tensor.zero_point)
-    return constants
 
 
 @dataclass(frozen=True)
@@ -59,7 +41,7 @@ class PassShaders:
 
 def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassShaders:
     grid = gpu.limits.max_texture_size // spec.logits_side
-    constants = shader_constants(spec, grid)
+    constants = pass_constants(spec, grid)
     names = ("embed_pool", "hidden_relu", "logits", "argmax")
     return PassShaders(constants, *(gpu.compile(name, constants) for name in names))
 
@@ -106,16 +88,18 @@ def embed_pool(gpu: GLBackend, s: PassShaders, weights: Texture, tokens: Texture
     gpu.bind_texture(weights, WEIGHTS_UNIT)
     gpu.bind_texture(tokens, TOKENS_UNIT)
     gpu.bind_image(embed, 0, read=False, write=True)
-    gpu.dispatch(s.embed_pool, (ceil_div(int(s.constants["EMBED_DIM"]), int(s.constants["EMBED_GROUP"])), n, 1),
-                 "embed_pool")
+    gpu.dispatch(
+        s.embed_pool, (ceil_div(int(s.constants["EMBED_DIM"]), int(s.constants["EMBED_GROUP"])), n, 1), "embed_pool"
+    )
 
 
 def hidden_relu(gpu: GLBackend, s: PassShaders, weights: Texture, embed: Texture, hidden: Texture, n: int) -> None:
     gpu.bind_texture(weights, WEIGHTS_UNIT)
     gpu.bind_image(embed, 0, read=True, write=False)
     gpu.bind_image(hidden, 1, read=False, write=True)
-    gpu.dispatch(s.hidden_relu,
-                 (ceil_div(int(s.constants["HIDDEN_DIM"]), int(s.constants["HIDDEN_GROUP"])), n, 1), "hidden_relu")
+    gpu.dispatch(
+        s.hidden_relu, (ceil_div(int(s.constants["HIDDEN_DIM"]), int(s.constants["HIDDEN_GROUP"])), n, 1), "hidden_relu"
+    )
 
 
 def logits(gpu: GLBackend, s: PassShaders, weights: Texture, hidden: Texture, logits_out: Texture, n: int) -> None:
@@ -141,3 +125,54 @@ def forward(gpu: GLBackend, s: PassShaders, weights: Texture, act: Activations, 
     gpu.barrier()
     argmax(gpu, s, act.logits, act.prediction, n)
     gpu.barrier()
+
+
+def logits_cells(texture: np.ndarray, n: int, side: int, grid: int) -> np.ndarray:
+    """(n, side, side): each prompt's cell of a T_logits texture read back (layout: glsl/logits_grid.glsl)."""
+    rows, cols = ceil_div(n, grid), min(n, grid)
+    cells = texture[: rows * side, : cols * side].reshape(rows, side, cols, side).transpose(0, 2, 1, 3)
+    return cells.reshape(rows * cols, side, side)[:n]
+
+
+class PassesExecutor:
+    """Model A: the four passes, with one set of activation textures per tile capacity (powers of two)."""
+
+    def __init__(self, gpu: GLBackend, spec: ModelSpec, weights: Texture) -> None:
+        self.gpu, self.spec, self.weights = gpu, spec, weights
+        self.shaders = compile_passes(gpu, spec)
+        grid = int(self.shaders.constants["LOGITS_GRID"])
+        limits = gpu.limits
+        self.max_tile = min(MAX_TILE, limits.max_texture_size, *limits.max_work_group_count[:2], grid * grid)
+        self._tiles: dict[int, Activations] = {}
+
+    def activations(self, n: int) -> Activations:
+        capacity = min(next_pow2(n), self.max_tile)
+        if capacity not in self._tiles:
+            self._tiles[capacity] = allocate_activations(self.gpu, self.shaders, capacity)
+        return self._tiles[capacity]
+
+    def _forward(self, tails: np.ndarray) -> Activations:
+        act = self.activations(len(tails))
+        self.gpu.write(act.tokens, tails)
+        forward(self.gpu, self.shaders, self.weights, act, len(tails))
+        return act
+
+    def run(self, tails: np.ndarray) -> np.ndarray:
+        act = self._forward(tails)
+        return self.gpu.read_uint8(act.prediction)[: len(tails), 0, :3]
+
+    def trace(self, tails: np.ndarray) -> Trace:
+        act, n = self._forward(tails), len(tails)
+        return Trace(
+            tokens=self.gpu.read_uint8(act.tokens)[:n],
+            embed=self.gpu.read_float(act.embed)[:n],
+            hidden=self.gpu.read_float(act.hidden)[:n],
+            logits=logits_cells(
+                self.gpu.read_float(act.logits), n, self.spec.logits_side, int(self.shaders.constants["LOGITS_GRID"])
+            ),
+            prediction=self.gpu.read_uint8(act.prediction)[:n, :, :3],
+        )
+
+    def poison(self) -> None:
+        for act in self._tiles.values():
+            poison(self.gpu, act)

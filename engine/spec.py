@@ -1,5 +1,6 @@
 """The model's shape and byte layout: a frozen ModelSpec built from the meta JSON (docs/FORMATS.md)."""
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -114,9 +115,7 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
         raise PxglError(f"{where}: scale must be a finite positive number, got {scale!r}")
     tensor = Tensor(name, offset, shape, float(scale), zero_point)
     if offset + tensor.size > capacity:
-        raise PxglError(
-            f"{where}: bytes {offset}..{offset + tensor.size} run past the image's {capacity} bytes"
-        )
+        raise PxglError(f"{where}: bytes {offset}..{offset + tensor.size} run past the image's {capacity} bytes")
     return tensor
 
 
@@ -124,14 +123,24 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     """Validate a parsed meta document and build the spec; every problem is one PxglError naming it."""
     if not isinstance(meta, dict):
         raise PxglError(f"{where}: expected a JSON object")
-    required = {"format", "version", "vocab_size", "embed_dim", "hidden_dim", "context_window", "image",
-                "tensors", "tokenizer"}
+    required = {
+        "format",
+        "version",
+        "vocab_size",
+        "embed_dim",
+        "hidden_dim",
+        "context_window",
+        "image",
+        "tensors",
+        "tokenizer",
+    }
     missing = required - meta.keys()
     if missing:
         raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
     if meta["format"] != FORMAT or meta["version"] != VERSION:
-        raise PxglError(f"{where}: format {meta['format']!r} version {meta['version']!r}; "
-                        f"pxgl reads {FORMAT!r} version {VERSION}")
+        raise PxglError(
+            f"{where}: format {meta['format']!r} version {meta['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
+        )
     vocab = _int(meta, "vocab_size", where, 2, MAX_VOCAB)
     embed = _int(meta, "embed_dim", where, 1, MAX_DIM)
     hidden = _int(meta, "hidden_dim", where, 1, MAX_DIM)
@@ -152,7 +161,7 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     shapes = expected_shapes(vocab, embed, hidden)
     tensors = {n: _tensor(n, raw_tensors[n], shapes[n], capacity, where) for n in TENSOR_ORDER}
     spans = sorted((t.offset, t.offset + t.size, t.name) for t in tensors.values())
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
             raise PxglError(f"{where}: tensors '{a}' and '{b}' overlap (bytes {start}..{end})")
     evaluation = meta.get("eval", {})

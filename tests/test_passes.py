@@ -12,7 +12,8 @@ import pytest
 from models import random_model, random_rows
 
 from engine import passes
-from engine.engine import Engine, logits_cells
+from engine.engine import Engine
+from engine.passes import logits_cells
 from engine.pxi import encode_tokens
 
 
@@ -32,7 +33,7 @@ def params_of(model) -> dict[str, np.ndarray]:
 
 
 def assert_close(gpu_values, reference, scale, what, seed):
-    """|gpu − ref| ≤ 1e-5 · scale, where scale bounds the sum of |terms| (float32 reordering error)."""
+    """|gpu - ref| ≤ 1e-5 · scale, where scale bounds the sum of |terms| (float32 reordering error)."""
     err = np.abs(gpu_values - reference) / np.maximum(scale, 1e-6)
     assert np.isfinite(gpu_values).all(), f"{what}: unwritten or non-finite values (seed {seed})"
     assert err.max() <= 1e-5, f"{what}: worst relative error {err.max():.2e} (seed {seed})"
@@ -50,14 +51,14 @@ def assert_predictions_match(pred, lg, seed):
 
 def test_embed_pool_alone(engine, model, gpu, rng, seed):
     rows = random_rows(rng, 64, model.spec.vocab_size)
-    act = engine._activations(len(rows))
+    act = engine.executor.activations(len(rows))
     pixels = encode_tokens(rows, model.spec.vocab_size)
     window = model.spec.context_window
     tails = np.zeros((len(rows), window, 3), np.uint8)
     for r, row in enumerate(rows):
         tails[r, : min(len(row), window)] = pixels[r, max(0, len(row) - window) : len(row)]
     gpu.write(act.tokens, tails)
-    passes.embed_pool(gpu, engine.shaders, engine.weights, act.tokens, act.embed, len(rows))
+    passes.embed_pool(gpu, engine.executor.shaders, engine.weights, act.tokens, act.embed, len(rows))
     gpu.barrier()
     got = gpu.read_float(act.embed)[: len(rows)]
     embed = params_of(model)["embed"]
@@ -67,10 +68,10 @@ def test_embed_pool_alone(engine, model, gpu, rng, seed):
 
 def test_hidden_relu_alone(engine, model, gpu, rng, seed):
     n = 64
-    act = engine._activations(n)
+    act = engine.executor.activations(n)
     x = rng.normal(0, 1, (n, model.spec.embed_dim)).astype(np.float32)
     gpu.write(act.embed, x)
-    passes.hidden_relu(gpu, engine.shaders, engine.weights, act.embed, act.hidden, n)
+    passes.hidden_relu(gpu, engine.executor.shaders, engine.weights, act.embed, act.hidden, n)
     gpu.barrier()
     p = params_of(model)
     want = np.maximum(x @ p["hidden"] + p["b_hidden"], 0)
@@ -80,15 +81,15 @@ def test_hidden_relu_alone(engine, model, gpu, rng, seed):
 
 def test_logits_alone(engine, model, gpu, rng, seed):
     n = 64
-    act = engine._activations(n)
+    act = engine.executor.activations(n)
     h = np.maximum(rng.normal(0, 1, (n, model.spec.hidden_dim)), 0).astype(np.float32)
     gpu.write(act.hidden, h)
-    passes.logits(gpu, engine.shaders, engine.weights, act.hidden, act.logits, n)
+    passes.logits(gpu, engine.executor.shaders, engine.weights, act.hidden, act.logits, n)
     gpu.barrier()
     p = params_of(model)
     want = h @ p["out"] + p["b_out"]
     scale = np.abs(h) @ np.abs(p["out"]) + np.abs(p["b_out"])
-    side, grid = model.spec.logits_side, int(engine.shaders.constants["LOGITS_GRID"])
+    side, grid = model.spec.logits_side, int(engine.executor.shaders.constants["LOGITS_GRID"])
     got = logits_cells(gpu.read_float(act.logits), n, side, grid).reshape(n, -1)[:, : model.spec.vocab_size]
     assert_close(got, want, scale, "T_logits", seed)
 
@@ -96,12 +97,12 @@ def test_logits_alone(engine, model, gpu, rng, seed):
 def test_argmax_alone_with_planted_ties(engine, model, gpu, rng, seed):
     n = 256
     vocab, side = model.spec.vocab_size, model.spec.logits_side
-    grid = int(engine.shaders.constants["LOGITS_GRID"])
+    grid = int(engine.executor.shaders.constants["LOGITS_GRID"])
     lg = rng.normal(0, rng.uniform(0.1, 5, (n, 1)), (n, vocab)).astype(np.float32)
     for r in range(0, n, 2):  # plant exact ties for the maximum: the lowest index must win
         k = rng.choice(vocab, size=int(rng.integers(2, 5)), replace=False)
         lg[r, k] = lg[r].max() + 1
-    act = engine._activations(n)
+    act = engine.executor.activations(n)
     texture = np.full((act.logits.height, act.logits.width), np.nan, np.float32)
     cells = np.full((n, side * side), np.nan, np.float32)
     cells[:, :vocab] = lg
@@ -109,7 +110,7 @@ def test_argmax_alone_with_planted_ties(engine, model, gpu, rng, seed):
         y, x = (p // grid) * side, (p % grid) * side
         texture[y : y + side, x : x + side] = cells[p].reshape(side, side)
     gpu.write(act.logits, texture)
-    passes.argmax(gpu, engine.shaders, act.logits, act.prediction, n)
+    passes.argmax(gpu, engine.executor.shaders, act.logits, act.prediction, n)
     gpu.barrier()
     pred = gpu.read_uint8(act.prediction)[:n, :, :3]
     got_ids = pred[:, 0, 0].astype(int) + 256 * pred[:, 0, 1].astype(int)
@@ -147,7 +148,7 @@ def test_batches_match_oracle(engine, model, gpu, rng, seed, batch):
     rows = random_rows(rng, n, model.spec.vocab_size, max_len=24)
     pred = engine.predict(encode_tokens(rows, model.spec.vocab_size))
     if batch == "over_texture_limit":
-        assert n > engine.max_tile, "this batch must take more than one tile"
+        assert n > engine.executor.max_tile, "this batch must take more than one tile"
     lg = oracle.logits(params_of(model), rows, model.spec.context_window)
     assert pred.shape == (n, 1, 3)
     assert_predictions_match(pred, lg, seed)
