@@ -1,0 +1,108 @@
+"""The meta reader (docs/FORMATS.md §2): every documented check, and no other exception escapes."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from models import random_model
+
+from engine.errors import PxglError
+from engine.model import load_model
+from engine.pxi import write_rgb
+from engine.spec import meta_path_for, read_meta, spec_from_meta
+
+
+@pytest.fixture
+def meta(tmp_path, rng) -> dict:
+    model = random_model(tmp_path, rng, vocab=300, embed=8, hidden=12, window=4)
+    return json.loads(meta_path_for(tmp_path / "random.pxi").read_text()) | {"_model": model}
+
+
+def edited(meta: dict, edit) -> dict:
+    m = copy.deepcopy({k: v for k, v in meta.items() if k != "_model"})
+    edit(m)
+    return m
+
+
+def test_valid_meta_builds_the_spec(meta):
+    spec = spec_from_meta(edited(meta, lambda m: None))
+    assert (spec.vocab_size, spec.embed_dim, spec.hidden_dim, spec.context_window) == (300, 8, 12, 4)
+    assert spec.logits_side == 18  # ceil(sqrt(300))
+    assert spec.to_meta() | {"eval": {}} == edited(meta, lambda m: m.update(eval={}))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.pop("vocab_size"), "missing key"),
+        (lambda m: m.update(format="gguf"), "pxgl reads 'pixellm' version 0"),
+        (lambda m: m.update(embed_dim="8"), "'embed_dim' must be an integer"),
+        (lambda m: m.update(hidden_dim=True), "'hidden_dim' must be an integer"),
+        (lambda m: m.update(vocab_size=1), r"'vocab_size' = 1 is outside 2..65536"),
+        (lambda m: m.update(context_window=0), "'context_window' = 0 is outside"),
+        (lambda m: m.update(image=[1, 2]), "'image' must be an object"),
+        (lambda m: m["image"].update(width=0), "'width' = 0 is outside"),
+        (lambda m: m.update(tokenizer="../etc/passwd"), "plain file name"),
+        (lambda m: m["tensors"].pop("out"), "must name exactly"),
+        (lambda m: m["tensors"].update(extra={}), "must name exactly"),
+        (lambda m: m["tensors"]["embed"].pop("scale"), "tensor 'embed' lacks scale"),
+        (lambda m: m["tensors"]["embed"].update(shape=[8, 300]), "does not match the model's dimensions"),
+        (lambda m: m["tensors"]["hidden"].update(scale=float("nan")), "finite positive"),
+        (lambda m: m["tensors"]["hidden"].update(scale=-1.0), "finite positive"),
+        (lambda m: m["tensors"]["out"].update(zero_point=256), "'zero_point' = 256 is outside 0..255"),
+        (lambda m: m["tensors"]["b_out"].update(offset=m["tensors"]["embed"]["offset"]), "overlap"),
+        (lambda m: m["image"].update(height=1), "run past the image"),
+        (lambda m: m["tensors"]["out"].update(offset=10**9), "outside 0.."),
+    ],
+)
+def test_each_bad_meta_has_its_own_message(meta, edit, message):
+    with pytest.raises(PxglError, match=message) as info:
+        spec_from_meta(edited(meta, edit), "m.json")
+    assert str(info.value).startswith("m.json") and "\n" not in str(info.value)
+
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_corruption_is_rejected_cleanly_or_still_valid(meta, data):
+    # `meta` is only read: each example edits a deep copy.
+    m = edited(meta, lambda m: None)
+    target = m
+    path = data.draw(st.lists(st.sampled_from(["image", "tensors", "embed", "out", "b_hidden"]), max_size=2))
+    for key in path:
+        if isinstance(target.get(key), dict):
+            target = target[key]
+    key = data.draw(st.sampled_from(sorted(target)))
+    target[key] = data.draw(values)
+    try:
+        spec_from_meta(m)
+    except PxglError:
+        pass
+
+
+def test_unreadable_and_non_json_meta(tmp_path):
+    with pytest.raises(PxglError, match="no such meta file"):
+        read_meta(tmp_path / "absent.meta.json")
+    bad = tmp_path / "bad.meta.json"
+    bad.write_text("{not json")
+    with pytest.raises(PxglError, match="not valid JSON"):
+        read_meta(bad)
+
+
+def test_weights_image_must_match_its_meta(meta, tmp_path):
+    model = meta["_model"]
+    h, w, _ = model.weights.shape
+    write_rgb(tmp_path / "random.pxi", np.zeros((h - 1, w, 3), np.uint8))
+    with pytest.raises(PxglError, match=f"image is {w}x{h - 1} but its meta says {w}x{h}"):
+        load_model(tmp_path / "random.pxi")
+    with pytest.raises(PxglError, match="a model is a weights .pxi"):
+        load_model(tmp_path / "random.png")
