@@ -1,5 +1,6 @@
 """The meta reader (docs/FORMATS.md §2): every documented check, and no other exception escapes."""
 
+import contextlib
 import copy
 import json
 
@@ -83,10 +84,8 @@ def test_random_corruption_is_rejected_cleanly_or_still_valid(meta, data):
             target = target[key]
     key = data.draw(st.sampled_from(sorted(target)))
     target[key] = data.draw(values)
-    try:
+    with contextlib.suppress(PxglError):
         spec_from_meta(m)
-    except PxglError:
-        pass
 
 
 def test_unreadable_and_non_json_meta(tmp_path):
@@ -104,5 +103,5 @@ def test_weights_image_must_match_its_meta(meta, tmp_path):
     write_rgb(tmp_path / "random.pxi", np.zeros((h - 1, w, 3), np.uint8))
     with pytest.raises(PxglError, match=f"image is {w}x{h - 1} but its meta says {w}x{h}"):
         load_model(tmp_path / "random.pxi")
-    with pytest.raises(PxglError, match="a model is a weights .pxi"):
+    with pytest.raises(PxglError, match=r"a model is a weights \.pxi"):
         load_model(tmp_path / "random.png")
