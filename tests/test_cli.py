@@ -1,0 +1,146 @@
+"""`pxgl infer` / `pxgl info` as a user runs them: a new process, exit codes, files written or not."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import oracle
+import pytest
+from models import random_model
+
+from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+from engine.spec import meta_path_for
+from engine.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "the pixel model reads pixels and writes pixels; every weight is a byte of an image.\n" * 20
+
+
+def pxgl(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=environment, capture_output=True, text=True
+    )
+
+
+@pytest.fixture
+def model(tmp_path, rng):
+    model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
+    Tokenizer.train(TEXT, 300).save(model.tokenizer_path)
+    return model
+
+
+def oracle_pixels(model, rows) -> np.ndarray:
+    params = oracle.dequantize(json.loads(meta_path_for(Path(model.source)).read_text()), model.weights)
+    lg = oracle.logits(params, rows, model.spec.context_window)
+    ids, conf = oracle.predict(lg)
+    return ids, conf, oracle.near_tie(lg)
+
+
+def assert_matches_oracle(pixels, model, rows, seed):
+    ids, conf, tie = oracle_pixels(model, rows)
+    got_ids, got_conf = decode_predictions(pixels)
+    ok = (got_ids == ids) | tie
+    assert ok.all(), f"ids differ at {np.flatnonzero(~ok)} (seed {seed})"
+    same = got_ids == ids
+    assert np.abs(got_conf[same].astype(int) - conf[same].astype(int)).max(initial=0) <= 1
+
+
+def test_infer_prompt_writes_the_prediction_pixel(model, tmp_path, seed):
+    prompt = "pixels and weights"
+    run = pxgl("infer", prompt, "-m", model.source, "-o", "out.pxi", "--tokens-out", "t.pxi", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    ids = Tokenizer.load(model.tokenizer_path).encode(prompt)
+    pixels = read_rgb(tmp_path / "out.pxi")
+    assert pixels.shape == (1, 1, 3)
+    assert_matches_oracle(pixels, model, [ids], seed)
+    assert record["id"] == int(pixels[0, 0, 0]) + 256 * int(pixels[0, 0, 1])
+    assert np.array_equal(read_rgb(tmp_path / "t.pxi"), encode_tokens([ids], 300))
+
+
+def test_infer_pixels_in_pixels_out_and_batch(model, tmp_path, rng, seed):
+    rows = [list(rng.integers(0, 300, int(rng.integers(1, 30)))) for _ in range(40)]
+    write_rgb(tmp_path / "in.pxi", encode_tokens(rows, 300))
+    run = pxgl("infer", "--input", "in.pxi", "-o", "pred.pxi", "-m", model.source, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert_matches_oracle(read_rgb(tmp_path / "pred.pxi"), model, rows, seed)
+
+    lines = ["pixel model", "weights", "a byte of an image", "reads"]
+    (tmp_path / "prompts.txt").write_text("\n".join(lines) + "\n")
+    run = pxgl("infer", "--batch", "prompts.txt", "-o", "batch.pxi", "-m", model.source, "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["row"] for r in records] == list(range(len(lines)))
+    tokenizer = Tokenizer.load(model.tokenizer_path)
+    assert_matches_oracle(read_rgb(tmp_path / "batch.pxi"), model, [tokenizer.encode(x) for x in lines], seed)
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    from PIL import Image
+
+    (tmp_path / "notpng.pxi").write_bytes(b"hello")
+    Image.new("RGBA", (3, 1)).save(tmp_path / "rgba.pxi", "PNG")
+    big = encode_tokens([[1, 2, 3]], 300)
+    big[0, 2] = (44, 1, 255)  # id 300 = vocab
+    write_rgb(tmp_path / "big.pxi", big)
+    empty_row = encode_tokens([[1, 2], [3]], 300)
+    empty_row[1] = 0
+    write_rgb(tmp_path / "emptyrow.pxi", empty_row)
+    write_rgb(tmp_path / "wide.pxi", encode_tokens([[5] * 16_385], 300))
+    (tmp_path / "gap.txt").write_text("first\n\nthird\n")
+    return {
+        "no source": ([], "give exactly one of PROMPT, --input FILE or --batch FILE"),
+        "two sources": (["hi", "--input", "big.pxi"], "give exactly one of"),
+        "non-PNG": (["--input", "notpng.pxi"], "notpng.pxi: not a PNG file"),
+        "wrong mode": (["--input", "rgba.pxi"], "8-bit RGBA PNG; pixel files are 8-bit RGB"),
+        "id past vocab": (["--input", "big.pxi"], "row 0, position 2: token id 300 ≥ vocab size 300"),
+        "empty row": (["--input", "emptyrow.pxi"], "row 1 is empty"),
+        "too wide": (["--input", "wide.pxi"], "16385 tokens wide, past this GPU's texture limit"),
+        "empty line": (["--batch", "gap.txt"], "gap.txt: line 2 is empty"),
+        "missing model": (["hi", "-m", "nowhere.pxi"], "nowhere.meta.json: no such meta file"),
+        "unknown executor": (["hi", "-x", "abacus"], "unknown executor 'abacus'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no source",
+        "two sources",
+        "non-PNG",
+        "wrong mode",
+        "id past vocab",
+        "empty row",
+        "too wide",
+        "empty line",
+        "missing model",
+        "unknown executor",
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(model, tmp_path, case):
+    args, message = bad_inputs(tmp_path)[case]
+    model_args = [] if "-m" in args else ["-m", model.source]
+    before = set(tmp_path.iterdir())
+    run = pxgl("infer", *args, *model_args, "-o", "out.pxi", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert set(tmp_path.iterdir()) == before, "nothing may be written on an error"
+
+
+def test_no_gl_context_is_a_clear_error(tmp_path):
+    run = pxgl("info", cwd=tmp_path, env={"__EGL_VENDOR_LIBRARY_FILENAMES": str(tmp_path / "none.json")})
+    assert run.returncode == 2
+    assert "no OpenGL 4.3 context" in run.stderr and "apt-get install" in run.stderr
+
+
+def test_info_reports_renderer_and_limits(tmp_path):
+    run = pxgl("info", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["renderer"] and info["max_texture_size"] >= 1024
+    assert len(info["max_work_group_count"]) == 3
