@@ -1,10 +1,12 @@
 """Pixel files (docs/FORMATS.md): PNG I/O, the byte stream ↔ pixel mapping, token textures and
 prediction pixels. Every reader validates before it trusts; every writer is atomic."""
 
+import io
 import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -13,46 +15,58 @@ from engine.errors import PxglError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_COLOR_RGB = 2
+PNG_HEAD_BYTES = 33
+"""Signature (8), IHDR length and type (8), width, height, bit depth, colour type (10), rest of IHDR (7)."""
 MAX_PIXELS = 1 << 26
 """Decompression-bomb guard: no pixel file of pxgl comes near 64 Mi pixels."""
 TOKEN_MARK = 255
 """Blue channel of every token pixel; (0, 0, 0) ends a row."""
 
 
-def _header(path: Path) -> tuple[int, int, int, int]:
-    """(width, height, bit depth, colour type) read from the PNG's IHDR without decoding it."""
+def read_rgb(path: str | Path) -> np.ndarray:
+    """A pixel file as an (height, width, 3) uint8 array; only 8-bit RGB PNGs are pixel files."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(33)
+            head = f.read(PNG_HEAD_BYTES)
     except FileNotFoundError:
         raise PxglError(f"{path}: no such file") from None
     except OSError as e:
         raise PxglError(f"{path}: cannot read ({e.strerror})") from None
+    width, height = _checked_size(head, str(path))
+    return _decode(path, width, height, str(path))
+
+
+def decode_rgb(data: bytes, source: str) -> np.ndarray:
+    """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
+    width, height = _checked_size(data[:PNG_HEAD_BYTES], source)
+    return _decode(io.BytesIO(data), width, height, source)
+
+
+def _checked_size(head: bytes, source: str) -> tuple[int, int]:
+    """(width, height) from the PNG's IHDR, refusing non-8-bit-RGB images and bombs before decoding."""
     if head[:8] != PNG_MAGIC:
-        raise PxglError(f"{path}: not a PNG file; pixel files (.pxi) are PNG images")
-    if len(head) < 33 or head[12:16] != b"IHDR":
-        raise PxglError(f"{path}: truncated PNG header")
+        raise PxglError(f"{source}: not a PNG file; pixel files (.pxi) are PNG images")
+    if len(head) < PNG_HEAD_BYTES or head[12:16] != b"IHDR":
+        raise PxglError(f"{source}: truncated PNG header")
     width, height, depth, color = struct.unpack(">IIBB", head[16:26])
-    return width, height, depth, color
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """A pixel file as an (height, width, 3) uint8 array; only 8-bit RGB PNGs are pixel files."""
-    path = Path(path)
-    width, height, depth, color = _header(path)
     if depth != 8 or color != PNG_COLOR_RGB:
         kind = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}.get(color, f"type {color}")
-        raise PxglError(f"{path}: {depth}-bit {kind} PNG; pixel files are 8-bit RGB (save it as RGB, 8 bits)")
+        raise PxglError(f"{source}: {depth}-bit {kind} PNG; pixel files are 8-bit RGB (save it as RGB, 8 bits)")
     if width == 0 or height == 0 or width * height > MAX_PIXELS:
-        raise PxglError(f"{path}: absurd image size {width}x{height} (limit {MAX_PIXELS} pixels)")
+        raise PxglError(f"{source}: absurd image size {width}x{height} (limit {MAX_PIXELS} pixels)")
+    return width, height
+
+
+def _decode(image: Path | BinaryIO, width: int, height: int, source: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            image.load()
-            pixels = np.asarray(image, dtype=np.uint8)
+        with Image.open(image) as opened:
+            opened.load()
+            pixels = np.asarray(opened, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
-        raise PxglError(f"{path}: truncated or corrupt PNG ({e})") from None
+        raise PxglError(f"{source}: truncated or corrupt PNG ({e})") from None
     if pixels.shape != (height, width, 3):
-        raise PxglError(f"{path}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
+        raise PxglError(f"{source}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
     return pixels
 
 
