@@ -91,11 +91,16 @@ class Tokenizer:
             raise PxglError(f"{path}: no such tokenizer file") from None
         except (OSError, UnicodeDecodeError) as e:
             raise PxglError(f"{path}: cannot read tokenizer ({e})") from None
+        return cls.loads(text, str(path))
+
+    @classmethod
+    def loads(cls, text: str, where: str) -> "Tokenizer":
+        """A tokenizer from its file's text (e.g. a cartridge member); `where` names it in errors."""
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
-            raise PxglError(f"{path}: tokenizer is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls(_validate(doc, str(path)))
+            raise PxglError(f"{where}: tokenizer is not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls(_validate(doc, where))
 
     @classmethod
     def train(cls, text_or_chunks: str | Iterable[str], vocab_size: int,
