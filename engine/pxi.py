@@ -72,7 +72,15 @@ def _decode(image: Path | BinaryIO, width: int, height: int, source: str) -> np.
 
 def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
     """Write an (height, width, 3) uint8 array as a PNG, atomically: the file appears whole or not at all."""
-    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(tmp, "PNG"))
+    data = encode_rgb(pixels)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def encode_rgb(pixels: np.ndarray) -> bytes:
+    """An (height, width, 3) uint8 array as the bytes of a pixel file (8-bit RGB PNG)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def atomic_write(path: str | Path, write) -> None:
