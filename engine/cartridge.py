@@ -269,6 +269,10 @@ def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes
     return Cartridge(path, manifest, spec, weights, tokenizer, foreign, absent)
 
 
+def model_dimensions(spec: ModelSpec) -> dict[str, int]:
+    return {key: getattr(spec, key) for key in MODEL_KEYS}
+
+
 def own_shaders() -> dict[str, bytes]:
     """The engine's shader files as cartridge members: `shaders/<file>` → bytes."""
     directory = resource_dir("glsl")
@@ -410,7 +414,7 @@ def pack(model_path: str | Path, out: str | Path, executor: str = "passes", trus
     }
     manifest = Manifest(
         name=Path(model.source).stem[:MAX_NAME] or out.stem,
-        model={key: getattr(model.spec, key) for key in MODEL_KEYS},
+        model=model_dimensions(model.spec),
         executor=executor,
         members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
     )

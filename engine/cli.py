@@ -3,12 +3,15 @@
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from engine.errors import PxglError
 from engine.resources import bundled_model
+
+if TYPE_CHECKING:
+    from engine.model import Model
 
 app = typer.Typer(
     help="pxgl: run pixel-encoded models on the GPU. Prompts, weights, compute and answers are all pixels.",
@@ -19,7 +22,9 @@ app = typer.Typer(
 
 ModelOption = Annotated[
     Path | None,
-    typer.Option("--model", "-m", help="Weights .pxi (meta beside it). Default: the bundled pixellm_v0."),
+    typer.Option(
+        "--model", "-m", help="A cartridge .pxa, or weights .pxi (meta beside it). Default: the bundled pixellm_v0."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 
@@ -50,7 +55,7 @@ def encode(
     from engine.model import load_model, load_tokenizer
     from engine.pxi import encode_tokens, write_rgb
 
-    loaded = load_model(model_path(model))
+    loaded = load_model(model_path(model), trust_shaders=True)  # encoding runs no shader
     tokenizer = load_tokenizer(loaded)
     rows = [tokenizer.encode(text) for text in texts]
     write_rgb(out, encode_tokens(rows, loaded.spec.vocab_size))
@@ -67,7 +72,7 @@ def decode(
     from engine.model import load_model, load_tokenizer
     from engine.pxi import decode_predictions, decode_tokens, is_prediction_image, read_rgb
 
-    loaded = load_model(model_path(model))
+    loaded = load_model(model_path(model), trust_shaders=True)  # decoding runs no shader
     tokenizer = load_tokenizer(loaded)
     pixels = read_rgb(file)
     if is_prediction_image(pixels):
@@ -90,13 +95,48 @@ def decode(
 
 
 ExecutorOption = Annotated[
-    str,
-    typer.Option("--executor", "-x", help="How the GPU computes the forward pass: passes (Model A's four passes)."),
+    str | None,
+    typer.Option(
+        "--executor",
+        "-x",
+        help="How the GPU computes the forward pass: passes (Model A's four passes). "
+        "Default: the cartridge's own choice, else passes.",
+    ),
 ]
 DeviceOption = Annotated[
     int | None,
     typer.Option("--device", "-d", help="EGL device index on machines with several GPUs (or PXGL_DEVICE)."),
 ]
+TrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-shaders",
+        help="Run a cartridge whose shaders differ from this engine's. pxgl never compiles a cartridge's "
+        "shader code: it runs the engine's own shaders over the cartridge's weights, and says so.",
+    ),
+]
+
+
+def open_model(model: Path | None, trust_shaders: bool) -> "Model":
+    """load_model for commands that run the GPU: warn when a cartridge's foreign shaders were let through."""
+    from engine.model import load_model
+
+    loaded = load_model(model_path(model), trust_shaders)
+    if loaded.cartridge is not None and loaded.cartridge.foreign_shaders:
+        typer.secho(
+            f"warning: {loaded.source}: its shaders ({', '.join(loaded.cartridge.foreign_shaders)}) differ from "
+            "this engine's and were not run; the engine's own shaders compute the forward pass",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    return loaded
+
+
+def executor_for(loaded: "Model", executor: str | None) -> str:
+    """The executor asked for, else the cartridge's default, else Model A's passes."""
+    if executor is not None:
+        return executor
+    return loaded.cartridge.manifest.executor if loaded.cartridge is not None else "passes"
 
 
 def read_prompt_lines(path: Path) -> list[str]:
@@ -137,15 +177,16 @@ def infer(
         Path | None, typer.Option("--tokens-out", help="Also write the token texture the GPU ran.")
     ] = None,
     model: ModelOption = None,
-    executor: ExecutorOption = "passes",
+    executor: ExecutorOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    trust_shaders: TrustOption = False,
 ) -> None:
     """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
 
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
     from engine.engine import Engine
-    from engine.model import load_model, load_tokenizer
+    from engine.model import load_tokenizer
     from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 
     given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
@@ -153,7 +194,7 @@ def infer(
         raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
     if tokens_out is not None and tokens_out.resolve() == out.resolve():
         raise PxglError(f"--tokens-out and --out are the same file {out}")
-    loaded = load_model(model_path(model))
+    loaded = open_model(model, trust_shaders)
     vocab = loaded.spec.vocab_size
     tokenizer = None if input_file is not None else load_tokenizer(loaded)
     if input_file is not None:
@@ -164,7 +205,7 @@ def infer(
         lines = read_prompt_lines(batch)
         pixels, source = encode_tokens([tokenizer.encode(line) for line in lines], vocab), str(batch)
 
-    engine = Engine(loaded, device=device, executor=executor)
+    engine = Engine(loaded, device=device, executor=executor_for(loaded, executor))
     bar, label = progress_bar("predicting", pixels.shape[0])
     with bar:
         task = bar.add_task(label, total=pixels.shape[0])
@@ -200,6 +241,127 @@ def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
         return
     for key, value in record.items():
         typer.echo(f"{key:28} {value}")
+
+
+@app.command()
+def pack(
+    model: Annotated[Path, typer.Argument(help="Weights .pxi (meta and tokenizer beside it), or a .pxa to repack.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Cartridge to write. Default: the model's name with .pxa.")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", "-x", help="The executor the cartridge runs on unless told otherwise.")
+    ] = "passes",
+    trust_shaders: TrustOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pack a model into a cartridge (.pxa): weights, meta, tokenizer and the engine's shaders in one zip,
+    with a manifest of every member's size and sha256."""
+    from engine.cartridge import pack as pack_cartridge
+
+    target = out if out is not None else model.with_suffix(".pxa")
+    manifest = pack_cartridge(model, target, executor, trust_shaders)
+    if as_json:
+        emit_json({"out": str(target), **manifest.to_json()})
+        return
+    size = sum(m.size for m in manifest.members)
+    typer.echo(f"{target}: cartridge {manifest.name!r}, {len(manifest.members)} members, {size} bytes unpacked")
+
+
+@app.command()
+def run(
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="Token texture (.pxi) to run.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Prediction pixels to write.")] = Path(
+        "output_token.pxi"
+    ),
+    model: ModelOption = None,
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    trust_shaders: TrustOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pixels in, pixels out: run a token texture through a model and write its prediction pixels."""
+    infer(
+        prompt=None,
+        input_file=input_file,
+        batch=None,
+        out=output,
+        tokens_out=None,
+        model=model,
+        executor=executor,
+        device=device,
+        as_json=as_json,
+        trust_shaders=trust_shaders,
+    )
+
+
+@app.command()
+def ask(
+    model: Annotated[Path, typer.Argument(help="A cartridge .pxa (or weights .pxi) to ask.")],
+    prompt: Annotated[str, typer.Argument(help="Prompt text.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prediction pixel to write.")] = Path("output_token.pxi"),
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    trust_shaders: TrustOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a model: the answer is written as a prediction pixel, then shown as text and as a coloured block."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from engine.engine import Engine
+    from engine.model import load_tokenizer
+    from engine.pxi import decode_predictions, encode_tokens, write_rgb
+
+    loaded = open_model(model, trust_shaders)
+    tokenizer = load_tokenizer(loaded)
+    pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
+    prediction = Engine(loaded, device=device, executor=executor_for(loaded, executor)).predict(pixels, "prompt")
+    write_rgb(out, prediction)
+
+    (token,), (confidence,) = (values.tolist() for values in decode_predictions(prediction))
+    pixel = tuple(prediction[0, 0].tolist())
+    answer = tokenizer.decode([token])
+    if as_json:
+        emit_json(
+            {"prompt": prompt, "id": token, "text": answer, "confidence": round(confidence / 255, 4)}
+            | {"pixel": list(pixel), "out": str(out)}
+        )
+        return
+    console = Console(highlight=False)
+    console.print(Text.assemble(prompt, " → ", (repr(answer), "bold")))
+    console.print(
+        Text.assemble(
+            ("██████", f"rgb({pixel[0]},{pixel[1]},{pixel[2]})"),
+            f"  pixel {pixel}  id {token}  confidence {confidence / 255:.1%}  → {out}",
+        )
+    )
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A cartridge (.pxa) or a pixel file (.pxi).")],
+    as_json: JsonOption = False,
+) -> None:
+    """What a file is and whether pxgl would run it: a cartridge's manifest, members, hashes and shader
+    verdict; a weights file's dimensions and tensors; a token texture, prediction pixels or pxVM program."""
+    from engine.describe import describe
+
+    record = describe(file)
+    if as_json:
+        emit_json(record)
+        return
+    for key, value in record.items():
+        if isinstance(value, list):
+            typer.echo(f"{key}:")
+            for item in value:
+                typer.echo(
+                    "  " + ("  ".join(f"{k} {v}" for k, v in item.items()) if isinstance(item, dict) else str(item))
+                )
+        elif isinstance(value, dict):
+            typer.echo(f"{key:14} " + "  ".join(f"{k} {v}" for k, v in value.items()))
+        else:
+            typer.echo(f"{key:14} {value}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""`pxgl inspect`: what a file is, told from its content, and whether pxgl would run it.
+
+Every description is a flat record (JSON-ready): `kind`, what the kind has (dimensions, members, hashes,
+tensors, rows), and a `verdict`. A file pxgl would refuse raises the PxglError that refusing it gives."""
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from engine.cartridge import FORMAT, SHADER_DIR, VERSION, model_dimensions, open_cartridge
+from engine.errors import PxglError
+from engine.model import CARTRIDGE_SUFFIX, load_model
+from engine.pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
+from engine.spec import MAX_VOCAB, meta_path_for
+
+MAX_LISTED_ROWS = 16
+"""Rows of a token texture or prediction image listed one by one; the rest are summarised."""
+
+
+def describe(path: Path) -> dict[str, Any]:
+    if path.suffix == CARTRIDGE_SUFFIX:
+        return describe_cartridge(path)
+    if path.suffix != ".pxi":
+        raise PxglError(f"{path}: pxgl inspects cartridges (.pxa) and pixel files (.pxi)")
+    pixels = read_rgb(path)
+    height, width, _ = pixels.shape
+    record: dict[str, Any] = {"file": str(path), "sha256": file_sha256(path), "image": f"{width}x{height}"}
+    if meta_path_for(path).exists():
+        return record | describe_weights(path)
+    if is_prediction_image(pixels):
+        ids, confidence = decode_predictions(pixels, str(path))
+        rows = [
+            {"row": r, "id": int(i), "confidence": round(int(c) / 255, 4)}
+            for r, (i, c) in enumerate(zip(ids[:MAX_LISTED_ROWS], confidence[:MAX_LISTED_ROWS], strict=True))
+        ]
+        return record | {"kind": "prediction pixels", "rows": height, "predictions": rows, "verdict": "valid"}
+    try:
+        lengths = token_lengths(pixels, MAX_VOCAB, str(path))
+    except PxglError as e:
+        raise PxglError(f"{e}; so it is no pxgl pixel file (weights need their .meta.json beside them)") from None
+    ids = token_ids(pixels)
+    prompts = [
+        {"row": r, "tokens": int(n), "ids": ids[r, : min(int(n), MAX_LISTED_ROWS)].tolist()}
+        for r, n in enumerate(lengths[:MAX_LISTED_ROWS])
+    ]
+    return record | {
+        "kind": "token texture",
+        "rows": height,
+        "largest_id": int(max(ids[r, :n].max() for r, n in enumerate(lengths))),
+        "prompts": prompts,
+        "verdict": "valid (token ids are checked against a model's vocabulary when it runs)",
+    }
+
+
+def describe_weights(path: Path) -> dict[str, Any]:
+    model = load_model(path)
+    spec = model.spec
+    tensors = [
+        {"name": t.name, "offset": t.offset, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+        for t in spec.tensors.values()
+    ]
+    tokenizer = "present" if model.tokenizer_path.is_file() else "missing (text commands will not work)"
+    return {
+        "kind": "weights",
+        "model": model_dimensions(spec),
+        "tensors": tensors,
+        "tokenizer": f"{spec.tokenizer} ({tokenizer})",
+        "verdict": "valid",
+    }
+
+
+def describe_cartridge(path: Path) -> dict[str, Any]:
+    cart = open_cartridge(path)
+    manifest = cart.manifest
+    if cart.foreign_shaders:
+        shaders = f"FOREIGN: {', '.join(cart.foreign_shaders)} differ from this engine's"
+        verdict = "valid, but runs only with --trust-shaders (and then with the engine's own shaders)"
+    else:
+        carried = sum(1 for m in manifest.members if m.name.startswith(f"{SHADER_DIR}/"))
+        shaders = f"{carried} byte-identical to this engine's own"
+        verdict = "valid: runs"
+    if cart.absent_shaders:
+        shaders += f"; does not carry {', '.join(cart.absent_shaders)}"
+    return {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "kind": "cartridge",
+        "format": f"{FORMAT} version {VERSION}",
+        "name": manifest.name,
+        "model": model_dimensions(cart.spec),
+        "executor": manifest.executor,
+        "members": [{"name": m.name, "size": m.size, "sha256": m.sha256} for m in manifest.members],
+        "shaders": shaders,
+        "verdict": verdict,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
