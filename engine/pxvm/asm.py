@@ -1,0 +1,96 @@
+"""pxVM assembly text ↔ program pixels (docs/FORMATS.md §7.6).
+
+    ; a comment                       .image 7 7      (optional: the image's width and height)
+    .scratch 2434                     POOL_TOKENS embed, 128, s0
+Operands: scratch addresses s<n>, tokens t<n> (counted back from the last), outputs o<n>, tensors by
+name, lengths and offsets as plain decimals."""
+
+import re
+
+import numpy as np
+
+from engine.errors import PxglError
+from engine.pxvm.opcodes import BY_NAME, Kind
+from engine.pxvm.program import Instruction, Program, encode_program
+from engine.spec import TENSOR_ORDER
+
+PREFIX = {Kind.SCRATCH: "s", Kind.TOKEN: "t", Kind.OUTPUT: "o", Kind.LENGTH: "", Kind.OFFSET: ""}
+SPELLING = {
+    Kind.SCRATCH: "s<address>",
+    Kind.TOKEN: "t<back>",
+    Kind.OUTPUT: "o<index>",
+    Kind.LENGTH: "a number",
+    Kind.OFFSET: "a number",
+    Kind.TENSOR: " or ".join(TENSOR_ORDER),
+}
+NUMBER = re.compile(r"[0-9]+")
+
+
+def format_operand(kind: Kind, value: int) -> str:
+    return TENSOR_ORDER[value] if kind is Kind.TENSOR else f"{PREFIX[kind]}{value}"
+
+
+def parse_operand(kind: Kind, text: str, where: str) -> int:
+    if kind is Kind.TENSOR:
+        if text not in TENSOR_ORDER:
+            raise PxglError(f"{where}: {text!r} is not a tensor; expected {SPELLING[kind]}")
+        return TENSOR_ORDER.index(text)
+    prefix = PREFIX[kind]
+    if not text.startswith(prefix) or not NUMBER.fullmatch(text[len(prefix) :]):
+        raise PxglError(f"{where}: {text!r} is not {SPELLING[kind]}")
+    return int(text[len(prefix) :])
+
+
+def disassemble(program: Program) -> str:
+    """Readable assembly that `assemble` turns back into the same pixels, byte for byte."""
+    height, width, _ = program.pixels.shape
+    lines = [
+        f"; pxVM program {program.source}: {len(program.instructions)} instructions (docs/FORMATS.md §7)",
+        f".image {width} {height}",
+        f".scratch {program.scratch_size}",
+    ]
+    for ins in program.instructions:
+        args = ", ".join(format_operand(o.kind, v) for o, v in zip(ins.op.operands, ins.operands, strict=True))
+        names = ", ".join(o.name for o in ins.op.operands)
+        lines.append(f"{ins.op.name:<18} {args:<34} ; @{ins.pixel:<4} {names}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def assemble(text: str, source: str) -> np.ndarray:
+    """Assembly text → program pixels. Checks the syntax; decode_program/validate_program check the rest."""
+    scratch: int | None = None
+    size: tuple[int, int] | None = None
+    instructions: list[Instruction] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(";", 1)[0].strip()
+        where = f"{source}:{number}"
+        if not line:
+            continue
+        word, _, rest = line.partition(" ")
+        if word == ".scratch":
+            if scratch is not None or not NUMBER.fullmatch(rest.strip()):
+                raise PxglError(f"{where}: expected one '.scratch <floats>' line")
+            scratch = int(rest)
+        elif word == ".image":
+            sides = rest.split()
+            if size is not None or len(sides) != 2 or not all(NUMBER.fullmatch(s) for s in sides):
+                raise PxglError(f"{where}: expected one '.image <width> <height>' line")
+            size = (int(sides[0]), int(sides[1]))
+        elif word in BY_NAME:
+            op = BY_NAME[word]
+            args = [a.strip() for a in rest.split(",")] if rest.strip() else []
+            if len(args) != len(op.operands):
+                names = ", ".join(o.name for o in op.operands) or "none"
+                raise PxglError(f"{where}: {op.name} takes {len(op.operands)} operands ({names}), got {len(args)}")
+            values = tuple(
+                parse_operand(o.kind, a, f"{where}: {o.name}") for o, a in zip(op.operands, args, strict=True)
+            )
+            instructions.append(Instruction(op, values))
+        else:
+            raise PxglError(f"{where}: unknown instruction {word!r}; known: {', '.join(BY_NAME)}")
+    if scratch is None:
+        raise PxglError(f"{source}: no '.scratch <floats>' line; every program declares its scratch size")
+    try:
+        return encode_program(scratch, instructions, size)
+    except PxglError as e:
+        raise PxglError(f"{source}: {e}") from None

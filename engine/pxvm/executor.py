@@ -1,0 +1,150 @@
+"""Model B on the GPU: glsl/pxvm.comp interprets a validated pxVM program, one work group per prompt.
+
+tokens ─┐
+weights ┼─▶ pxvm.comp (walks the program texture) ─▶ scratch (r32f, per prompt) ─▶ prediction
+program ┘"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import PxglError
+from engine.executor import Trace, ceil_div, model_constants, next_pow2
+from engine.gl import GLBackend, Texture
+from engine.pxvm.compiler import compile_program, scratch_layout
+from engine.pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
+from engine.pxvm.program import Program
+from engine.pxvm.validator import validate_program
+from engine.spec import TENSOR_ORDER, ModelSpec
+
+WEIGHTS_UNIT, TOKENS_UNIT, PROGRAM_UNIT = 0, 1, 2
+SCRATCH_IMAGE, PREDICTION_IMAGE = 0, 1
+VM_THREADS = 256
+"""Invocations per work group (a power of two; fewer where the GPU allows fewer)."""
+MAX_TILE = 16384
+SCRATCH_BUDGET = 1 << 26
+"""Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""
+POISON_FLOAT = np.float32(np.nan)
+POISON_BYTE = 0xEE
+
+
+def vm_constants(spec: ModelSpec, threads: int) -> dict[str, int | float]:
+    """The model's constants plus what the interpreter needs: opcodes by name, tensors by index."""
+    constants = model_constants(spec) | {
+        "THREADS": threads,
+        "MAX_OPERANDS": MAX_OPERANDS,
+        "HEADER_PIXELS": HEADER_PIXELS,
+    }
+    for op in OPS:
+        constants[f"OP_{op.name}"] = op.code
+    for index, name in enumerate(TENSOR_ORDER):
+        tensor = spec.tensors[name]
+        constants[f"TENSOR{index}_OFFSET"] = tensor.offset
+        constants[f"TENSOR{index}_SCALE"] = tensor.scale
+        constants[f"TENSOR{index}_ZERO"] = float(tensor.zero_point)
+    return constants
+
+
+@dataclass(frozen=True)
+class VmTile:
+    """The textures of one tile: room for `capacity` prompts."""
+
+    capacity: int
+    tokens: Texture
+    scratch: Texture
+    prediction: Texture
+
+
+class PxvmExecutor:
+    """Model B: runs a pxVM program (by default the model's compiled program) over tiles of prompts."""
+
+    def __init__(self, gpu: GLBackend, spec: ModelSpec, weights: Texture, program: Program | None = None) -> None:
+        if program is None:
+            program = validate_program(compile_program(spec), spec, "compiled program")
+        if program.spec != spec:
+            raise PxglError(f"{program.source}: the program was not validated for this model; validate it first")
+        self.gpu, self.spec, self.weights, self.program = gpu, spec, weights, program
+        limits = gpu.limits
+        allowed = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
+        self.threads = min(VM_THREADS, 1 << (allowed.bit_length() - 1))  # a power of two, for the reductions
+        self.shader = gpu.compile("pxvm", vm_constants(spec, self.threads))
+        self.program_texture = gpu.uint_texture(program.pixels, f"{program.source}: program texture")
+        self.scratch_width = min(program.scratch_size, limits.max_texture_size)
+        self.scratch_rows = ceil_div(program.scratch_size, self.scratch_width)
+        prompt_bytes = self.scratch_rows * self.scratch_width * 4
+        self.max_tile = min(
+            MAX_TILE,
+            limits.max_texture_size // self.scratch_rows,
+            limits.max_work_group_count[0],
+            SCRATCH_BUDGET // prompt_bytes,
+        )
+        compiled = compile_program(spec)
+        self.layout = scratch_layout(spec) if np.array_equal(compiled, program.pixels) else None
+        """Where embed/hidden/logits sit in scratch, known only for the model's own compiled program."""
+        self._tiles: dict[int, VmTile] = {}
+
+    def tile(self, n: int) -> VmTile:
+        capacity = min(next_pow2(n), self.max_tile)
+        if capacity not in self._tiles:
+            gpu = self.gpu
+            self._tiles[capacity] = VmTile(
+                capacity,
+                tokens=gpu.uint_texture_empty(self.spec.context_window, capacity, 3, "token texture"),
+                scratch=gpu.float_image(self.scratch_width, capacity * self.scratch_rows, "pxVM scratch"),
+                prediction=gpu.rgba8ui_image(OUTPUT_PIXELS, capacity, "prediction"),
+            )
+            self._poison(self._tiles[capacity])
+        return self._tiles[capacity]
+
+    def _poison(self, tile: VmTile) -> None:
+        scratch = tile.scratch
+        self.gpu.write(scratch, np.full((scratch.height, scratch.width), POISON_FLOAT, dtype=np.float32))
+        self.gpu.write(tile.prediction, np.full((tile.capacity, OUTPUT_PIXELS, 4), POISON_BYTE, dtype=np.uint8))
+
+    def poison(self) -> None:
+        for tile in self._tiles.values():
+            self._poison(tile)
+
+    def _forward(self, tails: np.ndarray) -> VmTile:
+        n = len(tails)
+        if n > self.max_tile:
+            raise PxglError(f"pxVM: {n} prompts in one run; this GPU takes at most {self.max_tile}")
+        tile = self.tile(n)
+        gpu = self.gpu
+        gpu.write(tile.tokens, tails)
+        gpu.bind_texture(self.weights, WEIGHTS_UNIT)
+        gpu.bind_texture(tile.tokens, TOKENS_UNIT)
+        gpu.bind_texture(self.program_texture, PROGRAM_UNIT)
+        gpu.bind_image(tile.scratch, SCRATCH_IMAGE, read=True, write=True)
+        gpu.bind_image(tile.prediction, PREDICTION_IMAGE, read=False, write=True)
+        gpu.dispatch(self.shader, (n, 1, 1), "pxvm")
+        gpu.barrier()
+        return tile
+
+    def run(self, tails: np.ndarray) -> np.ndarray:
+        tile = self._forward(tails)
+        return self.gpu.read_uint8(tile.prediction)[: len(tails), 0, :3]
+
+    def run_with_scratch(self, tails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 3) prediction pixels and (n, scratch_size) float32: each prompt's scratch after the run."""
+        tile, n = self._forward(tails), len(tails)
+        image = self.gpu.read_float(tile.scratch)
+        scratch = image[: n * self.scratch_rows].reshape(n, -1)[:, : self.program.scratch_size]
+        return self.gpu.read_uint8(tile.prediction)[:n, 0, :3], scratch
+
+    def trace(self, tails: np.ndarray) -> Trace:
+        prediction, scratch = self.run_with_scratch(tails)
+        n, s = len(tails), self.layout
+        tokens = self.gpu.read_uint8(self.tile(n).tokens)[:n]
+        if s is None:
+            return Trace(tokens, None, None, None, prediction[:, None, :])
+        side = self.spec.logits_side
+        logits = np.full((n, side * side), np.nan, dtype=np.float32)
+        logits[:, : self.spec.vocab_size] = scratch[:, s.logits : s.logits + self.spec.vocab_size]
+        return Trace(
+            tokens=tokens,
+            embed=scratch[:, s.embed : s.embed + self.spec.embed_dim],
+            hidden=scratch[:, s.hidden : s.hidden + self.spec.hidden_dim],
+            logits=logits.reshape(n, side, side),
+            prediction=prediction[:, None, :],
+        )

@@ -1,0 +1,138 @@
+"""The static validator: everything a program may touch is checked on the host, against the model it
+will run with, before anything reaches the GPU. Straight-line code (no jumps) makes every valid program
+terminate; these checks make every valid program stay inside its memory spaces:
+
+    WEIGHTS  each tensor's elements (sizes from the meta)        TOKENS  t0..t(context_window-1)
+    SCRATCH  s0..s(scratch_size-1), read only after written      OUTPUT  o0 (one pixel per prompt)"""
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import numpy as np
+
+from engine.errors import PxglError
+from engine.pxvm.opcodes import BY_NAME, OUTPUT_PIXELS, Kind
+from engine.pxvm.program import Instruction, Program, decode_program
+from engine.spec import TENSOR_ORDER, ModelSpec
+
+
+class Space(Enum):
+    WEIGHTS = "WEIGHTS"
+    TOKENS = "TOKENS"
+    SCRATCH = "SCRATCH"
+    OUTPUT = "OUTPUT"
+
+
+@dataclass(frozen=True)
+class Access:
+    """One instruction's reach into one memory space: elements [start, start + length)."""
+
+    space: Space
+    start: int
+    length: int
+    operand: str
+    writes: bool = False
+    tensor: str = ""
+    """For WEIGHTS: the tensor's name."""
+
+
+def accesses(ins: Instruction, spec: ModelSpec) -> list[Access]:
+    """Every range an instruction reads or writes (docs/FORMATS.md §7, operand table)."""
+    name = ins.op.name
+
+    def scratch(operand: str, length: int, writes: bool = False) -> Access:
+        return Access(Space.SCRATCH, ins[operand], length, operand, writes)
+
+    def weights(start: int, length: int) -> Access:
+        tensor = TENSOR_ORDER[ins["tensor"]]
+        return Access(Space.WEIGHTS, start, length, "tensor", tensor=tensor)
+
+    if name == "LOAD_WEIGHT_SLICE":
+        return [weights(ins["offset"], ins["length"]), scratch("dst", ins["length"], writes=True)]
+    if name == "LOAD_TOKEN":
+        return [
+            Access(Space.TOKENS, ins["back"], 1, "back"),
+            weights(0, spec.vocab_size * ins["length"]),
+            scratch("dst", ins["length"], writes=True),
+        ]
+    if name == "POOL_TOKENS":
+        return [weights(0, spec.vocab_size * ins["length"]), scratch("dst", ins["length"], writes=True)]
+    if name == "DOT_PRODUCT":
+        return [
+            scratch("src", ins["in_len"]),
+            weights(ins["offset"], ins["in_len"] * ins["out_len"]),
+            scratch("dst", ins["out_len"], writes=True),
+        ]
+    if name == "ADD_BIAS":
+        return [scratch("dst", ins["length"]), scratch("src", ins["length"]), scratch("dst", ins["length"], True)]
+    if name == "RELU":
+        return [scratch("dst", ins["length"]), scratch("dst", ins["length"], writes=True)]
+    if name == "ARGMAX":
+        return [scratch("src", ins["length"]), scratch("dst", 2, writes=True)]
+    if name == "STORE_PIXEL":
+        return [scratch("src", 2), Access(Space.OUTPUT, ins["out"], 1, "out", writes=True)]
+    if name == "HALT":
+        return []
+    raise AssertionError(f"no access rule for {name}")  # every opcode of the table has one above
+
+
+def _bounds(access: Access, program: Program, spec: ModelSpec, where: str) -> None:
+    end = access.start + access.length
+    if access.space is Space.SCRATCH and end > program.scratch_size:
+        raise PxglError(
+            f"{where}: {access.operand} s{access.start}..s{end - 1} is outside SCRATCH "
+            f"s0..s{program.scratch_size - 1}; fix the address or declare more scratch"
+        )
+    if access.space is Space.WEIGHTS and end > spec.tensors[access.tensor].size:
+        raise PxglError(
+            f"{where}: reads {access.tensor} elements {access.start}..{end - 1}, outside WEIGHTS: the tensor "
+            f"has {spec.tensors[access.tensor].size} elements in this model"
+        )
+    if access.space is Space.TOKENS and end > spec.context_window:
+        raise PxglError(
+            f"{where}: token t{access.start} is outside TOKENS t0..t{spec.context_window - 1} "
+            f"(the model's context_window is {spec.context_window})"
+        )
+    if access.space is Space.OUTPUT and end > OUTPUT_PIXELS:
+        raise PxglError(f"{where}: output o{access.start} is outside OUTPUT o0..o{OUTPUT_PIXELS - 1}")
+
+
+def _disjoint(reach: list[Access], where: str) -> None:
+    """A range an instruction writes may not overlap another operand's range that it reads: the GPU
+    splits an instruction across invocations, so such an overlap would race."""
+    for w in (a for a in reach if a.writes and a.space is Space.SCRATCH):
+        for r in (a for a in reach if not a.writes and a.space is Space.SCRATCH and a.operand != w.operand):
+            if r.start < w.start + w.length and w.start < r.start + r.length:
+                raise PxglError(
+                    f"{where}: {w.operand} s{w.start}..s{w.start + w.length - 1} overlaps {r.operand} "
+                    f"s{r.start}..s{r.start + r.length - 1}; an instruction's output may not overlap its input"
+                )
+
+
+def validate_program(pixels: np.ndarray, spec: ModelSpec, source: str) -> Program:
+    """Decode and check a program for this model; every problem class has its own one-line PxglError.
+    Runs on the host only: nothing here touches the GPU."""
+    program = decode_program(pixels, source)
+    written = np.zeros(program.scratch_size, dtype=bool)
+    stores = 0
+    for index, ins in enumerate(program.instructions):
+        where = f"{source}: pixel {ins.pixel} (instruction {index}, {ins.op.name})"
+        for operand, value in zip(ins.op.operands, ins.operands, strict=True):
+            if operand.kind is Kind.LENGTH and value == 0:
+                raise PxglError(f"{where}: {operand.name} is 0; lengths are at least 1")
+        reach = accesses(ins, spec)
+        for access in reach:
+            _bounds(access, program, spec, where)
+        _disjoint(reach, where)
+        for r in (a for a in reach if a.space is Space.SCRATCH and not a.writes):
+            unwritten = np.flatnonzero(~written[r.start : r.start + r.length])
+            if unwritten.size:
+                raise PxglError(
+                    f"{where}: reads s{r.start + int(unwritten[0])} ({r.operand}) before any instruction writes it"
+                )
+        for w in (a for a in reach if a.space is Space.SCRATCH and a.writes):
+            written[w.start : w.start + w.length] = True
+        stores += ins.op is BY_NAME["STORE_PIXEL"]
+    if stores == 0:
+        raise PxglError(f"{source}: no STORE_PIXEL before HALT: the program never writes its prediction pixel")
+    return replace(program, spec=spec)
