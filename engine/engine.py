@@ -5,6 +5,7 @@ respect the GPU's limits to an executor: Model A's four passes ("passes") or ano
 
 import importlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,23 +15,37 @@ from engine.gl import GLBackend, gl_errors
 from engine.model import Model
 from engine.pxi import encode_tokens, token_lengths, token_tails
 
-EXECUTORS = {"passes": "engine.passes:PassesExecutor"}
+if TYPE_CHECKING:
+    from engine.pxvm.program import Program
+
+EXECUTORS = {"passes": "engine.passes:PassesExecutor", "pxvm": "engine.pxvm.executor:PxvmExecutor"}
 """Executor name → "module:class"; each class is built as cls(gpu, spec, weights_texture)."""
 
 
 class Engine:
     def __init__(
-        self, model: Model, gpu: GLBackend | None = None, device: int | None = None, executor: str = "passes"
+        self,
+        model: Model,
+        gpu: GLBackend | None = None,
+        device: int | None = None,
+        executor: str = "passes",
+        program: "Program | None" = None,
     ) -> None:
+        """`program`: a validated pxVM program for the "pxvm" executor (default: the model's compiled one)."""
         if executor not in EXECUTORS:
             raise PxglError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        if program is not None and executor != "pxvm":
+            raise PxglError(f"{program.source}: a pxVM program runs on the pxvm executor, not {executor!r}")
         self.model = model
         self.spec = model.spec
         self.gpu = gpu if gpu is not None else GLBackend(device)
         module, name = EXECUTORS[executor].split(":")
         with gl_errors(model.source):
             self.weights = self.gpu.uint_texture(model.weights, f"{model.source}: weight texture")
-            self.executor: Executor = getattr(importlib.import_module(module), name)(self.gpu, self.spec, self.weights)
+            options = {} if program is None else {"program": program}
+            self.executor: Executor = getattr(importlib.import_module(module), name)(
+                self.gpu, self.spec, self.weights, **options
+            )
 
     def _tails(self, token_pixels: np.ndarray, source: str) -> np.ndarray:
         """Validate a token texture and cut each row to its last context_window tokens."""

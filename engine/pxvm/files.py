@@ -1,0 +1,37 @@
+"""pxVM program files on disk: a model's program sits beside its weights, `name.pxi` → `name.program.pxi`."""
+
+from pathlib import Path
+
+from engine.model import Model
+from engine.pxi import read_rgb, write_rgb
+from engine.pxvm.compiler import compile_program
+from engine.pxvm.program import Program
+from engine.pxvm.validator import validate_program
+from engine.spec import ModelSpec
+
+PROGRAM_SUFFIX = ".program.pxi"
+
+
+def program_path_for(weights: Path) -> Path:
+    return weights.with_name(weights.name.removesuffix(".pxi") + PROGRAM_SUFFIX)
+
+
+def load_program(path: Path, spec: ModelSpec) -> Program:
+    """Read and validate a program file for this model (host only: no GPU is touched)."""
+    return validate_program(read_rgb(path), spec, str(path))
+
+
+def write_compiled_program(path: Path, spec: ModelSpec) -> Program:
+    """Compile the model's program, check it like any other, and write it atomically."""
+    program = validate_program(compile_program(spec), spec, str(path))
+    write_rgb(path, program.pixels)
+    return program
+
+
+def program_for(model: Model, path: Path | None) -> Program | None:
+    """The program `pxgl infer --executor pxvm` runs: `path` if given, else the file beside a .pxi model's
+    weights if there is one, else None (the executor compiles the model's program itself)."""
+    if path is None and model.cartridge is None:
+        beside = program_path_for(Path(model.source))
+        path = beside if beside.is_file() else None
+    return None if path is None else load_program(path, model.spec)
