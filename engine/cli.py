@@ -99,7 +99,8 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         "-x",
-        help="How the GPU computes the forward pass: passes (Model A's four passes). "
+        help="How the GPU computes the forward pass: passes (Model A's four passes) or pxvm (Model B: a "
+        "program of pixel opcodes interpreted on the GPU). "
         "Default: the cartridge's own choice, else passes.",
     ),
 ]
@@ -176,6 +177,14 @@ def infer(
     tokens_out: Annotated[
         Path | None, typer.Option("--tokens-out", help="Also write the token texture the GPU ran.")
     ] = None,
+    program_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--program",
+            help="pxVM program (.pxi) to run on the pxvm executor (implies it). Default for pxvm: "
+            "name.program.pxi beside the weights if there is one, else the model's compiled program.",
+        ),
+    ] = None,
     model: ModelOption = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
@@ -205,7 +214,15 @@ def infer(
         lines = read_prompt_lines(batch)
         pixels, source = encode_tokens([tokenizer.encode(line) for line in lines], vocab), str(batch)
 
-    engine = Engine(loaded, device=device, executor=executor_for(loaded, executor))
+    if program_file is not None and executor not in (None, "pxvm"):
+        raise PxglError(f"--program runs on the pxvm executor, not {executor!r}")
+    name = "pxvm" if program_file is not None else executor_for(loaded, executor)
+    program = None
+    if name == "pxvm":
+        from engine.pxvm.files import program_for
+
+        program = program_for(loaded, program_file)  # validated on the host, before any GPU work
+    engine = Engine(loaded, device=device, executor=name, program=program)
     bar, label = progress_bar("predicting", pixels.shape[0])
     with bar:
         task = bar.add_task(label, total=pixels.shape[0])
@@ -362,6 +379,71 @@ def inspect(
             typer.echo(f"{key:14} " + "  ".join(f"{k} {v}" for k, v in value.items()))
         else:
             typer.echo(f"{key:14} {value}")
+
+
+@app.command("compile")
+def compile_command(
+    model: ModelOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Program file to write. Default: name.program.pxi beside the weights."),
+    ] = None,
+) -> None:
+    """Compile the model's forward pass into a pxVM program: a .pxi of pixel opcodes (docs/FORMATS.md §7)."""
+    from engine.model import load_model
+    from engine.pxvm.files import program_path_for, write_compiled_program
+
+    path = model_path(model)
+    loaded = load_model(path)
+    if out is None:
+        if loaded.cartridge is not None:
+            raise PxglError(f"{path}: give --out: a cartridge has no folder of its own to write the program into")
+        out = program_path_for(path)
+    program = write_compiled_program(out, loaded.spec)
+    height, width, _ = program.pixels.shape
+    typer.echo(
+        f"{out}: {len(program.instructions)} instructions in {width}x{height} pixels, "
+        f"{program.scratch_size} scratch floats"
+    )
+
+
+PxvmModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Also check the program against this model's memory bounds.")
+]
+
+
+@app.command()
+def disasm(
+    program: Annotated[Path, typer.Argument(help="A pxVM program (.pxi).")],
+    model: PxvmModelOption = None,
+) -> None:
+    """Print a pxVM program as assembly text; `pxgl asm` turns the text back into the same pixels."""
+    from engine.model import load_model
+    from engine.pxi import read_rgb
+    from engine.pxvm.asm import disassemble
+    from engine.pxvm.files import check_program
+
+    spec = None if model is None else load_model(model).spec
+    typer.echo(disassemble(check_program(read_rgb(program), str(program), spec)), nl=False)
+
+
+@app.command("asm")
+def asm_command(
+    source: Annotated[Path, typer.Argument(help="pxVM assembly text (as `pxgl disasm` prints it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Program file (.pxi) to write.")],
+    model: PxvmModelOption = None,
+) -> None:
+    """Assemble pxVM assembly text into a program (.pxi), checked before anything is written."""
+    from engine.model import load_model
+    from engine.pxi import write_rgb
+    from engine.pxvm.asm import assemble
+    from engine.pxvm.files import check_program, read_assembly
+
+    spec = None if model is None else load_model(model).spec
+    pixels = assemble(read_assembly(source), str(source))
+    program = check_program(pixels, str(source), spec)
+    write_rgb(out, pixels)
+    typer.echo(f"{out}: {len(program.instructions)} instructions, {program.scratch_size} scratch floats")
 
 
 if __name__ == "__main__":

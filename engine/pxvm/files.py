@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import numpy as np
+
+from engine.errors import PxglError
 from engine.model import Model
 from engine.pxi import read_rgb, write_rgb
 from engine.pxvm.compiler import compile_program
-from engine.pxvm.program import Program
+from engine.pxvm.program import Program, decode_program
 from engine.pxvm.validator import validate_program
 from engine.spec import ModelSpec
 
@@ -35,3 +38,17 @@ def program_for(model: Model, path: Path | None) -> Program | None:
         beside = program_path_for(Path(model.source))
         path = beside if beside.is_file() else None
     return None if path is None else load_program(path, model.spec)
+
+
+def read_assembly(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such assembly file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PxglError(f"{path}: cannot read as UTF-8 text ({e})") from None
+
+
+def check_program(pixels: np.ndarray, source: str, spec: ModelSpec | None) -> Program:
+    """The format's checks; with a model's spec, also every bound against that model."""
+    return decode_program(pixels, source) if spec is None else validate_program(pixels, spec, source)
