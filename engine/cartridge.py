@@ -294,7 +294,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     missing = {"format", "version", "name", "model", "executor", "members"} - doc.keys()
     if missing:
         raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
+    if doc["format"] != FORMAT or type(doc["version"]) is not int or doc["version"] != VERSION:
         raise PxglError(
             f"{where}: format {_short(doc['format'])} version {_short(doc['version'])}; pxgl reads {FORMAT!r} "
             f"version {VERSION}"

@@ -1,0 +1,378 @@
+"""Untrusted cartridges (docs/FORMATS.md §8): each class of hostile archive is built here, opened, and
+shown to be rejected with its own message, before any GPU work, with nothing extracted or written, and
+through the CLI as exit status 2 with one line."""
+
+import hashlib
+import json
+import re
+import stat
+import sys
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cartridges import (
+    entry,
+    patch_entry,
+    random_cartridge,
+    read_members,
+    relisted,
+    snapshot,
+    write_contents,
+    write_streamed,
+    write_zip,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import cli
+from engine.cartridge import FORMAT, MAX_MEMBERS, MAX_NAME, MAX_RATIO, MAX_TOTAL_BYTES, MODEL_KEYS, open_cartridge
+from engine.engine import EXECUTORS
+from engine.errors import PxglError
+from engine.gl import GLBackend
+from engine.model import load_model
+from engine.pxi import encode_tokens, write_rgb
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """One valid cartridge (small model) and its members, shared by every hostile variant."""
+    directory = tmp_path_factory.mktemp("valid")
+    # one fixed model suffices: each hostile variant draws its own randomness from the per-test rng
+    cart, _ = random_cartridge(directory, np.random.default_rng(0), vocab=300, embed=16, hidden=24, window=4)
+    return cart, read_members(cart)
+
+
+def pick(rng: np.random.Generator, contents: dict[str, bytes]) -> str:
+    """A random member other than the manifest."""
+    names = [n for n in contents if n != "manifest.json"]
+    return names[int(rng.integers(len(names)))]
+
+
+# --- one builder per class: (path, valid members, rng) → writes the hostile archive at path ------------
+
+
+def dot_dot(path, contents, rng):
+    write_contents(path, relisted(contents | {"../" * int(rng.integers(1, 4)) + "evil.comp": b"void main() {}"}))
+
+
+def absolute(path, contents, rng):
+    name = str(rng.choice(["/etc/cron.d/evil", "/tmp/evil.comp", "\\evil.comp", "C:/evil.comp"]))
+    write_contents(path, relisted(contents | {name: b"x"}))
+
+
+def symlink(path, contents, rng):
+    target = b"../../../etc/passwd"
+    listed = relisted(contents | {"shaders/link.comp": target})
+    entries = [(n, d) for n, d in listed.items() if n != "shaders/link.comp"]
+    write_zip(path, [*entries, (entry("shaders/link.comp", mode=stat.S_IFLNK | 0o777), target)])
+
+
+def duplicate(path, contents, rng):
+    name = pick(rng, contents)
+    write_zip(path, [*contents.items(), (name, contents[name] + b" ")])
+
+
+def unlisted(path, contents, rng):
+    write_contents(path, contents | {"shaders/extra.comp": b"void main() {}"})
+
+
+def missing(path, contents, rng):
+    name = pick(rng, contents)
+    write_contents(path, {n: d for n, d in contents.items() if n != name})
+
+
+def size_mismatch(path, contents, rng):
+    doc = json.loads(contents["manifest.json"])
+    member = doc["members"][int(rng.integers(len(doc["members"])))]
+    delta = int(rng.integers(1, 50))
+    member["size"] += delta if member["size"] < delta or rng.random() < 0.5 else -delta
+    write_contents(path, contents | {"manifest.json": json.dumps(doc).encode()})
+
+
+def sha256_mismatch(path, contents, rng):
+    name = pick(rng, contents)
+    data = bytearray(contents[name])
+    data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+    write_contents(path, contents | {name: bytes(data)})
+
+
+def bomb_by_ratio(path, contents, rng):
+    """One member of zeros: deflate squeezes 1000:1."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        size, digest = write_streamed(archive, "shaders/bomb.comp", bytes(MIB), int(rng.integers(8, 32)))
+        base = json.loads(contents["manifest.json"])
+        base["members"].append({"name": "shaders/bomb.comp", "size": size, "sha256": digest})
+        archive.writestr("manifest.json", json.dumps(base))
+        for name, data in contents.items():
+            if name != "manifest.json":
+                archive.writestr(name, data)
+
+
+def bomb_by_total(path, contents, rng):
+    """Members that each deflate within the ratio limit, but add up past the total size limit."""
+    chunk = bytearray(MIB)
+    chunk[: MIB // 64] = rng.integers(0, 256, MIB // 64, dtype=np.uint8).tobytes()  # about 60:1
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        size, digest = write_streamed(archive, "shaders/bomb.comp", bytes(chunk), MAX_TOTAL_BYTES // MIB + 1)
+        base = json.loads(contents["manifest.json"])
+        base["members"].append({"name": "shaders/bomb.comp", "size": size, "sha256": digest})
+        archive.writestr("manifest.json", json.dumps(base))
+        for name, data in contents.items():
+            if name != "manifest.json":
+                archive.writestr(name, data)
+
+
+def malformed_manifest(path, contents, rng):
+    doc = json.loads(contents["manifest.json"])
+    broken = [
+        b"{not json",
+        b'{"format": "pxgl-cartridge", "format": "pxgl-cartridge"}',
+        json.dumps(doc | {"members": {"weights.pxi": 1}}).encode(),
+        json.dumps({k: v for k, v in doc.items() if k != "executor"}).encode(),
+        json.dumps(doc | {"model": doc["model"] | {"vocab_size": "512"}}).encode(),
+        json.dumps(doc | {"version": 0.0}).encode(),
+    ]
+    write_contents(path, contents | {"manifest.json": broken[int(rng.integers(len(broken)))]})
+
+
+def foreign_shaders(path, contents, rng):
+    name = str(rng.choice([n for n in contents if n.startswith("shaders/")]))
+    write_contents(path, relisted(contents | {name: contents[name] + b"\n// a different shader\n"}))
+
+
+def not_a_zip(path, contents, rng):
+    path.write_bytes(rng.integers(0, 256, int(rng.integers(0, 4096)), dtype=np.uint8).tobytes())
+
+
+def too_many_members(path, contents, rng):
+    extra = {f"shaders/extra{i}.comp": b"x" for i in range(MAX_MEMBERS)}
+    write_contents(path, relisted(contents | extra))
+
+
+def encrypted(path, contents, rng):
+    write_contents(path, contents)
+    patch_entry(path, pick(rng, contents), "flags", 0x1)
+
+
+def archive_comment(path, contents, rng):
+    write_contents(path, contents)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = b"hello"
+
+
+def inflates_past_its_size(path, contents, rng):
+    """The zip says a member holds 16 bytes, but its data inflates to 64 MiB: a reader that believed the
+    data instead of the directory would inflate it all."""
+    declared = 16
+    doc = json.loads(contents["manifest.json"])
+    doc["members"].append(
+        {"name": "shaders/bomb.comp", "size": declared, "sha256": hashlib.sha256(bytes(declared)).hexdigest()}
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(doc))
+        for name, data in contents.items():
+            if name != "manifest.json":
+                archive.writestr(name, data)
+        write_streamed(archive, "shaders/bomb.comp", bytes(MIB), int(rng.integers(16, 64)))
+    patch_entry(path, "shaders/bomb.comp", "file_size", declared)
+
+
+HOSTILE = {
+    "dot_dot": (dot_dot, r"climbs out of the archive with '\.\.'"),
+    "absolute": (absolute, "is an absolute path"),
+    "symlink": (symlink, "is a symbolic link"),
+    "duplicate": (duplicate, "appears more than once in the zip"),
+    "unlisted": (unlisted, "is not listed in manifest.json"),
+    "missing": (missing, "manifest.json lists '.+' but the zip has no such member"),
+    "size_mismatch": (size_mismatch, r"is \d+ bytes but manifest.json says \d+"),
+    "sha256_mismatch": (sha256_mismatch, "fails its sha256 check"),
+    "bomb_by_ratio": (bomb_by_ratio, f"inflates \\d+:1 .*past the limit of {MAX_RATIO}:1"),
+    "bomb_by_total": (bomb_by_total, f"members total \\d+ bytes uncompressed, past the limit of {MAX_TOTAL_BYTES}"),
+    "malformed_manifest": (malformed_manifest, "manifest.json: "),
+    "foreign_shaders": (foreign_shaders, "its shaders differ from this engine's"),
+    "not_a_zip": (not_a_zip, "not a zip archive"),
+    "too_many_members": (too_many_members, f"members, past the limit of {MAX_MEMBERS}"),
+    "encrypted": (encrypted, "is encrypted"),
+    "archive_comment": (archive_comment, "archive comment"),
+    "inflates_past_its_size": (inflates_past_its_size, r"'shaders/bomb.comp' is corrupt \(Bad CRC-32"),
+}
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """Fail the test if anything creates a GL context."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a GL context was created for a cartridge that must be rejected before GPU work")
+
+    monkeypatch.setattr(GLBackend, "__init__", refuse)
+
+
+def pxgl(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's real entry point in this process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["pxgl", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_cartridge_is_rejected_before_gpu_work_with_nothing_written(
+    kind, valid, tmp_path, rng, seed, monkeypatch, capsys, no_gpu
+):
+    build, message = HOSTILE[kind]
+    work = tmp_path / "work"
+    work.mkdir()
+    cart = work / "hostile.pxa"
+    build(cart, valid[1], rng)
+    write_rgb(work / "tokens.pxi", encode_tokens([[1, 2, 3]], 256))
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path)
+
+    with pytest.raises(PxglError, match=message) as error:
+        load_model(cart)
+    assert "\n" not in str(error.value)
+    commands = [
+        ["run", "--model", "hostile.pxa", "--input", "tokens.pxi", "--output", "out.pxi"],
+        ["ask", "hostile.pxa", "abc", "--out", "ask.pxi"],
+        ["infer", "abc", "--model", "hostile.pxa", "--out", "infer.pxi"],
+        ["pack", "hostile.pxa", "--out", "repacked.pxa"],
+    ]
+    if kind != "foreign_shaders":  # inspect reports foreign shaders instead of refusing (test_cartridge.py)
+        commands.append(["inspect", "hostile.pxa"])
+    for args in commands:
+        code, out, err = pxgl(monkeypatch, capsys, *args)
+        assert code == 2, f"pxgl {' '.join(args)} exited {code} (seed {seed}): {out}{err}"
+        assert re.search(message, err), f"pxgl {args[0]}: {err!r} (seed {seed})"
+        assert err.startswith("error: ") and err.count("\n") == 1, f"not one line: {err!r}"
+    assert snapshot(tmp_path) == before, f"something was written (seed {seed})"
+
+
+def test_each_class_has_its_own_message():
+    messages = [message for _, message in HOSTILE.values()]
+    assert len(set(messages)) == len(messages)
+
+
+def test_a_member_is_never_inflated_past_its_declared_size(valid, tmp_path, rng):
+    cart = tmp_path / "liar.pxa"
+    inflates_past_its_size(cart, valid[1], rng)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PxglError, match="corrupt"):
+            open_cartridge(cart)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MIB, f"opening it allocated {peak} bytes: the member was inflated past its 16 bytes"
+
+
+# --- malformed manifests, generated ---------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def not_count(minimum: int):
+    """JSON values that are not an integer ≥ minimum (booleans are not integers here)."""
+    return JSON.filter(lambda v: not (type(v) is int and v >= minimum))
+
+
+def broken_value(key: str, doc: dict):
+    """Values of a top-level manifest key that the spec forbids."""
+    name = doc["members"][0]["name"]
+    return {
+        "format": JSON.filter(lambda v: v != FORMAT),
+        "version": JSON.filter(lambda v: not (type(v) is int and v == 0)),
+        "name": st.one_of(
+            JSON.filter(lambda v: not isinstance(v, str)),
+            st.just(""),
+            st.text(min_size=MAX_NAME + 1, max_size=MAX_NAME + 20),
+            st.text(max_size=5).map(lambda t: t + "\n"),
+        ),
+        "model": st.one_of(
+            JSON.filter(lambda v: not isinstance(v, dict)),
+            st.sampled_from(MODEL_KEYS).flatmap(lambda k: not_count(1).map(lambda v: doc["model"] | {k: v})),
+            st.sampled_from(MODEL_KEYS).map(lambda k: {m: v for m, v in doc["model"].items() if m != k}),
+        ),
+        "executor": JSON.filter(lambda v: v not in tuple(EXECUTORS)),
+        "members": st.one_of(
+            JSON.filter(lambda v: not isinstance(v, list)),
+            JSON.map(lambda v: [v, *doc["members"][1:]]),
+            st.sampled_from(["name", "size", "sha256"]).flatmap(
+                lambda f: not_count(0).map(lambda v: [doc["members"][0] | {f: v}, *doc["members"][1:]])
+            ),
+            st.just([*doc["members"], doc["members"][0]]),
+            st.just([{"name": "notes.txt", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()}, *doc["members"]]),
+            st.just([m for m in doc["members"] if m["name"] != name]),
+        ),
+    }[key]
+
+
+@st.composite
+def broken_manifests(draw, doc: dict) -> bytes:
+    how = draw(st.sampled_from(["value", "drop", "duplicate key", "bytes", "nesting"]))
+    if how == "value":
+        key = draw(st.sampled_from(sorted(doc)))
+        return json.dumps(doc | {key: draw(broken_value(key, doc))}).encode()
+    if how == "drop":
+        key = draw(st.sampled_from(sorted(doc)))
+        return json.dumps({k: v for k, v in doc.items() if k != key}).encode()
+    if how == "duplicate key":
+        key = draw(st.sampled_from(sorted(doc)))
+        return (
+            b"{"
+            + json.dumps(key).encode()
+            + b": "
+            + json.dumps(doc[key]).encode()
+            + b", "
+            + json.dumps(doc)[1:].encode()
+        )
+    if how == "nesting":
+        return b"[" * draw(st.integers(1000, 100_000))
+    return draw(st.binary(max_size=64))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_malformed_manifests_are_rejected_naming_the_manifest(valid, tmp_path, data):
+    _, contents = valid
+    doc = json.loads(contents["manifest.json"])
+    manifest = data.draw(broken_manifests(doc))
+    cart = tmp_path / "broken.pxa"
+    write_contents(cart, contents | {"manifest.json": manifest})
+    with pytest.raises(PxglError, match=r"manifest\.json") as error:
+        open_cartridge(cart)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 400
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_archives_are_rejected_or_read_back_identical(valid, tmp_path, data):
+    """Flip or cut bytes anywhere in a valid cartridge: opening it either fails with a PxglError or, the
+    members being hash-checked, gives exactly the original model."""
+    cart, _ = valid
+    raw = bytearray(cart.read_bytes())
+    for position, mask in data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(1, 255)), max_size=4)):
+        raw[position] ^= mask
+    raw = raw[: data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+    corrupted = tmp_path / "corrupted.pxa"
+    corrupted.write_bytes(bytes(raw))
+    try:
+        opened = open_cartridge(corrupted)
+    except PxglError as error:
+        assert "\n" not in str(error)
+        return
+    original = open_cartridge(cart)
+    assert opened.spec == original.spec and np.array_equal(opened.weights, original.weights)
+    assert opened.tokenizer.merges == original.tokenizer.merges
+    assert opened.manifest.members == original.manifest.members
+    assert opened.foreign_shaders == original.foreign_shaders
