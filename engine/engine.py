@@ -4,8 +4,9 @@ It validates token textures, cuts each prompt to its last `context_window` token
 respect the GPU's limits to an executor: Model A's four passes ("passes") or another registered one."""
 
 import importlib
+import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -13,13 +14,31 @@ from engine.errors import PxglError
 from engine.executor import Executor, Trace
 from engine.gl import GLBackend, gl_errors
 from engine.model import Model
-from engine.pxi import encode_tokens, token_lengths, token_tails
+from engine.pxi import TOKEN_MARK, encode_tokens, token_lengths, token_tails
 
 if TYPE_CHECKING:
     from engine.pxvm.program import Program
 
-EXECUTORS = {"passes": "engine.passes:PassesExecutor", "pxvm": "engine.pxvm.executor:PxvmExecutor"}
+EXECUTORS = {
+    "passes": "engine.passes:PassesExecutor",
+    "pxvm": "engine.pxvm.executor:PxvmExecutor",
+    "fused": "engine.fused:FusedExecutor",
+}
 """Executor name → "module:class"; each class is built as cls(gpu, spec, weights_texture)."""
+
+
+@runtime_checkable
+class LeanExecutor(Protocol):
+    """An executor that also takes token ids directly, skipping the token texture (predict_one/_array)."""
+
+    def run_one(self, ids: list[int]) -> np.ndarray:
+        """A prompt's last ≤ context_window ids, each checked 0 ≤ id < vocab → its (3,) prediction pixel."""
+        ...
+
+    def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """(n, L ≤ context_window) uint16 ids, not yet checked against the vocabulary → (n, 3) prediction
+        pixels, and the flat index of the first id ≥ vocab_size (the pixels are then void) or None."""
+        ...
 
 
 class Engine:
@@ -46,6 +65,7 @@ class Engine:
             self.executor: Executor = getattr(importlib.import_module(module), name)(
                 self.gpu, self.spec, self.weights, **options
             )
+        self._lean = isinstance(self.executor, LeanExecutor)
 
     def _tails(self, token_pixels: np.ndarray, source: str) -> np.ndarray:
         """Validate a token texture and cut each row to its last context_window tokens."""
@@ -78,6 +98,57 @@ class Engine:
 
     def predict_ids(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         return self.predict(encode_tokens(rows, self.spec.vocab_size), "prompts")
+
+    def predict_one(self, ids: Sequence[int]) -> np.ndarray:
+        """The prediction pixel, (3,) uint8, of one prompt of token ids: the lean single-prompt path (a list
+        of ids needs only its range checked; a LeanExecutor then skips the token texture)."""
+        try:
+            ids = [operator.index(t) for t in ids]
+        except TypeError:
+            raise PxglError("prompt: token ids must be integers") from None
+        vocab = self.spec.vocab_size
+        if not ids or min(ids) < 0 or max(ids) >= vocab:
+            encode_tokens([ids], vocab)  # raises the error naming the first bad position
+        if not self._lean:
+            return self.predict(encode_tokens([ids], vocab), "prompt")[0, 0]
+        with gl_errors("prompt"):
+            return self.executor.run_one(ids[-self.spec.context_window :])
+
+    def predict_array(self, ids: np.ndarray, source: str = "prompts") -> np.ndarray:
+        """Prediction pixels, (B, 1, 3) uint8, for a (B, L) integer array of token ids: B prompts of L
+        tokens each. A LeanExecutor gets the ids as they are and checks them against the vocabulary."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or 0 in ids.shape or ids.dtype.kind not in "iu":
+            raise PxglError(f"{source}: expected a (prompts, tokens) integer array, got {ids.dtype} {ids.shape}")
+        window, vocab = self.spec.context_window, self.spec.vocab_size
+        if not self._lean:
+            out_of_range = (ids < 0) | (ids >= vocab)
+            if out_of_range.any():
+                self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
+            pixels = np.stack([ids % 256, ids // 256, np.full_like(ids, TOKEN_MARK)], axis=-1).astype(np.uint8)
+            return self.predict(pixels, source)
+        tail = ids[:, -window:]
+        if ids.dtype != np.uint16 or ids.shape[1] > window:  # uint16 ids only need the GPU's vocabulary check
+            out_of_range = (ids < 0) | (ids >= vocab)
+            if out_of_range.any():
+                self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
+            tail = tail.astype(np.uint16)
+        out = np.empty((len(ids), 1, 3), dtype=np.uint8)
+        step = self.executor.max_tile
+        with gl_errors(source):
+            for start in range(0, len(ids), step):
+                chunk = tail[start : start + step]
+                out[start : start + len(chunk), 0], bad = self.executor.run_ids(chunk)
+                if bad is not None:
+                    self._refuse(chunk, bad, source, row_offset=start)
+        return out
+
+    def _refuse(self, ids: np.ndarray, flat: int, source: str, row_offset: int = 0) -> None:
+        row, position = divmod(int(flat), ids.shape[1])
+        raise PxglError(
+            f"{source}: row {row + row_offset}, position {position}: token id {ids[row, position]} is outside "
+            f"0..{self.spec.vocab_size - 1}; re-encode the prompt with this model's tokenizer"
+        )
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""

@@ -2,9 +2,11 @@
 
 Everything above it (passes, pxVM, engine) reads as data flow over `GLBackend` calls."""
 
+import ctypes
+import ctypes.util
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +29,117 @@ SETUP_HINT = (
 )
 
 
+GL_MAX_COMPUTE_SHARED_MEMORY_SIZE = 0x8262
+GL_MAX_SHADER_STORAGE_BLOCK_SIZE = 0x90DE
+GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT = 0x90DF
+GL_SHADER_STORAGE_BUFFER = 0x90D2
+GL_MAP_READ_BIT = 0x0001
+GL_MAP_WRITE_BIT = 0x0002
+GL_MAP_PERSISTENT_BIT = 0x0040
+GL_MAP_COHERENT_BIT = 0x0080
+GL_CLIENT_STORAGE_BIT = 0x0200
+GL_SYNC_GPU_COMMANDS_COMPLETE = 0x9117
+GL_SYNC_FLUSH_COMMANDS_BIT = 0x0001
+GL_ALREADY_SIGNALED = 0x911A
+GL_CONDITION_SATISFIED = 0x911C
+GL_WAIT_FAILED = 0x911D
+GL_SHADER_STORAGE_BARRIER_BIT = 0x2000
+GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT = 0x4000
+GL_BUFFER_UPDATE_BARRIER_BIT = 0x0200
+SPIN_POLLS = 20000
+"""Fence polls before a wait starts sleeping in the driver: spinning keeps single-prompt latency low."""
+SLEEP_WAIT_NS = 1_000_000
+
+
 @dataclass(frozen=True)
 class Limits:
     max_texture_size: int
     max_work_group_count: tuple[int, int, int]
     max_work_group_size: tuple[int, int, int]
     max_work_group_invocations: int
+    max_shared_memory: int
+    """Bytes of shared memory a work group may declare."""
+    max_storage_block_size: int
+    """Bytes one shader storage buffer binding may span."""
+    storage_offset_alignment: int
+    """A storage buffer bound at an offset must start at a multiple of this."""
 
 
 Texture = moderngl.Texture
 Shader = moderngl.ComputeShader
+Buffer = moderngl.Buffer
+
+
+@dataclass(frozen=True)
+class MappedBuffer:
+    buffer: Buffer
+    view: np.ndarray
+    """(size,) uint8 over the mapped memory; valid for the buffer's life."""
+
+
+class RawGL:
+    """The few GL entry points moderngl does not wrap (integer queries, immutable buffer storage,
+    persistent mapping, fences), called through ctypes on the current context."""
+
+    def __init__(self) -> None:
+        library = os.environ.get("GLCONTEXT_LINUX_LIBEGL") or ctypes.util.find_library("EGL") or "libEGL.so.1"
+        egl = ctypes.CDLL(library)
+        egl.eglGetProcAddress.restype = ctypes.c_void_p
+        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        c_uint, c_int64, c_void_p, c_size = ctypes.c_uint, ctypes.c_int64, ctypes.c_void_p, ctypes.c_ssize_t
+
+        def entry(name: str, result, *arguments):
+            address = egl.eglGetProcAddress(name.encode())
+            if not address:
+                raise PxglError(f"OpenGL entry point {name} is missing; {SETUP_HINT}")
+            return ctypes.CFUNCTYPE(result, *arguments)(address)
+
+        self._get_integer64 = entry("glGetInteger64v", None, c_uint, ctypes.POINTER(c_int64))
+        self._gen_buffers = entry("glGenBuffers", None, ctypes.c_int, ctypes.POINTER(c_uint))
+        self._bind_buffer = entry("glBindBuffer", None, c_uint, c_uint)
+        self._buffer_storage = entry("glBufferStorage", None, c_uint, c_size, c_void_p, c_uint)
+        self._map_buffer_range = entry("glMapBufferRange", c_void_p, c_uint, c_size, c_size, c_uint)
+        self._fence_sync = entry("glFenceSync", c_void_p, c_uint, c_uint)
+        self._client_wait_sync = entry("glClientWaitSync", c_uint, c_void_p, c_uint, ctypes.c_uint64)
+        self._delete_sync = entry("glDeleteSync", None, c_void_p)
+        self._get_error = entry("glGetError", c_uint)
+        self.memory_barrier = entry("glMemoryBarrier", None, c_uint)
+
+    def integer(self, name: int) -> int:
+        value = ctypes.c_int64()
+        self._get_integer64(name, ctypes.byref(value))
+        return value.value
+
+    def mapped_storage(self, size: int) -> tuple[int, int]:
+        """(buffer name, host address) of a new persistent, coherent, read-write buffer in host memory."""
+        name = ctypes.c_uint()
+        self._gen_buffers(1, ctypes.byref(name))
+        self._bind_buffer(GL_SHADER_STORAGE_BUFFER, name.value)
+        access = GL_MAP_READ_BIT | GL_MAP_WRITE_BIT | GL_MAP_PERSISTENT_BIT | GL_MAP_COHERENT_BIT
+        self._buffer_storage(GL_SHADER_STORAGE_BUFFER, size, None, access | GL_CLIENT_STORAGE_BIT)
+        address = self._map_buffer_range(GL_SHADER_STORAGE_BUFFER, 0, size, access)
+        self._bind_buffer(GL_SHADER_STORAGE_BUFFER, 0)
+        return name.value, (address or 0) if self._get_error() == 0 else 0
+
+    def fence(self) -> int:
+        return self._fence_sync(GL_SYNC_GPU_COMMANDS_COMPLETE, 0)
+
+    def wait_fence(self, sync: int) -> None:
+        """Poll the fence (flushing once) and spin a while before letting the driver sleep."""
+        wait, flush = self._client_wait_sync, GL_SYNC_FLUSH_COMMANDS_BIT
+        try:
+            for _ in range(SPIN_POLLS):
+                status = wait(sync, flush, 0)
+                if status in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
+                    return
+                if status == GL_WAIT_FAILED:
+                    raise moderngl.Error("glClientWaitSync failed")
+                flush = 0
+            while (status := wait(sync, 0, SLEEP_WAIT_NS)) not in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
+                if status == GL_WAIT_FAILED:
+                    raise moderngl.Error("glClientWaitSync failed")
+        finally:
+            self._delete_sync(sync)
 
 
 class GLBackend:
@@ -55,6 +158,7 @@ class GLBackend:
             where = "" if device is None else f" on EGL device {device}"
             reason = " ".join(str(e).split()) or type(e).__name__
             raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {SETUP_HINT}") from None
+        self._gl = RawGL()
         info = self.ctx.info
         self.renderer: str = info["GL_RENDERER"]
         self.version: str = info["GL_VERSION"]
@@ -63,8 +167,12 @@ class GLBackend:
             max_work_group_count=tuple(int(v) for v in info["GL_MAX_COMPUTE_WORK_GROUP_COUNT"]),
             max_work_group_size=tuple(int(v) for v in info["GL_MAX_COMPUTE_WORK_GROUP_SIZE"]),
             max_work_group_invocations=int(info["GL_MAX_COMPUTE_WORK_GROUP_INVOCATIONS"]),
+            max_shared_memory=self._gl.integer(GL_MAX_COMPUTE_SHARED_MEMORY_SIZE),
+            max_storage_block_size=self._gl.integer(GL_MAX_SHADER_STORAGE_BLOCK_SIZE),
+            storage_offset_alignment=self._gl.integer(GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT),
         )
         self._shaders: dict[tuple[str, tuple[tuple[str, str], ...]], Shader] = {}
+        self._storage_owner: object | None = None
 
     # --- textures -------------------------------------------------------------------------------
     def check_size(self, width: int, height: int, what: str) -> None:
@@ -149,6 +257,49 @@ class GLBackend:
 
     def finish(self) -> None:
         self.ctx.finish()
+
+    # --- storage buffers, persistent mappings and fences ------------------------------------------
+    def check_storage(self, size: int, what: str) -> None:
+        if size > self.limits.max_storage_block_size:
+            raise PxglError(
+                f"{what}: {size} bytes exceed this GPU's storage buffer limit of "
+                f"{self.limits.max_storage_block_size}; use smaller batches"
+            )
+
+    def storage_buffer(self, size: int, what: str) -> Buffer:
+        """A device buffer for shader storage (SSBO), `size` bytes, contents undefined."""
+        self.check_storage(size, what)
+        return self.ctx.buffer(reserve=max(size, 4))
+
+    def mapped_buffer(self, size: int, what: str) -> "MappedBuffer":
+        """A buffer mapped into host memory for its whole life (persistent, coherent): the host writes
+        inputs and reads results through `view` with no GL call; a fence orders the two."""
+        self.check_storage(size, what)
+        if "GL_ARB_buffer_storage" not in self.ctx.extensions and self.ctx.version_code < 440:
+            raise PxglError(f"{what}: {self.renderer} lacks GL_ARB_buffer_storage (persistent mapped buffers)")
+        glo, address = self._gl.mapped_storage(size)
+        if not address:
+            raise PxglError(f"{what}: could not map a {size}-byte buffer on {self.renderer}")
+        view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+        return MappedBuffer(self.ctx.external_buffer(glo, size), view)
+
+    def use_storage(self, owner: object, buffers: Sequence[Buffer]) -> None:
+        """Bind buffers[i] to storage binding i, unless `owner` was the last to bind: a caller that
+        keeps one owner object per fixed set of buffers pays for binding once, not per call."""
+        if self._storage_owner is not owner:
+            for binding, buffer in enumerate(buffers):
+                buffer.bind_to_storage_buffer(binding)
+            self._storage_owner = owner
+
+    def storage_barrier(self) -> None:
+        """Make shader storage writes visible to later shaders, buffer reads and mapped host views."""
+        self._gl.memory_barrier(
+            GL_SHADER_STORAGE_BARRIER_BIT | GL_BUFFER_UPDATE_BARRIER_BIT | GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT
+        )
+
+    def wait_for_gpu(self) -> None:
+        """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
+        self._gl.wait_fence(self._gl.fence())
 
 
 def glsl_literal(value: int | float) -> str:

@@ -1,0 +1,60 @@
+// Fused forward pass for batches: one work group per TILE_M prompts. It writes the tile's hidden units
+// to shared memory (transposed, so TM consecutive prompts are one vec4 load), then sweeps the vocabulary
+// TILE_N columns at a time: each thread keeps a TM x TN register tile of logits (TM prompts x TN
+// consecutive columns), adds the bias and folds each logit into its prompts' online softmax, so logits
+// never leave registers. The TILE_N / TN threads that share prompts merge through shared memory.
+layout(local_size_x = TILE_THREADS) in;  // (TILE_M / TM) * (TILE_N / TN)
+
+#include "fused_common.glsl"
+
+const int ROW_THREADS = TILE_N / TN;
+const int TM4 = TM / 4, TN4 = TN / 4;
+shared vec4 pool[POOL_VEC4];  // hidden units [HIDDEN_DIM][TILE_M], later the threads' softmax states
+
+void main() {
+    int t = int(gl_LocalInvocationID.x);
+    int n = prompt_count(), row_len = prompt_row_len();
+    int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
+    for (int e = t; e < TILE_M * HIDDEN_DIM; e += TILE_THREADS) {
+        int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;  // consecutive threads read consecutive floats of P
+        float v = base + m < n ? hidden_unit(base + m, row_len, j) : 0.0;
+        pool[(j * TILE_M + m) / 4][m % 4] = v;
+    }
+    barrier();
+
+    int tn = t % ROW_THREADS, tm = t / ROW_THREADS;
+    float top[TM], sum[TM];
+    int index[TM];
+    for (int i = 0; i < TM; i++) { top[i] = NO_LOGIT; sum[i] = 0.0; index[i] = VOCAB; }
+    for (int c = 0; c < VOCAB_PAD; c += TILE_N) {
+        vec4 acc[TM][TN4];
+        for (int i = 0; i < TM; i++)
+            for (int q = 0; q < TN4; q++) acc[i][q] = vec4(0.0);
+        int column4 = (c + tn * TN) / 4;
+        for (int j = 0; j < HIDDEN_DIM; j++) {
+            vec4 a[TM4], b[TN4];
+            for (int q = 0; q < TM4; q++) a[q] = pool[(j * TILE_M + tm * TM) / 4 + q];
+            for (int q = 0; q < TN4; q++) b[q] = OUT_W4[j * (VOCAB_PAD / 4) + column4 + q];
+            for (int i = 0; i < TM; i++)
+                for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]);
+        }
+        for (int q = 0; q < TN4; q++) {
+            for (int r = 0; r < 4; r++) {
+                int k = c + tn * TN + 4 * q + r;
+                if (k < VOCAB) {
+                    float bias = BIAS[HIDDEN_DIM + k];
+                    for (int i = 0; i < TM; i++) consider(top[i], sum[i], index[i], acc[i][q][r] + bias, k);
+                }
+            }
+        }
+    }
+    barrier();
+    for (int i = 0; i < TM; i++) pool[(tm * TM + i) * ROW_THREADS + tn] = packed_state(top[i], sum[i], index[i]);
+    barrier();
+    for (int m = t; m < TILE_M && base + m < n; m += TILE_THREADS) {
+        float best = NO_LOGIT, total = 0.0;
+        int id = VOCAB;
+        for (int r = 0; r < ROW_THREADS; r++) merge(best, total, id, pool[m * ROW_THREADS + r]);
+        PREDICTIONS[base + m] = prediction_pixel(id, total);
+    }
+}

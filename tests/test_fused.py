@@ -1,0 +1,131 @@
+"""The fused executor (engine/fused.py) end to end against the numpy oracle (tests/oracle.py).
+
+Same rules as tests/test_passes.py: predicted ids agree exactly except on oracle near-ties, confidence ±1;
+outputs are poisoned before every checked run so a prompt the GPU fails to write cannot pass."""
+
+import numpy as np
+import oracle
+import pytest
+from models import random_model, random_rows
+from test_passes import assert_predictions_match, params_of
+
+from engine.engine import Engine
+from engine.errors import PxglError
+from engine.model import load_model, save_model
+from engine.pxi import encode_tokens
+
+
+@pytest.fixture
+def model(tmp_path, rng):
+    return random_model(tmp_path, rng)
+
+
+@pytest.fixture
+def engine(model, gpu):
+    return Engine(model, gpu, executor="fused")
+
+
+def checked_predict(engine, pixels):
+    """Run once (allocating this batch size's buffers), poison the outputs, run again and return that."""
+    engine.predict(pixels)
+    engine.poison()
+    return engine.predict(pixels)
+
+
+def test_thousand_random_prompts_match_oracle(engine, model, rng, seed):
+    rows = random_rows(rng, 1000, model.spec.vocab_size, max_len=200)
+    pred = checked_predict(engine, encode_tokens(rows, model.spec.vocab_size))
+    assert_predictions_match(pred, oracle.logits(params_of(model), rows, model.spec.context_window), seed)
+
+
+@pytest.mark.parametrize("batch", ["one", "seven", "small_max", "past_small", "past_work_group_tile", "past_run"])
+def test_batches_match_oracle(engine, model, rng, seed, batch):
+    config = engine.executor.config
+    if batch == "past_run":
+        engine.executor.max_tile = 2 * config.tile_m + 3  # the engine must cut this batch into several runs
+    n = {
+        "one": 1,
+        "seven": 7,
+        "small_max": config.small_max,
+        "past_small": config.small_max + 1,
+        "past_work_group_tile": 3 * config.tile_m + 1,
+        "past_run": 5 * config.tile_m + 11,
+    }[batch]
+    rows = random_rows(rng, n, model.spec.vocab_size, max_len=24)
+    pred = checked_predict(engine, encode_tokens(rows, model.spec.vocab_size))
+    assert pred.shape == (n, 1, 3)
+    assert_predictions_match(pred, oracle.logits(params_of(model), rows, model.spec.context_window), seed)
+
+
+@pytest.mark.parametrize("length", [1, 5, 16, 40])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])
+def test_lean_paths_match_oracle(engine, model, rng, seed, length, dtype):
+    vocab = model.spec.vocab_size
+    params = params_of(model)
+    for n in (1, engine.executor.config.small_max + 9):  # the mapped-buffer path and the batch path
+        ids = rng.integers(0, vocab, (n, length)).astype(dtype)
+        lg = oracle.logits(params, list(ids), model.spec.context_window)
+        engine.predict_array(ids)
+        engine.poison()
+        assert_predictions_match(engine.predict_array(ids), lg, seed)
+        engine.poison()
+        one = np.stack([engine.predict_one(row.tolist()) for row in ids[:5]])[:, None, :]
+        assert_predictions_match(one, lg[:5], seed)
+
+
+@pytest.mark.parametrize("n", [3, 200])
+def test_ids_past_the_vocabulary_are_refused_with_their_place(engine, model, rng, n):
+    vocab = model.spec.vocab_size
+    ids = rng.integers(0, vocab, (n, 12)).astype(np.uint16)
+    row, position = int(rng.integers(n)), int(rng.integers(12))
+    ids[row, position] = vocab + int(rng.integers(0, 65536 - vocab))
+    with pytest.raises(PxglError, match=f"row {row}, position {position}: token id {ids[row, position]}"):
+        engine.predict_array(ids)
+    with pytest.raises(PxglError, match=f"position {position}"):
+        engine.predict_one(ids[row].tolist())
+    ids[row, position] = 0
+    assert engine.predict_array(ids).shape == (n, 1, 3)  # the refusal left nothing behind
+
+
+def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
+    """Columns k and k + vocab/2 of the output layer are equal, so every argmax is an exact tie between
+    two columns that different threads (or work groups) hold: the lower one must win, as in the oracle."""
+    base = random_model(tmp_path, rng, vocab=512)
+    spec = base.spec
+    stream = base.weights.reshape(-1).copy()
+    half = spec.vocab_size // 2
+    for name in ("out", "b_out"):
+        t = spec.tensors[name]
+        tensor = stream[t.offset : t.offset + t.size].reshape(t.shape)
+        tensor[..., half:] = tensor[..., :half]
+    save_model(tmp_path / "tied.pxi", spec, stream.tobytes())
+    model = load_model(tmp_path / "tied.pxi")
+    engine = Engine(model, gpu, executor="fused")
+    for n in (1, 300):
+        rows = random_rows(rng, n, spec.vocab_size, max_len=30)
+        pred = checked_predict(engine, encode_tokens(rows, spec.vocab_size))
+        got = pred[:, 0, 0].astype(int) + 256 * pred[:, 0, 1].astype(int)
+        assert (got < half).all(), f"a tie went to the higher index (seed {seed})"
+        assert_predictions_match(pred, oracle.logits(params_of(model), rows, spec.context_window), seed)
+
+
+@pytest.mark.parametrize("dims", [(512, 64, 96, 8), (300, 17, 33, 5), (2, 1, 1, 1), (700, 40, 1000, 3)])
+def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
+    rng = np.random.default_rng(seed)
+    vocab, embed, hidden, window = dims
+    model = random_model(tmp_path, rng, vocab, embed, hidden, window)
+    rows = random_rows(rng, 300, vocab, max_len=30)
+    pred = checked_predict(Engine(model, gpu, executor="fused"), encode_tokens(rows, vocab))
+    assert_predictions_match(pred, oracle.logits(params_of(model), rows, window), seed)
+
+
+def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, seed):
+    rows = random_rows(rng, 9, model.spec.vocab_size, max_len=40)
+    trace = engine.trace(encode_tokens(rows, model.spec.vocab_size))
+    window = model.spec.context_window
+    assert trace.embed is None and trace.hidden is None and trace.logits is None
+    for r, row in enumerate(rows):
+        tail = row[-window:]
+        ids = trace.tokens[r, : len(tail), 0].astype(int) + 256 * trace.tokens[r, : len(tail), 1].astype(int)
+        assert (ids == tail).all()
+    assert_predictions_match(trace.prediction, oracle.logits(params_of(model), rows, window), seed)
