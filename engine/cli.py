@@ -190,6 +190,9 @@ def infer(
     device: DeviceOption = None,
     as_json: JsonOption = False,
     trust_shaders: TrustOption = False,
+    viz_dir: Annotated[
+        Path | None, typer.Option("--viz", help="Also write the visuals of the first prompt's run here (pxgl viz).")
+    ] = None,
 ) -> None:
     """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
 
@@ -203,6 +206,10 @@ def infer(
         raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
     if tokens_out is not None and tokens_out.resolve() == out.resolve():
         raise PxglError(f"--tokens-out and --out are the same file {out}")
+    if viz_dir is not None:
+        from engine.visuals import check_out_dir
+
+        check_out_dir(viz_dir)
     loaded = open_model(model, trust_shaders)
     vocab = loaded.spec.vocab_size
     tokenizer = None if input_file is not None else load_tokenizer(loaded)
@@ -242,6 +249,14 @@ def infer(
             typer.echo(f"{record['text']!r}  id {token}  confidence {conf / 255:.1%}  → {out}")
     if not as_json and prompt is None:
         typer.echo(f"{out}: {len(ids)} prediction pixel(s) on {engine.gpu.renderer}")
+    if viz_dir is not None:
+        from engine.visuals import run_view, write_visuals
+
+        first_prompt = lines[0] if batch is not None else prompt
+        view = run_view(engine, pixels, source=source, executor=name, prompt=first_prompt, tokenizer=tokenizer)
+        write_visuals(viz_dir, view)
+        if not as_json:
+            typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
 
 
 @app.command()
@@ -379,6 +394,55 @@ def inspect(
             typer.echo(f"{key:14} " + "  ".join(f"{k} {v}" for k, v in value.items()))
         else:
             typer.echo(f"{key:14} {value}")
+
+
+@app.command()
+def viz(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images, index.html and viz.json.")],
+    prompt: Annotated[str | None, typer.Argument(help="Prompt text to run and show (optional with --weights).")] = None,
+    weights: Annotated[
+        bool, typer.Option("--weights", help="Draw the weight texture, each tensor's bytes outlined and named.")
+    ] = False,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="How many candidate tokens to list [10].")] = None,
+    model: ModelOption = None,
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    trust_shaders: TrustOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """See the model think: run PROMPT on the GPU, read back the textures it wrote (token texture, T_embed,
+    T_hidden, T_logits, prediction pixel) and write them as images, a labelled overview.png and an
+    index.html that opens from disk; --weights draws the weight texture with its tensors outlined."""
+    from engine import visuals
+    from engine.engine import Engine
+    from engine.model import load_model, load_tokenizer
+    from engine.pxi import encode_tokens
+
+    if prompt is None and not weights:
+        raise PxglError("give a PROMPT to see a run, or --weights to see the weight texture (or both)")
+    k = visuals.DEFAULT_TOP_K if top_k is None else top_k
+    if k < 1:
+        raise PxglError(f"--top-k must be at least 1, got {k}")
+    visuals.check_out_dir(out)
+    view = None
+    if prompt is None:
+        loaded = load_model(model_path(model), trust_shaders=True)  # drawing the weights runs no shader
+    else:
+        loaded = open_model(model, trust_shaders)
+        tokenizer = load_tokenizer(loaded)
+        pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
+        name = executor_for(loaded, executor)
+        engine = Engine(loaded, device=device, executor=name)
+        view = visuals.run_view(engine, pixels, source="prompt", executor=name, prompt=prompt, tokenizer=tokenizer, k=k)
+    record = visuals.write_visuals(out, view, visuals.weights_view(loaded) if weights else None)
+    if as_json:
+        emit_json(record)
+        return
+    if view is not None:
+        typer.echo(f"{prompt!r} → {view.prediction.label}  id {view.prediction.id}  confidence {view.confidence:.1%}")
+        if view.missing:
+            typer.echo(f"not kept by the {name} executor: {', '.join(view.missing)}")
+    typer.echo(f"{out / 'index.html'}: open it in a browser ({len(record['files'])} files in {out})")
 
 
 @app.command("compile")
