@@ -23,6 +23,10 @@ import numpy as np
 from engine.errors import PxglError
 from engine.model import CARTRIDGE_SUFFIX, Model, check_tokenizer, check_weight_image, load_model, load_tokenizer
 from engine.pxi import atomic_write, decode_rgb, encode_rgb
+from engine.pxvm.compiler import compile_program
+from engine.pxvm.files import program_for
+from engine.pxvm.program import Program
+from engine.pxvm.validator import validate_program
 from engine.resources import resource_dir
 from engine.spec import ModelSpec, spec_from_meta
 from engine.tokenizer import Tokenizer
@@ -33,6 +37,8 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.pxi"
 META = "weights.meta.json"
 TOKENIZER = "tokenizer.json"
+PROGRAM = "program.pxi"
+REQUIRED = (WEIGHTS, META, TOKENIZER, PROGRAM)
 SHADER_DIR = "shaders"
 SHADER_SUFFIXES = (".comp", ".glsl")
 MODEL_KEYS = ("vocab_size", "embed_dim", "hidden_dim", "context_window")
@@ -98,6 +104,8 @@ class Cartridge:
     spec: ModelSpec
     weights: np.ndarray
     tokenizer: Tokenizer
+    program: Program
+    """The pxVM program, validated against this model: what the pxvm executor runs for this cartridge."""
     foreign_shaders: tuple[str, ...]
     """Shader members that are not byte-identical to the engine's own (empty: the cartridge may run)."""
     absent_shaders: tuple[str, ...]
@@ -262,11 +270,12 @@ def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes
     check_weight_image(spec, weights, f"{path}:{WEIGHTS}")
     tokenizer = Tokenizer.loads(_text(contents[TOKENIZER], f"{path}:{TOKENIZER}"), f"{path}:{TOKENIZER}")
     check_tokenizer(spec, tokenizer, f"{path}:{TOKENIZER}")
+    program = validate_program(decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}"), spec, f"{path}:{PROGRAM}")
     engine_shaders = own_shaders()
     carried = {name: data for name, data in contents.items() if name.startswith(f"{SHADER_DIR}/")}
     foreign = tuple(sorted(name for name, data in carried.items() if engine_shaders.get(name) != data))
     absent = tuple(sorted(set(engine_shaders) - set(carried)))
-    return Cartridge(path, manifest, spec, weights, tokenizer, foreign, absent)
+    return Cartridge(path, manifest, spec, weights, tokenizer, program, foreign, absent)
 
 
 def model_dimensions(spec: ModelSpec) -> dict[str, int]:
@@ -335,17 +344,17 @@ def _members(raw: Any, where: str) -> tuple[Member, ...]:
     for name in names:
         if not _has_role(name):
             raise PxglError(
-                f"{where}: member {_short(name)} has no role in a cartridge (expected {WEIGHTS}, {META}, {TOKENIZER} "
+                f"{where}: member {_short(name)} has no role in a cartridge (expected {', '.join(REQUIRED)} "
                 f"and {SHADER_DIR}/*{'|*'.join(SHADER_SUFFIXES)})"
             )
-    for required in (WEIGHTS, META, TOKENIZER):
+    for required in REQUIRED:
         if required not in names:
             raise PxglError(f"{where}: does not list {required!r}; every cartridge carries it")
     return tuple(members)
 
 
 def _has_role(name: str) -> bool:
-    if name in (WEIGHTS, META, TOKENIZER):
+    if name in REQUIRED:
         return True
     folder, _, file = name.partition("/")
     return folder == SHADER_DIR and SEGMENT.fullmatch(file) is not None and file.endswith(SHADER_SUFFIXES)
@@ -395,9 +404,17 @@ def _parse_json(data: bytes, where: str) -> Any:
 # --- packing -------------------------------------------------------------------------------------
 
 
-def pack(model_path: str | Path, out: str | Path, executor: str = "passes", trust_shaders: bool = False) -> Manifest:
+def pack(
+    model_path: str | Path,
+    out: str | Path,
+    executor: str = "passes",
+    trust_shaders: bool = False,
+    program_path: Path | None = None,
+) -> Manifest:
     """Write a cartridge for a model (a weights .pxi with its meta and tokenizer beside it, or another
-    cartridge, repacked with this engine's shaders), atomically. Returns its manifest."""
+    cartridge, repacked with this engine's shaders), atomically; returns its manifest. The pxVM program is
+    `program_path`, else the repacked cartridge's, else the program file beside the weights, else the
+    model's compiled program: validated against the model in every case."""
     out = Path(out)
     if out.suffix != CARTRIDGE_SUFFIX:
         raise PxglError(f"{out}: a cartridge's name ends in {CARTRIDGE_SUFFIX}")
@@ -405,11 +422,19 @@ def pack(model_path: str | Path, out: str | Path, executor: str = "passes", trus
         raise PxglError(f"unknown executor {executor!r}; choose one of {', '.join(_executor_names())}")
     model = load_model(model_path, trust_shaders)
     tokenizer = load_tokenizer(model)
+    program = program_for(model, program_path)
+    if program is None:
+        program = (
+            model.cartridge.program
+            if model.cartridge is not None
+            else validate_program(compile_program(model.spec), model.spec, "compiled program")
+        )
     meta = replace(model.spec, tokenizer=TOKENIZER).to_meta()
     contents = {
         WEIGHTS: encode_rgb(model.weights),
         META: (json.dumps(meta, indent=2) + "\n").encode(),
         TOKENIZER: (json.dumps(tokenizer.to_json(), separators=(",", ":")) + "\n").encode(),
+        PROGRAM: encode_rgb(program.pixels),
         **own_shaders(),
     }
     manifest = Manifest(

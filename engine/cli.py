@@ -12,6 +12,7 @@ from engine.resources import bundled_model
 
 if TYPE_CHECKING:
     from engine.model import Model
+    from engine.pxvm.program import Program
 
 app = typer.Typer(
     help="pxgl: run pixel-encoded models on the GPU. Prompts, weights, compute and answers are all pixels.",
@@ -140,6 +141,18 @@ def executor_for(loaded: "Model", executor: str | None) -> str:
     return loaded.cartridge.manifest.executor if loaded.cartridge is not None else "passes"
 
 
+def pxvm_program(loaded: "Model", executor: str, program_file: Path | None = None) -> "Program | None":
+    """The validated program the pxvm executor runs: --program, else a cartridge's own, else the file beside
+    the weights, else None (the executor compiles the model's). None for other executors."""
+    if executor != "pxvm":
+        return None
+    if program_file is None and loaded.cartridge is not None:
+        return loaded.cartridge.program
+    from engine.pxvm.files import program_for
+
+    return program_for(loaded, program_file)
+
+
 def read_prompt_lines(path: Path) -> list[str]:
     """One prompt per line; an empty line is an error (it would be an empty prompt)."""
     try:
@@ -224,11 +237,7 @@ def infer(
     if program_file is not None and executor not in (None, "pxvm"):
         raise PxglError(f"--program runs on the pxvm executor, not {executor!r}")
     name = "pxvm" if program_file is not None else executor_for(loaded, executor)
-    program = None
-    if name == "pxvm":
-        from engine.pxvm.files import program_for
-
-        program = program_for(loaded, program_file)  # validated on the host, before any GPU work
+    program = pxvm_program(loaded, name, program_file)  # validated on the host, before any GPU work
     engine = Engine(loaded, device=device, executor=name, program=program)
     bar, label = progress_bar("predicting", pixels.shape[0])
     with bar:
@@ -284,15 +293,23 @@ def pack(
     executor: Annotated[
         str, typer.Option("--executor", "-x", help="The executor the cartridge runs on unless told otherwise.")
     ] = "passes",
+    program_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--program",
+            help="pxVM program (.pxi) to pack. Default: the repacked cartridge's, else name.program.pxi beside "
+            "the weights, else the model's compiled program.",
+        ),
+    ] = None,
     trust_shaders: TrustOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Pack a model into a cartridge (.pxa): weights, meta, tokenizer and the engine's shaders in one zip,
-    with a manifest of every member's size and sha256."""
+    """Pack a model into a cartridge (.pxa): weights, meta, tokenizer, pxVM program and the engine's shaders
+    in one zip, with a manifest of every member's size and sha256."""
     from engine.cartridge import pack as pack_cartridge
 
     target = out if out is not None else model.with_suffix(".pxa")
-    manifest = pack_cartridge(model, target, executor, trust_shaders)
+    manifest = pack_cartridge(model, target, executor, trust_shaders, program_file)
     if as_json:
         emit_json({"out": str(target), **manifest.to_json()})
         return
@@ -348,7 +365,9 @@ def ask(
     loaded = open_model(model, trust_shaders)
     tokenizer = load_tokenizer(loaded)
     pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
-    prediction = Engine(loaded, device=device, executor=executor_for(loaded, executor)).predict(pixels, "prompt")
+    name = executor_for(loaded, executor)
+    engine = Engine(loaded, device=device, executor=name, program=pxvm_program(loaded, name))
+    prediction = engine.predict(pixels, "prompt")
     write_rgb(out, prediction)
 
     (token,), (confidence,) = (values.tolist() for values in decode_predictions(prediction))
@@ -432,7 +451,7 @@ def viz(
         tokenizer = load_tokenizer(loaded)
         pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
         name = executor_for(loaded, executor)
-        engine = Engine(loaded, device=device, executor=name)
+        engine = Engine(loaded, device=device, executor=name, program=pxvm_program(loaded, name))
         view = visuals.run_view(engine, pixels, source="prompt", executor=name, prompt=prompt, tokenizer=tokenizer, k=k)
     record = visuals.write_visuals(out, view, visuals.weights_view(loaded) if weights else None)
     if as_json:

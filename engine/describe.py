@@ -11,6 +11,8 @@ from engine.cartridge import FORMAT, SHADER_DIR, VERSION, model_dimensions, open
 from engine.errors import PxglError
 from engine.model import CARTRIDGE_SUFFIX, load_model
 from engine.pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
+from engine.pxvm.opcodes import MAGIC
+from engine.pxvm.program import decode_program
 from engine.spec import MAX_VOCAB, meta_path_for
 
 MAX_LISTED_ROWS = 16
@@ -25,6 +27,14 @@ def describe(path: Path) -> dict[str, Any]:
     pixels = read_rgb(path)
     height, width, _ = pixels.shape
     record: dict[str, Any] = {"file": str(path), "sha256": file_sha256(path), "image": f"{width}x{height}"}
+    if tuple(pixels[0, 0].tolist()) == MAGIC:
+        program = decode_program(pixels, str(path))
+        return record | {
+            "kind": "pxvm program",
+            "instructions": len(program.instructions),
+            "scratch_floats": program.scratch_size,
+            "verdict": "valid format (its bounds are checked against a model before it runs: pxgl disasm -m MODEL)",
+        }
     if meta_path_for(path).exists():
         return record | describe_weights(path)
     if is_prediction_image(pixels):
@@ -89,6 +99,8 @@ def describe_cartridge(path: Path) -> dict[str, Any]:
         "name": manifest.name,
         "model": model_dimensions(cart.spec),
         "executor": manifest.executor,
+        "program": f"{len(cart.program.instructions)} pxVM instructions, {cart.program.scratch_size} scratch "
+        "floats, valid for this model",
         "members": [{"name": m.name, "size": m.size, "sha256": m.sha256} for m in manifest.members],
         "shaders": shaders,
         "verdict": verdict,

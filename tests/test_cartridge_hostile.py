@@ -9,6 +9,7 @@ import stat
 import sys
 import tracemalloc
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,10 @@ from engine.engine import EXECUTORS
 from engine.errors import PxglError
 from engine.gl import GLBackend
 from engine.model import load_model
-from engine.pxi import encode_tokens, write_rgb
+from engine.pxi import encode_rgb, encode_tokens, write_rgb
+from engine.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
+from engine.pxvm.program import encode_program
+from engine.spec import spec_from_meta
 
 MIB = 1 << 20
 
@@ -140,6 +144,19 @@ def malformed_manifest(path, contents, rng):
     write_contents(path, contents | {"manifest.json": broken[int(rng.integers(len(broken)))]})
 
 
+def program_rejected(path, contents, rng):
+    """A program.pxi that decodes as an image but that the pxVM validator refuses for this model."""
+    spec = spec_from_meta(json.loads(contents["weights.meta.json"]))
+    compiled = compiled_instructions(spec)
+    faults = [
+        lambda: compile_program(replace(spec, embed_dim=spec.embed_dim * 2)),  # reads past its tensors
+        lambda: encode_program(scratch_layout(spec).size, [i for i in compiled if i.op.name != "STORE_PIXEL"]),
+        lambda: rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),  # no magic pixel: not a program at all
+    ]
+    program = faults[int(rng.integers(len(faults)))]()
+    write_contents(path, relisted(contents | {"program.pxi": encode_rgb(program)}))
+
+
 def foreign_shaders(path, contents, rng):
     name = str(rng.choice([n for n in contents if n.startswith("shaders/")]))
     write_contents(path, relisted(contents | {name: contents[name] + b"\n// a different shader\n"}))
@@ -194,6 +211,7 @@ HOSTILE = {
     "bomb_by_ratio": (bomb_by_ratio, f"inflates \\d+:1 .*past the limit of {MAX_RATIO}:1"),
     "bomb_by_total": (bomb_by_total, f"members total \\d+ bytes uncompressed, past the limit of {MAX_TOTAL_BYTES}"),
     "malformed_manifest": (malformed_manifest, "manifest.json: "),
+    "program_rejected": (program_rejected, r":program\.pxi: "),
     "foreign_shaders": (foreign_shaders, "its shaders differ from this engine's"),
     "not_a_zip": (not_a_zip, "not a zip archive"),
     "too_many_members": (too_many_members, f"members, past the limit of {MAX_MEMBERS}"),
