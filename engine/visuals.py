@@ -57,7 +57,6 @@ NO_VALUE: RGB = (58, 58, 66)
 MARKER: RGB = (0, 255, 102)
 MARKER_EDGE: RGB = (0, 0, 0)
 BACKGROUND: RGB = (17, 19, 24)
-PANEL: RGB = (27, 30, 37)
 INK: RGB = (230, 232, 236)
 DIM_INK: RGB = (150, 156, 166)
 TENSOR_COLOURS: tuple[RGB, ...] = ((255, 90, 60), (255, 220, 0), (0, 190, 255), (230, 70, 255), (60, 230, 90))
@@ -77,7 +76,8 @@ OUTLINE_PX = 2
 DETAIL_ZOOM = 12
 DETAIL_MAX_ROWS = 4
 DETAIL_MAX_LINES = 16
-"""The weights image magnifies the part of the stream holding tensors under 4 rows tall (16 lines at most)."""
+"""The weights image magnifies the part of the stream that holds the tensors under DETAIL_MAX_ROWS rows
+tall (the biases), DETAIL_ZOOM pixels a texel, DETAIL_MAX_LINES lines at most."""
 
 
 # --- colour and pixels ------------------------------------------------------------------------------
@@ -511,13 +511,7 @@ def draw_span(canvas: Image.Image, stream: np.ndarray, regions: Sequence[Region]
     return outline
 
 
-@dataclass(frozen=True)
-class WeightsView:
-    image: DataImage
-    regions: list[Region]
-
-
-def weights_view(model: Model) -> WeightsView:
+def weights_view(model: Model) -> DataImage:
     """The weight texture with each tensor's bytes tinted in its colour and outlined, a legend naming
     them beside the rows they span, and, where some tensor spans only a few rows, a magnified detail of
     that part of the stream."""
@@ -563,8 +557,7 @@ def weights_view(model: Model) -> WeightsView:
         "detail": detail.layout() if detail else None,
     }
     caption = f"{width}x{height} RGB; {note}"
-    image = DataImage("weights", "weight texture", caption, canvas, (height, width), None, main.origin, None, extra)
-    return WeightsView(image, regions)
+    return DataImage("weights", "weight texture", caption, canvas, (height, width), None, main.origin, None, extra)
 
 
 def detail_span(
@@ -734,10 +727,7 @@ def contact_sheet(view: TraceView) -> Image.Image:
     sheet.text((x + pixel.width + 20, y + 66), f"RGB {view.prediction_pixel}", 13, DIM_INK)
     y += pixel.height + 34
     if view.top_k:
-        y = top_k_table(sheet, view.top_k, x, y)
-    for title in view.missing:
-        sheet.text((x, y), f"{title}: not kept by this executor", 13, DIM_INK)
-        y += 20
+        top_k_table(sheet, view.top_k, x, y)
     return sheet.image
 
 
@@ -748,13 +738,16 @@ def overview_height(view: TraceView) -> int:
     for key in ("embed", "hidden", "logits"):
         image = view.images.get(key)
         total += 26 + (image.image.height + 50 if image else 16)
-    right = 110 + 26 + PREDICTION_BLOCK_PX + 34 + 60 + 24 * len(view.top_k) + 20 * len(view.missing)
+    right = 110 + 26 + PREDICTION_BLOCK_PX + 34 + 60 + 24 * len(view.top_k)
     return max(total, right + 2 * OVERVIEW_MARGIN)
 
 
 def token_labels(sheet: Sheet, tokens: list[TokenCell], x: int, y: int, block: int) -> int:
-    """Each token's label under its pixel, written downwards; returns the y below the longest."""
+    """Each token's label under its pixel, written downwards, where the pixels are wide enough for a line
+    of text (else the page's token table has them); returns the y below the longest."""
     size, longest = 13, 0
+    if block < size + 2:
+        return y
     for cell in tokens:
         if cell.token is None:
             continue
@@ -813,6 +806,7 @@ code { font: 14px ui-monospace, monospace; white-space: pre; }
 .scale img { width: 180px; height: 10px; }
 .missing { color: #f4a582; }
 tr.top td { color: #00ff66; }
+#weights { overflow-x: auto; } #weights img { max-width: none; }
 """
 
 
@@ -836,7 +830,7 @@ def image_html(image: DataImage, png: bytes, bar_uri: str, detail: str) -> str:
     )
 
 
-def index_html(view: TraceView | None, weights: WeightsView | None, pngs: dict[str, bytes]) -> str:
+def index_html(view: TraceView | None, weights: DataImage | None, pngs: dict[str, bytes]) -> str:
     """A self-contained page: every image inlined as a data URI, no script, no external resource."""
     bar = io.BytesIO()
     colourbar(256, 1).save(bar, "PNG")
@@ -850,8 +844,7 @@ def index_html(view: TraceView | None, weights: WeightsView | None, pngs: dict[s
     if view is not None:
         parts.append(trace_html(view, pngs, bar_uri))
     if weights is not None:
-        image = weights.image
-        parts.append(image_html(image, pngs["weights"], bar_uri, "each tensor's byte range tinted and outlined"))
+        parts.append(image_html(weights, pngs["weights"], bar_uri, "each tensor's byte range tinted and outlined"))
         parts.append("</section>")
     parts.append("</main></body></html>\n")
     return "".join(parts)
@@ -925,12 +918,12 @@ def check_out_dir(out_dir: Path) -> None:
         raise PxglError(f"{out_dir}: exists and is not a folder; give a folder for the visuals")
 
 
-def write_visuals(out_dir: Path, view: TraceView | None, weights: WeightsView | None = None) -> dict[str, Any]:
+def write_visuals(out_dir: Path, view: TraceView | None, weights: DataImage | None = None) -> dict[str, Any]:
     """Render everything in memory, then write each file atomically; returns the viz.json record."""
     check_out_dir(out_dir)
     images = dict(view.images) if view is not None else {}
     if weights is not None:
-        images["weights"] = weights.image
+        images["weights"] = weights
     pngs = {key: image.png() for key, image in images.items()}
     files: dict[str, bytes] = {f"{key}.png": png for key, png in pngs.items()}
     record: dict[str, Any] = {"dir": str(out_dir)}
@@ -943,7 +936,7 @@ def write_visuals(out_dir: Path, view: TraceView | None, weights: WeightsView | 
         files["trace.npz"] = arrays.getvalue()
         record |= view.record()
     if weights is not None:
-        record["weights"] = weights.image.layout()
+        record["weights"] = weights.layout()
     files["index.html"] = index_html(view, weights, pngs).encode("utf-8")
     record["files"] = sorted([*files, "viz.json"])
     files["viz.json"] = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

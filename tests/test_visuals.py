@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from engine import visuals
 from engine.cli import app
-from engine.engine import Engine
+from engine.engine import EXECUTORS, Engine
 from engine.pxi import encode_tokens
 from engine.tokenizer import Tokenizer
 
@@ -93,43 +93,22 @@ def assert_strip_is(path: Path, vector: np.ndarray, what: str, seed: int) -> Non
     assert (flat[len(vector) :] == visuals.NO_VALUE).all(), f"{what}: padding texels must show no value"
 
 
-@pytest.mark.parametrize("dims", SIZES, ids=lambda d: "x".join(map(str, d)))
-def test_images_are_the_gpu_textures(tmp_path, gpu, seed, dims):
-    rng = np.random.default_rng(seed)
-    vocab, embed, hidden, window = dims
-    model = random_model(tmp_path, rng, vocab, embed, hidden, window)
-    rows = random_rows(rng, 3, vocab, max_len=3 * window)
-    trace = Engine(model, gpu).trace(encode_tokens(rows, vocab))
-    row = int(rng.integers(len(rows)))
-    k = int(rng.integers(1, 12))
-    view = visuals.trace_view(trace, model.spec, row=row, token_bytes=random_token_bytes(rng, vocab), k=k)
-    out = tmp_path / "viz"
-    record = visuals.write_visuals(out, view)
-
-    for key, texture in (("tokens", trace.tokens[row][None]), ("prediction", trace.prediction[row][None])):
-        pixels, layout = read_png(out / f"{key}.png")
-        grid, solid = blocks(pixels, layout)
-        assert solid.all() and (grid == texture).all(), f"{key}.png is not the texture read back (seed {seed})"
-
-    assert_strip_is(out / "embed.png", trace.embed[row], "T_embed", seed)
-    assert_strip_is(out / "hidden.png", trace.hidden[row], "T_hidden", seed)
-
-    pixels, layout = read_png(out / "logits.png")
-    side = layout["texels"][0]
+def assert_heatmap_is(path: Path, gpu_logits: np.ndarray, marked: int, seed: int) -> None:
+    """Every pixel of logits.png is its GPU logit's colour (cells past the vocabulary: no value), except
+    the ring around the marked cell: a black edge around a MARKER band, outside the cell."""
+    pixels, layout = read_png(path)
+    vocab, side = len(gpu_logits), layout["texels"][0]
     assert side * side >= vocab > (side - 1) ** 2, f"heatmap side {side} for a vocabulary of {vocab}"
-    gpu_logits = trace.logits[row].reshape(-1)[:vocab]
     scale = float(np.abs(gpu_logits).max())
-    assert layout["scale"] == scale
-    marked = int(trace.prediction[row, 0, 0]) + 256 * int(trace.prediction[row, 0, 1])
-    assert layout["marked"] == marked, "the ring must mark the cell the GPU's argmax pass chose"
+    assert layout["scale"] == scale, f"scale {layout['scale']} is not max |logit| {scale}"
+    assert layout["marked"] == marked, "the ring must mark the cell the GPU's argmax chose"
     cells = np.empty((side * side, 3), np.uint8)
-    cells[:] = visuals.NO_VALUE  # cells past the vocabulary
+    cells[:] = visuals.NO_VALUE
     cells[:vocab] = visuals.diverging_lut()[expected_levels(gpu_logits, scale)]
     (bw, bh), (x0, y0), ring = layout["block"], layout["origin"], layout["ring"]
     want = np.empty_like(pixels)
     want[:] = visuals.BACKGROUND
     want[y0 : y0 + side * bh, x0 : x0 + side * bw] = np.repeat(np.repeat(cells.reshape(side, side, 3), bh, 0), bw, 1)
-    # The ring (a black edge around a MARKER band) lies around the marked cell, outside it.
     mx, my = x0 + (marked % side) * bw, y0 + (marked // side) * bh
     ring_box = np.zeros(pixels.shape[:2], bool)
     ring_box[my - ring - 1 : my + bh + ring + 1, mx - ring - 1 : mx + bw + ring + 1] = True
@@ -140,16 +119,55 @@ def test_images_are_the_gpu_textures(tmp_path, gpu, seed, dims):
     is_marker = (ring_colours == visuals.MARKER).all(-1) | (ring_colours == visuals.MARKER_EDGE).all(-1)
     assert is_marker.all() and (ring_colours == visuals.MARKER).all(-1).mean() > 0.5, "no ring around the argmax"
 
+
+CASES = [("passes", dims) for dims in SIZES] + [(name, SIZES[0]) for name in EXECUTORS if name != "passes"]
+"""Every model size on Model A's passes; every other registered executor on the bundled shape."""
+
+
+@pytest.mark.parametrize(("executor", "dims"), CASES, ids=lambda v: v if isinstance(v, str) else "x".join(map(str, v)))
+def test_images_are_the_gpu_textures(tmp_path, gpu, seed, executor, dims):
+    rng = np.random.default_rng(seed)
+    vocab, embed, hidden, window = dims
+    model = random_model(tmp_path, rng, vocab, embed, hidden, window)
+    rows = random_rows(rng, 3, vocab, max_len=3 * window)
+    trace = Engine(model, gpu, executor=executor).trace(encode_tokens(rows, vocab))
+    row = int(rng.integers(len(rows)))
+    k = int(rng.integers(1, 12))
+    view = visuals.trace_view(trace, model.spec, row=row, token_bytes=random_token_bytes(rng, vocab), k=k)
+    out = tmp_path / "viz"
+    record = visuals.write_visuals(out, view)
+    titles = {"embed": "T_embed", "hidden": "T_hidden", "logits": "T_logits"}
+    kept = [name for name in titles if getattr(trace, name) is not None]
+    assert record["missing"] == [titles[name] for name in titles if name not in kept]
+
+    for key, texture in (("tokens", trace.tokens[row][None]), ("prediction", trace.prediction[row][None])):
+        pixels, layout = read_png(out / f"{key}.png")
+        grid, solid = blocks(pixels, layout)
+        assert solid.all() and (grid == texture).all(), f"{key}.png is not the texture read back (seed {seed})"
     saved = np.load(out / "trace.npz")
-    assert np.array_equal(saved["logits"], trace.logits[row], equal_nan=True), "trace.npz must be the read-back"
-    assert np.array_equal(saved["embed"], trace.embed[row]) and np.array_equal(saved["tokens"], trace.tokens[row])
+    assert set(saved.files) == {"tokens", "prediction", *kept}
+    for name in saved.files:
+        assert np.array_equal(saved[name], getattr(trace, name)[row], equal_nan=True), f"trace.npz {name}"
+
     p = params_of(model)
     lg = oracle.logits(p, [rows[row]], window)[0]
+    marked = int(trace.prediction[row, 0, 0]) + 256 * int(trace.prediction[row, 0, 1])
+    if not oracle.near_tie(lg[None])[0]:
+        assert marked == int(lg.argmax()), f"{executor} predicted {marked}, oracle argmax {lg.argmax()} (seed {seed})"
+    if trace.embed is not None:
+        assert_strip_is(out / "embed.png", trace.embed[row], "T_embed", seed)
+        pooled = p["embed"][rows[row][-window:]].mean(axis=0)
+        assert np.abs(trace.embed[row] - pooled).max() <= 1e-5 * np.abs(p["embed"]).max(), "T_embed vs oracle"
+    if trace.hidden is not None:
+        assert_strip_is(out / "hidden.png", trace.hidden[row], "T_hidden", seed)
+    if trace.logits is None:
+        assert record["top_k"] == []
+        return
+    gpu_logits = trace.logits[row].reshape(-1)[:vocab]
+    assert_heatmap_is(out / "logits.png", gpu_logits, marked, seed)
     bound = np.abs(np.maximum(trace.hidden[row], 0)) @ np.abs(p["out"]) + np.abs(p["b_out"])
     err = np.abs(gpu_logits - lg) / np.maximum(bound, 1e-6)
     assert err.max() <= 1e-5, f"heatmap logits vs oracle: worst relative error {err.max():.2e} (seed {seed})"
-    if not oracle.near_tie(lg[None])[0]:
-        assert marked == int(lg.argmax()), f"ring at {marked}, oracle argmax {lg.argmax()} (seed {seed})"
 
     top = record["top_k"]
     assert [c["rank"] for c in top] == list(range(1, min(k, vocab) + 1))
