@@ -5,13 +5,16 @@ json directly, never engine.cartridge, so tests check the engine against the spe
 import hashlib
 import json
 import struct
+import sys
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from models import random_model
 
+from engine import cli
 from engine.cartridge import pack
 from engine.model import Model
 from engine.tokenizer import Tokenizer
@@ -129,3 +132,12 @@ def snapshot(*directories: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(d.rglob("*"))
         if p.is_file() or p.is_symlink()
     }
+
+
+def pxgl(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's real entry point in this process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["pxgl", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err

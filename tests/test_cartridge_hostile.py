@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import stat
-import sys
 import tracemalloc
 import zipfile
 from dataclasses import replace
@@ -17,6 +16,7 @@ import pytest
 from cartridges import (
     entry,
     patch_entry,
+    pxgl,
     random_cartridge,
     read_members,
     relisted,
@@ -28,7 +28,6 @@ from cartridges import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import cli
 from engine.cartridge import FORMAT, MAX_MEMBERS, MAX_NAME, MAX_RATIO, MAX_TOTAL_BYTES, MODEL_KEYS, open_cartridge
 from engine.engine import EXECUTORS
 from engine.errors import PxglError
@@ -229,15 +228,6 @@ def no_gpu(monkeypatch):
         raise AssertionError("a GL context was created for a cartridge that must be rejected before GPU work")
 
     monkeypatch.setattr(GLBackend, "__init__", refuse)
-
-
-def pxgl(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI's real entry point in this process: (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["pxgl", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("kind", HOSTILE)

@@ -1,0 +1,324 @@
+"""Cartridges end to end (docs/FORMATS.md §8): `pxgl pack` writes the format; a packed model of any size runs
+on every executor and matches the numpy oracle (tests/oracle.py, over the meta and weights read back from
+the zip here, not through engine.cartridge); `pxgl ask` / `run` give the same pixel as `pxgl infer`;
+`pxgl inspect` reports what the files hold; the committed assets/pixellm_v0.pxa is valid.
+
+Same tolerance as tests/test_passes.py: ids agree except on oracle near-ties, confidence within ±1."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import oracle
+import pytest
+from cartridges import pxgl, random_cartridge, read_members, relisted, write_contents
+from models import random_rows
+from PIL import Image
+
+from engine.cartridge import open_cartridge, pack
+from engine.cli import pxvm_program
+from engine.engine import EXECUTORS, Engine
+from engine.model import load_model
+from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+from engine.pxvm.compiler import compiled_instructions, scratch_layout
+from engine.pxvm.program import decode_program, encode_program
+from engine.resources import resource_dir
+from engine.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMS = [(512, 64, 96, 8), (260, 24, 40, 3)]
+"""(vocab, embed, hidden, window): other sizes than the bundled model's; a tokenizer needs vocab ≥ 256."""
+
+
+def zip_model(cart: Path) -> tuple[dict, np.ndarray]:
+    """(meta, weight pixels) read from the archive with zipfile, json and PIL alone."""
+    with zipfile.ZipFile(cart) as archive:
+        meta = json.loads(archive.read("weights.meta.json"))
+        weights = np.asarray(Image.open(io.BytesIO(archive.read("weights.pxi"))).convert("RGB"))
+    return meta, weights
+
+
+def oracle_logits(cart: Path, rows) -> np.ndarray:
+    meta, weights = zip_model(cart)
+    return oracle.logits(oracle.dequantize(meta, weights), rows, meta["context_window"])
+
+
+def assert_predictions_match(pred: np.ndarray, lg: np.ndarray, seed: int) -> None:
+    ids, conf = oracle.predict(lg)
+    got_ids, got_conf = decode_predictions(pred)
+    differ = (got_ids != ids) & ~oracle.near_tie(lg)
+    assert not differ.any(), f"ids differ at prompts {np.flatnonzero(differ)[:10]} (seed {seed})"
+    same = got_ids == ids
+    err = np.abs(got_conf[same].astype(int) - conf[same].astype(int)).max(initial=0)
+    assert err <= 1, f"confidence off by {err} (seed {seed})"
+
+
+@pytest.fixture
+def cart(tmp_path, rng) -> tuple[Path, object]:
+    return random_cartridge(tmp_path, rng, *DIMS[int(rng.integers(len(DIMS)))])
+
+
+def test_pack_writes_the_format(cart, tmp_path, seed):
+    path, model = cart
+    members = read_members(path)
+    manifest = json.loads(members["manifest.json"])
+    shaders = {
+        f"shaders/{f.name}": f.read_bytes() for f in resource_dir("glsl").iterdir() if f.suffix in (".comp", ".glsl")
+    }
+    assert next(iter(members)) == "manifest.json"
+    assert set(members) == {"manifest.json", "weights.pxi", "weights.meta.json", "tokenizer.json", "program.pxi"} | set(
+        shaders
+    )
+    assert (manifest["format"], manifest["version"], manifest["executor"]) == ("pxgl-cartridge", 0, "passes")
+    spec = model.spec
+    dims = (spec.vocab_size, spec.embed_dim, spec.hidden_dim, spec.context_window)
+    assert tuple(manifest["model"][k] for k in ("vocab_size", "embed_dim", "hidden_dim", "context_window")) == dims
+    assert [m["name"] for m in manifest["members"]] == [n for n in members if n != "manifest.json"]
+    for m in manifest["members"]:
+        data = members[m["name"]]
+        assert (m["size"], m["sha256"]) == (len(data), hashlib.sha256(data).hexdigest()), m["name"]
+    meta, weights = zip_model(path)
+    assert np.array_equal(weights, model.weights)
+    original_meta = json.loads(Path(model.source).with_suffix(".meta.json").read_text())
+    assert meta == original_meta | {"tokenizer": "tokenizer.json"}
+    assert json.loads(members["tokenizer.json"])["merges"] == json.loads(model.tokenizer_path.read_text())["merges"]
+    program = np.asarray(Image.open(io.BytesIO(members["program.pxi"])).convert("RGB"))
+    assert len(decode_program(program, "program.pxi").instructions) == len(compiled_instructions(spec))
+    for name, data in shaders.items():
+        assert members[name] == data, f"{name} is not the engine's own"
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            assert info.external_attr >> 16 == 0o100644, f"{info.filename} is not a plain file"
+    again = tmp_path / "again.pxa"
+    pack(model.source, again)
+    assert again.read_bytes() == path.read_bytes(), "packing the same model twice gave different bytes"
+
+
+@pytest.mark.parametrize("executor", sorted(EXECUTORS))
+@pytest.mark.parametrize("dims", DIMS)
+def test_cartridge_of_any_size_runs_on_every_executor(tmp_path, gpu, seed, dims, executor):
+    rng = np.random.default_rng(seed)
+    path, _ = random_cartridge(tmp_path, rng, *dims)
+    model = load_model(path)
+    rows = random_rows(rng, 200, dims[0], max_len=30)
+    engine = Engine(model, gpu, executor=executor, program=pxvm_program(model, executor))
+    assert_predictions_match(engine.predict(encode_tokens(rows, dims[0])), oracle_logits(path, rows), seed)
+
+
+def test_pxvm_runs_the_cartridges_own_program(tmp_path, gpu, rng, seed):
+    """Pack a different valid program (no ReLU): the pxvm executor must follow it, not recompile its own."""
+    vocab, embed, hidden, window = DIMS[0]
+    _, model = random_cartridge(tmp_path, rng, vocab, embed, hidden, window)
+    spec = model.spec
+    no_relu = [i for i in compiled_instructions(spec) if i.op.name != "RELU"]
+    write_rgb(tmp_path / "no_relu.pxi", encode_program(scratch_layout(spec).size, no_relu))
+    custom = tmp_path / "custom.pxa"
+    pack(model.source, custom, "pxvm", program_path=tmp_path / "no_relu.pxi")
+    rows = random_rows(rng, 200, vocab, max_len=30)
+    meta, weights = zip_model(custom)
+    p = oracle.dequantize(meta, weights)
+    pooled = np.stack([p["embed"][r[-window:]].mean(axis=0) for r in rows])
+    linear = ((pooled @ p["hidden"] + p["b_hidden"]) @ p["out"] + p["b_out"]).astype(np.float32)
+    relu = oracle_logits(custom, rows)
+    assert (linear.argmax(axis=1) != relu.argmax(axis=1)).any(), f"ReLU changes no prediction (seed {seed})"
+    loaded = load_model(custom)
+    engine = Engine(loaded, gpu, executor="pxvm", program=pxvm_program(loaded, "pxvm"))
+    assert_predictions_match(engine.predict(encode_tokens(rows, vocab)), linear, seed)
+
+
+@pytest.mark.parametrize("executor", ["passes", "pxvm"])
+def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatch, capsys, executor):
+    path, model = cart
+    monkeypatch.chdir(tmp_path)
+    prompt = "pixels dream of pixels"
+    code, out, err = pxgl(monkeypatch, capsys, "pack", model.source, "-o", "cli.pxa", "--json")
+    assert code == 0, err
+    assert json.loads(out)["members"] == json.loads(read_members(path)["manifest.json"])["members"]
+    code, out, err = pxgl(monkeypatch, capsys, "ask", "cli.pxa", prompt, "-x", executor, "-o", "ask.pxi", "--json")
+    assert code == 0, err
+    asked = json.loads(out)
+    code, _, err = pxgl(
+        monkeypatch, capsys, "infer", prompt, "-m", model.source, "-x", executor, "-o", "infer.pxi",
+        "--tokens-out", "tokens.pxi",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = pxgl(
+        monkeypatch, capsys, "run", "--model", "cli.pxa", "--input", "tokens.pxi", "--output", "run.pxi",
+        "-x", executor,
+    )  # fmt: skip
+    assert code == 0, err
+    ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
+    assert np.array_equal(ask, infer) and np.array_equal(run, infer), f"{ask}, {run} vs {infer} (seed {seed})"
+    tokenizer = Tokenizer.load(model.tokenizer_path)
+    ids = tokenizer.encode(prompt)
+    assert_predictions_match(ask, oracle_logits(path, [ids]), seed)
+    (token,), (conf,) = decode_predictions(ask)
+    assert asked["id"] == token and asked["pixel"] == ask[0, 0].tolist()
+    assert asked["text"] == tokenizer.decode([token]) and asked["confidence"] == round(int(conf) / 255, 4)
+
+
+def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, capsys):
+    path, model = cart
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    code, out, err = pxgl(monkeypatch, capsys, "ask", str(path), "some prompt")
+    assert code == 0, err
+    r, g, b = read_rgb(tmp_path / "output_token.pxi")[0, 0].tolist()
+    token = r + 256 * g
+    text = Tokenizer.load(model.tokenizer_path).decode([token])
+    assert f"\x1b[38;2;{r};{g};{b}m██" in out, f"no 24-bit colour block for pixel {(r, g, b)} in {out!r}"
+    assert repr(text) in out and f"id {token}" in out and f"confidence {b / 255:.1%}" in out
+
+
+def test_foreign_shaders_need_trust_and_then_run_the_engines_own(cart, tmp_path, seed, monkeypatch, capsys):
+    path, model = cart
+    members = read_members(path)
+    foreign = tmp_path / "foreign.pxa"
+    write_contents(foreign, relisted(members | {"shaders/argmax.comp": b"#version 430\nvoid main() {}\n"}))
+    rows = random_rows(np.random.default_rng(seed), 50, model.spec.vocab_size, max_len=20)
+    write_rgb(tmp_path / "tokens.pxi", encode_tokens(rows, model.spec.vocab_size))
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = pxgl(monkeypatch, capsys, "inspect", "foreign.pxa", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["shaders"].startswith("FOREIGN: shaders/argmax.comp") and "--trust-shaders" in record["verdict"]
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "foreign.pxa", "-i", "tokens.pxi", "-o", "refused.pxi")
+    assert code == 2 and "shaders/argmax.comp" in err and not (tmp_path / "refused.pxi").exists()
+
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "foreign.pxa", "-i", "tokens.pxi", "-o", "trusted.pxi",
+                        "--trust-shaders")  # fmt: skip
+    assert code == 0, err
+    assert err.startswith("warning: ") and "shaders/argmax.comp" in err and "were not run" in err
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi", "-o", "own.pxi")
+    assert code == 0, err
+    assert np.array_equal(read_rgb(tmp_path / "trusted.pxi"), read_rgb(tmp_path / "own.pxi"))
+    assert_predictions_match(read_rgb(tmp_path / "trusted.pxi"), oracle_logits(path, rows), seed)
+
+
+def test_the_manifest_names_the_default_executor(tmp_path, rng, monkeypatch, capsys):
+    chosen = []
+    real_init = Engine.__init__
+
+    def spy(self, model, gpu=None, device=None, executor="passes", program=None):
+        chosen.append((executor, program is not None))
+        real_init(self, model, gpu, device, executor, program)
+
+    monkeypatch.setattr(Engine, "__init__", spy)
+    path, model = random_cartridge(tmp_path, rng, *DIMS[1], executor="pxvm")
+    write_rgb(tmp_path / "tokens.pxi", encode_tokens([[1, 2, 3]], DIMS[1][0]))
+    monkeypatch.chdir(tmp_path)
+    assert pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi")[0] == 0
+    assert pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi", "-x", "passes")[0] == 0
+    assert pxgl(monkeypatch, capsys, "run", "-m", model.source, "-i", "tokens.pxi")[0] == 0
+    assert chosen == [("pxvm", True), ("passes", False), ("passes", False)]
+
+
+def test_model_option_takes_a_cartridge_everywhere(cart, tmp_path, monkeypatch, capsys):
+    path, model = cart
+    monkeypatch.chdir(tmp_path)
+    texts = ["first prompt", "a second one"]
+    for name, source in (("pxi", model.source), ("pxa", str(path))):
+        code, _, err = pxgl(monkeypatch, capsys, "encode", *texts, "-m", source, "-o", f"{name}.pxi")
+        assert code == 0, err
+    assert np.array_equal(read_rgb(tmp_path / "pxi.pxi"), read_rgb(tmp_path / "pxa.pxi"))
+    code, out, err = pxgl(monkeypatch, capsys, "decode", "pxa.pxi", "-m", str(path))
+    assert code == 0, err
+    assert out.splitlines() == texts
+
+
+def test_inspect_tells_each_kind_of_file(cart, tmp_path, monkeypatch, capsys):
+    path, model = cart
+    monkeypatch.chdir(tmp_path)
+    members = read_members(path)
+
+    def inspect(file: str) -> dict:
+        code, out, err = pxgl(monkeypatch, capsys, "inspect", file, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    record = inspect(str(path))
+    assert record["kind"] == "cartridge" and record["verdict"] == "valid: runs"
+    assert record["members"] == json.loads(members["manifest.json"])["members"]
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    record = inspect(model.source)
+    meta = json.loads(Path(model.source).with_suffix(".meta.json").read_text())
+    assert record["kind"] == "weights"
+    assert {t["name"]: {k: v for k, v in t.items() if k != "name"} for t in record["tensors"]} == meta["tensors"]
+
+    rows = [[5, 6, 7], [8]]
+    write_rgb(tmp_path / "tokens.pxi", encode_tokens(rows, model.spec.vocab_size))
+    record = inspect("tokens.pxi")
+    assert record["kind"] == "token texture" and record["rows"] == 2
+    assert [p["ids"] for p in record["prompts"]] == rows
+
+    write_rgb(tmp_path / "pred.pxi", np.array([[[7, 1, 99]], [[0, 0, 3]]], np.uint8))
+    record = inspect("pred.pxi")
+    assert record["kind"] == "prediction pixels"
+    assert [(p["id"], p["confidence"]) for p in record["predictions"]] == [
+        (263, round(99 / 255, 4)),
+        (0, round(3 / 255, 4)),
+    ]
+
+    (tmp_path / "program.pxi").write_bytes(members["program.pxi"])
+    record = inspect("program.pxi")
+    assert record["kind"] == "pxvm program"
+    assert record["instructions"] == len(compiled_instructions(model.spec))
+    assert record["scratch_floats"] == scratch_layout(model.spec).size
+
+    write_rgb(tmp_path / "noise.pxi", np.full((3, 3, 3), 7, np.uint8))
+    code, _, err = pxgl(monkeypatch, capsys, "inspect", "noise.pxi")
+    assert code == 2 and "no pxgl pixel file" in err and err.count("\n") == 1
+
+
+BUNDLED = ROOT / "assets" / "pixellm_v0.pxa"
+DEMO_PROMPT = "pxOS evolution"
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="assets/pixellm_v0.pxa is not built yet")
+def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
+    cart = open_cartridge(BUNDLED)
+    assert cart.foreign_shaders == (), "repack assets/pixellm_v0.pxa with `pxgl pack assets/pixellm_v0.pxi`"
+    bundled = load_model(ROOT / "assets" / "pixellm_v0.pxi")
+    assert cart.spec == replace(bundled.spec, tokenizer="tokenizer.json")
+    assert np.array_equal(cart.weights, bundled.weights)
+    assert cart.tokenizer.merges == Tokenizer.load(bundled.tokenizer_path).merges
+
+    environment = os.environ | {"PYTHONPATH": str(ROOT)}
+
+    def pxgl_process(*args: str) -> dict:
+        run = subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args], cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout.splitlines()[-1]) if "--json" in args else {}
+
+    asked = pxgl_process("ask", str(BUNDLED), DEMO_PROMPT, "-o", "ask.pxi", "--json")
+    pxgl_process("infer", DEMO_PROMPT, "-o", "infer.pxi", "--tokens-out", "tokens.pxi")
+    pxgl_process("run", "--model", str(BUNDLED), "--input", "tokens.pxi", "--output", "run.pxi")
+    ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
+    assert np.array_equal(ask, infer) and np.array_equal(run, infer)
+    ids = cart.tokenizer.encode(DEMO_PROMPT)
+    assert_predictions_match(ask, oracle_logits(BUNDLED, [ids]), seed)
+    assert asked["text"] == cart.tokenizer.decode([asked["id"]])
+
+
+def test_a_repacked_cartridge_keeps_its_program(cart, tmp_path):
+    """Repacking a cartridge whose program is not the compiled one keeps that program."""
+    path, model = cart
+    spec = model.spec
+    no_relu = [i for i in compiled_instructions(spec) if i.op.name != "RELU"]
+    write_rgb(tmp_path / "no_relu.pxi", encode_program(scratch_layout(spec).size, no_relu))
+    pack(model.source, tmp_path / "custom.pxa", program_path=tmp_path / "no_relu.pxi")
+    pack(tmp_path / "custom.pxa", tmp_path / "repacked.pxa")
+    program = read_members(tmp_path / "repacked.pxa")["program.pxi"]
+    assert program == read_members(tmp_path / "custom.pxa")["program.pxi"] != read_members(path)["program.pxi"]
