@@ -121,8 +121,8 @@ def load_cartridge(path: str | Path, trust_shaders: bool = False) -> Model:
     if cart.foreign_shaders and not trust_shaders:
         raise PxglError(
             f"{cart.path}: its shaders differ from this engine's ({', '.join(cart.foreign_shaders)}); pxgl only "
-            "runs cartridges whose shaders are its own: repack it with `pxgl pack`, or pass --trust-shaders to "
-            "run it with the engine's own shaders"
+            "runs cartridges whose shaders are its own: pass --trust-shaders to run it with the engine's own "
+            "shaders (`pxgl pack` it with --trust-shaders to adopt them for good)"
         )
     return Model(cart.spec, cart.weights, cart.path / TOKENIZER, str(cart.path), cart)
 
@@ -137,14 +137,15 @@ def open_cartridge(path: str | Path) -> Cartridge:
             _check_end_record(handle, path)
             with zipfile.ZipFile(handle) as archive:
                 entries = _checked_entries(archive, path)
-                manifest = parse_manifest(_read(archive, entries[MANIFEST], MANIFEST, path), f"{path}:{MANIFEST}")
+                document = _read(archive, entries[MANIFEST], MANIFEST, path, MAX_MANIFEST_BYTES)
+                manifest = parse_manifest(document, f"{path}:{MANIFEST}")
                 _check_listing(manifest, entries, path)
                 contents = {m.name: _read_verified(archive, entries[m.name], m, path) for m in manifest.members}
     except FileNotFoundError:
         raise PxglError(f"{path}: no such cartridge") from None
     except IsADirectoryError:
         raise PxglError(f"{path}: is a directory, not a cartridge") from None
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, UnicodeDecodeError) as e:  # a name flagged UTF-8 that is not
         raise PxglError(f"{path}: not a readable zip archive ({e})") from None
     except OSError as e:
         raise PxglError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -218,14 +219,13 @@ def _checked_entries(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.
     return entries
 
 
-def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, path: Path, limit: int | None = None) -> bytes:
-    """A member's bytes, never more than `limit` + 1 of them whatever the zip claims."""
-    cap = MAX_MANIFEST_BYTES if limit is None else limit
-    if info.file_size > cap:
-        raise PxglError(f"{path}: member {name!r} is {info.file_size} bytes, past its limit of {cap}")
+def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, path: Path, limit: int) -> bytes:
+    """A member's bytes, never more than `limit` + 1 of them inflated, whatever the zip claims."""
+    if info.file_size > limit:
+        raise PxglError(f"{path}: member {name!r} is {info.file_size} bytes, past its limit of {limit}")
     try:
         with archive.open(info) as member:
-            return member.read(cap + 1)
+            return member.read(limit + 1)
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise PxglError(f"{path}: member {name!r} is corrupt ({e})") from None
 
@@ -246,7 +246,7 @@ def _check_listing(manifest: Manifest, entries: dict[str, zipfile.ZipInfo], path
 
 
 def _read_verified(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Member, path: Path) -> bytes:
-    data = _read(archive, info, member.name, path, limit=member.size)
+    data = _read(archive, info, member.name, path, member.size)
     if len(data) != member.size:
         raise PxglError(f"{path}: member {member.name!r} holds {len(data)} bytes but {MANIFEST} says {member.size}")
     digest = hashlib.sha256(data).hexdigest()

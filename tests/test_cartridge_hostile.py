@@ -198,6 +198,14 @@ def inflates_past_its_size(path, contents, rng):
     patch_entry(path, "shaders/bomb.comp", "file_size", declared)
 
 
+def name_not_utf8(path, contents, rng):
+    """A member name flagged UTF-8 whose bytes are not."""
+    write_contents(path, contents | {"shaders/café.comp": b"x"})
+    data = path.read_bytes()
+    assert data.count("café".encode()) == 2, "the name must appear in the local and the central header only"
+    path.write_bytes(data.replace("café".encode(), b"caf\xff\xfe"))
+
+
 HOSTILE = {
     "dot_dot": (dot_dot, r"climbs out of the archive with '\.\.'"),
     "absolute": (absolute, "is an absolute path"),
@@ -216,6 +224,7 @@ HOSTILE = {
     "too_many_members": (too_many_members, f"members, past the limit of {MAX_MEMBERS}"),
     "encrypted": (encrypted, "is encrypted"),
     "archive_comment": (archive_comment, "archive comment"),
+    "name_not_utf8": (name_not_utf8, r"not a readable zip archive \('utf-8' codec"),
     "inflates_past_its_size": (inflates_past_its_size, r"'shaders/bomb.comp' is corrupt \(Bad CRC-32"),
 }
 
