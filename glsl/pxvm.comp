@@ -7,7 +7,8 @@ layout(local_size_x = THREADS) in;  // a power of two
 #include "weights.glsl"
 layout(binding = 1) uniform usampler2D tokens;   // the prompts' last CONTEXT_WINDOW tokens, one row each
 layout(binding = 2) uniform usampler2D program;  // RGB8UI, the program's pixels as stored
-// SCRATCH: each prompt's floats in SCRATCH_ROWS rows of the image's width, address a at (a % width, a / width).
+// SCRATCH: each prompt's floats in scratch_rows rows of the image's width (a power of two), address a at
+// (a % width, a / width) of the prompt's rows.
 layout(binding = 0, r32f) coherent uniform image2D scratch;
 layout(binding = 1, rgba8ui) uniform writeonly uimage2D prediction_out;
 
@@ -19,6 +20,7 @@ int t;             // this invocation
 int prompt;        // this work group's prompt
 int token_count;   // tokens in the prompt's row
 int scratch_rows;  // image rows per prompt
+int scratch_shift; // log2 of the scratch image's width
 
 // --- program texture: a pixel stream, row-major ---------------------------------------------------
 uvec3 program_pixel(int i) {
@@ -32,8 +34,7 @@ int operand(int i) {
 
 // --- memory spaces --------------------------------------------------------------------------------
 ivec2 scratch_pixel(int a) {
-    int width = imageSize(scratch).x;
-    return ivec2(a % width, prompt * scratch_rows + a / width);
+    return ivec2(a & ((1 << scratch_shift) - 1), prompt * scratch_rows + (a >> scratch_shift));
 }
 float load(int a) { return imageLoad(scratch, scratch_pixel(a)).r; }
 void store(int a, float v) { imageStore(scratch, scratch_pixel(a), vec4(v)); }
@@ -137,8 +138,8 @@ void store_pixel(int src, int out_index) {
 void main() {
     t = int(gl_LocalInvocationID.x);
     prompt = int(gl_WorkGroupID.x);
-    int scratch_size = operand(HEADER_PIXELS - 1);
-    scratch_rows = (scratch_size + imageSize(scratch).x - 1) / imageSize(scratch).x;
+    scratch_shift = findMSB(imageSize(scratch).x);
+    scratch_rows = ((operand(HEADER_PIXELS - 1) - 1) >> scratch_shift) + 1;  // from the scratch size
     token_count = 0;
     while (token_count < CONTEXT_WINDOW && texelFetch(tokens, ivec2(token_count, prompt), 0).b == 255u) token_count++;
 

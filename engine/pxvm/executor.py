@@ -69,7 +69,8 @@ class PxvmExecutor:
         self.threads = min(VM_THREADS, 1 << (allowed.bit_length() - 1))  # a power of two, for the reductions
         self.shader = gpu.compile("pxvm", vm_constants(spec, self.threads))
         self.program_texture = gpu.uint_texture(program.pixels, f"{program.source}: program texture")
-        self.scratch_width = min(program.scratch_size, limits.max_texture_size)
+        # A power of two wide, so the interpreter finds an address's pixel with a shift and a mask.
+        self.scratch_width = min(next_pow2(program.scratch_size), 1 << (limits.max_texture_size.bit_length() - 1))
         self.scratch_rows = ceil_div(program.scratch_size, self.scratch_width)
         prompt_bytes = self.scratch_rows * self.scratch_width * 4
         self.max_tile = min(
