@@ -16,7 +16,7 @@ layout(std430, binding = 3) readonly restrict buffer Prompts { uint PROMPTS[]; }
 layout(std430, binding = 4) restrict buffer Predictions { uint error_at; uint reserved[3]; uint PREDICTIONS[]; };
 
 const int HEADER_WORDS = 4;
-const float NO_LOGIT = -1.0 / 0.0;
+#define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
 
 int prompt_count() { return int(PROMPTS[0]); }
 int prompt_row_len() { return int(PROMPTS[1]); }

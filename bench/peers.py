@@ -1,0 +1,183 @@
+"""What a user would run instead of pxgl: the forward pass (docs/FORMATS.md §3) in numpy on the CPU and in
+PyTorch (eager, and on CUDA a CUDA-graph replay for one prompt). Each takes token ids in host memory and
+gives prediction pixels (id % 256, id // 256, round(255 p)) in host memory, like pxgl's lean paths."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+NUMPY_CHUNK = 4096
+"""Prompts per numpy step: bounds the (chunk, tokens, embed_dim) gather in memory."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a system may stray from the oracle: ids may differ only on near-ties of the oracle's logits
+    (top two within atol + rtol·|top|), confidence bytes by `confidence`."""
+
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    confidence: int = 1
+
+
+FP32 = Tolerance()
+TF32 = Tolerance(rtol=1e-2, atol=1e-2, confidence=2)
+"""tf32 rounds matmul inputs to 10 mantissa bits (~1e-3 relative per product)."""
+
+
+@dataclass
+class System:
+    """A way to run the forward pass, as the bench sees it."""
+
+    name: str
+    kind: str
+    """"pxgl" (an executor) or "peer"."""
+    precision: str
+    tolerance: Tolerance
+    predict_one: Callable[[list[int]], np.ndarray] | None
+    """A prompt's ids → its (3,) prediction pixel; None where the system has no single-prompt mode."""
+    predict_batch: Callable[[np.ndarray], np.ndarray] | None
+    """(B, L) uint16 ids → (B, 3) or (B, 1, 3) prediction pixels; None where it has no batch mode."""
+    notes: str = ""
+
+
+def prediction_pixels(ids: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """(B, 3) uint8 from argmax ids and Σ exp(logit - top)."""
+    confidence = np.floor(255.0 / sums + 0.5)
+    return np.stack([ids % 256, ids // 256, confidence], axis=1).astype(np.uint8)
+
+
+def numpy_system(params: dict[str, np.ndarray], window: int) -> System:
+    embed, hidden, b_hidden = params["embed"], params["hidden"], params["b_hidden"]
+    out, b_out = params["out"], params["b_out"]
+
+    def forward(ids: np.ndarray) -> np.ndarray:
+        x = embed[ids[:, -window:]].mean(axis=1)
+        h = np.maximum(x @ hidden + b_hidden, np.float32(0))
+        logits = h @ out + b_out
+        top = logits.argmax(axis=1)
+        sums = np.exp(logits - logits[np.arange(len(top)), top][:, None]).sum(axis=1)
+        return prediction_pixels(top, sums)
+
+    def batch(ids: np.ndarray) -> np.ndarray:
+        return np.concatenate([forward(ids[s : s + NUMPY_CHUNK]) for s in range(0, len(ids), NUMPY_CHUNK)])
+
+    def one(ids: list[int]) -> np.ndarray:
+        return forward(np.asarray([ids]))[0]
+
+    return System("numpy", "peer", "fp32", FP32, one, batch, "numpy forward pass on the CPU, float32")
+
+
+def torch_systems(params: dict[str, np.ndarray], window: int) -> tuple[list[System], list[str]]:
+    """PyTorch peers that can run here, and a reason for each one that cannot."""
+    try:
+        import torch
+    except ImportError:
+        return [], ["pytorch: skipped, torch is not installed (CPU build: pip install torch==2.13.0)"]
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    where = torch.cuda.get_device_name(0) if cuda else "CPU"
+    weights = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in params.items()}
+
+    def forward(ids: "torch.Tensor") -> "torch.Tensor":
+        x = torch.nn.functional.embedding(ids[:, -window:], weights["embed"]).mean(dim=1)
+        h = torch.relu(torch.addmm(weights["b_hidden"], x, weights["hidden"]))
+        logits = torch.addmm(weights["b_out"], h, weights["out"])
+        top, index = logits.max(dim=1)
+        sums = torch.exp(logits - top[:, None]).sum(dim=1)
+        confidence = torch.floor(255.0 / sums + 0.5)
+        return torch.stack([index % 256, index // 256, confidence.to(index.dtype)], dim=1).to(torch.uint8)
+
+    def upload(ids: np.ndarray) -> "torch.Tensor":
+        """uint16 ids to the device as they are (half the bytes of int32), widened there."""
+        raw = torch.from_numpy(np.ascontiguousarray(ids).view(np.int16)).to(device)
+        return raw.to(torch.int32) & 0xFFFF
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def eager_batch(tf32: bool) -> Callable[[np.ndarray], np.ndarray]:
+        def run(ids: np.ndarray) -> np.ndarray:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            with torch.inference_mode():
+                pixels = forward(upload(ids)).cpu().numpy()
+            synchronize()
+            return pixels
+
+        return run
+
+    def eager_one(ids: list[int]) -> np.ndarray:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with torch.inference_mode():
+            return forward(torch.tensor([ids], dtype=torch.int32, device=device)).cpu().numpy()[0]
+
+    systems = [
+        System(
+            "pytorch-eager",
+            "peer",
+            "fp32",
+            FP32,
+            eager_one,
+            eager_batch(tf32=False),
+            f"torch {torch.__version__} eager on {where}, float32",
+        )
+    ]
+    skipped = []
+    if cuda:
+        systems.append(
+            System(
+                "pytorch-eager-tf32",
+                "peer",
+                "tf32",
+                TF32,
+                None,
+                eager_batch(tf32=True),
+                f"torch {torch.__version__} eager on {where}, tf32 matmuls",
+            )
+        )
+        systems.append(
+            System(
+                "pytorch-cuda-graph",
+                "peer",
+                "fp32",
+                FP32,
+                cuda_graph_one(torch, forward, window),
+                None,
+                f"torch {torch.__version__} CUDA graph replay on {where} (pinned copies captured), float32",
+            )
+        )
+    else:
+        skipped.append("pytorch-cuda-graph, pytorch-eager-tf32: skipped, no CUDA device for torch")
+    return systems, skipped
+
+
+def cuda_graph_one(torch, forward, window: int) -> Callable[[list[int]], np.ndarray]:
+    """One prompt of `window` tokens as a CUDA graph: pinned ids in, copy, forward, copy, pinned pixel out.
+    Prompts of another length fall back to eager (the graph is captured for one shape)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    host_ids = torch.zeros((1, window), dtype=torch.int32).pin_memory()
+    host_pixel = torch.zeros((1, 3), dtype=torch.uint8).pin_memory()
+    device_ids = torch.zeros((1, window), dtype=torch.int32, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up outside the capture (allocator, cuBLAS handles)
+            forward(device_ids)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        device_ids.copy_(host_ids, non_blocking=True)
+        host_pixel.copy_(forward(device_ids), non_blocking=True)
+    ids_view, pixel_view = host_ids.numpy(), host_pixel.numpy()
+
+    def one(ids: list[int]) -> np.ndarray:
+        if len(ids) != window:
+            raise ValueError(f"the CUDA graph was captured for prompts of {window} tokens")
+        ids_view[0] = ids
+        graph.replay()
+        torch.cuda.current_stream().synchronize()
+        return pixel_view[0].copy()
+
+    return one

@@ -1,0 +1,58 @@
+"""The oracle's answers for the bench's prompts (tests/oracle.py, the numpy reference), and the check every
+measured result must pass before its time counts."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import oracle
+from peers import Tolerance
+
+CHUNK = 8192
+
+
+class CheckFailed(Exception):
+    """A system's predictions disagree with the oracle beyond its tolerance: its time is not counted."""
+
+
+class Reference:
+    """Oracle ids and confidence bytes of every prompt in `prompts` ((N, L) token ids)."""
+
+    def __init__(self, params: dict[str, np.ndarray], window: int, prompts: np.ndarray) -> None:
+        self.params, self.window, self.prompts = params, window, prompts
+        starts = range(0, len(prompts), CHUNK)
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # numpy releases the GIL in its kernels
+            parts = list(pool.map(lambda s: oracle.predict(self._logits(slice(s, s + CHUNK))), starts))
+        self.ids = np.concatenate([ids for ids, _ in parts])
+        self.confidence = np.concatenate([conf for _, conf in parts])
+
+    def _logits(self, rows: slice | np.ndarray) -> np.ndarray:
+        return oracle.logits(self.params, list(self.prompts[rows]), self.window)
+
+    def check(self, pixels: np.ndarray, rows: slice | np.ndarray, tolerance: Tolerance) -> None:
+        """Prediction pixels of prompts[rows] vs the oracle: an id may differ only where the oracle's logit
+        for it is within the tolerance of the top one (a near-tie); confidence within its bytes."""
+        pixels = np.asarray(pixels).reshape(-1, 3)
+        want_ids, want_confidence = self.ids[rows], self.confidence[rows]
+        if len(pixels) != len(want_ids):
+            raise CheckFailed(f"{len(pixels)} predictions for {len(want_ids)} prompts")
+        got = pixels[:, 0].astype(np.int64) + 256 * pixels[:, 1].astype(np.int64)
+        differ = np.flatnonzero(got != want_ids)
+        if differ.size:
+            vocab = self.params["b_out"].shape[0]
+            if (got[differ] >= vocab).any():
+                raise CheckFailed(f"ids past the vocabulary (unwritten output?) at prompt {differ[0]}")
+            lg = self._logits(np.arange(len(self.ids))[rows][differ])
+            top = lg.max(axis=1)
+            chosen = lg[np.arange(len(differ)), got[differ]]
+            far = chosen < top - (tolerance.atol + tolerance.rtol * np.abs(top))
+            if far.any():
+                first = differ[np.flatnonzero(far)[0]]
+                raise CheckFailed(
+                    f"{int(far.sum())} of {len(got)} ids differ from the oracle beyond a near-tie "
+                    f"(first: prompt {first}, got {got[first]}, oracle {want_ids[first]})"
+                )
+        same = got == want_ids
+        error = np.abs(pixels[same, 2].astype(int) - want_confidence[same].astype(int)).max(initial=0)
+        if error > tolerance.confidence:
+            raise CheckFailed(f"confidence off by {error} (allowed {tolerance.confidence})")

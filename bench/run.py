@@ -1,0 +1,268 @@
+"""`make bench`: pxgl's executors against numpy and PyTorch on whatever machine this is.
+
+Measures, in one run: single-prompt latency (token ids in host memory → prediction pixel in host memory),
+batched throughput for growing batches, and cold `pxgl infer` as a new process; checks every measured
+result against the oracle (tests/oracle.py) before counting its time; writes
+bench/results/<device>-<date>.{json,md,png}. Every executor in engine.engine.EXECUTORS is measured."""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # engine/ and the oracle, from a checkout or an install
+
+import numpy as np  # noqa: E402
+import oracle  # noqa: E402
+from peers import System, Tolerance, numpy_system, torch_systems  # noqa: E402
+from reference import CheckFailed, Reference  # noqa: E402
+from report import plot, si, write_json, write_markdown  # noqa: E402
+from timing import time_batch, time_calls  # noqa: E402
+
+from engine.engine import EXECUTORS, Engine  # noqa: E402
+from engine.errors import PxglError  # noqa: E402
+from engine.gl import GLBackend  # noqa: E402
+from engine.model import Model, load_model, load_tokenizer  # noqa: E402
+from engine.pxi import read_rgb  # noqa: E402
+from engine.resources import bundled_model  # noqa: E402
+from engine.spec import meta_path_for  # noqa: E402
+
+GPU_SIZES = (1, 64, 1024, 16384, 262144, 1048576)
+CPU_SIZES = (1, 64, 1024, 16384)
+"""Batch sizes where the renderer is a CPU (llvmpipe: CI's kind of machine)."""
+CPU_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "lavapipe")
+PROMPT_TOKENS = 16
+COLD_PROMPT = "pxOS evolution"
+BATCH_BUDGET_S = 1.0
+"""Timed runs of one batch size continue until this much time is spent (at least 3 runs)."""
+MAX_RUNS = 200
+SKIP_AFTER_S = 5.0
+"""A batch size whose one run is expected to take longer than this is skipped (with the estimate)."""
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", help="comma-separated batch sizes (default: by renderer)")
+    parser.add_argument("--calls", type=int, default=1000, help="timed single-prompt calls per system")
+    parser.add_argument("--cold-runs", type=int, default=5, help="timed cold `pxgl infer` runs per executor")
+    parser.add_argument("--model", type=Path, help="weights .pxi (default: the bundled model, else a random one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    parser.add_argument("--skip-after", type=float, default=SKIP_AFTER_S, help="longest expected run, s")
+    return parser.parse_args()
+
+
+def slug(text: str) -> str:
+    """'NVIDIA H100 80GB HBM3/PCIe/SSE2' → 'nvidia-h100-80gb-hbm3'; 'llvmpipe (LLVM 15...)' → 'llvmpipe'."""
+    head = re.split(r"[/(]", text)[0]
+    return re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-") or "gpu"
+
+
+def host_name() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def random_stand_in(directory: Path) -> Path:
+    """No bundled model yet: a random model of pixellm_v0's shape with a tokenizer trained on random words."""
+    from models import random_model
+
+    from engine.tokenizer import Tokenizer
+
+    rng = np.random.default_rng(0)
+    model = random_model(directory, rng, vocab=1024, embed=128, hidden=128, window=16, name="stand_in")
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, int(rng.integers(2, 9)))) for _ in range(20000)]
+    Tokenizer.train(" ".join(words), model.spec.vocab_size).save(model.tokenizer_path)
+    return Path(model.source)
+
+
+def params_of(model: Model) -> dict[str, np.ndarray]:
+    import json
+
+    meta = json.loads(meta_path_for(Path(model.source)).read_text(encoding="utf-8"))
+    return oracle.dequantize(meta, model.weights)
+
+
+def pxgl_systems(model: Model, gpu: GLBackend) -> tuple[list[System], list[str]]:
+    systems, skipped = [], []
+    for name in EXECUTORS:
+        try:
+            engine = Engine(model, gpu, executor=name)
+        except PxglError as e:
+            skipped.append(f"pxgl-{name}: skipped, {e}")
+            continue
+        systems.append(
+            System(
+                f"pxgl-{name}",
+                "pxgl",
+                "fp32",
+                Tolerance(),
+                engine.predict_one,
+                engine.predict_array,
+                f"engine.Engine(executor={name!r}): predict_one / predict_array",
+            )
+        )
+    return systems, skipped
+
+
+def measure_latency(system: System, prompts: np.ndarray, reference: Reference) -> dict:
+    if system.predict_one is None:
+        return {"skipped": "no single-prompt mode"}
+    rows = [p.tolist() for p in prompts]
+    try:
+        latency, outputs = time_calls(system.predict_one, rows, warmup=min(100, len(rows)))
+        reference.check(np.stack(outputs), slice(0, len(rows)), system.tolerance)
+    except CheckFailed as e:
+        return {"skipped": f"failed the oracle check: {e}"}
+    return {"median_us": latency.median_us, "p99_us": latency.p99_us, "calls": latency.calls}
+
+
+def measure_throughput(system: System, prompts: np.ndarray, sizes: list[int], reference: Reference, skip_after: float):
+    results: dict[str, dict] = {}
+    if system.predict_batch is None:
+        return results
+    seconds_per_prompt = 0.0
+    for b in sizes:
+        expected = seconds_per_prompt * b
+        if expected > skip_after:
+            results[str(b)] = {"skipped": f"expected {expected:.0f} s a run (limit {skip_after:.0f} s)"}
+            print(f"  {system.name:22} B={b:>8}: skipped, expected {expected:.0f} s a run", flush=True)
+            continue
+        ids = prompts[:b]
+        try:
+            throughput, outputs = time_batch(system.predict_batch, ids, BATCH_BUDGET_S, MAX_RUNS)
+            for output in outputs:
+                reference.check(output, slice(0, b), system.tolerance)
+        except CheckFailed as e:
+            results[str(b)] = {"skipped": f"failed the oracle check: {e}"}
+            print(f"  {system.name:22} B={b:>8}: FAILED the oracle check: {e}", flush=True)
+            continue
+        seconds_per_prompt = throughput.median_s / b
+        results[str(b)] = {
+            "prompts_per_s": throughput.prompts_per_s,
+            "median_s": throughput.median_s,
+            "runs": throughput.runs,
+        }
+        print(f"  {system.name:22} B={b:>8}: {si(throughput.prompts_per_s):>7} prompts/s", flush=True)
+    return results
+
+
+def measure_cold(executor: str, model_path: Path, runs: int, reference: Reference) -> dict:
+    """`pxgl infer PROMPT` as a new process: one run to warm the shader cache, then `runs` timed runs, each
+    checked against the oracle's prediction pixel."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "output_token.pxi"
+        command = [sys.executable, "-m", "engine.cli", "infer", COLD_PROMPT, "--model", str(model_path)]
+        command += ["--executor", executor, "--out", str(out)]
+        times = []
+        for i in range(runs + 1):
+            start = time.perf_counter()
+            done = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True)
+            elapsed = time.perf_counter() - start
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                return {"skipped": f"pxgl infer exited {done.returncode}: {reason}"}
+            try:
+                reference.check(read_rgb(out), slice(0, 1), Tolerance())
+            except CheckFailed as e:
+                return {"skipped": f"failed the oracle check: {e}"}
+            if i:
+                times.append(elapsed)
+    return {"median_s": float(np.median(times)), "runs_s": times}
+
+
+def main() -> None:
+    args = arguments()
+    gpu = GLBackend()
+    is_cpu = any(name in gpu.renderer.lower() for name in CPU_RENDERERS)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(CPU_SIZES if is_cpu else GPU_SIZES)
+    date = datetime.date.today().isoformat()
+    print(f"pxgl bench on {gpu.renderer} ({gpu.version}), {date}; batch sizes {sizes}", flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model_path = args.model or bundled_model()
+        if args.model is None and not (model_path.exists() and load_model(model_path).tokenizer_path.exists()):
+            print("no bundled model with a tokenizer yet: using a random stand-in of its shape", flush=True)
+            model_path = random_stand_in(Path(scratch))
+        model = load_model(model_path)
+        params, window = params_of(model), model.spec.context_window
+        rng = np.random.default_rng(args.seed)
+        prompts = rng.integers(0, model.spec.vocab_size, (max(*sizes, args.calls), PROMPT_TOKENS)).astype(np.uint16)
+        cold_ids = load_tokenizer(model).encode(COLD_PROMPT)
+
+        start = time.perf_counter()
+        reference = Reference(params, window, prompts)
+        cold_reference = Reference(params, window, np.array([cold_ids]))
+        print(f"oracle answers for {len(prompts):,} prompts in {time.perf_counter() - start:.1f} s", flush=True)
+
+        systems, skipped = pxgl_systems(model, gpu)
+        systems.append(numpy_system(params, window))
+        peers, peers_skipped = torch_systems(params, window)
+        systems += peers
+        skipped += peers_skipped
+        for reason in skipped:
+            print(reason, flush=True)
+
+        results_systems: dict[str, dict] = {}
+        for system in systems:
+            print(f"{system.name}: {system.notes}", flush=True)
+            entry: dict = {"kind": system.kind, "precision": system.precision, "notes": system.notes}
+            entry["latency"] = measure_latency(system, prompts[: args.calls], reference)
+            latency = entry["latency"]
+            if "median_us" in latency:
+                print(
+                    f"  {system.name:22} one prompt: median {latency['median_us']:.1f} µs, "
+                    f"p99 {latency['p99_us']:.1f} µs",
+                    flush=True,
+                )
+            entry["throughput"] = measure_throughput(system, prompts, sizes, reference, args.skip_after)
+            if system.kind == "pxgl" and args.cold_runs > 0:
+                executor = system.name.removeprefix("pxgl-")
+                entry["cold_infer"] = measure_cold(executor, model_path, args.cold_runs, cold_reference)
+                print(f"  {system.name:22} cold pxgl infer: {entry['cold_infer']}", flush=True)
+            results_systems[system.name] = entry
+
+    results = {
+        "device": gpu.renderer,
+        "gl_version": gpu.version,
+        "date": date,
+        "host": host_name(),
+        "model": {
+            "name": "bundled pixellm_v0" if args.model is None and model_path == bundled_model() else model_path.name,
+            "shape": f"vocab {model.spec.vocab_size}, embed {model.spec.embed_dim}, "
+            f"hidden {model.spec.hidden_dim}, window {window}",
+        },
+        "prompt_tokens": PROMPT_TOKENS,
+        "seed": args.seed,
+        "batch_sizes": sizes,
+        "cold_prompt": COLD_PROMPT,
+        "skipped": skipped,
+        "systems": results_systems,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{slug(gpu.renderer)}-{date}"
+    write_json(stem.with_suffix(".json"), results)
+    write_markdown(stem.with_suffix(".md"), results)
+    plot(stem.with_suffix(".png"), results)
+    print(stem.with_suffix(".md").read_text(encoding="utf-8"))
+    print(f"wrote {stem}.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
