@@ -75,8 +75,12 @@ class Tokenizer:
         return ids
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "vocab_size": self.vocab_size,
-                "merges": [list(m) for m in self.merges]}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "vocab_size": self.vocab_size,
+            "merges": [list(m) for m in self.merges],
+        }
 
     def save(self, path: str | Path) -> None:
         text = json.dumps(self.to_json(), separators=(",", ":")) + "\n"
@@ -103,8 +107,9 @@ class Tokenizer:
         return cls(_validate(doc, where))
 
     @classmethod
-    def train(cls, text_or_chunks: str | Iterable[str], vocab_size: int,
-              progress: Progress | None = None) -> "Tokenizer":
+    def train(
+        cls, text_or_chunks: str | Iterable[str], vocab_size: int, progress: Progress | None = None
+    ) -> "Tokenizer":
         """Learn vocab_size - 256 merges from a text or an iterable of texts (documents)."""
         if not BYTE_TOKENS <= vocab_size <= MAX_VOCAB:
             raise PxglError(f"tokenizer vocab size {vocab_size} is outside {BYTE_TOKENS}..{MAX_VOCAB}")
@@ -140,8 +145,7 @@ def _replace_pair(ids: list[int], pair: Pair, new: int) -> list[int]:
     return out
 
 
-def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int,
-                  progress: Progress | None) -> list[Pair]:
+def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int, progress: Progress | None) -> list[Pair]:
     """Classic BPE over unique chunks: pair counts are updated only for chunks holding the merged pair.
 
     Ties go to the smallest pair, so training is deterministic. Stops early if no pair is left."""
@@ -192,12 +196,12 @@ def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
     if missing:
         raise PxglError(f"{where}: tokenizer lacks key(s) {', '.join(sorted(missing))}")
     if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise PxglError(f"{where}: format {doc['format']!r} version {doc['version']!r}; "
-                        f"pxgl reads {FORMAT!r} version {VERSION}")
+        raise PxglError(
+            f"{where}: format {doc['format']!r} version {doc['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
+        )
     vocab = doc["vocab_size"]
     if not _is_int(vocab) or not BYTE_TOKENS <= vocab <= MAX_VOCAB:
-        raise PxglError(f"{where}: vocab_size must be an integer in {BYTE_TOKENS}..{MAX_VOCAB}, "
-                        f"got {vocab!r}")
+        raise PxglError(f"{where}: vocab_size must be an integer in {BYTE_TOKENS}..{MAX_VOCAB}, got {vocab!r}")
     raw = doc["merges"]
     if not isinstance(raw, list):
         raise PxglError(f"{where}: 'merges' must be a list of [a, b] pairs")
@@ -208,8 +212,10 @@ def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
         if not (isinstance(m, list) and len(m) == 2 and all(_is_int(x) for x in m)):
             raise PxglError(f"{where}: merge {i} must be a pair of integer ids, got {m!r}")
         if not all(0 <= x < BYTE_TOKENS + i for x in m):
-            raise PxglError(f"{where}: merge {i} {m} names an id not below {BYTE_TOKENS + i} "
-                            "(a merge may only combine earlier tokens)")
+            raise PxglError(
+                f"{where}: merge {i} {m} names an id not below {BYTE_TOKENS + i} "
+                "(a merge may only combine earlier tokens)"
+            )
         merges.append((m[0], m[1]))
     return tuple(merges)
 
