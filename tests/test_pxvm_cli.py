@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import oracle
 import pytest
+from cartridges import random_text
 from models import random_model, random_rows
 
+from engine.cartridge import pack
 from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 from engine.pxvm.compiler import compile_program
 from engine.pxvm.files import program_path_for
 from engine.spec import meta_path_for
+from engine.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +94,20 @@ def test_disasm_and_asm_refuse_bad_input(model, tmp_path):
     # the format accepts it; this model's bounds do not
     assert_one_line_error(pxgl("asm", "p.asm", "-o", "p.pxi", "-m", model.source, cwd=tmp_path), "outside WEIGHTS")
     assert not (tmp_path / "p.pxi").exists()
+
+
+def test_infer_pxvm_runs_a_cartridges_own_program(model, tmp_path, rng):
+    """A cartridge carries its program; `infer -x pxvm` runs that one, not the model's compiled program."""
+    Tokenizer.train(random_text(rng), 300).save(model.tokenizer_path)
+    (tmp_path / "bias.asm").write_text(
+        ".scratch 302\nLOAD_WEIGHT_SLICE b_out, 0, 300, s0\nARGMAX s0, 300, s300\nSTORE_PIXEL s300, o0\nHALT\n"
+    )
+    assert pxgl("asm", "bias.asm", "-o", "bias.pxi", "-m", model.source, cwd=tmp_path).returncode == 0
+    pack(model.source, tmp_path / "bias.pxa", executor="pxvm", program_path=tmp_path / "bias.pxi")
+    write_rgb(tmp_path / "in.pxi", encode_tokens(random_rows(rng, 5, 300, max_len=9), 300))
+    run = pxgl("infer", "-m", "bias.pxa", "-x", "pxvm", "-i", "in.pxi", "-o", "out.pxi", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    meta = json.loads(meta_path_for(Path(model.source)).read_text())
+    b_out = oracle.dequantize(meta, model.weights)["b_out"]
+    ids, _ = decode_predictions(read_rgb(tmp_path / "out.pxi"))
+    assert (ids == int(np.argmax(b_out))).all(), "the cartridge's program did not run"
