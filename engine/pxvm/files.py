@@ -32,14 +32,12 @@ def write_compiled_program(path: Path, spec: ModelSpec) -> Program:
 
 
 def program_for(model: Model, path: Path | None) -> Program | None:
-    """The program `pxgl infer --executor pxvm` runs: `path` if given, else a cartridge's own program, else
-    the file beside a .pxi model's weights if there is one, else None (the executor compiles the model's)."""
-    if path is not None:
-        return load_program(path, model.spec)
-    if model.cartridge is not None:
-        return model.cartridge.program
-    beside = program_path_for(Path(model.source))
-    return load_program(beside, model.spec) if beside.is_file() else None
+    """The program `pxgl infer --executor pxvm` runs: `path` if given, else the file beside a .pxi model's
+    weights if there is one, else None (the executor compiles the model's program itself)."""
+    if path is None and model.cartridge is None:
+        beside = program_path_for(Path(model.source))
+        path = beside if beside.is_file() else None
+    return None if path is None else load_program(path, model.spec)
 
 
 def read_assembly(path: Path) -> str:
