@@ -14,9 +14,11 @@ from cartridges import random_text
 from models import random_model, random_rows
 
 from engine.cartridge import pack
+from engine.model import load_model
 from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 from engine.pxvm.compiler import compile_program
 from engine.pxvm.files import program_path_for
+from engine.resources import bundled_model
 from engine.spec import meta_path_for
 from engine.tokenizer import Tokenizer
 
@@ -111,3 +113,23 @@ def test_infer_pxvm_runs_a_cartridges_own_program(model, tmp_path, rng):
     b_out = oracle.dequantize(meta, model.weights)["b_out"]
     ids, _ = decode_predictions(read_rgb(tmp_path / "out.pxi"))
     assert (ids == int(np.argmax(b_out))).all(), "the cartridge's program did not run"
+
+
+def test_shipped_program_is_the_bundled_models_and_round_trips(tmp_path):
+    """assets/pixellm_v0.program.pxi: what `pxgl compile` gives for the bundled model; `pxgl disasm` of it,
+    assembled again with `pxgl asm`, is the same program."""
+    try:
+        weights = bundled_model()
+    except FileNotFoundError:
+        pytest.skip("no bundled model in this checkout")
+    shipped = program_path_for(weights)
+    if not (weights.exists() and shipped.exists()):
+        pytest.skip("the bundled model or its program has not landed")
+    spec = load_model(weights).spec
+    assert np.array_equal(read_rgb(shipped), compile_program(spec)), "recompile it: pxgl compile"
+    listing = pxgl("disasm", str(shipped), "-m", str(weights), cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    (tmp_path / "shipped.asm").write_text(listing.stdout)
+    again = pxgl("asm", "shipped.asm", "-o", "again.pxi", "-m", str(weights), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(read_rgb(tmp_path / "again.pxi"), read_rgb(shipped))
