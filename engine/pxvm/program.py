@@ -54,7 +54,9 @@ class Program:
     """The model it was validated against; None when it was only decoded."""
 
 
-def operand_pixel(value: int) -> tuple[int, int, int]:
+def operand_pixel(value: int, what: str = "operand") -> tuple[int, int, int]:
+    if not 0 <= value < OPERAND_LIMIT:
+        raise PxglError(f"{what} {value} does not fit a 24-bit pixel (0..{OPERAND_LIMIT - 1})")
     return value & 0xFF, (value >> 8) & 0xFF, value >> 16
 
 
@@ -67,15 +69,12 @@ def encode_program(
 ) -> np.ndarray:
     """The program's pixels: header, then each instruction (header pixel + one pixel per operand), then
     (0, 0, 0) padding; `size` = (width, height), default near-square. Operands must fit 24 bits."""
-    stream = [MAGIC, operand_pixel(VERSION), operand_pixel(scratch_size)]
+    stream = [MAGIC, operand_pixel(VERSION), operand_pixel(scratch_size, "scratch size")]
     for ins in instructions:
         if len(ins.operands) != len(ins.op.operands):
             raise PxglError(f"{ins.op.name} takes {len(ins.op.operands)} operands, got {len(ins.operands)}")
-        for value in (scratch_size, *ins.operands):
-            if not 0 <= value < OPERAND_LIMIT:
-                raise PxglError(f"{ins.op.name}: operand {value} does not fit a 24-bit pixel (0..{OPERAND_LIMIT - 1})")
         stream.append((ins.op.code, len(ins.operands), 0))
-        stream.extend(operand_pixel(v) for v in ins.operands)
+        stream.extend(operand_pixel(v, f"{ins.op.name} operand") for v in ins.operands)
     width, height = size if size is not None else image_size_for(3 * len(stream))
     if width * height < len(stream):
         raise PxglError(f"a {width}x{height} image cannot hold a program of {len(stream)} pixels")
