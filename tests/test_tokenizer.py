@@ -1,0 +1,179 @@
+"""The BPE tokenizer against docs/FORMATS.md §6: exact round trips, the lowest-index-merge rule (checked
+against a literal re-reading of the spec), training that compresses, and a loader that names each problem."""
+
+import json
+import re
+from functools import cache
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import PxglError
+from engine.tokenizer import Tokenizer
+
+SAMPLE = (
+    "Return the pixel at (x, y) of the weight image. Weights are bytes; bytes are pixels.\n"
+    "Ünïcödé text — naïve café, 東京の画素, emoji 🎨🖼️ — is bytes too.\n\n"
+    "    indented_code = read_rgb(path)  # with comments!\n"
+) * 30
+SPLIT = re.compile(r"\s?\w+|\s?[^\w\s]+|\s+")
+
+
+@cache
+def trained() -> Tokenizer:
+    return Tokenizer.train(SAMPLE, 380)
+
+
+def spec_encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """FORMATS §6 read literally: per chunk, apply the lowest-index merge present (leftmost), one at a time."""
+    rank = {pair: i for i, pair in reversed(list(enumerate(tokenizer.merges)))}
+    ids: list[int] = []
+    for chunk in SPLIT.findall(text):
+        tokens = list(chunk.encode("utf-8"))
+        while True:
+            present = [(rank[p], i) for i, p in enumerate(pairwise(tokens)) if p in rank]
+            if not present:
+                break
+            r, i = min(present)
+            tokens[i : i + 2] = [256 + r]
+        ids.extend(tokens)
+    return ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_round_trips_and_matches_the_spec(text):
+    tokenizer = trained()
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
+    assert all(0 <= i < tokenizer.vocab_size for i in ids)
+    assert ids == spec_encode(tokenizer, text)
+
+
+def sample_slices() -> st.SearchStrategy[str]:
+    return st.tuples(st.integers(0, len(SAMPLE)), st.integers(0, 300)).map(lambda t: SAMPLE[t[0] : t[0] + t[1]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.text(alphabet=st.sampled_from("ab \n.é🎨"), max_size=200), sample_slices()))
+def test_encoding_follows_the_spec_on_merge_dense_text(text):
+    tokenizer = trained()
+    assert tokenizer.encode(text) == spec_encode(tokenizer, text)
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_the_spec_example_merges():
+    tokenizer = Tokenizer(((116, 104), (256, 101)))
+    assert tokenizer.vocab_size == 258
+    assert tokenizer.encode("the") == [257]
+    assert tokenizer.encode(" the then") == [32, 257, 32, 257, 110]
+    assert tokenizer.token_bytes(257) == b"the"
+
+
+def test_training_learns_vocab_size_tokens_that_compress_the_text():
+    tokenizer = trained()
+    assert tokenizer.vocab_size == 380
+    assert len(tokenizer.encode(SAMPLE)) < len(SAMPLE.encode("utf-8")) / 3
+    for i, (a, b) in enumerate(tokenizer.merges):
+        assert a < 256 + i and b < 256 + i
+        assert tokenizer.token_bytes(256 + i) == tokenizer.token_bytes(a) + tokenizer.token_bytes(b)
+    assert Tokenizer.train(SAMPLE, 380) == tokenizer  # deterministic
+
+
+def test_training_on_documents_never_merges_across_them():
+    tokenizer = Tokenizer.train(["ab", "ab", "ab"], 257)
+    assert tokenizer.merges == ((97, 98),)
+    assert Tokenizer.train(["a", "b"], 300).vocab_size == 256  # no pair at all: no merge to learn
+
+
+def test_training_rejects_a_vocab_below_the_bytes():
+    with pytest.raises(PxglError, match="outside 256"):
+        Tokenizer.train(SAMPLE, 255)
+
+
+def test_a_lone_token_of_broken_utf8_decodes_to_the_replacement_character():
+    tokenizer = trained()
+    assert tokenizer.decode([0xE6]) == "\ufffd"
+    assert tokenizer.decode([0xE6, ord("x")]) == "\ufffdx"
+    with pytest.raises(PxglError, match=r"outside 0\.\.379"):
+        tokenizer.token_bytes(380)
+
+
+def test_lone_surrogates_are_refused_not_mangled():
+    with pytest.raises(PxglError, match="not valid Unicode"):
+        trained().encode("ok \ud800")
+
+
+def test_save_load_round_trip(tmp_path):
+    path = tmp_path / "t.tokenizer.json"
+    trained().save(path)
+    doc = json.loads(path.read_text())
+    assert (doc["format"], doc["version"], doc["vocab_size"]) == ("pxgl-bpe", 0, 380)
+    assert len(doc["merges"]) == 124
+    loaded = Tokenizer.load(path)
+    assert loaded == trained()
+    assert loaded.encode(SAMPLE) == trained().encode(SAMPLE)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def good_doc() -> dict:
+    return {"format": "pxgl-bpe", "version": 0, "vocab_size": 258, "merges": [[116, 104], [256, 101]]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: [d], "must be a JSON object"),
+        (lambda d: {k: v for k, v in d.items() if k != "merges"}, "lacks key(s) merges"),
+        (lambda d: d | {"format": "gpt2"}, "format 'gpt2' version 0"),
+        (lambda d: d | {"version": 1}, "version 1"),
+        (lambda d: d | {"vocab_size": "258"}, "vocab_size must be an integer"),
+        (lambda d: d | {"vocab_size": True}, "vocab_size must be an integer"),
+        (lambda d: d | {"vocab_size": 100}, "vocab_size must be an integer in 256..65536"),
+        (lambda d: d | {"merges": {"0": [1, 2]}}, "'merges' must be a list"),
+        (lambda d: d | {"vocab_size": 259}, "2 merges, but vocab_size 259 needs 3"),
+        (lambda d: d | {"merges": [[116, 104], [256]]}, "merge 1 must be a pair of integer ids"),
+        (lambda d: d | {"merges": [[116, 104], [256, 1.5]]}, "merge 1 must be a pair of integer ids"),
+        (lambda d: d | {"merges": [[116, 104], [257, 101]]}, "merge 1 [257, 101] names an id not below 257"),
+        (lambda d: d | {"merges": [[-1, 104], [256, 101]]}, "merge 0 [-1, 104] names an id not below 256"),
+    ],
+)
+def test_load_names_each_problem(tmp_path, change, message):
+    path = tmp_path / "bad.tokenizer.json"
+    path.write_text(json.dumps(change(good_doc())))
+    with pytest.raises(PxglError) as caught:
+        Tokenizer.load(path)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_load_rejects_any_merge_naming_a_later_token(tmp_path_factory, data):
+    n = data.draw(st.integers(1, 20))
+    merges = [[data.draw(st.integers(0, 255 + i)), data.draw(st.integers(0, 255 + i))] for i in range(n)]
+    i = data.draw(st.integers(0, n - 1))
+    merges[i][data.draw(st.integers(0, 1))] = data.draw(st.integers(256 + i, 70000))
+    path = tmp_path_factory.mktemp("later") / "t.json"
+    path.write_text(json.dumps({"format": "pxgl-bpe", "version": 0, "vocab_size": 256 + n, "merges": merges}))
+    with pytest.raises(PxglError, match=f"merge {i} .* names an id not below {256 + i}"):
+        Tokenizer.load(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"{not json", "not valid JSON"), (b"\xff\xfe{}", "cannot read tokenizer"), (b"", "not valid JSON")],
+)
+def test_load_rejects_unreadable_files(tmp_path, content, message):
+    path = tmp_path / "t.json"
+    path.write_bytes(content)
+    with pytest.raises(PxglError, match=message):
+        Tokenizer.load(path)
+
+
+def test_load_names_a_missing_file(tmp_path):
+    with pytest.raises(PxglError, match="no such tokenizer file"):
+        Tokenizer.load(Path(tmp_path / "missing.json"))
