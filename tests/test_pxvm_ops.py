@@ -93,9 +93,9 @@ def pool_tokens(b: Builder) -> str:
 
 
 def dot_product(b: Builder) -> str:
-    in_len = b.length(64)
+    in_len = b.length(32)
     name = b.tensor(in_len)
-    out_len = b.length(min(b.spec.tensors[name].size // in_len, 600))
+    out_len = b.length(min(b.spec.tensors[name].size // in_len, 300))  # past THREADS: several outputs each
     offset = int(b.rng.integers(0, b.spec.tensors[name].size - in_len * out_len + 1))
     src, dst = b.load(in_len), b.alloc(out_len)
     b.emit(f"DOT_PRODUCT s{src}, {in_len}, {name}, {offset}, {out_len}, s{dst}")

@@ -24,7 +24,7 @@ from engine.pxvm.compiler import compile_program, compiled_instructions, scratch
 from engine.pxvm.executor import PxvmExecutor
 from engine.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
 from engine.pxvm.program import Instruction, decode_program, encode_program
-from engine.pxvm.validator import validate_program
+from engine.pxvm.validator import validate_program, work, work_limit
 from engine.spec import TENSOR_ORDER, meta_path_for
 
 SLOW_EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -79,6 +79,9 @@ def malformed(spec) -> dict[str, tuple[np.ndarray, str]]:
     s, e, h = scratch_layout(spec), spec.embed_dim, spec.hidden_dim
     tensor = {name: i for i, name in enumerate(TENSOR_ORDER)}
     pool = HEADER_PIXELS  # the first instruction's header pixel
+    body = compiled_instructions(spec)
+    logits = body[5]  # DOT_PRODUCT h · out: repeated until the program does more than the work limit allows
+    repeats = work_limit(spec) // work(logits, spec) + 1
     no_halt = compiled_instructions(spec)[:-1]
     exact = encode_program(s.size, no_halt, (HEADER_PIXELS + sum(1 + len(x.operands) for x in no_halt), 1))
     return {
@@ -116,6 +119,7 @@ def malformed(spec) -> dict[str, tuple[np.ndarray, str]]:
         ),
         "read before write": (program_with(spec, drop=(6,)), "before any instruction writes it"),
         "no output": (program_with(spec, drop=(9,)), "never writes its prediction pixel"),
+        "too much work": (encode_program(s.size, body[:6] + [logits] * repeats + body[6:]), "over the limit of"),
     }
 
 

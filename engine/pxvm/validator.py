@@ -1,6 +1,6 @@
 """The static validator: everything a program may touch is checked on the host, against the model it
 will run with, before anything reaches the GPU. Straight-line code (no jumps) makes every valid program
-terminate; these checks make every valid program stay inside its memory spaces:
+terminate, the work limit bounds how long it runs, and these checks keep it inside its memory spaces:
 
     WEIGHTS  each tensor's elements (sizes from the meta)        TOKENS  t0..t(context_window-1)
     SCRATCH  s0..s(scratch_size-1), read only after written      OUTPUT  o0 (one pixel per prompt)"""
@@ -11,9 +11,14 @@ from enum import Enum
 import numpy as np
 
 from engine.errors import PxglError
+from engine.pxvm.compiler import compiled_instructions
 from engine.pxvm.opcodes import BY_NAME, OUTPUT_PIXELS, Kind
 from engine.pxvm.program import Instruction, Program, decode_program
 from engine.spec import TENSOR_ORDER, ModelSpec
+
+WORK_FACTOR = 4
+"""A program may do at most this many times the work of the model's forward pass: straight-line code
+always ends, and this bounds how long (a hostile cartridge's program cannot keep the GPU busy for hours)."""
 
 
 class Space(Enum):
@@ -76,6 +81,27 @@ def accesses(ins: Instruction, spec: ModelSpec) -> list[Access]:
     raise AssertionError(f"no access rule for {name}")  # every opcode of the table has one above
 
 
+def work(ins: Instruction, spec: ModelSpec) -> int:
+    """Elements an instruction computes for one prompt: the unit of the work limit."""
+    name = ins.op.name
+    if name == "DOT_PRODUCT":
+        return ins["in_len"] * ins["out_len"]
+    if name == "POOL_TOKENS":
+        return ins["length"] * spec.context_window
+    if name == "ARGMAX":
+        return 2 * ins["length"]  # the maximum, then the softmax sum
+    if name == "STORE_PIXEL":
+        return 1
+    if name == "HALT":
+        return 0
+    return ins["length"]
+
+
+def work_limit(spec: ModelSpec) -> int:
+    """WORK_FACTOR times the work of the model's own forward pass (its compiled program)."""
+    return WORK_FACTOR * sum(work(ins, spec) for ins in compiled_instructions(spec))
+
+
 def _bounds(access: Access, program: Program, spec: ModelSpec, where: str) -> None:
     end = access.start + access.length
     if access.space is Space.SCRATCH and end > program.scratch_size:
@@ -114,7 +140,7 @@ def validate_program(pixels: np.ndarray, spec: ModelSpec, source: str) -> Progra
     Runs on the host only: nothing here touches the GPU."""
     program = decode_program(pixels, source)
     written = np.zeros(program.scratch_size, dtype=bool)
-    stores = 0
+    stores, total = 0, 0
     for index, ins in enumerate(program.instructions):
         where = f"{source}: pixel {ins.pixel} (instruction {index}, {ins.op.name})"
         for operand, value in zip(ins.op.operands, ins.operands, strict=True):
@@ -133,6 +159,12 @@ def validate_program(pixels: np.ndarray, spec: ModelSpec, source: str) -> Progra
         for w in (a for a in reach if a.space is Space.SCRATCH and a.writes):
             written[w.start : w.start + w.length] = True
         stores += ins.op is BY_NAME["STORE_PIXEL"]
+        total += work(ins, spec)
+    if total > work_limit(spec):
+        raise PxglError(
+            f"{source}: the program computes {total} elements per prompt, over the limit of {work_limit(spec)} "
+            f"({WORK_FACTOR}x the model's own forward pass)"
+        )
     if stores == 0:
         raise PxglError(f"{source}: no STORE_PIXEL before HALT: the program never writes its prediction pixel")
     return replace(program, spec=spec)
