@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from engine.errors import PxglError
 from engine.executor import Trace
 from engine.model import Model
-from engine.pxi import TOKEN_MARK, atomic_write, token_ids
+from engine.pxi import TOKEN_MARK, atomic_write, token_ids, token_lengths
 from engine.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -49,9 +49,20 @@ DIVERGING_ANCHORS: tuple[RGB, ...] = (
     (178, 24, 43),
     (103, 0, 31),
 )
-"""ColorBrewer RdBu reversed: negative blue, zero near-white, positive red."""
+"""ColorBrewer RdBu reversed: negative blue, zero near-white, positive red. For signed values."""
+SEQUENTIAL_ANCHORS: tuple[RGB, ...] = (
+    (0, 0, 4),
+    (40, 11, 84),
+    (101, 21, 110),
+    (159, 42, 99),
+    (212, 72, 66),
+    (245, 125, 21),
+    (250, 193, 39),
+    (252, 255, 164),
+)
+"""Inferno-like, dark to bright: for probabilities, 0 to the largest."""
 COLOUR_LEVELS = 255
-"""An odd number of levels, so that zero falls exactly on the middle anchor."""
+"""An odd number of levels, so that zero falls exactly on the diverging map's middle anchor."""
 NO_VALUE: RGB = (58, 58, 66)
 """Cells with no value: T_logits cells past the vocabulary, and non-finite values."""
 MARKER: RGB = (0, 255, 102)
@@ -65,6 +76,7 @@ TINT_ALPHA = 96
 
 DEFAULT_TOP_K = 10
 HEATMAP_TARGET_PX = 512
+PROBABILITY_TARGET_PX = 320
 STRIP_TARGET_PX = 512
 STRIP_HEIGHT_PX = 40
 STRIP_MAX_TEXELS_PER_ROW = 256
@@ -84,13 +96,21 @@ tall (the biases), DETAIL_ZOOM pixels a texel, DETAIL_MAX_LINES lines at most.""
 
 
 @cache
-def diverging_lut() -> np.ndarray:
+def colour_lut(anchors: tuple[RGB, ...]) -> np.ndarray:
     """(COLOUR_LEVELS, 3) uint8: the anchors interpolated linearly in sRGB."""
-    anchors = np.asarray(DIVERGING_ANCHORS, dtype=np.float64)
+    anchors = np.asarray(anchors, dtype=np.float64)
     at = np.linspace(0, len(anchors) - 1, COLOUR_LEVELS)
     lo = np.floor(at).astype(int).clip(0, len(anchors) - 2)
     t = (at - lo)[:, None]
     return np.round(anchors[lo] * (1 - t) + anchors[lo + 1] * t).astype(np.uint8)
+
+
+def diverging_lut() -> np.ndarray:
+    return colour_lut(DIVERGING_ANCHORS)
+
+
+def sequential_lut() -> np.ndarray:
+    return colour_lut(SEQUENTIAL_ANCHORS)
 
 
 def colour_scale(values: np.ndarray) -> float:
@@ -108,6 +128,21 @@ def diverging(values: np.ndarray, scale: float) -> np.ndarray:
     colours = diverging_lut()[level]
     colours[~finite] = NO_VALUE
     return colours
+
+
+def sequential(values: np.ndarray, top: float) -> np.ndarray:
+    """Map values in [0, top] to dark..bright colours (clipped outside); non-finite values get NO_VALUE."""
+    finite = np.isfinite(values)
+    unit = np.where(finite, values, 0).astype(np.float64) / top
+    colours = sequential_lut()[np.round(np.clip(unit, 0, 1) * (COLOUR_LEVELS - 1)).astype(np.intp)]
+    colours[~finite] = NO_VALUE
+    return colours
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """float64 probabilities of the logits read back (for display: top-k and the probability map)."""
+    shifted = np.exp(logits.astype(np.float64) - float(np.max(logits)))
+    return shifted / shifted.sum()
 
 
 def upscale(pixels: np.ndarray, block_w: int, block_h: int) -> np.ndarray:
@@ -141,6 +176,8 @@ class DataImage:
     block: tuple[int, int] | None
     origin: tuple[int, int] = (0, 0)
     scale: float | None = None
+    colour_map: str | None = None
+    """"diverging" (values -scale..scale) or "sequential" (0..scale); None for RGB shown as it is."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layout(self) -> dict[str, Any]:
@@ -151,6 +188,7 @@ class DataImage:
             "block": list(self.block) if self.block else None,
             "origin": list(self.origin),
             "scale": self.scale,
+            "colour_map": self.colour_map,
         } | self.extra
 
     def png(self) -> bytes:
@@ -208,6 +246,8 @@ class TraceView:
     """One prompt's run: its token pixels, the intermediates that exist, the prediction and the top-k."""
 
     prompt: str | None
+    prompt_tokens: int | None
+    """How many tokens the whole prompt has (the GPU reads the last context_window of them), if known."""
     about: dict[str, str]
     tokens: list[TokenCell]
     prediction_pixel: RGB
@@ -222,9 +262,17 @@ class TraceView:
     def confidence(self) -> float:
         return self.prediction_pixel[2] / 255
 
+    def tokens_read(self) -> str:
+        """What the token texture row holds, in words."""
+        read = sum(cell.token is not None for cell in self.tokens)
+        if self.prompt_tokens is not None and self.prompt_tokens > read:
+            return f"the last {read} of the prompt's {self.prompt_tokens} tokens, as the GPU read them"
+        return f"the prompt's {read} token(s), as the GPU read them"
+
     def record(self) -> dict[str, Any]:
         return {
             "prompt": self.prompt,
+            "prompt_tokens": self.prompt_tokens,
             "about": self.about,
             "tokens": [
                 {"position": t.position, "pixel": list(t.pixel), "id": t.token.id, "text": t.token.text}
@@ -249,8 +297,7 @@ class TraceView:
 def top_k(logits: np.ndarray, k: int, token_bytes: TokenBytes | None = None) -> list[Candidate]:
     """The k largest logits (lowest id first on ties) with their softmax probabilities, in float64."""
     order = np.argsort(-logits.astype(np.float64), kind="stable")[: max(0, min(k, len(logits)))]
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    probabilities = np.exp(shifted) / np.exp(shifted).sum()
+    probabilities = softmax(logits)
     return [
         Candidate(rank + 1, Token.of(int(i), token_bytes), float(logits[i]), float(probabilities[i]))
         for rank, i in enumerate(order)
@@ -285,41 +332,62 @@ def strip_image(key: str, title: str, caption: str, vector: np.ndarray) -> DataI
     block_h = max(block_w, STRIP_HEIGHT_PX // rows)
     image = Image.fromarray(upscale(diverging(grid, scale), block_w, block_h), "RGB")
     extra = {"min": float(np.nanmin(vector)), "max": float(np.nanmax(vector)), "length": len(vector)}
-    return DataImage(key, title, caption, image, (rows, width), (block_w, block_h), scale=scale, extra=extra)
+    block = (block_w, block_h)
+    return DataImage(key, title, caption, image, (rows, width), block, scale=scale, colour_map="diverging", extra=extra)
 
 
-def heatmap_image(cells: np.ndarray, vocab: int, marked: int | None) -> DataImage:
-    """T_logits' cell of one prompt: logit k at texel (k % side, k // side), cells past the vocabulary in
-    NO_VALUE, and a ring around the `marked` cell (the GPU's own argmax: the prediction pixel's id)."""
-    side = cells.shape[0]
-    values = cells.reshape(-1)[:vocab]
-    scale = colour_scale(values)
-    colours = np.empty((side * side, 3), dtype=np.uint8)
-    colours[:] = NO_VALUE
-    colours[:vocab] = diverging(values, scale)
-    block = max(1, HEATMAP_TARGET_PX // side)
+def cell_grid(colours: np.ndarray, side: int, marked: int, target_px: int) -> tuple[Image.Image, int, int, int]:
+    """One colour per token id k at texel (k % side, k // side), upscaled to about target_px, in a frame,
+    with a ring around the `marked` cell; returns (image, block, frame, ring)."""
+    block = max(1, target_px // side)
     ring = max(2, block // 5)
     frame = 2 * ring + 1
     canvas = np.empty((side * block + 2 * frame, side * block + 2 * frame, 3), dtype=np.uint8)
     canvas[:] = BACKGROUND
     canvas[frame:-frame, frame:-frame] = upscale(colours.reshape(side, side, 3), block, block)
     image = Image.fromarray(canvas, "RGB")
-    if marked is not None and 0 <= marked < vocab:
+    if 0 <= marked < len(colours):
         x0, y0 = frame + (marked % side) * block, frame + (marked // side) * block
         draw = ImageDraw.Draw(image)
         # The ring sits outside the cell so the cell's own colour stays in view; a black edge keeps it
         # visible on any colour.
         draw.rectangle((x0 - ring - 1, y0 - ring - 1, x0 + block + ring, y0 + block + ring), outline=MARKER_EDGE)
         draw.rectangle((x0 - ring, y0 - ring, x0 + block + ring - 1, y0 + block + ring - 1), outline=MARKER, width=ring)
+    return image, block, frame, ring
+
+
+def heatmap_image(cells: np.ndarray, vocab: int, marked: int) -> DataImage:
+    """T_logits' cell of one prompt: logit k at texel (k % side, k // side) in the diverging map, cells
+    past the vocabulary in NO_VALUE, a ring around `marked` (the GPU's own argmax: the prediction id)."""
+    side = cells.shape[0]
+    values = cells.reshape(-1)[:vocab]
+    scale = colour_scale(values)
+    colours = np.empty((side * side, 3), dtype=np.uint8)
+    colours[:] = NO_VALUE
+    colours[:vocab] = diverging(values, scale)
+    image, block, frame, ring = cell_grid(colours, side, marked if marked < vocab else -1, HEATMAP_TARGET_PX)
     caption = f"one cell per token id k at (k mod {side}, k div {side}); ring: the GPU's argmax"
-    extra = {
-        "min": float(np.nanmin(values)),
-        "max": float(np.nanmax(values)),
-        "vocab": vocab,
-        "marked": marked,
-        "ring": ring,
-    }
-    return DataImage("logits", "T_logits", caption, image, (side, side), (block, block), (frame, frame), scale, extra)
+    extra = {"min": float(values.min()), "max": float(values.max()), "vocab": vocab, "marked": marked, "ring": ring}
+    geometry = {"texels": (side, side), "block": (block, block), "origin": (frame, frame)}
+    return DataImage("logits", "T_logits", caption, image, **geometry, scale=scale, colour_map="diverging", extra=extra)
+
+
+def probability_image(cells: np.ndarray, vocab: int, marked: int) -> DataImage:
+    """The softmax of the same T_logits cell (computed here for display), dark 0 to bright at the largest
+    probability, laid out like the heatmap: where the model puts its bets."""
+    side = cells.shape[0]
+    probabilities = softmax(cells.reshape(-1)[:vocab])
+    top = float(probabilities.max())
+    colours = np.empty((side * side, 3), dtype=np.uint8)
+    colours[:] = NO_VALUE
+    colours[:vocab] = sequential(probabilities, top)
+    image, block, frame, ring = cell_grid(colours, side, marked if marked < vocab else -1, PROBABILITY_TARGET_PX)
+    caption = "softmax of the T_logits read back, 0 (dark) to the largest probability (bright)"
+    extra = {"vocab": vocab, "marked": marked, "ring": ring}
+    geometry = {"texels": (side, side), "block": (block, block), "origin": (frame, frame)}
+    return DataImage(
+        "probabilities", "probabilities", caption, image, **geometry, scale=top, colour_map="sequential", extra=extra
+    )
 
 
 def trace_view(
@@ -328,6 +396,7 @@ def trace_view(
     *,
     row: int = 0,
     prompt: str | None = None,
+    prompt_tokens: int | None = None,
     token_bytes: TokenBytes | None = None,
     k: int = DEFAULT_TOP_K,
     about: dict[str, str] | None = None,
@@ -343,7 +412,7 @@ def trace_view(
         "tokens": rgb_image(
             "tokens",
             "token texture",
-            f"the row the GPU read: the prompt's last ≤ {window} tokens, (id mod 256, id div 256, 255) each",
+            f"one pixel per token, (id mod 256, id div 256, 255); {window} wide: the context window",
             tokens[None],
             max(1, min(TOKEN_BLOCK_MAX_PX, STRIP_TARGET_PX // window)),
         )
@@ -366,6 +435,7 @@ def trace_view(
     else:
         arrays["logits"] = trace.logits[row]
         images["logits"] = heatmap_image(trace.logits[row], spec.vocab_size, predicted)
+        images["probabilities"] = probability_image(trace.logits[row], spec.vocab_size, predicted)
         candidates = top_k(trace.logits[row].reshape(-1)[: spec.vocab_size], k, token_bytes)
     images["prediction"] = rgb_image(
         "prediction",
@@ -376,6 +446,7 @@ def trace_view(
     )
     return TraceView(
         prompt=prompt,
+        prompt_tokens=prompt_tokens,
         about=about or {},
         tokens=token_cells(tokens, token_bytes),
         prediction_pixel=pixel,
@@ -398,10 +469,14 @@ def run_view(
     k: int = DEFAULT_TOP_K,
 ) -> TraceView:
     """Run the first prompt of a token texture on the GPU, read its textures back and describe them."""
-    trace = engine.trace(token_pixels[:1], source)
+    first = token_pixels[:1]
+    trace = engine.trace(first, source)
+    length = int(token_lengths(first, engine.spec.vocab_size, source)[0])
     about = {"model": Path(engine.model.source).name, "executor": executor, "device": engine.gpu.renderer}
     token_bytes = tokenizer.token_bytes if tokenizer is not None else None
-    return trace_view(trace, engine.spec, prompt=prompt, token_bytes=token_bytes, k=k, about=about)
+    return trace_view(
+        trace, engine.spec, prompt=prompt, prompt_tokens=length, token_bytes=token_bytes, k=k, about=about
+    )
 
 
 # --- the weight texture -----------------------------------------------------------------------------
@@ -557,7 +632,7 @@ def weights_view(model: Model) -> DataImage:
         "detail": detail.layout() if detail else None,
     }
     caption = f"{width}x{height} RGB; {note}"
-    return DataImage("weights", "weight texture", caption, canvas, (height, width), None, main.origin, None, extra)
+    return DataImage("weights", "weight texture", caption, canvas, (height, width), None, main.origin, extra=extra)
 
 
 def detail_span(
@@ -623,14 +698,21 @@ def drawable(text: str) -> str:
     return "".join(c if c in DRAWABLE else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def colourbar(width: int, height: int) -> Image.Image:
-    lut = diverging_lut()
+def colourbar(colour_map: str, width: int, height: int) -> Image.Image:
+    lut = diverging_lut() if colour_map == "diverging" else sequential_lut()
     columns = lut[np.linspace(0, len(lut) - 1, width).round().astype(int)]
     return Image.fromarray(np.repeat(columns[None], height, axis=0), "RGB")
 
 
 def figure(value: float) -> str:
     return f"{value:.3g}"
+
+
+def scale_labels(image: DataImage) -> tuple[str, str, str]:
+    """The values at the left end, middle and right end of an image's colour bar."""
+    if image.colour_map == "diverging":
+        return f"-{figure(image.scale)}", "0", f"+{figure(image.scale)}"
+    return "0", f"{image.scale / 2:.1%}", f"{image.scale:.1%}"  # the sequential map shows probabilities
 
 
 def clip(text: str, length: int) -> str:
@@ -657,11 +739,11 @@ class Sheet:
         self.text((x + used + 10, y + 3), detail, 13, DIM_INK)
         return y + 26
 
-    def scale_bar(self, x: float, y: int, scale: float, width: int = 180) -> int:
-        """The colour map from -scale to +scale with its end and middle values; returns the y below."""
-        self.image.paste(colourbar(width, 10), (round(x), y))
+    def scale_bar(self, x: float, y: int, image: DataImage, width: int = 180) -> int:
+        """An image's colour map with its end and middle values; returns the y below."""
+        self.image.paste(colourbar(image.colour_map, width, 10), (round(x), y))
         self.draw.rectangle((x - 1, y - 1, x + width, y + 10), outline=DIM_INK)
-        for fraction, label in ((0, f"-{figure(scale)}"), (0.5, "0"), (1, f"+{figure(scale)}")):
+        for fraction, label in zip((0, 0.5, 1), scale_labels(image), strict=True):
             self.text((x + fraction * (width - self.width_of(label, 12)), y + 13), label, 12, DIM_INK)
         return y + 30
 
@@ -693,7 +775,7 @@ def contact_sheet(view: TraceView) -> Image.Image:
 
     tokens = view.images["tokens"]
     rows, window = tokens.texels
-    y = sheet.heading(margin, y, "1  token texture", f"{window}x{rows} RGB: the pixels the GPU read")
+    y = sheet.heading(margin, y, "1  token texture", f"{window}x{rows} RGB: {view.tokens_read()}")
     y = sheet.paste(tokens.image, margin, y, left_w)
     y = token_labels(sheet, view.tokens, margin, y + 6, tokens.block[0]) + 16
 
@@ -704,7 +786,7 @@ def contact_sheet(view: TraceView) -> Image.Image:
             continue
         y = sheet.heading(margin, y, f"{number}  {image.title}", f"{image.extra['length']} float32 · {image.caption}")
         y = sheet.paste(image.image, margin, y, left_w) + 6
-        y = sheet.scale_bar(margin, y, image.scale) + 10
+        y = sheet.scale_bar(margin, y, image) + 10
 
     heat = view.images.get("logits")
     if heat is None:
@@ -713,7 +795,7 @@ def contact_sheet(view: TraceView) -> Image.Image:
         side = heat.texels[0]
         y = sheet.heading(margin, y, "4  T_logits", f"{side}x{side} float32 · {heat.extra['vocab']} tokens")
         y = sheet.paste(heat.image, margin, y, left_w) + 6
-        sheet.scale_bar(margin, y, heat.scale)
+        sheet.scale_bar(margin, y, heat)
         sheet.text((margin + 200, y - 2), f"token k at (k mod {side}, k div {side})", 12, DIM_INK)
         sheet.text((margin + 200, y + 14), "ring: the cell the argmax pass chose", 12, DIM_INK)
 
@@ -727,7 +809,12 @@ def contact_sheet(view: TraceView) -> Image.Image:
     sheet.text((x + pixel.width + 20, y + 66), f"RGB {view.prediction_pixel}", 13, DIM_INK)
     y += pixel.height + 34
     if view.top_k:
-        top_k_table(sheet, view.top_k, x, y)
+        y = top_k_table(sheet, view.top_k, x, y) + 8
+    odds = view.images.get("probabilities")
+    if odds is not None:
+        y = sheet.heading(x, y, "softmax(T_logits)", "where the probability goes; ring: the argmax")
+        y = sheet.paste(odds.image, x, y, OVERVIEW_RIGHT) + 6
+        sheet.scale_bar(x, y, odds)
     return sheet.image
 
 
@@ -738,7 +825,8 @@ def overview_height(view: TraceView) -> int:
     for key in ("embed", "hidden", "logits"):
         image = view.images.get(key)
         total += 26 + (image.image.height + 50 if image else 16)
-    right = 110 + 26 + PREDICTION_BLOCK_PX + 34 + 60 + 24 * len(view.top_k)
+    odds = view.images.get("probabilities")
+    right = 110 + 26 + PREDICTION_BLOCK_PX + 34 + 70 + 24 * len(view.top_k) + (odds.image.height + 70 if odds else 0)
     return max(total, right + 2 * OVERVIEW_MARGIN)
 
 
@@ -810,31 +898,30 @@ tr.top td { color: #00ff66; }
 """
 
 
-def scale_html(scale: float | None, bar_uri: str) -> str:
-    if scale is None:
+def scale_html(image: DataImage) -> str:
+    if image.colour_map is None:
         return ""
+    bar = io.BytesIO()
+    colourbar(image.colour_map, 256, 1).save(bar, "PNG")
+    low, _, high = scale_labels(image)
+    meaning = "blue &lt; 0 &lt; red" if image.colour_map == "diverging" else "dark 0, bright the largest"
     return (
-        f'<div class="scale"><span>&minus;{figure(scale)}</span><img alt="colour scale" src="{bar_uri}">'
-        f"<span>+{figure(scale)}</span><span>(blue &lt; 0 &lt; red)</span></div>"
+        f'<div class="scale"><span>{low}</span><img alt="colour scale" src="{data_uri(bar.getvalue())}">'
+        f"<span>{high}</span><span>({meaning})</span></div>"
     )
 
 
-def image_html(image: DataImage, png: bytes, bar_uri: str, detail: str) -> str:
-    """A section's heading, `detail` (HTML) and caption, the image inlined and its colour scale; the
-    caller closes the section."""
+def image_html(image: DataImage, png: bytes, detail: str) -> str:
+    """An image's heading, `detail` (HTML) and caption, the image itself inlined, and its colour scale."""
     return (
-        f'<section id="{image.key}"><h2>{html.escape(image.title)}</h2>'
-        f'<p class="dim">{detail} · {html.escape(image.caption)}</p>'
+        f'<h2>{html.escape(image.title)}</h2><p class="dim">{detail} · {html.escape(image.caption)}</p>'
         f'<img id="img-{image.key}" alt="{html.escape(image.title)}" src="{data_uri(png)}" '
-        f'width="{image.image.width}" height="{image.image.height}">{scale_html(image.scale, bar_uri)}'
+        f'width="{image.image.width}" height="{image.image.height}">{scale_html(image)}'
     )
 
 
 def index_html(view: TraceView | None, weights: DataImage | None, pngs: dict[str, bytes]) -> str:
     """A self-contained page: every image inlined as a data URI, no script, no external resource."""
-    bar = io.BytesIO()
-    colourbar(256, 1).save(bar, "PNG")
-    bar_uri = data_uri(bar.getvalue())
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -842,15 +929,15 @@ def index_html(view: TraceView | None, weights: DataImage | None, pngs: dict[str
         "<body><main><h1>pxgl · see the model think</h1>",
     ]
     if view is not None:
-        parts.append(trace_html(view, pngs, bar_uri))
+        parts.append(trace_html(view, pngs))
     if weights is not None:
-        parts.append(image_html(weights, pngs["weights"], bar_uri, "each tensor's byte range tinted and outlined"))
-        parts.append("</section>")
+        detail = "each tensor's byte range tinted and outlined"
+        parts.append(f'<section id="weights">{image_html(weights, pngs["weights"], detail)}</section>')
     parts.append("</main></body></html>\n")
     return "".join(parts)
 
 
-def trace_html(view: TraceView, pngs: dict[str, bytes], bar_uri: str) -> str:
+def trace_html(view: TraceView, pngs: dict[str, bytes]) -> str:
     prompt = repr(view.prompt) if view.prompt is not None else "a token texture"
     answer = html.escape(view.prediction.label)
     out = [
@@ -865,7 +952,9 @@ def trace_html(view: TraceView, pngs: dict[str, bytes], bar_uri: str) -> str:
         for c in view.tokens
         if c.token is not None
     )
-    out.append(image_html(tokens, pngs["tokens"], bar_uri, f"{tokens.texels[1]}&times;{tokens.texels[0]} RGB"))
+    out.append('<section id="tokens">')
+    detail = f"{tokens.texels[1]}&times;{tokens.texels[0]} RGB, {html.escape(view.tokens_read())}"
+    out.append(image_html(tokens, pngs["tokens"], detail))
     out.append(
         '<table id="tokens-table"><thead><tr><th>pos</th><th>pixel</th><th>id</th><th>token</th></tr></thead>'
         f"<tbody>{rows}</tbody></table></section>"
@@ -877,16 +966,17 @@ def trace_html(view: TraceView, pngs: dict[str, bytes], bar_uri: str) -> str:
             image = view.images[key]
             extra = image.extra
             detail = f"{extra['length']} float32, min {figure(extra['min'])}, max {figure(extra['max'])}"
-            out.append(image_html(image, pngs[key], bar_uri, detail) + "</section>")
+            out.append(f'<section id="{key}">{image_html(image, pngs[key], detail)}</section>')
         out.append("</div>")
     out.append('<div class="grid">')
     if "logits" in view.images:
         heat = view.images["logits"]
         side = heat.texels[0]
         detail = f"{side}&times;{side} float32, {heat.extra['vocab']} tokens"
-        out.append(image_html(heat, pngs["logits"], bar_uri, detail) + "</section>")
+        out.append(f'<section id="logits">{image_html(heat, pngs["logits"], detail)}</section>')
     prediction = view.images["prediction"]
-    out.append(image_html(prediction, pngs["prediction"], bar_uri, f"RGB {view.prediction_pixel}"))
+    out.append('<section id="prediction">')
+    out.append(image_html(prediction, pngs["prediction"], f"RGB {view.prediction_pixel}"))
     out.append(
         f'<p class="answer"><code>{answer}</code> <span class="dim">id {view.prediction.id} · '
         f"confidence {view.confidence:.1%}</span></p>"
@@ -904,6 +994,9 @@ def trace_html(view: TraceView, pngs: dict[str, bytes], bar_uri: str) -> str:
             f'<h2 style="margin-top: 18px">top {len(view.top_k)}</h2><table id="top-k"><thead><tr><th>#</th>'
             f"<th>token</th><th>id</th><th>logit</th><th>probability</th></tr></thead><tbody>{rows}</tbody></table>"
         )
+    if "probabilities" in view.images:
+        out.append('<div style="margin-top: 18px">')
+        out.append(image_html(view.images["probabilities"], pngs["probabilities"], "all tokens") + "</div>")
     for title in view.missing:
         out.append(f'<p class="missing">{html.escape(title)}: not kept by this executor, so not shown.</p>')
     out.append("</section></div>")

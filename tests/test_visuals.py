@@ -93,18 +93,17 @@ def assert_strip_is(path: Path, vector: np.ndarray, what: str, seed: int) -> Non
     assert (flat[len(vector) :] == visuals.NO_VALUE).all(), f"{what}: padding texels must show no value"
 
 
-def assert_heatmap_is(path: Path, gpu_logits: np.ndarray, marked: int, seed: int) -> None:
-    """Every pixel of logits.png is its GPU logit's colour (cells past the vocabulary: no value), except
-    the ring around the marked cell: a black edge around a MARKER band, outside the cell."""
+def assert_cell_grid_is(path: Path, colours: np.ndarray, marked: int, seed: int) -> dict:
+    """Every pixel of a token-cell image (logits.png, probabilities.png) is its cell's colour (token k at
+    texel (k mod side, k div side); cells past the vocabulary: no value), except the ring around the
+    marked cell: a black edge around a MARKER band, outside the cell. Returns the image's layout."""
     pixels, layout = read_png(path)
-    vocab, side = len(gpu_logits), layout["texels"][0]
-    assert side * side >= vocab > (side - 1) ** 2, f"heatmap side {side} for a vocabulary of {vocab}"
-    scale = float(np.abs(gpu_logits).max())
-    assert layout["scale"] == scale, f"scale {layout['scale']} is not max |logit| {scale}"
+    vocab, side = len(colours), layout["texels"][0]
+    assert side * side >= vocab > (side - 1) ** 2, f"{path.name}: side {side} for a vocabulary of {vocab}"
     assert layout["marked"] == marked, "the ring must mark the cell the GPU's argmax chose"
     cells = np.empty((side * side, 3), np.uint8)
     cells[:] = visuals.NO_VALUE
-    cells[:vocab] = visuals.diverging_lut()[expected_levels(gpu_logits, scale)]
+    cells[:vocab] = colours
     (bw, bh), (x0, y0), ring = layout["block"], layout["origin"], layout["ring"]
     want = np.empty_like(pixels)
     want[:] = visuals.BACKGROUND
@@ -114,10 +113,26 @@ def assert_heatmap_is(path: Path, gpu_logits: np.ndarray, marked: int, seed: int
     ring_box[my - ring - 1 : my + bh + ring + 1, mx - ring - 1 : mx + bw + ring + 1] = True
     ring_box[my : my + bh, mx : mx + bw] = False
     differ = (pixels != want).any(axis=-1) & ~ring_box
-    assert not differ.any(), f"heatmap pixel {np.argwhere(differ)[0]} is not its GPU logit's colour (seed {seed})"
+    assert not differ.any(), f"{path.name}: pixel {np.argwhere(differ)[0]} is not its cell's colour (seed {seed})"
     ring_colours = pixels[ring_box]
     is_marker = (ring_colours == visuals.MARKER).all(-1) | (ring_colours == visuals.MARKER_EDGE).all(-1)
     assert is_marker.all() and (ring_colours == visuals.MARKER).all(-1).mean() > 0.5, "no ring around the argmax"
+    return layout
+
+
+def assert_heatmap_is(out: Path, gpu_logits: np.ndarray, marked: int, seed: int) -> None:
+    """logits.png: each logit read back in the diverging map at ±max |logit|; probabilities.png: its
+    softmax (float64) in the sequential map from 0 to the largest probability."""
+    scale = float(np.abs(gpu_logits).max())
+    colours = visuals.diverging_lut()[expected_levels(gpu_logits, scale)]
+    layout = assert_cell_grid_is(out / "logits.png", colours, marked, seed)
+    assert (layout["scale"], layout["colour_map"]) == (scale, "diverging")
+    exp = np.exp(gpu_logits.astype(np.float64) - gpu_logits.max())
+    probabilities = exp / exp.sum()
+    top = float(probabilities.max())
+    levels = np.round(probabilities / top * (visuals.COLOUR_LEVELS - 1)).astype(int)
+    layout = assert_cell_grid_is(out / "probabilities.png", visuals.sequential_lut()[levels], marked, seed)
+    assert (layout["scale"], layout["colour_map"]) == (top, "sequential")
 
 
 CASES = [("passes", dims) for dims in SIZES] + [(name, SIZES[0]) for name in EXECUTORS if name != "passes"]
@@ -164,7 +179,7 @@ def test_images_are_the_gpu_textures(tmp_path, gpu, seed, executor, dims):
         assert record["top_k"] == []
         return
     gpu_logits = trace.logits[row].reshape(-1)[:vocab]
-    assert_heatmap_is(out / "logits.png", gpu_logits, marked, seed)
+    assert_heatmap_is(out, gpu_logits, marked, seed)
     bound = np.abs(np.maximum(trace.hidden[row], 0)) @ np.abs(p["out"]) + np.abs(p["b_out"])
     err = np.abs(gpu_logits - lg) / np.maximum(bound, 1e-6)
     assert err.max() <= 1e-5, f"heatmap logits vs oracle: worst relative error {err.max():.2e} (seed {seed})"
@@ -233,6 +248,7 @@ def test_missing_intermediates_are_named_not_drawn(tmp_path, gpu, rng, seed):
     assert record["missing"] == [titles[n] for n in ("embed", "hidden", "logits") if n not in kept]
     for name in ("embed", "hidden", "logits"):
         assert (tmp_path / "viz" / f"{name}.png").exists() == (name in kept), name
+    assert (tmp_path / "viz" / "probabilities.png").exists() == ("logits" in kept)
     assert (record["top_k"] != []) == ("logits" in kept), "top-k needs T_logits"
     page = (tmp_path / "viz" / "index.html").read_text(encoding="utf-8")
     for title in record["missing"]:
@@ -349,7 +365,7 @@ def test_cli_viz_and_infer_viz_write_the_gpu_run(tmp_path, gpu, rng, seed):
     page = (out / "index.html").read_text(encoding="utf-8")
     assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", page), "the page must need nothing but itself"
     inlined = data_uris(page)
-    assert set(inlined) == {"tokens", "embed", "hidden", "logits", "prediction", "weights"}
+    assert set(inlined) == {"tokens", "embed", "hidden", "logits", "probabilities", "prediction", "weights"}
     for key, data in inlined.items():
         assert data == (out / f"{key}.png").read_bytes(), f"{key}: page image differs from {key}.png"
     rows = re.findall(
