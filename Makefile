@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= pxOS evolution
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test bench lint setup clean cartridge
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Repack the bundled cartridge: needed after any change to glsl/, whose files it carries (FORMATS §8.4).
+cartridge: setup
+	$(BIN)/pxgl pack assets/pixellm_v0.pxi
 
 lint: setup
 	$(BIN)/ruff check engine tests bench

@@ -287,7 +287,7 @@ DEMO_PROMPT = "pxOS evolution"
 @pytest.mark.skipif(not BUNDLED.exists(), reason="assets/pixellm_v0.pxa is not built yet")
 def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
     cart = open_cartridge(BUNDLED)
-    assert cart.foreign_shaders == (), "repack assets/pixellm_v0.pxa with `pxgl pack assets/pixellm_v0.pxi`"
+    assert cart.foreign_shaders == (), f"glsl/ changed ({cart.foreign_shaders}): repack it with `make cartridge`"
     bundled = load_model(ROOT / "assets" / "pixellm_v0.pxi")
     assert cart.spec == replace(bundled.spec, tokenizer="tokenizer.json")
     assert np.array_equal(cart.weights, bundled.weights)
