@@ -790,14 +790,15 @@ def contact_sheet(view: TraceView) -> Image.Image:
 
     heat = view.images.get("logits")
     if heat is None:
-        sheet.heading(margin, y, "4  T_logits", "not kept by this executor")
+        y = sheet.heading(margin, y, "4  T_logits", "not kept by this executor")
     else:
         side = heat.texels[0]
         y = sheet.heading(margin, y, "4  T_logits", f"{side}x{side} float32 · {heat.extra['vocab']} tokens")
         y = sheet.paste(heat.image, margin, y, left_w) + 6
-        sheet.scale_bar(margin, y, heat)
         sheet.text((margin + 200, y - 2), f"token k at (k mod {side}, k div {side})", 12, DIM_INK)
         sheet.text((margin + 200, y + 14), "ring: the cell the argmax pass chose", 12, DIM_INK)
+        y = sheet.scale_bar(margin, y, heat)
+    left_bottom = y
 
     x, y = margin + left_w + OVERVIEW_GAP, top
     y = sheet.heading(x, y, "5  prediction pixel", "(id mod 256, id div 256, confidence)")
@@ -814,8 +815,9 @@ def contact_sheet(view: TraceView) -> Image.Image:
     if odds is not None:
         y = sheet.heading(x, y, "softmax(T_logits)", "where the probability goes; ring: the argmax")
         y = sheet.paste(odds.image, x, y, OVERVIEW_RIGHT) + 6
-        sheet.scale_bar(x, y, odds)
-    return sheet.image
+        y = sheet.scale_bar(x, y, odds)
+    bottom = max(left_bottom, y) + OVERVIEW_MARGIN
+    return sheet.image.crop((0, 0, sheet.image.width, min(bottom, sheet.image.height)))
 
 
 def overview_height(view: TraceView) -> int:
