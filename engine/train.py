@@ -37,8 +37,9 @@ class TrainConfig:
     embed_dim: int = 128
     hidden_dim: int = 128
     context_window: int = 2
-    """Mean pooling has no word order, so a longer window blurs the last tokens: on the default corpus
-    (vocab 1024, dims 128) held-out top-1 was 15% at 1, 26% at 2, 24% at 3, 19% at 4, 12% at 8, 8% at 16."""
+    """Mean pooling has no word order, so a longer window blurs the last tokens. Default corpus, vocab 1024,
+    dims 128, 5000 steps of 512: held-out top-1 15% at 1, 25% at 2, 19% at 4, 12% at 8, 8% at 16; at 8000
+    steps 26% at 2 against 24% at 3."""
     steps: int = 15000
     batch_size: int = 512
     lr: float = 6e-3
@@ -115,22 +116,17 @@ def forward(params: Params, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return x, pre, np.maximum(pre, 0) @ params["out"] + params["b_out"]
 
 
-def loss_and_grads(params: Params, pool: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-    """Mean next-token cross-entropy and its gradients, by hand."""
+def gradients(params: Params, pool: np.ndarray, y: np.ndarray) -> Params:
+    """Gradients of the mean next-token cross-entropy, by hand."""
     x, pre, logits = forward(params, pool)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    total = probs.sum(axis=1, keepdims=True)
-    probs /= total
-    rows = np.arange(y.size)
-    loss = float(np.mean(np.log(total[:, 0]) - logits[rows, y]))
-    d_logits = probs
-    d_logits[rows, y] -= 1
+    d_logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+    d_logits /= d_logits.sum(axis=1, keepdims=True)
+    d_logits[np.arange(y.size), y] -= 1
     d_logits /= y.size
     h = np.maximum(pre, 0)
     d_pre = (d_logits @ params["out"].T) * (pre > 0)
     d_x = d_pre @ params["hidden"].T
-    return loss, {
+    return {
         "out": h.T @ d_logits,
         "b_out": d_logits.sum(axis=0),
         "hidden": x.T @ d_pre,
@@ -160,7 +156,7 @@ def fit(config: TrainConfig, stream: TokenStream, params: Params, rng: np.random
     for step in range(1, config.steps + 1):
         positions = rng.choice(stream.targets, size=config.batch_size)
         pool = stream.context(positions, config.context_window, config.vocab_size)
-        _, grads = loss_and_grads(params, pool, stream.tokens[positions])
+        grads = gradients(params, pool, stream.tokens[positions])
         lr = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
         for k, g in grads.items():
             m[k] = beta1 * m[k] + (1 - beta1) * g
