@@ -104,13 +104,16 @@ class Tokenizer:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise PxglError(f"{where}: tokenizer is not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise PxglError(f"{where}: tokenizer JSON is nested too deeply") from None
         return cls(_validate(doc, where))
 
     @classmethod
     def train(
         cls, text_or_chunks: str | Iterable[str], vocab_size: int, progress: Progress | None = None
     ) -> "Tokenizer":
-        """Learn vocab_size - 256 merges from a text or an iterable of texts (documents)."""
+        """Learn vocab_size - 256 merges from a text or an iterable of texts (documents); fewer if the text
+        runs out of pairs to merge, so callers that need the exact size check .vocab_size."""
         if not BYTE_TOKENS <= vocab_size <= MAX_VOCAB:
             raise PxglError(f"tokenizer vocab size {vocab_size} is outside {BYTE_TOKENS}..{MAX_VOCAB}")
         texts = [text_or_chunks] if isinstance(text_or_chunks, str) else text_or_chunks

@@ -165,7 +165,12 @@ def test_load_rejects_any_merge_naming_a_later_token(tmp_path_factory, data):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"{not json", "not valid JSON"), (b"\xff\xfe{}", "cannot read tokenizer"), (b"", "not valid JSON")],
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe{}", "cannot read tokenizer"),
+        (b"", "not valid JSON"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
 )
 def test_load_rejects_unreadable_files(tmp_path, content, message):
     path = tmp_path / "t.json"
