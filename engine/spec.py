@@ -181,6 +181,8 @@ def read_meta(path: Path) -> ModelSpec:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
         raise PxglError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise PxglError(f"{path}: JSON nested too deeply to be a meta file") from None
     return spec_from_meta(meta, str(path))
 
 

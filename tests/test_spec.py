@@ -95,6 +95,9 @@ def test_unreadable_and_non_json_meta(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(PxglError, match="not valid JSON"):
         read_meta(bad)
+    bad.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PxglError, match="nested too deeply"):
+        read_meta(bad)
 
 
 def test_weights_image_must_match_its_meta(meta, tmp_path):
