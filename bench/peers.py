@@ -69,7 +69,7 @@ def numpy_system(params: dict[str, np.ndarray], window: int) -> System:
     return System("numpy", "peer", "fp32", FP32, one, batch, "numpy forward pass on the CPU, float32")
 
 
-def torch_systems(params: dict[str, np.ndarray], window: int) -> tuple[list[System], list[str]]:
+def torch_systems(params: dict[str, np.ndarray], window: int, prompt_tokens: int) -> tuple[list[System], list[str]]:
     """PyTorch peers that can run here, and a reason for each one that cannot."""
     try:
         import torch
@@ -143,7 +143,7 @@ def torch_systems(params: dict[str, np.ndarray], window: int) -> tuple[list[Syst
                 "peer",
                 "fp32",
                 FP32,
-                cuda_graph_one(torch, forward, window),
+                cuda_graph_one(torch, forward, prompt_tokens),
                 None,
                 f"torch {torch.__version__} CUDA graph replay on {where} (pinned copies captured), float32",
             )
@@ -153,13 +153,13 @@ def torch_systems(params: dict[str, np.ndarray], window: int) -> tuple[list[Syst
     return systems, skipped
 
 
-def cuda_graph_one(torch, forward, window: int) -> Callable[[list[int]], np.ndarray]:
-    """One prompt of `window` tokens as a CUDA graph: pinned ids in, copy, forward, copy, pinned pixel out.
-    Prompts of another length fall back to eager (the graph is captured for one shape)."""
+def cuda_graph_one(torch, forward, tokens: int) -> Callable[[list[int]], np.ndarray]:
+    """One prompt of `tokens` ids as a CUDA graph: pinned ids in, copy, forward, copy, pinned pixel out
+    (the graph is captured for that one shape)."""
     torch.backends.cuda.matmul.allow_tf32 = False
-    host_ids = torch.zeros((1, window), dtype=torch.int32).pin_memory()
+    host_ids = torch.zeros((1, tokens), dtype=torch.int32).pin_memory()
     host_pixel = torch.zeros((1, 3), dtype=torch.uint8).pin_memory()
-    device_ids = torch.zeros((1, window), dtype=torch.int32, device="cuda")
+    device_ids = torch.zeros((1, tokens), dtype=torch.int32, device="cuda")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.inference_mode(), torch.cuda.stream(stream):
@@ -173,8 +173,8 @@ def cuda_graph_one(torch, forward, window: int) -> Callable[[list[int]], np.ndar
     ids_view, pixel_view = host_ids.numpy(), host_pixel.numpy()
 
     def one(ids: list[int]) -> np.ndarray:
-        if len(ids) != window:
-            raise ValueError(f"the CUDA graph was captured for prompts of {window} tokens")
+        if len(ids) != tokens:
+            raise ValueError(f"the CUDA graph was captured for prompts of {tokens} tokens")
         ids_view[0] = ids
         graph.replay()
         torch.cuda.current_stream().synchronize()

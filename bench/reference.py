@@ -1,14 +1,26 @@
 """The oracle's answers for the bench's prompts (tests/oracle.py, the numpy reference), and the check every
 measured result must pass before its time counts."""
 
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import oracle
 from peers import Tolerance
 
 CHUNK = 8192
+PROCESSES_FROM = 1 << 17
+"""From this many prompts the oracle runs in worker processes (its per-prompt Python loop holds the GIL)."""
+_worker: dict = {}
+
+
+def _start_worker(params: dict[str, np.ndarray], window: int) -> None:
+    _worker.update(params=params, window=window)
+
+
+def _oracle_answers(prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return oracle.predict(oracle.logits(_worker["params"], list(prompts), _worker["window"]))
 
 
 class CheckFailed(Exception):
@@ -20,9 +32,15 @@ class Reference:
 
     def __init__(self, params: dict[str, np.ndarray], window: int, prompts: np.ndarray) -> None:
         self.params, self.window, self.prompts = params, window, prompts
-        starts = range(0, len(prompts), CHUNK)
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # numpy releases the GIL in its kernels
-            parts = list(pool.map(lambda s: oracle.predict(self._logits(slice(s, s + CHUNK))), starts))
+        chunks = [prompts[s : s + CHUNK] for s in range(0, len(prompts), CHUNK)]
+        if len(prompts) >= PROCESSES_FROM:
+            spawn = multiprocessing.get_context("spawn")  # no fork of a process holding a GL context
+            pool = ProcessPoolExecutor(os.cpu_count(), spawn, _start_worker, (params, window))
+        else:
+            _start_worker(params, window)
+            pool = ThreadPoolExecutor(os.cpu_count())
+        with pool:
+            parts = list(pool.map(_oracle_answers, chunks))
         self.ids = np.concatenate([ids for ids, _ in parts])
         self.confidence = np.concatenate([conf for _, conf in parts])
 

@@ -77,6 +77,15 @@ def host_name() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
+def bundled() -> Path | None:
+    """The bundled model with its tokenizer, if this checkout or installation has them yet."""
+    try:
+        path = bundled_model()
+    except FileNotFoundError:
+        return None
+    return path if path.exists() and load_model(path).tokenizer_path.exists() else None
+
+
 def random_stand_in(directory: Path) -> Path:
     """No bundled model yet: a random model of pixellm_v0's shape with a tokenizer trained on random words."""
     from models import random_model
@@ -196,8 +205,8 @@ def main() -> None:
     print(f"pxgl bench on {gpu.renderer} ({gpu.version}), {date}; batch sizes {sizes}", flush=True)
 
     with tempfile.TemporaryDirectory() as scratch:
-        model_path = args.model or bundled_model()
-        if args.model is None and not (model_path.exists() and load_model(model_path).tokenizer_path.exists()):
+        model_path = args.model or bundled()
+        if model_path is None:
             print("no bundled model with a tokenizer yet: using a random stand-in of its shape", flush=True)
             model_path = random_stand_in(Path(scratch))
         model = load_model(model_path)
@@ -213,7 +222,7 @@ def main() -> None:
 
         systems, skipped = pxgl_systems(model, gpu)
         systems.append(numpy_system(params, window))
-        peers, peers_skipped = torch_systems(params, window)
+        peers, peers_skipped = torch_systems(params, window, PROMPT_TOKENS)
         systems += peers
         skipped += peers_skipped
         for reason in skipped:
@@ -244,7 +253,7 @@ def main() -> None:
         "date": date,
         "host": host_name(),
         "model": {
-            "name": "bundled pixellm_v0" if args.model is None and model_path == bundled_model() else model_path.name,
+            "name": "bundled pixellm_v0" if model_path == bundled() else model_path.name,
             "shape": f"vocab {model.spec.vocab_size}, embed {model.spec.embed_dim}, "
             f"hidden {model.spec.hidden_dim}, window {window}",
         },

@@ -36,8 +36,9 @@ class LeanExecutor(Protocol):
         ...
 
     def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
-        """(n, L ≤ context_window) uint16 ids, not yet checked against the vocabulary → (n, 3) prediction
-        pixels, and the flat index of the first id ≥ vocab_size (the pixels are then void) or None."""
+        """(n, L) uint16 ids, not yet checked against the vocabulary → (n, 3) prediction pixels of each
+        row's last context_window ids, and the first prompt holding an id ≥ vocab_size anywhere in its row
+        (the pixels are then void) or None."""
         ...
 
 
@@ -127,20 +128,21 @@ class Engine:
                 self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
             pixels = np.stack([ids % 256, ids // 256, np.full_like(ids, TOKEN_MARK)], axis=-1).astype(np.uint8)
             return self.predict(pixels, source)
-        tail = ids[:, -window:]
-        if ids.dtype != np.uint16 or ids.shape[1] > window:  # uint16 ids only need the GPU's vocabulary check
+        if ids.dtype != np.uint16:  # uint16 ids need only the executor's vocabulary check
             out_of_range = (ids < 0) | (ids >= vocab)
             if out_of_range.any():
                 self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
-            tail = tail.astype(np.uint16)
+            ids = ids[:, -window:].astype(np.uint16)
         out = np.empty((len(ids), 1, 3), dtype=np.uint8)
         step = self.executor.max_tile
         with gl_errors(source):
             for start in range(0, len(ids), step):
-                chunk = tail[start : start + step]
-                out[start : start + len(chunk), 0], bad = self.executor.run_ids(chunk)
-                if bad is not None:
-                    self._refuse(chunk, bad, source, row_offset=start)
+                chunk = ids[start : start + step]
+                out[start : start + len(chunk), 0], refused = self.executor.run_ids(chunk)
+                if refused is not None:
+                    row = chunk[refused]
+                    position = int(np.flatnonzero(row >= vocab)[0])
+                    self._refuse(chunk, refused * chunk.shape[1] + position, source, row_offset=start)
         return out
 
     def _refuse(self, ids: np.ndarray, flat: int, source: str, row_offset: int = 0) -> None:

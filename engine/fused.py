@@ -2,14 +2,16 @@
 
 Once, at load, glsl/fused_prepare.comp folds the embedding into the hidden layer, P = embed · hidden (the
 layer is linear before its ReLU, so mean(embed[t]) · hidden = mean(P[t])), and dequantizes the output
-layer and biases into float storage buffers. Then each run is one dispatch of
+layer and biases into float storage buffers. Then each run is a dispatch of
 
     fused_small   few prompts, the single-prompt path: work groups over vocabulary slices, merged on the GPU
     fused_tiles   batches: TILE_M prompts a work group, register tiles of logits, fused online softmax
 
 so logits never reach memory. Prompts arrive as token-texture rows (the Executor protocol) or as uint16
-ids (the engine's lean paths). Few prompts travel through persistent mapped buffers and a fence: no
-rebinding, no uniform, no glFinish, no readback call; batches through ordinary storage buffers."""
+ids (the engine's lean paths) and are uploaded to device memory; the GPU writes each prediction straight
+into host memory (a persistent mapped buffer). A few prompts are waited for by watching those words
+change from the poison left in them (no fence, no glFinish, no readback call); a batch, cut into chunks
+so that uploading one overlaps computing another, by one fence."""
 
 import math
 import struct
@@ -23,14 +25,22 @@ from engine.gl import Buffer, GLBackend, MappedBuffer, Shader, Texture
 from engine.spec import ModelSpec
 
 HEADER_BYTES = 16
-"""Prompts: [n, row_len, 0, 0]; predictions: [error_at, 0, 0, 0] (glsl/fused_common.glsl)."""
-NO_ERROR = 0xFFFFFFFF
+"""Prompts: [n, row_len, 0, 0] before the rows (glsl/fused_common.glsl)."""
 PREPARE_GROUP = 64
 MAX_GROUPS_PER_AXIS = 65535
 """GL guarantees this many work groups on each axis; bigger grids fold into a second axis."""
 MAX_TILE = 1 << 20
 """Prompts per run at most: the largest batch the bench times; buffers grow to it only when used."""
-POISON_BYTE = 0xEE
+STAGE_MAX = 32
+"""Window tokens staged in shared memory at a time (the whole window when it is shorter)."""
+MAX_ROW_TOKENS = 256
+"""Id rows up to this long go to the GPU whole (it checks every id); longer ones are cut to the window
+after the host checks the ids that fall out of it."""
+POISON_WORD = 0xEEEEEEEE
+"""Left in every prediction word before a run: the GPU writes alpha 255 (a pixel) or 0 (refused)."""
+WRITTEN_ALPHA, REFUSED_WORD = 255, 0
+SPIN_LIMIT = 2_000_000
+"""Polls of the prediction words before falling back to a fence (a GPU that never writes them)."""
 PIXELS, IDS = "pixels", "ids"
 
 
@@ -39,7 +49,7 @@ class FusedConfig:
     """Work shapes of the two kernels (bench/variants/sweep.py times the alternatives)."""
 
     tile_m: int = 64
-    """Prompts per work group of fused_tiles (shrunk until its hidden units fit shared memory)."""
+    """Prompts per work group of fused_tiles (shrunk until it fits shared memory; 0: none fits)."""
     tm: int = 8
     """Prompts per thread (a multiple of 4)."""
     tn: int = 8
@@ -47,41 +57,72 @@ class FusedConfig:
     tile_n: int = 64
     """Columns a work group sweeps per step."""
     small_threads: int = 256
+    """Threads of a fused_small work group (a power of two)."""
     split: int = 8
     """Vocabulary slices (work groups) per prompt in fused_small."""
     small_max: int = 64
-    """Runs of up to this many prompts use fused_small and the mapped buffers."""
+    """Runs of up to this many prompts use fused_small."""
+    chunk: int = 1 << 18
+    """Prompts per dispatch of fused_tiles; a multiple of 64."""
+    sync: str = "poll"
+    """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
+    unroll: bool = False
+    """Ask NVIDIA's compiler to unroll every loop (#pragma optionNV(unroll all))."""
 
     def fitted(self, gpu: GLBackend, spec: ModelSpec) -> "FusedConfig":
-        """This configuration shrunk to the GPU's limits; tile_m 0 when no tile fits shared memory."""
+        """This configuration shrunk to the GPU's limits."""
         for name in ("tm", "tn"):
             if getattr(self, name) % 4:
                 raise ValueError(f"{name} must be a multiple of 4")
         limits = gpu.limits
-        small_threads = min(self.small_threads, limits.max_work_group_invocations, limits.max_work_group_size[0])
+        largest = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
+        small_threads = min(self.small_threads, largest)
+        while small_threads > 1 and small_shared_bytes(spec, small_threads) > limits.max_shared_memory:
+            small_threads //= 2
         tile_m, tm = self.tile_m, self.tm
-        while tile_m >= 4 and tile_pool_vec4(spec, tile_m, self.tile_n // self.tn) * 16 > limits.max_shared_memory:
+        while tile_m >= 4 and tile_shared_bytes(spec, tile_m, self.tile_n // self.tn) > limits.max_shared_memory:
             tile_m //= 2
             tm = min(tm, tile_m)
-        threads = (tile_m // max(tm, 1)) * (self.tile_n // self.tn)
-        if tile_m < 4 or threads > limits.max_work_group_invocations or threads > limits.max_work_group_size[0]:
+        if tile_m < 4 or (tile_m // tm) * (self.tile_n // self.tn) > largest:
             tile_m = 0
         return replace(self, tile_m=tile_m, tm=tm, small_threads=small_threads)
 
 
+def stage_width(spec: ModelSpec) -> int:
+    return min(spec.context_window, STAGE_MAX)
+
+
+def staging_bytes(spec: ModelSpec, prompts: int) -> int:
+    """Shared memory of glsl/fused_common.glsl's staged tokens: count, first, valid and ids per prompt."""
+    return prompts * (12 + 4 * stage_width(spec))
+
+
+def small_shared_bytes(spec: ModelSpec, threads: int) -> int:
+    return 4 * spec.hidden_dim + 32 * threads + 4 + staging_bytes(spec, 1)
+
+
 def tile_pool_vec4(spec: ModelSpec, tile_m: int, row_threads: int) -> int:
     """Shared vec4s of fused_tiles: the hidden units of a tile, later reused for the threads' states."""
-    return max(spec.hidden_dim * tile_m // 4, tile_m * row_threads)
+    return max(ceil_div(spec.hidden_dim * tile_m, 4), tile_m * row_threads)
+
+
+def tile_shared_bytes(spec: ModelSpec, tile_m: int, row_threads: int) -> int:
+    return 16 * tile_pool_vec4(spec, tile_m, row_threads) + staging_bytes(spec, tile_m)
 
 
 def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | float]:
     pad = math.lcm(4 * config.split, config.tile_n if config.tile_m else 4)
+    vocab_pad = ceil_div(spec.vocab_size, pad) * pad
+    slice4 = vocab_pad // 4 // config.split
     constants = model_constants(spec) | {
-        "VOCAB_PAD": ceil_div(spec.vocab_size, pad) * pad,
+        "VOCAB_PAD": vocab_pad,
+        "COLUMN_THREADS": min(1 << (slice4.bit_length() - 1), config.small_threads),
         "PREPARE_GROUP": PREPARE_GROUP,
+        "STAGE_W": stage_width(spec),
         "SMALL_THREADS": config.small_threads,
         "SPLIT": config.split,
         "SMALL_MAX": config.small_max,
+        "UNROLL": int(config.unroll),
     }
     if config.tile_m:
         row_threads = config.tile_n // config.tn
@@ -125,24 +166,22 @@ def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants
 
 
 @dataclass(frozen=True)
-class BatchIO:
-    """Storage buffers for runs of up to `capacity` prompts; the object is also their binding owner."""
+class RunBuffers:
+    """Buffers for runs of up to `capacity` prompts, `chunk` prompts a dispatch: prompts in device memory
+    (one region of `stride` bytes per chunk), predictions in mapped host memory. The object is also the
+    owner of its bindings (GLBackend.use_storage)."""
 
     capacity: int
+    chunk: int
+    row_bytes: int
+    """Bytes per prompt row at most."""
+    stride: int
     prompts: Buffer
-    predictions: Buffer
-
-
-@dataclass(frozen=True)
-class MappedIO:
-    """Mapped buffers for runs of up to small_max prompts: written and read in place by the host."""
-
-    prompts: MappedBuffer
     predictions: MappedBuffer
-    status: np.ndarray
-    """(1,) uint32 view of error_at."""
-    pixels: np.ndarray
-    """(small_max, 4) uint8 view of the prediction words."""
+
+    @property
+    def words(self) -> np.ndarray:
+        return self.predictions.view.view(np.uint32)
 
 
 class FusedExecutor:
@@ -153,30 +192,22 @@ class FusedExecutor:
         self.config = (config or FusedConfig()).fitted(gpu, spec)
         self.constants = kernel_constants(spec, self.config)
         self.prepared = prepare_weights(gpu, spec, weights, self.constants)
-        window = spec.context_window
-        self.row_bytes = {PIXELS: 3 * window, IDS: 2 * window}
-        """Bytes per prompt row at most, for each prompt layout."""
+        largest_row = max(3 * spec.context_window, 2 * MAX_ROW_TOKENS)
         small = self.config.small_max
         self.scratch = gpu.storage_buffer(16 * ceil_div(4 * small, 16) + 16 * small * self.config.split, "scratch")
         self.scratch.write(np.zeros(small, np.uint32))
-        per_prompt = max(self.row_bytes.values())
-        by_storage = (gpu.limits.max_storage_block_size - HEADER_BYTES) // per_prompt
-        self.max_tile = min(MAX_TILE, by_storage, MAX_GROUPS_PER_AXIS * small)
-        if self.config.tile_m:
-            self.max_tile = min(self.max_tile, MAX_GROUPS_PER_AXIS**2 * self.config.tile_m)
-        else:
-            self.max_tile = min(self.max_tile, small)
-        self._batches: dict[int, BatchIO] = {}
-        self._mapped = self._mapped_io()
+        by_storage = (gpu.limits.max_storage_block_size - HEADER_BYTES) // largest_row
+        self.max_tile = min(MAX_TILE, by_storage) if self.config.tile_m else small
+        self._small = self._buffers(small, small, 3 * spec.context_window)
+        self._batches: dict[int, RunBuffers] = {}
         self._one_rows: dict[int, struct.Struct] = {}
 
     # --- the Executor protocol ---------------------------------------------------------------------
     def run(self, tails: np.ndarray) -> np.ndarray:
         """(n, context_window, 3) validated token rows → (n, 3) prediction pixels."""
-        pixels, bad = self._run(np.ascontiguousarray(tails, dtype=np.uint8), tails.shape[1], PIXELS)
-        if bad is not None:
-            row, position = divmod(bad, tails.shape[1])
-            raise PxglError(f"prompt {row}, position {position}: token id ≥ vocab size {self.spec.vocab_size}")
+        pixels, refused = self._run(np.ascontiguousarray(tails, dtype=np.uint8), PIXELS)
+        if refused is not None:
+            raise PxglError(f"prompt {refused}: a token id ≥ vocab size {self.spec.vocab_size}")
         return pixels
 
     def trace(self, tails: np.ndarray) -> Trace:
@@ -185,85 +216,110 @@ class FusedExecutor:
         return Trace(tokens=np.array(tails), embed=None, hidden=None, logits=None, prediction=prediction)
 
     def poison(self) -> None:
-        self._mapped.pixels[:] = POISON_BYTE
-        for io in self._batches.values():
-            io.predictions.write(np.full(4 * io.capacity, POISON_BYTE, np.uint8), offset=HEADER_BYTES)
+        for buffers in (self._small, *self._batches.values()):
+            buffers.words[:] = POISON_WORD
 
     # --- lean paths (engine.Engine.predict_one / predict_array) -----------------------------------
     def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
-        """(n, L ≤ context_window) uint16 ids → (n, 3) prediction pixels, and the flat index of the first
-        id ≥ vocab_size (found on the GPU while it reads them; the pixels are then void) or None."""
-        return self._run(np.ascontiguousarray(ids, dtype=np.uint16), ids.shape[1], IDS)
+        """(n, L) uint16 ids → (n, 3) prediction pixels, and the first prompt holding an id ≥ vocab_size
+        (found by the GPU as it reads them; the pixels are then void) or None."""
+        window, vocab = self.spec.context_window, self.spec.vocab_size
+        if ids.shape[1] > max(window, MAX_ROW_TOKENS):
+            refused = np.flatnonzero((ids[:, :-window] >= vocab).any(axis=1))
+            pixels, refused_in_window = self._run(np.ascontiguousarray(ids[:, -window:]), IDS)
+            firsts = [int(r) for r in (*refused[:1], refused_in_window) if r is not None]
+            return pixels, min(firsts, default=None)
+        return self._run(np.ascontiguousarray(ids, dtype=np.uint16), IDS)
 
     def run_one(self, ids: list[int]) -> np.ndarray:
         """One prompt's last ≤ context_window ids (already checked: 0 ≤ id < vocab_size) → (3,) pixel."""
         row = self._one_rows.get(len(ids))
         if row is None:
             row = self._one_rows[len(ids)] = struct.Struct(f"<4I{len(ids)}H")
-        io = self._mapped
-        row.pack_into(io.prompts.view, 0, 1, len(ids), 0, 0, *ids)
-        io.status[0] = NO_ERROR
-        self._dispatch_small(1, IDS)
-        self.gpu.wait_for_gpu()
-        if io.status[0] != NO_ERROR:
-            raise PxglError(f"prompt, position {int(io.status[0])}: token id ≥ vocab size {self.spec.vocab_size}")
-        return io.pixels[0, :3].copy()
+        buffers = self._small
+        buffers.prompts.write(row.pack(1, len(ids), 0, 0, *ids))
+        buffers.words[0] = POISON_WORD
+        self._dispatch_small(buffers, 1, IDS)
+        word = int(buffers.words[0])
+        if word >> 24 != WRITTEN_ALPHA:
+            raise PxglError(f"the GPU refused or did not write the prediction (word {word:#010x})")
+        return buffers.predictions.view[:3].copy()
 
     # --- runs --------------------------------------------------------------------------------------
-    def _run(self, rows: np.ndarray, row_len: int, layout: str) -> tuple[np.ndarray, int | None]:
-        n = len(rows)
+    def _run(self, rows: np.ndarray, layout: str) -> tuple[np.ndarray, int | None]:
+        n, row_len = rows.shape[:2]
         if n > self.max_tile:
             raise PxglError(f"fused executor: {n} prompts in one run, at most {self.max_tile}")
-        header = np.array([n, row_len, 0, 0], np.uint32)
-        if n <= self.config.small_max:
-            io = self._mapped
-            io.prompts.view[:HEADER_BYTES] = header.view(np.uint8)
-            io.prompts.view[HEADER_BYTES : HEADER_BYTES + rows.nbytes] = rows.reshape(-1).view(np.uint8)
-            io.status[0] = NO_ERROR
-            self._dispatch_small(n, layout)
-            self.gpu.wait_for_gpu()
-            status, pixels = int(io.status[0]), io.pixels[:n, :3].copy()
+        data = rows.reshape(n, -1).view(np.uint8)
+        small = n <= self.config.small_max
+        if small:
+            if data.shape[1] > self._small.row_bytes:
+                self._small = self._buffers(self.config.small_max, self.config.small_max, data.shape[1])
+            buffers = self._small
         else:
-            batch = self._batch_io(n)
-            batch.prompts.write(header)
-            batch.prompts.write(rows, offset=HEADER_BYTES)
-            batch.predictions.write(np.array([NO_ERROR], np.uint32))
-            self.gpu.use_storage(batch, (*self._weights(), batch.prompts, batch.predictions, self.scratch))
-            tiles = ceil_div(n, self.config.tile_m)
-            self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
-            self.gpu.storage_barrier()
-            words = np.frombuffer(batch.predictions.read(HEADER_BYTES + 4 * n), np.uint32)
-            status, pixels = int(words[0]), words[HEADER_BYTES // 4 :].view(np.uint8).reshape(n, 4)[:, :3]
-        return pixels, None if status == NO_ERROR else status
+            buffers = self._batch_buffers(n, data.shape[1])
+        words = buffers.words[:n]
+        words[:] = POISON_WORD
+        if not small:
+            weights = self.prepared
+            self.gpu.use_storage(weights, (weights.pooled_hidden, weights.out_weights, weights.biases))
+        for start in range(0, n, buffers.chunk):
+            count = min(buffers.chunk, n - start)
+            offset = (start // buffers.chunk) * buffers.stride
+            buffers.prompts.write(np.array([count, row_len, 0, 0], np.uint32), offset=offset)
+            buffers.prompts.write(data[start : start + count], offset=offset + HEADER_BYTES)
+            if small:
+                self._dispatch_small(buffers, n, layout)
+            else:
+                size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
+                self.gpu.bind_storage_range(buffers.prompts, 3, offset, size)
+                self.gpu.bind_storage_range(buffers.predictions.buffer, 4, 4 * start, 4 * count)
+                tiles = ceil_div(count, self.config.tile_m)
+                self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
+        if not small:
+            self.gpu.wait_for_gpu()
+        words = words.copy()
+        alpha = words >> 24
+        if (alpha != WRITTEN_ALPHA).any():
+            first = int(np.flatnonzero(alpha != WRITTEN_ALPHA)[0])
+            if words[first] != REFUSED_WORD:
+                raise PxglError(f"the GPU did not write the prediction of prompt {first} (word {words[first]:#010x})")
+            return words.view(np.uint8).reshape(n, 4)[:, :3], first
+        return words.view(np.uint8).reshape(n, 4)[:, :3], None
 
-    def _dispatch_small(self, n: int, layout: str) -> None:
-        io = self._mapped
-        self.gpu.use_storage(io, (*self._weights(), io.prompts.buffer, io.predictions.buffer, self.scratch))
+    def _dispatch_small(self, buffers: "RunBuffers", n: int, layout: str) -> None:
+        """Dispatch fused_small over the first n prompts and wait until their prediction words are written."""
+        weights = self.prepared
+        bindings = (weights.pooled_hidden, weights.out_weights, weights.biases)
+        self.gpu.use_storage(buffers, (*bindings, buffers.prompts, buffers.predictions.buffer, self.scratch))
+        self.gpu.storage_barrier()  # the previous run's arrival counts, reset on the GPU, are visible
         self.gpu.dispatch(self._kernel("fused_small", layout), (self.config.split, n, 1), "fused_small")
-        self.gpu.storage_barrier()
-
-    def _weights(self) -> tuple[Buffer, Buffer, Buffer]:
-        p = self.prepared
-        return p.pooled_hidden, p.out_weights, p.biases
+        if self.config.sync == "fence":
+            self.gpu.wait_for_gpu()
+            return
+        self.gpu.flush()
+        words = buffers.words
+        for _ in range(SPIN_LIMIT):
+            if words[n - 1] != POISON_WORD and (n == 1 or (words[:n] != POISON_WORD).all()):
+                return
+        self.gpu.wait_for_gpu()  # the caller then finds any word still unwritten
 
     def _kernel(self, name: str, layout: str) -> Shader:
-        return self.gpu.compile(name, self.constants | {"PROMPTS_AS_PIXELS": int(layout == PIXELS)})
+        group = 1 if name == "fused_small" else self.config.tile_m
+        layout_constants = {"PROMPTS_AS_PIXELS": int(layout == PIXELS), "GROUP_PROMPTS": group}
+        return self.gpu.compile(name, self.constants | layout_constants)
 
-    def _mapped_io(self) -> MappedIO:
-        small = self.config.small_max
-        prompts = self.gpu.mapped_buffer(HEADER_BYTES + small * max(self.row_bytes.values()), "prompts (mapped)")
-        predictions = self.gpu.mapped_buffer(HEADER_BYTES + 4 * small, "predictions (mapped)")
-        status = predictions.view[:4].view(np.uint32)
-        pixels = predictions.view[HEADER_BYTES:].reshape(small, 4)
-        pixels[:] = POISON_BYTE
-        return MappedIO(prompts, predictions, status, pixels)
+    def _buffers(self, capacity: int, chunk: int, row_bytes: int) -> RunBuffers:
+        stride = 16 * ceil_div(HEADER_BYTES + chunk * row_bytes, 16)
+        prompts = self.gpu.storage_buffer(stride * ceil_div(capacity, chunk), "prompts")
+        predictions = self.gpu.mapped_buffer(4 * capacity, "predictions")
+        buffers = RunBuffers(capacity, chunk, row_bytes, stride, prompts, predictions)
+        buffers.words[:] = POISON_WORD
+        return buffers
 
-    def _batch_io(self, n: int) -> BatchIO:
+    def _batch_buffers(self, n: int, row_bytes: int) -> RunBuffers:
         capacity = min(next_pow2(n), self.max_tile)
-        if capacity not in self._batches:
-            per_prompt = max(self.row_bytes.values())
-            prompts = self.gpu.storage_buffer(HEADER_BYTES + 4 * ceil_div(capacity * per_prompt, 4), "prompts")
-            predictions = self.gpu.storage_buffer(HEADER_BYTES + 4 * capacity, "predictions")
-            self._batches[capacity] = BatchIO(capacity, prompts, predictions)
-            predictions.write(np.full(4 * capacity, POISON_BYTE, np.uint8), offset=HEADER_BYTES)
+        held = self._batches.get(capacity)
+        if held is None or held.row_bytes < row_bytes:
+            self._batches[capacity] = self._buffers(capacity, min(capacity, self.config.chunk), row_bytes)
         return self._batches[capacity]

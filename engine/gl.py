@@ -46,6 +46,7 @@ GL_WAIT_FAILED = 0x911D
 GL_SHADER_STORAGE_BARRIER_BIT = 0x2000
 GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT = 0x4000
 GL_BUFFER_UPDATE_BARRIER_BIT = 0x0200
+GL_PROGRAM_BINARY_LENGTH = 0x8741
 SPIN_POLLS = 20000
 """Fence polls before a wait starts sleeping in the driver: spinning keeps single-prompt latency low."""
 SLEEP_WAIT_NS = 1_000_000
@@ -104,6 +105,11 @@ class RawGL:
         self._delete_sync = entry("glDeleteSync", None, c_void_p)
         self._get_error = entry("glGetError", c_uint)
         self.memory_barrier = entry("glMemoryBarrier", None, c_uint)
+        self.flush = entry("glFlush", None)
+        self._get_program_binary = entry(
+            "glGetProgramBinary", None, c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+        )
+        self._get_program_iv = entry("glGetProgramiv", None, c_uint, c_uint, ctypes.POINTER(ctypes.c_int))
 
     def integer(self, name: int) -> int:
         value = ctypes.c_int64()
@@ -123,6 +129,14 @@ class RawGL:
 
     def fence(self) -> int:
         return self._fence_sync(GL_SYNC_GPU_COMMANDS_COMPLETE, 0)
+
+    def program_binary(self, program: int) -> bytes:
+        length = ctypes.c_int()
+        self._get_program_iv(program, GL_PROGRAM_BINARY_LENGTH, ctypes.byref(length))
+        data = ctypes.create_string_buffer(max(length.value, 1))
+        written, binary_format = ctypes.c_int(), ctypes.c_uint()
+        self._get_program_binary(program, length.value, ctypes.byref(written), ctypes.byref(binary_format), data)
+        return data.raw[: written.value]
 
     def wait_fence(self, sync: int) -> None:
         """Poll the fence (flushing once) and spin a while before letting the driver sleep."""
@@ -283,6 +297,11 @@ class GLBackend:
         view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
         return MappedBuffer(self.ctx.external_buffer(glo, size), view)
 
+    def bind_storage_range(self, buffer: Buffer, binding: int, offset: int, size: int) -> None:
+        """Bind bytes [offset, offset + size) of a buffer (offset a multiple of storage_offset_alignment)."""
+        buffer.bind_to_storage_buffer(binding, offset=offset, size=size)
+        self._storage_owner = None
+
     def use_storage(self, owner: object, buffers: Sequence[Buffer]) -> None:
         """Bind buffers[i] to storage binding i, unless `owner` was the last to bind: a caller that
         keeps one owner object per fixed set of buffers pays for binding once, not per call."""
@@ -300,6 +319,14 @@ class GLBackend:
     def wait_for_gpu(self) -> None:
         """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
         self._gl.wait_fence(self._gl.fence())
+
+    def flush(self) -> None:
+        """Send the commands issued so far to the GPU without waiting for them."""
+        self._gl.flush()
+
+    def program_binary(self, shader: Shader) -> bytes:
+        """The driver's binary of a compiled shader (NVIDIA's holds its assembly: evidence for tuning)."""
+        return self._gl.program_binary(shader.glo)
 
 
 def glsl_literal(value: int | float) -> str:

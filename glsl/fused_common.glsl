@@ -1,21 +1,25 @@
-// What the fused kernels share: the prepared weights (glsl/fused_prepare.comp), the prompts and
-// prediction buffers, reading a prompt's tokens, its hidden units, and the online softmax.
+// What the fused kernels share: the prepared weights (glsl/fused_prepare.comp), the prompt and prediction
+// buffers, staging a group's prompt tokens in shared memory, hidden units, and the online softmax.
 //
 // Prompts: a header [n, row_len, 0, 0] then n rows of row_len tokens, either
 //   PROMPTS_AS_PIXELS = 1: token-texture pixels, 3 bytes each (id % 256, id / 256, 255), a row ending at
 //                          the first pixel whose blue is not 255 (docs/FORMATS.md §4), or
 //   PROMPTS_AS_PIXELS = 0: uint16 ids, two to a word, every row exactly row_len tokens.
-// Predictions: a header [error_at, 0, 0, 0] then one word per prompt, the bytes of its prediction pixel
-// (id % 256, id / 256, round(255 p), 255). error_at is the lowest flat token index holding an id >= VOCAB
-// (0xFFFFFFFF when none): the host refuses the whole run when it is set.
+// Predictions: one word per prompt, the bytes of its prediction pixel (id % 256, id / 256, round(255 p),
+// 255), or REFUSED (alpha 0) when the prompt holds an id >= VOCAB. The host knows a word was written
+// because its alpha byte is 255 or 0, never the poison it left there.
+#if UNROLL
+#pragma optionNV(unroll all)
+#endif
 
 layout(std430, binding = 0) readonly restrict buffer PooledHidden { float P[]; };
 layout(std430, binding = 1) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
 layout(std430, binding = 2) readonly restrict buffer Biases { float BIAS[]; };
 layout(std430, binding = 3) readonly restrict buffer Prompts { uint PROMPTS[]; };
-layout(std430, binding = 4) restrict buffer Predictions { uint error_at; uint reserved[3]; uint PREDICTIONS[]; };
+layout(std430, binding = 4) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
 
 const int HEADER_WORDS = 4;
+const uint REFUSED = 0u;
 #define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
 
 int prompt_count() { return int(PROMPTS[0]); }
@@ -43,23 +47,48 @@ uint raw_token(int p, int row_len, int i) {
 }
 #endif
 
-// A token id, checked: an id past the vocabulary is recorded (the run is refused) and read as 0.
-int token(int p, int row_len, int i) {
-    uint id = raw_token(p, row_len, i);
-    if (id >= uint(VOCAB)) {
-        atomicMin(error_at, uint(p * row_len + i));
-        return 0;
+// Tokens of GROUP_PROMPTS prompts staged STAGE_W at a time: each prompt's last min(length, CONTEXT_WINDOW)
+// tokens, ids clamped into the vocabulary. A prompt holding an id >= VOCAB anywhere in its row, inside the
+// window or before it, is refused as a whole.
+shared int staged_count[GROUP_PROMPTS];
+shared int staged_first[GROUP_PROMPTS];
+shared bool staged_valid[GROUP_PROMPTS];
+shared uint staged_ids[GROUP_PROMPTS * STAGE_W];
+
+// Find each prompt's window (prompts past n get none); `group_threads` threads from `t`.
+void stage_windows(int base, int n, int row_len, int t, int group_threads) {
+    for (int m = t; m < GROUP_PROMPTS; m += group_threads) {
+        int length = base + m < n ? prompt_length(base + m, row_len) : 0;
+        int count = min(length, CONTEXT_WINDOW);
+        bool valid = true;
+        for (int i = 0; i < length; i++) valid = valid && raw_token(base + m, row_len, i) < uint(VOCAB);
+        staged_count[m] = count;
+        staged_first[m] = length - count;
+        staged_valid[m] = valid;
     }
-    return int(id);
 }
 
-// Hidden unit j of prompt p: relu(mean of P over its last CONTEXT_WINDOW tokens + b_hidden[j]).
-float hidden_unit(int p, int row_len, int j) {
-    int n = prompt_length(p, row_len);
-    int first = max(0, n - CONTEXT_WINDOW);
+// Stage window tokens [chunk, chunk + STAGE_W) of every prompt of the group.
+void stage_chunk(int base, int row_len, int chunk, int t, int group_threads) {
+    for (int e = t; e < GROUP_PROMPTS * STAGE_W; e += group_threads) {
+        int m = e / STAGE_W, i = chunk + e % STAGE_W;
+        uint id = i < staged_count[m] ? raw_token(base + m, row_len, staged_first[m] + i) : 0u;
+        staged_ids[e] = min(id, uint(VOCAB - 1));
+    }
+}
+
+// Sum of P[token][j] over staged tokens [chunk, chunk + STAGE_W) of prompt m.
+float staged_sum(int m, int chunk, int j) {
     float sum = 0.0;
-    for (int i = first; i < n; i++) sum += P[token(p, row_len, i) * HIDDEN_DIM + j];
-    return max(sum / float(n - first) + BIAS[j], 0.0);
+    int count = staged_count[m] - chunk;
+    for (int i = 0; i < STAGE_W; i++) {
+        if (i < count) sum += P[int(staged_ids[m * STAGE_W + i]) * HIDDEN_DIM + j];
+    }
+    return sum;
+}
+
+float hidden_from_sum(int m, float sum, int j) {
+    return max(sum / float(max(staged_count[m], 1)) + BIAS[j], 0.0);
 }
 
 // Online softmax over logits seen one at a time: the running top logit, its (lowest) index and
@@ -87,7 +116,7 @@ void merge(inout float top, inout float sum, inout int index, vec4 other) {
 
 vec4 packed_state(float top, float sum, int index) { return vec4(top, sum, intBitsToFloat(index), 0.0); }
 
-uint prediction_pixel(int index, float sum) {
+uint prediction_word(bool valid, int index, float sum) {
     uint confidence = uint(floor(255.0 / sum + 0.5));
-    return uint(index) | (confidence << 16) | (255u << 24);
+    return valid ? uint(index) | (confidence << 16) | (255u << 24) : REFUSED;
 }

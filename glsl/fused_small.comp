@@ -1,17 +1,22 @@
-// Fused forward pass for few prompts (one prompt: the latency path). Work group (slice, p) computes
-// prompt p's hidden units, then the logits of vocabulary slice `slice` with SMALL_THREADS threads, four
-// columns (one vec4 of weights) a thread at a time, folding each into an online softmax; a tree in shared
-// memory merges the threads. With SPLIT > 1 slices, each group leaves its partial result in Scratch and
-// the last group of the prompt to arrive (an atomic count) merges them and writes the prediction.
+// Fused forward pass for few prompts (one prompt: the latency path). Work group (slice, p) stages prompt
+// p's tokens, computes its hidden units, then the logits of vocabulary slice `slice`: its threads split
+// the slice's columns (a vec4 of weights each) and, when there are more threads than columns, the hidden
+// units too, adding their partial sums through shared memory; each column's logit is folded into an
+// online softmax and a tree in shared memory merges the threads. With SPLIT > 1 slices, each group leaves
+// its partial result in Scratch and the last group of the prompt to arrive (an atomic count) merges them.
 layout(local_size_x = SMALL_THREADS) in;  // a power of two
 
 #include "fused_common.glsl"
 layout(std430, binding = 5) coherent restrict buffer Scratch { uint arrivals[SMALL_MAX]; vec4 partials[]; };
 
-const int SLICE4 = VOCAB_PAD / 4 / SPLIT;  // vec4 columns per slice
+// COLUMN_THREADS (injected): threads along the columns, a power of two <= min(SLICE4, SMALL_THREADS)
+const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per slice
+const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
+const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 
 shared float h[HIDDEN_DIM];
-shared vec4 states[SMALL_THREADS];
+shared vec4 partial_sums[SMALL_THREADS];
+shared vec4 states[COLUMN_THREADS];
 shared bool last_arrival;
 
 void main() {
@@ -19,22 +24,42 @@ void main() {
     int slice = int(gl_WorkGroupID.x);
     int p = int(gl_WorkGroupID.y);
     int row_len = prompt_row_len();
-    for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] = hidden_unit(p, row_len, j);
+    stage_windows(p, p + 1, row_len, t, SMALL_THREADS);
+    for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] = 0.0;
+    barrier();
+    for (int chunk = 0; chunk < staged_count[0]; chunk += STAGE_W) {
+        stage_chunk(p, row_len, chunk, t, SMALL_THREADS);
+        barrier();
+        for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] += staged_sum(0, chunk, j);
+        barrier();
+    }
+    for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] = hidden_from_sum(0, h[j], j);
     barrier();
 
+    int lane = t % COLUMN_THREADS, part = t / COLUMN_THREADS;
     float top = NO_LOGIT, sum = 0.0;
     int index = VOCAB;
-    for (int c4 = slice * SLICE4 + t; c4 < (slice + 1) * SLICE4; c4 += SMALL_THREADS) {
+    for (int round = 0; round < ROUNDS; round++) {
+        int c4 = slice * SLICE4 + round * COLUMN_THREADS + lane;
+        bool working = round * COLUMN_THREADS + lane < SLICE4 && part < HIDDEN_SPLIT;
         vec4 acc = vec4(0.0);
-        for (int j = 0; j < HIDDEN_DIM; j++) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
-        for (int r = 0; r < 4; r++) {
-            int k = 4 * c4 + r;
-            if (k < VOCAB) consider(top, sum, index, acc[r] + BIAS[HIDDEN_DIM + k], k);
+        if (working) {
+            for (int j = part; j < HIDDEN_DIM; j += HIDDEN_SPLIT) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
         }
+        partial_sums[t] = acc;
+        barrier();
+        if (working && part == 0) {
+            for (int s = 1; s < HIDDEN_SPLIT; s++) acc += partial_sums[s * COLUMN_THREADS + lane];
+            for (int r = 0; r < 4; r++) {
+                int k = 4 * c4 + r;
+                if (k < VOCAB) consider(top, sum, index, acc[r] + BIAS[HIDDEN_DIM + k], k);
+            }
+        }
+        barrier();
     }
-    states[t] = packed_state(top, sum, index);
+    if (t < COLUMN_THREADS) states[t] = packed_state(top, sum, index);
     barrier();
-    for (int stride = SMALL_THREADS / 2; stride > 0; stride /= 2) {
+    for (int stride = COLUMN_THREADS / 2; stride > 0; stride /= 2) {
         if (t < stride) {
             merge(top, sum, index, states[t + stride]);
             states[t] = packed_state(top, sum, index);
@@ -42,7 +67,7 @@ void main() {
         barrier();
     }
 #if SPLIT == 1
-    if (t == 0) PREDICTIONS[p] = prediction_pixel(index, sum);
+    if (t == 0) PREDICTIONS[p] = prediction_word(staged_valid[0], index, sum);
 #else
     if (t == 0) {
         partials[p * SPLIT + slice] = states[0];
@@ -53,7 +78,7 @@ void main() {
     if (t == 0 && last_arrival) {
         top = NO_LOGIT; sum = 0.0; index = VOCAB;
         for (int s = 0; s < SPLIT; s++) merge(top, sum, index, partials[p * SPLIT + s]);
-        PREDICTIONS[p] = prediction_pixel(index, sum);
+        PREDICTIONS[p] = prediction_word(staged_valid[0], index, sum);
         arrivals[p] = 0u;
     }
 #endif

@@ -1,8 +1,8 @@
-// Fused forward pass for batches: one work group per TILE_M prompts. It writes the tile's hidden units
-// to shared memory (transposed, so TM consecutive prompts are one vec4 load), then sweeps the vocabulary
-// TILE_N columns at a time: each thread keeps a TM x TN register tile of logits (TM prompts x TN
-// consecutive columns), adds the bias and folds each logit into its prompts' online softmax, so logits
-// never leave registers. The TILE_N / TN threads that share prompts merge through shared memory.
+// Fused forward pass for batches: one work group per TILE_M prompts. It stages the tile's tokens in
+// shared memory, writes the tile's hidden units there (transposed, so TM consecutive prompts are one vec4
+// load), then sweeps the vocabulary TILE_N columns at a time: each thread keeps a TM x TN register tile
+// of logits (TM prompts x TN consecutive columns), adds the bias and folds each logit into its prompts'
+// online softmax, so logits never leave registers. The TILE_N / TN threads sharing prompts merge last.
 layout(local_size_x = TILE_THREADS) in;  // (TILE_M / TM) * (TILE_N / TN)
 
 #include "fused_common.glsl"
@@ -15,10 +15,22 @@ void main() {
     int t = int(gl_LocalInvocationID.x);
     int n = prompt_count(), row_len = prompt_row_len();
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
+    stage_windows(base, n, row_len, t, TILE_THREADS);
+    for (int e = t; e < TILE_M * HIDDEN_DIM / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
+    barrier();
+    for (int chunk = 0; chunk < CONTEXT_WINDOW; chunk += STAGE_W) {
+        stage_chunk(base, row_len, chunk, t, TILE_THREADS);
+        barrier();
+        for (int e = t; e < TILE_M * HIDDEN_DIM; e += TILE_THREADS) {
+            int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;  // consecutive threads read consecutive floats of P
+            pool[(j * TILE_M + m) / 4][m % 4] += staged_sum(m, chunk, j);
+        }
+        barrier();
+    }
     for (int e = t; e < TILE_M * HIDDEN_DIM; e += TILE_THREADS) {
-        int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;  // consecutive threads read consecutive floats of P
-        float v = base + m < n ? hidden_unit(base + m, row_len, j) : 0.0;
-        pool[(j * TILE_M + m) / 4][m % 4] = v;
+        int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;
+        int at = (j * TILE_M + m) / 4;
+        pool[at][m % 4] = hidden_from_sum(m, pool[at][m % 4], j);
     }
     barrier();
 
@@ -55,6 +67,6 @@ void main() {
         float best = NO_LOGIT, total = 0.0;
         int id = VOCAB;
         for (int r = 0; r < ROW_THREADS; r++) merge(best, total, id, pool[m * ROW_THREADS + r]);
-        PREDICTIONS[base + m] = prediction_pixel(id, total);
+        PREDICTIONS[base + m] = prediction_word(staged_valid[m], id, total);
     }
 }

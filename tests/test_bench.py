@@ -23,6 +23,7 @@ from peers import FP32, System, numpy_system  # noqa: E402
 from reference import CheckFailed, Reference  # noqa: E402
 from run import measure_throughput, params_of  # noqa: E402
 
+
 @pytest.fixture
 def small_model(tmp_path, rng):
     model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)

@@ -74,10 +74,12 @@ def test_lean_paths_match_oracle(engine, model, rng, seed, length, dtype):
 
 
 @pytest.mark.parametrize("n", [3, 200])
-def test_ids_past_the_vocabulary_are_refused_with_their_place(engine, model, rng, n):
+@pytest.mark.parametrize("length", [12, 40, 300])  # inside the window; before it; cut on the host
+def test_ids_past_the_vocabulary_are_refused_with_their_place(engine, model, rng, n, length):
     vocab = model.spec.vocab_size
-    ids = rng.integers(0, vocab, (n, 12)).astype(np.uint16)
-    row, position = int(rng.integers(n)), int(rng.integers(12))
+    ids = rng.integers(0, vocab, (n, length)).astype(np.uint16)
+    outside_window = length - model.spec.context_window  # > 0: put the bad id where the window cannot see it
+    row, position = int(rng.integers(n)), int(rng.integers(outside_window if outside_window > 0 else length))
     ids[row, position] = vocab + int(rng.integers(0, 65536 - vocab))
     with pytest.raises(PxglError, match=f"row {row}, position {position}: token id {ids[row, position]}"):
         engine.predict_array(ids)
@@ -114,9 +116,14 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     rng = np.random.default_rng(seed)
     vocab, embed, hidden, window = dims
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
+    engine = Engine(model, gpu, executor="fused")
     rows = random_rows(rng, 300, vocab, max_len=30)
-    pred = checked_predict(Engine(model, gpu, executor="fused"), encode_tokens(rows, vocab))
-    assert_predictions_match(pred, oracle.logits(params_of(model), rows, window), seed)
+    lg = oracle.logits(params_of(model), rows, window)
+    assert_predictions_match(checked_predict(engine, encode_tokens(rows, vocab)), lg, seed)  # fused_tiles
+    few = engine.executor.config.small_max // 2
+    assert_predictions_match(checked_predict(engine, encode_tokens(rows[:few], vocab)), lg[:few], seed)
+    one = np.stack([engine.predict_one(row.tolist()) for row in rows[:3]])[:, None, :]
+    assert_predictions_match(one, lg[:3], seed)
 
 
 def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, seed):

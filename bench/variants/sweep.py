@@ -5,6 +5,7 @@ a fence round trip with no work, and where a prompt's time goes.
     python bench/variants/sweep.py [--big 1048576] [--check 262144]"""
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import replace
@@ -18,28 +19,27 @@ from models import random_model  # noqa: E402
 from peers import FP32  # noqa: E402
 from reference import CheckFailed, Reference  # noqa: E402
 from report import si  # noqa: E402
-from run import PROMPT_TOKENS, params_of  # noqa: E402
+from run import PROMPT_TOKENS, bundled, params_of  # noqa: E402
 from timing import time_batch, time_calls  # noqa: E402
 
 from engine.fused import IDS, FusedConfig, FusedExecutor, grid  # noqa: E402
 from engine.gl import GLBackend  # noqa: E402
 from engine.model import load_model  # noqa: E402
-from engine.resources import bundled_model  # noqa: E402
 
 TILE_SHAPES = [  # (tile_m, tm, tn, tile_n)
     (64, 8, 8, 64),
     (64, 8, 8, 128),
-    (64, 8, 4, 32),
     (64, 8, 4, 64),
     (64, 4, 8, 64),
     (64, 4, 4, 64),
-    (64, 16, 4, 64),
     (64, 8, 16, 128),
     (32, 8, 8, 64),
     (32, 8, 8, 128),
     (32, 4, 8, 64),
+    (32, 8, 4, 64),
 ]
-SMALL_SHAPES = [(threads, split) for threads in (128, 256, 512, 1024) for split in (1, 2, 4, 8, 16, 32)]
+SMALL_SHAPES = [(threads, split) for threads in (128, 256, 512, 1024) for split in (1, 2, 4, 8, 16)]
+CHUNKS = (1 << 16, 1 << 18, 1 << 20)
 CROSSOVER_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -55,28 +55,40 @@ def median_us(action, calls: int = 2000) -> float:
 
 
 def gpu_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int = 5) -> float:
-    """The tiles kernel alone on prompts already uploaded: dispatch + fence wait, median of `repeats`."""
-    executor.run_ids(ids)  # uploads the prompts and binds this batch's buffers
+    """The tiles kernel alone over prompts already uploaded (one chunk): dispatch + fence, median."""
+    executor.run_ids(ids)  # uploads the prompts and leaves the last chunk's buffers bound
     kernel = executor._kernel("fused_tiles", IDS)
-    groups = grid(-(-len(ids) // executor.config.tile_m))
+    count = min(len(ids), executor.config.chunk)
+    groups = grid(-(-count // executor.config.tile_m))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         executor.gpu.dispatch(kernel, groups, "fused_tiles")
         executor.gpu.wait_for_gpu()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(times)) * len(ids) / count
+
+
+def assembly_report(gpu: GLBackend, executor: FusedExecutor, name: str, out: Path | None) -> str:
+    """Local-memory use in NVIDIA's assembly of a kernel (its program binary holds the text)."""
+    binary = gpu.program_binary(executor._kernel(name, IDS))
+    text = "\n".join(chunk.decode() for chunk in re.findall(rb"[\x20-\x7e\t\n]{6,}", binary))
+    if out is not None:
+        with out.open("a") as log:
+            log.write(f"\n==== {name}, unroll {executor.config.unroll}, {executor.config}\n{text}\n")
+    return f"{len(binary)} bytes, {len(text.splitlines())} text lines, {text.count('lmem')} mentions of lmem"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", type=int, default=1 << 20, help="batch timed for throughput")
-    parser.add_argument("--check", type=int, default=1 << 18, help="prompts checked against the oracle")
+    parser.add_argument("--check", type=int, default=1 << 16, help="prompts checked against the oracle")
+    parser.add_argument("--asm-out", type=Path, help="file to append the kernels' assembly text to")
     args = parser.parse_args()
     gpu = GLBackend()
     print(f"fused variants on {gpu.renderer} ({gpu.version}); limits {gpu.limits}", flush=True)
-    path = bundled_model()
-    if not path.exists():
+    path = bundled()
+    if path is None:
         import tempfile
 
         path = Path(random_model(Path(tempfile.mkdtemp()), np.random.default_rng(0)).source)
@@ -90,81 +102,81 @@ def main() -> None:
     print(f"oracle for {args.check:,} prompts: {time.perf_counter() - start:.1f} s", flush=True)
     rows = [p.tolist() for p in prompts[:2000]]
 
-    print("\n## floors of one prompt", flush=True)
-    base = FusedExecutor(gpu, spec, weights)
-    print(f"fence round trip, no work:     {median_us(gpu.wait_for_gpu):7.1f} µs", flush=True)
-    print(f"glFinish, no work:             {median_us(gpu.finish):7.1f} µs", flush=True)
+    def latency(config: FusedConfig) -> float:
+        executor = FusedExecutor(gpu, spec, weights, config)
+        result, outputs = time_calls(executor.run_one, rows, warmup=200)
+        reference.check(np.stack(outputs), slice(0, len(rows)), FP32)
+        return result.median_us
 
-    def dispatch_only():
-        base._dispatch_small(1, IDS)
+    def throughput(config: FusedConfig) -> tuple[float, float, FusedExecutor]:
+        executor = FusedExecutor(gpu, spec, weights, config)
+        checked, _ = executor.run_ids(prompts[: args.check])
+        reference.check(checked, slice(0, args.check), FP32)
+        result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 2.0, 10)
+        for output in outputs:
+            reference.check(output[: args.check], slice(0, args.check), FP32)
+        return result.prompts_per_s, gpu_seconds(executor, prompts), executor
 
-    print(f"dispatch fused_small, no wait: {median_us(dispatch_only, 200):7.1f} µs", flush=True)
-    gpu.wait_for_gpu()
+    print("\n## one prompt: floors and waits", flush=True)
+    print(f"fence round trip, no work: {median_us(gpu.wait_for_gpu):7.1f} µs", flush=True)
+    for sync in ("poll", "fence"):
+        for unroll in (False, True):
+            config = FusedConfig(sync=sync, unroll=unroll)
+            print(f"run_one, sync {sync:5}, unroll {unroll!s:5}: {latency(config):7.1f} µs", flush=True)
 
-    def dispatch_finish():
-        base._dispatch_small(1, IDS)
-        gpu.finish()
-
-    print(f"dispatch + glFinish:           {median_us(dispatch_finish):7.1f} µs", flush=True)
-    print(f"run_one (dispatch + fence):    {median_us(lambda: base.run_one(rows[0])):7.1f} µs", flush=True)
-
-    print("\n## fused_small: single-prompt latency by (threads, split)", flush=True)
+    print("\n## fused_small: single-prompt latency by (threads, split), poll", flush=True)
     table = []
     for threads, split in SMALL_SHAPES:
-        config = replace(FusedConfig(), small_threads=threads, split=split)
+        config = FusedConfig(small_threads=threads, split=split)
         try:
-            executor = FusedExecutor(gpu, spec, weights, config)
-            latency, outputs = time_calls(executor.run_one, rows, warmup=200)
-            reference.check(np.stack(outputs), slice(0, len(rows)), FP32)
+            table.append((latency(config), threads, split))
         except (CheckFailed, Exception) as e:  # a shape the GPU refuses is a result too
             print(f"threads {threads:5} split {split:3}: {type(e).__name__}: {e}", flush=True)
             continue
-        table.append((latency.median_us, threads, split))
-        print(
-            f"threads {threads:5} split {split:3}: median {latency.median_us:6.1f} µs  p99 {latency.p99_us:6.1f} µs",
-            flush=True,
-        )
+        print(f"threads {threads:5} split {split:3}: median {table[-1][0]:6.1f} µs", flush=True)
     best_small = min(table)
     print(f"best: threads {best_small[1]}, split {best_small[2]}: {best_small[0]:.1f} µs", flush=True)
 
-    print("\n## fused_tiles: throughput by (tile_m, tm, tn, tile_n)", flush=True)
+    print("\n## fused_tiles: throughput by (tile_m, tm, tn, tile_n) and unroll", flush=True)
     results = []
     for shape in TILE_SHAPES:
-        tile_m, tm, tn, tile_n = shape
-        config = replace(FusedConfig(), tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n)
-        try:
-            executor = FusedExecutor(gpu, spec, weights, config)
+        for unroll in (False, True):
+            tile_m, tm, tn, tile_n = shape
+            config = FusedConfig(tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n, unroll=unroll)
+            try:
+                rate, kernel_s, executor = throughput(config)
+            except (CheckFailed, Exception) as e:
+                print(f"{shape} unroll {unroll}: {type(e).__name__}: {e}", flush=True)
+                continue
             if executor.config.tile_m != tile_m:
                 print(f"{shape}: does not fit ({executor.config})", flush=True)
                 continue
-            checked, _ = executor.run_ids(prompts[: args.check])
-            reference.check(checked, slice(0, args.check), FP32)
-            throughput, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts, 2.0, 10)
-            for output in outputs:
-                reference.check(output[: args.check], slice(0, args.check), FP32)
-            kernel_s = gpu_seconds(executor, prompts)
-        except (CheckFailed, Exception) as e:
-            print(f"{shape}: {type(e).__name__}: {e}", flush=True)
-            continue
-        results.append((throughput.prompts_per_s, shape, kernel_s))
-        print(
-            f"{shape}: {si(throughput.prompts_per_s):>7} prompts/s end to end, kernel alone "
-            f"{kernel_s * 1e3:6.2f} ms = {si(args.big / kernel_s):>7} prompts/s",
-            flush=True,
-        )
+            results.append((rate, shape, unroll))
+            print(
+                f"{shape} unroll {unroll!s:5}: {si(rate):>7} prompts/s end to end, kernel alone "
+                f"{kernel_s * 1e3:6.2f} ms = {si(args.big / kernel_s):>7} prompts/s",
+                flush=True,
+            )
     best = max(results)
-    print(f"best: {best[1]}: {si(best[0])} prompts/s", flush=True)
+    print(f"best: {best[1]} unroll {best[2]}: {si(best[0])} prompts/s", flush=True)
+    tile_m, tm, tn, tile_n = best[1]
+    best_config = FusedConfig(tile_m, tm, tn, tile_n, best_small[1], best_small[2], unroll=best[2])
+    for chunk in CHUNKS:
+        rate, kernel_s, _ = throughput(replace(best_config, chunk=chunk))
+        print(f"chunk {chunk:>8}: {si(rate):>7} prompts/s end to end", flush=True)
+    for unroll in (False, True):
+        executor = FusedExecutor(gpu, spec, weights, replace(best_config, unroll=unroll))
+        for name in ("fused_tiles", "fused_small"):
+            print(f"assembly {name} unroll {unroll}: {assembly_report(gpu, executor, name, args.asm_out)}")
 
     print("\n## crossover: small vs tiles kernel (prompts/s)", flush=True)
-    tile_m, tm, tn, tile_n = best[1]
     for small_max, label in ((1, "tiles"), (max(CROSSOVER_SIZES), "small")):
-        config = FusedConfig(tile_m, tm, tn, tile_n, best_small[1], best_small[2], small_max)
-        executor = FusedExecutor(gpu, spec, weights, config)
+        executor = FusedExecutor(gpu, spec, weights, replace(best_config, small_max=small_max))
         cells = []
         for b in CROSSOVER_SIZES:
-            throughput, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts[:b], 0.3, 500)
+            result, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts[:b], 0.3, 500)
             reference.check(outputs[-1], slice(0, b), FP32)
-            cells.append(f"{b}: {si(throughput.prompts_per_s)}")
+            cells.append(f"{b}: {si(result.prompts_per_s)}")
         print(f"{label:6} " + "  ".join(cells), flush=True)
 
 
