@@ -137,7 +137,8 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     missing = required - meta.keys()
     if missing:
         raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
-    if meta["format"] != FORMAT or meta["version"] != VERSION:
+    version = meta["version"]
+    if meta["format"] != FORMAT or isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
         raise PxglError(
             f"{where}: format {meta['format']!r} version {meta['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
         )

@@ -40,6 +40,8 @@ def test_valid_meta_builds_the_spec(meta):
     [
         (lambda m: m.pop("vocab_size"), "missing key"),
         (lambda m: m.update(format="gguf"), "pxgl reads 'pixellm' version 0"),
+        (lambda m: m.update(version=0.0), "pxgl reads 'pixellm' version 0"),
+        (lambda m: m.update(version=False), "pxgl reads 'pixellm' version 0"),
         (lambda m: m.update(embed_dim="8"), "'embed_dim' must be an integer"),
         (lambda m: m.update(hidden_dim=True), "'hidden_dim' must be an integer"),
         (lambda m: m.update(vocab_size=1), r"'vocab_size' = 1 is outside 2..65536"),
