@@ -54,8 +54,10 @@ class FusedConfig:
     """Prompts per thread (a multiple of 4)."""
     tn: int = 8
     """Consecutive vocabulary columns per thread (a multiple of 4)."""
-    tile_n: int = 64
+    tile_n: int = 128
     """Columns a work group sweeps per step."""
+    stage_k: int = 8
+    """Hidden rows of output weights staged in shared memory at a time (fused_tiles)."""
     small_threads: int = 256
     """Threads of a fused_small work group (a power of two)."""
     split: int = 8
@@ -66,8 +68,6 @@ class FusedConfig:
     """Prompts per dispatch of fused_tiles; a multiple of 64."""
     sync: str = "poll"
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
-    unroll: bool = False
-    """Ask NVIDIA's compiler to unroll every loop (#pragma optionNV(unroll all))."""
 
     def fitted(self, gpu: GLBackend, spec: ModelSpec) -> "FusedConfig":
         """This configuration shrunk to the GPU's limits."""
@@ -80,7 +80,7 @@ class FusedConfig:
         while small_threads > 1 and small_shared_bytes(spec, small_threads) > limits.max_shared_memory:
             small_threads //= 2
         tile_m, tm = self.tile_m, self.tm
-        while tile_m >= 4 and tile_shared_bytes(spec, tile_m, self.tile_n // self.tn) > limits.max_shared_memory:
+        while tile_m >= 4 and tile_shared_bytes(spec, tile_m, self) > limits.max_shared_memory:
             tile_m //= 2
             tm = min(tm, tile_m)
         if tile_m < 4 or (tile_m // tm) * (self.tile_n // self.tn) > largest:
@@ -106,8 +106,9 @@ def tile_pool_vec4(spec: ModelSpec, tile_m: int, row_threads: int) -> int:
     return max(ceil_div(spec.hidden_dim * tile_m, 4), tile_m * row_threads)
 
 
-def tile_shared_bytes(spec: ModelSpec, tile_m: int, row_threads: int) -> int:
-    return 16 * tile_pool_vec4(spec, tile_m, row_threads) + staging_bytes(spec, tile_m)
+def tile_shared_bytes(spec: ModelSpec, tile_m: int, config: "FusedConfig") -> int:
+    weights_stage = 2 * 4 * config.stage_k * config.tile_n
+    return 16 * tile_pool_vec4(spec, tile_m, config.tile_n // config.tn) + weights_stage + staging_bytes(spec, tile_m)
 
 
 def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | float]:
@@ -122,7 +123,6 @@ def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | fl
         "SMALL_THREADS": config.small_threads,
         "SPLIT": config.split,
         "SMALL_MAX": config.small_max,
-        "UNROLL": int(config.unroll),
     }
     if config.tile_m:
         row_threads = config.tile_n // config.tn
@@ -131,6 +131,7 @@ def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | fl
             "TM": config.tm,
             "TN": config.tn,
             "TILE_N": config.tile_n,
+            "STAGE_K": config.stage_k,
             "TILE_THREADS": (config.tile_m // config.tm) * row_threads,
             "POOL_VEC4": tile_pool_vec4(spec, config.tile_m, row_threads),
         }

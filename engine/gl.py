@@ -324,6 +324,10 @@ class GLBackend:
         """Send the commands issued so far to the GPU without waiting for them."""
         self._gl.flush()
 
+    def timer(self) -> moderngl.Query:
+        """A GL_TIME_ELAPSED query: GPU nanoseconds of the commands inside `with timer:` (timer.elapsed)."""
+        return self.ctx.query(time=True)
+
     def program_binary(self, shader: Shader) -> bytes:
         """The driver's binary of a compiled shader (NVIDIA's holds its assembly: evidence for tuning)."""
         return self._gl.program_binary(shader.glo)

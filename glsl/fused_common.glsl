@@ -8,9 +8,6 @@
 // Predictions: one word per prompt, the bytes of its prediction pixel (id % 256, id / 256, round(255 p),
 // 255), or REFUSED (alpha 0) when the prompt holds an id >= VOCAB. The host knows a word was written
 // because its alpha byte is 255 or 0, never the poison it left there.
-#if UNROLL
-#pragma optionNV(unroll all)
-#endif
 
 layout(std430, binding = 0) readonly restrict buffer PooledHidden { float P[]; };
 layout(std430, binding = 1) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };

@@ -2,14 +2,27 @@
 // shared memory, writes the tile's hidden units there (transposed, so TM consecutive prompts are one vec4
 // load), then sweeps the vocabulary TILE_N columns at a time: each thread keeps a TM x TN register tile
 // of logits (TM prompts x TN consecutive columns), adds the bias and folds each logit into its prompts'
-// online softmax, so logits never leave registers. The TILE_N / TN threads sharing prompts merge last.
+// online softmax, so logits never leave registers. The output weights reach the threads through shared
+// memory, STAGE_K hidden rows at a time, double-buffered: the next rows are fetched into registers while
+// the current ones are used. The TILE_N / TN threads sharing prompts merge last.
 layout(local_size_x = TILE_THREADS) in;  // (TILE_M / TM) * (TILE_N / TN)
 
 #include "fused_common.glsl"
 
 const int ROW_THREADS = TILE_N / TN;
 const int TM4 = TM / 4, TN4 = TN / 4;
+const int STAGE_COLUMNS4 = TILE_N / 4;
+const int STAGE_VEC4 = STAGE_K * STAGE_COLUMNS4;
+const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
 shared vec4 pool[POOL_VEC4];  // hidden units [HIDDEN_DIM][TILE_M], later the threads' softmax states
+shared vec4 stage[2][STAGE_VEC4];  // output weights: STAGE_K rows x TILE_N columns
+
+// Vec4 e of the stage holding hidden rows [k0, k0 + STAGE_K) and columns [c, c + TILE_N).
+vec4 fetch(int c, int k0, int e) {
+    int row = k0 + e / STAGE_COLUMNS4;
+    bool inside = e < STAGE_VEC4 && row < HIDDEN_DIM;
+    return inside ? OUT_W4[row * (VOCAB_PAD / 4) + c / 4 + e % STAGE_COLUMNS4] : vec4(0.0);
+}
 
 void main() {
     int t = int(gl_LocalInvocationID.x);
@@ -38,17 +51,33 @@ void main() {
     float top[TM], sum[TM];
     int index[TM];
     for (int i = 0; i < TM; i++) { top[i] = NO_LOGIT; sum[i] = 0.0; index[i] = VOCAB; }
+    int current = 0;  // alternates across chunks too: a write always targets the buffer read two steps ago
     for (int c = 0; c < VOCAB_PAD; c += TILE_N) {
         vec4 acc[TM][TN4];
         for (int i = 0; i < TM; i++)
             for (int q = 0; q < TN4; q++) acc[i][q] = vec4(0.0);
-        int column4 = (c + tn * TN) / 4;
-        for (int j = 0; j < HIDDEN_DIM; j++) {
-            vec4 a[TM4], b[TN4];
-            for (int q = 0; q < TM4; q++) a[q] = pool[(j * TILE_M + tm * TM) / 4 + q];
-            for (int q = 0; q < TN4; q++) b[q] = OUT_W4[j * (VOCAB_PAD / 4) + column4 + q];
-            for (int i = 0; i < TM; i++)
-                for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]);
+        vec4 fetched[FETCHES];
+        for (int f = 0; f < FETCHES; f++) fetched[f] = fetch(c, 0, t + f * TILE_THREADS);
+        for (int k0 = 0; k0 < HIDDEN_DIM; k0 += STAGE_K) {
+            for (int f = 0; f < FETCHES; f++) {
+                if (t + f * TILE_THREADS < STAGE_VEC4) stage[current][t + f * TILE_THREADS] = fetched[f];
+            }
+            barrier();  // one barrier a step: the other buffer was last read before it
+            if (k0 + STAGE_K < HIDDEN_DIM) {
+                for (int f = 0; f < FETCHES; f++) fetched[f] = fetch(c, k0 + STAGE_K, t + f * TILE_THREADS);
+            }
+            for (int kk = 0; kk < STAGE_K; kk++) {
+                int j = k0 + kk;
+#if HIDDEN_DIM % STAGE_K
+                if (j >= HIDDEN_DIM) break;
+#endif
+                vec4 a[TM4], b[TN4];
+                for (int q = 0; q < TM4; q++) a[q] = pool[(j * TILE_M + tm * TM) / 4 + q];
+                for (int q = 0; q < TN4; q++) b[q] = stage[current][kk * STAGE_COLUMNS4 + tn * TN4 + q];
+                for (int i = 0; i < TM; i++)
+                    for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]);
+            }
+            current = 1 - current;
         }
         for (int q = 0; q < TN4; q++) {
             for (int r = 0; r < 4; r++) {

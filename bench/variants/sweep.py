@@ -6,6 +6,7 @@ a fence round trip with no work, and where a prompt's time goes.
 
 import argparse
 import re
+import struct
 import sys
 import time
 from dataclasses import replace
@@ -22,25 +23,24 @@ from report import si  # noqa: E402
 from run import PROMPT_TOKENS, bundled, params_of  # noqa: E402
 from timing import time_batch, time_calls  # noqa: E402
 
-from engine.fused import IDS, FusedConfig, FusedExecutor, grid  # noqa: E402
+from engine.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid  # noqa: E402
 from engine.gl import GLBackend  # noqa: E402
 from engine.model import load_model  # noqa: E402
 
-TILE_SHAPES = [  # (tile_m, tm, tn, tile_n)
-    (64, 8, 8, 64),
-    (64, 8, 8, 128),
-    (64, 8, 4, 64),
-    (64, 4, 8, 64),
-    (64, 4, 4, 64),
-    (64, 8, 16, 128),
-    (32, 8, 8, 64),
-    (32, 8, 8, 128),
-    (32, 4, 8, 64),
-    (32, 8, 4, 64),
+TILE_SHAPES = [  # (tile_m, tm, tn, tile_n, stage_k)
+    (64, 8, 8, 64, 8),
+    (64, 8, 8, 128, 8),
+    (64, 8, 8, 128, 4),
+    (64, 8, 8, 128, 16),
+    (64, 8, 4, 64, 8),
+    (64, 4, 8, 128, 8),
+    (64, 8, 16, 128, 8),
+    (32, 8, 8, 128, 8),
+    (32, 4, 8, 64, 8),
 ]
-SMALL_SHAPES = [(threads, split) for threads in (128, 256, 512, 1024) for split in (1, 2, 4, 8, 16)]
+SMALL_SHAPES = [(threads, split) for threads in (128, 256, 1024) for split in (1, 4, 16)]
 CHUNKS = (1 << 16, 1 << 18, 1 << 20)
-CROSSOVER_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+CROSSOVER_SIZES = (2, 8, 32, 64, 128, 256, 512)
 
 
 def median_us(action, calls: int = 2000) -> float:
@@ -75,8 +75,63 @@ def assembly_report(gpu: GLBackend, executor: FusedExecutor, name: str, out: Pat
     text = "\n".join(chunk.decode() for chunk in re.findall(rb"[\x20-\x7e\t\n]{6,}", binary))
     if out is not None:
         with out.open("a") as log:
-            log.write(f"\n==== {name}, unroll {executor.config.unroll}, {executor.config}\n{text}\n")
-    return f"{len(binary)} bytes, {len(text.splitlines())} text lines, {text.count('lmem')} mentions of lmem"
+            log.write(f"\n==== {name}, {executor.config}\n{text}\n")
+    summary = re.findall(r"# \d+ instructions, \d+ R-regs", text)
+    return f"{len(binary)} bytes, {summary or 'no instruction count'}, {text.count('lmem')} mentions of lmem"
+
+
+def gpu_time_us(gpu: GLBackend, action, calls: int = 200) -> float:
+    """Median GPU time of `action`'s commands (GL_TIME_ELAPSED), µs."""
+    timer, times = gpu.timer(), []
+    for _ in range(calls):
+        with timer:
+            action()
+        times.append(timer.elapsed / 1e3)
+    return float(np.median(times))
+
+
+def one_prompt_breakdown(gpu: GLBackend, spec, weights, ids: list[int]) -> None:
+    """Where one prompt's time goes: the upload, the wait, the kernel on the GPU, the barrier."""
+    executor = FusedExecutor(gpu, spec, weights)
+    buffers = executor._small
+    packed = struct.pack(f"<4I{len(ids)}H", 1, len(ids), 0, 0, *ids)
+    buffers.prompts.write(packed)
+
+    def dispatch_and_poll() -> None:
+        buffers.words[0] = POISON_WORD
+        executor._dispatch_small(buffers, 1, IDS)
+
+    def dispatch_only() -> None:  # the bindings dispatch_and_poll left in place
+        gpu.dispatch(executor._kernel("fused_small", IDS), (executor.config.split, 1, 1), "fused_small")
+
+    rows = [
+        ("fence round trip, no work", median_us(gpu.wait_for_gpu)),
+        ("glBufferSubData of the prompt only", median_us(lambda: buffers.prompts.write(packed))),
+        ("dispatch + poll, no upload", median_us(dispatch_and_poll)),
+        ("run_one (upload + dispatch + poll)", median_us(lambda: executor.run_one(ids))),
+        ("GPU time of one fused_small dispatch", gpu_time_us(gpu, dispatch_only)),
+    ]
+    barrier = gpu.storage_barrier
+    gpu.storage_barrier = lambda: None  # what the memory barrier before each dispatch costs
+    rows.append(("run_one without the memory barrier", median_us(lambda: executor.run_one(ids))))
+    gpu.storage_barrier = barrier
+    mapped = gpu.mapped_buffer(len(packed) + 16, "prompts (mapped)")
+    owner = object()
+
+    def mapped_input() -> None:  # the prompt written in place in host memory instead of glBufferSubData
+        mapped.view[: len(packed)] = np.frombuffer(packed, np.uint8)
+        buffers.words[0] = POISON_WORD
+        p = executor.prepared
+        gpu.use_storage(owner, (p.pooled_hidden, p.out_weights, p.biases, mapped.buffer, buffers.predictions.buffer))
+        gpu.storage_barrier()
+        gpu.dispatch(executor._kernel("fused_small", IDS), (executor.config.split, 1, 1), "fused_small")
+        gpu.flush()
+        while buffers.words[0] == POISON_WORD:
+            pass
+
+    rows.append(("mapped input + dispatch + poll", median_us(mapped_input)))
+    for name, us in rows:
+        print(f"{name:40} {us:7.1f} µs", flush=True)
 
 
 def main() -> None:
@@ -100,7 +155,7 @@ def main() -> None:
     start = time.perf_counter()
     reference = Reference(params_of(model), spec.context_window, prompts[: args.check])
     print(f"oracle for {args.check:,} prompts: {time.perf_counter() - start:.1f} s", flush=True)
-    rows = [p.tolist() for p in prompts[:2000]]
+    rows = [p[-spec.context_window :].tolist() for p in prompts[:2000]]
 
     def latency(config: FusedConfig) -> float:
         executor = FusedExecutor(gpu, spec, weights, config)
@@ -112,69 +167,63 @@ def main() -> None:
         executor = FusedExecutor(gpu, spec, weights, config)
         checked, _ = executor.run_ids(prompts[: args.check])
         reference.check(checked, slice(0, args.check), FP32)
-        result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 2.0, 10)
+        result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 1.0, 5)
         for output in outputs:
             reference.check(output[: args.check], slice(0, args.check), FP32)
         return result.prompts_per_s, gpu_seconds(executor, prompts), executor
 
-    print("\n## one prompt: floors and waits", flush=True)
-    print(f"fence round trip, no work: {median_us(gpu.wait_for_gpu):7.1f} µs", flush=True)
+    print("\n## one prompt: where the time goes", flush=True)
+    one_prompt_breakdown(gpu, spec, weights, rows[0])
     for sync in ("poll", "fence"):
-        for unroll in (False, True):
-            config = FusedConfig(sync=sync, unroll=unroll)
-            print(f"run_one, sync {sync:5}, unroll {unroll!s:5}: {latency(config):7.1f} µs", flush=True)
+        print(f"run_one, sync {sync:5}: {latency(FusedConfig(sync=sync)):7.1f} µs", flush=True)
 
     print("\n## fused_small: single-prompt latency by (threads, split), poll", flush=True)
     table = []
     for threads, split in SMALL_SHAPES:
-        config = FusedConfig(small_threads=threads, split=split)
         try:
-            table.append((latency(config), threads, split))
+            table.append((latency(FusedConfig(small_threads=threads, split=split)), threads, split))
         except (CheckFailed, Exception) as e:  # a shape the GPU refuses is a result too
-            print(f"threads {threads:5} split {split:3}: {type(e).__name__}: {e}", flush=True)
+            print(f"threads {threads:5} split {split:3}: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
         print(f"threads {threads:5} split {split:3}: median {table[-1][0]:6.1f} µs", flush=True)
     best_small = min(table)
     print(f"best: threads {best_small[1]}, split {best_small[2]}: {best_small[0]:.1f} µs", flush=True)
 
-    print("\n## fused_tiles: throughput by (tile_m, tm, tn, tile_n) and unroll", flush=True)
+    print("\n## fused_tiles: throughput by (tile_m, tm, tn, tile_n, stage_k)", flush=True)
     results = []
     for shape in TILE_SHAPES:
-        for unroll in (False, True):
-            tile_m, tm, tn, tile_n = shape
-            config = FusedConfig(tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n, unroll=unroll)
-            try:
-                rate, kernel_s, executor = throughput(config)
-            except (CheckFailed, Exception) as e:
-                print(f"{shape} unroll {unroll}: {type(e).__name__}: {e}", flush=True)
-                continue
-            if executor.config.tile_m != tile_m:
-                print(f"{shape}: does not fit ({executor.config})", flush=True)
-                continue
-            results.append((rate, shape, unroll))
-            print(
-                f"{shape} unroll {unroll!s:5}: {si(rate):>7} prompts/s end to end, kernel alone "
-                f"{kernel_s * 1e3:6.2f} ms = {si(args.big / kernel_s):>7} prompts/s",
-                flush=True,
-            )
+        tile_m, tm, tn, tile_n, stage_k = shape
+        config = FusedConfig(tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n, stage_k=stage_k)
+        try:
+            rate, kernel_s, executor = throughput(config)
+        except (CheckFailed, Exception) as e:
+            print(f"{shape}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        if executor.config.tile_m != tile_m:
+            print(f"{shape}: does not fit ({executor.config})", flush=True)
+            continue
+        results.append((rate, shape))
+        print(
+            f"{shape}: {si(rate):>7} prompts/s end to end, kernel alone "
+            f"{kernel_s * 1e3:6.2f} ms = {si(args.big / kernel_s):>7} prompts/s",
+            flush=True,
+        )
     best = max(results)
-    print(f"best: {best[1]} unroll {best[2]}: {si(best[0])} prompts/s", flush=True)
-    tile_m, tm, tn, tile_n = best[1]
-    best_config = FusedConfig(tile_m, tm, tn, tile_n, best_small[1], best_small[2], unroll=best[2])
+    print(f"best: {best[1]}: {si(best[0])} prompts/s", flush=True)
+    tile_m, tm, tn, tile_n, stage_k = best[1]
+    best_config = FusedConfig(tile_m, tm, tn, tile_n, stage_k, best_small[1], best_small[2])
     for chunk in CHUNKS:
-        rate, kernel_s, _ = throughput(replace(best_config, chunk=chunk))
+        rate, _, executor = throughput(replace(best_config, chunk=chunk))
         print(f"chunk {chunk:>8}: {si(rate):>7} prompts/s end to end", flush=True)
-    for unroll in (False, True):
-        executor = FusedExecutor(gpu, spec, weights, replace(best_config, unroll=unroll))
-        for name in ("fused_tiles", "fused_small"):
-            print(f"assembly {name} unroll {unroll}: {assembly_report(gpu, executor, name, args.asm_out)}")
+    for name in ("fused_tiles", "fused_small"):
+        print(f"assembly {name}: {assembly_report(gpu, executor, name, args.asm_out)}", flush=True)
 
     print("\n## crossover: small vs tiles kernel (prompts/s)", flush=True)
     for small_max, label in ((1, "tiles"), (max(CROSSOVER_SIZES), "small")):
         executor = FusedExecutor(gpu, spec, weights, replace(best_config, small_max=small_max))
         cells = []
         for b in CROSSOVER_SIZES:
-            result, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts[:b], 0.3, 500)
+            result, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts[:b], 0.2, 300)
             reference.check(outputs[-1], slice(0, b), FP32)
             cells.append(f"{b}: {si(result.prompts_per_s)}")
         print(f"{label:6} " + "  ".join(cells), flush=True)
