@@ -36,6 +36,7 @@ STAGE_MAX = 32
 MAX_ROW_TOKENS = 256
 """Id rows up to this long go to the GPU whole (it checks every id); longer ones are cut to the window
 after the host checks the ids that fall out of it."""
+STAGE_KS = (4, 8, 16)
 POISON_WORD = 0xEEEEEEEE
 """Left in every prediction word before a run: the GPU writes alpha 255 (a pixel) or 0 (refused)."""
 WRITTEN_ALPHA, REFUSED_WORD = 255, 0
@@ -50,7 +51,7 @@ class FusedConfig:
 
     tile_m: int = 64
     """Prompts per work group of fused_tiles (shrunk until it fits shared memory; 0: none fits)."""
-    tm: int = 8
+    tm: int = 4
     """Prompts per thread (a multiple of 4)."""
     tn: int = 8
     """Consecutive vocabulary columns per thread (a multiple of 4)."""
@@ -58,9 +59,9 @@ class FusedConfig:
     """Columns a work group sweeps per step."""
     stage_k: int = 8
     """Hidden rows of output weights staged in shared memory at a time (fused_tiles)."""
-    small_threads: int = 256
+    small_threads: int = 1024
     """Threads of a fused_small work group (a power of two)."""
-    split: int = 8
+    split: int = 1
     """Vocabulary slices (work groups) per prompt in fused_small."""
     small_max: int = 64
     """Runs of up to this many prompts use fused_small."""
@@ -74,6 +75,8 @@ class FusedConfig:
         for name in ("tm", "tn"):
             if getattr(self, name) % 4:
                 raise ValueError(f"{name} must be a multiple of 4")
+        if self.stage_k not in STAGE_KS:
+            raise ValueError(f"stage_k must be one of {STAGE_KS} (glsl/fused_tiles.comp writes its steps out)")
         limits = gpu.limits
         largest = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
         small_threads = min(self.small_threads, largest)
@@ -159,7 +162,7 @@ def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants
         biases=gpu.storage_buffer(4 * (hidden + vocab_pad), "biases"),
     )
     gpu.bind_texture(weights, 0)
-    gpu.use_storage(prepared, (prepared.pooled_hidden, prepared.out_weights, prepared.biases))
+    gpu.use_storage((prepared.pooled_hidden, prepared.out_weights, prepared.biases))
     total = spec.vocab_size * hidden + hidden * vocab_pad + hidden + vocab_pad
     gpu.dispatch(gpu.compile("fused_prepare", constants), grid(ceil_div(total, PREPARE_GROUP)), "fused_prepare")
     gpu.storage_barrier()
@@ -168,16 +171,16 @@ def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants
 
 @dataclass(frozen=True)
 class RunBuffers:
-    """Buffers for runs of up to `capacity` prompts, `chunk` prompts a dispatch: prompts in device memory
-    (one region of `stride` bytes per chunk), predictions in mapped host memory. The object is also the
-    owner of its bindings (GLBackend.use_storage)."""
+    """Buffers for runs of up to `capacity` prompts, `chunk` prompts a dispatch: prompts in device memory,
+    one buffer per chunk (writing a buffer the GPU is still reading stalls until it is done, so a chunk's
+    upload would wait for the previous chunk's compute; few prompts take turns between two buffers for the
+    same reason), predictions in mapped host memory."""
 
     capacity: int
     chunk: int
     row_bytes: int
     """Bytes per prompt row at most."""
-    stride: int
-    prompts: Buffer
+    prompts: tuple[Buffer, ...]
     predictions: MappedBuffer
 
     @property
@@ -200,6 +203,7 @@ class FusedExecutor:
         by_storage = (gpu.limits.max_storage_block_size - HEADER_BYTES) // largest_row
         self.max_tile = min(MAX_TILE, by_storage) if self.config.tile_m else small
         self._small = self._buffers(small, small, 3 * spec.context_window)
+        self._small_turn = 0
         self._batches: dict[int, RunBuffers] = {}
         self._one_rows: dict[int, struct.Struct] = {}
 
@@ -238,9 +242,10 @@ class FusedExecutor:
         if row is None:
             row = self._one_rows[len(ids)] = struct.Struct(f"<4I{len(ids)}H")
         buffers = self._small
-        buffers.prompts.write(row.pack(1, len(ids), 0, 0, *ids))
+        prompts = self._next_small_prompts()
+        prompts.write(row.pack(1, len(ids), 0, 0, *ids))
         buffers.words[0] = POISON_WORD
-        self._dispatch_small(buffers, 1, IDS)
+        self._dispatch_small(buffers, prompts, 1, IDS)
         word = int(buffers.words[0])
         if word >> 24 != WRITTEN_ALPHA:
             raise PxglError(f"the GPU refused or did not write the prediction (word {word:#010x})")
@@ -263,17 +268,17 @@ class FusedExecutor:
         words[:] = POISON_WORD
         if not small:
             weights = self.prepared
-            self.gpu.use_storage(weights, (weights.pooled_hidden, weights.out_weights, weights.biases))
+            self.gpu.use_storage((weights.pooled_hidden, weights.out_weights, weights.biases))
         for start in range(0, n, buffers.chunk):
             count = min(buffers.chunk, n - start)
-            offset = (start // buffers.chunk) * buffers.stride
-            buffers.prompts.write(np.array([count, row_len, 0, 0], np.uint32), offset=offset)
-            buffers.prompts.write(data[start : start + count], offset=offset + HEADER_BYTES)
+            prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
+            prompts.write(np.array([count, row_len, 0, 0], np.uint32))
+            prompts.write(data[start : start + count], offset=HEADER_BYTES)
             if small:
-                self._dispatch_small(buffers, n, layout)
+                self._dispatch_small(buffers, prompts, n, layout)
             else:
                 size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
-                self.gpu.bind_storage_range(buffers.prompts, 3, offset, size)
+                self.gpu.bind_storage_range(prompts, 3, 0, size)
                 self.gpu.bind_storage_range(buffers.predictions.buffer, 4, 4 * start, 4 * count)
                 tiles = ceil_div(count, self.config.tile_m)
                 self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
@@ -288,11 +293,15 @@ class FusedExecutor:
             return words.view(np.uint8).reshape(n, 4)[:, :3], first
         return words.view(np.uint8).reshape(n, 4)[:, :3], None
 
-    def _dispatch_small(self, buffers: "RunBuffers", n: int, layout: str) -> None:
+    def _next_small_prompts(self) -> Buffer:
+        self._small_turn = 1 - self._small_turn
+        return self._small.prompts[self._small_turn]
+
+    def _dispatch_small(self, buffers: RunBuffers, prompts: Buffer, n: int, layout: str) -> None:
         """Dispatch fused_small over the first n prompts and wait until their prediction words are written."""
         weights = self.prepared
         bindings = (weights.pooled_hidden, weights.out_weights, weights.biases)
-        self.gpu.use_storage(buffers, (*bindings, buffers.prompts, buffers.predictions.buffer, self.scratch))
+        self.gpu.use_storage((*bindings, prompts, buffers.predictions.buffer, self.scratch))
         self.gpu.storage_barrier()  # the previous run's arrival counts, reset on the GPU, are visible
         self.gpu.dispatch(self._kernel("fused_small", layout), (self.config.split, n, 1), "fused_small")
         if self.config.sync == "fence":
@@ -311,10 +320,11 @@ class FusedExecutor:
         return self.gpu.compile(name, self.constants | layout_constants)
 
     def _buffers(self, capacity: int, chunk: int, row_bytes: int) -> RunBuffers:
-        stride = 16 * ceil_div(HEADER_BYTES + chunk * row_bytes, 16)
-        prompts = self.gpu.storage_buffer(stride * ceil_div(capacity, chunk), "prompts")
+        size = 16 * ceil_div(HEADER_BYTES + chunk * row_bytes, 16)
+        count = max(ceil_div(capacity, chunk), 2)
+        prompts = tuple(self.gpu.storage_buffer(size, "prompts") for _ in range(count))
         predictions = self.gpu.mapped_buffer(4 * capacity, "predictions")
-        buffers = RunBuffers(capacity, chunk, row_bytes, stride, prompts, predictions)
+        buffers = RunBuffers(capacity, chunk, row_bytes, prompts, predictions)
         buffers.words[:] = POISON_WORD
         return buffers
 

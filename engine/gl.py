@@ -186,7 +186,7 @@ class GLBackend:
             storage_offset_alignment=self._gl.integer(GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT),
         )
         self._shaders: dict[tuple[str, tuple[tuple[str, str], ...]], Shader] = {}
-        self._storage_owner: object | None = None
+        self._storage_bound: dict[int, Buffer | None] = {}
 
     # --- textures -------------------------------------------------------------------------------
     def check_size(self, width: int, height: int, what: str) -> None:
@@ -300,15 +300,16 @@ class GLBackend:
     def bind_storage_range(self, buffer: Buffer, binding: int, offset: int, size: int) -> None:
         """Bind bytes [offset, offset + size) of a buffer (offset a multiple of storage_offset_alignment)."""
         buffer.bind_to_storage_buffer(binding, offset=offset, size=size)
-        self._storage_owner = None
+        self._storage_bound[binding] = None
 
-    def use_storage(self, owner: object, buffers: Sequence[Buffer]) -> None:
-        """Bind buffers[i] to storage binding i, unless `owner` was the last to bind: a caller that
-        keeps one owner object per fixed set of buffers pays for binding once, not per call."""
-        if self._storage_owner is not owner:
-            for binding, buffer in enumerate(buffers):
+    def use_storage(self, buffers: Sequence[Buffer]) -> None:
+        """Bind buffers[i] to storage binding i, skipping those bound there already: a run that uses the
+        same buffers as the last one binds nothing."""
+        bound = self._storage_bound
+        for binding, buffer in enumerate(buffers):
+            if bound.get(binding) is not buffer:
                 buffer.bind_to_storage_buffer(binding)
-            self._storage_owner = owner
+                bound[binding] = buffer
 
     def storage_barrier(self) -> None:
         """Make shader storage writes visible to later shaders, buffer reads and mapped host views."""

@@ -14,15 +14,21 @@ const int TM4 = TM / 4, TN4 = TN / 4;
 const int STAGE_COLUMNS4 = TILE_N / 4;
 const int STAGE_VEC4 = STAGE_K * STAGE_COLUMNS4;
 const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
+const int ROW4 = VOCAB_PAD / 4;  // vec4s in a row of output weights
 shared vec4 pool[POOL_VEC4];  // hidden units [HIDDEN_DIM][TILE_M], later the threads' softmax states
-shared vec4 stage[2][STAGE_VEC4];  // output weights: STAGE_K rows x TILE_N columns
+shared vec4 stage[2 * STAGE_VEC4];  // two buffers of output weights: STAGE_K rows x TILE_N columns
 
-// Vec4 e of the stage holding hidden rows [k0, k0 + STAGE_K) and columns [c, c + TILE_N).
-vec4 fetch(int c, int k0, int e) {
-    int row = k0 + e / STAGE_COLUMNS4;
-    bool inside = e < STAGE_VEC4 && row < HIDDEN_DIM;
-    return inside ? OUT_W4[row * (VOCAB_PAD / 4) + c / 4 + e % STAGE_COLUMNS4] : vec4(0.0);
-}
+// One hidden row of the register tile: TM hidden values (a vec4 of prompts at a time) times TN weights.
+// Addresses are a base register plus constants, so the step costs loads and FMAs only (NVIDIA's compiler
+// keeps these loops as loops, recomputing every index, unless they are written out like this).
+#define STEP(kk)                                                                              \
+    if (HIDDEN_DIM % STAGE_K == 0 || k0 + (kk) < HIDDEN_DIM) {                                \
+        vec4 a[TM4], b[TN4];                                                                  \
+        for (int q = 0; q < TM4; q++) a[q] = pool[a_at + (kk) * (TILE_M / 4) + q];            \
+        for (int q = 0; q < TN4; q++) b[q] = stage[b_at + (kk) * STAGE_COLUMNS4 + q];         \
+        for (int i = 0; i < TM; i++)                                                          \
+            for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]); \
+    }
 
 void main() {
     int t = int(gl_LocalInvocationID.x);
@@ -51,32 +57,41 @@ void main() {
     float top[TM], sum[TM];
     int index[TM];
     for (int i = 0; i < TM; i++) { top[i] = NO_LOGIT; sum[i] = 0.0; index[i] = VOCAB; }
+    int fetch_row[FETCHES], fetch_column4[FETCHES];  // this thread's vec4s of each stage
+    for (int f = 0; f < FETCHES; f++) {
+        int e = t + f * TILE_THREADS;
+        fetch_row[f] = e < STAGE_VEC4 ? e / STAGE_COLUMNS4 : HIDDEN_DIM;
+        fetch_column4[f] = e % STAGE_COLUMNS4;
+    }
     int current = 0;  // alternates across chunks too: a write always targets the buffer read two steps ago
     for (int c = 0; c < VOCAB_PAD; c += TILE_N) {
         vec4 acc[TM][TN4];
         for (int i = 0; i < TM; i++)
             for (int q = 0; q < TN4; q++) acc[i][q] = vec4(0.0);
         vec4 fetched[FETCHES];
-        for (int f = 0; f < FETCHES; f++) fetched[f] = fetch(c, 0, t + f * TILE_THREADS);
+        for (int f = 0; f < FETCHES; f++) {
+            int row = fetch_row[f];
+            fetched[f] = row < HIDDEN_DIM ? OUT_W4[row * ROW4 + c / 4 + fetch_column4[f]] : vec4(0.0);
+        }
         for (int k0 = 0; k0 < HIDDEN_DIM; k0 += STAGE_K) {
             for (int f = 0; f < FETCHES; f++) {
-                if (t + f * TILE_THREADS < STAGE_VEC4) stage[current][t + f * TILE_THREADS] = fetched[f];
+                if (fetch_row[f] < STAGE_K) stage[current * STAGE_VEC4 + t + f * TILE_THREADS] = fetched[f];
             }
             barrier();  // one barrier a step: the other buffer was last read before it
-            if (k0 + STAGE_K < HIDDEN_DIM) {
-                for (int f = 0; f < FETCHES; f++) fetched[f] = fetch(c, k0 + STAGE_K, t + f * TILE_THREADS);
+            for (int f = 0; f < FETCHES; f++) {
+                int row = k0 + STAGE_K + fetch_row[f];
+                bool inside = fetch_row[f] < STAGE_K && row < HIDDEN_DIM;
+                fetched[f] = inside ? OUT_W4[row * ROW4 + c / 4 + fetch_column4[f]] : vec4(0.0);
             }
-            for (int kk = 0; kk < STAGE_K; kk++) {
-                int j = k0 + kk;
-#if HIDDEN_DIM % STAGE_K
-                if (j >= HIDDEN_DIM) break;
+            int a_at = k0 * (TILE_M / 4) + tm * TM4;
+            int b_at = current * STAGE_VEC4 + tn * TN4;
+            STEP(0) STEP(1) STEP(2) STEP(3)
+#if STAGE_K > 4
+            STEP(4) STEP(5) STEP(6) STEP(7)
 #endif
-                vec4 a[TM4], b[TN4];
-                for (int q = 0; q < TM4; q++) a[q] = pool[(j * TILE_M + tm * TM) / 4 + q];
-                for (int q = 0; q < TN4; q++) b[q] = stage[current][kk * STAGE_COLUMNS4 + tn * TN4 + q];
-                for (int i = 0; i < TM; i++)
-                    for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]);
-            }
+#if STAGE_K > 8
+            STEP(8) STEP(9) STEP(10) STEP(11) STEP(12) STEP(13) STEP(14) STEP(15)
+#endif
             current = 1 - current;
         }
         for (int q = 0; q < TN4; q++) {

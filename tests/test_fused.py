@@ -11,6 +11,7 @@ from test_passes import assert_predictions_match, params_of
 
 from engine.engine import Engine
 from engine.errors import PxglError
+from engine.fused import FusedConfig, FusedExecutor
 from engine.model import load_model, save_model
 from engine.pxi import encode_tokens
 
@@ -136,3 +137,26 @@ def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, s
         ids = trace.tokens[r, : len(tail), 0].astype(int) + 256 * trace.tokens[r, : len(tail), 1].astype(int)
         assert (ids == tail).all()
     assert_predictions_match(trace.prediction, oracle.logits(params_of(model), rows, window), seed)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(tile_m=16, tm=4, tn=4, tile_n=32, stage_k=4),
+        dict(tile_m=32, tm=8, tn=4, tile_n=64, stage_k=16),
+        dict(small_threads=64, split=2),
+        dict(small_threads=1024, split=1),
+    ],
+)
+def test_other_work_shapes_match_oracle(tmp_path, gpu, seed, shape):
+    """Shapes bench/variants/sweep.py tries, on a model whose sizes divide none of them."""
+    rng = np.random.default_rng(seed)
+    model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=5)
+    weights = gpu.uint_texture(model.weights, "weights")
+    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(**shape))
+    for n in (1, 9, 200):
+        ids = rng.integers(0, 300, (n, 7)).astype(np.uint16)
+        pixels, refused = executor.run_ids(ids)
+        assert refused is None
+        lg = oracle.logits(params_of(model), list(ids), 5)
+        assert_predictions_match(pixels[:, None, :], lg, seed)

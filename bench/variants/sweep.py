@@ -28,15 +28,16 @@ from engine.gl import GLBackend  # noqa: E402
 from engine.model import load_model  # noqa: E402
 
 TILE_SHAPES = [  # (tile_m, tm, tn, tile_n, stage_k)
-    (64, 8, 8, 64, 8),
-    (64, 8, 8, 128, 8),
-    (64, 8, 8, 128, 4),
-    (64, 8, 8, 128, 16),
-    (64, 8, 4, 64, 8),
     (64, 4, 8, 128, 8),
-    (64, 8, 16, 128, 8),
-    (32, 8, 8, 128, 8),
-    (32, 4, 8, 64, 8),
+    (64, 4, 8, 128, 4),
+    (64, 4, 4, 128, 8),
+    (64, 4, 4, 64, 8),
+    (64, 4, 8, 64, 8),
+    (64, 8, 4, 64, 8),
+    (64, 8, 4, 128, 8),
+    (64, 8, 8, 128, 8),
+    (64, 4, 16, 256, 4),
+    (32, 4, 8, 128, 8),
 ]
 SMALL_SHAPES = [(threads, split) for threads in (128, 256, 1024) for split in (1, 4, 16)]
 CHUNKS = (1 << 16, 1 << 18, 1 << 20)
@@ -94,44 +95,44 @@ def one_prompt_breakdown(gpu: GLBackend, spec, weights, ids: list[int]) -> None:
     """Where one prompt's time goes: the upload, the wait, the kernel on the GPU, the barrier."""
     executor = FusedExecutor(gpu, spec, weights)
     buffers = executor._small
+    prompts = buffers.prompts[0]
     packed = struct.pack(f"<4I{len(ids)}H", 1, len(ids), 0, 0, *ids)
-    buffers.prompts.write(packed)
+    prompts.write(packed)
+    kernel = executor._kernel("fused_small", IDS)
 
     def dispatch_and_poll() -> None:
         buffers.words[0] = POISON_WORD
-        executor._dispatch_small(buffers, 1, IDS)
+        executor._dispatch_small(buffers, prompts, 1, IDS)
 
     def dispatch_only() -> None:  # the bindings dispatch_and_poll left in place
-        gpu.dispatch(executor._kernel("fused_small", IDS), (executor.config.split, 1, 1), "fused_small")
+        gpu.dispatch(kernel, (executor.config.split, 1, 1), "fused_small")
+
+    def cpu_cost(action) -> float:
+        """CPU time of one call, each after the GPU went idle (no queue to wait behind)."""
+        times = []
+        for _ in range(300):
+            gpu.wait_for_gpu()
+            start = time.perf_counter_ns()
+            action()
+            times.append(time.perf_counter_ns() - start)
+        return float(np.median(times)) / 1e3
 
     rows = [
         ("fence round trip, no work", median_us(gpu.wait_for_gpu)),
-        ("glBufferSubData of the prompt only", median_us(lambda: buffers.prompts.write(packed))),
+        ("CPU: glBufferSubData of the prompt", cpu_cost(lambda: prompts.write(packed))),
+        ("CPU: glMemoryBarrier", cpu_cost(gpu.storage_barrier)),
+        ("CPU: glUseProgram + glDispatchCompute", cpu_cost(dispatch_only)),
+        ("CPU: glFlush", cpu_cost(gpu.flush)),
+        ("GPU: one fused_small dispatch (timer query)", gpu_time_us(gpu, dispatch_only)),
         ("dispatch + poll, no upload", median_us(dispatch_and_poll)),
         ("run_one (upload + dispatch + poll)", median_us(lambda: executor.run_one(ids))),
-        ("GPU time of one fused_small dispatch", gpu_time_us(gpu, dispatch_only)),
     ]
     barrier = gpu.storage_barrier
     gpu.storage_barrier = lambda: None  # what the memory barrier before each dispatch costs
     rows.append(("run_one without the memory barrier", median_us(lambda: executor.run_one(ids))))
     gpu.storage_barrier = barrier
-    mapped = gpu.mapped_buffer(len(packed) + 16, "prompts (mapped)")
-    owner = object()
-
-    def mapped_input() -> None:  # the prompt written in place in host memory instead of glBufferSubData
-        mapped.view[: len(packed)] = np.frombuffer(packed, np.uint8)
-        buffers.words[0] = POISON_WORD
-        p = executor.prepared
-        gpu.use_storage(owner, (p.pooled_hidden, p.out_weights, p.biases, mapped.buffer, buffers.predictions.buffer))
-        gpu.storage_barrier()
-        gpu.dispatch(executor._kernel("fused_small", IDS), (executor.config.split, 1, 1), "fused_small")
-        gpu.flush()
-        while buffers.words[0] == POISON_WORD:
-            pass
-
-    rows.append(("mapped input + dispatch + poll", median_us(mapped_input)))
     for name, us in rows:
-        print(f"{name:40} {us:7.1f} µs", flush=True)
+        print(f"{name:44} {us:7.1f} µs", flush=True)
 
 
 def main() -> None:
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=1 << 20, help="batch timed for throughput")
     parser.add_argument("--check", type=int, default=1 << 16, help="prompts checked against the oracle")
     parser.add_argument("--asm-out", type=Path, help="file to append the kernels' assembly text to")
+    parser.add_argument("--one-prompt-only", action="store_true", help="only where one prompt's time goes")
     args = parser.parse_args()
     gpu = GLBackend()
     print(f"fused variants on {gpu.renderer} ({gpu.version}); limits {gpu.limits}", flush=True)
@@ -174,6 +176,8 @@ def main() -> None:
 
     print("\n## one prompt: where the time goes", flush=True)
     one_prompt_breakdown(gpu, spec, weights, rows[0])
+    if args.one_prompt_only:
+        return
     for sync in ("poll", "fence"):
         print(f"run_one, sync {sync:5}: {latency(FusedConfig(sync=sync)):7.1f} µs", flush=True)
 
