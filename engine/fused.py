@@ -51,17 +51,17 @@ class FusedConfig:
 
     tile_m: int = 64
     """Prompts per work group of fused_tiles (shrunk until it fits shared memory; 0: none fits)."""
-    tm: int = 4
+    tm: int = 8
     """Prompts per thread (a multiple of 4)."""
-    tn: int = 8
+    tn: int = 4
     """Consecutive vocabulary columns per thread (a multiple of 4)."""
     tile_n: int = 128
     """Columns a work group sweeps per step."""
     stage_k: int = 8
     """Hidden rows of output weights staged in shared memory at a time (fused_tiles)."""
-    small_threads: int = 1024
+    small_threads: int = 128
     """Threads of a fused_small work group (a power of two)."""
-    split: int = 1
+    split: int = 4
     """Vocabulary slices (work groups) per prompt in fused_small."""
     small_max: int = 64
     """Runs of up to this many prompts use fused_small."""
@@ -182,10 +182,8 @@ class RunBuffers:
     """Bytes per prompt row at most."""
     prompts: tuple[Buffer, ...]
     predictions: MappedBuffer
-
-    @property
-    def words(self) -> np.ndarray:
-        return self.predictions.view.view(np.uint32)
+    words: np.ndarray
+    """(capacity,) uint32 view of the predictions."""
 
 
 class FusedExecutor:
@@ -206,6 +204,7 @@ class FusedExecutor:
         self._small_turn = 0
         self._batches: dict[int, RunBuffers] = {}
         self._one_rows: dict[int, struct.Struct] = {}
+        self._kernels: dict[tuple[str, str], Shader] = {}
 
     # --- the Executor protocol ---------------------------------------------------------------------
     def run(self, tails: np.ndarray) -> np.ndarray:
@@ -315,16 +314,20 @@ class FusedExecutor:
         self.gpu.wait_for_gpu()  # the caller then finds any word still unwritten
 
     def _kernel(self, name: str, layout: str) -> Shader:
-        group = 1 if name == "fused_small" else self.config.tile_m
-        layout_constants = {"PROMPTS_AS_PIXELS": int(layout == PIXELS), "GROUP_PROMPTS": group}
-        return self.gpu.compile(name, self.constants | layout_constants)
+        """The compiled kernel, held here: building GLBackend.compile's cache key costs more than a dispatch."""
+        kernel = self._kernels.get((name, layout))
+        if kernel is None:
+            group = 1 if name == "fused_small" else self.config.tile_m
+            layout_constants = {"PROMPTS_AS_PIXELS": int(layout == PIXELS), "GROUP_PROMPTS": group}
+            kernel = self._kernels[name, layout] = self.gpu.compile(name, self.constants | layout_constants)
+        return kernel
 
     def _buffers(self, capacity: int, chunk: int, row_bytes: int) -> RunBuffers:
         size = 16 * ceil_div(HEADER_BYTES + chunk * row_bytes, 16)
         count = max(ceil_div(capacity, chunk), 2)
         prompts = tuple(self.gpu.storage_buffer(size, "prompts") for _ in range(count))
         predictions = self.gpu.mapped_buffer(4 * capacity, "predictions")
-        buffers = RunBuffers(capacity, chunk, row_bytes, prompts, predictions)
+        buffers = RunBuffers(capacity, chunk, row_bytes, prompts, predictions, predictions.view.view(np.uint32))
         buffers.words[:] = POISON_WORD
         return buffers
 

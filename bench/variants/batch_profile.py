@@ -1,0 +1,48 @@
+"""Where a big batch's time goes outside the kernel: cProfile of the fused executor's run_ids on the
+bench's largest batch (host work: poisoning, uploads, the wait, copying the predictions out), next to
+the kernel alone.
+
+    python bench/variants/batch_profile.py [--batch 1048576]"""
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(BENCH.parent), str(BENCH.parent / "tests"), str(BENCH)]
+
+import numpy as np  # noqa: E402
+from run import PROMPT_TOKENS, bundled  # noqa: E402
+from sweep import gpu_seconds  # noqa: E402
+
+from engine.fused import FusedExecutor  # noqa: E402
+from engine.gl import GLBackend  # noqa: E402
+from engine.model import load_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=1 << 20)
+    args = parser.parse_args()
+    gpu = GLBackend()
+    model = load_model(bundled())
+    executor = FusedExecutor(gpu, model.spec, gpu.uint_texture(model.weights, "weights"))
+    ids = np.random.default_rng(0).integers(0, model.spec.vocab_size, (args.batch, PROMPT_TOKENS)).astype(np.uint16)
+    executor.run_ids(ids)
+    start = time.perf_counter()
+    executor.run_ids(ids)
+    print(f"{executor.config}\nrun_ids, {args.batch:,} prompts: {(time.perf_counter() - start) * 1e3:.1f} ms")
+    print(f"kernel alone: {gpu_seconds(executor, ids) * 1e3:.1f} ms")
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(3):
+        executor.run_ids(ids)
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()
