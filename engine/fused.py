@@ -281,6 +281,7 @@ class FusedExecutor:
                 self.gpu.bind_storage_range(buffers.predictions.buffer, 4, 4 * start, 4 * count)
                 tiles = ceil_div(count, self.config.tile_m)
                 self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
+                self.gpu.flush()  # start this chunk now, while the next one uploads
         if not small:
             self.gpu.wait_for_gpu()
         words = words.copy()
