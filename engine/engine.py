@@ -133,17 +133,18 @@ class Engine:
             if out_of_range.any():
                 self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
             ids = ids[:, -window:].astype(np.uint16)
-        out = np.empty((len(ids), 1, 3), dtype=np.uint8)
+        parts = []
         step = self.executor.max_tile
         with gl_errors(source):
             for start in range(0, len(ids), step):
                 chunk = ids[start : start + step]
-                out[start : start + len(chunk), 0], refused = self.executor.run_ids(chunk)
+                pixels, refused = self.executor.run_ids(chunk)
                 if refused is not None:
                     row = chunk[refused]
                     position = int(np.flatnonzero(row >= vocab)[0])
                     self._refuse(chunk, refused * chunk.shape[1] + position, source, row_offset=start)
-        return out
+                parts.append(pixels)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts))[:, None, :]
 
     def _refuse(self, ids: np.ndarray, flat: int, source: str, row_offset: int = 0) -> None:
         row, position = divmod(int(flat), ids.shape[1])

@@ -284,14 +284,15 @@ class FusedExecutor:
                 self.gpu.flush()  # start this chunk now, while the next one uploads
         if not small:
             self.gpu.wait_for_gpu()
-        words = words.copy()
-        alpha = words >> 24
-        if (alpha != WRITTEN_ALPHA).any():
-            first = int(np.flatnonzero(alpha != WRITTEN_ALPHA)[0])
-            if words[first] != REFUSED_WORD:
-                raise PxglError(f"the GPU did not write the prediction of prompt {first} (word {words[first]:#010x})")
-            return words.view(np.uint8).reshape(n, 4)[:, :3], first
-        return words.view(np.uint8).reshape(n, 4)[:, :3], None
+        written = buffers.predictions.view[: 4 * n].reshape(n, 4)
+        unwritten = written[:, 3] != WRITTEN_ALPHA
+        pixels = written[:, :3].copy()  # the one copy out of the mapped buffer, as (n, 3) pixels
+        if not unwritten.any():
+            return pixels, None
+        first = int(np.flatnonzero(unwritten)[0])
+        if words[first] != REFUSED_WORD:
+            raise PxglError(f"the GPU did not write the prediction of prompt {first} (word {words[first]:#010x})")
+        return pixels, first
 
     def _next_small_prompts(self) -> Buffer:
         self._small_turn = 1 - self._small_turn
