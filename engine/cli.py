@@ -101,8 +101,8 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         "-x",
-        help="How the GPU computes the forward pass: passes (Model A's four passes) or pxvm (Model B: a "
-        "program of pixel opcodes interpreted on the GPU). "
+        help="How the GPU computes the forward pass: passes (Model A's four passes), pxvm (Model B: a "
+        "program of pixel opcodes interpreted on the GPU) or fused (the whole pass in one dispatch, fastest). "
         "Default: the cartridge's own choice, else passes.",
     ),
 ]
