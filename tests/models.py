@@ -1,11 +1,13 @@
 """Random pixellm models of any size, written to disk the way `pxgl train` writes them."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import oracle
 
 from engine.model import Model, load_model, save_model
-from engine.spec import ModelSpec, layout_tensors
+from engine.spec import ModelSpec, layout_tensors, meta_path_for
 
 
 def random_model(
@@ -31,3 +33,8 @@ def random_model(
 
 def random_rows(rng: np.random.Generator, n: int, vocab: int, max_len: int = 200) -> list[np.ndarray]:
     return [rng.integers(0, vocab, int(rng.integers(1, max_len + 1))) for _ in range(n)]
+
+
+def params_of(model: Model) -> dict[str, np.ndarray]:
+    """The oracle's float32 weights of a model written to disk (weights .pxi + meta beside it)."""
+    return oracle.dequantize(json.loads(meta_path_for(Path(model.source)).read_text()), model.weights)

@@ -35,3 +35,16 @@ def near_tie(lg: np.ndarray, rtol: float = 1e-5, atol: float = 1e-5) -> np.ndarr
     """Prompts whose top-2 logits lie within float32 summation-order rounding: any executor may pick either."""
     top2 = np.sort(lg, axis=1)[:, -2:]
     return (top2[:, 1] - top2[:, 0]) <= atol + rtol * np.abs(top2[:, 1])
+
+
+def assert_agrees(pred: np.ndarray, lg: np.ndarray, what: str) -> None:
+    """The rule every executor meets (docs/FORMATS.md §3): prediction pixels (B, 1, 3) carry the oracle's
+    ids except on near-ties, and its confidence byte within ±1."""
+    column = np.asarray(pred).reshape(-1, 3).astype(np.int64)
+    got_ids, got_conf = column[:, 0] + 256 * column[:, 1], column[:, 2]
+    ids, conf = predict(lg)
+    differ = (got_ids != ids) & ~near_tie(lg)
+    assert not differ.any(), f"{what}: ids differ at prompts {np.flatnonzero(differ)[:10]}"
+    same = got_ids == ids
+    off = np.abs(got_conf[same] - conf[same].astype(np.int64)).max(initial=0)
+    assert off <= 1, f"{what}: confidence off by {off}"

@@ -50,16 +50,6 @@ def oracle_logits(cart: Path, rows) -> np.ndarray:
     return oracle.logits(oracle.dequantize(meta, weights), rows, meta["context_window"])
 
 
-def assert_predictions_match(pred: np.ndarray, lg: np.ndarray, seed: int) -> None:
-    ids, conf = oracle.predict(lg)
-    got_ids, got_conf = decode_predictions(pred)
-    differ = (got_ids != ids) & ~oracle.near_tie(lg)
-    assert not differ.any(), f"ids differ at prompts {np.flatnonzero(differ)[:10]} (seed {seed})"
-    same = got_ids == ids
-    err = np.abs(got_conf[same].astype(int) - conf[same].astype(int)).max(initial=0)
-    assert err <= 1, f"confidence off by {err} (seed {seed})"
-
-
 @pytest.fixture
 def cart(tmp_path, rng) -> tuple[Path, object]:
     return random_cartridge(tmp_path, rng, *DIMS[int(rng.integers(len(DIMS)))])
@@ -109,7 +99,7 @@ def test_cartridge_of_any_size_runs_on_every_executor(tmp_path, gpu, seed, dims,
     model = load_model(path)
     rows = random_rows(rng, 200, dims[0], max_len=30)
     engine = Engine(model, gpu, executor=executor, program=pxvm_program(model, executor))
-    assert_predictions_match(engine.predict(encode_tokens(rows, dims[0])), oracle_logits(path, rows), seed)
+    oracle.assert_agrees(engine.predict(encode_tokens(rows, dims[0])), oracle_logits(path, rows), f"seed {seed}")
 
 
 def test_pxvm_runs_the_cartridges_own_program(tmp_path, gpu, rng, seed):
@@ -130,7 +120,7 @@ def test_pxvm_runs_the_cartridges_own_program(tmp_path, gpu, rng, seed):
     assert (linear.argmax(axis=1) != relu.argmax(axis=1)).any(), f"ReLU changes no prediction (seed {seed})"
     loaded = load_model(custom)
     engine = Engine(loaded, gpu, executor="pxvm", program=pxvm_program(loaded, "pxvm"))
-    assert_predictions_match(engine.predict(encode_tokens(rows, vocab)), linear, seed)
+    oracle.assert_agrees(engine.predict(encode_tokens(rows, vocab)), linear, f"seed {seed}")
 
 
 @pytest.mark.parametrize("executor", ["passes", "pxvm"])
@@ -158,7 +148,7 @@ def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatc
     assert np.array_equal(ask, infer) and np.array_equal(run, infer), f"{ask}, {run} vs {infer} (seed {seed})"
     tokenizer = Tokenizer.load(model.tokenizer_path)
     ids = tokenizer.encode(prompt)
-    assert_predictions_match(ask, oracle_logits(path, [ids]), seed)
+    oracle.assert_agrees(ask, oracle_logits(path, [ids]), f"seed {seed}")
     (token,), (conf,) = decode_predictions(ask)
     assert asked["id"] == token and asked["pixel"] == ask[0, 0].tolist()
     assert asked["text"] == tokenizer.decode([token]) and asked["confidence"] == round(int(conf) / 255, 4)
@@ -201,7 +191,7 @@ def test_foreign_shaders_need_trust_and_then_run_the_engines_own(cart, tmp_path,
     code, _, err = pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi", "-o", "own.pxi")
     assert code == 0, err
     assert np.array_equal(read_rgb(tmp_path / "trusted.pxi"), read_rgb(tmp_path / "own.pxi"))
-    assert_predictions_match(read_rgb(tmp_path / "trusted.pxi"), oracle_logits(path, rows), seed)
+    oracle.assert_agrees(read_rgb(tmp_path / "trusted.pxi"), oracle_logits(path, rows), f"seed {seed}")
 
 
 def test_the_manifest_names_the_default_executor(tmp_path, rng, monkeypatch, capsys):
@@ -308,7 +298,7 @@ def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
     ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
     assert np.array_equal(ask, infer) and np.array_equal(run, infer)
     ids = cart.tokenizer.encode(DEMO_PROMPT)
-    assert_predictions_match(ask, oracle_logits(BUNDLED, [ids]), seed)
+    oracle.assert_agrees(ask, oracle_logits(BUNDLED, [ids]), f"seed {seed}")
     assert asked["text"] == cart.tokenizer.decode([asked["id"]])
 
 

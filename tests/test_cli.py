@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import oracle
 import pytest
-from models import random_model
+from models import params_of, random_model
 
-from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
-from engine.spec import meta_path_for
+from engine.pxi import encode_tokens, read_rgb, write_rgb
 from engine.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,22 +32,6 @@ def model(tmp_path, rng):
     return model
 
 
-def oracle_pixels(model, rows) -> np.ndarray:
-    params = oracle.dequantize(json.loads(meta_path_for(Path(model.source)).read_text()), model.weights)
-    lg = oracle.logits(params, rows, model.spec.context_window)
-    ids, conf = oracle.predict(lg)
-    return ids, conf, oracle.near_tie(lg)
-
-
-def assert_matches_oracle(pixels, model, rows, seed):
-    ids, conf, tie = oracle_pixels(model, rows)
-    got_ids, got_conf = decode_predictions(pixels)
-    ok = (got_ids == ids) | tie
-    assert ok.all(), f"ids differ at {np.flatnonzero(~ok)} (seed {seed})"
-    same = got_ids == ids
-    assert np.abs(got_conf[same].astype(int) - conf[same].astype(int)).max(initial=0) <= 1
-
-
 def test_infer_prompt_writes_the_prediction_pixel(model, tmp_path, seed):
     prompt = "pixels and weights"
     run = pxgl("infer", prompt, "-m", model.source, "-o", "out.pxi", "--tokens-out", "t.pxi", "--json", cwd=tmp_path)
@@ -57,7 +40,7 @@ def test_infer_prompt_writes_the_prediction_pixel(model, tmp_path, seed):
     ids = Tokenizer.load(model.tokenizer_path).encode(prompt)
     pixels = read_rgb(tmp_path / "out.pxi")
     assert pixels.shape == (1, 1, 3)
-    assert_matches_oracle(pixels, model, [ids], seed)
+    oracle.assert_agrees(pixels, oracle.logits(params_of(model), [ids], model.spec.context_window), f"seed {seed}")
     assert record["id"] == int(pixels[0, 0, 0]) + 256 * int(pixels[0, 0, 1])
     assert np.array_equal(read_rgb(tmp_path / "t.pxi"), encode_tokens([ids], 300))
 
@@ -67,7 +50,11 @@ def test_infer_pixels_in_pixels_out_and_batch(model, tmp_path, rng, seed):
     write_rgb(tmp_path / "in.pxi", encode_tokens(rows, 300))
     run = pxgl("infer", "--input", "in.pxi", "-o", "pred.pxi", "-m", model.source, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert_matches_oracle(read_rgb(tmp_path / "pred.pxi"), model, rows, seed)
+    oracle.assert_agrees(
+        read_rgb(tmp_path / "pred.pxi"),
+        oracle.logits(params_of(model), rows, model.spec.context_window),
+        f"seed {seed}",
+    )
 
     lines = ["pixel model", "weights", "a byte of an image", "reads"]
     (tmp_path / "prompts.txt").write_text("\n".join(lines) + "\n")
@@ -76,7 +63,11 @@ def test_infer_pixels_in_pixels_out_and_batch(model, tmp_path, rng, seed):
     records = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["row"] for r in records] == list(range(len(lines)))
     tokenizer = Tokenizer.load(model.tokenizer_path)
-    assert_matches_oracle(read_rgb(tmp_path / "batch.pxi"), model, [tokenizer.encode(x) for x in lines], seed)
+    oracle.assert_agrees(
+        read_rgb(tmp_path / "batch.pxi"),
+        oracle.logits(params_of(model), [tokenizer.encode(x) for x in lines], model.spec.context_window),
+        f"seed {seed}",
+    )
 
 
 def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:

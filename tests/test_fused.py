@@ -6,8 +6,7 @@ outputs are poisoned before every checked run so a prompt the GPU fails to write
 import numpy as np
 import oracle
 import pytest
-from models import random_model, random_rows
-from test_passes import assert_predictions_match, params_of
+from models import params_of, random_model, random_rows
 
 from engine.engine import Engine
 from engine.errors import PxglError
@@ -36,7 +35,7 @@ def checked_predict(engine, pixels):
 def test_thousand_random_prompts_match_oracle(engine, model, rng, seed):
     rows = random_rows(rng, 1000, model.spec.vocab_size, max_len=200)
     pred = checked_predict(engine, encode_tokens(rows, model.spec.vocab_size))
-    assert_predictions_match(pred, oracle.logits(params_of(model), rows, model.spec.context_window), seed)
+    oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, model.spec.context_window), f"seed {seed}")
 
 
 @pytest.mark.parametrize("batch", ["one", "seven", "small_max", "past_small", "past_work_group_tile", "past_run"])
@@ -55,7 +54,7 @@ def test_batches_match_oracle(engine, model, rng, seed, batch):
     rows = random_rows(rng, n, model.spec.vocab_size, max_len=24)
     pred = checked_predict(engine, encode_tokens(rows, model.spec.vocab_size))
     assert pred.shape == (n, 1, 3)
-    assert_predictions_match(pred, oracle.logits(params_of(model), rows, model.spec.context_window), seed)
+    oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, model.spec.context_window), f"seed {seed}")
 
 
 @pytest.mark.parametrize("length", [1, 5, 16, 40])
@@ -68,10 +67,10 @@ def test_lean_paths_match_oracle(engine, model, rng, seed, length, dtype):
         lg = oracle.logits(params, list(ids), model.spec.context_window)
         engine.predict_array(ids)
         engine.poison()
-        assert_predictions_match(engine.predict_array(ids), lg, seed)
+        oracle.assert_agrees(engine.predict_array(ids), lg, f"seed {seed}")
         engine.poison()
         one = np.stack([engine.predict_one(row.tolist()) for row in ids[:5]])[:, None, :]
-        assert_predictions_match(one, lg[:5], seed)
+        oracle.assert_agrees(one, lg[:5], f"seed {seed}")
 
 
 @pytest.mark.parametrize("n", [3, 200])
@@ -109,7 +108,7 @@ def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
         pred = checked_predict(engine, encode_tokens(rows, spec.vocab_size))
         got = pred[:, 0, 0].astype(int) + 256 * pred[:, 0, 1].astype(int)
         assert (got < half).all(), f"a tie went to the higher index (seed {seed})"
-        assert_predictions_match(pred, oracle.logits(params_of(model), rows, spec.context_window), seed)
+        oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, spec.context_window), f"seed {seed}")
 
 
 @pytest.mark.parametrize("dims", [(512, 64, 96, 8), (300, 17, 33, 5), (2, 1, 1, 1), (700, 40, 1000, 3)])
@@ -120,11 +119,11 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     engine = Engine(model, gpu, executor="fused")
     rows = random_rows(rng, 300, vocab, max_len=30)
     lg = oracle.logits(params_of(model), rows, window)
-    assert_predictions_match(checked_predict(engine, encode_tokens(rows, vocab)), lg, seed)  # fused_tiles
+    oracle.assert_agrees(checked_predict(engine, encode_tokens(rows, vocab)), lg, f"seed {seed}")  # fused_tiles
     few = engine.executor.config.small_max // 2
-    assert_predictions_match(checked_predict(engine, encode_tokens(rows[:few], vocab)), lg[:few], seed)
+    oracle.assert_agrees(checked_predict(engine, encode_tokens(rows[:few], vocab)), lg[:few], f"seed {seed}")
     one = np.stack([engine.predict_one(row.tolist()) for row in rows[:3]])[:, None, :]
-    assert_predictions_match(one, lg[:3], seed)
+    oracle.assert_agrees(one, lg[:3], f"seed {seed}")
 
 
 def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, seed):
@@ -136,7 +135,7 @@ def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, s
         tail = row[-window:]
         ids = trace.tokens[r, : len(tail), 0].astype(int) + 256 * trace.tokens[r, : len(tail), 1].astype(int)
         assert (ids == tail).all()
-    assert_predictions_match(trace.prediction, oracle.logits(params_of(model), rows, window), seed)
+    oracle.assert_agrees(trace.prediction, oracle.logits(params_of(model), rows, window), f"seed {seed}")
 
 
 @pytest.mark.parametrize(
@@ -159,4 +158,4 @@ def test_other_work_shapes_match_oracle(tmp_path, gpu, seed, shape):
         pixels, refused = executor.run_ids(ids)
         assert refused is None
         lg = oracle.logits(params_of(model), list(ids), 5)
-        assert_predictions_match(pixels[:, None, :], lg, seed)
+        oracle.assert_agrees(pixels[:, None, :], lg, f"seed {seed}")

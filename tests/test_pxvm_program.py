@@ -27,16 +27,6 @@ def meta_of(model) -> dict:
     return json.loads(meta_path_for(Path(model.source)).read_text())
 
 
-def assert_predictions_match(pixels, lg, what):
-    ids, conf = oracle.predict(lg)
-    got_ids, got_conf = decode_predictions(pixels)
-    differ = (got_ids != ids) & ~oracle.near_tie(lg)
-    assert not differ.any(), f"{what}: ids differ at prompts {np.flatnonzero(differ)[:10]}"
-    same = got_ids == ids
-    off = np.abs(got_conf[same].astype(int) - conf[same].astype(int)).max(initial=0)
-    assert off <= 1, f"{what}: confidence off by {off}"
-
-
 @pytest.mark.parametrize("dims", [(1024, 128, 128, 16), (512, 64, 96, 8)])
 def test_thousand_prompts_match_model_a_and_oracle(tmp_path, gpu, seed, dims):
     rng = np.random.default_rng(seed)
@@ -50,8 +40,8 @@ def test_thousand_prompts_match_model_a_and_oracle(tmp_path, gpu, seed, dims):
         engine.poison()
     got, model_a = pxvm.predict(pixels), passes.predict(pixels)
     lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, window)
-    assert_predictions_match(got, lg, f"pxvm vs oracle, dims {dims} (seed {seed})")
-    assert_predictions_match(model_a, lg, f"Model A vs oracle, dims {dims} (seed {seed})")
+    oracle.assert_agrees(got, lg, f"pxvm vs oracle, dims {dims} (seed {seed})")
+    oracle.assert_agrees(model_a, lg, f"Model A vs oracle, dims {dims} (seed {seed})")
     ids, _ = decode_predictions(got)
     ids_a, _ = decode_predictions(model_a)
     differ = (ids != ids_a) & ~oracle.near_tie(lg)
@@ -66,7 +56,7 @@ def test_odd_model_sizes_compile_and_run(tmp_path, gpu, seed, dims):
     rows = random_rows(rng, 200, vocab, max_len=30)
     got = Engine(model, gpu, executor="pxvm").predict(encode_tokens(rows, vocab))
     lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, window)
-    assert_predictions_match(got, lg, f"dims {dims} (seed {seed})")
+    oracle.assert_agrees(got, lg, f"dims {dims} (seed {seed})")
 
 
 def test_compiled_program_means_the_forward_pass_on_the_reference_interpreter(tmp_path, rng, seed):
@@ -101,7 +91,7 @@ def test_trace_reads_embed_hidden_logits_from_scratch(tmp_path, gpu, rng, seed):
     flat = trace.logits.reshape(9, -1)
     np.testing.assert_allclose(flat[:, :300], lg, rtol=1e-5, atol=1e-5, err_msg=f"seed {seed}")
     assert np.isnan(flat[:, 300:]).all(), "cells past the vocabulary are not logits"
-    assert_predictions_match(trace.prediction, lg, f"trace (seed {seed})")
+    oracle.assert_agrees(trace.prediction, lg, f"trace (seed {seed})")
     assert trace.tokens.shape == (9, 6, 3)
 
 
@@ -124,7 +114,7 @@ def test_batches_over_one_tile_are_split(tmp_path, gpu, rng, seed):
     got = engine.predict(encode_tokens(rows, 64))
     assert got.shape == (100, 1, 3)
     lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, 4)
-    assert_predictions_match(got, lg, f"tiled (seed {seed})")
+    oracle.assert_agrees(got, lg, f"tiled (seed {seed})")
 
 
 def test_a_program_validated_for_another_model_is_refused(tmp_path, gpu, rng):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import oracle
 import pytest
-from models import random_model, random_rows
+from models import params_of, random_model, random_rows
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -64,11 +64,6 @@ def expected_levels(values: np.ndarray, scale: float) -> np.ndarray:
     """The level a value in [-scale, scale] must get: the map is linear, zero exactly in the middle."""
     top = visuals.COLOUR_LEVELS - 1
     return np.round((np.clip(values.astype(np.float64) / scale, -1, 1) + 1) * top / 2).astype(int)
-
-
-def params_of(model) -> dict[str, np.ndarray]:
-    meta = json.loads(Path(model.source).with_suffix("").with_suffix(".meta.json").read_text())
-    return oracle.dequantize(meta, model.weights)
 
 
 def random_token_bytes(rng: np.random.Generator, vocab: int):
