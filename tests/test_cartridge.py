@@ -8,9 +8,6 @@ Same tolerance as tests/test_passes.py: ids agree except on oracle near-ties, co
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +16,7 @@ import numpy as np
 import oracle
 import pytest
 from cartridges import pxgl, random_cartridge, read_members, relisted, write_contents
+from cli_process import pxgl as pxgl_subprocess
 from models import random_rows
 from PIL import Image
 
@@ -283,12 +281,8 @@ def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
     assert np.array_equal(cart.weights, bundled.weights)
     assert cart.tokenizer.merges == Tokenizer.load(bundled.tokenizer_path).merges
 
-    environment = os.environ | {"PYTHONPATH": str(ROOT)}
-
     def pxgl_process(*args: str) -> dict:
-        run = subprocess.run(
-            [sys.executable, "-m", "engine.cli", *args], cwd=tmp_path, env=environment, capture_output=True, text=True
-        )
+        run = pxgl_subprocess(*args, cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout.splitlines()[-1]) if "--json" in args else {}
 

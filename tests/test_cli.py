@@ -1,14 +1,12 @@
 """`pxgl infer` / `pxgl info` as a user runs them: a new process, exit codes, files written or not."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import oracle
 import pytest
+from cli_process import pxgl
 from models import params_of, random_model
 
 from engine.pxi import encode_tokens, read_rgb, write_rgb
@@ -16,13 +14,6 @@ from engine.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "the pixel model reads pixels and writes pixels; every weight is a byte of an image.\n" * 20
-
-
-def pxgl(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=environment, capture_output=True, text=True
-    )
 
 
 @pytest.fixture

@@ -2,15 +2,14 @@
 process, exit codes, one-line errors, files written whole or not at all."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import oracle
 import pytest
 from cartridges import random_text
+from cli_process import pxgl
 from models import random_model, random_rows
 
 from engine.cartridge import pack
@@ -23,13 +22,6 @@ from engine.spec import meta_path_for
 from engine.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pxgl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=environment, capture_output=True, text=True
-    )
 
 
 def assert_one_line_error(run: subprocess.CompletedProcess, *fragments: str) -> None:

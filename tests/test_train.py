@@ -2,16 +2,14 @@
 the independent numpy oracle confirms; bad input is one clear error; the bundled model is what its meta says."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import oracle
 import pytest
+from cli_process import pxgl
 
 from engine.corpus import file_documents, split_documents
 from engine.errors import PxglError
@@ -150,12 +148,6 @@ def test_unusable_corpora_are_refused(tmp_path, content, message):
     text.write_bytes(content)
     with pytest.raises(PxglError, match=message):
         train(tiny(text, tmp_path / "m.pxi"))
-
-
-def pxgl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = os.environ | {"PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "engine.cli", *args]
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
 
 
 def test_cli_trains_prints_eval_json_and_exits_2_on_errors(corpus, tmp_path):
