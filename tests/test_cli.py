@@ -61,7 +61,7 @@ def test_infer_pixels_in_pixels_out_and_batch(model, tmp_path, rng, seed):
     )
 
 
-def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str], str]]:
     from PIL import Image
 
     (tmp_path / "notpng.pxi").write_bytes(b"hello")
@@ -72,7 +72,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     empty_row = encode_tokens([[1, 2], [3]], 300)
     empty_row[1] = 0
     write_rgb(tmp_path / "emptyrow.pxi", empty_row)
-    write_rgb(tmp_path / "wide.pxi", encode_tokens([[5] * 16_385], 300))
+    write_rgb(tmp_path / "wide.pxi", encode_tokens([[5] * (texture_limit + 1)], 300))
     (tmp_path / "gap.txt").write_text("first\n\nthird\n")
     return {
         "no source": ([], "give exactly one of PROMPT, --input FILE or --batch FILE"),
@@ -81,7 +81,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "wrong mode": (["--input", "rgba.pxi"], "8-bit RGBA PNG; pixel files are 8-bit RGB"),
         "id past vocab": (["--input", "big.pxi"], "row 0, position 2: token id 300 ≥ vocab size 300"),
         "empty row": (["--input", "emptyrow.pxi"], "row 1 is empty"),
-        "too wide": (["--input", "wide.pxi"], "16385 tokens wide, past this GPU's texture limit"),
+        "too wide": (["--input", "wide.pxi"], f"{texture_limit + 1} tokens wide, past this GPU's texture limit"),
         "empty line": (["--batch", "gap.txt"], "gap.txt: line 2 is empty"),
         "missing model": (["hi", "-m", "nowhere.pxi"], "nowhere.meta.json: no such meta file"),
         "unknown executor": (["hi", "-x", "abacus"], "unknown executor 'abacus'"),
@@ -103,8 +103,8 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "unknown executor",
     ],
 )
-def test_bad_input_is_one_line_exit_2_nothing_written(model, tmp_path, case):
-    args, message = bad_inputs(tmp_path)[case]
+def test_bad_input_is_one_line_exit_2_nothing_written(model, gpu, tmp_path, case):
+    args, message = bad_inputs(tmp_path, gpu.limits.max_texture_size)[case]
     model_args = [] if "-m" in args else ["-m", model.source]
     before = set(tmp_path.iterdir())
     run = pxgl("infer", *args, *model_args, "-o", "out.pxi", cwd=tmp_path)
