@@ -156,13 +156,9 @@ def pxvm_program(loaded: "Model", executor: str, program_file: Path | None = Non
 
 def read_prompt_lines(path: Path) -> list[str]:
     """One prompt per line; an empty line is an error (it would be an empty prompt)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such prompts file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PxglError(f"{path}: cannot read as UTF-8 text ({e})") from None
-    lines = text.splitlines()
+    from engine.pxi import read_text
+
+    lines = read_text(path, "prompts file").splitlines()
     if not lines:
         raise PxglError(f"{path}: no prompts (the file is empty)")
     for number, line in enumerate(lines, start=1):

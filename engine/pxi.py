@@ -83,6 +83,17 @@ def encode_rgb(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def read_text(path: str | Path, what: str, hint: str = "") -> str:
+    """A UTF-8 text file the user named (a meta, tokenizer, prompts file), or one PxglError saying why not."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such {what}{hint}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PxglError(f"{path}: cannot read the {what} as UTF-8 text ({e})") from None
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call write(temporary path) beside `path`, then rename it into place; clean up on any failure."""
     path = Path(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PxglError
-from engine.pxi import atomic_write, image_size_for
+from engine.pxi import atomic_write, image_size_for, read_text
 
 FORMAT = "pixellm"
 VERSION = 0
@@ -172,12 +172,7 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
 
 
 def read_meta(path: Path) -> ModelSpec:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such meta file (a weights .pxi needs its .meta.json beside it)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PxglError(f"{path}: cannot read ({e})") from None
+    text = read_text(path, "meta file", " (a weights .pxi needs its .meta.json beside it)")
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:

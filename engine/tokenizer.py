@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PxglError
-from engine.pxi import atomic_write
+from engine.pxi import atomic_write, read_text
 
 FORMAT = "pxgl-bpe"
 VERSION = 0
@@ -88,14 +88,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PxglError(f"{path}: no such tokenizer file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise PxglError(f"{path}: cannot read tokenizer ({e})") from None
-        return cls.loads(text, str(path))
+        return cls.loads(read_text(path, "tokenizer file"), str(path))
 
     @classmethod
     def loads(cls, text: str, where: str) -> "Tokenizer":

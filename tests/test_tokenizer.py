@@ -167,7 +167,7 @@ def test_load_rejects_any_merge_naming_a_later_token(tmp_path_factory, data):
     ("content", "message"),
     [
         (b"{not json", "not valid JSON"),
-        (b"\xff\xfe{}", "cannot read tokenizer"),
+        (b"\xff\xfe{}", "cannot read the tokenizer file"),
         (b"", "not valid JSON"),
         (b"[" * 100_000, "nested too deeply"),
     ],
