@@ -15,6 +15,7 @@ const int STAGE_COLUMNS4 = TILE_N / 4;
 const int STAGE_VEC4 = STAGE_K * STAGE_COLUMNS4;
 const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
 const int ROW4 = VOCAB_PAD / 4;  // vec4s in a row of output weights
+const int NO_ROW = STAGE_K + HIDDEN_DIM;  // a thread's fetch past the stage: fails both the load and the store
 shared vec4 pool[POOL_VEC4];  // hidden units [HIDDEN_DIM][TILE_M], later the threads' softmax states
 shared vec4 stage[2 * STAGE_VEC4];  // two buffers of output weights: STAGE_K rows x TILE_N columns
 
@@ -60,7 +61,7 @@ void main() {
     int fetch_row[FETCHES], fetch_column4[FETCHES];  // this thread's vec4s of each stage
     for (int f = 0; f < FETCHES; f++) {
         int e = t + f * TILE_THREADS;
-        fetch_row[f] = e < STAGE_VEC4 ? e / STAGE_COLUMNS4 : HIDDEN_DIM;
+        fetch_row[f] = e < STAGE_VEC4 ? e / STAGE_COLUMNS4 : NO_ROW;
         fetch_column4[f] = e % STAGE_COLUMNS4;
     }
     int current = 0;  // alternates across chunks too: a write always targets the buffer read two steps ago

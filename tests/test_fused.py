@@ -159,3 +159,25 @@ def test_other_work_shapes_match_oracle(tmp_path, gpu, seed, shape):
         assert refused is None
         lg = oracle.logits(params_of(model), list(ids), 5)
         oracle.assert_agrees(pixels[:, None, :], lg, f"seed {seed}")
+
+
+@pytest.mark.parametrize(
+    "hidden, shape",
+    [
+        (2, dict(tile_m=64, tm=4, tn=4, tile_n=128, stage_k=4)),
+        (3, dict(tile_m=64, tm=4, tn=4, tile_n=64, stage_k=8)),
+    ],
+)
+def test_more_tile_threads_than_staged_weights_match_oracle(tmp_path, gpu, seed, hidden, shape):
+    """hidden < stage_k and more threads than staged weights: the threads with nothing to stage must not
+    write shared memory (past the stage, or into the buffer the others are reading)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=hidden, window=5)
+    weights = gpu.uint_texture(model.weights, "weights")
+    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(**shape))
+    config = executor.config
+    assert (config.tile_m // config.tm) * (config.tile_n // config.tn) > config.stage_k * config.tile_n // 4
+    ids = rng.integers(0, 300, (500, 7)).astype(np.uint16)
+    pixels, refused = executor.run_ids(ids)
+    assert refused is None
+    oracle.assert_agrees(pixels[:, None, :], oracle.logits(params_of(model), list(ids), 5), f"seed {seed}")
