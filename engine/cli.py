@@ -158,7 +158,10 @@ def read_prompt_lines(path: Path) -> list[str]:
     """One prompt per line; an empty line is an error (it would be an empty prompt)."""
     from engine.pxi import read_text
 
-    lines = read_text(path, "prompts file").splitlines()
+    # Only "\n" (or "\r\n") ends a prompt: str.splitlines would also split on \f, \x1c-\x1e, U+2028 ...
+    # and misalign predictions with the file's lines.
+    text = read_text(path, "prompts file")
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
     if not lines:
         raise PxglError(f"{path}: no prompts (the file is empty)")
     for number, line in enumerate(lines, start=1):
@@ -209,13 +212,16 @@ def infer(
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
     from engine.engine import Engine
     from engine.model import load_tokenizer
-    from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+    from engine.pxi import check_output_path, decode_predictions, encode_tokens, read_rgb, write_rgb
 
     given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
     if len(given) != 1:
         raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
     if tokens_out is not None and tokens_out.resolve() == out.resolve():
         raise PxglError(f"--tokens-out and --out are the same file {out}")
+    check_output_path(out, "--out")
+    if tokens_out is not None:
+        check_output_path(tokens_out, "--tokens-out")
     if viz_dir is not None:
         from engine.visuals import check_out_dir
 
@@ -240,6 +246,12 @@ def infer(
     with bar:
         task = bar.add_task(label, total=pixels.shape[0])
         predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
+    view = None
+    if viz_dir is not None:  # the GPU work for the visuals happens before anything is written
+        from engine.visuals import run_view
+
+        first_prompt = lines[0] if batch is not None else prompt
+        view = run_view(engine, pixels, source=source, executor=name, prompt=first_prompt, tokenizer=tokenizer)
     if tokens_out is not None:
         write_rgb(tokens_out, pixels)
     write_rgb(out, predictions)
@@ -255,11 +267,9 @@ def infer(
             typer.echo(f"{record['text']!r}  id {token}  confidence {conf / 255:.1%}  → {out}")
     if not as_json and prompt is None:
         typer.echo(f"{out}: {len(ids)} prediction pixel(s) on {engine.gpu.renderer}")
-    if viz_dir is not None:
-        from engine.visuals import run_view, write_visuals
+    if view is not None:
+        from engine.visuals import write_visuals
 
-        first_prompt = lines[0] if batch is not None else prompt
-        view = run_view(engine, pixels, source=source, executor=name, prompt=first_prompt, tokenizer=tokenizer)
         write_visuals(viz_dir, view)
         if not as_json:
             typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")

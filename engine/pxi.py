@@ -94,6 +94,15 @@ def read_text(path: str | Path, what: str, hint: str = "") -> str:
         raise PxglError(f"{path}: cannot read the {what} as UTF-8 text ({e})") from None
 
 
+def check_output_path(path: str | Path, option: str) -> None:
+    """Fail before any work if `path` cannot be an output file: its folder is missing or it is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise PxglError(f"{option} {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise PxglError(f"{option} {path}: folder {path.parent} does not exist")
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call write(temporary path) beside `path`, then rename it into place; clean up on any failure."""
     path = Path(path)

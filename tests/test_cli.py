@@ -47,7 +47,7 @@ def test_infer_pixels_in_pixels_out_and_batch(model, tmp_path, rng, seed):
         f"seed {seed}",
     )
 
-    lines = ["pixel model", "weights", "a byte of an image", "reads"]
+    lines = ["pixel model", "weights\fand\x1cbytes\u2028too", "a byte of an image", "reads"]  # only \n ends a line
     (tmp_path / "prompts.txt").write_text("\n".join(lines) + "\n")
     run = pxgl("infer", "--batch", "prompts.txt", "-o", "batch.pxi", "-m", model.source, "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -85,6 +85,8 @@ def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str],
         "empty line": (["--batch", "gap.txt"], "gap.txt: line 2 is empty"),
         "missing model": (["hi", "-m", "nowhere.pxi"], "nowhere.meta.json: no such meta file"),
         "unknown executor": (["hi", "-x", "abacus"], "unknown executor 'abacus'"),
+        "tokens-out folder missing": (["hi", "--tokens-out", "nowhere/t.pxi"], "folder nowhere does not exist"),
+        "tokens-out is a folder": (["hi", "--tokens-out", "."], "--tokens-out .: is a folder"),
     }
 
 
@@ -101,6 +103,8 @@ def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str],
         "empty line",
         "missing model",
         "unknown executor",
+        "tokens-out folder missing",
+        "tokens-out is a folder",
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(model, gpu, tmp_path, case):
