@@ -283,6 +283,7 @@ class FusedExecutor:
                 self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
                 self.gpu.flush()  # start this chunk now, while the next one uploads
         if not small:
+            self.gpu.mapped_read_barrier()  # once, after the last chunk: it may cost a sync on some drivers
             self.gpu.wait_for_gpu()
         written = buffers.predictions.view[: 4 * n].reshape(n, 4)
         unwritten = written[:, 3] != WRITTEN_ALPHA
@@ -305,6 +306,7 @@ class FusedExecutor:
         self.gpu.use_storage((*bindings, prompts, buffers.predictions.buffer, self.scratch))
         self.gpu.storage_barrier()  # the previous run's arrival counts, reset on the GPU, are visible
         self.gpu.dispatch(self._kernel("fused_small", layout), (self.config.split, n, 1), "fused_small")
+        self.gpu.mapped_read_barrier()
         if self.config.sync == "fence":
             self.gpu.wait_for_gpu()
             return

@@ -317,6 +317,11 @@ class GLBackend:
             GL_SHADER_STORAGE_BARRIER_BIT | GL_BUFFER_UPDATE_BARRIER_BIT | GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT
         )
 
+    def mapped_read_barrier(self) -> None:
+        """Make the shader writes issued so far visible to the host through persistently mapped buffers:
+        GL requires it after the dispatch that writes one, before the fence or poll the host reads after."""
+        self._gl.memory_barrier(GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT)
+
     def wait_for_gpu(self) -> None:
         """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
         self._gl.wait_fence(self._gl.fence())

@@ -181,3 +181,24 @@ def test_more_tile_threads_than_staged_weights_match_oracle(tmp_path, gpu, seed,
     pixels, refused = executor.run_ids(ids)
     assert refused is None
     oracle.assert_agrees(pixels[:, None, :], oracle.logits(params_of(model), list(ids), 5), f"seed {seed}")
+
+
+@pytest.mark.parametrize("sync", ["poll", "fence"])
+def test_host_reads_predictions_only_after_a_mapped_buffer_barrier(tmp_path, gpu, rng, monkeypatch, sync):
+    """GL makes shader writes to a persistently mapped buffer visible to the host only after
+    glMemoryBarrier(GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT) issued after the dispatch: on every path, the last
+    dispatch must be followed by that barrier before the host waits (poll or fence)."""
+    model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=7, window=5)
+    weights = gpu.uint_texture(model.weights, "weights")
+    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(chunk=64, sync=sync))
+    calls: list[str] = []
+    for name in ("dispatch", "mapped_read_barrier", "wait_for_gpu", "flush"):
+        method = getattr(gpu, name)
+        monkeypatch.setattr(gpu, name, lambda *a, _name=name, _method=method: (calls.append(_name), _method(*a))[1])
+    for n in (1, 9, 300):  # fused_small; fused_tiles in several chunks
+        calls.clear()
+        ids = rng.integers(0, 300, (n, 7)).astype(np.uint16)
+        executor.run_ids(ids)
+        last_dispatch = max(i for i, call in enumerate(calls) if call == "dispatch")
+        last_sync = max(i for i, call in enumerate(calls) if call in ("wait_for_gpu", "flush"))
+        assert "mapped_read_barrier" in calls[last_dispatch:last_sync], f"{n} prompts: {calls}"
