@@ -5,7 +5,14 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.errors import PxglError
 from engine.spec import ModelSpec
+
+POISON_FLOAT = np.float32(np.nan)
+POISON_BYTE = 0xEE
+"""Fresh outputs hold garbage on purpose, so a pixel a run fails to write cannot pass a check."""
+WRITTEN_ALPHA = 255
+"""Every shader stores prediction pixels with this alpha; anything else was never written."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,18 @@ class Executor(Protocol):
     def poison(self) -> None:
         """Fill the executor's textures with garbage, so that a pixel a run fails to write cannot pass."""
         ...
+
+
+def written_predictions(rgba: np.ndarray) -> np.ndarray:
+    """(n, 1, 4) RGBA8 prediction pixels read back → (n, 1, 3); a pixel the GPU did not write is an error,
+    never an answer."""
+    unwritten = np.flatnonzero(rgba[:, 0, 3] != WRITTEN_ALPHA)
+    if unwritten.size:
+        raise PxglError(
+            f"the GPU left {unwritten.size} prediction pixel(s) unwritten (first: prompt {unwritten[0]}); "
+            "its driver misbehaved: try another --device or --executor"
+        )
+    return rgba[:, :, :3]
 
 
 def ceil_div(a: int, b: int) -> int:

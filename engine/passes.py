@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.executor import Trace, ceil_div, model_constants, next_pow2
+from engine.executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
 from engine.gl import GLBackend, Shader, Texture
 from engine.spec import ModelSpec
 
@@ -56,11 +56,6 @@ class Activations:
     hidden: Texture
     logits: Texture
     prediction: Texture
-
-
-POISON_FLOAT = np.float32(np.nan)
-POISON_BYTE = 0xEE
-"""Fresh activations hold garbage on purpose, so a pixel that a pass fails to write cannot pass a check."""
 
 
 def poison(gpu: GLBackend, act: Activations) -> None:
@@ -159,7 +154,7 @@ class PassesExecutor:
 
     def run(self, tails: np.ndarray) -> np.ndarray:
         act = self._forward(tails)
-        return self.gpu.read_uint8(act.prediction)[: len(tails), 0, :3]
+        return written_predictions(self.gpu.read_uint8(act.prediction)[: len(tails)])[:, 0]
 
     def trace(self, tails: np.ndarray) -> Trace:
         act, n = self._forward(tails), len(tails)
@@ -170,7 +165,7 @@ class PassesExecutor:
             logits=logits_cells(
                 self.gpu.read_float(act.logits), n, self.spec.logits_side, int(self.shaders.constants["LOGITS_GRID"])
             ),
-            prediction=self.gpu.read_uint8(act.prediction)[:n, :, :3],
+            prediction=written_predictions(self.gpu.read_uint8(act.prediction)[:n]),
         )
 
     def poison(self) -> None:

@@ -10,6 +10,7 @@ from models import params_of, random_model, random_rows
 
 from engine import passes
 from engine.engine import Engine
+from engine.errors import PxglError
 from engine.passes import logits_cells
 from engine.pxi import encode_tokens
 
@@ -144,3 +145,13 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     rows = random_rows(rng, 200, vocab, max_len=30)
     pred = Engine(model, gpu).predict(encode_tokens(rows, vocab))
     oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, window), f"seed {seed}")
+
+
+def test_an_unwritten_prediction_pixel_is_an_error_not_an_answer(engine, model, rng, monkeypatch):
+    pixels = encode_tokens(random_rows(rng, 5, model.spec.vocab_size, max_len=20), model.spec.vocab_size)
+    engine.predict(pixels)
+    engine.poison()
+    argmax_all = passes.argmax
+    monkeypatch.setattr(passes, "argmax", lambda gpu, s, lg, pred, n: argmax_all(gpu, s, lg, pred, n - 1))
+    with pytest.raises(PxglError, match="left 1 prediction pixel"):
+        engine.predict(pixels)

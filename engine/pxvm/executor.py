@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import PxglError
-from engine.executor import Trace, ceil_div, model_constants, next_pow2
+from engine.executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
 from engine.gl import GLBackend, Texture
 from engine.pxvm.compiler import compile_program, scratch_layout
 from engine.pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
@@ -24,8 +24,6 @@ VM_THREADS = 256
 MAX_TILE = 16384
 SCRATCH_BUDGET = 1 << 26
 """Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""
-POISON_FLOAT = np.float32(np.nan)
-POISON_BYTE = 0xEE
 
 
 def vm_constants(spec: ModelSpec, threads: int) -> dict[str, int | float]:
@@ -124,14 +122,14 @@ class PxvmExecutor:
 
     def run(self, tails: np.ndarray) -> np.ndarray:
         tile = self._forward(tails)
-        return self.gpu.read_uint8(tile.prediction)[: len(tails), 0, :3]
+        return written_predictions(self.gpu.read_uint8(tile.prediction)[: len(tails)])[:, 0]
 
     def run_with_scratch(self, tails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 3) prediction pixels and (n, scratch_size) float32: each prompt's scratch after the run."""
         tile, n = self._forward(tails), len(tails)
         image = self.gpu.read_float(tile.scratch)
         scratch = image[: n * self.scratch_rows].reshape(n, -1)[:, : self.program.scratch_size]
-        return self.gpu.read_uint8(tile.prediction)[:n, 0, :3], scratch
+        return written_predictions(self.gpu.read_uint8(tile.prediction)[:n])[:, 0], scratch
 
     def trace(self, tails: np.ndarray) -> Trace:
         prediction, scratch = self.run_with_scratch(tails)
