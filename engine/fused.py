@@ -197,7 +197,7 @@ class FusedExecutor:
         largest_row = max(3 * spec.context_window, 2 * MAX_ROW_TOKENS)
         small = self.config.small_max
         self.scratch = gpu.storage_buffer(16 * ceil_div(4 * small, 16) + 16 * small * self.config.split, "scratch")
-        self.scratch.write(np.zeros(small, np.uint32))
+        gpu.write_storage(self.scratch, np.zeros(small, np.uint32))
         by_storage = (gpu.limits.max_storage_block_size - HEADER_BYTES) // largest_row
         self.max_tile = min(MAX_TILE, by_storage) if self.config.tile_m else small
         self._small = self._buffers(small, small, 3 * spec.context_window)
@@ -242,7 +242,7 @@ class FusedExecutor:
             row = self._one_rows[len(ids)] = struct.Struct(f"<4I{len(ids)}H")
         buffers = self._small
         prompts = self._next_small_prompts()
-        prompts.write(row.pack(1, len(ids), 0, 0, *ids))
+        self.gpu.write_storage(prompts, row.pack(1, len(ids), 0, 0, *ids))
         buffers.words[0] = POISON_WORD
         self._dispatch_small(buffers, prompts, 1, IDS)
         word = int(buffers.words[0])
@@ -271,8 +271,8 @@ class FusedExecutor:
         for start in range(0, n, buffers.chunk):
             count = min(buffers.chunk, n - start)
             prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
-            prompts.write(np.array([count, row_len, 0, 0], np.uint32))
-            prompts.write(data[start : start + count], offset=HEADER_BYTES)
+            self.gpu.write_storage(prompts, np.array([count, row_len, 0, 0], np.uint32))
+            self.gpu.write_storage(prompts, data[start : start + count], HEADER_BYTES)
             if small:
                 self._dispatch_small(buffers, prompts, n, layout)
             else:

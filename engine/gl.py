@@ -297,6 +297,11 @@ class GLBackend:
         view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
         return MappedBuffer(self.ctx.external_buffer(glo, size), view)
 
+    @staticmethod
+    def write_storage(buffer: Buffer, data: bytes | np.ndarray, offset: int = 0) -> None:
+        """Copy `data` (bytes, or an array's bytes) into a storage buffer at byte `offset`."""
+        buffer.write(data, offset=offset)
+
     def bind_storage_range(self, buffer: Buffer, binding: int, offset: int, size: int) -> None:
         """Bind bytes [offset, offset + size) of a buffer (offset a multiple of storage_offset_alignment)."""
         buffer.bind_to_storage_buffer(binding, offset=offset, size=size)
