@@ -309,7 +309,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
             f"version {VERSION}"
         )
     name = doc["name"]
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or not name.isprintable():
+    if not is_valid_name(name):
         raise PxglError(f"{where}: 'name' must be 1..{MAX_NAME} printable characters, got {_short(name)}")
     model = doc["model"]
     if not isinstance(model, dict) or set(model) != set(MODEL_KEYS) or not all(_is_count(v) for v in model.values()):
@@ -320,6 +320,11 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
         raise PxglError(f"{where}: executor {_short(executor)} is not one of this engine's ({', '.join(executors)})")
     members = _members(doc["members"], where)
     return Manifest(name, {k: model[k] for k in MODEL_KEYS}, executor, members)
+
+
+def is_valid_name(name: Any) -> bool:
+    """A manifest's `name`: shown to people, so printable and bounded."""
+    return isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable()
 
 
 def _members(raw: Any, where: str) -> tuple[Member, ...]:
@@ -407,20 +412,34 @@ def _parse_json(data: bytes, where: str) -> Any:
 def pack(
     model_path: str | Path,
     out: str | Path,
-    executor: str = "passes",
+    executor: str | None = None,
     trust_shaders: bool = False,
     program_path: Path | None = None,
+    name: str | None = None,
 ) -> Manifest:
     """Write a cartridge for a model (a weights .pxi with its meta and tokenizer beside it, or another
     cartridge, repacked with this engine's shaders), atomically; returns its manifest. The pxVM program is
     `program_path`, else the repacked cartridge's, else the program file beside the weights, else the
-    model's compiled program: validated against the model in every case."""
+    model's compiled program: validated against the model in every case. The executor and name are the
+    ones given, else the repacked cartridge's, else "passes" and the weights file's stem."""
     out = Path(out)
     if out.suffix != CARTRIDGE_SUFFIX:
         raise PxglError(f"{out}: a cartridge's name ends in {CARTRIDGE_SUFFIX}")
-    if executor not in _executor_names():
+    if executor is not None and executor not in _executor_names():
         raise PxglError(f"unknown executor {executor!r}; choose one of {', '.join(_executor_names())}")
+    if name is not None and not is_valid_name(name):
+        raise PxglError(f"cartridge name {_short(name)}: a name is 1..{MAX_NAME} printable characters")
     model = load_model(model_path, trust_shaders)
+    repacked = model.cartridge.manifest if model.cartridge is not None else None
+    if executor is None:
+        executor = repacked.executor if repacked is not None else "passes"
+    if name is None:
+        name = repacked.name if repacked is not None else Path(model.source).stem[:MAX_NAME]
+        if not is_valid_name(name):
+            raise PxglError(
+                f"{_short(model.source)}: its file name is not printable, so it cannot name the cartridge; "
+                "give a name with --name"
+            )
     tokenizer = load_tokenizer(model)
     program = program_for(model, program_path)
     if program is None:
@@ -438,7 +457,7 @@ def pack(
         **own_shaders(),
     }
     manifest = Manifest(
-        name=Path(model.source).stem[:MAX_NAME] or out.stem,
+        name=name,
         model=model_dimensions(model.spec),
         executor=executor,
         members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),

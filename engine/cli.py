@@ -298,8 +298,14 @@ def pack(
         Path | None, typer.Option("--out", "-o", help="Cartridge to write. Default: the model's name with .pxa.")
     ] = None,
     executor: Annotated[
-        str, typer.Option("--executor", "-x", help="The executor the cartridge runs on unless told otherwise.")
-    ] = "passes",
+        str | None,
+        typer.Option(
+            "--executor",
+            "-x",
+            help="The executor the cartridge runs on unless told otherwise. Default: the repacked cartridge's, "
+            "else passes.",
+        ),
+    ] = None,
     program_file: Annotated[
         Path | None,
         typer.Option(
@@ -307,6 +313,10 @@ def pack(
             help="pxVM program (.pxi) to pack. Default: the repacked cartridge's, else name.program.pxi beside "
             "the weights, else the model's compiled program.",
         ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The cartridge's name. Default: the repacked cartridge's, else the weights' stem."),
     ] = None,
     trust_shaders: TrustOption = False,
     as_json: JsonOption = False,
@@ -316,7 +326,7 @@ def pack(
     from engine.cartridge import pack as pack_cartridge
 
     target = out if out is not None else model.with_suffix(".pxa")
-    manifest = pack_cartridge(model, target, executor, trust_shaders, program_file)
+    manifest = pack_cartridge(model, target, executor, trust_shaders, program_file, name)
     if as_json:
         emit_json({"out": str(target), **manifest.to_json()})
         return

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import oracle
 import pytest
-from cartridges import pxgl, random_cartridge, read_members, relisted, write_contents
+from cartridges import pxgl, random_cartridge, random_text, read_members, relisted, write_contents
 from cli_process import pxgl as pxgl_subprocess
-from models import random_rows
+from models import random_model, random_rows
 from PIL import Image
 
 from engine.cartridge import open_cartridge, pack
@@ -306,3 +306,43 @@ def test_a_repacked_cartridge_keeps_its_program(cart, tmp_path):
     pack(tmp_path / "custom.pxa", tmp_path / "repacked.pxa")
     program = read_members(tmp_path / "repacked.pxa")["program.pxi"]
     assert program == read_members(tmp_path / "custom.pxa")["program.pxi"] != read_members(path)["program.pxi"]
+
+
+def test_repacking_keeps_the_cartridges_executor_and_name_unless_told(tmp_path, rng, monkeypatch, capsys):
+    _, model = random_cartridge(tmp_path, rng, *DIMS[1], executor="pxvm")
+    pack(model.source, tmp_path / "original.pxa", "pxvm")
+    monkeypatch.chdir(tmp_path)
+
+    def manifest_of(cart: str) -> dict:
+        return json.loads(read_members(tmp_path / cart)["manifest.json"])
+
+    code, _, err = pxgl(monkeypatch, capsys, "pack", "original.pxa", "-o", "repacked.pxa")
+    assert code == 0, err
+    original, repacked = manifest_of("original.pxa"), manifest_of("repacked.pxa")
+    assert (original["name"], original["executor"]) == (Path(model.source).stem, "pxvm")
+    assert (repacked["name"], repacked["executor"]) == (original["name"], original["executor"])
+    assert repacked["members"] == original["members"]
+
+    code, _, err = pxgl(monkeypatch, capsys, "pack", "original.pxa", "-o", "told.pxa", "-x", "passes",
+                        "--name", "pixel dreams v2")  # fmt: skip
+    assert code == 0, err
+    told = manifest_of("told.pxa")
+    assert (told["name"], told["executor"]) == ("pixel dreams v2", "passes")
+    assert open_cartridge(tmp_path / "told.pxa").manifest.name == "pixel dreams v2"
+
+
+def test_pack_refuses_a_name_the_reader_would_refuse_and_writes_nothing(tmp_path, rng, monkeypatch, capsys):
+    unprintable = "zero\u200bwidth"  # U+200B is a format character: not printable
+    model = random_model(tmp_path, rng, *DIMS[1], name=unprintable)
+    Tokenizer.train(random_text(rng), DIMS[1][0]).save(model.tokenizer_path)
+    monkeypatch.chdir(tmp_path)
+    for args, fragment in (
+        ((model.source, "-o", "stem.pxa"), "give a name with --name"),
+        ((model.source, "-o", "given.pxa", "--name", "tab\there"), "printable characters"),
+    ):
+        code, _, err = pxgl(monkeypatch, capsys, "pack", *args)
+        assert code == 2 and fragment in err and err.count("\n") == 1, err
+        assert not (tmp_path / args[2]).exists(), f"{args[2]} was written"
+    code, _, err = pxgl(monkeypatch, capsys, "pack", model.source, "-o", "named.pxa", "--name", "fine name")
+    assert code == 0, err
+    assert open_cartridge(tmp_path / "named.pxa").manifest.name == "fine name"
