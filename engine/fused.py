@@ -259,6 +259,7 @@ class FusedExecutor:
         small = n <= self.config.small_max
         if small:
             if data.shape[1] > self._small.row_bytes:
+                self._release(self._small)
                 self._small = self._buffers(self.config.small_max, self.config.small_max, data.shape[1])
             buffers = self._small
         else:
@@ -339,5 +340,12 @@ class FusedExecutor:
         capacity = min(next_pow2(n), self.max_tile)
         held = self._batches.get(capacity)
         if held is None or held.row_bytes < row_bytes:
+            if held is not None:
+                self._release(held)
             self._batches[capacity] = self._buffers(capacity, min(capacity, self.config.chunk), row_bytes)
         return self._batches[capacity]
+
+    def _release(self, buffers: RunBuffers) -> None:
+        for prompts in buffers.prompts:
+            self.gpu.release_storage(prompts)
+        self.gpu.release_mapped(buffers.predictions)

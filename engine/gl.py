@@ -104,6 +104,7 @@ class RawGL:
         self._client_wait_sync = entry("glClientWaitSync", c_uint, c_void_p, c_uint, ctypes.c_uint64)
         self._delete_sync = entry("glDeleteSync", None, c_void_p)
         self._get_error = entry("glGetError", c_uint)
+        self.delete_buffer = entry("glDeleteBuffers", None, ctypes.c_int, ctypes.POINTER(c_uint))
         self.memory_barrier = entry("glMemoryBarrier", None, c_uint)
         self.flush = entry("glFlush", None)
         self._get_program_binary = entry(
@@ -301,6 +302,24 @@ class GLBackend:
     def write_storage(buffer: Buffer, data: bytes | np.ndarray, offset: int = 0) -> None:
         """Copy `data` (bytes, or an array's bytes) into a storage buffer at byte `offset`."""
         buffer.write(data, offset=offset)
+
+    def release_storage(self, buffer: Buffer) -> None:
+        """Free a storage buffer (GL frees it once the commands using it are done)."""
+        self._forget_bound(buffer)
+        buffer.release()
+
+    def release_mapped(self, mapped: MappedBuffer) -> None:
+        """Unmap and free a mapped buffer; its view must not be touched again. moderngl does not own the
+        buffer (it wraps it as external), so releasing the wrapper alone would leak it."""
+        self._forget_bound(mapped.buffer)
+        name = ctypes.c_uint(mapped.buffer.glo)
+        mapped.buffer.release()
+        self._gl.delete_buffer(1, ctypes.byref(name))
+
+    def _forget_bound(self, buffer: Buffer) -> None:
+        for binding, bound in self._storage_bound.items():
+            if bound is buffer:
+                self._storage_bound[binding] = None
 
     def bind_storage_range(self, buffer: Buffer, binding: int, offset: int, size: int) -> None:
         """Bind bytes [offset, offset + size) of a buffer (offset a multiple of storage_offset_alignment)."""

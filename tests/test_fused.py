@@ -3,6 +3,10 @@
 Same rules as tests/test_passes.py: predicted ids agree exactly except on oracle near-ties, confidence ±1;
 outputs are poisoned before every checked run so a prompt the GPU fails to write cannot pass."""
 
+import ctypes
+import ctypes.util
+import os
+
 import numpy as np
 import oracle
 import pytest
@@ -202,3 +206,32 @@ def test_host_reads_predictions_only_after_a_mapped_buffer_barrier(tmp_path, gpu
         last_dispatch = max(i for i, call in enumerate(calls) if call == "dispatch")
         last_sync = max(i for i, call in enumerate(calls) if call in ("wait_for_gpu", "flush"))
         assert "mapped_read_barrier" in calls[last_dispatch:last_sync], f"{n} prompts: {calls}"
+
+
+def gl_buffer_exists(name: int) -> bool:
+    """glIsBuffer, asked directly: the executor's own release path must not be what answers."""
+    egl = ctypes.CDLL(os.environ.get("GLCONTEXT_LINUX_LIBEGL") or ctypes.util.find_library("EGL") or "libEGL.so.1")
+    egl.eglGetProcAddress.restype = ctypes.c_void_p
+    is_buffer = ctypes.CFUNCTYPE(ctypes.c_ubyte, ctypes.c_uint)(egl.eglGetProcAddress(b"glIsBuffer"))
+    return bool(is_buffer(name))
+
+
+def test_regrown_buffers_are_freed(tmp_path, gpu, rng, seed):
+    """Longer rows than the buffers were sized for regrow them: the old prompt and mapped prediction
+    buffers must be freed in GL, and the regrown ones still give the oracle's predictions."""
+    model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=7, window=5)
+    executor = FusedExecutor(gpu, model.spec, gpu.uint_texture(model.weights, "weights"))
+    params = params_of(model)
+    for n in (3, executor.config.small_max + 5):  # the few-prompt buffers; a batch's
+        executor.run_ids(rng.integers(0, 300, (n, 2)).astype(np.uint16))
+        old = executor._small if n <= executor.config.small_max else next(iter(executor._batches.values()))
+        names = [b.glo for b in (*old.prompts, old.predictions.buffer)]
+        assert all(gl_buffer_exists(name) for name in names)
+        ids = rng.integers(0, 300, (n, 200)).astype(np.uint16)  # 400 bytes a row: more than sized for
+        pixels, refused = executor.run_ids(ids)
+        held = {b.glo for buffers in (executor._small, *executor._batches.values()) for b in buffers.prompts}
+        held |= {buffers.predictions.buffer.glo for buffers in (executor._small, *executor._batches.values())}
+        leaked = [name for name in names if gl_buffer_exists(name) and name not in held]  # a name reused was freed
+        assert not leaked, f"{n} prompts: old buffers {leaked} still exist"
+        assert refused is None
+        oracle.assert_agrees(pixels[:, None, :], oracle.logits(params, list(ids), 5), f"seed {seed}")
