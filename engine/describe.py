@@ -27,6 +27,9 @@ def describe(path: Path) -> dict[str, Any]:
     pixels = read_rgb(path)
     height, width, _ = pixels.shape
     record: dict[str, Any] = {"file": str(path), "sha256": file_sha256(path), "image": f"{width}x{height}"}
+    # weights bytes are arbitrary, so their first pixel may be the pxVM magic: a meta beside them decides
+    if meta_path_for(path).exists():
+        return record | describe_weights(path)
     if tuple(pixels[0, 0].tolist()) == MAGIC:
         program = decode_program(pixels, str(path))
         return record | {
@@ -35,8 +38,6 @@ def describe(path: Path) -> dict[str, Any]:
             "scratch_floats": program.scratch_size,
             "verdict": "valid format (its bounds are checked against a model before it runs: pxgl disasm -m MODEL)",
         }
-    if meta_path_for(path).exists():
-        return record | describe_weights(path)
     if is_prediction_image(pixels):
         ids, confidence = decode_predictions(pixels, str(path))
         rows = [

@@ -26,6 +26,7 @@ from engine.engine import EXECUTORS, Engine
 from engine.model import load_model
 from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 from engine.pxvm.compiler import compiled_instructions, scratch_layout
+from engine.pxvm.opcodes import MAGIC
 from engine.pxvm.program import decode_program, encode_program
 from engine.resources import resource_dir
 from engine.tokenizer import Tokenizer
@@ -346,3 +347,15 @@ def test_pack_refuses_a_name_the_reader_would_refuse_and_writes_nothing(tmp_path
     code, _, err = pxgl(monkeypatch, capsys, "pack", model.source, "-o", "named.pxa", "--name", "fine name")
     assert code == 0, err
     assert open_cartridge(tmp_path / "named.pxa").manifest.name == "fine name"
+
+
+def test_inspect_tells_weights_whose_first_pixel_is_the_pxvm_magic(tmp_path, rng, monkeypatch, capsys):
+    model = random_model(tmp_path, rng, *DIMS[1])
+    weights = model.weights.copy()
+    weights[0, 0] = MAGIC
+    write_rgb(Path(model.source), weights)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = pxgl(monkeypatch, capsys, "inspect", model.source, "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["kind"] == "weights" and record["model"]["vocab_size"] == DIMS[1][0]

@@ -87,6 +87,7 @@ def malformed(spec) -> dict[str, tuple[np.ndarray, str]]:
     return {
         "not an image": (good[..., :2], "is an RGB image"),
         "bad magic": (set_pixel(good, 0, (0x70, 0x78, 0x57)), "not a pxVM program"),
+        "too few pixels": (good.reshape(-1, 3)[: HEADER_PIXELS - 1].reshape(1, -1, 3), "fewer than the 3"),
         "version": (set_pixel(good, 1, (1, 0, 0)), "program version 1"),
         "no scratch": (set_pixel(good, 2, (0, 0, 0)), "declares 0 scratch floats"),
         "too much scratch": (program_with(spec, scratch=MAX_SCRATCH + 1), "scratch floats; pxVM allows"),

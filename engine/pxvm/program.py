@@ -95,8 +95,13 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
             f"pixels ({MAX_IMAGE_SIDE} a side); is it a program?"
         )
     stream = pixels.reshape(-1, 3)
-    if len(stream) < HEADER_PIXELS or tuple(int(c) for c in stream[0]) != MAGIC:
-        first = tuple(int(c) for c in stream[0]) if len(stream) else None
+    if len(stream) < HEADER_PIXELS:
+        raise PxglError(
+            f"{source}: not a pxVM program: {len(stream)} pixel(s), fewer than the {HEADER_PIXELS} of its header "
+            f"(magic, version, scratch size); {FORMAT_HINT}"
+        )
+    first = tuple(int(c) for c in stream[0])
+    if first != MAGIC:
         raise PxglError(
             f"{source}: not a pxVM program: pixel 0 is {first}, not the magic {MAGIC} ('pxV'); {FORMAT_HINT}"
         )
