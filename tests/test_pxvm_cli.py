@@ -88,6 +88,9 @@ def test_disasm_and_asm_refuse_bad_input(model, tmp_path):
     # the format accepts it; this model's bounds do not
     assert_one_line_error(pxgl("asm", "p.asm", "-o", "p.pxi", "-m", model.source, cwd=tmp_path), "outside WEIGHTS")
     assert not (tmp_path / "p.pxi").exists()
+    (tmp_path / "huge.asm").write_text(".scratch 8\n.image 200000 200000\nHALT\n")
+    assert_one_line_error(pxgl("asm", "huge.asm", "-o", "p.pxi", cwd=tmp_path), "huge.asm", "size limit")
+    assert not (tmp_path / "p.pxi").exists()
 
 
 def test_infer_pxvm_runs_a_cartridges_own_program(model, tmp_path, rng):

@@ -25,7 +25,7 @@ from engine.pxvm.executor import PxvmExecutor
 from engine.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
 from engine.pxvm.program import Instruction, decode_program, encode_program
 from engine.pxvm.validator import validate_program, work, work_limit
-from engine.spec import TENSOR_ORDER, meta_path_for
+from engine.spec import MAX_IMAGE_SIDE, TENSOR_ORDER, meta_path_for
 
 SLOW_EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -269,6 +269,8 @@ def test_any_decodable_program_round_trips_through_text(pixels):
         (".scratch 4\n.image 1\n", ":2: expected one '.image <width> <height>' line"),
         (".scratch 4\n.image 1 1\nHALT\n", "cannot hold a program of 4 pixels"),
         (f".scratch 4\nRELU s{OPERAND_LIMIT}, 1\nHALT\n", "does not fit a 24-bit pixel"),
+        (".scratch 4\n.image 200000 200000\nHALT\n", "200000x200000 image is over the pxVM program size limit"),
+        (f".scratch 4\n.image {MAX_IMAGE_SIDE + 1} 1\nHALT\n", "over the pxVM program size limit"),
     ],
 )
 def test_assembler_errors_name_the_line(text, message):

@@ -64,6 +64,15 @@ def operand_value(pixel: np.ndarray) -> int:
     return int(pixel[0]) | int(pixel[1]) << 8 | int(pixel[2]) << 16
 
 
+def check_size(width: int, height: int, prefix: str = "", hint: str = "") -> None:
+    """Refuse an image over the program size limit: before allocating one, and when reading one."""
+    if width * height > MAX_PROGRAM_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        raise PxglError(
+            f"{prefix}{width}x{height} image is over the pxVM program size limit of {MAX_PROGRAM_PIXELS} "
+            f"pixels ({MAX_IMAGE_SIDE} a side){hint}"
+        )
+
+
 def encode_program(
     scratch_size: int, instructions: Sequence[Instruction], size: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -76,6 +85,7 @@ def encode_program(
         stream.append((ins.op.code, len(ins.operands), 0))
         stream.extend(operand_pixel(v, f"{ins.op.name} operand") for v in ins.operands)
     width, height = size if size is not None else image_size_for(3 * len(stream))
+    check_size(width, height)
     if width * height < len(stream):
         raise PxglError(f"a {width}x{height} image cannot hold a program of {len(stream)} pixels")
     flat = np.zeros((width * height, 3), dtype=np.uint8)
@@ -89,11 +99,7 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
         shape = getattr(pixels, "shape", None)
         raise PxglError(f"{source}: a pxVM program is an RGB image, got an array of shape {shape}")
     height, width, _ = pixels.shape
-    if height * width > MAX_PROGRAM_PIXELS or max(height, width) > MAX_IMAGE_SIDE:
-        raise PxglError(
-            f"{source}: {width}x{height} image is over the pxVM program size limit of {MAX_PROGRAM_PIXELS} "
-            f"pixels ({MAX_IMAGE_SIDE} a side); is it a program?"
-        )
+    check_size(width, height, f"{source}: ", "; is it a program?")
     stream = pixels.reshape(-1, 3)
     if len(stream) < HEADER_PIXELS:
         raise PxglError(
