@@ -37,6 +37,8 @@ MAX_ROW_TOKENS = 256
 """Id rows up to this long go to the GPU whole (it checks every id); longer ones are cut to the window
 after the host checks the ids that fall out of it."""
 STAGE_KS = (4, 8, 16)
+CHUNK_MULTIPLE = 64
+"""Prompts per fused_tiles dispatch come in multiples of this, keeping each chunk's predictions aligned."""
 POISON_WORD = 0xEEEEEEEE
 """Left in every prediction word before a run: the GPU writes alpha 255 (a pixel) or 0 (refused)."""
 WRITTEN_ALPHA, REFUSED_WORD = 255, 0
@@ -66,7 +68,7 @@ class FusedConfig:
     small_max: int = 64
     """Runs of up to this many prompts use fused_small."""
     chunk: int = 1 << 18
-    """Prompts per dispatch of fused_tiles; a multiple of 64."""
+    """Prompts per dispatch of fused_tiles; a multiple of CHUNK_MULTIPLE."""
     sync: str = "poll"
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
 
@@ -77,7 +79,18 @@ class FusedConfig:
                 raise ValueError(f"{name} must be a multiple of 4")
         if self.stage_k not in STAGE_KS:
             raise ValueError(f"stage_k must be one of {STAGE_KS} (glsl/fused_tiles.comp writes its steps out)")
+        for tile, per_thread in (("tile_m", "tm"), ("tile_n", "tn")):
+            if getattr(self, tile) % getattr(self, per_thread):
+                raise ValueError(
+                    f"{tile}={getattr(self, tile)} must be a multiple of {per_thread}={getattr(self, per_thread)}"
+                )
         limits = gpu.limits
+        alignment = limits.storage_offset_alignment
+        if self.chunk <= 0 or self.chunk % CHUNK_MULTIPLE or (4 * self.chunk) % alignment:
+            raise ValueError(
+                f"chunk={self.chunk} must be a positive multiple of {CHUNK_MULTIPLE} whose predictions (4 bytes "
+                f"a prompt) start at multiples of this GPU's storage offset alignment, {alignment} bytes"
+            )
         largest = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
         small_threads = min(self.small_threads, largest)
         while small_threads > 1 and small_shared_bytes(spec, small_threads) > limits.max_shared_memory:
@@ -86,7 +99,7 @@ class FusedConfig:
         while tile_m >= 4 and tile_shared_bytes(spec, tile_m, self) > limits.max_shared_memory:
             tile_m //= 2
             tm = min(tm, tile_m)
-        if tile_m < 4 or (tile_m // tm) * (self.tile_n // self.tn) > largest:
+        if tile_m < 4 or tile_m % tm or (tile_m // tm) * (self.tile_n // self.tn) > largest:
             tile_m = 0
         return replace(self, tile_m=tile_m, tm=tm, small_threads=small_threads)
 

@@ -235,3 +235,18 @@ def test_regrown_buffers_are_freed(tmp_path, gpu, rng, seed):
         assert not leaked, f"{n} prompts: old buffers {leaked} still exist"
         assert refused is None
         oracle.assert_agrees(pixels[:, None, :], oracle.logits(params, list(ids), 5), f"seed {seed}")
+
+
+@pytest.mark.parametrize(
+    "shape, complaint",
+    [
+        (dict(tile_m=48, tm=32), "tile_m=48 must be a multiple of tm=32"),
+        (dict(tile_n=96, tn=64), "tile_n=96 must be a multiple of tn=64"),
+        (dict(chunk=100), "chunk=100 must be a positive multiple of 64"),
+        (dict(chunk=0), "chunk=0 must be a positive multiple of 64"),
+    ],
+)
+def test_work_shapes_the_kernels_cannot_run_are_refused(tmp_path, gpu, rng, shape, complaint):
+    model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=7, window=5)
+    with pytest.raises(ValueError, match=complaint):
+        FusedConfig(**shape).fitted(gpu, model.spec)
