@@ -143,6 +143,14 @@ def malformed_manifest(path, contents, rng):
     write_contents(path, contents | {"manifest.json": broken[int(rng.integers(len(broken)))]})
 
 
+def meta_repeats_a_key(path, contents, rng):
+    """A meta whose plain JSON reading is valid (the last value wins), but that repeats a key (§8.1)."""
+    meta = json.loads(contents["weights.meta.json"])
+    key = str(rng.choice(sorted(meta)))
+    repeated = b"{" + json.dumps({key: meta[key]})[1:-1].encode() + b", " + contents["weights.meta.json"].lstrip()[1:]
+    write_contents(path, relisted(contents | {"weights.meta.json": repeated}))
+
+
 def program_rejected(path, contents, rng):
     """A program.pxi that decodes as an image but that the pxVM validator refuses for this model."""
     spec = spec_from_meta(json.loads(contents["weights.meta.json"]))
@@ -218,6 +226,7 @@ HOSTILE = {
     "bomb_by_ratio": (bomb_by_ratio, f"inflates \\d+:1 .*past the limit of {MAX_RATIO}:1"),
     "bomb_by_total": (bomb_by_total, f"members total \\d+ bytes uncompressed, past the limit of {MAX_TOTAL_BYTES}"),
     "malformed_manifest": (malformed_manifest, "manifest.json: "),
+    "meta_repeats_a_key": (meta_repeats_a_key, r"weights\.meta\.json: key '\w+' appears twice in one object"),
     "program_rejected": (program_rejected, r":program\.pxi: "),
     "foreign_shaders": (foreign_shaders, "its shaders differ from this engine's"),
     "not_a_zip": (not_a_zip, "not a zip archive"),
