@@ -25,7 +25,7 @@ from engine.gl import Buffer, GLBackend, MappedBuffer, Shader, Texture
 from engine.spec import ModelSpec
 
 HEADER_BYTES = 16
-"""Prompts: [n, row_len, 0, 0] before the rows (glsl/fused_common.glsl)."""
+"""Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
 PREPARE_GROUP = 64
 MAX_GROUPS_PER_AXIS = 65535
 """GL guarantees this many work groups on each axis; bigger grids fold into a second axis."""
@@ -139,6 +139,9 @@ def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | fl
         "SMALL_THREADS": config.small_threads,
         "SPLIT": config.split,
         "SMALL_MAX": config.small_max,
+        "HEADER_WORDS": HEADER_BYTES // 4,
+        "REFUSED_WORD": REFUSED_WORD,
+        "WRITTEN_ALPHA": WRITTEN_ALPHA,
     }
     if config.tile_m:
         row_threads = config.tile_n // config.tn

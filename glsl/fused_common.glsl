@@ -6,8 +6,8 @@
 //                          the first pixel whose blue is not 255 (docs/FORMATS.md §4), or
 //   PROMPTS_AS_PIXELS = 0: uint16 ids, two to a word, every row exactly row_len tokens.
 // Predictions: one word per prompt, the bytes of its prediction pixel (id % 256, id / 256, round(255 p),
-// 255), or REFUSED (alpha 0) when the prompt holds an id >= VOCAB. The host knows a word was written
-// because its alpha byte is 255 or 0, never the poison it left there.
+// WRITTEN_ALPHA), or REFUSED_WORD (alpha 0) when the prompt holds an id >= VOCAB.
+// The host knows a word was written because its alpha byte is one of those two, never the poison it left there.
 
 layout(std430, binding = 0) readonly restrict buffer PooledHidden { float P[]; };
 layout(std430, binding = 1) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
@@ -15,8 +15,7 @@ layout(std430, binding = 2) readonly restrict buffer Biases { float BIAS[]; };
 layout(std430, binding = 3) readonly restrict buffer Prompts { uint PROMPTS[]; };
 layout(std430, binding = 4) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
 
-const int HEADER_WORDS = 4;
-const uint REFUSED = 0u;
+// HEADER_WORDS, REFUSED_WORD and WRITTEN_ALPHA are injected by engine/fused.py, which reads the same words.
 #define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
 
 int prompt_count() { return int(PROMPTS[0]); }
@@ -115,5 +114,5 @@ vec4 packed_state(float top, float sum, int index) { return vec4(top, sum, intBi
 
 uint prediction_word(bool valid, int index, float sum) {
     uint confidence = uint(floor(255.0 / sum + 0.5));
-    return valid ? uint(index) | (confidence << 16) | (255u << 24) : REFUSED;
+    return valid ? uint(index) | (confidence << 16) | (uint(WRITTEN_ALPHA) << 24) : uint(REFUSED_WORD);
 }
