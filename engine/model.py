@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.errors import PxglError
 from engine.pxi import bytes_to_pixels, read_rgb, write_rgb
-from engine.spec import ModelSpec, meta_path_for, read_meta, write_meta
+from engine.spec import ModelSpec, meta_path_for, read_meta, spec_from_meta, write_meta
 
 if TYPE_CHECKING:
     from engine.cartridge import Cartridge
@@ -59,6 +59,7 @@ def check_weight_image(spec: ModelSpec, weights: np.ndarray, source: str) -> Non
 def save_model(path: str | Path, spec: ModelSpec, weight_bytes: bytes) -> None:
     """Write the weight image and its meta (each atomically)."""
     path = Path(path)
+    spec_from_meta(spec.to_meta(), str(meta_path_for(path)))  # never write a model no reader accepts
     if len(weight_bytes) > spec.image_bytes:
         raise ValueError("weight bytes do not fit the spec's image")
     write_rgb(path, bytes_to_pixels(weight_bytes, spec.image_width, spec.image_height))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.errors import PxglError
 from engine.pxi import atomic_write, image_size_for, read_text
 
@@ -17,6 +19,8 @@ MAX_VOCAB = 65536
 """Token ids travel in two bytes (R = id % 256, G = id // 256)."""
 MAX_DIM = 4096
 MAX_IMAGE_SIDE = 16384
+MAX_CONTEXT_WINDOW = MAX_IMAGE_SIDE
+"""The token texture the GPU reads is context_window pixels wide, so no texture limit may be exceeded."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,19 @@ def _int(meta: dict, key: str, where: str, lo: int, hi: int) -> int:
     return value
 
 
+def _is_float32_scale(value: Any) -> bool:
+    """Executors dequantize in float32: a scale that overflows there or rounds to 0 would be silently wrong."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return False
+    with np.errstate(over="ignore"):
+        single = np.float32(as_float)
+    return bool(np.isfinite(single)) and single > 0
+
+
 def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: str) -> Tensor:
     where = f"{where}: tensor '{name}'"
     if not isinstance(raw, dict):
@@ -111,12 +128,19 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
     if not isinstance(got_shape, list) or tuple(got_shape) != shape:
         raise PxglError(f"{where}: shape {got_shape!r} does not match the model's dimensions {list(shape)}")
     scale = raw["scale"]
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
-        raise PxglError(f"{where}: scale must be a finite positive number, got {scale!r}")
+    if not _is_float32_scale(scale):
+        raise PxglError(
+            f"{where}: scale must be a positive number that float32 holds (no overflow, no underflow "
+            f"to 0), got {scale!r}"
+        )
     tensor = Tensor(name, offset, shape, float(scale), zero_point)
     if offset + tensor.size > capacity:
         raise PxglError(f"{where}: bytes {offset}..{offset + tensor.size} run past the image's {capacity} bytes")
     return tensor
+
+
+def _is_plain_file_name(name: str) -> bool:
+    return name not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in name)
 
 
 def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
@@ -145,14 +169,14 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     vocab = _int(meta, "vocab_size", where, 2, MAX_VOCAB)
     embed = _int(meta, "embed_dim", where, 1, MAX_DIM)
     hidden = _int(meta, "hidden_dim", where, 1, MAX_DIM)
-    window = _int(meta, "context_window", where, 1, MAX_IMAGE_SIDE)
+    window = _int(meta, "context_window", where, 1, MAX_CONTEXT_WINDOW)
     image = meta["image"]
     if not isinstance(image, dict):
         raise PxglError(f"{where}: 'image' must be an object with width and height")
     width = _int(image, "width", f"{where}: image", 1, MAX_IMAGE_SIDE)
     height = _int(image, "height", f"{where}: image", 1, MAX_IMAGE_SIDE)
     tokenizer = meta["tokenizer"]
-    if not isinstance(tokenizer, str) or not tokenizer or "/" in tokenizer or "\\" in tokenizer:
+    if not isinstance(tokenizer, str) or not _is_plain_file_name(tokenizer):
         raise PxglError(f"{where}: 'tokenizer' must be a plain file name beside the meta, got {tokenizer!r}")
     raw_tensors = meta["tensors"]
     if not isinstance(raw_tensors, dict) or set(raw_tensors) != set(TENSOR_ORDER):

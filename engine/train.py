@@ -16,7 +16,7 @@ from engine.corpus import default_documents, file_documents, split_documents
 from engine.errors import PxglError
 from engine.model import save_model
 from engine.pxi import MAX_PIXELS
-from engine.spec import MAX_DIM, MAX_VOCAB, TENSOR_ORDER, ModelSpec, layout_tensors
+from engine.spec import MAX_CONTEXT_WINDOW, MAX_DIM, MAX_VOCAB, TENSOR_ORDER, ModelSpec, layout_tensors
 from engine.tokenizer import BYTE_TOKENS, Tokenizer
 
 Params = dict[str, np.ndarray]
@@ -53,7 +53,7 @@ class TrainConfig:
             (BYTE_TOKENS <= self.vocab_size <= MAX_VOCAB, f"vocab size must be in {BYTE_TOKENS}..{MAX_VOCAB}"),
             (1 <= self.embed_dim <= MAX_DIM, f"embed dim must be in 1..{MAX_DIM}"),
             (1 <= self.hidden_dim <= MAX_DIM, f"hidden dim must be in 1..{MAX_DIM}"),
-            (self.context_window >= 1, "context window must be at least 1"),
+            (1 <= self.context_window <= MAX_CONTEXT_WINDOW, f"context window must be in 1..{MAX_CONTEXT_WINDOW}"),
             (self.steps >= 1, "steps must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be a finite positive number"),
@@ -282,5 +282,5 @@ def _write(
         config.tokenizer_name,
         evaluation,
     )
-    tokenizer.save(config.out.with_name(config.tokenizer_name))
     save_model(config.out, spec, b"".join(quantized[name][0].tobytes() for name in TENSOR_ORDER))
+    tokenizer.save(config.out.with_name(config.tokenizer_name))
