@@ -20,8 +20,6 @@ from engine.resources import resource_dir
 GL_R32F = 0x822E
 GL_RGBA8UI = 0x8D7C
 REQUIRED_GL = 430
-MIN_SHARED_MEMORY = 32768
-"""Bytes of shared memory per work group that GL 4.3 guarantees (moderngl cannot query the real size)."""
 INCLUDE = re.compile(r'^#include\s+"([\w.]+)"\s*$', re.MULTILINE)
 SETUP_HINT = (
     "pxgl needs OpenGL 4.3 through EGL: on an NVIDIA machine the driver's EGL (libEGL_nvidia), elsewhere "
@@ -269,9 +267,6 @@ class GLBackend:
 
     def barrier(self) -> None:
         self.ctx.memory_barrier()
-
-    def finish(self) -> None:
-        self.ctx.finish()
 
     # --- storage buffers, persistent mappings and fences ------------------------------------------
     def check_storage(self, size: int, what: str) -> None:
