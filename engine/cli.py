@@ -535,12 +535,12 @@ def asm_command(
 ) -> None:
     """Assemble pxVM assembly text into a program (.pxi), checked before anything is written."""
     from engine.model import load_model
-    from engine.pxi import write_rgb
+    from engine.pxi import read_text, write_rgb
     from engine.pxvm.asm import assemble
-    from engine.pxvm.files import check_program, read_assembly
+    from engine.pxvm.files import check_program
 
     spec = None if model is None else load_model(model).spec
-    pixels = assemble(read_assembly(source), str(source))
+    pixels = assemble(read_text(source, "assembly file"), str(source))
     program = check_program(pixels, str(source), spec)
     write_rgb(out, pixels)
     typer.echo(f"{out}: {len(program.instructions)} instructions, {program.scratch_size} scratch floats")

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import PxglError
 from engine.model import Model
 from engine.pxi import read_rgb, write_rgb
 from engine.pxvm.compiler import compile_program
@@ -38,15 +37,6 @@ def program_for(model: Model, path: Path | None) -> Program | None:
         beside = program_path_for(Path(model.source))
         path = beside if beside.is_file() else None
     return None if path is None else load_program(path, model.spec)
-
-
-def read_assembly(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such assembly file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PxglError(f"{path}: cannot read as UTF-8 text ({e})") from None
 
 
 def check_program(pixels: np.ndarray, source: str, spec: ModelSpec | None) -> Program:
