@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.errors import PxglError
 from engine.model import CARTRIDGE_SUFFIX, Model, check_tokenizer, check_weight_image, load_model, load_tokenizer
-from engine.pxi import atomic_write, decode_rgb, encode_rgb
+from engine.pxi import atomic_write, decode_rgb, encode_rgb, parse_json
 from engine.pxvm.compiler import compile_program
 from engine.pxvm.files import program_for
 from engine.pxvm.program import Program
@@ -389,21 +389,7 @@ def _text(data: bytes, where: str) -> str:
 
 
 def _parse_json(data: bytes, where: str) -> Any:
-    """JSON that refuses duplicate keys (a second 'members' must not hide the first)."""
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = Counter(k for k, _ in pairs)
-        twice = [k for k, n in keys.items() if n > 1]
-        if twice:
-            raise PxglError(f"{where}: key {twice[0]!r} appears twice in one object")
-        return dict(pairs)
-
-    try:
-        return json.loads(_text(data, where), object_pairs_hook=unique)
-    except json.JSONDecodeError as e:
-        raise PxglError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except (ValueError, RecursionError) as e:
-        raise PxglError(f"{where}: not valid JSON ({e})") from None
+    return parse_json(_text(data, where), where)
 
 
 # --- packing -------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 prediction pixels. Every reader validates before it trusts; every writer is atomic."""
 
 import io
+import json
 import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -92,6 +93,26 @@ def read_text(path: str | Path, what: str, hint: str = "") -> str:
         raise PxglError(f"{path}: no such {what}{hint}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise PxglError(f"{path}: cannot read the {what} as UTF-8 text ({e})") from None
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON from a file pxgl reads (meta, tokenizer, manifest), strictly: a key repeated in one object is
+    an error (a second 'members' or 'scale' must not silently replace the first), as is malformed or
+    absurdly nested text."""
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            raise PxglError(f"{where}: key {twice!r} appears twice in one object")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as e:
+        raise PxglError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise PxglError(f"{where}: JSON nested too deeply") from None
 
 
 def check_output_path(path: str | Path, option: str) -> None:

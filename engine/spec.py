@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import PxglError
-from engine.pxi import atomic_write, image_size_for, read_text
+from engine.pxi import atomic_write, image_size_for, parse_json, read_text
 
 FORMAT = "pixellm"
 VERSION = 0
@@ -197,13 +197,7 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
 
 def read_meta(path: Path) -> ModelSpec:
     text = read_text(path, "meta file", " (a weights .pxi needs its .meta.json beside it)")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PxglError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except RecursionError:
-        raise PxglError(f"{path}: JSON nested too deeply to be a meta file") from None
-    return spec_from_meta(meta, str(path))
+    return spec_from_meta(parse_json(text, str(path)), str(path))
 
 
 def write_meta(path: Path, spec: ModelSpec) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PxglError
-from engine.pxi import atomic_write, read_text
+from engine.pxi import atomic_write, parse_json, read_text
 
 FORMAT = "pxgl-bpe"
 VERSION = 0
@@ -93,13 +93,7 @@ class Tokenizer:
     @classmethod
     def loads(cls, text: str, where: str) -> "Tokenizer":
         """A tokenizer from its file's text (e.g. a cartridge member); `where` names it in errors."""
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise PxglError(f"{where}: tokenizer is not valid JSON ({e.msg} at line {e.lineno})") from None
-        except RecursionError:
-            raise PxglError(f"{where}: tokenizer JSON is nested too deeply") from None
-        return cls(_validate(doc, where))
+        return cls(_validate(parse_json(text, where), where))
 
     @classmethod
     def train(

@@ -107,6 +107,9 @@ def test_unreadable_and_non_json_meta(tmp_path):
     bad.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(PxglError, match="nested too deeply"):
         read_meta(bad)
+    bad.write_text('{"vocab_size": 2, "vocab_size": 3}')
+    with pytest.raises(PxglError, match="key 'vocab_size' appears twice in one object"):
+        read_meta(bad)
 
 
 def test_weights_image_must_match_its_meta(meta, tmp_path):
