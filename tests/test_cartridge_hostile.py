@@ -104,16 +104,21 @@ def sha256_mismatch(path, contents, rng):
     write_contents(path, contents | {name: bytes(data)})
 
 
+def write_rest_listing_bomb(archive: zipfile.ZipFile, contents: dict, size: int, digest: str) -> None:
+    """The cartridge's own members, with a manifest that lists the bomb honestly (size and sha256 match)."""
+    base = json.loads(contents["manifest.json"])
+    base["members"].append({"name": "shaders/bomb.comp", "size": size, "sha256": digest})
+    archive.writestr("manifest.json", json.dumps(base))
+    for name, data in contents.items():
+        if name != "manifest.json":
+            archive.writestr(name, data)
+
+
 def bomb_by_ratio(path, contents, rng):
     """One member of zeros: deflate squeezes 1000:1."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         size, digest = write_streamed(archive, "shaders/bomb.comp", bytes(MIB), int(rng.integers(8, 32)))
-        base = json.loads(contents["manifest.json"])
-        base["members"].append({"name": "shaders/bomb.comp", "size": size, "sha256": digest})
-        archive.writestr("manifest.json", json.dumps(base))
-        for name, data in contents.items():
-            if name != "manifest.json":
-                archive.writestr(name, data)
+        write_rest_listing_bomb(archive, contents, size, digest)
 
 
 def bomb_by_total(path, contents, rng):
@@ -122,12 +127,7 @@ def bomb_by_total(path, contents, rng):
     chunk[: MIB // 64] = rng.integers(0, 256, MIB // 64, dtype=np.uint8).tobytes()  # about 60:1
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         size, digest = write_streamed(archive, "shaders/bomb.comp", bytes(chunk), MAX_TOTAL_BYTES // MIB + 1)
-        base = json.loads(contents["manifest.json"])
-        base["members"].append({"name": "shaders/bomb.comp", "size": size, "sha256": digest})
-        archive.writestr("manifest.json", json.dumps(base))
-        for name, data in contents.items():
-            if name != "manifest.json":
-                archive.writestr(name, data)
+        write_rest_listing_bomb(archive, contents, size, digest)
 
 
 def malformed_manifest(path, contents, rng):

@@ -11,7 +11,7 @@ import numpy as np
 import oracle
 import pxvm_reference
 import pytest
-from models import random_model, random_rows
+from models import params_of, random_model, random_rows
 
 from engine.engine import Engine
 from engine.errors import PxglError
@@ -39,7 +39,7 @@ def test_thousand_prompts_match_model_a_and_oracle(tmp_path, gpu, seed, dims):
         engine.predict(pixels)  # allocate this batch's textures, then poison them before the checked run
         engine.poison()
     got, model_a = pxvm.predict(pixels), passes.predict(pixels)
-    lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, window)
+    lg = oracle.logits(params_of(model), rows, window)
     oracle.assert_agrees(got, lg, f"pxvm vs oracle, dims {dims} (seed {seed})")
     oracle.assert_agrees(model_a, lg, f"Model A vs oracle, dims {dims} (seed {seed})")
     ids, _ = decode_predictions(got)
@@ -55,7 +55,7 @@ def test_odd_model_sizes_compile_and_run(tmp_path, gpu, seed, dims):
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
     rows = random_rows(rng, 200, vocab, max_len=30)
     got = Engine(model, gpu, executor="pxvm").predict(encode_tokens(rows, vocab))
-    lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, window)
+    lg = oracle.logits(params_of(model), rows, window)
     oracle.assert_agrees(got, lg, f"dims {dims} (seed {seed})")
 
 
@@ -80,7 +80,7 @@ def test_trace_reads_embed_hidden_logits_from_scratch(tmp_path, gpu, rng, seed):
     model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=40, window=6)
     rows = random_rows(rng, 9, 300, max_len=20)
     trace = Engine(model, gpu, executor="pxvm").trace(encode_tokens(rows, 300))
-    p = oracle.dequantize(meta_of(model), model.weights)
+    p = params_of(model)
     pooled = np.stack([p["embed"][r[-6:]].mean(axis=0) for r in rows])
     hidden = np.maximum(pooled @ p["hidden"] + p["b_hidden"], 0)
     lg = oracle.logits(p, rows, 6)
@@ -102,7 +102,7 @@ def test_trace_of_a_foreign_program_has_no_named_vectors(tmp_path, gpu, rng):
     program = validate_program(assemble(text, "bias only"), model.spec, "bias only")
     trace = Engine(model, gpu, executor="pxvm", program=program).trace(encode_tokens([[1, 2]], 50))
     assert trace.embed is None and trace.hidden is None and trace.logits is None
-    b_out = oracle.dequantize(meta_of(model), model.weights)["b_out"]
+    b_out = params_of(model)["b_out"]
     assert decode_predictions(trace.prediction)[0][0] == int(np.argmax(b_out))
 
 
@@ -113,7 +113,7 @@ def test_batches_over_one_tile_are_split(tmp_path, gpu, rng, seed):
     rows = random_rows(rng, 100, 64, max_len=10)
     got = engine.predict(encode_tokens(rows, 64))
     assert got.shape == (100, 1, 3)
-    lg = oracle.logits(oracle.dequantize(meta_of(model), model.weights), rows, 4)
+    lg = oracle.logits(params_of(model), rows, 4)
     oracle.assert_agrees(got, lg, f"tiled (seed {seed})")
 
 
