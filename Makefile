@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 # Repack the bundled cartridge: needed after any change to glsl/, whose files it carries (FORMATS §8.4).
 cartridge: setup

@@ -6,8 +6,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
-import oracle
-from peers import Tolerance
+
+from bench.peers import Tolerance
+from tests.reference import oracle
 
 CHUNK = 8192
 PROCESSES_FROM = 1 << 17

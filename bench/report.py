@@ -6,8 +6,7 @@ import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
-
-from engine.pxi import atomic_write
+from pxgl.pxi import atomic_write
 
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 PLOT_SIZE = (960, 600)

@@ -2,7 +2,7 @@
 
 Measures, in one run: single-prompt latency (token ids in host memory → prediction pixel in host memory),
 batched throughput for growing batches, and cold `pxgl infer` as a new process; checks every measured
-result against the oracle (tests/oracle.py) before counting its time; writes
+result against the oracle (tests/reference/oracle.py) before counting its time; writes
 bench/results/<device>-<date>.{json,md,png}. Every executor in engine.engine.EXECUTORS is measured."""
 
 import argparse
@@ -16,24 +16,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from pxgl.engine import EXECUTORS, Engine
+from pxgl.errors import PxglError
+from pxgl.gl import GLBackend
+from pxgl.model import Model, load_model, load_tokenizer
+from pxgl.pxi import read_rgb
+from pxgl.resources import bundled_model
+
+from bench.peers import System, Tolerance, numpy_system, torch_systems
+from bench.reference import CheckFailed, Reference
+from bench.report import plot, si, write_json, write_markdown
+from bench.timing import time_batch, time_calls
+from tests.models import params_of
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # engine/ and the oracle, from a checkout or an install
-
-import numpy as np  # noqa: E402
-import oracle  # noqa: E402
-from peers import System, Tolerance, numpy_system, torch_systems  # noqa: E402
-from reference import CheckFailed, Reference  # noqa: E402
-from report import plot, si, write_json, write_markdown  # noqa: E402
-from timing import time_batch, time_calls  # noqa: E402
-
-from engine.engine import EXECUTORS, Engine  # noqa: E402
-from engine.errors import PxglError  # noqa: E402
-from engine.gl import GLBackend  # noqa: E402
-from engine.model import Model, load_model, load_tokenizer  # noqa: E402
-from engine.pxi import read_rgb  # noqa: E402
-from engine.resources import bundled_model  # noqa: E402
-from engine.spec import meta_path_for  # noqa: E402
-
 GPU_SIZES = (1, 64, 1024, 16384, 262144, 1048576)
 CPU_SIZES = (1, 64, 1024, 16384)
 """Batch sizes where the renderer is a CPU (llvmpipe: CI's kind of machine)."""
@@ -88,9 +85,9 @@ def bundled() -> Path | None:
 
 def random_stand_in(directory: Path) -> Path:
     """No bundled model yet: a random model of pixellm_v0's shape with a tokenizer trained on random words."""
-    from models import random_model
+    from pxgl.tokenizer import Tokenizer
 
-    from engine.tokenizer import Tokenizer
+    from tests.models import random_model
 
     rng = np.random.default_rng(0)
     model = random_model(directory, rng, vocab=1024, embed=128, hidden=128, window=16, name="stand_in")
@@ -98,13 +95,6 @@ def random_stand_in(directory: Path) -> Path:
     words = ["".join(rng.choice(letters, int(rng.integers(2, 9)))) for _ in range(20000)]
     Tokenizer.train(" ".join(words), model.spec.vocab_size).save(model.tokenizer_path)
     return Path(model.source)
-
-
-def params_of(model: Model) -> dict[str, np.ndarray]:
-    import json
-
-    meta = json.loads(meta_path_for(Path(model.source)).read_text(encoding="utf-8"))
-    return oracle.dequantize(meta, model.weights)
 
 
 def pxgl_systems(model: Model, gpu: GLBackend) -> tuple[list[System], list[str]]:
@@ -177,7 +167,7 @@ def measure_cold(executor: str, model_path: Path, runs: int, reference: Referenc
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "output_token.pxi"
-        command = [sys.executable, "-m", "engine.cli", "infer", COLD_PROMPT, "--model", str(model_path)]
+        command = [sys.executable, "-m", "pxgl.cli", "infer", COLD_PROMPT, "--model", str(model_path)]
         command += ["--executor", executor, "--out", str(out)]
         times = []
         for i in range(runs + 1):

@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.model import CARTRIDGE_SUFFIX, Model, check_tokenizer, check_weight_image, load_model, load_tokenizer
-from engine.pxi import atomic_write, decode_rgb, encode_rgb, parse_json
-from engine.pxvm.compiler import compile_program
-from engine.pxvm.files import program_for
-from engine.pxvm.program import Program
-from engine.pxvm.validator import validate_program
-from engine.resources import resource_dir
-from engine.spec import ModelSpec, spec_from_meta
-from engine.tokenizer import Tokenizer
+from .errors import PxglError
+from .model import CARTRIDGE_SUFFIX, Model, check_tokenizer, check_weight_image, load_model, load_tokenizer
+from .pxi import atomic_write, decode_rgb, encode_rgb, parse_json
+from .pxvm.compiler import compile_program
+from .pxvm.files import program_for
+from .pxvm.program import Program
+from .pxvm.validator import validate_program
+from .resources import resource_dir
+from .spec import ModelSpec, spec_from_meta
+from .tokenizer import Tokenizer
 
 FORMAT = "pxgl-cartridge"
 VERSION = 0
@@ -366,7 +366,7 @@ def _has_role(name: str) -> bool:
 
 
 def _executor_names() -> tuple[str, ...]:
-    from engine.engine import EXECUTORS
+    from .engine import EXECUTORS
 
     return tuple(EXECUTORS)
 

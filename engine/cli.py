@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.errors import PxglError
-from engine.resources import bundled_model
+from .errors import PxglError
+from .resources import bundled_model
 
 if TYPE_CHECKING:
-    from engine.model import Model
-    from engine.pxvm.program import Program
+    from .model import Model
+    from .pxvm.program import Program
 
 app = typer.Typer(
     help="pxgl: run pixel-encoded models on the GPU. Prompts, weights, compute and answers are all pixels.",
@@ -54,8 +54,8 @@ def encode(
     model: ModelOption = None,
 ) -> None:
     """Tokenize text into a token texture (.pxi): one row per prompt, one pixel per token."""
-    from engine.model import load_model, load_tokenizer
-    from engine.pxi import encode_tokens, write_rgb
+    from .model import load_model, load_tokenizer
+    from .pxi import encode_tokens, write_rgb
 
     loaded = load_model(model_path(model), trust_shaders=True)  # encoding runs no shader
     tokenizer = load_tokenizer(loaded)
@@ -71,8 +71,8 @@ def decode(
     as_json: JsonOption = False,
 ) -> None:
     """Turn a token texture or prediction pixels back into text, one line per row."""
-    from engine.model import load_model, load_tokenizer
-    from engine.pxi import decode_predictions, decode_tokens, is_prediction_image, read_rgb
+    from .model import load_model, load_tokenizer
+    from .pxi import decode_predictions, decode_tokens, is_prediction_image, read_rgb
 
     loaded = load_model(model_path(model), trust_shaders=True)  # decoding runs no shader
     tokenizer = load_tokenizer(loaded)
@@ -122,7 +122,7 @@ TrustOption = Annotated[
 
 def open_model(model: Path | None, trust_shaders: bool) -> "Model":
     """load_model for commands that run the GPU: warn when a cartridge's foreign shaders were let through."""
-    from engine.model import load_model
+    from .model import load_model
 
     loaded = load_model(model_path(model), trust_shaders)
     if loaded.cartridge is not None and loaded.cartridge.foreign_shaders:
@@ -149,14 +149,14 @@ def pxvm_program(loaded: "Model", executor: str, program_file: Path | None = Non
         return None
     if program_file is None and loaded.cartridge is not None:
         return loaded.cartridge.program
-    from engine.pxvm.files import program_for
+    from .pxvm.files import program_for
 
     return program_for(loaded, program_file)
 
 
 def read_prompt_lines(path: Path) -> list[str]:
     """One prompt per line; an empty line is an error (it would be an empty prompt)."""
-    from engine.pxi import read_text
+    from .pxi import read_text
 
     # Only "\n" (or "\r\n") ends a prompt: str.splitlines would also split on \f, \x1c-\x1e, U+2028 ...
     # and misalign predictions with the file's lines.
@@ -210,9 +210,9 @@ def infer(
     """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
 
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
-    from engine.engine import Engine
-    from engine.model import load_tokenizer
-    from engine.pxi import check_output_path, decode_predictions, encode_tokens, read_rgb, write_rgb
+    from .engine import Engine
+    from .model import load_tokenizer
+    from .pxi import check_output_path, decode_predictions, encode_tokens, read_rgb, write_rgb
 
     given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
     if len(given) != 1:
@@ -223,7 +223,7 @@ def infer(
     if tokens_out is not None:
         check_output_path(tokens_out, "--tokens-out")
     if viz_dir is not None:
-        from engine.visuals import check_out_dir
+        from .visuals import check_out_dir
 
         check_out_dir(viz_dir)
     loaded = open_model(model, trust_shaders)
@@ -248,7 +248,7 @@ def infer(
         predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
     view = None
     if viz_dir is not None:  # the GPU work for the visuals happens before anything is written
-        from engine.visuals import run_view
+        from .visuals import run_view
 
         first_prompt = lines[0] if batch is not None else prompt
         view = run_view(engine, pixels, source=source, executor=name, prompt=first_prompt, tokenizer=tokenizer)
@@ -268,7 +268,7 @@ def infer(
     if not as_json and prompt is None:
         typer.echo(f"{out}: {len(ids)} prediction pixel(s) on {engine.gpu.renderer}")
     if view is not None:
-        from engine.visuals import write_visuals
+        from .visuals import write_visuals
 
         write_visuals(viz_dir, view)
         if not as_json:
@@ -280,7 +280,7 @@ def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
     """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
     from dataclasses import asdict
 
-    from engine.gl import GLBackend
+    from .gl import GLBackend
 
     gpu = GLBackend(device)
     record = {"renderer": gpu.renderer, "gl_version": gpu.version, **asdict(gpu.limits)}
@@ -323,7 +323,7 @@ def pack(
 ) -> None:
     """Pack a model into a cartridge (.pxa): weights, meta, tokenizer, pxVM program and the engine's shaders
     in one zip, with a manifest of every member's size and sha256."""
-    from engine.cartridge import pack as pack_cartridge
+    from .cartridge import pack as pack_cartridge
 
     target = out if out is not None else model.with_suffix(".pxa")
     manifest = pack_cartridge(model, target, executor, trust_shaders, program_file, name)
@@ -375,9 +375,9 @@ def ask(
     from rich.console import Console
     from rich.text import Text
 
-    from engine.engine import Engine
-    from engine.model import load_tokenizer
-    from engine.pxi import decode_predictions, encode_tokens, write_rgb
+    from .engine import Engine
+    from .model import load_tokenizer
+    from .pxi import decode_predictions, encode_tokens, write_rgb
 
     loaded = open_model(model, trust_shaders)
     tokenizer = load_tokenizer(loaded)
@@ -413,7 +413,7 @@ def inspect(
 ) -> None:
     """What a file is and whether pxgl would run it: a cartridge's manifest, members, hashes and shader
     verdict; a weights file's dimensions and tensors; a token texture, prediction pixels or pxVM program."""
-    from engine.describe import describe
+    from .describe import describe
 
     record = describe(file)
     if as_json:
@@ -449,10 +449,10 @@ def viz(
     """See the model think: run PROMPT on the GPU, read back the textures it wrote (token texture, T_embed,
     T_hidden, T_logits, prediction pixel) and write them as images, a labelled overview.png and an
     index.html that opens from disk; --weights draws the weight texture with its tensors outlined."""
-    from engine import visuals
-    from engine.engine import Engine
-    from engine.model import load_model, load_tokenizer
-    from engine.pxi import encode_tokens
+    from . import visuals
+    from .engine import Engine
+    from .model import load_model, load_tokenizer
+    from .pxi import encode_tokens
 
     if prompt is None and not weights:
         raise PxglError("give a PROMPT to see a run, or --weights to see the weight texture (or both)")
@@ -490,8 +490,8 @@ def compile_command(
     ] = None,
 ) -> None:
     """Compile the model's forward pass into a pxVM program: a .pxi of pixel opcodes (docs/FORMATS.md §7)."""
-    from engine.model import load_model
-    from engine.pxvm.files import program_path_for, write_compiled_program
+    from .model import load_model
+    from .pxvm.files import program_path_for, write_compiled_program
 
     path = model_path(model)
     loaded = load_model(path)
@@ -518,10 +518,10 @@ def disasm(
     model: PxvmModelOption = None,
 ) -> None:
     """Print a pxVM program as assembly text; `pxgl asm` turns the text back into the same pixels."""
-    from engine.model import load_model
-    from engine.pxi import read_rgb
-    from engine.pxvm.asm import disassemble
-    from engine.pxvm.files import check_program
+    from .model import load_model
+    from .pxi import read_rgb
+    from .pxvm.asm import disassemble
+    from .pxvm.files import check_program
 
     spec = None if model is None else load_model(model).spec
     typer.echo(disassemble(check_program(read_rgb(program), str(program), spec)), nl=False)
@@ -534,10 +534,10 @@ def asm_command(
     model: PxvmModelOption = None,
 ) -> None:
     """Assemble pxVM assembly text into a program (.pxi), checked before anything is written."""
-    from engine.model import load_model
-    from engine.pxi import read_text, write_rgb
-    from engine.pxvm.asm import assemble
-    from engine.pxvm.files import check_program
+    from .model import load_model
+    from .pxi import read_text, write_rgb
+    from .pxvm.asm import assemble
+    from .pxvm.files import check_program
 
     spec = None if model is None else load_model(model).spec
     pixels = assemble(read_text(source, "assembly file"), str(source))
@@ -567,8 +567,8 @@ def train(
     from rich.console import Console
     from rich.progress import Progress
 
-    from engine.train import TrainConfig
-    from engine.train import train as run_training
+    from .train import TrainConfig
+    from .train import train as run_training
 
     given = {"vocab_size": vocab, "embed_dim": embed, "hidden_dim": hidden, "context_window": context, "steps": steps}
     config = TrainConfig(

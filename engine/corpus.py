@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import PxglError
+from .errors import PxglError
 
 SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 """Installed third-party packages are not the stdlib; test suites are mostly fixtures, not prose."""

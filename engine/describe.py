@@ -7,13 +7,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from engine.cartridge import FORMAT, SHADER_DIR, VERSION, model_dimensions, open_cartridge
-from engine.errors import PxglError
-from engine.model import CARTRIDGE_SUFFIX, load_model
-from engine.pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
-from engine.pxvm.opcodes import MAGIC
-from engine.pxvm.program import decode_program
-from engine.spec import MAX_VOCAB, meta_path_for
+from .cartridge import FORMAT, SHADER_DIR, VERSION, model_dimensions, open_cartridge
+from .errors import PxglError
+from .model import CARTRIDGE_SUFFIX, load_model
+from .pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
+from .pxvm.opcodes import MAGIC
+from .pxvm.program import decode_program
+from .spec import MAX_VOCAB, meta_path_for
 
 MAX_LISTED_ROWS = 16
 """Rows of a token texture or prediction image listed one by one; the rest are summarised."""

@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.executor import Executor, Trace
-from engine.gl import GLBackend, gl_errors
-from engine.model import Model
-from engine.pxi import TOKEN_MARK, encode_tokens, token_lengths, token_tails
+from .errors import PxglError
+from .executor import Executor, Trace
+from .gl import GLBackend, gl_errors
+from .model import Model
+from .pxi import TOKEN_MARK, encode_tokens, token_lengths, token_tails
 
 if TYPE_CHECKING:
-    from engine.pxvm.program import Program
+    from .pxvm.program import Program
 
 EXECUTORS = {
-    "passes": "engine.passes:PassesExecutor",
-    "pxvm": "engine.pxvm.executor:PxvmExecutor",
-    "fused": "engine.fused:FusedExecutor",
+    "passes": ".passes:PassesExecutor",
+    "pxvm": ".pxvm.executor:PxvmExecutor",
+    "fused": ".fused:FusedExecutor",
 }
 """Executor name → "module:class"; each class is built as cls(gpu, spec, weights_texture)."""
 
@@ -63,7 +63,7 @@ class Engine:
         with gl_errors(model.source):
             self.weights = self.gpu.uint_texture(model.weights, f"{model.source}: weight texture")
             options = {} if program is None else {"program": program}
-            self.executor: Executor = getattr(importlib.import_module(module), name)(
+            self.executor: Executor = getattr(importlib.import_module(module, __package__), name)(
                 self.gpu, self.spec, self.weights, **options
             )
         self._lean = isinstance(self.executor, LeanExecutor)

@@ -5,8 +5,8 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.spec import ModelSpec
+from .errors import PxglError
+from .spec import ModelSpec
 
 POISON_FLOAT = np.float32(np.nan)
 POISON_BYTE = 0xEE

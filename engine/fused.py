@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.executor import Trace, ceil_div, model_constants, next_pow2
-from engine.gl import Buffer, GLBackend, MappedBuffer, Shader, Texture
-from engine.spec import ModelSpec
+from .errors import PxglError
+from .executor import Trace, ceil_div, model_constants, next_pow2
+from .gl import Buffer, GLBackend, MappedBuffer, Shader, Texture
+from .spec import ModelSpec
 
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import moderngl
 import numpy as np
 
-from engine.errors import PxglError
-from engine.resources import resource_dir
+from .errors import PxglError
+from .resources import resource_dir
 
 GL_R32F = 0x822E
 GL_RGBA8UI = 0x8D7C

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.pxi import bytes_to_pixels, read_rgb, write_rgb
-from engine.spec import ModelSpec, meta_path_for, read_meta, spec_from_meta, write_meta
+from .errors import PxglError
+from .pxi import bytes_to_pixels, read_rgb, write_rgb
+from .spec import ModelSpec, meta_path_for, read_meta, spec_from_meta, write_meta
 
 if TYPE_CHECKING:
-    from engine.cartridge import Cartridge
-    from engine.tokenizer import Tokenizer
+    from .cartridge import Cartridge
+    from .tokenizer import Tokenizer
 
 CARTRIDGE_SUFFIX = ".pxa"
 
@@ -39,7 +39,7 @@ def load_model(path: str | Path, trust_shaders: bool = False) -> Model:
     (refused if its shaders differ from the engine's, unless `trust_shaders`: docs/FORMATS.md §8)."""
     path = Path(path)
     if path.suffix == CARTRIDGE_SUFFIX:
-        from engine.cartridge import load_cartridge
+        from .cartridge import load_cartridge
 
         return load_cartridge(path, trust_shaders)
     if path.suffix != ".pxi":
@@ -68,7 +68,7 @@ def save_model(path: str | Path, spec: ModelSpec, weight_bytes: bytes) -> None:
 
 def load_tokenizer(model: Model) -> "Tokenizer":
     """The model's tokenizer (imported lazily: pixels-in, pixels-out inference never needs it)."""
-    from engine.tokenizer import Tokenizer
+    from .tokenizer import Tokenizer
 
     if model.cartridge is not None:
         return model.cartridge.tokenizer

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
-from engine.gl import GLBackend, Shader, Texture
-from engine.spec import ModelSpec
+from .executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
+from .gl import GLBackend, Shader, Texture
+from .spec import ModelSpec
 
 WEIGHTS_UNIT = 0
 TOKENS_UNIT = 1

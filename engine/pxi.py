@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from engine.errors import PxglError
+from .errors import PxglError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_COLOR_RGB = 2

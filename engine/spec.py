@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.pxi import atomic_write, image_size_for, parse_json, read_text
+from .errors import PxglError
+from .pxi import atomic_write, image_size_for, parse_json, read_text
 
 FORMAT = "pixellm"
 VERSION = 0

@@ -10,8 +10,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from engine.errors import PxglError
-from engine.pxi import atomic_write, parse_json, read_text
+from .errors import PxglError
+from .pxi import atomic_write, parse_json, read_text
 
 FORMAT = "pxgl-bpe"
 VERSION = 0

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.corpus import default_documents, file_documents, split_documents
-from engine.errors import PxglError
-from engine.model import save_model
-from engine.pxi import MAX_PIXELS
-from engine.spec import MAX_CONTEXT_WINDOW, MAX_DIM, MAX_VOCAB, TENSOR_ORDER, ModelSpec, layout_tensors
-from engine.tokenizer import BYTE_TOKENS, Tokenizer
+from .corpus import default_documents, file_documents, split_documents
+from .errors import PxglError
+from .model import save_model
+from .pxi import MAX_PIXELS
+from .spec import MAX_CONTEXT_WINDOW, MAX_DIM, MAX_VOCAB, TENSOR_ORDER, ModelSpec, layout_tensors
+from .tokenizer import BYTE_TOKENS, Tokenizer
 
 Params = dict[str, np.ndarray]
 Progress = Callable[[str, int, int], None]

@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from engine.errors import PxglError
-from engine.executor import Trace
-from engine.model import Model
-from engine.pxi import TOKEN_MARK, atomic_write, token_ids, token_lengths
-from engine.spec import ModelSpec
+from .errors import PxglError
+from .executor import Trace
+from .model import Model
+from .pxi import TOKEN_MARK, atomic_write, token_ids, token_lengths
+from .spec import ModelSpec
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
-    from engine.tokenizer import Tokenizer
+    from .engine import Engine
+    from .tokenizer import Tokenizer
 
 RGB = tuple[int, int, int]
 

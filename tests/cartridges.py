@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models import random_model
+from pxgl import cli
+from pxgl.cartridge import pack
+from pxgl.model import Model
+from pxgl.tokenizer import Tokenizer
 
-from engine import cli
-from engine.cartridge import pack
-from engine.model import Model
-from engine.tokenizer import Tokenizer
+from tests.models import random_model
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 

@@ -1,12 +1,8 @@
 import os
 import secrets
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # oracle.py and models.py sit beside the tests
 
 
 @pytest.fixture
@@ -33,6 +29,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 @pytest.fixture(scope="session")
 def gpu():
-    from engine.gl import GLBackend
+    from pxgl.gl import GLBackend
 
     return GLBackend()

@@ -9,19 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models import random_model
 from PIL import Image
+from pxgl.engine import EXECUTORS
+from pxgl.model import load_model, save_model
+from pxgl.tokenizer import Tokenizer
 
-from engine.engine import EXECUTORS
-from engine.model import load_model, save_model
-from engine.tokenizer import Tokenizer
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-
-from peers import FP32, System, numpy_system  # noqa: E402
-from reference import CheckFailed, Reference  # noqa: E402
-from run import measure_throughput, params_of  # noqa: E402
+from bench.peers import FP32, System, numpy_system
+from bench.reference import CheckFailed, Reference
+from bench.run import measure_throughput
+from tests.models import params_of, random_model
 
 
 @pytest.fixture
@@ -34,9 +30,13 @@ def small_model(tmp_path, rng):
 
 def test_smoke_run_writes_json_markdown_and_plot(small_model, tmp_path):
     out = tmp_path / "results"
-    command = [sys.executable, str(BENCH / "run.py"), "--sizes", "1,8", "--calls", "20", "--cold-runs", "1"]
+    command = [sys.executable, "-m", "bench.run", "--sizes", "1,8", "--calls", "20", "--cold-runs", "1"]
     done = subprocess.run(
-        [*command, "--model", small_model.source, "--out", str(out)], capture_output=True, text=True, timeout=300
+        [*command, "--model", small_model.source, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0, done.stderr[-2000:]
     [result] = out.glob("*.json")

@@ -13,23 +13,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import oracle
 import pytest
-from cartridges import pxgl, random_cartridge, random_text, read_members, relisted, write_contents
-from cli_process import pxgl as pxgl_subprocess
-from models import random_model, random_rows
 from PIL import Image
+from pxgl.cartridge import open_cartridge, pack
+from pxgl.cli import pxvm_program
+from pxgl.engine import EXECUTORS, Engine
+from pxgl.model import load_model
+from pxgl.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+from pxgl.pxvm.compiler import compiled_instructions, scratch_layout
+from pxgl.pxvm.opcodes import MAGIC
+from pxgl.pxvm.program import decode_program, encode_program
+from pxgl.resources import resource_dir
+from pxgl.tokenizer import Tokenizer
 
-from engine.cartridge import open_cartridge, pack
-from engine.cli import pxvm_program
-from engine.engine import EXECUTORS, Engine
-from engine.model import load_model
-from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
-from engine.pxvm.compiler import compiled_instructions, scratch_layout
-from engine.pxvm.opcodes import MAGIC
-from engine.pxvm.program import decode_program, encode_program
-from engine.resources import resource_dir
-from engine.tokenizer import Tokenizer
+from tests.cartridges import pxgl, random_cartridge, random_text, read_members, relisted, write_contents
+from tests.cli_process import pxgl as pxgl_subprocess
+from tests.models import random_model, random_rows
+from tests.reference import oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = [(512, 64, 96, 8), (260, 24, 40, 3)]

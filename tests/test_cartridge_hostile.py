@@ -13,7 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cartridges import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pxgl.cartridge import FORMAT, MAX_MEMBERS, MAX_NAME, MAX_RATIO, MAX_TOTAL_BYTES, MODEL_KEYS, open_cartridge
+from pxgl.engine import EXECUTORS
+from pxgl.errors import PxglError
+from pxgl.gl import GLBackend
+from pxgl.model import load_model
+from pxgl.pxi import encode_rgb, encode_tokens, write_rgb
+from pxgl.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
+from pxgl.pxvm.program import encode_program
+from pxgl.spec import spec_from_meta
+
+from tests.cartridges import (
     entry,
     patch_entry,
     pxgl,
@@ -25,18 +37,6 @@ from cartridges import (
     write_streamed,
     write_zip,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from engine.cartridge import FORMAT, MAX_MEMBERS, MAX_NAME, MAX_RATIO, MAX_TOTAL_BYTES, MODEL_KEYS, open_cartridge
-from engine.engine import EXECUTORS
-from engine.errors import PxglError
-from engine.gl import GLBackend
-from engine.model import load_model
-from engine.pxi import encode_rgb, encode_tokens, write_rgb
-from engine.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
-from engine.pxvm.program import encode_program
-from engine.spec import spec_from_meta
 
 MIB = 1 << 20
 

@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import oracle
 import pytest
-from cli_process import pxgl
-from models import params_of, random_model
+from pxgl.pxi import encode_tokens, read_rgb, write_rgb
+from pxgl.tokenizer import Tokenizer
 
-from engine.pxi import encode_tokens, read_rgb, write_rgb
-from engine.tokenizer import Tokenizer
+from tests.cli_process import pxgl
+from tests.models import params_of, random_model
+from tests.reference import oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "the pixel model reads pixels and writes pixels; every weight is a byte of an image.\n" * 20

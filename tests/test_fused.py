@@ -8,15 +8,15 @@ import ctypes.util
 import os
 
 import numpy as np
-import oracle
 import pytest
-from models import params_of, random_model, random_rows
+from pxgl.engine import Engine
+from pxgl.errors import PxglError
+from pxgl.fused import FusedConfig, FusedExecutor
+from pxgl.model import load_model, save_model
+from pxgl.pxi import encode_tokens
 
-from engine.engine import Engine
-from engine.errors import PxglError
-from engine.fused import FusedConfig, FusedExecutor
-from engine.model import load_model, save_model
-from engine.pxi import encode_tokens
+from tests.models import params_of, random_model, random_rows
+from tests.reference import oracle
 
 
 @pytest.fixture

@@ -27,10 +27,20 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_carries_shaders_and_the_bundled_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for shader in (ROOT / "glsl").iterdir():
-        assert f"engine/glsl/{shader.name}" in names
+        assert f"pxgl/glsl/{shader.name}" in names
     for asset in (ROOT / "assets").iterdir():
-        assert f"engine/assets/{asset.name}" in names
+        assert f"pxgl/assets/{asset.name}" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_wheel_installs_pxgl_and_no_top_level_engine(wheel):
+    """The source folder is engine/, but the import name is pxgl: a top-level `engine` would clash with any
+    other distribution that ships one."""
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert "pxgl" in tops and "engine" not in tops
+    modules = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    for source in (ROOT / "engine").rglob("*.py"):
+        assert f"pxgl/{source.relative_to(ROOT / 'engine').as_posix()}" in modules, source
 
 
 def test_installed_package_round_trips_text_from_another_directory(wheel, tmp_path):
@@ -47,11 +57,11 @@ def test_installed_package_round_trips_text_from_another_directory(wheel, tmp_pa
 
     def pxgl(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "engine.cli", *args], cwd=elsewhere, env=env, capture_output=True, text=True
+            [sys.executable, "-m", "pxgl.cli", *args], cwd=elsewhere, env=env, capture_output=True, text=True
         )
 
     located = subprocess.run(
-        [sys.executable, "-c", "import engine; print(engine.__file__)"],
+        [sys.executable, "-c", "import pxgl; print(pxgl.__file__)"],
         cwd=elsewhere,
         env=env,
         capture_output=True,

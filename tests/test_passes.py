@@ -4,15 +4,15 @@ Tolerances: float32 sums in another order, so T_embed/T_hidden/T_logits agree to
 magnitude of the summed terms; predicted ids agree exactly except on oracle near-ties; confidence ±1."""
 
 import numpy as np
-import oracle
 import pytest
-from models import params_of, random_model, random_rows
+from pxgl import passes
+from pxgl.engine import Engine
+from pxgl.errors import PxglError
+from pxgl.passes import logits_cells
+from pxgl.pxi import encode_tokens
 
-from engine import passes
-from engine.engine import Engine
-from engine.errors import PxglError
-from engine.passes import logits_cells
-from engine.pxi import encode_tokens
+from tests.models import params_of, random_model, random_rows
+from tests.reference import oracle
 
 
 @pytest.fixture

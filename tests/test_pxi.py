@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from engine.errors import PxglError
-from engine.pxi import (
+from pxgl.errors import PxglError
+from pxgl.pxi import (
     MAX_PIXELS,
     bytes_to_pixels,
     decode_predictions,

@@ -6,20 +6,20 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import oracle
 import pytest
-from cartridges import random_text
-from cli_process import pxgl
-from models import random_model, random_rows
+from pxgl.cartridge import pack
+from pxgl.model import load_model
+from pxgl.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
+from pxgl.pxvm.compiler import compile_program
+from pxgl.pxvm.files import program_path_for
+from pxgl.resources import bundled_model
+from pxgl.spec import meta_path_for
+from pxgl.tokenizer import Tokenizer
 
-from engine.cartridge import pack
-from engine.model import load_model
-from engine.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
-from engine.pxvm.compiler import compile_program
-from engine.pxvm.files import program_path_for
-from engine.resources import bundled_model
-from engine.spec import meta_path_for
-from engine.tokenizer import Tokenizer
+from tests.cartridges import random_text
+from tests.cli_process import pxgl
+from tests.models import random_model, random_rows
+from tests.reference import oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pxvm_reference
 import pytest
-from models import random_model, random_rows
+from pxgl.pxi import encode_tokens, token_ids, token_lengths, token_tails
+from pxgl.pxvm.asm import assemble
+from pxgl.pxvm.executor import PxvmExecutor
+from pxgl.pxvm.opcodes import OPS
+from pxgl.pxvm.validator import validate_program
+from pxgl.spec import TENSOR_ORDER
 
-from engine.pxi import encode_tokens, token_ids, token_lengths, token_tails
-from engine.pxvm.asm import assemble
-from engine.pxvm.executor import PxvmExecutor
-from engine.pxvm.opcodes import OPS
-from engine.pxvm.validator import validate_program
-from engine.spec import TENSOR_ORDER
+from tests.models import random_model, random_rows
+from tests.reference import pxvm as pxvm_reference
 
 SCRATCH = 4000
 PROMPTS = 24

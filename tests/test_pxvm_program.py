@@ -8,19 +8,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import oracle
-import pxvm_reference
 import pytest
-from models import params_of, random_model, random_rows
+from pxgl.engine import Engine
+from pxgl.errors import PxglError
+from pxgl.pxi import decode_predictions, encode_tokens
+from pxgl.pxvm.asm import assemble
+from pxgl.pxvm.compiler import compile_program, scratch_layout
+from pxgl.pxvm.executor import PxvmExecutor
+from pxgl.pxvm.validator import validate_program
+from pxgl.spec import meta_path_for
 
-from engine.engine import Engine
-from engine.errors import PxglError
-from engine.pxi import decode_predictions, encode_tokens
-from engine.pxvm.asm import assemble
-from engine.pxvm.compiler import compile_program, scratch_layout
-from engine.pxvm.executor import PxvmExecutor
-from engine.pxvm.validator import validate_program
-from engine.spec import meta_path_for
+from tests.models import params_of, random_model, random_rows
+from tests.reference import oracle
+from tests.reference import pxvm as pxvm_reference
 
 
 def meta_of(model) -> dict:

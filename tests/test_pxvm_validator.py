@@ -8,24 +8,24 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pxvm_reference
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from models import random_model, random_rows
+from pxgl.cli import app
+from pxgl.errors import PxglError
+from pxgl.gl import GLBackend
+from pxgl.pxi import encode_tokens, token_lengths, token_tails, write_rgb
+from pxgl.pxvm.asm import assemble, disassemble
+from pxgl.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
+from pxgl.pxvm.executor import PxvmExecutor
+from pxgl.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
+from pxgl.pxvm.program import Instruction, decode_program, encode_program
+from pxgl.pxvm.validator import validate_program, work, work_limit
+from pxgl.spec import MAX_IMAGE_SIDE, TENSOR_ORDER, meta_path_for
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.errors import PxglError
-from engine.gl import GLBackend
-from engine.pxi import encode_tokens, token_lengths, token_tails, write_rgb
-from engine.pxvm.asm import assemble, disassemble
-from engine.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
-from engine.pxvm.executor import PxvmExecutor
-from engine.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
-from engine.pxvm.program import Instruction, decode_program, encode_program
-from engine.pxvm.validator import validate_program, work, work_limit
-from engine.spec import MAX_IMAGE_SIDE, TENSOR_ORDER, meta_path_for
+from tests.models import random_model, random_rows
+from tests.reference import pxvm as pxvm_reference
 
 SLOW_EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from models import random_model
+from pxgl.errors import PxglError
+from pxgl.model import load_model
+from pxgl.pxi import write_rgb
+from pxgl.spec import meta_path_for, read_meta, spec_from_meta
 
-from engine.errors import PxglError
-from engine.model import load_model
-from engine.pxi import write_rgb
-from engine.spec import meta_path_for, read_meta, spec_from_meta
+from tests.models import random_model
 
 
 @pytest.fixture

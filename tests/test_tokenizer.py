@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.errors import PxglError
-from engine.tokenizer import Tokenizer
+from pxgl.errors import PxglError
+from pxgl.tokenizer import Tokenizer
 
 SAMPLE = (
     "Return the pixel at (x, y) of the weight image. Weights are bytes; bytes are pixels.\n"

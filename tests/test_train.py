@@ -7,17 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import oracle
 import pytest
-from cli_process import pxgl
+from pxgl.corpus import file_documents, split_documents
+from pxgl.errors import PxglError
+from pxgl.model import load_model, load_tokenizer
+from pxgl.pxi import read_rgb
+from pxgl.spec import meta_path_for
+from pxgl.tokenizer import Tokenizer
+from pxgl.train import TrainConfig, quantize, train
 
-from engine.corpus import file_documents, split_documents
-from engine.errors import PxglError
-from engine.model import load_model, load_tokenizer
-from engine.pxi import read_rgb
-from engine.spec import meta_path_for
-from engine.tokenizer import Tokenizer
-from engine.train import TrainConfig, quantize, train
+from tests.cli_process import pxgl
+from tests.reference import oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets" / "pixellm_v0.pxi"

@@ -9,13 +9,13 @@ import io
 
 import numpy as np
 import pytest
-from browser import ensure_browser, visit
-from models import random_model, random_rows
 from PIL import Image
+from pxgl import visuals
+from pxgl.engine import Engine
+from pxgl.pxi import encode_tokens
 
-from engine import visuals
-from engine.engine import Engine
-from engine.pxi import encode_tokens
+from tests.browser import ensure_browser, visit
+from tests.models import random_model, random_rows
 
 WINDOW = (1280, 2000)
 """The browser window: wide enough for the page's two columns to show the heatmap at its own size."""

@@ -16,17 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import oracle
 import pytest
-from models import params_of, random_model, random_rows
 from PIL import Image
+from pxgl import visuals
+from pxgl.cli import app
+from pxgl.engine import EXECUTORS, Engine
+from pxgl.pxi import encode_tokens
+from pxgl.tokenizer import Tokenizer
 from typer.testing import CliRunner
 
-from engine import visuals
-from engine.cli import app
-from engine.engine import EXECUTORS, Engine
-from engine.pxi import encode_tokens
-from engine.tokenizer import Tokenizer
+from tests.models import params_of, random_model, random_rows
+from tests.reference import oracle
 
 SIZES = [(1024, 128, 128, 16), (300, 17, 33, 5), (2, 1, 1, 1), (5000, 8, 300, 4)]
 """(vocab, embed, hidden, window): the bundled shape, odd sizes, the smallest, and a hidden layer long

@@ -2,25 +2,20 @@
 bench's largest batch (host work: poisoning, uploads, the wait, copying the predictions out), next to
 the kernel alone.
 
-    python bench/variants/batch_profile.py [--batch 1048576]"""
+    python -m bench.variants.batch_profile [--batch 1048576]"""
 
 import argparse
 import cProfile
 import pstats
-import sys
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(BENCH.parent), str(BENCH.parent / "tests"), str(BENCH)]
+import numpy as np
+from pxgl.fused import FusedExecutor
+from pxgl.gl import GLBackend
+from pxgl.model import load_model
 
-import numpy as np  # noqa: E402
-from run import PROMPT_TOKENS, bundled  # noqa: E402
-from sweep import gpu_seconds  # noqa: E402
-
-from engine.fused import FusedExecutor  # noqa: E402
-from engine.gl import GLBackend  # noqa: E402
-from engine.model import load_model  # noqa: E402
+from bench.run import PROMPT_TOKENS, bundled
+from bench.sweep import gpu_seconds
 
 
 def main() -> None:

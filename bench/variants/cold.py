@@ -31,12 +31,11 @@ def steps(model: str, executor: str) -> list[tuple[str, float]]:
     import typer  # noqa: F401
 
     t = mark("import typer", t)
-    import engine.cli
 
     t = mark("import engine.cli", t)
-    from engine.engine import Engine
-    from engine.model import load_model, load_tokenizer
-    from engine.pxi import encode_tokens, write_rgb
+    from pxgl.engine import Engine
+    from pxgl.model import load_model, load_tokenizer
+    from pxgl.pxi import encode_tokens, write_rgb
 
     t = mark("import engine.engine (moderngl, ...)", t)
     loaded = load_model(model)
@@ -44,7 +43,7 @@ def steps(model: str, executor: str) -> list[tuple[str, float]]:
     tokenizer = load_tokenizer(loaded)
     pixels = encode_tokens([tokenizer.encode(PROMPT)], loaded.spec.vocab_size)
     t = mark("tokenizer load + encode", t)
-    from engine.gl import GLBackend
+    from pxgl.gl import GLBackend
 
     gpu = GLBackend()
     t = mark("GL context (EGL)", t)
@@ -79,7 +78,7 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         return sorted(times)[len(times) // 2]
 
-    infer = [sys.executable, "-m", "engine.cli", "infer", PROMPT, "--model", args.model, "-x", args.executor]
+    infer = [sys.executable, "-m", "pxgl.cli", "infer", PROMPT, "--model", args.model, "-x", args.executor]
     print(f"{wall([sys.executable, '-c', 'pass']) * 1e3:9.1f} ms  bare interpreter (python -c pass)")
     print(f"{wall([sys.executable, '-S', '-c', 'pass']) * 1e3:9.1f} ms  bare interpreter without site (-S)")
     print(f"{wall(infer) * 1e3:9.1f} ms  whole `pxgl infer` ({args.executor})")

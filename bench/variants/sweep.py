@@ -2,30 +2,26 @@
 the oracle, then timed; the table at the end says which wins. Also the floors of the single-prompt path:
 a fence round trip with no work, and where a prompt's time goes.
 
-    python bench/variants/sweep.py [--big 1048576] [--check 262144]"""
+    python -m bench.variants.sweep [--big 1048576] [--check 262144]"""
 
 import argparse
 import re
 import struct
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(BENCH.parent), str(BENCH.parent / "tests"), str(BENCH)]
+import numpy as np
+from pxgl.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid
+from pxgl.gl import GLBackend
+from pxgl.model import load_model
 
-import numpy as np  # noqa: E402
-from models import random_model  # noqa: E402
-from peers import FP32  # noqa: E402
-from reference import CheckFailed, Reference  # noqa: E402
-from report import si  # noqa: E402
-from run import PROMPT_TOKENS, bundled, params_of  # noqa: E402
-from timing import time_batch, time_calls  # noqa: E402
-
-from engine.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid  # noqa: E402
-from engine.gl import GLBackend  # noqa: E402
-from engine.model import load_model  # noqa: E402
+from bench.peers import FP32
+from bench.reference import CheckFailed, Reference
+from bench.report import si
+from bench.run import PROMPT_TOKENS, bundled
+from bench.timing import time_batch, time_calls
+from tests.models import params_of, random_model
 
 TILE_SHAPES = [  # (tile_m, tm, tn, tile_n, stage_k)
     (64, 4, 8, 128, 8),

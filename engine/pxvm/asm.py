@@ -9,10 +9,10 @@ import re
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.pxvm.opcodes import BY_NAME, Kind
-from engine.pxvm.program import Instruction, Program, encode_program
-from engine.spec import TENSOR_ORDER
+from ..errors import PxglError
+from ..spec import TENSOR_ORDER
+from .opcodes import BY_NAME, Kind
+from .program import Instruction, Program, encode_program
 
 PREFIX = {Kind.SCRATCH: "s", Kind.TOKEN: "t", Kind.OUTPUT: "o", Kind.LENGTH: "", Kind.OFFSET: ""}
 SPELLING = {

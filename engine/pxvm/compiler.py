@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.pxvm.opcodes import BY_NAME
-from engine.pxvm.program import Instruction, encode_program
-from engine.spec import TENSOR_ORDER, ModelSpec
+from ..spec import TENSOR_ORDER, ModelSpec
+from .opcodes import BY_NAME
+from .program import Instruction, encode_program
 
 RESULT_FLOATS = 2
 """ARGMAX writes (id, probability)."""

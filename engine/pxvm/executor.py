@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
-from engine.gl import GLBackend, Texture
-from engine.pxvm.compiler import compile_program, scratch_layout
-from engine.pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
-from engine.pxvm.program import Program
-from engine.pxvm.validator import validate_program
-from engine.spec import TENSOR_ORDER, ModelSpec
+from ..errors import PxglError
+from ..executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
+from ..gl import GLBackend, Texture
+from ..spec import TENSOR_ORDER, ModelSpec
+from .compiler import compile_program, scratch_layout
+from .opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
+from .program import Program
+from .validator import validate_program
 
 WEIGHTS_UNIT, TOKENS_UNIT, PROGRAM_UNIT = 0, 1, 2
 SCRATCH_IMAGE, PREDICTION_IMAGE = 0, 1

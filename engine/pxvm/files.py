@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.model import Model
-from engine.pxi import read_rgb, write_rgb
-from engine.pxvm.compiler import compile_program
-from engine.pxvm.program import Program, decode_program
-from engine.pxvm.validator import validate_program
-from engine.spec import ModelSpec
+from ..model import Model
+from ..pxi import read_rgb, write_rgb
+from ..spec import ModelSpec
+from .compiler import compile_program
+from .program import Program, decode_program
+from .validator import validate_program
 
 PROGRAM_SUFFIX = ".program.pxi"
 

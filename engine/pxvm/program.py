@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.pxi import image_size_for
-from engine.pxvm.opcodes import (
+from ..errors import PxglError
+from ..pxi import image_size_for
+from ..spec import MAX_IMAGE_SIDE, TENSOR_ORDER, ModelSpec
+from .opcodes import (
     BY_CODE,
     HALT,
     HEADER_PIXELS,
@@ -22,7 +23,6 @@ from engine.pxvm.opcodes import (
     Kind,
     Op,
 )
-from engine.spec import MAX_IMAGE_SIDE, TENSOR_ORDER, ModelSpec
 
 FORMAT_HINT = "see docs/FORMATS.md §7, or rebuild it with `pxgl compile`"
 

@@ -10,11 +10,11 @@ from enum import Enum
 
 import numpy as np
 
-from engine.errors import PxglError
-from engine.pxvm.compiler import compiled_instructions
-from engine.pxvm.opcodes import BY_NAME, OUTPUT_PIXELS, Kind
-from engine.pxvm.program import Instruction, Program, decode_program
-from engine.spec import TENSOR_ORDER, ModelSpec
+from ..errors import PxglError
+from ..spec import TENSOR_ORDER, ModelSpec
+from .compiler import compiled_instructions
+from .opcodes import BY_NAME, OUTPUT_PIXELS, Kind
+from .program import Instruction, Program, decode_program
 
 WORK_FACTOR = 4
 """A program may do at most this many times the work of the model's forward pass: straight-line code
