@@ -25,9 +25,9 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
-# Repack the bundled cartridge: needed after any change to glsl/, whose files it carries (FORMATS §8.4).
+# Pack the bundled model into its cartridge (after retraining it; shader changes never need a repack, §8).
 cartridge: setup
-	$(BIN)/pxgl pack assets/pixellm_v0.pxi
+	$(BIN)/pxgl pack -m assets/pixellm_v0.pxi -o assets/pixellm_v0.pxa
 
 lint: setup
 	$(BIN)/ruff check engine tests bench

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pxgl.engine import EXECUTORS, Engine
+from pxgl.engine import Engine
 from pxgl.errors import PxglError
+from pxgl.executors import EXECUTORS
 from pxgl.gl import GLBackend
-from pxgl.model import Model, load_model, load_tokenizer
+from pxgl.loading import load_model
+from pxgl.model import Model
 from pxgl.pxi import read_rgb
 from pxgl.resources import bundled_model
 
@@ -101,7 +103,7 @@ def pxgl_systems(model: Model, gpu: GLBackend) -> tuple[list[System], list[str]]
     systems, skipped = [], []
     for name in EXECUTORS:
         try:
-            engine = Engine(model, gpu, executor=name)
+            engine = Engine(model, gpu=gpu, executor=name)
         except PxglError as e:
             skipped.append(f"pxgl-{name}: skipped, {e}")
             continue
@@ -203,7 +205,7 @@ def main() -> None:
         params, window = params_of(model), model.spec.context_window
         rng = np.random.default_rng(args.seed)
         prompts = rng.integers(0, model.spec.vocab_size, (max(*sizes, args.calls), PROMPT_TOKENS)).astype(np.uint16)
-        cold_ids = load_tokenizer(model).encode(COLD_PROMPT)
+        cold_ids = model.tokenizer.encode(COLD_PROMPT)
 
         start = time.perf_counter()
         reference = Reference(params, window, prompts)

@@ -1,38 +1,41 @@
-"""Cartridges (.pxa, docs/FORMATS.md §8): a whole model in one zip file, mounted like a game cart.
+"""Cartridges (.pxa, docs/FORMATS.md §8): a whole model in one zip file, mounted like a game cart. This module
+reads them; engine/pack.py writes them.
 
 A cartridge is untrusted input. Opening one extracts nothing and writes nothing: the zip's end record and
-central directory are checked first (names, links, duplicates, sizes, compression ratios), then each member
-is read straight from the archive with a size cap and its sha256 checked against the manifest, then the
-meta, weights, tokenizer and shaders are validated in memory. All of it happens before any GPU work."""
+central directory are checked first (names, links, duplicates, sizes, compression ratios), then the
+manifest and its format versions, then each member is read straight from the archive with a size cap and
+its sha256 checked against the manifest, then the meta, weights, tokenizer and program are validated in
+memory. All of it happens before any GPU work. Compatibility is by format versions: the engine's own
+shaders never enter into it."""
 
 import hashlib
-import json
 import re
 import stat
 import struct
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import PxglError
-from .model import CARTRIDGE_SUFFIX, Model, check_tokenizer, check_weight_image, load_model, load_tokenizer
-from .pxi import atomic_write, decode_rgb, encode_rgb, parse_json
-from .pxvm.compiler import compile_program
-from .pxvm.files import program_for
+from .pxi import decode_rgb, parse_json
+from .pxvm.opcodes import VERSION as PXVM_VERSION
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
-from .resources import resource_dir
+from .spec import VERSION as WEIGHTS_VERSION
 from .spec import ModelSpec, spec_from_meta
 from .tokenizer import Tokenizer
 
 FORMAT = "pxgl-cartridge"
-VERSION = 0
+VERSION = 1
+"""The cartridge version `pxgl pack` writes."""
+READS = {"cartridge": (0, VERSION), "weights": (0, WEIGHTS_VERSION), "pxvm": (0, PXVM_VERSION)}
+"""Format → (oldest, newest) version this engine reads (docs/FORMATS.md §8)."""
+SUFFIX = ".pxa"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pxi"
 META = "weights.meta.json"
@@ -42,6 +45,9 @@ REQUIRED = (WEIGHTS, META, TOKENIZER, PROGRAM)
 SHADER_DIR = "shaders"
 SHADER_SUFFIXES = (".comp", ".glsl")
 MODEL_KEYS = ("vocab_size", "embed_dim", "hidden_dim", "context_window")
+"""A version-0 manifest's `model`: the dimensions, equal to the meta's."""
+FORMAT_KEYS = ("weights", "pxvm")
+EXECUTOR_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 MAX_MEMBERS = 64
 MAX_TOTAL_BYTES = 256 << 20
@@ -60,10 +66,6 @@ END_SIGNATURE = b"PK\x05\x06"
 ZIP64_LOCATOR = struct.Struct("<4sLQL")
 ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 ZIP_ENCRYPTED = 0x1
-ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-"""Every member's timestamp, so that packing the same model twice gives the same bytes."""
-UNIX = 3
-REGULAR_FILE = stat.S_IFREG | 0o644
 SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -77,22 +79,31 @@ class Member:
 
 @dataclass(frozen=True)
 class Manifest:
+    version: int
     name: str
-    model: dict[str, int]
-    """vocab_size, embed_dim, hidden_dim, context_window."""
+    formats: dict[str, int]
+    """Format versions of the members: `weights` (the meta's version) and `pxvm` (the program's)."""
     executor: str
     """The executor `pxgl run` / `ask` / `infer` use unless told otherwise."""
     members: tuple[Member, ...]
+    model: dict[str, int] | None = None
+    """Version 0 only: vocab_size, embed_dim, hidden_dim, context_window."""
+    about: dict[str, Any] | None = None
+    """Version 1 only, informational: who packed it, eval figures, lineage. Never run."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The manifest as `pxgl pack` writes it (version 1)."""
+        document: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "name": self.name,
-            "model": self.model,
+            "formats": self.formats,
             "executor": self.executor,
             "members": [{"name": m.name, "size": m.size, "sha256": m.sha256} for m in self.members],
         }
+        if self.about is not None:
+            document["about"] = self.about
+        return document
 
 
 @dataclass(frozen=True)
@@ -106,32 +117,18 @@ class Cartridge:
     tokenizer: Tokenizer
     program: Program
     """The pxVM program, validated against this model: what the pxvm executor runs for this cartridge."""
-    foreign_shaders: tuple[str, ...]
-    """Shader members that are not byte-identical to the engine's own (empty: the cartridge may run)."""
-    absent_shaders: tuple[str, ...]
-    """Engine shaders the cartridge does not carry (informational: the engine runs its own shaders)."""
+    shaders: tuple[str, ...]
+    """The shader members it carries for the record (version 0 carries the packing engine's): never run."""
 
 
 # --- reading -------------------------------------------------------------------------------------
 
 
-def load_cartridge(path: str | Path, trust_shaders: bool = False) -> Model:
-    """Open a cartridge as a Model; refuse it if its shaders are foreign and the user did not trust them."""
-    cart = open_cartridge(path)
-    if cart.foreign_shaders and not trust_shaders:
-        raise PxglError(
-            f"{cart.path}: its shaders differ from this engine's ({', '.join(cart.foreign_shaders)}); pxgl only "
-            "runs cartridges whose shaders are its own: pass --trust-shaders to run it with the engine's own "
-            "shaders (`pxgl pack` it with --trust-shaders to adopt them for good)"
-        )
-    return Model(cart.spec, cart.weights, cart.path / TOKENIZER, str(cart.path), cart)
-
-
 def open_cartridge(path: str | Path) -> Cartridge:
     """Check and read a .pxa without extracting it; every problem is one PxglError naming it."""
     path = Path(path)
-    if path.suffix != CARTRIDGE_SUFFIX:
-        raise PxglError(f"{path}: a cartridge is a {CARTRIDGE_SUFFIX} file")
+    if path.suffix != SUFFIX:
+        raise PxglError(f"{path}: a cartridge is a {SUFFIX} file")
     try:
         with open(path, "rb") as handle:
             _check_end_record(handle, path)
@@ -180,7 +177,7 @@ def _checked_entries(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.
     if len(infos) > MAX_MEMBERS:
         raise PxglError(f"{path}: {len(infos)} members, past the limit of {MAX_MEMBERS}")
     for info in infos:
-        name, mode = _short(info.filename), info.external_attr >> 16
+        name, mode = short(info.filename), info.external_attr >> 16
         parts = info.filename.replace("\\", "/").split("/")
         if ".." in parts:
             raise PxglError(f"{path}: member {name} climbs out of the archive with '..'")
@@ -207,7 +204,7 @@ def _checked_entries(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.
             )
     duplicated = [name for name, n in Counter(i.filename for i in infos).items() if n > 1]
     if duplicated:
-        raise PxglError(f"{path}: member {_short(duplicated[0])} appears more than once in the zip")
+        raise PxglError(f"{path}: member {short(duplicated[0])} appears more than once in the zip")
     total = sum(info.file_size for info in infos)
     if total > MAX_TOTAL_BYTES:
         raise PxglError(
@@ -260,66 +257,92 @@ def _read_verified(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Memb
 
 def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes]) -> Cartridge:
     meta = _parse_json(contents[META], f"{path}:{META}")
+    if manifest.version >= 1 and isinstance(meta, dict) and meta.get("version") != manifest.formats["weights"]:
+        raise PxglError(
+            f"{path}:{META}: meta version {short(meta.get('version'))}, but {MANIFEST} says weights format "
+            f"{manifest.formats['weights']}"
+        )
     spec = spec_from_meta(meta, f"{path}:{META}")
     if spec.tokenizer != TOKENIZER:
         raise PxglError(f"{path}:{META}: names tokenizer {spec.tokenizer!r}; in a cartridge it is {TOKENIZER!r}")
-    for key in MODEL_KEYS:
-        if manifest.model[key] != getattr(spec, key):
-            raise PxglError(f"{path}: {MANIFEST} says {key} {manifest.model[key]} but {META} says {getattr(spec, key)}")
+    if manifest.model is not None:
+        for key in MODEL_KEYS:
+            if manifest.model[key] != getattr(spec, key):
+                raise PxglError(
+                    f"{path}: {MANIFEST} says {key} {manifest.model[key]} but {META} says {getattr(spec, key)}"
+                )
     weights = decode_rgb(contents[WEIGHTS], f"{path}:{WEIGHTS}")
-    check_weight_image(spec, weights, f"{path}:{WEIGHTS}")
+    spec.check_image(weights, f"{path}:{WEIGHTS}")
     tokenizer = Tokenizer.loads(_text(contents[TOKENIZER], f"{path}:{TOKENIZER}"), f"{path}:{TOKENIZER}")
-    check_tokenizer(spec, tokenizer, f"{path}:{TOKENIZER}")
+    spec.check_vocabulary(tokenizer.vocab_size, f"{path}:{TOKENIZER}")
     program = validate_program(decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}"), spec, f"{path}:{PROGRAM}")
-    engine_shaders = own_shaders()
-    carried = {name: data for name, data in contents.items() if name.startswith(f"{SHADER_DIR}/")}
-    foreign = tuple(sorted(name for name, data in carried.items() if engine_shaders.get(name) != data))
-    absent = tuple(sorted(set(engine_shaders) - set(carried)))
-    return Cartridge(path, manifest, spec, weights, tokenizer, program, foreign, absent)
+    shaders = tuple(sorted(name for name in contents if name.startswith(f"{SHADER_DIR}/")))
+    return Cartridge(path, manifest, spec, weights, tokenizer, program, shaders)
 
 
 def model_dimensions(spec: ModelSpec) -> dict[str, int]:
     return {key: getattr(spec, key) for key in MODEL_KEYS}
 
 
-def own_shaders() -> dict[str, bytes]:
-    """The engine's shader files as cartridge members: `shaders/<file>` → bytes."""
-    directory = resource_dir("glsl")
-    return {
-        f"{SHADER_DIR}/{f.name}": f.read_bytes()
-        for f in sorted(directory.iterdir())
-        if f.suffix in SHADER_SUFFIXES and f.is_file()
-    }
-
-
 # --- the manifest --------------------------------------------------------------------------------
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:
-    """Validate a manifest document (docs/FORMATS.md §8); every problem is one PxglError naming it."""
+    """Validate a manifest document (docs/FORMATS.md §8.1), format versions first; every problem is one
+    PxglError naming it."""
     doc = _parse_json(data, where)
     if not isinstance(doc, dict):
         raise PxglError(f"{where}: must be a JSON object")
-    missing = {"format", "version", "name", "model", "executor", "members"} - doc.keys()
+    if "format" not in doc or "version" not in doc:
+        raise PxglError(f"{where}: missing key(s) {', '.join(sorted({'format', 'version'} - doc.keys()))}")
+    version = doc["version"]
+    if doc["format"] != FORMAT or type(version) is not int or version < 0:
+        raise PxglError(f"{where}: format {short(doc['format'])} version {short(version)}; pxgl reads {FORMAT!r}")
+    if version > VERSION:
+        raise PxglError(f"{where}: cartridge format version {version}; this pxgl reads {reads()}: upgrade pxgl")
+    keys = {"name", "executor", "members", *(("formats",) if version >= 1 else ("model",))}
+    missing = keys - doc.keys()
     if missing:
         raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
-    if doc["format"] != FORMAT or type(doc["version"]) is not int or doc["version"] != VERSION:
-        raise PxglError(
-            f"{where}: format {_short(doc['format'])} version {_short(doc['version'])}; pxgl reads {FORMAT!r} "
-            f"version {VERSION}"
-        )
+    formats = _formats(doc["formats"], where) if version >= 1 else {"weights": 0, "pxvm": 0}
     name = doc["name"]
     if not is_valid_name(name):
-        raise PxglError(f"{where}: 'name' must be 1..{MAX_NAME} printable characters, got {_short(name)}")
-    model = doc["model"]
-    if not isinstance(model, dict) or set(model) != set(MODEL_KEYS) or not all(_is_count(v) for v in model.values()):
-        raise PxglError(f"{where}: 'model' must give {', '.join(MODEL_KEYS)} as positive integers, got {_short(model)}")
+        raise PxglError(f"{where}: 'name' must be 1..{MAX_NAME} printable characters, got {short(name)}")
+    model = None
+    if version == 0:
+        model = doc["model"]
+        counts = isinstance(model, dict) and all(_is_count(v) for v in model.values())
+        if not counts or set(model) != set(MODEL_KEYS):
+            raise PxglError(
+                f"{where}: 'model' must give {', '.join(MODEL_KEYS)} as positive integers, got {short(model)}"
+            )
+        model = {k: model[k] for k in MODEL_KEYS}
     executor = doc["executor"]
-    executors = _executor_names()
-    if executor not in executors:
-        raise PxglError(f"{where}: executor {_short(executor)} is not one of this engine's ({', '.join(executors)})")
+    if not isinstance(executor, str) or not EXECUTOR_NAME.fullmatch(executor):
+        raise PxglError(f"{where}: 'executor' must be an executor's name ([a-z0-9_], 1..32), got {short(executor)}")
+    about = doc.get("about") if version >= 1 else None
+    if version >= 1 and "about" in doc and not isinstance(about, dict):
+        raise PxglError(f"{where}: 'about' must be a JSON object, got {short(about)}")
     members = _members(doc["members"], where)
-    return Manifest(name, {k: model[k] for k in MODEL_KEYS}, executor, members)
+    return Manifest(version, name, formats, executor, members, model, about)
+
+
+def reads() -> str:
+    """The format versions this engine reads, for messages."""
+    return ", ".join(f"{name} {lo} to {hi}" if lo != hi else f"{name} {lo}" for name, (lo, hi) in READS.items())
+
+
+def _formats(raw: Any, where: str) -> dict[str, int]:
+    if not isinstance(raw, dict) or set(raw) != set(FORMAT_KEYS) or not all(_is_count(v, 0) for v in raw.values()):
+        raise PxglError(
+            f"{where}: 'formats' must give {', '.join(FORMAT_KEYS)} as non-negative integers, got {short(raw)}"
+        )
+    newer = [f"{name} {raw[name]}" for name in FORMAT_KEYS if raw[name] > READS[name][1]]
+    if newer:
+        raise PxglError(
+            f"{where}: this cartridge needs {', '.join(newer)}; this pxgl reads {reads()}: upgrade pxgl to run it"
+        )
+    return {name: raw[name] for name in FORMAT_KEYS}
 
 
 def is_valid_name(name: Any) -> bool:
@@ -336,20 +359,20 @@ def _members(raw: Any, where: str) -> tuple[Member, ...]:
             raise PxglError(f"{where}: member {i} must be an object with exactly name, size, sha256")
         name, size, digest = entry["name"], entry["size"], entry["sha256"]
         if not isinstance(name, str) or not name:
-            raise PxglError(f"{where}: member {i}: 'name' must be a non-empty string, got {_short(name)}")
+            raise PxglError(f"{where}: member {i}: 'name' must be a non-empty string, got {short(name)}")
         if not _is_count(size, minimum=0) or size > MAX_TOTAL_BYTES:
-            raise PxglError(f"{where}: member {_short(name)}: 'size' must be an integer in 0..{MAX_TOTAL_BYTES}")
+            raise PxglError(f"{where}: member {short(name)}: 'size' must be an integer in 0..{MAX_TOTAL_BYTES}")
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
-            raise PxglError(f"{where}: member {_short(name)}: 'sha256' must be 64 lowercase hex digits")
+            raise PxglError(f"{where}: member {short(name)}: 'sha256' must be 64 lowercase hex digits")
         members.append(Member(name, size, digest))
     names = [m.name for m in members]
     duplicated = [n for n, count in Counter(names).items() if count > 1]
     if duplicated:
-        raise PxglError(f"{where}: member {_short(duplicated[0])} is listed more than once")
+        raise PxglError(f"{where}: member {short(duplicated[0])} is listed more than once")
     for name in names:
         if not _has_role(name):
             raise PxglError(
-                f"{where}: member {_short(name)} has no role in a cartridge (expected {', '.join(REQUIRED)} "
+                f"{where}: member {short(name)} has no role in a cartridge (expected {', '.join(REQUIRED)} "
                 f"and {SHADER_DIR}/*{'|*'.join(SHADER_SUFFIXES)})"
             )
     for required in REQUIRED:
@@ -365,13 +388,7 @@ def _has_role(name: str) -> bool:
     return folder == SHADER_DIR and SEGMENT.fullmatch(file) is not None and file.endswith(SHADER_SUFFIXES)
 
 
-def _executor_names() -> tuple[str, ...]:
-    from .engine import EXECUTORS
-
-    return tuple(EXECUTORS)
-
-
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     """An untrusted value for an error message: its repr, cut short (one line, bounded length)."""
     text = repr(value)
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
@@ -390,78 +407,3 @@ def _text(data: bytes, where: str) -> str:
 
 def _parse_json(data: bytes, where: str) -> Any:
     return parse_json(_text(data, where), where)
-
-
-# --- packing -------------------------------------------------------------------------------------
-
-
-def pack(
-    model_path: str | Path,
-    out: str | Path,
-    executor: str | None = None,
-    trust_shaders: bool = False,
-    program_path: Path | None = None,
-    name: str | None = None,
-) -> Manifest:
-    """Write a cartridge for a model (a weights .pxi with its meta and tokenizer beside it, or another
-    cartridge, repacked with this engine's shaders), atomically; returns its manifest. The pxVM program is
-    `program_path`, else the repacked cartridge's, else the program file beside the weights, else the
-    model's compiled program: validated against the model in every case. The executor and name are the
-    ones given, else the repacked cartridge's, else "passes" and the weights file's stem."""
-    out = Path(out)
-    if out.suffix != CARTRIDGE_SUFFIX:
-        raise PxglError(f"{out}: a cartridge's name ends in {CARTRIDGE_SUFFIX}")
-    if executor is not None and executor not in _executor_names():
-        raise PxglError(f"unknown executor {executor!r}; choose one of {', '.join(_executor_names())}")
-    if name is not None and not is_valid_name(name):
-        raise PxglError(f"cartridge name {_short(name)}: a name is 1..{MAX_NAME} printable characters")
-    model = load_model(model_path, trust_shaders)
-    repacked = model.cartridge.manifest if model.cartridge is not None else None
-    if executor is None:
-        executor = repacked.executor if repacked is not None else "passes"
-    if name is None:
-        name = repacked.name if repacked is not None else Path(model.source).stem[:MAX_NAME]
-        if not is_valid_name(name):
-            raise PxglError(
-                f"{_short(model.source)}: its file name is not printable, so it cannot name the cartridge; "
-                "give a name with --name"
-            )
-    tokenizer = load_tokenizer(model)
-    program = program_for(model, program_path)
-    if program is None:
-        program = (
-            model.cartridge.program
-            if model.cartridge is not None
-            else validate_program(compile_program(model.spec), model.spec, "compiled program")
-        )
-    meta = replace(model.spec, tokenizer=TOKENIZER).to_meta()
-    contents = {
-        WEIGHTS: encode_rgb(model.weights),
-        META: (json.dumps(meta, indent=2) + "\n").encode(),
-        TOKENIZER: (json.dumps(tokenizer.to_json(), separators=(",", ":")) + "\n").encode(),
-        PROGRAM: encode_rgb(program.pixels),
-        **own_shaders(),
-    }
-    manifest = Manifest(
-        name=name,
-        model=model_dimensions(model.spec),
-        executor=executor,
-        members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
-    )
-    document = (json.dumps(manifest.to_json(), indent=2) + "\n").encode()
-    atomic_write(out, _zip_writer({MANIFEST: document, **contents}))
-    return manifest
-
-
-def _zip_writer(contents: dict[str, bytes]) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w") as archive:
-            for name, data in contents.items():
-                info = zipfile.ZipInfo(name, ZIP_EPOCH)
-                info.create_system = UNIX
-                info.external_attr = REGULAR_FILE << 16
-                # PNGs are deflated already; deflating them again gains nothing
-                info.compress_type = zipfile.ZIP_STORED if name.endswith(".pxi") else zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
-
-    return write

@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .cartridge import FORMAT, SHADER_DIR, VERSION, model_dimensions, open_cartridge
+from .cartridge import FORMAT, SUFFIX, model_dimensions, open_cartridge
 from .errors import PxglError
-from .model import CARTRIDGE_SUFFIX, load_model
+from .loading import check_executor, load_model
 from .pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
 from .pxvm.opcodes import MAGIC
 from .pxvm.program import decode_program
@@ -20,7 +20,7 @@ MAX_LISTED_ROWS = 16
 
 
 def describe(path: Path) -> dict[str, Any]:
-    if path.suffix == CARTRIDGE_SUFFIX:
+    if path.suffix == SUFFIX:
         return describe_cartridge(path)
     if path.suffix != ".pxi":
         raise PxglError(f"{path}: pxgl inspects cartridges (.pxa) and pixel files (.pxi)")
@@ -70,6 +70,7 @@ def describe_weights(path: Path) -> dict[str, Any]:
         {"name": t.name, "offset": t.offset, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
         for t in spec.tensors.values()
     ]
+    assert model.tokenizer_path is not None
     tokenizer = "present" if model.tokenizer_path.is_file() else "missing (text commands will not work)"
     return {
         "kind": "weights",
@@ -83,29 +84,27 @@ def describe_weights(path: Path) -> dict[str, Any]:
 def describe_cartridge(path: Path) -> dict[str, Any]:
     cart = open_cartridge(path)
     manifest = cart.manifest
-    if cart.foreign_shaders:
-        shaders = f"FOREIGN: {', '.join(cart.foreign_shaders)} differ from this engine's"
-        verdict = "valid, but runs only with --trust-shaders (and then with the engine's own shaders)"
-    else:
-        carried = sum(1 for m in manifest.members if m.name.startswith(f"{SHADER_DIR}/"))
-        shaders = f"{carried} byte-identical to this engine's own"
-        verdict = "valid: runs"
-    if cart.absent_shaders:
-        shaders += f"; does not carry {', '.join(cart.absent_shaders)}"
-    return {
+    check_executor(manifest.executor, f"{path}: its manifest names")
+    formats = ", ".join(f"{name} {version}" for name, version in manifest.formats.items())
+    record: dict[str, Any] = {
         "file": str(path),
         "sha256": file_sha256(path),
         "kind": "cartridge",
-        "format": f"{FORMAT} version {VERSION}",
+        "format": f"{FORMAT} version {manifest.version} ({formats})",
         "name": manifest.name,
         "model": model_dimensions(cart.spec),
         "executor": manifest.executor,
         "program": f"{len(cart.program.instructions)} pxVM instructions, {cart.program.scratch_size} scratch "
         "floats, valid for this model",
         "members": [{"name": m.name, "size": m.size, "sha256": m.sha256} for m in manifest.members],
-        "shaders": shaders,
-        "verdict": verdict,
     }
+    if cart.shaders:
+        record["shaders"] = (
+            f"{len(cart.shaders)} shader files of the engine that packed it, kept for the record (pxgl runs its own)"
+        )
+    if manifest.about is not None:
+        record["about"] = manifest.about
+    return record | {"verdict": "valid: runs"}
 
 
 def file_sha256(path: Path) -> str:

@@ -1,73 +1,84 @@
-"""The reusable engine: load a model once (weights upload, shader compile), then predict many times.
+"""The reusable engine: open a model once (weights upload, kernels compiled), then predict many times.
 
 It validates token textures, cuts each prompt to its last `context_window` tokens and feeds tiles that
-respect the GPU's limits to an executor: Model A's four passes ("passes") or another registered one."""
+respect the GPU's limits to the executor the front door chose (engine/loading.py).
 
-import importlib
+Lifecycle and threads: `Engine.close()` (or `with Engine(...) as engine:`) frees its GPU resources and its
+GL context. A GL context belongs to the thread that created it: an Engine must be built, used and closed
+on one thread; a call from another raises RuntimeError (a server gives each engine one owning thread)."""
+
 import operator
+import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
+from .constants import TOKEN_MARK
 from .errors import PxglError
-from .executor import Executor, Trace
+from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, Trace
 from .gl import GLBackend, gl_errors
+from .loading import Runnable, plan
 from .model import Model
-from .pxi import TOKEN_MARK, encode_tokens, token_lengths, token_tails
-
-if TYPE_CHECKING:
-    from .pxvm.program import Program
-
-EXECUTORS = {
-    "passes": ".passes:PassesExecutor",
-    "pxvm": ".pxvm.executor:PxvmExecutor",
-    "fused": ".fused:FusedExecutor",
-}
-"""Executor name → "module:class"; each class is built as cls(gpu, spec, weights_texture)."""
-
-
-@runtime_checkable
-class LeanExecutor(Protocol):
-    """An executor that also takes token ids directly, skipping the token texture (predict_one/_array)."""
-
-    def run_one(self, ids: list[int]) -> np.ndarray:
-        """A prompt's last ≤ context_window ids, each checked 0 ≤ id < vocab → its (3,) prediction pixel."""
-        ...
-
-    def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
-        """(n, L) uint16 ids, not yet checked against the vocabulary → (n, 3) prediction pixels of each
-        row's last context_window ids, and the first prompt holding an id ≥ vocab_size anywhere in its row
-        (the pixels are then void) or None."""
-        ...
+from .pxi import encode_tokens, token_lengths, token_tails
+from .pxvm.program import Program
 
 
 class Engine:
     def __init__(
         self,
-        model: Model,
-        gpu: GLBackend | None = None,
+        model: Model | Runnable,
+        *,
+        executor: str | None = None,
+        program: Path | Program | None = None,
         device: int | None = None,
-        executor: str = "passes",
-        program: "Program | None" = None,
+        gpu: GLBackend | None = None,
+        tuning: object | None = None,
     ) -> None:
-        """`program`: a validated pxVM program for the "pxvm" executor (default: the model's compiled one)."""
-        if executor not in EXECUTORS:
-            raise PxglError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-        if program is not None and executor != "pxvm":
-            raise PxglError(f"{program.source}: a pxVM program runs on the pxvm executor, not {executor!r}")
-        self.model = model
-        self.spec = model.spec
+        """`model`: what engine.loading.open_model returns, or a Model (then `executor` and `program` are
+        chosen by engine.loading.plan). `tuning`: the executor's own work-shape settings (bench, tests)."""
+        runnable = model if isinstance(model, Runnable) else plan(model, executor, program)
+        if isinstance(model, Runnable) and (executor is not None or program is not None):
+            raise TypeError("a Runnable already says its executor and program; pass a Model to choose them")
+        self.runnable = runnable
+        self.model = runnable.model
+        self.spec = self.model.spec
+        self.executor_name = runnable.executor
+        self._owns_gpu = gpu is None
         self.gpu = gpu if gpu is not None else GLBackend(device)
-        module, name = EXECUTORS[executor].split(":")
-        with gl_errors(model.source):
-            self.weights = self.gpu.uint_texture(model.weights, f"{model.source}: weight texture")
-            options = {} if program is None else {"program": program}
-            self.executor: Executor = getattr(importlib.import_module(module, __package__), name)(
-                self.gpu, self.spec, self.weights, **options
-            )
+        self._closed = False
+        with gl_errors(self.model.source):
+            self.weights = self.gpu.uint_texture(self.model.weights, f"{self.model.source}: weight texture")
+            inputs = ExecutorInputs(self.spec, self.weights, runnable.program)
+            self.executor: Executor = EXECUTORS[runnable.executor](self.gpu, inputs, tuning)
         self._lean = isinstance(self.executor, LeanExecutor)
 
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the executor's GPU resources, the weights and (if the engine made it) the GL context."""
+        if self._closed:
+            return
+        self._check_thread()
+        self._closed = True
+        self.executor.close()
+        self.weights.release()
+        if self._owns_gpu:
+            self.gpu.release()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None):
+        self.close()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self.gpu.thread:
+            raise RuntimeError("an Engine is used on the thread that created it (its GL context is bound there)")
+        if self._closed:
+            raise RuntimeError("this Engine is closed")
+
+    # --- predictions -------------------------------------------------------------------------------
     def _tails(self, token_pixels: np.ndarray, source: str) -> np.ndarray:
         """Validate a token texture and cut each row to its last context_window tokens."""
         if token_pixels.ndim != 3 or token_pixels.shape[2] != 3 or 0 in token_pixels.shape:
@@ -86,6 +97,7 @@ class Engine:
     ) -> np.ndarray:
         """Prediction pixels, (B, 1, 3) uint8, for a token texture of B rows (docs/FORMATS.md §4, §5).
         `on_tile(n)` is called after each tile of n prompts (for progress bars)."""
+        self._check_thread()
         tails = self._tails(token_pixels, source)
         out = np.empty((len(tails), 1, 3), dtype=np.uint8)
         step = self.executor.max_tile
@@ -103,6 +115,7 @@ class Engine:
     def predict_one(self, ids: Sequence[int]) -> np.ndarray:
         """The prediction pixel, (3,) uint8, of one prompt of token ids: the lean single-prompt path (a list
         of ids needs only its range checked; a LeanExecutor then skips the token texture)."""
+        self._check_thread()
         try:
             ids = [operator.index(t) for t in ids]
         except TypeError:
@@ -118,6 +131,7 @@ class Engine:
     def predict_array(self, ids: np.ndarray, source: str = "prompts") -> np.ndarray:
         """Prediction pixels, (B, 1, 3) uint8, for a (B, L) integer array of token ids: B prompts of L
         tokens each. A LeanExecutor gets the ids as they are and checks them against the vocabulary."""
+        self._check_thread()
         ids = np.asarray(ids)
         if ids.ndim != 2 or 0 in ids.shape or ids.dtype.kind not in "iu":
             raise PxglError(f"{source}: expected a (prompts, tokens) integer array, got {ids.dtype} {ids.shape}")
@@ -155,6 +169,7 @@ class Engine:
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""
+        self._check_thread()
         tails = self._tails(token_pixels, source)
         if len(tails) > self.executor.max_tile:
             raise PxglError(f"{source}: trace takes at most {self.executor.max_tile} prompts, got {len(tails)}")
@@ -162,5 +177,5 @@ class Engine:
             return self.executor.trace(tails)
 
     def poison(self) -> None:
-        """Refill the executor's textures with garbage (tests call it before a checked run)."""
+        """Refill the executor's outputs with garbage (tests call it before a checked run)."""
         self.executor.poison()

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from .constants import TOKEN_MARK
 from .errors import PxglError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -20,8 +21,6 @@ PNG_HEAD_BYTES = 33
 """Signature (8), IHDR length and type (8), width, height, bit depth, colour type (10), rest of IHDR (7)."""
 MAX_PIXELS = 1 << 26
 """Decompression-bomb guard: no pixel file of pxgl comes near 64 Mi pixels."""
-TOKEN_MARK = 255
-"""Blue channel of every token pixel; (0, 0, 0) ends a row."""
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

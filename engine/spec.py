@@ -60,6 +60,19 @@ class ModelSpec:
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         return expected_shapes(self.vocab_size, self.embed_dim, self.hidden_dim)
 
+    def check_image(self, weights: np.ndarray, source: str) -> None:
+        """The weight image must be exactly as large as the meta says."""
+        height, width, _ = weights.shape
+        if (width, height) != (self.image_width, self.image_height):
+            raise PxglError(
+                f"{source}: image is {width}x{height} but its meta says {self.image_width}x{self.image_height}"
+            )
+
+    def check_vocabulary(self, tokens: int, source: str) -> None:
+        """A tokenizer of `tokens` tokens must be this model's."""
+        if tokens != self.vocab_size:
+            raise PxglError(f"{source}: tokenizer has {tokens} tokens, model has {self.vocab_size}")
+
     def to_meta(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

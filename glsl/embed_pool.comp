@@ -1,11 +1,11 @@
 // Pass 1: T_embed[prompt][d] = mean of embed[token][d] over the prompt's last CONTEXT_WINDOW tokens.
-// One invocation per (dimension, prompt). A token pixel is (id % 256, id / 256, 255); a row ends at
-// the first pixel whose blue is not 255.
-layout(local_size_x = EMBED_GROUP) in;
+// One invocation per (dimension, prompt). A token pixel is (id % 256, id / 256, TOKEN_MARK); a row ends at
+// the first pixel whose blue is not TOKEN_MARK.
+layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
-layout(binding = 1) uniform usampler2D tokens;
-layout(binding = 0, r32f) uniform writeonly image2D embed_out;
+layout(binding = BINDING_TOKENS) uniform usampler2D tokens;
+layout(binding = BINDING_EMBED_OUT, r32f) uniform writeonly image2D embed_out;
 
 void main() {
     int d = int(gl_GlobalInvocationID.x);
@@ -14,7 +14,7 @@ void main() {
 
     int width = textureSize(tokens, 0).x;
     int n = 0;
-    while (n < width && texelFetch(tokens, ivec2(n, prompt), 0).b == 255u) n++;
+    while (n < width && texelFetch(tokens, ivec2(n, prompt), 0).b == uint(TOKEN_MARK)) n++;
     int first = max(0, n - CONTEXT_WINDOW);
 
     float sum = 0.0;

@@ -2,20 +2,19 @@
 // buffers, staging a group's prompt tokens in shared memory, hidden units, and the online softmax.
 //
 // Prompts: a header [n, row_len, 0, 0] then n rows of row_len tokens, either
-//   PROMPTS_AS_PIXELS = 1: token-texture pixels, 3 bytes each (id % 256, id / 256, 255), a row ending at
-//                          the first pixel whose blue is not 255 (docs/FORMATS.md §4), or
+//   PROMPTS_AS_PIXELS = 1: token-texture pixels, 3 bytes each (id % 256, id / 256, TOKEN_MARK), a row
+//                          ending at the first pixel whose blue is not TOKEN_MARK (docs/FORMATS.md §4), or
 //   PROMPTS_AS_PIXELS = 0: uint16 ids, two to a word, every row exactly row_len tokens.
 // Predictions: one word per prompt, the bytes of its prediction pixel (id % 256, id / 256, round(255 p),
 // WRITTEN_ALPHA), or REFUSED_WORD (alpha 0) when the prompt holds an id >= VOCAB.
 // The host knows a word was written because its alpha byte is one of those two, never the poison it left there.
 
-layout(std430, binding = 0) readonly restrict buffer PooledHidden { float P[]; };
-layout(std430, binding = 1) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
-layout(std430, binding = 2) readonly restrict buffer Biases { float BIAS[]; };
-layout(std430, binding = 3) readonly restrict buffer Prompts { uint PROMPTS[]; };
-layout(std430, binding = 4) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
+layout(std430, binding = BINDING_POOLED_HIDDEN) readonly restrict buffer PooledHidden { float P[]; };
+layout(std430, binding = BINDING_OUT_WEIGHTS) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
+layout(std430, binding = BINDING_BIASES) readonly restrict buffer Biases { float BIAS[]; };
+layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uint PROMPTS[]; };
+layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
 
-// HEADER_WORDS, REFUSED_WORD and WRITTEN_ALPHA are injected by engine/fused.py, which reads the same words.
 #define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
 
 int prompt_count() { return int(PROMPTS[0]); }
@@ -26,7 +25,7 @@ uint prompt_byte(int index) { return (PROMPTS[HEADER_WORDS + index / 4] >> (8 * 
 
 int prompt_length(int p, int row_len) {
     int n = 0;
-    while (n < row_len && prompt_byte((p * row_len + n) * 3 + 2) == 255u) n++;
+    while (n < row_len && prompt_byte((p * row_len + n) * 3 + 2) == uint(TOKEN_MARK)) n++;
     return n;
 }
 
@@ -45,11 +44,8 @@ uint raw_token(int p, int row_len, int i) {
 
 // Tokens of GROUP_PROMPTS prompts staged STAGE_W at a time: each prompt's last min(length, CONTEXT_WINDOW)
 // tokens, ids clamped into the vocabulary. A prompt holding an id >= VOCAB anywhere in its row, inside the
-// window or before it, is refused as a whole.
-shared int staged_count[GROUP_PROMPTS];
-shared int staged_first[GROUP_PROMPTS];
-shared bool staged_valid[GROUP_PROMPTS];
-shared uint staged_ids[GROUP_PROMPTS * STAGE_W];
+// window or before it, is refused as a whole. The kernel declares the shared arrays staged_count,
+// staged_first, staged_valid (GROUP_PROMPTS long) and staged_ids (GROUP_PROMPTS * STAGE_W).
 
 // Find each prompt's window (prompts past n get none); `group_threads` threads from `t`.
 void stage_windows(int base, int n, int row_len, int t, int group_threads) {

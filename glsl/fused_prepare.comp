@@ -3,15 +3,15 @@
 //   OUT_W[j][k] = out[j][k], rows padded to VOCAB_PAD columns with zeros
 //   BIAS       = b_hidden[HIDDEN_DIM], then b_out padded to VOCAB_PAD
 // One invocation per output float; the grid may be 2-D when there are more than 65535 groups.
-layout(local_size_x = PREPARE_GROUP) in;
+layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
-layout(std430, binding = 0) writeonly restrict buffer PooledHidden { float P[]; };
-layout(std430, binding = 1) writeonly restrict buffer OutWeights { float OUT_W[]; };
-layout(std430, binding = 2) writeonly restrict buffer Biases { float BIAS[]; };
+layout(std430, binding = BINDING_POOLED_HIDDEN) writeonly restrict buffer PooledHidden { float P[]; };
+layout(std430, binding = BINDING_OUT_WEIGHTS) writeonly restrict buffer OutWeights { float OUT_W[]; };
+layout(std430, binding = BINDING_BIASES) writeonly restrict buffer Biases { float BIAS[]; };
 
 void main() {
-    int e = int(gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * PREPARE_GROUP);
+    int e = int(gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * LOCAL_SIZE);
     if (e < VOCAB * HIDDEN_DIM) {
         int v = e / HIDDEN_DIM, j = e % HIDDEN_DIM;
         float sum = 0.0;

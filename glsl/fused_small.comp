@@ -4,20 +4,18 @@
 // units too, adding their partial sums through shared memory; each column's logit is folded into an
 // online softmax and a tree in shared memory merges the threads. With SPLIT > 1 slices, each group leaves
 // its partial result in Scratch and the last group of the prompt to arrive (an atomic count) merges them.
-layout(local_size_x = SMALL_THREADS) in;  // a power of two
+layout(local_size_x = LOCAL_SIZE) in;  // SMALL_THREADS, a power of two
 
 #include "fused_common.glsl"
-layout(std430, binding = 5) coherent restrict buffer Scratch { uint arrivals[SMALL_MAX]; vec4 partials[]; };
+layout(std430, binding = BINDING_SCRATCH) coherent restrict buffer Scratch { uint arrivals[SMALL_MAX]; vec4 partials[]; };
 
 // COLUMN_THREADS (injected): threads along the columns, a power of two <= min(SLICE4, SMALL_THREADS)
 const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per slice
 const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 
-shared float h[HIDDEN_DIM];
-shared vec4 partial_sums[SMALL_THREADS];
-shared vec4 states[COLUMN_THREADS];
-shared bool last_arrival;
+// Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_DIM], partial_sums[SMALL_THREADS],
+// states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.
 
 void main() {
     int t = int(gl_LocalInvocationID.x);
@@ -72,10 +70,10 @@ void main() {
     if (t == 0) {
         partials[p * SPLIT + slice] = states[0];
         memoryBarrierBuffer();
-        last_arrival = atomicAdd(arrivals[p], 1u) == uint(SPLIT - 1);
+        last_arrival[0] = atomicAdd(arrivals[p], 1u) == uint(SPLIT - 1);
     }
     barrier();
-    if (t == 0 && last_arrival) {
+    if (t == 0 && last_arrival[0]) {
         top = NO_LOGIT; sum = 0.0; index = VOCAB;
         for (int s = 0; s < SPLIT; s++) merge(top, sum, index, partials[p * SPLIT + s]);
         PREDICTIONS[p] = prediction_word(staged_valid[0], index, sum);

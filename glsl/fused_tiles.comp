@@ -5,19 +5,19 @@
 // online softmax, so logits never leave registers. The output weights reach the threads through shared
 // memory, STAGE_K hidden rows at a time, double-buffered: the next rows are fetched into registers while
 // the current ones are used. The TILE_N / TN threads sharing prompts merge last.
-layout(local_size_x = TILE_THREADS) in;  // (TILE_M / TM) * (TILE_N / TN)
+layout(local_size_x = LOCAL_SIZE) in;  // TILE_THREADS = (TILE_M / TM) * (TILE_N / TN)
 
 #include "fused_common.glsl"
 
 const int ROW_THREADS = TILE_N / TN;
 const int TM4 = TM / 4, TN4 = TN / 4;
 const int STAGE_COLUMNS4 = TILE_N / 4;
-const int STAGE_VEC4 = STAGE_K * STAGE_COLUMNS4;
 const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
 const int ROW4 = VOCAB_PAD / 4;  // vec4s in a row of output weights
 const int NO_ROW = STAGE_K + HIDDEN_DIM;  // a thread's fetch past the stage: fails both the load and the store
-shared vec4 pool[POOL_VEC4];  // hidden units [HIDDEN_DIM][TILE_M], later the threads' softmax states
-shared vec4 stage[2 * STAGE_VEC4];  // two buffers of output weights: STAGE_K rows x TILE_N columns
+// Shared arrays (declared by engine/executors/fused.py): pool[POOL_VEC4], the hidden units [HIDDEN_DIM][TILE_M],
+// later the threads' softmax states; stage[2 * STAGE_VEC4] (STAGE_VEC4 = STAGE_K * TILE_N / 4), two buffers of output weights (STAGE_K rows x
+// TILE_N columns each); and the staging arrays of fused_common.glsl.
 
 // One hidden row of the register tile: TM hidden values (a vec4 of prompts at a time) times TN weights.
 // Addresses are a base register plus constants, so the step costs loads and FMAs only (NVIDIA's compiler

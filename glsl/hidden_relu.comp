@@ -1,9 +1,9 @@
 // Pass 2: T_hidden[prompt][h] = relu(sum_d T_embed[prompt][d] * hidden[d][h] + b_hidden[h]).
-layout(local_size_x = HIDDEN_GROUP) in;
+layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
-layout(binding = 0, r32f) uniform readonly image2D embed_in;
-layout(binding = 1, r32f) uniform writeonly image2D hidden_out;
+layout(binding = BINDING_EMBED_IN, r32f) uniform readonly image2D embed_in;
+layout(binding = BINDING_HIDDEN_OUT, r32f) uniform writeonly image2D hidden_out;
 
 void main() {
     int h = int(gl_GlobalInvocationID.x);

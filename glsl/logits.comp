@@ -1,11 +1,11 @@
 // Pass 3: logit k of a prompt = sum_h T_hidden[prompt][h] * out[h][k] + b_out[k], stored in the
 // prompt's LOGITS_SIDE x LOGITS_SIDE cell of T_logits.
-layout(local_size_x = LOGITS_GROUP) in;
+layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
 #include "logits_grid.glsl"
-layout(binding = 0, r32f) uniform readonly image2D hidden_in;
-layout(binding = 1, r32f) uniform writeonly image2D logits_out;
+layout(binding = BINDING_HIDDEN_IN, r32f) uniform readonly image2D hidden_in;
+layout(binding = BINDING_LOGITS_OUT, r32f) uniform writeonly image2D logits_out;
 
 void main() {
     int k = int(gl_GlobalInvocationID.x);

@@ -2,19 +2,15 @@
 // instruction by instruction; each instruction is split across the group's invocations, with a
 // barrier between instructions. Every invocation reads the same program, so control flow is uniform
 // and barrier() is legal inside the walk. The host validated the program: addresses are in bounds.
-layout(local_size_x = THREADS) in;  // a power of two
+layout(local_size_x = LOCAL_SIZE) in;  // a power of two
 
 #include "weights.glsl"
-layout(binding = 1) uniform usampler2D tokens;   // the prompts' last CONTEXT_WINDOW tokens, one row each
-layout(binding = 2) uniform usampler2D program;  // RGB8UI, the program's pixels as stored
+layout(binding = BINDING_TOKENS) uniform usampler2D tokens;    // the prompts' last CONTEXT_WINDOW tokens
+layout(binding = BINDING_PROGRAM) uniform usampler2D program;  // RGB8UI, the program's pixels as stored
 // SCRATCH: each prompt's floats in scratch_rows rows of the image's width (a power of two), address a at
 // (a % width, a / width) of the prompt's rows.
-layout(binding = 0, r32f) coherent uniform image2D scratch;
-layout(binding = 1, rgba8ui) uniform writeonly uimage2D prediction_out;
-
-shared float best_value[THREADS];
-shared int best_index[THREADS];
-shared float exp_sum[THREADS];
+layout(binding = BINDING_SCRATCH, r32f) coherent uniform image2D scratch;
+layout(binding = BINDING_PREDICTION_OUT, rgba8ui) uniform writeonly uimage2D prediction_out;
 
 int t;             // this invocation
 int prompt;        // this work group's prompt
@@ -39,10 +35,10 @@ ivec2 scratch_pixel(int a) {
 float load(int a) { return imageLoad(scratch, scratch_pixel(a)).r; }
 void store(int a, float v) { imageStore(scratch, scratch_pixel(a), vec4(v)); }
 
-// Tensors by their index in the meta's order (engine.spec.TENSOR_ORDER: five tensors).
-const int TENSOR_OFFSET[5] = int[5](TENSOR0_OFFSET, TENSOR1_OFFSET, TENSOR2_OFFSET, TENSOR3_OFFSET, TENSOR4_OFFSET);
-const float TENSOR_SCALE[5] = float[5](TENSOR0_SCALE, TENSOR1_SCALE, TENSOR2_SCALE, TENSOR3_SCALE, TENSOR4_SCALE);
-const float TENSOR_ZERO[5] = float[5](TENSOR0_ZERO, TENSOR1_ZERO, TENSOR2_ZERO, TENSOR3_ZERO, TENSOR4_ZERO);
+// Tensors by their index in the meta's tensor order (the TENSOR_* lists are injected from the meta).
+const int TENSOR_OFFSET[TENSOR_COUNT] = int[TENSOR_COUNT](TENSOR_OFFSETS);
+const float TENSOR_SCALE[TENSOR_COUNT] = float[TENSOR_COUNT](TENSOR_SCALES);
+const float TENSOR_ZERO[TENSOR_COUNT] = float[TENSOR_COUNT](TENSOR_ZEROS);
 float weight(int tensor, int index) {
     return dequant(TENSOR_OFFSET[tensor], TENSOR_SCALE[tensor], TENSOR_ZERO[tensor], index);
 }
@@ -54,18 +50,18 @@ int token_at(int i) {
 
 // --- the opcodes ----------------------------------------------------------------------------------
 void load_weight_slice(int tensor, int offset, int len, int dst) {
-    for (int i = t; i < len; i += THREADS) store(dst + i, weight(tensor, offset + i));
+    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, weight(tensor, offset + i));
 }
 
 void load_token(int back, int tensor, int len, int dst) {
     int position = token_count - 1 - back;
-    for (int i = t; i < len; i += THREADS) {
+    for (int i = t; i < len; i += LOCAL_SIZE) {
         store(dst + i, position >= 0 ? weight(tensor, token_at(position) * len + i) : 0.0);
     }
 }
 
 void pool_tokens(int tensor, int len, int dst) {
-    for (int i = t; i < len; i += THREADS) {
+    for (int i = t; i < len; i += LOCAL_SIZE) {
         float sum = 0.0;
         for (int j = 0; j < token_count; j++) sum += weight(tensor, token_at(j) * len + i);
         store(dst + i, sum / float(token_count));
@@ -73,7 +69,7 @@ void pool_tokens(int tensor, int len, int dst) {
 }
 
 void dot_product(int src, int in_len, int tensor, int offset, int out_len, int dst) {
-    for (int j = t; j < out_len; j += THREADS) {
+    for (int j = t; j < out_len; j += LOCAL_SIZE) {
         float sum = 0.0;
         for (int k = 0; k < in_len; k++) sum += load(src + k) * weight(tensor, offset + k * out_len + j);
         store(dst + j, sum);
@@ -81,49 +77,23 @@ void dot_product(int src, int in_len, int tensor, int offset, int out_len, int d
 }
 
 void add_bias(int dst, int src, int len) {
-    for (int i = t; i < len; i += THREADS) store(dst + i, load(dst + i) + load(src + i));
+    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, load(dst + i) + load(src + i));
 }
 
 void relu(int dst, int len) {
-    for (int i = t; i < len; i += THREADS) store(dst + i, max(load(dst + i), 0.0));
+    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, max(load(dst + i), 0.0));
 }
 
-bool beats(float v, int i, float w, int j) { return v > w || (v == w && i < j); }
+#define TOP1_VALUE(src, i) load((src) + (i))
+#include "top1_softmax.glsl"
 
-// Same reduction as glsl/argmax.comp: ties -> lowest index; p = 1 / sum_k exp(x_k - max).
 void argmax(int src, int len, int dst) {
-    float value = -1.0 / 0.0;
-    int index = len;
-    for (int i = t; i < len; i += THREADS) {  // increasing i: strict '>' keeps the lowest index
-        float v = load(src + i);
-        if (v > value) { value = v; index = i; }
-    }
-    best_value[t] = value;
-    best_index[t] = index;
-    memoryBarrierShared();
-    barrier();
-    for (int stride = THREADS / 2; stride > 0; stride /= 2) {
-        if (t < stride && beats(best_value[t + stride], best_index[t + stride], best_value[t], best_index[t])) {
-            best_value[t] = best_value[t + stride];
-            best_index[t] = best_index[t + stride];
-        }
-        memoryBarrierShared();
-        barrier();
-    }
-    float top = best_value[0];
-    float sum = 0.0;
-    for (int i = t; i < len; i += THREADS) sum += exp(load(src + i) - top);
-    exp_sum[t] = sum;
-    memoryBarrierShared();
-    barrier();
-    for (int stride = THREADS / 2; stride > 0; stride /= 2) {
-        if (t < stride) exp_sum[t] += exp_sum[t + stride];
-        memoryBarrierShared();
-        barrier();
-    }
+    int index;
+    float exp_sum;
+    top1_softmax(t, src, len, index, exp_sum);
     if (t == 0) {
-        store(dst, float(best_index[0]));
-        store(dst + 1, 1.0 / exp_sum[0]);
+        store(dst, float(index));
+        store(dst + 1, 1.0 / exp_sum);
     }
 }
 
@@ -131,7 +101,7 @@ void store_pixel(int src, int out_index) {
     if (t == 0) {
         uint id = uint(clamp(floor(load(src)), 0.0, 65535.0));
         uint confidence = uint(clamp(floor(255.0 * load(src + 1) + 0.5), 0.0, 255.0));
-        imageStore(prediction_out, ivec2(out_index, prompt), uvec4(id & 255u, id >> 8u, confidence, 255u));
+        imageStore(prediction_out, ivec2(out_index, prompt), uvec4(id & 255u, id >> 8u, confidence, uint(WRITTEN_ALPHA)));
     }
 }
 
@@ -141,7 +111,7 @@ void main() {
     scratch_shift = findMSB(imageSize(scratch).x);
     scratch_rows = ((operand(HEADER_PIXELS - 1) - 1) >> scratch_shift) + 1;  // from the scratch size
     token_count = 0;
-    while (token_count < CONTEXT_WINDOW && texelFetch(tokens, ivec2(token_count, prompt), 0).b == 255u) token_count++;
+    while (token_count < CONTEXT_WINDOW && texelFetch(tokens, ivec2(token_count, prompt), 0).b == uint(TOKEN_MARK)) token_count++;
 
     ivec2 size = textureSize(program, 0);
     int end = size.x * size.y;

@@ -2,7 +2,7 @@
 // Byte i of the stream lives in pixel i / 3 (row-major, WEIGHTS_WIDTH wide), channel i % 3.
 // Constants injected from the model's meta: WEIGHTS_WIDTH and, for each tensor T,
 // T_OFFSET (byte offset), T_SCALE and T_ZERO (w = (q - zero) * scale).
-layout(binding = 0) uniform usampler2D weights;
+layout(binding = BINDING_WEIGHTS) uniform usampler2D weights;
 
 float dequant(int offset, float scale, float zero_point, int index) {
     int byte_index = offset + index;

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pxgl import cli
-from pxgl.cartridge import pack
 from pxgl.model import Model
+from pxgl.pack import pack
 from pxgl.tokenizer import Tokenizer
 
 from tests.models import random_model

@@ -4,7 +4,8 @@ disk, pxgl's own reader loads them."""
 from pathlib import Path
 
 import numpy as np
-from pxgl.model import Model, load_model
+from pxgl.loading import load_model
+from pxgl.model import Model
 
 from tests.reference.models import params_at, random_rows, write_random_model
 

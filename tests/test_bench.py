@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pxgl.engine import EXECUTORS
-from pxgl.model import load_model, save_model
+from pxgl.executors import EXECUTORS
+from pxgl.loading import load_model
+from pxgl.model import save_model
 from pxgl.tokenizer import Tokenizer
 
 from bench.peers import FP32, System, numpy_system

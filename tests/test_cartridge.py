@@ -8,6 +8,10 @@ Same tolerance as tests/test_passes.py: ids agree except on oracle near-ties, co
 import hashlib
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -15,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pxgl.cartridge import open_cartridge, pack
-from pxgl.cli import pxvm_program
-from pxgl.engine import EXECUTORS, Engine
-from pxgl.model import load_model
+from pxgl import __version__ as pxgl_version
+from pxgl.cartridge import open_cartridge
+from pxgl.engine import Engine
+from pxgl.executors import EXECUTORS
+from pxgl.loading import load_model
+from pxgl.pack import pack
 from pxgl.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 from pxgl.pxvm.compiler import compiled_instructions, scratch_layout
 from pxgl.pxvm.opcodes import MAGIC
 from pxgl.pxvm.program import decode_program, encode_program
-from pxgl.resources import resource_dir
 from pxgl.tokenizer import Tokenizer
 
 from tests.cartridges import pxgl, random_cartridge, random_text, read_members, relisted, write_contents
@@ -58,17 +63,12 @@ def test_pack_writes_the_format(cart, tmp_path, seed):
     path, model = cart
     members = read_members(path)
     manifest = json.loads(members["manifest.json"])
-    shaders = {
-        f"shaders/{f.name}": f.read_bytes() for f in resource_dir("glsl").iterdir() if f.suffix in (".comp", ".glsl")
-    }
     assert next(iter(members)) == "manifest.json"
-    assert set(members) == {"manifest.json", "weights.pxi", "weights.meta.json", "tokenizer.json", "program.pxi"} | set(
-        shaders
-    )
-    assert (manifest["format"], manifest["version"], manifest["executor"]) == ("pxgl-cartridge", 0, "passes")
+    assert set(members) == {"manifest.json", "weights.pxi", "weights.meta.json", "tokenizer.json", "program.pxi"}
+    assert (manifest["format"], manifest["version"], manifest["executor"]) == ("pxgl-cartridge", 1, "passes")
+    assert manifest["formats"] == {"weights": 0, "pxvm": 0} and "model" not in manifest
+    assert manifest["about"] == {"packed_by": f"pxgl {pxgl_version}"}
     spec = model.spec
-    dims = (spec.vocab_size, spec.embed_dim, spec.hidden_dim, spec.context_window)
-    assert tuple(manifest["model"][k] for k in ("vocab_size", "embed_dim", "hidden_dim", "context_window")) == dims
     assert [m["name"] for m in manifest["members"]] == [n for n in members if n != "manifest.json"]
     for m in manifest["members"]:
         data = members[m["name"]]
@@ -80,8 +80,6 @@ def test_pack_writes_the_format(cart, tmp_path, seed):
     assert json.loads(members["tokenizer.json"])["merges"] == json.loads(model.tokenizer_path.read_text())["merges"]
     program = np.asarray(Image.open(io.BytesIO(members["program.pxi"])).convert("RGB"))
     assert len(decode_program(program, "program.pxi").instructions) == len(compiled_instructions(spec))
-    for name, data in shaders.items():
-        assert members[name] == data, f"{name} is not the engine's own"
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             assert info.external_attr >> 16 == 0o100644, f"{info.filename} is not a plain file"
@@ -97,7 +95,7 @@ def test_cartridge_of_any_size_runs_on_every_executor(tmp_path, gpu, seed, dims,
     path, _ = random_cartridge(tmp_path, rng, *dims)
     model = load_model(path)
     rows = random_rows(rng, 200, dims[0], max_len=30)
-    engine = Engine(model, gpu, executor=executor, program=pxvm_program(model, executor))
+    engine = Engine(model, gpu=gpu, executor=executor)
     oracle.assert_agrees(engine.predict(encode_tokens(rows, dims[0])), oracle_logits(path, rows), f"seed {seed}")
 
 
@@ -118,7 +116,7 @@ def test_pxvm_runs_the_cartridges_own_program(tmp_path, gpu, rng, seed):
     relu = oracle_logits(custom, rows)
     assert (linear.argmax(axis=1) != relu.argmax(axis=1)).any(), f"ReLU changes no prediction (seed {seed})"
     loaded = load_model(custom)
-    engine = Engine(loaded, gpu, executor="pxvm", program=pxvm_program(loaded, "pxvm"))
+    engine = Engine(loaded, gpu=gpu, executor="pxvm")
     oracle.assert_agrees(engine.predict(encode_tokens(rows, vocab)), linear, f"seed {seed}")
 
 
@@ -127,10 +125,12 @@ def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatc
     path, model = cart
     monkeypatch.chdir(tmp_path)
     prompt = "pixels dream of pixels"
-    code, out, err = pxgl(monkeypatch, capsys, "pack", model.source, "-o", "cli.pxa", "--json")
+    code, out, err = pxgl(monkeypatch, capsys, "pack", "-m", model.source, "-o", "cli.pxa", "--json")
     assert code == 0, err
     assert json.loads(out)["members"] == json.loads(read_members(path)["manifest.json"])["members"]
-    code, out, err = pxgl(monkeypatch, capsys, "ask", "cli.pxa", prompt, "-x", executor, "-o", "ask.pxi", "--json")
+    code, out, err = pxgl(
+        monkeypatch, capsys, "ask", "-m", "cli.pxa", prompt, "-x", executor, "-o", "ask.pxi", "--json"
+    )
     assert code == 0, err
     asked = json.loads(out)
     code, _, err = pxgl(
@@ -139,7 +139,7 @@ def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatc
     )  # fmt: skip
     assert code == 0, err
     code, _, err = pxgl(
-        monkeypatch, capsys, "run", "--model", "cli.pxa", "--input", "tokens.pxi", "--output", "run.pxi",
+        monkeypatch, capsys, "run", "--model", "cli.pxa", "--input", "tokens.pxi", "--out", "run.pxi",
         "-x", executor,
     )  # fmt: skip
     assert code == 0, err
@@ -158,7 +158,7 @@ def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("COLORTERM", "truecolor")
-    code, out, err = pxgl(monkeypatch, capsys, "ask", str(path), "some prompt")
+    code, out, err = pxgl(monkeypatch, capsys, "ask", "-m", str(path), "some prompt")
     assert code == 0, err
     r, g, b = read_rgb(tmp_path / "output_token.pxi")[0, 0].tolist()
     token = r + 256 * g
@@ -167,39 +167,38 @@ def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, ca
     assert repr(text) in out and f"id {token}" in out and f"confidence {b / 255:.1%}" in out
 
 
-def test_foreign_shaders_need_trust_and_then_run_the_engines_own(cart, tmp_path, seed, monkeypatch, capsys):
+def test_shader_members_are_a_record_never_a_gate(cart, tmp_path, seed, monkeypatch, capsys):
+    """A cartridge's shader members (version 0 carts carry the packing engine's) are never run nor compared:
+    one whose shader differs from any engine's runs with no flag, and gives the pixels its weights give."""
     path, model = cart
     members = read_members(path)
-    foreign = tmp_path / "foreign.pxa"
-    write_contents(foreign, relisted(members | {"shaders/argmax.comp": b"#version 430\nvoid main() {}\n"}))
+    carrying = tmp_path / "carrying.pxa"
+    write_contents(carrying, relisted(members | {"shaders/argmax.comp": b"#version 430\nvoid main() {}\n"}))
     rows = random_rows(np.random.default_rng(seed), 50, model.spec.vocab_size, max_len=20)
     write_rgb(tmp_path / "tokens.pxi", encode_tokens(rows, model.spec.vocab_size))
     monkeypatch.chdir(tmp_path)
 
-    code, out, err = pxgl(monkeypatch, capsys, "inspect", "foreign.pxa", "--json")
+    code, out, err = pxgl(monkeypatch, capsys, "inspect", "carrying.pxa", "--json")
     assert code == 0, err
     record = json.loads(out)
-    assert record["shaders"].startswith("FOREIGN: shaders/argmax.comp") and "--trust-shaders" in record["verdict"]
-    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "foreign.pxa", "-i", "tokens.pxi", "-o", "refused.pxi")
-    assert code == 2 and "shaders/argmax.comp" in err and not (tmp_path / "refused.pxi").exists()
-
-    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "foreign.pxa", "-i", "tokens.pxi", "-o", "trusted.pxi",
-                        "--trust-shaders")  # fmt: skip
-    assert code == 0, err
-    assert err.startswith("warning: ") and "shaders/argmax.comp" in err and "were not run" in err
+    assert record["verdict"] == "valid: runs" and "kept for the record" in record["shaders"]
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "carrying.pxa", "-i", "tokens.pxi", "-o", "carried.pxi")
+    assert code == 0 and err == "", err
     code, _, err = pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi", "-o", "own.pxi")
     assert code == 0, err
-    assert np.array_equal(read_rgb(tmp_path / "trusted.pxi"), read_rgb(tmp_path / "own.pxi"))
-    oracle.assert_agrees(read_rgb(tmp_path / "trusted.pxi"), oracle_logits(path, rows), f"seed {seed}")
+    assert np.array_equal(read_rgb(tmp_path / "carried.pxi"), read_rgb(tmp_path / "own.pxi"))
+    oracle.assert_agrees(read_rgb(tmp_path / "carried.pxi"), oracle_logits(path, rows), f"seed {seed}")
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "carrying.pxa", "-i", "tokens.pxi", "--trust-shaders")
+    assert code == 2 and "--trust-shaders" in err, "the flag is gone: nothing needs trusting"
 
 
 def test_the_manifest_names_the_default_executor(tmp_path, rng, monkeypatch, capsys):
     chosen = []
     real_init = Engine.__init__
 
-    def spy(self, model, gpu=None, device=None, executor="passes", program=None):
-        chosen.append((executor, program is not None))
-        real_init(self, model, gpu, device, executor, program)
+    def spy(self, model, **options):
+        real_init(self, model, **options)
+        chosen.append((self.runnable.executor, self.runnable.program is not None))
 
     monkeypatch.setattr(Engine, "__init__", spy)
     path, model = random_cartridge(tmp_path, rng, *DIMS[1], executor="pxvm")
@@ -270,13 +269,14 @@ def test_inspect_tells_each_kind_of_file(cart, tmp_path, monkeypatch, capsys):
 
 
 BUNDLED = ROOT / "assets" / "pixellm_v0.pxa"
+V0_CARTRIDGE = ROOT / "tests" / "fixtures" / "pixellm_v0-207f995.pxa"
+"""assets/pixellm_v0.pxa as committed at 207f995: a version-0 cartridge carrying that engine's shaders."""
 DEMO_PROMPT = "pxOS evolution"
 
 
-@pytest.mark.skipif(not BUNDLED.exists(), reason="assets/pixellm_v0.pxa is not built yet")
-def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
-    cart = open_cartridge(BUNDLED)
-    assert cart.foreign_shaders == (), f"glsl/ changed ({cart.foreign_shaders}): repack it with `make cartridge`"
+@pytest.mark.parametrize("cartridge", [BUNDLED, V0_CARTRIDGE], ids=["bundled", "v0-207f995"])
+def test_committed_cartridges_are_valid_and_answer_like_infer(tmp_path, seed, cartridge):
+    cart = open_cartridge(cartridge)
     bundled = load_model(ROOT / "assets" / "pixellm_v0.pxi")
     assert cart.spec == replace(bundled.spec, tokenizer="tokenizer.json")
     assert np.array_equal(cart.weights, bundled.weights)
@@ -287,14 +287,76 @@ def test_committed_cartridge_is_valid_and_answers_like_infer(tmp_path, seed):
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout.splitlines()[-1]) if "--json" in args else {}
 
-    asked = pxgl_process("ask", str(BUNDLED), DEMO_PROMPT, "-o", "ask.pxi", "--json")
+    asked = pxgl_process("ask", "-m", str(cartridge), DEMO_PROMPT, "-o", "ask.pxi", "--json")
     pxgl_process("infer", DEMO_PROMPT, "-o", "infer.pxi", "--tokens-out", "tokens.pxi")
-    pxgl_process("run", "--model", str(BUNDLED), "--input", "tokens.pxi", "--output", "run.pxi")
+    pxgl_process("run", "--model", str(cartridge), "--input", "tokens.pxi", "--out", "run.pxi")
     ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
     assert np.array_equal(ask, infer) and np.array_equal(run, infer)
     ids = cart.tokenizer.encode(DEMO_PROMPT)
-    oracle.assert_agrees(ask, oracle_logits(BUNDLED, [ids]), f"seed {seed}")
+    oracle.assert_agrees(ask, oracle_logits(cartridge, [ids]), f"seed {seed}")
     assert asked["text"] == cart.tokenizer.decode([asked["id"]])
+
+
+def test_the_v0_cartridge_is_reported_as_v0(tmp_path):
+    run = pxgl_subprocess("inspect", str(V0_CARTRIDGE), "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    assert record["format"] == "pxgl-cartridge version 0 (weights 0, pxvm 0)" and record["verdict"] == "valid: runs"
+    assert "shader files of the engine that packed it" in record["shaders"]
+
+
+def test_an_edited_engine_shader_breaks_no_cartridge(tmp_path, seed):
+    """A copy of the package whose argmax shader is edited: that copy is the one loaded, and the committed
+    version-0 cartridge still runs on it with no flag and no repack, giving the same pixels."""
+    package = tmp_path / "site" / "pxgl"
+    shutil.copytree(ROOT / "engine", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "glsl", package / "glsl")
+    shutil.copytree(ROOT / "assets", package / "assets")
+    marker = f"// edited by test {seed}"
+    argmax = package / "glsl" / "argmax.comp"
+    argmax.write_text(argmax.read_text() + f"\n{marker}\n")
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    probe = (
+        "import pxgl, pxgl.gl.source as s; from pxgl.executors.passes import ARGMAX; "
+        "print(pxgl.__file__); print(s.kernel_source(ARGMAX, {}))"
+    )
+    located = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert located.returncode == 0, located.stderr
+    assert located.stdout.startswith(str(package)) and marker in located.stdout
+    rows = random_rows(np.random.default_rng(seed), 64, 1024, max_len=12)
+    write_rgb(tmp_path / "tokens.pxi", encode_tokens(rows, 1024))
+    for name, environment in (("edited", env), ("own", {})):
+        run = subprocess.run(
+            [sys.executable, "-m", "pxgl.cli", "run", "-m", str(V0_CARTRIDGE), "-i", "tokens.pxi", "-o", f"{name}.pxi"],
+            env=os.environ | environment, capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert np.array_equal(read_rgb(tmp_path / "edited.pxi"), read_rgb(tmp_path / "own.pxi"))
+    oracle.assert_agrees(read_rgb(tmp_path / "edited.pxi"), oracle_logits(V0_CARTRIDGE, rows), f"seed {seed}")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"version": 2}, "cartridge format version 2; this pxgl reads cartridge 0 to 1, weights 0, pxvm 0"),
+        ({"formats": {"weights": 7, "pxvm": 0}}, "needs weights 7; this pxgl reads"),
+        ({"formats": {"weights": 0, "pxvm": 3}}, "needs pxvm 3; this pxgl reads"),
+        ({"formats": {"weights": 0}}, "'formats' must give weights, pxvm"),
+        ({"executor": "abacus"}, "unknown executor 'abacus'"),
+        ({"about": ["not", "an", "object"]}, "'about' must be a JSON object"),
+    ],
+    ids=["newer-cartridge", "newer-weights", "newer-pxvm", "formats-incomplete", "unknown-executor", "about-list"],
+)
+def test_format_versions_decide_what_runs(cart, tmp_path, monkeypatch, capsys, edit, message):
+    path, _ = cart
+    members = read_members(path)
+    manifest = json.loads(members.pop("manifest.json")) | edit
+    write_contents(tmp_path / "edited.pxa", {"manifest.json": json.dumps(manifest).encode(), **members})
+    write_rgb(tmp_path / "tokens.pxi", encode_tokens([[1, 2, 3]], DIMS[1][0]))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = pxgl(monkeypatch, capsys, "run", "-m", "edited.pxa", "-i", "tokens.pxi", "-o", "out.pxi")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.pxi").exists()
 
 
 def test_a_repacked_cartridge_keeps_its_program(cart, tmp_path):
@@ -317,14 +379,14 @@ def test_repacking_keeps_the_cartridges_executor_and_name_unless_told(tmp_path, 
     def manifest_of(cart: str) -> dict:
         return json.loads(read_members(tmp_path / cart)["manifest.json"])
 
-    code, _, err = pxgl(monkeypatch, capsys, "pack", "original.pxa", "-o", "repacked.pxa")
+    code, _, err = pxgl(monkeypatch, capsys, "pack", "-m", "original.pxa", "-o", "repacked.pxa")
     assert code == 0, err
     original, repacked = manifest_of("original.pxa"), manifest_of("repacked.pxa")
     assert (original["name"], original["executor"]) == (Path(model.source).stem, "pxvm")
     assert (repacked["name"], repacked["executor"]) == (original["name"], original["executor"])
     assert repacked["members"] == original["members"]
 
-    code, _, err = pxgl(monkeypatch, capsys, "pack", "original.pxa", "-o", "told.pxa", "-x", "passes",
+    code, _, err = pxgl(monkeypatch, capsys, "pack", "-m", "original.pxa", "-o", "told.pxa", "-x", "passes",
                         "--name", "pixel dreams v2")  # fmt: skip
     assert code == 0, err
     told = manifest_of("told.pxa")
@@ -338,13 +400,13 @@ def test_pack_refuses_a_name_the_reader_would_refuse_and_writes_nothing(tmp_path
     Tokenizer.train(random_text(rng), DIMS[1][0]).save(model.tokenizer_path)
     monkeypatch.chdir(tmp_path)
     for args, fragment in (
-        ((model.source, "-o", "stem.pxa"), "give a name with --name"),
-        ((model.source, "-o", "given.pxa", "--name", "tab\there"), "printable characters"),
+        (("-m", model.source, "-o", "stem.pxa"), "give a name with --name"),
+        (("-m", model.source, "-o", "given.pxa", "--name", "tab\there"), "printable characters"),
     ):
         code, _, err = pxgl(monkeypatch, capsys, "pack", *args)
         assert code == 2 and fragment in err and err.count("\n") == 1, err
-        assert not (tmp_path / args[2]).exists(), f"{args[2]} was written"
-    code, _, err = pxgl(monkeypatch, capsys, "pack", model.source, "-o", "named.pxa", "--name", "fine name")
+        assert not (tmp_path / args[3]).exists(), f"{args[3]} was written"
+    code, _, err = pxgl(monkeypatch, capsys, "pack", "-m", model.source, "-o", "named.pxa", "--name", "fine name")
     assert code == 0, err
     assert open_cartridge(tmp_path / "named.pxa").manifest.name == "fine name"
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.fused import FusedConfig, FusedExecutor
-from pxgl.model import load_model, save_model
+from pxgl.executors.fused import FusedConfig, FusedExecutor
+from pxgl.executors.protocol import ExecutorInputs
+from pxgl.loading import load_model
+from pxgl.model import save_model
 from pxgl.pxi import encode_tokens
 
 from tests.models import params_of, random_model, random_rows
@@ -26,7 +28,7 @@ def model(tmp_path, rng):
 
 @pytest.fixture
 def engine(model, gpu):
-    return Engine(model, gpu, executor="fused")
+    return Engine(model, gpu=gpu, executor="fused")
 
 
 def checked_predict(engine, pixels):
@@ -106,7 +108,7 @@ def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
         tensor[..., half:] = tensor[..., :half]
     save_model(tmp_path / "tied.pxi", spec, stream.tobytes())
     model = load_model(tmp_path / "tied.pxi")
-    engine = Engine(model, gpu, executor="fused")
+    engine = Engine(model, gpu=gpu, executor="fused")
     for n in (1, 300):
         rows = random_rows(rng, n, spec.vocab_size, max_len=30)
         pred = checked_predict(engine, encode_tokens(rows, spec.vocab_size))
@@ -120,7 +122,7 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     rng = np.random.default_rng(seed)
     vocab, embed, hidden, window = dims
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
-    engine = Engine(model, gpu, executor="fused")
+    engine = Engine(model, gpu=gpu, executor="fused")
     rows = random_rows(rng, 300, vocab, max_len=30)
     lg = oracle.logits(params_of(model), rows, window)
     oracle.assert_agrees(checked_predict(engine, encode_tokens(rows, vocab)), lg, f"seed {seed}")  # fused_tiles
@@ -156,7 +158,7 @@ def test_other_work_shapes_match_oracle(tmp_path, gpu, seed, shape):
     rng = np.random.default_rng(seed)
     model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=5)
     weights = gpu.uint_texture(model.weights, "weights")
-    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(**shape))
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, weights), FusedConfig(**shape))
     for n in (1, 9, 200):
         ids = rng.integers(0, 300, (n, 7)).astype(np.uint16)
         pixels, refused = executor.run_ids(ids)
@@ -178,7 +180,7 @@ def test_more_tile_threads_than_staged_weights_match_oracle(tmp_path, gpu, seed,
     rng = np.random.default_rng(seed)
     model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=hidden, window=5)
     weights = gpu.uint_texture(model.weights, "weights")
-    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(**shape))
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, weights), FusedConfig(**shape))
     config = executor.config
     assert (config.tile_m // config.tm) * (config.tile_n // config.tn) > config.stage_k * config.tile_n // 4
     ids = rng.integers(0, 300, (500, 7)).astype(np.uint16)
@@ -194,16 +196,18 @@ def test_host_reads_predictions_only_after_a_mapped_buffer_barrier(tmp_path, gpu
     dispatch must be followed by that barrier before the host waits (poll or fence)."""
     model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=7, window=5)
     weights = gpu.uint_texture(model.weights, "weights")
-    executor = FusedExecutor(gpu, model.spec, weights, FusedConfig(chunk=64, sync=sync))
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, weights), FusedConfig(chunk=64, sync=sync))
     calls: list[str] = []
-    for name in ("dispatch", "mapped_read_barrier", "wait_for_gpu", "flush"):
+    for name in ("run", "mapped_read_barrier", "wait_for_gpu", "flush"):
         method = getattr(gpu, name)
-        monkeypatch.setattr(gpu, name, lambda *a, _name=name, _method=method: (calls.append(_name), _method(*a))[1])
+        monkeypatch.setattr(
+            gpu, name, lambda *a, _name=name, _method=method, **k: (calls.append(_name), _method(*a, **k))[1]
+        )
     for n in (1, 9, 300):  # fused_small; fused_tiles in several chunks
         calls.clear()
         ids = rng.integers(0, 300, (n, 7)).astype(np.uint16)
         executor.run_ids(ids)
-        last_dispatch = max(i for i, call in enumerate(calls) if call == "dispatch")
+        last_dispatch = max(i for i, call in enumerate(calls) if call == "run")
         last_sync = max(i for i, call in enumerate(calls) if call in ("wait_for_gpu", "flush"))
         assert "mapped_read_barrier" in calls[last_dispatch:last_sync], f"{n} prompts: {calls}"
 
@@ -220,7 +224,7 @@ def test_regrown_buffers_are_freed(tmp_path, gpu, rng, seed):
     """Longer rows than the buffers were sized for regrow them: the old prompt and mapped prediction
     buffers must be freed in GL, and the regrown ones still give the oracle's predictions."""
     model = random_model(tmp_path, rng, vocab=300, embed=5, hidden=7, window=5)
-    executor = FusedExecutor(gpu, model.spec, gpu.uint_texture(model.weights, "weights"))
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, gpu.uint_texture(model.weights, "weights")))
     params = params_of(model)
     for n in (3, executor.config.small_max + 5):  # the few-prompt buffers; a batch's
         executor.run_ids(rng.integers(0, 300, (n, 2)).astype(np.uint16))

@@ -5,10 +5,10 @@ magnitude of the summed terms; predicted ids agree exactly except on oracle near
 
 import numpy as np
 import pytest
-from pxgl import passes
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.passes import logits_cells
+from pxgl.executors import passes
+from pxgl.executors.passes import logits_cells
 from pxgl.pxi import encode_tokens
 
 from tests.models import params_of, random_model, random_rows
@@ -22,7 +22,7 @@ def model(tmp_path, rng):
 
 @pytest.fixture
 def engine(model, gpu):
-    return Engine(model, gpu)
+    return Engine(model, gpu=gpu)
 
 
 def assert_close(gpu_values, reference, scale, what, seed):
@@ -41,7 +41,7 @@ def test_embed_pool_alone(engine, model, gpu, rng, seed):
     for r, row in enumerate(rows):
         tails[r, : min(len(row), window)] = pixels[r, max(0, len(row) - window) : len(row)]
     gpu.write(act.tokens, tails)
-    passes.embed_pool(gpu, engine.executor.shaders, engine.weights, act.tokens, act.embed, len(rows))
+    passes.embed_pool(gpu, engine.executor.programs, engine.weights, act.tokens, act.embed, len(rows))
     gpu.barrier()
     got = gpu.read_float(act.embed)[: len(rows)]
     embed = params_of(model)["embed"]
@@ -54,7 +54,7 @@ def test_hidden_relu_alone(engine, model, gpu, rng, seed):
     act = engine.executor.activations(n)
     x = rng.normal(0, 1, (n, model.spec.embed_dim)).astype(np.float32)
     gpu.write(act.embed, x)
-    passes.hidden_relu(gpu, engine.executor.shaders, engine.weights, act.embed, act.hidden, n)
+    passes.hidden_relu(gpu, engine.executor.programs, engine.weights, act.embed, act.hidden, n)
     gpu.barrier()
     p = params_of(model)
     want = np.maximum(x @ p["hidden"] + p["b_hidden"], 0)
@@ -67,12 +67,12 @@ def test_logits_alone(engine, model, gpu, rng, seed):
     act = engine.executor.activations(n)
     h = np.maximum(rng.normal(0, 1, (n, model.spec.hidden_dim)), 0).astype(np.float32)
     gpu.write(act.hidden, h)
-    passes.logits(gpu, engine.executor.shaders, engine.weights, act.hidden, act.logits, n)
+    passes.logits(gpu, engine.executor.programs, engine.weights, act.hidden, act.logits, n)
     gpu.barrier()
     p = params_of(model)
     want = h @ p["out"] + p["b_out"]
     scale = np.abs(h) @ np.abs(p["out"]) + np.abs(p["b_out"])
-    side, grid = model.spec.logits_side, int(engine.executor.shaders.constants["LOGITS_GRID"])
+    side, grid = model.spec.logits_side, int(engine.executor.programs.constants["LOGITS_GRID"])
     got = logits_cells(gpu.read_float(act.logits), n, side, grid).reshape(n, -1)[:, : model.spec.vocab_size]
     assert_close(got, want, scale, "T_logits", seed)
 
@@ -80,7 +80,7 @@ def test_logits_alone(engine, model, gpu, rng, seed):
 def test_argmax_alone_with_planted_ties(engine, model, gpu, rng, seed):
     n = 256
     vocab, side = model.spec.vocab_size, model.spec.logits_side
-    grid = int(engine.executor.shaders.constants["LOGITS_GRID"])
+    grid = int(engine.executor.programs.constants["LOGITS_GRID"])
     lg = rng.normal(0, rng.uniform(0.1, 5, (n, 1)), (n, vocab)).astype(np.float32)
     for r in range(0, n, 2):  # plant exact ties for the maximum: the lowest index must win
         k = rng.choice(vocab, size=int(rng.integers(2, 5)), replace=False)
@@ -93,7 +93,7 @@ def test_argmax_alone_with_planted_ties(engine, model, gpu, rng, seed):
         y, x = (p // grid) * side, (p % grid) * side
         texture[y : y + side, x : x + side] = cells[p].reshape(side, side)
     gpu.write(act.logits, texture)
-    passes.argmax(gpu, engine.executor.shaders, act.logits, act.prediction, n)
+    passes.argmax(gpu, engine.executor.programs, act.logits, act.prediction, n)
     gpu.barrier()
     pred = gpu.read_uint8(act.prediction)[:n, :, :3]
     got_ids = pred[:, 0, 0].astype(int) + 256 * pred[:, 0, 1].astype(int)
@@ -143,7 +143,7 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     vocab, embed, hidden, window = dims
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
     rows = random_rows(rng, 200, vocab, max_len=30)
-    pred = Engine(model, gpu).predict(encode_tokens(rows, vocab))
+    pred = Engine(model, gpu=gpu).predict(encode_tokens(rows, vocab))
     oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, window), f"seed {seed}")
 
 

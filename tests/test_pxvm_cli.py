@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pxgl.cartridge import pack
-from pxgl.model import load_model
+from pxgl.loading import load_model
+from pxgl.pack import pack
 from pxgl.pxi import decode_predictions, encode_tokens, read_rgb, write_rgb
 from pxgl.pxvm.compiler import compile_program
 from pxgl.pxvm.files import program_path_for

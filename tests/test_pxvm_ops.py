@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pxgl.executors.protocol import ExecutorInputs
+from pxgl.executors.pxvm import PxvmExecutor
 from pxgl.pxi import encode_tokens, token_ids, token_lengths, token_tails
 from pxgl.pxvm.asm import assemble
-from pxgl.pxvm.executor import PxvmExecutor
 from pxgl.pxvm.opcodes import OPS
 from pxgl.pxvm.validator import validate_program
 from pxgl.spec import TENSOR_ORDER
@@ -171,7 +172,9 @@ def test_opcode_on_gpu_matches_reference(opcode, model, gpu, rng, seed):
     for case in range(CASES):
         text = GENERATORS[opcode](Builder(rng, model.spec))
         pixels = assemble(text, f"{opcode} case {case}")
-        executor = PxvmExecutor(gpu, model.spec, weights, validate_program(pixels, model.spec, f"{opcode} {case}"))
+        executor = PxvmExecutor(
+            gpu, ExecutorInputs(model.spec, weights, validate_program(pixels, model.spec, f"{opcode} {case}"))
+        )
         tails, ids = random_tails(rng, model)
         executor.run(tails)  # allocate the tile, then poison it so an unwritten value cannot pass
         executor.poison()

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
+from pxgl.executors.protocol import ExecutorInputs
+from pxgl.executors.pxvm import PxvmExecutor
 from pxgl.pxi import decode_predictions, encode_tokens
 from pxgl.pxvm.asm import assemble
 from pxgl.pxvm.compiler import compile_program, scratch_layout
-from pxgl.pxvm.executor import PxvmExecutor
 from pxgl.pxvm.validator import validate_program
 from pxgl.spec import meta_path_for
 
@@ -34,7 +35,7 @@ def test_thousand_prompts_match_model_a_and_oracle(tmp_path, gpu, seed, dims):
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
     rows = random_rows(rng, 1000, vocab, max_len=200)
     pixels = encode_tokens(rows, vocab)
-    pxvm, passes = Engine(model, gpu, executor="pxvm"), Engine(model, gpu)
+    pxvm, passes = Engine(model, gpu=gpu, executor="pxvm"), Engine(model, gpu=gpu)
     for engine in (pxvm, passes):
         engine.predict(pixels)  # allocate this batch's textures, then poison them before the checked run
         engine.poison()
@@ -54,7 +55,7 @@ def test_odd_model_sizes_compile_and_run(tmp_path, gpu, seed, dims):
     vocab, embed, hidden, window = dims
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
     rows = random_rows(rng, 200, vocab, max_len=30)
-    got = Engine(model, gpu, executor="pxvm").predict(encode_tokens(rows, vocab))
+    got = Engine(model, gpu=gpu, executor="pxvm").predict(encode_tokens(rows, vocab))
     lg = oracle.logits(params_of(model), rows, window)
     oracle.assert_agrees(got, lg, f"dims {dims} (seed {seed})")
 
@@ -79,7 +80,7 @@ def test_compiled_program_means_the_forward_pass_on_the_reference_interpreter(tm
 def test_trace_reads_embed_hidden_logits_from_scratch(tmp_path, gpu, rng, seed):
     model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=40, window=6)
     rows = random_rows(rng, 9, 300, max_len=20)
-    trace = Engine(model, gpu, executor="pxvm").trace(encode_tokens(rows, 300))
+    trace = Engine(model, gpu=gpu, executor="pxvm").trace(encode_tokens(rows, 300))
     p = params_of(model)
     pooled = np.stack([p["embed"][r[-6:]].mean(axis=0) for r in rows])
     hidden = np.maximum(pooled @ p["hidden"] + p["b_hidden"], 0)
@@ -100,7 +101,7 @@ def test_trace_of_a_foreign_program_has_no_named_vectors(tmp_path, gpu, rng):
     model = random_model(tmp_path, rng, vocab=50, embed=8, hidden=8, window=4)
     text = ".scratch 60\nLOAD_WEIGHT_SLICE b_out, 0, 50, s0\nARGMAX s0, 50, s50\nSTORE_PIXEL s50, o0\nHALT\n"
     program = validate_program(assemble(text, "bias only"), model.spec, "bias only")
-    trace = Engine(model, gpu, executor="pxvm", program=program).trace(encode_tokens([[1, 2]], 50))
+    trace = Engine(model, gpu=gpu, executor="pxvm", program=program).trace(encode_tokens([[1, 2]], 50))
     assert trace.embed is None and trace.hidden is None and trace.logits is None
     b_out = params_of(model)["b_out"]
     assert decode_predictions(trace.prediction)[0][0] == int(np.argmax(b_out))
@@ -108,7 +109,7 @@ def test_trace_of_a_foreign_program_has_no_named_vectors(tmp_path, gpu, rng):
 
 def test_batches_over_one_tile_are_split(tmp_path, gpu, rng, seed):
     model = random_model(tmp_path, rng, vocab=64, embed=8, hidden=12, window=4)
-    engine = Engine(model, gpu, executor="pxvm")
+    engine = Engine(model, gpu=gpu, executor="pxvm")
     engine.executor.max_tile = 37  # as a GPU with small limits would set it
     rows = random_rows(rng, 100, 64, max_len=10)
     got = engine.predict(encode_tokens(rows, 64))
@@ -122,6 +123,6 @@ def test_a_program_validated_for_another_model_is_refused(tmp_path, gpu, rng):
     other = random_model(tmp_path, rng, vocab=64, embed=8, hidden=12, window=5, name="other")
     program = validate_program(compile_program(other.spec), other.spec, "other.program.pxi")
     with pytest.raises(PxglError, match="not validated for this model"):
-        PxvmExecutor(gpu, small.spec, gpu.uint_texture(small.weights, "w"), program)
+        PxvmExecutor(gpu, ExecutorInputs(small.spec, gpu.uint_texture(small.weights, "w"), program))
     with pytest.raises(PxglError, match="runs on the pxvm executor"):
-        Engine(small, gpu, executor="passes", program=program)
+        Engine(small, gpu=gpu, executor="passes", program=program)

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pxgl.cli import app
 from pxgl.errors import PxglError
+from pxgl.executors.protocol import ExecutorInputs
+from pxgl.executors.pxvm import PxvmExecutor
 from pxgl.gl import GLBackend
 from pxgl.pxi import encode_tokens, token_lengths, token_tails, write_rgb
 from pxgl.pxvm.asm import assemble, disassemble
 from pxgl.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
-from pxgl.pxvm.executor import PxvmExecutor
 from pxgl.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
 from pxgl.pxvm.program import Instruction, decode_program, encode_program
 from pxgl.pxvm.validator import validate_program, work, work_limit
@@ -39,7 +40,7 @@ def model(tmp_path, rng):
 def gpu_calls(monkeypatch) -> Counter:
     """Counts GL contexts made and compute dispatches, by wrapping GLBackend's own methods."""
     calls: Counter = Counter()
-    init, dispatch = GLBackend.__init__, GLBackend.dispatch
+    init, dispatch = GLBackend.__init__, GLBackend.run
 
     def counting_init(self, *args, **kwargs):
         calls["context"] += 1
@@ -50,7 +51,7 @@ def gpu_calls(monkeypatch) -> Counter:
         dispatch(self, *args, **kwargs)
 
     monkeypatch.setattr(GLBackend, "__init__", counting_init)
-    monkeypatch.setattr(GLBackend, "dispatch", counting_dispatch)
+    monkeypatch.setattr(GLBackend, "run", counting_dispatch)
     return calls
 
 
@@ -175,7 +176,7 @@ def assert_runs_like_the_reference(pixels, model, gpu, rng, what):
     rows = random_rows(rng, 6, model.spec.vocab_size, max_len=7)
     tokens = encode_tokens(rows, model.spec.vocab_size)
     tails = token_tails(tokens, token_lengths(tokens, model.spec.vocab_size), model.spec.context_window)
-    executor = PxvmExecutor(gpu, model.spec, gpu.uint_texture(model.weights, "weights"), program)
+    executor = PxvmExecutor(gpu, ExecutorInputs(model.spec, gpu.uint_texture(model.weights, "weights"), program))
     executor.run(tails)
     executor.poison()
     prediction, scratch = executor.run_with_scratch(tails)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pxgl.errors import PxglError
-from pxgl.model import load_model
+from pxgl.loading import load_model
 from pxgl.pxi import write_rgb
 from pxgl.spec import meta_path_for, read_meta, spec_from_meta
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pxgl.corpus import file_documents, split_documents
 from pxgl.errors import PxglError
-from pxgl.model import load_model, load_tokenizer
+from pxgl.loading import load_model
 from pxgl.pxi import read_rgb
 from pxgl.spec import meta_path_for
 from pxgl.tokenizer import Tokenizer
@@ -75,7 +75,7 @@ def test_writes_a_model_pxgl_loads(trained):
     spec = model.spec
     assert (spec.vocab_size, spec.embed_dim, spec.hidden_dim, spec.context_window) == (300, 16, 16, 2)
     assert spec.tokenizer == "tiny.tokenizer.json"
-    assert load_tokenizer(model).vocab_size == 300
+    assert model.tokenizer.vocab_size == 300
     assert spec.eval == evaluation
     assert json.loads(meta_path_for(config.out).read_text())["eval"] == evaluation
     assert set(evaluation) >= {"heldout_tokens", "float", "quantized", "unigram", "seed", "steps", "context_window"}
@@ -99,7 +99,7 @@ def test_the_oracle_confirms_the_quantized_eval_and_it_beats_unigram(trained):
     config, evaluation = trained
     model = load_model(config.out)
     params = oracle.dequantize(json.loads(meta_path_for(config.out).read_text()), model.weights)
-    prompts, targets = heldout_prompts(config, load_tokenizer(model))
+    prompts, targets = heldout_prompts(config, model.tokenizer)
     lg = oracle.logits(params, prompts, config.context_window)
     correct = (lg.argmax(axis=1) == targets) | oracle.near_tie(lg)
     assert targets.size == evaluation["heldout_tokens"]
@@ -182,7 +182,7 @@ def test_the_bundled_model_is_what_its_meta_says():
     assert (spec.image_width, spec.image_height) == (306, 305)
     offsets = {name: t.offset for name, t in spec.tensors.items()}
     assert offsets == {"b_hidden": 0, "b_out": 128, "embed": 1152, "hidden": 132224, "out": 148608}
-    tokenizer = load_tokenizer(model)
+    tokenizer = model.tokenizer
     text = "Return the value of the named attribute of object."
     assert tokenizer.decode(tokenizer.encode(text)) == text
     assert len(tokenizer.encode(text)) < len(text) / 2

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from pxgl import visuals
 from pxgl.cli import app
-from pxgl.engine import EXECUTORS, Engine
+from pxgl.engine import Engine
+from pxgl.executors import EXECUTORS
 from pxgl.pxi import encode_tokens
 from pxgl.tokenizer import Tokenizer
 from typer.testing import CliRunner
@@ -140,7 +141,7 @@ def test_images_are_the_gpu_textures(tmp_path, gpu, seed, executor, dims):
     vocab, embed, hidden, window = dims
     model = random_model(tmp_path, rng, vocab, embed, hidden, window)
     rows = random_rows(rng, 3, vocab, max_len=3 * window)
-    trace = Engine(model, gpu, executor=executor).trace(encode_tokens(rows, vocab))
+    trace = Engine(model, gpu=gpu, executor=executor).trace(encode_tokens(rows, vocab))
     row = int(rng.integers(len(rows)))
     k = int(rng.integers(1, 12))
     view = visuals.trace_view(trace, model.spec, row=row, token_bytes=random_token_bytes(rng, vocab), k=k)
@@ -235,7 +236,7 @@ def test_token_labels_show_text_or_bytes():
 def test_missing_intermediates_are_named_not_drawn(tmp_path, gpu, rng, seed):
     """A pxVM-style trace keeps only some textures: what exists is drawn, the page says what is missing."""
     model = random_model(tmp_path, rng, 300, 16, 24, 6)
-    trace = Engine(model, gpu).trace(encode_tokens(random_rows(rng, 2, 300, 20), 300))
+    trace = Engine(model, gpu=gpu).trace(encode_tokens(random_rows(rng, 2, 300, 20), 300))
     kept = {"embed", "hidden", "logits"} - {str(rng.choice(["embed", "hidden", "logits"]))}
     partial = replace(trace, **{name: None for name in ("embed", "hidden", "logits") if name not in kept})
     record = visuals.write_visuals(tmp_path / "viz", visuals.trace_view(partial, model.spec))
@@ -349,7 +350,7 @@ def test_cli_viz_and_infer_viz_write_the_gpu_run(tmp_path, gpu, rng, seed):
     assert set(record["files"]) == {p.name for p in out.iterdir()}
     assert {"overview.png", "index.html", "weights.png", "logits.png", "trace.npz"} <= set(record["files"])
     ids = tokenizer.encode(prompt)
-    trace = Engine(model, gpu).trace(encode_tokens([ids], model.spec.vocab_size))
+    trace = Engine(model, gpu=gpu).trace(encode_tokens([ids], model.spec.vocab_size))
     saved = np.load(out / "trace.npz")
     for name in ("tokens", "embed", "hidden", "logits"):
         assert np.array_equal(saved[name], getattr(trace, name)[0], equal_nan=True), f"{name}: not the GPU's run"

@@ -10,9 +10,10 @@ import pstats
 import time
 
 import numpy as np
-from pxgl.fused import FusedExecutor
+from pxgl.executors.fused import FusedExecutor
+from pxgl.executors.protocol import ExecutorInputs
 from pxgl.gl import GLBackend
-from pxgl.model import load_model
+from pxgl.loading import load_model
 
 from bench.run import PROMPT_TOKENS, bundled
 from bench.sweep import gpu_seconds
@@ -24,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     gpu = GLBackend()
     model = load_model(bundled())
-    executor = FusedExecutor(gpu, model.spec, gpu.uint_texture(model.weights, "weights"))
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, gpu.uint_texture(model.weights, "weights")))
     ids = np.random.default_rng(0).integers(0, model.spec.vocab_size, (args.batch, PROMPT_TOKENS)).astype(np.uint16)
     executor.run_ids(ids)
     start = time.perf_counter()

@@ -34,20 +34,20 @@ def steps(model: str, executor: str) -> list[tuple[str, float]]:
 
     t = mark("import engine.cli", t)
     from pxgl.engine import Engine
-    from pxgl.model import load_model, load_tokenizer
+    from pxgl.loading import load_model
     from pxgl.pxi import encode_tokens, write_rgb
 
     t = mark("import engine.engine (moderngl, ...)", t)
     loaded = load_model(model)
     t = mark("load_model (PNG + meta)", t)
-    tokenizer = load_tokenizer(loaded)
+    tokenizer = loaded.tokenizer
     pixels = encode_tokens([tokenizer.encode(PROMPT)], loaded.spec.vocab_size)
     t = mark("tokenizer load + encode", t)
     from pxgl.gl import GLBackend
 
     gpu = GLBackend()
     t = mark("GL context (EGL)", t)
-    engine = Engine(loaded, gpu, executor=executor)
+    engine = Engine(loaded, gpu=gpu, executor=executor)
     t = mark(f"Engine({executor}): upload, compile, prepare", t)
     predictions = engine.predict(pixels)
     t = mark("first predict", t)

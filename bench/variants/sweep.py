@@ -12,9 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from pxgl.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid
+from pxgl.executors.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid
+from pxgl.executors.protocol import ExecutorInputs
 from pxgl.gl import GLBackend
-from pxgl.model import load_model
+from pxgl.loading import load_model
 
 from bench.peers import FP32
 from bench.reference import CheckFailed, Reference
@@ -89,7 +90,7 @@ def gpu_time_us(gpu: GLBackend, action, calls: int = 200) -> float:
 
 def one_prompt_breakdown(gpu: GLBackend, spec, weights, ids: list[int]) -> None:
     """Where one prompt's time goes: the upload, the wait, the kernel on the GPU, the barrier."""
-    executor = FusedExecutor(gpu, spec, weights)
+    executor = FusedExecutor(gpu, ExecutorInputs(spec, weights))
     buffers = executor._small
     prompts = buffers.prompts[0]
     packed = struct.pack(f"<4I{len(ids)}H", 1, len(ids), 0, 0, *ids)
@@ -156,13 +157,13 @@ def main() -> None:
     rows = [p[-spec.context_window :].tolist() for p in prompts[:2000]]
 
     def latency(config: FusedConfig) -> float:
-        executor = FusedExecutor(gpu, spec, weights, config)
+        executor = FusedExecutor(gpu, ExecutorInputs(spec, weights), config)
         result, outputs = time_calls(executor.run_one, rows, warmup=200)
         reference.check(np.stack(outputs), slice(0, len(rows)), FP32)
         return result.median_us
 
     def throughput(config: FusedConfig) -> tuple[float, float, FusedExecutor]:
-        executor = FusedExecutor(gpu, spec, weights, config)
+        executor = FusedExecutor(gpu, ExecutorInputs(spec, weights), config)
         checked, _ = executor.run_ids(prompts[: args.check])
         reference.check(checked, slice(0, args.check), FP32)
         result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 1.0, 5)
@@ -220,7 +221,7 @@ def main() -> None:
 
     print("\n## crossover: small vs tiles kernel (prompts/s)", flush=True)
     for small_max, label in ((1, "tiles"), (max(CROSSOVER_SIZES), "small")):
-        executor = FusedExecutor(gpu, spec, weights, replace(best_config, small_max=small_max))
+        executor = FusedExecutor(gpu, ExecutorInputs(spec, weights), replace(best_config, small_max=small_max))
         cells = []
         for b in CROSSOVER_SIZES:
             result, outputs = time_batch(lambda ids, ex=executor: ex.run_ids(ids)[0], prompts[:b], 0.2, 300)

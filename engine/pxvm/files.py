@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import Model
 from ..pxi import read_rgb, write_rgb
 from ..spec import ModelSpec
 from .compiler import compile_program
@@ -28,15 +27,6 @@ def write_compiled_program(path: Path, spec: ModelSpec) -> Program:
     program = validate_program(compile_program(spec), spec, str(path))
     write_rgb(path, program.pixels)
     return program
-
-
-def program_for(model: Model, path: Path | None) -> Program | None:
-    """The program `pxgl infer --executor pxvm` runs: `path` if given, else the file beside a .pxi model's
-    weights if there is one, else None (the executor compiles the model's program itself)."""
-    if path is None and model.cartridge is None:
-        beside = program_path_for(Path(model.source))
-        path = beside if beside.is_file() else None
-    return None if path is None else load_program(path, model.spec)
 
 
 def check_program(pixels: np.ndarray, source: str, spec: ModelSpec | None) -> Program:

@@ -19,10 +19,39 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import PxglError
-from .executor import Trace, ceil_div, model_constants, next_pow2
-from .gl import Buffer, GLBackend, MappedBuffer, Shader, Texture
-from .spec import ModelSpec
+from ..constants import POISON_WORD, REFUSED_WORD, WRITTEN_ALPHA
+from ..errors import PxglError
+from ..gl import Buffer, BufferRange, GLBackend, MappedBuffer, Texture
+from ..kernel import Constants, Kernel, Sampler, Shared, Storage
+from ..spec import ModelSpec
+from .protocol import ExecutorInputs, Trace, ceil_div, model_constants, next_pow2
+
+PREPARED = (Storage("pooled_hidden"), Storage("out_weights"), Storage("biases"))
+RUN_BUFFERS = (*PREPARED, Storage("prompts"), Storage("predictions"))
+STAGING = (
+    Shared("staged_count", "int", "GROUP_PROMPTS"),
+    Shared("staged_first", "int", "GROUP_PROMPTS"),
+    Shared("staged_valid", "bool", "GROUP_PROMPTS"),
+    Shared("staged_ids", "uint", "STAGED_IDS"),
+)
+"""The shared arrays of glsl/fused_common.glsl's token staging."""
+FUSED_PREPARE = Kernel("fused_prepare", (Sampler("weights"), *PREPARED))
+FUSED_SMALL = Kernel(
+    "fused_small",
+    (*RUN_BUFFERS, Storage("scratch")),
+    shared=(
+        *STAGING,
+        Shared("h", "float", "HIDDEN_DIM"),
+        Shared("partial_sums", "vec4", "LOCAL_SIZE"),
+        Shared("states", "vec4", "COLUMN_THREADS"),
+        Shared("last_arrival", "bool", 1),
+    ),
+)
+FUSED_TILES = Kernel(
+    "fused_tiles",
+    RUN_BUFFERS,
+    shared=(*STAGING, Shared("pool", "vec4", "POOL_VEC4"), Shared("stage", "vec4", "STAGE_BUFFERS_VEC4")),
+)
 
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
@@ -39,12 +68,10 @@ after the host checks the ids that fall out of it."""
 STAGE_KS = (4, 8, 16)
 CHUNK_MULTIPLE = 64
 """Prompts per fused_tiles dispatch come in multiples of this, keeping each chunk's predictions aligned."""
-POISON_WORD = 0xEEEEEEEE
-"""Left in every prediction word before a run: the GPU writes alpha 255 (a pixel) or 0 (refused)."""
-WRITTEN_ALPHA, REFUSED_WORD = 255, 0
 SPIN_LIMIT = 2_000_000
 """Polls of the prediction words before falling back to a fence (a GPU that never writes them)."""
 PIXELS, IDS = "pixels", "ids"
+LAYOUTS = (PIXELS, IDS)
 
 
 @dataclass(frozen=True)
@@ -72,8 +99,13 @@ class FusedConfig:
     sync: str = "poll"
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
 
+    @property
+    def tile_threads(self) -> int:
+        return (self.tile_m // self.tm) * (self.tile_n // self.tn)
+
     def fitted(self, gpu: GLBackend, spec: ModelSpec) -> "FusedConfig":
-        """This configuration shrunk to the GPU's limits."""
+        """This configuration shrunk to the GPU's limits: shared memory (measured on the kernels'
+        declarations), work group size, storage alignment."""
         for name in ("tm", "tn"):
             if getattr(self, name) % 4:
                 raise ValueError(f"{name} must be a multiple of 4")
@@ -92,69 +124,73 @@ class FusedConfig:
                 f"a prompt) start at multiples of this GPU's storage offset alignment, {alignment} bytes"
             )
         largest = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
-        small_threads = min(self.small_threads, largest)
-        while small_threads > 1 and small_shared_bytes(spec, small_threads) > limits.max_shared_memory:
-            small_threads //= 2
-        tile_m, tm = self.tile_m, self.tm
-        while tile_m >= 4 and tile_shared_bytes(spec, tile_m, self) > limits.max_shared_memory:
-            tile_m //= 2
-            tm = min(tm, tile_m)
-        if tile_m < 4 or tile_m % tm or (tile_m // tm) * (self.tile_n // self.tn) > largest:
-            tile_m = 0
-        return replace(self, tile_m=tile_m, tm=tm, small_threads=small_threads)
+        fitted = replace(self, small_threads=min(self.small_threads, largest))
+
+        def small_bytes(config: FusedConfig) -> int:
+            constants = small_constants(kernel_constants(spec, config), PIXELS)
+            return FUSED_SMALL.shared_bytes(constants, config.small_threads)
+
+        def tile_bytes(config: FusedConfig) -> int:
+            constants = tile_constants(kernel_constants(spec, config), config, PIXELS)
+            return FUSED_TILES.shared_bytes(constants, config.tile_threads)
+
+        while fitted.small_threads > 1 and small_bytes(fitted) > limits.max_shared_memory:
+            fitted = replace(fitted, small_threads=fitted.small_threads // 2)
+        while fitted.tile_m >= 4 and tile_bytes(fitted) > limits.max_shared_memory:
+            fitted = replace(fitted, tile_m=fitted.tile_m // 2, tm=min(fitted.tm, fitted.tile_m // 2))
+        if fitted.tile_m < 4 or fitted.tile_m % fitted.tm or fitted.tile_threads > largest:
+            fitted = replace(fitted, tile_m=0)
+        return fitted
 
 
 def stage_width(spec: ModelSpec) -> int:
     return min(spec.context_window, STAGE_MAX)
 
 
-def staging_bytes(spec: ModelSpec, prompts: int) -> int:
-    """Shared memory of glsl/fused_common.glsl's staged tokens: count, first, valid and ids per prompt."""
-    return prompts * (12 + 4 * stage_width(spec))
-
-
-def small_shared_bytes(spec: ModelSpec, threads: int) -> int:
-    return 4 * spec.hidden_dim + 32 * threads + 4 + staging_bytes(spec, 1)
-
-
-def tile_pool_vec4(spec: ModelSpec, tile_m: int, row_threads: int) -> int:
-    """Shared vec4s of fused_tiles: the hidden units of a tile, later reused for the threads' states."""
-    return max(ceil_div(spec.hidden_dim * tile_m, 4), tile_m * row_threads)
-
-
-def tile_shared_bytes(spec: ModelSpec, tile_m: int, config: "FusedConfig") -> int:
-    weights_stage = 2 * 4 * config.stage_k * config.tile_n
-    return 16 * tile_pool_vec4(spec, tile_m, config.tile_n // config.tn) + weights_stage + staging_bytes(spec, tile_m)
-
-
-def kernel_constants(spec: ModelSpec, config: FusedConfig) -> dict[str, int | float]:
+def kernel_constants(spec: ModelSpec, config: FusedConfig) -> Constants:
+    """What the three fused kernels share: the model's constants and the work shape's."""
     pad = math.lcm(4 * config.split, config.tile_n if config.tile_m else 4)
     vocab_pad = ceil_div(spec.vocab_size, pad) * pad
     slice4 = vocab_pad // 4 // config.split
-    constants = model_constants(spec) | {
+    return model_constants(spec) | {
         "VOCAB_PAD": vocab_pad,
         "COLUMN_THREADS": min(1 << (slice4.bit_length() - 1), config.small_threads),
-        "PREPARE_GROUP": PREPARE_GROUP,
         "STAGE_W": stage_width(spec),
         "SMALL_THREADS": config.small_threads,
         "SPLIT": config.split,
         "SMALL_MAX": config.small_max,
         "HEADER_WORDS": HEADER_BYTES // 4,
-        "REFUSED_WORD": REFUSED_WORD,
-        "WRITTEN_ALPHA": WRITTEN_ALPHA,
     }
-    if config.tile_m:
-        row_threads = config.tile_n // config.tn
-        constants |= {
-            "TILE_M": config.tile_m,
-            "TM": config.tm,
-            "TN": config.tn,
-            "TILE_N": config.tile_n,
-            "STAGE_K": config.stage_k,
-            "TILE_THREADS": (config.tile_m // config.tm) * row_threads,
-            "POOL_VEC4": tile_pool_vec4(spec, config.tile_m, row_threads),
-        }
-    return constants
+
+
+def layout_constants(base: Constants, group_prompts: int, layout: str) -> Constants:
+    return base | {
+        "PROMPTS_AS_PIXELS": int(layout == PIXELS),
+        "GROUP_PROMPTS": group_prompts,
+        "STAGED_IDS": group_prompts * base.int("STAGE_W"),
+    }
+
+
+def small_constants(base: Constants, layout: str) -> Constants:
+    return layout_constants(base, 1, layout)
+
+
+def tile_constants(base: Constants, config: FusedConfig, layout: str) -> Constants:
+    row_threads = config.tile_n // config.tn
+    stage_vec4 = config.stage_k * config.tile_n // 4
+    hidden_vec4 = ceil_div(base.int("HIDDEN_DIM") * config.tile_m, 4)
+    return layout_constants(base, config.tile_m, layout) | {
+        "TILE_M": config.tile_m,
+        "TM": config.tm,
+        "TN": config.tn,
+        "TILE_N": config.tile_n,
+        "STAGE_K": config.stage_k,
+        "TILE_THREADS": config.tile_threads,
+        "STAGE_VEC4": stage_vec4,
+        "STAGE_BUFFERS_VEC4": 2 * stage_vec4,
+        "POOL_VEC4": max(hidden_vec4, config.tile_m * row_threads),
+        # the hidden units of a tile, later reused for the threads' softmax states
+    }
 
 
 def grid(groups: int) -> tuple[int, int, int]:
@@ -170,17 +206,23 @@ class PreparedWeights:
     biases: Buffer
 
 
-def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants: dict) -> PreparedWeights:
-    vocab_pad, hidden = int(constants["VOCAB_PAD"]), spec.hidden_dim
+def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants: Constants) -> PreparedWeights:
+    vocab_pad, hidden = constants.int("VOCAB_PAD"), spec.hidden_dim
     prepared = PreparedWeights(
         pooled_hidden=gpu.storage_buffer(4 * spec.vocab_size * hidden, "P = embed · hidden"),
         out_weights=gpu.storage_buffer(4 * hidden * vocab_pad, "output weights"),
         biases=gpu.storage_buffer(4 * (hidden + vocab_pad), "biases"),
     )
-    gpu.bind_texture(weights, 0)
-    gpu.use_storage((prepared.pooled_hidden, prepared.out_weights, prepared.biases))
     total = spec.vocab_size * hidden + hidden * vocab_pad + hidden + vocab_pad
-    gpu.dispatch(gpu.compile("fused_prepare", constants), grid(ceil_div(total, PREPARE_GROUP)), "fused_prepare")
+    program = gpu.program(FUSED_PREPARE, constants, PREPARE_GROUP)
+    gpu.run(
+        program,
+        grid(ceil_div(total, PREPARE_GROUP)),
+        weights=weights,
+        pooled_hidden=prepared.pooled_hidden,
+        out_weights=prepared.out_weights,
+        biases=prepared.biases,
+    )
     gpu.storage_barrier()
     return prepared
 
@@ -205,11 +247,18 @@ class RunBuffers:
 class FusedExecutor:
     """Model A's forward pass fused into one dispatch: weights prepared once, logits kept in registers."""
 
-    def __init__(self, gpu: GLBackend, spec: ModelSpec, weights: Texture, config: FusedConfig | None = None) -> None:
+    def __init__(self, gpu: GLBackend, inputs: ExecutorInputs, tuning: FusedConfig | None = None) -> None:
+        spec = inputs.spec
         self.gpu, self.spec = gpu, spec
-        self.config = (config or FusedConfig()).fitted(gpu, spec)
+        self.config = (tuning or FusedConfig()).fitted(gpu, spec)
         self.constants = kernel_constants(spec, self.config)
-        self.prepared = prepare_weights(gpu, spec, weights, self.constants)
+        self.prepared = prepare_weights(gpu, spec, inputs.weights, self.constants)
+        self._small_constants = {layout: small_constants(self.constants, layout) for layout in LAYOUTS}
+        self._tile_constants = (
+            {layout: tile_constants(self.constants, self.config, layout) for layout in LAYOUTS}
+            if self.config.tile_m
+            else {}
+        )
         largest_row = max(3 * spec.context_window, 2 * MAX_ROW_TOKENS)
         small = self.config.small_max
         self.scratch = gpu.storage_buffer(16 * ceil_div(4 * small, 16) + 16 * small * self.config.split, "scratch")
@@ -220,7 +269,6 @@ class FusedExecutor:
         self._small_turn = 0
         self._batches: dict[int, RunBuffers] = {}
         self._one_rows: dict[int, struct.Struct] = {}
-        self._kernels: dict[tuple[str, str], Shader] = {}
 
     # --- the Executor protocol ---------------------------------------------------------------------
     def run(self, tails: np.ndarray) -> np.ndarray:
@@ -238,6 +286,14 @@ class FusedExecutor:
     def poison(self) -> None:
         for buffers in (self._small, *self._batches.values()):
             buffers.words[:] = POISON_WORD
+
+    def close(self) -> None:
+        for buffers in (self._small, *self._batches.values()):
+            self._release(buffers)
+        self._batches.clear()
+        prepared = self.prepared
+        for buffer in (prepared.pooled_hidden, prepared.out_weights, prepared.biases, self.scratch):
+            self.gpu.release_storage(buffer)
 
     # --- lean paths (engine.Engine.predict_one / predict_array) -----------------------------------
     def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
@@ -282,9 +338,6 @@ class FusedExecutor:
             buffers = self._batch_buffers(n, data.shape[1])
         words = buffers.words[:n]
         words[:] = POISON_WORD
-        if not small:
-            weights = self.prepared
-            self.gpu.use_storage((weights.pooled_hidden, weights.out_weights, weights.biases))
         for start in range(0, n, buffers.chunk):
             count = min(buffers.chunk, n - start)
             prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
@@ -294,10 +347,16 @@ class FusedExecutor:
                 self._dispatch_small(buffers, prompts, n, layout)
             else:
                 size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
-                self.gpu.bind_storage_range(prompts, 3, 0, size)
-                self.gpu.bind_storage_range(buffers.predictions.buffer, 4, 4 * start, 4 * count)
-                tiles = ceil_div(count, self.config.tile_m)
-                self.gpu.dispatch(self._kernel("fused_tiles", layout), grid(tiles), "fused_tiles")
+                prepared = self.prepared
+                self.gpu.run(
+                    self.gpu.program(FUSED_TILES, self._tile_constants[layout], self.config.tile_threads),
+                    grid(ceil_div(count, self.config.tile_m)),
+                    pooled_hidden=prepared.pooled_hidden,
+                    out_weights=prepared.out_weights,
+                    biases=prepared.biases,
+                    prompts=BufferRange(prompts, 0, size),
+                    predictions=BufferRange(buffers.predictions.buffer, 4 * start, 4 * count),
+                )
                 self.gpu.flush()  # start this chunk now, while the next one uploads
         if not small:
             self.gpu.mapped_read_barrier()  # once, after the last chunk: it may cost a sync on some drivers
@@ -318,11 +377,18 @@ class FusedExecutor:
 
     def _dispatch_small(self, buffers: RunBuffers, prompts: Buffer, n: int, layout: str) -> None:
         """Dispatch fused_small over the first n prompts and wait until their prediction words are written."""
-        weights = self.prepared
-        bindings = (weights.pooled_hidden, weights.out_weights, weights.biases)
-        self.gpu.use_storage((*bindings, prompts, buffers.predictions.buffer, self.scratch))
+        prepared = self.prepared
         self.gpu.storage_barrier()  # the previous run's arrival counts, reset on the GPU, are visible
-        self.gpu.dispatch(self._kernel("fused_small", layout), (self.config.split, n, 1), "fused_small")
+        self.gpu.run(
+            self.gpu.program(FUSED_SMALL, self._small_constants[layout], self.config.small_threads),
+            (self.config.split, n, 1),
+            pooled_hidden=prepared.pooled_hidden,
+            out_weights=prepared.out_weights,
+            biases=prepared.biases,
+            prompts=prompts,
+            predictions=buffers.predictions,
+            scratch=self.scratch,
+        )
         self.gpu.mapped_read_barrier()
         if self.config.sync == "fence":
             self.gpu.wait_for_gpu()
@@ -333,15 +399,6 @@ class FusedExecutor:
             if words[n - 1] != POISON_WORD and (n == 1 or (words[:n] != POISON_WORD).all()):
                 return
         self.gpu.wait_for_gpu()  # the caller then finds any word still unwritten
-
-    def _kernel(self, name: str, layout: str) -> Shader:
-        """The compiled kernel, held here: building GLBackend.compile's cache key costs more than a dispatch."""
-        kernel = self._kernels.get((name, layout))
-        if kernel is None:
-            group = 1 if name == "fused_small" else self.config.tile_m
-            layout_constants = {"PROMPTS_AS_PIXELS": int(layout == PIXELS), "GROUP_PROMPTS": group}
-            kernel = self._kernels[name, layout] = self.gpu.compile(name, self.constants | layout_constants)
-        return kernel
 
     def _buffers(self, capacity: int, chunk: int, row_bytes: int) -> RunBuffers:
         size = 16 * ceil_div(HEADER_BYTES + chunk * row_bytes, 16)

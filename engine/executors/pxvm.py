@@ -8,39 +8,55 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import MAX_TILE, POISON_BYTE
 from ..errors import PxglError
-from ..executor import POISON_BYTE, POISON_FLOAT, Trace, ceil_div, model_constants, next_pow2, written_predictions
 from ..gl import GLBackend, Texture
+from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler
+from ..pxvm.compiler import compile_program, scratch_layout
+from ..pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
+from ..pxvm.validator import validate_program
 from ..spec import TENSOR_ORDER, ModelSpec
-from .compiler import compile_program, scratch_layout
-from .opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
-from .program import Program
-from .validator import validate_program
+from .protocol import (
+    POISON_FLOAT,
+    ExecutorInputs,
+    Trace,
+    ceil_div,
+    check_no_tuning,
+    largest_pow2_group,
+    model_constants,
+    next_pow2,
+    written_predictions,
+)
 
-WEIGHTS_UNIT, TOKENS_UNIT, PROGRAM_UNIT = 0, 1, 2
-SCRATCH_IMAGE, PREDICTION_IMAGE = 0, 1
+PXVM = Kernel(
+    "pxvm",
+    (
+        Sampler("weights"),
+        Sampler("tokens"),
+        Sampler("program"),
+        Image("scratch", "r32f", read=True, write=True),
+        Image("prediction_out", "rgba8ui", write=True),
+    ),
+    shared=TOP1_SOFTMAX_SHARED,
+)
 VM_THREADS = 256
 """Invocations per work group (a power of two; fewer where the GPU allows fewer)."""
-MAX_TILE = 16384
 SCRATCH_BUDGET = 1 << 26
 """Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""
 
 
-def vm_constants(spec: ModelSpec, threads: int) -> dict[str, int | float]:
-    """The model's constants plus what the interpreter needs: opcodes by name, tensors by index."""
-    constants = model_constants(spec) | {
-        "THREADS": threads,
+def vm_constants(spec: ModelSpec) -> Constants:
+    """The model's constants plus what the interpreter needs: opcodes by name, the tensor table by index."""
+    tensors = [spec.tensors[name] for name in TENSOR_ORDER]
+    return model_constants(spec) | {
         "MAX_OPERANDS": MAX_OPERANDS,
         "HEADER_PIXELS": HEADER_PIXELS,
+        "TENSOR_COUNT": len(tensors),
+        "TENSOR_OFFSETS": tuple(t.offset for t in tensors),
+        "TENSOR_SCALES": tuple(t.scale for t in tensors),
+        "TENSOR_ZEROS": tuple(float(t.zero_point) for t in tensors),
+        **{f"OP_{op.name}": op.code for op in OPS},
     }
-    for op in OPS:
-        constants[f"OP_{op.name}"] = op.code
-    for index, name in enumerate(TENSOR_ORDER):
-        tensor = spec.tensors[name]
-        constants[f"TENSOR{index}_OFFSET"] = tensor.offset
-        constants[f"TENSOR{index}_SCALE"] = tensor.scale
-        constants[f"TENSOR{index}_ZERO"] = float(tensor.zero_point)
-    return constants
 
 
 @dataclass(frozen=True)
@@ -56,16 +72,16 @@ class VmTile:
 class PxvmExecutor:
     """Model B: runs a pxVM program (by default the model's compiled program) over tiles of prompts."""
 
-    def __init__(self, gpu: GLBackend, spec: ModelSpec, weights: Texture, program: Program | None = None) -> None:
+    def __init__(self, gpu: GLBackend, inputs: ExecutorInputs, tuning: None = None) -> None:
+        check_no_tuning("pxvm", tuning)
+        spec, program = inputs.spec, inputs.program
         if program is None:
             program = validate_program(compile_program(spec), spec, "compiled program")
         if program.spec != spec:
             raise PxglError(f"{program.source}: the program was not validated for this model; validate it first")
-        self.gpu, self.spec, self.weights, self.program = gpu, spec, weights, program
+        self.gpu, self.spec, self.weights, self.program = gpu, spec, inputs.weights, program
         limits = gpu.limits
-        allowed = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
-        self.threads = min(VM_THREADS, 1 << (allowed.bit_length() - 1))  # a power of two, for the reductions
-        self.shader = gpu.compile("pxvm", vm_constants(spec, self.threads))
+        self.vm = gpu.program(PXVM, vm_constants(spec), largest_pow2_group(gpu, VM_THREADS))
         self.program_texture = gpu.uint_texture(program.pixels, f"{program.source}: program texture")
         # A power of two wide, so the interpreter finds an address's pixel with a shift and a mask.
         self.scratch_width = min(next_pow2(program.scratch_size), 1 << (limits.max_texture_size.bit_length() - 1))
@@ -104,20 +120,29 @@ class PxvmExecutor:
         for tile in self._tiles.values():
             self._poison(tile)
 
+    def close(self) -> None:
+        for tile in self._tiles.values():
+            for texture in (tile.tokens, tile.scratch, tile.prediction):
+                texture.release()
+        self._tiles.clear()
+        self.program_texture.release()
+
     def _forward(self, tails: np.ndarray) -> VmTile:
         n = len(tails)
         if n > self.max_tile:
             raise PxglError(f"pxVM: {n} prompts in one run; this GPU takes at most {self.max_tile}")
         tile = self.tile(n)
-        gpu = self.gpu
-        gpu.write(tile.tokens, tails)
-        gpu.bind_texture(self.weights, WEIGHTS_UNIT)
-        gpu.bind_texture(tile.tokens, TOKENS_UNIT)
-        gpu.bind_texture(self.program_texture, PROGRAM_UNIT)
-        gpu.bind_image(tile.scratch, SCRATCH_IMAGE, read=True, write=True)
-        gpu.bind_image(tile.prediction, PREDICTION_IMAGE, read=False, write=True)
-        gpu.dispatch(self.shader, (n, 1, 1), "pxvm")
-        gpu.barrier()
+        self.gpu.write(tile.tokens, tails)
+        self.gpu.run(
+            self.vm,
+            (n, 1, 1),
+            weights=self.weights,
+            tokens=tile.tokens,
+            program=self.program_texture,
+            scratch=tile.scratch,
+            prediction_out=tile.prediction,
+        )
+        self.gpu.barrier()
         return tile
 
     def run(self, tails: np.ndarray) -> np.ndarray:

@@ -1,18 +1,30 @@
-"""What every executor (Model A passes, pxVM, ...) offers the engine, and what they share."""
+"""What every executor (Model A passes, pxVM, fused) offers the engine, the one shape they are built with,
+and what they share."""
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import PxglError
-from .spec import ModelSpec
+from ..constants import WRITTEN_ALPHA
+from ..errors import PxglError
+from ..gl import GLBackend, Texture
+from ..kernel import Constants
+from ..pxvm.program import Program
+from ..spec import ModelSpec
 
 POISON_FLOAT = np.float32(np.nan)
-POISON_BYTE = 0xEE
-"""Fresh outputs hold garbage on purpose, so a pixel a run fails to write cannot pass a check."""
-WRITTEN_ALPHA = 255
-"""Every shader stores prediction pixels with this alpha; anything else was never written."""
+"""Float textures start as NaN, so a value a run fails to write cannot pass a check."""
+
+
+@dataclass(frozen=True)
+class ExecutorInputs:
+    """What every executor is built from (with the GPU): the model's spec, its weight texture on that GPU,
+    and the validated pxVM program when the executor runs one."""
+
+    spec: ModelSpec
+    weights: Texture
+    program: Program | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class Trace:
 
 
 class Executor(Protocol):
+    """Built as cls(gpu, inputs, tuning=None); `tuning` is an executor's own work-shape settings."""
+
     max_tile: int
     """Most prompts one `run` takes (set from the GPU's limits)."""
 
@@ -44,8 +58,32 @@ class Executor(Protocol):
     def trace(self, tails: np.ndarray) -> Trace: ...
 
     def poison(self) -> None:
-        """Fill the executor's textures with garbage, so that a pixel a run fails to write cannot pass."""
+        """Fill the executor's outputs with garbage, so that a pixel a run fails to write cannot pass."""
         ...
+
+    def close(self) -> None:
+        """Free what the executor holds on the GPU."""
+        ...
+
+
+@runtime_checkable
+class LeanExecutor(Protocol):
+    """An executor that also takes token ids directly, skipping the token texture (predict_one/_array)."""
+
+    def run_one(self, ids: list[int]) -> np.ndarray:
+        """A prompt's last ≤ context_window ids, each checked 0 ≤ id < vocab → its (3,) prediction pixel."""
+        ...
+
+    def run_ids(self, ids: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """(n, L) uint16 ids, not yet checked against the vocabulary → (n, 3) prediction pixels of each
+        row's last context_window ids, and the first prompt holding an id ≥ vocab_size anywhere in its row
+        (the pixels are then void) or None."""
+        ...
+
+
+def check_no_tuning(name: str, tuning: object) -> None:
+    if tuning is not None:
+        raise TypeError(f"the {name} executor takes no tuning, got {tuning!r}")
 
 
 def written_predictions(rgba: np.ndarray) -> np.ndarray:
@@ -68,7 +106,14 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def model_constants(spec: ModelSpec) -> dict[str, int | float]:
+def largest_pow2_group(gpu: GLBackend, wanted: int) -> int:
+    """The largest power of two ≤ wanted that a work group of this GPU may have."""
+    limits = gpu.limits
+    allowed = min(wanted, limits.max_work_group_invocations, limits.max_work_group_size[0])
+    return 1 << (allowed.bit_length() - 1)
+
+
+def model_constants(spec: ModelSpec) -> Constants:
     """What every shader needs to know about the model, from its meta; nothing is hard-coded in GLSL."""
     constants: dict[str, int | float] = {
         "VOCAB": spec.vocab_size,
@@ -83,4 +128,4 @@ def model_constants(spec: ModelSpec) -> dict[str, int | float]:
         constants[f"{prefix}_OFFSET"] = tensor.offset
         constants[f"{prefix}_SCALE"] = tensor.scale
         constants[f"{prefix}_ZERO"] = float(tensor.zero_point)
-    return constants
+    return Constants(constants)

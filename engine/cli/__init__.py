@@ -1,0 +1,27 @@
+"""The `pxgl` command line: one command per verb, each parse → open → run → report; bad input is one red
+line and exit status 2.
+
+    app.py      the Typer app          options.py  options several verbs share
+    report.py   JSON lines, answer lines, progress bars
+    predict.py  infer, run, ask        files.py    encode, decode, pack, inspect, info
+    pxvm.py     compile, disasm, asm   see.py      viz          train.py  train"""
+
+import typer
+
+from ..errors import PxglError
+from . import files, predict, pxvm, see, train
+from .app import app
+
+VERBS = (files, predict, pxvm, see, train)
+"""The modules whose commands register on `app` when imported."""
+
+
+def main() -> None:
+    try:
+        app()
+    except PxglError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
+__all__ = ["VERBS", "app", "main"]

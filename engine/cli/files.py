@@ -1,0 +1,134 @@
+"""The verbs about files and the machine: encode, decode, pack, inspect, info. None of them runs a model."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PxglError
+from .app import app
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, ProgramOption, one_device
+from .report import emit_json, percent
+
+
+@app.command()
+def encode(
+    texts: Annotated[list[str], typer.Argument(help="Prompt text; several texts make several rows.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Token texture to write.")] = Path("input_tokens.pxi"),
+    model: ModelOption = None,
+) -> None:
+    """Tokenize text into a token texture (.pxi): one row per prompt, one pixel per token."""
+    from ..loading import load_model
+    from ..pxi import check_output_path, encode_tokens, write_rgb
+
+    check_output_path(out, "--out")
+    loaded = load_model(model)
+    rows = [loaded.tokenizer.encode(text) for text in texts]
+    write_rgb(out, encode_tokens(rows, loaded.spec.vocab_size))
+    typer.echo(f"{out}: {len(rows)} row(s), {max(len(r) for r in rows)} pixel(s) wide")
+
+
+@app.command()
+def decode(
+    file: Annotated[Path, typer.Argument(help="A token texture or prediction pixels (.pxi).")],
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn a token texture or prediction pixels back into text, one line per row."""
+    from ..loading import load_model
+    from ..pxi import decode_predictions, decode_tokens, is_prediction_image, read_rgb
+
+    loaded = load_model(model)
+    tokenizer = loaded.tokenizer
+    pixels = read_rgb(file)
+    if is_prediction_image(pixels):
+        ids, confidence = decode_predictions(pixels, str(file))
+        for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
+            if token >= loaded.spec.vocab_size:
+                raise PxglError(f"{file}: row {row}: token id {token} ≥ vocab size {loaded.spec.vocab_size}")
+            text = tokenizer.decode([token])
+            if as_json:
+                emit_json({"row": row, "id": token, "text": text, "confidence": round(conf / 255, 4)})
+            else:
+                typer.echo(f"{text!r}  id {token}  confidence {percent(conf)}")
+        return
+    for row, ids in enumerate(decode_tokens(pixels, loaded.spec.vocab_size, str(file))):
+        text = tokenizer.decode(ids.tolist())
+        if as_json:
+            emit_json({"row": row, "ids": ids.tolist(), "text": text})
+        else:
+            typer.echo(text)
+
+
+@app.command()
+def pack(
+    model: ModelOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Cartridge to write. Default: the model's name with .pxa.")
+    ] = None,
+    executor: ExecutorOption = None,
+    program_file: ProgramOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The cartridge's name. Default: the repacked cartridge's, else the weights' stem."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pack a model into a cartridge (.pxa): weights, meta, tokenizer and pxVM program in one zip, with a
+    manifest of format versions and every member's size and sha256 (docs/FORMATS.md §8)."""
+    from ..loading import model_path
+    from ..pack import pack as pack_cartridge
+    from ..pxi import check_output_path
+
+    source = model_path(model)
+    target = out if out is not None else Path(source.name).with_suffix(".pxa")
+    check_output_path(target, "--out")
+    manifest = pack_cartridge(source, target, executor, program_file, name)
+    if as_json:
+        emit_json({"out": str(target), **manifest.to_json()})
+        return
+    size = sum(m.size for m in manifest.members)
+    typer.echo(f"{target}: cartridge {manifest.name!r}, {len(manifest.members)} members, {size} bytes unpacked")
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A cartridge (.pxa) or a pixel file (.pxi).")],
+    as_json: JsonOption = False,
+) -> None:
+    """What a file is and whether pxgl would run it: a cartridge's manifest, format versions, members and
+    hashes; a weights file's dimensions and tensors; a token texture, prediction pixels or pxVM program."""
+    from ..describe import describe
+
+    record = describe(file)
+    if as_json:
+        emit_json(record)
+        return
+    for key, value in record.items():
+        if isinstance(value, list):
+            typer.echo(f"{key}:")
+            for item in value:
+                typer.echo(
+                    "  " + ("  ".join(f"{k} {v}" for k, v in item.items()) if isinstance(item, dict) else str(item))
+                )
+        elif isinstance(value, dict):
+            typer.echo(f"{key:14} " + "  ".join(f"{k} {v}" for k, v in value.items()))
+        else:
+            typer.echo(f"{key:14} {value}")
+
+
+@app.command()
+def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
+    """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
+    from dataclasses import asdict
+
+    from ..gl import GLBackend
+
+    gpu = GLBackend(one_device(device))
+    record = {"renderer": gpu.renderer, "gl_version": gpu.version, **asdict(gpu.limits)}
+    gpu.release()
+    if as_json:
+        emit_json(record)
+        return
+    for key, value in record.items():
+        typer.echo(f"{key:28} {value}")

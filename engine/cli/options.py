@@ -1,0 +1,72 @@
+"""The options several verbs share, declared once so every verb spells them the same way."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PxglError
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A cartridge .pxa, or weights .pxi with its .meta.json beside it. Default: the bundled pixellm_v0.",
+    ),
+]
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        "-x",
+        help="How the GPU computes the forward pass: passes (Model A's four passes), pxvm (Model B: a program "
+        "of pixel opcodes interpreted on the GPU) or fused (the whole pass in one dispatch, fastest). "
+        "Default: the cartridge's own choice, else passes.",
+    ),
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        "-d",
+        help="GPU(s) by EGL device index: 0, a list 0,1, or all (default: PXGL_DEVICE, else the first).",
+    ),
+]
+ProgramOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--program",
+        help="pxVM program (.pxi) to run on the pxvm executor (implies it). Default for pxvm: the cartridge's, "
+        "else name.program.pxi beside the weights, else the model's compiled program.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (one object a line).")]
+PredictionsOut = Annotated[Path, typer.Option("--out", "-o", help="Prediction pixels to write.")]
+
+
+def one_device(device: str | None) -> int | None:
+    """The single GPU a verb runs on: None (PXGL_DEVICE, else the first) or an index."""
+    devices = parse_devices(device)
+    if devices is None:
+        return None
+    if len(devices) != 1:
+        raise PxglError(f"--device {device}: this command runs on one GPU; give one index")
+    return devices[0]
+
+
+def parse_devices(device: str | None) -> list[int] | None:
+    """--device as a list of EGL device indexes ("all": every one EGL lists); None when not given."""
+    if device is None:
+        return None
+    if device == "all":
+        from ..gl import egl_device_count
+
+        return list(range(egl_device_count()))
+    try:
+        devices = [int(part) for part in device.split(",")]
+    except ValueError:
+        raise PxglError(f"--device {device!r}: give an index (0), a list (0,1) or all") from None
+    if any(d < 0 for d in devices):
+        raise PxglError(f"--device {device}: device indexes are 0 or more")
+    return devices

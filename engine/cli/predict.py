@@ -1,0 +1,186 @@
+"""The verbs that run a model on the GPU and answer with prediction pixels: infer, run, ask."""
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from ..errors import PxglError
+from .app import app
+from .options import (
+    DeviceOption,
+    ExecutorOption,
+    JsonOption,
+    ModelOption,
+    PredictionsOut,
+    ProgramOption,
+    one_device,
+)
+from .report import emit_json, percent, prediction_records, progress_bar, report_predictions
+
+
+def read_prompt_lines(path: Path) -> list[str]:
+    """One prompt per line; an empty line is an error (it would be an empty prompt)."""
+    from ..pxi import read_text
+
+    # Only "\n" (or "\r\n") ends a prompt: str.splitlines would also split on \f, \x1c-\x1e, U+2028 ...
+    # and misalign predictions with the file's lines.
+    text = read_text(path, "prompts file")
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    if not lines:
+        raise PxglError(f"{path}: no prompts (the file is empty)")
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            raise PxglError(f"{path}: line {number} is empty; every line must be a prompt")
+    return lines
+
+
+def check_outputs(*outputs: tuple[Path | None, str]) -> None:
+    """Every output path usable, and no two the same, before any work starts."""
+    from ..pxi import check_output_path
+
+    given = [(path, option) for path, option in outputs if path is not None]
+    for path, option in given:
+        check_output_path(path, option)
+    for i, (path, option) in enumerate(given):
+        for other, other_option in given[:i]:
+            if path.resolve() == other.resolve():
+                raise PxglError(f"{other_option} and {option} are the same file {path}")
+
+
+@app.command()
+def infer(
+    prompt: Annotated[str | None, typer.Argument(help="Prompt text (or use --input / --batch).")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Token texture to run: pixels in, pixels out, no text.")
+    ] = None,
+    batch: Annotated[Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line.")] = None,
+    out: PredictionsOut = Path("output_token.pxi"),
+    tokens_out: Annotated[
+        Path | None, typer.Option("--tokens-out", help="Also write the token texture the GPU ran.")
+    ] = None,
+    program_file: ProgramOption = None,
+    model: ModelOption = None,
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+    viz_dir: Annotated[
+        Path | None, typer.Option("--viz", help="Also write the visuals of the first prompt's run here (pxgl viz).")
+    ] = None,
+) -> None:
+    """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
+
+    One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
+    from ..engine import Engine
+    from ..loading import open_model
+    from ..pxi import encode_tokens, read_rgb, write_rgb
+
+    given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
+    if len(given) != 1:
+        raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
+    check_outputs((out, "--out"), (tokens_out, "--tokens-out"))
+    if viz_dir is not None:
+        from ..visuals import check_out_dir
+
+        check_out_dir(viz_dir)
+    runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
+    vocab = runnable.model.spec.vocab_size
+    tokenizer = None if input_file is not None else runnable.model.tokenizer
+    prompts: list[str] | None = None
+    if input_file is not None:
+        pixels, source = read_rgb(input_file), str(input_file)
+    else:
+        prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
+        pixels = encode_tokens([tokenizer.encode(p) for p in prompts], vocab)
+        source = "prompt" if prompt is not None else str(batch)
+
+    with Engine(runnable, device=one_device(device)) as engine:
+        with progress_bar(pixels.shape[0]) as bar:
+            task = bar.add_task("predicting", total=pixels.shape[0])
+            predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
+        view = None
+        if viz_dir is not None:  # the GPU work for the visuals happens before anything is written
+            from ..visuals import run_view
+
+            first = prompts[0] if prompts else None
+            view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
+        renderer = engine.gpu.renderer
+    if tokens_out is not None:
+        write_rgb(tokens_out, pixels)
+    write_rgb(out, predictions)
+    report_predictions(prediction_records(predictions, tokenizer, prompts), out, as_json, renderer)
+    if view is not None:
+        from ..visuals import write_visuals
+
+        write_visuals(viz_dir, view)
+        if not as_json:
+            typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
+
+
+@app.command()
+def run(
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="Token texture (.pxi) to run.")],
+    out: PredictionsOut = Path("output_token.pxi"),
+    model: ModelOption = None,
+    executor: ExecutorOption = None,
+    program_file: ProgramOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pixels in, pixels out: run a token texture through a model (a cartridge, mounted like a game cart)
+    and write its prediction pixels. No tokenizer is read: the answer is pixels."""
+    from ..engine import Engine
+    from ..loading import open_model
+    from ..pxi import read_rgb, write_rgb
+
+    check_outputs((out, "--out"))
+    runnable = open_model(model, executor, program_file)
+    pixels = read_rgb(input_file)
+    with Engine(runnable, device=one_device(device)) as engine:
+        with progress_bar(pixels.shape[0]) as bar:
+            task = bar.add_task("predicting", total=pixels.shape[0])
+            predictions = engine.predict(pixels, str(input_file), on_tile=lambda n: bar.advance(task, n))
+        renderer = engine.gpu.renderer
+    write_rgb(out, predictions)
+    report_predictions(prediction_records(predictions, None), out, as_json, renderer)
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="Prompt text.")],
+    model: ModelOption = None,
+    out: PredictionsOut = Path("output_token.pxi"),
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a model: the answer is written as a prediction pixel, then shown as text and as a coloured block."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from ..engine import Engine
+    from ..loading import open_model
+    from ..pxi import encode_tokens, write_rgb
+
+    check_outputs((out, "--out"))
+    runnable = open_model(model, executor)
+    tokenizer = runnable.model.tokenizer
+    pixels = encode_tokens([tokenizer.encode(prompt)], runnable.model.spec.vocab_size)
+    with Engine(runnable, device=one_device(device)) as engine:
+        prediction = engine.predict(pixels, "prompt")
+    write_rgb(out, prediction)
+
+    (record,) = prediction_records(prediction, tokenizer, [prompt])
+    pixel = tuple(np.asarray(record["pixel"]).tolist())
+    if as_json:
+        emit_json(record | {"out": str(out)})
+        return
+    console = Console(highlight=False)
+    console.print(Text.assemble(prompt, " → ", (repr(record["text"]), "bold")))
+    console.print(
+        Text.assemble(
+            ("██████", f"rgb({pixel[0]},{pixel[1]},{pixel[2]})"),
+            f"  pixel {pixel}  id {record['id']}  confidence {percent(pixel[2])}  → {out}",
+        )
+    )

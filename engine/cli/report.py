@@ -1,0 +1,77 @@
+"""How verbs report: JSON lines for machines, one line per answer for people, progress bars for long work,
+errors as one red line (engine/cli/__init__.py)."""
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from ..pxi import decode_predictions
+from ..tokenizer import Tokenizer
+
+PROGRESS_MIN = 10_000
+"""Shorter work shows no progress bar."""
+
+
+LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+"""Characters other than \\n that some readers split lines on (Python's str.splitlines among them): escaped,
+so one record is always one line."""
+
+
+def emit_json(record: dict) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False).translate(LINE_BREAKS) + "\n")
+
+
+def percent(confidence_byte: int) -> str:
+    """A confidence byte as people read it, the same everywhere: one decimal place."""
+    return f"{confidence_byte / 255:.1%}"
+
+
+def prediction_records(
+    predictions: np.ndarray, tokenizer: Tokenizer | None, prompts: Sequence[str] | None = None
+) -> list[dict]:
+    """One record per prediction pixel: row, id, confidence (and text, and the prompt, when known)."""
+    ids, confidence = decode_predictions(predictions)
+    records = []
+    for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
+        record: dict = {"row": row}
+        if prompts is not None:
+            record["prompt"] = prompts[row]
+        record |= {"id": token, "confidence": round(conf / 255, 4), "pixel": predictions[row, 0].tolist()}
+        if tokenizer is not None:
+            record["text"] = tokenizer.decode([token])
+        records.append(record)
+    return records
+
+
+def report_predictions(records: list[dict], out: Path, as_json: bool, renderer: str) -> None:
+    """JSON lines (each naming the output file), or for people: one answer a line (beside its prompt when
+    there are several), and where the pixels went."""
+    if as_json:
+        for record in records:
+            emit_json(record | {"out": str(out)})
+        return
+    if len(records) == 1:
+        typer.echo(f"{answer_line(records[0])}  → {out}")
+        return
+    for record in records:
+        label = repr(record["prompt"]) if "prompt" in record else f"row {record['row']}"
+        typer.echo(f"{label} → {answer_line(record)}")
+    typer.echo(f"→ {out}: {len(records)} prediction pixels on {renderer}")
+
+
+def answer_line(record: dict) -> str:
+    answer = repr(record["text"]) if "text" in record else f"token {record['id']}"
+    return f"{answer}  id {record['id']}  confidence {percent(record['pixel'][2])}"
+
+
+def progress_bar(total: int):
+    """A transient progress bar on stderr, shown only on a terminal and only for long work."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=not console.is_terminal or total < PROGRESS_MIN)

@@ -1,0 +1,26 @@
+"""The GL layer: the only code that speaks OpenGL. Everything above it reads as data flow over GLBackend."""
+
+from .backend import (
+    Buffer,
+    BufferRange,
+    GLBackend,
+    GpuProgram,
+    Limits,
+    MappedBuffer,
+    Texture,
+    gl_errors,
+)
+from .raw import SETUP_HINT, egl_device_count
+
+__all__ = [
+    "SETUP_HINT",
+    "Buffer",
+    "BufferRange",
+    "GLBackend",
+    "GpuProgram",
+    "Limits",
+    "MappedBuffer",
+    "Texture",
+    "egl_device_count",
+    "gl_errors",
+]

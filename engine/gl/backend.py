@@ -1,0 +1,323 @@
+"""The OpenGL backend: a headless GL 4.3+ context on EGL, its limits, textures, buffers, and the one way to
+run GPU work: `program(kernel, constants, local_size)` compiles a declared Kernel once (engine/kernel.py),
+`run(program, groups, **resources)` binds its resources by name and dispatches it.
+
+Thread rule: a GL context is current on the thread that created it, and only that thread may use it. Every
+call here must come from the thread that built this GLBackend (Engine checks it for its callers)."""
+
+import ctypes
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import moderngl
+import numpy as np
+
+from ..errors import PxglError
+from ..kernel import Image, Kernel, Sampler, Storage
+from .raw import (
+    GL_BUFFER_UPDATE_BARRIER_BIT,
+    GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT,
+    GL_MAX_COMPUTE_SHARED_MEMORY_SIZE,
+    GL_MAX_SHADER_STORAGE_BLOCK_SIZE,
+    GL_SHADER_STORAGE_BARRIER_BIT,
+    GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT,
+    SETUP_HINT,
+    RawGL,
+)
+from .source import kernel_defines, kernel_source
+
+REQUIRED_GL = 430
+IMAGE_FORMATS = {"r32f": 0x822E, "rgba8ui": 0x8D7C}
+"""GL enums of the image formats kernels declare; binding with an explicit format matters: without it Mesa
+stored 255 everywhere in an rgba8 image."""
+
+Texture = moderngl.Texture
+Buffer = moderngl.Buffer
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texture_size: int
+    max_work_group_count: tuple[int, int, int]
+    max_work_group_size: tuple[int, int, int]
+    max_work_group_invocations: int
+    max_shared_memory: int
+    """Bytes of shared memory a work group may declare."""
+    max_storage_block_size: int
+    """Bytes one shader storage buffer binding may span."""
+    storage_offset_alignment: int
+    """A storage buffer bound at an offset must start at a multiple of this."""
+
+
+@dataclass(frozen=True)
+class MappedBuffer:
+    buffer: Buffer
+    view: np.ndarray
+    """(size,) uint8 over the mapped memory; valid for the buffer's life."""
+
+
+@dataclass(frozen=True)
+class BufferRange:
+    """Bytes [offset, offset + size) of a buffer, bound as a storage resource (offset a multiple of
+    Limits.storage_offset_alignment)."""
+
+    buffer: Buffer
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, eq=False)
+class GpuProgram:
+    """A kernel compiled for one set of constants: what `run` dispatches."""
+
+    kernel: Kernel
+    shader: moderngl.ComputeShader
+    local_size: int
+    shared_bytes: int
+
+
+class GLBackend:
+    """A headless GL 4.3+ context on EGL: allocate textures and buffers, compile kernels, run them."""
+
+    def __init__(self, device: int | None = None) -> None:
+        if device is None and os.environ.get("PXGL_DEVICE"):
+            try:
+                device = int(os.environ["PXGL_DEVICE"])
+            except ValueError:
+                raise PxglError(f"PXGL_DEVICE={os.environ['PXGL_DEVICE']!r} is not a device number") from None
+        options = {} if device is None else {"device_index": device}
+        try:
+            self.ctx = moderngl.create_context(standalone=True, backend="egl", require=REQUIRED_GL, **options)
+        except Exception as e:  # glcontext raises plain Exceptions of several kinds
+            where = "" if device is None else f" on EGL device {device}"
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {SETUP_HINT}") from None
+        self.thread = threading.get_ident()
+        """The thread that owns the context: the only one that may call this backend."""
+        self._gl = RawGL()
+        info = self.ctx.info
+        self.renderer: str = info["GL_RENDERER"]
+        self.version: str = info["GL_VERSION"]
+        self.limits = Limits(
+            max_texture_size=int(info["GL_MAX_TEXTURE_SIZE"]),
+            max_work_group_count=tuple(int(v) for v in info["GL_MAX_COMPUTE_WORK_GROUP_COUNT"]),
+            max_work_group_size=tuple(int(v) for v in info["GL_MAX_COMPUTE_WORK_GROUP_SIZE"]),
+            max_work_group_invocations=int(info["GL_MAX_COMPUTE_WORK_GROUP_INVOCATIONS"]),
+            max_shared_memory=self._gl.integer(GL_MAX_COMPUTE_SHARED_MEMORY_SIZE),
+            max_storage_block_size=self._gl.integer(GL_MAX_SHADER_STORAGE_BLOCK_SIZE),
+            storage_offset_alignment=self._gl.integer(GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT),
+        )
+        self._programs: dict[tuple[Kernel, Mapping[str, int | float], int], GpuProgram] = {}
+        self._storage_bound: dict[int, Buffer | BufferRange | None] = {}
+
+    def release(self) -> None:
+        """Free the context and everything in it; the backend is unusable afterwards."""
+        self._programs.clear()
+        self._storage_bound.clear()
+        self.ctx.release()
+
+    # --- textures -------------------------------------------------------------------------------
+    def check_size(self, width: int, height: int, what: str) -> None:
+        side = self.limits.max_texture_size
+        if not (1 <= width <= side and 1 <= height <= side):
+            raise PxglError(f"{what}: {width}x{height} texture exceeds this GPU's limit of {side} per side")
+
+    def uint_texture(self, pixels: np.ndarray, what: str) -> Texture:
+        """An (h, w, c) uint8 array as an integer texture (GL_R/RG/RGB/RGBA8UI) read with texelFetch."""
+        height, width, components = pixels.shape
+        self.check_size(width, height, what)
+        texture = self.ctx.texture((width, height), components, np.ascontiguousarray(pixels).tobytes(), dtype="u1")
+        texture.filter = (moderngl.NEAREST, moderngl.NEAREST)  # integer textures are incomplete otherwise
+        return texture
+
+    def uint_texture_empty(self, width: int, height: int, components: int, what: str) -> Texture:
+        return self.uint_texture(np.zeros((height, width, components), dtype=np.uint8), what)
+
+    def float_image(self, width: int, height: int, what: str) -> Texture:
+        """An r32f texture used as an image (imageLoad/imageStore)."""
+        self.check_size(width, height, what)
+        texture = self.ctx.texture((width, height), 1, dtype="f4")
+        texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        return texture
+
+    def rgba8ui_image(self, width: int, height: int, what: str) -> Texture:
+        self.check_size(width, height, what)
+        texture = self.ctx.texture((width, height), 4, dtype="u1")
+        texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        return texture
+
+    @staticmethod
+    def read_float(texture: Texture) -> np.ndarray:
+        return np.frombuffer(texture.read(), dtype=np.float32).reshape(texture.height, texture.width)
+
+    @staticmethod
+    def read_uint8(texture: Texture) -> np.ndarray:
+        """An integer texture as (height, width, components) uint8."""
+        data = np.frombuffer(texture.read(alignment=1), dtype=np.uint8)
+        return data.reshape(texture.height, texture.width, texture.components)
+
+    @staticmethod
+    def write(texture: Texture, data: np.ndarray) -> None:
+        """Write rows 0..len(data)-1 of a texture (data shaped (rows, width[, components]))."""
+        texture.write(np.ascontiguousarray(data).tobytes(), viewport=(0, 0, texture.width, data.shape[0]))
+
+    # --- kernels ------------------------------------------------------------------------------------
+    def program(self, kernel: Kernel, constants: Mapping[str, int | float], local_size: int) -> GpuProgram:
+        """The kernel compiled with these constants and `local_size` invocations a work group, checked
+        against this GPU's limits first; compiled once, then found by a dictionary lookup (pass an
+        engine.kernel.Constants, whose hash is computed once)."""
+        key = (kernel, constants, local_size)
+        found = self._programs.get(key)
+        if found is not None:
+            return found
+        what = f"glsl/{kernel.shader}.comp"
+        limits = self.limits
+        if not 1 <= local_size <= min(limits.max_work_group_invocations, limits.max_work_group_size[0]):
+            raise PxglError(f"{what}: {local_size} invocations a work group exceed this GPU's limits")
+        shared = kernel.shared_bytes(constants, local_size)
+        if shared > limits.max_shared_memory:
+            raise PxglError(
+                f"{what}: {shared} bytes of shared memory exceed this GPU's {limits.max_shared_memory}; "
+                "this model is too wide for this executor on this GPU: try another --executor"
+            )
+        missing = [name for name in kernel.extensions if name not in self.ctx.extensions]
+        if missing:
+            raise PxglError(f"{what} needs {', '.join(missing)}, which {self.renderer} lacks")
+        source = kernel_source(kernel, kernel_defines(kernel, constants, local_size))
+        try:
+            shader = self.ctx.compute_shader(source)
+        except moderngl.Error as e:
+            raise PxglError(f"{what} failed to compile on {self.renderer}: {e}") from None
+        program = self._programs[key] = GpuProgram(kernel, shader, local_size, shared)
+        return program
+
+    def run(self, program: GpuProgram, groups: tuple[int, int, int], /, **resources: object) -> None:
+        """Bind every resource the kernel declares, by its name, and dispatch `groups` work groups. The
+        commands are queued: several runs form one submission until a flush, fence or read."""
+        kernel = program.kernel
+        if len(resources) != len(kernel.resources):
+            missing = sorted(set(kernel.bindings) - set(resources))
+            raise TypeError(f"kernel {kernel.shader}: resources {missing or sorted(resources)} missing or unknown")
+        for resource in kernel.resources:
+            value = resources[resource.name]
+            binding = kernel.bindings[resource.name]
+            if type(resource) is Storage:
+                self._bind_storage(value, binding)
+            elif type(resource) is Sampler:
+                value.use(location=binding)
+            elif type(resource) is Image:
+                value.bind_to_image(binding, resource.read, resource.write, format=IMAGE_FORMATS[resource.format])
+        self.check_groups(groups, kernel.shader)
+        program.shader.run(*groups)
+
+    def _bind_storage(self, value: object, binding: int) -> None:
+        """Bind a storage resource, skipping one bound there already (a hot loop rebinds nothing)."""
+        if type(value) is MappedBuffer:
+            value = value.buffer
+        if self._storage_bound.get(binding) is value:
+            return
+        if type(value) is BufferRange:
+            value.buffer.bind_to_storage_buffer(binding, offset=value.offset, size=value.size)
+        else:
+            value.bind_to_storage_buffer(binding)
+        self._storage_bound[binding] = value
+
+    def check_groups(self, groups: tuple[int, int, int], what: str) -> None:
+        for axis, (n, limit) in enumerate(zip(groups, self.limits.max_work_group_count, strict=True)):
+            if not 1 <= n <= limit:
+                raise PxglError(f"{what}: {n} work groups on axis {axis} exceed this GPU's limit of {limit}")
+
+    def barrier(self) -> None:
+        """Make every kind of shader write visible to later commands."""
+        self.ctx.memory_barrier()
+
+    # --- storage buffers, persistent mappings and fences ------------------------------------------
+    def check_storage(self, size: int, what: str) -> None:
+        if size > self.limits.max_storage_block_size:
+            raise PxglError(
+                f"{what}: {size} bytes exceed this GPU's storage buffer limit of "
+                f"{self.limits.max_storage_block_size}; use smaller batches"
+            )
+
+    def storage_buffer(self, size: int, what: str) -> Buffer:
+        """A device buffer for shader storage (SSBO), `size` bytes, contents undefined."""
+        self.check_storage(size, what)
+        return self.ctx.buffer(reserve=max(size, 4))
+
+    def mapped_buffer(self, size: int, what: str) -> MappedBuffer:
+        """A buffer mapped into host memory for its whole life (persistent, coherent): the host writes
+        inputs and reads results through `view` with no GL call; a fence orders the two."""
+        self.check_storage(size, what)
+        if "GL_ARB_buffer_storage" not in self.ctx.extensions and self.ctx.version_code < 440:
+            raise PxglError(f"{what}: {self.renderer} lacks GL_ARB_buffer_storage (persistent mapped buffers)")
+        glo, address = self._gl.mapped_storage(size)
+        if not address:
+            raise PxglError(f"{what}: could not map a {size}-byte buffer on {self.renderer}")
+        view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+        return MappedBuffer(self.ctx.external_buffer(glo, size), view)
+
+    @staticmethod
+    def write_storage(buffer: Buffer, data: bytes | np.ndarray, offset: int = 0) -> None:
+        """Copy `data` (bytes, or an array's bytes) into a storage buffer at byte `offset`."""
+        buffer.write(data, offset=offset)
+
+    @staticmethod
+    def read_storage(buffer: Buffer, size: int, offset: int = 0) -> bytes:
+        return buffer.read(size, offset=offset)
+
+    def release_storage(self, buffer: Buffer) -> None:
+        """Free a storage buffer (GL frees it once the commands using it are done)."""
+        self._forget_bound(buffer)
+        buffer.release()
+
+    def release_mapped(self, mapped: MappedBuffer) -> None:
+        """Unmap and free a mapped buffer; its view must not be touched again. moderngl does not own the
+        buffer (it wraps it as external), so releasing the wrapper alone would leak it."""
+        self._forget_bound(mapped.buffer)
+        name = ctypes.c_uint(mapped.buffer.glo)
+        mapped.buffer.release()
+        self._gl.delete_buffer(1, ctypes.byref(name))
+
+    def _forget_bound(self, buffer: Buffer) -> None:
+        for binding, bound in self._storage_bound.items():
+            if bound is buffer or (type(bound) is BufferRange and bound.buffer is buffer):
+                self._storage_bound[binding] = None
+
+    def storage_barrier(self) -> None:
+        """Make shader storage writes visible to later shaders, buffer reads and mapped host views."""
+        self._gl.memory_barrier(
+            GL_SHADER_STORAGE_BARRIER_BIT | GL_BUFFER_UPDATE_BARRIER_BIT | GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT
+        )
+
+    def mapped_read_barrier(self) -> None:
+        """Make the shader writes issued so far visible to the host through persistently mapped buffers:
+        GL requires it after the dispatch that writes one, before the fence or poll the host reads after."""
+        self._gl.memory_barrier(GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT)
+
+    def wait_for_gpu(self) -> None:
+        """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
+        self._gl.wait_fence(self._gl.fence())
+
+    def flush(self) -> None:
+        """Send the commands issued so far to the GPU without waiting for them."""
+        self._gl.flush()
+
+    def timer(self) -> moderngl.Query:
+        """A GL_TIME_ELAPSED query: GPU nanoseconds of the commands inside `with timer:` (timer.elapsed)."""
+        return self.ctx.query(time=True)
+
+    def program_binary(self, program: GpuProgram) -> bytes:
+        """The driver's binary of a compiled program (NVIDIA's holds its assembly: evidence for tuning)."""
+        return self._gl.program_binary(program.shader.glo)
+
+
+@contextmanager
+def gl_errors(what: str) -> Iterator[None]:
+    """Turn a GL failure in the middle of work (a lost context, out of memory) into a PxglError."""
+    try:
+        yield
+    except moderngl.Error as e:
+        raise PxglError(f"{what}: GPU error ({' '.join(str(e).split())})") from None

@@ -1,0 +1,124 @@
+"""GPU programs as declarations: which shader, which resources it binds (by name), which shared arrays it
+declares, which extensions it needs. No GL here: engine/gl compiles a Kernel once into a handle and runs it
+with its resources named (TensorFlow.js WebGL programs and tinygrad's compile → program → call are the
+models).
+
+Binding points are numbered here, per resource kind, in declaration order, and reach the shader as
+#defines (`BINDING_<NAME>`); shared arrays are declared here with their lengths' constant names and written
+into the shader's source, so the bytes they take are computed from the same declaration that makes them."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SHARED_TYPE_BYTES = {"float": 4, "int": 4, "uint": 4, "bool": 4, "vec4": 16}
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """An integer texture read with texelFetch (usampler2D)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """A texture read and/or written with imageLoad/imageStore, bound with an explicit format."""
+
+    name: str
+    format: str
+    """"r32f" or "rgba8ui"."""
+    read: bool = False
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A shader storage buffer (std430): a Buffer, a MappedBuffer or a BufferRange."""
+
+    name: str
+
+
+Resource = Sampler | Image | Storage
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A shared array: `type name[length]`, length a number or the name of a constant of the compile."""
+
+    name: str
+    type: str
+    length: str | int
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """glsl/<shader>.comp and everything the GL layer needs to compile and bind it. Compared by identity:
+    kernels are module-level declarations."""
+
+    shader: str
+    resources: tuple[Resource, ...]
+    shared: tuple[Shared, ...] = ()
+    extensions: tuple[str, ...] = ()
+    bindings: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        bindings: dict[str, int] = {}
+        counts: dict[type, int] = {}
+        for resource in self.resources:
+            if resource.name in bindings:
+                raise ValueError(f"kernel {self.shader}: resource {resource.name!r} declared twice")
+            bindings[resource.name] = counts.get(type(resource), 0)
+            counts[type(resource)] = bindings[resource.name] + 1
+        object.__setattr__(self, "bindings", bindings)
+
+    def binding_defines(self) -> dict[str, int]:
+        return {f"BINDING_{name.upper()}": binding for name, binding in self.bindings.items()}
+
+    def shared_bytes(self, constants: Mapping[str, int | float], local_size: int) -> int:
+        """Bytes of shared memory a work group of this kernel declares, compiled with these constants and
+        local size (a length may be any constant's name, LOCAL_SIZE included)."""
+        lengths = {**constants, "LOCAL_SIZE": local_size}
+        return sum(
+            SHARED_TYPE_BYTES[s.type] * (s.length if isinstance(s.length, int) else int(lengths[s.length]))
+            for s in self.shared
+        )
+
+
+class Constants(Mapping[str, int | float]):
+    """The constants a kernel is compiled with (the model's, the executor's): an immutable mapping whose
+    hash is computed once, so looking a compiled program up by it costs less than a dispatch."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, int | float] = {}) -> None:
+        self._items = dict(items)
+        self._hash = hash(tuple(sorted(self._items.items())))
+
+    def __getitem__(self, name: str) -> int | float:
+        return self._items[name]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Constants) and self._hash == other._hash and self._items == other._items
+
+    def __or__(self, other: Mapping[str, int | float]) -> "Constants":
+        return Constants({**self._items, **other})
+
+    def int(self, name: str) -> int:
+        return int(self._items[name])
+
+
+TOP1_SOFTMAX_SHARED = (
+    Shared("top1_value", "float", "LOCAL_SIZE"),
+    Shared("top1_index", "int", "LOCAL_SIZE"),
+    Shared("top1_sum", "float", "LOCAL_SIZE"),
+)
+"""The shared arrays glsl/top1_softmax.glsl reduces through: a kernel including it declares these."""

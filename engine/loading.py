@@ -1,0 +1,103 @@
+"""The front door: open a model by name or path, and decide how it runs.
+
+    open_model(name or path, executor?, program?) → Runnable(model, executor, program)
+
+It owns the `.pxi` / `.pxa` dispatch, the default executor (asked for, else the cartridge's, else the
+engine's default) and the pxVM program the pxvm executor runs (`--program`, else the cartridge's, else
+`name.program.pxi` beside the weights, else the model's compiled program). Nothing here touches the GPU:
+a Runnable is checked and ready before any GPU work starts."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cartridge import SUFFIX as CARTRIDGE_SUFFIX
+from .cartridge import open_cartridge
+from .errors import PxglError
+from .executors import DEFAULT_EXECUTOR, EXECUTORS
+from .model import WEIGHTS_SUFFIX, Model, from_cartridge, read_weights
+from .pxvm.compiler import compile_program
+from .pxvm.files import load_program, program_path_for
+from .pxvm.program import Program
+from .pxvm.validator import validate_program
+from .resources import bundled_model
+
+PXVM = "pxvm"
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """What to run: the model, the executor that computes it and, for the pxvm executor, the validated
+    program it interprets (None for the others)."""
+
+    model: Model
+    executor: str
+    program: Program | None = None
+
+
+def model_path(name_or_path: str | Path | None) -> Path:
+    """The file a model argument names: the bundled model when none is given."""
+    return bundled_model() if name_or_path is None else Path(name_or_path)
+
+
+def load_model(name_or_path: str | Path | None = None) -> Model:
+    """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
+    path = model_path(name_or_path)
+    if path.suffix == CARTRIDGE_SUFFIX:
+        return from_cartridge(open_cartridge(path))
+    if path.suffix != WEIGHTS_SUFFIX:
+        raise PxglError(
+            f"{path}: a model is a weights {WEIGHTS_SUFFIX} (with its .meta.json beside it) or a cartridge "
+            f"{CARTRIDGE_SUFFIX}"
+        )
+    return read_weights(path)
+
+
+def check_executor(name: str, where: str = "") -> str:
+    if name not in EXECUTORS:
+        prefix = f"{where}: " if where else ""
+        raise PxglError(f"{prefix}unknown executor {name!r}; this pxgl has {', '.join(EXECUTORS)}")
+    return name
+
+
+def choose_executor(model: Model, asked: str | None) -> str:
+    """The executor asked for, else the cartridge's own choice, else the engine's default."""
+    if asked is not None:
+        return check_executor(asked)
+    if model.cartridge is not None:
+        return check_executor(model.cartridge.manifest.executor, f"{model.source}: its manifest names")
+    return DEFAULT_EXECUTOR
+
+
+def model_program(model: Model, path: Path | None = None) -> Program:
+    """The model's pxVM program, validated against it: `path`, else the cartridge's, else the file beside
+    the weights, else the model's compiled program."""
+    if path is not None:
+        return load_program(path, model.spec)
+    if model.cartridge is not None:
+        return model.cartridge.program
+    beside = program_path_for(Path(model.source))
+    if beside.is_file():
+        return load_program(beside, model.spec)
+    return validate_program(compile_program(model.spec), model.spec, "compiled program")
+
+
+def plan(model: Model, executor: str | None = None, program: Path | Program | None = None) -> Runnable:
+    """How `model` runs: the executor (choose_executor) and, for pxvm, its program (model_program). A
+    program implies the pxvm executor; given with another executor it is an error."""
+    if program is not None and executor not in (None, PXVM):
+        raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
+    name = PXVM if program is not None else choose_executor(model, executor)
+    if name != PXVM:
+        return Runnable(model, name)
+    if isinstance(program, Program):
+        if program.spec != model.spec:
+            raise PxglError(f"{program.source}: the program was not validated for this model")
+        return Runnable(model, name, program)
+    return Runnable(model, name, model_program(model, program))
+
+
+def open_model(
+    name_or_path: str | Path | None = None, executor: str | None = None, program: Path | None = None
+) -> Runnable:
+    """load_model, then plan: everything checked, nothing on the GPU yet."""
+    return plan(load_model(name_or_path), executor, program)

@@ -1,0 +1,98 @@
+"""`pxgl pack`: write a model as a version-1 cartridge (docs/FORMATS.md §8), deterministically and atomically.
+The model comes through the front door (engine/loading.py), so a cartridge can be repacked too."""
+
+import hashlib
+import json
+import stat
+import zipfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .cartridge import (
+    MANIFEST,
+    MAX_NAME,
+    META,
+    PROGRAM,
+    SUFFIX,
+    TOKENIZER,
+    WEIGHTS,
+    Manifest,
+    Member,
+    is_valid_name,
+    short,
+)
+from .errors import PxglError
+from .loading import check_executor, choose_executor, load_model, model_program
+from .pxi import atomic_write, encode_rgb
+from .pxvm.opcodes import VERSION as PXVM_VERSION
+from .spec import VERSION as WEIGHTS_VERSION
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+"""Every member's timestamp, so that packing the same model twice gives the same bytes."""
+UNIX = 3
+REGULAR_FILE = stat.S_IFREG | 0o644
+
+
+def pack(
+    model_path: str | Path | None,
+    out: str | Path,
+    executor: str | None = None,
+    program_path: Path | None = None,
+    name: str | None = None,
+) -> Manifest:
+    """Write a cartridge for a model (a weights .pxi with its meta and tokenizer beside it, or another
+    cartridge), atomically; returns its manifest. The pxVM program is loading.model_program's choice; the
+    executor and name are the ones given, else the repacked cartridge's, else the engine's default and the
+    weights file's stem."""
+    out = Path(out)
+    if out.suffix != SUFFIX:
+        raise PxglError(f"{out}: a cartridge's name ends in {SUFFIX}")
+    if executor is not None:
+        check_executor(executor)
+    if name is not None and not is_valid_name(name):
+        raise PxglError(f"cartridge name {short(name)}: a name is 1..{MAX_NAME} printable characters")
+    model = load_model(model_path)
+    repacked = model.cartridge.manifest if model.cartridge is not None else None
+    executor = choose_executor(model, executor)
+    if name is None:
+        name = repacked.name if repacked is not None else Path(model.source).stem[:MAX_NAME]
+        if not is_valid_name(name):
+            raise PxglError(
+                f"{short(model.source)}: its file name is not printable, so it cannot name the cartridge; "
+                "give a name with --name"
+            )
+    program = model_program(model, program_path)
+    meta = replace(model.spec, tokenizer=TOKENIZER).to_meta()
+    contents = {
+        WEIGHTS: encode_rgb(model.weights),
+        META: (json.dumps(meta, indent=2) + "\n").encode(),
+        TOKENIZER: (json.dumps(model.tokenizer.to_json(), separators=(",", ":")) + "\n").encode(),
+        PROGRAM: encode_rgb(program.pixels),
+    }
+    manifest = Manifest(
+        version=1,
+        name=name,
+        formats={"weights": WEIGHTS_VERSION, "pxvm": PXVM_VERSION},
+        executor=executor,
+        members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
+        about={"packed_by": f"pxgl {__version__}"},
+    )
+    document = (json.dumps(manifest.to_json(), indent=2) + "\n").encode()
+    atomic_write(out, _zip_writer({MANIFEST: document, **contents}))
+    return manifest
+
+
+def _zip_writer(contents: dict[str, bytes]) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for name, data in contents.items():
+                info = zipfile.ZipInfo(name, ZIP_EPOCH)
+                info.create_system = UNIX
+                info.external_attr = REGULAR_FILE << 16
+                # PNGs are deflated already; deflating them again gains nothing
+                info.compress_type = zipfile.ZIP_STORED if name.endswith(".pxi") else zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+
+    return write
