@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tests.reference import oracle
+
 NUMPY_CHUNK = 4096
 """Prompts per numpy step: bounds the (chunk, tokens, embed_dim) gather in memory."""
 
@@ -48,14 +50,43 @@ def prediction_pixels(ids: np.ndarray, sums: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, ids // 256, confidence], axis=1).astype(np.uint8)
 
 
-def numpy_system(params: dict[str, np.ndarray], window: int) -> System:
-    embed, hidden, b_hidden = params["embed"], params["hidden"], params["b_hidden"]
-    out, b_out = params["out"], params["b_out"]
+def architecture(params: dict) -> tuple[dict, list[str], list[bool]]:
+    """(context, layer names, residual flags) of the model whose oracle params these are."""
+    context, layers = oracle.architecture(params["meta"])
+    names = [f"layer{layer}" for layer in range(len(layers["hidden"]))]
+    widths = [params[f"{n}.weight"].shape for n in names]
+    residual = [layers["residual"] and i > 0 and a == b for i, (a, b) in enumerate(widths)]
+    return context, names, residual
+
+
+def numpy_system(params: dict) -> System:
+    """The forward pass of any family member (docs/FORMATS.md §3), batched in numpy."""
+    context, layers, residual = architecture(params)
+    window, mode = context["window"], context["mode"]
+    embed = params["embed"]
+
+    def context_vectors(ids: np.ndarray) -> np.ndarray:
+        tail = ids[:, -window:]
+        if mode == "mean":
+            return embed[tail].mean(axis=1)
+        if mode == "concat":
+            return embed[tail].reshape(len(ids), -1)
+        concat = context["concat"]
+        last = embed[tail[:, tail.shape[1] - concat :]].reshape(len(ids), -1)
+        u = embed[tail[:, ::-1]] + params["attn.pos"][: tail.shape[1]][None]  # u_j, j = 0 the last token
+        q = u[:, 0] @ params["attn.query"]
+        k, v = u @ params["attn.key"], u @ params["attn.value"]
+        s = np.einsum("bjd,bd->bj", k, q) / np.float32(np.sqrt(context["head_dim"]))
+        a = np.exp(s - s.max(axis=1, keepdims=True))
+        a /= a.sum(axis=1, keepdims=True)
+        return np.concatenate([last, np.einsum("bj,bjd->bd", a, v)], axis=1)
 
     def forward(ids: np.ndarray) -> np.ndarray:
-        x = embed[ids[:, -window:]].mean(axis=1)
-        h = np.maximum(x @ hidden + b_hidden, np.float32(0))
-        logits = h @ out + b_out
+        h = context_vectors(ids)
+        for name, add in zip(layers, residual, strict=True):
+            out = np.maximum(h @ params[f"{name}.weight"] + params[f"{name}.bias"], np.float32(0))
+            h = h + out if add else out
+        logits = h @ params["out.weight"] + params["out.bias"]
         top = logits.argmax(axis=1)
         sums = np.exp(logits - logits[np.arange(len(top)), top][:, None]).sum(axis=1)
         return prediction_pixels(top, sums)
@@ -69,7 +100,7 @@ def numpy_system(params: dict[str, np.ndarray], window: int) -> System:
     return System("numpy", "peer", "fp32", FP32, one, batch, "numpy forward pass on the CPU, float32")
 
 
-def torch_systems(params: dict[str, np.ndarray], window: int, prompt_tokens: int) -> tuple[list[System], list[str]]:
+def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[str]]:
     """PyTorch peers that can run here, and a reason for each one that cannot."""
     try:
         import torch
@@ -78,12 +109,31 @@ def torch_systems(params: dict[str, np.ndarray], window: int, prompt_tokens: int
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     where = torch.cuda.get_device_name(0) if cuda else "CPU"
-    weights = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in params.items()}
+    weights = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in params.items() if k != "meta"}
+    context, layers, residual = architecture(params)
+    window, mode = context["window"], context["mode"]
+
+    def context_vectors(ids: "torch.Tensor") -> "torch.Tensor":
+        tail = ids[:, -window:]
+        rows = torch.nn.functional.embedding(tail, weights["embed"])
+        if mode == "mean":
+            return rows.mean(dim=1)
+        if mode == "concat":
+            return rows.reshape(len(ids), -1)
+        concat = context["concat"]
+        last = rows[:, rows.shape[1] - concat :].reshape(len(ids), -1)
+        u = rows.flip(1) + weights["attn.pos"][: rows.shape[1]][None]
+        q = u[:, 0] @ weights["attn.query"]
+        k, v = u @ weights["attn.key"], u @ weights["attn.value"]
+        a = torch.softmax(torch.einsum("bjd,bd->bj", k, q) / float(np.sqrt(context["head_dim"])), dim=1)
+        return torch.cat([last, torch.einsum("bj,bjd->bd", a, v)], dim=1)
 
     def forward(ids: "torch.Tensor") -> "torch.Tensor":
-        x = torch.nn.functional.embedding(ids[:, -window:], weights["embed"]).mean(dim=1)
-        h = torch.relu(torch.addmm(weights["b_hidden"], x, weights["hidden"]))
-        logits = torch.addmm(weights["b_out"], h, weights["out"])
+        h = context_vectors(ids)
+        for name, add in zip(layers, residual, strict=True):
+            out = torch.relu(torch.addmm(weights[f"{name}.bias"], h, weights[f"{name}.weight"]))
+            h = h + out if add else out
+        logits = torch.addmm(weights["out.bias"], h, weights["out.weight"])
         top, index = logits.max(dim=1)
         sums = torch.exp(logits - top[:, None]).sum(dim=1)
         confidence = torch.floor(255.0 / sums + 0.5)

@@ -58,7 +58,7 @@ class Reference:
         got = pixels[:, 0].astype(np.int64) + 256 * pixels[:, 1].astype(np.int64)
         differ = np.flatnonzero(got != want_ids)
         if differ.size:
-            vocab = self.params["b_out"].shape[0]
+            vocab = self.params["out.bias"].shape[0]
             if (got[differ] >= vocab).any():
                 raise CheckFailed(f"ids past the vocabulary (unwritten output?) at prompt {differ[0]}")
             lg = self._logits(np.arange(len(self.ids))[rows][differ])

@@ -213,8 +213,8 @@ def main() -> None:
         print(f"oracle answers for {len(prompts):,} prompts in {time.perf_counter() - start:.1f} s", flush=True)
 
         systems, skipped = pxgl_systems(model, gpu)
-        systems.append(numpy_system(params, window))
-        peers, peers_skipped = torch_systems(params, window, PROMPT_TOKENS)
+        systems.append(numpy_system(params))
+        peers, peers_skipped = torch_systems(params, PROMPT_TOKENS)
         systems += peers
         skipped += peers_skipped
         for reason in skipped:
@@ -246,8 +246,7 @@ def main() -> None:
         "host": host_name(),
         "model": {
             "name": "bundled pixellm_v0" if model_path == bundled() else model_path.name,
-            "shape": f"vocab {model.spec.vocab_size}, embed {model.spec.embed_dim}, "
-            f"hidden {model.spec.hidden_dim}, window {window}",
+            "shape": model.spec.architecture.describe(),
         },
         "prompt_tokens": PROMPT_TOKENS,
         "seed": args.seed,

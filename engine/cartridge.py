@@ -266,22 +266,30 @@ def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes
     if spec.tokenizer != TOKENIZER:
         raise PxglError(f"{path}:{META}: names tokenizer {spec.tokenizer!r}; in a cartridge it is {TOKENIZER!r}")
     if manifest.model is not None:
+        dimensions = v0_dimensions(spec)
         for key in MODEL_KEYS:
-            if manifest.model[key] != getattr(spec, key):
+            if manifest.model[key] != dimensions.get(key):
                 raise PxglError(
-                    f"{path}: {MANIFEST} says {key} {manifest.model[key]} but {META} says {getattr(spec, key)}"
+                    f"{path}: {MANIFEST} says {key} {manifest.model[key]} but {META} says {dimensions.get(key)}"
                 )
     weights = decode_rgb(contents[WEIGHTS], f"{path}:{WEIGHTS}")
     spec.check_image(weights, f"{path}:{WEIGHTS}")
     tokenizer = Tokenizer.loads(_text(contents[TOKENIZER], f"{path}:{TOKENIZER}"), f"{path}:{TOKENIZER}")
     spec.check_vocabulary(tokenizer.vocab_size, f"{path}:{TOKENIZER}")
     program = validate_program(decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}"), spec, f"{path}:{PROGRAM}")
+    if program.version != manifest.formats["pxvm"]:
+        raise PxglError(
+            f"{path}:{PROGRAM}: a version-{program.version} program, but {MANIFEST} says pxvm format "
+            f"{manifest.formats['pxvm']}"
+        )
     shaders = tuple(sorted(name for name in contents if name.startswith(f"{SHADER_DIR}/")))
     return Cartridge(path, manifest, spec, weights, tokenizer, program, shaders)
 
 
-def model_dimensions(spec: ModelSpec) -> dict[str, int]:
-    return {key: getattr(spec, key) for key in MODEL_KEYS}
+def v0_dimensions(spec: ModelSpec) -> dict[str, int]:
+    """What a version-0 manifest's `model` says of a model (its hidden_dim only for one hidden layer)."""
+    dims = {"vocab_size": spec.vocab_size, "embed_dim": spec.embed_dim, "context_window": spec.context_window}
+    return dims | ({"hidden_dim": spec.hidden[0]} if len(spec.hidden) == 1 else {})
 
 
 # --- the manifest --------------------------------------------------------------------------------

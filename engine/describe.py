@@ -7,13 +7,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .cartridge import FORMAT, SUFFIX, model_dimensions, open_cartridge
+from .cartridge import FORMAT, SUFFIX, open_cartridge
 from .errors import PxglError
 from .loading import check_executor, load_model
 from .pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
 from .pxvm.opcodes import MAGIC
 from .pxvm.program import decode_program
-from .spec import MAX_VOCAB, meta_path_for
+from .spec import MAX_VOCAB, ModelSpec, meta_path_for
 
 MAX_LISTED_ROWS = 16
 """Rows of a token texture or prediction image listed one by one; the rest are summarised."""
@@ -67,14 +67,20 @@ def describe_weights(path: Path) -> dict[str, Any]:
     model = load_model(path)
     spec = model.spec
     tensors = [
-        {"name": t.name, "offset": t.offset, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+        {
+            "name": spec.meta_name(t.name),
+            "offset": t.offset,
+            "shape": list(t.shape),
+            "scale": t.scale,
+            "zero_point": t.zero_point,
+        }
         for t in spec.tensors.values()
     ]
     assert model.tokenizer_path is not None
     tokenizer = "present" if model.tokenizer_path.is_file() else "missing (text commands will not work)"
     return {
         "kind": "weights",
-        "model": model_dimensions(spec),
+        "model": architecture_record(spec),
         "tensors": tensors,
         "tokenizer": f"{spec.tokenizer} ({tokenizer})",
         "verdict": "valid",
@@ -92,7 +98,7 @@ def describe_cartridge(path: Path) -> dict[str, Any]:
         "kind": "cartridge",
         "format": f"{FORMAT} version {manifest.version} ({formats})",
         "name": manifest.name,
-        "model": model_dimensions(cart.spec),
+        "model": architecture_record(cart.spec),
         "executor": manifest.executor,
         "program": f"{len(cart.program.instructions)} pxVM instructions, {cart.program.scratch_size} scratch "
         "floats, valid for this model",
@@ -105,6 +111,20 @@ def describe_cartridge(path: Path) -> dict[str, Any]:
     if manifest.about is not None:
         record["about"] = manifest.about
     return record | {"verdict": "valid: runs"}
+
+
+def architecture_record(spec: ModelSpec) -> dict[str, Any]:
+    """The model as `inspect` shows it: its format version and architecture."""
+    a = spec.architecture
+    return {
+        "version": spec.version,
+        "vocab_size": a.vocab_size,
+        "embed_dim": a.embed_dim,
+        "context": a.context.to_json(),
+        "hidden": list(a.hidden),
+        "residual": a.residual,
+        "weights": a.weight_count(),
+    }
 
 
 def file_sha256(path: Path) -> str:

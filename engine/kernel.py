@@ -38,7 +38,15 @@ class Storage:
     name: str
 
 
-Resource = Sampler | Image | Storage
+@dataclass(frozen=True)
+class Uniform:
+    """A uniform variable (int or float) of the shader, set by name at each run: for kernels dispatched
+    several times over different parts of the same data, compiled once."""
+
+    name: str
+
+
+Resource = Sampler | Image | Storage | Uniform
 
 
 @dataclass(frozen=True)
@@ -60,15 +68,18 @@ class Kernel:
     shared: tuple[Shared, ...] = ()
     extensions: tuple[str, ...] = ()
     bindings: dict[str, int] = field(init=False, repr=False)
+    """Binding point of each bound resource (uniforms have none)."""
 
     def __post_init__(self) -> None:
         bindings: dict[str, int] = {}
         counts: dict[type, int] = {}
+        names = [resource.name for resource in self.resources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"kernel {self.shader}: a resource is declared twice in {names}")
         for resource in self.resources:
-            if resource.name in bindings:
-                raise ValueError(f"kernel {self.shader}: resource {resource.name!r} declared twice")
-            bindings[resource.name] = counts.get(type(resource), 0)
-            counts[type(resource)] = bindings[resource.name] + 1
+            if type(resource) is not Uniform:
+                bindings[resource.name] = counts.get(type(resource), 0)
+                counts[type(resource)] = bindings[resource.name] + 1
         object.__setattr__(self, "bindings", bindings)
 
     def binding_defines(self) -> dict[str, int]:

@@ -26,8 +26,6 @@ from .cartridge import (
 from .errors import PxglError
 from .loading import check_executor, choose_executor, load_model, model_program
 from .pxi import atomic_write, encode_rgb
-from .pxvm.opcodes import VERSION as PXVM_VERSION
-from .spec import VERSION as WEIGHTS_VERSION
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 """Every member's timestamp, so that packing the same model twice gives the same bytes."""
@@ -74,7 +72,7 @@ def pack(
     manifest = Manifest(
         version=1,
         name=name,
-        formats={"weights": WEIGHTS_VERSION, "pxvm": PXVM_VERSION},
+        formats={"weights": model.spec.version, "pxvm": program.version},
         executor=executor,
         members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
         about={"packed_by": f"pxgl {__version__}"},

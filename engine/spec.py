@@ -1,26 +1,43 @@
-"""The model's shape and byte layout: a frozen ModelSpec built from the meta JSON (docs/FORMATS.md)."""
+"""The model's shape and byte layout: a frozen ModelSpec built from the meta JSON (docs/FORMATS.md §2).
+
+A spec describes one member of the pixellm family — context mode, window, widths, depth — and where each
+of its uint8 tensors sits in the weight image. Version-0 metas (pixellm_v0) read as the version-1 member
+they are: mean context, one hidden layer, their five tensors renamed (V0_NAMES)."""
 
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import PxglError
-from .pxi import atomic_write, image_size_for, parse_json, read_text
+from .pxi import MAX_PIXELS, atomic_write, image_size_for, parse_json, read_text
 
 FORMAT = "pixellm"
-VERSION = 0
-TENSOR_ORDER = ("b_hidden", "b_out", "embed", "hidden", "out")
+VERSION = 1
+"""The newest meta version this engine reads and writes (0 is read too, and written back as 0)."""
+MODES = ("mean", "concat", "attention")
+MIN_VOCAB = 256
+"""Version 1: every byte is a token (the tokenizer's first 256 ids)."""
 MAX_VOCAB = 65536
 """Token ids travel in two bytes (R = id % 256, G = id // 256)."""
 MAX_DIM = 4096
+MAX_LAYERS = 4
 MAX_IMAGE_SIDE = 16384
 MAX_CONTEXT_WINDOW = MAX_IMAGE_SIDE
 """The token texture the GPU reads is context_window pixels wide, so no texture limit may be exceeded."""
+V0_NAMES = {
+    "b_hidden": "layer0.bias",
+    "b_out": "out.bias",
+    "embed": "embed",
+    "hidden": "layer0.weight",
+    "out": "out.weight",
+}
+"""A version-0 meta's tensor names, in its byte order, and the version-1 names they are."""
+ATTENTION_TENSORS = ("attn.pos", "attn.query", "attn.key", "attn.value")
 
 
 @dataclass(frozen=True)
@@ -37,16 +54,119 @@ class Tensor:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class Context:
+    """How the last tokens become the first layer's input (docs/FORMATS.md §3)."""
+
+    mode: str
+    window: int
+    concat: int = 0
+    """attention only: the last embeddings set beside the head's output."""
+    head_dim: int = 0
+    """attention only: width of the query, key and value."""
+
+    def width(self, embed_dim: int) -> int:
+        """X: the first layer's input width."""
+        if self.mode == "mean":
+            return embed_dim
+        if self.mode == "concat":
+            return self.window * embed_dim
+        return self.concat * embed_dim + self.head_dim
+
+    def to_json(self) -> dict[str, Any]:
+        if self.mode == "attention":
+            return {"mode": self.mode, "window": self.window, "concat": self.concat, "head_dim": self.head_dim}
+        return {"mode": self.mode, "window": self.window}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A family member's shape, without its weights' layout: what `pxgl train` and `pxgl evolve` choose."""
+
     vocab_size: int
     embed_dim: int
-    hidden_dim: int
-    context_window: int
+    context: Context
+    hidden: tuple[int, ...]
+    residual: bool = False
+
+    @property
+    def context_dim(self) -> int:
+        return self.context.width(self.embed_dim)
+
+    def layer_dims(self) -> list[tuple[int, int]]:
+        """(in, out) of each hidden layer."""
+        ins = (self.context_dim, *self.hidden[:-1])
+        return list(zip(ins, self.hidden, strict=True))
+
+    def is_residual(self, layer: int) -> bool:
+        """Layer l ≥ 1 adds its input when residual and its widths are equal."""
+        n_in, n_out = self.layer_dims()[layer]
+        return self.residual and layer > 0 and n_in == n_out
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape, in the tensor table's order (docs/FORMATS.md §2.1)."""
+        v, e, c = self.vocab_size, self.embed_dim, self.context
+        shapes: dict[str, tuple[int, ...]] = {"embed": (v, e)}
+        if c.mode == "attention":
+            shapes |= {"attn.pos": (c.window, e), "attn.query": (e, c.head_dim)}
+            shapes |= {"attn.key": (e, c.head_dim), "attn.value": (e, c.head_dim)}
+        for layer, (n_in, n_out) in enumerate(self.layer_dims()):
+            shapes |= {f"layer{layer}.weight": (n_in, n_out), f"layer{layer}.bias": (n_out,)}
+        return shapes | {"out.weight": (self.hidden[-1], v), "out.bias": (v,)}
+
+    def weight_count(self) -> int:
+        return sum(math.prod(s) for s in self.shapes().values())
+
+    def flops(self) -> int:
+        """Multiply-adds of one prediction (the context's table reads not counted)."""
+        c, e = self.context, self.embed_dim
+        head = 3 * c.window * e * c.head_dim + 2 * c.window * c.head_dim if c.mode == "attention" else 0
+        return head + sum(a * b for a, b in self.layer_dims()) + self.hidden[-1] * self.vocab_size
+
+    def describe(self) -> str:
+        c = self.context
+        mode = f"{c.mode} {c.window}" + (f" (concat {c.concat}, head {c.head_dim})" if c.mode == "attention" else "")
+        widths = "x".join(str(h) for h in self.hidden)
+        return f"vocab {self.vocab_size}, embed {self.embed_dim}, {mode}, hidden {widths}" + (
+            ", residual" if self.residual else ""
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    version: int
+    """The meta's version as read (0 for pixellm_v0); a spec is written back in the same version."""
+    architecture: Architecture
     image_width: int
     image_height: int
     tensors: dict[str, Tensor]
+    """By version-1 name, in the tensor table's order."""
     tokenizer: str
     eval: dict[str, Any]
+
+    # --- the architecture's numbers, by the names the engine uses --------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.architecture.vocab_size
+
+    @property
+    def embed_dim(self) -> int:
+        return self.architecture.embed_dim
+
+    @property
+    def context(self) -> Context:
+        return self.architecture.context
+
+    @property
+    def context_window(self) -> int:
+        return self.architecture.context.window
+
+    @property
+    def context_dim(self) -> int:
+        return self.architecture.context_dim
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return self.architecture.hidden
 
     @property
     def logits_side(self) -> int:
@@ -57,8 +177,16 @@ class ModelSpec:
     def image_bytes(self) -> int:
         return self.image_width * self.image_height * 3
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        return expected_shapes(self.vocab_size, self.embed_dim, self.hidden_dim)
+    def meta_name(self, name: str) -> str:
+        """A tensor's name as this spec's meta spells it (version 0 has its own five names)."""
+        if self.version == 0:
+            return next(v0 for v0, v1 in V0_NAMES.items() if v1 == name)
+        return name
+
+    @property
+    def tensor_order(self) -> tuple[str, ...]:
+        """The tensor table (pxVM version 1 addresses tensors by index in it)."""
+        return tuple(self.tensors)
 
     def check_image(self, weights: np.ndarray, source: str) -> None:
         """The weight image must be exactly as large as the meta says."""
@@ -74,31 +202,26 @@ class ModelSpec:
             raise PxglError(f"{source}: tokenizer has {tokens} tokens, model has {self.vocab_size}")
 
     def to_meta(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "vocab_size": self.vocab_size,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-            "context_window": self.context_window,
+        """The meta document, in the version it was read in."""
+        a = self.architecture
+        tensors = {
+            name: {"offset": t.offset, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+            for name, t in self.tensors.items()
+        }
+        head: dict[str, Any] = {"format": FORMAT, "version": self.version, "vocab_size": a.vocab_size}
+        if self.version == 0:
+            by_v1 = {v1: v0 for v0, v1 in V0_NAMES.items()}
+            head |= {"embed_dim": a.embed_dim, "hidden_dim": a.hidden[0], "context_window": a.context.window}
+            tensors = {by_v1[name]: tensors[name] for name in sorted(tensors, key=lambda n: self.tensors[n].offset)}
+        else:
+            head |= {"embed_dim": a.embed_dim, "context": a.context.to_json(), "hidden": list(a.hidden)}
+            head |= {"residual": a.residual}
+        return head | {
             "image": {"width": self.image_width, "height": self.image_height},
-            "tensors": {
-                t.name: {"offset": t.offset, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
-                for t in self.tensors.values()
-            },
+            "tensors": tensors,
             "tokenizer": self.tokenizer,
             "eval": self.eval,
         }
-
-
-def expected_shapes(vocab: int, embed: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    return {
-        "b_hidden": (hidden,),
-        "b_out": (vocab,),
-        "embed": (vocab, embed),
-        "hidden": (embed, hidden),
-        "out": (hidden, vocab),
-    }
 
 
 def meta_path_for(weights: Path) -> Path:
@@ -106,13 +229,21 @@ def meta_path_for(weights: Path) -> Path:
     return weights.with_name(weights.name.removesuffix(".pxi") + ".meta.json")
 
 
+# --- reading ----------------------------------------------------------------------------------------
+
+
 def _int(meta: dict, key: str, where: str, lo: int, hi: int) -> int:
     value = meta.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PxglError(f"{where}: '{key}' must be an integer, got {value!r}")
+        raise PxglError(f"{where}: '{key}' must be an integer, got {_echo(value)}")
     if not lo <= value <= hi:
         raise PxglError(f"{where}: '{key}' = {value} is outside {lo}..{hi}")
     return value
+
+
+def _echo(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def _is_float32_scale(value: Any) -> bool:
@@ -139,12 +270,12 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
     zero_point = _int(raw, "zero_point", where, 0, 255)
     got_shape = raw["shape"]
     if not isinstance(got_shape, list) or tuple(got_shape) != shape:
-        raise PxglError(f"{where}: shape {got_shape!r} does not match the model's dimensions {list(shape)}")
+        raise PxglError(f"{where}: shape {_echo(got_shape)} does not match the model's dimensions {list(shape)}")
     scale = raw["scale"]
     if not _is_float32_scale(scale):
         raise PxglError(
             f"{where}: scale must be a positive number that float32 holds (no overflow, no underflow "
-            f"to 0), got {scale!r}"
+            f"to 0), got {_echo(scale)}"
         )
     tensor = Tensor(name, offset, shape, float(scale), zero_point)
     if offset + tensor.size > capacity:
@@ -156,56 +287,102 @@ def _is_plain_file_name(name: str) -> bool:
     return name not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in name)
 
 
+def _require(meta: dict, keys: set[str], where: str) -> None:
+    missing = keys - meta.keys()
+    if missing:
+        raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+
+
+def _context(raw: Any, where: str) -> Context:
+    where = f"{where}: context"
+    if not isinstance(raw, dict) or "mode" not in raw:
+        raise PxglError(f"{where} must be an object with mode and window (docs/FORMATS.md §2.1)")
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise PxglError(f"{where}: mode {_echo(mode)} is not one of {', '.join(MODES)}")
+    keys = {"mode", "window", "concat", "head_dim"} if mode == "attention" else {"mode", "window"}
+    if set(raw) != keys:
+        expected, got = ", ".join(sorted(keys)), ", ".join(sorted(map(str, raw)))
+        raise PxglError(f"{where}: a {mode} context has exactly {expected}; got {got}")
+    window = _int(raw, "window", where, 1, MAX_CONTEXT_WINDOW)
+    if mode != "attention":
+        return Context(mode, window)
+    concat = _int(raw, "concat", where, 0, window)
+    head_dim = _int(raw, "head_dim", where, 1, MAX_DIM)
+    return Context(mode, window, concat, head_dim)
+
+
+def _hidden(raw: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        raise PxglError(f"{where}: 'hidden' must list 1 to {MAX_LAYERS} layer widths, got {_echo(raw)}")
+    for layer, width in enumerate(raw):
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_DIM:
+            raise PxglError(f"{where}: hidden layer {layer} width {_echo(width)} is outside 1..{MAX_DIM}")
+    return tuple(raw)
+
+
+def architecture_from_meta(meta: dict, where: str) -> Architecture:
+    """The architecture a validated-format meta of either version describes."""
+    version = meta["version"]
+    if version == 0:
+        _require(meta, {"vocab_size", "embed_dim", "hidden_dim", "context_window"}, where)
+        vocab = _int(meta, "vocab_size", where, 2, MAX_VOCAB)
+        embed = _int(meta, "embed_dim", where, 1, MAX_DIM)
+        hidden = _int(meta, "hidden_dim", where, 1, MAX_DIM)
+        window = _int(meta, "context_window", where, 1, MAX_CONTEXT_WINDOW)
+        return Architecture(vocab, embed, Context("mean", window), (hidden,))
+    _require(meta, {"vocab_size", "embed_dim", "context", "hidden", "residual"}, where)
+    vocab = _int(meta, "vocab_size", where, MIN_VOCAB, MAX_VOCAB)
+    embed = _int(meta, "embed_dim", where, 1, MAX_DIM)
+    context = _context(meta["context"], where)
+    hidden = _hidden(meta["hidden"], where)
+    if not isinstance(meta["residual"], bool):
+        raise PxglError(f"{where}: 'residual' must be true or false, got {_echo(meta['residual'])}")
+    return Architecture(vocab, embed, context, hidden, meta["residual"])
+
+
 def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     """Validate a parsed meta document and build the spec; every problem is one PxglError naming it."""
     if not isinstance(meta, dict):
         raise PxglError(f"{where}: expected a JSON object")
-    required = {
-        "format",
-        "version",
-        "vocab_size",
-        "embed_dim",
-        "hidden_dim",
-        "context_window",
-        "image",
-        "tensors",
-        "tokenizer",
-    }
-    missing = required - meta.keys()
-    if missing:
-        raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+    _require(meta, {"format", "version", "image", "tensors", "tokenizer"}, where)
     version = meta["version"]
-    if meta["format"] != FORMAT or isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
+    if meta["format"] != FORMAT or isinstance(version, bool) or not isinstance(version, int) or not version >= 0:
         raise PxglError(
-            f"{where}: format {meta['format']!r} version {meta['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
+            f"{where}: format {_echo(meta['format'])} version {_echo(version)}; pxgl reads {FORMAT!r} versions "
+            f"0 to {VERSION}"
         )
-    vocab = _int(meta, "vocab_size", where, 2, MAX_VOCAB)
-    embed = _int(meta, "embed_dim", where, 1, MAX_DIM)
-    hidden = _int(meta, "hidden_dim", where, 1, MAX_DIM)
-    window = _int(meta, "context_window", where, 1, MAX_CONTEXT_WINDOW)
+    if version > VERSION:
+        raise PxglError(f"{where}: pixellm meta version {version}; this pxgl reads 0 to {VERSION}: upgrade pxgl")
+    architecture = architecture_from_meta(meta, where)
     image = meta["image"]
     if not isinstance(image, dict):
         raise PxglError(f"{where}: 'image' must be an object with width and height")
     width = _int(image, "width", f"{where}: image", 1, MAX_IMAGE_SIDE)
     height = _int(image, "height", f"{where}: image", 1, MAX_IMAGE_SIDE)
+    if width * height > MAX_PIXELS:
+        raise PxglError(f"{where}: a {width}x{height} image is past the pixel-file limit of {MAX_PIXELS} pixels")
     tokenizer = meta["tokenizer"]
     if not isinstance(tokenizer, str) or not _is_plain_file_name(tokenizer):
-        raise PxglError(f"{where}: 'tokenizer' must be a plain file name beside the meta, got {tokenizer!r}")
+        raise PxglError(f"{where}: 'tokenizer' must be a plain file name beside the meta, got {_echo(tokenizer)}")
+    shapes = architecture.shapes()
+    names = {v0: v1 for v0, v1 in V0_NAMES.items()} if version == 0 else {name: name for name in shapes}
     raw_tensors = meta["tensors"]
-    if not isinstance(raw_tensors, dict) or set(raw_tensors) != set(TENSOR_ORDER):
-        got = sorted(raw_tensors) if isinstance(raw_tensors, dict) else raw_tensors
-        raise PxglError(f"{where}: 'tensors' must name exactly {', '.join(TENSOR_ORDER)}; got {got}")
+    if not isinstance(raw_tensors, dict) or set(raw_tensors) != set(names):
+        got = sorted(raw_tensors) if isinstance(raw_tensors, dict) else _echo(raw_tensors)
+        raise PxglError(f"{where}: 'tensors' must name exactly {', '.join(names)}; got {got}")
     capacity = width * height * 3
-    shapes = expected_shapes(vocab, embed, hidden)
-    tensors = {n: _tensor(n, raw_tensors[n], shapes[n], capacity, where) for n in TENSOR_ORDER}
-    spans = sorted((t.offset, t.offset + t.size, t.name) for t in tensors.values())
+    read = {raw: _tensor(raw, raw_tensors[raw], shapes[v1], capacity, where) for raw, v1 in names.items()}
+    spans = sorted((t.offset, t.offset + t.size, raw) for raw, t in read.items())
     for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
             raise PxglError(f"{where}: tensors '{a}' and '{b}' overlap (bytes {start}..{end})")
+    by_v1 = {v1: replace(read[raw], name=v1) for raw, v1 in names.items()}
+    tensors = {name: by_v1[name] for name in shapes}
     evaluation = meta.get("eval", {})
     if not isinstance(evaluation, dict):
         raise PxglError(f"{where}: 'eval' must be an object")
-    return ModelSpec(vocab, embed, hidden, window, width, height, tensors, tokenizer, evaluation)
+    return ModelSpec(version, architecture, width, height, tensors, tokenizer, evaluation)
 
 
 def read_meta(path: Path) -> ModelSpec:
@@ -218,14 +395,23 @@ def write_meta(path: Path, spec: ModelSpec) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def layout_tensors(
-    vocab: int, embed: int, hidden: int, quant: dict[str, tuple[float, int]]
-) -> tuple[dict[str, Tensor], int, int]:
-    """Pack the tensors back to back in TENSOR_ORDER; returns (tensors, image width, image height)."""
+# --- laying a model out -----------------------------------------------------------------------------
+
+
+def layout(
+    architecture: Architecture, quant: dict[str, tuple[float, int]], tokenizer: str, evaluation: dict[str, Any]
+) -> ModelSpec:
+    """A version-1 spec with the tensors back to back in the table's order, in the near-square image that
+    holds them; `quant` gives each tensor's (scale, zero_point). Refused past the pixel-file limit."""
     tensors, offset = {}, 0
-    for name, shape in expected_shapes(vocab, embed, hidden).items():
+    for name, shape in architecture.shapes().items():
         scale, zero_point = quant[name]
         tensors[name] = Tensor(name, offset, shape, scale, zero_point)
         offset += tensors[name].size
     width, height = image_size_for(offset)
-    return tensors, width, height
+    if width * height > MAX_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        raise PxglError(
+            f"{architecture.describe()}: {offset:,} weight bytes need a {width}x{height} image, past the "
+            f"pixel-file limit of {MAX_PIXELS:,} pixels"
+        )
+    return ModelSpec(VERSION, architecture, width, height, tensors, tokenizer, evaluation)

@@ -1,21 +1,46 @@
-// What the fused kernels share: the prepared weights (glsl/fused_prepare.comp), the prompt and prediction
-// buffers, staging a group's prompt tokens in shared memory, hidden units, and the online softmax.
+// What the fused kernels share: the prepared weights (fused_tables.comp, fused_dequant.comp), the prompt,
+// prediction and score buffers, staging a group's prompt tokens in shared memory, the first layer's table
+// sums, the attention head, and the online softmax.
 //
 // Prompts: a header [n, row_len, 0, 0] then n rows of row_len tokens, either
 //   PROMPTS_AS_PIXELS = 1: token-texture pixels, 3 bytes each (id % 256, id / 256, TOKEN_MARK), a row
-//                          ending at the first pixel whose blue is not TOKEN_MARK (docs/FORMATS.md §4), or
+//                          ending at the first pixel whose blue is not TOKEN_MARK (docs/FORMATS.md §4);
+//                          a row of no token is an empty context (scoring a text's first token), or
 //   PROMPTS_AS_PIXELS = 0: uint16 ids, two to a word, every row exactly row_len tokens.
 // Predictions: one word per prompt, the bytes of its prediction pixel (id % 256, id / 256, round(255 p),
 // WRITTEN_ALPHA), or REFUSED_WORD (alpha 0) when the prompt holds an id >= VOCAB.
 // The host knows a word was written because its alpha byte is one of those two, never the poison it left there.
+// SCORING = 1 also reads each prompt's target id (TARGETS) and writes log p(target) (LOGPROBS, docs §9).
+//
+// The prepared weights (docs/FORMATS.md §3, rearranged; every float in float32):
+//   FIRST[(s * VOCAB + v) * HIDDEN0 + j]  the first layer's share of token v at context slot s: embed[v] times
+//                                         the rows of layer0.weight slot s reads (mean: one slot, the sum
+//                                         is divided by the token count; concat: W slots; attention: CONCAT)
+//   HEAD                                  attention only: embed[v]·query|key|value (V x D each), pos[j]·
+//                                         query|key|value (W x D each), then the rows of layer0.weight the
+//                                         head's output reads (D x HIDDEN0)
+//   DENSE                                 layer l >= 1 weights, [in][out], at LAYER_DENSE[l]
+//   BIASES                                layer l biases at LAYER_BIAS[l], then out.bias padded at OUT_BIAS_AT
+//   OUT_W4                                out.weight, rows padded to VOCAB_PAD columns, as vec4s
 
-layout(std430, binding = BINDING_POOLED_HIDDEN) readonly restrict buffer PooledHidden { float P[]; };
+layout(std430, binding = BINDING_FIRST) readonly restrict buffer First { float FIRST[]; };
+layout(std430, binding = BINDING_HEAD) readonly restrict buffer Head { float HEAD[]; };
+layout(std430, binding = BINDING_DENSE) readonly restrict buffer Dense { float DENSE[]; };
+layout(std430, binding = BINDING_BIASES) readonly restrict buffer Biases { float BIASES[]; };
 layout(std430, binding = BINDING_OUT_WEIGHTS) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
-layout(std430, binding = BINDING_BIASES) readonly restrict buffer Biases { float BIAS[]; };
 layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uint PROMPTS[]; };
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
+#if SCORING
+layout(std430, binding = BINDING_TARGETS) readonly restrict buffer Targets { uint TARGETS[]; };
+layout(std430, binding = BINDING_LOGPROBS) writeonly restrict buffer Logprobs { float LOGPROBS[]; };
+#endif
 
 #define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
+
+const int LAYER_WIDTH[DEPTH] = int[DEPTH](LAYER_WIDTHS);
+const int LAYER_DENSE[DEPTH] = int[DEPTH](LAYER_DENSE_AT);
+const int LAYER_BIAS[DEPTH] = int[DEPTH](LAYER_BIAS_AT);
+const int LAYER_RESIDUAL[DEPTH] = int[DEPTH](LAYER_RESIDUALS);  // 1: the layer adds its input
 
 int prompt_count() { return int(PROMPTS[0]); }
 int prompt_row_len() { return int(PROMPTS[1]); }
@@ -43,9 +68,9 @@ uint raw_token(int p, int row_len, int i) {
 #endif
 
 // Tokens of GROUP_PROMPTS prompts staged STAGE_W at a time: each prompt's last min(length, CONTEXT_WINDOW)
-// tokens, ids clamped into the vocabulary. A prompt holding an id >= VOCAB anywhere in its row, inside the
-// window or before it, is refused as a whole. The kernel declares the shared arrays staged_count,
-// staged_first, staged_valid (GROUP_PROMPTS long) and staged_ids (GROUP_PROMPTS * STAGE_W).
+// tokens, oldest first, ids clamped into the vocabulary. A prompt holding an id >= VOCAB anywhere in its
+// row, inside the window or before it, is refused as a whole. The kernel declares the shared arrays
+// staged_count, staged_first, staged_valid (GROUP_PROMPTS long) and staged_ids (GROUP_PROMPTS * STAGE_W).
 
 // Find each prompt's window (prompts past n get none); `group_threads` threads from `t`.
 void stage_windows(int base, int n, int row_len, int t, int group_threads) {
@@ -69,22 +94,48 @@ void stage_chunk(int base, int row_len, int chunk, int t, int group_threads) {
     }
 }
 
-// Sum of P[token][j] over staged tokens [chunk, chunk + STAGE_W) of prompt m.
+// Sum over staged tokens [chunk, chunk + STAGE_W) of prompt m of FIRST[slot][token][j]: mean reads one slot,
+// concat and attention the slot SLOTS - count + position (positions before slot 0 are not concatenated).
 float staged_sum(int m, int chunk, int j) {
     float sum = 0.0;
-    int count = staged_count[m] - chunk;
+    int count = staged_count[m];
     for (int i = 0; i < STAGE_W; i++) {
-        if (i < count) sum += P[int(staged_ids[m * STAGE_W + i]) * HIDDEN_DIM + j];
+        int position = chunk + i;
+#if CONTEXT_MODE == MODE_MEAN
+        int slot = 0;
+#else
+        int slot = SLOTS - count + position;
+#endif
+        if (position < count && slot >= 0) sum += FIRST[(slot * VOCAB + int(staged_ids[m * STAGE_W + i])) * HIDDEN0 + j];
     }
     return sum;
 }
 
-float hidden_from_sum(int m, float sum, int j) {
-    return max(sum / float(max(staged_count[m], 1)) + BIAS[j], 0.0);
+// h_0[j] from the summed first-layer shares (and, for attention, the head's share added already).
+float first_activation(int m, float sum, int j) {
+#if CONTEXT_MODE == MODE_MEAN
+    sum /= float(max(staged_count[m], 1));
+#endif
+    return max(sum + BIASES[LAYER_BIAS[0] + j], 0.0);
 }
 
+#if CONTEXT_MODE == MODE_ATTENTION
+// The attention head of prompt m, whose whole window is staged (CONTEXT_WINDOW <= STAGE_W): token j places
+// back from the last, and its query, key and value rows (u_j = embed[t] + pos[j], so u_j · query =
+// EQ[t] + PQ[j]).
+int back_token(int m, int j) { return int(staged_ids[m * STAGE_W + staged_count[m] - 1 - j]); }
+float head_q_of(int m, int dd) { return HEAD[EQ_AT + back_token(m, 0) * HEAD_DIM + dd] + HEAD[PQ_AT + dd]; }
+float head_k(int m, int j, int dd) {
+    return HEAD[EK_AT + back_token(m, j) * HEAD_DIM + dd] + HEAD[PK_AT + j * HEAD_DIM + dd];
+}
+float head_v(int m, int j, int dd) {
+    return HEAD[EV_AT + back_token(m, j) * HEAD_DIM + dd] + HEAD[PV_AT + j * HEAD_DIM + dd];
+}
+#endif
+
 // Online softmax over logits seen one at a time: the running top logit, its (lowest) index and
-// sum = sum of exp(logit - top); vec4(top, sum, index bits, 0) when stored. Empty: (-inf, 0, VOCAB).
+// sum = sum of exp(logit - top); vec4(top, sum, index bits, the target's logit) when stored.
+// Empty: (-inf, 0, VOCAB, -inf).
 void consider(inout float top, inout float sum, inout int index, float logit, int k) {
     bool better = logit > top;  // strict: columns arrive in increasing k, so the lowest index keeps a tie
     float e = exp(min(logit, top) - max(logit, top));
@@ -93,7 +144,8 @@ void consider(inout float top, inout float sum, inout int index, float logit, in
     top = max(top, logit);
 }
 
-void merge(inout float top, inout float sum, inout int index, vec4 other) {
+void merge(inout float top, inout float sum, inout int index, inout float target, vec4 other) {
+    target = max(target, other.w);  // one state at most saw the target's column
     int other_index = floatBitsToInt(other.z);
     if (other.y == 0.0) return;
     if (sum == 0.0) {
@@ -106,9 +158,28 @@ void merge(inout float top, inout float sum, inout int index, vec4 other) {
     top = m;
 }
 
-vec4 packed_state(float top, float sum, int index) { return vec4(top, sum, intBitsToFloat(index), 0.0); }
+vec4 packed_state(float top, float sum, int index, float target) {
+    return vec4(top, sum, intBitsToFloat(index), target);
+}
 
 uint prediction_word(bool valid, int index, float sum) {
     uint confidence = uint(floor(255.0 / sum + 0.5));
     return valid ? uint(index) | (confidence << 16) | (uint(WRITTEN_ALPHA) << 24) : uint(REFUSED_WORD);
+}
+
+// The target's logit seen in column k (scoring only): -inf elsewhere.
+float target_logit(int prompt, int k, float logit) {
+#if SCORING
+    return k == int(TARGETS[prompt]) ? logit : NO_LOGIT;
+#else
+    return NO_LOGIT;
+#endif
+}
+
+// Write prompt p's prediction word and, when scoring, log p(target) = target - top - log(sum).
+void finish(int p, bool valid, int index, float top, float sum, float target) {
+    PREDICTIONS[p] = prediction_word(valid, index, sum);
+#if SCORING
+    LOGPROBS[p] = target - top - log(sum);
+#endif
 }

@@ -1,9 +1,11 @@
 // Fused forward pass for few prompts (one prompt: the latency path). Work group (slice, p) stages prompt
-// p's tokens, computes its hidden units, then the logits of vocabulary slice `slice`: its threads split
-// the slice's columns (a vec4 of weights each) and, when there are more threads than columns, the hidden
-// units too, adding their partial sums through shared memory; each column's logit is folded into an
-// online softmax and a tree in shared memory merges the threads. With SPLIT > 1 slices, each group leaves
-// its partial result in Scratch and the last group of the prompt to arrive (an atomic count) merges them.
+// p's tokens, computes its hidden layers in shared memory (the first from the prepared token tables and,
+// for an attention context, the head; the others as dense layers), then the logits of vocabulary slice
+// `slice`: its threads split the slice's columns (a vec4 of weights each) and, when there are more
+// threads than columns, the hidden units too, adding their partial sums through shared memory; each
+// column's logit is folded into an online softmax and a tree in shared memory merges the threads. With
+// SPLIT > 1 slices, each group leaves its partial result in Scratch and the last group of the prompt to
+// arrive (an atomic count) merges them.
 layout(local_size_x = LOCAL_SIZE) in;  // SMALL_THREADS, a power of two
 
 #include "fused_common.glsl"
@@ -14,7 +16,8 @@ const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per sli
 const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 
-// Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_DIM], partial_sums[SMALL_THREADS],
+// Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
+// first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
 // states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.
 
 void main() {
@@ -23,26 +26,69 @@ void main() {
     int p = int(gl_WorkGroupID.y);
     int row_len = prompt_row_len();
     stage_windows(p, p + 1, row_len, t, SMALL_THREADS);
-    for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] = 0.0;
+    for (int j = t; j < HIDDEN0; j += SMALL_THREADS) h[j] = 0.0;
     barrier();
     for (int chunk = 0; chunk < staged_count[0]; chunk += STAGE_W) {
         stage_chunk(p, row_len, chunk, t, SMALL_THREADS);
         barrier();
-        for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] += staged_sum(0, chunk, j);
+        for (int j = t; j < HIDDEN0; j += SMALL_THREADS) h[j] += staged_sum(0, chunk, j);
         barrier();
     }
-    for (int j = t; j < HIDDEN_DIM; j += SMALL_THREADS) h[j] = hidden_from_sum(0, h[j], j);
+#if CONTEXT_MODE == MODE_ATTENTION
+    int count = staged_count[0];  // the whole window is staged (CONTEXT_WINDOW <= STAGE_W)
+    for (int dd = t; dd < HEAD_DIM; dd += SMALL_THREADS) head_q[dd] = count > 0 ? head_q_of(0, dd) : 0.0;
     barrier();
+    for (int j = t; j < CONTEXT_WINDOW; j += SMALL_THREADS) {
+        float s = 0.0;
+        if (j < count) {
+            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[dd] * head_k(0, j, dd);
+        }
+        head_s[j] = j < count ? s / sqrt(float(HEAD_DIM)) : NO_LOGIT;
+    }
+    barrier();
+    for (int dd = t; dd < HEAD_DIM; dd += SMALL_THREADS) {
+        float top = NO_LOGIT, total = 0.0, weighted = 0.0;
+        for (int j = 0; j < count; j++) top = max(top, head_s[j]);
+        for (int j = 0; j < count; j++) {
+            float a = exp(head_s[j] - top);
+            total += a;
+            weighted += a * head_v(0, j, dd);
+        }
+        head_out[dd] = count > 0 ? weighted / total : 0.0;
+    }
+    barrier();
+    for (int j = t; j < HIDDEN0; j += SMALL_THREADS) {
+        float sum = 0.0;
+        for (int dd = 0; dd < HEAD_DIM; dd++) sum += head_out[dd] * HEAD[W0H_AT + dd * HIDDEN0 + j];
+        h[j] += sum;
+    }
+    barrier();
+#endif
+    for (int j = t; j < HIDDEN0; j += SMALL_THREADS) h[j] = first_activation(0, h[j], j);
+    barrier();
+#if DEPTH > 1
+    for (int l = 1; l < DEPTH; l++) {
+        int width_in = LAYER_WIDTH[l - 1], width = LAYER_WIDTH[l];
+        for (int o = t; o < width; o += SMALL_THREADS) {
+            float sum = BIASES[LAYER_BIAS[l] + o];
+            for (int i = 0; i < width_in; i++) sum += h[i] * DENSE[LAYER_DENSE[l] + i * width + o];
+            h_next[o] = max(sum, 0.0) + (LAYER_RESIDUAL[l] != 0 ? h[o] : 0.0);
+        }
+        barrier();
+        for (int o = t; o < width; o += SMALL_THREADS) h[o] = h_next[o];
+        barrier();
+    }
+#endif
 
     int lane = t % COLUMN_THREADS, part = t / COLUMN_THREADS;
-    float top = NO_LOGIT, sum = 0.0;
+    float top = NO_LOGIT, sum = 0.0, target = NO_LOGIT;
     int index = VOCAB;
     for (int round = 0; round < ROUNDS; round++) {
         int c4 = slice * SLICE4 + round * COLUMN_THREADS + lane;
         bool working = round * COLUMN_THREADS + lane < SLICE4 && part < HIDDEN_SPLIT;
         vec4 acc = vec4(0.0);
         if (working) {
-            for (int j = part; j < HIDDEN_DIM; j += HIDDEN_SPLIT) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
+            for (int j = part; j < LAST_HIDDEN; j += HIDDEN_SPLIT) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
         }
         partial_sums[t] = acc;
         barrier();
@@ -50,22 +96,26 @@ void main() {
             for (int s = 1; s < HIDDEN_SPLIT; s++) acc += partial_sums[s * COLUMN_THREADS + lane];
             for (int r = 0; r < 4; r++) {
                 int k = 4 * c4 + r;
-                if (k < VOCAB) consider(top, sum, index, acc[r] + BIAS[HIDDEN_DIM + k], k);
+                if (k < VOCAB) {
+                    float logit = acc[r] + BIASES[OUT_BIAS_AT + k];
+                    consider(top, sum, index, logit, k);
+                    target = max(target, target_logit(p, k, logit));
+                }
             }
         }
         barrier();
     }
-    if (t < COLUMN_THREADS) states[t] = packed_state(top, sum, index);
+    if (t < COLUMN_THREADS) states[t] = packed_state(top, sum, index, target);
     barrier();
     for (int stride = COLUMN_THREADS / 2; stride > 0; stride /= 2) {
         if (t < stride) {
-            merge(top, sum, index, states[t + stride]);
-            states[t] = packed_state(top, sum, index);
+            merge(top, sum, index, target, states[t + stride]);
+            states[t] = packed_state(top, sum, index, target);
         }
         barrier();
     }
 #if SPLIT == 1
-    if (t == 0) PREDICTIONS[p] = prediction_word(staged_valid[0], index, sum);
+    if (t == 0) finish(p, staged_valid[0], index, top, sum, target);
 #else
     if (t == 0) {
         partials[p * SPLIT + slice] = states[0];
@@ -74,9 +124,9 @@ void main() {
     }
     barrier();
     if (t == 0 && last_arrival[0]) {
-        top = NO_LOGIT; sum = 0.0; index = VOCAB;
-        for (int s = 0; s < SPLIT; s++) merge(top, sum, index, partials[p * SPLIT + s]);
-        PREDICTIONS[p] = prediction_word(staged_valid[0], index, sum);
+        top = NO_LOGIT; sum = 0.0; index = VOCAB; target = NO_LOGIT;
+        for (int s = 0; s < SPLIT; s++) merge(top, sum, index, target, partials[p * SPLIT + s]);
+        finish(p, staged_valid[0], index, top, sum, target);
         arrivals[p] = 0u;
     }
 #endif

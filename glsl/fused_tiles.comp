@@ -1,6 +1,7 @@
 // Fused forward pass for batches: one work group per TILE_M prompts. It stages the tile's tokens in
-// shared memory, writes the tile's hidden units there (transposed, so TM consecutive prompts are one vec4
-// load), then sweeps the vocabulary TILE_N columns at a time: each thread keeps a TM x TN register tile
+// shared memory, computes the tile's hidden layers there (transposed, so TM consecutive prompts are one
+// vec4 load: the first layer from the prepared token tables and, for an attention context, the head; the
+// others as dense layers through a second pool), then sweeps the vocabulary TILE_N columns at a time: each thread keeps a TM x TN register tile
 // of logits (TM prompts x TN consecutive columns), adds the bias and folds each logit into its prompts'
 // online softmax, so logits never leave registers. The output weights reach the threads through shared
 // memory, STAGE_K hidden rows at a time, double-buffered: the next rows are fetched into registers while
@@ -14,16 +15,20 @@ const int TM4 = TM / 4, TN4 = TN / 4;
 const int STAGE_COLUMNS4 = TILE_N / 4;
 const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
 const int ROW4 = VOCAB_PAD / 4;  // vec4s in a row of output weights
-const int NO_ROW = STAGE_K + HIDDEN_DIM;  // a thread's fetch past the stage: fails both the load and the store
-// Shared arrays (declared by engine/executors/fused.py): pool[POOL_VEC4], the hidden units [HIDDEN_DIM][TILE_M],
-// later the threads' softmax states; stage[2 * STAGE_VEC4] (STAGE_VEC4 = STAGE_K * TILE_N / 4), two buffers of output weights (STAGE_K rows x
+const int NO_ROW = STAGE_K + LAST_HIDDEN;  // a thread's fetch past the stage: fails both the load and the store
+// Shared arrays (declared by engine/executors/fused.py): pool[POOL_VEC4], the hidden units [width][TILE_M],
+// later the threads' softmax states; pool_next[NEXT_VEC4], a layer's output before it replaces pool (depth > 1);
+// head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention, TILE_M prompts each);
+// stage[2 * STAGE_VEC4] (STAGE_VEC4 = STAGE_K * TILE_N / 4), two buffers of output weights (STAGE_K rows x
 // TILE_N columns each); and the staging arrays of fused_common.glsl.
+
+float pooled(int j, int m) { return pool[(j * TILE_M + m) / 4][m % 4]; }
 
 // One hidden row of the register tile: TM hidden values (a vec4 of prompts at a time) times TN weights.
 // Addresses are a base register plus constants, so the step costs loads and FMAs only (NVIDIA's compiler
 // keeps these loops as loops, recomputing every index, unless they are written out like this).
 #define STEP(kk)                                                                              \
-    if (HIDDEN_DIM % STAGE_K == 0 || k0 + (kk) < HIDDEN_DIM) {                                \
+    if (LAST_HIDDEN % STAGE_K == 0 || k0 + (kk) < LAST_HIDDEN) {                              \
         vec4 a[TM4], b[TN4];                                                                  \
         for (int q = 0; q < TM4; q++) a[q] = pool[a_at + (kk) * (TILE_M / 4) + q];            \
         for (int q = 0; q < TN4; q++) b[q] = stage[b_at + (kk) * STAGE_COLUMNS4 + q];         \
@@ -36,28 +41,77 @@ void main() {
     int n = prompt_count(), row_len = prompt_row_len();
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
     stage_windows(base, n, row_len, t, TILE_THREADS);
-    for (int e = t; e < TILE_M * HIDDEN_DIM / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
+    for (int e = t; e < TILE_M * HIDDEN0 / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
     barrier();
     for (int chunk = 0; chunk < CONTEXT_WINDOW; chunk += STAGE_W) {
         stage_chunk(base, row_len, chunk, t, TILE_THREADS);
         barrier();
-        for (int e = t; e < TILE_M * HIDDEN_DIM; e += TILE_THREADS) {
-            int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;  // consecutive threads read consecutive floats of P
+        for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
+            int m = e / HIDDEN0, j = e % HIDDEN0;  // consecutive threads read consecutive floats of FIRST
             pool[(j * TILE_M + m) / 4][m % 4] += staged_sum(m, chunk, j);
         }
         barrier();
     }
-    for (int e = t; e < TILE_M * HIDDEN_DIM; e += TILE_THREADS) {
-        int m = e / HIDDEN_DIM, j = e % HIDDEN_DIM;
-        int at = (j * TILE_M + m) / 4;
-        pool[at][m % 4] = hidden_from_sum(m, pool[at][m % 4], j);
+#if CONTEXT_MODE == MODE_ATTENTION
+    for (int e = t; e < TILE_M * HEAD_DIM; e += TILE_THREADS) {  // the whole window is staged
+        int m = e / HEAD_DIM, dd = e % HEAD_DIM;
+        head_q[e] = staged_count[m] > 0 ? head_q_of(m, dd) : 0.0;
     }
     barrier();
+    for (int e = t; e < TILE_M * CONTEXT_WINDOW; e += TILE_THREADS) {
+        int m = e / CONTEXT_WINDOW, j = e % CONTEXT_WINDOW;
+        float s = 0.0;
+        if (j < staged_count[m]) {
+            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[m * HEAD_DIM + dd] * head_k(m, j, dd);
+        }
+        head_s[e] = j < staged_count[m] ? s / sqrt(float(HEAD_DIM)) : NO_LOGIT;
+    }
+    barrier();
+    for (int e = t; e < TILE_M * HEAD_DIM; e += TILE_THREADS) {
+        int m = e / HEAD_DIM, dd = e % HEAD_DIM, count = staged_count[m];
+        float top = NO_LOGIT, total = 0.0, weighted = 0.0;
+        for (int j = 0; j < count; j++) top = max(top, head_s[m * CONTEXT_WINDOW + j]);
+        for (int j = 0; j < count; j++) {
+            float a = exp(head_s[m * CONTEXT_WINDOW + j] - top);
+            total += a;
+            weighted += a * head_v(m, j, dd);
+        }
+        head_out[e] = count > 0 ? weighted / total : 0.0;
+    }
+    barrier();
+    for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
+        int m = e / HIDDEN0, j = e % HIDDEN0;
+        float sum = 0.0;
+        for (int dd = 0; dd < HEAD_DIM; dd++) sum += head_out[m * HEAD_DIM + dd] * HEAD[W0H_AT + dd * HIDDEN0 + j];
+        pool[(j * TILE_M + m) / 4][m % 4] += sum;
+    }
+    barrier();
+#endif
+    for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
+        int m = e / HIDDEN0, j = e % HIDDEN0;
+        int at = (j * TILE_M + m) / 4;
+        pool[at][m % 4] = first_activation(m, pool[at][m % 4], j);
+    }
+    barrier();
+#if DEPTH > 1
+    for (int l = 1; l < DEPTH; l++) {
+        int width_in = LAYER_WIDTH[l - 1], width = LAYER_WIDTH[l];
+        for (int e = t; e < TILE_M * width; e += TILE_THREADS) {
+            int o = e / TILE_M, m = e % TILE_M;  // consecutive threads: one weight, several prompts
+            float sum = BIASES[LAYER_BIAS[l] + o];
+            for (int i = 0; i < width_in; i++) sum += pooled(i, m) * DENSE[LAYER_DENSE[l] + i * width + o];
+            pool_next[(o * TILE_M + m) / 4][m % 4] = max(sum, 0.0) + (LAYER_RESIDUAL[l] != 0 ? pooled(o, m) : 0.0);
+        }
+        barrier();
+        for (int e = t; e < TILE_M * width / 4; e += TILE_THREADS) pool[e] = pool_next[e];
+        barrier();
+    }
+#endif
 
     int tn = t % ROW_THREADS, tm = t / ROW_THREADS;
-    float top[TM], sum[TM];
+    float top[TM], sum[TM], target[TM];
     int index[TM];
-    for (int i = 0; i < TM; i++) { top[i] = NO_LOGIT; sum[i] = 0.0; index[i] = VOCAB; }
+    for (int i = 0; i < TM; i++) { top[i] = NO_LOGIT; sum[i] = 0.0; index[i] = VOCAB; target[i] = NO_LOGIT; }
     int fetch_row[FETCHES], fetch_column4[FETCHES];  // this thread's vec4s of each stage
     for (int f = 0; f < FETCHES; f++) {
         int e = t + f * TILE_THREADS;
@@ -72,16 +126,16 @@ void main() {
         vec4 fetched[FETCHES];
         for (int f = 0; f < FETCHES; f++) {
             int row = fetch_row[f];
-            fetched[f] = row < HIDDEN_DIM ? OUT_W4[row * ROW4 + c / 4 + fetch_column4[f]] : vec4(0.0);
+            fetched[f] = row < LAST_HIDDEN ? OUT_W4[row * ROW4 + c / 4 + fetch_column4[f]] : vec4(0.0);
         }
-        for (int k0 = 0; k0 < HIDDEN_DIM; k0 += STAGE_K) {
+        for (int k0 = 0; k0 < LAST_HIDDEN; k0 += STAGE_K) {
             for (int f = 0; f < FETCHES; f++) {
                 if (fetch_row[f] < STAGE_K) stage[current * STAGE_VEC4 + t + f * TILE_THREADS] = fetched[f];
             }
             barrier();  // one barrier a step: the other buffer was last read before it
             for (int f = 0; f < FETCHES; f++) {
                 int row = k0 + STAGE_K + fetch_row[f];
-                bool inside = fetch_row[f] < STAGE_K && row < HIDDEN_DIM;
+                bool inside = fetch_row[f] < STAGE_K && row < LAST_HIDDEN;
                 fetched[f] = inside ? OUT_W4[row * ROW4 + c / 4 + fetch_column4[f]] : vec4(0.0);
             }
             int a_at = k0 * (TILE_M / 4) + tm * TM4;
@@ -99,19 +153,27 @@ void main() {
             for (int r = 0; r < 4; r++) {
                 int k = c + tn * TN + 4 * q + r;
                 if (k < VOCAB) {
-                    float bias = BIAS[HIDDEN_DIM + k];
-                    for (int i = 0; i < TM; i++) consider(top[i], sum[i], index[i], acc[i][q][r] + bias, k);
+                    float bias = BIASES[OUT_BIAS_AT + k];
+                    for (int i = 0; i < TM; i++) {
+                        float logit = acc[i][q][r] + bias;
+                        consider(top[i], sum[i], index[i], logit, k);
+#if SCORING
+                        target[i] = max(target[i], target_logit(min(base + tm * TM + i, n - 1), k, logit));
+#endif
+                    }
                 }
             }
         }
     }
     barrier();
-    for (int i = 0; i < TM; i++) pool[(tm * TM + i) * ROW_THREADS + tn] = packed_state(top[i], sum[i], index[i]);
+    for (int i = 0; i < TM; i++) {
+        pool[(tm * TM + i) * ROW_THREADS + tn] = packed_state(top[i], sum[i], index[i], target[i]);
+    }
     barrier();
     for (int m = t; m < TILE_M && base + m < n; m += TILE_THREADS) {
-        float best = NO_LOGIT, total = 0.0;
+        float best = NO_LOGIT, total = 0.0, aimed = NO_LOGIT;
         int id = VOCAB;
-        for (int r = 0; r < ROW_THREADS; r++) merge(best, total, id, pool[m * ROW_THREADS + r]);
-        PREDICTIONS[base + m] = prediction_word(staged_valid[m], id, total);
+        for (int r = 0; r < ROW_THREADS; r++) merge(best, total, id, aimed, pool[m * ROW_THREADS + r]);
+        finish(base + m, staged_valid[m], id, best, total, aimed);
     }
 }

@@ -1,5 +1,5 @@
-// Pass 3: logit k of a prompt = sum_h T_hidden[prompt][h] * out[h][k] + b_out[k], stored in the
-// prompt's LOGITS_SIDE x LOGITS_SIDE cell of T_logits.
+// Logits: logit k of a prompt = sum_h T_hidden[prompt][h] * out.weight[h][k] + out.bias[k] over the last
+// hidden layer, stored in the prompt's LOGITS_SIDE x LOGITS_SIDE cell of T_logits.
 layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
@@ -13,8 +13,8 @@ void main() {
     if (k >= VOCAB) return;
 
     float sum = 0.0;
-    for (int h = 0; h < HIDDEN_DIM; h++) {
-        sum += imageLoad(hidden_in, ivec2(h, prompt)).r * W_OUT(h, k);
+    for (int h = 0; h < LAST_HIDDEN; h++) {
+        sum += imageLoad(hidden_in, ivec2(h, prompt)).r * WEIGHT(OUT_WEIGHT, h * VOCAB + k);
     }
-    imageStore(logits_out, logits_pixel(prompt, k), vec4(sum + W_B_OUT(k)));
+    imageStore(logits_out, logits_pixel(prompt, k), vec4(sum + WEIGHT(OUT_BIAS, k)));
 }

@@ -23,9 +23,21 @@ uvec3 program_pixel(int i) {
     int width = textureSize(program, 0).x;
     return texelFetch(program, ivec2(i % width, i / width), 0).rgb;
 }
-int operand(int i) {
+// A header field (version, scratch size) is one pixel in every version.
+int pixel_value(int i) {
     uvec3 px = program_pixel(i);
     return int(px.r | (px.g << 8u) | (px.b << 16u));
+}
+
+// An operand is OPERAND_PIXELS pixels (1 in version 0, 2 in version 1), little-endian; the validator keeps
+// every operand a program may hold below 2^31.
+int operand(int i) {
+    int value = pixel_value(i);
+#if OPERAND_PIXELS == 2
+    uvec3 high = program_pixel(i + 1);
+    value |= int(high.r) << 24;
+#endif
+    return value;
 }
 
 // --- memory spaces --------------------------------------------------------------------------------
@@ -35,7 +47,8 @@ ivec2 scratch_pixel(int a) {
 float load(int a) { return imageLoad(scratch, scratch_pixel(a)).r; }
 void store(int a, float v) { imageStore(scratch, scratch_pixel(a), vec4(v)); }
 
-// Tensors by their index in the meta's tensor order (the TENSOR_* lists are injected from the meta).
+// Tensors by their index in the program version's tensor table (the TENSOR_* lists are injected from the
+// meta; a tensor the model lacks has scale 0, and the validator lets no program name it).
 const int TENSOR_OFFSET[TENSOR_COUNT] = int[TENSOR_COUNT](TENSOR_OFFSETS);
 const float TENSOR_SCALE[TENSOR_COUNT] = float[TENSOR_COUNT](TENSOR_SCALES);
 const float TENSOR_ZERO[TENSOR_COUNT] = float[TENSOR_COUNT](TENSOR_ZEROS);
@@ -57,6 +70,57 @@ void load_token(int back, int tensor, int len, int dst) {
     int position = token_count - 1 - back;
     for (int i = t; i < len; i += LOCAL_SIZE) {
         store(dst + i, position >= 0 ? weight(tensor, token_at(position) * len + i) : 0.0);
+    }
+}
+
+void concat_tokens(int tensor, int len, int count, int dst) {
+    for (int i = t; i < count * len; i += LOCAL_SIZE) {
+        int back = count - 1 - i / len;  // slot i / len, oldest first
+        store(dst + i, back < token_count ? weight(tensor, token_at(token_count - 1 - back) * len + i % len) : 0.0);
+    }
+}
+
+// u_j[e] = embed[t_j][e] + pos[j][e], j counting back from the last token.
+float attend_u(int embed, int pos, int len, int j, int e) {
+    return weight(embed, token_at(token_count - 1 - j) * len + e) + weight(pos, j * len + e);
+}
+
+// One attention head (docs/FORMATS.md §7.4): tmp[0..head) = q, tmp[head + j] = the scores (0 past the
+// prompt's tokens), dst[0..head) = sum_j softmax(scores)_j v_j. Barriers split the three steps.
+void attend(int embed, int pos, int query, int key, int value, int len, int head, int tmp, int dst) {
+    for (int dd = t; dd < head; dd += LOCAL_SIZE) {
+        float q = 0.0;
+        for (int e = 0; e < len; e++) q += attend_u(embed, pos, len, 0, e) * weight(query, e * head + dd);
+        store(tmp + dd, q);
+    }
+    groupMemoryBarrier();
+    barrier();
+    for (int j = t; j < CONTEXT_WINDOW; j += LOCAL_SIZE) {
+        float score = 0.0;
+        if (j < token_count) {
+            for (int dd = 0; dd < head; dd++) {
+                float k = 0.0;
+                for (int e = 0; e < len; e++) k += attend_u(embed, pos, len, j, e) * weight(key, e * head + dd);
+                score += load(tmp + dd) * k;
+            }
+            score /= sqrt(float(head));
+        }
+        store(tmp + head + j, score);
+    }
+    groupMemoryBarrier();
+    barrier();
+    for (int dd = t; dd < head; dd += LOCAL_SIZE) {
+        float top = load(tmp + head);
+        for (int j = 1; j < token_count; j++) top = max(top, load(tmp + head + j));
+        float total = 0.0, weighted = 0.0;
+        for (int j = 0; j < token_count; j++) {
+            float a = exp(load(tmp + head + j) - top);
+            float v = 0.0;
+            for (int e = 0; e < len; e++) v += attend_u(embed, pos, len, j, e) * weight(value, e * head + dd);
+            total += a;
+            weighted += a * v;
+        }
+        store(dst + dd, token_count > 0 ? weighted / total : 0.0);
     }
 }
 
@@ -109,7 +173,7 @@ void main() {
     t = int(gl_LocalInvocationID.x);
     prompt = int(gl_WorkGroupID.x);
     scratch_shift = findMSB(imageSize(scratch).x);
-    scratch_rows = ((operand(HEADER_PIXELS - 1) - 1) >> scratch_shift) + 1;  // from the scratch size
+    scratch_rows = ((pixel_value(HEADER_PIXELS - 1) - 1) >> scratch_shift) + 1;  // from the scratch size
     token_count = 0;
     while (token_count < CONTEXT_WINDOW && texelFetch(tokens, ivec2(token_count, prompt), 0).b == uint(TOKEN_MARK)) token_count++;
 
@@ -120,8 +184,8 @@ void main() {
         uvec3 head = program_pixel(pc);
         int count = int(head.g);
         int a[MAX_OPERANDS];
-        for (int i = 0; i < MAX_OPERANDS; i++) a[i] = i < count ? operand(pc + 1 + i) : 0;
-        pc += 1 + count;
+        for (int i = 0; i < MAX_OPERANDS; i++) a[i] = i < count ? operand(pc + 1 + i * OPERAND_PIXELS) : 0;
+        pc += 1 + count * OPERAND_PIXELS;
         int op = int(head.r);
         if (op == OP_LOAD_WEIGHT_SLICE) load_weight_slice(a[0], a[1], a[2], a[3]);
         else if (op == OP_LOAD_TOKEN) load_token(a[0], a[1], a[2], a[3]);
@@ -131,6 +195,8 @@ void main() {
         else if (op == OP_ARGMAX) argmax(a[0], a[1], a[2]);
         else if (op == OP_STORE_PIXEL) store_pixel(a[0], a[1]);
         else if (op == OP_POOL_TOKENS) pool_tokens(a[0], a[1], a[2]);
+        else if (op == OP_CONCAT_TOKENS) concat_tokens(a[0], a[1], a[2], a[3]);
+        else if (op == OP_ATTEND) attend(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
         else break;  // HALT (the validator lets no other opcode through)
         groupMemoryBarrier();
         barrier();

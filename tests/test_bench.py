@@ -65,7 +65,7 @@ def checked(small_model, rng):
     params = params_of(small_model)
     prompts = rng.integers(0, small_model.spec.vocab_size, (500, 6)).astype(np.uint16)
     reference = Reference(params, small_model.spec.context_window, prompts)
-    pixels = numpy_system(params, small_model.spec.context_window).predict_batch(prompts)
+    pixels = numpy_system(params).predict_batch(prompts)
     reference.check(pixels, slice(0, 500), FP32)
     return reference, pixels, prompts
 
@@ -103,7 +103,7 @@ def test_check_accepts_either_side_of_an_exact_tie(tmp_path, rng):
     base = random_model(tmp_path, rng, vocab=200, embed=16, hidden=12, window=4)
     spec = base.spec
     stream = base.weights.reshape(-1).copy()
-    for name in ("out", "b_out"):
+    for name in ("out.weight", "out.bias"):
         t = spec.tensors[name]
         tensor = stream[t.offset : t.offset + t.size].reshape(t.shape)
         tensor[..., 100:] = tensor[..., :100]

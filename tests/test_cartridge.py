@@ -112,7 +112,7 @@ def test_pxvm_runs_the_cartridges_own_program(tmp_path, gpu, rng, seed):
     meta, weights = zip_model(custom)
     p = oracle.dequantize(meta, weights)
     pooled = np.stack([p["embed"][r[-window:]].mean(axis=0) for r in rows])
-    linear = ((pooled @ p["hidden"] + p["b_hidden"]) @ p["out"] + p["b_out"]).astype(np.float32)
+    linear = ((pooled @ p["layer0.weight"] + p["layer0.bias"]) @ p["out.weight"] + p["out.bias"]).astype(np.float32)
     relu = oracle_logits(custom, rows)
     assert (linear.argmax(axis=1) != relu.argmax(axis=1)).any(), f"ReLU changes no prediction (seed {seed})"
     loaded = load_model(custom)
@@ -338,7 +338,7 @@ def test_an_edited_engine_shader_breaks_no_cartridge(tmp_path, seed):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"version": 2}, "cartridge format version 2; this pxgl reads cartridge 0 to 1, weights 0, pxvm 0"),
+        ({"version": 2}, "cartridge format version 2; this pxgl reads cartridge 0 to 1, weights 0 to 1, pxvm 0 to 1"),
         ({"formats": {"weights": 7, "pxvm": 0}}, "needs weights 7; this pxgl reads"),
         ({"formats": {"weights": 0, "pxvm": 3}}, "needs pxvm 3; this pxgl reads"),
         ({"formats": {"weights": 0}}, "'formats' must give weights, pxvm"),

@@ -242,7 +242,7 @@ HOSTILE = {
     "malformed_manifest": (malformed_manifest, "manifest.json: "),
     "meta_repeats_a_key": (meta_repeats_a_key, r"weights\.meta\.json: key '\w+' appears twice in one object"),
     "program_rejected": (program_rejected, r":program\.pxi: "),
-    "newer_format": (newer_format, "this pxgl reads cartridge 0 to 1, weights 0, pxvm 0"),
+    "newer_format": (newer_format, "this pxgl reads cartridge 0 to 1, weights 0 to 1, pxvm 0 to 1"),
     "not_a_zip": (not_a_zip, "not a zip archive"),
     "too_many_members": (too_many_members, f"members, past the limit of {MAX_MEMBERS}"),
     "encrypted": (encrypted, "is encrypted"),

@@ -102,7 +102,7 @@ def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
     spec = base.spec
     stream = base.weights.reshape(-1).copy()
     half = spec.vocab_size // 2
-    for name in ("out", "b_out"):
+    for name in ("out.weight", "out.bias"):
         t = spec.tensors[name]
         tensor = stream[t.offset : t.offset + t.size].reshape(t.shape)
         tensor[..., half:] = tensor[..., :half]
@@ -136,7 +136,7 @@ def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, s
     rows = random_rows(rng, 9, model.spec.vocab_size, max_len=40)
     trace = engine.trace(encode_tokens(rows, model.spec.vocab_size))
     window = model.spec.context_window
-    assert trace.embed is None and trace.hidden is None and trace.logits is None
+    assert trace.context is None and trace.hidden is None and trace.logits is None
     for r, row in enumerate(rows):
         tail = row[-window:]
         ids = trace.tokens[r, : len(tail), 0].astype(int) + 256 * trace.tokens[r, : len(tail), 1].astype(int)

@@ -32,7 +32,7 @@ def assert_close(gpu_values, reference, scale, what, seed):
     assert err.max() <= 1e-5, f"{what}: worst relative error {err.max():.2e} (seed {seed})"
 
 
-def test_embed_pool_alone(engine, model, gpu, rng, seed):
+def test_context_pass_alone(engine, model, gpu, rng, seed):
     rows = random_rows(rng, 64, model.spec.vocab_size)
     act = engine.executor.activations(len(rows))
     pixels = encode_tokens(rows, model.spec.vocab_size)
@@ -41,37 +41,37 @@ def test_embed_pool_alone(engine, model, gpu, rng, seed):
     for r, row in enumerate(rows):
         tails[r, : min(len(row), window)] = pixels[r, max(0, len(row) - window) : len(row)]
     gpu.write(act.tokens, tails)
-    passes.embed_pool(gpu, engine.executor.programs, engine.weights, act.tokens, act.embed, len(rows))
+    passes.context(gpu, model.spec, engine.executor.programs, engine.weights, act, len(rows))
     gpu.barrier()
-    got = gpu.read_float(act.embed)[: len(rows)]
+    got = gpu.read_float(act.context)[: len(rows)]
     embed = params_of(model)["embed"]
     want = np.stack([embed[r[-window:]].mean(axis=0) for r in rows])
-    assert_close(got, want, np.abs(embed).max(), "T_embed", seed)
+    assert_close(got, want, np.abs(embed).max(), "T_context", seed)
 
 
-def test_hidden_relu_alone(engine, model, gpu, rng, seed):
-    n = 64
+def test_dense_pass_alone(engine, model, gpu, rng, seed):
+    n = 50
     act = engine.executor.activations(n)
     x = rng.normal(0, 1, (n, model.spec.embed_dim)).astype(np.float32)
-    gpu.write(act.embed, x)
-    passes.hidden_relu(gpu, engine.executor.programs, engine.weights, act.embed, act.hidden, n)
+    gpu.write(act.context, x)
+    passes.dense(gpu, engine.executor.programs, 0, engine.weights, act.context, act.hidden[0], n)
     gpu.barrier()
     p = params_of(model)
-    want = np.maximum(x @ p["hidden"] + p["b_hidden"], 0)
-    scale = np.abs(x) @ np.abs(p["hidden"]) + np.abs(p["b_hidden"])
-    assert_close(gpu.read_float(act.hidden)[:n], want, scale, "T_hidden", seed)
+    want = np.maximum(x @ p["layer0.weight"] + p["layer0.bias"], 0)
+    scale = np.abs(x) @ np.abs(p["layer0.weight"]) + np.abs(p["layer0.bias"])
+    assert_close(gpu.read_float(act.hidden[0])[:n], want, scale, "T_hidden[0]", seed)
 
 
-def test_logits_alone(engine, model, gpu, rng, seed):
-    n = 64
+def test_logits_pass_alone(engine, model, gpu, rng, seed):
+    n = 33
     act = engine.executor.activations(n)
-    h = np.maximum(rng.normal(0, 1, (n, model.spec.hidden_dim)), 0).astype(np.float32)
-    gpu.write(act.hidden, h)
-    passes.logits(gpu, engine.executor.programs, engine.weights, act.hidden, act.logits, n)
+    h = np.maximum(rng.normal(0, 1, (n, model.spec.hidden[-1])), 0).astype(np.float32)
+    gpu.write(act.hidden[-1], h)
+    passes.logits(gpu, engine.executor.programs, engine.weights, act.hidden[-1], act.logits, n)
     gpu.barrier()
     p = params_of(model)
-    want = h @ p["out"] + p["b_out"]
-    scale = np.abs(h) @ np.abs(p["out"]) + np.abs(p["b_out"])
+    want = h @ p["out.weight"] + p["out.bias"]
+    scale = np.abs(h) @ np.abs(p["out.weight"]) + np.abs(p["out.bias"])
     side, grid = model.spec.logits_side, int(engine.executor.programs.constants["LOGITS_GRID"])
     got = logits_cells(gpu.read_float(act.logits), n, side, grid).reshape(n, -1)[:, : model.spec.vocab_size]
     assert_close(got, want, scale, "T_logits", seed)
@@ -118,7 +118,7 @@ def test_trace_reads_back_every_intermediate(engine, model, rng, seed):
     p = params_of(model)
     window = model.spec.context_window
     pooled = np.stack([p["embed"][r[-window:]].mean(axis=0) for r in rows])
-    assert_close(trace.embed, pooled, np.abs(p["embed"]).max(), "trace embed", seed)
+    assert_close(trace.context, pooled, np.abs(p["embed"]).max(), "trace context", seed)
     lg = oracle.logits(p, rows, window)
     flat = trace.logits.reshape(len(rows), -1)[:, : model.spec.vocab_size]
     assert_close(flat, lg, np.abs(lg).max() + 1, "trace logits", seed)

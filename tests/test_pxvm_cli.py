@@ -105,7 +105,7 @@ def test_infer_pxvm_runs_a_cartridges_own_program(model, tmp_path, rng):
     run = pxgl("infer", "-m", "bias.pxa", "-x", "pxvm", "-i", "in.pxi", "-o", "out.pxi", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     meta = json.loads(meta_path_for(Path(model.source)).read_text())
-    b_out = oracle.dequantize(meta, model.weights)["b_out"]
+    b_out = oracle.dequantize(meta, model.weights)["out.bias"]
     ids, _ = decode_predictions(read_rgb(tmp_path / "out.pxi"))
     assert (ids == int(np.argmax(b_out))).all(), "the cartridge's program did not run"
 

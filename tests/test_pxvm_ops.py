@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from pxgl.executors.protocol import ExecutorInputs
 from pxgl.executors.pxvm import PxvmExecutor
+from pxgl.loading import load_model
 from pxgl.pxi import encode_tokens, token_ids, token_lengths, token_tails
 from pxgl.pxvm.asm import assemble
-from pxgl.pxvm.opcodes import OPS
+from pxgl.pxvm.opcodes import OPS, TENSOR_SPELLING, TENSOR_TABLES
 from pxgl.pxvm.validator import validate_program
-from pxgl.spec import TENSOR_ORDER
 
 from tests.models import random_model, random_rows
 from tests.reference import pxvm as pxvm_reference
+from tests.reference.models import write_random_member
 
 SCRATCH = 4000
 PROMPTS = 24
@@ -30,10 +31,13 @@ CASES = 3
 class Builder:
     """Assembly text for one random program; scratch regions handed out in order with random gaps."""
 
-    def __init__(self, rng: np.random.Generator, spec) -> None:
-        self.rng, self.spec = rng, spec
-        self.lines = [f".scratch {SCRATCH}"]
+    def __init__(self, rng: np.random.Generator, spec, version: int) -> None:
+        self.rng, self.spec, self.version = rng, spec, version
+        self.lines = [f".version {version}", f".scratch {SCRATCH}"]
         self.free = 0
+        tables = zip(TENSOR_SPELLING[version], TENSOR_TABLES[version], strict=True)
+        self.sizes = {spelled: spec.tensors[name].size for spelled, name in tables if name in spec.tensors}
+        """Each tensor this model has, as the program version spells it, and its element count."""
 
     def alloc(self, length: int) -> int:
         start = self.free + int(self.rng.integers(0, 9))
@@ -45,13 +49,12 @@ class Builder:
         self.lines.append(line)
 
     def tensor(self, at_least: int) -> str:
-        names = [n for n in TENSOR_ORDER if self.spec.tensors[n].size >= at_least]
-        return str(self.rng.choice(names))
+        return str(self.rng.choice([n for n, size in self.sizes.items() if size >= at_least]))
 
     def load(self, length: int) -> int:
         """LOAD_WEIGHT_SLICE of random weights into a fresh region; returns its address."""
         name = self.tensor(length)
-        offset = int(self.rng.integers(0, self.spec.tensors[name].size - length + 1))
+        offset = int(self.rng.integers(0, self.sizes[name] - length + 1))
         dst = self.alloc(length)
         self.emit(f"LOAD_WEIGHT_SLICE {name}, {offset}, {length}, s{dst}")
         return dst
@@ -59,7 +62,7 @@ class Builder:
     def token_rows(self) -> tuple[str, int]:
         """A tensor and row length whose rows cover every token id."""
         name = self.tensor(self.spec.vocab_size)
-        longest = self.spec.tensors[name].size // self.spec.vocab_size
+        longest = self.sizes[name] // self.spec.vocab_size
         return name, int(self.rng.integers(1, min(longest, 96) + 1))
 
     def length(self, most: int) -> int:
@@ -96,8 +99,8 @@ def pool_tokens(b: Builder) -> str:
 def dot_product(b: Builder) -> str:
     in_len = b.length(32)
     name = b.tensor(in_len)
-    out_len = b.length(min(b.spec.tensors[name].size // in_len, 300))  # past THREADS: several outputs each
-    offset = int(b.rng.integers(0, b.spec.tensors[name].size - in_len * out_len + 1))
+    out_len = b.length(min(b.sizes[name] // in_len, 300))  # past THREADS: several outputs each
+    offset = int(b.rng.integers(0, b.sizes[name] - in_len * out_len + 1))
     src, dst = b.load(in_len), b.alloc(out_len)
     b.emit(f"DOT_PRODUCT s{src}, {in_len}, {name}, {offset}, {out_len}, s{dst}")
     return b.finish(dst, out_len)
@@ -131,6 +134,24 @@ def store_pixel(b: Builder) -> str:
     return "\n".join(b.lines) + "\n"
 
 
+def concat_tokens(b: Builder) -> str:
+    """Version 1: the last `count` rows side by side, zeros where the prompt is shorter."""
+    name, length = b.token_rows()
+    count = int(b.rng.integers(1, b.spec.context_window + 1))
+    dst = b.alloc(count * length)
+    b.emit(f"CONCAT_TOKENS {name}, {length}, {count}, s{dst}")
+    return b.finish(dst, count * length)
+
+
+def attend(b: Builder) -> str:
+    """Version 1, on an attention model: the head over the prompt's tokens, any head width; tmp after dst."""
+    e, c = b.spec.embed_dim, b.spec.context
+    head = int(b.rng.integers(1, c.head_dim + 1))
+    dst, tmp = b.alloc(head), b.alloc(head + c.window)
+    b.emit(f"ATTEND embed, attn.pos, attn.query, attn.key, attn.value, {e}, {head}, s{tmp}, s{dst}")
+    return b.finish(dst, head)
+
+
 GENERATORS: dict[str, Callable[[Builder], str]] = {
     "LOAD_WEIGHT_SLICE": load_weight_slice,
     "LOAD_TOKEN": load_token,
@@ -140,16 +161,23 @@ GENERATORS: dict[str, Callable[[Builder], str]] = {
     "RELU": relu,
     "ARGMAX": argmax,
     "STORE_PIXEL": store_pixel,
+    "CONCAT_TOKENS": concat_tokens,
+    "ATTEND": attend,
 }
+V1_ONLY = {"CONCAT_TOKENS", "ATTEND"}
 
 
 def test_every_opcode_has_a_test():
     assert set(GENERATORS) == {op.name for op in OPS} - {"HALT"}  # HALT ends every program here
 
 
-@pytest.fixture
-def model(tmp_path, rng):
-    return random_model(tmp_path, rng, vocab=97, embed=24, hidden=40, window=6)
+def op_model(directory: Path, rng: np.random.Generator, version: int):
+    """Version 0: a pixellm_v0-shaped model; version 1: an attention member, so every tensor exists."""
+    if version == 0:
+        return random_model(directory, rng, vocab=97, embed=24, hidden=40, window=6)
+    context = {"mode": "attention", "window": 6, "concat": 2, "head_dim": int(rng.integers(1, 20))}
+    arch = {"vocab_size": 300, "embed_dim": 24, "context": context, "hidden": [40, 33], "residual": False}
+    return load_model(write_random_member(directory, rng, arch))
 
 
 def meta_of(model) -> dict:
@@ -165,12 +193,15 @@ def random_tails(rng, model) -> tuple[np.ndarray, list[list[int]]]:
     return tails, [ids[r, : int((tails[r, :, 2] == 255).sum())].tolist() for r in range(len(tails))]
 
 
-@pytest.mark.parametrize("opcode", sorted(GENERATORS))
-def test_opcode_on_gpu_matches_reference(opcode, model, gpu, rng, seed):
+@pytest.mark.parametrize(
+    ("opcode", "version"), [(op, v) for op in sorted(GENERATORS) for v in (0, 1) if v == 1 or op not in V1_ONLY]
+)
+def test_opcode_on_gpu_matches_reference(opcode, version, tmp_path, gpu, rng, seed):
+    model = op_model(tmp_path, rng, version)
     weights = gpu.uint_texture(model.weights, "weights")
     meta = meta_of(model)
     for case in range(CASES):
-        text = GENERATORS[opcode](Builder(rng, model.spec))
+        text = GENERATORS[opcode](Builder(rng, model.spec, version))
         pixels = assemble(text, f"{opcode} case {case}")
         executor = PxvmExecutor(
             gpu, ExecutorInputs(model.spec, weights, validate_program(pixels, model.spec, f"{opcode} {case}"))

@@ -83,10 +83,10 @@ def test_trace_reads_embed_hidden_logits_from_scratch(tmp_path, gpu, rng, seed):
     trace = Engine(model, gpu=gpu, executor="pxvm").trace(encode_tokens(rows, 300))
     p = params_of(model)
     pooled = np.stack([p["embed"][r[-6:]].mean(axis=0) for r in rows])
-    hidden = np.maximum(pooled @ p["hidden"] + p["b_hidden"], 0)
+    hidden = np.maximum(pooled @ p["layer0.weight"] + p["layer0.bias"], 0)
     lg = oracle.logits(p, rows, 6)
-    np.testing.assert_allclose(trace.embed, pooled, rtol=1e-5, atol=1e-5, err_msg=f"seed {seed}")
-    np.testing.assert_allclose(trace.hidden, hidden, rtol=1e-5, atol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(trace.context, pooled, rtol=1e-5, atol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(trace.hidden[0], hidden, rtol=1e-5, atol=1e-5, err_msg=f"seed {seed}")
     side = model.spec.logits_side
     assert trace.logits.shape == (9, side, side)
     flat = trace.logits.reshape(9, -1)
@@ -102,8 +102,8 @@ def test_trace_of_a_foreign_program_has_no_named_vectors(tmp_path, gpu, rng):
     text = ".scratch 60\nLOAD_WEIGHT_SLICE b_out, 0, 50, s0\nARGMAX s0, 50, s50\nSTORE_PIXEL s50, o0\nHALT\n"
     program = validate_program(assemble(text, "bias only"), model.spec, "bias only")
     trace = Engine(model, gpu=gpu, executor="pxvm", program=program).trace(encode_tokens([[1, 2]], 50))
-    assert trace.embed is None and trace.hidden is None and trace.logits is None
-    b_out = params_of(model)["b_out"]
+    assert trace.context is None and trace.hidden is None and trace.logits is None
+    b_out = params_of(model)["out.bias"]
     assert decode_predictions(trace.prediction)[0][0] == int(np.argmax(b_out))
 
 

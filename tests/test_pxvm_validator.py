@@ -18,11 +18,11 @@ from pxgl.executors.pxvm import PxvmExecutor
 from pxgl.gl import GLBackend
 from pxgl.pxi import encode_tokens, token_lengths, token_tails, write_rgb
 from pxgl.pxvm.asm import assemble, disassemble
-from pxgl.pxvm.compiler import compile_program, compiled_instructions, scratch_layout
-from pxgl.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_LIMIT, OPS
+from pxgl.pxvm.compiler import compile_program, compiled_instructions, program_version, scratch_layout
+from pxgl.pxvm.opcodes import BY_NAME, HEADER_PIXELS, MAX_SCRATCH, OPERAND_PIXELS, OPS, TENSOR_SPELLING
 from pxgl.pxvm.program import Instruction, decode_program, encode_program
 from pxgl.pxvm.validator import validate_program, work, work_limit
-from pxgl.spec import MAX_IMAGE_SIDE, TENSOR_ORDER, meta_path_for
+from pxgl.spec import MAX_IMAGE_SIDE, meta_path_for
 from typer.testing import CliRunner
 
 from tests.models import random_model, random_rows
@@ -65,7 +65,8 @@ def program_with(
     """The compiled program with some instructions replaced or dropped."""
     changes = changes or {}
     body = [changes.get(i, x) for i, x in enumerate(compiled_instructions(spec)) if i not in drop]
-    return encode_program(scratch if scratch is not None else scratch_layout(spec).size, body)
+    size = scratch if scratch is not None else scratch_layout(spec).size
+    return encode_program(size, body, version=program_version(spec))
 
 
 def set_pixel(pixels: np.ndarray, index: int, value) -> np.ndarray:
@@ -77,21 +78,22 @@ def set_pixel(pixels: np.ndarray, index: int, value) -> np.ndarray:
 def malformed(spec) -> dict[str, tuple[np.ndarray, str]]:
     """One program per problem class → (pixels, the message it must be rejected with)."""
     good = compile_program(spec)
-    s, e, h = scratch_layout(spec), spec.embed_dim, spec.hidden_dim
-    tensor = {name: i for i, name in enumerate(TENSOR_ORDER)}
+    s, e, h = scratch_layout(spec), spec.embed_dim, spec.hidden[0]
+    tensor = {name: i for i, name in enumerate(TENSOR_SPELLING[0])}
+    context, hidden = s.context, s.hidden[0]
     pool = HEADER_PIXELS  # the first instruction's header pixel
     body = compiled_instructions(spec)
     logits = body[5]  # DOT_PRODUCT h · out: repeated until the program does more than the work limit allows
     repeats = work_limit(spec) // work(logits, spec) + 1
     no_halt = compiled_instructions(spec)[:-1]
-    exact = encode_program(s.size, no_halt, (HEADER_PIXELS + sum(1 + len(x.operands) for x in no_halt), 1))
+    exact = encode_program(s.size, no_halt, (HEADER_PIXELS + sum(1 + len(x.operands) for x in no_halt), 1), 0)
     return {
         "not an image": (good[..., :2], "is an RGB image"),
         "bad magic": (set_pixel(good, 0, (0x70, 0x78, 0x57)), "not a pxVM program"),
         "too few pixels": (good.reshape(-1, 3)[: HEADER_PIXELS - 1].reshape(1, -1, 3), "fewer than the 3"),
-        "version": (set_pixel(good, 1, (1, 0, 0)), "program version 1"),
+        "version": (set_pixel(good, 1, (7, 0, 0)), "program version 7"),
         "no scratch": (set_pixel(good, 2, (0, 0, 0)), "declares 0 scratch floats"),
-        "too much scratch": (program_with(spec, scratch=MAX_SCRATCH + 1), "scratch floats; pxVM allows"),
+        "too much scratch": (program_with(spec, scratch=MAX_SCRATCH[0] + 1), "scratch floats; pxVM version 0 allows"),
         "over the size limit": (np.zeros((257, 256, 3), np.uint8), "over the pxVM program size limit"),
         "unknown opcode": (set_pixel(good, pool, (0x42, 3, 0)), "unknown opcode 0x42"),
         "wrong operand count": (set_pixel(good, pool, (BY_NAME["POOL_TOKENS"].code, 4, 0)), "it takes 3"),
@@ -99,29 +101,36 @@ def malformed(spec) -> dict[str, tuple[np.ndarray, str]]:
         "truncated": (exact[:, :-1], "the program is truncated"),
         "missing HALT": (exact, "without HALT"),
         "junk after HALT": (set_pixel(good, good.shape[0] * good.shape[1] - 1, (0, 0, 1)), "after HALT"),
-        "unknown tensor": (program_with(spec, {0: ins("POOL_TOKENS", 5, e, s.embed)}), "names tensor 5"),
-        "zero length": (program_with(spec, {4: ins("RELU", s.hidden, 0)}), "lengths are at least 1"),
+        "unknown tensor": (program_with(spec, {0: ins("POOL_TOKENS", 5, e, context)}), "names tensor 5"),
+        "zero length": (program_with(spec, {4: ins("RELU", hidden, 0)}), "lengths are at least 1"),
         "scratch out of bounds": (program_with(spec, scratch=s.size - 1), "outside SCRATCH"),
         "weights out of bounds": (
-            program_with(spec, {1: ins("DOT_PRODUCT", s.embed, e, tensor["hidden"], 1, h, s.hidden)}),
+            program_with(spec, {1: ins("DOT_PRODUCT", context, e, tensor["hidden"], 1, h, hidden)}),
             "outside WEIGHTS",
         ),
         "token rows out of bounds": (
-            program_with(spec, {0: ins("POOL_TOKENS", tensor["embed"], e + 1, s.embed)}),
+            program_with(spec, {0: ins("POOL_TOKENS", tensor["embed"], e + 1, context)}),
             "outside WEIGHTS",
         ),
         "tokens out of bounds": (
-            program_with(spec, {0: ins("LOAD_TOKEN", spec.context_window, tensor["embed"], e, s.embed)}),
+            program_with(spec, {0: ins("LOAD_TOKEN", spec.context_window, tensor["embed"], e, context)}),
             "outside TOKENS",
         ),
         "output out of bounds": (program_with(spec, {9: ins("STORE_PIXEL", s.result, 1)}), "outside OUTPUT"),
         "output overlaps input": (
-            program_with(spec, {1: ins("DOT_PRODUCT", s.embed, e, tensor["hidden"], 0, h, s.embed + 1)}),
+            program_with(spec, {1: ins("DOT_PRODUCT", context, e, tensor["hidden"], 0, h, context + 1)}),
             "overlaps",
         ),
         "read before write": (program_with(spec, drop=(6,)), "before any instruction writes it"),
         "no output": (program_with(spec, drop=(9,)), "never writes its prediction pixel"),
-        "too much work": (encode_program(s.size, body[:6] + [logits] * repeats + body[6:]), "over the limit of"),
+        "too much work": (
+            encode_program(s.size, body[:6] + [logits] * repeats + body[6:], None, 0),
+            "over the limit of",
+        ),
+        "opcode of a later version": (
+            set_pixel(good, pool, (BY_NAME["CONCAT_TOKENS"].code, 4, 0)),
+            "is a version-1 opcode; this program is version 0",
+        ),
     }
 
 
@@ -231,24 +240,30 @@ def test_disasm_of_the_compiled_program_round_trips(tmp_path, rng, dims):
     assert np.array_equal(assemble(text, "disassembly"), pixels)
 
 
-operand_values = st.integers(min_value=0, max_value=OPERAND_LIMIT - 1)
+def operand_limit(version: int) -> int:
+    return 1 << (24 * OPERAND_PIXELS[version])
 
 
 @st.composite
 def decodable_programs(draw) -> np.ndarray:
-    """Random programs that the format accepts (the model's bounds aside), at random image widths."""
+    """Random programs of either version that the format accepts (the model's bounds aside), at random
+    image widths."""
+    version = draw(st.sampled_from([0, 1]))
+    ops = [op for op in OPS if op.name != "HALT" and op.since <= version]
     body = []
-    for op in draw(st.lists(st.sampled_from([op for op in OPS if op.name != "HALT"]), max_size=12)):
+    for op in draw(st.lists(st.sampled_from(ops), max_size=12)):
         values = [
-            draw(st.integers(0, len(TENSOR_ORDER) - 1)) if o.kind.name == "TENSOR" else draw(operand_values)
+            draw(st.integers(0, len(TENSOR_SPELLING[version]) - 1))
+            if o.kind.name == "TENSOR"
+            else draw(st.integers(0, operand_limit(version) - 1))
             for o in op.operands
         ]
         body.append(Instruction(op, tuple(values)))
     body.append(ins("HALT"))
-    length = 3 + sum(1 + len(x.operands) for x in body)
+    length = 3 + sum(1 + OPERAND_PIXELS[version] * len(x.operands) for x in body)
     width = draw(st.integers(1, length))
     height = -(-length // width) + draw(st.integers(0, 2))
-    return encode_program(draw(st.integers(1, MAX_SCRATCH)), body, (width, height))
+    return encode_program(draw(st.integers(1, MAX_SCRATCH[version])), body, (width, height), version)
 
 
 @settings(max_examples=200, deadline=None)
@@ -265,11 +280,15 @@ def test_any_decodable_program_round_trips_through_text(pixels):
         (".scratch 4\nJUMP s0\n", ":2: unknown instruction 'JUMP'"),
         (".scratch 4\nRELU s0\n", ":2: RELU takes 2 operands (dst, length), got 1"),
         (".scratch 4\nRELU 0, 1\n", ":2: dst: '0' is not s<address>"),
-        (".scratch 4\nPOOL_TOKENS weights, 1, s0\n", "'weights' is not a tensor"),
+        (".scratch 4\nPOOL_TOKENS weights, 1, s0\n", "'weights' is not a version-0 tensor"),
+        (".version 1\n.scratch 4\nPOOL_TOKENS hidden, 1, s0\n", "'hidden' is not a version-1 tensor"),
+        (".scratch 4\n.version 3\n", ":2: expected one '.version <0 or 1>' line"),
         (".scratch 4\n.scratch 5\n", ":2: expected one '.scratch <floats>' line"),
         (".scratch 4\n.image 1\n", ":2: expected one '.image <width> <height>' line"),
         (".scratch 4\n.image 1 1\nHALT\n", "cannot hold a program of 4 pixels"),
-        (f".scratch 4\nRELU s{OPERAND_LIMIT}, 1\nHALT\n", "does not fit a 24-bit pixel"),
+        (f".scratch 4\nRELU s{1 << 24}, 1\nHALT\n", "does not fit a version-0 operand"),
+        (f".version 1\n.scratch 4\nRELU s{1 << 48}, 1\nHALT\n", "does not fit a version-1 operand"),
+        (".scratch 4\nCONCAT_TOKENS embed, 1, 1, s0\nHALT\n", "CONCAT_TOKENS needs a version-1 program"),
         (".scratch 4\n.image 200000 200000\nHALT\n", "200000x200000 image is over the pxVM program size limit"),
         (f".scratch 4\n.image {MAX_IMAGE_SIDE + 1} 1\nHALT\n", "over the pxVM program size limit"),
     ],

@@ -30,7 +30,7 @@ def edited(meta: dict, edit) -> dict:
 
 def test_valid_meta_builds_the_spec(meta):
     spec = spec_from_meta(edited(meta, lambda m: None))
-    assert (spec.vocab_size, spec.embed_dim, spec.hidden_dim, spec.context_window) == (300, 8, 12, 4)
+    assert (spec.vocab_size, spec.embed_dim, spec.hidden[0], spec.context_window) == (300, 8, 12, 4)
     assert spec.logits_side == 18  # ceil(sqrt(300))
     assert spec.to_meta() | {"eval": {}} == edited(meta, lambda m: m.update(eval={}))
 
@@ -39,9 +39,9 @@ def test_valid_meta_builds_the_spec(meta):
     ("edit", "message"),
     [
         (lambda m: m.pop("vocab_size"), "missing key"),
-        (lambda m: m.update(format="gguf"), "pxgl reads 'pixellm' version 0"),
-        (lambda m: m.update(version=0.0), "pxgl reads 'pixellm' version 0"),
-        (lambda m: m.update(version=False), "pxgl reads 'pixellm' version 0"),
+        (lambda m: m.update(format="gguf"), "pxgl reads 'pixellm' versions 0 to 1"),
+        (lambda m: m.update(version=0.0), "pxgl reads 'pixellm' versions 0 to 1"),
+        (lambda m: m.update(version=False), "pxgl reads 'pixellm' versions 0 to 1"),
         (lambda m: m.update(embed_dim="8"), "'embed_dim' must be an integer"),
         (lambda m: m.update(hidden_dim=True), "'hidden_dim' must be an integer"),
         (lambda m: m.update(vocab_size=1), r"'vocab_size' = 1 is outside 2..65536"),

@@ -57,7 +57,7 @@ def test_index_html_shows_images_and_top_k_in_chromium(tmp_path, gpu, rng, seed,
     assert seen.errors == [], f"the page logged errors: {seen.errors}"
     probe = seen.probe
     by_id = {image["id"]: image for image in probe["images"] if image["id"]}
-    shown = ("tokens", "embed", "hidden", "logits", "probabilities", "prediction")
+    shown = ("tokens", "context", "hidden0", "logits", "probabilities", "prediction")
     assert set(by_id) == {f"img-{key}" for key in shown}
     assert all(image["loaded"] for image in probe["images"]), "an image did not decode"
     for key in shown:

@@ -147,8 +147,8 @@ def test_images_are_the_gpu_textures(tmp_path, gpu, seed, executor, dims):
     view = visuals.trace_view(trace, model.spec, row=row, token_bytes=random_token_bytes(rng, vocab), k=k)
     out = tmp_path / "viz"
     record = visuals.write_visuals(out, view)
-    titles = {"embed": "T_embed", "hidden": "T_hidden", "logits": "T_logits"}
-    kept = [name for name in titles if getattr(trace, name) is not None]
+    titles = {"context": "T_context", "hidden0": "T_hidden", "logits": "T_logits"}
+    kept = [name for name in titles if trace_array(trace, name) is not None]
     assert record["missing"] == [titles[name] for name in titles if name not in kept]
 
     for key, texture in (("tokens", trace.tokens[row][None]), ("prediction", trace.prediction[row][None])):
@@ -158,25 +158,25 @@ def test_images_are_the_gpu_textures(tmp_path, gpu, seed, executor, dims):
     saved = np.load(out / "trace.npz")
     assert set(saved.files) == {"tokens", "prediction", *kept}
     for name in saved.files:
-        assert np.array_equal(saved[name], getattr(trace, name)[row], equal_nan=True), f"trace.npz {name}"
+        assert np.array_equal(saved[name], trace_array(trace, name)[row], equal_nan=True), f"trace.npz {name}"
 
     p = params_of(model)
     lg = oracle.logits(p, [rows[row]], window)[0]
     marked = int(trace.prediction[row, 0, 0]) + 256 * int(trace.prediction[row, 0, 1])
     if not oracle.near_tie(lg[None])[0]:
         assert marked == int(lg.argmax()), f"{executor} predicted {marked}, oracle argmax {lg.argmax()} (seed {seed})"
-    if trace.embed is not None:
-        assert_strip_is(out / "embed.png", trace.embed[row], "T_embed", seed)
+    if trace.context is not None:
+        assert_strip_is(out / "context.png", trace.context[row], "T_context", seed)
         pooled = p["embed"][rows[row][-window:]].mean(axis=0)
-        assert np.abs(trace.embed[row] - pooled).max() <= 1e-5 * np.abs(p["embed"]).max(), "T_embed vs oracle"
+        assert np.abs(trace.context[row] - pooled).max() <= 1e-5 * np.abs(p["embed"]).max(), "T_context vs oracle"
     if trace.hidden is not None:
-        assert_strip_is(out / "hidden.png", trace.hidden[row], "T_hidden", seed)
+        assert_strip_is(out / "hidden0.png", trace.hidden[0][row], "T_hidden[0]", seed)
     if trace.logits is None:
         assert record["top_k"] == []
         return
     gpu_logits = trace.logits[row].reshape(-1)[:vocab]
     assert_heatmap_is(out, gpu_logits, marked, seed)
-    bound = np.abs(np.maximum(trace.hidden[row], 0)) @ np.abs(p["out"]) + np.abs(p["b_out"])
+    bound = np.abs(np.maximum(trace.hidden[0][row], 0)) @ np.abs(p["out.weight"]) + np.abs(p["out.bias"])
     err = np.abs(gpu_logits - lg) / np.maximum(bound, 1e-6)
     assert err.max() <= 1e-5, f"heatmap logits vs oracle: worst relative error {err.max():.2e} (seed {seed})"
 
@@ -233,23 +233,31 @@ def test_token_labels_show_text_or_bytes():
     assert visuals.drawable("'é→'") == "'\\xe9\\u2192'", "glyphs the default font lacks are escaped"
 
 
+def trace_array(trace, key: str):
+    """A trace's texture by its image key: hidden<l> is layer l's T_hidden."""
+    if key.startswith("hidden") and key != "hidden":
+        return None if trace.hidden is None else trace.hidden[int(key.removeprefix("hidden"))]
+    return getattr(trace, key)
+
+
 def test_missing_intermediates_are_named_not_drawn(tmp_path, gpu, rng, seed):
     """A pxVM-style trace keeps only some textures: what exists is drawn, the page says what is missing."""
     model = random_model(tmp_path, rng, 300, 16, 24, 6)
     trace = Engine(model, gpu=gpu).trace(encode_tokens(random_rows(rng, 2, 300, 20), 300))
-    kept = {"embed", "hidden", "logits"} - {str(rng.choice(["embed", "hidden", "logits"]))}
-    partial = replace(trace, **{name: None for name in ("embed", "hidden", "logits") if name not in kept})
+    kept = {"context", "hidden", "logits"} - {str(rng.choice(["context", "hidden", "logits"]))}
+    partial = replace(trace, **{name: None for name in ("context", "hidden", "logits") if name not in kept})
     record = visuals.write_visuals(tmp_path / "viz", visuals.trace_view(partial, model.spec))
-    titles = {"embed": "T_embed", "hidden": "T_hidden", "logits": "T_logits"}
-    assert record["missing"] == [titles[n] for n in ("embed", "hidden", "logits") if n not in kept]
-    for name in ("embed", "hidden", "logits"):
-        assert (tmp_path / "viz" / f"{name}.png").exists() == (name in kept), name
+    titles = {"context": "T_context", "hidden": "T_hidden", "logits": "T_logits"}
+    assert record["missing"] == [titles[n] for n in ("context", "hidden", "logits") if n not in kept]
+    files = {"context": "context", "hidden": "hidden0", "logits": "logits"}
+    for name in ("context", "hidden", "logits"):
+        assert (tmp_path / "viz" / f"{files[name]}.png").exists() == (name in kept), name
     assert (tmp_path / "viz" / "probabilities.png").exists() == ("logits" in kept)
     assert (record["top_k"] != []) == ("logits" in kept), "top-k needs T_logits"
     page = (tmp_path / "viz" / "index.html").read_text(encoding="utf-8")
     for title in record["missing"]:
         assert f"{title}: not kept by this executor" in page
-    bare = replace(trace, embed=None, hidden=None, logits=None)
+    bare = replace(trace, context=None, hidden=None, logits=None)
     record = visuals.write_visuals(tmp_path / "bare", visuals.trace_view(bare, model.spec))
     assert {"tokens.png", "prediction.png", "overview.png", "index.html"} <= set(record["files"])
 
@@ -352,8 +360,8 @@ def test_cli_viz_and_infer_viz_write_the_gpu_run(tmp_path, gpu, rng, seed):
     ids = tokenizer.encode(prompt)
     trace = Engine(model, gpu=gpu).trace(encode_tokens([ids], model.spec.vocab_size))
     saved = np.load(out / "trace.npz")
-    for name in ("tokens", "embed", "hidden", "logits"):
-        assert np.array_equal(saved[name], getattr(trace, name)[0], equal_nan=True), f"{name}: not the GPU's run"
+    for name in ("tokens", "context", "hidden0", "logits"):
+        assert np.array_equal(saved[name], trace_array(trace, name)[0], equal_nan=True), f"{name}: not the GPU's run"
     assert [t["id"] for t in record["tokens"]] == ids[-model.spec.context_window :]
     assert [t["text"] for t in record["tokens"]] == [tokenizer.decode([i]) for i in ids[-8:]]
     assert record["prediction"]["id"] == record["top_k"][0]["id"]
@@ -361,7 +369,7 @@ def test_cli_viz_and_infer_viz_write_the_gpu_run(tmp_path, gpu, rng, seed):
     page = (out / "index.html").read_text(encoding="utf-8")
     assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", page), "the page must need nothing but itself"
     inlined = data_uris(page)
-    assert set(inlined) == {"tokens", "embed", "hidden", "logits", "probabilities", "prediction", "weights"}
+    assert set(inlined) == {"tokens", "context", "hidden0", "logits", "probabilities", "prediction", "weights"}
     for key, data in inlined.items():
         assert data == (out / f"{key}.png").read_bytes(), f"{key}: page image differs from {key}.png"
     rows = re.findall(

@@ -1,15 +1,17 @@
-"""The fused executor: the whole forward pass (docs/FORMATS.md §3) in one compute dispatch per run.
+"""The fused executor: the whole forward pass (docs/FORMATS.md §3) in one compute dispatch per run, for every
+family member inside its envelope (fused_weights.supports).
 
-Once, at load, glsl/fused_prepare.comp folds the embedding into the hidden layer, P = embed · hidden (the
-layer is linear before its ReLU, so mean(embed[t]) · hidden = mean(P[t])), and dequantizes the output
-layer and biases into float storage buffers. Then each run is a dispatch of
+Once, at load, the weights are rearranged into float buffers (fused_weights.py): the first layer becomes
+table rows per context slot and token (it is linear before its ReLU), the attention head's projections
+become tables too. Then each run is a dispatch of
 
     fused_small   few prompts, the single-prompt path: work groups over vocabulary slices, merged on the GPU
     fused_tiles   batches: TILE_M prompts a work group, register tiles of logits, fused online softmax
 
-so logits never reach memory. Prompts arrive as token-texture rows (the Executor protocol) or as uint16
-ids (the engine's lean paths) and are uploaded to device memory; the GPU writes each prediction straight
-into host memory (a persistent mapped buffer). A few prompts are waited for by watching those words
+so logits never reach memory. Prompts arrive as token-texture rows (the Executor protocol, and scoring:
+rows may be empty) or as uint16 ids (the engine's lean paths) and are uploaded to device memory; the GPU
+writes each prediction straight into host memory (a persistent mapped buffer), and when scoring each
+target's log-probability into a device buffer. A few prompts are waited for by watching those words
 change from the poison left in them (no fence, no glFinish, no readback call); a batch, cut into chunks
 so that uploading one overlaps computing another, by one fence."""
 
@@ -21,13 +23,22 @@ import numpy as np
 
 from ..constants import POISON_WORD, REFUSED_WORD, WRITTEN_ALPHA
 from ..errors import PxglError
-from ..gl import Buffer, BufferRange, GLBackend, MappedBuffer, Texture
-from ..kernel import Constants, Kernel, Sampler, Shared, Storage
+from ..gl import Buffer, BufferRange, GLBackend, MappedBuffer
+from ..kernel import Constants, Kernel, Shared, Storage
 from ..spec import ModelSpec
+from .fused_weights import (
+    STAGE_MAX,
+    WeightsLayout,
+    check_envelope,
+    grid,
+    prepare_weights,
+    weights_layout,
+)
 from .protocol import ExecutorInputs, Trace, ceil_div, model_constants, next_pow2
 
-PREPARED = (Storage("pooled_hidden"), Storage("out_weights"), Storage("biases"))
-RUN_BUFFERS = (*PREPARED, Storage("prompts"), Storage("predictions"))
+WEIGHTS = tuple(Storage(name) for name in ("first", "head", "dense", "biases", "out_weights"))
+RUN = (*WEIGHTS, Storage("prompts"), Storage("predictions"))
+SCORES = (Storage("targets"), Storage("logprobs"))
 STAGING = (
     Shared("staged_count", "int", "GROUP_PROMPTS"),
     Shared("staged_first", "int", "GROUP_PROMPTS"),
@@ -35,33 +46,36 @@ STAGING = (
     Shared("staged_ids", "uint", "STAGED_IDS"),
 )
 """The shared arrays of glsl/fused_common.glsl's token staging."""
-FUSED_PREPARE = Kernel("fused_prepare", (Sampler("weights"), *PREPARED))
-FUSED_SMALL = Kernel(
-    "fused_small",
-    (*RUN_BUFFERS, Storage("scratch")),
-    shared=(
-        *STAGING,
-        Shared("h", "float", "HIDDEN_DIM"),
-        Shared("partial_sums", "vec4", "LOCAL_SIZE"),
-        Shared("states", "vec4", "COLUMN_THREADS"),
-        Shared("last_arrival", "bool", 1),
-    ),
+HEAD_SHARED = (
+    Shared("head_q", "float", "HEAD_SPAN"),
+    Shared("head_s", "float", "SCORE_SPAN"),
+    Shared("head_out", "float", "HEAD_SPAN"),
 )
-FUSED_TILES = Kernel(
-    "fused_tiles",
-    RUN_BUFFERS,
-    shared=(*STAGING, Shared("pool", "vec4", "POOL_VEC4"), Shared("stage", "vec4", "STAGE_BUFFERS_VEC4")),
+SMALL_SHARED = (
+    *STAGING,
+    *HEAD_SHARED,
+    Shared("h", "float", "HIDDEN_MAX"),
+    Shared("h_next", "float", "NEXT_MAX"),
+    Shared("partial_sums", "vec4", "LOCAL_SIZE"),
+    Shared("states", "vec4", "COLUMN_THREADS"),
+    Shared("last_arrival", "bool", 1),
 )
+TILES_SHARED = (
+    *STAGING,
+    *HEAD_SHARED,
+    Shared("pool", "vec4", "POOL_VEC4"),
+    Shared("pool_next", "vec4", "NEXT_VEC4"),
+    Shared("stage", "vec4", "STAGE_BUFFERS_VEC4"),
+)
+FUSED_SMALL = Kernel("fused_small", (*RUN, Storage("scratch")), shared=SMALL_SHARED)
+FUSED_SMALL_SCORING = Kernel("fused_small", (*RUN, Storage("scratch"), *SCORES), shared=SMALL_SHARED)
+FUSED_TILES = Kernel("fused_tiles", RUN, shared=TILES_SHARED)
+FUSED_TILES_SCORING = Kernel("fused_tiles", (*RUN, *SCORES), shared=TILES_SHARED)
 
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
-PREPARE_GROUP = 64
-MAX_GROUPS_PER_AXIS = 65535
-"""GL guarantees this many work groups on each axis; bigger grids fold into a second axis."""
 MAX_TILE = 1 << 20
 """Prompts per run at most: the largest batch the bench times; buffers grow to it only when used."""
-STAGE_MAX = 32
-"""Window tokens staged in shared memory at a time (the whole window when it is shorter)."""
 MAX_ROW_TOKENS = 256
 """Id rows up to this long go to the GPU whole (it checks every id); longer ones are cut to the window
 after the host checks the ids that fall out of it."""
@@ -127,15 +141,20 @@ class FusedConfig:
         fitted = replace(self, small_threads=min(self.small_threads, largest))
 
         def small_bytes(config: FusedConfig) -> int:
-            constants = small_constants(kernel_constants(spec, config), PIXELS)
+            constants = small_constants(kernel_constants(spec, config), PIXELS, scoring=True)
             return FUSED_SMALL.shared_bytes(constants, config.small_threads)
 
         def tile_bytes(config: FusedConfig) -> int:
-            constants = tile_constants(kernel_constants(spec, config), config, PIXELS)
+            constants = tile_constants(kernel_constants(spec, config), config, PIXELS, scoring=True)
             return FUSED_TILES.shared_bytes(constants, config.tile_threads)
 
         while fitted.small_threads > 1 and small_bytes(fitted) > limits.max_shared_memory:
             fitted = replace(fitted, small_threads=fitted.small_threads // 2)
+        if small_bytes(fitted) > limits.max_shared_memory:
+            raise PxglError(
+                f"the fused executor cannot hold this model's hidden layers ({spec.architecture.describe()}) in "
+                f"this GPU's {limits.max_shared_memory} bytes of shared memory; the passes executor runs it"
+            )
         while fitted.tile_m >= 4 and tile_bytes(fitted) > limits.max_shared_memory:
             fitted = replace(fitted, tile_m=fitted.tile_m // 2, tm=min(fitted.tm, fitted.tile_m // 2))
         if fitted.tile_m < 4 or fitted.tile_m % fitted.tm or fitted.tile_threads > largest:
@@ -147,39 +166,60 @@ def stage_width(spec: ModelSpec) -> int:
     return min(spec.context_window, STAGE_MAX)
 
 
-def kernel_constants(spec: ModelSpec, config: FusedConfig) -> Constants:
-    """What the three fused kernels share: the model's constants and the work shape's."""
+def vocab_padding(spec: ModelSpec, config: FusedConfig) -> int:
     pad = math.lcm(4 * config.split, config.tile_n if config.tile_m else 4)
-    vocab_pad = ceil_div(spec.vocab_size, pad) * pad
+    return ceil_div(spec.vocab_size, pad) * pad
+
+
+def kernel_constants(spec: ModelSpec, config: FusedConfig) -> Constants:
+    """What the run kernels share: the model's constants, its prepared weights' layout, the work shape."""
+    a = spec.architecture
+    vocab_pad = vocab_padding(spec, config)
     slice4 = vocab_pad // 4 // config.split
-    return model_constants(spec) | {
-        "VOCAB_PAD": vocab_pad,
-        "COLUMN_THREADS": min(1 << (slice4.bit_length() - 1), config.small_threads),
-        "STAGE_W": stage_width(spec),
-        "SMALL_THREADS": config.small_threads,
-        "SPLIT": config.split,
-        "SMALL_MAX": config.small_max,
-        "HEADER_WORDS": HEADER_BYTES // 4,
-    }
+    return (
+        model_constants(spec)
+        | weights_layout(spec, vocab_pad).constants()
+        | {
+            "HIDDEN0": a.hidden[0],
+            "HIDDEN_MAX": max(a.hidden),
+            "DEPTH": len(a.hidden),
+            "LAYER_WIDTHS": tuple(a.hidden),
+            "LAYER_RESIDUALS": tuple(int(a.is_residual(layer)) for layer in range(len(a.hidden))),
+            "VOCAB_PAD": vocab_pad,
+            "COLUMN_THREADS": min(1 << (slice4.bit_length() - 1), config.small_threads),
+            "STAGE_W": stage_width(spec),
+            "SMALL_THREADS": config.small_threads,
+            "SPLIT": config.split,
+            "SMALL_MAX": config.small_max,
+            "HEADER_WORDS": HEADER_BYTES // 4,
+        }
+    )
 
 
-def layout_constants(base: Constants, group_prompts: int, layout: str) -> Constants:
+def run_constants(base: Constants, group_prompts: int, layout: str, scoring: bool) -> Constants:
+    """A run kernel's own: how many prompts a work group stages, the prompt layout, scoring, the head's
+    shared spans."""
+    attention = base.int("CONTEXT_MODE") == base.int("MODE_ATTENTION")
     return base | {
         "PROMPTS_AS_PIXELS": int(layout == PIXELS),
+        "SCORING": int(scoring),
         "GROUP_PROMPTS": group_prompts,
         "STAGED_IDS": group_prompts * base.int("STAGE_W"),
+        "HEAD_SPAN": group_prompts * base.int("HEAD_DIM") if attention else 1,
+        "SCORE_SPAN": group_prompts * base.int("CONTEXT_WINDOW") if attention else 1,
     }
 
 
-def small_constants(base: Constants, layout: str) -> Constants:
-    return layout_constants(base, 1, layout)
+def small_constants(base: Constants, layout: str, scoring: bool = False) -> Constants:
+    deep = base.int("DEPTH") > 1
+    return run_constants(base, 1, layout, scoring) | {"NEXT_MAX": base.int("HIDDEN_MAX") if deep else 1}
 
 
-def tile_constants(base: Constants, config: FusedConfig, layout: str) -> Constants:
+def tile_constants(base: Constants, config: FusedConfig, layout: str, scoring: bool = False) -> Constants:
     row_threads = config.tile_n // config.tn
     stage_vec4 = config.stage_k * config.tile_n // 4
-    hidden_vec4 = ceil_div(base.int("HIDDEN_DIM") * config.tile_m, 4)
-    return layout_constants(base, config.tile_m, layout) | {
+    hidden_vec4 = ceil_div(base.int("HIDDEN_MAX") * config.tile_m, 4)
+    return run_constants(base, config.tile_m, layout, scoring) | {
         "TILE_M": config.tile_m,
         "TM": config.tm,
         "TN": config.tn,
@@ -190,41 +230,8 @@ def tile_constants(base: Constants, config: FusedConfig, layout: str) -> Constan
         "STAGE_BUFFERS_VEC4": 2 * stage_vec4,
         "POOL_VEC4": max(hidden_vec4, config.tile_m * row_threads),
         # the hidden units of a tile, later reused for the threads' softmax states
+        "NEXT_VEC4": hidden_vec4 if base.int("DEPTH") > 1 else 1,
     }
-
-
-def grid(groups: int) -> tuple[int, int, int]:
-    """`groups` work groups as an (x, y, 1) grid within the per-axis limit (shaders flatten x + y * nx)."""
-    x = min(groups, MAX_GROUPS_PER_AXIS)
-    return x, ceil_div(groups, x), 1
-
-
-@dataclass(frozen=True)
-class PreparedWeights:
-    pooled_hidden: Buffer
-    out_weights: Buffer
-    biases: Buffer
-
-
-def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, constants: Constants) -> PreparedWeights:
-    vocab_pad, hidden = constants.int("VOCAB_PAD"), spec.hidden_dim
-    prepared = PreparedWeights(
-        pooled_hidden=gpu.storage_buffer(4 * spec.vocab_size * hidden, "P = embed · hidden"),
-        out_weights=gpu.storage_buffer(4 * hidden * vocab_pad, "output weights"),
-        biases=gpu.storage_buffer(4 * (hidden + vocab_pad), "biases"),
-    )
-    total = spec.vocab_size * hidden + hidden * vocab_pad + hidden + vocab_pad
-    program = gpu.program(FUSED_PREPARE, constants, PREPARE_GROUP)
-    gpu.run(
-        program,
-        grid(ceil_div(total, PREPARE_GROUP)),
-        weights=weights,
-        pooled_hidden=prepared.pooled_hidden,
-        out_weights=prepared.out_weights,
-        biases=prepared.biases,
-    )
-    gpu.storage_barrier()
-    return prepared
 
 
 @dataclass(frozen=True)
@@ -245,20 +252,28 @@ class RunBuffers:
 
 
 class FusedExecutor:
-    """Model A's forward pass fused into one dispatch: weights prepared once, logits kept in registers."""
+    """The forward pass fused into one dispatch: weights prepared once, logits kept in registers."""
 
     def __init__(self, gpu: GLBackend, inputs: ExecutorInputs, tuning: FusedConfig | None = None) -> None:
         spec = inputs.spec
+        check_envelope(spec, gpu)
         self.gpu, self.spec = gpu, spec
         self.config = (tuning or FusedConfig()).fitted(gpu, spec)
         self.constants = kernel_constants(spec, self.config)
-        self.prepared = prepare_weights(gpu, spec, inputs.weights, self.constants)
-        self._small_constants = {layout: small_constants(self.constants, layout) for layout in LAYOUTS}
-        self._tile_constants = (
-            {layout: tile_constants(self.constants, self.config, layout) for layout in LAYOUTS}
+        self.layout: WeightsLayout = weights_layout(spec, self.constants.int("VOCAB_PAD"))
+        self.prepared = prepare_weights(gpu, spec, inputs.weights, self.layout)
+        self._weights = self.prepared.resources()
+        self._small_constants = {
+            (layout, scoring): small_constants(self.constants, layout, scoring)
+            for layout in LAYOUTS
+            for scoring in (False, True)
+        }
+        self._tile_constants = {
+            (layout, scoring): tile_constants(self.constants, self.config, layout, scoring)
+            for layout in LAYOUTS
+            for scoring in (False, True)
             if self.config.tile_m
-            else {}
-        )
+        }
         largest_row = max(3 * spec.context_window, 2 * MAX_ROW_TOKENS)
         small = self.config.small_max
         self.scratch = gpu.storage_buffer(16 * ceil_div(4 * small, 16) + 16 * small * self.config.split, "scratch")
@@ -268,6 +283,8 @@ class FusedExecutor:
         self._small = self._buffers(small, small, 3 * spec.context_window)
         self._small_turn = 0
         self._batches: dict[int, RunBuffers] = {}
+        self._scores: tuple[Buffer, Buffer] | None = None
+        """(targets, logprobs) device buffers of the last scoring run's capacity."""
         self._one_rows: dict[int, struct.Struct] = {}
 
     # --- the Executor protocol ---------------------------------------------------------------------
@@ -278,10 +295,31 @@ class FusedExecutor:
             raise PxglError(f"prompt {refused}: a token id ≥ vocab size {self.spec.vocab_size}")
         return pixels
 
+    def score(self, tails: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, context_window, 3) token rows (a row may be empty: an empty context) and (n,) target ids →
+        (n, 3) prediction pixels and (n,) float32 log p(target) (docs/FORMATS.md §9)."""
+        n = len(tails)
+        if self._scores is None or self._scores[0].size < 4 * n:
+            if self._scores is not None:
+                for buffer in self._scores:
+                    self.gpu.release_storage(buffer)
+            capacity = next_pow2(n)
+            self._scores = (
+                self.gpu.storage_buffer(4 * capacity, "targets"),
+                self.gpu.storage_buffer(4 * capacity, "log-probabilities"),
+            )
+        self.gpu.write_storage(self._scores[0], np.ascontiguousarray(targets, dtype=np.uint32))
+        pixels, refused = self._run(np.ascontiguousarray(tails, dtype=np.uint8), PIXELS, scoring=True)
+        if refused is not None:
+            raise PxglError(f"prompt {refused}: a token id ≥ vocab size {self.spec.vocab_size}")
+        self.gpu.storage_barrier()  # shader writes are visible to the buffer read that follows
+        logprobs = np.frombuffer(self.gpu.read_storage(self._scores[1], 4 * n), dtype=np.float32)
+        return pixels, logprobs.copy()
+
     def trace(self, tails: np.ndarray) -> Trace:
         """The fused pass keeps no intermediate in memory: only the tokens and predictions to show."""
         prediction = self.run(tails)[:, None, :]
-        return Trace(tokens=np.array(tails), embed=None, hidden=None, logits=None, prediction=prediction)
+        return Trace(tokens=np.array(tails), context=None, hidden=None, logits=None, prediction=prediction)
 
     def poison(self) -> None:
         for buffers in (self._small, *self._batches.values()):
@@ -291,8 +329,7 @@ class FusedExecutor:
         for buffers in (self._small, *self._batches.values()):
             self._release(buffers)
         self._batches.clear()
-        prepared = self.prepared
-        for buffer in (prepared.pooled_hidden, prepared.out_weights, prepared.biases, self.scratch):
+        for buffer in (*self.prepared.buffers(), self.scratch, *(self._scores or ())):
             self.gpu.release_storage(buffer)
 
     # --- lean paths (engine.Engine.predict_one / predict_array) -----------------------------------
@@ -323,7 +360,7 @@ class FusedExecutor:
         return buffers.predictions.view[:3].copy()
 
     # --- runs --------------------------------------------------------------------------------------
-    def _run(self, rows: np.ndarray, layout: str) -> tuple[np.ndarray, int | None]:
+    def _run(self, rows: np.ndarray, layout: str, scoring: bool = False) -> tuple[np.ndarray, int | None]:
         n, row_len = rows.shape[:2]
         if n > self.max_tile:
             raise PxglError(f"fused executor: {n} prompts in one run, at most {self.max_tile}")
@@ -344,20 +381,20 @@ class FusedExecutor:
             self.gpu.write_storage(prompts, np.array([count, row_len, 0, 0], np.uint32))
             self.gpu.write_storage(prompts, data[start : start + count], HEADER_BYTES)
             if small:
-                self._dispatch_small(buffers, prompts, n, layout)
-            else:
-                size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
-                prepared = self.prepared
-                self.gpu.run(
-                    self.gpu.program(FUSED_TILES, self._tile_constants[layout], self.config.tile_threads),
-                    grid(ceil_div(count, self.config.tile_m)),
-                    pooled_hidden=prepared.pooled_hidden,
-                    out_weights=prepared.out_weights,
-                    biases=prepared.biases,
-                    prompts=BufferRange(prompts, 0, size),
-                    predictions=BufferRange(buffers.predictions.buffer, 4 * start, 4 * count),
-                )
-                self.gpu.flush()  # start this chunk now, while the next one uploads
+                self._dispatch_small(buffers, prompts, n, layout, scoring)
+                continue
+            size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
+            kernel = FUSED_TILES_SCORING if scoring else FUSED_TILES
+            scores = self._score_resources(start, count) if scoring else {}
+            self.gpu.run(
+                self.gpu.program(kernel, self._tile_constants[layout, scoring], self.config.tile_threads),
+                grid(ceil_div(count, self.config.tile_m)),
+                **self._weights,
+                prompts=BufferRange(prompts, 0, size),
+                predictions=BufferRange(buffers.predictions.buffer, 4 * start, 4 * count),
+                **scores,
+            )
+            self.gpu.flush()  # start this chunk now, while the next one uploads
         if not small:
             self.gpu.mapped_read_barrier()  # once, after the last chunk: it may cost a sync on some drivers
             self.gpu.wait_for_gpu()
@@ -371,26 +408,34 @@ class FusedExecutor:
             raise PxglError(f"the GPU did not write the prediction of prompt {first} (word {words[first]:#010x})")
         return pixels, first
 
+    def _score_resources(self, start: int, count: int) -> dict[str, BufferRange]:
+        assert self._scores is not None
+        targets, logprobs = self._scores
+        return {
+            "targets": BufferRange(targets, 4 * start, 4 * count),
+            "logprobs": BufferRange(logprobs, 4 * start, 4 * count),
+        }
+
     def _next_small_prompts(self) -> Buffer:
         self._small_turn = 1 - self._small_turn
         return self._small.prompts[self._small_turn]
 
-    def _dispatch_small(self, buffers: RunBuffers, prompts: Buffer, n: int, layout: str) -> None:
+    def _dispatch_small(self, buffers: RunBuffers, prompts: Buffer, n: int, layout: str, scoring: bool = False) -> None:
         """Dispatch fused_small over the first n prompts and wait until their prediction words are written."""
-        prepared = self.prepared
         self.gpu.storage_barrier()  # the previous run's arrival counts, reset on the GPU, are visible
+        kernel = FUSED_SMALL_SCORING if scoring else FUSED_SMALL
+        scores = self._score_resources(0, n) if scoring else {}
         self.gpu.run(
-            self.gpu.program(FUSED_SMALL, self._small_constants[layout], self.config.small_threads),
+            self.gpu.program(kernel, self._small_constants[layout, scoring], self.config.small_threads),
             (self.config.split, n, 1),
-            pooled_hidden=prepared.pooled_hidden,
-            out_weights=prepared.out_weights,
-            biases=prepared.biases,
+            **self._weights,
             prompts=prompts,
             predictions=buffers.predictions,
             scratch=self.scratch,
+            **scores,
         )
         self.gpu.mapped_read_barrier()
-        if self.config.sync == "fence":
+        if self.config.sync == "fence" or scoring:
             self.gpu.wait_for_gpu()
             return
         self.gpu.flush()

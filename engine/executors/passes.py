@@ -1,14 +1,19 @@
-"""Model A: the forward pass (docs/FORMATS.md §3) as four GLSL compute passes over textures.
+"""Model A: the forward pass (docs/FORMATS.md §3) as GLSL compute passes over textures, for every member of
+the pixellm family.
 
-    tokens ──embed_pool──▶ T_embed ──hidden_relu──▶ T_hidden ──logits──▶ T_logits ──argmax──▶ prediction
+    tokens ─(attend_scores)─▶ T_scores ─┐
+    tokens ──────────────────context───▶ T_context ──dense──▶ T_hidden[0] ── … ──dense──▶ T_hidden[L-1]
+                                                                   ──logits──▶ T_logits ──argmax──▶ prediction
 
-Each pass is a declared kernel and one function that runs it over `n` prompts."""
+Each pass is a declared kernel; `dense` is one shader compiled once per layer. Every texture stays on the
+GPU until a trace reads it back."""
 
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..constants import MAX_TILE, POISON_BYTE
+from ..errors import PxglError
 from ..gl import GLBackend, GpuProgram, Texture
 from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler
 from ..spec import ModelSpec
@@ -21,13 +26,25 @@ from .protocol import (
     largest_pow2_group,
     model_constants,
     next_pow2,
+    tensor_constants,
     written_predictions,
 )
 
-EMBED_POOL = Kernel("embed_pool", (Sampler("weights"), Sampler("tokens"), Image("embed_out", "r32f", write=True)))
-HIDDEN_RELU = Kernel(
-    "hidden_relu",
-    (Sampler("weights"), Image("embed_in", "r32f", read=True), Image("hidden_out", "r32f", write=True)),
+ATTEND_SCORES = Kernel(
+    "attend_scores", (Sampler("weights"), Sampler("tokens"), Image("scores_out", "r32f", write=True))
+)
+CONTEXT = Kernel("context", (Sampler("weights"), Sampler("tokens"), Image("x_out", "r32f", write=True)))
+CONTEXT_ATTENTION = Kernel(
+    "context",
+    (
+        Sampler("weights"),
+        Sampler("tokens"),
+        Image("x_out", "r32f", write=True),
+        Image("scores_in", "r32f", read=True),
+    ),
+)
+DENSE = Kernel(
+    "dense", (Sampler("weights"), Image("vector_in", "r32f", read=True), Image("vector_out", "r32f", write=True))
 )
 LOGITS = Kernel(
     "logits", (Sampler("weights"), Image("hidden_in", "r32f", read=True), Image("logits_out", "r32f", write=True))
@@ -42,25 +59,61 @@ ARGMAX_MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
+class VectorLayout:
+    """A per-prompt vector in an r32f texture: `width` texels a row, `rows` rows a prompt (vectors.glsl)."""
+
+    length: int
+    width: int
+    rows: int
+
+
+@dataclass(frozen=True)
 class PassPrograms:
     constants: Constants
-    embed_pool: GpuProgram
-    hidden_relu: GpuProgram
+    context_layout: VectorLayout
+    scores: GpuProgram | None
+    context: GpuProgram
+    dense: tuple[GpuProgram, ...]
     logits: GpuProgram
     argmax: GpuProgram
 
 
+def vector_layout(length: int, max_side: int) -> VectorLayout:
+    width = min(length, max_side)
+    return VectorLayout(length, width, ceil_div(length, width))
+
+
 def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassPrograms:
     grid = gpu.limits.max_texture_size // spec.logits_side
-    constants = model_constants(spec) | {"LOGITS_GRID": grid}
+    x = vector_layout(spec.context_dim, gpu.limits.max_texture_size)
+    constants = model_constants(spec) | {"LOGITS_GRID": grid, "X_WIDTH": x.width, "X_ROWS": x.rows}
+    architecture = spec.architecture
 
     def group(n: int, most: int = GROUP) -> int:
         return largest_pow2_group(gpu, min(most, next_pow2(n)))
 
+    attention = spec.context.mode == "attention"
+    scores = gpu.program(ATTEND_SCORES, constants, group(spec.context_window)) if attention else None
+    context = gpu.program(CONTEXT_ATTENTION if attention else CONTEXT, constants, group(spec.context_dim))
+    dense = []
+    for layer, (n_in, n_out) in enumerate(architecture.layer_dims()):
+        source = x if layer == 0 else VectorLayout(n_in, n_in, 1)
+        layer_constants = constants | {
+            "IN_DIM": n_in,
+            "OUT_DIM": n_out,
+            "IN_WIDTH": source.width,
+            "IN_ROWS": source.rows,
+            "RESIDUAL": int(architecture.is_residual(layer)),
+            **tensor_constants(spec.tensors[f"layer{layer}.weight"], "DENSE_WEIGHT"),
+            **tensor_constants(spec.tensors[f"layer{layer}.bias"], "DENSE_BIAS"),
+        }
+        dense.append(gpu.program(DENSE, layer_constants, group(n_out)))
     return PassPrograms(
         constants,
-        gpu.program(EMBED_POOL, constants, group(spec.embed_dim)),
-        gpu.program(HIDDEN_RELU, constants, group(spec.hidden_dim)),
+        x,
+        scores,
+        context,
+        tuple(dense),
         gpu.program(LOGITS, constants, group(spec.vocab_size)),
         gpu.program(ARGMAX, constants, group(spec.vocab_size, ARGMAX_MAX_THREADS)),
     )
@@ -68,30 +121,40 @@ def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassPrograms:
 
 @dataclass(frozen=True)
 class Activations:
-    """The textures of one tile: room for `capacity` prompts, one row (or logits cell) each."""
+    """The textures of one tile: room for `capacity` prompts (rows, or logits cells)."""
 
     capacity: int
     tokens: Texture
-    embed: Texture
-    hidden: Texture
+    scores: Texture | None
+    context: Texture
+    hidden: tuple[Texture, ...]
     logits: Texture
     prediction: Texture
 
+    def textures(self) -> list[Texture]:
+        optional = [self.scores] if self.scores is not None else []
+        return [self.tokens, *optional, self.context, *self.hidden, self.logits, self.prediction]
+
 
 def poison(gpu: GLBackend, act: Activations) -> None:
-    for texture in (act.embed, act.hidden, act.logits):
-        gpu.write(texture, np.full((texture.height, texture.width), POISON_FLOAT, dtype=np.float32))
+    for texture in act.textures():
+        if texture.dtype == "f4":
+            gpu.write(texture, np.full((texture.height, texture.width), POISON_FLOAT, dtype=np.float32))
     gpu.write(act.prediction, np.full((act.capacity, 1, 4), POISON_BYTE, dtype=np.uint8))
 
 
-def allocate_activations(gpu: GLBackend, programs: PassPrograms, capacity: int) -> Activations:
+def allocate_activations(gpu: GLBackend, spec: ModelSpec, programs: PassPrograms, capacity: int) -> Activations:
     c = programs.constants
-    side, grid = c.int("LOGITS_SIDE"), c.int("LOGITS_GRID")
+    side, grid, x = c.int("LOGITS_SIDE"), c.int("LOGITS_GRID"), programs.context_layout
+    scores = None
+    if programs.scores is not None:
+        scores = gpu.float_image(spec.context_window, capacity, "T_scores")
     act = Activations(
         capacity=capacity,
-        tokens=gpu.uint_texture_empty(c.int("CONTEXT_WINDOW"), capacity, 3, "token texture"),
-        embed=gpu.float_image(c.int("EMBED_DIM"), capacity, "T_embed"),
-        hidden=gpu.float_image(c.int("HIDDEN_DIM"), capacity, "T_hidden"),
+        tokens=gpu.uint_texture_empty(spec.context_window, capacity, 3, "token texture"),
+        scores=scores,
+        context=gpu.float_image(x.width, capacity * x.rows, "T_context"),
+        hidden=tuple(gpu.float_image(width, capacity, f"T_hidden[{i}]") for i, width in enumerate(spec.hidden)),
         logits=gpu.float_image(min(capacity, grid) * side, ceil_div(capacity, grid) * side, "T_logits"),
         prediction=gpu.rgba8ui_image(1, capacity, "prediction"),
     )
@@ -104,14 +167,24 @@ def columns(program: GpuProgram, width: int, n: int) -> tuple[int, int, int]:
     return ceil_div(width, program.local_size), n, 1
 
 
-def embed_pool(gpu: GLBackend, p: PassPrograms, weights: Texture, tokens: Texture, embed: Texture, n: int) -> None:
-    groups = columns(p.embed_pool, p.constants.int("EMBED_DIM"), n)
-    gpu.run(p.embed_pool, groups, weights=weights, tokens=tokens, embed_out=embed)
+def context(gpu: GLBackend, spec: ModelSpec, p: PassPrograms, weights: Texture, act: Activations, n: int) -> None:
+    """T_context (and, for an attention context, T_scores first) from the token texture."""
+    if p.scores is not None:
+        scores = act.scores
+        groups = columns(p.scores, spec.context_window, n)
+        gpu.run(p.scores, groups, weights=weights, tokens=act.tokens, scores_out=scores)
+        gpu.barrier()
+        groups = columns(p.context, spec.context_dim, n)
+        gpu.run(p.context, groups, weights=weights, tokens=act.tokens, x_out=act.context, scores_in=scores)
+    else:
+        groups = columns(p.context, spec.context_dim, n)
+        gpu.run(p.context, groups, weights=weights, tokens=act.tokens, x_out=act.context)
 
 
-def hidden_relu(gpu: GLBackend, p: PassPrograms, weights: Texture, embed: Texture, hidden: Texture, n: int) -> None:
-    groups = columns(p.hidden_relu, p.constants.int("HIDDEN_DIM"), n)
-    gpu.run(p.hidden_relu, groups, weights=weights, embed_in=embed, hidden_out=hidden)
+def dense(gpu: GLBackend, p: PassPrograms, layer: int, weights: Texture, source: Texture, out: Texture, n: int) -> None:
+    """Hidden layer `layer`: T_hidden[layer] from its input (T_context or the layer before)."""
+    program = p.dense[layer]
+    gpu.run(program, columns(program, out.width, n), weights=weights, vector_in=source, vector_out=out)
 
 
 def logits(gpu: GLBackend, p: PassPrograms, weights: Texture, hidden: Texture, logits_out: Texture, n: int) -> None:
@@ -123,13 +196,16 @@ def argmax(gpu: GLBackend, p: PassPrograms, logits_in: Texture, prediction: Text
     gpu.run(p.argmax, (n, 1, 1), logits_in=logits_in, prediction_out=prediction)
 
 
-def forward(gpu: GLBackend, p: PassPrograms, weights: Texture, act: Activations, n: int) -> None:
-    """All four passes over the first n prompts of the tile, a memory barrier between each."""
-    embed_pool(gpu, p, weights, act.tokens, act.embed, n)
+def forward(gpu: GLBackend, spec: ModelSpec, p: PassPrograms, weights: Texture, act: Activations, n: int) -> None:
+    """Every pass over the first n prompts of the tile, a memory barrier between each."""
+    context(gpu, spec, p, weights, act, n)
     gpu.barrier()
-    hidden_relu(gpu, p, weights, act.embed, act.hidden, n)
-    gpu.barrier()
-    logits(gpu, p, weights, act.hidden, act.logits, n)
+    source = act.context
+    for layer, out in enumerate(act.hidden):
+        dense(gpu, p, layer, weights, source, out, n)
+        gpu.barrier()
+        source = out
+    logits(gpu, p, weights, source, act.logits, n)
     gpu.barrier()
     argmax(gpu, p, act.logits, act.prediction, n)
     gpu.barrier()
@@ -142,8 +218,14 @@ def logits_cells(texture: np.ndarray, n: int, side: int, grid: int) -> np.ndarra
     return cells.reshape(rows * cols, side, side)[:n]
 
 
+def read_vectors(gpu: GLBackend, texture: Texture, layout: VectorLayout, n: int) -> np.ndarray:
+    """(n, length) float32: each prompt's vector read back from its layout."""
+    image = gpu.read_float(texture)[: n * layout.rows]
+    return image.reshape(n, layout.rows * layout.width)[:, : layout.length]
+
+
 class PassesExecutor:
-    """Model A: the four passes, with one set of activation textures per tile capacity (powers of two)."""
+    """Model A: the passes, with one set of activation textures per tile capacity (powers of two)."""
 
     def __init__(self, gpu: GLBackend, inputs: ExecutorInputs, tuning: None = None) -> None:
         check_no_tuning("passes", tuning)
@@ -151,19 +233,22 @@ class PassesExecutor:
         self.programs = compile_passes(gpu, self.spec)
         grid = self.programs.constants.int("LOGITS_GRID")
         limits = gpu.limits
-        self.max_tile = min(MAX_TILE, limits.max_texture_size, *limits.max_work_group_count[:2], grid * grid)
+        by_rows = limits.max_texture_size // self.programs.context_layout.rows
+        self.max_tile = min(MAX_TILE, by_rows, *limits.max_work_group_count[:2], grid * grid)
+        if self.max_tile < 1:
+            raise PxglError(f"passes executor: a context of {self.spec.context_dim} floats does not fit this GPU")
         self._tiles: dict[int, Activations] = {}
 
     def activations(self, n: int) -> Activations:
         capacity = min(next_pow2(n), self.max_tile)
         if capacity not in self._tiles:
-            self._tiles[capacity] = allocate_activations(self.gpu, self.programs, capacity)
+            self._tiles[capacity] = allocate_activations(self.gpu, self.spec, self.programs, capacity)
         return self._tiles[capacity]
 
     def _forward(self, tails: np.ndarray) -> Activations:
         act = self.activations(len(tails))
         self.gpu.write(act.tokens, tails)
-        forward(self.gpu, self.programs, self.weights, act, len(tails))
+        forward(self.gpu, self.spec, self.programs, self.weights, act, len(tails))
         return act
 
     def run(self, tails: np.ndarray) -> np.ndarray:
@@ -173,12 +258,14 @@ class PassesExecutor:
     def trace(self, tails: np.ndarray) -> Trace:
         act, n = self._forward(tails), len(tails)
         grid = self.programs.constants.int("LOGITS_GRID")
+        scores = None if act.scores is None else self.gpu.read_float(act.scores)[:n]
         return Trace(
             tokens=self.gpu.read_uint8(act.tokens)[:n],
-            embed=self.gpu.read_float(act.embed)[:n],
-            hidden=self.gpu.read_float(act.hidden)[:n],
+            context=read_vectors(self.gpu, act.context, self.programs.context_layout, n),
+            hidden=tuple(self.gpu.read_float(texture)[:n] for texture in act.hidden),
             logits=logits_cells(self.gpu.read_float(act.logits), n, self.spec.logits_side, grid),
             prediction=written_predictions(self.gpu.read_uint8(act.prediction)[:n]),
+            scores=scores,
         )
 
     def poison(self) -> None:
@@ -187,6 +274,6 @@ class PassesExecutor:
 
     def close(self) -> None:
         for act in self._tiles.values():
-            for texture in (act.tokens, act.embed, act.hidden, act.logits, act.prediction):
+            for texture in act.textures():
                 texture.release()
         self._tiles.clear()

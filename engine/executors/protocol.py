@@ -11,7 +11,7 @@ from ..errors import PxglError
 from ..gl import GLBackend, Texture
 from ..kernel import Constants
 from ..pxvm.program import Program
-from ..spec import ModelSpec
+from ..spec import MODES, ModelSpec, Tensor
 
 POISON_FLOAT = np.float32(np.nan)
 """Float textures start as NaN, so a value a run fails to write cannot pass a check."""
@@ -34,14 +34,16 @@ class Trace:
 
     tokens: np.ndarray
     """(B, context_window, 3) uint8: the token texture the GPU read (each prompt's last tokens)."""
-    embed: np.ndarray | None
-    """(B, embed_dim) float32: T_embed."""
-    hidden: np.ndarray | None
-    """(B, hidden_dim) float32: T_hidden."""
+    context: np.ndarray | None
+    """(B, context_dim) float32: T_context, the first layer's input x."""
+    hidden: tuple[np.ndarray, ...] | None
+    """(B, hidden[l]) float32 each: T_hidden[l], every hidden layer's output."""
     logits: np.ndarray | None
     """(B, side, side) float32: each prompt's cell of T_logits; cells past the vocabulary are unwritten."""
     prediction: np.ndarray
     """(B, 1, 3) uint8: the prediction pixels."""
+    scores: np.ndarray | None = None
+    """(B, context_window) float32: an attention context's scores q · k_j / sqrt(D), j < n counting back."""
 
 
 class Executor(Protocol):
@@ -113,19 +115,35 @@ def largest_pow2_group(gpu: GLBackend, wanted: int) -> int:
     return 1 << (allowed.bit_length() - 1)
 
 
+CONTEXT_MODES = {f"MODE_{mode.upper()}": code for code, mode in enumerate(MODES)}
+"""The context modes as the shaders compare them (CONTEXT_MODE == MODE_CONCAT, ...)."""
+
+
+def tensor_constants(tensor: Tensor, prefix: str) -> dict[str, int | float]:
+    """A tensor's place and quantization as PREFIX_OFFSET, PREFIX_SCALE, PREFIX_ZERO (glsl/weights.glsl)."""
+    return {
+        f"{prefix}_OFFSET": tensor.offset,
+        f"{prefix}_SCALE": tensor.scale,
+        f"{prefix}_ZERO": float(tensor.zero_point),
+    }
+
+
 def model_constants(spec: ModelSpec) -> Constants:
     """What every shader needs to know about the model, from its meta; nothing is hard-coded in GLSL."""
+    context = spec.context
     constants: dict[str, int | float] = {
         "VOCAB": spec.vocab_size,
         "EMBED_DIM": spec.embed_dim,
-        "HIDDEN_DIM": spec.hidden_dim,
-        "CONTEXT_WINDOW": spec.context_window,
+        "CONTEXT_WINDOW": context.window,
+        "CONTEXT_DIM": spec.context_dim,
+        "CONTEXT_MODE": MODES.index(context.mode),
+        **CONTEXT_MODES,
+        "CONCAT": context.concat,
+        "HEAD_DIM": max(context.head_dim, 1),
+        "LAST_HIDDEN": spec.hidden[-1],
         "WEIGHTS_WIDTH": spec.image_width,
         "LOGITS_SIDE": spec.logits_side,
     }
     for tensor in spec.tensors.values():
-        prefix = tensor.name.upper()
-        constants[f"{prefix}_OFFSET"] = tensor.offset
-        constants[f"{prefix}_SCALE"] = tensor.scale
-        constants[f"{prefix}_ZERO"] = float(tensor.zero_point)
+        constants |= tensor_constants(tensor, tensor.name.upper().replace(".", "_"))
     return Constants(constants)

@@ -13,9 +13,9 @@ from ..errors import PxglError
 from ..gl import GLBackend, Texture
 from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler
 from ..pxvm.compiler import compile_program, scratch_layout
-from ..pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPS, OUTPUT_PIXELS
+from ..pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPERAND_PIXELS, OPS, OUTPUT_PIXELS, TENSOR_TABLES
 from ..pxvm.validator import validate_program
-from ..spec import TENSOR_ORDER, ModelSpec
+from ..spec import ModelSpec
 from .protocol import (
     POISON_FLOAT,
     ExecutorInputs,
@@ -45,16 +45,18 @@ SCRATCH_BUDGET = 1 << 26
 """Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""
 
 
-def vm_constants(spec: ModelSpec) -> Constants:
-    """The model's constants plus what the interpreter needs: opcodes by name, the tensor table by index."""
-    tensors = [spec.tensors[name] for name in TENSOR_ORDER]
+def vm_constants(spec: ModelSpec, version: int) -> Constants:
+    """The model's constants plus what the interpreter needs: opcodes by name, operand width, and the tensor
+    table of the program's version by index (a tensor the model lacks: offset 0, scale 0)."""
+    table = [spec.tensors.get(name) for name in TENSOR_TABLES[version]]
     return model_constants(spec) | {
         "MAX_OPERANDS": MAX_OPERANDS,
         "HEADER_PIXELS": HEADER_PIXELS,
-        "TENSOR_COUNT": len(tensors),
-        "TENSOR_OFFSETS": tuple(t.offset for t in tensors),
-        "TENSOR_SCALES": tuple(t.scale for t in tensors),
-        "TENSOR_ZEROS": tuple(float(t.zero_point) for t in tensors),
+        "OPERAND_PIXELS": OPERAND_PIXELS[version],
+        "TENSOR_COUNT": len(table),
+        "TENSOR_OFFSETS": tuple(t.offset if t else 0 for t in table),
+        "TENSOR_SCALES": tuple(t.scale if t else 0.0 for t in table),
+        "TENSOR_ZEROS": tuple(float(t.zero_point) if t else 0.0 for t in table),
         **{f"OP_{op.name}": op.code for op in OPS},
     }
 
@@ -81,7 +83,7 @@ class PxvmExecutor:
             raise PxglError(f"{program.source}: the program was not validated for this model; validate it first")
         self.gpu, self.spec, self.weights, self.program = gpu, spec, inputs.weights, program
         limits = gpu.limits
-        self.vm = gpu.program(PXVM, vm_constants(spec), largest_pow2_group(gpu, VM_THREADS))
+        self.vm = gpu.program(PXVM, vm_constants(spec, program.version), largest_pow2_group(gpu, VM_THREADS))
         self.program_texture = gpu.uint_texture(program.pixels, f"{program.source}: program texture")
         # A power of two wide, so the interpreter finds an address's pixel with a shift and a mask.
         self.scratch_width = min(next_pow2(program.scratch_size), 1 << (limits.max_texture_size.bit_length() - 1))
@@ -162,13 +164,13 @@ class PxvmExecutor:
         tokens = self.gpu.read_uint8(self.tile(n).tokens)[:n]
         if s is None:
             return Trace(tokens, None, None, None, prediction[:, None, :])
-        side = self.spec.logits_side
+        side, vocab = self.spec.logits_side, self.spec.vocab_size
         logits = np.full((n, side * side), np.nan, dtype=np.float32)
-        logits[:, : self.spec.vocab_size] = scratch[:, s.logits : s.logits + self.spec.vocab_size]
+        logits[:, :vocab] = scratch[:, s.logits : s.logits + vocab]
         return Trace(
             tokens=tokens,
-            embed=scratch[:, s.embed : s.embed + self.spec.embed_dim],
-            hidden=scratch[:, s.hidden : s.hidden + self.spec.hidden_dim],
+            context=scratch[:, s.context : s.context + self.spec.context_dim],
+            hidden=tuple(scratch[:, at : at + width] for at, width in zip(s.hidden, self.spec.hidden, strict=True)),
             logits=logits.reshape(n, side, side),
             prediction=prediction[:, None, :],
         )

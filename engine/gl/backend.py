@@ -199,17 +199,20 @@ class GLBackend:
         commands are queued: several runs form one submission until a flush, fence or read."""
         kernel = program.kernel
         if len(resources) != len(kernel.resources):
-            missing = sorted(set(kernel.bindings) - set(resources))
+            missing = sorted({r.name for r in kernel.resources} - set(resources))
             raise TypeError(f"kernel {kernel.shader}: resources {missing or sorted(resources)} missing or unknown")
         for resource in kernel.resources:
             value = resources[resource.name]
-            binding = kernel.bindings[resource.name]
-            if type(resource) is Storage:
-                self._bind_storage(value, binding)
-            elif type(resource) is Sampler:
-                value.use(location=binding)
-            elif type(resource) is Image:
-                value.bind_to_image(binding, resource.read, resource.write, format=IMAGE_FORMATS[resource.format])
+            kind = type(resource)
+            if kind is Storage:
+                self._bind_storage(value, kernel.bindings[resource.name])
+            elif kind is Sampler:
+                value.use(location=kernel.bindings[resource.name])
+            elif kind is Image:
+                format_enum = IMAGE_FORMATS[resource.format]
+                value.bind_to_image(kernel.bindings[resource.name], resource.read, resource.write, format=format_enum)
+            else:
+                program.shader[resource.name].value = value
         self.check_groups(groups, kernel.shader)
         program.shader.run(*groups)
 

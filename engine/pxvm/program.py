@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..pxi import image_size_for
-from ..spec import MAX_IMAGE_SIDE, TENSOR_ORDER, ModelSpec
+from ..spec import MAX_IMAGE_SIDE, ModelSpec
 from .opcodes import (
     BY_CODE,
     HALT,
@@ -18,8 +18,10 @@ from .opcodes import (
     MAGIC,
     MAX_PROGRAM_PIXELS,
     MAX_SCRATCH,
-    OPERAND_LIMIT,
+    OPERAND_PIXELS,
+    TENSOR_SPELLING,
     VERSION,
+    VERSIONS,
     Kind,
     Op,
 )
@@ -46,6 +48,7 @@ class Instruction:
 class Program:
     pixels: np.ndarray
     """(height, width, 3) uint8, exactly as stored."""
+    version: int
     scratch_size: int
     instructions: tuple[Instruction, ...]
     """Every instruction in order, HALT last."""
@@ -54,14 +57,18 @@ class Program:
     """The model it was validated against; None when it was only decoded."""
 
 
-def operand_pixel(value: int, what: str = "operand") -> tuple[int, int, int]:
-    if not 0 <= value < OPERAND_LIMIT:
-        raise PxglError(f"{what} {value} does not fit a 24-bit pixel (0..{OPERAND_LIMIT - 1})")
-    return value & 0xFF, (value >> 8) & 0xFF, value >> 16
+def operand_pixels(value: int, version: int, what: str = "operand") -> list[tuple[int, int, int]]:
+    """A number as the version's operand pixels: little-endian bytes, three to a pixel."""
+    pixels = OPERAND_PIXELS[version]
+    if not 0 <= value < 1 << (24 * pixels):
+        raise PxglError(f"{what} {value} does not fit a version-{version} operand (0..{(1 << (24 * pixels)) - 1})")
+    data = value.to_bytes(3 * pixels, "little")
+    return [(data[i], data[i + 1], data[i + 2]) for i in range(0, 3 * pixels, 3)]
 
 
-def operand_value(pixel: np.ndarray) -> int:
-    return int(pixel[0]) | int(pixel[1]) << 8 | int(pixel[2]) << 16
+def operand_value(pixels: np.ndarray) -> int:
+    """The number one operand's pixels hold (as many pixels as its version gives it)."""
+    return int.from_bytes(bytes(np.asarray(pixels, dtype=np.uint8).reshape(-1).tolist()), "little")
 
 
 def check_size(width: int, height: int, prefix: str = "", hint: str = "") -> None:
@@ -74,16 +81,23 @@ def check_size(width: int, height: int, prefix: str = "", hint: str = "") -> Non
 
 
 def encode_program(
-    scratch_size: int, instructions: Sequence[Instruction], size: tuple[int, int] | None = None
+    scratch_size: int,
+    instructions: Sequence[Instruction],
+    size: tuple[int, int] | None = None,
+    version: int = 0,
 ) -> np.ndarray:
-    """The program's pixels: header, then each instruction (header pixel + one pixel per operand), then
-    (0, 0, 0) padding; `size` = (width, height), default near-square. Operands must fit 24 bits."""
-    stream = [MAGIC, operand_pixel(VERSION), operand_pixel(scratch_size, "scratch size")]
+    """The program's pixels: header, then each instruction (header pixel + its operands' pixels), then
+    (0, 0, 0) padding; `size` = (width, height), default near-square. Operands must fit the version
+    (version 0 unless told: a program without a version is pixellm_v0's kind)."""
+    stream = [MAGIC, *operand_pixels(version, 0, "version"), *operand_pixels(scratch_size, 0, "scratch size")]
     for ins in instructions:
         if len(ins.operands) != len(ins.op.operands):
             raise PxglError(f"{ins.op.name} takes {len(ins.op.operands)} operands, got {len(ins.operands)}")
+        if ins.op.since > version:
+            raise PxglError(f"{ins.op.name} needs a version-{ins.op.since} program, this one is version {version}")
         stream.append((ins.op.code, len(ins.operands), 0))
-        stream.extend(operand_pixel(v, f"{ins.op.name} operand") for v in ins.operands)
+        for value in ins.operands:
+            stream.extend(operand_pixels(value, version, f"{ins.op.name} operand"))
     width, height = size if size is not None else image_size_for(3 * len(stream))
     check_size(width, height)
     if width * height < len(stream):
@@ -112,10 +126,15 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
             f"{source}: not a pxVM program: pixel 0 is {first}, not the magic {MAGIC} ('pxV'); {FORMAT_HINT}"
         )
     version, scratch_size = operand_value(stream[1]), operand_value(stream[2])
-    if version != VERSION:
-        raise PxglError(f"{source}: pxVM program version {version}; this pxgl runs version {VERSION}")
-    if not 1 <= scratch_size <= MAX_SCRATCH:
-        raise PxglError(f"{source}: pixel 2 declares {scratch_size} scratch floats; pxVM allows 1..{MAX_SCRATCH}")
+    if version not in VERSIONS:
+        raise PxglError(f"{source}: pxVM program version {version}; this pxgl runs versions 0 to {VERSION}")
+    if not 1 <= scratch_size <= MAX_SCRATCH[version]:
+        raise PxglError(
+            f"{source}: pixel 2 declares {scratch_size} scratch floats; pxVM version {version} allows "
+            f"1..{MAX_SCRATCH[version]}"
+        )
+    width_of = OPERAND_PIXELS[version]
+    tensors = TENSOR_SPELLING[version]
 
     instructions: list[Instruction] = []
     pc = HEADER_PIXELS
@@ -125,22 +144,25 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
         op = BY_CODE.get(code)
         if op is None:
             raise PxglError(f"{where}: unknown opcode 0x{code:02X}; {FORMAT_HINT}")
+        if op.since > version:
+            raise PxglError(f"{where}: {op.name} is a version-{op.since} opcode; this program is version {version}")
         if count != len(op.operands):
             names = ", ".join(o.name for o in op.operands) or "none"
-            raise PxglError(f"{where}: {op.name} has {count} operand pixel(s); it takes {len(op.operands)} ({names})")
+            raise PxglError(f"{where}: {op.name} has {count} operand(s); it takes {len(op.operands)} ({names})")
         if flags != 0:
             raise PxglError(f"{where}: {op.name} header has flags {flags}; the flags byte is reserved and must be 0")
-        if pc + 1 + count > len(stream):
+        end = pc + 1 + count * width_of
+        if end > len(stream):
             raise PxglError(f"{where}: {op.name}'s operands run past the end of the image: the program is truncated")
-        values = tuple(operand_value(p) for p in stream[pc + 1 : pc + 1 + count])
+        values = tuple(operand_value(stream[pc + 1 + i * width_of : pc + 1 + (i + 1) * width_of]) for i in range(count))
         for operand, value in zip(op.operands, values, strict=True):
-            if operand.kind is Kind.TENSOR and value >= len(TENSOR_ORDER):
+            if operand.kind is Kind.TENSOR and value >= len(tensors):
                 raise PxglError(
-                    f"{where}: {op.name} names tensor {value}; tensors are 0..{len(TENSOR_ORDER) - 1} "
-                    f"({', '.join(TENSOR_ORDER)})"
+                    f"{where}: {op.name} names tensor {value}; version-{version} tensors are 0..{len(tensors) - 1} "
+                    f"({', '.join(tensors)})"
                 )
         instructions.append(Instruction(op, values, pc))
-        pc += 1 + count
+        pc = end
         if op is HALT:
             break
     else:
@@ -152,4 +174,4 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
     if junk.size:
         p = pc + int(junk[0])
         raise PxglError(f"{source}: pixel {p} after HALT is {tuple(int(c) for c in stream[p])}, not padding (0, 0, 0)")
-    return Program(pixels, scratch_size, tuple(instructions), source)
+    return Program(pixels, version, scratch_size, tuple(instructions), source)

@@ -11,9 +11,9 @@ from enum import Enum
 import numpy as np
 
 from ..errors import PxglError
-from ..spec import TENSOR_ORDER, ModelSpec
+from ..spec import ModelSpec
 from .compiler import compiled_instructions
-from .opcodes import BY_NAME, OUTPUT_PIXELS, Kind
+from .opcodes import BY_NAME, OUTPUT_PIXELS, TENSOR_TABLES, Kind
 from .program import Instruction, Program, decode_program
 
 WORK_FACTOR = 4
@@ -41,27 +41,42 @@ class Access:
     """For WEIGHTS: the tensor's name."""
 
 
-def accesses(ins: Instruction, spec: ModelSpec) -> list[Access]:
+def accesses(ins: Instruction, spec: ModelSpec, version: int) -> list[Access]:
     """Every range an instruction reads or writes (docs/FORMATS.md §7, operand table)."""
-    name = ins.op.name
+    name, window, vocab = ins.op.name, spec.context_window, spec.vocab_size
 
     def scratch(operand: str, length: int, writes: bool = False) -> Access:
         return Access(Space.SCRATCH, ins[operand], length, operand, writes)
 
-    def weights(start: int, length: int) -> Access:
-        tensor = TENSOR_ORDER[ins["tensor"]]
-        return Access(Space.WEIGHTS, start, length, "tensor", tensor=tensor)
+    def weights(start: int, length: int, operand: str = "tensor") -> Access:
+        tensor = TENSOR_TABLES[version][ins[operand]]
+        return Access(Space.WEIGHTS, start, length, operand, tensor=tensor)
 
     if name == "LOAD_WEIGHT_SLICE":
         return [weights(ins["offset"], ins["length"]), scratch("dst", ins["length"], writes=True)]
     if name == "LOAD_TOKEN":
         return [
             Access(Space.TOKENS, ins["back"], 1, "back"),
-            weights(0, spec.vocab_size * ins["length"]),
+            weights(0, vocab * ins["length"]),
             scratch("dst", ins["length"], writes=True),
         ]
     if name == "POOL_TOKENS":
-        return [weights(0, spec.vocab_size * ins["length"]), scratch("dst", ins["length"], writes=True)]
+        return [weights(0, vocab * ins["length"]), scratch("dst", ins["length"], writes=True)]
+    if name == "CONCAT_TOKENS":
+        return [
+            Access(Space.TOKENS, 0, ins["count"], "count"),
+            weights(0, vocab * ins["length"]),
+            scratch("dst", ins["count"] * ins["length"], writes=True),
+        ]
+    if name == "ATTEND":
+        length, head = ins["length"], ins["head"]
+        return [
+            weights(0, vocab * length, "embed"),
+            weights(0, window * length, "pos"),
+            *(weights(0, length * head, operand) for operand in ("query", "key", "value")),
+            scratch("tmp", head + window, writes=True),
+            scratch("dst", head, writes=True),
+        ]
     if name == "DOT_PRODUCT":
         return [
             scratch("src", ins["in_len"]),
@@ -82,12 +97,16 @@ def accesses(ins: Instruction, spec: ModelSpec) -> list[Access]:
 
 
 def work(ins: Instruction, spec: ModelSpec) -> int:
-    """Elements an instruction computes for one prompt: the unit of the work limit."""
-    name = ins.op.name
+    """Elements an instruction computes for one prompt: the unit of the work limit (docs/FORMATS.md §7.5)."""
+    name, window = ins.op.name, spec.context_window
     if name == "DOT_PRODUCT":
         return ins["in_len"] * ins["out_len"]
     if name == "POOL_TOKENS":
-        return ins["length"] * spec.context_window
+        return ins["length"] * window
+    if name == "CONCAT_TOKENS":
+        return ins["length"] * ins["count"]
+    if name == "ATTEND":
+        return (2 * window + 1) * ins["length"] * ins["head"] + window * ins["head"]
     if name == "ARGMAX":
         return 2 * ins["length"]  # the maximum, then the softmax sum
     if name == "STORE_PIXEL":
@@ -109,6 +128,11 @@ def _bounds(access: Access, program: Program, spec: ModelSpec, where: str) -> No
             f"{where}: {access.operand} s{access.start}..s{end - 1} is outside SCRATCH "
             f"s0..s{program.scratch_size - 1}; fix the address or declare more scratch"
         )
+    if access.space is Space.WEIGHTS and access.tensor not in spec.tensors:
+        raise PxglError(
+            f"{where}: {access.operand} names tensor {access.tensor}, which this model "
+            f"({spec.architecture.describe()}) does not have"
+        )
     if access.space is Space.WEIGHTS and end > spec.tensors[access.tensor].size:
         raise PxglError(
             f"{where}: reads {access.tensor} elements {access.start}..{end - 1}, outside WEIGHTS: the tensor "
@@ -124,14 +148,14 @@ def _bounds(access: Access, program: Program, spec: ModelSpec, where: str) -> No
 
 
 def _disjoint(reach: list[Access], where: str) -> None:
-    """A range an instruction writes may not overlap another operand's range that it reads: the GPU
-    splits an instruction across invocations, so such an overlap would race."""
+    """A range an instruction writes may not overlap another operand's range that it reads or writes: the
+    GPU splits an instruction across invocations, so such an overlap would race."""
     for w in (a for a in reach if a.writes and a.space is Space.SCRATCH):
-        for r in (a for a in reach if not a.writes and a.space is Space.SCRATCH and a.operand != w.operand):
+        for r in (a for a in reach if a.space is Space.SCRATCH and a.operand != w.operand):
             if r.start < w.start + w.length and w.start < r.start + r.length:
                 raise PxglError(
                     f"{where}: {w.operand} s{w.start}..s{w.start + w.length - 1} overlaps {r.operand} "
-                    f"s{r.start}..s{r.start + r.length - 1}; an instruction's output may not overlap its input"
+                    f"s{r.start}..s{r.start + r.length - 1}; an instruction's output may not overlap its other operands"
                 )
 
 
@@ -146,7 +170,7 @@ def validate_program(pixels: np.ndarray, spec: ModelSpec, source: str) -> Progra
         for operand, value in zip(ins.op.operands, ins.operands, strict=True):
             if operand.kind is Kind.LENGTH and value == 0:
                 raise PxglError(f"{where}: {operand.name} is 0; lengths are at least 1")
-        reach = accesses(ins, spec)
+        reach = accesses(ins, spec, program.version)
         for access in reach:
             _bounds(access, program, spec, where)
         _disjoint(reach, where)

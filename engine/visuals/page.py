@@ -99,7 +99,7 @@ def trace_html(view: TraceView, pngs: dict[str, bytes]) -> str:
         '<table id="tokens-table"><thead><tr><th>pos</th><th>pixel</th><th>id</th><th>token</th></tr></thead>'
         f"<tbody>{rows}</tbody></table></section>"
     )
-    strips = [key for key in ("embed", "hidden") if key in view.images]
+    strips = view.strips
     if strips:
         out.append('<div class="grid">')
         for key in strips:

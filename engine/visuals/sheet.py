@@ -94,21 +94,25 @@ def contact_sheet(view: TraceView) -> Image.Image:
     y = sheet.paste(tokens.image, margin, y, left_w)
     y = token_labels(sheet, view.tokens, margin, y + 6, tokens.block[0]) + 16
 
-    for number, key in ((2, "embed"), (3, "hidden")):
-        image = view.images.get(key)
-        if image is None:
-            y = sheet.heading(margin, y, f"{number}  T_{key}", "not kept by this executor") + 16
-            continue
-        y = sheet.heading(margin, y, f"{number}  {image.title}", f"{image.extra['length']} float32 · {image.caption}")
+    number = 2
+    for title in view.missing:
+        if title != "T_logits":
+            y = sheet.heading(margin, y, f"{number}  {title}", "not kept by this executor") + 16
+            number += 1
+    for key in view.strips:
+        image = view.images[key]
+        detail = f"{image.extra['length']} float32 · {image.caption}"
+        y = sheet.heading(margin, y, f"{number}  {image.title}", detail)
         y = sheet.paste(image.image, margin, y, left_w) + 6
         y = sheet.scale_bar(margin, y, image) + 10
+        number += 1
 
     heat = view.images.get("logits")
     if heat is None:
-        y = sheet.heading(margin, y, "4  T_logits", "not kept by this executor")
+        y = sheet.heading(margin, y, f"{number}  T_logits", "not kept by this executor")
     else:
         side = heat.texels[0]
-        y = sheet.heading(margin, y, "4  T_logits", f"{side}x{side} float32 · {heat.extra['vocab']} tokens")
+        y = sheet.heading(margin, y, f"{number}  T_logits", f"{side}x{side} float32 · {heat.extra['vocab']} tokens")
         y = sheet.paste(heat.image, margin, y, left_w) + 6
         sheet.text((margin + 200, y - 2), f"token k at (k mod {side}, k div {side})", 12, DIM_INK)
         sheet.text((margin + 200, y + 14), "ring: the cell the argmax pass chose", 12, DIM_INK)
@@ -116,7 +120,7 @@ def contact_sheet(view: TraceView) -> Image.Image:
     left_bottom = y
 
     x, y = margin + left_w + OVERVIEW_GAP, top
-    y = sheet.heading(x, y, "5  prediction pixel", "(id mod 256, id div 256, confidence)")
+    y = sheet.heading(x, y, f"{number + 1}  prediction pixel", "(id mod 256, id div 256, confidence)")
     pixel = view.images["prediction"].image
     sheet.image.paste(pixel, (x, y))
     sheet.draw.rectangle((x - 1, y - 1, x + pixel.width, y + pixel.height), outline=DIM_INK)
@@ -136,10 +140,11 @@ def contact_sheet(view: TraceView) -> Image.Image:
 
 
 def overview_height(view: TraceView) -> int:
-    """Header, token strip with its labels, two strips with scales, the heatmap, margins."""
+    """Header, token strip with its labels, the strips with scales, the heatmap, margins."""
     label_h = max((len(drawable(c.token.label)) * 8 for c in view.tokens if c.token), default=0)
     total = 4 * OVERVIEW_MARGIN + 110 + view.images["tokens"].image.height + min(label_h, 140) + 40
-    for key in ("embed", "hidden", "logits"):
+    total += 42 * len(view.missing)
+    for key in [*view.strips, "logits"]:
         image = view.images.get(key)
         total += 26 + (image.image.height + 50 if image else 16)
     odds = view.images.get("probabilities")

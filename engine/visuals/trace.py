@@ -139,6 +139,8 @@ class TraceView:
     missing: list[str]
     arrays: dict[str, np.ndarray]
     """The read-back arrays of this prompt, exactly as the GPU gave them (written to trace.npz)."""
+    strips: list[str] = field(default_factory=list)
+    """Keys of the vector images, in the order the pass computed them (scores, context, hidden0, ...)."""
 
     @property
     def confidence(self) -> float:
@@ -206,7 +208,7 @@ def rgb_image(key: str, title: str, caption: str, pixels: np.ndarray, block: int
 
 
 def strip_image(key: str, title: str, caption: str, vector: np.ndarray) -> DataImage:
-    """A float vector (one row of T_embed or T_hidden) as a colour-mapped strip."""
+    """A float vector (one row of T_context, T_hidden[l] or T_scores) as a colour-mapped strip."""
     grid = fold(vector)
     rows, width = grid.shape
     scale = colour_scale(vector)
@@ -300,17 +302,14 @@ def trace_view(
         )
     }
     arrays = {"tokens": tokens, "prediction": trace.prediction[row]}
-    missing = []
-    intermediates = (
-        ("embed", trace.embed, "T_embed", "mean of the token embeddings"),
-        ("hidden", trace.hidden, "T_hidden", "relu(T_embed · hidden + b_hidden)"),
-    )
-    for key, texture, title, caption in intermediates:
-        if texture is None:
+    missing, strips = [], []
+    for key, vector, title, caption in intermediates(trace, spec, row):
+        if vector is None:
             missing.append(title)
             continue
-        arrays[key] = texture[row]
-        images[key] = strip_image(key, title, caption, texture[row])
+        arrays[key] = vector
+        images[key] = strip_image(key, title, caption, vector)
+        strips.append(key)
     candidates: list[Candidate] = []
     if trace.logits is None:
         missing.append("T_logits")
@@ -337,7 +336,33 @@ def trace_view(
         top_k=candidates,
         missing=missing,
         arrays=arrays,
+        strips=strips,
     )
+
+
+def intermediates(trace: Trace, spec: ModelSpec, row: int) -> list[tuple[str, np.ndarray | None, str, str]]:
+    """(key, vector of this row or None, title, caption) of each vector texture, in the order of the pass."""
+    c, a = spec.context, spec.architecture
+    found: list[tuple[str, np.ndarray | None, str, str]] = []
+    if c.mode == "attention" and trace.scores is not None:
+        n = int(np.count_nonzero(trace.tokens[row, :, 2] == TOKEN_MARK))
+        scores = trace.scores[row, :n]
+        found.append(("scores", scores, "T_scores", "attention scores q·k_j/√D, j counting back from the last token"))
+    about_context = {
+        "mean": f"mean of the last {c.window} token embeddings",
+        "concat": f"the last {c.window} token embeddings side by side, oldest first",
+        "attention": f"the last {c.concat} embeddings, then the attention head's {c.head_dim} outputs",
+    }[c.mode]
+    context = trace.context[row] if trace.context is not None else None
+    found.append(("context", context, "T_context", about_context))
+    if trace.hidden is None:
+        return [*found, ("hidden0", None, "T_hidden", "")]
+    for layer, texture in enumerate(trace.hidden):
+        source = "T_context" if layer == 0 else f"T_hidden[{layer - 1}]"
+        caption = f"relu({source} · layer{layer}.weight + layer{layer}.bias)"
+        caption += f" + {source}" if a.is_residual(layer) else ""
+        found.append((f"hidden{layer}", texture[row], f"T_hidden[{layer}]", caption))
+    return found
 
 
 def run_view(

@@ -26,6 +26,9 @@ tall (the biases), DETAIL_ZOOM pixels a texel, DETAIL_MAX_LINES lines at most.""
 @dataclass(frozen=True)
 class Region:
     name: str
+    """As the meta spells it."""
+    tensor: str
+    """The spec's (version-1) name."""
     shape: tuple[int, ...]
     start: int
     end: int
@@ -133,7 +136,14 @@ def weights_view(model: Model) -> DataImage:
     that part of the stream."""
     spec = model.spec
     regions = [
-        Region(t.name, t.shape, t.offset, t.offset + t.size, TENSOR_COLOURS[i % len(TENSOR_COLOURS)])
+        Region(
+            spec.meta_name(t.name),
+            t.name,
+            t.shape,
+            t.offset,
+            t.offset + t.size,
+            TENSOR_COLOURS[i % len(TENSOR_COLOURS)],
+        )
         for i, t in enumerate(sorted(spec.tensors.values(), key=lambda t: t.offset))
     ]
     stream = model.weights.reshape(-1, 3)
@@ -207,7 +217,7 @@ def draw_weights_legend(
         draw.line([(x, y0), (x, max(y1 - 1, y0))], fill=region.colour, width=3)
         label_y = max(next_free, (y0 + y1) / 2 - line_h / 2)
         draw.line([(x + 2, (y0 + y1) / 2), (x + 14, label_y + 10)], fill=region.colour, width=1)
-        tensor = spec.tensors[region.name]
+        tensor = spec.tensors[region.tensor]
         shape = "x".join(str(d) for d in region.shape)
         lines = (
             (region.name, 17, region.colour),

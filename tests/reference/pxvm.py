@@ -14,7 +14,27 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = (0x70, 0x78, 0x56)
-TENSORS = ("b_hidden", "b_out", "embed", "hidden", "out")
+TENSORS = {
+    0: ("b_hidden", "b_out", "embed", "hidden", "out"),
+    1: (
+        "embed",
+        "attn.pos",
+        "attn.query",
+        "attn.key",
+        "attn.value",
+        *(f"layer{layer}.{part}" for layer in range(4) for part in ("weight", "bias")),
+        "out.weight",
+        "out.bias",
+    ),
+}
+"""Tensor index → name, per program version (a version-1 index names the meta's version-1 tensor)."""
+V0_AS_V1 = {
+    "b_hidden": "layer0.bias",
+    "b_out": "out.bias",
+    "embed": "embed",
+    "hidden": "layer0.weight",
+    "out": "out.weight",
+}
 OPERAND_COUNT = {
     0x01: 4,  # LOAD_WEIGHT_SLICE tensor, offset, length, dst
     0x02: 4,  # LOAD_TOKEN back, tensor, length, dst
@@ -24,8 +44,11 @@ OPERAND_COUNT = {
     0x06: 3,  # ARGMAX src, length, dst
     0x07: 2,  # STORE_PIXEL src, out
     0x08: 3,  # POOL_TOKENS tensor, length, dst
+    0x09: 4,  # CONCAT_TOKENS tensor, length, count, dst (version 1)
+    0x0A: 9,  # ATTEND embed, pos, query, key, value, length, head, tmp, dst (version 1)
     0xFF: 0,  # HALT
 }
+SINCE = {0x09: 1, 0x0A: 1}
 RTOL = 1e-5
 
 
@@ -53,41 +76,54 @@ class Result:
         return both_nan | close
 
 
-def decode(pixels: np.ndarray) -> tuple[int, list[tuple[int, list[int]]]]:
-    """(scratch size, [(opcode, operands)]) of a program image; Fault on anything malformed."""
+def decode(pixels: np.ndarray) -> tuple[int, int, list[tuple[int, list[int]]]]:
+    """(version, scratch size, [(opcode, operands)]) of a program image; Fault on anything malformed."""
     stream = [tuple(int(c) for c in p) for p in np.asarray(pixels).reshape(-1, 3)]
 
-    def value(p: tuple[int, int, int]) -> int:
-        return p[0] + 256 * p[1] + 65536 * p[2]
+    def value(pixels: list[tuple[int, int, int]]) -> int:
+        return sum((p[0] + 256 * p[1] + 65536 * p[2]) << (24 * i) for i, p in enumerate(pixels))
 
-    if len(stream) < 3 or stream[0] != MAGIC or value(stream[1]) != 0:
+    if len(stream) < 3 or stream[0] != MAGIC or value(stream[1:2]) not in (0, 1):
         raise Fault("bad magic or version")
+    version = value(stream[1:2])
+    width = 1 + version  # pixels per operand
     program, pc = [], 3
     while True:
         if pc >= len(stream):
             raise Fault("no HALT")
         code, count, flags = stream[pc]
-        if code not in OPERAND_COUNT or count != OPERAND_COUNT[code] or flags != 0 or pc + 1 + count > len(stream):
+        end = pc + 1 + count * width
+        if code not in OPERAND_COUNT or count != OPERAND_COUNT[code] or flags != 0 or end > len(stream):
             raise Fault(f"bad instruction header at pixel {pc}")
-        program.append((code, [value(p) for p in stream[pc + 1 : pc + 1 + count]]))
-        pc += 1 + count
+        if SINCE.get(code, 0) > version:
+            raise Fault(f"opcode {code} in a version-{version} program")
+        program.append((code, [value(stream[pc + 1 + i * width : pc + 1 + (i + 1) * width]) for i in range(count)]))
+        pc = end
         if code == 0xFF:
             break
     if any(p != (0, 0, 0) for p in stream[pc:]):
         raise Fault("junk after HALT")
-    return value(stream[2]), program
+    return version, value(stream[2:3]), program
 
 
 class Machine:
-    def __init__(self, meta: dict, weight_pixels: np.ndarray, tokens: list[int], scratch_size: int) -> None:
+    def __init__(
+        self, meta: dict, weight_pixels: np.ndarray, tokens: list[int], scratch_size: int, version: int = 0
+    ) -> None:
         """`tokens`: the prompt's last context_window token ids (what the GPU reads)."""
         stream = np.asarray(weight_pixels, dtype=np.uint8).reshape(-1)
-        self.weights = {}
-        for name in TENSORS:
-            t = meta["tensors"][name]
+        by_v1 = {}  # the meta's tensors under their version-1 names, dequantized
+        for name, t in meta["tensors"].items():
             q = stream[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].astype(np.float32)
-            self.weights[name] = (q - np.float32(t["zero_point"])) * np.float32(t["scale"])
-        self.window = meta["context_window"]
+            v1 = V0_AS_V1[name] if meta["version"] == 0 else name
+            by_v1[v1] = (q - np.float32(t["zero_point"])) * np.float32(t["scale"])
+        self.names = TENSORS[version]
+        self.weights = {
+            name: by_v1[V0_AS_V1[name] if version == 0 else name]
+            for name in self.names
+            if (V0_AS_V1[name] if version == 0 else name) in by_v1
+        }
+        self.window = meta["context_window"] if meta["version"] == 0 else meta["context"]["window"]
         self.vocab = meta["vocab_size"]
         self.tokens = list(tokens)
         assert 1 <= len(self.tokens) <= self.window
@@ -98,11 +134,11 @@ class Machine:
         self.pixel_id_exact = True
 
     def tensor(self, index: int, start: int, length: int) -> np.ndarray:
-        if index >= len(TENSORS):
+        if index >= len(self.names) or self.names[index] not in self.weights:
             raise Fault(f"tensor {index}")
-        w = self.weights[TENSORS[index]]
+        w = self.weights[self.names[index]]
         if start + length > w.size:
-            raise Fault(f"weights {start}..{start + length} past {TENSORS[index]}'s {w.size}")
+            raise Fault(f"weights {start}..{start + length} past {self.names[index]}'s {w.size}")
         return w[start : start + length]
 
     def read(self, address: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +174,17 @@ class Machine:
             tensor, length, dst = a
             rows = np.stack(self.token_rows(tensor, length)).astype(np.float64)
             self.write(dst, rows.mean(axis=0).astype(np.float32), np.abs(rows).mean(axis=0))
+        elif code == 0x09:  # CONCAT_TOKENS
+            tensor, length, count, dst = a
+            if count > self.window:
+                raise Fault(f"count {count} past the window")
+            rows = self.token_rows(tensor, length)
+            slots = [rows[len(rows) - count + s] if len(rows) - count + s >= 0 else np.zeros(length, np.float32)
+                     for s in range(count)]  # fmt: skip
+            self.write(dst, np.concatenate(slots), np.zeros(count * length))
+        elif code == 0x0A:  # ATTEND
+            embed, pos, query, key, value, length, head, tmp, dst = a
+            self.attend(embed, pos, query, key, value, length, head, tmp, dst)
         elif code == 0x03:  # DOT_PRODUCT
             src, in_len, tensor, offset, out_len, dst = a
             x, mx = self.read(src, in_len)
@@ -177,6 +224,33 @@ class Machine:
         else:
             raise Fault(f"opcode {code}")
 
+    def attend(self, embed, pos, query, key, value, length, head, tmp, dst) -> None:
+        """One attention head over the prompt's tokens (docs/FORMATS.md §7.4): tmp = q, then the scores (0
+        past the tokens); dst = sum_j softmax(scores)_j v_j. Magnitudes bound the float32 rounding."""
+        rows = self.token_rows(embed, length)
+        positions = self.tensor(pos, 0, self.window * length).reshape(self.window, length).astype(np.float64)
+        wq, wk, wv = (
+            self.tensor(t, 0, length * head).reshape(length, head).astype(np.float64) for t in (query, key, value)
+        )
+        self._disjoint(tmp, head + self.window, dst, head)
+        m = len(rows)
+        u = np.stack([rows[m - 1 - j] for j in range(m)]).astype(np.float64) + positions[:m]
+        q, k, v = u[0] @ wq, u @ wk, u @ wv
+        mu = np.abs(u)
+        mq, mk, mv = mu[0] @ np.abs(wq), mu @ np.abs(wk), mu @ np.abs(wv)
+        s = (k @ q) / np.sqrt(head)
+        ms = (mk @ mq) / np.sqrt(head)
+        a = np.exp(s - s.max())
+        a /= a.sum()
+        scores = np.zeros(self.window)
+        scores[:m] = s
+        mscores = np.zeros(self.window)
+        mscores[:m] = ms
+        self.write(tmp, np.concatenate([q, scores]).astype(np.float32), np.concatenate([mq, mscores]))
+        # the softmax weights move with every score's error: bound the output by it, scaled by |v|
+        spread = float(np.max(ms)) if m else 0.0
+        self.write(dst, (a @ v).astype(np.float32), np.abs(a) @ mv + spread * np.abs(v).max(axis=0) * 4)
+
     @staticmethod
     def _disjoint(a: int, a_len: int, b: int, b_len: int) -> None:
         if a < b + b_len and b < a + a_len:
@@ -185,8 +259,8 @@ class Machine:
 
 def run(program_pixels: np.ndarray, meta: dict, weight_pixels: np.ndarray, tokens: list[int]) -> Result:
     """Run a program over one prompt's last context_window tokens."""
-    scratch_size, program = decode(program_pixels)
-    machine = Machine(meta, weight_pixels, tokens, scratch_size)
+    version, scratch_size, program = decode(program_pixels)
+    machine = Machine(meta, weight_pixels, tokens, scratch_size, version)
     for code, operands in program:
         if code == 0xFF:
             break
