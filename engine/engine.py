@@ -17,7 +17,7 @@ import numpy as np
 
 from .constants import TOKEN_MARK
 from .errors import PxglError
-from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, Trace
+from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
 from .gl import GLBackend, gl_errors
 from .loading import Runnable, plan
 from .model import Model
@@ -44,14 +44,15 @@ class Engine:
         self.runnable = runnable
         self.model = runnable.model
         self.spec = self.model.spec
-        self.executor_name = runnable.executor
         self._owns_gpu = gpu is None
         self.gpu = gpu if gpu is not None else GLBackend(device)
         self._closed = False
+        self.executor_name = resolve(runnable.executor, self.spec, self.gpu)
+        """The executor that runs: the one chosen, `auto` decided for this GPU."""
         with gl_errors(self.model.source):
             self.weights = self.gpu.uint_texture(self.model.weights, f"{self.model.source}: weight texture")
             inputs = ExecutorInputs(self.spec, self.weights, runnable.program)
-            self.executor: Executor = EXECUTORS[runnable.executor](self.gpu, inputs, tuning)
+            self.executor: Executor = EXECUTORS[self.executor_name](self.gpu, inputs, tuning)
         self._lean = isinstance(self.executor, LeanExecutor)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -166,6 +167,20 @@ class Engine:
             f"{source}: row {row + row_offset}, position {position}: token id {ids[row, position]} is outside "
             f"0..{self.spec.vocab_size - 1}; re-encode the prompt with this model's tokenizer"
         )
+
+    def score(self, tails: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction pixels (n, 3) and log p(target) (n,) for contexts already cut to the window (token
+        rows, possibly empty) and their targets (docs/FORMATS.md §9); any n, in the executor's tiles."""
+        self._check_thread()
+        if not isinstance(self.executor, ScoringExecutor):
+            raise PxglError(f"the {self.executor_name} executor predicts but does not score; use -x fused or passes")
+        pixels = np.empty((len(tails), 3), np.uint8)
+        logprobs = np.empty(len(tails), np.float32)
+        with gl_errors("scoring"):
+            for start in range(0, len(tails), self.executor.max_tile):
+                end = start + self.executor.max_tile
+                pixels[start:end], logprobs[start:end] = self.executor.score(tails[start:end], targets[start:end])
+        return pixels, logprobs
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""

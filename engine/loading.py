@@ -13,7 +13,7 @@ from pathlib import Path
 from .cartridge import SUFFIX as CARTRIDGE_SUFFIX
 from .cartridge import open_cartridge
 from .errors import PxglError
-from .executors import DEFAULT_EXECUTOR, EXECUTORS
+from .executors import DEFAULT_EXECUTOR, NAMES
 from .model import WEIGHTS_SUFFIX, Model, from_cartridge, read_weights
 from .pxvm.compiler import compile_program
 from .pxvm.files import load_program, program_path_for
@@ -53,9 +53,9 @@ def load_model(name_or_path: str | Path | None = None) -> Model:
 
 
 def check_executor(name: str, where: str = "") -> str:
-    if name not in EXECUTORS:
+    if name not in NAMES:
         prefix = f"{where}: " if where else ""
-        raise PxglError(f"{prefix}unknown executor {name!r}; this pxgl has {', '.join(EXECUTORS)}")
+        raise PxglError(f"{prefix}unknown executor {name!r}; this pxgl has {', '.join(NAMES)}")
     return name
 
 

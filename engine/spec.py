@@ -303,7 +303,7 @@ def _context(raw: Any, where: str) -> Context:
     keys = {"mode", "window", "concat", "head_dim"} if mode == "attention" else {"mode", "window"}
     if set(raw) != keys:
         expected, got = ", ".join(sorted(keys)), ", ".join(sorted(map(str, raw)))
-        raise PxglError(f"{where}: a {mode} context has exactly {expected}; got {got}")
+        raise PxglError(f"{where}: the {mode} context has exactly {expected}; got {got}")
     window = _int(raw, "window", where, 1, MAX_CONTEXT_WINDOW)
     if mode != "attention":
         return Context(mode, window)

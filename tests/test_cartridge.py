@@ -84,7 +84,7 @@ def test_pack_writes_the_format(cart, tmp_path, seed):
         for info in archive.infolist():
             assert info.external_attr >> 16 == 0o100644, f"{info.filename} is not a plain file"
     again = tmp_path / "again.pxa"
-    pack(model.source, again)
+    pack(model.source, again, "passes")
     assert again.read_bytes() == path.read_bytes(), "packing the same model twice gave different bytes"
 
 
@@ -198,7 +198,7 @@ def test_the_manifest_names_the_default_executor(tmp_path, rng, monkeypatch, cap
 
     def spy(self, model, **options):
         real_init(self, model, **options)
-        chosen.append((self.runnable.executor, self.runnable.program is not None))
+        chosen.append((self.executor_name, self.runnable.program is not None))
 
     monkeypatch.setattr(Engine, "__init__", spy)
     path, model = random_cartridge(tmp_path, rng, *DIMS[1], executor="pxvm")
@@ -207,7 +207,7 @@ def test_the_manifest_names_the_default_executor(tmp_path, rng, monkeypatch, cap
     assert pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi")[0] == 0
     assert pxgl(monkeypatch, capsys, "run", "-m", str(path), "-i", "tokens.pxi", "-x", "passes")[0] == 0
     assert pxgl(monkeypatch, capsys, "run", "-m", model.source, "-i", "tokens.pxi")[0] == 0
-    assert chosen == [("pxvm", True), ("passes", False), ("passes", False)]
+    assert chosen == [("pxvm", True), ("passes", False), ("fused", False)]  # auto: fused runs this model
 
 
 def test_model_option_takes_a_cartridge_everywhere(cart, tmp_path, monkeypatch, capsys):

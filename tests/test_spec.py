@@ -14,6 +14,7 @@ from pxgl.pxi import write_rgb
 from pxgl.spec import meta_path_for, read_meta, spec_from_meta
 
 from tests.models import random_model
+from tests.reference.models import write_random_member
 
 
 @pytest.fixture
@@ -120,3 +121,55 @@ def test_weights_image_must_match_its_meta(meta, tmp_path):
         load_model(tmp_path / "random.pxi")
     with pytest.raises(PxglError, match=r"a model is a weights \.pxi"):
         load_model(tmp_path / "random.png")
+
+
+@pytest.fixture
+def meta_v1(tmp_path, rng) -> dict:
+    """A version-1 attention member with two layers (every kind of v1 key present)."""
+    context = {"mode": "attention", "window": 6, "concat": 2, "head_dim": 5}
+    arch = {"vocab_size": 300, "embed_dim": 8, "context": context, "hidden": [12, 12], "residual": True}
+    path = write_random_member(tmp_path, rng, arch, name="v1")
+    return json.loads(meta_path_for(path).read_text())
+
+
+V1_CASES = [
+    (lambda m: m.pop("context"), r"missing key\(s\) context"),
+    (lambda m: m.pop("hidden"), r"missing key\(s\) hidden"),
+    (lambda m: m.pop("residual"), r"missing key\(s\) residual"),
+    (lambda m: m.update(context=[1]), "context must be an object with mode and window"),
+    (lambda m: m["context"].update(mode="lstm"), "mode 'lstm' is not one of mean, concat, attention"),
+    (lambda m: m["context"].pop("head_dim"), "the attention context has exactly concat, head_dim, mode, window"),
+    (lambda m: m["context"].update(mode="mean"), "the mean context has exactly mode, window"),
+    (lambda m: m["context"].update(window=0), "'window' = 0 is outside 1..16384"),
+    (lambda m: m["context"].update(window=16385), "'window' = 16385 is outside 1..16384"),
+    (lambda m: m["context"].update(concat=7), "'concat' = 7 is outside 0..6"),
+    (lambda m: m["context"].update(head_dim=0), "'head_dim' = 0 is outside 1..4096"),
+    (lambda m: m["context"].update(head_dim="5"), "'head_dim' must be an integer"),
+    (lambda m: m.update(hidden=[]), "'hidden' must list 1 to 4 layer widths"),
+    (lambda m: m.update(hidden=[12, 12, 12, 12, 12]), "'hidden' must list 1 to 4 layer widths"),
+    (lambda m: m.update(hidden=[12, 0]), "hidden layer 1 width 0 is outside 1..4096"),
+    (lambda m: m.update(hidden=[12, 4097]), "hidden layer 1 width 4097 is outside 1..4096"),
+    (lambda m: m.update(hidden=[12, True]), "hidden layer 1 width True is outside"),
+    (lambda m: m.update(residual="yes"), "'residual' must be true or false"),
+    (lambda m: m.update(vocab_size=255), r"'vocab_size' = 255 is outside 256..65536"),
+    (lambda m: m.update(version=2), "pixellm meta version 2; this pxgl reads 0 to 1"),
+    (lambda m: m["tensors"].pop("attn.pos"), "must name exactly"),
+    (lambda m: m["tensors"].update({"layer2.weight": {}}), "must name exactly"),
+    (lambda m: m.update(hidden=[12, 13]), r"tensor 'layer1.weight': shape \[12, 12\] does not match"),
+    (lambda m: m["context"].update(head_dim=6), r"tensor 'attn.query': shape \[8, 5\] does not match"),
+    (lambda m: m["image"].update(width=16384, height=16384), "past the pixel-file limit"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), V1_CASES)
+def test_each_bad_v1_meta_has_its_own_message(meta_v1, edit, message):
+    with pytest.raises(PxglError, match=message) as info:
+        spec_from_meta(edited(meta_v1, edit), "m.json")
+    assert str(info.value).startswith("m.json") and "\n" not in str(info.value)
+
+
+def test_valid_v1_meta_round_trips(meta_v1):
+    spec = spec_from_meta(meta_v1)
+    assert spec.version == 1 and spec.context.mode == "attention" and spec.hidden == (12, 12)
+    assert spec.context_dim == 2 * 8 + 5 and spec.architecture.is_residual(1)
+    assert spec.to_meta() == meta_v1

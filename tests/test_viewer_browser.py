@@ -47,7 +47,7 @@ def test_index_html_shows_images_and_top_k_in_chromium(tmp_path, gpu, rng, seed,
     model = random_model(tmp_path, rng)
     vocab = model.spec.vocab_size
     words = [f"w{i}".encode() for i in range(vocab)]
-    trace = Engine(model, gpu=gpu).trace(encode_tokens(random_rows(rng, 1, vocab, 12), vocab))
+    trace = Engine(model, gpu=gpu, executor="passes").trace(encode_tokens(random_rows(rng, 1, vocab, 12), vocab))
     view = visuals.trace_view(trace, model.spec, prompt="pxOS evolution", token_bytes=words.__getitem__, k=8)
     out = tmp_path / "viz"
     record = visuals.write_visuals(out, view)

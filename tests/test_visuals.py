@@ -243,7 +243,7 @@ def trace_array(trace, key: str):
 def test_missing_intermediates_are_named_not_drawn(tmp_path, gpu, rng, seed):
     """A pxVM-style trace keeps only some textures: what exists is drawn, the page says what is missing."""
     model = random_model(tmp_path, rng, 300, 16, 24, 6)
-    trace = Engine(model, gpu=gpu).trace(encode_tokens(random_rows(rng, 2, 300, 20), 300))
+    trace = Engine(model, gpu=gpu, executor="passes").trace(encode_tokens(random_rows(rng, 2, 300, 20), 300))
     kept = {"context", "hidden", "logits"} - {str(rng.choice(["context", "hidden", "logits"]))}
     partial = replace(trace, **{name: None for name in ("context", "hidden", "logits") if name not in kept})
     record = visuals.write_visuals(tmp_path / "viz", visuals.trace_view(partial, model.spec))
@@ -358,7 +358,7 @@ def test_cli_viz_and_infer_viz_write_the_gpu_run(tmp_path, gpu, rng, seed):
     assert set(record["files"]) == {p.name for p in out.iterdir()}
     assert {"overview.png", "index.html", "weights.png", "logits.png", "trace.npz"} <= set(record["files"])
     ids = tokenizer.encode(prompt)
-    trace = Engine(model, gpu=gpu).trace(encode_tokens([ids], model.spec.vocab_size))
+    trace = Engine(model, gpu=gpu, executor="passes").trace(encode_tokens([ids], model.spec.vocab_size))
     saved = np.load(out / "trace.npz")
     for name in ("tokens", "context", "hidden0", "logits"):
         assert np.array_equal(saved[name], trace_array(trace, name)[0], equal_nan=True), f"{name}: not the GPU's run"

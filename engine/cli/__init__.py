@@ -4,15 +4,16 @@ line and exit status 2.
     app.py      the Typer app          options.py  options several verbs share
     report.py   JSON lines, answer lines, progress bars
     predict.py  infer, run, ask        files.py    encode, decode, pack, inspect, info
-    pxvm.py     compile, disasm, asm   see.py      viz          train.py  train"""
+    pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
+    score.py    eval"""
 
 import typer
 
 from ..errors import PxglError
-from . import files, predict, pxvm, see, train
+from . import files, predict, pxvm, score, see, train
 from .app import app
 
-VERBS = (files, predict, pxvm, see, train)
+VERBS = (files, predict, pxvm, score, see, train)
 """The modules whose commands register on `app` when imported."""
 
 

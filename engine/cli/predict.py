@@ -101,10 +101,17 @@ def infer(
             predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
         view = None
         if viz_dir is not None:  # the GPU work for the visuals happens before anything is written
+            from ..executors import AUTO
+            from ..loading import plan
             from ..visuals import run_view
+            from .see import VIEW_EXECUTOR
 
             first = prompts[0] if prompts else None
-            view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
+            if runnable.executor == AUTO and engine.executor_name != VIEW_EXECUTOR:  # traced by the passes
+                with Engine(plan(runnable.model, VIEW_EXECUTOR), gpu=engine.gpu) as viewer:
+                    view = run_view(viewer, pixels, source=source, prompt=first, tokenizer=tokenizer)
+            else:
+                view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
         renderer = engine.gpu.renderer
     if tokens_out is not None:
         write_rgb(tokens_out, pixels)

@@ -10,6 +10,9 @@ from .app import app
 from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, one_device
 from .report import emit_json
 
+VIEW_EXECUTOR = "passes"
+"""What draws a run unless told otherwise: the passes keep every intermediate texture to look at."""
+
 
 @app.command()
 def viz(
@@ -41,7 +44,7 @@ def viz(
     loaded = load_model(model)
     view = None
     if prompt is not None:
-        runnable = plan(loaded, executor)
+        runnable = plan(loaded, executor if executor is not None else VIEW_EXECUTOR)
         tokenizer = loaded.tokenizer
         pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
         with Engine(runnable, device=one_device(device)) as engine:

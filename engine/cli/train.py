@@ -1,40 +1,76 @@
-"""`pxgl train`: a model learned on the CPU (numpy), written as pixels."""
+"""`pxgl train`: a member of the pixellm family learned on the CPU (numpy), written as pixels."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import PxglError
 from .app import app
 from .options import JsonOption
 from .report import emit_json
+
+
+def widths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise PxglError(f"--hidden {text!r}: give the layer widths as integers, e.g. 256,256") from None
+    return values
 
 
 @app.command()
 def train(
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="UTF-8 text files; blank lines separate documents. Default: Python's own docs."),
+        typer.Argument(help="UTF-8 text files; blank lines separate documents. Default: pxgl's frozen corpus."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside).")] = Path(
         "pixellm.pxi"
     ),
-    seed: Annotated[int, typer.Option(help="Seeds the held-out split, the init and the batches.")] = 0,
-    vocab: Annotated[int | None, typer.Option(help="Tokenizer vocabulary (default 1024).")] = None,
-    embed: Annotated[int | None, typer.Option(help="Embedding width (default 128).")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden layer width (default 128).")] = None,
-    context: Annotated[int | None, typer.Option(help="Context window in tokens (default 2).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Adam steps (default 15000).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the splits, the initial weights, the batches and dropout.")] = 0,
+    vocab: Annotated[int | None, typer.Option(help="Tokenizer vocabulary (256..65536).")] = None,
+    context: Annotated[
+        str | None, typer.Option(help="How the last tokens become the first layer's input: mean, concat, attention.")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="Tokens of context (1..16384).")] = None,
+    concat: Annotated[int | None, typer.Option(help="attention: the last embeddings set beside the head.")] = None,
+    head: Annotated[int | None, typer.Option(help="attention: the head's width.")] = None,
+    embed: Annotated[int | None, typer.Option(help="Embedding width.")] = None,
+    hidden: Annotated[
+        str | None, typer.Option(help="Hidden layer widths, first to last, e.g. 256,256 (1 to 4).")
+    ] = None,
+    residual: Annotated[
+        bool | None, typer.Option("--residual/--no-residual", help="Equal-width layers add their input.")
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout on every hidden layer's output.")] = None,
+    input_dropout: Annotated[float | None, typer.Option(help="Dropout on the first layer's input.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Decoupled weight decay (AdamW).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training positions.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Exactly this many Adam steps (overrides --epochs).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many validations without a new best.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a pixellm model on the CPU (numpy): BPE tokenizer, model, uint8 quantization, held-out eval."""
+    """Train a pixellm model on the CPU (numpy): BPE tokenizer, model, uint8 quantization, and its scores on
+    the held-out split (docs/FORMATS.md §9). Options left out take the bundled pixellm_v1's recipe."""
     from rich.console import Console
     from rich.progress import Progress
 
     from ..train import TrainConfig
     from ..train import train as run_training
 
-    given = {"vocab_size": vocab, "embed_dim": embed, "hidden_dim": hidden, "context_window": context, "steps": steps}
+    if context is not None and context.isdigit():
+        raise PxglError(
+            f"--context {context}: the context is a mode (mean, concat, attention); its number of tokens is "
+            f"--window {context}"
+        )
+    given = {
+        "vocab_size": vocab, "context": context, "window": window, "concat": concat, "head_dim": head,
+        "embed_dim": embed, "hidden": widths(hidden) if hidden is not None else None, "residual": residual,
+        "dropout": dropout, "input_dropout": input_dropout, "weight_decay": weight_decay, "lr": lr,
+        "epochs": epochs, "steps": steps, "patience": patience,
+    }  # fmt: skip
     config = TrainConfig(
         out=out, files=tuple(files or ()), seed=seed, **{k: v for k, v in given.items() if v is not None}
     )
@@ -51,12 +87,20 @@ def train(
     if as_json:
         emit_json(evaluation)
         return
+    typer.echo(f"{out}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
+    positions = evaluation["positions"]
+    counts = {"train": positions["train"], "validation": positions["validation"], "held-out": positions["heldout"]}
+    typer.echo("positions: " + "  ".join(f"{name} {count:,}" for name, count in counts.items()))
+    for name, scores in (
+        ("held-out", evaluation["heldout"]["quantized"]),
+        ("  float", evaluation["heldout"]["float"]),
+        ("unigram", evaluation["unigram"]),
+    ):
+        typer.echo(
+            f"  {name:9} top-1 {scores['top1']:7.2%}   bits/byte {scores['bits_per_byte']:.4f}   "
+            f"perplexity {scores['perplexity']:9.2f}"
+        )
+    run = evaluation["training"]
     typer.echo(
-        f"{out}: vocab {config.vocab_size}, embed {config.embed_dim}, hidden {config.hidden_dim}, "
-        f"context {config.context_window}; meta and {config.tokenizer_name} beside it"
+        f"trained {run['steps']} steps (best at {run['best_step']}) in {evaluation['train_seconds']} s, seed {seed}"
     )
-    typer.echo(f"held-out tokens: {evaluation['heldout_tokens']}  (train tokens: {evaluation['train_tokens']})")
-    for name in ("float", "quantized", "unigram"):
-        scores = evaluation[name]
-        typer.echo(f"  {name:10} top-1 {scores['top1_accuracy']:7.2%}   perplexity {scores['perplexity']:9.2f}")
-    typer.echo(f"trained {evaluation['steps']} steps in {evaluation['train_seconds']} s (seed {seed})")

@@ -1,9 +1,11 @@
 """The executors, side by side: each computes the same forward pass (docs/FORMATS.md §3) its own way, built
 as cls(gpu, ExecutorInputs, tuning=None) and offering the Executor protocol (protocol.py)."""
 
-from .fused import FusedExecutor
+from ..gl import GLBackend
+from ..spec import ModelSpec
+from .fused import FusedExecutor, refusal
 from .passes import PassesExecutor
-from .protocol import Executor, ExecutorInputs, LeanExecutor, Trace
+from .protocol import Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace
 from .pxvm import PxvmExecutor
 
 EXECUTORS: dict[str, type[Executor]] = {
@@ -11,7 +13,30 @@ EXECUTORS: dict[str, type[Executor]] = {
     "pxvm": PxvmExecutor,
     "fused": FusedExecutor,
 }
-"""Executor name → class: what `-x/--executor` and a cartridge's manifest may name."""
-DEFAULT_EXECUTOR = "passes"
+"""Executor name → class."""
+AUTO = "auto"
+"""The fastest executor that runs the model on this GPU: fused where it supports it, else passes."""
+NAMES = (AUTO, *EXECUTORS)
+"""What `-x/--executor` and a cartridge's manifest may name."""
+DEFAULT_EXECUTOR = AUTO
 
-__all__ = ["DEFAULT_EXECUTOR", "EXECUTORS", "Executor", "ExecutorInputs", "LeanExecutor", "Trace"]
+
+def resolve(name: str, spec: ModelSpec, gpu: GLBackend) -> str:
+    """An executor name with `auto` decided for this model on this GPU."""
+    if name != AUTO:
+        return name
+    return "fused" if refusal(spec, gpu) is None else "passes"
+
+
+__all__ = [
+    "AUTO",
+    "DEFAULT_EXECUTOR",
+    "EXECUTORS",
+    "NAMES",
+    "Executor",
+    "ExecutorInputs",
+    "LeanExecutor",
+    "ScoringExecutor",
+    "Trace",
+    "resolve",
+]

@@ -32,6 +32,7 @@ from .fused_weights import (
     check_envelope,
     grid,
     prepare_weights,
+    supports,
     weights_layout,
 )
 from .protocol import ExecutorInputs, Trace, ceil_div, model_constants, next_pow2
@@ -160,6 +161,19 @@ class FusedConfig:
         if fitted.tile_m < 4 or fitted.tile_m % fitted.tm or fitted.tile_threads > largest:
             fitted = replace(fitted, tile_m=0)
         return fitted
+
+
+def refusal(spec: ModelSpec, gpu: GLBackend) -> str | None:
+    """Why the fused executor would not run this model on this GPU (its envelope, its shared memory), or
+    None when it runs it."""
+    reason = supports(spec, gpu)
+    if reason is not None:
+        return reason
+    try:
+        FusedConfig().fitted(gpu, spec)
+    except PxglError as e:
+        return str(e)
+    return None
 
 
 def stage_width(spec: ModelSpec) -> int:

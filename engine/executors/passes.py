@@ -54,6 +54,11 @@ ARGMAX = Kernel(
     (Image("logits_in", "r32f", read=True), Image("prediction_out", "rgba8ui", write=True)),
     shared=TOP1_SOFTMAX_SHARED,
 )
+SCORE = Kernel(
+    "score",
+    (Image("logits_in", "r32f", read=True), Sampler("targets"), Image("logprobs_out", "r32f", write=True)),
+    shared=TOP1_SOFTMAX_SHARED,
+)
 GROUP = 64
 ARGMAX_MAX_THREADS = 256
 
@@ -76,6 +81,7 @@ class PassPrograms:
     dense: tuple[GpuProgram, ...]
     logits: GpuProgram
     argmax: GpuProgram
+    score: GpuProgram
 
 
 def vector_layout(length: int, max_side: int) -> VectorLayout:
@@ -116,6 +122,7 @@ def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassPrograms:
         tuple(dense),
         gpu.program(LOGITS, constants, group(spec.vocab_size)),
         gpu.program(ARGMAX, constants, group(spec.vocab_size, ARGMAX_MAX_THREADS)),
+        gpu.program(SCORE, constants, group(spec.vocab_size, ARGMAX_MAX_THREADS)),
     )
 
 
@@ -130,10 +137,15 @@ class Activations:
     hidden: tuple[Texture, ...]
     logits: Texture
     prediction: Texture
+    targets: Texture
+    """Scoring: each prompt's target token as a pixel."""
+    logprobs: Texture
+    """Scoring: log p(target) of each prompt."""
 
     def textures(self) -> list[Texture]:
         optional = [self.scores] if self.scores is not None else []
-        return [self.tokens, *optional, self.context, *self.hidden, self.logits, self.prediction]
+        scoring = [self.targets, self.logprobs]
+        return [self.tokens, *optional, self.context, *self.hidden, self.logits, self.prediction, *scoring]
 
 
 def poison(gpu: GLBackend, act: Activations) -> None:
@@ -157,6 +169,8 @@ def allocate_activations(gpu: GLBackend, spec: ModelSpec, programs: PassPrograms
         hidden=tuple(gpu.float_image(width, capacity, f"T_hidden[{i}]") for i, width in enumerate(spec.hidden)),
         logits=gpu.float_image(min(capacity, grid) * side, ceil_div(capacity, grid) * side, "T_logits"),
         prediction=gpu.rgba8ui_image(1, capacity, "prediction"),
+        targets=gpu.uint_texture_empty(1, capacity, 3, "targets"),
+        logprobs=gpu.float_image(1, capacity, "T_logprobs"),
     )
     poison(gpu, act)
     return act
@@ -254,6 +268,22 @@ class PassesExecutor:
     def run(self, tails: np.ndarray) -> np.ndarray:
         act = self._forward(tails)
         return written_predictions(self.gpu.read_uint8(act.prediction)[: len(tails)])[:, 0]
+
+    def score(self, tails: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, context_window, 3) token rows (a row may be empty: an empty context) and (n,) target ids →
+        (n, 3) prediction pixels and (n,) float32 log p(target) (docs/FORMATS.md §9)."""
+        n = len(tails)
+        act = self.activations(n)
+        target_pixels = np.zeros((n, 1, 3), np.uint8)
+        target_pixels[:, 0, 0], target_pixels[:, 0, 1] = targets % 256, targets // 256
+        self.gpu.write(act.targets, target_pixels)
+        act = self._forward(tails)
+        self.gpu.run(
+            self.programs.score, (n, 1, 1), logits_in=act.logits, targets=act.targets, logprobs_out=act.logprobs
+        )
+        self.gpu.barrier()
+        pixels = written_predictions(self.gpu.read_uint8(act.prediction)[:n])[:, 0]
+        return pixels, self.gpu.read_float(act.logprobs)[:n, 0].copy()
 
     def trace(self, tails: np.ndarray) -> Trace:
         act, n = self._forward(tails), len(tails)

@@ -83,6 +83,16 @@ class LeanExecutor(Protocol):
         ...
 
 
+@runtime_checkable
+class ScoringExecutor(Protocol):
+    """An executor that scores text (docs/FORMATS.md §9): log p(target) of each context."""
+
+    def score(self, tails: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, context_window, 3) token rows, a row possibly empty (an empty context), and (n,) target ids →
+        (n, 3) prediction pixels and (n,) float32 log-probabilities of the targets."""
+        ...
+
+
 def check_no_tuning(name: str, tuning: object) -> None:
     if tuning is not None:
         raise TypeError(f"the {name} executor takes no tuning, got {tuning!r}")

@@ -1,0 +1,59 @@
+"""`pxgl eval`: how well a model predicts text, scored on the GPU (docs/FORMATS.md §9)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, one_device
+from .report import emit_json, progress_bar
+
+
+@app.command("eval")
+def evaluate(
+    text: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--text",
+            "-t",
+            help="UTF-8 text files to score (blank lines separate documents). Default: the model's own "
+            "held-out split of the corpus it was trained on.",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a model on text with the GPU: top-1 accuracy, perplexity and bits per byte over every token
+    of every document (the first from an empty context). The GPU computes each position's log-probability;
+    the host only adds them up."""
+    from ..corpus import file_corpus
+    from ..engine import Engine
+    from ..evaluate import heldout_documents, score
+    from ..loading import open_model
+
+    runnable = open_model(model, executor)
+    if text:
+        corpus = file_corpus(list(text))
+        documents, about = corpus.documents, f"{corpus.info['documents']} documents of {corpus.info['source']}"
+    else:
+        documents, about = heldout_documents(runnable.model)
+    tokenizer = runnable.model.tokenizer
+    with Engine(runnable, device=one_device(device)) as engine:
+        total = sum(len(tokenizer.encode(d)) for d in documents) if not as_json else 0
+        with progress_bar(total) as bar:
+            task = bar.add_task("scoring", total=total)
+            scores = score(engine, tokenizer, documents, on_chunk=lambda n: bar.advance(task, n))
+        executor_name, renderer = engine.executor_name, engine.gpu.renderer
+    record = {"model": runnable.model.source, "text": about, "executor": executor_name, **scores.record()}
+    if as_json:
+        emit_json(record)
+        return
+    typer.echo(f"{runnable.model.source} on {about}")
+    typer.echo(f"  positions      {scores.positions:,} ({scores.bytes:,} bytes)")
+    typer.echo(f"  top-1          {scores.top1:.2%}")
+    typer.echo(f"  perplexity     {scores.perplexity:.2f}")
+    typer.echo(f"  bits per byte  {scores.bits_per_byte:.4f}")
+    typer.echo(f"  scored by the {executor_name} executor on {renderer}")
