@@ -13,6 +13,7 @@ from .loading import check_executor, load_model
 from .pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
 from .pxvm.opcodes import MAGIC
 from .pxvm.program import decode_program
+from .resources import bundled_models
 from .spec import MAX_VOCAB, ModelSpec, meta_path_for
 
 MAX_LISTED_ROWS = 16
@@ -111,6 +112,44 @@ def describe_cartridge(path: Path) -> dict[str, Any]:
     if manifest.about is not None:
         record["about"] = manifest.about
     return record | {"verdict": "valid: runs"}
+
+
+def bundled_records() -> list[dict[str, Any]]:
+    """What `pxgl models` says of each bundled model: files, architecture, recorded scores."""
+    records = []
+    for index, (name, path) in enumerate(bundled_models().items()):
+        spec = load_model(path).spec
+        records.append(
+            {
+                "name": name,
+                "default": index == 0,
+                "weights_file": str(path),
+                "cartridge": str(path.with_suffix(".pxa")),
+                "architecture": spec.architecture.describe(),
+                "weights": spec.architecture.weight_count(),
+                "scores": recorded_scores(spec),
+            }
+        )
+    return records
+
+
+def recorded_scores(spec: ModelSpec) -> str:
+    """The held-out scores a model's meta recorded, in words (pixellm_v0's by pxgl 0.1's rule, which skipped
+    each document's first token)."""
+    evaluation = spec.eval
+    heldout = evaluation.get("heldout", {}).get("quantized")
+    if heldout is not None:
+        return (
+            f"held-out top-1 {heldout['top1']:.2%}, {heldout['bits_per_byte']:.4f} bits/byte, perplexity "
+            f"{heldout['perplexity']:.2f} (pxgl eval -m MODEL recomputes them on the GPU)"
+        )
+    quantized = evaluation.get("quantized")
+    if quantized is not None:
+        return (
+            f"held-out top-1 {quantized['top1_accuracy']:.2%}, perplexity {quantized['perplexity']:.2f} (as "
+            "recorded by pxgl 0.1; pxgl eval -m MODEL scores it by FORMATS §9)"
+        )
+    return "none recorded"
 
 
 def architecture_record(spec: ModelSpec) -> dict[str, Any]:

@@ -84,12 +84,7 @@ class Engine:
         """Validate a token texture and cut each row to its last context_window tokens."""
         if token_pixels.ndim != 3 or token_pixels.shape[2] != 3 or 0 in token_pixels.shape:
             raise PxglError(f"{source}: expected an RGB token texture, got an array of shape {token_pixels.shape}")
-        side = self.gpu.limits.max_texture_size
-        if token_pixels.shape[1] > side:
-            raise PxglError(
-                f"{source}: {token_pixels.shape[1]} tokens wide, past this GPU's texture limit of "
-                f"{side}; split the prompt or keep its last {self.spec.context_window} tokens"
-            )
+        # Any width: only each row's last context_window tokens reach the GPU.
         lengths = token_lengths(token_pixels, self.spec.vocab_size, source)
         return token_tails(token_pixels, lengths, self.spec.context_window)
 

@@ -19,7 +19,7 @@ from .pxvm.compiler import compile_program
 from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
-from .resources import bundled_model
+from .resources import bundled_model, is_bundled_name
 
 PXVM = "pxvm"
 
@@ -35,8 +35,14 @@ class Runnable:
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
-    """The file a model argument names: the bundled model when none is given."""
-    return bundled_model() if name_or_path is None else Path(name_or_path)
+    """The file a model argument names: a bundled model by its name (`pixellm_v1`, or `pixellm_v1.pxa` for
+    its cartridge) from any folder, else a path; the default bundled model when none is given. A file of
+    the bundled name in the current folder is no path: give it as ./name."""
+    if name_or_path is None:
+        return bundled_model()
+    if isinstance(name_or_path, str) and is_bundled_name(name_or_path):
+        return bundled_model(name_or_path)
+    return Path(name_or_path)
 
 
 def load_model(name_or_path: str | Path | None = None) -> Model:

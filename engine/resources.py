@@ -1,8 +1,12 @@
-"""Where the bundled shaders and model live, installed (wheel) or in a source checkout."""
+"""Where the bundled shaders and models live, installed (wheel) or in a source checkout, and the bundled
+models by name."""
 
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED = ("pixellm_v1", "pixellm_v0")
+"""The bundled models, the default first (FORMATS §2: pixellm_v0 is the vision's model, pixellm_v1 the
+better family member)."""
 
 
 def resource_dir(name: str) -> Path:
@@ -13,5 +17,21 @@ def resource_dir(name: str) -> Path:
     raise FileNotFoundError(f"pxgl resource folder {name!r} is missing from the installation")
 
 
-def bundled_model() -> Path:
-    return resource_dir("assets") / "pixellm_v0.pxi"
+def bundled_models() -> dict[str, Path]:
+    """Name → weights .pxi of every bundled model this installation holds, the default first."""
+    assets = resource_dir("assets")
+    return {name: assets / f"{name}.pxi" for name in BUNDLED if (assets / f"{name}.pxi").is_file()}
+
+
+def bundled_model(name: str | None = None) -> Path:
+    """A bundled model's weights by name (a cartridge by name + .pxa); the default when no name is given."""
+    models = bundled_models()
+    if name is None:
+        return next(iter(models.values()))
+    stem = name.removesuffix(".pxa")
+    path = models[stem]
+    return path.with_suffix(".pxa") if name.endswith(".pxa") else path
+
+
+def is_bundled_name(name: str) -> bool:
+    return name.removesuffix(".pxa") in bundled_models()

@@ -72,7 +72,6 @@ def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str],
     empty_row = encode_tokens([[1, 2], [3]], 300)
     empty_row[1] = 0
     write_rgb(tmp_path / "emptyrow.pxi", empty_row)
-    write_rgb(tmp_path / "wide.pxi", encode_tokens([[5] * (texture_limit + 1)], 300))
     (tmp_path / "gap.txt").write_text("first\n\nthird\n")
     return {
         "no source": ([], "give exactly one of PROMPT, --input FILE or --batch FILE"),
@@ -81,7 +80,7 @@ def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str],
         "wrong mode": (["--input", "rgba.pxi"], "8-bit RGBA PNG; pixel files are 8-bit RGB"),
         "id past vocab": (["--input", "big.pxi"], "row 0, position 2: token id 300 ≥ vocab size 300"),
         "empty row": (["--input", "emptyrow.pxi"], "row 1 is empty"),
-        "too wide": (["--input", "wide.pxi"], f"{texture_limit + 1} tokens wide, past this GPU's texture limit"),
+        "empty prompt": ([""], "the prompt is empty"),
         "empty line": (["--batch", "gap.txt"], "gap.txt: line 2 is empty"),
         "missing model": (["hi", "-m", "nowhere.pxi"], "nowhere.meta.json: no such meta file"),
         "unknown executor": (["hi", "-x", "abacus"], "unknown executor 'abacus'"),
@@ -99,7 +98,7 @@ def bad_inputs(tmp_path: Path, texture_limit: int) -> dict[str, tuple[list[str],
         "wrong mode",
         "id past vocab",
         "empty row",
-        "too wide",
+        "empty prompt",
         "empty line",
         "missing model",
         "unknown executor",
@@ -130,3 +129,47 @@ def test_info_reports_renderer_and_limits(tmp_path):
     info = json.loads(run.stdout)
     assert info["renderer"] and info["max_texture_size"] >= 1024
     assert len(info["max_work_group_count"]) == 3
+
+
+def test_a_prompt_wider_than_the_texture_limit_is_cut_to_its_window(model, gpu, tmp_path, rng, seed):
+    """Only the last context_window tokens reach the GPU, so the texture limit never refuses a long prompt."""
+    wide = list(rng.integers(0, 300, gpu.limits.max_texture_size + 5))
+    write_rgb(tmp_path / "wide.pxi", encode_tokens([wide, wide[-3:]], 300))
+    run = pxgl("infer", "--input", "wide.pxi", "-m", model.source, "-o", "out.pxi", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lg = oracle.logits(params_of(model), [wide, wide[-3:]], model.spec.context_window)
+    oracle.assert_agrees(read_rgb(tmp_path / "out.pxi"), lg, f"seed {seed}")
+
+
+def test_only_newlines_end_batch_prompts_and_answers_are_printed_beside_them(model, tmp_path):
+    (tmp_path / "prompts.txt").write_bytes(b"pixel\rmodel\r\nweights and bytes\nreads\n")
+    run = pxgl("infer", "--batch", "prompts.txt", "-m", model.source, "-o", "b.pxi", "-x", "passes", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(read_rgb(tmp_path / "b.pxi")) == 3, "a lone carriage return ended a prompt"
+    assert lines[0].startswith("'pixel\\rmodel' → ") and lines[1].startswith("'weights and bytes' → ")
+    assert "confidence" in lines[2] and lines[3].startswith("→ b.pxi: 3 prediction pixels")
+
+
+def test_version_and_the_bundled_models_by_name_from_any_folder(tmp_path):
+    from pxgl import __version__
+
+    run = pxgl("--version", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout == f"pxgl {__version__}\n"
+    listed = pxgl("models", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
+    assert "pixellm_v0" in names
+    for name in ("pixellm_v0", "pixellm_v0.pxa"):
+        run = pxgl("infer", "pxOS evolution", "-m", name, "-o", "o.pxi", "--json", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["id"] == 349  # pixellm_v0's answer, FORMATS §3
+
+
+@pytest.mark.parametrize(
+    ("platform", "words"), [("darwin", "macOS"), ("win32", "WSL2"), ("linux", "apt-get install libegl1")]
+)
+def test_no_gl_names_the_platform_and_what_to_do(platform, words):
+    from pxgl.gl import setup_hint
+
+    assert words in setup_hint(platform) and "OpenGL 4.3" in setup_hint(platform)

@@ -118,6 +118,24 @@ def inspect(
 
 
 @app.command()
+def models(as_json: JsonOption = False) -> None:
+    """The bundled models, by the names every verb's -m takes (pixellm_v1, pixellm_v0; name.pxa for the
+    cartridge), with their architecture and the scores recorded when they were trained."""
+    from ..describe import bundled_records
+
+    records = bundled_records()
+    if as_json:
+        for record in records:
+            emit_json(record)
+        return
+    for record in records:
+        default = "  (default)" if record["default"] else ""
+        typer.echo(f"{record['name']}{default}: {record['architecture']}, {record['weights']:,} weights")
+        typer.echo(f"  files   {record['weights_file']}  {record['cartridge']}")
+        typer.echo(f"  scores  {record['scores']}")
+
+
+@app.command()
 def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
     """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
     from dataclasses import asdict

@@ -76,9 +76,13 @@ def infer(
     from ..loading import open_model
     from ..pxi import encode_tokens, read_rgb, write_rgb
 
-    given = [name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value]
+    given = [
+        name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value is not None
+    ]
     if len(given) != 1:
         raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
+    if prompt == "":
+        raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     check_outputs((out, "--out"), (tokens_out, "--tokens-out"))
     if viz_dir is not None:
         from ..visuals import check_out_dir
@@ -171,6 +175,8 @@ def ask(
     from ..pxi import encode_tokens, write_rgb
 
     check_outputs((out, "--out"))
+    if prompt == "":
+        raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, executor)
     tokenizer = runnable.model.tokenizer
     pixels = encode_tokens([tokenizer.encode(prompt)], runnable.model.spec.vocab_size)

@@ -10,10 +10,9 @@ from .backend import (
     Texture,
     gl_errors,
 )
-from .raw import SETUP_HINT, egl_device_count
+from .raw import egl_device_count, setup_hint
 
 __all__ = [
-    "SETUP_HINT",
     "Buffer",
     "BufferRange",
     "GLBackend",
@@ -23,4 +22,5 @@ __all__ = [
     "Texture",
     "egl_device_count",
     "gl_errors",
+    "setup_hint",
 ]

@@ -24,8 +24,8 @@ from .raw import (
     GL_MAX_SHADER_STORAGE_BLOCK_SIZE,
     GL_SHADER_STORAGE_BARRIER_BIT,
     GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT,
-    SETUP_HINT,
     RawGL,
+    setup_hint,
 )
 from .source import kernel_defines, kernel_source
 
@@ -94,7 +94,7 @@ class GLBackend:
         except Exception as e:  # glcontext raises plain Exceptions of several kinds
             where = "" if device is None else f" on EGL device {device}"
             reason = " ".join(str(e).split()) or type(e).__name__
-            raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {SETUP_HINT}") from None
+            raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {setup_hint()}") from None
         self.thread = threading.get_ident()
         """The thread that owns the context: the only one that may call this backend."""
         self._gl = RawGL()

@@ -4,15 +4,32 @@ mapping, fences, program binaries), called through ctypes on the current context
 import ctypes
 import ctypes.util
 import os
+import sys
 
 import moderngl
 
 from ..errors import PxglError
 
-SETUP_HINT = (
-    "pxgl needs OpenGL 4.3 through EGL: on an NVIDIA machine the driver's EGL (libEGL_nvidia), elsewhere "
-    "Mesa's llvmpipe (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)"
-)
+
+def setup_hint(platform: str | None = None) -> str:
+    """What to install or where to run, for this platform (sys.platform), when no GL 4.3 context comes."""
+    platform = platform or sys.platform
+    if platform == "darwin":
+        return (
+            "macOS's OpenGL stops at 4.1, without compute shaders, and has no EGL: pxgl needs OpenGL 4.3 compute; "
+            "run it on Linux (a Linux VM or container with Mesa's llvmpipe works, without a GPU)"
+        )
+    if platform.startswith(("win", "cygwin")):
+        return (
+            "Windows has no headless EGL for pxgl's OpenGL 4.3: run pxgl under WSL2 "
+            "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or on Linux"
+        )
+    return (
+        "pxgl needs OpenGL 4.3 through EGL: on an NVIDIA machine the driver's EGL (libEGL_nvidia), elsewhere "
+        "Mesa's llvmpipe (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)"
+    )
+
+
 GL_MAX_COMPUTE_SHARED_MEMORY_SIZE = 0x8262
 GL_MAX_SHADER_STORAGE_BLOCK_SIZE = 0x90DE
 GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT = 0x90DF
@@ -50,7 +67,7 @@ class RawGL:
         def entry(name: str, result, *arguments):
             address = egl.eglGetProcAddress(name.encode())
             if not address:
-                raise PxglError(f"OpenGL entry point {name} is missing; {SETUP_HINT}")
+                raise PxglError(f"OpenGL entry point {name} is missing; {setup_hint()}")
             return ctypes.CFUNCTYPE(result, *arguments)(address)
 
         self._get_integer64 = entry("glGetInteger64v", None, c_uint, ctypes.POINTER(c_int64))
@@ -127,5 +144,5 @@ def egl_device_count() -> int:
     query = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))(address)
     count = ctypes.c_int(0)
     if not query(0, None, ctypes.byref(count)):
-        raise PxglError(f"EGL could not list its devices; {SETUP_HINT}")
+        raise PxglError(f"EGL could not list its devices; {setup_hint()}")
     return max(count.value, 1)
