@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= pxOS evolution
+EXTRAS := safetensors
+# Optional extras are installed for the tests, so their tests never skip.
 
 .PHONY: run test bench lint setup clean cartridge
 
@@ -12,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,$(EXTRAS)]'
 	touch $@
 
 run: setup

@@ -5,7 +5,7 @@ import io
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -84,10 +84,11 @@ def encode_rgb(pixels: np.ndarray) -> bytes:
 
 
 def read_text(path: str | Path, what: str, hint: str = "") -> str:
-    """A UTF-8 text file the user named (a meta, tokenizer, prompts file), or one PxglError saying why not."""
+    """A UTF-8 text file the user named (a meta, tokenizer, prompts file), or one PxglError saying why not. Line
+    ends are kept as they are (no newline translation: a lone carriage return is not a line end)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise PxglError(f"{path}: no such {what}{hint}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -114,13 +115,19 @@ def parse_json(text: str, where: str) -> Any:
         raise PxglError(f"{where}: JSON nested too deeply") from None
 
 
-def check_output_path(path: str | Path, option: str) -> None:
-    """Fail before any work if `path` cannot be an output file: its folder is missing or it is a folder."""
+def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = ()) -> None:
+    """Fail before any work if `path` cannot be an output file: its folder is missing, it is a folder, or it
+    is one of the command's input files (by any name: links and hard links included)."""
     path = Path(path)
     if path.is_dir():
         raise PxglError(f"{option} {path}: is a folder; give a file name")
     if not path.parent.is_dir():
         raise PxglError(f"{option} {path}: folder {path.parent} does not exist")
+    for source in inputs:
+        source = Path(source)
+        same = path.resolve() == source.resolve() or (path.exists() and source.exists() and path.samefile(source))
+        if same:
+            raise PxglError(f"{option} {path}: is the input {source}; write the output somewhere else")
 
 
 def atomic_write(path: str | Path, write) -> None:

@@ -1,0 +1,89 @@
+"""The verbs that move models between pixels and float tensors: import, export (docs/FORMATS.md §10)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PxglError
+from .app import app
+from .options import JsonOption, ModelOption
+from .report import emit_json
+
+
+def renames(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise PxglError(f"--map {pair!r}: give OLD=NEW, e.g. --map fc1.weight=layer0.weight")
+        if old in mapping:
+            raise PxglError(f"--map {old}=…: the tensor {old!r} is renamed twice")
+        mapping[old] = new
+    return mapping
+
+
+@app.command("import")
+def import_tensors(
+    file: Annotated[Path, typer.Argument(help="Float tensors: a .safetensors or .npz file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside).")],
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="The model's tokenizer JSON. Default: the file's pxgl.tokenizer metadata.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Architecture JSON (vocab_size, embed_dim, context, hidden, residual). Default: metadata."),
+    ] = None,
+    mapping: Annotated[
+        list[str] | None, typer.Option("--map", help="OLD=NEW: read the file's tensor OLD as pxgl's NEW (repeat).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring a model trained elsewhere into pixels: each float tensor quantized to uint8 by the documented rule,
+    with its quantization error reported (docs/FORMATS.md §10 names the tensors)."""
+    from ..interchange import import_model
+    from ..model import save_model
+    from ..pxi import check_output_path
+    from ..spec import meta_path_for
+
+    if out.suffix != ".pxi":
+        raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
+    tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
+    inputs = [p for p in (file, tokenizer, config) if p is not None]
+    for path in (out, meta_path_for(out), tokenizer_out):
+        check_output_path(path, "--out", inputs)
+    imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
+    save_model(out, imported.spec, imported.weight_bytes)
+    imported.tokenizer.save(tokenizer_out)
+    if as_json:
+        for name, (largest, rms) in imported.errors.items():
+            emit_json({"tensor": name, "max_error": largest, "rms_error": rms})
+        emit_json({"out": str(out), "architecture": imported.spec.architecture.describe()})
+        return
+    typer.echo(f"{'tensor':16} {'largest error':>14} {'RMS error':>12}")
+    for name, (largest, rms) in imported.errors.items():
+        typer.echo(f"{name:16} {largest:14.3e} {rms:12.3e}")
+    typer.echo(f"{out}: {imported.spec.architecture.describe()}; meta and {tokenizer_out.name} beside it")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
+    the metadata: `pxgl import` brings it back to the same pixels."""
+    from ..interchange import export_tensors, write_tensors
+    from ..loading import load_model, model_path
+    from ..pxi import check_output_path
+
+    source = model_path(model)
+    check_output_path(out, "--out", [source])
+    loaded = load_model(source)
+    tensors, metadata = export_tensors(loaded.spec, loaded.weights, loaded.tokenizer)
+    write_tensors(out, tensors, metadata)
+    if as_json:
+        emit_json({"out": str(out), "tensors": {name: list(t.shape) for name, t in tensors.items()}})
+        return
+    typer.echo(f"{out}: {len(tensors)} float32 tensors of {loaded.spec.architecture.describe()}")

@@ -1,0 +1,257 @@
+"""`pxgl import` / `pxgl export` (docs/FORMATS.md §10): float tensors in safetensors or npz files ↔ pixel models.
+
+A safetensors file is untrusted: its header is read and checked here, with bounds, before the safetensors
+library parses the file; an npz is read by numpy without pickles. Quantization is the trainer's rule, so an
+exported model imports back to the same pixels."""
+
+import io
+import itertools
+import json
+import math
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PxglError
+from .pxi import atomic_write, parse_json
+from .spec import Architecture, ModelSpec, architecture_from_meta, layout
+from .tokenizer import Tokenizer
+from .train import dequantize, quantize
+
+MAX_FILE_BYTES = 1 << 30
+MAX_HEADER_BYTES = 1 << 20
+INSTALL_HINT = "needs the safetensors package: pip install 'pxgl[safetensors]'"
+DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+FORMAT = "pixellm 1"
+GRID_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Imported:
+    spec: ModelSpec
+    weight_bytes: bytes
+    tokenizer: Tokenizer
+    errors: dict[str, tuple[float, float]]
+    """Tensor → (largest, RMS) quantization error."""
+
+
+def read_bounded(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PxglError(f"{path}: {size:,} bytes, past the {MAX_FILE_BYTES:,}-byte limit of a tensor file")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such tensor file") from None
+    except IsADirectoryError:
+        raise PxglError(f"{path}: is a folder, not a tensor file") from None
+    except OSError as e:
+        raise PxglError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def safetensors_header(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(tensor entries, metadata) of a safetensors file, every field checked (FORMATS §10)."""
+    if len(data) < 8:
+        raise PxglError(f"{where}: {len(data)} bytes: too short for a safetensors header")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > MAX_HEADER_BYTES:
+        raise PxglError(f"{where}: a {length:,}-byte header, past the limit of {MAX_HEADER_BYTES:,}")
+    if 8 + length > len(data):
+        raise PxglError(f"{where}: the header's {length:,} bytes run past the end of the file")
+    try:
+        text = data[8 : 8 + length].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PxglError(f"{where}: the header is not UTF-8 ({e.reason})") from None
+    header = parse_json(text, f"{where}: header")
+    if not isinstance(header, dict):
+        raise PxglError(f"{where}: the header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise PxglError(f"{where}: __metadata__ must map names to strings")
+    body = len(data) - 8 - length
+    spans = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise PxglError(f"{where}: tensor {name!r} must have exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in DTYPES:
+            raise PxglError(f"{where}: tensor {name!r} is {dtype!r}; pxgl imports {', '.join(DTYPES)}")
+        if not isinstance(shape, list) or not all(is_count(s) for s in shape):
+            raise PxglError(f"{where}: tensor {name!r} has shape {shape!r}, not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_count(o) for o in offsets)):
+            raise PxglError(f"{where}: tensor {name!r} has data_offsets {offsets!r}, not [begin, end]")
+        begin, end = offsets
+        if not 0 <= begin <= end <= body:
+            raise PxglError(f"{where}: tensor {name!r} spans bytes {begin}..{end}, outside the {body:,} data bytes")
+        if end - begin != math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize:
+            raise PxglError(f"{where}: tensor {name!r} spans {end - begin} bytes, not its shape {shape}'s")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end, a), (begin, _, b) in itertools.pairwise(spans):
+        if begin < end:
+            raise PxglError(f"{where}: tensors {a!r} and {b!r} overlap")
+    return header, metadata
+
+
+def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name → float array, metadata) of a .safetensors or .npz file."""
+    data = read_bounded(path)
+    if path.suffix == ".safetensors":
+        safetensors_header(data, str(path))
+        try:
+            from safetensors.numpy import load
+        except ImportError:
+            raise PxglError(f"reading .safetensors {INSTALL_HINT}") from None
+        try:
+            tensors = load(data)
+        except Exception as e:  # the library raises its own error types; the header was checked already
+            raise PxglError(f"{path}: not a readable safetensors file ({e})") from None
+        return tensors, safetensors_header(data, str(path))[1]
+    if path.suffix == ".npz":
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                tensors = {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise PxglError(f"{path}: not a readable .npz of plain arrays ({e})") from None
+        return tensors, {}
+    raise PxglError(f"{path}: pxgl imports .safetensors or .npz files")
+
+
+def import_model(
+    path: Path,
+    tokenizer_path: Path | None,
+    config_path: Path | None,
+    renames: dict[str, str],
+    out_name: str,
+) -> Imported:
+    """A model from a tensor file (FORMATS §10), quantized to pixels; nothing is written here."""
+    where = str(path)
+    tensors, metadata = read_tensors(path)
+    for old, new in renames.items():
+        if old not in tensors:
+            raise PxglError(f"{where}: --map {old}={new}: the file has no tensor {old!r}")
+        tensors[new] = tensors.pop(old)
+    architecture = read_architecture(config_path, metadata, where)
+    shapes = architecture.shapes()
+    if set(tensors) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
+        raise PxglError(
+            f"{where}: the architecture needs {missing or 'no more'}; the file also has {extra or 'nothing else'}"
+            " (--map OLD=NEW renames)"
+        )
+    grids = known_grids(metadata, where)
+    quantized, errors = {}, {}
+    for name, shape in shapes.items():
+        w = tensors[name]
+        if w.dtype.kind != "f" or tuple(w.shape) != shape:
+            raise PxglError(f"{where}: tensor {name!r} is {w.dtype} {list(w.shape)}, not float {list(shape)}")
+        if not np.isfinite(w).all():
+            raise PxglError(f"{where}: tensor {name!r} holds NaN or infinite values")
+        w = w.astype(np.float32)
+        q = on_grid(w, grids.get(name)) or quantize(w)
+        quantized[name] = q
+        error = np.abs(dequantize(*q) - w)
+        errors[name] = (float(error.max(initial=0)), float(np.sqrt(np.mean(error.astype(np.float64) ** 2))))
+    tokenizer = read_tokenizer(tokenizer_path, metadata, where)
+    grid = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
+    spec = layout(architecture, grid, out_name, {"imported_from": path.name})
+    spec.check_vocabulary(tokenizer.vocab_size, "the tokenizer")
+    return Imported(spec, b"".join(quantized[n][0].tobytes() for n in spec.tensors), tokenizer, errors)
+
+
+def read_architecture(config_path: Path | None, metadata: dict[str, str], where: str) -> Architecture:
+    if config_path is not None:
+        from .pxi import read_text
+
+        document, source = parse_json(read_text(config_path, "architecture file"), str(config_path)), str(config_path)
+    elif "pxgl.architecture" in metadata:
+        document, source = parse_json(metadata["pxgl.architecture"], f"{where}: pxgl.architecture"), where
+    else:
+        raise PxglError(
+            f"{where}: no architecture: give --config FILE.json (vocab_size, embed_dim, context, hidden, residual)"
+        )
+    if not isinstance(document, dict):
+        raise PxglError(f"{source}: the architecture must be a JSON object")
+    return architecture_from_meta(document | {"version": 1}, source)
+
+
+def known_grids(metadata: dict[str, str], where: str) -> dict[str, tuple[float, int]]:
+    if "pxgl.quantization" not in metadata:
+        return {}
+    raw = parse_json(metadata["pxgl.quantization"], f"{where}: pxgl.quantization")
+    grids = {}
+    if isinstance(raw, dict):
+        for name, value in raw.items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], float) and is_count(value[1]):
+                grids[name] = (value[0], value[1])
+    return grids
+
+
+def on_grid(w: np.ndarray, grid: tuple[float, int] | None) -> tuple[np.ndarray, float, int] | None:
+    """The given quantization, if every value lies on its grid (an exported pixel model's tensor)."""
+    if grid is None or not grid[0] > 0 or not 0 <= grid[1] <= 255:
+        return None
+    scale, zero_point = grid
+    steps = w.astype(np.float64) / np.float32(scale) + zero_point
+    q = np.round(steps)
+    if np.abs(steps - q).max(initial=0) > GRID_TOLERANCE or q.min(initial=0) < 0 or q.max(initial=0) > 255:
+        return None
+    return q.astype(np.uint8), scale, zero_point
+
+
+def read_tokenizer(path: Path | None, metadata: dict[str, str], where: str) -> Tokenizer:
+    if path is not None:
+        return Tokenizer.load(path)
+    if "pxgl.tokenizer" in metadata:
+        return Tokenizer.loads(metadata["pxgl.tokenizer"], f"{where}: pxgl.tokenizer")
+    raise PxglError(f"{where}: no tokenizer: give --tokenizer FILE.json (docs/FORMATS.md §6)")
+
+
+def export_tensors(
+    spec: ModelSpec, weights: np.ndarray, tokenizer: Tokenizer
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every tensor dequantized to float32, and the metadata that brings the model back (FORMATS §10)."""
+    stream = weights.reshape(-1)
+    tensors = {
+        name: dequantize(stream[t.offset : t.offset + t.size].reshape(t.shape), t.scale, t.zero_point)
+        for name, t in spec.tensors.items()
+    }
+    a = spec.architecture
+    architecture = {
+        "vocab_size": a.vocab_size,
+        "embed_dim": a.embed_dim,
+        "context": a.context.to_json(),
+        "hidden": list(a.hidden),
+        "residual": a.residual,
+    }
+    metadata = {
+        "pxgl.format": FORMAT,
+        "pxgl.architecture": json.dumps(architecture),
+        "pxgl.quantization": json.dumps({name: [t.scale, t.zero_point] for name, t in spec.tensors.items()}),
+        "pxgl.tokenizer": json.dumps(tokenizer.to_json(), separators=(",", ":")),
+    }
+    return tensors, metadata
+
+
+def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import save
+        except ImportError:
+            raise PxglError(f"writing .safetensors {INSTALL_HINT}") from None
+        data = save({n: np.ascontiguousarray(t) for n, t in tensors.items()}, metadata=metadata)
+    elif path.suffix == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **tensors)
+        data = buffer.getvalue()
+    else:
+        raise PxglError(f"{path}: pxgl exports .safetensors or .npz files")
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
