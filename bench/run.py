@@ -24,7 +24,7 @@ from pxgl.gl import GLBackend
 from pxgl.loading import load_model
 from pxgl.model import Model
 from pxgl.pxi import read_rgb
-from pxgl.resources import bundled_model
+from pxgl.resources import bundled_models
 
 from bench.peers import System, Tolerance, numpy_system, torch_systems
 from bench.reference import CheckFailed, Reference
@@ -51,7 +51,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--sizes", help="comma-separated batch sizes (default: by renderer)")
     parser.add_argument("--calls", type=int, default=1000, help="timed single-prompt calls per system")
     parser.add_argument("--cold-runs", type=int, default=5, help="timed cold `pxgl infer` runs per executor")
-    parser.add_argument("--model", type=Path, help="weights .pxi (default: the bundled model, else a random one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="weights .pxi; repeat for several (default: every bundled model, else a random one)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
     parser.add_argument("--skip-after", type=float, default=SKIP_AFTER_S, help="longest expected run, s")
@@ -76,13 +81,9 @@ def host_name() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-def bundled() -> Path | None:
-    """The bundled model with its tokenizer, if this checkout or installation has them yet."""
-    try:
-        path = bundled_model()
-    except FileNotFoundError:
-        return None
-    return path if path.exists() and load_model(path).tokenizer_path.exists() else None
+def bundled() -> list[Path]:
+    """The bundled models with their tokenizers, the default first."""
+    return [path for path in bundled_models().values() if load_model(path).tokenizer_path.exists()]
 
 
 def random_stand_in(directory: Path) -> Path:
@@ -169,7 +170,7 @@ def measure_cold(executor: str, model_path: Path, runs: int, reference: Referenc
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "output_token.pxi"
-        command = [sys.executable, "-m", "pxgl.cli", "infer", COLD_PROMPT, "--model", str(model_path)]
+        command = [sys.executable, "-m", "pxgl.cli", "infer", COLD_PROMPT, "--model", str(model_path.resolve())]
         command += ["--executor", executor, "--out", str(out)]
         times = []
         for i in range(runs + 1):
@@ -195,57 +196,68 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(CPU_SIZES if is_cpu else GPU_SIZES)
     date = datetime.date.today().isoformat()
     print(f"pxgl bench on {gpu.renderer} ({gpu.version}), {date}; batch sizes {sizes}", flush=True)
-
     with tempfile.TemporaryDirectory() as scratch:
-        model_path = args.model or bundled()
-        if model_path is None:
+        models = args.model or bundled()
+        if not models:
             print("no bundled model with a tokenizer yet: using a random stand-in of its shape", flush=True)
-            model_path = random_stand_in(Path(scratch))
-        model = load_model(model_path)
-        params, window = params_of(model), model.spec.context_window
-        rng = np.random.default_rng(args.seed)
-        prompts = rng.integers(0, model.spec.vocab_size, (max(*sizes, args.calls), PROMPT_TOKENS)).astype(np.uint16)
-        cold_ids = model.tokenizer.encode(COLD_PROMPT)
+            models = [random_stand_in(Path(scratch))]
+        for model_path in models:
+            results = bench_model(model_path, gpu, sizes, args, date)
+            args.out.mkdir(parents=True, exist_ok=True)
+            stem = args.out / f"{slug(gpu.renderer)}-{model_path.stem}-{date}"
+            write_json(stem.with_suffix(".json"), results)
+            write_markdown(stem.with_suffix(".md"), results)
+            plot(stem.with_suffix(".png"), results)
+            print(stem.with_suffix(".md").read_text(encoding="utf-8"))
+            print(f"wrote {stem}.json, .md and .png")
 
-        start = time.perf_counter()
-        reference = Reference(params, window, prompts)
-        cold_reference = Reference(params, window, np.array([cold_ids]))
-        print(f"oracle answers for {len(prompts):,} prompts in {time.perf_counter() - start:.1f} s", flush=True)
 
-        systems, skipped = pxgl_systems(model, gpu)
-        systems.append(numpy_system(params))
-        peers, peers_skipped = torch_systems(params, PROMPT_TOKENS)
-        systems += peers
-        skipped += peers_skipped
-        for reason in skipped:
-            print(reason, flush=True)
+def bench_model(model_path: Path, gpu: GLBackend, sizes: list[int], args: argparse.Namespace, date: str) -> dict:
+    """Every system on one model: latency, throughput by batch size and (pxgl) cold start."""
+    print(f"== {model_path.stem}", flush=True)
+    model = load_model(model_path)
+    params, window = params_of(model), model.spec.context_window
+    rng = np.random.default_rng(args.seed)
+    prompts = rng.integers(0, model.spec.vocab_size, (max(*sizes, args.calls), PROMPT_TOKENS)).astype(np.uint16)
+    cold_ids = model.tokenizer.encode(COLD_PROMPT)
 
-        results_systems: dict[str, dict] = {}
-        for system in systems:
-            print(f"{system.name}: {system.notes}", flush=True)
-            entry: dict = {"kind": system.kind, "precision": system.precision, "notes": system.notes}
-            entry["latency"] = measure_latency(system, prompts[: args.calls], reference)
-            latency = entry["latency"]
-            if "median_us" in latency:
-                print(
-                    f"  {system.name:22} one prompt: median {latency['median_us']:.1f} µs, "
-                    f"p99 {latency['p99_us']:.1f} µs",
-                    flush=True,
-                )
-            entry["throughput"] = measure_throughput(system, prompts, sizes, reference, args.skip_after)
-            if system.kind == "pxgl" and args.cold_runs > 0:
-                executor = system.name.removeprefix("pxgl-")
-                entry["cold_infer"] = measure_cold(executor, model_path, args.cold_runs, cold_reference)
-                print(f"  {system.name:22} cold pxgl infer: {entry['cold_infer']}", flush=True)
-            results_systems[system.name] = entry
+    start = time.perf_counter()
+    reference = Reference(params, window, prompts)
+    cold_reference = Reference(params, window, np.array([cold_ids]))
+    print(f"oracle answers for {len(prompts):,} prompts in {time.perf_counter() - start:.1f} s", flush=True)
 
-    results = {
+    systems, skipped = pxgl_systems(model, gpu)
+    systems.append(numpy_system(params))
+    peers, peers_skipped = torch_systems(params, PROMPT_TOKENS)
+    systems += peers
+    skipped += peers_skipped
+    for reason in skipped:
+        print(reason, flush=True)
+
+    results_systems: dict[str, dict] = {}
+    for system in systems:
+        print(f"{system.name}: {system.notes}", flush=True)
+        entry: dict = {"kind": system.kind, "precision": system.precision, "notes": system.notes}
+        entry["latency"] = measure_latency(system, prompts[: args.calls], reference)
+        latency = entry["latency"]
+        if "median_us" in latency:
+            print(
+                f"  {system.name:22} one prompt: median {latency['median_us']:.1f} µs, p99 {latency['p99_us']:.1f} µs",
+                flush=True,
+            )
+        entry["throughput"] = measure_throughput(system, prompts, sizes, reference, args.skip_after)
+        if system.kind == "pxgl" and args.cold_runs > 0:
+            executor = system.name.removeprefix("pxgl-")
+            entry["cold_infer"] = measure_cold(executor, model_path, args.cold_runs, cold_reference)
+            print(f"  {system.name:22} cold pxgl infer: {entry['cold_infer']}", flush=True)
+        results_systems[system.name] = entry
+    return {
         "device": gpu.renderer,
         "gl_version": gpu.version,
         "date": date,
         "host": host_name(),
         "model": {
-            "name": "bundled pixellm_v0" if model_path == bundled() else model_path.name,
+            "name": f"bundled {model_path.stem}" if model_path in bundled() else model_path.name,
             "shape": model.spec.architecture.describe(),
         },
         "prompt_tokens": PROMPT_TOKENS,
@@ -255,13 +267,6 @@ def main() -> None:
         "skipped": skipped,
         "systems": results_systems,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{slug(gpu.renderer)}-{date}"
-    write_json(stem.with_suffix(".json"), results)
-    write_markdown(stem.with_suffix(".md"), results)
-    plot(stem.with_suffix(".png"), results)
-    print(stem.with_suffix(".md").read_text(encoding="utf-8"))
-    print(f"wrote {stem}.json, .md and .png")
 
 
 if __name__ == "__main__":

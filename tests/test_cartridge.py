@@ -315,7 +315,8 @@ def test_an_edited_engine_shader_breaks_no_cartridge(tmp_path, seed):
     marker = f"// edited by test {seed}"
     argmax = package / "glsl" / "argmax.comp"
     argmax.write_text(argmax.read_text() + f"\n{marker}\n")
-    env = {"PYTHONPATH": str(tmp_path / "site")}
+    # The copy first; what else the path held (e.g. moderngl's folder on a machine without a venv) after it.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
     probe = (
         "import pxgl, pxgl.gl.source as s; from pxgl.executors.passes import ARGMAX; "
         "print(pxgl.__file__); print(s.kernel_source(ARGMAX, {}))"

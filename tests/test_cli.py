@@ -173,3 +173,30 @@ def test_no_gl_names_the_platform_and_what_to_do(platform, words):
     from pxgl.gl import setup_hint
 
     assert words in setup_hint(platform) and "OpenGL 4.3" in setup_hint(platform)
+
+
+SHARED_OPTIONS = {
+    "model": ("--model", "-m"),
+    "out": ("--out", "-o"),
+    "executor": ("--executor", "-x"),
+    "device": ("--device", "-d"),
+    "as_json": ("--json",),
+}
+"""The things several verbs take, and the one way every verb spells each."""
+
+
+def test_every_verb_spells_the_shared_options_the_same_way():
+    import typer
+    from pxgl.cli import app
+
+    group = typer.main.get_command(app)
+    seen = set()
+    for verb, command in group.commands.items():
+        for param in command.params:
+            if param.name in SHARED_OPTIONS and isinstance(param, typer.core.TyperOption):
+                assert tuple(param.opts) == SHARED_OPTIONS[param.name], f"pxgl {verb}: {param.opts}"
+                seen.add(param.name)
+            for spelling in param.opts:
+                for name, spellings in SHARED_OPTIONS.items():
+                    assert spelling not in spellings or param.name == name, f"pxgl {verb}: {spelling} is not {name}"
+    assert seen == set(SHARED_OPTIONS)

@@ -197,16 +197,37 @@ def test_outputs_never_overwrite_inputs(tmp_path, rng, tokenizer_file, monkeypat
     tokenizer_file.replace(tmp_path / "m.tokenizer.json")
     exported = tmp_path / "m.safetensors"
     assert pxgl(monkeypatch, capsys, "export", "-m", str(model), "-o", str(exported))[0] in (None, 0)
-    before = snapshot(tmp_path)
+    config = tmp_path / "new.meta.json"
+    config.write_text(architecture_json(arch))
+    (tmp_path / "link.safetensors").symlink_to(model)
+    refused = {
+        "a config where the meta goes": (
+            "import",
+            str(exported),
+            "--config",
+            str(config),
+            "-o",
+            str(tmp_path / "new.pxi"),
+        ),
+        "a link to the model": ("export", "-m", str(model), "-o", str(tmp_path / "link.safetensors")),
+    }
+    for case, args in refused.items():
+        before = snapshot(tmp_path)
+        code, _, stderr = pxgl(monkeypatch, capsys, *args)
+        assert code == 2 and "is the input" in stderr and len(stderr.strip().splitlines()) == 1, f"{case}: {stderr}"
+        assert snapshot(tmp_path) == before, case
+
+
+def test_a_tokenizer_where_the_model_puts_it_is_used_in_place(tmp_path, rng, tokenizer_file, monkeypatch, capsys):
+    arch = small_architecture(rng)
+    source = tmp_path / "tiny.safetensors"
+    save_file(random_floats(rng, arch), source, metadata={"pxgl.architecture": architecture_json(arch)})
+    in_place = tmp_path / "tiny.tokenizer.json"
+    tokenizer_file.replace(in_place)
+    before = in_place.stat().st_mtime_ns, in_place.read_bytes()
     code, _, stderr = pxgl(
-        monkeypatch,
-        capsys,
-        "import",
-        str(exported),
-        "--tokenizer",
-        str(tmp_path / "m.tokenizer.json"),
-        "-o",
-        str(model),
+        monkeypatch, capsys, "import", str(source), "--tokenizer", str(in_place), "-o", str(tmp_path / "tiny.pxi")
     )
-    assert code == 2 and "input" in stderr and len(stderr.strip().splitlines()) == 1
-    assert snapshot(tmp_path) == before
+    assert code in (None, 0), stderr
+    assert (in_place.stat().st_mtime_ns, in_place.read_bytes()) == before
+    assert meta_beside(tmp_path / "tiny.pxi")["tokenizer"] == "tiny.tokenizer.json"

@@ -49,12 +49,16 @@ def import_tensors(
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
+    # A tokenizer already where the model's belongs is used in place, not rewritten.
+    in_place = tokenizer is not None and tokenizer_out.exists() and tokenizer_out.samefile(tokenizer)
     inputs = [p for p in (file, tokenizer, config) if p is not None]
-    for path in (out, meta_path_for(out), tokenizer_out):
-        check_output_path(path, "--out", inputs)
+    for path, what in ((out, "weights"), (meta_path_for(out), "meta"), (tokenizer_out, "tokenizer")):
+        if not (in_place and path == tokenizer_out):
+            check_output_path(path, f"--out {out}: its {what}", inputs)
     imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
     save_model(out, imported.spec, imported.weight_bytes)
-    imported.tokenizer.save(tokenizer_out)
+    if not in_place:
+        imported.tokenizer.save(tokenizer_out)
     if as_json:
         for name, (largest, rms) in imported.errors.items():
             emit_json({"tensor": name, "max_error": largest, "rms_error": rms})

@@ -6,13 +6,15 @@ from typing import Annotated
 import typer
 
 from ..errors import PxglError
+from ..resources import BUNDLED
 
 ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
-        help="A cartridge .pxa, or weights .pxi with its .meta.json beside it. Default: the bundled pixellm_v0.",
+        help="A bundled model by name (pxgl models lists them), a cartridge .pxa, or weights .pxi with its "
+        f".meta.json beside it. Default: the bundled {BUNDLED[0]}.",
     ),
 ]
 ExecutorOption = Annotated[
@@ -20,9 +22,9 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         "-x",
-        help="How the GPU computes the forward pass: passes (Model A's four passes), pxvm (Model B: a program "
-        "of pixel opcodes interpreted on the GPU) or fused (the whole pass in one dispatch, fastest). "
-        "Default: the cartridge's own choice, else passes.",
+        help="How the GPU computes the forward pass: auto (fused where it supports the model, else passes), "
+        "passes (Model A: a chain of compute passes), pxvm (Model B: a program of pixel opcodes interpreted on "
+        "the GPU) or fused (the whole pass in one dispatch). Default: the cartridge's own choice, else auto.",
     ),
 ]
 DeviceOption = Annotated[
