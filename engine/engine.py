@@ -18,6 +18,9 @@ import numpy as np
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
+from .executors.generation import generate_tile
+from .executors.passes import PassesExecutor
+from .generation import Generation, Sampling, check_steps
 from .gl import GLBackend, gl_errors
 from .loading import Runnable, plan
 from .model import Model
@@ -176,6 +179,28 @@ class Engine:
                 end = start + self.executor.max_tile
                 pixels[start:end], logprobs[start:end] = self.executor.score(tails[start:end], targets[start:end])
         return pixels, logprobs
+
+    def generate(self, rows: Sequence[Sequence[int]], steps: int, sampling: Sampling | None = None) -> Generation:
+        """`steps` new tokens after each prompt of token ids (any lengths), each step's token fed back as the
+        next input on the GPU (docs/FORMATS.md §11); greedy unless `sampling` says otherwise."""
+        self._check_thread()
+        check_steps(steps)
+        if not isinstance(self.executor, PassesExecutor):
+            raise PxglError(f"the {self.executor_name} executor does not generate; use -x passes")
+        window = self.spec.context_window
+        pixels = encode_tokens(rows, self.spec.vocab_size)  # checks every id
+        lengths = np.minimum(token_lengths(pixels, self.spec.vocab_size, "prompts"), window)
+        tails = np.zeros((len(rows), int(lengths.max())), np.int64)
+        for r, row in enumerate(rows):
+            tails[r, : lengths[r]] = list(row)[-window:]
+        tokens, logprobs = np.empty((len(rows), steps), np.int64), np.empty((len(rows), steps), np.float32)
+        with gl_errors("generation"):
+            for start in range(0, len(rows), self.executor.max_tile):
+                end = start + self.executor.max_tile
+                tokens[start:end], logprobs[start:end] = generate_tile(
+                    self.executor, tails[start:end], lengths[start:end], steps, sampling or Sampling(), start
+                )
+        return Generation(tokens, logprobs)
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""
