@@ -5,15 +5,16 @@ line and exit status 2.
     report.py   JSON lines, answer lines, progress bars
     predict.py  infer, run, ask        files.py    encode, decode, pack, inspect, info
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
-    score.py    eval           interchange.py  import, export"""
+    score.py    eval           interchange.py  import, export
+    generate.py generate"""
 
 import typer
 
 from ..errors import PxglError
-from . import files, interchange, predict, pxvm, score, see, train
+from . import files, generate, interchange, predict, pxvm, score, see, train
 from .app import app
 
-VERBS = (files, interchange, predict, pxvm, score, see, train)
+VERBS = (files, generate, interchange, predict, pxvm, score, see, train)
 """The modules whose commands register on `app` when imported."""
 
 

@@ -1,0 +1,188 @@
+"""Generation on the GPU (docs/FORMATS.md §11) against the oracle's token-by-token replay: greedy on random
+family members, sampled with the specified generator, a prompt alone or among others, seeds, stop strings
+and bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from pxgl.engine import Engine
+from pxgl.errors import PxglError
+from pxgl.generation import MAX_NEW_TOKENS, Sampling, stop_row
+from pxgl.loading import load_model
+from pxgl.pxi import read_rgb
+from pxgl.tokenizer import Tokenizer
+
+from tests.cli_process import pxgl
+from tests.models import random_model
+from tests.reference.generation import assert_replays
+from tests.reference.models import params_at, random_architecture, random_rows, write_random_member
+
+STEPS = 8
+
+
+def random_member(tmp_path, rng, name: str, mode: str | None = None, window: int | None = None):
+    arch = random_architecture(rng, mode=mode)
+    # Widths of 1 often leave every ReLU dead: the logits are then the bias, full of exact ties.
+    arch["embed_dim"] = max(arch["embed_dim"], 8)
+    arch["hidden"] = [max(width, 16) for width in arch["hidden"]]
+    if window is not None:
+        arch["context"] = arch["context"] | {"window": window}
+    path = write_random_member(tmp_path, rng, arch, name=name)
+    return arch, path, load_model(path)
+
+
+def prompts_for(rng, arch: dict, n: int) -> list[list[int]]:
+    """Prompts of many lengths: one token, shorter and longer than the window."""
+    rows = [list(map(int, r)) for r in random_rows(rng, n, arch["vocab_size"], max_len=arch["context"]["window"] + 4)]
+    rows[0] = rows[0][:1]
+    return rows
+
+
+def test_greedy_generation_replays_the_oracle_on_random_members(tmp_path, gpu, rng, seed):
+    compared = generated = 0
+    for index, (mode, window) in enumerate([("mean", None), ("concat", None), ("attention", None), ("attention", 40)]):
+        arch, path, model = random_member(tmp_path, rng, f"m{index}", mode, window)
+        rows = prompts_for(rng, arch, 12)
+        with Engine(model, gpu=gpu, executor="passes") as engine:
+            generation = engine.generate(rows, STEPS)
+        assert generation.tokens.shape == (12, STEPS)
+        what = f"member {index} ({model.spec.architecture.describe()}), seed {seed}"
+        compared += assert_replays(params_at(path), rows, generation.tokens, generation.logprobs, {}, what)
+        generated += generation.tokens.size
+    assert compared >= generated // 2, f"seed {seed}: only {compared} of {generated} tokens compared"
+
+
+@pytest.mark.parametrize("executor", ["fused", "pxvm"])
+def test_executors_without_generation_refuse_naming_passes(tmp_path, gpu, rng, executor):
+    model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
+    refusal = f"^the {executor} executor does not generate; use -x passes$"
+    with Engine(model, gpu=gpu, executor=executor) as engine, pytest.raises(PxglError, match=refusal):
+        engine.generate([[1, 2]], 4)
+
+
+SETTINGS = [
+    {"temperature": 1.0},
+    {"temperature": 2.5},
+    {"temperature": 0.8, "top_k": 1},
+    {"temperature": 3.0, "top_k": 7},
+    {"temperature": 2.0, "top_p": 0.6},
+    {"temperature": 3.0, "top_k": 20, "top_p": 0.9},
+]
+
+
+def test_sampled_generation_replays_the_specified_generator(tmp_path, gpu, rng, seed):
+    compared = generated = 0
+    for index, mode in enumerate(["attention", "mean"]):
+        arch, path, model = random_member(tmp_path, rng, f"s{index}", mode)
+        rows = prompts_for(rng, arch, 6)
+        params = params_at(path)
+        with Engine(model, gpu=gpu, executor="passes") as engine:
+            for settings in SETTINGS:
+                sampling = settings | {"seed": int(rng.integers(0, 2**32))}
+                generation = engine.generate(rows, STEPS, Sampling(**sampling))
+                what = f"{mode} member, {sampling}, seed {seed}"
+                compared += assert_replays(params, rows, generation.tokens, generation.logprobs, sampling, what)
+                generated += generation.tokens.size
+    assert compared >= generated // 2, f"seed {seed}: only {compared} of {generated} tokens compared"
+
+
+def test_a_prompt_generates_the_same_alone_and_among_63_others(tmp_path, gpu, rng, seed):
+    arch, _, model = random_member(tmp_path, rng, "m", "attention")
+    rows = prompts_for(rng, arch, 64)
+    place = int(rng.integers(1, 64))
+    sampled = Sampling(temperature=2.0, top_p=0.95, seed=int(rng.integers(0, 2**32)))
+    with Engine(model, gpu=gpu, executor="passes") as engine:
+        together = engine.generate(rows, STEPS)
+        alone = engine.generate([rows[place]], STEPS)
+        assert np.array_equal(together.tokens[place], alone.tokens[0]), f"greedy, seed {seed}"
+        # The draw's row is the prompt's index in its request: row 0 alone is row 0 among others.
+        together = engine.generate(rows, STEPS, sampled)
+        alone = engine.generate([rows[0]], STEPS, sampled)
+        assert np.array_equal(together.tokens[0], alone.tokens[0]), f"sampled, seed {seed}"
+
+
+def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, seed):
+    arch, _, model = random_member(tmp_path, rng, "m", "attention")
+    rows = prompts_for(rng, arch, 8)
+    first = int(rng.integers(0, 2**32 - 1))
+    with Engine(model, gpu=gpu, executor="passes") as engine:
+        one = engine.generate(rows, 16, Sampling(temperature=100.0, seed=first)).tokens
+        again = engine.generate(rows, 16, Sampling(temperature=100.0, seed=first)).tokens
+        other = engine.generate(rows, 16, Sampling(temperature=100.0, seed=first + 1)).tokens
+        greedy = engine.generate(rows, 16).tokens
+        zero = engine.generate(rows, 16, Sampling(temperature=0.0, top_k=3, top_p=0.5, seed=first)).tokens
+    assert np.array_equal(one, again), f"seed {seed}"
+    assert not np.array_equal(one, other), f"seed {seed}: seeds {first} and {first + 1} drew the same tokens"
+    assert np.array_equal(greedy, zero), f"seed {seed}"
+
+
+def test_stop_strings_cut_generated_bytes_also_mid_token():
+    tokens = [b"ab", b"cd", b"ef", b"gh"]
+    assert stop_row(tokens, [b"zz"]) == (4, b"abcdefgh")
+    assert stop_row(tokens, [b"cd"]) == (1, b"ab")  # on a token boundary: the tokens before it
+    assert stop_row(tokens, [b"de"]) == (1, b"abc")  # mid-token: the stop's token is not returned
+    assert stop_row(tokens, [b"fg", b"bc"]) == (0, b"a")  # the earliest of several
+    assert stop_row(tokens, [b"a"]) == (0, b"")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "-3"], "tokens to generate must lie in 1..4096, got -3"),
+        (["-n", str(MAX_NEW_TOKENS + 1)], f"got {MAX_NEW_TOKENS + 1}"),
+        (["--temperature", "-0.5"], "temperature must be a finite number ≥ 0"),
+        (["--top-p", "0"], "top-p must lie in \\(0, 1\\]"),
+        (["--top-p", "1.5"], "top-p must lie in \\(0, 1\\]"),
+        (["--top-k", "0"], "top-k must be ≥ 1"),
+        (["--stop", ""], "a stop string may not be empty"),
+        (["--seed", "-1"], "seed must lie in 0..4294967295"),
+    ],
+)
+def test_bad_generation_input_is_one_line(tmp_path, args, message):
+    run = pxgl("generate", "pixels", *args, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert re.search(message, lines[0]), lines[0]
+
+
+TEXT = "the pixel model reads pixels and writes pixels; every weight is a byte of an image.\n" * 20
+
+
+def test_cli_generates_json_and_the_token_film_strip(tmp_path, rng, seed):
+    model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
+    tokenizer = Tokenizer.train(TEXT, 300)
+    tokenizer.save(model.tokenizer_path)
+    prompts = ["pixels and", "every weight is a byte of an image", "the"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    args = ["-b", "prompts.txt", "-n", "10", "-t", "1.5", "--seed", "7", "-m", model.source, "--json"]
+    run = pxgl("generate", *args, "--out", "gen.pxi", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    strip = read_rgb(tmp_path / "gen.pxi")
+    assert strip.shape == (3, 10, 3)
+    rows = [tokenizer.encode(p) for p in prompts]
+    ids = strip[..., 0].astype(np.int64) + 256 * strip[..., 1].astype(np.int64)
+    sampling = {"temperature": 1.5, "seed": 7}
+    assert_replays(
+        params_at(tmp_path / model.source),
+        rows,
+        ids,
+        np.array([r["logprobs"] for r in records]),
+        sampling,
+        f"cli, seed {seed}",
+    )
+    for record, prompt, row in zip(records, prompts, ids, strict=True):
+        assert record["prompt"] == prompt and record["tokens"] == row.tolist() and not record["stopped"]
+        assert record["text"] == tokenizer.decode(row)
+    # A stop string: the first ASCII byte generated after the first token's start (bytes, not the decoded text).
+    data = b"".join(tokenizer.token_bytes(int(t)) for t in ids[0])
+    ascii_at = [i for i in range(1, len(data)) if 0 < data[i] < 128]
+    stop = chr(data[ascii_at[0]]) if ascii_at else "\x01never"
+    stopped = pxgl("generate", *args, "--stop", stop, cwd=tmp_path)
+    first = json.loads(stopped.stdout.splitlines()[0])
+    end = data.find(stop.encode())
+    assert first["text"] == (data[:end] if end >= 0 else data).decode("utf-8", errors="replace")
+    assert first["stopped"] == (end >= 0)
