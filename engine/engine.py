@@ -18,8 +18,7 @@ import numpy as np
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
-from .executors.generation import generate_tile
-from .executors.passes import PassesExecutor
+from .executors.generation import check_generates, generate_tile
 from .generation import Generation, Sampling, check_steps
 from .gl import GLBackend, gl_errors
 from .loading import Runnable, plan
@@ -185,8 +184,8 @@ class Engine:
         next input on the GPU (docs/FORMATS.md §11); greedy unless `sampling` says otherwise."""
         self._check_thread()
         check_steps(steps)
-        if not isinstance(self.executor, PassesExecutor):
-            raise PxglError(f"the {self.executor_name} executor does not generate; use -x passes")
+        sampling = sampling or Sampling()
+        check_generates(self.executor_name, self.executor, sampling)
         window = self.spec.context_window
         pixels = encode_tokens(rows, self.spec.vocab_size)  # checks every id
         lengths = np.minimum(token_lengths(pixels, self.spec.vocab_size, "prompts"), window)
@@ -198,7 +197,7 @@ class Engine:
             for start in range(0, len(rows), self.executor.max_tile):
                 end = start + self.executor.max_tile
                 tokens[start:end], logprobs[start:end] = generate_tile(
-                    self.executor, tails[start:end], lengths[start:end], steps, sampling or Sampling(), start
+                    self.executor, tails[start:end], lengths[start:end], steps, sampling, start
                 )
         return Generation(tokens, logprobs)
 

@@ -54,7 +54,8 @@ class Generation:
     tokens: np.ndarray
     """(B, N) int64 ids, row r prompt r's generated tokens in order."""
     logprobs: np.ndarray
-    """(B, N) float32: log p of each generated token under the model (temperature 1, §11)."""
+    """(B, N) float32: log p of each generated token under the model (temperature 1, §11); NaN from an
+    executor that keeps no logits (pxvm)."""
 
 
 def stop_row(token_bytes: Sequence[bytes], stops: Sequence[bytes]) -> tuple[int, bytes]:

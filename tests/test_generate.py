@@ -45,21 +45,30 @@ def test_greedy_generation_replays_the_oracle_on_random_members(tmp_path, gpu, r
     for index, (mode, window) in enumerate([("mean", None), ("concat", None), ("attention", None), ("attention", 40)]):
         arch, path, model = random_member(tmp_path, rng, f"m{index}", mode, window)
         rows = prompts_for(rng, arch, 12)
-        with Engine(model, gpu=gpu, executor="passes") as engine:
-            generation = engine.generate(rows, STEPS)
-        assert generation.tokens.shape == (12, STEPS)
-        what = f"member {index} ({model.spec.architecture.describe()}), seed {seed}"
-        compared += assert_replays(params_at(path), rows, generation.tokens, generation.logprobs, {}, what)
-        generated += generation.tokens.size
+        for executor in ("passes", "pxvm"):
+            with Engine(model, gpu=gpu, executor=executor) as engine:
+                generation = engine.generate(rows, STEPS)
+            assert generation.tokens.shape == (12, STEPS)
+            what = f"{executor}, member {index} ({model.spec.architecture.describe()}), seed {seed}"
+            # pxvm keeps no logits: its log-probabilities are absent (NaN).
+            logprobs = generation.logprobs if executor == "passes" else None
+            assert executor == "passes" or np.isnan(generation.logprobs).all(), what
+            compared += assert_replays(params_at(path), rows, generation.tokens, logprobs, {}, what)
+            generated += generation.tokens.size
     assert compared >= generated // 2, f"seed {seed}: only {compared} of {generated} tokens compared"
 
 
-@pytest.mark.parametrize("executor", ["fused", "pxvm"])
-def test_executors_without_generation_refuse_naming_passes(tmp_path, gpu, rng, executor):
+@pytest.mark.parametrize(
+    ("executor", "sampling", "refusal"),
+    [
+        ("fused", Sampling(), "^the fused executor does not generate; use -x passes$"),
+        ("pxvm", Sampling(temperature=1.0), "^the pxvm executor generates greedily only .*; sample with -x passes$"),
+    ],
+)
+def test_executors_refuse_what_they_cannot_generate_naming_passes(tmp_path, gpu, rng, executor, sampling, refusal):
     model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
-    refusal = f"^the {executor} executor does not generate; use -x passes$"
     with Engine(model, gpu=gpu, executor=executor) as engine, pytest.raises(PxglError, match=refusal):
-        engine.generate([[1, 2]], 4)
+        engine.generate([[1, 2]], 4, sampling)
 
 
 SETTINGS = [

@@ -1,5 +1,6 @@
 """`pxgl generate`: continue prompts for N tokens on the GPU (docs/FORMATS.md §11)."""
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -63,7 +64,7 @@ def generate(
                 "prompt": text,
                 "text": answer,
                 "tokens": [int(t) for t in tokens[:kept]],
-                "logprobs": [round(float(p), 6) for p in logprobs[:kept]],
+                "logprobs": [None if math.isnan(p) else round(float(p), 6) for p in logprobs[:kept]],
                 "stopped": len(data) < sum(map(len, token_bytes)),
             }
             emit_json(record | ({"out": str(out)} if out is not None else {}))

@@ -1,19 +1,22 @@
-"""GPU-resident generation over the passes executor's forward pass (docs/FORMATS.md §11): each step copies
-every row's window out of the generated texture into the token texture, runs the passes, and a sampling
-pass stores the chosen token in the row's next column. All steps of a tile are one submission; the host
-reads the generated texture and the log-probabilities once, at the end."""
+"""GPU-resident generation (docs/FORMATS.md §11): each step copies every row's window out of the generated
+texture into the token texture and runs the executor's forward pass; then, for passes, a sampling pass over
+the logits stores the chosen token (greedy or drawn) in the row's next column, and for pxvm (no logits on
+the GPU: greedy only) an append pass copies its prediction pixel's id there. All steps of a tile are one
+submission; the host reads the generated texture and the log-probabilities once, at the end."""
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from ..constants import TOKEN_MARK, WRITTEN_ALPHA
 from ..errors import PxglError
 from ..generation import Sampling
-from ..gl import GLBackend
+from ..gl import GLBackend, Texture
 from ..kernel import TOP1_SOFTMAX_SHARED, Image, Kernel, Shared, Uniform
 from .passes import PassesExecutor, forward
-from .protocol import largest_pow2_group, next_pow2
+from .protocol import largest_pow2_group, model_constants, next_pow2
+from .pxvm import PxvmExecutor
 
 GENERATE_WINDOW = Kernel(
     "generate_window",
@@ -41,7 +44,26 @@ GENERATE_SAMPLE = Kernel(
     ),
     shared=(*TOP1_SOFTMAX_SHARED, Shared("partial", "float", "LOCAL_SIZE")),
 )
+GENERATE_APPEND = Kernel(
+    "generate_append",
+    (
+        Image("prediction_in", "rgba8ui", read=True),
+        Image("lengths", "rgba8ui", read=True),
+        Image("generated", "rgba8ui", write=True),
+        Uniform("step"),
+        Uniform("rows"),
+    ),
+)
 SAMPLE_MAX_THREADS = 256
+APPEND_GROUP = 64
+
+
+def check_generates(name: str, executor: object, sampling: Sampling) -> None:
+    """Refuse, in one line naming one that does, what an executor cannot generate."""
+    if isinstance(executor, PxvmExecutor) and sampling.temperature > 0:
+        raise PxglError("the pxvm executor generates greedily only (it keeps no logits); sample with -x passes")
+    if not isinstance(executor, PassesExecutor | PxvmExecutor):
+        raise PxglError(f"the {name} executor does not generate; use -x passes")
 
 
 def pixel_rows(ids: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -55,62 +77,115 @@ def pixel_rows(ids: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     return pixels
 
 
+def passes_step(
+    executor: PassesExecutor, n: int, sampling: Sampling, row_base: int, textures: dict[str, Texture]
+) -> Callable[[int], None]:
+    """One step's forward pass and sampling pass, reading the window texture, writing `generated`."""
+    gpu, spec, programs = executor.gpu, executor.spec, executor.programs
+    act = executor.activations(n)
+    step_act = dataclasses.replace(act, tokens=textures["window"])
+    kept = textures["kept"] = gpu.float_image(act.logits.width, act.logits.height, "T_kept")
+    group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(spec.vocab_size)))
+    sample = gpu.program(GENERATE_SAMPLE, programs.constants, group)
+    top_k = min(sampling.top_k or spec.vocab_size, spec.vocab_size)
+
+    def step(index: int) -> None:
+        forward(gpu, spec, programs, executor.weights, step_act, n)
+        gpu.run(
+            sample,
+            (n, 1, 1),
+            logits_in=act.logits,
+            kept=kept,
+            lengths=textures["lengths"],
+            generated=textures["generated"],
+            logprobs_out=textures["logprobs"],
+            step=index,
+            seed=sampling.seed,
+            row_base=row_base,
+            temperature=sampling.temperature,
+            top_k=top_k,
+            top_p=sampling.top_p,
+        )
+
+    return step
+
+
+def pxvm_step(executor: PxvmExecutor, n: int, textures: dict[str, Texture]) -> Callable[[int], None]:
+    """One step's pxVM run over the window texture, then its prediction's id appended to `generated`."""
+    gpu = executor.gpu
+    tile = executor.tile(n)
+    append = gpu.program(GENERATE_APPEND, model_constants(executor.spec), largest_pow2_group(gpu, APPEND_GROUP))
+
+    def step(index: int) -> None:
+        gpu.run(
+            executor.vm,
+            (n, 1, 1),
+            weights=executor.weights,
+            tokens=textures["window"],
+            program=executor.program_texture,
+            scratch=tile.scratch,
+            prediction_out=tile.prediction,
+        )
+        gpu.barrier()
+        gpu.run(
+            append,
+            (-(-n // append.local_size), 1, 1),
+            prediction_in=tile.prediction,
+            lengths=textures["lengths"],
+            generated=textures["generated"],
+            step=index,
+            rows=n,
+        )
+
+    return step
+
+
 def generate_tile(
-    executor: PassesExecutor, ids: np.ndarray, lengths: np.ndarray, steps: int, sampling: Sampling, row_base: int
+    executor: PassesExecutor | PxvmExecutor,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    steps: int,
+    sampling: Sampling,
+    row_base: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, P) int ids, each row's last ≤ context_window prompt tokens left-aligned, and their counts →
-    (n, steps) generated ids and (n, steps) float32 log-probabilities. n ≤ executor.max_tile."""
+    (n, steps) generated ids and (n, steps) float32 log-probabilities (NaN from pxvm, which keeps no
+    logits). n ≤ executor.max_tile; check_generates has accepted the executor and the sampling."""
     gpu: GLBackend = executor.gpu
-    spec, programs = executor.spec, executor.programs
-    n, window = len(ids), spec.context_window
-    act = executor.activations(n)
+    n, window = len(ids), executor.spec.context_window
     width = int(lengths.max()) + steps
-    gpu.check_size(width, n, "generated token texture")
-    generated = gpu.rgba8ui_image(width, n, "generated token texture")
-    gpu.write(generated, pixel_rows(ids, lengths, width))
     length_pixels = np.zeros((n, 1, 4), np.uint8)
     length_pixels[:, 0, 0], length_pixels[:, 0, 1] = lengths % 256, lengths // 256
-    length_texture = gpu.rgba8ui_image(1, n, "prompt lengths")
-    gpu.write(length_texture, length_pixels)
-    window_texture = gpu.rgba8ui_image(window, act.capacity, "generation window")
-    kept = gpu.float_image(act.logits.width, act.logits.height, "T_kept")
-    logprobs = gpu.float_image(steps, n, "T_generated_logprobs")
-    step_act = dataclasses.replace(act, tokens=window_texture)
-    constants = programs.constants
-    window_program = gpu.program(GENERATE_WINDOW, constants, largest_pow2_group(gpu, min(64, next_pow2(window))))
-    sample_group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(spec.vocab_size)))
-    sample_program = gpu.program(GENERATE_SAMPLE, constants, sample_group)
-    window_groups = (-(-window // window_program.local_size), n, 1)
-    top_k = min(sampling.top_k or spec.vocab_size, spec.vocab_size)
+    textures = {
+        "generated": gpu.rgba8ui_image(width, n, "generated token texture"),
+        "lengths": gpu.rgba8ui_image(1, n, "prompt lengths"),
+        "window": gpu.rgba8ui_image(window, n, "generation window"),
+        "logprobs": gpu.float_image(steps, n, "T_generated_logprobs"),
+    }
     try:
+        gpu.write(textures["generated"], pixel_rows(ids, lengths, width))
+        gpu.write(textures["lengths"], length_pixels)
+        gpu.write(textures["logprobs"], np.full((n, steps), np.nan, np.float32))
+        if isinstance(executor, PassesExecutor):
+            forward_and_choose = passes_step(executor, n, sampling, row_base, textures)
+        else:
+            forward_and_choose = pxvm_step(executor, n, textures)
+        window_program = gpu.program(
+            GENERATE_WINDOW, model_constants(executor.spec), largest_pow2_group(gpu, min(64, next_pow2(window)))
+        )
         for step in range(steps):
             gpu.run(
                 window_program,
-                window_groups,
-                generated=generated,
-                lengths=length_texture,
-                window_out=window_texture,
+                (-(-window // window_program.local_size), n, 1),
+                generated=textures["generated"],
+                lengths=textures["lengths"],
+                window_out=textures["window"],
                 step=step,
             )
             gpu.barrier()
-            forward(gpu, spec, programs, executor.weights, step_act, n)
-            gpu.run(
-                sample_program,
-                (n, 1, 1),
-                logits_in=act.logits,
-                kept=kept,
-                lengths=length_texture,
-                generated=generated,
-                logprobs_out=logprobs,
-                step=step,
-                seed=sampling.seed,
-                row_base=row_base,
-                temperature=sampling.temperature,
-                top_k=top_k,
-                top_p=sampling.top_p,
-            )
+            forward_and_choose(step)
             gpu.barrier()
-        pixels = gpu.read_uint8(generated)
+        pixels = gpu.read_uint8(textures["generated"])
         columns = lengths[:, None] + np.arange(steps)[None, :]
         chosen = pixels[np.arange(n)[:, None], columns].astype(np.int64)
         unwritten = np.argwhere(chosen[..., 3] != WRITTEN_ALPHA)
@@ -120,7 +195,7 @@ def generate_tile(
                 f"the GPU left generated token {step} of prompt {row + row_base} unwritten; its driver "
                 "misbehaved: try another --device"
             )
-        return chosen[..., 0] + 256 * chosen[..., 1], gpu.read_float(logprobs).copy()
+        return chosen[..., 0] + 256 * chosen[..., 1], gpu.read_float(textures["logprobs"]).copy()
     finally:
-        for texture in (generated, length_texture, window_texture, kept, logprobs):
+        for texture in textures.values():
             texture.release()
