@@ -110,6 +110,9 @@ def test_a_prompt_generates_the_same_alone_and_among_63_others(tmp_path, gpu, rn
         together = engine.generate(rows, STEPS, sampled)
         alone = engine.generate([rows[0]], STEPS, sampled)
         assert np.array_equal(together.tokens[0], alone.tokens[0]), f"sampled, seed {seed}"
+        engine.executor.max_tile = 24  # tiles of 24, 24 and 16 prompts: each row keeps its request index
+        tiled = engine.generate(rows, STEPS, sampled)
+        assert np.array_equal(tiled.tokens, together.tokens), f"tiled, seed {seed}"
 
 
 def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, seed):
