@@ -159,12 +159,17 @@ def meta_repeats_a_key(path, contents, rng):
     write_contents(path, relisted(contents | {"weights.meta.json": repeated}))
 
 
+def wider(spec):
+    """The spec with twice the embedding width: its compiled program reads past the real model's tensors."""
+    return replace(spec, architecture=replace(spec.architecture, embed_dim=spec.embed_dim * 2))
+
+
 def program_rejected(path, contents, rng):
     """A program.pxi that decodes as an image but that the pxVM validator refuses for this model."""
     spec = spec_from_meta(json.loads(contents["weights.meta.json"]))
     compiled = compiled_instructions(spec)
     faults = [
-        lambda: compile_program(replace(spec, embed_dim=spec.embed_dim * 2)),  # reads past its tensors
+        lambda: compile_program(wider(spec)),  # reads past its tensors
         lambda: encode_program(scratch_layout(spec).size, [i for i in compiled if i.op.name != "STORE_PIXEL"]),
         lambda: rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),  # no magic pixel: not a program at all
     ]
