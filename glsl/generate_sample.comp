@@ -1,7 +1,8 @@
 // Generation (docs/FORMATS.md §11), after each step's logits: one work group per row chooses the next token
 // (greedy, or a draw of the counter-based generator over the temperature's weights, cut by top-k and top-p),
 // stores it as a token pixel in column n + step of the generated texture and its log-probability in
-// column step of T_logprobs. Kept weights go through `kept` (a texture laid out like T_logits).
+// column step of T_logprobs. Kept weights go through `kept` (a texture laid out like T_logits). A top-k or
+// top-p cut ranks each token against every other: VOCAB^2 comparisons per row and step, shared by the group.
 layout(local_size_x = LOCAL_SIZE) in;  // a power of two
 
 #include "logits_grid.glsl"
