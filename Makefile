@@ -27,9 +27,11 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
-# Pack the bundled model into its cartridge (after retraining it; shader changes never need a repack, §8).
+# Pack the bundled v1 into its cartridge after retraining it (shader changes never need a repack, §8); the
+# v0 cartridge stays as committed.
 cartridge: setup
-	$(BIN)/pxgl pack -m assets/pixellm_v0.pxi -o assets/pixellm_v0.pxa
+	$(BIN)/pxgl compile -m assets/pixellm_v1.pxi
+	$(BIN)/pxgl pack -m assets/pixellm_v1.pxi -o assets/pixellm_v1.pxa
 
 lint: setup
 	$(BIN)/ruff check engine tests bench
