@@ -1,5 +1,8 @@
 import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,3 +35,18 @@ def gpu():
     from pxgl.gl import GLBackend
 
     return GLBackend()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout, once per test run (packaging and README tests share it)."""
+    out = tmp_path_factory.mktemp("wheel")
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(root)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (path,) = out.glob("pxgl-*.whl")
+    return path
