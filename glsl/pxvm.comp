@@ -11,6 +11,7 @@ layout(binding = BINDING_PROGRAM) uniform usampler2D program;  // RGB8UI, the pr
 // (a % width, a / width) of the prompt's rows.
 layout(binding = BINDING_SCRATCH, r32f) coherent uniform image2D scratch;
 layout(binding = BINDING_PREDICTION_OUT, rgba8ui) uniform writeonly uimage2D prediction_out;
+uniform int pc_begin, pc_end;  // the pixels of this dispatch's instructions
 
 int t;             // this invocation
 int prompt;        // this work group's prompt
@@ -177,10 +178,10 @@ void main() {
     token_count = 0;
     while (token_count < CONTEXT_WINDOW && texelFetch(tokens, ivec2(token_count, prompt), 0).b == uint(TOKEN_MARK)) token_count++;
 
-    ivec2 size = textureSize(program, 0);
-    int end = size.x * size.y;
-    int pc = HEADER_PIXELS;
-    while (pc < end) {  // pc grows every step, so the walk ends whatever the texture holds
+    // One dispatch walks the instructions whose header pixels lie in [pc_begin, pc_end); scratch carries
+    // the state to the next dispatch (llvmpipe stops a shader's loops after 65535 iterations in all).
+    int pc = pc_begin;
+    while (pc < pc_end) {  // pc grows every step, so the walk ends whatever the texture holds
         uvec3 head = program_pixel(pc);
         int count = int(head.g);
         int a[MAX_OPERANDS];
