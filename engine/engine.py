@@ -8,6 +8,7 @@ GL context. A GL context belongs to the thread that created it: an Engine must b
 on one thread; a call from another raises RuntimeError (a server gives each engine one owning thread)."""
 
 import operator
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,9 @@ from .loading import Runnable, plan
 from .model import Model
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
+
+BLOCK_PIXELS = 1 << 22
+"""Token pixels validated at a time."""
 
 
 class Engine:
@@ -83,12 +87,25 @@ class Engine:
 
     # --- predictions -------------------------------------------------------------------------------
     def _tails(self, token_pixels: np.ndarray, source: str) -> np.ndarray:
-        """Validate a token texture and cut each row to its last context_window tokens."""
+        """Validate a token texture and cut each row to its last context_window tokens, a block of rows at a
+        time: the validation's temporaries stay near BLOCK_PIXELS whatever the texture's size."""
         if token_pixels.ndim != 3 or token_pixels.shape[2] != 3 or 0 in token_pixels.shape:
             raise PxglError(f"{source}: expected an RGB token texture, got an array of shape {token_pixels.shape}")
-        # Any width: only each row's last context_window tokens reach the GPU.
-        lengths = token_lengths(token_pixels, self.spec.vocab_size, source)
-        return token_tails(token_pixels, lengths, self.spec.context_window)
+        height, width, _ = token_pixels.shape
+        window = self.spec.context_window
+        tails = np.empty((height, window, 3), dtype=np.uint8)
+        block = max(1, BLOCK_PIXELS // width)
+        for start in range(0, height, block):
+            rows = token_pixels[start : start + block]
+            try:
+                lengths = token_lengths(rows, self.spec.vocab_size, source)
+            except PxglError as e:  # number the row in the whole texture, not in the block
+                row = re.compile(rf"^{re.escape(source)}: row (\d+)")
+                raise PxglError(
+                    row.sub(lambda m, at=start: f"{source}: row {int(m[1]) + at}", str(e), count=1)
+                ) from None
+            tails[start : start + block] = token_tails(rows, lengths, window)
+        return tails
 
     def predict(
         self, token_pixels: np.ndarray, source: str = "token texture", on_tile: Callable[[int], None] | None = None
@@ -108,7 +125,17 @@ class Engine:
         return out
 
     def predict_ids(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
-        return self.predict(encode_tokens(rows, self.spec.vocab_size), "prompts")
+        """Prediction pixels for prompts of token ids; only each one's last context_window tokens are kept."""
+        vocab, window = self.spec.vocab_size, self.spec.context_window
+        for r, row in enumerate(rows):
+            ids = np.asarray(row)
+            if ids.size == 0:
+                raise PxglError(f"prompt {r} is empty: every prompt needs at least one token")
+            bad = np.flatnonzero((ids < 0) | (ids >= vocab))
+            if bad.size:
+                i = int(bad[0])
+                raise PxglError(f"prompt {r}, position {i}: token id {ids[i]} is outside 0..{vocab - 1}")
+        return self.predict(encode_tokens([row[-window:] for row in rows], vocab), "prompts")
 
     def predict_one(self, ids: Sequence[int]) -> np.ndarray:
         """The prediction pixel, (3,) uint8, of one prompt of token ids: the lean single-prompt path (a list
@@ -138,6 +165,7 @@ class Engine:
             out_of_range = (ids < 0) | (ids >= vocab)
             if out_of_range.any():
                 self._refuse(ids, np.flatnonzero(out_of_range)[0], source)
+            ids = ids[:, -window:]
             pixels = np.stack([ids % 256, ids // 256, np.full_like(ids, TOKEN_MARK)], axis=-1).astype(np.uint8)
             return self.predict(pixels, source)
         if ids.dtype != np.uint16:  # uint16 ids need only the executor's vocabulary check
