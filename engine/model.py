@@ -2,19 +2,25 @@
 tokenizer comes from; a model opened from a cartridge also keeps the cartridge. engine/loading.py is the
 front door that opens one by name or path."""
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .cartridge import Cartridge
 from .errors import PxglError
-from .pxi import bytes_to_pixels, read_rgb, write_rgb
-from .spec import ModelSpec, meta_path_for, read_meta, spec_from_meta, write_meta
+from .outputs import write_files
+from .pxi import bytes_to_pixels, encode_rgb, parse_json, read_rgb, read_text
+from .spec import ModelSpec, meta_path_for, read_meta, spec_from_meta
 from .tokenizer import Tokenizer
 
 WEIGHTS_SUFFIX = ".pxi"
+WRITTEN = "files"
+"""The meta key recording the files written with it (FORMATS §2.3)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class Model:
     """The tokenizer beside a weights .pxi (read when first needed); None for a cartridge, which holds it."""
     cartridge: Cartridge | None = None
     """The cartridge the model came from (manifest, tokenizer, program), if any."""
+    written: dict[str, Any] = field(default_factory=dict)
+    """The meta's `files` record: the size and sha256 of the weights and tokenizer written with it."""
 
     def tensor_bytes(self, name: str) -> np.ndarray:
         """The quantized bytes of one tensor, shaped as the meta says."""
@@ -40,6 +48,7 @@ class Model:
         if self.cartridge is not None:
             return self.cartridge.tokenizer
         assert self.tokenizer_path is not None
+        check_written(self.tokenizer_path, self.written, "tokenizer")
         tokenizer = Tokenizer.load(self.tokenizer_path)
         self.spec.check_vocabulary(tokenizer.vocab_size, str(self.tokenizer_path))
         return tokenizer
@@ -49,21 +58,54 @@ def read_weights(path: Path) -> Model:
     """`name.pxi` and `name.meta.json` beside it, checked against each other."""
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(f"{path}: weights are a {WEIGHTS_SUFFIX} file with its .meta.json beside it")
-    spec = read_meta(meta_path_for(path))
+    meta = meta_path_for(path)
+    spec = read_meta(meta)
+    written = parse_json(read_text(meta, "meta file"), str(meta)).get(WRITTEN, {})
+    if not isinstance(written, dict):
+        raise PxglError(f"{meta}: {WRITTEN!r} must be an object")
+    check_written(path, written, "weights")
     weights = read_rgb(path)
     spec.check_image(weights, str(path))
-    return Model(spec, weights, str(path), tokenizer_path=path.with_name(spec.tokenizer))
+    return Model(spec, weights, str(path), tokenizer_path=path.with_name(spec.tokenizer), written=written)
+
+
+def file_record(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def check_written(path: Path, written: dict[str, Any], role: str) -> None:
+    """Refuse a file that is not the one its meta was written with (a write cut short between renames, or
+    a file replaced by hand): FORMATS §2.3."""
+    if role not in written:
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return  # the reader that follows names the missing or unreadable file
+    if file_record(data) != written[role]:
+        raise PxglError(
+            f"{path}: not the {role} file its meta was written with (an interrupted write, or a file replaced "
+            "since): write the model again"
+        )
 
 
 def from_cartridge(cartridge: Cartridge) -> Model:
     return Model(cartridge.spec, cartridge.weights, str(cartridge.path), cartridge=cartridge)
 
 
-def save_model(path: str | Path, spec: ModelSpec, weight_bytes: bytes) -> None:
-    """Write the weight image and its meta (each atomically)."""
+def save_model(path: str | Path, spec: ModelSpec, weight_bytes: bytes, tokenizer: Tokenizer | None = None) -> None:
+    """Write the weight image, the tokenizer (if given) and the meta as one set (docs/FORMATS.md §2.3): the
+    meta, renamed into place last, records the others' size and sha256."""
     path = Path(path)
     spec_from_meta(spec.to_meta(), str(meta_path_for(path)))  # never write a model no reader accepts
     if len(weight_bytes) > spec.image_bytes:
         raise ValueError("weight bytes do not fit the spec's image")
-    write_rgb(path, bytes_to_pixels(weight_bytes, spec.image_width, spec.image_height))
-    write_meta(meta_path_for(path), spec)
+    contents = {path: encode_rgb(bytes_to_pixels(weight_bytes, spec.image_width, spec.image_height))}
+    written = {"weights": file_record(contents[path])}
+    if tokenizer is not None:
+        tokenizer_path = path.with_name(spec.tokenizer)
+        contents[tokenizer_path] = (json.dumps(tokenizer.to_json(), separators=(",", ":")) + "\n").encode()
+        written["tokenizer"] = file_record(contents[tokenizer_path])
+    meta = spec.to_meta() | {WRITTEN: written}
+    contents[meta_path_for(path)] = (json.dumps(meta, indent=2) + "\n").encode()
+    write_files({target: lambda tmp, data=data: tmp.write_bytes(data) for target, data in contents.items()})

@@ -3,9 +3,8 @@ prediction pixels. Every reader validates before it trusts; every writer is atom
 
 import io
 import json
-import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 from .constants import TOKEN_MARK
 from .errors import PxglError
+from .outputs import atomic_write
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_COLOR_RGB = 2
@@ -113,34 +113,6 @@ def parse_json(text: str, where: str) -> Any:
         raise PxglError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except RecursionError:
         raise PxglError(f"{where}: JSON nested too deeply") from None
-
-
-def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = ()) -> None:
-    """Fail before any work if `path` cannot be an output file: its folder is missing, it is a folder, or it
-    is one of the command's input files (by any name: links and hard links included)."""
-    path = Path(path)
-    if path.is_dir():
-        raise PxglError(f"{option} {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise PxglError(f"{option} {path}: folder {path.parent} does not exist")
-    for source in inputs:
-        source = Path(source)
-        same = path.resolve() == source.resolve() or (path.exists() and source.exists() and path.samefile(source))
-        if same:
-            raise PxglError(f"{option} {path}: is the input {source}; write the output somewhere else")
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(temporary path) beside `path`, then rename it into place; clean up on any failure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise PxglError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def image_size_for(n_bytes: int) -> tuple[int, int]:

@@ -5,7 +5,6 @@ of its uint8 tensors sits in the weight image. Version-0 metas (pixellm_v0) read
 they are: mean context, one hidden layer, their five tensors renamed (V0_NAMES)."""
 
 import itertools
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PxglError
-from .pxi import MAX_PIXELS, atomic_write, image_size_for, parse_json, read_text
+from .pxi import MAX_PIXELS, image_size_for, parse_json, read_text
 
 FORMAT = "pixellm"
 VERSION = 1
@@ -388,11 +387,6 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
 def read_meta(path: Path) -> ModelSpec:
     text = read_text(path, "meta file", " (a weights .pxi needs its .meta.json beside it)")
     return spec_from_meta(parse_json(text, str(path)), str(path))
-
-
-def write_meta(path: Path, spec: ModelSpec) -> None:
-    text = json.dumps(spec.to_meta(), indent=2) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # --- laying a model out -----------------------------------------------------------------------------

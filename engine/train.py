@@ -19,7 +19,18 @@ from .corpus import default_corpus, file_corpus, three_way_split
 from .errors import PxglError
 from .model import save_model
 from .network import Params, Regularisation, backward, draw_masks, forward, init_params, log_probabilities, softmax_xent
-from .spec import MAX_CONTEXT_WINDOW, MAX_DIM, MAX_LAYERS, MAX_VOCAB, MIN_VOCAB, Architecture, Context, layout
+from .outputs import check_outputs
+from .spec import (
+    MAX_CONTEXT_WINDOW,
+    MAX_DIM,
+    MAX_LAYERS,
+    MAX_VOCAB,
+    MIN_VOCAB,
+    Architecture,
+    Context,
+    layout,
+    meta_path_for,
+)
 from .tokenizer import Tokenizer
 
 Progress = Callable[[str, int, int], None]
@@ -257,6 +268,8 @@ def fit(
 def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train, quantize, evaluate and write config.out (+ meta + tokenizer). Returns the meta's eval."""
     config.validate()
+    outputs = [(config.out, "--out"), (meta_path_for(config.out), "--out's meta")]
+    check_outputs([*outputs, (config.out.with_name(config.tokenizer_name), "--out's tokenizer")], config.files)
     report: Progress = progress or (lambda stage, done, total: None)
     began = time.monotonic()
     corpus = file_corpus(list(config.files)) if config.files else default_corpus()
@@ -308,6 +321,5 @@ def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, An
     report("evaluating", 1, 1)
     quant = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
     spec = layout(a, quant, config.tokenizer_name, evaluation)
-    save_model(config.out, spec, b"".join(quantized[name][0].tobytes() for name in spec.tensors))
-    tokenizer.save(config.out.with_name(config.tokenizer_name))
+    save_model(config.out, spec, b"".join(quantized[name][0].tobytes() for name in spec.tensors), tokenizer)
     return evaluation

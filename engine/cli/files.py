@@ -7,7 +7,7 @@ import typer
 
 from ..errors import PxglError
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, ProgramOption, one_device
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, ProgramOption, model_files, one_device
 from .report import emit_json, percent
 
 
@@ -19,9 +19,10 @@ def encode(
 ) -> None:
     """Tokenize text into a token texture (.pxi): one row per prompt, one pixel per token."""
     from ..loading import load_model
-    from ..pxi import check_output_path, encode_tokens, write_rgb
+    from ..outputs import check_outputs
+    from ..pxi import encode_tokens, write_rgb
 
-    check_output_path(out, "--out")
+    check_outputs([(out, "--out")], model_files(model))
     loaded = load_model(model)
     rows = [loaded.tokenizer.encode(text) for text in texts]
     write_rgb(out, encode_tokens(rows, loaded.spec.vocab_size))
@@ -77,12 +78,12 @@ def pack(
     """Pack a model into a cartridge (.pxa): weights, meta, tokenizer and pxVM program in one zip, with a
     manifest of format versions and every member's size and sha256 (docs/FORMATS.md §8)."""
     from ..loading import model_path
+    from ..outputs import check_outputs
     from ..pack import pack as pack_cartridge
-    from ..pxi import check_output_path
 
     source = model_path(model)
     target = out if out is not None else Path(source.name).with_suffix(".pxa")
-    check_output_path(target, "--out")
+    check_outputs([(target, "--out")], [*model_files(model), program_file])
     manifest = pack_cartridge(source, target, executor, program_file, name)
     if as_json:
         emit_json({"out": str(target), **manifest.to_json()})

@@ -7,7 +7,7 @@ import typer
 
 from ..errors import PxglError
 from .app import app
-from .options import JsonOption, ModelOption
+from .options import JsonOption, ModelOption, model_files
 from .report import emit_json
 
 
@@ -43,7 +43,7 @@ def import_tensors(
     with its quantization error reported (docs/FORMATS.md §10 names the tensors)."""
     from ..interchange import import_model
     from ..model import save_model
-    from ..pxi import check_output_path
+    from ..outputs import check_outputs
     from ..spec import meta_path_for
 
     if out.suffix != ".pxi":
@@ -51,14 +51,10 @@ def import_tensors(
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
     # A tokenizer already where the model's belongs is used in place, not rewritten.
     in_place = tokenizer is not None and tokenizer_out.exists() and tokenizer_out.samefile(tokenizer)
-    inputs = [p for p in (file, tokenizer, config) if p is not None]
-    for path, what in ((out, "weights"), (meta_path_for(out), "meta"), (tokenizer_out, "tokenizer")):
-        if not (in_place and path == tokenizer_out):
-            check_output_path(path, f"--out {out}: its {what}", inputs)
+    written = [(out, "weights"), (meta_path_for(out), "meta"), *([] if in_place else [(tokenizer_out, "tokenizer")])]
+    check_outputs([(path, f"--out {out}: its {what}") for path, what in written], [file, tokenizer, config])
     imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
-    save_model(out, imported.spec, imported.weight_bytes)
-    if not in_place:
-        imported.tokenizer.save(tokenizer_out)
+    save_model(out, imported.spec, imported.weight_bytes, None if in_place else imported.tokenizer)
     if as_json:
         for name, (largest, rms) in imported.errors.items():
             emit_json({"tensor": name, "max_error": largest, "rms_error": rms})
@@ -79,12 +75,11 @@ def export(
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
     the metadata: `pxgl import` brings it back to the same pixels."""
     from ..interchange import export_tensors, write_tensors
-    from ..loading import load_model, model_path
-    from ..pxi import check_output_path
+    from ..loading import load_model
+    from ..outputs import check_outputs
 
-    source = model_path(model)
-    check_output_path(out, "--out", [source])
-    loaded = load_model(source)
+    check_outputs([(out, "--out")], model_files(model))
+    loaded = load_model(model)
     tensors, metadata = export_tensors(loaded.spec, loaded.weights, loaded.tokenizer)
     write_tensors(out, tensors, metadata)
     if as_json:

@@ -72,3 +72,15 @@ def parse_devices(device: str | None) -> list[int] | None:
     if any(d < 0 for d in devices):
         raise PxglError(f"--device {device}: device indexes are 0 or more")
     return devices
+
+
+def model_files(model: str | None) -> list[Path]:
+    """The files a model argument reads, so no output overwrites them: a cartridge, or the weights with the
+    meta and tokenizer beside them."""
+    from ..loading import model_path
+    from ..spec import meta_path_for
+
+    path = model_path(model)
+    if path.suffix != ".pxi":
+        return [path]
+    return [path, meta_path_for(path), path.with_name(path.name.removesuffix(".pxi") + ".tokenizer.json")]

@@ -7,6 +7,7 @@ import numpy as np
 import typer
 
 from ..errors import PxglError
+from ..outputs import check_output_dir, check_outputs
 from .app import app
 from .options import (
     DeviceOption,
@@ -15,6 +16,7 @@ from .options import (
     ModelOption,
     PredictionsOut,
     ProgramOption,
+    model_files,
     one_device,
 )
 from .report import emit_json, percent, prediction_records, progress_bar, report_predictions
@@ -34,19 +36,6 @@ def read_prompt_lines(path: Path) -> list[str]:
         if not line:
             raise PxglError(f"{path}: line {number} is empty; every line must be a prompt")
     return lines
-
-
-def check_outputs(*outputs: tuple[Path | None, str]) -> None:
-    """Every output path usable, and no two the same, before any work starts."""
-    from ..pxi import check_output_path
-
-    given = [(path, option) for path, option in outputs if path is not None]
-    for path, option in given:
-        check_output_path(path, option)
-    for i, (path, option) in enumerate(given):
-        for other, other_option in given[:i]:
-            if path.resolve() == other.resolve():
-                raise PxglError(f"{other_option} and {option} are the same file {path}")
 
 
 @app.command()
@@ -83,20 +72,22 @@ def infer(
         raise PxglError(f"give exactly one of PROMPT, --input FILE or --batch FILE (got {', '.join(given) or 'none'})")
     if prompt == "":
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
-    check_outputs((out, "--out"), (tokens_out, "--tokens-out"))
+    inputs = [*model_files(model), input_file, batch, program_file]
+    check_outputs([(out, "--out"), (tokens_out, "--tokens-out")], inputs)
     if viz_dir is not None:
-        from ..visuals import check_out_dir
-
-        check_out_dir(viz_dir)
+        check_output_dir(viz_dir, "--viz")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
     vocab = runnable.model.spec.vocab_size
     tokenizer = None if input_file is not None else runnable.model.tokenizer
     prompts: list[str] | None = None
+    rows: list[list[int]] = []
     if input_file is not None:
         pixels, source = read_rgb(input_file), str(input_file)
     else:
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
-        pixels = encode_tokens([tokenizer.encode(p) for p in prompts], vocab)
+        rows = [tokenizer.encode(p) for p in prompts]
+        # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
+        pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
         source = "prompt" if prompt is not None else str(batch)
 
     with Engine(runnable, device=one_device(device)) as engine:
@@ -118,7 +109,7 @@ def infer(
                 view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
         renderer = engine.gpu.renderer
     if tokens_out is not None:
-        write_rgb(tokens_out, pixels)
+        write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     write_rgb(out, predictions)
     report_predictions(prediction_records(predictions, tokenizer, prompts), out, as_json, renderer)
     if view is not None:
@@ -145,7 +136,7 @@ def run(
     from ..loading import open_model
     from ..pxi import read_rgb, write_rgb
 
-    check_outputs((out, "--out"))
+    check_outputs([(out, "--out")], [*model_files(model), input_file, program_file])
     runnable = open_model(model, executor, program_file)
     pixels = read_rgb(input_file)
     with Engine(runnable, device=one_device(device)) as engine:
@@ -174,7 +165,7 @@ def ask(
     from ..loading import open_model
     from ..pxi import encode_tokens, write_rgb
 
-    check_outputs((out, "--out"))
+    check_outputs([(out, "--out")], model_files(model))
     if prompt == "":
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, executor)

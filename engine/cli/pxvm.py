@@ -7,7 +7,7 @@ import typer
 
 from ..errors import PxglError
 from .app import app
-from .options import ModelOption
+from .options import ModelOption, model_files
 
 CheckModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Also check the program against this model's memory bounds.")
@@ -24,6 +24,7 @@ def compile_command(
 ) -> None:
     """Compile the model's forward pass into a pxVM program: a .pxi of pixel opcodes (docs/FORMATS.md §7)."""
     from ..loading import load_model
+    from ..outputs import check_outputs
     from ..pxvm.files import program_path_for, write_compiled_program
 
     loaded = load_model(model)
@@ -31,6 +32,7 @@ def compile_command(
         if loaded.cartridge is not None:
             raise PxglError(f"{loaded.source}: give --out: a cartridge has no folder of its own to write into")
         out = program_path_for(Path(loaded.source))
+    check_outputs([(out, "--out")], model_files(model))
     program = write_compiled_program(out, loaded.spec)
     height, width, _ = program.pixels.shape
     typer.echo(
@@ -62,10 +64,12 @@ def asm_command(
 ) -> None:
     """Assemble pxVM assembly text into a program (.pxi), checked before anything is written."""
     from ..loading import load_model
+    from ..outputs import check_outputs
     from ..pxi import read_text, write_rgb
     from ..pxvm.asm import assemble
     from ..pxvm.files import check_program
 
+    check_outputs([(out, "--out")], [source, *(model_files(model) if model is not None else [])])
     spec = None if model is None else load_model(model).spec
     pixels = assemble(read_text(source, "assembly file"), str(source))
     program = check_program(pixels, str(source), spec)

@@ -27,7 +27,7 @@ from .colour import (
 )
 from .trace import DEFAULT_TOP_K, Token, TraceView, run_view, top_k, trace_view
 from .weights import WEIGHTS_TARGET_PX, weights_view
-from .write import check_out_dir, write_visuals
+from .write import write_visuals
 
 __all__ = [
     "BACKGROUND",
@@ -42,7 +42,6 @@ __all__ = [
     "WEIGHTS_TARGET_PX",
     "Token",
     "TraceView",
-    "check_out_dir",
     "colour_scale",
     "diverging",
     "diverging_lut",

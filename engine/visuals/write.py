@@ -1,4 +1,5 @@
-"""Writing the visuals: everything rendered in memory first, then each file written atomically."""
+"""Writing the visuals: everything rendered in memory first, then written as one set (index.html and
+viz.json renamed into place last)."""
 
 import io
 import json
@@ -8,20 +9,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
-from ..pxi import atomic_write
+from ..outputs import check_output_dir, write_files
 from .page import index_html
 from .sheet import contact_sheet
 from .trace import DataImage, TraceView
 
 
-def check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PxglError(f"{out_dir}: exists and is not a folder; give a folder for the visuals")
-
-
 def write_visuals(out_dir: Path, view: TraceView | None, weights: DataImage | None = None) -> dict[str, Any]:
-    """Render everything in memory, then write each file atomically; returns the viz.json record."""
-    check_out_dir(out_dir)
+    """Render everything in memory, then write the files as one set; returns the viz.json record."""
+    check_output_dir(out_dir, "--out")
     images = dict(view.images) if view is not None else {}
     if weights is not None:
         images["weights"] = weights
@@ -45,6 +41,7 @@ def write_visuals(out_dir: Path, view: TraceView | None, weights: DataImage | No
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PxglError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
-    for name, data in files.items():
-        atomic_write(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
+    last = ("index.html", "viz.json")  # the page and the record name the images: they appear after them
+    order = [name for name in files if name not in last] + list(last)
+    write_files({out_dir / name: lambda tmp, data=files[name]: tmp.write_bytes(data) for name in order})
     return record

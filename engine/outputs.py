@@ -1,0 +1,134 @@
+"""Where pxgl writes (docs/FORMATS.md §0): one guard every writing command passes its outputs through before
+any work starts, and writers that make a file, or a set of files, appear whole or not at all."""
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .errors import PxglError
+
+TEMP_SUFFIX = ".pxgl-tmp"
+"""Temporary files are `.NAME.PID.pxgl-tmp` beside the file NAME they become."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+Writer = Callable[[Path], None]
+"""Writes a file's content to the path it is given (a temporary beside the real one)."""
+
+
+def installed_package() -> Path | None:
+    """pxgl's own folder when it is installed as a copy (a wheel in site-packages): no output goes there. A
+    source checkout or an editable install is the user's own tree, so None."""
+    if {"site-packages", "dist-packages"} & set(PACKAGE_DIR.parts):
+        return PACKAGE_DIR
+    return None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same file by any name: equal resolved paths, or the same device and inode (links, hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_output(path: Path, option: str, inputs: Iterable[Path | None] = ()) -> None:
+    """Fail, in one line, if `path` cannot be an output file: a folder, a device or other non-regular
+    file, in a missing or unwritable folder, inside pxgl's installed package, or one of the inputs."""
+    where = f"{option} {path}"
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise PxglError(f"{where}: is a folder; give a file name")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise PxglError(f"{where}: cannot check the output ({e.strerror or e})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise PxglError(f"{where}: is a device or other special file, not a regular file; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise PxglError(f"{where}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PxglError(f"{where}: cannot write in folder {folder} (permission denied)")
+    package = installed_package()
+    if package is not None and path.resolve().is_relative_to(package):
+        raise PxglError(f"{where}: is inside pxgl's installed package ({package}); give --out a path of your own")
+    for source in inputs:
+        if source is not None and same_file(path, Path(source)):
+            raise PxglError(f"{where}: is the input {source}; write the output somewhere else")
+
+
+def check_outputs(outputs: Sequence[tuple[Path | None, str]], inputs: Iterable[Path | None] = ()) -> None:
+    """Every output usable (check_output), none an input, and no two the same, before any work starts."""
+    given = [(Path(path), option) for path, option in outputs if path is not None]
+    sources = list(inputs)
+    for i, (path, option) in enumerate(given):
+        check_output(path, option, sources)
+        for other, other_option in given[:i]:
+            if same_file(path, other):
+                raise PxglError(f"{other_option} and {option} are the same file {path}")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """A folder to write files into: a folder or nothing yet, and not pxgl's installed package."""
+    if path.exists() and not path.is_dir():
+        raise PxglError(f"{option} {path}: exists and is not a folder; give a folder")
+    package = installed_package()
+    if package is not None and path.resolve().is_relative_to(package):
+        raise PxglError(f"{option} {path}: is inside pxgl's installed package ({package}); give a folder of your own")
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the temporaries a killed pxgl left for `path` (their process is gone)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+){re.escape(TEMP_SUFFIX)}")
+    for candidate in path.parent.glob(f".*{TEMP_SUFFIX}"):
+        match = pattern.fullmatch(candidate.name)
+        if match and not _alive(int(match[1])):
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_files(writers: dict[Path, Writer]) -> None:
+    """Write every file to its temporary, then rename them into place in the dict's order, the last (a meta,
+    an index) last: any failure while writing leaves none of them changed, and a crash between renames
+    leaves a set whose last file does not yet describe the others."""
+    temps: dict[Path, Path] = {}
+    path = next(iter(writers))
+    try:
+        for path, write in writers.items():
+            remove_leftovers(path)
+            temps[path] = temp_path(path)
+            write(temps[path])
+            with open(temps[path], "rb") as written:
+                os.fsync(written.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    except OSError as e:
+        raise PxglError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, write: Writer) -> None:
+    """Call write(temporary path) beside `path`, then rename it into place; clean up on any failure."""
+    write_files({Path(path): write})

@@ -1,0 +1,240 @@
+"""The write side of hardening (docs/FORMATS.md §0, §2.3): no command overwrites its own input, a device
+or pxgl's installed package; outputs are checked before any work; sets of files appear whole, and a set
+a crash left mixed is refused; leftovers of a killed write are cleaned up; batch memory follows the work."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pxgl import outputs
+from pxgl.errors import PxglError
+from pxgl.loading import load_model
+from pxgl.model import read_weights, save_model
+from pxgl.pxi import encode_tokens, write_rgb
+from pxgl.tokenizer import Tokenizer
+
+from tests.cartridges import pxgl, random_text, snapshot
+from tests.models import random_model
+
+
+@pytest.fixture
+def folder(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """A random model w.pxi (meta, tokenizer beside), a token texture t.pxi, prompts p.txt, text.pxi of
+    training text and p.asm of assembly."""
+    model = random_model(tmp_path, rng, 512, 16, 24, 4, "w")
+    tokenizer = Tokenizer.train(random_text(rng, 3000), 512)
+    tokenizer.save(model.tokenizer_path)
+    write_rgb(tmp_path / "t.pxi", encode_tokens([rng.integers(0, 512, 5).tolist()], 512))
+    (tmp_path / "p.txt").write_text("ab cd\nef\n")
+    (tmp_path / "text.pxi").write_text(random_text(rng, 200))
+    (tmp_path / "p.asm").write_text(".scratch 2\nSTORE_PIXEL s0, o0\nHALT\n")
+    return tmp_path
+
+
+def refused(monkeypatch, capsys, folder: Path, *args: str) -> str:
+    """Run a command that must be refused: exit 2, one line on stderr, nothing written."""
+    before = snapshot(folder)
+    code, out, err = pxgl(monkeypatch, capsys, *args)
+    assert code == 2, (args, out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert snapshot(folder) == before
+    return err
+
+
+DATA_LOSS = {
+    "infer --input over itself": ("infer", "--input", "{t}", "-m", "{w}", "-o", "{t}"),
+    "infer -o over the weights": ("infer", "ab", "-m", "{w}", "-o", "{w}"),
+    "infer -o over the meta": ("infer", "ab", "-m", "{w}", "-o", "{meta}"),
+    "infer --batch over itself": ("infer", "--batch", "{p}", "-m", "{w}", "-o", "{p}"),
+    "infer --tokens-out over the input": ("infer", "--input", "{t}", "-m", "{w}", "--tokens-out", "{t}"),
+    "run -o over the input": ("run", "--input", "{t}", "-m", "{w}", "-o", "{t}"),
+    "ask -o over the tokenizer": ("ask", "ab", "-m", "{w}", "-o", "{tok}"),
+    "encode -o over the weights": ("encode", "ab", "-m", "{w}", "-o", "{w}"),
+    "compile -o over the weights": ("compile", "-m", "{w}", "-o", "{w}"),
+    "compile -o over the meta": ("compile", "-m", "{w}", "-o", "{meta}"),
+    "asm over its source": ("asm", "{asm}", "-o", "{asm}"),
+    "pack -o over the weights": ("pack", "-m", "{w}", "-o", "{w}"),
+    "export -o over the meta": ("export", "-m", "{w}", "-o", "{meta}"),
+    "train -o over its text": ("train", "{text}", "-o", "{text}", "--steps", "1"),
+    "hard link to the input": ("infer", "--input", "{t}", "-m", "{w}", "-o", "{hard}"),
+    "symbolic link to the weights": ("encode", "ab", "-m", "{w}", "-o", "{soft}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_LOSS))
+def test_output_over_an_input_is_refused(case, folder, monkeypatch, capsys):
+    os.link(folder / "t.pxi", folder / "hard.pxi")
+    (folder / "soft.pxi").symlink_to(folder / "w.pxi")
+    names = {"t": "t.pxi", "w": "w.pxi", "meta": "w.meta.json", "tok": "w.tokenizer.json", "p": "p.txt"}
+    names |= {"asm": "p.asm", "text": "text.pxi", "hard": "hard.pxi", "soft": "soft.pxi"}
+    args = [arg.format(**{key: str(folder / name) for key, name in names.items()}) for arg in DATA_LOSS[case]]
+    err = refused(monkeypatch, capsys, folder, *args)
+    assert "is the input" in err, err
+
+
+@pytest.mark.parametrize("verb", [("encode", "ab"), ("ask", "ab"), ("infer", "ab"), ("compile",)])
+def test_a_folder_as_output_is_refused(verb, folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    err = refused(monkeypatch, capsys, folder, *verb, "-m", str(folder / "w.pxi"), "-o", ".")
+    assert "is a folder" in err
+
+
+def test_a_device_as_output_is_refused(folder, monkeypatch, capsys):
+    device = Path(os.devnull)
+    for out in (device, folder / "null.pxi"):
+        if out != device:
+            out.symlink_to(device)
+        err = refused(monkeypatch, capsys, folder, "encode", "ab", "-m", str(folder / "w.pxi"), "-o", str(out))
+        assert "not a regular file" in err
+    assert device.is_char_device()
+
+
+def test_the_installed_package_folder_is_refused(folder, monkeypatch, capsys):
+    """A bundled model of a wheel install: `compile` without -o would write beside it, in the package."""
+    monkeypatch.setattr(outputs, "installed_package", lambda: folder.resolve())
+    err = refused(monkeypatch, capsys, folder, "compile", "-m", str(folder / "w.pxi"))
+    assert "installed package" in err
+    refused(monkeypatch, capsys, folder, "viz", "--weights", "-m", str(folder / "w.pxi"), "-o", str(folder / "v"))
+
+
+def test_train_checks_its_output_before_training(folder, monkeypatch, capsys):
+    def trained(*args, **kwargs):
+        raise AssertionError("training started before the output was checked")
+
+    monkeypatch.setattr(Tokenizer, "train", trained)
+    text = str(folder / "text.pxi")
+    err = refused(monkeypatch, capsys, folder, "train", text, "-o", str(folder / "nodir" / "m.pxi"))
+    assert "does not exist" in err
+    (folder / "m.meta.json").mkdir()
+    err = refused(monkeypatch, capsys, folder, "train", text, "-o", str(folder / "m.pxi"))
+    assert "is a folder" in err
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from pxgl.model import read_weights, save_model
+from pxgl.tokenizer import Tokenizer
+
+path, renames = Path(sys.argv[1]), int(sys.argv[2])
+spec = read_weights(path).spec
+real, done = os.replace, []
+
+
+def replace(src, dst):
+    if len(done) == renames:
+        os.kill(os.getpid(), signal.SIGKILL)
+    done.append(dst)
+    real(src, dst)
+
+
+os.replace = replace
+save_model(path, spec, Path(sys.argv[3]).read_bytes(), Tokenizer.load(sys.argv[4]))
+"""
+
+
+@pytest.mark.parametrize("renames", [1, 2])
+def test_a_set_mixed_by_a_kill_is_refused(renames, tmp_path, monkeypatch, capsys, rng):
+    """pxgl killed between the renames of a set: the reader refuses the mix; the next write cleans up."""
+    old = load_model(random_model(tmp_path, rng, 300, 8, 8, 2, "old").source)
+    tokenizer = Tokenizer.train(random_text(rng, 2000), 300)
+    path = tmp_path / "m.pxi"
+    save_model(path, old.spec, old.weights.tobytes(), tokenizer)
+    assert read_weights(path).tokenizer.vocab_size == 300
+    new_weights = rng.integers(0, 256, old.spec.image_bytes, dtype=np.uint8).tobytes()
+    (tmp_path / "new.bin").write_bytes(new_weights)
+    Tokenizer.train(random_text(rng, 2000), 300).save(tmp_path / "new.json")
+    args = [str(path), str(renames), str(tmp_path / "new.bin"), str(tmp_path / "new.json")]
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, *args], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    with pytest.raises(PxglError, match="not the weights file its meta was written with"):
+        read_weights(path)
+    refused(monkeypatch, capsys, tmp_path, "encode", "ab", "-m", str(path), "-o", str(tmp_path / "e.pxi"))
+    assert len(list(tmp_path.glob(f".*{outputs.TEMP_SUFFIX}"))) == 3 - renames  # what the kill left
+    save_model(path, old.spec, new_weights, tokenizer)  # the next write removes them
+    assert not list(tmp_path.glob(f".*{outputs.TEMP_SUFFIX}"))
+    assert read_weights(path).weights.tobytes()[: len(new_weights)] == new_weights
+
+
+def test_a_replaced_tokenizer_is_refused(tmp_path, rng):
+    model = load_model(random_model(tmp_path, rng, 300, 8, 8, 2, "old").source)
+    path = tmp_path / "m.pxi"
+    save_model(path, model.spec, model.weights.tobytes(), Tokenizer.train(random_text(rng, 2000), 300))
+    Tokenizer.train(random_text(rng, 2000), 300).save(tmp_path / model.spec.tokenizer)
+    with pytest.raises(PxglError, match="not the tokenizer file its meta was written with"):
+        read_weights(path).tokenizer.encode("ab")
+
+
+def test_leftovers_of_dead_writers_only_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    target = tmp_path / "out.pxi"
+    gone = tmp_path / f".out.pxi.{int(dead.stdout)}{outputs.TEMP_SUFFIX}"
+    running = tmp_path / f".out.pxi.{os.getppid()}{outputs.TEMP_SUFFIX}"
+    other = tmp_path / f".other.pxi.{int(dead.stdout)}{outputs.TEMP_SUFFIX}"
+    for leftover in (gone, running, other):
+        leftover.write_bytes(b"partial")
+    outputs.atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole"
+    assert not gone.exists() and running.exists() and other.exists()
+
+
+def test_a_failed_set_changes_nothing(tmp_path, rng):
+    files = {tmp_path / f"{i}.bin": rng.bytes(int(rng.integers(1, 100))) for i in range(4)}
+    for path, data in files.items():
+        path.write_bytes(data)
+    broken = int(rng.integers(0, 4))
+
+    def writer(i: int, data: bytes):
+        def write(tmp: Path) -> None:
+            if i == broken:
+                raise OSError(28, "No space left on device")
+            tmp.write_bytes(data[::-1])
+
+        return write
+
+    before = snapshot(tmp_path)
+    with pytest.raises(PxglError, match="No space left"):
+        outputs.write_files({path: writer(i, data) for i, (path, data) in enumerate(files.items())})
+    assert snapshot(tmp_path) == before
+
+
+def test_viz_renames_index_and_record_last(folder, monkeypatch, capsys):
+    order: list[str] = []
+    real = os.replace
+    monkeypatch.setattr(outputs.os, "replace", lambda src, dst: (order.append(Path(dst).name), real(src, dst)))
+    code, _, err = pxgl(monkeypatch, capsys, "viz", "--weights", "-m", str(folder / "w.pxi"), "-o", str(folder / "v"))
+    assert code == 0, err
+    assert order[-2:] == ["index.html", "viz.json"] and sorted(order) == sorted(
+        p.name for p in (folder / "v").iterdir()
+    )
+
+
+PEAK_MEMORY = """
+import resource, sys
+from pxgl import cli
+
+sys.argv = ["pxgl", *sys.argv[1:]]
+try:
+    cli.main()
+finally:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10, file=sys.stderr)
+"""
+
+
+def test_batch_memory_follows_the_work(folder, rng):
+    """One 16,000-token line and 20,000 short ones: only each prompt's last window tokens are held (the
+    whole texture, padded to the widest line, would be 20,001 by 16,000 pixels: 7 GB as int64)."""
+    tokenizer = Tokenizer.load(folder / "w.tokenizer.json")
+    long_line = random_text(rng, 5000)
+    assert len(tokenizer.encode(long_line)) >= 16_000
+    short = random_text(rng, 20_000).split(" ")
+    (folder / "many.txt").write_text("\n".join([long_line, *short]) + "\n")
+    args = ["infer", "--batch", str(folder / "many.txt"), "-m", str(folder / "w.pxi"), "-o", str(folder / "o.pxi")]
+    run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("\n") == 20_002  # an answer per prompt, and where the pixels went
+    peak = int(run.stderr.split()[-1])
+    assert peak < 400 << 20, f"peak {peak >> 20} MiB"
