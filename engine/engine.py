@@ -27,7 +27,7 @@ from .model import Model
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
 
-BLOCK_PIXELS = 1 << 22
+BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
 
 

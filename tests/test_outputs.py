@@ -5,11 +5,13 @@ a crash left mixed is refused; leftovers of a killed write are cleaned up; batch
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pxgl import outputs
+from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.model import read_weights, save_model
@@ -238,3 +240,26 @@ def test_batch_memory_follows_the_work(folder, rng):
     assert run.stdout.count("\n") == 20_002  # an answer per prompt, and where the pixels went
     peak = int(run.stderr.split()[-1])
     assert peak < 400 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_a_wide_token_texture_is_validated_in_blocks(tmp_path, gpu, rng):
+    """1,024 prompts of 8,192 tokens: the validation's temporaries stay near a block, not the texture's
+    int64 copies (160 MiB), and an error still names the row in the whole texture."""
+    model = random_model(tmp_path, rng, 512, 16, 24, 4)
+    ids = rng.integers(0, 512, (1024, 8192), dtype=np.uint16)
+    pixels = np.zeros((*ids.shape, 3), dtype=np.uint8)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = ids % 256, ids // 256, 255
+    with Engine(model, gpu=gpu) as engine:
+        want = engine.predict_array(ids[:, -model.spec.context_window :])
+        tracemalloc.start()
+        try:
+            got = engine.predict(pixels, "wide")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(got, want)
+        assert peak < 48 << 20, f"peak {peak >> 20} MiB"
+        row = int(rng.integers(512, 1024))
+        pixels[row, 100] = (0, 0, 0)
+        with pytest.raises(PxglError, match=f"^wide: row {row}, position 101: "):
+            engine.predict(pixels, "wide")
