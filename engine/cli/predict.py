@@ -47,7 +47,11 @@ def infer(
     batch: Annotated[Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line.")] = None,
     out: PredictionsOut = Path("output_token.pxi"),
     tokens_out: Annotated[
-        Path | None, typer.Option("--tokens-out", help="Also write the token texture the GPU ran.")
+        Path | None,
+        typer.Option(
+            "--tokens-out",
+            help="Also write the prompts' token texture (whole; the GPU runs each prompt's last window tokens).",
+        ),
     ] = None,
     program_file: ProgramOption = None,
     model: ModelOption = None,
