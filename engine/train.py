@@ -268,8 +268,9 @@ def fit(
 def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train, quantize, evaluate and write config.out (+ meta + tokenizer). Returns the meta's eval."""
     config.validate()
-    outputs = [(config.out, "--out"), (meta_path_for(config.out), "--out's meta")]
-    check_outputs([*outputs, (config.out.with_name(config.tokenizer_name), "--out's tokenizer")], config.files)
+    out = config.out
+    written = [(out, "weights"), (meta_path_for(out), "meta"), (out.with_name(config.tokenizer_name), "tokenizer")]
+    check_outputs([(path, f"--out {out}: its {what}") for path, what in written], config.files)
     report: Progress = progress or (lambda stage, done, total: None)
     began = time.monotonic()
     corpus = file_corpus(list(config.files)) if config.files else default_corpus()
