@@ -61,6 +61,7 @@ DATA_LOSS = {
     "pack -o over the weights": ("pack", "-m", "{w}", "-o", "{w}"),
     "export -o over the meta": ("export", "-m", "{w}", "-o", "{meta}"),
     "train -o over its text": ("train", "{text}", "-o", "{text}", "--steps", "1"),
+    "generate --batch -o over itself": ("generate", "--batch", "{p}", "-m", "{w}", "-o", "{p}"),
     "hard link to the input": ("infer", "--input", "{t}", "-m", "{w}", "-o", "{hard}"),
     "symbolic link to the weights": ("encode", "ab", "-m", "{w}", "-o", "{soft}"),
 }

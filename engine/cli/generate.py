@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from ..errors import PxglError
+from ..outputs import check_outputs
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, one_device
-from .predict import check_outputs, read_prompt_lines
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
+from .predict import read_prompt_lines
 from .report import emit_json
 
 
@@ -44,7 +45,7 @@ def generate(
     check_steps(steps)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
-    check_outputs((out, "--out"))
+    check_outputs([(out, "--out")], [*model_files(model), batch])
     prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
     if prompts == [""]:
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
