@@ -117,16 +117,7 @@ def pxvm_step(executor: PxvmExecutor, n: int, textures: dict[str, Texture]) -> C
     append = gpu.program(GENERATE_APPEND, model_constants(executor.spec), largest_pow2_group(gpu, APPEND_GROUP))
 
     def step(index: int) -> None:
-        gpu.run(
-            executor.vm,
-            (n, 1, 1),
-            weights=executor.weights,
-            tokens=textures["window"],
-            program=executor.program_texture,
-            scratch=tile.scratch,
-            prediction_out=tile.prediction,
-        )
-        gpu.barrier()
+        executor.dispatch(n, textures["window"], tile)
         gpu.run(
             append,
             (-(-n // append.local_size), 1, 1),

@@ -161,12 +161,17 @@ class PxvmExecutor:
             raise PxglError(f"pxVM: {n} prompts in one run; this GPU takes at most {self.max_tile}")
         tile = self.tile(n)
         self.gpu.write(tile.tokens, tails)
+        self.dispatch(n, tile.tokens, tile)
+        return tile
+
+    def dispatch(self, n: int, tokens: Texture, tile: VmTile) -> None:
+        """Run the program over n prompts of `tokens`, a segment per dispatch, into the tile."""
         for begin, end in self.segments:
             self.gpu.run(
                 self.vm,
                 (n, 1, 1),
                 weights=self.weights,
-                tokens=tile.tokens,
+                tokens=tokens,
                 program=self.program_texture,
                 scratch=tile.scratch,
                 prediction_out=tile.prediction,
@@ -174,7 +179,6 @@ class PxvmExecutor:
                 pc_end=end,
             )
             self.gpu.barrier()
-        return tile
 
     def run(self, tails: np.ndarray) -> np.ndarray:
         tile = self._forward(tails)
