@@ -50,7 +50,7 @@ def read_weights(path: Path) -> Model:
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(f"{path}: weights are a {WEIGHTS_SUFFIX} file with its .meta.json beside it")
     spec = read_meta(meta_path_for(path))
-    weights = read_rgb(path)
+    weights = read_rgb(path, expect=(spec.image_width, spec.image_height))  # the meta's size, before decoding
     spec.check_image(weights, str(path))
     return Model(spec, weights, str(path), tokenizer_path=path.with_name(spec.tokenizer))
 
