@@ -17,9 +17,13 @@ MAX_FILTER_TYPE = 4
 INFLATE_STEP = 1 << 20
 
 
-def check_png(data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(width, height) of an 8-bit RGB PNG whose every chunk and every byte of image data is as the
-    header promises; the size is checked against `max_pixels` and `expect` before anything is inflated."""
+def check_png(
+    data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None
+) -> tuple[int, int, bytes]:
+    """(width, height, the PNG without its ancillary chunks) of an 8-bit RGB PNG whose every chunk and every
+    byte of image data is as the header promises; the size is checked against `max_pixels` and `expect`
+    before anything is inflated. Ancillary chunks never change pixels, so a decoder is only given the
+    critical ones and cannot trip over a malformed ancillary chunk."""
     if data[:8] != PNG_MAGIC:
         raise PxglError(f"{source}: not a PNG file; pixel files (.pxi) are PNG images")
     chunks = list(_chunks(data, source))
@@ -38,9 +42,9 @@ def check_png(data: bytes, source: str, max_pixels: int, expect: tuple[int, int]
     if names[first : first + runs] != [b"IDAT"] * runs:
         raise PxglError(f"{source}: the IDAT chunks are not consecutive")
     ancillary = [(name, body) for name, body in chunks if name[0:1].islower()]
-    critical = {name for name, _ in chunks if not name[0:1].islower()} - {b"IHDR", b"IDAT", b"IEND"}
-    if critical:
-        raise PxglError(f"{source}: PNG chunk {sorted(critical)[0].decode('latin-1')!r} is not read by pxgl")
+    unknown = {name for name, _ in chunks if not name[0:1].islower()} - {b"IHDR", b"IDAT", b"IEND"}
+    if unknown:
+        raise PxglError(f"{source}: PNG chunk {sorted(unknown)[0].decode('latin-1')!r} is not read by pxgl")
     if len(ancillary) > MAX_ANCILLARY_CHUNKS:
         raise PxglError(f"{source}: {len(ancillary)} ancillary PNG chunks, past the limit of {MAX_ANCILLARY_CHUNKS}")
     for name, body in ancillary:
@@ -49,8 +53,14 @@ def check_png(data: bytes, source: str, max_pixels: int, expect: tuple[int, int]
                 f"{source}: ancillary chunk {name.decode('latin-1')!r} of {len(body)} bytes, past the limit "
                 f"of {MAX_ANCILLARY_BYTES}"
             )
-    _check_image_data(b"".join(body for name, body in chunks if name == b"IDAT"), width, height, source)
-    return width, height
+    image_data = b"".join(body for name, body in chunks if name == b"IDAT")
+    _check_image_data(image_data, width, height, source)
+    critical = _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
+    return width, height, PNG_MAGIC + critical
+
+
+def _chunk(name: bytes, body: bytes) -> bytes:
+    return CHUNK_HEAD.pack(len(body), name) + body + struct.pack(">I", zlib.crc32(name + body))
 
 
 def _chunks(data: bytes, source: str):
@@ -63,6 +73,8 @@ def _chunks(data: bytes, source: str):
         end = offset + CHUNK_HEAD.size + length + 4
         if end > len(data):
             raise PxglError(f"{source}: truncated PNG (chunk {name!r} at byte {offset} runs past the end)")
+        if not name.isalpha():
+            raise PxglError(f"{source}: corrupt PNG (chunk type {name!r} at byte {offset} is not four letters)")
         body = data[offset + CHUNK_HEAD.size : end - 4]
         (crc,) = struct.unpack_from(">I", data, end - 4)
         if zlib.crc32(name + body) != crc:

@@ -35,9 +35,9 @@ def decode_rgb(
     data: bytes, source: str, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None
 ) -> np.ndarray:
     """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
-    width, height = check_png(data, source, max_pixels, expect)
+    width, height, critical = check_png(data, source, max_pixels, expect)
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(critical)) as opened:
             opened.load()
             pixels = np.asarray(opened, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:

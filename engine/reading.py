@@ -52,14 +52,18 @@ def open_regular(path: str | Path, what: str, limit: int, hint: str = "") -> Ite
         raise PxglError(f"{path}: no such {what}{hint}") from None
     except OSError as e:
         raise PxglError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = next((name for test, name in FILE_TYPES if test(info.st_mode)), "not a regular file")
             named = f" (a link to {path.resolve()})" if path.is_symlink() else ""
-            raise PxglError(f"{path}: is {kind}{named}, not a {what}; give the path of a regular file")
+            raise PxglError(f"{path}: is {kind}{named}; the {what} must be a regular file")
         if info.st_size > limit:
             raise PxglError(f"{path}: {info.st_size} bytes, past the {what}'s limit of {limit} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
         yield handle
 
 
