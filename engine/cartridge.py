@@ -158,7 +158,7 @@ def _check_end_record(handle, path: Path) -> int:
         raise PxglError(f"{path}: not a zip archive ({size} bytes); a cartridge is a zip file")
     handle.seek(size - END_RECORD.size)
     record = END_RECORD.unpack(handle.read(END_RECORD.size))
-    signature, disk, directory_disk, disk_entries, entries, directory_bytes, _, comment = record
+    signature, disk, directory_disk, disk_entries, entries, directory_bytes, directory_offset, comment = record
     if signature != END_SIGNATURE:
         raise PxglError(f"{path}: not a zip archive, or one with an archive comment (a cartridge has none)")
     if comment:
@@ -176,6 +176,11 @@ def _check_end_record(handle, path: Path) -> int:
         raise PxglError(f"{path}: {entries} members, past the limit of {MAX_MEMBERS}")
     if directory_bytes > MAX_DIRECTORY_BYTES:
         raise PxglError(f"{path}: a {directory_bytes}-byte zip directory, past the limit of {MAX_DIRECTORY_BYTES}")
+    if directory_offset + directory_bytes != size - END_RECORD.size:
+        raise PxglError(
+            f"{path}: the zip's central directory does not end where its end record starts (bytes added "
+            "before or inside the archive?); a cartridge is one plain zip file"
+        )
     return entries
 
 
