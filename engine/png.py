@@ -14,7 +14,8 @@ IHDR = struct.Struct(">IIBBBBB")
 MAX_ANCILLARY_CHUNKS = 64
 MAX_ANCILLARY_BYTES = 64 << 10
 MAX_FILTER_TYPE = 4
-INFLATE_STEP = 1 << 20
+INPUT_STEP = 1 << 20
+OUTPUT_STEP = 16 << 20
 
 
 def check_png(
@@ -55,12 +56,14 @@ def check_png(
             )
     image_data = b"".join(body for name, body in chunks if name == b"IDAT")
     _check_image_data(image_data, width, height, source)
+    if not ancillary:
+        return width, height, data
     critical = _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
     return width, height, PNG_MAGIC + critical
 
 
-def _chunk(name: bytes, body: bytes) -> bytes:
-    return CHUNK_HEAD.pack(len(body), name) + body + struct.pack(">I", zlib.crc32(name + body))
+def _chunk(name: bytes, body: bytes | memoryview) -> bytes:
+    return CHUNK_HEAD.pack(len(body), name) + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(name)))
 
 
 def _chunks(data: bytes, source: str):
@@ -75,9 +78,9 @@ def _chunks(data: bytes, source: str):
             raise PxglError(f"{source}: truncated PNG (chunk {name!r} at byte {offset} runs past the end)")
         if not name.isalpha():
             raise PxglError(f"{source}: corrupt PNG (chunk type {name!r} at byte {offset} is not four letters)")
-        body = data[offset + CHUNK_HEAD.size : end - 4]
+        body = memoryview(data)[offset + CHUNK_HEAD.size : end - 4]  # a view: image data is not copied
         (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(name + body) != crc:
+        if zlib.crc32(body, zlib.crc32(name)) != crc:
             raise PxglError(f"{source}: PNG chunk {name!r} at byte {offset} fails its CRC check (corrupt file)")
         yield name, body
         offset = end
@@ -107,33 +110,35 @@ def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] |
 
 
 def _check_image_data(compressed: bytes, width: int, height: int, source: str) -> None:
-    """The zlib stream inflates to exactly height rows of 1 + 3·width bytes, never inflated past that."""
+    """The zlib stream inflates to exactly height rows of 1 + 3·width bytes, never inflated past that. Input
+    is fed a slice at a time so that what zlib leaves unconsumed, and copies, stays small."""
     row = 1 + 3 * width
     expected = height * row
     inflater = zlib.decompressobj()
     filters = bytearray()
-    produced = 0
-    pending = compressed
+    produced = fed = 0
+    view = memoryview(compressed)
     try:
-        while produced <= expected:
-            chunk = inflater.decompress(pending, min(INFLATE_STEP, expected + 1 - produced))
-            pending = inflater.unconsumed_tail
-            filters += chunk[(-produced) % row :: row]
-            produced += len(chunk)
-            if not chunk:
-                break
+        while fed < len(view) and not inflater.eof:
+            pending = view[fed : fed + INPUT_STEP]
+            fed += len(pending)
+            while pending and not inflater.eof:
+                out = inflater.decompress(pending, min(OUTPUT_STEP, expected + 1 - produced))
+                pending = inflater.unconsumed_tail
+                filters += out[(-produced) % row :: row]
+                produced += len(out)
+                if produced > expected:
+                    raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
     except zlib.error as e:
         raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
-    if produced > expected:
-        raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
     if produced != expected or not inflater.eof:
-        done = min(produced, expected) // row
         raise PxglError(
-            f"{source}: truncated or corrupt PNG: its image data holds {done} of the {height} rows its header "
-            f"promises ({produced} bytes, expected {expected})"
+            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
+            f"header promises ({produced} bytes, expected {expected})"
         )
-    if inflater.unused_data:
-        raise PxglError(f"{source}: {len(inflater.unused_data)} bytes after the PNG's compressed image data")
+    trailing = len(inflater.unused_data) + len(view) - fed
+    if trailing:
+        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
     if max(filters, default=0) > MAX_FILTER_TYPE:
         bad = next(i for i, f in enumerate(filters) if f > MAX_FILTER_TYPE)
         raise PxglError(f"{source}: row {bad} has PNG filter type {filters[bad]} (types are 0..4)")

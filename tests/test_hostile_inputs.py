@@ -18,6 +18,7 @@ from pxgl import pxi
 from pxgl.errors import PxglError
 from pxgl.gl import GLBackend
 from pxgl.pxi import read_prompt_pixels, read_token_texture
+from pxgl.tokenizer import MAX_TOKEN_BYTES, Tokenizer
 
 from tests.cartridges import pxgl, read_members, relisted, snapshot, write_contents
 from tests.reference import strict_png
@@ -310,3 +311,15 @@ def test_zip_end_record_miscounting_its_directory_is_refused(fields, tmp_path, m
     monkeypatch.chdir(tmp_path)
     message = "end record counts 4 entries" if fields == (4, 4) else "multi-disk archive"
     refused(monkeypatch, capsys, tmp_path, message, "inspect", "miscounted.pxa")
+
+
+def test_training_never_makes_a_token_past_the_caps(tmp_path):
+    """A run of 3000 '=' would merge into ever-doubling tokens: training stops each at 256 bytes, so what
+    it saves loads again and still encodes the text back exactly."""
+    text = "=" * 3000 + " a b ab"
+    trained = Tokenizer.train(text, 300)
+    assert max(len(trained.token_bytes(i)) for i in range(trained.vocab_size)) == MAX_TOKEN_BYTES
+    trained.save(tmp_path / "t.json")
+    loaded = Tokenizer.load(tmp_path / "t.json")
+    assert loaded.merges == trained.merges
+    assert loaded.decode(loaded.encode(text)) == text
