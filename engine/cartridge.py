@@ -294,7 +294,7 @@ def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes
         decode_utf8(contents[TOKENIZER], f"{path}:{TOKENIZER}: not UTF-8 text"), f"{path}:{TOKENIZER}"
     )
     spec.check_vocabulary(tokenizer.vocab_size, f"{path}:{TOKENIZER}")
-    program_pixels = decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}", MAX_PROGRAM_PIXELS)
+    program_pixels = decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}", MAX_PROGRAM_PIXELS, kind="pxVM program")
     program = validate_program(program_pixels, spec, f"{path}:{PROGRAM}")
     if program.version != manifest.formats["pxvm"]:
         raise PxglError(

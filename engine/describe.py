@@ -32,7 +32,9 @@ def describe(path: Path) -> dict[str, Any]:
     if meta_path_for(path).exists():
         model = load_model(path)
         return pixel_record(path, model.weights) | describe_weights(model)
-    pixels = read_rgb(path, MAX_TOKEN_PIXELS)  # programs, token textures and predictions are all this small
+    pixels = read_rgb(
+        path, MAX_TOKEN_PIXELS, kind="pixel file without a meta"
+    )  # programs, token textures and predictions are all this small
     height = pixels.shape[0]
     record = pixel_record(path, pixels)
     if tuple(pixels[0, 0].tolist()) == MAGIC:

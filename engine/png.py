@@ -19,7 +19,7 @@ OUTPUT_STEP = 16 << 20
 
 
 def check_png(
-    data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None
+    data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None, kind: str = "pixel file"
 ) -> tuple[int, int, bytes]:
     """(width, height, the PNG without its ancillary chunks) of an 8-bit RGB PNG whose every chunk and every
     byte of image data is as the header promises; the size is checked against `max_pixels` and `expect`
@@ -31,7 +31,7 @@ def check_png(
     names = [name for name, _ in chunks]
     if names[0] != b"IHDR" or names.count(b"IHDR") != 1:
         raise PxglError(f"{source}: a PNG has exactly one IHDR chunk, first; this one has {names.count(b'IHDR')}")
-    width, height = _header(chunks[0][1], source, max_pixels, expect)
+    width, height = _header(chunks[0][1], source, max_pixels, expect, kind)
     if names[-1] != b"IEND" or names.count(b"IEND") != 1:
         raise PxglError(f"{source}: truncated PNG (no IEND chunk at the end)")
     if chunks[-1][1]:
@@ -90,7 +90,7 @@ def _chunks(data: bytes, source: str):
         raise PxglError(f"{source}: truncated PNG (no chunks)")
 
 
-def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None) -> tuple[int, int]:
+def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None, kind: str) -> tuple[int, int]:
     if len(body) != IHDR.size:
         raise PxglError(f"{source}: an IHDR chunk of {len(body)} bytes; a PNG's is {IHDR.size}")
     width, height, depth, color, compression, filtering, interlace = IHDR.unpack(body)
@@ -103,7 +103,9 @@ def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] |
             "pixel files are 0, 0, 0 (save it without interlacing)"
         )
     if width == 0 or height == 0 or width * height > max_pixels:
-        raise PxglError(f"{source}: absurd image size {width}x{height} (limit {max_pixels} pixels)")
+        raise PxglError(
+            f"{source}: absurd image size {width}x{height}, over the {kind} size limit of {max_pixels} pixels"
+        )
     if expect is not None and (width, height) != expect:
         raise PxglError(f"{source}: image is {width}x{height} but its meta says {expect[0]}x{expect[1]}")
     return width, height

@@ -24,18 +24,24 @@ MAX_TOKEN_PIXELS = 1 << 24
 """Token textures and prediction pixels: 16 Mi tokens or answers, checked before decoding."""
 
 
-def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None) -> np.ndarray:
+def read_rgb(
+    path: str | Path, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None, kind: str = "pixel file"
+) -> np.ndarray:
     """A pixel file as an (height, width, 3) uint8 array; only strict 8-bit RGB PNGs are pixel files
     (docs/FORMATS.md §0). `expect` is the (width, height) the caller requires, checked before decoding."""
     data = read_bounded(path, "pixel file", MAX_PIXEL_FILE_BYTES)
-    return decode_rgb(data, str(path), max_pixels, expect)
+    return decode_rgb(data, str(path), max_pixels, expect, kind)
 
 
 def decode_rgb(
-    data: bytes, source: str, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None
+    data: bytes,
+    source: str,
+    max_pixels: int = MAX_PIXELS,
+    expect: tuple[int, int] | None = None,
+    kind: str = "pixel file",
 ) -> np.ndarray:
     """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
-    width, height, critical = check_png(data, source, max_pixels, expect)
+    width, height, critical = check_png(data, source, max_pixels, expect, kind)
     try:
         with Image.open(io.BytesIO(critical)) as opened:
             opened.load()
@@ -201,7 +207,7 @@ def decode_predictions(
 def read_token_texture(path: str | Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(pixels, each row's token count) of a token texture file: the one reader of every command that
     runs one (docs/FORMATS.md §4). Prediction pixels are refused as such."""
-    pixels = read_rgb(path, MAX_TOKEN_PIXELS)
+    pixels = read_rgb(path, MAX_TOKEN_PIXELS, kind="token texture")
     if is_prediction_image(pixels):
         raise PxglError(
             f"{path}: prediction pixels (one pixel wide, blue a confidence), not a token texture; "
@@ -213,7 +219,7 @@ def read_token_texture(path: str | Path, vocab_size: int) -> tuple[np.ndarray, n
 def read_prompt_pixels(path: str | Path, vocab_size: int) -> np.ndarray:
     """A token texture or prediction pixels (is_prediction_image tells which), validated as what it is:
     the one reader of the commands that show either (decode, inspect)."""
-    pixels = read_rgb(path, MAX_TOKEN_PIXELS)
+    pixels = read_rgb(path, MAX_TOKEN_PIXELS, kind="token texture or prediction pixels")
     if is_prediction_image(pixels):
         decode_predictions(pixels, str(path), vocab_size)
     else:

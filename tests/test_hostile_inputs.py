@@ -151,10 +151,11 @@ def test_huge_token_texture_is_refused_by_its_size_before_decoding(tmp_path, mon
 
     monkeypatch.setattr(png_module, "_check_image_data", inflate_small)
     monkeypatch.chdir(tmp_path)
-    message = "absurd image size 8192x8192 (limit 16777216 pixels)"
-    refused(monkeypatch, capsys, tmp_path, message, "decode", "big.pxi")
-    refused(monkeypatch, capsys, tmp_path, message, "run", "--input", "big.pxi", "--out", "out.pxi")
-    refused(monkeypatch, capsys, tmp_path, message, "inspect", "big.pxi")
+    message = "absurd image size 8192x8192, over the {} size limit of 16777216 pixels"
+    refused(monkeypatch, capsys, tmp_path, message.format("token texture or prediction pixels"), "decode", "big.pxi")
+    run = ["run", "--input", "big.pxi", "--out", "out.pxi"]
+    refused(monkeypatch, capsys, tmp_path, message.format("token texture"), *run)
+    refused(monkeypatch, capsys, tmp_path, message.format("pixel file without a meta"), "inspect", "big.pxi")
 
 
 def test_weights_of_another_size_are_refused_before_decoding(model_dir, tmp_path, monkeypatch, capsys):

@@ -20,7 +20,7 @@ def program_path_for(weights: Path) -> Path:
 
 def load_program(path: Path, spec: ModelSpec) -> Program:
     """Read and validate a program file for this model (host only: no GPU is touched)."""
-    return validate_program(read_rgb(path, MAX_PROGRAM_PIXELS), spec, str(path))
+    return validate_program(read_rgb(path, MAX_PROGRAM_PIXELS, kind="pxVM program"), spec, str(path))
 
 
 def write_compiled_program(path: Path, spec: ModelSpec) -> Program:
