@@ -288,7 +288,8 @@ def test_committed_cartridges_are_valid_and_answer_like_infer(tmp_path, seed, ca
         return json.loads(run.stdout.splitlines()[-1]) if "--json" in args else {}
 
     asked = pxgl_process("ask", "-m", str(cartridge), DEMO_PROMPT, "-o", "ask.pxi", "--json")
-    pxgl_process("infer", DEMO_PROMPT, "-o", "infer.pxi", "--tokens-out", "tokens.pxi")
+    v0 = str(ROOT / "assets" / "pixellm_v0.pxi")  # the bundled default is pixellm_v1 since e84fffc
+    pxgl_process("infer", DEMO_PROMPT, "-m", v0, "-o", "infer.pxi", "--tokens-out", "tokens.pxi")
     pxgl_process("run", "--model", str(cartridge), "--input", "tokens.pxi", "--out", "run.pxi")
     ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
     assert np.array_equal(ask, infer) and np.array_equal(run, infer)
