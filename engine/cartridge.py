@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 
 from .errors import PxglError
-from .pxi import decode_rgb, parse_json
+from .pxi import decode_rgb
+from .pxvm.opcodes import MAX_PROGRAM_PIXELS
 from .pxvm.opcodes import VERSION as PXVM_VERSION
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
+from .reading import decode_utf8, open_regular, parse_json
 from .spec import VERSION as WEIGHTS_VERSION
 from .spec import ModelSpec, spec_from_meta
 from .tokenizer import Tokenizer
@@ -55,6 +57,8 @@ MAX_TOTAL_BYTES = 256 << 20
 MAX_RATIO = 100
 """Uncompressed over compressed size, per member: JSON and GLSL deflate about 3-10:1, PNGs about 1:1."""
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_CARTRIDGE_BYTES = MAX_TOTAL_BYTES + (1 << 20)
+"""The archive file: its members (stored PNGs barely shrink) plus room for headers and directory."""
 MAX_DIRECTORY_BYTES = 1 << 20
 """The central directory, checked from the end record before zipfile parses it."""
 MAX_NAME = 128
@@ -130,18 +134,14 @@ def open_cartridge(path: str | Path) -> Cartridge:
     if path.suffix != SUFFIX:
         raise PxglError(f"{path}: a cartridge is a {SUFFIX} file")
     try:
-        with open(path, "rb") as handle:
-            _check_end_record(handle, path)
+        with open_regular(path, "cartridge", MAX_CARTRIDGE_BYTES) as handle:
+            listed_entries = _check_end_record(handle, path)
             with zipfile.ZipFile(handle) as archive:
-                entries = _checked_entries(archive, path)
+                entries = _checked_entries(archive, path, listed_entries)
                 document = _read(archive, entries[MANIFEST], MANIFEST, path, MAX_MANIFEST_BYTES)
                 manifest = parse_manifest(document, f"{path}:{MANIFEST}")
                 _check_listing(manifest, entries, path)
                 contents = {m.name: _read_verified(archive, entries[m.name], m, path) for m in manifest.members}
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such cartridge") from None
-    except IsADirectoryError:
-        raise PxglError(f"{path}: is a directory, not a cartridge") from None
     except (zipfile.BadZipFile, UnicodeDecodeError) as e:  # a name flagged UTF-8 that is not
         raise PxglError(f"{path}: not a readable zip archive ({e})") from None
     except OSError as e:
@@ -149,14 +149,16 @@ def open_cartridge(path: str | Path) -> Cartridge:
     return _validate_contents(path, manifest, contents)
 
 
-def _check_end_record(handle, path: Path) -> None:
+def _check_end_record(handle, path: Path) -> int:
     """Bound the central directory before zipfile parses it: a cartridge ends in a plain end record (no
-    comment, no zip64) whose directory is small. zipfile looks at the same record first."""
+    comment, no zip64, one disk) whose directory is small. zipfile looks at the same record first.
+    Returns the record's count of entries, which zipfile does not compare with its directory."""
     size = handle.seek(0, 2)
     if size < END_RECORD.size:
         raise PxglError(f"{path}: not a zip archive ({size} bytes); a cartridge is a zip file")
     handle.seek(size - END_RECORD.size)
-    signature, _, _, _, entries, directory_bytes, _, comment = END_RECORD.unpack(handle.read(END_RECORD.size))
+    record = END_RECORD.unpack(handle.read(END_RECORD.size))
+    signature, disk, directory_disk, disk_entries, entries, directory_bytes, directory_offset, comment = record
     if signature != END_SIGNATURE:
         raise PxglError(f"{path}: not a zip archive, or one with an archive comment (a cartridge has none)")
     if comment:
@@ -165,17 +167,31 @@ def _check_end_record(handle, path: Path) -> None:
         handle.seek(size - END_RECORD.size - ZIP64_LOCATOR.size)
         if handle.read(4) == ZIP64_LOCATOR_SIGNATURE:
             raise PxglError(f"{path}: a zip64 archive; cartridges are plain zip files under {MAX_TOTAL_BYTES} bytes")
+    if disk or directory_disk or disk_entries != entries:
+        raise PxglError(
+            f"{path}: the zip end record describes a multi-disk archive (disk {disk}, {disk_entries} of "
+            f"{entries} entries here); a cartridge is one plain zip file"
+        )
     if entries > MAX_MEMBERS:
         raise PxglError(f"{path}: {entries} members, past the limit of {MAX_MEMBERS}")
     if directory_bytes > MAX_DIRECTORY_BYTES:
         raise PxglError(f"{path}: a {directory_bytes}-byte zip directory, past the limit of {MAX_DIRECTORY_BYTES}")
+    if directory_offset + directory_bytes != size - END_RECORD.size:
+        raise PxglError(
+            f"{path}: the zip's central directory does not end where its end record starts (bytes added "
+            "before or inside the archive?); a cartridge is one plain zip file"
+        )
+    return entries
 
 
-def _checked_entries(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+def _checked_entries(archive: zipfile.ZipFile, path: Path, listed_entries: int) -> dict[str, zipfile.ZipInfo]:
     """Every zip entry checked from the central directory alone, before any content is read."""
     infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise PxglError(f"{path}: {len(infos)} members, past the limit of {MAX_MEMBERS}")
+    if len(infos) != listed_entries:
+        raise PxglError(
+            f"{path}: the zip end record counts {listed_entries} entries but the central directory holds "
+            f"{len(infos)}; the archive is corrupt or forged"
+        )
     for info in infos:
         name, mode = short(info.filename), info.external_attr >> 16
         parts = info.filename.replace("\\", "/").split("/")
@@ -272,11 +288,14 @@ def _validate_contents(path: Path, manifest: Manifest, contents: dict[str, bytes
                 raise PxglError(
                     f"{path}: {MANIFEST} says {key} {manifest.model[key]} but {META} says {dimensions.get(key)}"
                 )
-    weights = decode_rgb(contents[WEIGHTS], f"{path}:{WEIGHTS}")
+    weights = decode_rgb(contents[WEIGHTS], f"{path}:{WEIGHTS}", expect=(spec.image_width, spec.image_height))
     spec.check_image(weights, f"{path}:{WEIGHTS}")
-    tokenizer = Tokenizer.loads(_text(contents[TOKENIZER], f"{path}:{TOKENIZER}"), f"{path}:{TOKENIZER}")
+    tokenizer = Tokenizer.loads(
+        decode_utf8(contents[TOKENIZER], f"{path}:{TOKENIZER}: not UTF-8 text"), f"{path}:{TOKENIZER}"
+    )
     spec.check_vocabulary(tokenizer.vocab_size, f"{path}:{TOKENIZER}")
-    program = validate_program(decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}"), spec, f"{path}:{PROGRAM}")
+    program_pixels = decode_rgb(contents[PROGRAM], f"{path}:{PROGRAM}", MAX_PROGRAM_PIXELS, kind="pxVM program")
+    program = validate_program(program_pixels, spec, f"{path}:{PROGRAM}")
     if program.version != manifest.formats["pxvm"]:
         raise PxglError(
             f"{path}:{PROGRAM}: a version-{program.version} program, but {MANIFEST} says pxvm format "
@@ -406,12 +425,5 @@ def _is_count(value: Any, minimum: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _text(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PxglError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 def _parse_json(data: bytes, where: str) -> Any:
-    return parse_json(_text(data, where), where)
+    return parse_json(decode_utf8(data, f"{where}: not UTF-8 text"), where)

@@ -7,10 +7,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .cartridge import FORMAT, SUFFIX, open_cartridge
 from .errors import PxglError
 from .loading import check_executor, load_model
-from .pxi import decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
+from .model import Model
+from .pxi import MAX_TOKEN_PIXELS, decode_predictions, is_prediction_image, read_rgb, token_ids, token_lengths
 from .pxvm.opcodes import MAGIC
 from .pxvm.program import decode_program
 from .resources import bundled_models
@@ -25,12 +28,15 @@ def describe(path: Path) -> dict[str, Any]:
         return describe_cartridge(path)
     if path.suffix != ".pxi":
         raise PxglError(f"{path}: pxgl inspects cartridges (.pxa) and pixel files (.pxi)")
-    pixels = read_rgb(path)
-    height, width, _ = pixels.shape
-    record: dict[str, Any] = {"file": str(path), "sha256": file_sha256(path), "image": f"{width}x{height}"}
     # weights bytes are arbitrary, so their first pixel may be the pxVM magic: a meta beside them decides
     if meta_path_for(path).exists():
-        return record | describe_weights(path)
+        model = load_model(path)
+        return pixel_record(path, model.weights) | describe_weights(model)
+    pixels = read_rgb(
+        path, MAX_TOKEN_PIXELS, kind="pixel file without a meta"
+    )  # programs, token textures and predictions are all this small
+    height = pixels.shape[0]
+    record = pixel_record(path, pixels)
     if tuple(pixels[0, 0].tolist()) == MAGIC:
         program = decode_program(pixels, str(path))
         return record | {
@@ -40,7 +46,7 @@ def describe(path: Path) -> dict[str, Any]:
             "verdict": "valid format (its bounds are checked against a model before it runs: pxgl disasm -m MODEL)",
         }
     if is_prediction_image(pixels):
-        ids, confidence = decode_predictions(pixels, str(path))
+        ids, confidence = decode_predictions(pixels, str(path), MAX_VOCAB)
         rows = [
             {"row": r, "id": int(i), "confidence": round(int(c) / 255, 4)}
             for r, (i, c) in enumerate(zip(ids[:MAX_LISTED_ROWS], confidence[:MAX_LISTED_ROWS], strict=True))
@@ -64,8 +70,12 @@ def describe(path: Path) -> dict[str, Any]:
     }
 
 
-def describe_weights(path: Path) -> dict[str, Any]:
-    model = load_model(path)
+def pixel_record(path: Path, pixels: np.ndarray) -> dict[str, Any]:
+    height, width, _ = pixels.shape
+    return {"file": str(path), "sha256": file_sha256(path), "image": f"{width}x{height}"}
+
+
+def describe_weights(model: Model) -> dict[str, Any]:
     spec = model.spec
     tensors = [
         {

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import PxglError
 from .pxi import atomic_write, parse_json
+from .reading import read_bounded
 from .spec import Architecture, ModelSpec, architecture_from_meta, layout
 from .tokenizer import Tokenizer
 from .train import dequantize, quantize
@@ -39,18 +40,8 @@ class Imported:
     """Tensor → (largest, RMS) quantization error."""
 
 
-def read_bounded(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise PxglError(f"{path}: {size:,} bytes, past the {MAX_FILE_BYTES:,}-byte limit of a tensor file")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such tensor file") from None
-    except IsADirectoryError:
-        raise PxglError(f"{path}: is a folder, not a tensor file") from None
-    except OSError as e:
-        raise PxglError(f"{path}: cannot read ({e.strerror or e})") from None
+def read_tensor_file(path: Path) -> bytes:
+    return read_bounded(path, "tensor file", MAX_FILE_BYTES)
 
 
 def is_count(value: Any) -> bool:
@@ -103,7 +94,7 @@ def safetensors_header(data: bytes, where: str) -> tuple[dict[str, Any], dict[st
 
 def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(name → float array, metadata) of a .safetensors or .npz file."""
-    data = read_bounded(path)
+    data = read_tensor_file(path)
     if path.suffix == ".safetensors":
         safetensors_header(data, str(path))
         try:

@@ -64,7 +64,7 @@ def read_weights(path: Path) -> Model:
     if not isinstance(written, dict):
         raise PxglError(f"{meta}: {WRITTEN!r} must be an object")
     check_written(path, written, "weights")
-    weights = read_rgb(path)
+    weights = read_rgb(path, expect=(spec.image_width, spec.image_height))  # the meta's size, before decoding
     spec.check_image(weights, str(path))
     return Model(spec, weights, str(path), tokenizer_path=path.with_name(spec.tokenizer), written=written)
 

@@ -2,11 +2,8 @@
 prediction pixels. Every reader validates before it trusts; every writer is atomic."""
 
 import io
-import json
-import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -14,57 +11,43 @@ from PIL import Image
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .outputs import atomic_write
+from .png import check_png
+from .reading import MAX_PIXEL_FILE_BYTES, read_bounded
+from .reading import parse_json as parse_json
+from .reading import read_text as read_text
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PNG_COLOR_RGB = 2
-PNG_HEAD_BYTES = 33
-"""Signature (8), IHDR length and type (8), width, height, bit depth, colour type (10), rest of IHDR (7)."""
 MAX_PIXELS = 1 << 26
 """Decompression-bomb guard: no pixel file of pxgl comes near 64 Mi pixels."""
+TOKEN_IDS = 1 << 16
+"""Ids are 16 bits (R + 256·G)."""
+MAX_TOKEN_PIXELS = 1 << 24
+"""Token textures and prediction pixels: 16 Mi tokens or answers, checked before decoding."""
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """A pixel file as an (height, width, 3) uint8 array; only 8-bit RGB PNGs are pixel files."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(PNG_HEAD_BYTES)
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such file") from None
-    except OSError as e:
-        raise PxglError(f"{path}: cannot read ({e.strerror})") from None
-    width, height = _checked_size(head, str(path))
-    return _decode(path, width, height, str(path))
+def read_rgb(
+    path: str | Path, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None, kind: str = "pixel file"
+) -> np.ndarray:
+    """A pixel file as an (height, width, 3) uint8 array; only strict 8-bit RGB PNGs are pixel files
+    (docs/FORMATS.md §0). `expect` is the (width, height) the caller requires, checked before decoding."""
+    data = read_bounded(path, "pixel file", MAX_PIXEL_FILE_BYTES)
+    return decode_rgb(data, str(path), max_pixels, expect, kind)
 
 
-def decode_rgb(data: bytes, source: str) -> np.ndarray:
+def decode_rgb(
+    data: bytes,
+    source: str,
+    max_pixels: int = MAX_PIXELS,
+    expect: tuple[int, int] | None = None,
+    kind: str = "pixel file",
+) -> np.ndarray:
     """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
-    width, height = _checked_size(data[:PNG_HEAD_BYTES], source)
-    return _decode(io.BytesIO(data), width, height, source)
-
-
-def _checked_size(head: bytes, source: str) -> tuple[int, int]:
-    """(width, height) from the PNG's IHDR, refusing non-8-bit-RGB images and bombs before decoding."""
-    if head[:8] != PNG_MAGIC:
-        raise PxglError(f"{source}: not a PNG file; pixel files (.pxi) are PNG images")
-    if len(head) < PNG_HEAD_BYTES or head[12:16] != b"IHDR":
-        raise PxglError(f"{source}: truncated PNG header")
-    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
-    if depth != 8 or color != PNG_COLOR_RGB:
-        kind = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}.get(color, f"type {color}")
-        raise PxglError(f"{source}: {depth}-bit {kind} PNG; pixel files are 8-bit RGB (save it as RGB, 8 bits)")
-    if width == 0 or height == 0 or width * height > MAX_PIXELS:
-        raise PxglError(f"{source}: absurd image size {width}x{height} (limit {MAX_PIXELS} pixels)")
-    return width, height
-
-
-def _decode(image: Path | BinaryIO, width: int, height: int, source: str) -> np.ndarray:
+    width, height, critical = check_png(data, source, max_pixels, expect, kind)
     try:
-        with Image.open(image) as opened:
+        with Image.open(io.BytesIO(critical)) as opened:
             opened.load()
             pixels = np.asarray(opened, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
-        raise PxglError(f"{source}: truncated or corrupt PNG ({e})") from None
+        raise PxglError(f"{source}: corrupt PNG ({e})") from None
     if pixels.shape != (height, width, 3):
         raise PxglError(f"{source}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
     return pixels
@@ -81,38 +64,6 @@ def encode_rgb(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def read_text(path: str | Path, what: str, hint: str = "") -> str:
-    """A UTF-8 text file the user named (a meta, tokenizer, prompts file), or one PxglError saying why not. Line
-    ends are kept as they are (no newline translation: a lone carriage return is not a line end)."""
-    path = Path(path)
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise PxglError(f"{path}: no such {what}{hint}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PxglError(f"{path}: cannot read the {what} as UTF-8 text ({e})") from None
-
-
-def parse_json(text: str, where: str) -> Any:
-    """JSON from a file pxgl reads (meta, tokenizer, manifest), strictly: a key repeated in one object is
-    an error (a second 'members' or 'scale' must not silently replace the first), as is malformed or
-    absurdly nested text."""
-
-    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if twice is not None:
-            raise PxglError(f"{where}: key {twice!r} appears twice in one object")
-        return dict(pairs)
-
-    try:
-        return json.loads(text, object_pairs_hook=unique_keys)
-    except json.JSONDecodeError as e:
-        raise PxglError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except RecursionError:
-        raise PxglError(f"{where}: JSON nested too deeply") from None
 
 
 def image_size_for(n_bytes: int) -> tuple[int, int]:
@@ -210,12 +161,42 @@ def encode_predictions(ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, ids // 256, np.asarray(confidence)], axis=-1).astype(np.uint8)[:, None, :]
 
 
-def decode_predictions(pixels: np.ndarray, source: str = "prediction pixels") -> tuple[np.ndarray, np.ndarray]:
-    """(ids, confidence bytes) of a 1-pixel-wide prediction image."""
+def decode_predictions(
+    pixels: np.ndarray, source: str = "prediction pixels", vocab_size: int = TOKEN_IDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, confidence bytes) of a 1-pixel-wide prediction image whose ids are below vocab_size."""
     if pixels.shape[1] != 1:
         raise PxglError(f"{source}: {pixels.shape[1]} pixels wide; prediction pixels are 1 pixel wide")
     column = pixels[:, 0, :].astype(np.int64)
-    return column[:, 0] + 256 * column[:, 1], column[:, 2].astype(np.uint8)
+    ids = column[:, 0] + 256 * column[:, 1]
+    too_big = np.flatnonzero(ids >= vocab_size)
+    if too_big.size:
+        row = int(too_big[0])
+        raise PxglError(f"{source}: row {row}: token id {ids[row]} ≥ vocab size {vocab_size}")
+    return ids, column[:, 2].astype(np.uint8)
+
+
+def read_token_texture(path: str | Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, each row's token count) of a token texture file: the one reader of every command that
+    runs one (docs/FORMATS.md §4). Prediction pixels are refused as such."""
+    pixels = read_rgb(path, MAX_TOKEN_PIXELS, kind="token texture")
+    if is_prediction_image(pixels):
+        raise PxglError(
+            f"{path}: prediction pixels (one pixel wide, blue a confidence), not a token texture; "
+            "give the token texture of the prompts (pxgl infer --tokens-out writes one)"
+        )
+    return pixels, token_lengths(pixels, vocab_size, str(path))
+
+
+def read_prompt_pixels(path: str | Path, vocab_size: int) -> np.ndarray:
+    """A token texture or prediction pixels (is_prediction_image tells which), validated as what it is:
+    the one reader of the commands that show either (decode, inspect)."""
+    pixels = read_rgb(path, MAX_TOKEN_PIXELS, kind="token texture or prediction pixels")
+    if is_prediction_image(pixels):
+        decode_predictions(pixels, str(path), vocab_size)
+    else:
+        token_lengths(pixels, vocab_size, str(path))
+    return pixels
 
 
 def is_prediction_image(pixels: np.ndarray) -> bool:

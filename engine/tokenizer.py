@@ -17,6 +17,9 @@ FORMAT = "pxgl-bpe"
 VERSION = 0
 BYTE_TOKENS = 256
 MAX_VOCAB = 65536
+MAX_TOKEN_BYTES = 256
+MAX_TABLE_BYTES = 4 << 20
+"""Caps of docs/FORMATS.md §6: one token's bytes, and all tokens' bytes together (ids 0..255 included)."""
 SPLIT = re.compile(r"\s?\w+|\s?[^\w\s]+|\s+")
 
 Pair = tuple[int, int]
@@ -148,10 +151,19 @@ def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int, progr
     heap = [(-c, p) for p, c in counts.items()]
     heapq.heapify(heap)
     merges: list[Pair] = []
+    lengths = [1] * BYTE_TOKENS
+    table_bytes = BYTE_TOKENS
     while len(merges) < n_merges and heap:
         neg, pair = heapq.heappop(heap)
         if counts.get(pair, 0) != -neg or neg == 0:
             continue  # stale heap entry
+        length = lengths[pair[0]] + lengths[pair[1]]
+        if table_bytes + length > MAX_TABLE_BYTES:
+            break
+        if length > MAX_TOKEN_BYTES:
+            continue  # never merged (a reader would refuse the token, §6); its counts stay true for the rest
+        lengths.append(length)
+        table_bytes += length
         new = BYTE_TOKENS + len(merges)
         merges.append(pair)
         touched: set[Pair] = set()
@@ -207,7 +219,28 @@ def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
                 "(a merge may only combine earlier tokens)"
             )
         merges.append((m[0], m[1]))
+    _check_token_sizes(merges, where)
     return tuple(merges)
+
+
+def _check_token_sizes(merges: list[Pair], where: str) -> None:
+    """The §6 caps, from the merges' lengths alone: no byte table is built for a tokenizer that breaks them."""
+    lengths = [1] * BYTE_TOKENS
+    total = BYTE_TOKENS
+    for i, (a, b) in enumerate(merges):
+        length = lengths[a] + lengths[b]
+        if length > MAX_TOKEN_BYTES:
+            raise PxglError(
+                f"{where}: merge {i} makes a token of {length} bytes, past the limit of {MAX_TOKEN_BYTES} "
+                "(docs/FORMATS.md §6)"
+            )
+        total += length
+        if total > MAX_TABLE_BYTES:
+            raise PxglError(
+                f"{where}: by merge {i} the tokens hold {total} bytes, past the limit of {MAX_TABLE_BYTES} "
+                "(docs/FORMATS.md §6)"
+            )
+        lengths.append(length)
 
 
 def _is_int(value: Any) -> bool:

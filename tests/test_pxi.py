@@ -129,7 +129,7 @@ def png_bytes(width: int, height: int, depth: int, color: int, raw: bytes) -> by
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b"GIF89a not a png"), "not a PNG file"),
-        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "truncated PNG header"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "truncated PNG"),
         (lambda p: Image.new("RGBA", (4, 4)).save(p, "PNG"), "8-bit RGBA PNG; pixel files are 8-bit RGB"),
         (lambda p: Image.new("L", (4, 4)).save(p, "PNG"), "8-bit grey PNG"),
         (lambda p: Image.new("P", (4, 4)).save(p, "PNG"), "-bit palette PNG"),

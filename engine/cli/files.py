@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import PxglError
 from .app import app
 from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, ProgramOption, model_files, one_device
 from .report import emit_json, percent
@@ -37,16 +36,14 @@ def decode(
 ) -> None:
     """Turn a token texture or prediction pixels back into text, one line per row."""
     from ..loading import load_model
-    from ..pxi import decode_predictions, decode_tokens, is_prediction_image, read_rgb
+    from ..pxi import decode_predictions, decode_tokens, is_prediction_image, read_prompt_pixels
 
     loaded = load_model(model)
     tokenizer = loaded.tokenizer
-    pixels = read_rgb(file)
+    pixels = read_prompt_pixels(file, loaded.spec.vocab_size)
     if is_prediction_image(pixels):
-        ids, confidence = decode_predictions(pixels, str(file))
+        ids, confidence = decode_predictions(pixels, str(file), loaded.spec.vocab_size)
         for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
-            if token >= loaded.spec.vocab_size:
-                raise PxglError(f"{file}: row {row}: token id {token} ≥ vocab size {loaded.spec.vocab_size}")
             text = tokenizer.decode([token])
             if as_json:
                 emit_json({"row": row, "id": token, "text": text, "confidence": round(conf / 255, 4)})

@@ -67,7 +67,7 @@ def infer(
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
     from ..engine import Engine
     from ..loading import open_model
-    from ..pxi import encode_tokens, read_rgb, write_rgb
+    from ..pxi import encode_tokens, read_token_texture, write_rgb
 
     given = [
         name for name, value in (("PROMPT", prompt), ("--input", input_file), ("--batch", batch)) if value is not None
@@ -86,7 +86,7 @@ def infer(
     prompts: list[str] | None = None
     rows: list[list[int]] = []
     if input_file is not None:
-        pixels, source = read_rgb(input_file), str(input_file)
+        pixels, source = read_token_texture(input_file, vocab)[0], str(input_file)
     else:
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
         rows = [tokenizer.encode(p) for p in prompts]
@@ -138,11 +138,11 @@ def run(
     and write its prediction pixels. No tokenizer is read: the answer is pixels."""
     from ..engine import Engine
     from ..loading import open_model
-    from ..pxi import read_rgb, write_rgb
+    from ..pxi import read_token_texture, write_rgb
 
     check_outputs([(out, "--out")], [*model_files(model), input_file, program_file])
     runnable = open_model(model, executor, program_file)
-    pixels = read_rgb(input_file)
+    pixels, _ = read_token_texture(input_file, runnable.model.spec.vocab_size)
     with Engine(runnable, device=one_device(device)) as engine:
         with progress_bar(pixels.shape[0]) as bar:
             task = bar.add_task("predicting", total=pixels.shape[0])

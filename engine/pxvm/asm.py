@@ -23,6 +23,9 @@ SPELLING = {
     Kind.OFFSET: "a number",
 }
 NUMBER = re.compile(r"[0-9]+")
+MAX_ECHO = 80
+MAX_DIGITS = 18
+"""Longer than any 48-bit operand, and far below the digits at which int() refuses to convert."""
 
 
 def format_operand(kind: Kind, value: int, version: int) -> str:
@@ -33,12 +36,26 @@ def parse_operand(kind: Kind, text: str, where: str, version: int) -> int:
     if kind is Kind.TENSOR:
         names = TENSOR_SPELLING[version]
         if text not in names:
-            raise PxglError(f"{where}: {text!r} is not a version-{version} tensor; expected one of {', '.join(names)}")
+            raise PxglError(
+                f"{where}: {short(text)} is not a version-{version} tensor; expected one of {', '.join(names)}"
+            )
         return names.index(text)
     prefix = PREFIX[kind]
     if not text.startswith(prefix) or not NUMBER.fullmatch(text[len(prefix) :]):
-        raise PxglError(f"{where}: {text!r} is not {SPELLING[kind]}")
-    return int(text[len(prefix) :])
+        raise PxglError(f"{where}: {short(text)} is not {SPELLING[kind]}")
+    return parse_number(text[len(prefix) :], where)
+
+
+def parse_number(digits: str, where: str) -> int:
+    """A decimal of NUMBER's digits, refused past MAX_DIGITS before int() converts it."""
+    if len(digits) > MAX_DIGITS:
+        raise PxglError(f"{where}: a number of {len(digits)} digits; at most {MAX_DIGITS} are read")
+    return int(digits)
+
+
+def short(text: str) -> str:
+    """Assembly text quoted in a message, cut short."""
+    return repr(text) if len(text) <= MAX_ECHO else repr(text[: MAX_ECHO - 1] + "…")
 
 
 def disassemble(program: Program) -> str:
@@ -73,7 +90,7 @@ def assemble(text: str, source: str) -> np.ndarray:
         if word == ".scratch":
             if scratch is not None or not NUMBER.fullmatch(rest.strip()):
                 raise PxglError(f"{where}: expected one '.scratch <floats>' line")
-            scratch = int(rest)
+            scratch = parse_number(rest.strip(), where)
         elif word == ".version":
             if version is not None or rest.strip() not in {str(v) for v in VERSIONS}:
                 raise PxglError(f"{where}: expected one '.version <{' or '.join(map(str, VERSIONS))}>' line")
@@ -82,11 +99,11 @@ def assemble(text: str, source: str) -> np.ndarray:
             sides = rest.split()
             if size is not None or len(sides) != 2 or not all(NUMBER.fullmatch(s) for s in sides):
                 raise PxglError(f"{where}: expected one '.image <width> <height>' line")
-            size = (int(sides[0]), int(sides[1]))
+            size = (parse_number(sides[0], where), parse_number(sides[1], where))
         elif word in BY_NAME:
             lines.append((where, word, rest))
         else:
-            raise PxglError(f"{where}: unknown instruction {word!r}; known: {', '.join(BY_NAME)}")
+            raise PxglError(f"{where}: unknown instruction {short(word)}; known: {', '.join(BY_NAME)}")
     if scratch is None:
         raise PxglError(f"{source}: no '.scratch <floats>' line; every program declares its scratch size")
     version = version or 0

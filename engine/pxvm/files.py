@@ -7,6 +7,7 @@ import numpy as np
 from ..pxi import read_rgb, write_rgb
 from ..spec import ModelSpec
 from .compiler import compile_program
+from .opcodes import MAX_PROGRAM_PIXELS
 from .program import Program, decode_program
 from .validator import validate_program
 
@@ -19,7 +20,7 @@ def program_path_for(weights: Path) -> Path:
 
 def load_program(path: Path, spec: ModelSpec) -> Program:
     """Read and validate a program file for this model (host only: no GPU is touched)."""
-    return validate_program(read_rgb(path), spec, str(path))
+    return validate_program(read_rgb(path, MAX_PROGRAM_PIXELS, kind="pxVM program"), spec, str(path))
 
 
 def write_compiled_program(path: Path, spec: ModelSpec) -> Program:

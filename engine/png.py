@@ -1,0 +1,146 @@
+"""Strict PNG checking (docs/FORMATS.md §0.2): the chunk stream of a pixel file is walked and its image data
+inflated, bounded, before any decoder sees it, so a file is decoded only if it is complete and exact."""
+
+import struct
+import zlib
+
+from .errors import PxglError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_COLOR_RGB = 2
+COLOR_NAMES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+CHUNK_HEAD = struct.Struct(">I4s")
+IHDR = struct.Struct(">IIBBBBB")
+MAX_ANCILLARY_CHUNKS = 64
+MAX_ANCILLARY_BYTES = 64 << 10
+MAX_FILTER_TYPE = 4
+INPUT_STEP = 1 << 20
+OUTPUT_STEP = 16 << 20
+
+
+def check_png(
+    data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None, kind: str = "pixel file"
+) -> tuple[int, int, bytes]:
+    """(width, height, the PNG without its ancillary chunks) of an 8-bit RGB PNG whose every chunk and every
+    byte of image data is as the header promises; the size is checked against `max_pixels` and `expect`
+    before anything is inflated. Ancillary chunks never change pixels, so a decoder is only given the
+    critical ones and cannot trip over a malformed ancillary chunk."""
+    if data[:8] != PNG_MAGIC:
+        raise PxglError(f"{source}: not a PNG file; pixel files (.pxi) are PNG images")
+    chunks = list(_chunks(data, source))
+    names = [name for name, _ in chunks]
+    if names[0] != b"IHDR" or names.count(b"IHDR") != 1:
+        raise PxglError(f"{source}: a PNG has exactly one IHDR chunk, first; this one has {names.count(b'IHDR')}")
+    width, height = _header(chunks[0][1], source, max_pixels, expect, kind)
+    if names[-1] != b"IEND" or names.count(b"IEND") != 1:
+        raise PxglError(f"{source}: truncated PNG (no IEND chunk at the end)")
+    if chunks[-1][1]:
+        raise PxglError(f"{source}: the IEND chunk is not empty")
+    first = names.index(b"IDAT") if b"IDAT" in names else -1
+    if first < 0:
+        raise PxglError(f"{source}: no image data (IDAT chunk)")
+    runs = names.count(b"IDAT")
+    if names[first : first + runs] != [b"IDAT"] * runs:
+        raise PxglError(f"{source}: the IDAT chunks are not consecutive")
+    ancillary = [(name, body) for name, body in chunks if name[0:1].islower()]
+    unknown = {name for name, _ in chunks if not name[0:1].islower()} - {b"IHDR", b"IDAT", b"IEND"}
+    if unknown:
+        raise PxglError(f"{source}: PNG chunk {sorted(unknown)[0].decode('latin-1')!r} is not read by pxgl")
+    if len(ancillary) > MAX_ANCILLARY_CHUNKS:
+        raise PxglError(f"{source}: {len(ancillary)} ancillary PNG chunks, past the limit of {MAX_ANCILLARY_CHUNKS}")
+    for name, body in ancillary:
+        if len(body) > MAX_ANCILLARY_BYTES:
+            raise PxglError(
+                f"{source}: ancillary chunk {name.decode('latin-1')!r} of {len(body)} bytes, past the limit "
+                f"of {MAX_ANCILLARY_BYTES}"
+            )
+    image_data = b"".join(body for name, body in chunks if name == b"IDAT")
+    _check_image_data(image_data, width, height, source)
+    if not ancillary:
+        return width, height, data
+    critical = _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
+    return width, height, PNG_MAGIC + critical
+
+
+def _chunk(name: bytes, body: bytes | memoryview) -> bytes:
+    return CHUNK_HEAD.pack(len(body), name) + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(name)))
+
+
+def _chunks(data: bytes, source: str):
+    """(type, data) of each chunk, its length and CRC checked; nothing may follow IEND."""
+    offset = len(PNG_MAGIC)
+    while offset < len(data):
+        if offset + CHUNK_HEAD.size > len(data):
+            raise PxglError(f"{source}: truncated PNG (a chunk header is cut off at byte {offset})")
+        length, name = CHUNK_HEAD.unpack_from(data, offset)
+        end = offset + CHUNK_HEAD.size + length + 4
+        if end > len(data):
+            raise PxglError(f"{source}: truncated PNG (chunk {name!r} at byte {offset} runs past the end)")
+        if not name.isalpha():
+            raise PxglError(f"{source}: corrupt PNG (chunk type {name!r} at byte {offset} is not four letters)")
+        body = memoryview(data)[offset + CHUNK_HEAD.size : end - 4]  # a view: image data is not copied
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(body, zlib.crc32(name)) != crc:
+            raise PxglError(f"{source}: PNG chunk {name!r} at byte {offset} fails its CRC check (corrupt file)")
+        yield name, body
+        offset = end
+        if name == b"IEND" and offset != len(data):
+            raise PxglError(f"{source}: {len(data) - offset} bytes after the PNG's IEND chunk")
+    if offset == len(PNG_MAGIC):
+        raise PxglError(f"{source}: truncated PNG (no chunks)")
+
+
+def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None, kind: str) -> tuple[int, int]:
+    if len(body) != IHDR.size:
+        raise PxglError(f"{source}: an IHDR chunk of {len(body)} bytes; a PNG's is {IHDR.size}")
+    width, height, depth, color, compression, filtering, interlace = IHDR.unpack(body)
+    if depth != 8 or color != PNG_COLOR_RGB:
+        kind = COLOR_NAMES.get(color, f"type {color}")
+        raise PxglError(f"{source}: {depth}-bit {kind} PNG; pixel files are 8-bit RGB (save it as RGB, 8 bits)")
+    if compression or filtering or interlace:
+        raise PxglError(
+            f"{source}: PNG compression {compression}, filter {filtering}, interlace {interlace}; "
+            "pixel files are 0, 0, 0 (save it without interlacing)"
+        )
+    if width == 0 or height == 0 or width * height > max_pixels:
+        raise PxglError(
+            f"{source}: absurd image size {width}x{height}, over the {kind} size limit of {max_pixels} pixels"
+        )
+    if expect is not None and (width, height) != expect:
+        raise PxglError(f"{source}: image is {width}x{height} but its meta says {expect[0]}x{expect[1]}")
+    return width, height
+
+
+def _check_image_data(compressed: bytes, width: int, height: int, source: str) -> None:
+    """The zlib stream inflates to exactly height rows of 1 + 3·width bytes, never inflated past that. Input
+    is fed a slice at a time so that what zlib leaves unconsumed, and copies, stays small."""
+    row = 1 + 3 * width
+    expected = height * row
+    inflater = zlib.decompressobj()
+    filters = bytearray()
+    produced = fed = 0
+    view = memoryview(compressed)
+    try:
+        while fed < len(view) and not inflater.eof:
+            pending = view[fed : fed + INPUT_STEP]
+            fed += len(pending)
+            while pending and not inflater.eof:
+                out = inflater.decompress(pending, min(OUTPUT_STEP, expected + 1 - produced))
+                pending = inflater.unconsumed_tail
+                filters += out[(-produced) % row :: row]
+                produced += len(out)
+                if produced > expected:
+                    raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
+    except zlib.error as e:
+        raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
+    if produced != expected or not inflater.eof:
+        raise PxglError(
+            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
+            f"header promises ({produced} bytes, expected {expected})"
+        )
+    trailing = len(inflater.unused_data) + len(view) - fed
+    if trailing:
+        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
+    if max(filters, default=0) > MAX_FILTER_TYPE:
+        bad = next(i for i, f in enumerate(filters) if f > MAX_FILTER_TYPE)
+        raise PxglError(f"{source}: row {bad} has PNG filter type {filters[bad]} (types are 0..4)")

@@ -1,0 +1,131 @@
+"""Reading untrusted files (docs/FORMATS.md §0): one bounded opener for every file pxgl reads, strict text
+and strict, bounded JSON. Each problem is one PxglError naming the file."""
+
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .errors import PxglError
+
+KiB, MiB = 1 << 10, 1 << 20
+TEXT_CAPS = {
+    "meta file": 1 * MiB,
+    "architecture file": 1 * MiB,
+    "tokenizer file": 4 * MiB,
+    "prompts file": 16 * MiB,
+    "assembly file": 4 * MiB,
+    "training text file": 256 * MiB,
+    "text file": 256 * MiB,
+}
+"""A text file's size cap by its kind, the words that name it in messages (§0.1)."""
+MAX_PIXEL_FILE_BYTES = 256 * MiB
+MAX_JSON_DEPTH = 64
+MAX_JSON_INT_DIGITS = 64
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+OPENERS = np.array([ord("["), ord("{")], dtype=np.uint8)
+CLOSERS = np.array([ord("]"), ord("}")], dtype=np.uint8)
+FILE_TYPES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+@contextmanager
+def open_regular(path: str | Path, what: str, limit: int, hint: str = "") -> Iterator[BinaryIO]:
+    """A regular file opened for reading, after its size is checked against `limit`. Opened without blocking
+    (a FIFO would otherwise wait forever for a writer) and checked on the open descriptor, so what is
+    checked is what is read; a link is followed to what it names."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PxglError(f"{path}: no such {what}{hint}") from None
+    except OSError as e:
+        raise PxglError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in FILE_TYPES if test(info.st_mode)), "not a regular file")
+            named = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+            raise PxglError(f"{path}: is {kind}{named}; the {what} must be a regular file")
+        if info.st_size > limit:
+            raise PxglError(f"{path}: {info.st_size} bytes, past the {what}'s limit of {limit} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        yield handle
+
+
+def read_bounded(path: str | Path, what: str, limit: int, hint: str = "") -> bytes:
+    """A regular file's bytes, at most `limit` of them (a file that grows while read is refused)."""
+    try:
+        with open_regular(path, what, limit, hint) as handle:
+            data = handle.read(limit + 1)
+    except OSError as e:
+        raise PxglError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise PxglError(f"{path}: past the {what}'s limit of {limit} bytes")
+    return data
+
+
+def read_text(path: str | Path, what: str, hint: str = "") -> str:
+    """A UTF-8 text file the user named (a meta, tokenizer, prompts file), capped by its kind `what`
+    (TEXT_CAPS), or one PxglError saying why not. Line ends are kept as they are (no newline
+    translation: a lone carriage return is not a line end)."""
+    data = read_bounded(path, what, TEXT_CAPS.get(what, TEXT_CAPS["text file"]), hint)
+    return decode_utf8(data, f"{path}: cannot read the {what} as UTF-8 text")
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PxglError(f"{where} ({e.reason} at byte {e.start})") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text, brackets inside strings not counted."""
+    outside_strings = JSON_STRING.sub(b'""', text.encode("utf-8", "surrogatepass"))
+    codes = np.frombuffer(outside_strings, dtype=np.uint8)
+    steps = np.isin(codes, OPENERS).astype(np.int64) - np.isin(codes, CLOSERS)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON from a file pxgl reads (meta, tokenizer, manifest), strictly: a key repeated in one object is
+    an error (a second 'members' or 'scale' must not silently replace the first), as is malformed text,
+    nesting past MAX_JSON_DEPTH or an integer past MAX_JSON_INT_DIGITS digits (checked before int() is
+    asked to convert it)."""
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            raise PxglError(f"{where}: key {twice!r} appears twice in one object")
+        return dict(pairs)
+
+    def bounded_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
+            raise PxglError(f"{where}: an integer of {len(digits)} digits; at most {MAX_JSON_INT_DIGITS} are read")
+        return int(digits)
+
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise PxglError(f"{where}: JSON nested too deeply ({depth} levels; at most {MAX_JSON_DEPTH} are read)")
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_int=bounded_int)
+    except json.JSONDecodeError as e:
+        raise PxglError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise PxglError(f"{where}: JSON nested too deeply") from None
