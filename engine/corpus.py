@@ -66,7 +66,7 @@ def file_corpus(paths: list[Path]) -> Corpus:
     """The user's UTF-8 text files; blank lines separate documents."""
     documents: list[str] = []
     for path in paths:
-        text = read_text(path, "training text file")
+        text = read_text(path, "text file")
         documents.extend(p for p in PARAGRAPH_BREAK.split(text) if p.strip())
     return Corpus(documents, describe(", ".join(p.name for p in paths), documents))
 

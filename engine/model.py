@@ -15,6 +15,7 @@ from .cartridge import Cartridge
 from .errors import PxglError
 from .outputs import write_files
 from .pxi import bytes_to_pixels, encode_rgb, parse_json, read_rgb, read_text
+from .reading import MAX_PIXEL_FILE_BYTES, TEXT_CAPS, read_bounded
 from .spec import ModelSpec, meta_path_for, read_meta, spec_from_meta
 from .tokenizer import Tokenizer
 
@@ -73,16 +74,29 @@ def file_record(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+WRITTEN_LIMITS = {
+    "weights": ("weights file", MAX_PIXEL_FILE_BYTES),
+    "tokenizer": ("tokenizer file", TEXT_CAPS["tokenizer file"]),
+}
+"""Each recorded role: how messages name it and the size cap it is read under (§0.1)."""
+
+
 def check_written(path: Path, written: dict[str, Any], role: str) -> None:
     """Refuse a file that is not the one its meta was written with (a write cut short between renames, or
-    a file replaced by hand): FORMATS §2.3."""
+    a file replaced by hand): FORMATS §2.3. Read through the bounded opener like every file (§0.1)."""
     if role not in written:
         return
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return  # the reader that follows names the missing or unreadable file
-    if file_record(data) != written[role]:
+    record = written[role]
+    if not (
+        isinstance(record, dict)
+        and set(record) == {"bytes", "sha256"}
+        and isinstance(record["bytes"], int)
+        and not isinstance(record["bytes"], bool)
+        and isinstance(record["sha256"], str)
+    ):
+        raise PxglError(f"{path}: its meta's '{WRITTEN}' record of the {role} must be {{bytes, sha256}}")
+    what, limit = WRITTEN_LIMITS[role]
+    if file_record(read_bounded(path, what, limit)) != record:
         raise PxglError(
             f"{path}: not the {role} file its meta was written with (an interrupted write, or a file replaced "
             "since): write the model again"

@@ -21,7 +21,6 @@ TEXT_CAPS = {
     "tokenizer file": 4 * MiB,
     "prompts file": 16 * MiB,
     "assembly file": 4 * MiB,
-    "training text file": 256 * MiB,
     "text file": 256 * MiB,
 }
 """A text file's size cap by its kind, the words that name it in messages (§0.1)."""

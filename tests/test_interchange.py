@@ -231,3 +231,34 @@ def test_a_tokenizer_where_the_model_puts_it_is_used_in_place(tmp_path, rng, tok
     assert code in (None, 0), stderr
     assert (in_place.stat().st_mtime_ns, in_place.read_bytes()) == before
     assert meta_beside(tmp_path / "tiny.pxi")["tokenizer"] == "tiny.tokenizer.json"
+
+
+def test_the_meta_files_record_is_checked_through_the_bounded_opener(tmp_path, rng, tokenizer_file):
+    """A model written as a set (its meta records the other files) whose weights became a FIFO, or whose
+    tokenizer became a link to /dev/zero, is refused in one line: never a hang, never an unbounded read."""
+    import os
+    import subprocess
+    import sys
+
+    arch = small_architecture(rng)
+    source = tmp_path / "set.safetensors"
+    save_file(random_floats(rng, arch), source, metadata={"pxgl.architecture": architecture_json(arch)})
+    command = [sys.executable, "-m", "pxgl.cli"]
+    made = subprocess.run(
+        [*command, "import", str(source), "--tokenizer", str(tokenizer_file), "-o", str(tmp_path / "m.pxi")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "files" in meta_beside(tmp_path / "m.pxi")
+    weights, tokenizer = tmp_path / "m.pxi", tmp_path / "m.tokenizer.json"
+    kept = weights.read_bytes()
+    weights.unlink()
+    os.mkfifo(weights)
+    refused = subprocess.run([*command, "infer", "-m", str(weights), "ab"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "FIFO" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    weights.unlink()
+    weights.write_bytes(kept)
+    tokenizer.unlink()
+    tokenizer.symlink_to("/dev/zero")
+    refused = subprocess.run([*command, "infer", "-m", str(weights), "ab"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "device" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -189,7 +189,7 @@ def test_quantization_is_affine_uint8_holding_zero(rng):
         ({"lr": float("nan")}, "learning rate"),
         ({"out": Path("model.png")}, "must end in .pxi"),
         ({"vocab_size": 4000}, "the corpus only supports"),
-        ({"files": (Path("/nonexistent/text.txt"),)}, "no such training text file"),
+        ({"files": (Path("/nonexistent/text.txt"),)}, "no such text file"),
         ({"embed_dim": 4096, "context": "concat", "window": 64, "hidden": (4096,)}, "past the pixel-file limit"),
     ],
 )
@@ -225,7 +225,7 @@ def test_cli_trains_prints_eval_json_and_exits_2_on_errors(corpus, tmp_path):
     assert load_model(tmp_path / "n.pxi").spec.context == Context("attention", 3, 1, 8)
 
     for bad, message in (
-        (["train", "missing.txt", "--out", "x.pxi"], "missing.txt: no such training text file"),
+        (["train", "missing.txt", "--out", "x.pxi"], "missing.txt: no such text file"),
         ([*args, "--context", "3"], "its number of tokens is --window 3"),
         ([*args, "--hidden", "16,wide"], "give the layer widths as integers"),
     ):

@@ -73,7 +73,7 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
-    the metadata: `pxgl import` brings it back to the same pixels."""
+    the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config."""
     from ..interchange import export_tensors, write_tensors
     from ..loading import load_model
     from ..outputs import check_outputs
