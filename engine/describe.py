@@ -88,7 +88,11 @@ def describe_weights(model: Model) -> dict[str, Any]:
         for t in spec.tensors.values()
     ]
     assert model.tokenizer_path is not None
-    tokenizer = "present" if model.tokenizer_path.is_file() else "missing (text commands will not work)"
+    # Reading the tokenizer checks it as every command would: the meta's files record, its caps, its vocabulary.
+    if model.tokenizer_path.is_file():
+        tokenizer = f"present, {model.tokenizer.vocab_size} tokens"
+    else:
+        tokenizer = "missing (text commands will not work)"
     return {
         "kind": "weights",
         "model": architecture_record(spec),

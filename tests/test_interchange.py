@@ -262,3 +262,21 @@ def test_the_meta_files_record_is_checked_through_the_bounded_opener(tmp_path, r
     tokenizer.symlink_to("/dev/zero")
     refused = subprocess.run([*command, "infer", "-m", str(weights), "ab"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "device" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_refuses_a_tokenizer_its_meta_was_not_written_with(tmp_path, rng, tokenizer_file, monkeypatch, capsys):
+    arch = small_architecture(rng)
+    source = tmp_path / "set.safetensors"
+    save_file(random_floats(rng, arch), source, metadata={"pxgl.architecture": architecture_json(arch)})
+    out = tmp_path / "m.pxi"
+    code, _, stderr = pxgl(
+        monkeypatch, capsys, "import", str(source), "--tokenizer", str(tokenizer_file), "-o", str(out)
+    )
+    assert code in (None, 0), stderr
+    code, stdout, stderr = pxgl(monkeypatch, capsys, "inspect", str(out))
+    assert code in (None, 0) and "present, 300 tokens" in stdout, stderr
+    with (tmp_path / "m.tokenizer.json").open("a") as tokenizer:
+        tokenizer.write(" ")
+    code, _, stderr = pxgl(monkeypatch, capsys, "inspect", str(out))
+    assert code == 2 and "not the tokenizer file its meta was written with" in stderr
+    assert len(stderr.strip().splitlines()) == 1
