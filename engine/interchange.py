@@ -96,7 +96,7 @@ def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(name → float array, metadata) of a .safetensors or .npz file."""
     data = read_tensor_file(path)
     if path.suffix == ".safetensors":
-        safetensors_header(data, str(path))
+        _, metadata = safetensors_header(data, str(path))
         try:
             from safetensors.numpy import load
         except ImportError:
@@ -105,7 +105,7 @@ def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             tensors = load(data)
         except Exception as e:  # the library raises its own error types; the header was checked already
             raise PxglError(f"{path}: not a readable safetensors file ({e})") from None
-        return tensors, safetensors_header(data, str(path))[1]
+        return tensors, metadata
     if path.suffix == ".npz":
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:

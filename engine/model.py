@@ -14,9 +14,9 @@ import numpy as np
 from .cartridge import Cartridge
 from .errors import PxglError
 from .outputs import write_files
-from .pxi import bytes_to_pixels, encode_rgb, parse_json, read_rgb, read_text
+from .pxi import bytes_to_pixels, encode_rgb, read_rgb
 from .reading import MAX_PIXEL_FILE_BYTES, TEXT_CAPS, read_bounded
-from .spec import ModelSpec, meta_path_for, read_meta, spec_from_meta
+from .spec import ModelSpec, meta_path_for, read_meta_document, spec_from_meta
 from .tokenizer import Tokenizer
 
 WEIGHTS_SUFFIX = ".pxi"
@@ -60,8 +60,9 @@ def read_weights(path: Path) -> Model:
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(f"{path}: weights are a {WEIGHTS_SUFFIX} file with its .meta.json beside it")
     meta = meta_path_for(path)
-    spec = read_meta(meta)
-    written = parse_json(read_text(meta, "meta file"), str(meta)).get(WRITTEN, {})
+    document = read_meta_document(meta)
+    spec = spec_from_meta(document, str(meta))
+    written = document.get(WRITTEN, {})
     if not isinstance(written, dict):
         raise PxglError(f"{meta}: {WRITTEN!r} must be an object")
     check_written(path, written, "weights")

@@ -384,9 +384,14 @@ def spec_from_meta(meta: Any, where: str = "meta") -> ModelSpec:
     return ModelSpec(version, architecture, width, height, tensors, tokenizer, evaluation)
 
 
-def read_meta(path: Path) -> ModelSpec:
+def read_meta_document(path: Path) -> Any:
+    """The meta file's parsed JSON, not yet validated."""
     text = read_text(path, "meta file", " (a weights .pxi needs its .meta.json beside it)")
-    return spec_from_meta(parse_json(text, str(path)), str(path))
+    return parse_json(text, str(path))
+
+
+def read_meta(path: Path) -> ModelSpec:
+    return spec_from_meta(read_meta_document(path), str(path))
 
 
 # --- laying a model out -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import typer
 from ..errors import PxglError
 from ..outputs import check_outputs
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
+from .options import BatchOption, DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
 from .predict import read_prompt_lines
 from .report import emit_json
 
@@ -25,7 +25,7 @@ def generate(
     stop: Annotated[
         list[str] | None, typer.Option("--stop", help="End a row where this text begins (repeatable; not returned).")
     ] = None,
-    batch: Annotated[Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line.")] = None,
+    batch: BatchOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the generated tokens as a token texture (.pxi).")
     ] = None,

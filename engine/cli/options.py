@@ -43,6 +43,9 @@ ProgramOption = Annotated[
         "else name.program.pxi beside the weights, else the model's compiled program.",
     ),
 ]
+BatchOption = Annotated[
+    Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line (only \\n or \\r\\n end one).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (one object a line).")]
 PredictionsOut = Annotated[Path, typer.Option("--out", "-o", help="Prediction pixels to write.")]
 

@@ -10,6 +10,7 @@ from ..errors import PxglError
 from ..outputs import check_output_dir, check_outputs
 from .app import app
 from .options import (
+    BatchOption,
     DeviceOption,
     ExecutorOption,
     JsonOption,
@@ -44,7 +45,7 @@ def infer(
     input_file: Annotated[
         Path | None, typer.Option("--input", "-i", help="Token texture to run: pixels in, pixels out, no text.")
     ] = None,
-    batch: Annotated[Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line.")] = None,
+    batch: BatchOption = None,
     out: PredictionsOut = Path("output_token.pxi"),
     tokens_out: Annotated[
         Path | None,
