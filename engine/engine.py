@@ -10,7 +10,7 @@ on one thread; a call from another raises RuntimeError (a server gives each engi
 import operator
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -19,14 +19,22 @@ import numpy as np
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
-from .executors.generation import check_generates, generate_tile
-from .generation import Generation, Sampling, check_steps
+from .executors.generation import (
+    StepOutputs,
+    check_generates,
+    generation_job,
+    stream_chunks,
+    stream_tile,
+    tile_rows,
+)
+from .generation import GeneratedStep, Generation, Sampling, check_steps, check_top_logprobs
 from .gl import GLBackend, gl_errors
 from .loading import Runnable, plan
 from .model import Model
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
 
+FIELDS_BY_ROW = ("tokens", "logprobs", "top_ids", "top_logprobs")
 BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
 
@@ -207,27 +215,95 @@ class Engine:
                 pixels[start:end], logprobs[start:end] = self.executor.score(tails[start:end], targets[start:end])
         return pixels, logprobs
 
-    def generate(self, rows: Sequence[Sequence[int]], steps: int, sampling: Sampling | None = None) -> Generation:
+    def generate(
+        self,
+        rows: Sequence[Sequence[int]],
+        steps: int,
+        sampling: Sampling | None = None,
+        *,
+        top_logprobs: int = 0,
+        draw_rows: Sequence[int] | None = None,
+    ) -> Generation:
         """`steps` new tokens after each prompt of token ids (any lengths), each step's token fed back as the
-        next input on the GPU (docs/FORMATS.md §11); greedy unless `sampling` says otherwise."""
+        next input on the GPU (docs/FORMATS.md §11); greedy unless `sampling` says otherwise; with
+        `top_logprobs` K, each token's K likeliest alternatives. `draw_rows`: each prompt's row number for
+        the seeded draw (its index in its own request; default 0..B-1)."""
+        chosen = list(self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False))
+        return Generation.of(chosen)
+
+    def stream(
+        self,
+        rows: Sequence[Sequence[int]],
+        steps: int,
+        sampling: Sampling | None = None,
+        *,
+        top_logprobs: int = 0,
+        draw_rows: Sequence[int] | None = None,
+    ) -> Generator[GeneratedStep, None, None]:
+        """As `generate`, one step of every prompt at a time, each as soon as the GPU has it (the next steps
+        already running); closing the iterator early stops the GPU work."""
+        return self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=True)
+
+    def _generate(
+        self,
+        rows: Sequence[Sequence[int]],
+        steps: int,
+        sampling: Sampling | None,
+        top_logprobs: int,
+        draw_rows: Sequence[int] | None,
+        streaming: bool,
+    ) -> Generator[GeneratedStep, None, None]:
         self._check_thread()
         check_steps(steps)
+        check_top_logprobs(top_logprobs)
         sampling = sampling or Sampling()
-        check_generates(self.executor_name, self.executor, sampling)
+        check_generates(self.executor_name, self.executor, sampling, top_logprobs)
         window = self.spec.context_window
         pixels = encode_tokens(rows, self.spec.vocab_size)  # checks every id
         lengths = np.minimum(token_lengths(pixels, self.spec.vocab_size, "prompts"), window)
         tails = np.zeros((len(rows), int(lengths.max())), np.int64)
         for r, row in enumerate(rows):
             tails[r, : lengths[r]] = list(row)[-window:]
-        tokens, logprobs = np.empty((len(rows), steps), np.int64), np.empty((len(rows), steps), np.float32)
+        draws = np.arange(len(rows)) if draw_rows is None else np.asarray(draw_rows, np.int64)
+        if draws.shape != (len(rows),) or draws.min() < 0 or draws.max() > 2**32 - 1:
+            raise PxglError(f"draw rows: one number in 0..2^32-1 per prompt, got {draws.shape[0]} for {len(rows)}")
+        return self._generate_tiles(tails, lengths, steps, sampling, top_logprobs, draws, streaming)
+
+    def _generate_tiles(
+        self,
+        tails: np.ndarray,
+        lengths: np.ndarray,
+        steps: int,
+        sampling: Sampling,
+        top_logprobs: int,
+        draws: np.ndarray,
+        streaming: bool,
+    ) -> Generator[GeneratedStep, None, None]:
+        window = self.spec.context_window
+        tile = tile_rows(self.gpu, self.executor.max_tile, window, steps, top_logprobs)
+        chunks = stream_chunks(steps, streaming and len(tails) <= tile)
+        per_tile = []
         with gl_errors("generation"):
-            for start in range(0, len(rows), self.executor.max_tile):
-                end = start + self.executor.max_tile
-                tokens[start:end], logprobs[start:end] = generate_tile(
-                    self.executor, tails[start:end], lengths[start:end], steps, sampling, start
+            for start in range(0, len(tails), tile):
+                end = min(start + tile, len(tails))
+                outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs)
+                try:
+                    job = generation_job(
+                        self.executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
+                    )
+                    tile_steps = stream_tile(self.gpu, job, outputs, start, chunks)
+                    if len(tails) <= tile:
+                        yield from tile_steps
+                        return
+                    per_tile.append(list(tile_steps))
+                finally:
+                    outputs.release(self.gpu)
+            for s in range(steps):  # several tiles: each ran all its steps; join them step by step
+                parts = [t[s] for t in per_tile]
+                yield GeneratedStep(
+                    s,
+                    *(np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS_BY_ROW),
                 )
-        return Generation(tokens, logprobs)
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""

@@ -1,7 +1,8 @@
 """Generation settings and results (docs/FORMATS.md §11): how a token is chosen, how many, where a row stops.
 The GPU part is engine/executors/generation.py."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ from .errors import PxglError
 
 MAX_NEW_TOKENS = 4096
 """Most tokens one generation makes per prompt (§11)."""
+MAX_TOP_LOGPROBS = 20
+"""Most alternatives `--logprobs K` reports per token (§11)."""
 MAX_SEED = 2**32 - 1
 
 
@@ -40,11 +43,33 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+def check_top_logprobs(count: int) -> int:
+    if not 0 <= count <= MAX_TOP_LOGPROBS:
+        raise PxglError(f"--logprobs: alternatives per token must lie in 0..{MAX_TOP_LOGPROBS}, got {count}")
+    return count
+
+
 def check_stops(stops: Sequence[str]) -> list[bytes]:
     """Stop strings as the UTF-8 bytes they are matched as; an empty one would stop every row at once."""
     if any(stop == "" for stop in stops):
         raise PxglError("--stop: a stop string may not be empty")
     return [stop.encode("utf-8") for stop in stops]
+
+
+@dataclass(frozen=True)
+class GeneratedStep:
+    """One step of every prompt, as `Engine.stream` yields it."""
+
+    step: int
+    tokens: np.ndarray
+    """(B,) int64 ids."""
+    logprobs: np.ndarray
+    """(B,) float32 log p of each token under the model (temperature 1, §11); NaN from an executor that keeps
+    no logits (pxvm)."""
+    top_ids: np.ndarray
+    """(B, K) int64: the K likeliest tokens, likeliest first (K = the `top_logprobs` asked for; 0: none)."""
+    top_logprobs: np.ndarray
+    """(B, K) float32: their log-probabilities."""
 
 
 @dataclass(frozen=True)
@@ -54,20 +79,119 @@ class Generation:
     tokens: np.ndarray
     """(B, N) int64 ids, row r prompt r's generated tokens in order."""
     logprobs: np.ndarray
-    """(B, N) float32: log p of each generated token under the model (temperature 1, §11); NaN from an
-    executor that keeps no logits (pxvm)."""
+    """(B, N) float32, as GeneratedStep.logprobs."""
+    top_ids: np.ndarray
+    """(B, N, K) int64, as GeneratedStep.top_ids."""
+    top_logprobs: np.ndarray
+    """(B, N, K) float32."""
+
+    @staticmethod
+    def of(steps: Sequence[GeneratedStep]) -> "Generation":
+        return Generation(
+            np.stack([s.tokens for s in steps], axis=1),
+            np.stack([s.logprobs for s in steps], axis=1),
+            np.stack([s.top_ids for s in steps], axis=1),
+            np.stack([s.top_logprobs for s in steps], axis=1),
+        )
 
 
-def stop_row(token_bytes: Sequence[bytes], stops: Sequence[bytes]) -> tuple[int, bytes]:
-    """One row's tokens (as bytes) cut at the earliest stop string (§11): the count of tokens wholly before
-    it and the bytes before it. No stop: every token and all the bytes."""
-    text = b"".join(token_bytes)
-    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    if not found:
-        return len(token_bytes), text
-    end = min(found)
-    kept, used = 0, 0
-    while kept < len(token_bytes) and used + len(token_bytes[kept]) <= end:
-        used += len(token_bytes[kept])
-        kept += 1
-    return kept, text[:end]
+class StopScanner:
+    """Stop strings over a byte stream that arrives piece by piece (§11, OpenAI semantics): `feed` returns
+    the bytes that can be shown now — a tail that could begin a stop string is held back until the next piece
+    decides it — and, once a stop string appears, nothing more; `flush` returns what is held at the end.
+    `stop_at` is the stop's byte offset in the whole stream (None while none appeared)."""
+
+    def __init__(self, stops: Sequence[bytes]) -> None:
+        self.stops = list(stops)
+        self.held = b""
+        self.emitted = 0
+        self.stop_at: int | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_at is not None
+
+    def feed(self, data: bytes) -> bytes:
+        if self.stopped:
+            return b""
+        text = self.held + data
+        found = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if found:
+            out = text[: min(found)]
+            self.stop_at, self.held = self.emitted + len(out), b""
+            self.emitted += len(out)
+            return out
+        keep = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        out, self.held = text[: len(text) - keep], text[len(text) - keep :]
+        self.emitted += len(out)
+        return out
+
+    def flush(self) -> bytes:
+        out, self.held = (b"", b"") if self.stopped else (self.held, b"")
+        self.emitted += len(out)
+        return out
+
+
+class TextRow:
+    """One prompt's answer as its tokens arrive: the bytes to show now (`add`), and at the end the tokens
+    wholly before its stop (§11), their log-probabilities and alternatives, and the text."""
+
+    def __init__(self, stops: Sequence[bytes]) -> None:
+        self.scanner = StopScanner(stops)
+        self.ends: list[int] = []
+        self.steps: list[tuple[int, float, list[tuple[int, float]]]] = []
+        self.data = b""
+
+    @property
+    def stopped(self) -> bool:
+        return self.scanner.stopped
+
+    def add(self, token: int, token_bytes: bytes, logprob: float, alternatives: list[tuple[int, float]]) -> bytes:
+        """Take the row's next token; the bytes that can be shown now."""
+        if self.stopped:
+            return b""
+        self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
+        self.steps.append((token, logprob, alternatives))
+        out = self.scanner.feed(token_bytes)
+        self.data += out
+        return out
+
+    def finish(self) -> bytes:
+        out = self.scanner.flush()
+        self.data += out
+        return out
+
+    @property
+    def kept(self) -> list[tuple[int, float, list[tuple[int, float]]]]:
+        """(token, log p, alternatives) of the tokens wholly before the stop (every token without one)."""
+        end = self.scanner.stop_at
+        return self.steps if end is None else [s for s, e in zip(self.steps, self.ends, strict=True) if e <= end]
+
+
+def follow_text(
+    steps: Generator[GeneratedStep, None, None],
+    token_bytes: Callable[[int], bytes],
+    stops: Sequence[bytes],
+    count: int,
+    on_bytes: Callable[[int, bytes], None] | None = None,
+) -> list[TextRow]:
+    """Follow a stream of `count` prompts' steps as text: each row stops at its stop string (§11); `on_bytes(row,
+    data)` gets each row's bytes as they can be shown; the stream is closed as soon as every row has stopped."""
+    rows = [TextRow(stops) for _ in range(count)]
+    with closing(steps):
+        for step in steps:
+            for r, row in enumerate(rows):
+                if row.stopped:
+                    continue
+                token = int(step.tokens[r])
+                alternatives = list(zip(step.top_ids[r].tolist(), step.top_logprobs[r].tolist(), strict=True))
+                data = row.add(token, token_bytes(token), float(step.logprobs[r]), alternatives)
+                if data and on_bytes is not None:
+                    on_bytes(r, data)
+            if all(row.stopped for row in rows):
+                break
+    for r, row in enumerate(rows):
+        data = row.finish()
+        if data and on_bytes is not None:
+            on_bytes(r, data)
+    return rows

@@ -11,6 +11,10 @@
 // WRITTEN_ALPHA), or REFUSED_WORD (alpha 0) when the prompt holds an id >= VOCAB.
 // The host knows a word was written because its alpha byte is one of those two, never the poison it left there.
 // SCORING = 1 also reads each prompt's target id (TARGETS) and writes log p(target) (LOGPROBS, docs §9).
+// GENERATE = 1 (ids only; docs §11) runs steps first_step..last_step - 1 in one dispatch: row p holds its
+// LENGTHS[p] prompt ids, then its generated ids (row_len even, so no two rows share a word); each step reads
+// the row's window, writes the chosen id after it, its prediction word to PREDICTIONS[step * n + p] and its
+// log-probability to LOGPROBS[step * n + p]. Rows never wait on other work groups: a group owns its rows.
 //
 // The prepared weights (docs/FORMATS.md §3, rearranged; every float in float32):
 //   FIRST[(s * VOCAB + v) * HIDDEN0 + j]  the first layer's share of token v at context slot s: embed[v] times
@@ -28,10 +32,20 @@ layout(std430, binding = BINDING_HEAD) readonly restrict buffer Head { float HEA
 layout(std430, binding = BINDING_DENSE) readonly restrict buffer Dense { float DENSE[]; };
 layout(std430, binding = BINDING_BIASES) readonly restrict buffer Biases { float BIASES[]; };
 layout(std430, binding = BINDING_OUT_WEIGHTS) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
+#if GENERATE
+layout(std430, binding = BINDING_PROMPTS) coherent restrict buffer Prompts { uint PROMPTS[]; };
+layout(std430, binding = BINDING_LENGTHS) readonly restrict buffer Lengths { uint LENGTHS[]; };
+uniform int first_step;
+uniform int last_step;
+int gen_step = 0;  // the step being generated
+#else
 layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uint PROMPTS[]; };
+#endif
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
 #if SCORING
 layout(std430, binding = BINDING_TARGETS) readonly restrict buffer Targets { uint TARGETS[]; };
+#endif
+#if SCORING || GENERATE
 layout(std430, binding = BINDING_LOGPROBS) writeonly restrict buffer Logprobs { float LOGPROBS[]; };
 #endif
 
@@ -59,7 +73,11 @@ uint raw_token(int p, int row_len, int i) {
     return prompt_byte(b) | (prompt_byte(b + 1) << 8);
 }
 #else
+#if GENERATE
+int prompt_length(int p, int row_len) { return int(LENGTHS[p]) + gen_step; }
+#else
 int prompt_length(int p, int row_len) { return row_len; }
+#endif
 
 uint raw_token(int p, int row_len, int i) {
     int j = p * row_len + i;
@@ -78,7 +96,9 @@ void stage_windows(int base, int n, int row_len, int t, int group_threads) {
         int length = base + m < n ? prompt_length(base + m, row_len) : 0;
         int count = min(length, CONTEXT_WINDOW);
         bool valid = true;
+#if !GENERATE  // generated rows hold the host-checked prompt and ids the GPU chose
         for (int i = 0; i < length; i++) valid = valid && raw_token(base + m, row_len, i) < uint(VOCAB);
+#endif
         staged_count[m] = count;
         staged_first[m] = length - count;
         staged_valid[m] = valid;
@@ -176,10 +196,34 @@ float target_logit(int prompt, int k, float logit) {
 #endif
 }
 
-// Write prompt p's prediction word and, when scoring, log p(target) = target - top - log(sum).
+// Write prompt p's prediction word and, when scoring, log p(target) = target - top - log(sum); when
+// generating, the step's word, log p(index) = -log(sum), and the id itself after the row's tokens.
 void finish(int p, bool valid, int index, float top, float sum, float target) {
+#if GENERATE
+    int at = gen_step * prompt_count() + p;
+    PREDICTIONS[at] = prediction_word(valid, index, sum);
+    LOGPROBS[at] = -log(sum);
+    int position = p * prompt_row_len() + int(LENGTHS[p]) + gen_step;
+    int word = HEADER_WORDS + position / 2, shift = 16 * (position % 2);
+    PROMPTS[word] = (PROMPTS[word] & ~(0xFFFFu << shift)) | (uint(index) << shift);
+#else
     PREDICTIONS[p] = prediction_word(valid, index, sum);
 #if SCORING
     LOGPROBS[p] = target - top - log(sum);
 #endif
+#endif
 }
+
+#if GENERATE
+// The kernel's forward pass once per step; a step's ids are visible to the group's next step.
+#define MAIN_STEPS(forward)                                                  \
+    void main() {                                                            \
+        for (gen_step = first_step; gen_step < last_step; gen_step++) {      \
+            forward();                                                       \
+            memoryBarrierBuffer();                                           \
+            barrier();                                                       \
+        }                                                                    \
+    }
+#else
+#define MAIN_STEPS(forward) void main() { forward(); }
+#endif

@@ -20,7 +20,7 @@ const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 // first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
 // states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.
 
-void main() {
+void forward() {
     int t = int(gl_LocalInvocationID.x);
     int slice = int(gl_WorkGroupID.x);
     int p = int(gl_WorkGroupID.y);
@@ -131,3 +131,5 @@ void main() {
     }
 #endif
 }
+
+MAIN_STEPS(forward)

@@ -36,7 +36,7 @@ float pooled(int j, int m) { return pool[(j * TILE_M + m) / 4][m % 4]; }
             for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]); \
     }
 
-void main() {
+void forward() {
     int t = int(gl_LocalInvocationID.x);
     int n = prompt_count(), row_len = prompt_row_len();
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
@@ -177,3 +177,5 @@ void main() {
         finish(base + m, staged_valid[m], id, best, total, aimed);
     }
 }
+
+MAIN_STEPS(forward)

@@ -1,6 +1,6 @@
 """Generation on the GPU (docs/FORMATS.md §11) against the oracle's token-by-token replay: greedy on random
-family members, sampled with the specified generator, a prompt alone or among others, seeds, stop strings
-and bad input."""
+family members on every executor, sampled with the specified generator, the top alternatives, streaming, a
+prompt alone or among others, seeds, stop strings and bad input."""
 
 import json
 import re
@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.generation import MAX_NEW_TOKENS, Sampling, stop_row
+from pxgl.executors.fused import refusal
+from pxgl.generation import MAX_NEW_TOKENS, Sampling, StopScanner, TextRow
 from pxgl.loading import load_model
 from pxgl.pxi import read_rgb
 from pxgl.tokenizer import Tokenizer
 
 from tests.cli_process import pxgl
 from tests.models import random_model
+from tests.reference import oracle
 from tests.reference.generation import assert_replays
 from tests.reference.models import params_at, random_architecture, random_rows, write_random_member
 
@@ -44,31 +46,69 @@ def test_greedy_generation_replays_the_oracle_on_random_members(tmp_path, gpu, r
     compared = generated = 0
     for index, (mode, window) in enumerate([("mean", None), ("concat", None), ("attention", None), ("attention", 40)]):
         arch, path, model = random_member(tmp_path, rng, f"m{index}", mode, window)
-        rows = prompts_for(rng, arch, 12)
-        for executor in ("passes", "pxvm"):
+        # 12 prompts: fused's one-group-per-prompt kernel; 70: its tiles of prompts.
+        rows = prompts_for(rng, arch, 70 if index == 2 else 12)
+        fused = [] if refusal(model.spec, gpu) else ["fused"]  # windows past its attention envelope
+        for executor in ("passes", "pxvm", *fused):
             with Engine(model, gpu=gpu, executor=executor) as engine:
                 generation = engine.generate(rows, STEPS)
-            assert generation.tokens.shape == (12, STEPS)
+            assert generation.tokens.shape == (len(rows), STEPS)
             what = f"{executor}, member {index} ({model.spec.architecture.describe()}), seed {seed}"
             # pxvm keeps no logits: its log-probabilities are absent (NaN).
-            logprobs = generation.logprobs if executor == "passes" else None
-            assert executor == "passes" or np.isnan(generation.logprobs).all(), what
+            logprobs = generation.logprobs if executor != "pxvm" else None
+            assert executor != "pxvm" or np.isnan(generation.logprobs).all(), what
             compared += assert_replays(params_at(path), rows, generation.tokens, logprobs, {}, what)
             generated += generation.tokens.size
     assert compared >= generated // 2, f"seed {seed}: only {compared} of {generated} tokens compared"
 
 
-@pytest.mark.parametrize(
-    ("executor", "sampling", "refusal"),
-    [
-        ("fused", Sampling(), "^the fused executor does not generate; use -x passes$"),
-        ("pxvm", Sampling(temperature=1.0), "^the pxvm executor generates greedily only .*; sample with -x passes$"),
-    ],
-)
-def test_executors_refuse_what_they_cannot_generate_naming_passes(tmp_path, gpu, rng, executor, sampling, refusal):
+@pytest.mark.parametrize("executor", ["fused", "pxvm"])
+def test_executors_refuse_what_they_cannot_generate_naming_passes(tmp_path, gpu, rng, executor):
     model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
-    with Engine(model, gpu=gpu, executor=executor) as engine, pytest.raises(PxglError, match=refusal):
-        engine.generate([[1, 2]], 4, sampling)
+    with Engine(model, gpu=gpu, executor=executor) as engine:
+        with pytest.raises(
+            PxglError, match=f"^the {executor} executor generates greedily only .*; sample with -x passes$"
+        ):
+            engine.generate([[1, 2]], 4, Sampling(temperature=1.0))
+        with pytest.raises(PxglError, match=f"^the {executor} executor .*; --logprobs K runs with -x passes$"):
+            engine.generate([[1, 2]], 4, top_logprobs=3)
+
+
+def test_top_alternatives_are_the_oracles_likeliest_tokens(tmp_path, gpu, rng, seed):
+    arch, path, model = random_member(tmp_path, rng, "m", "concat")
+    rows = prompts_for(rng, arch, 5)
+    k = int(rng.integers(1, 21))
+    with Engine(model, gpu=gpu, executor="passes") as engine:
+        generation = engine.generate(rows, 4, Sampling(temperature=1.0, seed=3), top_logprobs=k)
+    assert generation.top_ids.shape == (5, 4, k) and generation.top_logprobs.shape == (5, 4, k)
+    params = params_at(path)
+    for step in range(4):
+        lg = oracle.logits(params, [list(r) + list(generation.tokens[i, :step]) for i, r in enumerate(rows)])
+        for i in range(len(rows)):
+            ranked = sorted(range(len(lg[i])), key=lambda v, row=lg[i]: (-row[v], v))[:k]
+            expected = oracle.log_probabilities(np.repeat(lg[i : i + 1], k, 0), np.array(ranked))
+            what = f"row {i}, step {step}, K {k}, seed {seed}"
+            # ranks may swap only between float32 near-ties
+            tied = np.abs(np.diff(np.sort(lg[i])[::-1][: k + 1])) <= 1e-5 * np.abs(lg[i]).max()
+            if not tied.any():
+                assert generation.top_ids[i, step].tolist() == ranked, what
+            assert np.allclose(generation.top_logprobs[i, step], expected, atol=1e-4, rtol=1e-4), what
+
+
+def test_streaming_yields_the_generation_step_by_step_and_stops_when_closed(tmp_path, gpu, rng, seed):
+    arch, _, model = random_member(tmp_path, rng, "m", "attention")
+    rows = prompts_for(rng, arch, 6)
+    for executor in ("passes", "fused"):
+        with Engine(model, gpu=gpu, executor=executor) as engine:
+            whole = engine.generate(rows, 20)
+            steps = list(engine.stream(rows, 20))
+            assert [s.step for s in steps] == list(range(20)), f"{executor}, seed {seed}"
+            assert np.array_equal(np.stack([s.tokens for s in steps], 1), whole.tokens), f"{executor}, seed {seed}"
+            stream = engine.stream(rows, 20)
+            first = [next(stream) for _ in range(3)]
+            stream.close()  # the GPU work stops; the engine goes on
+            assert np.array_equal(np.stack([s.tokens for s in first], 1), whole.tokens[:, :3])
+            assert np.array_equal(engine.generate(rows, 20).tokens, whole.tokens), f"{executor}, seed {seed}"
 
 
 SETTINGS = [
@@ -110,9 +150,16 @@ def test_a_prompt_generates_the_same_alone_and_among_63_others(tmp_path, gpu, rn
         together = engine.generate(rows, STEPS, sampled)
         alone = engine.generate([rows[0]], STEPS, sampled)
         assert np.array_equal(together.tokens[0], alone.tokens[0]), f"sampled, seed {seed}"
+        # A prompt from another request keeps its own row in the draw, wherever it sits in the batch.
+        moved = engine.generate([rows[1], rows[place]], STEPS, sampled, draw_rows=[1, place])
+        assert np.array_equal(moved.tokens[1], together.tokens[place]), f"draw rows, seed {seed}"
         engine.executor.max_tile = 24  # tiles of 24, 24 and 16 prompts: each row keeps its request index
         tiled = engine.generate(rows, STEPS, sampled)
         assert np.array_equal(tiled.tokens, together.tokens), f"tiled, seed {seed}"
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        together = engine.generate(rows, STEPS)
+        alone = engine.generate([rows[place]], STEPS)
+        assert np.array_equal(together.tokens[place], alone.tokens[0]), f"fused, seed {seed}"
 
 
 def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, seed):
@@ -130,13 +177,28 @@ def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, 
     assert np.array_equal(greedy, zero), f"seed {seed}"
 
 
-def test_stop_strings_cut_generated_bytes_also_mid_token():
-    tokens = [b"ab", b"cd", b"ef", b"gh"]
-    assert stop_row(tokens, [b"zz"]) == (4, b"abcdefgh")
-    assert stop_row(tokens, [b"cd"]) == (1, b"ab")  # on a token boundary: the tokens before it
-    assert stop_row(tokens, [b"de"]) == (1, b"abc")  # mid-token: the stop's token is not returned
-    assert stop_row(tokens, [b"fg", b"bc"]) == (0, b"a")  # the earliest of several
-    assert stop_row(tokens, [b"a"]) == (0, b"")
+def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
+    """TextRow fed token by token against the whole text cut at the earliest stop (an independent rule)."""
+    alphabet = b"abc\xc3\xa9"
+    for trial in range(300):
+        tokens = [bytes(rng.choice(list(alphabet), int(rng.integers(1, 4)))) for _ in range(int(rng.integers(1, 9)))]
+        stops = [bytes(rng.choice(list(alphabet), int(rng.integers(1, 4)))) for _ in range(int(rng.integers(1, 3)))]
+        text = b"".join(tokens)
+        found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+        end = min(found) if found else len(text)
+        row, shown = TextRow(stops), b""
+        for i, token in enumerate(tokens):
+            shown += row.add(i, token, 0.0, [])
+            assert text[:end].startswith(shown), f"trial {trial}, seed {seed}: showed {shown!r} past {text[:end]!r}"
+        shown += row.finish()
+        what = f"trial {trial}, seed {seed}: {tokens} stops {stops}"
+        assert shown == row.data == text[:end], what
+        assert row.stopped == bool(found), what
+        ends = np.cumsum([len(t) for t in tokens])
+        assert [t for t, _, _ in row.kept] == [i for i in range(len(tokens)) if ends[i] <= end], what
+    scanner = StopScanner([b"\n\n"])
+    assert scanner.feed(b"one\n") == b"one" and scanner.feed(b"two") == b"\ntwo"  # held back, then released
+    assert scanner.feed(b"\n") == b"" and scanner.feed(b"\nmore") == b"" and scanner.stopped
 
 
 @pytest.mark.parametrize(
@@ -150,6 +212,8 @@ def test_stop_strings_cut_generated_bytes_also_mid_token():
         (["--top-k", "0"], "top-k must be ≥ 1"),
         (["--stop", ""], "a stop string may not be empty"),
         (["--seed", "-1"], "seed must lie in 0..4294967295"),
+        (["--logprobs", "21"], "alternatives per token must lie in 0..20, got 21"),
+        (["-x", "fused", "-t", "1"], "the fused executor generates greedily only"),
     ],
 )
 def test_bad_generation_input_is_one_line(tmp_path, args, message):

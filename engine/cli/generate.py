@@ -1,6 +1,8 @@
-"""`pxgl generate`: continue prompts for N tokens on the GPU (docs/FORMATS.md §11)."""
+"""`pxgl generate`: continue prompts for N tokens on the GPU (docs/FORMATS.md §11), text shown as it lands."""
 
 import math
+import sys
+from codecs import getincrementaldecoder
 from pathlib import Path
 from typing import Annotated
 
@@ -13,18 +15,37 @@ from .options import BatchOption, DeviceOption, ExecutorOption, JsonOption, Mode
 from .predict import read_prompt_lines
 from .report import emit_json
 
+StepsOption = Annotated[int, typer.Option("-n", "--tokens", help="Tokens to generate per prompt (1..4096).")]
+TemperatureOption = Annotated[float, typer.Option("--temperature", "-t", help="0 (default): greedy.")]
+TopKOption = Annotated[int | None, typer.Option("--top-k", help="Draw only among the K likeliest tokens.")]
+TopPOption = Annotated[float, typer.Option("--top-p", help="Draw only within this much probability mass.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="The draw's seed, 0..2^32-1: same seed, same text.")]
+StopOption = Annotated[
+    list[str] | None, typer.Option("--stop", help="End a row where this text begins (repeatable; not returned).")
+]
+LogprobsOption = Annotated[
+    int, typer.Option("--logprobs", help="With --json: each token's K likeliest alternatives too (0..20).")
+]
+
+
+def generation_executor(executor: str | None, greedy: bool, top_logprobs: int) -> str:
+    """The executor a generation runs on: the one asked for, else the fastest that can (fused generates
+    greedily and reports no alternatives; passes does everything)."""
+    if executor is not None:
+        return executor
+    return "auto" if greedy and top_logprobs == 0 else "passes"
+
 
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="Prompt text (or use --batch).")] = None,
-    steps: Annotated[int, typer.Option("-n", "--tokens", help="Tokens to generate per prompt (1..4096).")] = 16,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 (default): greedy.")] = 0.0,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Draw only among the K likeliest tokens.")] = None,
-    top_p: Annotated[float, typer.Option("--top-p", help="Draw only within this much probability mass.")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="The draw's seed, 0..2^32-1: same seed, same text.")] = 0,
-    stop: Annotated[
-        list[str] | None, typer.Option("--stop", help="End a row where this text begins (repeatable; not returned).")
-    ] = None,
+    steps: StepsOption = 16,
+    temperature: TemperatureOption = 0.0,
+    top_k: TopKOption = None,
+    top_p: TopPOption = 1.0,
+    seed: SeedOption = 0,
+    stop: StopOption = None,
+    logprobs: LogprobsOption = 0,
     batch: BatchOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the generated tokens as a token texture (.pxi).")
@@ -34,40 +55,69 @@ def generate(
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps."""
+    """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
+    prompt's text is printed as it is generated."""
     from ..engine import Engine
-    from ..generation import Sampling, check_steps, check_stops, stop_row
+    from ..generation import Sampling, check_steps, check_stops, check_top_logprobs, follow_text
     from ..loading import open_model
     from ..pxi import encode_tokens, write_rgb
 
     if (prompt is None) == (batch is None):
         raise PxglError("give a PROMPT or --batch FILE (one of them)")
     check_steps(steps)
+    check_top_logprobs(logprobs)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
     check_outputs([(out, "--out")], [*model_files(model), batch])
     prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
     if prompts == [""]:
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
-    runnable = open_model(model, executor or "passes")
+    runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
     rows = [tokenizer.encode(text) for text in prompts]
+    live = len(prompts) == 1 and not as_json
+    decoder = getincrementaldecoder("utf-8")(errors="replace")
+    if live:
+        sys.stdout.write(prompts[0])
+        sys.stdout.flush()
+
+    def show(row: int, data: bytes) -> None:
+        sys.stdout.write(decoder.decode(data))
+        sys.stdout.flush()
+
     with Engine(runnable, device=one_device(device)) as engine:
-        generation = engine.generate(rows, steps, sampling)
+        stream = engine.stream(rows, steps, sampling, top_logprobs=logprobs)
+        answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
+    if live:
+        sys.stdout.write(decoder.decode(b"", final=True) + "\n")
     if out is not None:
-        write_rgb(out, encode_tokens(generation.tokens.tolist(), runnable.model.spec.vocab_size))
-    for text, tokens, logprobs in zip(prompts, generation.tokens, generation.logprobs, strict=True):
-        token_bytes = [tokenizer.token_bytes(int(t)) for t in tokens]
-        kept, data = stop_row(token_bytes, stops)
-        answer = data.decode("utf-8", errors="replace")
-        if as_json:
-            record = {
-                "prompt": text,
-                "text": answer,
-                "tokens": [int(t) for t in tokens[:kept]],
-                "logprobs": [None if math.isnan(p) else round(float(p), 6) for p in logprobs[:kept]],
-                "stopped": len(data) < sum(map(len, token_bytes)),
-            }
-            emit_json(record | ({"out": str(out)} if out is not None else {}))
-        else:
-            typer.echo(f"{text}{answer}")
+        # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
+        strips = [[token for token, _, _ in answer.steps] for answer in answers]
+        write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
+    for text, answer in zip(prompts, answers, strict=True):
+        if live:
+            continue
+        decoded = answer.data.decode("utf-8", errors="replace")
+        if not as_json:
+            typer.echo(f"{text}{decoded}")
+            continue
+        record = {
+            "prompt": text,
+            "text": decoded,
+            "tokens": [token for token, _, _ in answer.kept],
+            "logprobs": [json_float(logp) for _, logp, _ in answer.kept],
+            "stopped": answer.stopped,
+        }
+        if logprobs:
+            record["top_logprobs"] = [
+                [
+                    {"id": i, "text": tokenizer.token_bytes(i).decode("utf-8", "replace"), "logprob": json_float(lp)}
+                    for i, lp in alternatives
+                ]
+                for _, _, alternatives in answer.kept
+            ]
+        emit_json(record | ({"out": str(out)} if out is not None else {}))
+
+
+def json_float(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)

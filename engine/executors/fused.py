@@ -217,6 +217,7 @@ def run_constants(base: Constants, group_prompts: int, layout: str, scoring: boo
     return base | {
         "PROMPTS_AS_PIXELS": int(layout == PIXELS),
         "SCORING": int(scoring),
+        "GENERATE": 0,
         "GROUP_PROMPTS": group_prompts,
         "STAGED_IDS": group_prompts * base.int("STAGE_W"),
         "HEAD_SPAN": group_prompts * base.int("HEAD_DIM") if attention else 1,

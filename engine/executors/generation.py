@@ -1,19 +1,33 @@
-"""GPU-resident generation (docs/FORMATS.md §11): each step copies every row's window out of the generated
-texture into the token texture and runs the executor's forward pass; then, for passes, a sampling pass over
-the logits stores the chosen token (greedy or drawn) in the row's next column, and for pxvm (no logits on
-the GPU: greedy only) an append pass copies its prediction pixel's id there. All steps of a tile are one
-submission; the host reads the generated texture and the log-probabilities once, at the end."""
+"""GPU-resident generation (docs/FORMATS.md §11): each executor turns a tile of prompts into a job whose
+steps run on the GPU with no trip to the host between tokens, and every job writes the same step outputs
+(mapped host memory, [step][row]): the chosen token's prediction word (§5 bytes), its log-probability and
+the likeliest alternatives.
+
+    passes  each step copies every row's window out of the generated texture into the token texture, runs
+            the forward pass, then a sampling pass over the logits stores the chosen token (greedy or drawn)
+            in the row's next column;
+    pxvm    the same with its pxVM run, then an append pass copies its prediction pixel's id there (greedy);
+    fused   one dispatch runs a chunk of steps, each work group looping over its rows' steps (greedy;
+            fused_generation.py).
+
+Steps are submitted in chunks, each closed by a fence: `stream_tile` submits the next chunk before it waits
+for one, so the GPU never idles while the host reads what has landed."""
 
 import dataclasses
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from ..constants import TOKEN_MARK, WRITTEN_ALPHA
+from ..constants import POISON_WORD, TOKEN_MARK, WRITTEN_ALPHA
 from ..errors import PxglError
-from ..generation import Sampling
-from ..gl import GLBackend, Texture
-from ..kernel import TOP1_SOFTMAX_SHARED, Image, Kernel, Shared, Uniform
+from ..generation import GeneratedStep, Sampling
+from ..gl import GLBackend, MappedBuffer, Texture
+from ..kernel import TOP1_SOFTMAX_SHARED, Image, Kernel, Shared, Storage, Uniform
+from .fused import FusedExecutor
+from .fused_generation import FusedGeneration
 from .passes import PassesExecutor, forward
 from .protocol import largest_pow2_group, model_constants, next_pow2
 from .pxvm import PxvmExecutor
@@ -34,10 +48,14 @@ GENERATE_SAMPLE = Kernel(
         Image("kept", "r32f", read=True, write=True),
         Image("lengths", "rgba8ui", read=True),
         Image("generated", "rgba8ui", write=True),
-        Image("logprobs_out", "r32f", write=True),
+        Storage("draw_rows"),
+        Storage("words"),
+        Storage("logprobs"),
+        Storage("alternatives"),
         Uniform("step"),
+        Uniform("rows"),
+        Uniform("top_count"),
         Uniform("seed"),
-        Uniform("row_base"),
         Uniform("temperature"),
         Uniform("top_k"),
         Uniform("top_p"),
@@ -50,25 +68,132 @@ GENERATE_APPEND = Kernel(
         Image("prediction_in", "rgba8ui", read=True),
         Image("lengths", "rgba8ui", read=True),
         Image("generated", "rgba8ui", write=True),
+        Storage("words"),
         Uniform("step"),
         Uniform("rows"),
     ),
 )
 SAMPLE_MAX_THREADS = 256
 APPEND_GROUP = 64
+STREAM_CHUNK_MAX = 32
+"""Steps a streamed chunk grows to (1, 2, 4, … steps): the first token soon, later ones in fewer fences."""
 
 
-def check_generates(name: str, executor: object, sampling: Sampling) -> None:
+def check_generates(name: str, executor: object, sampling: Sampling, top_count: int) -> None:
     """Refuse, in one line naming one that does, what an executor cannot generate."""
-    if isinstance(executor, PxvmExecutor) and sampling.temperature > 0:
-        raise PxglError("the pxvm executor generates greedily only (it keeps no logits); sample with -x passes")
-    if not isinstance(executor, PassesExecutor | PxvmExecutor):
+    if isinstance(executor, PassesExecutor):
+        return
+    if not isinstance(executor, PxvmExecutor | FusedExecutor):
         raise PxglError(f"the {name} executor does not generate; use -x passes")
+    if sampling.temperature > 0:
+        raise PxglError(f"the {name} executor generates greedily only (it keeps no logits); sample with -x passes")
+    if top_count:
+        raise PxglError(f"the {name} executor keeps only the chosen token; --logprobs K runs with -x passes")
+
+
+def tile_rows(gpu: GLBackend, max_tile: int, window: int, steps: int, top_count: int) -> int:
+    """Prompts a generation tile holds: the executor's tile, with its step outputs and its rows of ids each
+    within one storage binding and its rows within a texture's side."""
+    per_row = max(steps * max(4, 8 * top_count), 2 * (window + steps + 1))
+    return max(1, min(max_tile, gpu.limits.max_storage_block_size // per_row, gpu.limits.max_texture_size))
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    """What every generating job writes, in mapped host memory, [step][row] (alternatives [step][row][j])."""
+
+    rows: int
+    steps: int
+    top_count: int
+    words: MappedBuffer
+    logprobs: MappedBuffer
+    alternatives: MappedBuffer
+
+    @staticmethod
+    def allocate(gpu: GLBackend, rows: int, steps: int, top_count: int) -> "StepOutputs":
+        cells = rows * steps
+        outputs = StepOutputs(
+            rows,
+            steps,
+            top_count,
+            gpu.mapped_buffer(4 * cells, "generated words"),
+            gpu.mapped_buffer(4 * cells, "generated log-probabilities"),
+            gpu.mapped_buffer(max(8 * cells * top_count, 8), "alternatives"),
+        )
+        outputs.words.view.view(np.uint32)[:] = POISON_WORD
+        outputs.logprobs.view.view(np.float32)[:] = np.nan
+        return outputs
+
+    def release(self, gpu: GLBackend) -> None:
+        for mapped in (self.words, self.logprobs, self.alternatives):
+            gpu.release_mapped(mapped)
+
+    def step(self, s: int, row_base: int) -> GeneratedStep:
+        """Step s of every row, copied out of the mapped memory; refused if the GPU left a row unwritten."""
+        n, k = self.rows, self.top_count
+        words = self.words.view.view(np.uint32)[s * n : (s + 1) * n]
+        unwritten = np.flatnonzero(words >> 24 != WRITTEN_ALPHA)
+        if unwritten.size:
+            raise PxglError(
+                f"the GPU left generated token {s} of prompt {int(unwritten[0]) + row_base} unwritten; its driver "
+                "misbehaved: try another --device"
+            )
+        pairs = self.alternatives.view.view(np.uint32)[2 * s * n * k : 2 * (s + 1) * n * k].reshape(n, k, 2)
+        return GeneratedStep(
+            step=s,
+            tokens=(words & 0xFFFF).astype(np.int64),
+            logprobs=self.logprobs.view.view(np.float32)[s * n : (s + 1) * n].copy(),
+            top_ids=pairs[..., 0].astype(np.int64),
+            top_logprobs=pairs[..., 1].copy().view(np.float32),
+        )
+
+
+class GenerationJob(Protocol):
+    def submit(self, first: int, last: int) -> None:
+        """Issue steps first..last - 1 (after those before them)."""
+
+    def close(self) -> None: ...
+
+
+def stream_tile(
+    gpu: GLBackend, job: GenerationJob, outputs: StepOutputs, row_base: int, chunks: Sequence[int]
+) -> Iterator[GeneratedStep]:
+    """Run the job's steps in chunks of the given sizes (repeating the last), yielding each step once its
+    chunk's fence has passed; the next chunk is already on the GPU meanwhile. Closing the iterator early
+    stops issuing steps."""
+    pending: deque[tuple[int, int, int]] = deque()
+    sizes = iter(chunks)
+    size, first = next(sizes), 0
+    try:
+        while first < outputs.steps or pending:
+            if first < outputs.steps:
+                last = min(first + size, outputs.steps)
+                job.submit(first, last)
+                gpu.mapped_read_barrier()
+                pending.append((first, last, gpu.fence()))
+                gpu.flush()
+                first, size = last, next(sizes, size)
+                if len(pending) < 2 and first < outputs.steps:
+                    continue
+            done_first, done_last, fence = pending.popleft()
+            gpu.wait(fence)
+            for s in range(done_first, done_last):
+                yield outputs.step(s, row_base)
+    finally:
+        for _, _, fence in pending:  # the GPU is done with the job's buffers before they are freed
+            gpu.wait(fence)
+        job.close()
+
+
+def stream_chunks(steps: int, streaming: bool) -> list[int]:
+    """Chunk sizes: all steps in one submission, or, streaming, 1, 2, 4, … up to STREAM_CHUNK_MAX."""
+    if not streaming:
+        return [steps]
+    return [1 << i for i in range(STREAM_CHUNK_MAX.bit_length())]
 
 
 def pixel_rows(ids: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
-    """(B, width, 4) RGBA8 token pixels: row r's first lengths[r] ids, then (0, 0, 0, 0); alpha 0, so a
-    generated column the GPU fails to write (alpha WRITTEN_ALPHA) shows."""
+    """(B, width, 4) RGBA8 token pixels: row r's first lengths[r] ids, then (0, 0, 0, 0)."""
     pixels = np.zeros((len(ids), width, 4), np.uint8)
     used = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     pixels[:, : ids.shape[1], 0] = np.where(used, ids % 256, 0)
@@ -77,116 +202,114 @@ def pixel_rows(ids: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     return pixels
 
 
-def passes_step(
-    executor: PassesExecutor, n: int, sampling: Sampling, row_base: int, textures: dict[str, Texture]
-) -> Callable[[int], None]:
-    """One step's forward pass and sampling pass, reading the window texture, writing `generated`."""
-    gpu, spec, programs = executor.gpu, executor.spec, executor.programs
-    act = executor.activations(n)
-    step_act = dataclasses.replace(act, tokens=textures["window"])
-    kept = textures["kept"] = gpu.float_image(act.logits.width, act.logits.height, "T_kept")
-    group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(spec.vocab_size)))
-    sample = gpu.program(GENERATE_SAMPLE, programs.constants, group)
-    top_k = min(sampling.top_k or spec.vocab_size, spec.vocab_size)
+class TextureGeneration:
+    """passes and pxvm: the generated texture, each step's window copied out of it, the step run over the
+    window by the executor, then its token stored back (GENERATE_SAMPLE for passes, GENERATE_APPEND for pxvm)."""
 
-    def step(index: int) -> None:
-        forward(gpu, spec, programs, executor.weights, step_act, n)
-        gpu.run(
-            sample,
-            (n, 1, 1),
-            logits_in=act.logits,
-            kept=kept,
-            lengths=textures["lengths"],
-            generated=textures["generated"],
-            logprobs_out=textures["logprobs"],
-            step=index,
-            seed=sampling.seed,
-            row_base=row_base,
-            temperature=sampling.temperature,
-            top_k=top_k,
-            top_p=sampling.top_p,
+    def __init__(
+        self,
+        executor: PassesExecutor | PxvmExecutor,
+        ids: np.ndarray,
+        lengths: np.ndarray,
+        sampling: Sampling,
+        draw_rows: np.ndarray,
+        outputs: StepOutputs,
+    ) -> None:
+        gpu = self.gpu = executor.gpu
+        n, window = len(ids), executor.spec.context_window
+        self.executor, self.sampling, self.outputs, self.n = executor, sampling, outputs, n
+        length_pixels = np.zeros((n, 1, 4), np.uint8)
+        length_pixels[:, 0, 0], length_pixels[:, 0, 1] = lengths % 256, lengths // 256
+        width = int(lengths.max()) + outputs.steps
+        gpu.check_size(width, n, "generated token texture")
+        self.textures: dict[str, Texture] = {
+            "generated": gpu.rgba8ui_image(width, n, "generated token texture"),
+            "lengths": gpu.rgba8ui_image(1, n, "prompt lengths"),
+            "window": gpu.rgba8ui_image(window, n, "generation window"),
+        }
+        gpu.write(self.textures["generated"], pixel_rows(ids, lengths, width))
+        gpu.write(self.textures["lengths"], length_pixels)
+        self.draw_rows = gpu.storage_buffer(4 * n, "draw rows")
+        gpu.write_storage(self.draw_rows, np.ascontiguousarray(draw_rows, np.uint32))
+        constants = model_constants(executor.spec)
+        self.window_program = gpu.program(
+            GENERATE_WINDOW, constants, largest_pow2_group(gpu, min(64, next_pow2(window)))
         )
-
-    return step
-
-
-def pxvm_step(executor: PxvmExecutor, n: int, textures: dict[str, Texture]) -> Callable[[int], None]:
-    """One step's pxVM run over the window texture, then its prediction's id appended to `generated`."""
-    gpu = executor.gpu
-    tile = executor.tile(n)
-    append = gpu.program(GENERATE_APPEND, model_constants(executor.spec), largest_pow2_group(gpu, APPEND_GROUP))
-
-    def step(index: int) -> None:
-        executor.dispatch(n, textures["window"], tile)
-        gpu.run(
-            append,
-            (-(-n // append.local_size), 1, 1),
-            prediction_in=tile.prediction,
-            lengths=textures["lengths"],
-            generated=textures["generated"],
-            step=index,
-            rows=n,
-        )
-
-    return step
-
-
-def generate_tile(
-    executor: PassesExecutor | PxvmExecutor,
-    ids: np.ndarray,
-    lengths: np.ndarray,
-    steps: int,
-    sampling: Sampling,
-    row_base: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, P) int ids, each row's last ≤ context_window prompt tokens left-aligned, and their counts →
-    (n, steps) generated ids and (n, steps) float32 log-probabilities (NaN from pxvm, which keeps no
-    logits). n ≤ executor.max_tile; check_generates has accepted the executor and the sampling."""
-    gpu: GLBackend = executor.gpu
-    n, window = len(ids), executor.spec.context_window
-    width = int(lengths.max()) + steps
-    length_pixels = np.zeros((n, 1, 4), np.uint8)
-    length_pixels[:, 0, 0], length_pixels[:, 0, 1] = lengths % 256, lengths // 256
-    textures = {
-        "generated": gpu.rgba8ui_image(width, n, "generated token texture"),
-        "lengths": gpu.rgba8ui_image(1, n, "prompt lengths"),
-        "window": gpu.rgba8ui_image(window, n, "generation window"),
-        "logprobs": gpu.float_image(steps, n, "T_generated_logprobs"),
-    }
-    try:
-        gpu.write(textures["generated"], pixel_rows(ids, lengths, width))
-        gpu.write(textures["lengths"], length_pixels)
-        gpu.write(textures["logprobs"], np.full((n, steps), np.nan, np.float32))
         if isinstance(executor, PassesExecutor):
-            forward_and_choose = passes_step(executor, n, sampling, row_base, textures)
+            self.act = executor.activations(n)
+            self.step_act = dataclasses.replace(self.act, tokens=self.textures["window"])
+            self.textures["kept"] = gpu.float_image(self.act.logits.width, self.act.logits.height, "T_kept")
+            group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(executor.spec.vocab_size)))
+            self.choose = gpu.program(GENERATE_SAMPLE, executor.programs.constants, group)
         else:
-            forward_and_choose = pxvm_step(executor, n, textures)
-        window_program = gpu.program(
-            GENERATE_WINDOW, model_constants(executor.spec), largest_pow2_group(gpu, min(64, next_pow2(window)))
-        )
-        for step in range(steps):
+            self.tile = executor.tile(n)
+            self.choose = gpu.program(GENERATE_APPEND, constants, largest_pow2_group(gpu, APPEND_GROUP))
+
+    def submit(self, first: int, last: int) -> None:
+        gpu, n, textures, outputs = self.gpu, self.n, self.textures, self.outputs
+        for step in range(first, last):
             gpu.run(
-                window_program,
-                (-(-window // window_program.local_size), n, 1),
+                self.window_program,
+                (-(-self.executor.spec.context_window // self.window_program.local_size), n, 1),
                 generated=textures["generated"],
                 lengths=textures["lengths"],
                 window_out=textures["window"],
                 step=step,
             )
             gpu.barrier()
-            forward_and_choose(step)
+            if isinstance(self.executor, PassesExecutor):
+                executor, sampling = self.executor, self.sampling
+                forward(gpu, executor.spec, executor.programs, executor.weights, self.step_act, n)
+                gpu.run(
+                    self.choose,
+                    (n, 1, 1),
+                    logits_in=self.act.logits,
+                    kept=textures["kept"],
+                    lengths=textures["lengths"],
+                    generated=textures["generated"],
+                    draw_rows=self.draw_rows,
+                    words=outputs.words,
+                    logprobs=outputs.logprobs,
+                    alternatives=outputs.alternatives,
+                    step=step,
+                    rows=n,
+                    top_count=outputs.top_count,
+                    seed=sampling.seed,
+                    temperature=sampling.temperature,
+                    top_k=min(sampling.top_k or executor.spec.vocab_size, executor.spec.vocab_size),
+                    top_p=sampling.top_p,
+                )
+            else:
+                self.executor.dispatch(n, textures["window"], self.tile)
+                gpu.run(
+                    self.choose,
+                    (-(-n // self.choose.local_size), 1, 1),
+                    prediction_in=self.tile.prediction,
+                    lengths=textures["lengths"],
+                    generated=textures["generated"],
+                    words=outputs.words,
+                    step=step,
+                    rows=n,
+                )
             gpu.barrier()
-        pixels = gpu.read_uint8(textures["generated"])
-        columns = lengths[:, None] + np.arange(steps)[None, :]
-        chosen = pixels[np.arange(n)[:, None], columns].astype(np.int64)
-        unwritten = np.argwhere(chosen[..., 3] != WRITTEN_ALPHA)
-        if unwritten.size:
-            row, step = (int(v) for v in unwritten[0])
-            raise PxglError(
-                f"the GPU left generated token {step} of prompt {row + row_base} unwritten; its driver "
-                "misbehaved: try another --device"
-            )
-        return chosen[..., 0] + 256 * chosen[..., 1], gpu.read_float(textures["logprobs"]).copy()
-    finally:
-        for texture in textures.values():
+
+    def close(self) -> None:
+        for texture in self.textures.values():
             texture.release()
+        self.gpu.release_storage(self.draw_rows)
+
+
+def generation_job(
+    executor: object,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    sampling: Sampling,
+    draw_rows: np.ndarray,
+    outputs: StepOutputs,
+) -> GenerationJob:
+    """(n, P) int ids, each row's last ≤ context_window prompt tokens left-aligned, and their counts → the
+    executor's job (check_generates has accepted the executor and the request)."""
+    if isinstance(executor, FusedExecutor):
+        return FusedGeneration(executor, ids, lengths, outputs)
+    assert isinstance(executor, PassesExecutor | PxvmExecutor)
+    return TextureGeneration(executor, ids, lengths, sampling, draw_rows, outputs)

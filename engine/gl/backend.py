@@ -304,6 +304,14 @@ class GLBackend:
         """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
         self._gl.wait_fence(self._gl.fence())
 
+    def fence(self) -> int:
+        """A fence behind the commands issued so far; `wait` on it exactly once (that frees it)."""
+        return self._gl.fence()
+
+    def wait(self, fence: int) -> None:
+        """Block until the commands before `fence` have finished, then free it."""
+        self._gl.wait_fence(fence)
+
     def flush(self) -> None:
         """Send the commands issued so far to the GPU without waiting for them."""
         self._gl.flush()

@@ -1,0 +1,95 @@
+"""Greedy generation on the fused executor (docs/FORMATS.md §11): the fused kernels compiled with GENERATE
+run a chunk of steps in one dispatch. Each work group owns its rows (one prompt in fused_small, TILE_M in
+fused_tiles) and loops over the steps, appending each chosen id to its rows in device memory, so no step
+waits for the host or for another work group."""
+
+import numpy as np
+
+from ..gl import GLBackend
+from ..kernel import Constants, Kernel, Storage, Uniform
+from .fused import (
+    HEADER_BYTES,
+    IDS,
+    RUN,
+    SMALL_SHARED,
+    TILES_SHARED,
+    FusedExecutor,
+    small_constants,
+    tile_constants,
+)
+from .fused_weights import grid
+from .protocol import ceil_div
+
+STEPS = (Storage("lengths"), Storage("logprobs"), Uniform("first_step"), Uniform("last_step"))
+FUSED_SMALL_GENERATE = Kernel("fused_small", (*RUN, Storage("scratch"), *STEPS), shared=SMALL_SHARED)
+FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED)
+GENERATE_THREADS = 256
+"""Threads of the work group that generates one prompt (fused_small, SPLIT 1): a lone stream's step is one
+group's latency, so it gets more threads than a prediction's slice."""
+
+
+def one_group_constants(executor: FusedExecutor, threads: int) -> Constants:
+    """fused_small's constants with the whole vocabulary in one work group of `threads` threads."""
+    columns4 = executor.constants.int("VOCAB_PAD") // 4
+    return small_constants(executor.constants, IDS) | {
+        "GENERATE": 1,
+        "SPLIT": 1,
+        "SMALL_THREADS": threads,
+        "COLUMN_THREADS": min(1 << (columns4.bit_length() - 1), threads),
+    }
+
+
+def small_program_shape(executor: FusedExecutor) -> tuple[Constants, int]:
+    """The largest power-of-two group up to GENERATE_THREADS that fits the GPU's limits."""
+    gpu: GLBackend = executor.gpu
+    limits = gpu.limits
+    threads = min(GENERATE_THREADS, limits.max_work_group_invocations, limits.max_work_group_size[0])
+    threads = 1 << (threads.bit_length() - 1)
+    while threads > 1:
+        constants = one_group_constants(executor, threads)
+        if FUSED_SMALL_GENERATE.shared_bytes(constants, threads) <= limits.max_shared_memory:
+            return constants, threads
+        threads //= 2
+    return one_group_constants(executor, 1), 1
+
+
+class FusedGeneration:
+    """A tile's rows in device memory (uint16 ids, prompt then generated, an even number a row) and the
+    program that runs steps over them."""
+
+    def __init__(self, executor: FusedExecutor, ids: np.ndarray, lengths: np.ndarray, outputs) -> None:
+        gpu = self.gpu = executor.gpu
+        n = len(ids)
+        row_len = 2 * ceil_div(int(lengths.max()) + outputs.steps, 2)  # even: rows never share a word
+        rows = np.zeros((n, row_len), np.uint16)
+        rows[:, : ids.shape[1]] = ids
+        self.prompts = gpu.storage_buffer(HEADER_BYTES + rows.nbytes, "generated rows")
+        gpu.write_storage(self.prompts, np.array([n, row_len, 0, 0], np.uint32))
+        gpu.write_storage(self.prompts, rows, HEADER_BYTES)
+        self.lengths = gpu.storage_buffer(4 * n, "prompt lengths")
+        gpu.write_storage(self.lengths, np.ascontiguousarray(lengths, np.uint32))
+        self.outputs = outputs
+        self.resources = executor.prepared.resources() | {
+            "prompts": self.prompts,
+            "lengths": self.lengths,
+            "predictions": outputs.words,
+            "logprobs": outputs.logprobs,
+        }
+        config = executor.config
+        if n <= config.small_max or not config.tile_m:
+            constants, threads = small_program_shape(executor)
+            self.program = gpu.program(FUSED_SMALL_GENERATE, constants, threads)
+            self.groups = (1, n, 1)
+            self.resources["scratch"] = executor.scratch
+        else:
+            constants = tile_constants(executor.constants, config, IDS) | {"GENERATE": 1}
+            self.program = gpu.program(FUSED_TILES_GENERATE, constants, config.tile_threads)
+            self.groups = grid(ceil_div(n, config.tile_m))
+
+    def submit(self, first: int, last: int) -> None:
+        self.gpu.storage_barrier()  # the previous chunk's ids are visible to this one
+        self.gpu.run(self.program, self.groups, **self.resources, first_step=first, last_step=last)
+
+    def close(self) -> None:
+        self.gpu.release_storage(self.prompts)
+        self.gpu.release_storage(self.lengths)
