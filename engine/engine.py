@@ -34,7 +34,7 @@ from .model import Model
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
 
-FIELDS_BY_ROW = ("tokens", "logprobs", "top_ids", "top_logprobs")
+FIELDS_BY_ROW = ("tokens", "confidences", "logprobs", "top_ids", "top_logprobs")
 BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
 

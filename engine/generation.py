@@ -63,6 +63,8 @@ class GeneratedStep:
     step: int
     tokens: np.ndarray
     """(B,) int64 ids."""
+    confidences: np.ndarray
+    """(B,) uint8: each token's prediction-pixel confidence byte, round(255 p) (§5)."""
     logprobs: np.ndarray
     """(B,) float32 log p of each token under the model (temperature 1, §11); NaN from an executor that keeps
     no logits (pxvm)."""
@@ -78,6 +80,8 @@ class Generation:
 
     tokens: np.ndarray
     """(B, N) int64 ids, row r prompt r's generated tokens in order."""
+    confidences: np.ndarray
+    """(B, N) uint8, as GeneratedStep.confidences."""
     logprobs: np.ndarray
     """(B, N) float32, as GeneratedStep.logprobs."""
     top_ids: np.ndarray
@@ -89,6 +93,7 @@ class Generation:
     def of(steps: Sequence[GeneratedStep]) -> "Generation":
         return Generation(
             np.stack([s.tokens for s in steps], axis=1),
+            np.stack([s.confidences for s in steps], axis=1),
             np.stack([s.logprobs for s in steps], axis=1),
             np.stack([s.top_ids for s in steps], axis=1),
             np.stack([s.top_logprobs for s in steps], axis=1),
@@ -132,26 +137,43 @@ class StopScanner:
         return out
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One generated token of one prompt."""
+
+    token: int
+    confidence: int
+    logprob: float
+    alternatives: list[tuple[int, float]]
+    """(id, log p) of the likeliest tokens, likeliest first."""
+
+    @staticmethod
+    def of(step: GeneratedStep, row: int) -> "Choice":
+        alternatives = zip(step.top_ids[row].tolist(), step.top_logprobs[row].tolist(), strict=True)
+        return Choice(int(step.tokens[row]), int(step.confidences[row]), float(step.logprobs[row]), list(alternatives))
+
+
 class TextRow:
     """One prompt's answer as its tokens arrive: the bytes to show now (`add`), and at the end the tokens
-    wholly before its stop (§11), their log-probabilities and alternatives, and the text."""
+    wholly before its stop (§11) and the text."""
 
     def __init__(self, stops: Sequence[bytes]) -> None:
         self.scanner = StopScanner(stops)
         self.ends: list[int] = []
-        self.steps: list[tuple[int, float, list[tuple[int, float]]]] = []
+        self.steps: list[Choice] = []
+        """Every token taken: up to the one the stop string begins in."""
         self.data = b""
 
     @property
     def stopped(self) -> bool:
         return self.scanner.stopped
 
-    def add(self, token: int, token_bytes: bytes, logprob: float, alternatives: list[tuple[int, float]]) -> bytes:
+    def add(self, choice: Choice, token_bytes: bytes) -> bytes:
         """Take the row's next token; the bytes that can be shown now."""
         if self.stopped:
             return b""
         self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
-        self.steps.append((token, logprob, alternatives))
+        self.steps.append(choice)
         out = self.scanner.feed(token_bytes)
         self.data += out
         return out
@@ -162,8 +184,8 @@ class TextRow:
         return out
 
     @property
-    def kept(self) -> list[tuple[int, float, list[tuple[int, float]]]]:
-        """(token, log p, alternatives) of the tokens wholly before the stop (every token without one)."""
+    def kept(self) -> list[Choice]:
+        """The tokens wholly before the stop (every token without one)."""
         end = self.scanner.stop_at
         return self.steps if end is None else [s for s, e in zip(self.steps, self.ends, strict=True) if e <= end]
 
@@ -183,9 +205,8 @@ def follow_text(
             for r, row in enumerate(rows):
                 if row.stopped:
                     continue
-                token = int(step.tokens[r])
-                alternatives = list(zip(step.top_ids[r].tolist(), step.top_logprobs[r].tolist(), strict=True))
-                data = row.add(token, token_bytes(token), float(step.logprobs[r]), alternatives)
+                choice = Choice.of(step, r)
+                data = row.add(choice, token_bytes(choice.token))
                 if data and on_bytes is not None:
                     on_bytes(r, data)
             if all(row.stopped for row in rows):

@@ -173,7 +173,8 @@ void main() {
         uint id = uint(chosen);
         imageStore(generated, ivec2(column, row), uvec4(id & 255u, id >> 8u, uint(TOKEN_MARK), uint(WRITTEN_ALPHA)));
         float logp = TOP1_VALUE(row, chosen) - top - log(exp_sum);
-        uint confidence = uint(floor(255.0 * exp(logp) + 0.5));
+        // as glsl/argmax.comp rounds it for the top token (exp(0) = 1): the prediction pixel infer gives
+        uint confidence = uint(floor(255.0 * exp(TOP1_VALUE(row, chosen) - top) / exp_sum + 0.5));
         WORDS[step * rows + row] = id | (confidence << 16u) | (uint(WRITTEN_ALPHA) << 24u);
         LOGPROBS[step * rows + row] = logp;
     }

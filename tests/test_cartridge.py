@@ -129,7 +129,7 @@ def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatc
     assert code == 0, err
     assert json.loads(out)["members"] == json.loads(read_members(path)["manifest.json"])["members"]
     code, out, err = pxgl(
-        monkeypatch, capsys, "ask", "-m", "cli.pxa", prompt, "-x", executor, "-o", "ask.pxi", "--json"
+        monkeypatch, capsys, "ask", "-m", "cli.pxa", prompt, "-x", executor, "-o", "ask.pxi", "--json", "-n", "1"
     )
     assert code == 0, err
     asked = json.loads(out)
@@ -149,8 +149,8 @@ def test_ask_and_run_give_the_pixel_infer_gives(cart, tmp_path, seed, monkeypatc
     ids = tokenizer.encode(prompt)
     oracle.assert_agrees(ask, oracle_logits(path, [ids]), f"seed {seed}")
     (token,), (conf,) = decode_predictions(ask)
-    assert asked["id"] == token and asked["pixel"] == ask[0, 0].tolist()
-    assert asked["text"] == tokenizer.decode([token]) and asked["confidence"] == round(int(conf) / 255, 4)
+    assert asked["tokens"] == [token] and asked["pixels"] == [ask[0, 0].tolist()]
+    assert asked["text"] == tokenizer.decode([token]) and asked["confidences"] == [round(int(conf) / 255, 4)]
 
 
 def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, capsys):
@@ -158,13 +158,18 @@ def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("COLORTERM", "truecolor")
-    code, out, err = pxgl(monkeypatch, capsys, "ask", "-m", str(path), "some prompt")
+    code, out, err = pxgl(monkeypatch, capsys, "ask", "-m", str(path), "some prompt", "-n", "6")
     assert code == 0, err
-    r, g, b = read_rgb(tmp_path / "output_token.pxi")[0, 0].tolist()
-    token = r + 256 * g
-    text = Tokenizer.load(model.tokenizer_path).decode([token])
-    assert f"\x1b[38;2;{r};{g};{b}m██" in out, f"no 24-bit colour block for pixel {(r, g, b)} in {out!r}"
-    assert repr(text) in out and f"id {token}" in out and f"confidence {b / 255:.1%}" in out
+    pixels = read_rgb(tmp_path / "output_token.pxi")
+    assert pixels.shape == (6, 1, 3)  # one prediction pixel per token of the answer
+    tokenizer = Tokenizer.load(model.tokenizer_path)
+    tokens = [r + 256 * g for r, g, _ in pixels[:, 0].tolist()]
+    assert out.startswith("some prompt" + tokenizer.decode(tokens)), out
+    for r, g, b in pixels[:, 0].tolist():
+        assert f"\x1b[38;2;{r};{g};{b}m██" in out, f"no 24-bit colour block for pixel {(r, g, b)} in {out!r}"
+    r, g, b = pixels[0, 0].tolist()
+    first = tokenizer.decode([tokens[0]])
+    assert repr(first) in out and f"id {tokens[0]}" in out and f"confidence {b / 255:.1%}" in out
 
 
 def test_shader_members_are_a_record_never_a_gate(cart, tmp_path, seed, monkeypatch, capsys):
@@ -287,14 +292,14 @@ def test_committed_cartridges_are_valid_and_answer_like_infer(tmp_path, seed, ca
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout.splitlines()[-1]) if "--json" in args else {}
 
-    asked = pxgl_process("ask", "-m", str(cartridge), DEMO_PROMPT, "-o", "ask.pxi", "--json")
+    asked = pxgl_process("ask", "-m", str(cartridge), DEMO_PROMPT, "-o", "ask.pxi", "--json", "-n", "1")
     pxgl_process("infer", "-m", "pixellm_v0", DEMO_PROMPT, "-o", "infer.pxi", "--tokens-out", "tokens.pxi")
     pxgl_process("run", "--model", str(cartridge), "--input", "tokens.pxi", "--out", "run.pxi")
     ask, infer, run = (read_rgb(tmp_path / n) for n in ("ask.pxi", "infer.pxi", "run.pxi"))
     assert np.array_equal(ask, infer) and np.array_equal(run, infer)
     ids = cart.tokenizer.encode(DEMO_PROMPT)
     oracle.assert_agrees(ask, oracle_logits(cartridge, [ids]), f"seed {seed}")
-    assert asked["text"] == cart.tokenizer.decode([asked["id"]])
+    assert asked["text"] == cart.tokenizer.decode(asked["tokens"])
 
 
 def test_the_v0_cartridge_is_reported_as_v0(tmp_path):

@@ -4,13 +4,14 @@ prompt alone or among others, seeds, stop strings and bad input."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.executors.fused import refusal
-from pxgl.generation import MAX_NEW_TOKENS, Sampling, StopScanner, TextRow
+from pxgl.generation import MAX_NEW_TOKENS, Choice, Sampling, StopScanner, TextRow
 from pxgl.loading import load_model
 from pxgl.pxi import read_rgb
 from pxgl.tokenizer import Tokenizer
@@ -188,14 +189,14 @@ def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
         end = min(found) if found else len(text)
         row, shown = TextRow(stops), b""
         for i, token in enumerate(tokens):
-            shown += row.add(i, token, 0.0, [])
+            shown += row.add(Choice(i, 0, 0.0, []), token)
             assert text[:end].startswith(shown), f"trial {trial}, seed {seed}: showed {shown!r} past {text[:end]!r}"
         shown += row.finish()
         what = f"trial {trial}, seed {seed}: {tokens} stops {stops}"
         assert shown == row.data == text[:end], what
         assert row.stopped == bool(found), what
         ends = np.cumsum([len(t) for t in tokens])
-        assert [t for t, _, _ in row.kept] == [i for i in range(len(tokens)) if ends[i] <= end], what
+        assert [c.token for c in row.kept] == [i for i in range(len(tokens)) if ends[i] <= end], what
     scanner = StopScanner([b"\n\n"])
     assert scanner.feed(b"one\n") == b"one" and scanner.feed(b"two") == b"\ntwo"  # held back, then released
     assert scanner.feed(b"\n") == b"" and scanner.feed(b"\nmore") == b"" and scanner.stopped
@@ -262,3 +263,40 @@ def test_cli_generates_json_and_the_token_film_strip(tmp_path, rng, seed):
     end = data.find(stop.encode())
     assert first["text"] == (data[:end] if end >= 0 else data).decode("utf-8", errors="replace")
     assert first["stopped"] == (end >= 0)
+
+
+def test_ask_streams_a_multi_token_answer_from_the_bundled_model(tmp_path, seed):
+    root = Path(__file__).resolve().parents[1]
+    run = pxgl("ask", "-m", "pixellm_v1", "The default value is", "-n", "12", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    pixels = read_rgb(tmp_path / "output_token.pxi")
+    tokens = pixels[:, 0, 0].astype(np.int64) + 256 * pixels[:, 0, 1].astype(np.int64)
+    tokenizer = Tokenizer.load(root / "assets" / "pixellm_v1.tokenizer.json")
+    prompt = tokenizer.encode("The default value is")
+    params = params_at(root / "assets" / "pixellm_v1.pxi")
+    compared = assert_replays(params, [prompt], tokens[None, :], None, {}, f"ask, seed {seed}")
+    assert compared >= 2 and len(tokens) == 12
+    assert run.stdout.startswith("The default value is" + tokenizer.decode(tokens.tolist())), run.stdout
+
+
+def test_a_stream_hands_over_steps_while_later_ones_are_still_to_run(tmp_path, gpu, rng, seed, monkeypatch):
+    from pxgl.executors import generation
+
+    arch, _, model = random_member(tmp_path, rng, "m", "concat")
+    rows = prompts_for(rng, arch, 3)
+    submitted: list[int] = []
+    real = generation.stream_tile
+
+    def watched(gpu_, job, *args):
+        submit = job.submit
+        job.submit = lambda first, last: (submitted.append(last), submit(first, last))
+        return real(gpu_, job, *args)
+
+    monkeypatch.setattr(generation, "stream_tile", watched)
+    monkeypatch.setattr("pxgl.engine.stream_tile", watched)
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        stream = engine.stream(rows, 64)
+        first = next(stream)
+        assert first.step == 0 and max(submitted) < 64, f"seed {seed}: steps {submitted} issued before the first"
+        assert max(submitted) > 1, "the next chunk was not issued before the first step was handed over"
+        stream.close()

@@ -3,7 +3,7 @@ line and exit status 2.
 
     app.py      the Typer app          options.py  options several verbs share
     report.py   JSON lines, answer lines, progress bars
-    predict.py  infer, run, ask        files.py    encode, decode, pack, inspect, info
+    predict.py  infer, run             files.py    encode, decode, pack, inspect, info
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
     score.py    eval           interchange.py  import, export
     generate.py generate"""

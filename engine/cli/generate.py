@@ -1,19 +1,34 @@
-"""`pxgl generate`: continue prompts for N tokens on the GPU (docs/FORMATS.md §11), text shown as it lands."""
+"""`pxgl generate` and `pxgl ask`: continue prompts for N tokens on the GPU (docs/FORMATS.md §11), text shown as it
+lands."""
 
 import math
 import sys
 from codecs import getincrementaldecoder
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 
 from ..errors import PxglError
 from ..outputs import check_outputs
 from .app import app
-from .options import BatchOption, DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
+from .options import (
+    BatchOption,
+    DeviceOption,
+    ExecutorOption,
+    JsonOption,
+    ModelOption,
+    PredictionsOut,
+    model_files,
+    one_device,
+)
 from .predict import read_prompt_lines
-from .report import emit_json
+from .report import emit_json, percent
+
+if TYPE_CHECKING:
+    from ..generation import Sampling, TextRow
+    from ..loading import Runnable
 
 StepsOption = Annotated[int, typer.Option("-n", "--tokens", help="Tokens to generate per prompt (1..4096).")]
 TemperatureOption = Annotated[float, typer.Option("--temperature", "-t", help="0 (default): greedy.")]
@@ -57,8 +72,7 @@ def generate(
 ) -> None:
     """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
     prompt's text is printed as it is generated."""
-    from ..engine import Engine
-    from ..generation import Sampling, check_steps, check_stops, check_top_logprobs, follow_text
+    from ..generation import Sampling, check_steps, check_stops, check_top_logprobs
     from ..loading import open_model
     from ..pxi import encode_tokens, write_rgb
 
@@ -74,25 +88,11 @@ def generate(
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
-    rows = [tokenizer.encode(text) for text in prompts]
     live = len(prompts) == 1 and not as_json
-    decoder = getincrementaldecoder("utf-8")(errors="replace")
-    if live:
-        sys.stdout.write(prompts[0])
-        sys.stdout.flush()
-
-    def show(row: int, data: bytes) -> None:
-        sys.stdout.write(decoder.decode(data))
-        sys.stdout.flush()
-
-    with Engine(runnable, device=one_device(device)) as engine:
-        stream = engine.stream(rows, steps, sampling, top_logprobs=logprobs)
-        answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
-    if live:
-        sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    answers = answer_prompts(runnable, prompts, steps, sampling, stops, logprobs, device, live)
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
-        strips = [[token for token, _, _ in answer.steps] for answer in answers]
+        strips = [[choice.token for choice in answer.steps] for answer in answers]
         write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
     for text, answer in zip(prompts, answers, strict=True):
         if live:
@@ -104,19 +104,112 @@ def generate(
         record = {
             "prompt": text,
             "text": decoded,
-            "tokens": [token for token, _, _ in answer.kept],
-            "logprobs": [json_float(logp) for _, logp, _ in answer.kept],
+            "tokens": [choice.token for choice in answer.kept],
+            "logprobs": [json_float(choice.logprob) for choice in answer.kept],
             "stopped": answer.stopped,
         }
         if logprobs:
             record["top_logprobs"] = [
                 [
                     {"id": i, "text": tokenizer.token_bytes(i).decode("utf-8", "replace"), "logprob": json_float(lp)}
-                    for i, lp in alternatives
+                    for i, lp in choice.alternatives
                 ]
-                for _, _, alternatives in answer.kept
+                for choice in answer.kept
             ]
         emit_json(record | ({"out": str(out)} if out is not None else {}))
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="Prompt text.")],
+    model: ModelOption = None,
+    steps: StepsOption = 32,
+    temperature: TemperatureOption = 0.0,
+    top_k: TopKOption = None,
+    top_p: TopPOption = 1.0,
+    seed: SeedOption = 0,
+    stop: StopOption = None,
+    out: PredictionsOut = Path("output_token.pxi"),
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a model: its answer streams as text, then shows as colour, a block per token coloured by the
+    token's prediction pixel (id % 256, id // 256, confidence); the pixels are written, one row per token."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from ..generation import Sampling, check_steps, check_stops
+    from ..loading import open_model
+    from ..pxi import write_rgb
+
+    check_steps(steps)
+    sampling = Sampling(temperature, top_k, top_p, seed)
+    stops = check_stops(stop or [])
+    check_outputs([(out, "--out")], model_files(model))
+    if prompt == "":
+        raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
+    runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, 0))
+    tokenizer = runnable.model.tokenizer
+    (answer,) = answer_prompts(runnable, [prompt], steps, sampling, stops, 0, device, live=not as_json)
+    # one prediction pixel (§5) per step: step s predicts the prompt and the s tokens before it
+    pixels = np.array([(c.token % 256, c.token // 256, c.confidence) for c in answer.steps], np.uint8)[:, None]
+    write_rgb(out, pixels)
+    kept = answer.kept
+    if as_json:
+        emit_json(
+            {
+                "prompt": prompt,
+                "text": answer.data.decode("utf-8", errors="replace"),
+                "tokens": [c.token for c in kept],
+                "pixels": [[c.token % 256, c.token // 256, c.confidence] for c in kept],
+                "confidences": [round(c.confidence / 255, 4) for c in kept],
+                "stopped": answer.stopped,
+                "out": str(out),
+            }
+        )
+        return
+    blocks = [("██", f"rgb({r},{g},{b})") for r, g, b in pixels[:, 0].tolist()]
+    first = answer.steps[0]
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(Text.assemble(*blocks, f"  {len(blocks)} token(s) → {out}"))
+    console.print(
+        f"the first: {tokenizer.decode([first.token])!r}  pixel {tuple(pixels[0, 0].tolist())}  id {first.token}  "
+        f"confidence {percent(first.confidence)}"
+    )
+
+
+def answer_prompts(
+    runnable: "Runnable",
+    prompts: list[str],
+    steps: int,
+    sampling: "Sampling",
+    stops: list[bytes],
+    top_logprobs: int,
+    device: str | None,
+    live: bool,
+) -> "list[TextRow]":
+    """Generate every prompt's answer; `live` (one prompt): print the prompt, then its text as it arrives."""
+    from ..engine import Engine
+    from ..generation import follow_text
+
+    tokenizer = runnable.model.tokenizer
+    rows = [tokenizer.encode(text) for text in prompts]
+    decoder = getincrementaldecoder("utf-8")(errors="replace")
+    if live:
+        sys.stdout.write(prompts[0])
+        sys.stdout.flush()
+
+    def show(row: int, data: bytes) -> None:
+        sys.stdout.write(decoder.decode(data))
+        sys.stdout.flush()
+
+    with Engine(runnable, device=one_device(device)) as engine:
+        stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs)
+        answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
+    if live:
+        sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return answers
 
 
 def json_float(value: float) -> float | None:

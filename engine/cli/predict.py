@@ -1,9 +1,8 @@
-"""The verbs that run a model on the GPU and answer with prediction pixels: infer, run, ask."""
+"""The verbs that run a model on the GPU and answer with prediction pixels: infer, run."""
 
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from ..errors import PxglError
@@ -20,7 +19,7 @@ from .options import (
     model_files,
     one_device,
 )
-from .report import emit_json, percent, prediction_records, progress_bar, report_predictions
+from .report import prediction_records, progress_bar, report_predictions
 
 
 def read_prompt_lines(path: Path) -> list[str]:
@@ -151,45 +150,3 @@ def run(
         renderer = engine.gpu.renderer
     write_rgb(out, predictions)
     report_predictions(prediction_records(predictions, None), out, as_json, renderer)
-
-
-@app.command()
-def ask(
-    prompt: Annotated[str, typer.Argument(help="Prompt text.")],
-    model: ModelOption = None,
-    out: PredictionsOut = Path("output_token.pxi"),
-    executor: ExecutorOption = None,
-    device: DeviceOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Ask a model: the answer is written as a prediction pixel, then shown as text and as a coloured block."""
-    from rich.console import Console
-    from rich.text import Text
-
-    from ..engine import Engine
-    from ..loading import open_model
-    from ..pxi import encode_tokens, write_rgb
-
-    check_outputs([(out, "--out")], model_files(model))
-    if prompt == "":
-        raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
-    runnable = open_model(model, executor)
-    tokenizer = runnable.model.tokenizer
-    pixels = encode_tokens([tokenizer.encode(prompt)], runnable.model.spec.vocab_size)
-    with Engine(runnable, device=one_device(device)) as engine:
-        prediction = engine.predict(pixels, "prompt")
-    write_rgb(out, prediction)
-
-    (record,) = prediction_records(prediction, tokenizer, [prompt])
-    pixel = tuple(np.asarray(record["pixel"]).tolist())
-    if as_json:
-        emit_json(record | {"out": str(out)})
-        return
-    console = Console(highlight=False)
-    console.print(Text.assemble(prompt, " → ", (repr(record["text"]), "bold")))
-    console.print(
-        Text.assemble(
-            ("██████", f"rgb({pixel[0]},{pixel[1]},{pixel[2]})"),
-            f"  pixel {pixel}  id {record['id']}  confidence {percent(pixel[2])}  → {out}",
-        )
-    )

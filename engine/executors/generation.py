@@ -142,6 +142,7 @@ class StepOutputs:
         return GeneratedStep(
             step=s,
             tokens=(words & 0xFFFF).astype(np.int64),
+            confidences=((words >> 16) & 0xFF).astype(np.uint8),
             logprobs=self.logprobs.view.view(np.float32)[s * n : (s + 1) * n].copy(),
             top_ids=pairs[..., 0].astype(np.int64),
             top_logprobs=pairs[..., 1].copy().view(np.float32),
