@@ -109,33 +109,11 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     where = torch.cuda.get_device_name(0) if cuda else "CPU"
-    weights = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in params.items() if k != "meta"}
-    context, layers, residual = architecture(params)
-    window, mode = context["window"], context["mode"]
-
-    def context_vectors(ids: "torch.Tensor") -> "torch.Tensor":
-        tail = ids[:, -window:]
-        rows = torch.nn.functional.embedding(tail, weights["embed"])
-        if mode == "mean":
-            return rows.mean(dim=1)
-        if mode == "concat":
-            return rows.reshape(len(ids), -1)
-        concat = context["concat"]
-        last = rows[:, rows.shape[1] - concat :].reshape(len(ids), -1)
-        u = rows.flip(1) + weights["attn.pos"][: rows.shape[1]][None]
-        q = u[:, 0] @ weights["attn.query"]
-        k, v = u @ weights["attn.key"], u @ weights["attn.value"]
-        a = torch.softmax(torch.einsum("bjd,bd->bj", k, q) / float(np.sqrt(context["head_dim"])), dim=1)
-        return torch.cat([last, torch.einsum("bj,bjd->bd", a, v)], dim=1)
+    logits = torch_logits(torch, params, device)
 
     def forward(ids: "torch.Tensor") -> "torch.Tensor":
-        h = context_vectors(ids)
-        for name, add in zip(layers, residual, strict=True):
-            out = torch.relu(torch.addmm(weights[f"{name}.bias"], h, weights[f"{name}.weight"]))
-            h = h + out if add else out
-        logits = torch.addmm(weights["out.bias"], h, weights["out.weight"])
-        top, index = logits.max(dim=1)
-        sums = torch.exp(logits - top[:, None]).sum(dim=1)
+        top, index = (lg := logits(ids)).max(dim=1)
+        sums = torch.exp(lg - top[:, None]).sum(dim=1)
         confidence = torch.floor(255.0 / sums + 0.5)
         return torch.stack([index % 256, index // 256, confidence.to(index.dtype)], dim=1).to(torch.uint8)
 
@@ -187,6 +165,27 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
                 f"torch {torch.__version__} eager on {where}, tf32 matmuls",
             )
         )
+        compiled = torch.compile(forward, dynamic=False)
+
+        def compiled_batch(ids: np.ndarray) -> np.ndarray:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            with torch.inference_mode():
+                pixels = compiled(upload(ids)).cpu().numpy()
+            synchronize()
+            return pixels
+
+        systems.append(
+            System(
+                "pytorch-compile-tf32",
+                "peer",
+                "tf32",
+                TF32,
+                None,
+                compiled_batch,
+                f"torch {torch.__version__} torch.compile (inductor, default mode, one graph per batch size) "
+                f"on {where}, tf32 matmuls",
+            )
+        )
         systems.append(
             System(
                 "pytorch-cuda-graph",
@@ -201,6 +200,37 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
     else:
         skipped.append("pytorch-cuda-graph, pytorch-eager-tf32: skipped, no CUDA device for torch")
     return systems, skipped
+
+
+def torch_logits(torch, params: dict, device) -> Callable:
+    """The forward pass of any family member (docs/FORMATS.md §3) in PyTorch: (B, L) int ids → (B, V) logits."""
+    weights = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in params.items() if k != "meta"}
+    context, layers, residual = architecture(params)
+    window, mode = context["window"], context["mode"]
+
+    def context_vectors(ids: "torch.Tensor") -> "torch.Tensor":
+        tail = ids[:, -window:]
+        rows = torch.nn.functional.embedding(tail, weights["embed"])
+        if mode == "mean":
+            return rows.mean(dim=1)
+        if mode == "concat":
+            return rows.reshape(len(ids), -1)
+        concat = context["concat"]
+        last = rows[:, rows.shape[1] - concat :].reshape(len(ids), -1)
+        u = rows.flip(1) + weights["attn.pos"][: rows.shape[1]][None]
+        q = u[:, 0] @ weights["attn.query"]
+        k, v = u @ weights["attn.key"], u @ weights["attn.value"]
+        a = torch.softmax(torch.einsum("bjd,bd->bj", k, q) / float(np.sqrt(context["head_dim"])), dim=1)
+        return torch.cat([last, torch.einsum("bj,bjd->bd", a, v)], dim=1)
+
+    def logits(ids: "torch.Tensor") -> "torch.Tensor":
+        h = context_vectors(ids)
+        for name, add in zip(layers, residual, strict=True):
+            out = torch.relu(torch.addmm(weights[f"{name}.bias"], h, weights[f"{name}.weight"]))
+            h = h + out if add else out
+        return torch.addmm(weights["out.bias"], h, weights["out.weight"])
+
+    return logits
 
 
 def cuda_graph_one(torch, forward, tokens: int) -> Callable[[list[int]], np.ndarray]:
