@@ -68,6 +68,8 @@ class Engine:
             inputs = ExecutorInputs(self.spec, self.weights, runnable.program)
             self.executor: Executor = EXECUTORS[self.executor_name](self.gpu, inputs, tuning)
         self._lean = isinstance(self.executor, LeanExecutor)
+        self._spare_outputs: StepOutputs | None = None
+        """The last generation's step outputs, reused by the next one that fits in them."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -76,6 +78,8 @@ class Engine:
             return
         self._check_thread()
         self._closed = True
+        if self._spare_outputs is not None:
+            self._spare_outputs.release(self.gpu)
         self.executor.close()
         self.weights.release()
         if self._owns_gpu:
@@ -286,7 +290,8 @@ class Engine:
         with gl_errors("generation"):
             for start in range(0, len(tails), tile):
                 end = min(start + tile, len(tails))
-                outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs)
+                spare, self._spare_outputs = self._spare_outputs, None
+                outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs, spare)
                 try:
                     job = generation_job(
                         self.executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
@@ -297,7 +302,10 @@ class Engine:
                         return
                     per_tile.append(list(tile_steps))
                 finally:
-                    outputs.release(self.gpu)
+                    if self._spare_outputs is None and not self._closed:
+                        self._spare_outputs = outputs
+                    else:
+                        outputs.release(self.gpu)
             for s in range(steps):  # several tiles: each ran all its steps; join them step by step
                 parts = [t[s] for t in per_tile]
                 yield GeneratedStep(

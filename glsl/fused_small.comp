@@ -10,11 +10,18 @@ layout(local_size_x = LOCAL_SIZE) in;  // SMALL_THREADS, a power of two
 
 #include "fused_common.glsl"
 layout(std430, binding = BINDING_SCRATCH) coherent restrict buffer Scratch { uint arrivals[SMALL_MAX]; vec4 partials[]; };
+#if GENERATE
+// Generation reads the output weights as their quantized bytes, four columns a word (a quarter of the float
+// traffic: one group streams them every step): w = (q - OUT_WEIGHT_ZERO) * OUT_WEIGHT_SCALE, the scale
+// applied once to the column's sum.
+layout(std430, binding = BINDING_OUT_BYTES) readonly restrict buffer OutBytes { uint OUT_Q[]; };
+#endif
 
 // COLUMN_THREADS (injected): threads along the columns, a power of two <= min(SLICE4, SMALL_THREADS)
 const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per slice
 const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
+const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidden rows a thread sums, at most
 
 // Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
 // first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
@@ -88,7 +95,19 @@ void forward() {
         bool working = round * COLUMN_THREADS + lane < SLICE4 && part < HIDDEN_SPLIT;
         vec4 acc = vec4(0.0);
         if (working) {
+#if GENERATE
+            for (int i = 0; i < PART_ROWS; i++) {  // a constant trip count: the loads are issued together
+                int j = part + i * HIDDEN_SPLIT;
+                if (j < LAST_HIDDEN) {
+                    uint q = OUT_Q[j * (VOCAB_PAD / 4) + c4];
+                    vec4 w = vec4(q & 255u, (q >> 8u) & 255u, (q >> 16u) & 255u, q >> 24u) - OUT_WEIGHT_ZERO;
+                    acc += h[j] * w;
+                }
+            }
+            acc *= OUT_WEIGHT_SCALE;
+#else
             for (int j = part; j < LAST_HIDDEN; j += HIDDEN_SPLIT) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
+#endif
         }
         partial_sums[t] = acc;
         barrier();

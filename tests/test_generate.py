@@ -97,7 +97,7 @@ def test_top_alternatives_are_the_oracles_likeliest_tokens(tmp_path, gpu, rng, s
 
 
 def test_streaming_yields_the_generation_step_by_step_and_stops_when_closed(tmp_path, gpu, rng, seed):
-    arch, _, model = random_member(tmp_path, rng, "m", "attention")
+    arch, _, model = random_member(tmp_path, rng, "m", "attention", 16)  # within fused's attention envelope
     rows = prompts_for(rng, arch, 6)
     for executor in ("passes", "fused"):
         with Engine(model, gpu=gpu, executor=executor) as engine:
@@ -139,7 +139,7 @@ def test_sampled_generation_replays_the_specified_generator(tmp_path, gpu, rng, 
 
 
 def test_a_prompt_generates_the_same_alone_and_among_63_others(tmp_path, gpu, rng, seed):
-    arch, _, model = random_member(tmp_path, rng, "m", "attention")
+    arch, _, model = random_member(tmp_path, rng, "m", "attention", 16)
     rows = prompts_for(rng, arch, 64)
     place = int(rng.integers(1, 64))
     sampled = Sampling(temperature=2.0, top_p=0.95, seed=int(rng.integers(0, 2**32)))
@@ -282,7 +282,7 @@ def test_ask_streams_a_multi_token_answer_from_the_bundled_model(tmp_path, seed)
 def test_a_stream_hands_over_steps_while_later_ones_are_still_to_run(tmp_path, gpu, rng, seed, monkeypatch):
     from pxgl.executors import generation
 
-    arch, _, model = random_member(tmp_path, rng, "m", "concat")
+    arch, _, model = random_member(tmp_path, rng, "m", "concat", 8)
     rows = prompts_for(rng, arch, 3)
     submitted: list[int] = []
     real = generation.stream_tile

@@ -297,6 +297,9 @@ class FusedExecutor:
         self.max_tile = min(MAX_TILE, by_storage) if self.config.tile_m else small
         self._small = self._buffers(small, small, 3 * spec.context_window)
         self._small_turn = 0
+        self.weights = inputs.weights
+        self.generation_cache: dict[str, Buffer] = {}
+        """Buffers generation prepares once (fused_generation.py), freed with the executor."""
         self._batches: dict[int, RunBuffers] = {}
         self._scores: tuple[Buffer, Buffer] | None = None
         """(targets, logprobs) device buffers of the last scoring run's capacity."""
@@ -344,7 +347,7 @@ class FusedExecutor:
         for buffers in (self._small, *self._batches.values()):
             self._release(buffers)
         self._batches.clear()
-        for buffer in (*self.prepared.buffers(), self.scratch, *(self._scores or ())):
+        for buffer in (*self.prepared.buffers(), self.scratch, *(self._scores or ()), *self.generation_cache.values()):
             self.gpu.release_storage(buffer)
 
     # --- lean paths (engine.Engine.predict_one / predict_array) -----------------------------------

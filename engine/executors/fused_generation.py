@@ -5,7 +5,7 @@ waits for the host or for another work group."""
 
 import numpy as np
 
-from ..gl import GLBackend
+from ..gl import Buffer, GLBackend
 from ..kernel import Constants, Kernel, Storage, Uniform
 from .fused import (
     HEADER_BYTES,
@@ -21,9 +21,11 @@ from .fused_weights import grid
 from .protocol import ceil_div
 
 STEPS = (Storage("lengths"), Storage("logprobs"), Uniform("first_step"), Uniform("last_step"))
-FUSED_SMALL_GENERATE = Kernel("fused_small", (*RUN, Storage("scratch"), *STEPS), shared=SMALL_SHARED)
+FUSED_SMALL_GENERATE = Kernel(
+    "fused_small", (*RUN, Storage("scratch"), Storage("out_bytes"), *STEPS), shared=SMALL_SHARED
+)
 FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED)
-GENERATE_THREADS = 256
+GENERATE_THREADS = 1024
 """Threads of the work group that generates one prompt (fused_small, SPLIT 1): a lone stream's step is one
 group's latency, so it gets more threads than a prediction's slice."""
 
@@ -51,6 +53,23 @@ def small_program_shape(executor: FusedExecutor) -> tuple[Constants, int]:
             return constants, threads
         threads //= 2
     return one_group_constants(executor, 1), 1
+
+
+def out_bytes(executor: FusedExecutor) -> Buffer:
+    """The output weights' quantized bytes, rows padded to VOCAB_PAD columns, four columns a word: read back
+    from the weight texture once per executor (§1: byte i of the stream is channel i % 3 of pixel i / 3)."""
+    cache = executor.generation_cache
+    if "out_bytes" not in cache:
+        spec, gpu = executor.spec, executor.gpu
+        tensor = spec.tensors["out.weight"]
+        stream = gpu.read_uint8(executor.weights)[..., :3].reshape(-1)
+        rows = stream[tensor.offset : tensor.offset + tensor.size].reshape(tensor.shape)
+        padded = np.full((tensor.shape[0], executor.constants.int("VOCAB_PAD")), tensor.zero_point, np.uint8)
+        padded[:, : tensor.shape[1]] = rows
+        buffer = gpu.storage_buffer(padded.nbytes, "output weight bytes")
+        gpu.write_storage(buffer, padded)
+        cache["out_bytes"] = buffer
+    return cache["out_bytes"]
 
 
 class FusedGeneration:
@@ -81,6 +100,7 @@ class FusedGeneration:
             self.program = gpu.program(FUSED_SMALL_GENERATE, constants, threads)
             self.groups = (1, n, 1)
             self.resources["scratch"] = executor.scratch
+            self.resources["out_bytes"] = out_bytes(executor)
         else:
             constants = tile_constants(executor.constants, config, IDS) | {"GENERATE": 1}
             self.program = gpu.program(FUSED_TILES_GENERATE, constants, config.tile_threads)

@@ -110,22 +110,29 @@ class StepOutputs:
     alternatives: MappedBuffer
 
     @staticmethod
-    def allocate(gpu: GLBackend, rows: int, steps: int, top_count: int) -> "StepOutputs":
+    def allocate(gpu: GLBackend, rows: int, steps: int, top_count: int, spare: "StepOutputs | None") -> "StepOutputs":
+        """Outputs for rows x steps, in `spare`'s buffers where they are large enough (mapping buffers costs
+        more than a short generation), else new ones (then `spare` is released)."""
         cells = rows * steps
-        outputs = StepOutputs(
-            rows,
-            steps,
-            top_count,
-            gpu.mapped_buffer(4 * cells, "generated words"),
-            gpu.mapped_buffer(4 * cells, "generated log-probabilities"),
-            gpu.mapped_buffer(max(8 * cells * top_count, 8), "alternatives"),
-        )
-        outputs.words.view.view(np.uint32)[:] = POISON_WORD
-        outputs.logprobs.view.view(np.float32)[:] = np.nan
+        sizes = (4 * cells, 4 * cells, max(8 * cells * top_count, 8))
+        if spare is not None and all(m.view.size >= size for m, size in zip(spare.buffers(), sizes, strict=True)):
+            outputs = StepOutputs(rows, steps, top_count, *spare.buffers())
+        else:
+            if spare is not None:
+                spare.release(gpu)
+            names = ("generated words", "generated log-probabilities", "alternatives")
+            outputs = StepOutputs(
+                rows, steps, top_count, *(gpu.mapped_buffer(b, n) for b, n in zip(sizes, names, strict=True))
+            )
+        outputs.words.view.view(np.uint32)[:cells] = POISON_WORD
+        outputs.logprobs.view.view(np.float32)[:cells] = np.nan
         return outputs
 
+    def buffers(self) -> tuple[MappedBuffer, MappedBuffer, MappedBuffer]:
+        return self.words, self.logprobs, self.alternatives
+
     def release(self, gpu: GLBackend) -> None:
-        for mapped in (self.words, self.logprobs, self.alternatives):
+        for mapped in self.buffers():
             gpu.release_mapped(mapped)
 
     def step(self, s: int, row_base: int) -> GeneratedStep:
