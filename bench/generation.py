@@ -57,7 +57,7 @@ def pxgl_generators(model_path: Path, gpu: GLBackend) -> list[Generator]:
             continue
 
         def generate(ids: np.ndarray, steps: int, engine: Engine = engine) -> np.ndarray:
-            return engine.generate(ids.tolist(), steps).tokens
+            return engine.generate(ids, steps).tokens
 
         found.append(Generator(f"pxgl-{executor}", 1e-5, generate, f"Engine(executor={executor!r}).generate"))
     return found

@@ -228,10 +228,11 @@ class Engine:
         top_logprobs: int = 0,
         draw_rows: Sequence[int] | None = None,
     ) -> Generation:
-        """`steps` new tokens after each prompt of token ids (any lengths), each step's token fed back as the
-        next input on the GPU (docs/FORMATS.md §11); greedy unless `sampling` says otherwise; with
-        `top_logprobs` K, each token's K likeliest alternatives. `draw_rows`: each prompt's row number for
-        the seeded draw (its index in its own request; default 0..B-1)."""
+        """`steps` new tokens after each prompt of token ids (any lengths; or a (B, L) integer array of B
+        prompts of L ids), each step's token fed back as the next input on the GPU (docs/FORMATS.md §11);
+        greedy unless `sampling` says otherwise; with `top_logprobs` K, each token's K likeliest
+        alternatives. `draw_rows`: each prompt's row number for the seeded draw (its index in its own
+        request; default 0..B-1)."""
         chosen = list(self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False))
         return Generation.of(chosen)
 
@@ -263,11 +264,18 @@ class Engine:
         sampling = sampling or Sampling()
         check_generates(self.executor_name, self.executor, sampling, top_logprobs)
         window = self.spec.context_window
-        pixels = encode_tokens(rows, self.spec.vocab_size)  # checks every id
-        lengths = np.minimum(token_lengths(pixels, self.spec.vocab_size, "prompts"), window)
-        tails = np.zeros((len(rows), int(lengths.max())), np.int64)
-        for r, row in enumerate(rows):
-            tails[r, : lengths[r]] = list(row)[-window:]
+        if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype.kind in "iu" and rows.shape[1]:
+            out_of_range = (rows < 0) | (rows >= self.spec.vocab_size)  # prompts of one length, as an array
+            if out_of_range.any():
+                self._refuse(rows, np.flatnonzero(out_of_range)[0], "prompts")
+            tails = rows[:, -window:].astype(np.int64)
+            lengths = np.full(len(rows), tails.shape[1], np.int64)
+        else:
+            pixels = encode_tokens(rows, self.spec.vocab_size)  # checks every id
+            lengths = np.minimum(token_lengths(pixels, self.spec.vocab_size, "prompts"), window)
+            tails = np.zeros((len(rows), int(lengths.max())), np.int64)
+            for r, row in enumerate(rows):
+                tails[r, : lengths[r]] = list(row)[-window:]
         draws = np.arange(len(rows)) if draw_rows is None else np.asarray(draw_rows, np.int64)
         if draws.shape != (len(rows),) or draws.min() < 0 or draws.max() > 2**32 - 1:
             raise PxglError(f"draw rows: one number in 0..2^32-1 per prompt, got {draws.shape[0]} for {len(rows)}")

@@ -161,6 +161,10 @@ def test_a_prompt_generates_the_same_alone_and_among_63_others(tmp_path, gpu, rn
         together = engine.generate(rows, STEPS)
         alone = engine.generate([rows[place]], STEPS)
         assert np.array_equal(together.tokens[place], alone.tokens[0]), f"fused, seed {seed}"
+        # prompts of one length as a (B, L) array: the same tokens as the list of lists
+        same_length = [row[-1:] for row in rows]
+        as_array = engine.generate(np.array(same_length, np.int32), STEPS)
+        assert np.array_equal(as_array.tokens, engine.generate(same_length, STEPS).tokens), f"array, seed {seed}"
 
 
 def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, seed):

@@ -3,6 +3,8 @@ run a chunk of steps in one dispatch. Each work group owns its rows (one prompt 
 fused_tiles) and loops over the steps, appending each chosen id to its rows in device memory, so no step
 waits for the host or for another work group."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..gl import Buffer, GLBackend
@@ -25,6 +27,8 @@ FUSED_SMALL_GENERATE = Kernel(
     "fused_small", (*RUN, Storage("scratch"), Storage("out_bytes"), *STEPS), shared=SMALL_SHARED
 )
 FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED)
+TILES_WANTED = 256
+"""Work groups a batch's generation aims for, at least (a few per multiprocessor of a large GPU)."""
 GENERATE_THREADS = 1024
 """Threads of the work group that generates one prompt (fused_small, SPLIT 1): a lone stream's step is one
 group's latency, so it gets more threads than a prediction's slice."""
@@ -102,6 +106,9 @@ class FusedGeneration:
             self.resources["scratch"] = executor.scratch
             self.resources["out_bytes"] = out_bytes(executor)
         else:
+            # Rows stay with their group for every step: smaller tiles keep more of the GPU busy when few rows
+            tile_m = max(4, min(config.tile_m, 1 << max(0, (n // TILES_WANTED).bit_length() - 1)))
+            config = replace(config, tile_m=tile_m, tm=min(config.tm, tile_m))
             constants = tile_constants(executor.constants, config, IDS) | {"GENERATE": 1}
             self.program = gpu.program(FUSED_TILES_GENERATE, constants, config.tile_threads)
             self.groups = grid(ceil_div(n, config.tile_m))
