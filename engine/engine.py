@@ -11,6 +11,7 @@ import operator
 import re
 import threading
 from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 
@@ -34,7 +35,6 @@ from .model import Model
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
 
-FIELDS_BY_ROW = ("tokens", "confidences", "logprobs", "top_ids", "top_logprobs")
 BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
 
@@ -233,8 +233,8 @@ class Engine:
         greedy unless `sampling` says otherwise; with `top_logprobs` K, each token's K likeliest
         alternatives. `draw_rows`: each prompt's row number for the seeded draw (its index in its own
         request; default 0..B-1)."""
-        chosen = list(self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False))
-        return Generation.of(chosen)
+        blocks = list(self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False))
+        return blocks[0] if len(blocks) == 1 else Generation.joined(blocks, axis=1)
 
     def stream(
         self,
@@ -247,7 +247,14 @@ class Engine:
     ) -> Generator[GeneratedStep, None, None]:
         """As `generate`, one step of every prompt at a time, each as soon as the GPU has it (the next steps
         already running); closing the iterator early stops the GPU work."""
-        return self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=True)
+        blocks = self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=True)
+
+        def each_step() -> Generator[GeneratedStep, None, None]:
+            with closing(blocks):
+                for block in blocks:
+                    yield from block.steps()
+
+        return each_step()
 
     def _generate(
         self,
@@ -290,7 +297,9 @@ class Engine:
         top_logprobs: int,
         draws: np.ndarray,
         streaming: bool,
-    ) -> Generator[GeneratedStep, None, None]:
+    ) -> Generator[Generation, None, None]:
+        """Blocks of steps of every prompt: chunk by chunk when the prompts fit one tile, else each tile runs
+        all its steps and the blocks are joined."""
         window = self.spec.context_window
         tile = tile_rows(self.gpu, self.executor.max_tile, window, steps, top_logprobs)
         chunks = stream_chunks(steps, streaming and len(tails) <= tile)
@@ -304,22 +313,18 @@ class Engine:
                     job = generation_job(
                         self.executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
                     )
-                    tile_steps = stream_tile(self.gpu, job, outputs, start, chunks)
+                    tile_blocks = stream_tile(self.gpu, job, outputs, start, chunks)
                     if len(tails) <= tile:
-                        yield from tile_steps
+                        yield from tile_blocks
                         return
-                    per_tile.append(list(tile_steps))
+                    per_tile.append(list(tile_blocks))
                 finally:
                     if self._spare_outputs is None and not self._closed:
                         self._spare_outputs = outputs
                     else:
                         outputs.release(self.gpu)
-            for s in range(steps):  # several tiles: each ran all its steps; join them step by step
-                parts = [t[s] for t in per_tile]
-                yield GeneratedStep(
-                    s,
-                    *(np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS_BY_ROW),
-                )
+            for blocks in zip(*per_tile, strict=True):  # the same chunks in every tile
+                yield Generation.joined(blocks, axis=0)
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""

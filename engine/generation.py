@@ -76,7 +76,8 @@ class GeneratedStep:
 
 @dataclass(frozen=True)
 class Generation:
-    """What `Engine.generate` returns: every generated token of every prompt (all steps ran)."""
+    """What `Engine.generate` returns: every generated token of every prompt (all steps ran). Also a block of
+    steps `first`.. of every prompt as a generation hands them over (`steps` splits it)."""
 
     tokens: np.ndarray
     """(B, N) int64 ids, row r prompt r's generated tokens in order."""
@@ -88,16 +89,24 @@ class Generation:
     """(B, N, K) int64, as GeneratedStep.top_ids."""
     top_logprobs: np.ndarray
     """(B, N, K) float32."""
+    first: int = 0
+    """The step of column 0."""
+
+    def steps(self) -> list[GeneratedStep]:
+        return [
+            GeneratedStep(self.first + s, *(getattr(self, name)[:, s] for name in BY_STEP))
+            for s in range(self.tokens.shape[1])
+        ]
 
     @staticmethod
-    def of(steps: Sequence[GeneratedStep]) -> "Generation":
-        return Generation(
-            np.stack([s.tokens for s in steps], axis=1),
-            np.stack([s.confidences for s in steps], axis=1),
-            np.stack([s.logprobs for s in steps], axis=1),
-            np.stack([s.top_ids for s in steps], axis=1),
-            np.stack([s.top_logprobs for s in steps], axis=1),
-        )
+    def joined(blocks: Sequence["Generation"], axis: int) -> "Generation":
+        """Blocks side by side: later steps (axis 1) or more prompts (axis 0)."""
+        arrays = (np.concatenate([getattr(b, name) for b in blocks], axis=axis) for name in BY_STEP)
+        return Generation(*arrays, first=blocks[0].first)
+
+
+BY_STEP = ("tokens", "confidences", "logprobs", "top_ids", "top_logprobs")
+"""Generation's arrays, each (B, N, …)."""
 
 
 class StopScanner:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..constants import POISON_WORD, REFUSED_WORD, WRITTEN_ALPHA
 from ..errors import PxglError
-from ..gl import Buffer, BufferRange, GLBackend, MappedBuffer
+from ..gl import Buffer, BufferRange, GLBackend, GpuProgram, MappedBuffer
 from ..kernel import Constants, Kernel, Shared, Storage
 from ..spec import ModelSpec
 from .fused_weights import (
@@ -300,6 +300,8 @@ class FusedExecutor:
         self.weights = inputs.weights
         self.generation_cache: dict[str, Buffer] = {}
         """Buffers generation prepares once (fused_generation.py), freed with the executor."""
+        self.small_generator: GpuProgram | None = None
+        """fused_small compiled for generation (fused_generation.py), once its shape is known."""
         self._batches: dict[int, RunBuffers] = {}
         self._scores: tuple[Buffer, Buffer] | None = None
         """(targets, logprobs) device buffers of the last scoring run's capacity."""

@@ -100,8 +100,9 @@ class FusedGeneration:
         }
         config = executor.config
         if n <= config.small_max or not config.tile_m:
-            constants, threads = small_program_shape(executor)
-            self.program = gpu.program(FUSED_SMALL_GENERATE, constants, threads)
+            if executor.small_generator is None:
+                executor.small_generator = gpu.program(FUSED_SMALL_GENERATE, *small_program_shape(executor))
+            self.program = executor.small_generator
             self.groups = (1, n, 1)
             self.resources["scratch"] = executor.scratch
             self.resources["out_bytes"] = out_bytes(executor)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..constants import POISON_WORD, TOKEN_MARK, WRITTEN_ALPHA
 from ..errors import PxglError
-from ..generation import GeneratedStep, Sampling
+from ..generation import Generation, Sampling
 from ..gl import GLBackend, MappedBuffer, Texture
 from ..kernel import TOP1_SOFTMAX_SHARED, Image, Kernel, Shared, Storage, Uniform
 from .fused import FusedExecutor
@@ -135,24 +135,27 @@ class StepOutputs:
         for mapped in self.buffers():
             gpu.release_mapped(mapped)
 
-    def step(self, s: int, row_base: int) -> GeneratedStep:
-        """Step s of every row, copied out of the mapped memory; refused if the GPU left a row unwritten."""
-        n, k = self.rows, self.top_count
-        words = self.words.view.view(np.uint32)[s * n : (s + 1) * n]
-        unwritten = np.flatnonzero(words >> 24 != WRITTEN_ALPHA)
+    def block(self, first: int, last: int, row_base: int) -> Generation:
+        """Steps first..last - 1 of every row, copied out of the mapped memory; refused if the GPU left one
+        unwritten."""
+        n, k, count = self.rows, self.top_count, last - first
+        words = self.words.view.view(np.uint32)[first * n : last * n].reshape(count, n).T
+        unwritten = np.argwhere(words >> 24 != WRITTEN_ALPHA)
         if unwritten.size:
+            row, step = (int(v) for v in unwritten[0])
             raise PxglError(
-                f"the GPU left generated token {s} of prompt {int(unwritten[0]) + row_base} unwritten; its driver "
+                f"the GPU left generated token {step + first} of prompt {row + row_base} unwritten; its driver "
                 "misbehaved: try another --device"
             )
-        pairs = self.alternatives.view.view(np.uint32)[2 * s * n * k : 2 * (s + 1) * n * k].reshape(n, k, 2)
-        return GeneratedStep(
-            step=s,
+        pairs = self.alternatives.view.view(np.uint32)[2 * first * n * k : 2 * last * n * k]
+        pairs = pairs.reshape(count, n, k, 2).transpose(1, 0, 2, 3)
+        return Generation(
             tokens=(words & 0xFFFF).astype(np.int64),
             confidences=((words >> 16) & 0xFF).astype(np.uint8),
-            logprobs=self.logprobs.view.view(np.float32)[s * n : (s + 1) * n].copy(),
+            logprobs=self.logprobs.view.view(np.float32)[first * n : last * n].reshape(count, n).T.copy(),
             top_ids=pairs[..., 0].astype(np.int64),
             top_logprobs=pairs[..., 1].copy().view(np.float32),
+            first=first,
         )
 
 
@@ -165,10 +168,10 @@ class GenerationJob(Protocol):
 
 def stream_tile(
     gpu: GLBackend, job: GenerationJob, outputs: StepOutputs, row_base: int, chunks: Sequence[int]
-) -> Iterator[GeneratedStep]:
-    """Run the job's steps in chunks of the given sizes (repeating the last), yielding each step once its
-    chunk's fence has passed; the next chunk is already on the GPU meanwhile. Closing the iterator early
-    stops issuing steps."""
+) -> Iterator[Generation]:
+    """Run the job's steps in chunks of the given sizes (repeating the last), yielding each chunk's block of
+    steps once its fence has passed; the next chunk is already on the GPU meanwhile. Closing the iterator
+    early stops issuing steps."""
     pending: deque[tuple[int, int, int]] = deque()
     sizes = iter(chunks)
     size, first = next(sizes), 0
@@ -185,8 +188,7 @@ def stream_tile(
                     continue
             done_first, done_last, fence = pending.popleft()
             gpu.wait(fence)
-            for s in range(done_first, done_last):
-                yield outputs.step(s, row_base)
+            yield outputs.block(done_first, done_last, row_base)
     finally:
         for _, _, fence in pending:  # the GPU is done with the job's buffers before they are freed
             gpu.wait(fence)
