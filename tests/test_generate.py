@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.executors.fused import refusal
@@ -304,3 +305,22 @@ def test_a_stream_hands_over_steps_while_later_ones_are_still_to_run(tmp_path, g
         assert first.step == 0 and max(submitted) < 64, f"seed {seed}: steps {submitted} issued before the first"
         assert max(submitted) > 1, "the next chunk was not issued before the first step was handed over"
         stream.close()
+
+
+def test_viz_draws_a_band_per_step_boxing_the_oracles_top_token(tmp_path, rng, seed):
+    model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
+    tokenizer = Tokenizer.train(TEXT, 300)
+    tokenizer.save(model.tokenizer_path)
+    run = pxgl("generate", "pixels and", "-n", "5", "-m", model.source, "--viz", "viz", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    tokens = json.loads(run.stdout)["tokens"]
+    strip = np.asarray(Image.open(tmp_path / "viz" / "prompt0_logits.png").convert("RGB"))
+    assert strip.shape == (5 * 8, 300, 3)
+    prompt = tokenizer.encode("pixels and")
+    lg = oracle.logits(params_at(tmp_path / model.source), [prompt + tokens[:s] for s in range(5)])
+    for step, row in enumerate(lg):
+        top = int(np.argmax(row))
+        if np.sort(row)[-1] - np.sort(row)[-2] <= 1e-5 * np.abs(row).max():
+            continue  # a near-tie: the box may sit on either
+        assert (strip[step * 8, max(top - 2, 0)] == 255).all(), f"step {step}: no box at {top} (seed {seed})"
+        assert top == tokens[step], f"step {step}: greedy chose {tokens[step]}, oracle {top} (seed {seed})"

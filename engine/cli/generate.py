@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from ..errors import PxglError
-from ..outputs import check_outputs
+from ..outputs import check_output_dir, check_outputs, write_files
 from .app import app
 from .options import (
     BatchOption,
@@ -65,6 +65,10 @@ def generate(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the generated tokens as a token texture (.pxi).")
     ] = None,
+    viz: Annotated[
+        Path | None,
+        typer.Option("--viz", help="Folder: draw each prompt's logits, a band per step (prompt<r>_logits.png)."),
+    ] = None,
     model: ModelOption = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
@@ -83,6 +87,8 @@ def generate(
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
     check_outputs([(out, "--out")], [*model_files(model), batch])
+    if viz is not None:
+        check_output_dir(viz, "--viz")
     prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
     if prompts == [""]:
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
@@ -94,6 +100,8 @@ def generate(
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
         strips = [[choice.token for choice in answer.steps] for answer in answers]
         write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
+    if viz is not None:
+        draw_steps(viz, runnable, [tokenizer.encode(text) for text in prompts], answers, device)
     for text, answer in zip(prompts, answers, strict=True):
         if live:
             continue
@@ -210,6 +218,30 @@ def answer_prompts(
     if live:
         sys.stdout.write(decoder.decode(b"", final=True) + "\n")
     return answers
+
+
+def draw_steps(folder: Path, runnable: "Runnable", rows: list[list[int]], answers: "list[TextRow]", device) -> None:
+    """Each prompt's logits at every step it took, recomputed by the passes executor (which keeps them) over
+    the contexts the generation saw, drawn as strips into `folder`."""
+    from ..engine import Engine
+    from ..loading import Runnable
+    from ..pxi import encode_tokens
+    from ..visuals.steps import logits_strip
+
+    spec = runnable.model.spec
+    passes = Runnable(runnable.model, "passes", None)
+    images = {}
+    with Engine(passes, device=one_device(device)) as engine:
+        for r, (row, answer) in enumerate(zip(rows, answers, strict=True)):
+            tokens = [choice.token for choice in answer.steps]
+            contexts = [(row + tokens[:s])[-spec.context_window :] for s in range(len(tokens))]
+            tile = engine.executor.max_tile
+            pixels = encode_tokens(contexts, spec.vocab_size)
+            parts = [engine.trace(pixels[s : s + tile]).logits for s in range(0, len(contexts), tile)]
+            flat = np.concatenate([part.reshape(len(part), -1) for part in parts if part is not None])
+            images[folder / f"prompt{r}_logits.png"] = logits_strip(flat[:, : spec.vocab_size], np.array(tokens))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_files({path: (lambda tmp, image=image: image.save(tmp, format="PNG")) for path, image in images.items()})
 
 
 def json_float(value: float) -> float | None:
