@@ -74,7 +74,8 @@ uint raw_token(int p, int row_len, int i) {
 }
 #else
 #if GENERATE
-int prompt_length(int p, int row_len) { return int(LENGTHS[p]) + gen_step; }
+int own_prompt = 0;  // OWN_ROW: the row's prompt length, read once a dispatch
+int prompt_length(int p, int row_len) { return (GROUP_PROMPTS == 1 ? own_prompt : int(LENGTHS[p])) + gen_step; }
 #else
 int prompt_length(int p, int row_len) { return row_len; }
 #endif
@@ -105,11 +106,33 @@ void stage_windows(int base, int n, int row_len, int t, int group_threads) {
     }
 }
 
+#if GENERATE && GROUP_PROMPTS == 1
+// One generated row (fused_small, work group (0, p)): its invocation 0 keeps the row's last CONTEXT_WINDOW
+// ids in a ring (id at position i in own_ids[i % CONTEXT_WINDOW]), loaded once a dispatch and appended to by
+// finish: each step stages from it with no global read and no buffer barrier, only the group's barrier.
+const bool OWN_ROW = true;
+uint own_ids[CONTEXT_WINDOW];
+
+void load_own_row(int p, int t) {
+    own_prompt = int(LENGTHS[p]);
+    if (t > 0) return;
+    int length = own_prompt + first_step, row_len = prompt_row_len();
+    for (int i = max(0, length - CONTEXT_WINDOW); i < length; i++) own_ids[i % CONTEXT_WINDOW] = raw_token(p, row_len, i);
+}
+#else
+const bool OWN_ROW = false;
+#endif
+
 // Stage window tokens [chunk, chunk + STAGE_W) of every prompt of the group.
 void stage_chunk(int base, int row_len, int chunk, int t, int group_threads) {
-    for (int e = t; e < GROUP_PROMPTS * STAGE_W; e += group_threads) {
+    if (OWN_ROW && t > 0) return;
+    for (int e = t; e < GROUP_PROMPTS * STAGE_W; e += (OWN_ROW ? 1 : group_threads)) {
         int m = e / STAGE_W, i = chunk + e % STAGE_W;
+#if GENERATE && GROUP_PROMPTS == 1
+        uint id = i < staged_count[m] ? own_ids[(staged_first[m] + i) % CONTEXT_WINDOW] : 0u;
+#else
         uint id = i < staged_count[m] ? raw_token(base + m, row_len, staged_first[m] + i) : 0u;
+#endif
         staged_ids[e] = min(id, uint(VOCAB - 1));
     }
 }
@@ -203,9 +226,13 @@ void finish(int p, bool valid, int index, float top, float sum, float target) {
     int at = gen_step * prompt_count() + p;
     PREDICTIONS[at] = prediction_word(valid, index, sum);
     LOGPROBS[at] = -log(sum);
-    int position = p * prompt_row_len() + int(LENGTHS[p]) + gen_step;
+    int length = prompt_length(p, 0);  // the position the new id takes
+    int position = p * prompt_row_len() + length;
     int word = HEADER_WORDS + position / 2, shift = 16 * (position % 2);
     PROMPTS[word] = (PROMPTS[word] & ~(0xFFFFu << shift)) | (uint(index) << shift);
+#if GROUP_PROMPTS == 1
+    own_ids[length % CONTEXT_WINDOW] = uint(index);
+#endif
 #else
     PREDICTIONS[p] = prediction_word(valid, index, sum);
 #if SCORING
@@ -215,12 +242,14 @@ void finish(int p, bool valid, int index, float top, float sum, float target) {
 }
 
 #if GENERATE
-// The kernel's forward pass once per step; a step's ids are visible to the group's next step.
+// The kernel's forward pass once per step (after its start_steps); a step's ids are visible to the group's
+// next step.
 #define MAIN_STEPS(forward)                                                  \
     void main() {                                                            \
+        start_steps();                                                       \
         for (gen_step = first_step; gen_step < last_step; gen_step++) {      \
             forward();                                                       \
-            memoryBarrierBuffer();                                           \
+            if (!OWN_ROW) memoryBarrierBuffer();                             \
             barrier();                                                       \
         }                                                                    \
     }

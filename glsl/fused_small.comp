@@ -23,6 +23,29 @@ const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one 
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidden rows a thread sums, at most
 
+#if GENERATE
+#if OUT_CACHED
+// ROUNDS == 1 and few rows a thread (engine/executors/fused_generation.py decides): each thread's output
+// weights and biases stay in registers for every step of the dispatch.
+uint out_cache[PART_ROWS];
+vec4 out_bias4 = vec4(0.0);
+#endif
+
+void start_steps() {
+    int t = int(gl_LocalInvocationID.x);
+    load_own_row(int(gl_WorkGroupID.y), t);
+#if OUT_CACHED
+    int lane = t % COLUMN_THREADS, part = t / COLUMN_THREADS;
+    bool working = lane < SLICE4 && part < HIDDEN_SPLIT;
+    for (int i = 0; i < PART_ROWS; i++) {
+        int j = part + i * HIDDEN_SPLIT;
+        out_cache[i] = working && j < LAST_HIDDEN ? OUT_Q[j * (VOCAB_PAD / 4) + lane] : 0u;
+    }
+    for (int r = 0; r < 4; r++) out_bias4[r] = working && 4 * lane + r < VOCAB ? BIASES[OUT_BIAS_AT + 4 * lane + r] : 0.0;
+#endif
+}
+#endif
+
 // Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
 // first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
 // states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.
@@ -99,7 +122,11 @@ void forward() {
             for (int i = 0; i < PART_ROWS; i++) {  // a constant trip count: the loads are issued together
                 int j = part + i * HIDDEN_SPLIT;
                 if (j < LAST_HIDDEN) {
+#if OUT_CACHED
+                    uint q = out_cache[i];
+#else
                     uint q = OUT_Q[j * (VOCAB_PAD / 4) + c4];
+#endif
                     vec4 w = vec4(q & 255u, (q >> 8u) & 255u, (q >> 16u) & 255u, q >> 24u) - OUT_WEIGHT_ZERO;
                     acc += h[j] * w;
                 }
@@ -116,7 +143,11 @@ void forward() {
             for (int r = 0; r < 4; r++) {
                 int k = 4 * c4 + r;
                 if (k < VOCAB) {
+#if GENERATE && OUT_CACHED
+                    float logit = acc[r] + out_bias4[r];
+#else
                     float logit = acc[r] + BIASES[OUT_BIAS_AT + k];
+#endif
                     consider(top, sum, index, logit, k);
                     target = max(target, target_logit(p, k, logit));
                 }

@@ -178,4 +178,7 @@ void forward() {
     }
 }
 
+#if GENERATE
+void start_steps() {}
+#endif
 MAIN_STEPS(forward)

@@ -324,3 +324,21 @@ def test_viz_draws_a_band_per_step_boxing_the_oracles_top_token(tmp_path, rng, s
             continue  # a near-tie: the box may sit on either
         assert (strip[step * 8, max(top - 2, 0)] == 255).all(), f"step {step}: no box at {top} (seed {seed})"
         assert top == tokens[step], f"step {step}: greedy chose {tokens[step]}, oracle {top} (seed {seed})"
+
+
+@pytest.mark.parametrize("name", ["pixellm_v0", "pixellm_v1"])
+def test_bundled_models_generate_the_oracles_tokens_on_fused(gpu, rng, seed, name):
+    """v0's shape takes the one-prompt path that keeps its output weights in registers; v1's does not."""
+    from pxgl.executors.fused_generation import small_program_shape
+
+    path = Path(__file__).resolve().parents[1] / "assets" / f"{name}.pxi"
+    model = load_model(path)
+    rows = [list(map(int, rng.integers(0, model.spec.vocab_size, int(rng.integers(1, 20))))) for _ in range(3)]
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        cached = small_program_shape(engine.executor)[0].int("OUT_CACHED")
+        assert cached == (name == "pixellm_v0"), f"{name}: OUT_CACHED {cached}"
+        alone = engine.generate(rows[:1], 10)
+        together = engine.generate(rows, 10)
+    assert np.array_equal(alone.tokens[0], together.tokens[0])
+    compared = assert_replays(params_at(path), rows, together.tokens, together.logprobs, {}, f"{name}, seed {seed}")
+    assert compared >= 10, f"seed {seed}: only {compared} tokens compared"

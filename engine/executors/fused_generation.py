@@ -27,6 +27,8 @@ FUSED_SMALL_GENERATE = Kernel(
     "fused_small", (*RUN, Storage("scratch"), Storage("out_bytes"), *STEPS), shared=SMALL_SHARED
 )
 FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED)
+OUT_CACHE_ROWS = 32
+"""Output-weight words a thread of the one-prompt group keeps in registers for a whole dispatch, at most."""
 TILES_WANTED = 256
 """Work groups a batch's generation aims for, at least (a few per multiprocessor of a large GPU)."""
 GENERATE_THREADS = 1024
@@ -37,11 +39,14 @@ group's latency, so it gets more threads than a prediction's slice."""
 def one_group_constants(executor: FusedExecutor, threads: int) -> Constants:
     """fused_small's constants with the whole vocabulary in one work group of `threads` threads."""
     columns4 = executor.constants.int("VOCAB_PAD") // 4
+    column_threads = min(1 << (columns4.bit_length() - 1), threads)
+    part_rows = ceil_div(executor.spec.hidden[-1], threads // column_threads)
     return small_constants(executor.constants, IDS) | {
         "GENERATE": 1,
         "SPLIT": 1,
         "SMALL_THREADS": threads,
-        "COLUMN_THREADS": min(1 << (columns4.bit_length() - 1), threads),
+        "COLUMN_THREADS": column_threads,
+        "OUT_CACHED": int(column_threads >= columns4 and part_rows <= OUT_CACHE_ROWS),
     }
 
 
