@@ -3,7 +3,7 @@
 // for an attention context, the head; the others as dense layers), then the logits of vocabulary slice
 // `slice`: its threads split the slice's columns (a vec4 of weights each) and, when there are more
 // threads than columns, the hidden units too, adding their partial sums through shared memory; each
-// column's logit is folded into an online softmax and two rounds in shared memory merge the threads. With
+// column's logit is folded into an online softmax and a tree in shared memory merges the threads. With
 // SPLIT > 1 slices, each group leaves its partial result in Scratch and the last group of the prompt to
 // arrive (an atomic count) merges them.
 layout(local_size_x = LOCAL_SIZE) in;  // SMALL_THREADS, a power of two
@@ -22,7 +22,6 @@ const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per sli
 const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidden rows a thread sums, at most
-const int MERGE_FAN = COLUMN_THREADS < 16 ? COLUMN_THREADS : 16;  // both powers of two
 
 #if GENERATE
 #if OUT_CACHED
@@ -156,18 +155,14 @@ void forward() {
         }
         barrier();
     }
-    // Two rounds, two barriers: MERGE_FAN threads each merge MERGE_FAN states, then thread 0 merges theirs.
     if (t < COLUMN_THREADS) states[t] = packed_state(top, sum, index, target);
     barrier();
-    if (t < COLUMN_THREADS / MERGE_FAN) {
-        top = NO_LOGIT; sum = 0.0; index = VOCAB; target = NO_LOGIT;
-        for (int i = 0; i < MERGE_FAN; i++) merge(top, sum, index, target, states[t * MERGE_FAN + i]);
-        states[t * MERGE_FAN] = packed_state(top, sum, index, target);
-    }
-    barrier();
-    if (t == 0) {
-        for (int g = 1; g < COLUMN_THREADS / MERGE_FAN; g++) merge(top, sum, index, target, states[g * MERGE_FAN]);
-        states[0] = packed_state(top, sum, index, target);
+    for (int stride = COLUMN_THREADS / 2; stride > 0; stride /= 2) {
+        if (t < stride) {
+            merge(top, sum, index, target, states[t + stride]);
+            states[t] = packed_state(top, sum, index, target);
+        }
+        barrier();
     }
 #if SPLIT == 1
     if (t == 0) finish(p, staged_valid[0], index, top, sum, target);
