@@ -174,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, action="append", help="weights .pxi (default: the bundled ones)")
     parser.add_argument("--sizes", help="streams x tokens, comma-separated (default 1x256,1024x64,65536x64)")
+    parser.add_argument("--systems", help="comma-separated system names to run (default: every one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")] if args.sizes else list(SIZES)
@@ -187,7 +188,10 @@ def main() -> None:
         ids = rng.integers(0, model.spec.vocab_size, (max(b for b, _ in sizes), PROMPT_TOKENS)).astype(np.int64)
         results: dict = {"device": gpu.renderer, "date": date, "model": model_path.stem, "systems": {}}
         print(f"== generation, {model_path.stem} on {gpu.renderer}", flush=True)
+        wanted = set(args.systems.split(",")) if args.systems else None
         for generator in pxgl_generators(model_path, gpu) + torch_generators(params):
+            if wanted is not None and generator.name not in wanted:
+                continue
             entry: dict = {"notes": generator.notes, "sizes": {}}
             for streams, steps in sizes:
                 key = f"{streams}x{steps}"
