@@ -14,7 +14,7 @@ from pxgl.errors import PxglError
 from pxgl.executors.fused import refusal
 from pxgl.generation import MAX_NEW_TOKENS, Choice, Sampling, StopScanner, TextRow
 from pxgl.loading import load_model
-from pxgl.pxi import read_rgb
+from pxgl.pxi import encode_tokens, read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
 
 from tests.cli_process import pxgl
@@ -259,6 +259,13 @@ def test_cli_generates_json_and_the_token_film_strip(tmp_path, rng, seed):
     for record, prompt, row in zip(records, prompts, ids, strict=True):
         assert record["prompt"] == prompt and record["tokens"] == row.tolist() and not record["stopped"]
         assert record["text"] == tokenizer.decode(row)
+    # Pixels in: the prompts' token texture gives the same tokens, and the same film strip.
+    write_rgb(tmp_path / "prompts.pxi", encode_tokens(rows, 300))
+    pixels_in = pxgl("generate", "--input", "prompts.pxi", *args[2:], "--out", "gen2.pxi", cwd=tmp_path)
+    assert pixels_in.returncode == 0, pixels_in.stderr
+    again = [json.loads(line)["tokens"] for line in pixels_in.stdout.splitlines()]
+    assert again == [r["tokens"] for r in records], f"seed {seed}"
+    assert np.array_equal(read_rgb(tmp_path / "gen2.pxi"), strip)
     # A stop string: the first ASCII byte generated after the first token's start (bytes, not the decoded text).
     data = b"".join(tokenizer.token_bytes(int(t)) for t in ids[0])
     ascii_at = [i for i in range(1, len(data)) if 0 < data[i] < 128]

@@ -53,7 +53,7 @@ def generation_executor(executor: str | None, greedy: bool, top_logprobs: int) -
 
 @app.command()
 def generate(
-    prompt: Annotated[str | None, typer.Argument(help="Prompt text (or use --batch).")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="Prompt text (or use --batch / --input).")] = None,
     steps: StepsOption = 16,
     temperature: TemperatureOption = 0.0,
     top_k: TopKOption = None,
@@ -62,6 +62,9 @@ def generate(
     stop: StopOption = None,
     logprobs: LogprobsOption = 0,
     batch: BatchOption = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Token texture of the prompts: pixels in, no text encoded.")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the generated tokens as a token texture (.pxi).")
     ] = None,
@@ -78,30 +81,37 @@ def generate(
     prompt's text is printed as it is generated."""
     from ..generation import Sampling, check_steps, check_stops, check_top_logprobs
     from ..loading import open_model
-    from ..pxi import encode_tokens, write_rgb
+    from ..pxi import encode_tokens, read_token_texture, write_rgb
 
-    if (prompt is None) == (batch is None):
-        raise PxglError("give a PROMPT or --batch FILE (one of them)")
+    if sum(given is not None for given in (prompt, batch, input_file)) != 1:
+        raise PxglError("give a PROMPT, --batch FILE or --input TOKENS.pxi (one of them)")
     check_steps(steps)
     check_top_logprobs(logprobs)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
-    check_outputs([(out, "--out")], [*model_files(model), batch])
+    check_outputs([(out, "--out")], [*model_files(model), batch, input_file])
     if viz is not None:
         check_output_dir(viz, "--viz")
-    prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
-    if prompts == [""]:
-        raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
+    if input_file is not None:
+        pixels, lengths = read_token_texture(input_file, runnable.model.spec.vocab_size)
+        ids = pixels[..., 0].astype(np.int64) + 256 * pixels[..., 1].astype(np.int64)
+        rows = [ids[r, : lengths[r]].tolist() for r in range(len(ids))]
+        prompts = [tokenizer.decode(row) for row in rows]
+    else:
+        prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
+        if prompts == [""]:
+            raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
+        rows = [tokenizer.encode(text) for text in prompts]
     live = len(prompts) == 1 and not as_json
-    answers = answer_prompts(runnable, prompts, steps, sampling, stops, logprobs, device, live)
+    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, device, live)
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
         strips = [[choice.token for choice in answer.steps] for answer in answers]
         write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
     if viz is not None:
-        draw_steps(viz, runnable, [tokenizer.encode(text) for text in prompts], answers, device)
+        draw_steps(viz, runnable, rows, answers, device)
     for text, answer in zip(prompts, answers, strict=True):
         if live:
             continue
@@ -159,7 +169,8 @@ def ask(
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, 0))
     tokenizer = runnable.model.tokenizer
-    (answer,) = answer_prompts(runnable, [prompt], steps, sampling, stops, 0, device, live=not as_json)
+    rows = [tokenizer.encode(prompt)]
+    (answer,) = answer_prompts(runnable, [prompt], rows, steps, sampling, stops, 0, device, live=not as_json)
     # one prediction pixel (§5) per step: step s predicts the prompt and the s tokens before it
     pixels = np.array([(c.token % 256, c.token // 256, c.confidence) for c in answer.steps], np.uint8)[:, None]
     write_rgb(out, pixels)
@@ -190,6 +201,7 @@ def ask(
 def answer_prompts(
     runnable: "Runnable",
     prompts: list[str],
+    rows: list[list[int]],
     steps: int,
     sampling: "Sampling",
     stops: list[bytes],
@@ -197,12 +209,12 @@ def answer_prompts(
     device: str | None,
     live: bool,
 ) -> "list[TextRow]":
-    """Generate every prompt's answer; `live` (one prompt): print the prompt, then its text as it arrives."""
+    """Generate every prompt's answer (`rows`: the prompts' ids); `live` (one prompt): print the prompt, then
+    its text as it arrives."""
     from ..engine import Engine
     from ..generation import follow_text
 
     tokenizer = runnable.model.tokenizer
-    rows = [tokenizer.encode(text) for text in prompts]
     decoder = getincrementaldecoder("utf-8")(errors="replace")
     if live:
         sys.stdout.write(prompts[0])
