@@ -126,11 +126,11 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
         if cuda:
             torch.cuda.synchronize()
 
-    def eager_batch(tf32: bool) -> Callable[[np.ndarray], np.ndarray]:
+    def batch(tf32: bool, run_forward: Callable = forward) -> Callable[[np.ndarray], np.ndarray]:
         def run(ids: np.ndarray) -> np.ndarray:
             torch.backends.cuda.matmul.allow_tf32 = tf32
             with torch.inference_mode():
-                pixels = forward(upload(ids)).cpu().numpy()
+                pixels = run_forward(upload(ids)).cpu().numpy()
             synchronize()
             return pixels
 
@@ -148,7 +148,7 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
             "fp32",
             FP32,
             eager_one,
-            eager_batch(tf32=False),
+            batch(tf32=False),
             f"torch {torch.__version__} eager on {where}, float32",
         )
     ]
@@ -161,19 +161,10 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
                 "tf32",
                 TF32,
                 None,
-                eager_batch(tf32=True),
+                batch(tf32=True),
                 f"torch {torch.__version__} eager on {where}, tf32 matmuls",
             )
         )
-        compiled = torch.compile(forward, dynamic=False)
-
-        def compiled_batch(ids: np.ndarray) -> np.ndarray:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            with torch.inference_mode():
-                pixels = compiled(upload(ids)).cpu().numpy()
-            synchronize()
-            return pixels
-
         systems.append(
             System(
                 "pytorch-compile-tf32",
@@ -181,7 +172,7 @@ def torch_systems(params: dict, prompt_tokens: int) -> tuple[list[System], list[
                 "tf32",
                 TF32,
                 None,
-                compiled_batch,
+                batch(tf32=True, run_forward=torch.compile(forward, dynamic=False)),
                 f"torch {torch.__version__} torch.compile (inductor, default mode, one graph per batch size) "
                 f"on {where}, tf32 matmuls",
             )
