@@ -2,10 +2,14 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Tests never write into the user's cache (engine/cache.py): the engines of a test run share one of their own.
+os.environ.setdefault("PXGL_CACHE_DIR", tempfile.mkdtemp(prefix="pxgl-test-cache-"))
 
 
 @pytest.fixture

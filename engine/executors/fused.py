@@ -29,9 +29,9 @@ from ..spec import ModelSpec
 from .fused_weights import (
     STAGE_MAX,
     WeightsLayout,
+    cached_weights,
     check_envelope,
     grid,
-    prepare_weights,
     supports,
     weights_layout,
 )
@@ -276,7 +276,7 @@ class FusedExecutor:
         self.config = (tuning or FusedConfig()).fitted(gpu, spec)
         self.constants = kernel_constants(spec, self.config)
         self.layout: WeightsLayout = weights_layout(spec, self.constants.int("VOCAB_PAD"))
-        self.prepared = prepare_weights(gpu, spec, inputs.weights, self.layout)
+        self.prepared = cached_weights(gpu, spec, inputs.weights, self.layout)
         self._weights = self.prepared.resources()
         self._small_constants = {
             (layout, scoring): small_constants(self.constants, layout, scoring)

@@ -6,13 +6,16 @@ prompt costs table reads where the model is linear in its tokens.
     HEAD   attention only: embed · query|key|value, pos · query|key|value, and the head's rows of layer0.weight
     DENSE  layers l ≥ 1, dequantized;  BIASES  every layer's, then out.bias padded;  OUT  out.weight padded
 
-Everything here is computed on the GPU by two kernels compiled once per model and run with uniforms."""
+Everything here is computed on the GPU by two kernels compiled once per model and run with uniforms, and
+kept in the on-disk cache (engine/cache.py) for the next engine of the same weights on the same GPU."""
 
 from dataclasses import dataclass
 
+from .. import cache
 from ..errors import PxglError
 from ..gl import Buffer, GLBackend, Texture
 from ..kernel import Kernel, Sampler, Storage, Uniform
+from ..resources import resource_dir
 from ..spec import ModelSpec, Tensor
 from .protocol import ceil_div, model_constants
 
@@ -34,6 +37,10 @@ FUSED_DEQUANT = Kernel(
     ),
 )
 PREPARE_GROUP = 64
+PREPARE_SOURCES = ("fused_tables.comp", "fused_dequant.comp", "weights.glsl")
+"""The shaders that compute the prepared weights: a cache entry is keyed by their text."""
+CACHE_FORMAT = "pxgl fused prepared weights 1"
+PREPARED_NAMES = ("first-layer token tables", "attention tables", "dense layers", "biases", "output weights")
 MAX_GROUPS_PER_AXIS = 65535
 """GL guarantees this many work groups on each axis; bigger grids fold into a second axis."""
 STAGE_MAX = 32
@@ -167,6 +174,41 @@ def quantization(tensor: Tensor, prefix: str) -> dict[str, int | float]:
     }
 
 
+def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: WeightsLayout) -> PreparedWeights:
+    """The prepared buffers, from the on-disk cache (engine/cache.py) when an entry for exactly these weights,
+    this layout, these shaders and this GPU and driver is there, else computed and then kept there."""
+    glsl = resource_dir("glsl")
+    sources = [(glsl / name).read_text(encoding="utf-8") for name in PREPARE_SOURCES]
+    constants = sorted((model_constants(spec) | layout.constants()).items())
+    key = cache.entry_key(
+        CACHE_FORMAT, gpu.renderer, gpu.version, *sources, repr(constants), gpu.read_uint8(weights).tobytes()
+    )
+    sizes = [4 * max(floats, 1) for floats in layout_floats(spec, layout)]
+    data = cache.load(key, sum(sizes))
+    if data is not None:
+        buffers, at = [], 0
+        for size, what in zip(sizes, PREPARED_NAMES, strict=True):
+            buffer = gpu.storage_buffer(size, what)
+            gpu.write_storage(buffer, data[at : at + size])
+            buffers.append(buffer)
+            at += size
+        return PreparedWeights(*buffers)
+    prepared = prepare_weights(gpu, spec, weights, layout)
+    cache.store(key, b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True)))
+    return prepared
+
+
+def layout_floats(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ...]:
+    """Floats of each prepared buffer, in PreparedWeights' order."""
+    return (
+        layout.first_floats,
+        layout.head_floats,
+        layout.dense_floats,
+        layout.bias_floats,
+        spec.hidden[-1] * layout.vocab_pad,
+    )
+
+
 def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: WeightsLayout) -> PreparedWeights:
     """Every prepared buffer, computed on the GPU from the weight texture (then a storage barrier)."""
     a, c, t = spec.architecture, spec.context, spec.tensors
@@ -179,11 +221,7 @@ def prepare_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: W
         return gpu.storage_buffer(4 * max(floats, 1), what)
 
     prepared = PreparedWeights(
-        first=buffer(layout.first_floats, "first-layer token tables"),
-        head=buffer(layout.head_floats, "attention tables"),
-        dense=buffer(layout.dense_floats, "dense layers"),
-        biases=buffer(layout.bias_floats, "biases"),
-        out_weights=buffer(spec.hidden[-1] * layout.vocab_pad, "output weights"),
+        *(buffer(n, what) for n, what in zip(layout_floats(spec, layout), PREPARED_NAMES, strict=True))
     )
 
     def product(dst: Buffer, at: int, a_tensor: Tensor, b_tensor: Tensor, rows: int, n: int, k: int, row0: int) -> None:
