@@ -128,22 +128,38 @@ class StopScanner:
     def feed(self, data: bytes) -> bytes:
         if self.stopped:
             return b""
-        text = self.held + data
+        return self._scan(self.held + data, final=False)
+
+    def flush(self) -> bytes:
+        if self.stopped:
+            return b""
+        return self._scan(self.held, final=True)
+
+    def _scan(self, text: bytes, final: bool) -> bytes:
+        """Show what no stop string can claim any more. A stop found in `text` ends it unless a stop string
+        that would begin earlier is still incomplete at the end of `text` (then everything from there waits
+        for the next piece); without a stop, a tail that could begin one waits."""
         found = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
-        if found:
-            out = text[: min(found)]
-            self.stop_at, self.held = self.emitted + len(out), b""
-            self.emitted += len(out)
-            return out
-        keep = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
-        out, self.held = text[: len(text) - keep], text[len(text) - keep :]
+        complete = min(found, default=len(text))
+        pending = len(text) if final else self._pending_start(text, complete)
+        if pending < complete or not found:
+            out, self.held = text[:pending], text[pending:]
+            if final:
+                self.held = b""
+                out = text
+        else:
+            out, self.held = text[:complete], b""
+            self.stop_at = self.emitted + complete
         self.emitted += len(out)
         return out
 
-    def flush(self) -> bytes:
-        out, self.held = (b"", b"") if self.stopped else (self.held, b"")
-        self.emitted += len(out)
-        return out
+    def _pending_start(self, text: bytes, before: int) -> int:
+        """The earliest start j < `before` from which `text` is a proper prefix of a stop string (one that the
+        next bytes could complete), else `before`."""
+        for j in range(max(0, len(text) - max(map(len, self.stops)) + 1), before):
+            if any(len(text) - j < len(stop) and stop.startswith(text[j:]) for stop in self.stops):
+                return j
+        return before
 
 
 @dataclass(frozen=True)

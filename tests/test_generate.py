@@ -187,8 +187,12 @@ def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
     """TextRow fed token by token against the whole text cut at the earliest stop (an independent rule)."""
     alphabet = b"abc\xc3\xa9"
     for trial in range(300):
-        tokens = [bytes(rng.choice(list(alphabet), int(rng.integers(1, 4)))) for _ in range(int(rng.integers(1, 9)))]
-        stops = [bytes(rng.choice(list(alphabet), int(rng.integers(1, 4)))) for _ in range(int(rng.integers(1, 3)))]
+
+        def piece(longest: int) -> bytes:
+            return bytes(rng.choice(list(alphabet), int(rng.integers(1, longest + 1))).tolist())
+
+        tokens = [piece(3) for _ in range(int(rng.integers(1, 9)))]
+        stops = [piece(4) for _ in range(int(rng.integers(1, 3)))]
         text = b"".join(tokens)
         found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
         end = min(found) if found else len(text)
@@ -202,6 +206,13 @@ def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
         assert row.stopped == bool(found), what
         ends = np.cumsum([len(t) for t in tokens])
         assert [c.token for c in row.kept] == [i for i in range(len(tokens)) if ends[i] <= end], what
+    # A stop that begins earlier but is still incomplete when a later one completes decides first.
+    row = TextRow([b"abcd", b"c"])
+    assert row.add(Choice(0, 0, 0.0, []), b"ab") == b"" and row.add(Choice(1, 0, 0.0, []), b"c") == b""
+    assert row.add(Choice(2, 0, 0.0, []), b"dz") == b"" and row.data == b"" and row.scanner.stop_at == 0
+    row = TextRow([b"abcd", b"c"])
+    row.add(Choice(0, 0, 0.0, []), b"abc")
+    assert row.add(Choice(1, 0, 0.0, []), b"x") == b"ab" and row.scanner.stop_at == 2
     scanner = StopScanner([b"\n\n"])
     assert scanner.feed(b"one\n") == b"one" and scanner.feed(b"two") == b"\ntwo"  # held back, then released
     assert scanner.feed(b"\n") == b"" and scanner.feed(b"\nmore") == b"" and scanner.stopped
