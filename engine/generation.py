@@ -156,7 +156,8 @@ class StopScanner:
     def _pending_start(self, text: bytes, before: int) -> int:
         """The earliest start j < `before` from which `text` is a proper prefix of a stop string (one that the
         next bytes could complete), else `before`."""
-        for j in range(max(0, len(text) - max(map(len, self.stops)) + 1), before):
+        longest = max(map(len, self.stops), default=0)
+        for j in range(max(0, len(text) - longest + 1), before):
             if any(len(text) - j < len(stop) and stop.startswith(text[j:]) for stop in self.stops):
                 return j
         return before
