@@ -1,0 +1,259 @@
+"""One thread per engine: it builds the Engine (its GL context is bound to that thread), takes jobs from a
+queue, gathers concurrent generation requests with equal sampling settings into one GPU batch, and hands
+results back to the event loop that asked. Handlers never touch GL."""
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine import Engine
+from ..errors import PxglError
+from ..generation import Sampling
+from ..loading import Runnable
+from .limits import Limits
+from .stepping import generation_steps
+
+log = logging.getLogger("pxgl.serve")
+
+
+class QueueFull(Exception):
+    """The engine holds `Limits.queue` requests already."""
+
+
+class Finished:
+    """Sent after a job's last result."""
+
+
+FINISHED = Finished()
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """Sent instead of a result: `bad_input` (a PxglError: the request's fault) or the server's."""
+
+    message: str
+    bad_input: bool
+
+
+class Sink:
+    """Results of a job, put by the engine's thread, awaited on the event loop of the request."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, item: Any) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+
+@dataclass(eq=False)
+class Job:
+    sink: Sink
+    cancelled: bool = field(default=False, init=False)
+    """Set by the request (its client left, or all its prompts stopped): no more results are wanted."""
+
+    @property
+    def batch_key(self) -> Hashable | None:
+        """Jobs with an equal key may run in one GPU batch; None runs alone."""
+        return None
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(eq=False, kw_only=True)
+class CallJob(Job):
+    """Any engine work run alone (predict, trace): `call(engine)`'s value is the one result."""
+
+    call: Callable[[Engine], Any]
+
+
+@dataclass(frozen=True)
+class StepSlice:
+    """One generation step of one request's prompts."""
+
+    step: int
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+
+
+@dataclass(eq=False, kw_only=True)
+class GenerateJob(Job):
+    rows: Sequence[Sequence[int]]
+    max_tokens: int
+    sampling: Sampling
+    top_logprobs: int
+
+    @property
+    def batch_key(self) -> Hashable:
+        # Every greedy request batches with every other: seed, top-k and top-p do not change an argmax.
+        return self.sampling if self.sampling.temperature > 0 else Sampling()
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+
+STOP = object()
+
+
+class EngineWorker:
+    """The thread that owns one model's Engine."""
+
+    def __init__(self, name: str, runnable: Runnable, limits: Limits, device: int | None = None) -> None:
+        self.name = name
+        self.runnable = runnable
+        self.limits = limits
+        self._device = device
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._held: deque[Job] = deque()
+        self._admitted = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"pxgl-engine-{name}", daemon=True)
+        self.executor_name = ""
+
+    def start(self) -> None:
+        """Build the engine on its thread (weights uploaded, kernels compiled); raise what stopped it."""
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self) -> None:
+        """Finish the jobs queued, close the engine on its thread and end it."""
+        if self._thread.is_alive():
+            self._queue.put(STOP)
+            self._thread.join()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._admitted >= self.limits.queue:
+                raise QueueFull
+            self._admitted += 1
+        self._queue.put(job)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._admitted
+
+    def _run(self) -> None:
+        try:
+            engine = Engine(self.runnable, device=self._device)
+        except BaseException as e:
+            self._start_error = e
+            self._ready.set()
+            return
+        self.executor_name = engine.executor_name
+        self._ready.set()
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._run_batch(engine, batch)
+        finally:
+            engine.close()
+
+    def _next_batch(self) -> list[Job] | None:
+        """The oldest job and, within the batch wait, the jobs that can share its GPU batch."""
+        first = self._held.popleft() if self._held else self._queue.get()
+        if first is STOP:
+            return None
+        batch, key = [first], first.batch_key
+        if key is None:
+            return batch
+        room = self.limits.max_batch - first.size
+        for job in list(self._held):
+            if job.batch_key == key and job.size <= room:
+                self._held.remove(job)
+                batch.append(job)
+                room -= job.size
+        deadline = time.monotonic() + self.limits.batch_wait_s
+        while room > 0:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is not STOP and job.batch_key == key and job.size <= room:
+                batch.append(job)
+                room -= job.size
+            else:
+                self._held.append(job)
+                if job is STOP:
+                    break
+        return batch
+
+    def _run_batch(self, engine: Engine, batch: list[Job]) -> None:
+        try:
+            if isinstance(batch[0], GenerateJob):
+                run_generation(engine, batch)  # type: ignore[arg-type]
+            else:
+                result = batch[0].call(engine)  # type: ignore[attr-defined]
+                batch[0].sink.put(result)
+        except PxglError as e:
+            for job in batch:
+                job.sink.put(JobFailed(str(e), bad_input=True))
+        except Exception as e:
+            log.exception("engine %s failed on a batch of %d request(s)", self.name, len(batch))
+            for job in batch:
+                job.sink.put(JobFailed(f"the engine failed: {type(e).__name__}: {e}", bad_input=False))
+        finally:
+            for job in batch:
+                job.sink.put(FINISHED)
+            with self._lock:
+                self._admitted -= len(batch)
+
+
+def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
+    """One GPU generation for every job's prompts: the longest max_tokens runs and each job gets its rows of
+    each step until its own max_tokens; the GPU work stops once no job wants more. A prompt's draw row is
+    its index in its own request (docs/FORMATS.md §11), so a request answers the same alone or batched."""
+    rows = [row for job in jobs for row in job.rows]
+    draw_rows = [index for job in jobs for index in range(len(job.rows))]
+    starts = np.cumsum([0] + [len(job.rows) for job in jobs])
+    steps = generation_steps(
+        engine,
+        rows,
+        max(job.max_tokens for job in jobs),
+        jobs[0].sampling,
+        top_logprobs=max(job.top_logprobs for job in jobs),
+        draw_rows=draw_rows,
+    )
+    wanting = list(zip(jobs, starts[:-1], starts[1:], strict=True))
+    try:
+        for generated in steps:
+            still = []
+            for job, start, end in wanting:
+                if job.cancelled:
+                    continue
+                k = job.top_logprobs
+                job.sink.put(
+                    StepSlice(
+                        generated.step,
+                        generated.tokens[start:end],
+                        generated.logprobs[start:end],
+                        generated.top_ids[start:end, :k],
+                        generated.top_logprobs[start:end, :k],
+                    )
+                )
+                if generated.step + 1 < job.max_tokens:
+                    still.append((job, start, end))
+            wanting = still
+            if not wanting:
+                break
+    finally:
+        steps.close()
