@@ -37,6 +37,10 @@ class Mounted:
     worker: EngineWorker
 
 
+def worker_state(worker: EngineWorker) -> dict[str, int]:
+    return {"in_flight": worker.in_flight, "batches": worker.batches, "requests": worker.requests}
+
+
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -112,7 +116,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         return HTMLResponse(page)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": {m.name: {"in_flight": m.worker.in_flight} for m in models}})
+        return JSONResponse({"status": "ok", "models": {m.name: worker_state(m.worker) for m in models}})
 
     async def list_models(request: Request) -> Response:
         data = [

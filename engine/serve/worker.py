@@ -127,6 +127,9 @@ class EngineWorker:
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"pxgl-engine-{name}", daemon=True)
         self.executor_name = ""
+        self.batches = 0
+        """GPU batches run so far (each one engine call); with `requests`, how much batching happened."""
+        self.requests = 0
 
     def start(self) -> None:
         """Build the engine on its thread (weights uploaded, kernels compiled); raise what stopped it."""
@@ -214,6 +217,8 @@ class EngineWorker:
         finally:
             for job in batch:
                 job.sink.put(FINISHED)
+            self.batches += 1
+            self.requests += len(batch)
             with self._lock:
                 self._admitted -= len(batch)
 
