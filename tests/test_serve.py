@@ -156,7 +156,7 @@ def test_completions_plain_and_streamed_equal_pxgl_generate(served, rng, seed):
     prompts = ["pixels and", "every weight is a byte of an image", "the"]
     steps, draw_seed = 12, int(rng.integers(0, 2**32))
     for model, temperature in (("alpha", 1.5), ("beta", 0.0)):
-        args = ["-n", str(steps), "-t", str(temperature), "--seed", str(draw_seed)]
+        args = ["-n", str(steps), "-t", str(temperature), "--seed", str(draw_seed), "--logprobs", "3", "-x", "passes"]
         plain = generate_cli(served, model, prompts, *args)
         # A stop string: a byte the first row generates after its first token's start (bytes, mid-token too).
         data = b"".join(served.tokenizer.token_bytes(t) for t in plain[0]["tokens"])
@@ -165,7 +165,7 @@ def test_completions_plain_and_streamed_equal_pxgl_generate(served, rng, seed):
         body = {"model": model, "prompt": prompts, "max_tokens": steps, "temperature": temperature, "seed": draw_seed}
         for want, extra in ((plain, {}), (stopped, {"stop": stop})):
             what = f"{model}, t {temperature}, {extra}, seed {seed}"
-            answer = complete(served.url, body | extra | {"logprobs": 0})
+            answer = complete(served.url, body | extra | {"logprobs": 3})
             assert answer["object"] == "text_completion" and answer["model"] == model, what
             got = sorted(answer["choices"], key=lambda c: c["index"])
             for choice, record in zip(got, want, strict=True):
@@ -174,12 +174,18 @@ def test_completions_plain_and_streamed_equal_pxgl_generate(served, rng, seed):
                 assert choice["logprobs"]["token_logprobs"] == record["logprobs"], what
                 texts = [served.tokenizer.token_bytes(t).decode("utf-8", "replace") for t in record["tokens"]]
                 assert choice["logprobs"]["tokens"] == texts, what
+                tops = [{a["text"]: a["logprob"] for a in top} for top in record["top_logprobs"]]
+                assert choice["logprobs"]["top_logprobs"] == tops, what
             usage = answer["usage"]
             assert usage["completion_tokens"] == sum(len(r["tokens"]) for r in want), what
-            events = stream(served.url, body | extra)
+            events = stream(served.url, body | extra | {"logprobs": 3})
             assert {e["id"] for e in events} == {events[0]["id"]}, what
             expected = [(r["text"], "stop" if r["stopped"] else "length") for r in want]
             assert streamed_choices(events, len(prompts)) == expected, what
+            for choice in got:  # the stream's logprobs, joined, are the answer's
+                parts = [e["choices"][0]["logprobs"] for e in events if e["choices"][0]["index"] == choice["index"]]
+                for field in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+                    assert [v for part in parts for v in part[field]] == choice["logprobs"][field], (what, field)
 
 
 def test_predict_equals_pxgl_infer_input(served, rng, seed):

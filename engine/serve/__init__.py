@@ -6,7 +6,6 @@ extra `pxgl[serve]`.
     requests.py     request bodies checked against the OpenAI subset served
     completions.py  /v1/completions: OpenAI-shaped answers and server-sent events
     worker.py       one thread per engine (it owns the GL context), dynamic batching
-    stepping.py     generation a step at a time; stop strings over arriving bytes
     limits.py       every bound
     page.py         the live page at / (page.html, page.js) and the trace fragment it shows"""
 

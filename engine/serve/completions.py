@@ -8,76 +8,70 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..generation import Choice, GeneratedStep, TextRow
 from .requests import BadRequest, CompletionRequest
-from .stepping import StopScanner
-from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, QueueFull, Sink, StepSlice
+from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, QueueFull, Sink
 
 TokenBytes = Callable[[int], bytes]
 
 
-@dataclass
-class Choice:
-    """One prompt's continuation as its tokens arrive."""
+class Answer:
+    """One prompt's continuation as its tokens arrive: generation's TextRow (stop strings over bytes, the
+    tokens wholly before the stop) decoded as UTF-8, with what a stream has sent of it."""
 
-    index: int
-    token_bytes: TokenBytes
-    scanner: StopScanner
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float | None] = field(default_factory=list)
-    tops: list[dict[str, float]] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-    """Each token's end, in bytes from the continuation's start."""
-    emitted: bytes = b""
-    reported: int = 0
-    """Tokens already sent in a stream's logprobs."""
-    finish_reason: str | None = None
-    closed: bool = False
-    """A stream has sent this prompt's finish reason."""
+    def __init__(self, token_bytes: TokenBytes, stops: list[bytes]) -> None:
+        self.token_bytes = token_bytes
+        self.row = TextRow(stops)
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.finish_reason: str | None = None
+        self.reported = 0
+        """Tokens already sent in a stream's logprobs."""
+        self.closed = False
+        """A stream has sent this prompt's finish reason."""
 
-    def add(self, token: int, logprob: float, top: dict[str, float]) -> str:
-        """Take the next token; the text that can be shown now."""
+    def add(self, step: GeneratedStep, row: int) -> str:
+        """Take the prompt's token of this step; the text that can be shown now."""
         if self.finish_reason is not None:
             return ""
-        data = self.token_bytes(token)
-        self.ids.append(token)
-        self.logprobs.append(None if math.isnan(logprob) else round(float(logprob), 6))
-        self.tops.append(top)
-        self.ends.append((self.ends[-1] if self.ends else 0) + len(data))
-        out = self.scanner.feed(data)
-        self.emitted += out
-        if self.scanner.stopped:
-            # Only the tokens wholly before the stop string are returned (docs/FORMATS.md §11).
-            kept = sum(end <= len(self.emitted) for end in self.ends)
-            del self.ids[kept:], self.logprobs[kept:], self.tops[kept:], self.ends[kept:]
+        choice = Choice.of(step, row)
+        out = self.row.add(choice, self.token_bytes(choice.token))
+        if self.row.stopped:
             self.finish_reason = "stop"
-        return self.decoder.decode(out, final=self.finish_reason is not None)
+        return self.decoder.decode(out, final=self.row.stopped)
 
     def finish(self) -> str:
-        """All steps are in: what the stop scanner held back, and the reason it ended."""
+        """All steps are in: what the stop scanner held back."""
         if self.finish_reason is not None:
             return ""
-        out = self.scanner.flush()
-        self.emitted += out
         self.finish_reason = "length"
-        return self.decoder.decode(out, final=True)
+        return self.decoder.decode(self.row.finish(), final=True)
 
-    def logprobs_since(self, start: int, upto: int) -> dict[str, Any]:
-        """OpenAI's logprobs object of tokens start..upto (text_offset: characters from the text's start)."""
-        starts = [self.ends[i - 1] if i else 0 for i in range(start, upto)]
-        return {
-            "tokens": [self.token_bytes(t).decode("utf-8", "replace") for t in self.ids[start:upto]],
-            "token_logprobs": self.logprobs[start:upto],
-            "top_logprobs": self.tops[start:upto],
-            "text_offset": [len(self.emitted[:at].decode("utf-8", "replace")) for at in starts],
-        }
+    @property
+    def tokens(self) -> int:
+        return len(self.row.kept)
 
     def confirmed(self) -> int:
-        """Tokens whose bytes are all emitted (none of them can still turn out to be in a stop string)."""
-        return sum(end <= len(self.emitted) for end in self.ends)
+        """Tokens that can be reported: all kept ones at the end, before it those whose bytes are all shown
+        (none of them can still turn out to lie in a stop string)."""
+        if self.finish_reason is not None:
+            return self.tokens
+        return sum(end <= len(self.row.data) for end in self.row.ends)
+
+    def logprobs(self, start: int, upto: int) -> dict[str, Any]:
+        """OpenAI's logprobs object of tokens start..upto (text_offset: characters from the text's start)."""
+        chosen = self.row.steps[start:upto]
+        starts = [self.row.ends[i - 1] if i else 0 for i in range(start, upto)]
+        return {
+            "tokens": [self.text(c.token) for c in chosen],
+            "token_logprobs": [None if math.isnan(c.logprob) else round(c.logprob, 6) for c in chosen],
+            "top_logprobs": [{self.text(t): round(p, 6) for t, p in c.alternatives} for c in chosen],
+            "text_offset": [len(self.row.data[:at].decode("utf-8", "replace")) for at in starts],
+        }
+
+    def text(self, token: int) -> str:
+        return self.token_bytes(token).decode("utf-8", "replace")
 
 
 class Completion:
@@ -87,7 +81,7 @@ class Completion:
         self.token_bytes = token_bytes
         self.id = "cmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
-        self.choices = [Choice(i, token_bytes, StopScanner(request.stops)) for i in range(len(rows))]
+        self.answers = [Answer(token_bytes, request.stops) for _ in rows]
         self.job: GenerateJob | None = None
 
     def start(self, worker: EngineWorker) -> None:
@@ -107,26 +101,19 @@ class Completion:
                 code="queue_full",
             ) from None
 
-    async def steps(self) -> AsyncIterator[StepSlice]:
+    async def steps(self) -> AsyncIterator[GeneratedStep]:
         assert self.job is not None
         while (item := await self.job.sink.get()) is not FINISHED:
             if isinstance(item, JobFailed):
                 raise BadRequest(400 if item.bad_input else 500, item.message)
             yield item
-            if all(choice.finish_reason is not None for choice in self.choices):
+            if all(one.finish_reason is not None for one in self.answers):
                 self.job.cancelled = True
                 return
 
-    def apply(self, step: StepSlice) -> list[str]:
+    def apply(self, step: GeneratedStep) -> list[str]:
         """Feed one step to every prompt; the text each can show now."""
-        texts = []
-        for row, choice in enumerate(self.choices):
-            top = {
-                self.token_bytes(int(t)).decode("utf-8", "replace"): round(float(p), 6)
-                for t, p in zip(step.top_ids[row], step.top_logprobs[row], strict=True)
-            }
-            texts.append(choice.add(int(step.tokens[row]), float(step.logprobs[row]), top))
-        return texts
+        return [answer.add(step, row) for row, answer in enumerate(self.answers)]
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -143,24 +130,23 @@ class Completion:
 
     def usage(self) -> dict[str, int]:
         prompt = sum(len(row) for row in self.rows)
-        completion = sum(len(choice.ids) for choice in self.choices)
+        completion = sum(answer.tokens for answer in self.answers)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def answer(self) -> dict[str, Any]:
         """The whole completion, once every step is in."""
-        texts = ["" for _ in self.choices]
+        texts = ["" for _ in self.answers]
         async for step in self.steps():
             for row, text in enumerate(self.apply(step)):
                 texts[row] += text
         choices = []
-        for row, choice in enumerate(self.choices):
-            texts[row] += choice.finish()
-            logprobs = choice.logprobs_since(0, len(choice.ids)) if self.request.logprobs is not None else None
-            record = {"text": texts[row], "index": row, "logprobs": logprobs, "finish_reason": choice.finish_reason}
-            choices.append(record)
+        for row, one in enumerate(self.answers):
+            texts[row] += one.finish()
+            logprobs = one.logprobs(0, one.tokens) if self.request.logprobs is not None else None
+            choices.append({"text": texts[row], "index": row, "logprobs": logprobs, "finish_reason": one.finish_reason})
         return self.chunk(choices) | {"usage": self.usage()}
 
-    async def events(self, first: StepSlice | None, rest: AsyncIterator[StepSlice]) -> AsyncIterator[bytes]:
+    async def events(self, first: GeneratedStep | None, rest: AsyncIterator[GeneratedStep]) -> AsyncIterator[bytes]:
         """Server-sent events: a chunk per prompt per step that shows text, one with each prompt's finish
         reason, then `[DONE]`. `first` is the first step of `steps()`, awaited before the response began (so
         an error before any step is an HTTP error, not an event), `rest` the others. A failure later is sent
@@ -172,31 +158,31 @@ class Completion:
                 async for step in rest:
                     for event in self._step_events(step):
                         yield event
-            for row, choice in enumerate(self.choices):
-                if not choice.closed:
-                    yield sse(self.chunk([self._delta(row, choice.finish())]))
+            for row, one in enumerate(self.answers):
+                if not one.closed:
+                    yield sse(self.chunk([self._delta(row, one.finish())]))
         except BadRequest as e:
             yield sse({"error": {"message": e.message, "type": "server_error", "param": None, "code": e.code}})
         finally:
             self.cancel()
         yield b"data: [DONE]\n\n"
 
-    def _step_events(self, step: StepSlice) -> list[bytes]:
+    def _step_events(self, step: GeneratedStep) -> list[bytes]:
         return [
             sse(self.chunk([self._delta(row, text)]))
             for row, text in enumerate(self.apply(step))
-            if text or (self.choices[row].finish_reason is not None and not self.choices[row].closed)
+            if text or (self.answers[row].finish_reason is not None and not self.answers[row].closed)
         ]
 
     def _delta(self, row: int, text: str) -> dict[str, Any]:
-        choice = self.choices[row]
+        one = self.answers[row]
         logprobs = None
         if self.request.logprobs is not None:
-            upto = choice.confirmed() if choice.finish_reason is None else len(choice.ids)
-            logprobs = choice.logprobs_since(choice.reported, upto)
-            choice.reported = upto
-        choice.closed = choice.finish_reason is not None
-        return {"text": text, "index": row, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+            upto = one.confirmed()
+            logprobs = one.logprobs(one.reported, upto)
+            one.reported = upto
+        one.closed = one.finish_reason is not None
+        return {"text": text, "index": row, "logprobs": logprobs, "finish_reason": one.finish_reason}
 
 
 def sse(record: dict[str, Any]) -> bytes:

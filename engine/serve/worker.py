@@ -16,10 +16,9 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import PxglError
-from ..generation import Sampling
+from ..generation import GeneratedStep, Sampling
 from ..loading import Runnable
 from .limits import Limits
-from .stepping import generation_steps
 
 log = logging.getLogger("pxgl.serve")
 
@@ -78,17 +77,6 @@ class CallJob(Job):
     """Any engine work run alone (predict, trace): `call(engine)`'s value is the one result."""
 
     call: Callable[[Engine], Any]
-
-
-@dataclass(frozen=True)
-class StepSlice:
-    """One generation step of one request's prompts."""
-
-    step: int
-    tokens: np.ndarray
-    logprobs: np.ndarray
-    top_ids: np.ndarray
-    top_logprobs: np.ndarray
 
 
 @dataclass(eq=False, kw_only=True)
@@ -230,8 +218,7 @@ def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
     rows = [row for job in jobs for row in job.rows]
     draw_rows = [index for job in jobs for index in range(len(job.rows))]
     starts = np.cumsum([0] + [len(job.rows) for job in jobs])
-    steps = generation_steps(
-        engine,
+    steps = engine.stream(
         rows,
         max(job.max_tokens for job in jobs),
         jobs[0].sampling,
@@ -247,9 +234,10 @@ def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
                     continue
                 k = job.top_logprobs
                 job.sink.put(
-                    StepSlice(
+                    GeneratedStep(
                         generated.step,
                         generated.tokens[start:end],
+                        generated.confidences[start:end],
                         generated.logprobs[start:end],
                         generated.top_ids[start:end, :k],
                         generated.top_logprobs[start:end, :k],
