@@ -210,10 +210,10 @@ def test_predict_equals_pxgl_infer_input(served, rng, seed):
     assert data == (served.folder / "want.pxi").read_bytes(), f"seed {seed}: the prediction pixels differ"
 
 
-def oracle_continuation(served: Served, model: str, rows: list[list[int]], steps: int, sampling: dict) -> list:
+def oracle_continuation(weights: Path, tokenizer: Tokenizer, rows: list[list[int]], steps: int, sampling: dict) -> list:
     """Each prompt's continuation replayed by the numpy oracle (docs/FORMATS.md §11; each prompt alone in
     its request: draw row 0), its text decoded; None where float32 rounding could decide a step."""
-    params = params_at(served.models[model])
+    params = params_at(weights)
     temperature, top_k, top_p = sampling.get("temperature", 0.0), sampling.get("top_k"), sampling.get("top_p", 1.0)
     tokens = [[] for _ in rows]
     live = list(range(len(rows)))
@@ -226,7 +226,7 @@ def oracle_continuation(served: Served, model: str, rows: list[list[int]], steps
                 tokens[r].append(chosen)
                 still.append(r)
         live = still
-    return [served.tokenizer.decode(tokens[r]) if r in live else None for r in range(len(rows))]
+    return [tokenizer.decode(tokens[r]) if r in live else None for r in range(len(rows))]
 
 
 def test_the_openai_package_works_against_the_server(served, rng, seed):
@@ -234,7 +234,8 @@ def test_the_openai_package_works_against_the_server(served, rng, seed):
     assert sorted(m.id for m in client.models.list()) == ["alpha", "beta"]
     prompt = "pixels and every weight"
     settings = {"temperature": 0.9, "top_p": 0.8, "seed": int(rng.integers(0, 2**32))}
-    want = oracle_continuation(served, "alpha", [served.tokenizer.encode(prompt)], 10, settings)[0]
+    rows = [served.tokenizer.encode(prompt)]
+    want = oracle_continuation(served.models["alpha"], served.tokenizer, rows, 10, settings)[0]
     answer = client.completions.create(model="alpha", prompt=prompt, max_tokens=10, **settings)
     streamed = client.completions.create(model="alpha", prompt=prompt, max_tokens=10, stream=True, **settings)
     pieces = [chunk.choices[0].text for chunk in streamed]
@@ -283,7 +284,8 @@ def test_64_clients_of_10_requests_at_once_all_answer_the_oracle(served, rng, se
             picked = [(i, job) for i, job in enumerate(ordered) if job[1] == model and job[3] == settings]
             if not picked:
                 continue
-            want = oracle_continuation(served, model, [job[2] for _, job in picked], STEPS, settings)
+            rows = [job[2] for _, job in picked]
+            want = oracle_continuation(served.models[model], served.tokenizer, rows, STEPS, settings)
             for (i, job), text in zip(picked, want, strict=True):
                 if text is not None:
                     got = json.loads(answers[i][1])["choices"][0]["text"]

@@ -203,12 +203,12 @@ class EngineWorker:
             for job in batch:
                 job.sink.put(JobFailed(f"the engine failed: {type(e).__name__}: {e}", bad_input=False))
         finally:
-            for job in batch:
-                job.sink.put(FINISHED)
             self.batches += 1
             self.requests += len(batch)
             with self._lock:
                 self._admitted -= len(batch)
+            for job in batch:
+                job.sink.put(FINISHED)
 
 
 def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
