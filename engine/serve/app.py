@@ -102,10 +102,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
     async def run_alone(model: Mounted, call: Callable[[Any], Any]) -> Any:
         """`call(engine)` on the model's engine thread, queued like any request."""
         job = CallJob(Sink(), call=call)
-        try:
-            model.worker.submit(job)
-        except QueueFull:
-            raise BadRequest(503, f"model {model.name!r} has {limits.queue} requests queued already") from None
+        model.worker.submit(job)
         result = await job.sink.get()
         if isinstance(result, JobFailed):
             raise BadRequest(400 if result.bad_input else 500, result.message)
@@ -196,6 +193,9 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
             return error_response(405, f"{request.method} is not served at {request.url.path}")
         return error_response(error.status_code, str(error.detail))
 
+    async def queue_full(request: Request, error: Exception) -> Response:
+        return error_response(503, str(error), code="queue_full")
+
     async def server_error(request: Request, error: Exception) -> Response:
         return error_response(500, f"the server failed: {type(error).__name__}")
 
@@ -203,6 +203,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         Exception: server_error,
         BadRequest: bad_request,
         PxglError: bad_input,
+        QueueFull: queue_full,
         HTTPException: http_error,
     }
     routes = [

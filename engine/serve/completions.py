@@ -12,7 +12,7 @@ from typing import Any
 
 from ..generation import Choice, GeneratedStep, TextRow
 from .requests import BadRequest, CompletionRequest
-from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, QueueFull, Sink
+from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, Sink
 
 TokenBytes = Callable[[int], bytes]
 
@@ -92,14 +92,7 @@ class Completion:
             sampling=self.request.sampling,
             top_logprobs=self.request.logprobs or 0,
         )
-        try:
-            worker.submit(self.job)
-        except QueueFull:
-            raise BadRequest(
-                503,
-                f"model {worker.name!r} has {worker.limits.queue} requests queued already; retry shortly",
-                code="queue_full",
-            ) from None
+        worker.submit(self.job)
 
     async def steps(self) -> AsyncIterator[GeneratedStep]:
         assert self.job is not None

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +24,10 @@ log = logging.getLogger("pxgl.serve")
 
 
 class QueueFull(Exception):
-    """The engine holds `Limits.queue` requests already."""
+    """The engine holds `Limits.queue` requests already (the app answers 503)."""
+
+    def __init__(self, name: str, queue: int) -> None:
+        super().__init__(f"model {name!r} has {queue} requests queued already; retry shortly")
 
 
 class Finished:
@@ -135,7 +138,7 @@ class EngineWorker:
     def submit(self, job: Job) -> None:
         with self._lock:
             if self._admitted >= self.limits.queue:
-                raise QueueFull
+                raise QueueFull(self.name, self.limits.queue)
             self._admitted += 1
         self._queue.put(job)
 
@@ -190,11 +193,11 @@ class EngineWorker:
 
     def _run_batch(self, engine: Engine, batch: list[Job]) -> None:
         try:
-            if isinstance(batch[0], GenerateJob):
-                run_generation(engine, batch)  # type: ignore[arg-type]
+            first = batch[0]
+            if isinstance(first, CallJob):
+                first.sink.put(first.call(engine))
             else:
-                result = batch[0].call(engine)  # type: ignore[attr-defined]
-                batch[0].sink.put(result)
+                run_generation(engine, cast(list[GenerateJob], batch))
         except PxglError as e:
             for job in batch:
                 job.sink.put(JobFailed(str(e), bad_input=True))
