@@ -41,7 +41,7 @@ MAX_BATCH = {"batched": 256, "unbatched": 1}
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model to serve (default: the bundled one)")
-    parser.add_argument("--executor", default="passes", help="the servers' -x (default passes)")
+    parser.add_argument("--executor", default=None, help="the servers' -x (default: theirs, auto)")
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=512, help="requests per measurement (at least C)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every completion")
@@ -102,7 +102,15 @@ def start_server(mode: str, args: argparse.Namespace) -> tuple[str, subprocess.P
         command = [sys.executable, "-m", "bench.serve", "--ceiling-server", "--max-tokens", str(args.max_tokens)]
         command += model
     else:
-        command = [sys.executable, "-m", "pxgl.cli", "serve", "--port", "0", "-x", args.executor]
+        command = [
+            sys.executable,
+            "-m",
+            "pxgl.cli",
+            "serve",
+            "--port",
+            "0",
+            *(["-x", args.executor] if args.executor else []),
+        ]
         command += ["--max-batch", str(MAX_BATCH[mode]), "--queue", "4096", *(["-m", args.model] if args.model else [])]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
@@ -247,7 +255,7 @@ def main() -> None:
         "date": date,
         "host": host_name(),
         "model": name,
-        "executor": args.executor,
+        "executor": args.executor or "auto",
         "max_tokens": args.max_tokens,
         "client_processes": args.client_processes,
         "modes": {},

@@ -51,6 +51,8 @@ class Served:
     """Model name → weights path."""
     tokenizer: Tokenizer
     folder: Path
+    seed: int
+    """The models' seed (PXGL_TEST_SEED replays them too)."""
 
 
 def write_models(folder: Path, rng: np.random.Generator, names: tuple[str, ...]) -> tuple[dict[str, Path], Tokenizer]:
@@ -94,11 +96,10 @@ def stop_server(process: subprocess.Popen) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Served:
     folder = tmp_path_factory.mktemp("serve")
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"models written with seed {seed}")
+    seed = int(os.environ.get("PXGL_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     models, tokenizer = write_models(folder, np.random.default_rng(seed), ("alpha", "beta"))
     url, process = start_server(folder, models)
-    yield Served(url, process, models, tokenizer, folder)
+    yield Served(url, process, models, tokenizer, folder, seed)
     status, stderr = stop_server(process)
     assert status == 0 and "Traceback" not in stderr, stderr
 
@@ -164,7 +165,7 @@ def test_completions_plain_and_streamed_equal_pxgl_generate(served, rng, seed):
         stopped = generate_cli(served, model, prompts, *args, "--stop", stop)
         body = {"model": model, "prompt": prompts, "max_tokens": steps, "temperature": temperature, "seed": draw_seed}
         for want, extra in ((plain, {}), (stopped, {"stop": stop})):
-            what = f"{model}, t {temperature}, {extra}, seed {seed}"
+            what = f"{model}, t {temperature}, {extra}, seed {seed} (models {served.seed})"
             answer = complete(served.url, body | extra | {"logprobs": 3})
             assert answer["object"] == "text_completion" and answer["model"] == model, what
             got = sorted(answer["choices"], key=lambda c: c["index"])
@@ -192,22 +193,13 @@ def test_predict_equals_pxgl_infer_input(served, rng, seed):
     rows = [list(map(int, rng.integers(0, VOCAB, int(rng.integers(1, 20))))) for _ in range(7)]
     texture = served.folder / "tokens.pxi"
     write_rgb(texture, encode_tokens(rows, VOCAB))
-    run = pxgl(
-        "infer",
-        "--input",
-        "tokens.pxi",
-        "-m",
-        str(served.models["beta"]),
-        "-x",
-        "passes",
-        "-o",
-        "want.pxi",
-        cwd=served.folder,
-    )
+    run = pxgl("infer", "--input", "tokens.pxi", "-m", str(served.models["beta"]), "-o", "want.pxi", cwd=served.folder)
     assert run.returncode == 0, run.stderr
     status, data, kind = call(served.url, "/v1/predict?model=beta", texture.read_bytes())
     assert status == 200 and kind == "image/png", data
-    assert data == (served.folder / "want.pxi").read_bytes(), f"seed {seed}: the prediction pixels differ"
+    assert data == (served.folder / "want.pxi").read_bytes(), (
+        f"seed {seed} (models {served.seed}): the prediction pixels differ"
+    )
 
 
 def oracle_continuation(weights: Path, tokenizer: Tokenizer, rows: list[list[int]], steps: int, sampling: dict) -> list:
@@ -240,7 +232,7 @@ def test_the_openai_package_works_against_the_server(served, rng, seed):
     streamed = client.completions.create(model="alpha", prompt=prompt, max_tokens=10, stream=True, **settings)
     pieces = [chunk.choices[0].text for chunk in streamed]
     if want is not None:
-        assert answer.choices[0].text == want, f"seed {seed}"
+        assert answer.choices[0].text == want, f"seed {seed} (models {served.seed})"
     assert "".join(pieces) == answer.choices[0].text and answer.choices[0].finish_reason == "length"
     assert answer.usage.completion_tokens == 10
     with pytest.raises(openai.AuthenticationError):
@@ -277,7 +269,7 @@ def test_64_clients_of_10_requests_at_once_all_answer_the_oracle(served, rng, se
         answers = [a for client_answers in pool.map(run_client, range(CLIENTS)) for a in client_answers]
     ordered = [job for client in range(CLIENTS) for job in jobs if job[0] == client]
     errors = [(status, data[:200]) for status, data in answers if status != 200]
-    assert errors == [], f"seed {seed}: {len(errors)} errors, first {errors[0]}"
+    assert errors == [], f"seed {seed} (models {served.seed}): {len(errors)} errors, first {errors[0]}"
     compared = 0
     for model in ("alpha", "beta"):
         for settings in ({"temperature": 0}, *({"temperature": 2.0, "seed": s} for s in range(8))):
@@ -289,9 +281,13 @@ def test_64_clients_of_10_requests_at_once_all_answer_the_oracle(served, rng, se
             for (i, job), text in zip(picked, want, strict=True):
                 if text is not None:
                     got = json.loads(answers[i][1])["choices"][0]["text"]
-                    assert got == text, f"seed {seed}: client {job[0]}, {model}, {settings}, prompt {job[2]}"
+                    assert got == text, (
+                        f"seed {seed} (models {served.seed}): client {job[0]}, {model}, {settings}, prompt {job[2]}"
+                    )
                     compared += 1
-    assert compared >= len(jobs) // 2, f"seed {seed}: only {compared} of {len(jobs)} answers compared"
+    assert compared >= len(jobs) // 2, (
+        f"seed {seed} (models {served.seed}): only {compared} of {len(jobs)} answers compared"
+    )
     after = json.loads(call(served.url, "/health")[1])["models"]
     batches = sum(after[m]["batches"] - before[m]["batches"] for m in after)
     requests = sum(after[m]["requests"] - before[m]["requests"] for m in after)

@@ -153,7 +153,7 @@ async def fill_the_queue(url: str, model: Mounted, queue: int) -> None:
     worker = model.worker
     released = threading.Event()
     # Holds the engine's thread, so everything queued behind it waits.
-    worker.submit(CallJob(Sink(), call=lambda engine: released.wait(timeout=60)))
+    worker.submit(CallJob(Sink(), call=lambda engines: released.wait(timeout=60)))
     before = (worker.batches, worker.requests)
     body = {"model": model.name, "prompt": "pixels and", "max_tokens": 3, "temperature": 0}
     connections = httpx.Limits(max_connections=queue + 8)

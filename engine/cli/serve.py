@@ -38,7 +38,8 @@ def serve(
 ) -> None:
     """Serve models over HTTP: OpenAI-style /v1/completions (streamed as server-sent events), /v1/predict
     (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page at /. With
-    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`.
+    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Sampled
+    completions, alternatives and the page run on the passes executor beside the one -x chooses.
     SIGTERM or Ctrl-C finishes the requests in flight, then exits."""
     try:
         from ..serve import Limits, serve
@@ -50,7 +51,7 @@ def serve(
         raise PxglError(f"--port must lie in 0..65535, got {port}")
     limits = Limits(max_batch=max_batch, queue=queue, max_tokens=max_tokens, batch_wait_s=batch_wait_ms / 1000)
     api_key = os.environ.get(API_KEY_VARIABLE) or None
-    runnables = [open_model(name, executor or "passes") for name in (model or [None])]
+    runnables = [open_model(name, executor) for name in (model or [None])]
     serve(
         runnables,
         host=host,

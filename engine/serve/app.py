@@ -21,7 +21,7 @@ from .completions import Completion
 from .limits import Limits
 from .page import page_html, trace_fragment
 from .requests import BadRequest, parse_completion, parse_json_body, type_name
-from .worker import FINISHED, CallJob, EngineWorker, JobFailed, QueueFull, Sink
+from .worker import FINISHED, PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
 OPEN_PATHS = frozenset({"/", "/health"})
 """Served without the API key: the health check, and the page (a static shell: every call it makes
@@ -99,8 +99,8 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
             )
         return by_name[name]
 
-    async def run_alone(model: Mounted, call: Callable[[Any], Any]) -> Any:
-        """`call(engine)` on the model's engine thread, queued like any request."""
+    async def run_alone(model: Mounted, call: Callable[[Engines], Any]) -> Any:
+        """`call(engines)` on the model's engine thread, queued like any request."""
         job = CallJob(Sink(), call=call)
         model.worker.submit(job)
         result = await job.sink.get()
@@ -153,7 +153,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         pixels = decode_rgb(body, "the request body", most, kind="token texture")
         if is_prediction_image(pixels):
             raise BadRequest(400, "the request body holds prediction pixels, not a token texture")
-        predictions = await run_alone(model, lambda engine: engine.predict(pixels, "the request body"))
+        predictions = await run_alone(model, lambda engines: engines.main.predict(pixels, "the request body"))
         return Response(encode_rgb(predictions), media_type="image/png")
 
     async def trace(request: Request) -> Response:
@@ -171,8 +171,8 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         spec, tokenizer = model.runnable.model.spec, model.runnable.model.tokenizer
         row = tokenizer.encode(prompt)
         pixels = encode_tokens([row[-spec.context_window :]], spec.vocab_size)
-        traced = await run_alone(model, lambda engine: engine.trace(pixels, "prompt"))
-        about = {"model": model.name, "executor": model.worker.executor_name}
+        traced = await run_alone(model, lambda engines: engines.passes.trace(pixels, "prompt"))
+        about = {"model": model.name, "executor": PASSES}
         html, record = await anyio.to_thread.run_sync(
             lambda: trace_fragment(traced, spec, prompt, len(row), tokenizer.token_bytes, about)
         )

@@ -17,7 +17,7 @@ import numpy as np
 from ..engine import Engine
 from ..errors import PxglError
 from ..generation import GeneratedStep, Sampling
-from ..loading import Runnable
+from ..loading import Runnable, plan
 from .limits import Limits
 
 log = logging.getLogger("pxgl.serve")
@@ -75,11 +75,37 @@ class Job:
         return 1
 
 
+@dataclass(frozen=True)
+class Engines:
+    """A model's engines on one GL context: `main` runs on the executor asked for (fused where `auto` finds
+    it runs the model); `passes` — `main` itself when that is passes — samples, reports alternatives and
+    keeps every texture the page draws."""
+
+    main: Engine
+    passes: Engine
+
+    @staticmethod
+    def build(runnable: Runnable, device: int | None) -> "Engines":
+        main = Engine(runnable, device=device)
+        if main.executor_name == PASSES:
+            return Engines(main, main)
+        try:
+            return Engines(main, Engine(plan(runnable.model, PASSES), gpu=main.gpu))
+        except BaseException:
+            main.close()
+            raise
+
+    def close(self) -> None:
+        if self.passes is not self.main:
+            self.passes.close()
+        self.main.close()
+
+
 @dataclass(eq=False, kw_only=True)
 class CallJob(Job):
-    """Any engine work run alone (predict, trace): `call(engine)`'s value is the one result."""
+    """Any engine work run alone (predict, trace): `call(engines)`'s value is the one result."""
 
-    call: Callable[[Engine], Any]
+    call: Callable[[Engines], Any]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -90,9 +116,13 @@ class GenerateJob(Job):
     top_logprobs: int
 
     @property
+    def needs_passes(self) -> bool:
+        return self.sampling.temperature > 0 or self.top_logprobs > 0
+
+    @property
     def batch_key(self) -> Hashable:
         # Every greedy request batches with every other: seed, top-k and top-p do not change an argmax.
-        return self.sampling if self.sampling.temperature > 0 else Sampling()
+        return self.needs_passes, self.sampling if self.sampling.temperature > 0 else Sampling()
 
     @property
     def size(self) -> int:
@@ -100,10 +130,11 @@ class GenerateJob(Job):
 
 
 STOP = object()
+PASSES = "passes"
 
 
 class EngineWorker:
-    """The thread that owns one model's Engine."""
+    """The thread that owns one model's engines."""
 
     def __init__(self, name: str, runnable: Runnable, limits: Limits, device: int | None = None) -> None:
         self.name = name
@@ -149,18 +180,18 @@ class EngineWorker:
 
     def _run(self) -> None:
         try:
-            engine = Engine(self.runnable, device=self._device)
+            engines = Engines.build(self.runnable, self._device)
         except BaseException as e:
             self._start_error = e
             self._ready.set()
             return
-        self.executor_name = engine.executor_name
+        self.executor_name = engines.main.executor_name
         self._ready.set()
         try:
             while (batch := self._next_batch()) is not None:
-                self._run_batch(engine, batch)
+                self._run_batch(engines, batch)
         finally:
-            engine.close()
+            engines.close()
 
     def _next_batch(self) -> list[Job] | None:
         """The oldest job and, within the batch wait, the jobs that can share its GPU batch."""
@@ -191,13 +222,14 @@ class EngineWorker:
                     break
         return batch
 
-    def _run_batch(self, engine: Engine, batch: list[Job]) -> None:
+    def _run_batch(self, engines: Engines, batch: list[Job]) -> None:
         try:
             first = batch[0]
             if isinstance(first, CallJob):
-                first.sink.put(first.call(engine))
+                first.sink.put(first.call(engines))
             else:
-                run_generation(engine, cast(list[GenerateJob], batch))
+                jobs = cast(list[GenerateJob], batch)
+                run_generation(engines.passes if jobs[0].needs_passes else engines.main, jobs)
         except PxglError as e:
             for job in batch:
                 job.sink.put(JobFailed(str(e), bad_input=True))
@@ -218,6 +250,9 @@ def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
     """One GPU generation for every job's prompts: the longest max_tokens runs and each job gets its rows of
     each step until its own max_tokens; the GPU work stops once no job wants more. A prompt's draw row is
     its index in its own request (docs/FORMATS.md §11), so a request answers the same alone or batched."""
+    jobs = [job for job in jobs if not job.cancelled]  # their clients left while they waited
+    if not jobs:
+        return
     rows = [row for job in jobs for row in job.rows]
     draw_rows = [index for job in jobs for index in range(len(job.rows))]
     starts = np.cumsum([0] + [len(job.rows) for job in jobs])
