@@ -20,9 +20,10 @@ from ..pxi import MAX_TOKEN_PIXELS, decode_rgb, encode_rgb, encode_tokens, is_pr
 from .completions import Completion
 from .limits import Limits
 from .page import page_html, trace_fragment
-from .requests import BadRequest, parse_completion, parse_json_body, type_name
-from .worker import FINISHED, PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
+from .requests import BadRequest, parse_completion, parse_json_body, type_name, unknown_model
+from .worker import PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
+INLINE_TOKENIZE_CHARS = 4096
 OPEN_PATHS = frozenset({"/", "/health"})
 """Served without the API key: the health check, and the page (a static shell: every call it makes
 carries the key the user types into it)."""
@@ -91,12 +92,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         if not isinstance(name, str):
             raise BadRequest(400, f"model must be a string naming a model, got {type_name(name)}", "model")
         if name not in by_name:
-            raise BadRequest(
-                404,
-                f"model {name!r} is not served here; GET /v1/models lists {', '.join(by_name)}",
-                "model",
-                "model_not_found",
-            )
+            raise unknown_model(name, list(by_name))
         return by_name[name]
 
     async def run_alone(model: Mounted, call: Callable[[Engines], Any]) -> Any:
@@ -106,7 +102,6 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         result = await job.sink.get()
         if isinstance(result, JobFailed):
             raise BadRequest(400 if result.bad_input else 500, result.message)
-        assert await job.sink.get() is FINISHED
         return result
 
     async def home(request: Request) -> Response:
@@ -127,7 +122,14 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         asked = parse_completion(body, vocab_sizes, limits)
         model = by_name[asked.model]
         tokenizer = model.runnable.model.tokenizer
-        rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
+        texts = [p for p in asked.prompts if isinstance(p, str)]
+
+        def tokenize() -> list[list[int]]:
+            return [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
+
+        # Long prompts are tokenized off the event loop, so other requests are not held up meanwhile.
+        large = sum(map(len, texts)) > INLINE_TOKENIZE_CHARS
+        rows = await anyio.to_thread.run_sync(tokenize) if large else tokenize()
         completion = Completion(asked, rows, tokenizer.token_bytes)
         completion.start(model.worker)
         if not asked.stream:
@@ -169,7 +171,8 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         if len(prompt.encode("utf-8", "surrogatepass")) > limits.max_prompt_bytes:
             raise BadRequest(400, f"prompt: past the limit of {limits.max_prompt_bytes} bytes", "prompt")
         spec, tokenizer = model.runnable.model.spec, model.runnable.model.tokenizer
-        row = tokenizer.encode(prompt)
+        large = len(prompt) > INLINE_TOKENIZE_CHARS
+        row = await anyio.to_thread.run_sync(tokenizer.encode, prompt) if large else tokenizer.encode(prompt)
         pixels = encode_tokens([row[-spec.context_window :]], spec.vocab_size)
         traced = await run_alone(model, lambda engines: engines.passes.trace(pixels, "prompt"))
         about = {"model": model.name, "executor": PASSES}

@@ -155,6 +155,11 @@ def stops_of(value: Any, limits: Limits) -> list[bytes]:
     return data
 
 
+def unknown_model(name: str, served: list[str]) -> BadRequest:
+    message = f"model {name!r} is not served here; GET /v1/models lists {', '.join(served)}"
+    return BadRequest(404, message, "model", "model_not_found")
+
+
 def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: Limits) -> CompletionRequest:
     """A completions request checked whole; `vocab_sizes`: each mounted model's, by name."""
     unknown = sorted(set(body) - COMPLETION_FIELDS - set(IGNORED_AT_DEFAULT))
@@ -167,12 +172,7 @@ def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: 
     if not isinstance(model, str):
         raise BadRequest(400, f"model must be a string naming a model, got {type_name(model)}", "model")
     if model not in vocab_sizes:
-        raise BadRequest(
-            404,
-            f"model {model!r} is not served here; GET /v1/models lists {', '.join(vocab_sizes)}",
-            "model",
-            "model_not_found",
-        )
+        raise unknown_model(model, list(vocab_sizes))
     if "prompt" not in body:
         raise BadRequest(400, "prompt is missing", "prompt")
     stream = body.get("stream", False)
