@@ -157,8 +157,10 @@ class DevToolsPipe:
         self.process.stderr.close()
 
 
-def visit(browser: str, page: Path, probe_js: str, profile: Path, size: tuple[int, int], timeout_s: float) -> PageVisit:
-    """Open `page` (a file on disk, no server), wait for its load event, evaluate `probe_js` (its value is
+def visit(
+    browser: str, page: Path | str, probe_js: str, profile: Path, size: tuple[int, int], timeout_s: float
+) -> PageVisit:
+    """Open `page` (a file on disk, or a URL), wait for its load event, evaluate `probe_js` (its value is
     returned as JSON) and take a screenshot of the window; console errors, uncaught exceptions and
     failed loads come back in `errors`."""
     devtools = DevToolsPipe(browser, profile, timeout_s)
@@ -170,7 +172,8 @@ def visit(browser: str, page: Path, probe_js: str, profile: Path, size: tuple[in
         width, height = size
         metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
         devtools.send("Emulation.setDeviceMetricsOverride", metrics, session)
-        devtools.send("Page.navigate", {"url": page.resolve().as_uri()}, session)
+        url = page if isinstance(page, str) else page.resolve().as_uri()
+        devtools.send("Page.navigate", {"url": url}, session)
         devtools.wait_for("Page.loadEventFired", session)
         evaluated = devtools.send(
             "Runtime.evaluate", {"expression": probe_js, "returnByValue": True, "awaitPromise": True}, session

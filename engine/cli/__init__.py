@@ -6,15 +6,15 @@ line and exit status 2.
     predict.py  infer, run             files.py    encode, decode, pack, inspect, info
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
     score.py    eval           interchange.py  import, export
-    generate.py generate"""
+    generate.py generate       serve.py    serve"""
 
 import typer
 
 from ..errors import PxglError
-from . import files, generate, interchange, predict, pxvm, score, see, train
+from . import files, generate, interchange, predict, pxvm, score, see, serve, train
 from .app import app
 
-VERBS = (files, generate, interchange, predict, pxvm, score, see, train)
+VERBS = (files, generate, interchange, predict, pxvm, score, see, serve, train)
 """The modules whose commands register on `app` when imported."""
 
 

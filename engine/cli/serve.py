@@ -1,0 +1,65 @@
+"""`pxgl serve`: models resident on the GPU behind an HTTP API (docs/FORMATS.md §12)."""
+
+import os
+from typing import Annotated
+
+import typer
+
+from ..errors import PxglError
+from .app import app
+from .options import DeviceOption, ExecutorOption, one_device
+
+API_KEY_VARIABLE = "PXGL_API_KEY"
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model to serve (repeatable; a request names it by its file's name without "
+            "the suffix). Default: the bundled pixellm_v1.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 opens it to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free one, printed).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Prompts in one GPU batch (1: no batching).")] = 256,
+    queue: Annotated[int, typer.Option("--queue", help="Requests a model holds at once (≥ 64); past it, 503.")] = 512,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a completion may ask.")] = 1024,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", help="How long a batch waits for more requests to join it.")
+    ] = 2.0,
+    executor: ExecutorOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Serve models over HTTP: OpenAI-style /v1/completions (streamed as server-sent events), /v1/predict
+    (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page at /. With
+    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Sampled
+    completions, alternatives and the page run on the passes executor beside the one -x chooses.
+    SIGTERM or Ctrl-C finishes the requests in flight, then exits."""
+    try:
+        from ..serve import Limits, serve
+    except ImportError as e:
+        raise PxglError(f"pxgl serve needs its extra: pip install 'pxgl[serve]' ({e.name} is missing)") from None
+    from ..loading import open_model
+
+    if not 0 <= port <= 65535:
+        raise PxglError(f"--port must lie in 0..65535, got {port}")
+    limits = Limits(max_batch=max_batch, queue=queue, max_tokens=max_tokens, batch_wait_s=batch_wait_ms / 1000)
+    api_key = os.environ.get(API_KEY_VARIABLE) or None
+    runnables = [open_model(name, executor) for name in (model or [None])]
+    serve(
+        runnables,
+        host=host,
+        port=port,
+        limits=limits,
+        api_key=api_key,
+        device=one_device(device),
+        on_listening=lambda url: typer.echo(
+            f"pxgl serve: listening on {url} ({'API key required' if api_key else 'no API key'})"
+        ),
+    )

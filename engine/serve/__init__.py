@@ -1,0 +1,16 @@
+"""`pxgl serve`: resident engines over HTTP (docs/FORMATS.md §12) on Starlette and Uvicorn, the optional
+extra `pxgl[serve]`.
+
+    server.py       engines started once, the socket bound, Uvicorn run until SIGTERM (drained)
+    app.py          routes, the API key, bounded bodies, JSON errors
+    requests.py     request bodies checked against the OpenAI subset served
+    completions.py  /v1/completions: OpenAI-shaped answers and server-sent events
+    worker.py       one thread per engine (it owns the GL context), dynamic batching
+    limits.py       every bound
+    page.py         the live page at / (page.html, page.js) and the trace fragment it shows"""
+
+from .app import Mounted, create_app
+from .limits import Limits
+from .server import serve, start_models, stop_models
+
+__all__ = ["Limits", "Mounted", "create_app", "serve", "start_models", "stop_models"]

@@ -1,0 +1,182 @@
+"""/v1/completions: a request's prompts through the engine's worker, shaped as OpenAI's text completions —
+one answer, or server-sent events a step at a time. Stop strings and UTF-8 are handled on bytes as the
+tokens arrive, so the streamed text is, joined, the answer `pxgl generate` prints."""
+
+import codecs
+import json
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ..generation import Choice, GeneratedStep, TextRow
+from .requests import BadRequest, CompletionRequest
+from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, Sink
+
+TokenBytes = Callable[[int], bytes]
+
+
+class Answer:
+    """One prompt's continuation as its tokens arrive: generation's TextRow (stop strings over bytes, the
+    tokens wholly before the stop) decoded as UTF-8, with what a stream has sent of it."""
+
+    def __init__(self, token_bytes: TokenBytes, stops: list[bytes]) -> None:
+        self.token_bytes = token_bytes
+        self.row = TextRow(stops)
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.finish_reason: str | None = None
+        self.reported = 0
+        """Tokens already sent in a stream's logprobs."""
+        self.closed = False
+        """A stream has sent this prompt's finish reason."""
+
+    def add(self, step: GeneratedStep, row: int) -> str:
+        """Take the prompt's token of this step; the text that can be shown now."""
+        if self.finish_reason is not None:
+            return ""
+        choice = Choice.of(step, row)
+        out = self.row.add(choice, self.token_bytes(choice.token))
+        if self.row.stopped:
+            self.finish_reason = "stop"
+        return self.decoder.decode(out, final=self.row.stopped)
+
+    def finish(self) -> str:
+        """All steps are in: what the stop scanner held back."""
+        if self.finish_reason is not None:
+            return ""
+        self.finish_reason = "length"
+        return self.decoder.decode(self.row.finish(), final=True)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.row.kept)
+
+    def confirmed(self) -> int:
+        """Tokens that can be reported: all kept ones at the end, before it those whose bytes are all shown
+        (none of them can still turn out to lie in a stop string)."""
+        if self.finish_reason is not None:
+            return self.tokens
+        return sum(end <= len(self.row.data) for end in self.row.ends)
+
+    def logprobs(self, start: int, upto: int) -> dict[str, Any]:
+        """OpenAI's logprobs object of tokens start..upto (text_offset: characters from the text's start)."""
+        chosen = self.row.steps[start:upto]
+        starts = [self.row.ends[i - 1] if i else 0 for i in range(start, upto)]
+        return {
+            "tokens": [self.text(c.token) for c in chosen],
+            "token_logprobs": [None if math.isnan(c.logprob) else round(c.logprob, 6) for c in chosen],
+            "top_logprobs": [{self.text(t): round(p, 6) for t, p in c.alternatives} for c in chosen],
+            "text_offset": [len(self.row.data[:at].decode("utf-8", "replace")) for at in starts],
+        }
+
+    def text(self, token: int) -> str:
+        return self.token_bytes(token).decode("utf-8", "replace")
+
+
+class Completion:
+    def __init__(self, request: CompletionRequest, rows: list[list[int]], token_bytes: TokenBytes) -> None:
+        self.request = request
+        self.rows = rows
+        self.token_bytes = token_bytes
+        self.id = "cmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.answers = [Answer(token_bytes, request.stops) for _ in rows]
+        self.job: GenerateJob | None = None
+
+    def start(self, worker: EngineWorker) -> None:
+        self.job = GenerateJob(
+            Sink(),
+            rows=self.rows,
+            max_tokens=self.request.max_tokens,
+            sampling=self.request.sampling,
+            top_logprobs=self.request.logprobs or 0,
+        )
+        worker.submit(self.job)
+
+    async def steps(self) -> AsyncIterator[GeneratedStep]:
+        assert self.job is not None
+        while (item := await self.job.sink.get()) is not FINISHED:
+            if isinstance(item, JobFailed):
+                raise BadRequest(400 if item.bad_input else 500, item.message)
+            yield item
+            if all(one.finish_reason is not None for one in self.answers):
+                self.job.cancelled = True
+                return
+
+    def apply(self, step: GeneratedStep) -> list[str]:
+        """Feed one step to every prompt; the text each can show now."""
+        return [answer.add(step, row) for row, answer in enumerate(self.answers)]
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancelled = True
+
+    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.request.model,
+            "choices": choices,
+        }
+
+    def usage(self) -> dict[str, int]:
+        prompt = sum(len(row) for row in self.rows)
+        completion = sum(answer.tokens for answer in self.answers)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def answer(self) -> dict[str, Any]:
+        """The whole completion, once every step is in."""
+        texts = ["" for _ in self.answers]
+        async for step in self.steps():
+            for row, text in enumerate(self.apply(step)):
+                texts[row] += text
+        choices = []
+        for row, one in enumerate(self.answers):
+            texts[row] += one.finish()
+            logprobs = one.logprobs(0, one.tokens) if self.request.logprobs is not None else None
+            choices.append({"text": texts[row], "index": row, "logprobs": logprobs, "finish_reason": one.finish_reason})
+        return self.chunk(choices) | {"usage": self.usage()}
+
+    async def events(self, first: GeneratedStep | None, rest: AsyncIterator[GeneratedStep]) -> AsyncIterator[bytes]:
+        """Server-sent events: a chunk per prompt per step that shows text, one with each prompt's finish
+        reason, then `[DONE]`. `first` is the first step of `steps()`, awaited before the response began (so
+        an error before any step is an HTTP error, not an event), `rest` the others. A failure later is sent
+        as an `error` event."""
+        try:
+            if first is not None:
+                for event in self._step_events(first):
+                    yield event
+                async for step in rest:
+                    for event in self._step_events(step):
+                        yield event
+            for row, one in enumerate(self.answers):
+                if not one.closed:
+                    yield sse(self.chunk([self._delta(row, one.finish())]))
+        except BadRequest as e:
+            yield sse({"error": {"message": e.message, "type": "server_error", "param": None, "code": e.code}})
+        finally:
+            self.cancel()
+        yield b"data: [DONE]\n\n"
+
+    def _step_events(self, step: GeneratedStep) -> list[bytes]:
+        return [
+            sse(self.chunk([self._delta(row, text)]))
+            for row, text in enumerate(self.apply(step))
+            if text or (self.answers[row].finish_reason is not None and not self.answers[row].closed)
+        ]
+
+    def _delta(self, row: int, text: str) -> dict[str, Any]:
+        one = self.answers[row]
+        logprobs = None
+        if self.request.logprobs is not None:
+            upto = one.confirmed()
+            logprobs = one.logprobs(one.reported, upto)
+            one.reported = upto
+        one.closed = one.finish_reason is not None
+        return {"text": text, "index": row, "logprobs": logprobs, "finish_reason": one.finish_reason}
+
+
+def sse(record: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n\n"

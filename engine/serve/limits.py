@@ -1,0 +1,43 @@
+"""What one server accepts (docs/FORMATS.md §12): every bound a request or the queue is held to."""
+
+from dataclasses import dataclass
+
+from ..errors import PxglError
+from ..generation import MAX_NEW_TOKENS
+
+KiB, MiB = 1 << 10, 1 << 20
+MIN_QUEUE = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 4 * MiB
+    """A request body past this is refused (413) before it is all read."""
+    max_prompt_bytes: int = 64 * KiB
+    """One prompt's UTF-8 text, or 2 bytes per token id of a prompt given as ids."""
+    max_prompts: int = 64
+    """Prompts in one completions request."""
+    max_tokens: int = 1024
+    """`max_tokens` of one completion."""
+    max_stops: int = 4
+    max_stop_bytes: int = 256
+    max_logprobs: int = 5
+    """Top alternatives per token (OpenAI's own bound)."""
+    max_texture_pixels: int = 1 << 22
+    """Pixels of a token texture sent to /v1/predict, checked in the PNG header before inflating."""
+    max_batch: int = 256
+    """Prompts in one GPU batch (1: every request runs alone)."""
+    queue: int = 512
+    """Requests one model's engine holds, waiting or running; past it a request gets 503."""
+    batch_wait_s: float = 0.002
+    """How long the first request of a batch waits for others to join it."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
+            raise PxglError(f"--max-tokens must lie in 1..{MAX_NEW_TOKENS}, got {self.max_tokens}")
+        if self.max_batch < 1:
+            raise PxglError(f"--max-batch must be at least 1, got {self.max_batch}")
+        if self.queue < MIN_QUEUE:
+            raise PxglError(f"--queue must be at least {MIN_QUEUE}, got {self.queue}")
+        if not 0 <= self.batch_wait_s <= 1:
+            raise PxglError(f"--batch-wait-ms must lie in 0..1000, got {self.batch_wait_s * 1000:g}")

@@ -1,0 +1,198 @@
+"""Reading a request: JSON bodies checked field by field against the OpenAI subset pxgl serves
+(docs/FORMATS.md §12), each problem one `BadRequest` naming the field."""
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..generation import MAX_SEED, Sampling
+from ..reading import json_depth
+from .limits import Limits
+
+MAX_JSON_DEPTH = 8
+
+
+class BadRequest(Exception):
+    """A request the server refuses: HTTP `status`, a message naming the problem, the field (`param`)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+IGNORED_AT_DEFAULT: dict[str, Any] = {
+    "n": 1,
+    "best_of": 1,
+    "echo": False,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "suffix": None,
+    "logit_bias": None,
+    "stream_options": None,
+}
+"""OpenAI fields pxgl does not implement, accepted only at the value that changes nothing."""
+COMPLETION_FIELDS = frozenset(
+    {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "stream", "user"}
+)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    prompts: list[str | list[int]]
+    """Text, or token ids of the model's vocabulary."""
+    max_tokens: int
+    sampling: Sampling
+    stops: list[bytes]
+    logprobs: int | None
+    """None: no logprobs object in the answer; 0..max_logprobs: the chosen token's and that many others'."""
+    stream: bool
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(400, f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        raise BadRequest(400, f"the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise BadRequest(400, f"the body must be a JSON object, got {type_name(value)}")
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise BadRequest(400, f"the body holds {name}, which is not JSON")
+
+
+def type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), "an object")
+
+
+def integer(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(400, f"{name} must be an integer, got {type_name(value)}", name)
+    if not low <= value <= high:
+        raise BadRequest(400, f"{name} must lie in {low}..{high}, got {value}", name)
+    return value
+
+
+def number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise BadRequest(400, f"{name} must be a number, got {type_name(value)}", name)
+    inside = (low < value if low_open else low <= value) and value <= high
+    if not math.isfinite(value) or not inside:
+        bounds = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise BadRequest(400, f"{name} must lie in {bounds}, got {value}", name)
+    return float(value)
+
+
+def prompts_of(value: Any, vocab_size: int, limits: Limits) -> list[str | list[int]]:
+    """OpenAI's prompt: a string, an array of strings, an array of token ids or an array of such arrays."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(is_id(v) for v in value)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        what = "an empty array" if value == [] else type_name(value)
+        raise BadRequest(400, f"prompt must be a string, an array of strings or of token ids; got {what}", "prompt")
+    if len(value) > limits.max_prompts:
+        raise BadRequest(400, f"prompt: {len(value)} prompts, past the limit of {limits.max_prompts}", "prompt")
+    for index, prompt in enumerate(value):
+        where = f"prompt {index}"
+        if isinstance(prompt, str):
+            try:
+                size = len(prompt.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise BadRequest(400, f"{where} holds a lone surrogate: not text", "prompt") from None
+        elif isinstance(prompt, list) and all(is_id(v) for v in prompt):
+            size = 2 * len(prompt)
+            bad = next((v for v in prompt if not 0 <= v < vocab_size), None)
+            if bad is not None:
+                raise BadRequest(400, f"{where}: token id {bad} is outside 0..{vocab_size - 1}", "prompt")
+        else:
+            what = type_name(prompt)
+            raise BadRequest(400, f"{where} must be a string or an array of token ids, got {what}", "prompt")
+        if size == 0:
+            raise BadRequest(400, f"{where} is empty: a prompt needs at least one token", "prompt")
+        if size > limits.max_prompt_bytes:
+            raise BadRequest(400, f"{where}: {size} bytes, past the limit of {limits.max_prompt_bytes}", "prompt")
+    return value
+
+
+def is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def stops_of(value: Any, limits: Limits) -> list[bytes]:
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise BadRequest(400, f"stop must be a string or an array of strings, got {type_name(value)}", "stop")
+    if len(stops) > limits.max_stops:
+        raise BadRequest(400, f"stop: {len(stops)} strings, past the limit of {limits.max_stops}", "stop")
+    try:
+        data = [s.encode("utf-8") for s in stops]
+    except UnicodeEncodeError:
+        raise BadRequest(400, "stop: a stop string holds a lone surrogate: not text", "stop") from None
+    if any(not d for d in data):
+        raise BadRequest(400, "stop: a stop string may not be empty", "stop")
+    if any(len(d) > limits.max_stop_bytes for d in data):
+        raise BadRequest(400, f"stop: a stop string past the limit of {limits.max_stop_bytes} bytes", "stop")
+    return data
+
+
+def unknown_model(name: str, served: list[str]) -> BadRequest:
+    message = f"model {name!r} is not served here; GET /v1/models lists {', '.join(served)}"
+    return BadRequest(404, message, "model", "model_not_found")
+
+
+def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: Limits) -> CompletionRequest:
+    """A completions request checked whole; `vocab_sizes`: each mounted model's, by name."""
+    unknown = sorted(set(body) - COMPLETION_FIELDS - set(IGNORED_AT_DEFAULT))
+    if unknown:
+        raise BadRequest(400, f"unknown field {unknown[0]!r}; pxgl serves {', '.join(sorted(COMPLETION_FIELDS))}")
+    for name, default in IGNORED_AT_DEFAULT.items():
+        if body.get(name, default) not in (default, {}, None):
+            raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise BadRequest(400, f"model must be a string naming a model, got {type_name(model)}", "model")
+    if model not in vocab_sizes:
+        raise unknown_model(model, list(vocab_sizes))
+    if "prompt" not in body:
+        raise BadRequest(400, "prompt is missing", "prompt")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(400, f"stream must be true or false, got {type_name(stream)}", "stream")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise BadRequest(400, f"user must be a string, got {type_name(body['user'])}", "user")
+    temperature = number(body, "temperature", 1.0, 0.0, 100.0)
+    sampling = Sampling(
+        temperature=temperature,
+        top_k=integer(body, "top_k", None, 1, 1 << 16),
+        top_p=number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
+        seed=integer(body, "seed", 0, 0, MAX_SEED) or 0,
+    )
+    return CompletionRequest(
+        model=model,
+        prompts=prompts_of(body["prompt"], vocab_sizes[model], limits),
+        max_tokens=integer(body, "max_tokens", 16, 1, limits.max_tokens) or 16,
+        sampling=sampling,
+        stops=stops_of(body.get("stop"), limits),
+        logprobs=integer(body, "logprobs", None, 0, limits.max_logprobs),
+        stream=stream,
+    )

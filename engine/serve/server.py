@@ -1,0 +1,91 @@
+"""Running the server: engines built once (one thread each), the socket bound before anything is served (a
+busy port is one PxglError), Uvicorn until SIGTERM or Ctrl-C, which first drains the requests in flight."""
+
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import PxglError
+from ..loading import Runnable
+from .app import Mounted, create_app
+from .limits import Limits
+from .worker import EngineWorker
+
+
+def model_name(runnable: Runnable) -> str:
+    """The name a request gives in `model`: the model file's name without its suffix."""
+    return Path(runnable.model.source).stem
+
+
+def start_models(runnables: Sequence[Runnable], limits: Limits, device: int | None = None) -> list[Mounted]:
+    """One started EngineWorker per model (kernels compiled, weights uploaded); two of one name are refused."""
+    names = [model_name(r) for r in runnables]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise PxglError(f"-m: two models are named {twice!r}; a request chooses a model by its file's name")
+    mounted: list[Mounted] = []
+    try:
+        for name, runnable in zip(names, runnables, strict=True):
+            worker = EngineWorker(name, runnable, limits, device)
+            worker.start()
+            mounted.append(Mounted(name, runnable, worker))
+    except BaseException:
+        stop_models(mounted)
+        raise
+    return mounted
+
+
+def stop_models(models: Sequence[Mounted]) -> None:
+    for model in models:
+        model.worker.stop()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+    # Nagle's algorithm holds each response's body until the client's delayed ACK (40 ms a request).
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as e:
+        listener.close()
+        raise PxglError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
+    listener.listen(2048)
+    return listener
+
+
+def serve(
+    runnables: Sequence[Runnable],
+    *,
+    host: str,
+    port: int,
+    limits: Limits,
+    api_key: str | None,
+    device: int | None = None,
+    on_listening: Callable[[str], None] = print,
+) -> None:
+    """Serve until SIGTERM or SIGINT; both drain the requests in flight, then the engines close."""
+    import uvicorn
+
+    listener = bind(host, port)
+    models = start_models(runnables, limits, device)
+    try:
+        app = create_app(models, limits, api_key)
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=None, access_log=False)
+        server = uvicorn.Server(config)
+        bound_host, bound_port = listener.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        on_listening(f"http://{shown}:{bound_port}")
+        # Uvicorn re-raises the signal that stopped it once it has drained; by then the work is done, so the
+        # engines close below and the process ends with status 0.
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            server.run(sockets=[listener])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        listener.close()
+        stop_models(models)
