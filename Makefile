@@ -24,8 +24,11 @@ test: setup
 	$(BIN)/ruff check engine tests bench
 	$(BIN)/python -m pytest -q
 
+# The forward pass, generation and the server, each against its peers on this machine (docs/PERFORMANCE.md).
 bench: setup
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.generation
+	$(BIN)/python -m bench.serve
 
 # Pack the bundled v1 into its cartridge after retraining it (shader changes never need a repack, §8); the
 # v0 cartridge stays as committed.

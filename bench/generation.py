@@ -23,6 +23,7 @@ from pxgl.loading import load_model
 
 from bench.peers import torch_logits
 from bench.report import si
+from bench.run import slug
 from tests.models import params_of
 from tests.reference import oracle
 
@@ -205,7 +206,7 @@ def main() -> None:
                 print(f"  {generator.name:20} {key:>9}: {rate:>7} tokens/s", flush=True)
             results["systems"][generator.name] = entry
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / f"generation-{model_path.stem}-{date}"
+        stem = args.out / f"{slug(gpu.renderer)}-generation-{model_path.stem}-{date}"
         stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {stem}.json", flush=True)
 
