@@ -12,6 +12,9 @@ layout(binding = BINDING_PROGRAM) uniform usampler2D program;  // RGB8UI, the pr
 layout(binding = BINDING_SCRATCH, r32f) coherent uniform image2D scratch;
 layout(binding = BINDING_PREDICTION_OUT, rgba8ui) uniform writeonly uimage2D prediction_out;
 uniform int pc_begin, pc_end;  // the pixels of this dispatch's instructions
+// The part of each instruction this dispatch computes (engine/pxvm/dispatch.py): elements [item_begin,
+// item_end) of an elementwise instruction or DOT_PRODUCT, and DOT_PRODUCT's sum terms [term_begin, term_end).
+uniform int item_begin, item_end, term_begin, term_end;
 
 int t;             // this invocation
 int prompt;        // this work group's prompt
@@ -63,19 +66,23 @@ int token_at(int i) {
 }
 
 // --- the opcodes ----------------------------------------------------------------------------------
+// The first element this invocation computes, and the end of the dispatch's elements of an n-element loop.
+int first_item() { return item_begin + t; }
+int items(int n) { return min(n, item_end); }
+
 void load_weight_slice(int tensor, int offset, int len, int dst) {
-    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, weight(tensor, offset + i));
+    for (int i = first_item(); i < items(len); i += LOCAL_SIZE) store(dst + i, weight(tensor, offset + i));
 }
 
 void load_token(int back, int tensor, int len, int dst) {
     int position = token_count - 1 - back;
-    for (int i = t; i < len; i += LOCAL_SIZE) {
+    for (int i = first_item(); i < items(len); i += LOCAL_SIZE) {
         store(dst + i, position >= 0 ? weight(tensor, token_at(position) * len + i) : 0.0);
     }
 }
 
 void concat_tokens(int tensor, int len, int count, int dst) {
-    for (int i = t; i < count * len; i += LOCAL_SIZE) {
+    for (int i = first_item(); i < items(count * len); i += LOCAL_SIZE) {
         int back = count - 1 - i / len;  // slot i / len, oldest first
         store(dst + i, back < token_count ? weight(tensor, token_at(token_count - 1 - back) * len + i % len) : 0.0);
     }
@@ -126,7 +133,7 @@ void attend(int embed, int pos, int query, int key, int value, int len, int head
 }
 
 void pool_tokens(int tensor, int len, int dst) {
-    for (int i = t; i < len; i += LOCAL_SIZE) {
+    for (int i = first_item(); i < items(len); i += LOCAL_SIZE) {
         float sum = 0.0;
         for (int j = 0; j < token_count; j++) sum += weight(tensor, token_at(j) * len + i);
         store(dst + i, sum / float(token_count));
@@ -134,19 +141,19 @@ void pool_tokens(int tensor, int len, int dst) {
 }
 
 void dot_product(int src, int in_len, int tensor, int offset, int out_len, int dst) {
-    for (int j = t; j < out_len; j += LOCAL_SIZE) {
-        float sum = 0.0;
-        for (int k = 0; k < in_len; k++) sum += load(src + k) * weight(tensor, offset + k * out_len + j);
+    for (int j = first_item(); j < items(out_len); j += LOCAL_SIZE) {
+        float sum = term_begin == 0 ? 0.0 : load(dst + j);  // the sum of the terms before, left by the last part
+        for (int k = term_begin; k < min(in_len, term_end); k++) sum += load(src + k) * weight(tensor, offset + k * out_len + j);
         store(dst + j, sum);
     }
 }
 
 void add_bias(int dst, int src, int len) {
-    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, load(dst + i) + load(src + i));
+    for (int i = first_item(); i < items(len); i += LOCAL_SIZE) store(dst + i, load(dst + i) + load(src + i));
 }
 
 void relu(int dst, int len) {
-    for (int i = t; i < len; i += LOCAL_SIZE) store(dst + i, max(load(dst + i), 0.0));
+    for (int i = first_item(); i < items(len); i += LOCAL_SIZE) store(dst + i, max(load(dst + i), 0.0));
 }
 
 #define TOP1_VALUE(src, i) load((src) + (i))

@@ -1,11 +1,12 @@
 """Model B on the GPU: glsl/pxvm.comp interprets a validated pxVM program, one work group per prompt, in
-segments of instructions, one dispatch each (docs/FORMATS.md §7.5).
+dispatches that every driver finishes: segments of instructions, a long instruction in parts
+(engine/pxvm/dispatch.py, docs/FORMATS.md §7.5).
 
 tokens ─┐
 weights ┼─▶ pxvm.comp (walks the program texture) ─▶ scratch (r32f, per prompt) ─▶ prediction
 program ┘"""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -14,9 +15,9 @@ from ..errors import PxglError
 from ..gl import GLBackend, Texture
 from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler, Uniform
 from ..pxvm.compiler import compile_program, scratch_layout
+from ..pxvm.dispatch import VM_THREADS, plan
 from ..pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPERAND_PIXELS, OPS, OUTPUT_PIXELS, TENSOR_TABLES
-from ..pxvm.program import Program
-from ..pxvm.validator import validate_program, work
+from ..pxvm.validator import validate_program
 from ..spec import ModelSpec
 from .protocol import (
     POISON_FLOAT,
@@ -38,35 +39,12 @@ PXVM = Kernel(
         Sampler("program"),
         Image("scratch", "r32f", read=True, write=True),
         Image("prediction_out", "rgba8ui", write=True),
-        Uniform("pc_begin"),
-        Uniform("pc_end"),
+        *(Uniform(name) for name in ("pc_begin", "pc_end", "item_begin", "item_end", "term_begin", "term_end")),
     ),
     shared=TOP1_SOFTMAX_SHARED,
 )
-VM_THREADS = 256
-"""Invocations per work group (a power of two; fewer where the GPU allows fewer)."""
 SCRATCH_BUDGET = 1 << 26
 """Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""
-SEGMENT_LOOPS = 1 << 14
-"""Loop iterations one invocation may take in one dispatch: llvmpipe ends a shader's loops after 65535
-iterations in all (measured: one dispatch of 2,511 one-float RELUs ran, 2,711 left the pixel unwritten)."""
-INSTRUCTION_LOOPS = 32
-"""Loop iterations the walk itself costs an instruction (measured ≈ 25 on llvmpipe)."""
-
-
-def segments(program: Program, spec: ModelSpec, local_size: int) -> list[tuple[int, int]]:
-    """[begin, end) pixel ranges of consecutive instructions, each within SEGMENT_LOOPS iterations of every
-    invocation (an instruction alone may take more: it is never split)."""
-    bounds: list[tuple[int, int]] = []
-    begin, loops = HEADER_PIXELS, 0
-    for ins in program.instructions:
-        cost = INSTRUCTION_LOOPS + ceil_div(work(ins, spec), local_size)
-        if loops and loops + cost > SEGMENT_LOOPS:
-            bounds.append((begin, ins.pixel))
-            begin, loops = ins.pixel, 0
-        loops += cost
-    height, width, _ = program.pixels.shape
-    return [*bounds, (begin, width * height)]
 
 
 def vm_constants(spec: ModelSpec, version: int) -> Constants:
@@ -109,7 +87,7 @@ class PxvmExecutor:
         limits = gpu.limits
         local_size = largest_pow2_group(gpu, VM_THREADS)
         self.vm = gpu.program(PXVM, vm_constants(spec, program.version), local_size)
-        self.segments = segments(program, spec, local_size)
+        self.dispatches = plan(program, spec.context_window, local_size)
         self.program_texture = gpu.uint_texture(program.pixels, f"{program.source}: program texture")
         # A power of two wide, so the interpreter finds an address's pixel with a shift and a mask.
         self.scratch_width = min(next_pow2(program.scratch_size), 1 << (limits.max_texture_size.bit_length() - 1))
@@ -165,8 +143,8 @@ class PxvmExecutor:
         return tile
 
     def dispatch(self, n: int, tokens: Texture, tile: VmTile) -> None:
-        """Run the program over n prompts of `tokens`, a segment per dispatch, into the tile."""
-        for begin, end in self.segments:
+        """Run the program over n prompts of `tokens`, dispatch by dispatch, into the tile."""
+        for part in self.dispatches:
             self.gpu.run(
                 self.vm,
                 (n, 1, 1),
@@ -175,8 +153,7 @@ class PxvmExecutor:
                 program=self.program_texture,
                 scratch=tile.scratch,
                 prediction_out=tile.prediction,
-                pc_begin=begin,
-                pc_end=end,
+                **asdict(part),
             )
             self.gpu.barrier()
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import PxglError
 from ..spec import ModelSpec
 from .compiler import compiled_instructions
+from .dispatch import check_runnable
 from .opcodes import BY_NAME, OUTPUT_PIXELS, TENSOR_TABLES, Kind
 from .program import Instruction, Program, decode_program
 
@@ -174,6 +175,7 @@ def validate_program(pixels: np.ndarray, spec: ModelSpec, source: str) -> Progra
         for access in reach:
             _bounds(access, program, spec, where)
         _disjoint(reach, where)
+        check_runnable(ins, spec.context_window, where)
         for r in (a for a in reach if a.space is Space.SCRATCH and not a.writes):
             unwritten = np.flatnonzero(~written[r.start : r.start + r.length])
             if unwritten.size:
