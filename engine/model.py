@@ -63,8 +63,9 @@ def read_weights(path: Path) -> Model:
     document = read_meta_document(meta)
     spec = spec_from_meta(document, str(meta))
     written = document.get(WRITTEN, {})
-    if not isinstance(written, dict):
-        raise PxglError(f"{meta}: {WRITTEN!r} must be an object")
+    recorded = isinstance(written, dict) and "weights" in written and set(written) <= WRITTEN_LIMITS.keys()
+    if WRITTEN in document and not recorded:
+        raise PxglError(f"{meta}: {WRITTEN!r} must be an object recording the weights (and the tokenizer), §2.3")
     check_written(path, written, "weights")
     weights = read_rgb(path, expect=(spec.image_width, spec.image_height))  # the meta's size, before decoding
     spec.check_image(weights, str(path))

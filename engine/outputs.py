@@ -109,8 +109,10 @@ def _alive(pid: int) -> bool:
 
 def write_files(writers: dict[Path, Writer]) -> None:
     """Write every file to its temporary, then rename them into place in the dict's order, the last (a meta,
-    an index) last: any failure while writing leaves none of them changed, and a crash between renames
-    leaves a set whose last file does not yet describe the others."""
+    an index) last: any failure while writing leaves none of them changed. Of a set, the last file's old
+    version is removed before the first rename, so a crash between renames leaves new files without their
+    meta (refused), never beside an old meta that would describe them wrongly, with or without a `files`
+    record (FORMATS §2.3)."""
     temps: dict[Path, Path] = {}
     path = next(iter(writers))
     try:
@@ -120,6 +122,8 @@ def write_files(writers: dict[Path, Writer]) -> None:
             write(temps[path])
             with open(temps[path], "rb") as written:
                 os.fsync(written.fileno())
+        if len(temps) > 1:
+            list(temps)[-1].unlink(missing_ok=True)
         for path, tmp in temps.items():
             os.replace(tmp, path)
     except OSError as e:

@@ -2,6 +2,7 @@
 or pxgl's installed package; outputs are checked before any work; sets of files appear whole, and a set
 a crash left mixed is refused; leftovers of a killed write are cleaned up; batch memory follows the work."""
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pxgl.tokenizer import Tokenizer
 
 from tests.cartridges import pxgl, random_text, snapshot
 from tests.models import random_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -139,13 +142,21 @@ save_model(path, spec, Path(sys.argv[3]).read_bytes(), Tokenizer.load(sys.argv[4
 """
 
 
-@pytest.mark.parametrize("renames", [1, 2])
-def test_a_set_mixed_by_a_kill_is_refused(renames, tmp_path, monkeypatch, capsys, rng):
-    """pxgl killed between the renames of a set: the reader refuses the mix; the next write cleans up."""
+@pytest.mark.parametrize("renames", [0, 1, 2])
+@pytest.mark.parametrize("old_meta", ["recorded", "legacy"])
+def test_a_set_mixed_by_a_kill_is_refused(renames, old_meta, tmp_path, monkeypatch, capsys, rng):
+    """pxgl killed between the renames of a set written over an old one, whose meta records its files or
+    (legacy, like the bundled models) does not: the new files are never read with the old meta (it is
+    removed before the first rename); the next write cleans up."""
     old = load_model(random_model(tmp_path, rng, 300, 8, 8, 2, "old").source)
     tokenizer = Tokenizer.train(random_text(rng, 2000), 300)
     path = tmp_path / "m.pxi"
     save_model(path, old.spec, old.weights.tobytes(), tokenizer)
+    meta = tmp_path / "m.meta.json"
+    if old_meta == "legacy":
+        document = json.loads(meta.read_text())
+        del document["files"]
+        meta.write_text(json.dumps(document))
     assert read_weights(path).tokenizer.vocab_size == 300
     new_weights = rng.integers(0, 256, old.spec.image_bytes, dtype=np.uint8).tobytes()
     (tmp_path / "new.bin").write_bytes(new_weights)
@@ -153,13 +164,36 @@ def test_a_set_mixed_by_a_kill_is_refused(renames, tmp_path, monkeypatch, capsys
     args = [str(path), str(renames), str(tmp_path / "new.bin"), str(tmp_path / "new.json")]
     killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, *args], capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
-    with pytest.raises(PxglError, match="not the weights file its meta was written with"):
+    assert not meta.exists()
+    with pytest.raises(PxglError, match=r"m\.meta\.json: no such meta file"):
         read_weights(path)
     refused(monkeypatch, capsys, tmp_path, "encode", "ab", "-m", str(path), "-o", str(tmp_path / "e.pxi"))
     assert len(list(tmp_path.glob(f".*{outputs.TEMP_SUFFIX}"))) == 3 - renames  # what the kill left
     save_model(path, old.spec, new_weights, tokenizer)  # the next write removes them
     assert not list(tmp_path.glob(f".*{outputs.TEMP_SUFFIX}"))
     assert read_weights(path).weights.tobytes()[: len(new_weights)] == new_weights
+
+
+def test_a_legacy_meta_is_read_without_a_set_check_and_a_bad_record_is_refused(tmp_path, rng):
+    """A meta without `files` (the bundled models', hand-made ones) is read as it stands, its weights and
+    tokenizer unchecked (pxgl never leaves one beside files it wrote: see the kill test); a `files` that is
+    there must record the weights, and only roles pxgl writes."""
+    model = load_model(random_model(tmp_path, rng, 300, 8, 8, 2, "old").source)
+    path = tmp_path / "m.pxi"
+    save_model(path, model.spec, model.weights.tobytes(), Tokenizer.train(random_text(rng, 2000), 300))
+    meta = tmp_path / "m.meta.json"
+    document = json.loads(meta.read_text())
+    assert set(document["files"]) == {"weights", "tokenizer"}  # every set pxgl writes has the record
+    legacy = {k: v for k, v in document.items() if k != "files"}
+    meta.write_text(json.dumps(legacy))
+    Tokenizer.train(random_text(rng, 2000), 300).save(tmp_path / model.spec.tokenizer)  # replaced: unseen
+    assert read_weights(path).tokenizer.vocab_size == 300
+    for record in ({}, [], {"tokenizer": document["files"]["tokenizer"]}, document["files"] | {"weight": 1}):
+        meta.write_text(json.dumps(legacy | {"files": record}))
+        with pytest.raises(PxglError, match="'files' must be an object recording the weights"):
+            read_weights(path)
+    assert json.loads((ROOT / "assets/pixellm_v0.meta.json").read_text()).get("files") is None
+    assert read_weights(ROOT / "assets/pixellm_v0.pxi").spec.vocab_size == 1024
 
 
 def test_a_replaced_tokenizer_is_refused(tmp_path, rng):
