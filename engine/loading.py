@@ -20,6 +20,7 @@ from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .resources import bundled_model, is_bundled_name
+from .spec import meta_path_for, read_meta
 
 PXVM = "pxvm"
 
@@ -56,6 +57,20 @@ def load_model(name_or_path: str | Path | None = None) -> Model:
             f"{CARTRIDGE_SUFFIX}"
         )
     return read_weights(path)
+
+
+def model_files(name_or_path: str | Path | None, program: bool = True) -> list[Path]:
+    """Every file a model argument may read, so no output overwrites one: a cartridge; or the weights, the
+    meta beside them, the tokenizer that meta names and (unless `program` is False: compile writes it) the
+    pxVM program beside them. A meta that cannot be read is refused here as load_model would refuse it."""
+    path = model_path(name_or_path)
+    if path.suffix != WEIGHTS_SUFFIX:
+        return [path]
+    meta = meta_path_for(path)
+    files = [path, meta, *([program_path_for(path)] if program else [])]
+    if meta.is_file():
+        files.append(path.with_name(read_meta(meta).tokenizer))
+    return files
 
 
 def check_executor(name: str, where: str = "") -> str:

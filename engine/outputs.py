@@ -73,13 +73,19 @@ def check_outputs(outputs: Sequence[tuple[Path | None, str]], inputs: Iterable[P
                 raise PxglError(f"{other_option} and {option} are the same file {path}")
 
 
-def check_output_dir(path: Path, option: str) -> None:
-    """A folder to write files into: a folder or nothing yet, and not pxgl's installed package."""
+def check_output_dir(path: Path, option: str, inputs: Iterable[Path | None] = (), writes: Iterable[str] = ()) -> None:
+    """A folder to write files into: a folder or nothing yet, and not pxgl's installed package; of the
+    files already in it, each one whose name matches a pattern of `writes` (what the command writes there)
+    must be usable as an output (check_output): a regular file, and none of the inputs."""
     if path.exists() and not path.is_dir():
         raise PxglError(f"{option} {path}: exists and is not a folder; give a folder")
     package = installed_package()
     if package is not None and path.resolve().is_relative_to(package):
         raise PxglError(f"{option} {path}: is inside pxgl's installed package ({package}); give a folder of your own")
+    sources = list(inputs)
+    for pattern in writes if path.is_dir() else ():
+        for existing in sorted(path.glob(pattern)):
+            check_output(existing, f"{option} {path}: its file", sources)
 
 
 def temp_path(path: Path) -> Path:

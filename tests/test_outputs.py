@@ -81,6 +81,41 @@ def test_output_over_an_input_is_refused(case, folder, monkeypatch, capsys):
     assert "is the input" in err, err
 
 
+SET_LOSS = {
+    "encode -o over the tokenizer its meta names": ("encode", "ab", "-m", "{w}", "-o", "{tok}"),
+    "ask -o over the tokenizer its meta names": ("ask", "ab", "-m", "{w}", "-o", "{tok}"),
+    "infer -x pxvm -o over the program beside": ("infer", "ab", "-m", "{w}", "-x", "pxvm", "-o", "{program}"),
+    "generate -x pxvm -o over the program beside": ("generate", "ab", "-m", "{w}", "-x", "pxvm", "-o", "{program}"),
+    "asm -m -o over the program beside": ("asm", "{asm}", "-m", "{w}", "-o", "{program}"),
+    "viz -o the model's folder, its tokenizer named index.html": ("viz", "--weights", "-m", "{w}", "-o", "{here}"),
+    "viz -o a folder whose weights.png is the program": ("viz", "--weights", "-m", "{w}", "-o", "{viz}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SET_LOSS))
+def test_output_over_a_file_of_the_model_set_is_refused(case, folder, monkeypatch, capsys):
+    """A model reads more than its weights and meta: the tokenizer its meta names (any plain name), the
+    pxVM program beside it; and `viz -o DIR` writes files into DIR that may be inputs by another name."""
+    meta = folder / "w.meta.json"
+    document = json.loads(meta.read_text())
+    (folder / "w.tokenizer.json").rename(folder / "index.html")
+    meta.write_text(json.dumps(document | {"tokenizer": "index.html"}))
+    assert pxgl(monkeypatch, capsys, "compile", "-m", str(folder / "w.pxi"))[0] == 0
+    (folder / "viz").mkdir()
+    os.link(folder / "w.program.pxi", folder / "viz" / "weights.png")  # the same file by another name
+    names = {"w": "w.pxi", "tok": "index.html", "program": "w.program.pxi", "asm": "p.asm", "viz": "viz", "here": "."}
+    args = [arg.format(**{key: str(folder / name) for key, name in names.items()}) for arg in SET_LOSS[case]]
+    err = refused(monkeypatch, capsys, folder, *args)
+    assert "is the input" in err, err
+
+
+def test_viz_refuses_a_special_file_where_it_writes(folder, monkeypatch, capsys):
+    (folder / "v").mkdir()
+    os.mkfifo(folder / "v" / "viz.json")
+    err = refused(monkeypatch, capsys, folder, "viz", "--weights", "-m", str(folder / "w.pxi"), "-o", str(folder / "v"))
+    assert "viz.json: is a device or other special file" in err, err
+
+
 @pytest.mark.parametrize("verb", [("encode", "ab"), ("ask", "ab"), ("infer", "ab"), ("compile",)])
 def test_a_folder_as_output_is_refused(verb, folder, monkeypatch, capsys):
     monkeypatch.chdir(folder)

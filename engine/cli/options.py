@@ -78,12 +78,7 @@ def parse_devices(device: str | None) -> list[int] | None:
 
 
 def model_files(model: str | None) -> list[Path]:
-    """The files a model argument reads, so no output overwrites them: a cartridge, or the weights with the
-    meta and tokenizer beside them."""
-    from ..loading import model_path
-    from ..spec import meta_path_for
+    """The files a model argument reads, so no output overwrites them (pxgl.loading.model_files)."""
+    from ..loading import model_files as files
 
-    path = model_path(model)
-    if path.suffix != ".pxi":
-        return [path]
-    return [path, meta_path_for(path), path.with_name(path.name.removesuffix(".pxi") + ".tokenizer.json")]
+    return files(model)

@@ -23,7 +23,7 @@ def compile_command(
     ] = None,
 ) -> None:
     """Compile the model's forward pass into a pxVM program: a .pxi of pixel opcodes (docs/FORMATS.md §7)."""
-    from ..loading import load_model
+    from ..loading import load_model, model_files
     from ..outputs import check_outputs
     from ..pxvm.files import program_path_for, write_compiled_program
 
@@ -32,7 +32,7 @@ def compile_command(
         if loaded.cartridge is not None:
             raise PxglError(f"{loaded.source}: give --out: a cartridge has no folder of its own to write into")
         out = program_path_for(Path(loaded.source))
-    check_outputs([(out, "--out")], model_files(model))
+    check_outputs([(out, "--out")], model_files(model, program=False))  # the program beside is its output
     program = write_compiled_program(out, loaded.spec)
     height, width, _ = program.pixels.shape
     typer.echo(

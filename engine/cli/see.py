@@ -8,7 +8,7 @@ import typer
 from ..errors import PxglError
 from ..outputs import check_output_dir
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, one_device
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
 from .report import emit_json
 
 VIEW_EXECUTOR = "passes"
@@ -41,7 +41,7 @@ def viz(
     k = visuals.DEFAULT_TOP_K if top_k is None else top_k
     if k < 1:
         raise PxglError(f"--top-k must be at least 1, got {k}")
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", model_files(model), visuals.WRITES)
     loaded = load_model(model)
     view = None
     if prompt is not None:

@@ -27,7 +27,7 @@ from .colour import (
 )
 from .trace import DEFAULT_TOP_K, Token, TraceView, run_view, top_k, trace_view
 from .weights import WEIGHTS_TARGET_PX, weights_view
-from .write import write_visuals
+from .write import WRITES, write_visuals
 
 __all__ = [
     "BACKGROUND",
@@ -40,6 +40,7 @@ __all__ = [
     "TENSOR_COLOURS",
     "TINT_ALPHA",
     "WEIGHTS_TARGET_PX",
+    "WRITES",
     "Token",
     "TraceView",
     "colour_scale",

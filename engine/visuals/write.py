@@ -14,6 +14,9 @@ from .page import index_html
 from .sheet import contact_sheet
 from .trace import DataImage, TraceView
 
+WRITES = ("*.png", "trace.npz", "index.html", "viz.json")
+"""The names write_visuals may give its files: an output folder's files of these names are its outputs."""
+
 
 def write_visuals(out_dir: Path, view: TraceView | None, weights: DataImage | None = None) -> dict[str, Any]:
     """Render everything in memory, then write the files as one set; returns the viz.json record."""
