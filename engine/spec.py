@@ -6,6 +6,7 @@ they are: mean context, one hidden layer, their five tensors renamed (V0_NAMES).
 
 import itertools
 import math
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,8 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
     offset = _int(raw, "offset", where, 0, capacity)
     zero_point = _int(raw, "zero_point", where, 0, 255)
     got_shape = raw["shape"]
-    if not isinstance(got_shape, list) or tuple(got_shape) != shape:
+    integers = isinstance(got_shape, list) and all(type(d) is int for d in got_shape)  # not 64.0, not true
+    if not integers or tuple(got_shape) != shape:
         raise PxglError(f"{where}: shape {_echo(got_shape)} does not match the model's dimensions {list(shape)}")
     scale = raw["scale"]
     if not _is_float32_scale(scale):
@@ -283,7 +285,7 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
 
 
 def _is_plain_file_name(name: str) -> bool:
-    return name not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    return name not in ("", ".", "..") and not any(c in "/\\" or unicodedata.category(c) == "Cc" for c in name)
 
 
 def _require(meta: dict, keys: set[str], where: str) -> None:

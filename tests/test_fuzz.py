@@ -28,7 +28,7 @@ from pxgl.spec import read_meta
 from pxgl.tokenizer import Tokenizer
 
 from tests.reference import pxvm as reference_pxvm
-from tests.reference import strict_json, strict_png
+from tests.reference import strict_json, strict_meta, strict_png
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -39,7 +39,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 COUNTS: Counter[str] = Counter()
-"""Mutated inputs each reader was given in this run (printed at the end of the module, see -s)."""
+"""Mutated inputs each reader was given in this run (CountsSummary prints them at the end of the run)."""
 VOCAB = 1024
 OPCODES = {
     "LOAD_WEIGHT_SLICE": 0x01,
@@ -57,10 +57,22 @@ OPCODES = {
 """§7.4's table, written out here so the assembler is checked against the spec, not against itself."""
 
 
+class CountsSummary:
+    """A pytest plugin, registered by this module, that ends the run's terminal report with COUNTS (so CI's
+    log says how many mutated inputs each reader was given, without -s)."""
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        terminalreporter.write_sep("-", "fuzz: mutated inputs per reader")
+        for reader, count in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{reader:28} {count}")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def report_counts():
+def report_counts(request):
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin("pxgl-fuzz-counts"):
+        plugins.register(CountsSummary(), "pxgl-fuzz-counts")
     yield
-    print("\nmutated inputs per reader:", dict(sorted(COUNTS.items())))
 
 
 def refused_or(read, *args) -> tuple[bool, Any]:
@@ -179,7 +191,7 @@ def mutated_png(draw) -> tuple[bytes, int, int]:
     return rebuilt, width, height
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=1000)
 @given(case=mutated_png(), as_weights=st.booleans())
 def test_fuzz_png_pixel_files_and_weights(case, as_weights):
     data, width, height = case
@@ -256,6 +268,11 @@ def _paths(value: Any, path: tuple = ()):
         yield from _paths(child, (*path, key))
 
 
+def _at(doc: Any, path: tuple) -> Any:
+    parent, key = _parent(doc, path)
+    return parent[key]
+
+
 def _parent(doc: Any, path: tuple) -> tuple[Any, Any]:
     for key in path[:-1]:
         doc = doc[key]
@@ -266,7 +283,7 @@ META = (ASSETS / "pixellm_v0.meta.json").read_bytes()
 TOKENIZER = (ASSETS / "pixellm_v0.tokenizer.json").read_bytes()
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=600)
 @given(data=mutated_json(META))
 def test_fuzz_meta(tmp_path_factory, data):
     COUNTS["meta json"] += 1
@@ -282,6 +299,105 @@ def test_fuzz_meta(tmp_path_factory, data):
     for name, tensor in spec.tensors.items():
         listed = doc["tensors"][spec.meta_name(name)]
         assert (tensor.offset, list(tensor.shape), tensor.scale) == (listed["offset"], listed["shape"], listed["scale"])
+
+
+ARCHITECTURES = (
+    {"vocab": 300, "embed": 3, "mode": "mean", "window": 4, "concat": 0, "head": 0, "hidden": (5,), "residual": False},
+    {
+        "vocab": 256,
+        "embed": 2,
+        "mode": "concat",
+        "window": 3,
+        "concat": 0,
+        "head": 0,
+        "hidden": (4, 4),
+        "residual": True,
+    },
+    {"vocab": 257, "embed": 2, "mode": "attention", "window": 5, "concat": 2, "head": 3, "hidden": (3, 2, 2, 6)}
+    | {"residual": True},
+)
+"""Small members of every mode (the fuzz needs metas of every shape, not big ones)."""
+BOUNDS = (0, 1, 2, 3, 255, 256, 257, 4095, 4096, 4097, 16383, 16384, 16385, 65535, 65536, 65537, 1 << 26)
+FIELD_VALUES = st.one_of(
+    st.sampled_from(BOUNDS).flatmap(lambda b: st.sampled_from([b - 1, b, b + 1, -b, float(b)])),
+    st.sampled_from([10**63, 10**64 - 1, True, False, None, "", "mean", [], {}, 1e-45, 1e-46, 3.4e38, 3.5e38]),
+    st.sampled_from([float("inf"), float("nan"), -0.0, 0.5, 1e308]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=6),
+    st.lists(st.integers(-2, 5000), max_size=5),
+)
+"""Values near every bound §2.1 states, of every JSON type."""
+
+
+@st.composite
+def meta_field_edit(draw) -> dict:
+    """A valid meta of a random small member (or the bundled v0 or v1) with one to three field edits: a
+    value near a bound or of another type, a key dropped or added, an architecture changed with the
+    tensors and image laid out again to match it (so the edit may be valid), a tensor moved by a byte."""
+    source = draw(st.sampled_from(["v0", "v1", *range(len(ARCHITECTURES))]))
+    if source in ("v0", "v1"):
+        doc = json.loads((ASSETS / f"pixellm_{source}.meta.json").read_bytes())
+    else:
+        arch = dict(ARCHITECTURES[source])
+        version = 0 if arch["mode"] == "mean" and len(arch["hidden"]) == 1 and draw(st.booleans()) else 1
+        for key in draw(st.lists(st.sampled_from(["vocab", "embed", "window", "concat", "head"]), max_size=2)):
+            arch[key] = max(0, arch[key] + draw(st.integers(-3, 3)))
+        doc = strict_meta.layout(arch, version, draw(st.sampled_from([0.01, 1, 1e-45, 3e38])))
+    for _ in range(draw(st.integers(1, 3))):
+        edit = draw(st.sampled_from(["value", "value", "drop", "add", "move", "tokenizer", "retype"]))
+        numbers = [path for path in _paths(doc) if type(_at(doc, path)) is int]
+        if edit == "retype" and numbers:  # the same number as a float, or as true/false where it is 0 or 1
+            parent, key = _parent(doc, draw(st.sampled_from(numbers)))
+            parent[key] = bool(parent[key]) if parent[key] in (0, 1) and draw(st.booleans()) else float(parent[key])
+            continue
+        if edit == "tokenizer":
+            doc["tokenizer"] = draw(st.text(max_size=5) | st.sampled_from([".", "..", "a/b", "a\\b", "\x85", "a\x7f"]))
+            continue
+        tensors = doc.get("tensors")
+        entries = tensors.values() if isinstance(tensors, dict) else []
+        movable = [t for t in entries if isinstance(t, dict) and type(t.get("offset")) is int]
+        if edit == "move" and movable:
+            tensor = draw(st.sampled_from(movable))
+            tensor["offset"] += draw(st.sampled_from([-1, 1, -3, 3]))
+            continue
+        parent, key = _parent(doc, draw(st.sampled_from(list(_paths(doc)))))
+        if edit == "value":
+            parent[key] = draw(FIELD_VALUES)
+        elif edit == "drop" and isinstance(parent, dict):
+            del parent[key]
+        elif edit == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "mode", "concat", "files", "scale"]))] = draw(FIELD_VALUES)
+    return doc
+
+
+@settings(FUZZ, max_examples=1000)
+@given(doc=meta_field_edit())
+def test_fuzz_meta_fields(tmp_path_factory, doc):
+    """Field by field against tests/reference/strict_meta.py (§2.1, §2.2): the engine accepts exactly the
+    metas the reference accepts, and reads the same model from them."""
+    COUNTS["meta fields"] += 1
+    path = tmp_path_factory.getbasetemp() / "fields.meta.json"
+    data = json.dumps(doc).encode()
+    path.write_bytes(data)
+    accepted, spec = refused_or(read_meta, path)
+    ok, want = reference_or(lambda d: strict_meta.read(strict_json.loads(d)), strict_meta.Refused, data)
+    assert accepted == ok, (
+        f"engine {'accepted' if accepted else 'refused: ' + spec}, reference {'accepted' if ok else 'refused'}"
+    )
+    if not accepted:
+        return
+    COUNTS["meta fields (accepted)"] += 1
+    arch, context = spec.architecture, spec.architecture.context
+    got = {"vocab": arch.vocab_size, "embed": arch.embed_dim, "mode": context.mode, "window": context.window}
+    got |= {"concat": context.concat, "head": context.head_dim, "hidden": arch.hidden, "residual": arch.residual}
+    assert (spec.version, got, spec.tokenizer, spec.eval) == (
+        want["version"],
+        want["arch"],
+        want["tokenizer"],
+        want["eval"],
+    )
+    assert (spec.image_width, spec.image_height) == (want["width"], want["height"])
+    tensors = {name: (t.offset, t.shape, t.scale, t.zero_point) for name, t in spec.tensors.items()}
+    assert tensors == want["tensors"] and list(tensors) == list(strict_meta.shapes(want["arch"]))
 
 
 def reference_tokenizer(data: bytes) -> list[bytes]:
@@ -319,7 +435,7 @@ def mutated_tokenizer(draw) -> bytes:
     return draw(mutated_json(TOKENIZER))
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=300)
 @given(data=mutated_tokenizer())
 def test_fuzz_tokenizer(tmp_path_factory, data):
     COUNTS["tokenizer json"] += 1
@@ -382,7 +498,7 @@ def png_file(tmp_path_factory, pixels: np.ndarray) -> Path:
     return path
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=500)
 @given(pixels=mutated_texture())
 def test_fuzz_token_textures(tmp_path_factory, pixels):
     COUNTS["token texture"] += 1
@@ -397,7 +513,7 @@ def test_fuzz_token_textures(tmp_path_factory, pixels):
         assert reference is None or is_prediction_image(pixels)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=400)
 @given(pixels=mutated_texture().map(lambda p: p[:, :1]) | mutated_texture())
 def test_fuzz_prediction_pixels(tmp_path_factory, pixels):
     COUNTS["prediction pixels"] += 1
@@ -437,7 +553,7 @@ def reference_members(path: Path) -> dict[str, bytes]:
     return members
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=300)
 @given(data=mutated_bytes(CARTRIDGE, hot=(len(CARTRIDGE) - 600, len(CARTRIDGE))))
 def test_fuzz_cartridges(tmp_path_factory, data):
     COUNTS["cartridge"] += 1
@@ -470,7 +586,7 @@ def mutated_program(draw) -> np.ndarray:
     return stream.reshape(-1, width, 3) if len(stream) else PROGRAM[:1, :1]
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=800)
 @given(pixels=mutated_program())
 def test_fuzz_program_pixels(pixels):
     COUNTS["pxvm program pixels"] += 1
@@ -521,7 +637,7 @@ def reference_assembly(text: str) -> tuple[int, list[tuple[int, list[int]]]]:
     return scratch, program
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=600)
 @given(data=mutated_assembly())
 def test_fuzz_assembly(tmp_path_factory, data):
     """As `pxgl asm` reads it: the text file, assembled, then the program's format checked."""
@@ -556,7 +672,7 @@ def reference_prompts(data: bytes) -> list[str] | None:
     return lines if lines and all(lines) else None
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=500)
 @given(data=mutated_bytes(PROMPTS))
 def test_fuzz_batch_text(tmp_path_factory, data):
     COUNTS["batch text"] += 1

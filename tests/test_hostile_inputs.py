@@ -258,6 +258,18 @@ def test_huge_integers_in_json_and_assembly_are_refused(model_dir, tmp_path, mon
     refused(monkeypatch, capsys, tmp_path, "operand.asm:2: dst: a number of 5000", "asm", "operand.asm", "-o", "p.pxi")
 
 
+def test_an_object_of_300000_keys_is_read_in_linear_time(model_dir, tmp_path, monkeypatch, capsys, patience):
+    """A 3.6 MB tokenizer (under its 4 MiB cap) of one object with 300,000 keys, the first repeated last:
+    checking each key against the ones before it took hours; a set takes well under the patience."""
+    keys = ",".join(f'"k{i}":0' for i in range(300_000))
+    (model_dir / f"{NAME}.tokenizer.json").write_text("{" + keys + ',"k0":1}')
+    model = str(model_dir / f"{NAME}.pxi")
+    out = str(tmp_path / "t.pxi")
+    refused(
+        monkeypatch, capsys, tmp_path, "key 'k0' appears twice in one object", "encode", "ab", "-m", model, "-o", out
+    )
+
+
 # --- one reader for token textures and prediction pixels -------------------------------------------
 
 
