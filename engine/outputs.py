@@ -26,27 +26,32 @@ def installed_package() -> Path | None:
 
 def same_file(a: Path, b: Path) -> bool:
     """The same file by any name: equal resolved paths, or the same device and inode (links, hard links)."""
-    if a.resolve() == b.resolve():
-        return True
     try:
+        if a.resolve() == b.resolve():
+            return True
         sa, sb = a.stat(), b.stat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (resolve, Python 3.11)
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def check_output(path: Path, option: str, inputs: Iterable[Path | None] = ()) -> None:
     """Fail, in one line, if `path` cannot be an output file: a folder, a device or other non-regular
-    file, in a missing or unwritable folder, inside pxgl's installed package, or one of the inputs."""
-    where = f"{option} {path}"
+    file, in a missing or unwritable folder, inside pxgl's installed package, or one of the inputs; or if
+    the file system cannot say (a name too long, a folder that cannot be searched)."""
+    try:
+        _check_output(path, f"{option} {path}", inputs)
+    except OSError as e:
+        raise PxglError(f"{option} {path}: cannot check the output ({e.strerror or e})") from None
+
+
+def _check_output(path: Path, where: str, inputs: Iterable[Path | None]) -> None:
     if path.name in ("", ".", "..") or path.is_dir():
         raise PxglError(f"{where}: is a folder; give a file name")
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         mode = None
-    except OSError as e:
-        raise PxglError(f"{where}: cannot check the output ({e.strerror or e})") from None
     if mode is not None and not stat.S_ISREG(mode):
         raise PxglError(f"{where}: is a device or other special file, not a regular file; give a file name")
     folder = path.parent
@@ -77,7 +82,20 @@ def check_output_dir(path: Path, option: str, inputs: Iterable[Path | None] = ()
     """A folder to write files into: a folder or nothing yet, and not pxgl's installed package; of the
     files already in it, each one whose name matches a pattern of `writes` (what the command writes there)
     must be usable as an output (check_output): a regular file, and none of the inputs."""
-    if path.exists() and not path.is_dir():
+    try:
+        _check_output_dir(path, option, inputs, writes)
+    except OSError as e:
+        raise PxglError(f"{option} {path}: cannot check the folder ({e.strerror or e})") from None
+
+
+def _check_output_dir(path: Path, option: str, inputs: Iterable[Path | None], writes: Iterable[str]) -> None:
+    try:
+        mode = path.stat().st_mode  # a link loop: OSError
+    except FileNotFoundError:
+        mode = None
+        if path.is_symlink():
+            raise PxglError(f"{option} {path}: is a link to nothing; give a folder") from None
+    if mode is not None and not stat.S_ISDIR(mode):
         raise PxglError(f"{option} {path}: exists and is not a folder; give a folder")
     package = installed_package()
     if package is not None and path.resolve().is_relative_to(package):

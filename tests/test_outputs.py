@@ -133,6 +133,25 @@ def test_a_device_as_output_is_refused(folder, monkeypatch, capsys):
     assert device.is_char_device()
 
 
+def test_outputs_the_file_system_cannot_check_are_refused(folder, tmp_path_factory, monkeypatch, capsys):
+    """A name too long for the file system, a symbolic link loop, a file used as a folder, a folder that
+    is a link to nothing: one line each (an OSError from the check was a traceback)."""
+    links = tmp_path_factory.mktemp("links")  # beside the folder: its snapshot does not follow them
+    (links / "loop").symlink_to(links / "loop")
+    (links / "dangling").symlink_to(links / "nothing")
+    model = ("-m", str(folder / "w.pxi"))
+    cases = {
+        "File name too long": ("encode", "ab", *model, "-o", str(folder / ("a" * 300 + ".pxi"))),
+        "Too many levels of symbolic links": ("encode", "ab", *model, "-o", str(links / "loop")),
+        "Not a directory": ("encode", "ab", *model, "-o", str(folder / "w.pxi" / "x.pxi")),
+        "cannot check the folder (Too many levels": ("viz", "--weights", *model, "-o", str(links / "loop")),
+        "is a link to nothing": ("viz", "--weights", *model, "-o", str(links / "dangling")),
+    }
+    for message, args in cases.items():
+        err = refused(monkeypatch, capsys, folder, *args)
+        assert message in err, err
+
+
 def test_the_installed_package_folder_is_refused(folder, monkeypatch, capsys):
     """A bundled model of a wheel install: `compile` without -o would write beside it, in the package."""
     monkeypatch.setattr(outputs, "installed_package", lambda: folder.resolve())
