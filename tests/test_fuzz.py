@@ -4,9 +4,11 @@ strict reference in tests/ accepts it and gives the same array or object; otherw
 PxglError, never another exception. Hypothesis prints the falsifying input and how to replay it."""
 
 import hashlib
+import io
 import json
 import re
 import struct
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from pxgl.cartridge import open_cartridge
 from pxgl.cli.predict import read_prompt_lines
 from pxgl.errors import PxglError
+from pxgl.executors import NAMES
 from pxgl.pxi import decode_predictions, decode_rgb, is_prediction_image, read_prompt_pixels, read_token_texture
 from pxgl.pxvm.asm import assemble, disassemble
 from pxgl.pxvm.program import decode_program
@@ -27,6 +30,7 @@ from pxgl.reading import read_text
 from pxgl.spec import read_meta
 from pxgl.tokenizer import Tokenizer
 
+from tests.cartridges import write_contents
 from tests.reference import pxvm as reference_pxvm
 from tests.reference import strict_json, strict_meta, strict_png
 
@@ -567,6 +571,136 @@ def test_fuzz_cartridges(tmp_path_factory, data):
         assert ok, "the engine accepted a cartridge the reference refuses"
         assert np.array_equal(cart.weights, strict_png.read(members["weights.pxi"]))
         assert np.array_equal(cart.program.pixels, strict_png.read(members["program.pxi"]))
+
+
+CARTRIDGES = {
+    "v1": (ASSETS / "pixellm_v0.pxa").read_bytes(),
+    "v0": (ROOT / "tests/fixtures/pixellm_v0-207f995.pxa").read_bytes(),
+}
+"""A version-1 cartridge (the bundled one) and a version-0 one (pxgl 0.1's, with its shaders)."""
+MANIFEST_WORDS = ("passes", "pxvm", "fused", "auto", "gpu", "Passes", "a" * 32, "a" * 33, "x-y", "p" * 128)
+MANIFEST_WORDS += ("p" * 129, "name\x85", "tab\there", "shaders/a.comp", "shaders/a.txt", "../x", "E" * 64, "0" * 64)
+MANIFEST_VALUES = FIELD_VALUES | st.sampled_from(MANIFEST_WORDS)
+PRINTABLE_CATEGORIES = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe")
+PRINTABLE_CATEGORIES += ("Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So")
+
+
+@st.composite
+def mutated_manifest(draw) -> tuple[bytes, dict[str, bytes]]:
+    """A cartridge's members with its manifest edited field by field (values near bounds or of other types,
+    keys dropped or added, member entries changed, dropped or repeated) and maybe a shader member added,
+    listed truthfully or not: (manifest bytes, the other members)."""
+    with zipfile.ZipFile(io.BytesIO(CARTRIDGES[draw(st.sampled_from(sorted(CARTRIDGES)))])) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    doc = json.loads(members.pop("manifest.json"))
+    if draw(st.booleans()):
+        body = draw(st.binary(max_size=40))
+        name = draw(st.sampled_from(["shaders/extra.glsl", "shaders/x.comp", "notes.txt", "shaders/a b.comp"]))
+        members[name] = body
+        if draw(st.booleans()):
+            doc["members"].append({"name": name, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+    for _ in range(draw(st.integers(0, 3))):
+        edit = draw(st.sampled_from(["value", "value", "drop", "add", "entry", "repeat"]))
+        entries = doc.get("members") if isinstance(doc.get("members"), list) else []
+        if edit in ("entry", "repeat") and entries:
+            entry = draw(st.sampled_from(entries))
+            if edit == "repeat":
+                entries.append(dict(entry) if isinstance(entry, dict) else entry)
+            elif isinstance(entry, dict) and entry:
+                key = draw(st.sampled_from(sorted(entry)))
+                entry[key] = draw(
+                    st.sampled_from([entry[key].upper() if isinstance(entry[key], str) else entry[key]])
+                    | (st.integers(-1, 1).map(lambda d, v=entry[key]: v + d if type(v) is int else v))
+                    | MANIFEST_VALUES
+                )
+            continue
+        parent, key = _parent(doc, draw(st.sampled_from(list(_paths(doc)))))
+        if edit == "value":
+            parent[key] = draw(MANIFEST_VALUES)
+        elif edit == "drop" and isinstance(parent, dict):
+            del parent[key]
+        elif edit == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "about", "model", "formats", "size"]))] = draw(MANIFEST_VALUES)
+    return json.dumps(doc).encode(), members
+
+
+def reference_cartridge(manifest_bytes: bytes, members: dict[str, bytes]) -> dict:
+    """§8.1 and §8.3 steps 3-7 for a well-formed zip of these members: the manifest's version, name,
+    executor and listed names, or strict_meta.Refused."""
+    doc = strict_json.loads(manifest_bytes)
+    refuse = strict_meta.check
+    refuse(isinstance(doc, dict) and doc.get("format") == "pxgl-cartridge", "format")
+    version = doc.get("version")
+    refuse(type(version) is int and version in (0, 1), "version")
+    refuse({"name", "executor", "members", "formats" if version else "model"} <= doc.keys(), "keys")
+    if version:
+        formats = doc["formats"]
+        refuse(isinstance(formats, dict) and set(formats) == {"weights", "pxvm"}, "formats keys")
+        refuse(all(type(v) is int and v in (0, 1) for v in formats.values()), "formats versions")
+        refuse(isinstance(doc.get("about", {}), dict), "about")
+    else:
+        formats, model = {"weights": 0, "pxvm": 0}, doc["model"]
+        keys = {"vocab_size", "embed_dim", "hidden_dim", "context_window"}
+        refuse(isinstance(model, dict) and set(model) == keys, "model keys")
+        refuse(all(type(v) is int and v > 0 for v in model.values()), "model values")
+    name = doc["name"]
+    printable = isinstance(name, str) and all(unicodedata.category(c) in PRINTABLE_CATEGORIES or c == " " for c in name)
+    refuse(printable and 1 <= len(name) <= 128, "name")
+    refuse(doc["executor"] in NAMES and re.fullmatch(r"[a-z0-9_]{1,32}", doc["executor"]) is not None, "executor")
+    listed = doc["members"]
+    refuse(isinstance(listed, list), "members")
+    table = {}
+    for entry in listed:
+        refuse(isinstance(entry, dict) and set(entry) == {"name", "size", "sha256"}, "entry keys")
+        refuse(isinstance(entry["name"], str) and entry["name"] not in table, "entry name")
+        refuse(type(entry["size"]) is int and 0 <= entry["size"] <= 256 << 20, "entry size")
+        refuse(isinstance(entry["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None, "sha")
+        shader = re.fullmatch(r"shaders/[A-Za-z0-9_][A-Za-z0-9_.-]*\.(comp|glsl)", entry["name"]) is not None
+        refuse(entry["name"] in ("weights.pxi", "weights.meta.json", "tokenizer.json", "program.pxi") or shader, "role")
+        table[entry["name"]] = entry
+    refuse({"weights.pxi", "weights.meta.json", "tokenizer.json", "program.pxi"} <= table.keys(), "required")
+    refuse(set(table) == set(members), "listing")
+    for member, body in members.items():
+        digest = hashlib.sha256(body).hexdigest()
+        refuse((len(body), digest) == (table[member]["size"], table[member]["sha256"]), "size or sha256")
+    meta = strict_meta.read(strict_json.loads(members["weights.meta.json"]))
+    refuse(meta["tokenizer"] == "tokenizer.json" and meta["version"] == formats["weights"], "meta")
+    arch = meta["arch"]
+    if not version:
+        dims = {"vocab_size": arch["vocab"], "embed_dim": arch["embed"], "context_window": arch["window"]}
+        refuse(len(arch["hidden"]) == 1 and doc["model"] == dims | {"hidden_dim": arch["hidden"][0]}, "model")
+    weights = strict_png.read(members["weights.pxi"])
+    refuse(weights.shape[:2] == (meta["height"], meta["width"]), "weights size")
+    refuse(len(reference_tokenizer(members["tokenizer.json"])) == arch["vocab"], "tokenizer")
+    program_version, _, _ = reference_pxvm.decode(strict_png.read(members["program.pxi"]))
+    refuse(program_version == formats["pxvm"], "program version")
+    return {"version": version, "name": name, "executor": doc["executor"], "members": sorted(table)}
+
+
+@settings(FUZZ, max_examples=400)
+@given(case=mutated_manifest())
+def test_fuzz_cartridge_manifests(tmp_path_factory, case):
+    """Field by field against reference_cartridge: a cartridge opens exactly when the reference accepts its
+    manifest and members, and says what the reference reads."""
+    COUNTS["cartridge manifest"] += 1
+    manifest, members = case
+    path = tmp_path_factory.getbasetemp() / "manifest.pxa"
+    write_contents(path, {"manifest.json": manifest, **members})
+    accepted, cart = refused_or(open_cartridge, path)
+    ok, want = reference_or(reference_cartridge, (strict_meta.Refused, strict_json.Refused), manifest, members)
+    assert accepted == ok, (
+        f"engine {'accepted' if accepted else 'refused: ' + cart}, reference {'accepted' if ok else 'refused'}"
+    )
+    if accepted:
+        COUNTS["cartridge manifest (accepted)"] += 1
+        m = cart.manifest
+        got = {
+            "version": m.version,
+            "name": m.name,
+            "executor": m.executor,
+            "members": sorted(x.name for x in m.members),
+        }
+        assert got == want
 
 
 # --- pxVM programs: pixels and assembly ----------------------------------------------------------------
