@@ -53,7 +53,13 @@ def check_stops(stops: Sequence[str]) -> list[bytes]:
     """Stop strings as the UTF-8 bytes they are matched as; an empty one would stop every row at once."""
     if any(stop == "" for stop in stops):
         raise PxglError("--stop: a stop string may not be empty")
-    return [stop.encode("utf-8") for stop in stops]
+    encoded = []
+    for stop in stops:
+        try:
+            encoded.append(stop.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise PxglError(f"--stop {stop!r}: not valid text ({e.reason}); give the stop string as UTF-8") from None
+    return encoded
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,7 @@ def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
         (["--stop", ""], "a stop string may not be empty"),
         (["--seed", "-1"], "seed must lie in 0..4294967295"),
         (["--logprobs", "21"], "alternatives per token must lie in 0..20, got 21"),
+        (["--stop", "\udcff"], "--stop '.udcff': not valid text"),
         (["-x", "fused", "-t", "1"], "the fused executor generates greedily only"),
     ],
 )

@@ -38,6 +38,8 @@ SeedOption = Annotated[int, typer.Option("--seed", help="The draw's seed, 0..2^3
 StopOption = Annotated[
     list[str] | None, typer.Option("--stop", help="End a row where this text begins (repeatable; not returned).")
 ]
+STRIP_NAMES = "prompt*_logits.png"
+"""What --viz writes: prompt0_logits.png, prompt1_logits.png, …"""
 LogprobsOption = Annotated[
     int, typer.Option("--logprobs", help="With --json: each token's K likeliest alternatives too (0..20).")
 ]
@@ -89,9 +91,10 @@ def generate(
     check_top_logprobs(logprobs)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
-    check_outputs([(out, "--out")], [*model_files(model), batch, input_file])
+    inputs = [*model_files(model), batch, input_file]
+    check_outputs([(out, "--out")], inputs)
     if viz is not None:
-        check_output_dir(viz, "--viz")
+        check_output_dir(viz, "--viz", inputs, (STRIP_NAMES,))
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
     if input_file is not None:
@@ -251,7 +254,8 @@ def draw_steps(folder: Path, runnable: "Runnable", rows: list[list[int]], answer
             pixels = encode_tokens(contexts, spec.vocab_size)
             parts = [engine.trace(pixels[s : s + tile]).logits for s in range(0, len(contexts), tile)]
             flat = np.concatenate([part.reshape(len(part), -1) for part in parts if part is not None])
-            images[folder / f"prompt{r}_logits.png"] = logits_strip(flat[:, : spec.vocab_size], np.array(tokens))
+            strip = logits_strip(flat[:, : spec.vocab_size], np.array(tokens))
+            images[folder / STRIP_NAMES.replace("*", str(r))] = strip
     folder.mkdir(parents=True, exist_ok=True)
     write_files({path: (lambda tmp, image=image: image.save(tmp, format="PNG")) for path, image in images.items()})
 

@@ -94,6 +94,8 @@ class RawGL:
 
     def mapped_storage(self, size: int) -> tuple[int, int]:
         """(buffer name, host address) of a new persistent, coherent, read-write buffer in host memory."""
+        while self._get_error() != 0:  # an error left by an earlier call is not this mapping's
+            pass
         name = ctypes.c_uint()
         self._gen_buffers(1, ctypes.byref(name))
         self._bind_buffer(GL_SHADER_STORAGE_BUFFER, name.value)
