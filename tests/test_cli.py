@@ -200,3 +200,19 @@ def test_every_verb_spells_the_shared_options_the_same_way():
                 for name, spellings in SHARED_OPTIONS.items():
                     assert spelling not in spellings or param.name == name, f"pxgl {verb}: {spelling} is not {name}"
     assert seen == set(SHARED_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "pixels", "--bogus"],
+        ["generate", "pixels", "--seed", "9" * 5000],
+        ["infer", "pixels", "-n"],
+        ["no-such-verb"],
+    ],
+)
+def test_a_command_line_that_cannot_be_parsed_is_one_line(tmp_path, args):
+    run = pxgl(*args, cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == "", run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], run.stderr

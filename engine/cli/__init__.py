@@ -20,10 +20,29 @@ VERBS = (files, generate, interchange, predict, pxvm, score, see, serve, train)
 
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
     except PxglError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise SystemExit(2) from None
+        fail(str(e))
+    except Exception as e:
+        if not is_usage_error(e):
+            raise
+        message = e.format_message()  # type: ignore[attr-defined]
+        if not message:  # no arguments at all: the help was the answer
+            raise SystemExit(2) from None
+        command = getattr(getattr(e, "ctx", None), "command_path", "pxgl")
+        fail(f"{message} (see {command} --help)")
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str) -> None:
+    """Bad input: one red line, exit status 2."""
+    typer.secho(f"error: {' '.join(message.split())}", fg=typer.colors.RED, err=True)
+    raise SystemExit(2) from None
+
+
+def is_usage_error(error: Exception) -> bool:
+    """A command line click could not parse (click's own UsageError, or the copy a typer release carries)."""
+    return any(cls.__name__ == "UsageError" for cls in type(error).__mro__) and hasattr(error, "format_message")
 
 
 __all__ = ["VERBS", "app", "main"]
