@@ -6,8 +6,10 @@ generator seeded by the run's seed and the new candidate's id, say what to try n
     COMMAND    any program: the history as JSON on stdin, one proposal as JSON on stdout"""
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import PxglError
+from ..reading import parse_json
 from .space import Genome, Limits, ProposalError, mutate, random_genome
 
 BUILT_IN = ("evolution", "random")
@@ -111,27 +114,30 @@ class External:
             "seed": int(rng.integers(2**31)),
             "history": history,
         }
+        process = subprocess.Popen(
+            self.command,
+            shell=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                self.command,
-                shell=True,
-                input=json.dumps(document).encode(),
-                capture_output=True,
-                timeout=self.timeout,
-                start_new_session=True,
-            )
+            stdout, stderr = process.communicate(json.dumps(document).encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the shell and whatever it started
+            process.communicate()
             raise PxglError(
                 f"--proposer {self.command!r}: no answer within {self.timeout:g} s; the run is kept, "
                 "fix the proposer and continue with --resume"
             ) from None
-        if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        if process.returncode != 0:
+            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise PxglError(
-                f"--proposer {self.command!r}: exit status {done.returncode} {tail[0][:120]!r}; the run is kept, "
-                "fix the proposer and continue with --resume"
+                f"--proposer {self.command!r}: exit status {process.returncode} {tail[0][:120]!r}; the run is "
+                "kept, fix the proposer and continue with --resume"
             )
-        return parse_proposal(done.stdout)
+        return parse_proposal(stdout)
 
 
 def parse_proposal(output: bytes) -> Proposal:
@@ -139,9 +145,9 @@ def parse_proposal(output: bytes) -> Proposal:
     if len(output) > MAX_PROPOSAL_BYTES:
         return Proposal(None, "external", None, f"proposal over {MAX_PROPOSAL_BYTES} bytes")
     try:
-        raw = json.loads(output)
-    except (UnicodeDecodeError, ValueError) as e:
-        return Proposal(None, "external", None, f"not JSON ({str(e)[:80]})")
+        raw = parse_json(output.decode("utf-8"), "proposal")
+    except (UnicodeDecodeError, PxglError) as e:
+        return Proposal(None, "external", None, f"not JSON: {str(e)[:120]}")
     if not isinstance(raw, dict):
         return Proposal(None, "external", None, "not a JSON object")
     parent = raw.get("parent")

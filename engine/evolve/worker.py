@@ -97,4 +97,6 @@ def _run(task: Task) -> dict[str, Any]:
         "steps_trained": evaluation["training"]["steps"],
         "cartridge": str(cartridge.relative_to(task.folder.parent)),
         "cartridge_sha256": hashlib.sha256(cartridge.read_bytes()).hexdigest(),
+        # the cartridge's meta holds the trainer's wall time; the weight image is what the seed decides
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
