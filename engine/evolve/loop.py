@@ -19,7 +19,7 @@ from ..errors import PxglError
 from . import proposers as proposing
 from .rundir import LINEAGE, PROPOSALS, RunDir
 from .runners import Runner
-from .space import Genome, Limits, ProposalError, check, cost, genome_from_json
+from .space import Genome, Limits, ProposalError, check, cost, genome_from_json, key
 from .worker import Task, worker_device
 
 Progress = Callable[[str], None]
@@ -128,13 +128,24 @@ def proposal_for(run: RunDir, state: State, proposer: proposing.Proposer, candid
     else:
         limits = state.limits
         budgeted = Limits(limits.max_weights, limits.max_flops, limits.min_steps, min(limits.max_steps, left))
-        context = proposing.Context(state.start, budgeted, state.settings["population"])
+        context = proposing.Context(state.start, budgeted, state.settings["population"], seen_genomes(state, candidate))
         rng = np.random.default_rng([state.settings["seed"], candidate])
         proposal = proposer.propose(state.history(candidate - candidate % state.settings["batch"]), context, rng)
     entry = {"id": candidate, "proposal": proposal.to_json()}
     state.proposals[candidate] = entry
     run.append(PROPOSALS, entry)
     return entry["proposal"]
+
+
+def seen_genomes(state: State, candidate: int) -> frozenset[str]:
+    """Every genome proposed for a lower id (in id order, so the same whatever has finished)."""
+    seen = set()
+    for earlier in range(candidate):
+        try:
+            seen.add(key(genome_from_json(state.proposals[earlier]["proposal"]["genome"], state.start.training)))
+        except (KeyError, ProposalError):
+            continue
+    return frozenset(seen)
 
 
 def candidate_record(state: State, candidate: int, proposal: dict[str, Any], left: int) -> dict[str, Any]:

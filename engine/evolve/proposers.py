@@ -46,6 +46,8 @@ class Context:
     start: Genome
     limits: Limits
     population: int
+    seen: frozenset[str]
+    """Genomes (space.key) already recorded or proposed earlier in this batch: built-ins propose new ones."""
 
 
 class Proposer(Protocol):
@@ -83,7 +85,7 @@ class Evolution:
             best = min((alive[int(i)] for i in picks), key=lambda r: (selection_loss(r), r["id"]))
             parent_id, parent = best["id"], genome_from_json(best["genome"], context.start.training)
         try:
-            child, mutation = mutate(parent, context.limits, rng)
+            child, mutation = mutate(parent, context.limits, rng, context.seen)
         except ProposalError as e:
             return Proposal(parent_id, "none", None, str(e))
         return Proposal(parent_id, mutation, child.to_json())
@@ -93,7 +95,7 @@ class RandomSearch:
     name = "random"
 
     def propose(self, history: list[dict[str, Any]], context: Context, rng: np.random.Generator) -> Proposal:
-        genome = random_genome(context.start.architecture.vocab_size, context.limits, rng)
+        genome = random_genome(context.start.architecture.vocab_size, context.limits, rng, context.seen)
         return Proposal(None, "random", genome.to_json())
 
 

@@ -3,6 +3,7 @@ window, embed width, 1 to 4 hidden widths, residual) plus how it is trained (ste
 weight decay). Limits keep every candidate small enough to train within the budget; mutations move one
 gene at a time; a proposal from anywhere is checked here, and refused with its reason."""
 
+import json
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -234,22 +235,31 @@ def mutate_once(name: str, genome: Genome, limits: Limits, rng: np.random.Genera
     return replace(genome, training=replace(t, weight_decay=_step(WEIGHT_DECAYS, t.weight_decay, rng)))
 
 
-def mutate(genome: Genome, limits: Limits, rng: np.random.Generator) -> tuple[Genome, str]:
-    """A different genome within the limits, one gene moved, and the mutation's name."""
+def key(genome: Genome) -> str:
+    """A genome as text, to know one tried already."""
+    return json.dumps(genome.to_json(), sort_keys=True)
+
+
+def mutate(
+    genome: Genome, limits: Limits, rng: np.random.Generator, seen: frozenset[str] = frozenset()
+) -> tuple[Genome, str]:
+    """A genome within the limits and not `seen`, one gene moved from `genome`, and the mutation's name."""
     for _ in range(64):
         name = str(rng.choice([m for m in MUTATIONS if _applies(m, genome.architecture)]))
         child = mutate_once(name, genome, limits, rng)
-        if child == genome:
+        if child == genome or key(child) in seen:
             continue
         try:
             return check(child, limits, genome.architecture.vocab_size), name
         except ProposalError:
             continue
-    raise ProposalError("no mutation of the parent stays within the limits")
+    raise ProposalError("no mutation of the parent is new and within the limits")
 
 
-def random_genome(vocab_size: int, limits: Limits, rng: np.random.Generator) -> Genome:
-    """A uniform draw from the space's choices, redrawn until it fits the limits."""
+def random_genome(
+    vocab_size: int, limits: Limits, rng: np.random.Generator, seen: frozenset[str] = frozenset()
+) -> Genome:
+    """A uniform draw from the space's choices, redrawn until it fits the limits and is not `seen`."""
     for _ in range(256):
         mode = str(rng.choice(["mean", "concat", "attention"]))
         window = int(rng.choice(WINDOWS))
@@ -266,7 +276,9 @@ def random_genome(vocab_size: int, limits: Limits, rng: np.random.Generator) -> 
             weight_decay=float(rng.choice(WEIGHT_DECAYS)),
         )
         try:
-            return check(Genome(architecture, training), limits, vocab_size)
+            genome = check(Genome(architecture, training), limits, vocab_size)
         except ProposalError:
             continue
+        if key(genome) not in seen:
+            return genome
     raise PxglError("the limits leave no room for a random candidate: raise --max-weights or --max-flops")

@@ -77,7 +77,9 @@ def _run(task: Task) -> dict[str, Any]:
         heldout_fraction=task.split["heldout_fraction"],
         validation_fraction=task.split["validation_fraction"],
         batch_size=task.batch_size,
-        eval_every=max(1, task.steps // 4),
+        # screening keeps its last weights (one validation pass, the costly part of a short run); full
+        # training keeps the best of four
+        eval_every=task.steps if task.stage == "screen" else max(1, task.steps // 4),
         warmup_steps=min(TrainConfig.warmup_steps, task.steps // 10),
         **genome.train_config(task.steps),
     )
