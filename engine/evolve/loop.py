@@ -201,17 +201,17 @@ def run_records(
 ) -> None:
     """Run a batch of proposed records; each is appended to the lineage the moment it finishes."""
     tasks = [task_for(run, state, record, slot, devices) for slot, record in enumerate(records)]
-    screening = state.settings["budget"] - final_budget(state.settings)
     for index, measured in runner.run(tasks):
         record = records[index] | measured
         if "error" in measured:
             record["cost"] = record["cost"] | {"steps": 0}
         state.records[record["id"]] = record
         run.append(LINEAGE, record)
-        progress(describe(state, record, screening))
+        progress(describe(state, record))
 
 
-def describe(state: State, record: dict[str, Any], budget: int) -> str:
+def describe(state: State, record: dict[str, Any]) -> str:
+    """The progress line: the candidate, the best screened so far, the budget left."""
     best = best_screened(state)
     head = f"c{record['id']:04d} {record['stage']:6}"
     if "error" in record:
@@ -219,8 +219,9 @@ def describe(state: State, record: dict[str, Any], budget: int) -> str:
     else:
         result = f"{record['scores']['select']['bits_per_byte']:.4f} bits/byte in {record['wall_seconds']:.0f} s"
     best_text = f"best {proposing.selection_loss(best):.4f} (c{best['id']:04d})" if best else "no best yet"
-    left = max(0, budget - state.spent("screen"))
-    return f"{head} {result} · {best_text} · screening budget left {left:,} of {budget:,} steps"
+    budget = state.settings["budget"]
+    left = budget - state.spent("screen") - state.spent("final")
+    return f"{head} {result} · {best_text} · budget left {left:,} of {budget:,} steps"
 
 
 def best_screened(state: State) -> dict[str, Any] | None:
