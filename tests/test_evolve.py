@@ -117,7 +117,12 @@ def test_a_short_run_trains_packs_scores_and_promotes_only_a_winner(finished, st
     assert (finished / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(finished, corpus, start, run_seed, tmp_path):
+@pytest.mark.parametrize(
+    ("mark", "count"), [(b'"stage":"screen"', 2), (b'"kind":"screening-end"', 1)], ids=["screening", "finals"]
+)
+def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(
+    mark, count, finished, corpus, start, run_seed, tmp_path
+):
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "pxgl.cli", "evolve", "--out", str(run), *run_args(corpus, start, run_seed)]
     process = subprocess.Popen(
@@ -126,7 +131,7 @@ def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(finished, corp
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         lineage = run / LINEAGE
-        if lineage.exists() and lineage.read_bytes().count(b"\n") >= 2:
+        if lineage.exists() and lineage.read_bytes().count(mark) >= count:
             break
         time.sleep(0.05)
     assert process.poll() is None, (run_seed, "the run ended before it could be killed", process.stderr.read())

@@ -34,6 +34,8 @@ class State:
     limits: Limits
     records: dict[int, dict[str, Any]]
     proposals: dict[int, dict[str, Any]]
+    screened: bool
+    """Screening has ended (its end is recorded): a resumed run goes on to full training."""
 
     def history(self, before: int) -> list[dict[str, Any]]:
         return [self.records[i] for i in sorted(self.records) if i < before and self.records[i]["kind"] == "candidate"]
@@ -50,9 +52,11 @@ class State:
 def load_state(run: RunDir, settings: dict[str, Any]) -> State:
     start = genome_from_json(settings["start_genome"], None)
     limits = Limits(**settings["limits"])
-    records = {r["id"]: r for r in run.read(LINEAGE) if r.get("kind") == "candidate"}
+    lineage = run.read(LINEAGE)
+    records = {r["id"]: r for r in lineage if r.get("kind") == "candidate"}
     proposals = {p["id"]: p for p in run.read(PROPOSALS)}
-    return State(settings, start, limits, records, proposals)
+    screened = any(r.get("kind") == "screening-end" for r in lineage)
+    return State(settings, start, limits, records, proposals, screened)
 
 
 def final_budget(settings: dict[str, Any]) -> int:
@@ -69,8 +73,9 @@ def evolve(run: RunDir, runner: Runner, progress: Progress, devices: list[int] |
         return finished[-1]
     state = load_state(run, settings)
     proposer = proposing.proposer_for(settings["proposer"], settings["proposer_timeout"])
-    began = time.monotonic()
-    screen(run, state, proposer, runner, progress, devices, began)
+    if not state.screened:
+        reason = screen(run, state, proposer, runner, progress, devices, time.monotonic())
+        run.append(LINEAGE, {"kind": "screening-end", "reason": reason, "steps": state.spent("screen")})
     finals(run, state, runner, progress, devices)
     return promote(run, state, progress, devices)
 
@@ -86,13 +91,14 @@ def screen(
     progress: Progress,
     devices: list[int] | None,
     began: float,
-) -> None:
+) -> str:
     """Batches of `batch` ids until the screening budget is spent (or --max-time, or a proposer whose
-    answers keep being refused)."""
+    answers keep being refused); returns which."""
     settings = state.settings
     budget = settings["budget"] - final_budget(settings)
     batch, refused, max_time = settings["batch"], 0, settings.get("max_time")
-    for first in range(0, 1 << 30, batch):
+    first = 0
+    while True:
         planned, stopped = state.spent("screen", before=first), False
         proposed: list[dict[str, Any]] = []
         for candidate in range(first, first + batch):
@@ -100,7 +106,8 @@ def screen(
             stopped = left < state.limits.min_steps or refused >= REFUSALS_IN_A_ROW
             if stopped:
                 break
-            record = candidate_record(state, candidate, proposal_for(run, state, proposer, candidate, left), left)
+            proposal = proposal_for(run, state, proposer, candidate, left)
+            record = candidate_record(state, candidate, proposal, left, first)
             if "error" not in record:
                 refused = 0
                 planned += record["cost"]["steps"]
@@ -113,10 +120,11 @@ def screen(
                 progress(f"c{candidate:04d} refused: {record['error']}")
         run_records(run, state, runner, [r for r in proposed if r["id"] not in state.records], progress, devices)
         if stopped:
-            return
+            return "budget" if refused < REFUSALS_IN_A_ROW else f"{REFUSALS_IN_A_ROW} refused proposals in a row"
         if max_time is not None and time.monotonic() - began >= max_time * (1 - settings["final_share"]):
             progress("--max-time reached: screening stops here")
-            return
+            return "max-time"
+        first += batch
 
 
 def proposal_for(run: RunDir, state: State, proposer: proposing.Proposer, candidate: int, left: int) -> dict[str, Any]:
@@ -148,8 +156,11 @@ def seen_genomes(state: State, candidate: int) -> frozenset[str]:
     return frozenset(seen)
 
 
-def candidate_record(state: State, candidate: int, proposal: dict[str, Any], left: int) -> dict[str, Any]:
-    """The lineage record's proposed part, or a refused proposal's whole record."""
+def candidate_record(
+    state: State, candidate: int, proposal: dict[str, Any], left: int, batch_start: int
+) -> dict[str, Any]:
+    """The lineage record's proposed part, or a refused proposal's whole record. A parent must be a
+    candidate of an earlier batch (what the proposer saw)."""
     record: dict[str, Any] = {
         "kind": "candidate",
         "id": candidate,
@@ -162,8 +173,8 @@ def candidate_record(state: State, candidate: int, proposal: dict[str, Any], lef
         if proposal.get("error"):
             raise ProposalError(proposal["error"])
         parent = record["parent"]
-        if parent is not None and (parent not in state.records or state.records[parent]["kind"] != "candidate"):
-            raise ProposalError(f"parent {parent} is not a finished candidate")
+        if parent is not None and not (parent < batch_start and parent in state.records):
+            raise ProposalError(f"parent {parent} is not a candidate in the history")
         genome = check(genome_from_json(proposal["genome"], state.start.training), state.limits, vocab(state))
         if genome.training.steps > left:
             raise ProposalError(f"too costly: {genome.training.steps} steps, the budget has {left} left")

@@ -26,9 +26,8 @@ CHAMPION = (0, 255, 102)
 def best_so_far(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
     """(training steps spent, best selection bits/byte yet) after each screening candidate, by id."""
     spent, best, points = 0, float("inf"), []
-    for record in sorted(records, key=lambda r: r["id"]):
-        if record.get("kind") != "candidate" or record["stage"] != "screen":
-            continue
+    screened = [r for r in records if r.get("kind") == "candidate" and r["stage"] == "screen"]
+    for record in sorted(screened, key=lambda r: r["id"]):
         spent += record["cost"]["steps"]
         if "scores" in record:
             best = min(best, selection_loss(record))
@@ -84,7 +83,7 @@ def draw_curves(runs: list[tuple[str, list[dict[str, Any]]]]) -> Image.Image:
             steps += [plot.at(x, y_before), plot.at(x, y)]
         if len(steps) > 1:
             plot.draw.line(steps, fill=colour, width=2)
-        plot.draw.text((plot.box[2] - 160, plot.box[1] + 16 * index + 6), label[:24], fill=colour, font=font(12))
+        plot.draw.text((plot.box[2] - 160, plot.box[1] + 16 * index + 24), label[:24], fill=colour, font=font(12))
     return plot.image
 
 

@@ -44,8 +44,8 @@ def worker_device(slot: int, devices: list[int] | None) -> int | None:
 
 
 def run_candidate(task: Task) -> dict[str, Any]:
-    """Train, write, pack and score one candidate; a PxglError (a member that cannot be trained on this
-    corpus, say) is the record's error, not the run's end."""
+    """Train, write, pack and score one candidate. Its failure (a member this corpus cannot train, a GPU
+    that refuses its shapes, memory) is the record's error, not the run's end: the search goes on."""
     from ..errors import PxglError
 
     began = time.monotonic()
@@ -53,6 +53,8 @@ def run_candidate(task: Task) -> dict[str, Any]:
         measured = _run(task)
     except PxglError as e:
         measured = {"error": str(e)}
+    except Exception as e:  # any failure of one candidate is recorded, with its type
+        measured = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     return measured | {"wall_seconds": round(time.monotonic() - began, 2)}
 
 
