@@ -1,6 +1,6 @@
 """The evolution runs issue 14 asks for, in one command on a many-core machine (workers = cores):
 
-    python -m bench.evolve_runs --out bench/results/evolve-DATE [--seeds 3] [--budget 15000] [--large]
+    python -m bench.evolve_runs --out bench/results/evolve-DATE --max-time 8m [--seeds 3] [--budget 15000] [--large]
 
 1. Evolution against the random baseline from pixellm_v0's architecture: `--seeds` seeds each, the same
    budget, the runs side by side (cores / runs workers each, the issue's 2-core run at 16 cores); each
@@ -11,7 +11,15 @@ It writes every run's folder (run.json, lineage.jsonl, report.png, index.html, c
 comparison PNG (best selection score against steps spent, every run) and summary.json: per run the best
 screened selection score, the champion's and the start model's held-out bits/byte and whether it was
 promoted; per proposer the median best score. `--max-time` caps each run's wall clock (it ends screening
-early, so a capped run is no longer replayable step for step)."""
+early, so a capped run is no longer replayable step for step, and runs stopped by it spent unequal budgets:
+summary.json records each run's steps).
+
+Time: a candidate's cost is its training plus five numpy passes over the 64k-position validation and
+held-out splits (the trainer's scores) and one GPU pass; the comparison keeps candidates under 800k
+weights and multiply-adds (v0 has 280k) so that 6 runs of 2 workers each fit 16 cores in about 8 minutes.
+The --large run cannot beat v1 in 10 minutes: v1 itself is 11,128 steps of a 1.3M-weight model (440 s
+on 4 BLAS threads; a single-threaded worker takes several times that), so give it --large-budget 150000
+and an hour."""
 
 import argparse
 import json
@@ -27,6 +35,10 @@ from pxgl.evolve.report import draw_curves, png
 from pxgl.evolve.rundir import LINEAGE, RunDir
 
 PROPOSERS = ("evolution", "random")
+
+
+COMPARISON_LIMITS = ["--max-weights", "800000", "--max-flops", "800000"]
+LARGE_LIMITS = ["--max-weights", "3000000", "--max-flops", "3000000"]
 
 
 def evolve_command(out: Path, start: str, proposer: str, seed: int, budget: int, workers: int, args) -> list[str]:
@@ -62,6 +74,7 @@ def summarise(run: Path) -> dict:
     }
     if promotion:
         record |= {
+            "steps_spent": promotion["steps_spent"],
             "champion": promotion["architecture"],
             "champion_heldout_bits_per_byte": promotion["heldout"]["bits_per_byte"],
             "start_heldout_bits_per_byte": promotion["start"]["heldout"]["bits_per_byte"],
@@ -91,7 +104,7 @@ def main() -> None:
     workers = max(1, args.cores // len(runs))
     folders = [args.out / f"{proposer}-seed{seed}" for proposer, seed in runs]
     commands = [
-        evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args)
+        evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args) + COMPARISON_LIMITS
         for folder, (proposer, seed) in zip(folders, runs, strict=True)
     ]
     statuses = run_all(commands, [folder.with_suffix(".log") for folder in folders])
@@ -110,7 +123,7 @@ def main() -> None:
     if args.large:
         folder = args.out / "large-from-v1"
         command = evolve_command(folder, "pixellm_v1", "evolution", 0, args.large_budget, args.cores, args)
-        command += ["--max-weights", "3000000", "--max-flops", "3000000"]
+        command += LARGE_LIMITS
         (status,) = run_all([command], [folder.with_suffix(".log")])
         summary["large"] = summarise(folder) | {"exit_status": status}
     summary["seconds"] = round(time.monotonic() - began)
