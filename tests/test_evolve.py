@@ -227,6 +227,7 @@ def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start,
     ("change", "message"),
     [
         (["--budget", "0"], "--budget 0"),
+        (["--population", "0"], "--population 0: give at least 1"),
         (["--proposer", "no-such-proposer-xyz"], "unknown"),
         (["--proposer", "sleep 30", "--proposer-timeout", "1"], "no answer within 1 s"),
         (["--max-time", "soon"], "--max-time"),

@@ -38,7 +38,7 @@ def evolve(
         Path | None, typer.Option(help="Continue the run in this folder with its recorded settings.")
     ] = None,
     budget: Annotated[
-        int | None, typer.Option(help="Training steps for the whole run (screening and full training).")
+        int | None, typer.Option(help="Training steps for the whole run, screening and full training (default 20000).")
     ] = None,
     max_time: Annotated[
         str | None, typer.Option(help="Wall-clock cap on top of the budget, e.g. 30m (ends screening early).")
@@ -56,13 +56,15 @@ def evolve(
         typer.Option(help="evolution (default), random, or a command: history JSON on stdin, one proposal JSON out."),
     ] = None,
     proposer_timeout: Annotated[
-        float, typer.Option(help="Seconds an external proposer may take for one proposal.")
-    ] = 60.0,
+        float | None, typer.Option(help="Seconds an external proposer may take for one proposal (default 60).")
+    ] = None,
     finalists: Annotated[int | None, typer.Option(help="Candidates given full training (default 3).")] = None,
-    max_weights: Annotated[int, typer.Option(help="A candidate's weight limit.")] = 2_000_000,
-    max_flops: Annotated[int, typer.Option(help="A candidate's multiply-adds a prediction limit.")] = 2_000_000,
+    max_weights: Annotated[int | None, typer.Option(help="A candidate's weight limit (default 2,000,000).")] = None,
+    max_flops: Annotated[
+        int | None, typer.Option(help="A candidate's multiply-adds a prediction limit (default 2,000,000).")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="A screening candidate's training steps limit.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Training minibatch.")] = 512,
+    batch_size: Annotated[int | None, typer.Option(help="Training minibatch (default 512).")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: one per core, at most --batch).")
     ] = None,
@@ -89,10 +91,14 @@ def evolve(
     if (out is None) == (resume is None):
         raise PxglError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
     devices = parse_devices(device)
+    run_options = {
+        "budget": budget, "population": population, "batch": batch, "seed": seed, "start": start,
+        "proposer": proposer, "proposer_timeout": proposer_timeout, "finalists": finalists,
+        "max_weights": max_weights, "max_flops": max_flops, "max_steps": max_steps, "batch_size": batch_size,
+    }  # fmt: skip
     if resume is not None:
-        run_options = {"budget": budget, "max-time": max_time, "population": population, "batch": batch}
-        run_options |= {"seed": seed, "start": start, "proposer": proposer, "finalists": finalists}
-        given = [f"--{name}" for name, value in run_options.items() if value is not None]
+        given = [f"--{name.replace('_', '-')}" for name, value in run_options.items() if value is not None]
+        given += ["--max-time"] if max_time is not None else []
         if given or files:
             raise PxglError(
                 f"--resume continues with the run's recorded settings; drop {', '.join(given) or 'the files'}"
@@ -100,29 +106,16 @@ def evolve(
         run = RunDir(resume)
         settings = run.settings()
     else:
-        request = Request(
-            budget=budget if budget is not None else 20_000,
-            population=population or 8,
-            batch=batch or 4,
-            seed=seed or 0,
-            start=start or "pixellm_v0",
-            proposer=proposer or "evolution",
-            proposer_timeout=proposer_timeout,
-            files=tuple(files or ()),
-            finalists=finalists or 3,
-            max_time=duration(max_time),
-            max_weights=max_weights,
-            max_flops=max_flops,
-            max_steps=max_steps,
-            batch_size=batch_size,
-        )
+        chosen = {name: value for name, value in run_options.items() if value is not None}
+        request = Request(**chosen, files=tuple(files or ()), max_time=duration(max_time))
         settings = new_settings(request)
         run = RunDir(out)  # type: ignore[arg-type]
         run.create(settings)
-    baselines = [(str(path.name), RunDir(path).read(LINEAGE)) for path in baseline or []]
+    baselines = []
     for path in baseline or []:
         RunDir(path).settings()
-    runner = runner_for(ray, workers or min(settings["batch"], os.cpu_count() or 1))
+        baselines.append((path.name, RunDir(path).read(LINEAGE)))
+    runner = runner_for(ray, workers if workers is not None else min(settings["batch"], os.cpu_count() or 1))
     try:
         promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
     finally:

@@ -19,22 +19,22 @@ FINAL_SHARE = 0.3
 
 @dataclass(frozen=True)
 class Request:
-    """What `pxgl evolve` was asked for."""
+    """What `pxgl evolve` was asked for (what it was not asked for takes these defaults)."""
 
-    budget: int
-    population: int
-    batch: int
-    seed: int
-    start: str
-    proposer: str
-    proposer_timeout: float
-    files: tuple[Path, ...]
-    finalists: int
-    max_time: float | None
-    max_weights: int
-    max_flops: int
-    max_steps: int | None
-    batch_size: int
+    budget: int = 20_000
+    population: int = 8
+    batch: int = 4
+    seed: int = 0
+    start: str = "pixellm_v0"
+    proposer: str = "evolution"
+    proposer_timeout: float = 60.0
+    files: tuple[Path, ...] = ()
+    finalists: int = 3
+    max_time: float | None = None
+    max_weights: int = 2_000_000
+    max_flops: int = 2_000_000
+    max_steps: int | None = None
+    batch_size: int = 512
 
 
 def start_training(evaluation: dict[str, Any], steps: int) -> Training:
@@ -52,8 +52,12 @@ def new_settings(request: Request) -> dict[str, Any]:
     r = request
     if r.budget < 1:
         raise PxglError(f"--budget {r.budget}: give a number of training steps, at least 1")
-    if r.population < 1 or r.batch < 1 or r.finalists < 1:
-        raise PxglError("--population, --batch and --finalists must each be at least 1")
+    counts = {"--population": r.population, "--batch": r.batch, "--finalists": r.finalists}
+    counts |= {"--max-weights": r.max_weights, "--max-flops": r.max_flops, "--batch-size": r.batch_size}
+    counts |= {"--max-steps": r.max_steps if r.max_steps is not None else 1}
+    for option, value in counts.items():
+        if value < 1:
+            raise PxglError(f"{option} {value}: give at least 1")
     if r.max_time is not None and r.max_time <= 0:
         raise PxglError("--max-time: give a positive time, e.g. 30m")
     proposer_for(r.proposer, r.proposer_timeout)
