@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..reading import parse_json
-from .space import Genome, Limits, ProposalError, mutate, random_genome
+from .space import Genome, Limits, ProposalError, genome_from_json, mutate, random_genome
 
 BUILT_IN = ("evolution", "random")
 TOURNAMENT = 3
@@ -73,8 +73,6 @@ class Evolution:
     name = "evolution"
 
     def propose(self, history: list[dict[str, Any]], context: Context, rng: np.random.Generator) -> Proposal:
-        from .space import genome_from_json
-
         alive = scored(history)[-context.population :]
         if len(alive) < context.population:
             parent_id, parent = None, context.start
