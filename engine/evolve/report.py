@@ -183,7 +183,8 @@ def summary_lines(settings: dict[str, Any], candidates: list[dict[str, Any]], pr
         *lines,
         f"champion c{promotion['champion']:04d}: {promotion['architecture']}",
         f"held-out {promotion['heldout']['bits_per_byte']:.4f} bits/byte vs the start model's "
-        f"{start['heldout']['bits_per_byte']:.4f} ({start['model'][-40:]}): {gain:+.4f} better; {verdict}",
+        f"{start['heldout']['bits_per_byte']:.4f} ({start['model'][-40:]}), {gain:+.4f} in the champion's favour; "
+        f"{verdict}",
     ]
 
 
