@@ -199,28 +199,23 @@ def test_an_external_proposer_is_checked_recorded_and_never_asked_twice(corpus, 
     assert comparable(run) == whole
 
 
-def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start, run_seed, tmp_path):
-    ray = pytest.importorskip("ray")
-    from pxgl.evolve.loop import evolve
-    from pxgl.evolve.runners import RayRunner
-    from pxgl.evolve.settings import Request, new_settings
+RAY_THEN_PXGL = """
+import sys
+import ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+from pxgl.cli import main
+sys.argv = ["pxgl", *sys.argv[1:]]
+main()
+"""
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        settings = RunDir(finished).settings()
-        request = Request(
-            budget=settings["budget"], population=settings["population"], batch=settings["batch"], seed=run_seed,
-            start=str(start), proposer="evolution", proposer_timeout=60, files=(corpus,), finalists=3,
-            max_time=None, max_weights=60000, max_flops=60000, max_steps=None, batch_size=64,
-        )  # fmt: skip
-        run = RunDir(tmp_path / "ray")
-        run.create(new_settings(request))
-        runner = RayRunner("local", 2)
-        evolve(run, runner, lambda line: None)
-        runner.close()
-    finally:
-        ray.shutdown()
-    assert comparable(run.path) == comparable(finished), run_seed
+
+def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start, run_seed, tmp_path):
+    """On a local Ray the test starts (in a process of its own, so no GL context lives in pytest's)."""
+    run = tmp_path / "ray"
+    command = [sys.executable, "-c", RAY_THEN_PXGL, "evolve", "--out", str(run), *run_args(corpus, start, run_seed)]
+    done = subprocess.run([*command, "--ray", "local"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, (run_seed, done.stderr[-2000:])
+    assert comparable(run) == comparable(finished), run_seed
 
 
 @pytest.mark.parametrize(
