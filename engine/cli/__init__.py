@@ -6,15 +6,15 @@ line and exit status 2.
     predict.py  infer, run             files.py    encode, decode, pack, inspect, info
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
     score.py    eval           interchange.py  import, export
-    generate.py generate       serve.py    serve"""
+    generate.py generate       serve.py    serve          evolve.py   evolve"""
 
 import typer
 
 from ..errors import PxglError
-from . import files, generate, interchange, predict, pxvm, score, see, serve, train
+from . import evolve, files, generate, interchange, predict, pxvm, score, see, serve, train
 from .app import app
 
-VERBS = (files, generate, interchange, predict, pxvm, score, see, serve, train)
+VERBS = (evolve, files, generate, interchange, predict, pxvm, score, see, serve, train)
 """The modules whose commands register on `app` when imported."""
 
 

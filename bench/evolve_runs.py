@@ -1,0 +1,135 @@
+"""The evolution runs issue 14 asks for, in one command on a many-core machine (workers = cores):
+
+    python -m bench.evolve_runs --out bench/results/evolve-DATE --max-time 8m [--seeds 3] [--budget 15000] [--large]
+
+1. Evolution against the random baseline from pixellm_v0's architecture: `--seeds` seeds each, the same
+   budget, the runs side by side (cores / runs workers each, the issue's 2-core run at 16 cores); each
+   run must beat v0 on held-out bits/byte to promote a champion.
+2. `--large`: one run from pixellm_v1 with every core, larger limits, for a champion that beats v1.
+
+It writes every run's folder (run.json, lineage.jsonl, report.png, index.html, champion.pxa), a
+comparison PNG (best selection score against steps spent, every run) and summary.json: per run the best
+screened selection score, the champion's and the start model's held-out bits/byte and whether it was
+promoted; per proposer the median best score. `--max-time` caps each run's wall clock (it ends screening
+early, so a capped run is no longer replayable step for step, and runs stopped by it spent unequal budgets:
+summary.json records each run's steps).
+
+Time: a candidate's cost is its training plus five numpy passes over the 64k-position validation and
+held-out splits (the trainer's scores) and one GPU pass; the comparison keeps candidates under 800k
+weights and multiply-adds (v0 has 280k) so that 6 runs of 2 workers each fit 16 cores in about 8 minutes.
+The --large run cannot beat v1 in 10 minutes: v1 itself is 11,128 steps of a 1.3M-weight model (440 s
+on 4 BLAS threads; a single-threaded worker takes several times that), so give it --large-budget 150000
+and an hour."""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pxgl.evolve.proposers import scored, selection_loss
+from pxgl.evolve.report import draw_curves, png
+from pxgl.evolve.rundir import LINEAGE, RunDir
+
+PROPOSERS = ("evolution", "random")
+
+
+COMPARISON_LIMITS = ["--max-weights", "800000", "--max-flops", "800000"]
+LARGE_LIMITS = ["--max-weights", "3000000", "--max-flops", "3000000"]
+
+
+def evolve_command(out: Path, start: str, proposer: str, seed: int, budget: int, workers: int, args) -> list[str]:
+    command = [sys.executable, "-m", "pxgl.cli", "evolve", "--out", str(out), "--start", start]
+    command += ["--proposer", proposer, "--seed", str(seed), "--budget", str(budget), "--workers", str(workers)]
+    command += ["--batch", str(args.batch), "--population", str(args.population), "--finalists", str(args.finalists)]
+    if args.max_time:
+        command += ["--max-time", args.max_time]
+    return command
+
+
+def run_all(commands: list[list[str]], logs: list[Path]) -> list[int]:
+    """Every command at once, each logging to its file; their exit statuses."""
+    processes = []
+    for command, log in zip(commands, logs, strict=True):
+        with open(log, "w") as handle:
+            processes.append(subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT))
+    return [p.wait() for p in processes]
+
+
+def summarise(run: Path) -> dict:
+    records = RunDir(run).read(LINEAGE)
+    settings = RunDir(run).settings()
+    screened = scored(records)
+    promotion = next((r for r in records if r.get("kind") == "promotion"), None)
+    record = {
+        "run": run.name,
+        "proposer": settings["proposer"],
+        "seed": settings["seed"],
+        "budget": settings["budget"],
+        "candidates": sum(1 for r in records if r.get("kind") == "candidate"),
+        "best_selection_bits_per_byte": min(map(selection_loss, screened), default=None),
+    }
+    if promotion:
+        record |= {
+            "steps_spent": promotion["steps_spent"],
+            "champion": promotion["architecture"],
+            "champion_heldout_bits_per_byte": promotion["heldout"]["bits_per_byte"],
+            "start_heldout_bits_per_byte": promotion["start"]["heldout"]["bits_per_byte"],
+            "gain_bits_per_byte": promotion["gain_bits_per_byte"],
+            "promoted": promotion["promoted"],
+        }
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=15_000, help="training steps per comparison run")
+    parser.add_argument("--large-budget", type=int, default=60_000, help="training steps of the --large run")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--finalists", type=int, default=1)
+    parser.add_argument("--max-time", default=None, help="each run's wall-clock cap, e.g. 8m")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--large", action="store_true", help="also the run from pixellm_v1")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=False)
+    began = time.monotonic()
+
+    runs = [(proposer, seed) for seed in range(args.seeds) for proposer in PROPOSERS]
+    workers = max(1, args.cores // len(runs))
+    folders = [args.out / f"{proposer}-seed{seed}" for proposer, seed in runs]
+    commands = [
+        evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args) + COMPARISON_LIMITS
+        for folder, (proposer, seed) in zip(folders, runs, strict=True)
+    ]
+    statuses = run_all(commands, [folder.with_suffix(".log") for folder in folders])
+    comparison_seconds = time.monotonic() - began
+    summary: dict = {"cores": args.cores, "workers_per_run": workers, "comparison_seconds": round(comparison_seconds)}
+    summary["runs"] = [
+        summarise(folder) | {"exit_status": status} for folder, status in zip(folders, statuses, strict=True)
+    ]
+    for proposer in PROPOSERS:
+        best = [r["best_selection_bits_per_byte"] for r in summary["runs"] if r["proposer"] == proposer]
+        summary[f"median_best_{proposer}"] = statistics.median(b for b in best if b is not None)
+    summary["evolution_beats_random"] = summary["median_best_evolution"] < summary["median_best_random"]
+    curves = [(folder.name, RunDir(folder).read(LINEAGE)) for folder in folders]
+    (args.out / "comparison.png").write_bytes(png(draw_curves(curves)))
+
+    if args.large:
+        folder = args.out / "large-from-v1"
+        command = evolve_command(folder, "pixellm_v1", "evolution", 0, args.large_budget, args.cores, args)
+        command += LARGE_LIMITS
+        (status,) = run_all([command], [folder.with_suffix(".log")])
+        summary["large"] = summarise(folder) | {"exit_status": status}
+    summary["seconds"] = round(time.monotonic() - began)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Where candidates run (docs/FORMATS.md §13): a runner takes a batch of tasks and yields (index, result)
+as each finishes; the loop records them as they come and proposes again only from whole batches, so the
+order workers finish in changes nothing.
+
+    LocalRunner  worker processes on this machine (spawned: no GL or BLAS state is inherited)
+    RayRunner    Ray tasks, one CPU each, on a local Ray or a cluster (`pip install 'pxgl[ray]'`)"""
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Protocol
+
+from ..errors import PxglError
+from .worker import BLAS_ENV, Task, run_candidate
+
+
+class Runner(Protocol):
+    workers: int
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalRunner:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        # spawned workers read their environment when they start, before numpy loads
+        os.environ.update(BLAS_ENV)
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
+        futures = {self._pool.submit(run_candidate, task): index for index, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
+class RayRunner:
+    """`address`: "local" starts a Ray of `workers` CPUs here, anything else joins that cluster; a Ray the
+    caller started already (ray.init) is used as it is."""
+
+    def __init__(self, address: str, workers: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise PxglError("--ray needs Ray: pip install 'pxgl[ray]'") from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            env = {"env_vars": BLAS_ENV}
+            try:
+                if address == "local":
+                    ray.init(num_cpus=workers, runtime_env=env, include_dashboard=False, log_to_driver=False)
+                else:
+                    ray.init(address=address, runtime_env=env, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise PxglError(f"--ray {address}: cannot start or join Ray ({str(e).splitlines()[0][:160]})") from None
+            self._started = True
+        self.workers = int(ray.cluster_resources().get("CPU", workers))
+        self._remote = ray.remote(num_cpus=1, runtime_env={"env_vars": BLAS_ENV})(run_candidate)
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
+        pending = {self._remote.remote(task): index for index, task in enumerate(tasks)}
+        while pending:
+            done, _ = self._ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done[0]), self._ray.get(done[0])
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def runner_for(ray: str | None, workers: int) -> Runner:
+    if workers < 1:
+        raise PxglError(f"--workers {workers}: give at least 1")
+    return LocalRunner(workers) if ray is None else RayRunner(ray, workers)

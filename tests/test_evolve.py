@@ -1,0 +1,294 @@
+"""`pxgl evolve` (docs/FORMATS.md §13) on a tiny corpus and tiny models: a whole run, a SIGKILL then
+--resume, an external proposer's garbage, the Ray runner, and bad input. Every run's seed is fresh (or
+PXGL_TEST_SEED) and named in each assertion."""
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pxgl.evolve.rundir import LINEAGE, PROPOSALS, RunDir
+from pxgl.evolve.space import Limits, ProposalError, check, cost, genome_from_json, mutate, random_genome
+from pxgl.loading import load_model
+from pxgl.reading import parse_json
+from pxgl.train import TrainConfig, train
+
+from tests.cli_process import pxgl
+
+WORDS = ["the", "a", "one", "cat", "dog", "pixel", "model", "shader", "texture", "reads", "writes", "sees", "draws"]
+LIMITS = ["--max-weights", "60000", "--max-flops", "60000"]
+
+
+@pytest.fixture(scope="module")
+def run_seed() -> int:
+    return int(os.environ.get("PXGL_TEST_SEED") or secrets.randbits(16))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """60 documents of a tiny grammar (the next word depends on the last ones): something to learn."""
+    r = np.random.default_rng(7)
+    documents = []
+    for _ in range(60):
+        sentences = [
+            " ".join(WORDS[i] for i in (r.integers(0, 3), r.integers(3, 9), r.integers(9, 13))) for _ in range(8)
+        ]
+        documents.append(". ".join(sentences) + ".")
+    path = tmp_path_factory.mktemp("corpus") / "grammar.txt"
+    path.write_text("\n\n".join(documents))
+    return path
+
+
+@pytest.fixture(scope="module")
+def start(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("start") / "start.pxi"
+    config = TrainConfig(
+        out=out, files=(corpus,), vocab_size=256, embed_dim=16, context="concat", window=2, hidden=(24,),
+        steps=10, eval_every=10, batch_size=64,
+    )  # fmt: skip
+    train(config)
+    return out
+
+
+def run_args(corpus: Path, start: Path, seed: int, *extra: str) -> list[str]:
+    return [
+        str(corpus), "--start", str(start), "--seed", str(seed), "--budget", "360", "--population", "3",
+        "--batch", "2", "--batch-size", "64", *LIMITS, *extra,
+    ]  # fmt: skip
+
+
+def comparable(run: Path) -> list[dict]:
+    """The lineage by id, without what the clock says (a cartridge's meta holds the trainer's seconds)."""
+    clock = ("wall_seconds", "cartridge_sha256")
+    records = [{k: v for k, v in r.items() if k not in clock} for r in RunDir(run).read(LINEAGE)]
+    return sorted(records, key=lambda r: r.get("id", 1 << 30))
+
+
+@pytest.fixture(scope="module")
+def finished(corpus, start, run_seed, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "whole"
+    done = pxgl("evolve", "--out", str(run), *run_args(corpus, start, run_seed), "--workers", "2", cwd=run.parent)
+    assert done.returncode == 0, (run_seed, done.stderr)
+    return run
+
+
+def test_a_short_run_trains_packs_scores_and_promotes_only_a_winner(finished, start, run_seed):
+    records = RunDir(finished).read(LINEAGE)
+    candidates = [r for r in records if r["kind"] == "candidate"]
+    (promotion,) = [r for r in records if r["kind"] == "promotion"]
+    assert sorted(r["id"] for r in candidates) == list(range(len(candidates))), run_seed
+    settings = RunDir(finished).settings()
+    assert sum(r["cost"]["steps"] for r in candidates) <= settings["budget"], run_seed
+    trained = [r for r in candidates if "scores" in r]
+    assert {r["stage"] for r in trained} == {"screen", "final"}, run_seed
+    for record in trained:
+        cartridge = finished / record["cartridge"]
+        assert hashlib.sha256(cartridge.read_bytes()).hexdigest() == record["cartridge_sha256"], run_seed
+        model = load_model(cartridge)
+        assert model.spec.architecture.describe() == record["architecture"], run_seed
+        # the GPU's selection score and the numpy trainer's, on the same split, agree
+        gpu, trainer = record["scores"]["select"]["bits_per_byte"], record["scores"]["trainer"]["bits_per_byte"]
+        assert abs(gpu - trainer) < 1e-3, (run_seed, record["id"], gpu, trainer)
+    finals = [r for r in trained if r["stage"] == "final"]
+    best = min(finals, key=lambda r: (r["scores"]["select"]["bits_per_byte"], r["id"]))
+    assert promotion["champion"] == best["id"], run_seed
+    assert all(r["cost"]["steps"] > max(s["cost"]["steps"] for s in trained if s["stage"] == "screen") for r in finals)
+    # held-out: the GPU's figure for the champion equals the numpy trainer's, recorded in its meta
+    champion_meta = load_model(finished / best["cartridge"]).spec.eval["heldout"]["quantized"]
+    assert abs(promotion["heldout"]["bits_per_byte"] - champion_meta["bits_per_byte"]) < 1e-3, run_seed
+    start_meta = load_model(start).spec.eval["heldout"]["quantized"]
+    assert abs(promotion["start"]["heldout"]["bits_per_byte"] - start_meta["bits_per_byte"]) < 1e-3, run_seed
+    gain = promotion["start"]["heldout"]["bits_per_byte"] - promotion["heldout"]["bits_per_byte"]
+    assert promotion["gain_bits_per_byte"] == pytest.approx(gain, abs=1e-6)
+    assert promotion["promoted"] == (gain > 0) == (finished / "champion.pxa").exists(), run_seed
+    if promotion["promoted"]:
+        assert (finished / "champion.pxa").read_bytes() == (finished / best["cartridge"]).read_bytes()
+    page = (finished / "index.html").read_text()
+    assert "data:image/png;base64," in page, run_seed
+    assert not any(outside in page for outside in ("http://", "https://", "<script", "<link")), run_seed
+    assert (finished / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("mark", "count"), [(b'"stage":"screen"', 2), (b'"kind":"screening-end"', 1)], ids=["screening", "finals"]
+)
+def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(
+    mark, count, finished, corpus, start, run_seed, tmp_path
+):
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "pxgl.cli", "evolve", "--out", str(run), *run_args(corpus, start, run_seed)]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        lineage = run / LINEAGE
+        if lineage.exists() and lineage.read_bytes().count(mark) >= count:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, (run_seed, "the run ended before it could be killed", process.stderr.read())
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    killed_at = len(RunDir(run).read(LINEAGE))
+    done = pxgl("evolve", "--resume", str(run), "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, (run_seed, done.stderr)
+    assert killed_at < len(comparable(run)), run_seed
+    assert comparable(run) == comparable(finished), run_seed
+    again = pxgl("evolve", "--resume", str(run), cwd=tmp_path)
+    assert again.returncode == 0 and comparable(run) == comparable(finished), (run_seed, again.stderr)
+
+
+PROPOSER = textwrap.dedent(
+    """
+    import json, sys
+    document = json.load(sys.stdin)
+    history = document["history"]
+    with open(sys.argv[1], "a") as calls:
+        calls.write(json.dumps([r["id"] for r in history]) + "\\n")
+    parent = history[0]["genome"]
+    lstm = {"mode": "lstm", "window": 2}
+    answers = {
+        1: "this is not JSON",
+        2: json.dumps({"parent": 0, "architecture": dict(parent["architecture"], context=lstm)}),
+        3: json.dumps({"parent": 0, "architecture": dict(parent["architecture"], hidden=[4000])}),
+    }
+    valid = {"parent": 0, "mutation": "wider", "architecture": dict(parent["architecture"], hidden=[32]),
+             "training": {"steps": document["limits"]["max_steps"]}}
+    print(answers.get(len(history), json.dumps(valid)))
+    """
+)
+
+
+def test_an_external_proposer_is_checked_recorded_and_never_asked_twice(corpus, start, run_seed, tmp_path):
+    script, calls = tmp_path / "proposer.py", tmp_path / "calls.jsonl"
+    script.write_text(PROPOSER)
+    command = f"{sys.executable} {script} {calls}"
+    run = tmp_path / "external"
+    args = run_args(corpus, start, run_seed, "--proposer", command, "--workers", "1", "--max-steps", "40")
+    args += ["--finalists", "1"]
+    args[args.index("--batch") + 1] = "1"
+    done = pxgl("evolve", "--out", str(run), *args, cwd=tmp_path)
+    assert done.returncode == 0, (run_seed, done.stderr)
+    by_id = {r["id"]: r for r in RunDir(run).read(LINEAGE) if r["kind"] == "candidate"}
+    assert "not JSON" in by_id[1]["error"], by_id[1]
+    assert "lstm" in by_id[2]["error"], by_id[2]
+    assert "too costly" in by_id[3]["error"] and "weights" in by_id[3]["error"], by_id[3]
+    assert by_id[4]["mutation"] == "wider" and "scores" in by_id[4] and "error" not in by_id[4], by_id[4]
+    assert all(by_id[i]["cost"]["steps"] == 0 for i in (1, 2, 3))
+    asked = [json.loads(line) for line in calls.read_text().splitlines()]
+    # each proposal saw every record before it, refusals with their reasons included
+    assert asked[:4] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]], asked
+    proposed = RunDir(run).read(PROPOSALS)
+    assert len(asked) == len(proposed) - 1  # candidate 0 is the start model, not asked for
+    # lose the last records (a kill after their proposals were made): resume replays, never asks again
+    whole = comparable(run)
+    lines = (run / LINEAGE).read_bytes().splitlines(keepends=True)
+    (run / LINEAGE).write_bytes(b"".join(lines[:5]) + lines[5][:7])
+    done = pxgl("evolve", "--resume", str(run), "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, (run_seed, done.stderr)
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == asked
+    assert comparable(run) == whole
+
+
+RAY_THEN_PXGL = """
+import sys
+import ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+from pxgl.cli import main
+sys.argv = ["pxgl", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start, run_seed, tmp_path):
+    """On a local Ray the test starts (in a process of its own, so no GL context lives in pytest's)."""
+    run = tmp_path / "ray"
+    command = [sys.executable, "-c", RAY_THEN_PXGL, "evolve", "--out", str(run), *run_args(corpus, start, run_seed)]
+    done = subprocess.run([*command, "--ray", "local"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, (run_seed, done.stderr[-2000:])
+    assert comparable(run) == comparable(finished), run_seed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--budget", "0"], "--budget 0"),
+        (["--population", "0"], "--population 0: give at least 1"),
+        (["--proposer", "no-such-proposer-xyz"], "unknown"),
+        (["--proposer", "sleep 30", "--proposer-timeout", "1"], "no answer within 1 s"),
+        (["--max-time", "soon"], "--max-time"),
+    ],
+)
+def test_bad_run_options_are_one_line_and_exit_2(change, message, corpus, start, tmp_path):
+    run = tmp_path / "run"
+    args = run_args(corpus, start, 0, "--workers", "1", "--max-steps", "4")
+    done = pxgl("evolve", "--out", str(run), *args, *change, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr, done.stderr
+    if "sleep" in change:  # nothing lost: the run is there, with what was proposed, and it resumes
+        assert RunDir(run).settings()["proposer"] == "sleep 30"
+        assert [p["id"] for p in RunDir(run).read(PROPOSALS)] == [0]
+
+
+def test_bad_run_folders_are_one_line_and_exit_2(corpus, start, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--out", "/proc/pxgl-run"], "cannot make the run folder"),
+        (["--out", str(tmp_path / "full")], "not an empty folder"),
+        (["--resume", str(tmp_path / "empty")], "not a pxgl evolve run"),
+        (["--resume", str(tmp_path / "empty"), "--budget", "10"], "drop --budget"),
+        ([], "give --out"),
+    ]
+    for options, message in cases:
+        extra = [str(corpus), "--start", str(start)] if "--out" in options else []
+        done = pxgl("evolve", *options, *extra, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, (options, done.stderr)
+        assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert list((tmp_path / "full").iterdir()) == [tmp_path / "full" / "keep.txt"]
+    assert not list((tmp_path / "empty").iterdir())
+
+
+def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
+    limits = Limits(max_weights=200_000, max_flops=150_000, min_steps=5, max_steps=50)
+    start = random_genome(512, limits, rng)
+    genome = start
+    for _ in range(200):
+        child, name = mutate(genome, limits, rng)
+        assert child != genome and check(child, limits, 512) == child, (seed, name)
+        spent = cost(child)
+        assert spent["weights"] <= limits.max_weights and spent["flops"] <= limits.max_flops, seed
+        assert genome_from_json(json.loads(json.dumps(child.to_json())), None) == child, seed
+        genome = child if rng.random() < 0.7 else start
+    with pytest.raises(ProposalError, match="too costly"):
+        check(
+            genome_from_json(start.to_json() | {"training": start.to_json()["training"] | {"steps": 51}}, None),
+            limits,
+            512,
+        )
+
+
+def test_a_torn_last_line_is_no_record_and_resuming_cuts_it(tmp_path, rng):
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0})
+    records = [{"id": i, "value": float(rng.random())} for i in range(3)]
+    for record in records:
+        run.append(LINEAGE, record)
+    with open(tmp_path / "run" / LINEAGE, "ab") as log:
+        log.write(b'{"id": 3, "val')
+    assert run.read(LINEAGE) == records
+    run.cut_torn_line(LINEAGE)
+    run.append(LINEAGE, {"id": 3})
+    assert run.read(LINEAGE) == [*records, {"id": 3}]
+    assert parse_json((tmp_path / "run" / LINEAGE).read_text().splitlines()[-1], "line") == {"id": 3}
