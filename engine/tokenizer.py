@@ -26,6 +26,10 @@ Pair = tuple[int, int]
 Progress = Callable[[int, int], None]
 
 
+MAX_CACHED_CHUNKS = 1 << 16
+"""Distinct chunks whose merged ids an encoder keeps (common words recur; a long random text would not)."""
+
+
 @dataclass(frozen=True)
 class Tokenizer:
     merges: tuple[Pair, ...]
@@ -58,11 +62,17 @@ class Tokenizer:
         return b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace")
 
     def encode(self, text: str) -> list[int]:
+        # Chunks one at a time and a bounded cache: a long text costs its ids, not a list of its chunks or
+        # a table of every distinct chunk in it.
         ids: list[int] = []
-        for chunk in SPLIT.findall(text):
-            cached = self._cache.get(chunk)
+        cache = self._cache
+        for match in SPLIT.finditer(text):
+            chunk = match.group()
+            cached = cache.get(chunk)
             if cached is None:
-                cached = self._cache[chunk] = tuple(self._merge(_utf8(chunk, text)))
+                if len(cache) >= MAX_CACHED_CHUNKS:
+                    cache.clear()
+                cached = cache[chunk] = tuple(self._merge(_utf8(chunk, text)))
             ids.extend(cached)
         return ids
 
