@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= pxOS evolution
-EXTRAS := safetensors,serve,test
+EXTRAS := safetensors,serve,test,ray
 # Optional extras are installed for the tests, so their tests never skip.
 
 .PHONY: run test bench lint setup clean cartridge

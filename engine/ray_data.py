@@ -5,8 +5,8 @@ engine on the GPU Ray gave it.
     from pxgl.ray_data import Predictor
 
     prompts = ray.data.read_text("prompts.txt")                 # a "text" column, one prompt a row
-    answers = prompts.map_batches(Predictor, fn_constructor_kwargs={"model": "pixellm_v1"},
-                                  batch_format="numpy", num_gpus=1, concurrency=8)
+    answers = prompts.map_batches(Predictor, fn_constructor_kwargs={"model": "pixellm_v1"}, batch_format="numpy",
+                                  num_gpus=1, compute=ray.data.ActorPoolStrategy(size=8))  # 8 GPUs, 8 actors
 
 Ray gives an actor with num_gpus=1 its GPU through CUDA_VISIBLE_DEVICES, which EGL ignores; the engine maps
 it to the EGL device of that GPU itself (engine/gl/egl_devices.py), so each actor lands on its own GPU."""
