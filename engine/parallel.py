@@ -10,6 +10,7 @@ more of them. A worker that fails or dies ends the whole call with one PxglError
 partial result is ever returned."""
 
 import multiprocessing
+import os
 import queue
 import re
 import signal
@@ -34,6 +35,8 @@ MAX_CHUNK = 1 << 18
 POLL_SECONDS = 0.2
 """How often the pool looks for a dead worker while it waits."""
 STOP_SECONDS = 10.0
+SHARED_MEMORY = "/dev/shm"
+MIB = 1 << 20
 PREDICT, SCORE = "predict", "score"
 
 
@@ -59,6 +62,22 @@ class Task:
     source: str
 
 
+def check_shared_space(size: int) -> None:
+    """Refuse a block /dev/shm has no room for: the pages of a shared memory block are only claimed when
+    written, and a write past a full tmpfs kills the writer with SIGBUS instead of raising."""
+    try:
+        stats = os.statvfs(SHARED_MEMORY)
+    except OSError:  # not Linux's tmpfs: nothing to ask
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if size > free:
+        raise PxglError(
+            f"the batch needs {size / MIB:,.1f} MiB of shared memory to reach the engine workers but "
+            f"{SHARED_MEMORY} has {free / MIB:,.1f} MiB free: give fewer prompts at a time or a larger "
+            f"{SHARED_MEMORY} (docker run --shm-size)"
+        )
+
+
 class SharedArrays:
     """The shared memory blocks of one call, owned by the pool's process and unlinked when the call ends."""
 
@@ -67,7 +86,9 @@ class SharedArrays:
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> SharedArray:
         dtype = np.dtype(dtype)
-        block = SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
+        size = max(1, int(np.prod(shape)) * dtype.itemsize)
+        check_shared_space(size)
+        block = SharedMemory(create=True, size=size)
         self._blocks[block.name] = block
         return SharedArray(block.name, tuple(shape), dtype.str)
 

@@ -106,6 +106,21 @@ def test_pool_scores_as_one_engine(model, pool, rng, seed):
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, err_msg=f"seed {seed}")
 
 
+def test_a_batch_too_big_for_shared_memory_is_refused_and_the_pool_goes_on(pool, monkeypatch):
+    rows = [[1, 2, 3]] * 1000  # 9,000 bytes of token pixels
+    real = os.statvfs
+
+    def one_page_free(path):
+        stats = real(path)
+        return os.statvfs_result((stats.f_bsize, 4096, stats.f_blocks, 1, 1, *stats[5:]))
+
+    monkeypatch.setattr("pxgl.parallel.os.statvfs", one_page_free)
+    with pytest.raises(PxglError, match=r"needs 0\.0 MiB of shared memory .* has 0\.0 MiB free"):
+        pool.predict_ids(rows)
+    monkeypatch.undo()
+    assert pool.predict_ids(rows[:5]).shape == (5, 1, 3)
+
+
 def test_a_bad_row_is_named_in_the_whole_batch(model):
     rows = [[1, 2, 3]] * 100
     pixels = encode_tokens(rows, model.spec.vocab_size)
@@ -183,3 +198,14 @@ def test_a_worker_dying_mid_batch_is_one_error_and_nothing_is_written(model, tmp
     assert f"process {bar.killed[0]}) died (killed by SIGKILL)" in message and "\n" not in message
     assert not out.exists() and not tokens.exists()
     assert {p.pid for p in engine_workers()} <= before, "the other worker outlived the batch"
+
+
+def test_a_gpu_that_does_not_exist_is_one_line_and_nothing_is_written(model, tmp_path):
+    (tmp_path / "prompts.txt").write_text("pixels and weights\nweights\n")
+    missing = str(gpu_count() + 3)
+    run = pxgl(
+        "infer", "-m", model.source, "--batch", "prompts.txt", "-o", "out.pxi", "-d", f"0,{missing}", cwd=tmp_path
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert f"GPU {missing}" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out.pxi").exists()
