@@ -6,8 +6,8 @@
   checked against the oracle before any time counts.
 - file: end to end as `pxgl infer --batch FILE -o OUT --device D` does it, phase by phase: read the prompts
   file, tokenize it (serial, in the parent, the same for every n), start the engines (EnginePool for n > 1),
-  predict (shared memory to the workers and back), write the prediction pixels. The phases say where the
-  host side limits it.
+  predict (shared memory to the workers and back), write the prediction pixels, report (the answer lines,
+  to /dev/null). The phases say where the host side limits it.
 
     python -m bench.scaling                                  # every prefix 1, 2, 4, 8 of the GPUs here
     python -m bench.scaling --device 0 --device 0,0 --batch 1048576 --model pixellm_v0   # one GPU, 2 workers
@@ -15,8 +15,10 @@
 Writes bench/results/<renderer>-scaling-<date>.md and .json. Not a test: the suite runs nothing here."""
 
 import argparse
+import contextlib
 import json
 import multiprocessing
+import os
 import queue
 import re
 import tempfile
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from pxgl.cli.predict import read_prompt_lines
+from pxgl.cli.report import prediction_records, report_predictions
 from pxgl.devices import gpu_count, parse_devices
 from pxgl.engine import Engine
 from pxgl.loading import Runnable, open_model
@@ -110,7 +113,7 @@ def prompts_file(runnable: Runnable, batch: int, folder: Path, seed: int = 0) ->
     return path
 
 
-def tokenized(runnable: Runnable, path: Path) -> tuple[np.ndarray, dict[str, float]]:
+def tokenized(runnable: Runnable, path: Path) -> tuple[list[str], np.ndarray, dict[str, float]]:
     """The file as `pxgl infer --batch` reads it: lines, token ids, each row's last window as a texture."""
     start = time.perf_counter()
     lines = read_prompt_lines(path)
@@ -118,19 +121,25 @@ def tokenized(runnable: Runnable, path: Path) -> tuple[np.ndarray, dict[str, flo
     tokenizer, spec = runnable.model.tokenizer, runnable.model.spec
     window, vocab = spec.context_window, spec.vocab_size
     pixels = encode_tokens([tokenizer.encode(line)[-window:] for line in lines], vocab)
-    return pixels, {"read_s": read - start, "tokenize_s": time.perf_counter() - read}
+    return lines, pixels, {"read_s": read - start, "tokenize_s": time.perf_counter() - read}
 
 
-def measure_file(runnable: Runnable, devices: list[int], pixels: np.ndarray, host: dict, folder: Path) -> dict:
+def measure_file(
+    runnable: Runnable, devices: list[int], lines: list[str], pixels: np.ndarray, host: dict, folder: Path
+) -> dict:
     start = time.perf_counter()
     with open_engines(runnable, devices) as engines:
         started = time.perf_counter()
         predictions = engines.predict(pixels, "prompts")
         predicted = time.perf_counter()
         renderer = renderer_of(engines)
-    write_rgb(folder / "predictions.pxi", predictions)
-    phases = host | {"start_s": started - start, "predict_s": predicted - started}
-    phases["write_s"] = time.perf_counter() - predicted
+    out = folder / "predictions.pxi"
+    write_rgb(out, predictions)
+    written = time.perf_counter()
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        report_predictions(prediction_records(predictions, runnable.model.tokenizer, lines), out, False, renderer)
+    phases = host | {"start_s": started - start, "predict_s": predicted - started, "write_s": written - predicted}
+    phases["report_s"] = time.perf_counter() - written
     total = sum(phases.values())
     return {"prompts_per_s": len(pixels) / total, "total_s": total, "phases": phases, "renderer": renderer}
 
@@ -155,7 +164,8 @@ def markdown(result: dict) -> str:
         f"# pxgl scaling: {result['model']}, B = {result['batch']:,} ({result['date']})",
         "",
         f"Renderers: {', '.join(result['renderers'])}. In memory: median of {result['runs']} runs. From a file: "
-        "read, tokenize (serial in the parent, measured once), start, predict, write.",
+        "read, tokenize (serial in the parent, measured once), start, predict, write, report (the answer lines, "
+        "to /dev/null).",
         "",
         "| devices | in memory (prompts/s) | efficiency | from a file (prompts/s) | efficiency | file phases (s) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -188,14 +198,14 @@ def main() -> None:
         folder = Path(scratch)
         if "file" in measures:
             path = prompts_file(runnable, args.batch, folder)
-            pixels, host = tokenized(runnable, path)
+            lines, pixels, host = tokenized(runnable, path)
             print(f"file: read {host['read_s']:.2f} s, tokenized {host['tokenize_s']:.2f} s", flush=True)
         for row in rows:
             if "memory" in measures:
                 row["memory"] = measure_memory(runnable, row["devices"], args.batch, args.runs, params)
                 print(f"{row['devices']} in memory: {row['memory']['prompts_per_s']:,.0f} prompts/s", flush=True)
             if "file" in measures:
-                row["file"] = measure_file(runnable, row["devices"], pixels, host, folder)
+                row["file"] = measure_file(runnable, row["devices"], lines, pixels, host, folder)
                 print(f"{row['devices']} from a file: {row['file']['prompts_per_s']:,.0f} prompts/s", flush=True)
     efficiency(rows, "memory")
     efficiency(rows, "file")
