@@ -5,9 +5,10 @@
   finishes (predict_array, the engine's fastest batch path). Each worker's first 4,096 predictions are
   checked against the oracle before any time counts.
 - file: end to end as `pxgl infer --batch FILE -o OUT --device D` does it, phase by phase: read the prompts
-  file, tokenize it (serial, in the parent, the same for every n), start the engines (EnginePool for n > 1),
-  predict (shared memory to the workers and back), write the prediction pixels, report (the answer lines,
-  to /dev/null). The phases say where the host side limits it.
+  file, tokenize it (one engine: here, serially; several: each worker its share, within predict), start the
+  engines (an EnginePool for n > 1), predict (through shared memory), write the prediction pixels, report
+  (the answer lines, to /dev/null). The phases say where the host side limits it. Every device set's
+  predictions must equal the first set's, pixel for pixel, or the bench stops.
 
     python -m bench.scaling                                  # every prefix 1, 2, 4, 8 of the GPUs here
     python -m bench.scaling --device 0 --device 0,0 --batch 1048576 --model pixellm_v0   # one GPU, 2 workers
@@ -32,7 +33,7 @@ from pxgl.cli.report import prediction_records, report_predictions
 from pxgl.devices import gpu_count, parse_devices
 from pxgl.engine import Engine
 from pxgl.loading import Runnable, open_model
-from pxgl.parallel import open_engines, renderer_of
+from pxgl.parallel import EnginePool, open_engines, renderer_of
 from pxgl.pxi import encode_tokens, write_rgb
 
 from bench.peers import FP32
@@ -113,35 +114,40 @@ def prompts_file(runnable: Runnable, batch: int, folder: Path, seed: int = 0) ->
     return path
 
 
-def tokenized(runnable: Runnable, path: Path) -> tuple[list[str], np.ndarray, dict[str, float]]:
-    """The file as `pxgl infer --batch` reads it: lines, token ids, each row's last window as a texture."""
-    start = time.perf_counter()
+def measure_file(runnable: Runnable, devices: list[int], path: Path, folder: Path) -> tuple[dict, np.ndarray]:
+    """`pxgl infer --batch path --device D` phase by phase, as engine/cli/predict.py runs it: one engine
+    tokenizes in this process first; several tokenize in their workers, inside the predict phase."""
+    clock = [time.perf_counter()]
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        clock.append(time.perf_counter())
+        phases[name] = clock[-1] - clock[-2]
+
     lines = read_prompt_lines(path)
-    read = time.perf_counter()
+    lap("read_s")
     tokenizer, spec = runnable.model.tokenizer, runnable.model.spec
-    window, vocab = spec.context_window, spec.vocab_size
-    pixels = encode_tokens([tokenizer.encode(line)[-window:] for line in lines], vocab)
-    return lines, pixels, {"read_s": read - start, "tokenize_s": time.perf_counter() - read}
-
-
-def measure_file(
-    runnable: Runnable, devices: list[int], lines: list[str], pixels: np.ndarray, host: dict, folder: Path
-) -> dict:
-    start = time.perf_counter()
+    if len(devices) == 1:
+        window = spec.context_window
+        pixels = encode_tokens([tokenizer.encode(line)[-window:] for line in lines], spec.vocab_size)
+        lap("tokenize_s")
     with open_engines(runnable, devices) as engines:
-        started = time.perf_counter()
-        predictions = engines.predict(pixels, "prompts")
-        predicted = time.perf_counter()
+        lap("start_s")
+        if isinstance(engines, EnginePool):
+            predictions = engines.predict_prompts(lines)
+        else:
+            predictions = engines.predict(pixels, "prompts")
+        lap("predict_s")
         renderer = renderer_of(engines)
     out = folder / "predictions.pxi"
     write_rgb(out, predictions)
-    written = time.perf_counter()
+    lap("write_s")
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-        report_predictions(prediction_records(predictions, runnable.model.tokenizer, lines), out, False, renderer)
-    phases = host | {"start_s": started - start, "predict_s": predicted - started, "write_s": written - predicted}
-    phases["report_s"] = time.perf_counter() - written
-    total = sum(phases.values())
-    return {"prompts_per_s": len(pixels) / total, "total_s": total, "phases": phases, "renderer": renderer}
+        report_predictions(prediction_records(predictions, tokenizer, lines), out, False, renderer)
+    lap("report_s")
+    total = clock[-1] - clock[0]
+    result = {"prompts_per_s": len(lines) / total, "total_s": total, "phases": phases, "renderer": renderer}
+    return result, predictions
 
 
 def device_sets(asked: list[str] | None) -> list[list[int]]:
@@ -164,8 +170,8 @@ def markdown(result: dict) -> str:
         f"# pxgl scaling: {result['model']}, B = {result['batch']:,} ({result['date']})",
         "",
         f"Renderers: {', '.join(result['renderers'])}. In memory: median of {result['runs']} runs. From a file: "
-        "read, tokenize (serial in the parent, measured once), start, predict, write, report (the answer lines, "
-        "to /dev/null).",
+        "read, tokenize (one engine: in this process; several: in their workers, within predict), start, "
+        "predict, write, report (the answer lines, to /dev/null).",
         "",
         "| devices | in memory (prompts/s) | efficiency | from a file (prompts/s) | efficiency | file phases (s) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -196,16 +202,18 @@ def main() -> None:
     rows = [{"devices": devices} for devices in device_sets(args.device)]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
+        first = None
         if "file" in measures:
             path = prompts_file(runnable, args.batch, folder)
-            lines, pixels, host = tokenized(runnable, path)
-            print(f"file: read {host['read_s']:.2f} s, tokenized {host['tokenize_s']:.2f} s", flush=True)
         for row in rows:
             if "memory" in measures:
                 row["memory"] = measure_memory(runnable, row["devices"], args.batch, args.runs, params)
                 print(f"{row['devices']} in memory: {row['memory']['prompts_per_s']:,.0f} prompts/s", flush=True)
             if "file" in measures:
-                row["file"] = measure_file(runnable, row["devices"], lines, pixels, host, folder)
+                row["file"], predictions = measure_file(runnable, row["devices"], path, folder)
+                first = predictions if first is None else first
+                if not np.array_equal(predictions, first):
+                    raise SystemExit(f"{row['devices']}: the predictions differ from {rows[0]['devices']}'s")
                 print(f"{row['devices']} from a file: {row['file']['prompts_per_s']:,.0f} prompts/s", flush=True)
     efficiency(rows, "memory")
     efficiency(rows, "file")

@@ -37,7 +37,7 @@ POLL_SECONDS = 0.2
 STOP_SECONDS = 10.0
 SHARED_MEMORY = "/dev/shm"
 MIB = 1 << 20
-PREDICT, SCORE = "predict", "score"
+PREDICT, PROMPTS, SCORE = "predict", "prompts", "score"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class SharedArray:
 
 @dataclass(frozen=True)
 class Task:
-    """Rows [start, end) of a call: inputs read, outputs written, in shared memory."""
+    """Rows [start, end) of a call: inputs read, outputs written, in shared memory (prompt texts, small
+    beside their token rows, travel in the task itself)."""
 
     call: int
     kind: str
@@ -60,6 +61,7 @@ class Task:
     inputs: tuple[SharedArray, ...]
     outputs: tuple[SharedArray, ...]
     source: str
+    texts: tuple[str, ...] = ()
 
 
 def check_shared_space(size: int) -> None:
@@ -149,6 +151,10 @@ def run_task(engine: Engine, task: Task, attached: Attached) -> None:
     rows = slice(task.start, task.end)
     if task.kind == PREDICT:
         outputs[0][rows] = engine.predict(inputs[0][rows], task.source)
+    elif task.kind == PROMPTS:
+        tokenizer, window = engine.model.tokenizer, engine.spec.context_window
+        pixels = encode_tokens([tokenizer.encode(text)[-window:] for text in task.texts], engine.spec.vocab_size)
+        outputs[0][rows] = engine.predict(pixels, task.source)
     else:
         outputs[0][rows], outputs[1][rows] = engine.score(inputs[0][rows], inputs[1][rows])
 
@@ -309,6 +315,16 @@ class EnginePool:
                 raise PxglError(f"prompt {r} is empty: every prompt needs at least one token")
         return self.predict(encode_tokens([list(row) for row in rows], self.spec.vocab_size), "prompts")
 
+    def predict_prompts(
+        self, prompts: Sequence[str], source: str = "prompts", on_tile: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Prediction pixels, (B, 1, 3) uint8, for B prompt texts, each tokenized by the worker that runs it
+        with the model's tokenizer: the host's serial share of a batch shrinks to handing out text."""
+        with SharedArrays() as shared:
+            out = shared.empty((len(prompts), 1, 3), np.uint8)
+            self._run(PROMPTS, len(prompts), (), (out,), source, on_tile, prompts)
+            return shared.copy(out)
+
     def score(
         self, tails: np.ndarray, targets: np.ndarray, on_tile: Callable[[int], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -329,13 +345,16 @@ class EnginePool:
         outputs: tuple[SharedArray, ...],
         source: str,
         on_tile: Callable[[int], None] | None,
+        texts: Sequence[str] = (),
     ) -> None:
         if self._closed:
             raise RuntimeError("this EnginePool is closed")
         self._call += 1
         step = self._chunk or max(1, min(MAX_CHUNK, -(-total // (len(self._workers) * CHUNKS_PER_WORKER))))
         for start in range(0, total, step):
-            self._tasks.put(Task(self._call, kind, start, min(start + step, total), inputs, outputs, source))
+            end = min(start + step, total)
+            chunk = tuple(texts[start:end])
+            self._tasks.put(Task(self._call, kind, start, end, inputs, outputs, source, chunk))
         done = 0
         while done < total:
             _, _, call, rows = self._next_message(f"after {done:,} of {total:,} rows")

@@ -93,6 +93,15 @@ def test_pool_answers_as_one_engine_in_order(model, pool, rng, seed):
     assert np.array_equal(pool.predict_ids(rows[:5]), expected[:5])  # the pool serves call after call
 
 
+def test_pool_workers_tokenize_prompt_texts_as_one_engine_does(model, pool, rng, seed):
+    words = TEXT.split()
+    prompts = [" ".join(rng.choice(words, int(rng.integers(1, 15)))) for _ in range(150)]
+    tokenizer = Tokenizer.load(model.tokenizer_path)
+    with Engine(model) as engine:
+        expected = engine.predict_ids([tokenizer.encode(p) for p in prompts])
+    assert np.array_equal(pool.predict_prompts(prompts), expected), f"seed {seed}"
+
+
 def test_pool_scores_as_one_engine(model, pool, rng, seed):
     window, vocab = model.spec.context_window, model.spec.vocab_size
     tails = encode_tokens(random_rows(rng, 100, vocab, max_len=window), vocab)
@@ -138,18 +147,19 @@ def test_cli_infer_and_eval_on_two_workers_match_one_engine(model, tmp_path, rng
     (tmp_path / "prompts.txt").write_text("\n".join(lines) + "\n")
     outputs = {}
     for devices in ("0", "0,0"):
-        out = f"out{devices}.pxi"
-        run = pxgl(
-            "infer", "-m", model.source, "--batch", "prompts.txt", "-o", out, "--json", "-d", devices, cwd=tmp_path
-        )
+        out, tokens = f"out{devices}.pxi", f"tokens{devices}.pxi"
+        args = ["--batch", "prompts.txt", "-o", out, "--tokens-out", tokens, "--json", "-d", devices]
+        run = pxgl("infer", "-m", model.source, *args, cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         records = [json.loads(line) for line in run.stdout.splitlines()]
         assert [r["prompt"] for r in records] == lines
-        outputs[devices] = (read_rgb(tmp_path / out), [{k: r[k] for k in ("id", "pixel")} for r in records])
+        answers = [{k: r[k] for k in ("id", "pixel")} for r in records]
+        outputs[devices] = (read_rgb(tmp_path / out), answers, read_rgb(tmp_path / tokens))
         run = pxgl("eval", "-m", model.source, "--text", "prompts.txt", "--json", "-d", devices, cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         outputs[devices + "eval"] = json.loads(run.stdout)
     assert np.array_equal(outputs["0"][0], outputs["0,0"][0]) and outputs["0"][1] == outputs["0,0"][1]
+    assert np.array_equal(outputs["0"][2], outputs["0,0"][2])
     one, two = outputs["0eval"], outputs["0,0eval"]
     assert {k: one[k] for k in ("positions", "bytes", "top1")} == {k: two[k] for k in ("positions", "bytes", "top1")}
     assert one["bits_per_byte"] == pytest.approx(two["bits_per_byte"], rel=1e-6)

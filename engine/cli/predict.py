@@ -91,19 +91,29 @@ def infer(
     tokenizer = None if input_file is not None else runnable.model.tokenizer
     prompts: list[str] | None = None
     rows: list[list[int]] = []
+    pixels = None  # the token texture the GPU runs; None while the prompts are still text
     if input_file is not None:
         pixels, source = read_token_texture(input_file, vocab)[0], str(input_file)
     else:
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
-        rows = [tokenizer.encode(p) for p in prompts]
-        # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
-        pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
         source = "prompt" if prompt is not None else str(batch)
+        if devices is None or len(devices) == 1:  # several engines: each worker tokenizes its own share
+            rows = [tokenizer.encode(p) for p in prompts]
+            # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
+            pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
 
     with open_engines(runnable, devices) as engine:
-        with progress_bar(pixels.shape[0]) as bar:
-            task = bar.add_task("predicting", total=pixels.shape[0])
-            predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
+        total = len(prompts) if pixels is None else pixels.shape[0]
+        with progress_bar(total) as bar:
+            task = bar.add_task("predicting", total=total)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+
+            if pixels is None:
+                predictions = engine.predict_prompts(prompts, source, on_tile=advance)
+            else:
+                predictions = engine.predict(pixels, source, on_tile=advance)
         view = None
         if viz_dir is not None and isinstance(engine, Engine):  # the visuals' GPU work comes before any write
             from ..executors import AUTO
@@ -119,6 +129,8 @@ def infer(
                 view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
         renderer = renderer_of(engine)
     if tokens_out is not None:
+        if input_file is None and not rows:
+            rows = [tokenizer.encode(p) for p in prompts]
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     write_rgb(out, predictions)
     report_predictions(prediction_records(predictions, tokenizer, prompts), out, as_json, renderer)
