@@ -167,7 +167,8 @@ def efficiency(rows: list[dict], key: str) -> None:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"# pxgl scaling: {result['model']}, B = {result['batch']:,} ({result['date']})",
+        f"# pxgl scaling: {result['model']}, B = {result['batch']:,} in memory, {result['file_batch']:,} from a file "
+        f"({result['date']})",
         "",
         f"Renderers: {', '.join(result['renderers'])}. In memory: median of {result['runs']} runs. From a file: "
         "read, tokenize (one engine: in this process; several: in their workers, within predict), start, "
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--model", default="pixellm_v1")
     parser.add_argument("--batch", type=int, default=16 * MI, help="prompts (B), split across the devices")
     parser.add_argument("--device", action="append", help="a device set (repeat); default: 1, 2, 4, 8 GPUs")
+    parser.add_argument("--file-batch", type=int, help="prompts in the file (default: --batch)")
     parser.add_argument("--runs", type=int, default=3, help="timed in-memory runs (after one warm-up)")
     parser.add_argument("--measure", default="memory,file", help="memory, file or both")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -204,7 +206,7 @@ def main() -> None:
         folder = Path(scratch)
         first = None
         if "file" in measures:
-            path = prompts_file(runnable, args.batch, folder)
+            path = prompts_file(runnable, args.file_batch or args.batch, folder)
         for row in rows:
             if "memory" in measures:
                 row["memory"] = measure_memory(runnable, row["devices"], args.batch, args.runs, params)
@@ -223,6 +225,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "batch": args.batch,
+        "file_batch": args.file_batch or args.batch,
         "runs": args.runs,
         "date": date.today().isoformat(),
         "renderers": renderers,
