@@ -165,6 +165,11 @@ def efficiency(rows: list[dict], key: str) -> None:
             row[key]["efficiency"] = row[key]["prompts_per_s"] / (len(row["devices"]) * one)
 
 
+def share(measured: dict) -> str:
+    """The efficiency in words: none without a one-GPU row to compare with."""
+    return f"{measured['efficiency']:.1%}" if "efficiency" in measured else "n/a"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# pxgl scaling: {result['model']}, B = {result['batch']:,} in memory, {result['file_batch']:,} from a file "
@@ -182,8 +187,7 @@ def markdown(result: dict) -> str:
         phases = ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in file.get("phases", {}).items())
         lines.append(
             f"| {','.join(map(str, row['devices']))} | {memory.get('prompts_per_s', 0):,.0f} | "
-            f"{memory.get('efficiency', 0):.1%} | {file.get('prompts_per_s', 0):,.0f} | "
-            f"{file.get('efficiency', 0):.1%} | {phases} |"
+            f"{share(memory)} | {file.get('prompts_per_s', 0):,.0f} | {share(file)} | {phases} |"
         )
     return "\n".join(lines) + "\n"
 
