@@ -201,8 +201,9 @@ def death(process: multiprocessing.process.BaseProcess) -> str:
 
 class EnginePool:
     """One Engine per entry of `devices` (GPU numbers, engine/devices.py; a number may repeat), each in its
-    own worker process; predict, predict_ids and score split a batch across them and return the results in
-    input order, as one Engine's would be. Use it from one thread; `close()` (or `with`) ends the workers."""
+    own worker process; predict, predict_ids, predict_prompts and score split a batch across them and return
+    the results in input order, as one Engine's would be. Use it from one thread; `close()` (or `with`) ends
+    the workers."""
 
     def __init__(
         self,
@@ -356,13 +357,15 @@ class EnginePool:
             chunk = tuple(texts[start:end])
             self._tasks.put(Task(self._call, kind, start, end, inputs, outputs, source, chunk))
         done = 0
-        while done < total:
-            _, _, call, rows = self._next_message(f"after {done:,} of {total:,} rows")
-            if call != self._call:
-                raise RuntimeError(f"a worker answered call {call} during call {self._call}")
-            done += rows
-            if on_tile is not None:
-                on_tile(rows)
+        try:
+            while done < total:
+                _, _, _, rows = self._next_message(f"after {done:,} of {total:,} rows")
+                done += rows
+                if on_tile is not None:
+                    on_tile(rows)
+        except BaseException:  # Ctrl-C or a failing callback too: the workers' queued work is abandoned
+            self._abort()
+            raise
 
     def _next_message(self, during: str) -> tuple:
         """The next message from a worker; an error, or a worker found dead, ends the pool with a PxglError."""

@@ -219,3 +219,17 @@ def test_a_gpu_that_does_not_exist_is_one_line_and_nothing_is_written(model, tmp
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert f"GPU {missing}" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out.pxi").exists()
+
+
+def test_an_interrupted_call_ends_the_pool_and_its_workers(model):
+    pool = EnginePool(model, [0, 0], chunk=8)
+    pixels = encode_tokens([[1, 2, 3]] * 100, model.spec.vocab_size)
+
+    def interrupt(n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pool.predict(pixels, on_tile=interrupt)
+    assert not {p.pid for p in engine_workers()} & set(pool.pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.predict(pixels)
