@@ -111,8 +111,8 @@ def test_pool_scores_as_one_engine(model, pool, rng, seed):
         expected = engine.score(tails, targets)
     got = pool.score(tails, targets)
     assert np.array_equal(got[0], expected[0]), f"seed {seed}"
-    # llvmpipe sums a softmax in an order that depends on the tile, so only the last bit may differ
-    np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, err_msg=f"seed {seed}")
+    # llvmpipe sums a softmax in an order that depends on the tile: the last bits of a log-sum-exp may differ
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, atol=1e-5, err_msg=f"seed {seed}")
 
 
 def test_a_batch_too_big_for_shared_memory_is_refused_and_the_pool_goes_on(pool, monkeypatch):
