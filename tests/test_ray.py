@@ -32,13 +32,13 @@ def predictions(dataset: ray.data.Dataset, actors: int) -> list[dict]:
     return sorted(answered.take_all(), key=lambda record: record["row"])
 
 
-def test_text_in_pixels_out_on_two_actors(local_ray, rng, seed):
+def test_text_in_pixels_out_on_two_actors(local_ray, gpu, rng, seed):
     runnable = open_model(MODEL)
     words = runnable.model.tokenizer.decode(list(range(256, 1024))).split()
     prompts = [" ".join(rng.choice(words, int(rng.integers(1, 10)))) for _ in range(300)]
     dataset = ray.data.from_items([{"row": i, "text": prompt} for i, prompt in enumerate(prompts)])
     records = predictions(dataset, actors=2)
-    with Engine(runnable) as engine:
+    with Engine(runnable, gpu=gpu) as engine:
         expected = engine.predict_ids([runnable.model.tokenizer.encode(p) for p in prompts])[:, 0]
     assert [r["text"] for r in records] == prompts
     assert np.array_equal(np.stack([r["pixel"] for r in records]), expected), f"seed {seed}"
@@ -47,22 +47,22 @@ def test_text_in_pixels_out_on_two_actors(local_ray, rng, seed):
     assert np.allclose([r["confidence"] for r in records], expected[:, 2] / 255)
 
 
-def test_token_ids_in_pixels_out(local_ray, rng, seed):
+def test_token_ids_in_pixels_out(local_ray, gpu, rng, seed):
     runnable = open_model(MODEL)
     rows = random_rows(rng, 200, runnable.model.spec.vocab_size, max_len=12)
     dataset = ray.data.from_items([{"row": i, "ids": row} for i, row in enumerate(rows)])
     records = predictions(dataset, actors=1)
-    with Engine(runnable) as engine:
+    with Engine(runnable, gpu=gpu) as engine:
         expected = engine.predict_ids(rows)[:, 0]
     assert np.array_equal(np.stack([r["pixel"] for r in records]), expected), f"seed {seed}"
 
 
-def test_a_fixed_width_ids_array_takes_the_engines_array_path(rng, seed):
+def test_a_fixed_width_ids_array_takes_the_engines_array_path(gpu, rng, seed):
     runnable = open_model(MODEL)
     ids = rng.integers(0, runnable.model.spec.vocab_size, (50, 7))
     predictor = Predictor(MODEL)
     answered = predictor({"ids": ids})
-    with Engine(runnable) as engine:
+    with Engine(runnable, gpu=gpu) as engine:
         expected = engine.predict_ids(ids.tolist())[:, 0]
     assert np.array_equal(answered["pixel"], expected), f"seed {seed}"
     assert np.array_equal(answered["ids"], ids)
