@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from pxgl.cli import app
 from pxgl.devices import gpu_count, parse_devices
-from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.gl import EglDevice
 from pxgl.gl.egl_devices import egl_index_for_gpu, visible_cuda_devices
@@ -21,6 +20,7 @@ from pxgl.tokenizer import Tokenizer
 from typer.testing import CliRunner
 
 from tests.cli_process import pxgl
+from tests.engines import on_one_engine
 from tests.models import params_of, random_model, random_rows
 from tests.reference import oracle
 
@@ -81,10 +81,9 @@ def test_gpu_numbers_name_egl_devices():
     assert visible_cuda_devices("1, 0") == ["1", "0"]
 
 
-def test_pool_answers_as_one_engine_in_order(model, pool, gpu, rng, seed):
+def test_pool_answers_as_one_engine_in_order(model, pool, rng, seed):
     rows = random_rows(rng, 300, model.spec.vocab_size, max_len=40)
-    with Engine(model, gpu=gpu) as engine:
-        expected = engine.predict_ids(rows)
+    expected = on_one_engine(model, lambda engine: engine.predict_ids(rows))
     ticks: list[int] = []
     got = pool.predict(encode_tokens(rows, model.spec.vocab_size), "prompts", on_tile=ticks.append)
     assert np.array_equal(got, expected), f"seed {seed}"
@@ -93,22 +92,20 @@ def test_pool_answers_as_one_engine_in_order(model, pool, gpu, rng, seed):
     assert np.array_equal(pool.predict_ids(rows[:5]), expected[:5])  # the pool serves call after call
 
 
-def test_pool_workers_tokenize_prompt_texts_as_one_engine_does(model, pool, gpu, rng, seed):
+def test_pool_workers_tokenize_prompt_texts_as_one_engine_does(model, pool, rng, seed):
     words = TEXT.split()
     prompts = [" ".join(rng.choice(words, int(rng.integers(1, 15)))) for _ in range(150)]
     tokenizer = Tokenizer.load(model.tokenizer_path)
-    with Engine(model, gpu=gpu) as engine:
-        expected = engine.predict_ids([tokenizer.encode(p) for p in prompts])
+    expected = on_one_engine(model, lambda engine: engine.predict_ids([tokenizer.encode(p) for p in prompts]))
     assert np.array_equal(pool.predict_prompts(prompts), expected), f"seed {seed}"
 
 
-def test_pool_scores_as_one_engine(model, pool, gpu, rng, seed):
+def test_pool_scores_as_one_engine(model, pool, rng, seed):
     window, vocab = model.spec.context_window, model.spec.vocab_size
     tails = encode_tokens(random_rows(rng, 100, vocab, max_len=window), vocab)
     tails = np.concatenate([tails, np.zeros((100, window - tails.shape[1], 3), np.uint8)], axis=1)
     targets = rng.integers(0, vocab, 100)
-    with Engine(model, gpu=gpu) as engine:
-        expected = engine.score(tails, targets)
+    expected = on_one_engine(model, lambda engine: engine.score(tails, targets))
     got = pool.score(tails, targets)
     assert np.array_equal(got[0], expected[0]), f"seed {seed}"
     # llvmpipe sums a softmax in an order that depends on the tile: the last bits of a log-sum-exp may differ
@@ -130,12 +127,12 @@ def test_a_batch_too_big_for_shared_memory_is_refused_and_the_pool_goes_on(pool,
     assert pool.predict_ids(rows[:5]).shape == (5, 1, 3)
 
 
-def test_a_bad_row_is_named_in_the_whole_batch(model, gpu):
+def test_a_bad_row_is_named_in_the_whole_batch(model):
     rows = [[1, 2, 3]] * 100
     pixels = encode_tokens(rows, model.spec.vocab_size)
     pixels[77, 1] = (0, 9, 255)  # token id 2304: outside the vocabulary
-    with Engine(model, gpu=gpu) as engine, pytest.raises(PxglError) as one:
-        engine.predict(pixels, "batch.pxi")
+    with pytest.raises(PxglError) as one:
+        on_one_engine(model, lambda engine: engine.predict(pixels, "batch.pxi"))
     with EnginePool(model, [0, 0], chunk=10) as pool, pytest.raises(PxglError) as several:
         pool.predict(pixels, "batch.pxi")
     assert str(several.value) == str(one.value) and "row 77" in str(one.value)
