@@ -32,7 +32,9 @@ DeviceOption = Annotated[
     typer.Option(
         "--device",
         "-d",
-        help="GPU(s) by EGL device index: 0, a list 0,1, or all (default: PXGL_DEVICE, else the first).",
+        help="GPU(s): a number (0), a list (0,1) or all; a number may repeat (0,0: two engines on GPU 0). Several "
+        "run one engine each in worker processes (infer, eval). Numbers are CUDA's where the driver maps EGL "
+        "devices to CUDA (NVIDIA: CUDA_VISIBLE_DEVICES applies), else EGL's. Default: PXGL_DEVICE, else the first.",
     ),
 ]
 ProgramOption = Annotated[
@@ -51,30 +53,15 @@ PredictionsOut = Annotated[Path, typer.Option("--out", "-o", help="Prediction pi
 
 
 def one_device(device: str | None) -> int | None:
-    """The single GPU a verb runs on: None (PXGL_DEVICE, else the first) or an index."""
+    """The single GPU a verb runs on: None (PXGL_DEVICE, else the first) or its number."""
+    from ..devices import parse_devices
+
     devices = parse_devices(device)
     if devices is None:
         return None
     if len(devices) != 1:
-        raise PxglError(f"--device {device}: this command runs on one GPU; give one index")
+        raise PxglError(f"--device {device}: this command runs on one GPU; give one number")
     return devices[0]
-
-
-def parse_devices(device: str | None) -> list[int] | None:
-    """--device as a list of EGL device indexes ("all": every one EGL lists); None when not given."""
-    if device is None:
-        return None
-    if device == "all":
-        from ..gl import egl_device_count
-
-        return list(range(egl_device_count()))
-    try:
-        devices = [int(part) for part in device.split(",")]
-    except ValueError:
-        raise PxglError(f"--device {device!r}: give an index (0), a list (0,1) or all") from None
-    if any(d < 0 for d in devices):
-        raise PxglError(f"--device {device}: device indexes are 0 or more")
-    return devices
 
 
 def model_files(model: str | None) -> list[Path]:

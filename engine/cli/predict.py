@@ -64,9 +64,12 @@ def infer(
 ) -> None:
     """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
 
-    One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out)."""
+    One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out). With
+    several --device numbers the rows are split across one engine per number, answered in input order."""
+    from ..devices import parse_devices
     from ..engine import Engine
     from ..loading import open_model
+    from ..parallel import open_engines, renderer_of
     from ..pxi import encode_tokens, read_token_texture, write_rgb
 
     given = [
@@ -78,28 +81,41 @@ def infer(
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     inputs = [*model_files(model), input_file, batch, program_file]
     check_outputs([(out, "--out"), (tokens_out, "--tokens-out")], inputs)
+    devices = parse_devices(device)
     if viz_dir is not None:
         check_output_dir(viz_dir, "--viz")
+        if devices is not None and len(devices) > 1:
+            raise PxglError(f"--viz draws one engine's run: give one --device, not {device}")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
     vocab = runnable.model.spec.vocab_size
     tokenizer = None if input_file is not None else runnable.model.tokenizer
     prompts: list[str] | None = None
     rows: list[list[int]] = []
+    pixels = None  # the token texture the GPU runs; None while the prompts are still text
     if input_file is not None:
         pixels, source = read_token_texture(input_file, vocab)[0], str(input_file)
     else:
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
-        rows = [tokenizer.encode(p) for p in prompts]
-        # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
-        pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
         source = "prompt" if prompt is not None else str(batch)
+        if devices is None or len(devices) == 1:  # several engines: each worker tokenizes its own share
+            rows = [tokenizer.encode(p) for p in prompts]
+            # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
+            pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
 
-    with Engine(runnable, device=one_device(device)) as engine:
-        with progress_bar(pixels.shape[0]) as bar:
-            task = bar.add_task("predicting", total=pixels.shape[0])
-            predictions = engine.predict(pixels, source, on_tile=lambda n: bar.advance(task, n))
+    with open_engines(runnable, devices) as engine:
+        total = len(prompts) if pixels is None else pixels.shape[0]
+        with progress_bar(total) as bar:
+            task = bar.add_task("predicting", total=total)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+
+            if pixels is None:
+                predictions = engine.predict_prompts(prompts, source, on_tile=advance)
+            else:
+                predictions = engine.predict(pixels, source, on_tile=advance)
         view = None
-        if viz_dir is not None:  # the GPU work for the visuals happens before anything is written
+        if viz_dir is not None and isinstance(engine, Engine):  # the visuals' GPU work comes before any write
             from ..executors import AUTO
             from ..loading import plan
             from ..visuals import run_view
@@ -111,8 +127,10 @@ def infer(
                     view = run_view(viewer, pixels, source=source, prompt=first, tokenizer=tokenizer)
             else:
                 view = run_view(engine, pixels, source=source, prompt=first, tokenizer=tokenizer)
-        renderer = engine.gpu.renderer
+        renderer = renderer_of(engine)
     if tokens_out is not None:
+        if input_file is None and not rows:
+            rows = [tokenizer.encode(p) for p in prompts]
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     write_rgb(out, predictions)
     report_predictions(prediction_records(predictions, tokenizer, prompts), out, as_json, renderer)

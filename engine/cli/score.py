@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, one_device
+from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption
 from .report import emit_json, progress_bar
 
 
@@ -28,25 +28,28 @@ def evaluate(
 ) -> None:
     """Score a model on text with the GPU: top-1 accuracy, perplexity and bits per byte over every token
     of every document (the first from an empty context). The GPU computes each position's log-probability;
-    the host only adds them up."""
+    the host only adds them up. With several --device numbers each chunk of positions is split across one
+    engine per number."""
     from ..corpus import file_corpus
-    from ..engine import Engine
+    from ..devices import parse_devices
     from ..evaluate import heldout_documents, score
     from ..loading import open_model
+    from ..parallel import open_engines, renderer_of
 
     runnable = open_model(model, executor)
+    devices = parse_devices(device)
     if text:
         corpus = file_corpus(list(text))
         documents, about = corpus.documents, f"{corpus.info['documents']} documents of {corpus.info['source']}"
     else:
         documents, about = heldout_documents(runnable.model)
     tokenizer = runnable.model.tokenizer
-    with Engine(runnable, device=one_device(device)) as engine:
+    with open_engines(runnable, devices) as engine:
         total = sum(len(tokenizer.encode(d)) for d in documents) if not as_json else 0
         with progress_bar(total) as bar:
             task = bar.add_task("scoring", total=total)
             scores = score(engine, tokenizer, documents, on_chunk=lambda n: bar.advance(task, n))
-        executor_name, renderer = engine.executor_name, engine.gpu.renderer
+        executor_name, renderer = engine.executor_name, renderer_of(engine)
     record = {"model": runnable.model.source, "text": about, "executor": executor_name, **scores.record()}
     if as_json:
         emit_json(record)

@@ -10,17 +10,21 @@ from .backend import (
     Texture,
     gl_errors,
 )
-from .raw import egl_device_count, setup_hint
+from .egl_devices import EglDevice, egl_device_index, egl_devices, visible_gpu_count
+from .raw import setup_hint
 
 __all__ = [
     "Buffer",
     "BufferRange",
+    "EglDevice",
     "GLBackend",
     "GpuProgram",
     "Limits",
     "MappedBuffer",
     "Texture",
-    "egl_device_count",
+    "egl_device_index",
+    "egl_devices",
     "gl_errors",
     "setup_hint",
+    "visible_gpu_count",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..kernel import Image, Kernel, Sampler, Storage
+from .egl_devices import egl_device_index
 from .raw import (
     GL_BUFFER_UPDATE_BARRIER_BIT,
     GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT,
@@ -83,16 +84,20 @@ class GLBackend:
     """A headless GL 4.3+ context on EGL: allocate textures and buffers, compile kernels, run them."""
 
     def __init__(self, device: int | None = None) -> None:
+        """`device`: a GPU number (engine/gl/egl_devices.py says which EGL device it is); default PXGL_DEVICE,
+        else GPU 0 under CUDA_VISIBLE_DEVICES, else EGL's first device."""
         if device is None and os.environ.get("PXGL_DEVICE"):
             try:
                 device = int(os.environ["PXGL_DEVICE"])
             except ValueError:
                 raise PxglError(f"PXGL_DEVICE={os.environ['PXGL_DEVICE']!r} is not a device number") from None
-        options = {} if device is None else {"device_index": device}
+        if device is None and "CUDA_VISIBLE_DEVICES" in os.environ:
+            device = 0  # EGL ignores the variable: its first device may be a GPU CUDA hides
+        options = {} if device is None else {"device_index": egl_device_index(device)}
         try:
             self.ctx = moderngl.create_context(standalone=True, backend="egl", require=REQUIRED_GL, **options)
         except Exception as e:  # glcontext raises plain Exceptions of several kinds
-            where = "" if device is None else f" on EGL device {device}"
+            where = "" if device is None else f" on GPU {device} (EGL device {options['device_index']})"
             reason = " ".join(str(e).split()) or type(e).__name__
             raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {setup_hint()}") from None
         self.thread = threading.get_ident()

@@ -53,15 +53,21 @@ SPIN_POLLS = 20000
 SLEEP_WAIT_NS = 1_000_000
 
 
+def load_egl() -> ctypes.CDLL:
+    """The EGL library glcontext loads (GLCONTEXT_LINUX_LIBEGL, else the system's), eglGetProcAddress typed."""
+    library = os.environ.get("GLCONTEXT_LINUX_LIBEGL") or ctypes.util.find_library("EGL") or "libEGL.so.1"
+    egl = ctypes.CDLL(library)
+    egl.eglGetProcAddress.restype = ctypes.c_void_p
+    egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+    return egl
+
+
 class RawGL:
     """The few GL entry points moderngl does not wrap (integer queries, immutable buffer storage,
     persistent mapping, fences), called through ctypes on the current context."""
 
     def __init__(self) -> None:
-        library = os.environ.get("GLCONTEXT_LINUX_LIBEGL") or ctypes.util.find_library("EGL") or "libEGL.so.1"
-        egl = ctypes.CDLL(library)
-        egl.eglGetProcAddress.restype = ctypes.c_void_p
-        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        egl = load_egl()
         c_uint, c_int64, c_void_p, c_size = ctypes.c_uint, ctypes.c_int64, ctypes.c_void_p, ctypes.c_ssize_t
 
         def entry(name: str, result, *arguments):
@@ -132,19 +138,3 @@ class RawGL:
                     raise moderngl.Error("glClientWaitSync failed")
         finally:
             self._delete_sync(sync)
-
-
-def egl_device_count() -> int:
-    """How many EGL devices the driver lists (eglQueryDevicesEXT); 1 when the extension is missing."""
-    library = os.environ.get("GLCONTEXT_LINUX_LIBEGL") or ctypes.util.find_library("EGL") or "libEGL.so.1"
-    egl = ctypes.CDLL(library)
-    egl.eglGetProcAddress.restype = ctypes.c_void_p
-    egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
-    address = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
-    if not address:
-        return 1
-    query = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))(address)
-    count = ctypes.c_int(0)
-    if not query(0, None, ctypes.byref(count)):
-        raise PxglError(f"EGL could not list its devices; {setup_hint()}")
-    return max(count.value, 1)
