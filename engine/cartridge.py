@@ -144,6 +144,8 @@ def open_cartridge(path: str | Path) -> Cartridge:
                 contents = {m.name: _read_verified(archive, entries[m.name], m, path) for m in manifest.members}
     except (zipfile.BadZipFile, UnicodeDecodeError) as e:  # a name flagged UTF-8 that is not
         raise PxglError(f"{path}: not a readable zip archive ({e})") from None
+    except NotImplementedError as e:  # zipfile's word for a feature it lacks (a later zip version, encryption)
+        raise PxglError(f"{path}: uses a zip feature pxgl does not read ({e}); pack it with pxgl pack") from None
     except OSError as e:
         raise PxglError(f"{path}: cannot read ({e.strerror or e})") from None
     return _validate_contents(path, manifest, contents)

@@ -207,7 +207,7 @@ def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
     missing = {"format", "version", "vocab_size", "merges"} - doc.keys()
     if missing:
         raise PxglError(f"{where}: tokenizer lacks key(s) {', '.join(sorted(missing))}")
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
+    if doc["format"] != FORMAT or not _is_int(doc["version"]) or doc["version"] != VERSION:
         raise PxglError(
             f"{where}: format {doc['format']!r} version {doc['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
         )

@@ -424,3 +424,16 @@ def test_corrupted_archives_are_rejected_or_read_back_identical(valid, tmp_path,
     assert opened.tokenizer.merges == original.tokenizer.merges
     assert opened.manifest.members == original.manifest.members
     assert opened.shaders == original.shaders
+
+
+def test_a_zip_feature_pxgl_does_not_read_is_one_line(valid, tmp_path, rng, seed):
+    """A central directory entry asking for a later zip version (zipfile raises NotImplementedError)."""
+    path, _ = valid
+    data = bytearray(path.read_bytes())
+    entries = [m.start() for m in re.finditer(rb"PK\x01\x02", data)]
+    at = entries[int(rng.integers(0, len(entries)))] + 6  # "version needed to extract"
+    data[at : at + 2] = (64).to_bytes(2, "little")  # 6.4: strong encryption
+    bad = tmp_path / "later.pxa"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(PxglError, match=r"later\.pxa: uses a zip feature pxgl does not read"):
+        open_cartridge(bad)

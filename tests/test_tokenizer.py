@@ -181,3 +181,12 @@ def test_load_rejects_unreadable_files(tmp_path, content, message):
 def test_load_names_a_missing_file(tmp_path):
     with pytest.raises(PxglError, match="no such tokenizer file"):
         Tokenizer.load(Path(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("version", [0.0, False, "0", None])
+def test_a_version_that_is_not_the_integer_0_is_refused(tmp_path, version):
+    document = {"format": "pxgl-bpe", "version": version, "vocab_size": 256, "merges": []}
+    path = tmp_path / "t.tokenizer.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(PxglError, match="version"):
+        Tokenizer.load(path)

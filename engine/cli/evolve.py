@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..devices import parse_devices
 from ..errors import PxglError
 from .app import app
-from .options import DeviceOption, JsonOption, parse_devices
+from .options import DeviceOption, JsonOption
 from .report import emit_json
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")

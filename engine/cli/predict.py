@@ -83,7 +83,9 @@ def infer(
     check_outputs([(out, "--out"), (tokens_out, "--tokens-out")], inputs)
     devices = parse_devices(device)
     if viz_dir is not None:
-        check_output_dir(viz_dir, "--viz")
+        from ..visuals import WRITES
+
+        check_output_dir(viz_dir, "--viz", inputs, WRITES)
         if devices is not None and len(devices) > 1:
             raise PxglError(f"--viz draws one engine's run: give one --device, not {device}")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
