@@ -181,7 +181,13 @@ def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: We
     sources = [(glsl / name).read_text(encoding="utf-8") for name in PREPARE_SOURCES]
     constants = sorted((model_constants(spec) | layout.constants()).items())
     key = cache.entry_key(
-        CACHE_FORMAT, gpu.renderer, gpu.version, *sources, repr(constants), gpu.read_uint8(weights).tobytes()
+        CACHE_FORMAT,
+        gpu.renderer,
+        gpu.version,
+        *sources,
+        repr(constants),
+        f"vocab_pad={layout.vocab_pad}",
+        gpu.read_uint8(weights).tobytes(),
     )
     sizes = [4 * max(floats, 1) for floats in layout_floats(spec, layout)]
     data = cache.load(key, sum(sizes))
