@@ -169,15 +169,7 @@ def recorded_scores(spec: ModelSpec) -> str:
 def architecture_record(spec: ModelSpec) -> dict[str, Any]:
     """The model as `inspect` shows it: its format version and architecture."""
     a = spec.architecture
-    return {
-        "version": spec.version,
-        "vocab_size": a.vocab_size,
-        "embed_dim": a.embed_dim,
-        "context": a.context.to_json(),
-        "hidden": list(a.hidden),
-        "residual": a.residual,
-        "weights": a.weight_count(),
-    }
+    return {"version": spec.version, **a.to_json(), "weights": a.weight_count()}
 
 
 def file_sha256(path: Path) -> str:

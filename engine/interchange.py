@@ -215,14 +215,7 @@ def export_tensors(
         name: dequantize(stream[t.offset : t.offset + t.size].reshape(t.shape), t.scale, t.zero_point)
         for name, t in spec.tensors.items()
     }
-    a = spec.architecture
-    architecture = {
-        "vocab_size": a.vocab_size,
-        "embed_dim": a.embed_dim,
-        "context": a.context.to_json(),
-        "hidden": list(a.hidden),
-        "residual": a.residual,
-    }
+    architecture = spec.architecture.to_json()
     metadata = {
         "pxgl.format": FORMAT,
         "pxgl.architecture": json.dumps(architecture),

@@ -116,6 +116,16 @@ class Architecture:
     def weight_count(self) -> int:
         return sum(math.prod(s) for s in self.shapes().values())
 
+    def to_json(self) -> dict[str, Any]:
+        """The architecture as a v1 meta writes it (docs/FORMATS.md §2.2)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "embed_dim": self.embed_dim,
+            "context": self.context.to_json(),
+            "hidden": list(self.hidden),
+            "residual": self.residual,
+        }
+
     def flops(self) -> int:
         """Multiply-adds of one prediction (the context's table reads not counted)."""
         c, e = self.context, self.embed_dim
@@ -214,8 +224,7 @@ class ModelSpec:
             head |= {"embed_dim": a.embed_dim, "hidden_dim": a.hidden[0], "context_window": a.context.window}
             tensors = {by_v1[name]: tensors[name] for name in sorted(tensors, key=lambda n: self.tensors[n].offset)}
         else:
-            head |= {"embed_dim": a.embed_dim, "context": a.context.to_json(), "hidden": list(a.hidden)}
-            head |= {"residual": a.residual}
+            head |= a.to_json()
         return head | {
             "image": {"width": self.image_width, "height": self.image_height},
             "tensors": tensors,

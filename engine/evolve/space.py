@@ -45,15 +45,7 @@ class Genome:
     training: Training
 
     def to_json(self) -> dict[str, Any]:
-        a = self.architecture
-        architecture = {
-            "vocab_size": a.vocab_size,
-            "embed_dim": a.embed_dim,
-            "context": a.context.to_json(),
-            "hidden": list(a.hidden),
-            "residual": a.residual,
-        }
-        return {"architecture": architecture, "training": self.training.to_json()}
+        return {"architecture": self.architecture.to_json(), "training": self.training.to_json()}
 
     def train_config(self, steps: int | None = None) -> dict[str, Any]:
         """TrainConfig's fields for this genome (`steps` overrides its own: full training)."""
