@@ -23,6 +23,7 @@ import numpy as np
 
 from .engine import Engine
 from .errors import PxglError
+from .executors.fused import FusedConfig
 from .loading import Runnable, plan
 from .model import Model
 from .pxi import encode_tokens
@@ -199,6 +200,31 @@ def death(process: multiprocessing.process.BaseProcess) -> str:
     return f"exit status {code}"
 
 
+def uniform_rows(executor: str, tuning: object | None) -> int:
+    """Rows from which a run takes one kernel whatever its size: the fused executor answers up to small_max
+    prompts with its few-prompt kernel and more with its tile kernel, whose sums run in another order (so a
+    near-tie or a confidence byte can come out differently); the others run every size alike."""
+    if executor not in ("auto", "fused"):
+        return 1
+    return (tuning if isinstance(tuning, FusedConfig) else FusedConfig()).small_max + 1
+
+
+def chunk_bounds(total: int, step: int, uniform: int) -> list[tuple[int, int]]:
+    """Chunks of about `step` rows, in order; when the whole batch reaches `uniform` rows, none smaller than
+    that, so every row runs on the kernel one engine would have run the whole batch on: the pool's answers
+    are one engine's, bit for bit."""
+    count = -(-total // step)
+    if total >= uniform:
+        count = max(1, min(count, total // uniform))
+    size, extra = divmod(total, count)
+    bounds, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 class EnginePool:
     """One Engine per entry of `devices` (GPU numbers, engine/devices.py; a number may repeat), each in its
     own worker process; predict, predict_ids, predict_prompts and score split a batch across them and return
@@ -225,6 +251,7 @@ class EnginePool:
         self.runnable, self.model, self.spec = runnable, runnable.model, runnable.model.spec
         self.devices = list(devices)
         self._chunk = chunk
+        self._uniform_rows = uniform_rows(runnable.executor, tuning)
         self._call = 0
         self._closed = False
         context = multiprocessing.get_context("spawn")  # a forked child would inherit the parent's GL state
@@ -352,8 +379,7 @@ class EnginePool:
             raise RuntimeError("this EnginePool is closed")
         self._call += 1
         step = self._chunk or max(1, min(MAX_CHUNK, -(-total // (len(self._workers) * CHUNKS_PER_WORKER))))
-        for start in range(0, total, step):
-            end = min(start + step, total)
+        for start, end in chunk_bounds(total, step, self._uniform_rows):
             chunk = tuple(texts[start:end])
             self._tasks.put(Task(self._call, kind, start, end, inputs, outputs, source, chunk))
         done = 0

@@ -14,7 +14,7 @@ from pxgl.errors import PxglError
 from pxgl.gl import EglDevice
 from pxgl.gl.egl_devices import egl_index_for_gpu, visible_cuda_devices
 from pxgl.gl.egl_devices import gpu_count as count_gpus
-from pxgl.parallel import EnginePool
+from pxgl.parallel import EnginePool, chunk_bounds
 from pxgl.pxi import encode_tokens, read_rgb
 from pxgl.tokenizer import Tokenizer
 from typer.testing import CliRunner
@@ -40,6 +40,18 @@ def model(tmp_path_factory):
 def pool(model):
     with EnginePool(model, [0, 0], chunk=16) as pool:
         yield pool
+
+
+def test_chunks_cover_the_batch_in_order_and_keep_one_engines_kernel(rng, seed):
+    for _ in range(500):
+        total, step, uniform = (int(v) for v in rng.integers(1, [5000, 700, 130]))
+        bounds = chunk_bounds(total, step, uniform)
+        what = f"total {total}, step {step}, uniform {uniform}, seed {seed}: {bounds[:4]}"
+        assert [b[0] for b in bounds] == [0] + [b[1] for b in bounds[:-1]] and bounds[-1][1] == total, what
+        sizes = [end - start for start, end in bounds]
+        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1, what
+        assert total < uniform or min(sizes) >= uniform, what
+        assert len(bounds) <= -(-total // step), what
 
 
 def test_parse_devices():
@@ -87,7 +99,7 @@ def test_pool_answers_as_one_engine_in_order(model, pool, rng, seed):
     ticks: list[int] = []
     got = pool.predict(encode_tokens(rows, model.spec.vocab_size), "prompts", on_tile=ticks.append)
     assert np.array_equal(got, expected), f"seed {seed}"
-    assert sum(ticks) == len(rows) and len(ticks) == -(-len(rows) // 16)
+    assert sum(ticks) == len(rows) and len(ticks) == len(chunk_bounds(len(rows), 16, pool._uniform_rows))
     oracle.assert_agrees(got, oracle.logits(params_of(model), rows, model.spec.context_window), f"seed {seed}")
     assert np.array_equal(pool.predict_ids(rows[:5]), expected[:5])  # the pool serves call after call
 
