@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PxglError
+from .executors import NAMES
 from .pxi import decode_rgb
 from .pxvm.opcodes import MAX_PROGRAM_PIXELS
 from .pxvm.opcodes import VERSION as PXVM_VERSION
@@ -349,6 +350,8 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     executor = doc["executor"]
     if not isinstance(executor, str) or not EXECUTOR_NAME.fullmatch(executor):
         raise PxglError(f"{where}: 'executor' must be an executor's name ([a-z0-9_], 1..32), got {short(executor)}")
+    if executor not in NAMES:  # §8.3 step 7: an engine refuses a cartridge naming an executor it lacks
+        raise PxglError(f"{where}: unknown executor {executor!r}; this pxgl has {', '.join(NAMES)}")
     about = doc.get("about") if version >= 1 else None
     if version >= 1 and "about" in doc and not isinstance(about, dict):
         raise PxglError(f"{where}: 'about' must be a JSON object, got {short(about)}")

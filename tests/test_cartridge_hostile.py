@@ -437,3 +437,14 @@ def test_a_zip_feature_pxgl_does_not_read_is_one_line(valid, tmp_path, rng, seed
     bad.write_bytes(bytes(data))
     with pytest.raises(PxglError, match=r"later\.pxa: uses a zip feature pxgl does not read"):
         open_cartridge(bad)
+
+
+@pytest.mark.parametrize("executor", ["0", "turbo"])
+def test_a_manifest_naming_an_executor_this_pxgl_lacks_is_refused_on_open(valid, tmp_path, executor):
+    """FORMATS §8.3 step 7, at open: not first when a command would run it."""
+    _, contents = valid
+    manifest = json.loads(contents["manifest.json"]) | {"executor": executor}
+    path = tmp_path / "other.pxa"
+    write_contents(path, contents | {"manifest.json": json.dumps(manifest).encode()})
+    with pytest.raises(PxglError, match=f"unknown executor '{executor}'; this pxgl has auto, passes"):
+        open_cartridge(path)
