@@ -49,7 +49,9 @@ class TrainConfig:
     files: tuple[Path, ...] = ()
     """Training text files; empty means the frozen default corpus."""
     seed: int = 0
-    """Seeds the splits, the initial weights, the batches and the dropout."""
+    """Seeds the initial weights, the batches and the dropout, and the splits unless split_seed is given."""
+    split_seed: int | None = None
+    """Seeds the splits (FORMATS §9) apart from the training: compare training seeds on the same text."""
     vocab_size: int = 1024
     embed_dim: int = 64
     context: str = "attention"
@@ -99,6 +101,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight decay must be at least 0"),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be a finite positive number"),
             (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.seed >= 0 and (self.split_seed or 0) >= 0, "seeds must be at least 0"),
             (self.epochs > 0 and (self.steps is None or self.steps >= 1), "train at least one step"),
             (self.eval_every >= 1 and self.patience >= 0, "eval-every must be at least 1, patience at least 0"),
             (0 < self.heldout_fraction < 1 and 0 < self.validation_fraction < 1, "fractions must be in (0, 1)"),
@@ -109,6 +112,10 @@ class TrainConfig:
             if not ok:
                 raise PxglError(f"cannot train: {message}")
         check_fits(self.architecture())
+
+    @property
+    def splits_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def tokenizer_name(self) -> str:
@@ -275,7 +282,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, An
     began = time.monotonic()
     corpus = file_corpus(list(config.files)) if config.files else default_corpus()
     train_docs, validation_docs, heldout_docs = three_way_split(
-        corpus.documents, config.seed, config.heldout_fraction, config.validation_fraction
+        corpus.documents, config.splits_seed, config.heldout_fraction, config.validation_fraction
     )
     tokenizer = Tokenizer.train(
         [*train_docs, *validation_docs], config.vocab_size, lambda done, total: report("tokenizer", done, total)
@@ -308,7 +315,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, An
         "positions": {"train": train_text.size, "validation": validation_text.size, "heldout": heldout_text.size},
         "corpus": corpus.info,
         "split": {
-            "seed": config.seed,
+            "seed": config.splits_seed,
             "heldout_fraction": config.heldout_fraction,
             "validation_fraction": config.validation_fraction,
         },

@@ -76,6 +76,19 @@ def test_a_seed_gives_byte_identical_weights(trained, corpus, tmp_path):
     assert other.out.read_bytes() != config.out.read_bytes()
 
 
+def test_a_split_seed_keeps_the_text_while_the_training_seed_changes_the_weights(trained, corpus, tmp_path):
+    config, evaluation = trained
+    other = replace(config, out=tmp_path / "other.pxi", seed=7, split_seed=config.seed)
+    changed = train(other)
+    assert changed["split"] == evaluation["split"]
+    assert changed["positions"] == evaluation["positions"]
+    assert changed["unigram"] == evaluation["unigram"]
+    assert other.out.read_bytes() != config.out.read_bytes()
+    assert changed["training"]["seed"] == 7 and changed["training"]["split_seed"] == config.seed
+    moved = train(replace(config, out=tmp_path / "moved.pxi", seed=config.seed, split_seed=config.seed + 5))
+    assert moved["split"]["seed"] == config.seed + 5 and moved["positions"] != evaluation["positions"]
+
+
 def test_writes_a_model_pxgl_loads(trained):
     config, evaluation = trained
     model = load_model(config.out)
@@ -185,6 +198,8 @@ def test_quantization_is_affine_uint8_holding_zero(rng):
         ({"context": "lstm"}, "context must be mean, concat or attention"),
         ({"context": "attention", "concat": 3}, "concat must be in 0..window"),
         ({"steps": 0}, "train at least one step"),
+        ({"seed": -1}, "seeds must be at least 0"),
+        ({"split_seed": -2}, "seeds must be at least 0"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"lr": float("nan")}, "learning rate"),
         ({"out": Path("model.png")}, "must end in .pxi"),

@@ -29,6 +29,9 @@ def train(
         "pixellm.pxi"
     ),
     seed: Annotated[int, typer.Option(help="Seeds the splits, the initial weights, the batches and dropout.")] = 0,
+    split_seed: Annotated[
+        int | None, typer.Option(help="Seeds the splits instead of --seed: compare training seeds on one text.")
+    ] = None,
     vocab: Annotated[int | None, typer.Option(help="Tokenizer vocabulary (256..65536).")] = None,
     context: Annotated[
         str | None, typer.Option(help="How the last tokens become the first layer's input: mean, concat, attention.")
@@ -72,7 +75,11 @@ def train(
         "epochs": epochs, "steps": steps, "patience": patience,
     }  # fmt: skip
     config = TrainConfig(
-        out=out, files=tuple(files or ()), seed=seed, **{k: v for k, v in given.items() if v is not None}
+        out=out,
+        files=tuple(files or ()),
+        seed=seed,
+        split_seed=split_seed,
+        **{k: v for k, v in given.items() if v is not None},
     )
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
