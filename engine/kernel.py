@@ -127,6 +127,9 @@ class Constants(Mapping[str, int | float]):
         return int(self._items[name])
 
 
+SUBGROUP_EXTENSIONS = ("GL_KHR_shader_subgroup_basic", "GL_KHR_shader_subgroup_shuffle")
+"""What a kernel using subgroup shuffles enables; engine/gl's Limits.subgroup_size says whether a GPU has them."""
+
 TOP1_SOFTMAX_SHARED = (
     Shared("top1_value", "float", "LOCAL_SIZE"),
     Shared("top1_index", "int", "LOCAL_SIZE"),

@@ -110,23 +110,36 @@ void stage_windows(int base, int n, int row_len, int t, int group_threads) {
 // One generated row (fused_small, work group (0, p)): its invocation 0 keeps the row's last CONTEXT_WINDOW
 // ids in a ring (id at position i in own_ids[i % CONTEXT_WINDOW]), loaded once a dispatch and appended to by
 // finish: each step stages from it with no global read and no buffer barrier, only the group's barrier.
+// The keeper also writes each step's results; it reads the row count and length once a dispatch, and writes
+// each id's word whole (its other half is the id before it, in the ring, or not generated yet), so a step
+// never waits on a read of device memory.
 const bool OWN_ROW = true;
 uint own_ids[CONTEXT_WINDOW];
+int own_rows = 0, own_row_len = 0;
+
+#if SUBGROUP_SIZE > 0
+bool row_keeper(int t) { return gl_SubgroupID == 0u && gl_SubgroupInvocationID == 0u; }  // finishes the merge
+#else
+bool row_keeper(int t) { return t == 0; }
+#endif
 
 void load_own_row(int p, int t) {
     own_prompt = int(LENGTHS[p]);
-    if (t > 0) return;
-    int length = own_prompt + first_step, row_len = prompt_row_len();
-    for (int i = max(0, length - CONTEXT_WINDOW); i < length; i++) own_ids[i % CONTEXT_WINDOW] = raw_token(p, row_len, i);
+    if (!row_keeper(t)) return;
+    own_rows = prompt_count();
+    own_row_len = prompt_row_len();
+    int length = own_prompt + first_step;
+    for (int i = max(0, length - CONTEXT_WINDOW); i < length; i++) own_ids[i % CONTEXT_WINDOW] = raw_token(p, own_row_len, i);
 }
 #else
 const bool OWN_ROW = false;
+bool row_keeper(int t) { return t == 0; }
 #endif
 
 // Stage window tokens [chunk, chunk + STAGE_W) of every prompt of the group.
 void stage_chunk(int base, int row_len, int chunk, int t, int group_threads) {
-    if (OWN_ROW && t > 0) return;
-    for (int e = t; e < GROUP_PROMPTS * STAGE_W; e += (OWN_ROW ? 1 : group_threads)) {
+    if (OWN_ROW && !row_keeper(t)) return;
+    for (int e = OWN_ROW ? 0 : t; e < GROUP_PROMPTS * STAGE_W; e += (OWN_ROW ? 1 : group_threads)) {
         int m = e / STAGE_W, i = chunk + e % STAGE_W;
 #if GENERATE && GROUP_PROMPTS == 1
         uint id = i < staged_count[m] ? own_ids[(staged_first[m] + i) % CONTEXT_WINDOW] : 0u;
@@ -222,7 +235,15 @@ float target_logit(int prompt, int k, float logit) {
 // Write prompt p's prediction word and, when scoring, log p(target) = target - top - log(sum); when
 // generating, the step's word, log p(index) = -log(sum), and the id itself after the row's tokens.
 void finish(int p, bool valid, int index, float top, float sum, float target) {
-#if GENERATE
+#if GENERATE && GROUP_PROMPTS == 1
+    int at = gen_step * own_rows + p;
+    PREDICTIONS[at] = prediction_word(valid, index, sum);
+    LOGPROBS[at] = -log(sum);
+    int length = prompt_length(p, 0);  // the position the new id takes (row_len is even: its parity)
+    uint before = length % 2 == 1 ? own_ids[(length - 1) % CONTEXT_WINDOW] : 0u;
+    PROMPTS[HEADER_WORDS + (p * own_row_len + length) / 2] = length % 2 == 1 ? before | (uint(index) << 16) : uint(index);
+    own_ids[length % CONTEXT_WINDOW] = uint(index);
+#elif GENERATE
     int at = gen_step * prompt_count() + p;
     PREDICTIONS[at] = prediction_word(valid, index, sum);
     LOGPROBS[at] = -log(sum);
@@ -230,9 +251,6 @@ void finish(int p, bool valid, int index, float top, float sum, float target) {
     int position = p * prompt_row_len() + length;
     int word = HEADER_WORDS + position / 2, shift = 16 * (position % 2);
     PROMPTS[word] = (PROMPTS[word] & ~(0xFFFFu << shift)) | (uint(index) << shift);
-#if GROUP_PROMPTS == 1
-    own_ids[length % CONTEXT_WINDOW] = uint(index);
-#endif
 #else
     PREDICTIONS[p] = prediction_word(valid, index, sum);
 #if SCORING

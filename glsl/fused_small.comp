@@ -24,6 +24,31 @@ const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidden rows a thread sums, at most
 
 #if GENERATE
+// SUBGROUP_SIZE > 0 (injected where compute shaders have subgroup shuffles, the kernel enabling them): a
+// column's HIDDEN_SPLIT threads are neighbours in one subgroup and add their partial sums by shuffles, and
+// the softmax states merge by shuffles within each subgroup, then once across subgroups: one barrier where
+// the shared-memory tree takes log2(COLUMN_THREADS) + 2.
+#define COLUMN_SUBGROUPS (SUBGROUP_SIZE > 0)
+#else
+#define COLUMN_SUBGROUPS 0
+#endif
+
+#if COLUMN_SUBGROUPS
+// The thread's place in subgroup order (subgroups of consecutive invocations are not promised by GL).
+int column_order(int t) { return int(gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID); }
+int column_lane(int t) { return column_order(t) / HIDDEN_SPLIT; }
+int column_part(int t) { return column_order(t) % HIDDEN_SPLIT; }
+
+vec4 merged_in_subgroup(float top, float sum, int index, float target, int width) {
+    for (int d = 1; d < width; d *= 2) merge(top, sum, index, target, subgroupShuffleXor(packed_state(top, sum, index, target), d));
+    return packed_state(top, sum, index, target);
+}
+#else
+int column_lane(int t) { return t % COLUMN_THREADS; }
+int column_part(int t) { return t / COLUMN_THREADS; }
+#endif
+
+#if GENERATE
 #if OUT_CACHED
 // ROUNDS == 1 and few rows a thread (engine/executors/fused_generation.py decides): each thread's output
 // weights and biases stay in registers for every step of the dispatch.
@@ -35,7 +60,7 @@ void start_steps() {
     int t = int(gl_LocalInvocationID.x);
     load_own_row(int(gl_WorkGroupID.y), t);
 #if OUT_CACHED
-    int lane = t % COLUMN_THREADS, part = t / COLUMN_THREADS;
+    int lane = column_lane(t), part = column_part(t);
     bool working = lane < SLICE4 && part < HIDDEN_SPLIT;
     for (int i = 0; i < PART_ROWS; i++) {
         int j = part + i * HIDDEN_SPLIT;
@@ -45,6 +70,15 @@ void start_steps() {
 #endif
 }
 #endif
+
+// Output bias of column k, the r-th of its vec4 column.
+float column_bias(int r, int k) {
+#if GENERATE && OUT_CACHED
+    return out_bias4[r];
+#else
+    return BIASES[OUT_BIAS_AT + k];
+#endif
+}
 
 // Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
 // first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
@@ -110,7 +144,7 @@ void forward() {
     }
 #endif
 
-    int lane = t % COLUMN_THREADS, part = t / COLUMN_THREADS;
+    int lane = column_lane(t), part = column_part(t);
     float top = NO_LOGIT, sum = 0.0, target = NO_LOGIT;
     int index = VOCAB;
     for (int round = 0; round < ROUNDS; round++) {
@@ -136,6 +170,24 @@ void forward() {
             for (int j = part; j < LAST_HIDDEN; j += HIDDEN_SPLIT) acc += h[j] * OUT_W4[j * (VOCAB_PAD / 4) + c4];
 #endif
         }
+#if COLUMN_SUBGROUPS
+        for (int d = 1; d < HIDDEN_SPLIT; d *= 2) acc += subgroupShuffleXor(acc, d);
+        // every thread of the column holds its four sums: thread `part` considers logits part, part + HIDDEN_SPLIT...
+        for (int r = part; r < 4; r += HIDDEN_SPLIT) {
+            int k = 4 * c4 + r;
+            if (working && k < VOCAB) consider(top, sum, index, acc[r] + column_bias(r, k), k);
+        }
+    }
+    vec4 merged = merged_in_subgroup(top, sum, index, target, SUBGROUP_SIZE);
+    if (gl_SubgroupInvocationID == 0u) states[gl_SubgroupID] = merged;
+    barrier();
+    if (gl_SubgroupID == 0u) {
+        vec4 own = gl_SubgroupInvocationID < gl_NumSubgroups ? states[gl_SubgroupInvocationID]
+                                                             : packed_state(NO_LOGIT, 0.0, VOCAB, NO_LOGIT);
+        vec4 all = merged_in_subgroup(own.x, own.y, floatBitsToInt(own.z), own.w, SUBGROUP_SIZE);
+        if (gl_SubgroupInvocationID == 0u) finish(p, staged_valid[0], floatBitsToInt(all.z), all.x, all.y, all.w);
+    }
+#else
         partial_sums[t] = acc;
         barrier();
         if (working && part == 0) {
@@ -143,11 +195,7 @@ void forward() {
             for (int r = 0; r < 4; r++) {
                 int k = 4 * c4 + r;
                 if (k < VOCAB) {
-#if GENERATE && OUT_CACHED
-                    float logit = acc[r] + out_bias4[r];
-#else
-                    float logit = acc[r] + BIASES[OUT_BIAS_AT + k];
-#endif
+                    float logit = acc[r] + column_bias(r, k);
                     consider(top, sum, index, logit, k);
                     target = max(target, target_logit(p, k, logit));
                 }
@@ -179,6 +227,7 @@ void forward() {
         finish(p, staged_valid[0], index, top, sum, target);
         arrivals[p] = 0u;
     }
+#endif
 #endif
 }
 

@@ -113,6 +113,8 @@ class FusedConfig:
     """Prompts per dispatch of fused_tiles; a multiple of CHUNK_MULTIPLE."""
     sync: str = "poll"
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
+    subgroups: bool = True
+    """One-prompt generation merges through subgroup shuffles where the GPU has them (GL_KHR_shader_subgroup)."""
 
     @property
     def tile_threads(self) -> int:

@@ -21,10 +21,17 @@ from .egl_devices import egl_device_index
 from .raw import (
     GL_BUFFER_UPDATE_BARRIER_BIT,
     GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT,
+    GL_COMPUTE_SHADER_BIT,
     GL_MAX_COMPUTE_SHARED_MEMORY_SIZE,
     GL_MAX_SHADER_STORAGE_BLOCK_SIZE,
     GL_SHADER_STORAGE_BARRIER_BIT,
     GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT,
+    GL_SUBGROUP_FEATURE_BASIC_BIT_KHR,
+    GL_SUBGROUP_FEATURE_SHUFFLE_BIT_KHR,
+    GL_SUBGROUP_SIZE_KHR,
+    GL_SUBGROUP_SUPPORTED_FEATURES_KHR,
+    GL_SUBGROUP_SUPPORTED_STAGES_KHR,
+    SPIN_POLLS,
     RawGL,
     setup_hint,
 )
@@ -34,6 +41,13 @@ REQUIRED_GL = 430
 IMAGE_FORMATS = {"r32f": 0x822E, "rgba8ui": 0x8D7C}
 """GL enums of the image formats kernels declare; binding with an explicit format matters: without it Mesa
 stored 255 everywhere in an rgba8 image."""
+
+GL_EXTENSION_OF = {
+    "GL_KHR_shader_subgroup_basic": "GL_KHR_shader_subgroup",
+    "GL_KHR_shader_subgroup_shuffle": "GL_KHR_shader_subgroup",
+}
+"""The GL extension a GLSL extension comes with, where their names differ (one GL extension, GL_KHR_shader_subgroup,
+brings GLSL's GL_KHR_shader_subgroup_* family; which of them work is a query, Limits.subgroup_size)."""
 
 Texture = moderngl.Texture
 Buffer = moderngl.Buffer
@@ -51,6 +65,9 @@ class Limits:
     """Bytes one shader storage buffer binding may span."""
     storage_offset_alignment: int
     """A storage buffer bound at an offset must start at a multiple of this."""
+    subgroup_size: int = 0
+    """Invocations of a subgroup where compute shaders have GL_KHR_shader_subgroup's basic and shuffle
+    operations (SUBGROUP_KERNEL_EXTENSIONS), else 0."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +131,22 @@ class GLBackend:
             max_shared_memory=self._gl.integer(GL_MAX_COMPUTE_SHARED_MEMORY_SIZE),
             max_storage_block_size=self._gl.integer(GL_MAX_SHADER_STORAGE_BLOCK_SIZE),
             storage_offset_alignment=self._gl.integer(GL_SHADER_STORAGE_BUFFER_OFFSET_ALIGNMENT),
+            subgroup_size=self._subgroup_size(),
         )
+        self.spin_polls = SPIN_POLLS
+        """Fence polls (each releasing and retaking the GIL) before a wait blocks in the driver: spinning keeps
+        one prompt's latency low; a process whose other threads need the GIL meanwhile (the server) sets 0."""
         self._programs: dict[tuple[Kernel, Mapping[str, int | float], int], GpuProgram] = {}
         self._storage_bound: dict[int, Buffer | BufferRange | None] = {}
+
+    def _subgroup_size(self) -> int:
+        if "GL_KHR_shader_subgroup" not in self.ctx.extensions:
+            return 0
+        features = GL_SUBGROUP_FEATURE_BASIC_BIT_KHR | GL_SUBGROUP_FEATURE_SHUFFLE_BIT_KHR
+        compute = self._gl.integer(GL_SUBGROUP_SUPPORTED_STAGES_KHR) & GL_COMPUTE_SHADER_BIT
+        if not compute or self._gl.integer(GL_SUBGROUP_SUPPORTED_FEATURES_KHR) & features != features:
+            return 0
+        return self._gl.integer(GL_SUBGROUP_SIZE_KHR)
 
     def release(self) -> None:
         """Free the context and everything in it; the backend is unusable afterwards."""
@@ -188,7 +218,7 @@ class GLBackend:
                 f"{what}: {shared} bytes of shared memory exceed this GPU's {limits.max_shared_memory}; "
                 "this model is too wide for this executor on this GPU: try another --executor"
             )
-        missing = [name for name in kernel.extensions if name not in self.ctx.extensions]
+        missing = [name for name in kernel.extensions if GL_EXTENSION_OF.get(name, name) not in self.ctx.extensions]
         if missing:
             raise PxglError(f"{what} needs {', '.join(missing)}, which {self.renderer} lacks")
         source = kernel_source(kernel, kernel_defines(kernel, constants, local_size))
@@ -315,7 +345,7 @@ class GLBackend:
 
     def wait(self, fence: int) -> None:
         """Block until the commands before `fence` have finished, then free it."""
-        self._gl.wait_fence(fence)
+        self._gl.wait_fence(fence, self.spin_polls)
 
     def flush(self) -> None:
         """Send the commands issued so far to the GPU without waiting for them."""

@@ -48,6 +48,12 @@ GL_SHADER_STORAGE_BARRIER_BIT = 0x2000
 GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT = 0x4000
 GL_BUFFER_UPDATE_BARRIER_BIT = 0x0200
 GL_PROGRAM_BINARY_LENGTH = 0x8741
+GL_SUBGROUP_SIZE_KHR = 0x9532
+GL_SUBGROUP_SUPPORTED_STAGES_KHR = 0x9533
+GL_SUBGROUP_SUPPORTED_FEATURES_KHR = 0x9534
+GL_COMPUTE_SHADER_BIT = 0x0020
+GL_SUBGROUP_FEATURE_BASIC_BIT_KHR = 0x0001
+GL_SUBGROUP_FEATURE_SHUFFLE_BIT_KHR = 0x0010
 SPIN_POLLS = 20000
 """Fence polls before a wait starts sleeping in the driver: spinning keeps single-prompt latency low."""
 SLEEP_WAIT_NS = 1_000_000
@@ -122,19 +128,20 @@ class RawGL:
         self._get_program_binary(program, length.value, ctypes.byref(written), ctypes.byref(binary_format), data)
         return data.raw[: written.value]
 
-    def wait_fence(self, sync: int) -> None:
+    def wait_fence(self, sync: int, spin_polls: int = SPIN_POLLS) -> None:
         """Poll the fence (flushing once) and spin a while before letting the driver sleep."""
         wait, flush = self._client_wait_sync, GL_SYNC_FLUSH_COMMANDS_BIT
         try:
-            for _ in range(SPIN_POLLS):
+            for _ in range(spin_polls):
                 status = wait(sync, flush, 0)
                 if status in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
                     return
                 if status == GL_WAIT_FAILED:
                     raise moderngl.Error("glClientWaitSync failed")
                 flush = 0
-            while (status := wait(sync, 0, SLEEP_WAIT_NS)) not in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
+            while (status := wait(sync, flush, SLEEP_WAIT_NS)) not in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
                 if status == GL_WAIT_FAILED:
                     raise moderngl.Error("glClientWaitSync failed")
+                flush = 0
         finally:
             self._delete_sync(sync)
