@@ -41,12 +41,14 @@ COMPARISON_LIMITS = ["--max-weights", "800000", "--max-flops", "800000"]
 LARGE_LIMITS = ["--max-weights", "3000000", "--max-flops", "3000000"]
 
 
-def evolve_command(out: Path, start: str, proposer: str, seed: int, budget: int, workers: int, args) -> list[str]:
+def evolve_command(
+    out: Path, start: str, proposer: str, seed: int, budget: int, workers: int, args, max_time: str | None
+) -> list[str]:
     command = [sys.executable, "-m", "pxgl.cli", "evolve", "--out", str(out), "--start", start]
     command += ["--proposer", proposer, "--seed", str(seed), "--budget", str(budget), "--workers", str(workers)]
     command += ["--batch", str(args.batch), "--population", str(args.population), "--finalists", str(args.finalists)]
-    if args.max_time:
-        command += ["--max-time", args.max_time]
+    if max_time:
+        command += ["--max-time", max_time]
     return command
 
 
@@ -84,6 +86,31 @@ def summarise(run: Path) -> dict:
     return record
 
 
+def comparison(args, began: float) -> dict:
+    """Evolution against random from pixellm_v0, --seeds seeds each, side by side."""
+    runs = [(proposer, seed) for seed in range(args.seeds) for proposer in PROPOSERS]
+    workers = max(1, args.cores // len(runs))
+    folders = [args.out / f"{proposer}-seed{seed}" for proposer, seed in runs]
+    commands = [
+        evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args, args.max_time)
+        + COMPARISON_LIMITS
+        for folder, (proposer, seed) in zip(folders, runs, strict=True)
+    ]
+    statuses = run_all(commands, [folder.with_suffix(".log") for folder in folders])
+    comparison_seconds = time.monotonic() - began
+    summary: dict = {"workers_per_run": workers, "comparison_seconds": round(comparison_seconds)}
+    summary["runs"] = [
+        summarise(folder) | {"exit_status": status} for folder, status in zip(folders, statuses, strict=True)
+    ]
+    for proposer in PROPOSERS:
+        best = [r["best_selection_bits_per_byte"] for r in summary["runs"] if r["proposer"] == proposer]
+        summary[f"median_best_{proposer}"] = statistics.median(b for b in best if b is not None)
+    summary["evolution_beats_random"] = summary["median_best_evolution"] < summary["median_best_random"]
+    curves = [(folder.name, RunDir(folder).read(LINEAGE)) for folder in folders]
+    (args.out / "comparison.png").write_bytes(png(draw_curves(curves)))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -96,33 +123,19 @@ def main() -> None:
     parser.add_argument("--max-time", default=None, help="each run's wall-clock cap, e.g. 8m")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--large", action="store_true", help="also the run from pixellm_v1")
+    parser.add_argument("--large-only", action="store_true", help="only the run from pixellm_v1")
+    parser.add_argument("--large-time", default=None, help="the --large run's wall-clock cap (default --max-time)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=False)
     began = time.monotonic()
 
-    runs = [(proposer, seed) for seed in range(args.seeds) for proposer in PROPOSERS]
-    workers = max(1, args.cores // len(runs))
-    folders = [args.out / f"{proposer}-seed{seed}" for proposer, seed in runs]
-    commands = [
-        evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args) + COMPARISON_LIMITS
-        for folder, (proposer, seed) in zip(folders, runs, strict=True)
-    ]
-    statuses = run_all(commands, [folder.with_suffix(".log") for folder in folders])
-    comparison_seconds = time.monotonic() - began
-    summary: dict = {"cores": args.cores, "workers_per_run": workers, "comparison_seconds": round(comparison_seconds)}
-    summary["runs"] = [
-        summarise(folder) | {"exit_status": status} for folder, status in zip(folders, statuses, strict=True)
-    ]
-    for proposer in PROPOSERS:
-        best = [r["best_selection_bits_per_byte"] for r in summary["runs"] if r["proposer"] == proposer]
-        summary[f"median_best_{proposer}"] = statistics.median(b for b in best if b is not None)
-    summary["evolution_beats_random"] = summary["median_best_evolution"] < summary["median_best_random"]
-    curves = [(folder.name, RunDir(folder).read(LINEAGE)) for folder in folders]
-    (args.out / "comparison.png").write_bytes(png(draw_curves(curves)))
-
-    if args.large:
+    summary: dict = {"cores": args.cores}
+    if not args.large_only:
+        summary |= comparison(args, began)
+    if args.large or args.large_only:
         folder = args.out / "large-from-v1"
-        command = evolve_command(folder, "pixellm_v1", "evolution", 0, args.large_budget, args.cores, args)
+        max_time = args.large_time or args.max_time
+        command = evolve_command(folder, "pixellm_v1", "evolution", 0, args.large_budget, args.cores, args, max_time)
         command += LARGE_LIMITS
         (status,) = run_all([command], [folder.with_suffix(".log")])
         summary["large"] = summarise(folder) | {"exit_status": status}

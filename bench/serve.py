@@ -45,7 +45,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=512, help="requests per measurement (at least C)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every completion")
-    parser.add_argument("--client-processes", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 4)))
+    parser.add_argument("--client-processes", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
     parser.add_argument("--modes", default=",".join(MODES), help=f"which servers, of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
@@ -58,7 +58,7 @@ def arguments() -> argparse.Namespace:
 
 def run_ceiling_server(model: str | None, max_tokens: int) -> None:
     """Serve the app with a worker that answers every completion at once with a fixed continuation."""
-    from pxgl.generation import GeneratedStep
+    from pxgl.generation import Generation
     from pxgl.loading import open_model
     from pxgl.serve import Limits, Mounted
     from pxgl.serve.server import bind, model_name
@@ -73,11 +73,10 @@ def run_ceiling_server(model: str | None, max_tokens: int) -> None:
 
         def submit(self, job: Job) -> None:
             assert isinstance(job, GenerateJob)
-            n = len(job.rows)
-            for step in range(job.max_tokens):
-                tokens = np.full(n, ord("x"), np.int64)
-                no_top = np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-                job.sink.put(GeneratedStep(step, tokens, np.zeros(n, np.uint8), np.zeros(n, np.float32), *no_top))
+            shape = (len(job.rows), job.max_tokens)
+            no_top = np.empty((*shape, 0), np.int64), np.empty((*shape, 0), np.float32)
+            tokens = np.full(shape, ord("x"), np.int64)
+            job.sink.put(Generation(tokens, np.zeros(shape, np.uint8), np.zeros(shape, np.float32), *no_top))
             job.sink.put(FINISHED)
 
     import uvicorn
@@ -154,6 +153,8 @@ def client_process(
                     elif expected is not None and response.json()["choices"][0]["text"] != expected[i % len(bodies)]:
                         problems.append(f"prompt {body['prompt']!r}: {response.json()['choices'][0]['text']!r}")
 
+            # every client's connection is open before the clock starts: a burst of connects is not the load
+            await asyncio.gather(*(http.get("/health") for _ in range(clients)))
             await asyncio.sleep(max(0.0, start_at - time.time()))
             await asyncio.gather(*(one_client() for _ in range(clients)))
         return latencies, problems
@@ -168,7 +169,7 @@ def measure(
     shares = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
     counts = [requests * share // concurrency for share in shares]
     counts[0] += requests - sum(counts)
-    start_at = time.time() + 2.0  # every client process is up and connected-ready before the clock starts
+    start_at = time.time() + 3.0  # every client process is up and connected before the clock starts
     with ProcessPoolExecutor(processes) as pool:
         futures = [
             pool.submit(client_process, url, bodies, expected, share, count, start_at)

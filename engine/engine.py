@@ -247,7 +247,7 @@ class Engine:
     ) -> Generator[GeneratedStep, None, None]:
         """As `generate`, one step of every prompt at a time, each as soon as the GPU has it (the next steps
         already running); closing the iterator early stops the GPU work."""
-        blocks = self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=True)
+        blocks = self.stream_blocks(rows, steps, sampling, top_logprobs=top_logprobs, draw_rows=draw_rows)
 
         def each_step() -> Generator[GeneratedStep, None, None]:
             with closing(blocks):
@@ -255,6 +255,19 @@ class Engine:
                     yield from block.steps()
 
         return each_step()
+
+    def stream_blocks(
+        self,
+        rows: Sequence[Sequence[int]],
+        steps: int,
+        sampling: Sampling | None = None,
+        *,
+        top_logprobs: int = 0,
+        draw_rows: Sequence[int] | None = None,
+    ) -> Generator[Generation, None, None]:
+        """As `stream`, the steps as the GPU hands them over: a block of consecutive steps of every prompt at
+        a time (1, 2, 4, … steps), for callers that pass steps on in bulk (the server)."""
+        return self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=True)
 
     def _generate(
         self,

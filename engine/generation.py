@@ -98,6 +98,13 @@ class Generation:
     first: int = 0
     """The step of column 0."""
 
+    def part(self, rows: slice, steps: int, top: int) -> "Generation":
+        """These rows' first `steps` steps of the block (fewer where the block is shorter), with their `top`
+        likeliest alternatives."""
+        tokens, confidences, logprobs = (getattr(self, name)[rows, :steps] for name in BY_STEP[:3])
+        top_ids, top_logprobs = (getattr(self, name)[rows, :steps, :top] for name in BY_STEP[3:])
+        return Generation(tokens, confidences, logprobs, top_ids, top_logprobs, first=self.first)
+
     def steps(self) -> list[GeneratedStep]:
         return [
             GeneratedStep(self.first + s, *(getattr(self, name)[:, s] for name in BY_STEP))

@@ -95,14 +95,16 @@ class Completion:
         worker.submit(self.job)
 
     async def steps(self) -> AsyncIterator[GeneratedStep]:
+        """The job's steps, one at a time, from the blocks the engine hands over."""
         assert self.job is not None
         while (item := await self.job.sink.get()) is not FINISHED:
             if isinstance(item, JobFailed):
                 raise BadRequest(400 if item.bad_input else 500, item.message)
-            yield item
-            if all(one.finish_reason is not None for one in self.answers):
-                self.job.cancelled = True
-                return
+            for step in item.steps():
+                yield step
+                if all(one.finish_reason is not None for one in self.answers):
+                    self.job.cancelled = True
+                    return
 
     def apply(self, step: GeneratedStep) -> list[str]:
         """Feed one step to every prompt; the text each can show now."""

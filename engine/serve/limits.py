@@ -30,7 +30,8 @@ class Limits:
     queue: int = 512
     """Requests one model's engine holds, waiting or running; past it a request gets 503."""
     batch_wait_s: float = 0.002
-    """How long the first request of a batch waits for others to join it."""
+    """How long the first request of a batch waits for others to join it, when the last batch held more than
+    one request (under load); a request arriving alone runs at once."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:

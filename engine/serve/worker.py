@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import PxglError
-from ..generation import GeneratedStep, Sampling
+from ..generation import Sampling
 from ..loading import Runnable, plan
 from .limits import Limits
 
@@ -46,14 +47,28 @@ class JobFailed:
 
 
 class Sink:
-    """Results of a job, put by the engine's thread, awaited on the event loop of the request."""
+    """Results of a job, put by the engine's thread, awaited on the event loop of the request. Items put
+    while the loop has not yet taken the earlier ones travel together: one wakeup of the loop (a write to
+    its self-pipe) per burst, not per step of every request of a batch."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
 
     def put(self, item: Any) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        with self._lock:
+            self._pending.append(item)
+            first = len(self._pending) == 1
+        if first:
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._pending = self._pending, []
+        for item in items:
+            self._queue.put_nowait(item)
 
     async def get(self) -> Any:
         return await self._queue.get()
@@ -87,6 +102,7 @@ class Engines:
     @staticmethod
     def build(runnable: Runnable, device: int | None) -> "Engines":
         main = Engine(runnable, device=device)
+        main.gpu.spin_polls = 0  # a spinning wait would keep taking the GIL the event loop needs
         if main.executor_name == PASSES:
             return Engines(main, main)
         try:
@@ -143,6 +159,8 @@ class EngineWorker:
         self._device = device
         self._queue: queue.Queue[Any] = queue.Queue()
         self._held: deque[Job] = deque()
+        self._last_batch = 0
+        """Requests of the batch before: more than one means load, worth a batch wait."""
         self._admitted = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -207,7 +225,8 @@ class EngineWorker:
                 self._held.remove(job)
                 batch.append(job)
                 room -= job.size
-        deadline = time.monotonic() + self.limits.batch_wait_s
+        # a batch waits for company only under load: a lone client's request would wait for nobody
+        deadline = time.monotonic() + (self.limits.batch_wait_s if self._last_batch > 1 else 0.0)
         while room > 0:
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -220,6 +239,7 @@ class EngineWorker:
                 self._held.append(job)
                 if job is STOP:
                     break
+        self._last_batch = len(batch)
         return batch
 
     def _run_batch(self, engines: Engines, batch: list[Job]) -> None:
@@ -248,15 +268,16 @@ class EngineWorker:
 
 def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
     """One GPU generation for every job's prompts: the longest max_tokens runs and each job gets its rows of
-    each step until its own max_tokens; the GPU work stops once no job wants more. A prompt's draw row is
-    its index in its own request (docs/FORMATS.md §11), so a request answers the same alone or batched."""
+    each block of steps (a Generation) until its own max_tokens; the GPU work stops once no job wants more. A
+    prompt's draw row is its index in its own request (docs/FORMATS.md §11), so a request answers the same
+    alone or batched."""
     jobs = [job for job in jobs if not job.cancelled]  # their clients left while they waited
     if not jobs:
         return
     rows = [row for job in jobs for row in job.rows]
     draw_rows = [index for job in jobs for index in range(len(job.rows))]
     starts = np.cumsum([0] + [len(job.rows) for job in jobs])
-    steps = engine.stream(
+    blocks = engine.stream_blocks(
         rows,
         max(job.max_tokens for job in jobs),
         jobs[0].sampling,
@@ -264,27 +285,15 @@ def run_generation(engine: Engine, jobs: list[GenerateJob]) -> None:
         draw_rows=draw_rows,
     )
     wanting = list(zip(jobs, starts[:-1], starts[1:], strict=True))
-    try:
-        for generated in steps:
+    with closing(blocks):
+        for block in blocks:
             still = []
             for job, start, end in wanting:
                 if job.cancelled:
                     continue
-                k = job.top_logprobs
-                job.sink.put(
-                    GeneratedStep(
-                        generated.step,
-                        generated.tokens[start:end],
-                        generated.confidences[start:end],
-                        generated.logprobs[start:end],
-                        generated.top_ids[start:end, :k],
-                        generated.top_logprobs[start:end, :k],
-                    )
-                )
-                if generated.step + 1 < job.max_tokens:
+                job.sink.put(block.part(slice(start, end), job.max_tokens - block.first, job.top_logprobs))
+                if block.first + block.tokens.shape[1] < job.max_tokens:
                     still.append((job, start, end))
             wanting = still
             if not wanting:
                 break
-    finally:
-        steps.close()
