@@ -49,6 +49,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--modes", default=",".join(MODES), help=f"which servers, of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH["batched"], help="the batched server's --max-batch")
+    parser.add_argument("--batch-wait-ms", type=float, default=None, help="the GPU servers' --batch-wait-ms")
     parser.add_argument("--ceiling-server", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -110,7 +112,10 @@ def start_server(mode: str, args: argparse.Namespace) -> tuple[str, subprocess.P
             "0",
             *(["-x", args.executor] if args.executor else []),
         ]
-        command += ["--max-batch", str(MAX_BATCH[mode]), "--queue", "4096", *(["-m", args.model] if args.model else [])]
+        max_batch = args.max_batch if mode == "batched" else MAX_BATCH[mode]
+        command += ["--max-batch", str(max_batch), "--queue", "4096", *(["-m", args.model] if args.model else [])]
+        if args.batch_wait_ms is not None:
+            command += ["--batch-wait-ms", str(args.batch_wait_ms)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     found = re.search(r"listening on (http://\S+)", line)
@@ -213,7 +218,9 @@ def markdown(results: dict) -> str:
         "",
         f"Model `{results['model']}`, executor `{results['executor']}`, greedy completions of `max_tokens` "
         f"{results['max_tokens']}, {PROMPTS} distinct prompts, {results['client_processes']} client process(es) "
-        f"on {results['host']}. Every GPU answer checked against the engine's own generation.",
+        f"on {results['host']}; the batched server's `--max-batch` {results.get('batched_max_batch', 256)}, "
+        f"`--batch-wait-ms` {results.get('batch_wait_ms') or 'its default'}. Every GPU answer checked against "
+        "the engine's own generation.",
         "",
         "| server | clients | requests | requests/s | p50 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -259,6 +266,8 @@ def main() -> None:
         "executor": args.executor or "auto",
         "max_tokens": args.max_tokens,
         "client_processes": args.client_processes,
+        "batched_max_batch": args.max_batch,
+        "batch_wait_ms": args.batch_wait_ms,
         "modes": {},
     }
     for mode in modes:

@@ -28,8 +28,10 @@ MAX_PIXEL_FILE_BYTES = 256 * MiB
 MAX_JSON_DEPTH = 64
 MAX_JSON_INT_DIGITS = 64
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-OPENERS = np.array([ord("["), ord("{")], dtype=np.uint8)
-CLOSERS = np.array([ord("]"), ord("}")], dtype=np.uint8)
+BRACKET_STEPS = np.zeros(256, np.int64)
+BRACKET_STEPS[[ord("["), ord("{")]] = 1
+BRACKET_STEPS[[ord("]"), ord("}")]] = -1
+"""How each byte changes the nesting depth: one table lookup a byte (np.isin cost 0.1 ms a server request)."""
 FILE_TYPES = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISCHR, "a character device"),
@@ -97,8 +99,7 @@ def json_depth(text: str) -> int:
     """The deepest nesting of arrays and objects in JSON text, brackets inside strings not counted."""
     outside_strings = JSON_STRING.sub(b'""', text.encode("utf-8", "surrogatepass"))
     codes = np.frombuffer(outside_strings, dtype=np.uint8)
-    steps = np.isin(codes, OPENERS).astype(np.int64) - np.isin(codes, CLOSERS)
-    return int(np.cumsum(steps).max(initial=0))
+    return int(np.cumsum(BRACKET_STEPS[codes]).max(initial=0))
 
 
 def parse_json(text: str, where: str) -> Any:

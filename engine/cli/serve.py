@@ -31,8 +31,9 @@ def serve(
     queue: Annotated[int, typer.Option("--queue", help="Requests a model holds at once (≥ 64); past it, 503.")] = 512,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a completion may ask.")] = 1024,
     batch_wait_ms: Annotated[
-        float, typer.Option("--batch-wait-ms", help="How long a batch waits for more requests to join it.")
-    ] = 2.0,
+        float | None,
+        typer.Option("--batch-wait-ms", help="Under load, how long a batch waits for more requests to join it (0.5)."),
+    ] = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
 ) -> None:
@@ -49,7 +50,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise PxglError(f"--port must lie in 0..65535, got {port}")
-    limits = Limits(max_batch=max_batch, queue=queue, max_tokens=max_tokens, batch_wait_s=batch_wait_ms / 1000)
+    waits = {} if batch_wait_ms is None else {"batch_wait_s": batch_wait_ms / 1000}
+    limits = Limits(max_batch=max_batch, queue=queue, max_tokens=max_tokens, **waits)
     api_key = os.environ.get(API_KEY_VARIABLE) or None
     runnables = [open_model(name, executor) for name in (model or [None])]
     serve(

@@ -29,9 +29,10 @@ class Limits:
     """Prompts in one GPU batch (1: every request runs alone)."""
     queue: int = 512
     """Requests one model's engine holds, waiting or running; past it a request gets 503."""
-    batch_wait_s: float = 0.002
+    batch_wait_s: float = 0.0005
     """How long the first request of a batch waits for others to join it, when the last batch held more than
-    one request (under load); a request arriving alone runs at once."""
+    one request (under load); a request arriving alone runs at once. Under load, requests gather while the
+    GPU runs the batch before: on the H200, 256 clients got 1,723 requests/s with 0.5 ms, 1,188 with 2."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
