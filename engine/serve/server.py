@@ -3,6 +3,7 @@ busy port is one PxglError), Uvicorn until SIGTERM or Ctrl-C, which first drains
 
 import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from ..loading import Runnable
 from .app import Mounted, create_app
 from .limits import Limits
 from .worker import EngineWorker
+
+GIL_SWITCH_S = 0.001
+"""The interpreter's thread switch interval while serving (Python's default is 5 ms): an engine thread wanting
+the GIL back from a busy event loop (after each fence, for each new batch) waits up to this long."""
 
 
 def model_name(runnable: Runnable) -> str:
@@ -81,9 +86,12 @@ def serve(
         # Uvicorn re-raises the signal that stopped it once it has drained; by then the work is done, so the
         # engines close below and the process ends with status 0.
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         try:
             server.run(sockets=[listener])
         finally:
+            sys.setswitchinterval(switch)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
