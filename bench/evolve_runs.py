@@ -73,6 +73,7 @@ def summarise(run: Path) -> dict:
         "budget": settings["budget"],
         "candidates": sum(1 for r in records if r.get("kind") == "candidate"),
         "best_selection_bits_per_byte": min(map(selection_loss, screened), default=None),
+        "screening_steps": sum(r["cost"]["steps"] for r in screened),
     }
     if promotion:
         record |= {
@@ -86,28 +87,62 @@ def summarise(run: Path) -> dict:
     return record
 
 
+def comparison_runs(args) -> list[tuple[str, int, Path]]:
+    """(proposer, seed, folder) of every comparison run."""
+    return [(p, seed, args.out / f"{p}-seed{seed}") for seed in range(args.seeds) for p in PROPOSERS]
+
+
+def comparison_folders(args) -> list[Path]:
+    return [folder for _, _, folder in comparison_runs(args)]
+
+
 def comparison(args, began: float) -> dict:
     """Evolution against random from pixellm_v0, --seeds seeds each, side by side."""
-    runs = [(proposer, seed) for seed in range(args.seeds) for proposer in PROPOSERS]
-    workers = max(1, args.cores // len(runs))
-    folders = [args.out / f"{proposer}-seed{seed}" for proposer, seed in runs]
+    folders = comparison_folders(args)
+    workers = max(1, args.cores // len(folders))
     commands = [
         evolve_command(folder, "pixellm_v0", proposer, seed, args.budget, workers, args, args.max_time)
         + COMPARISON_LIMITS
-        for folder, (proposer, seed) in zip(folders, runs, strict=True)
+        for proposer, seed, folder in comparison_runs(args)
     ]
     statuses = run_all(commands, [folder.with_suffix(".log") for folder in folders])
-    comparison_seconds = time.monotonic() - began
-    summary: dict = {"workers_per_run": workers, "comparison_seconds": round(comparison_seconds)}
-    summary["runs"] = [
-        summarise(folder) | {"exit_status": status} for folder, status in zip(folders, statuses, strict=True)
-    ]
+    summary: dict = {"workers_per_run": workers, "comparison_seconds": round(time.monotonic() - began)}
+    return summary | compare(args.out, folders, statuses)
+
+
+def best_within(records: list[dict], steps: int) -> float | None:
+    """The best selection score among the screened candidates a run finished within its first `steps`
+    screening steps (candidates in id order, as proposed)."""
+    spent, best = 0, None
+    for record in scored(records):
+        spent += record["cost"]["steps"]
+        if spent > steps:
+            break
+        best = selection_loss(record) if best is None else min(best, selection_loss(record))
+    return best
+
+
+def compare(out: Path, folders: list[Path], statuses: list[int | None]) -> dict:
+    """Each run's summary, each proposer's median best score, and the same at equal steps: a --max-time cap
+    ends screening early, and the random proposer's costlier candidates spend fewer steps in the same
+    time, so the medians are also taken over the first steps every run spent."""
+    summary: dict = {"runs": [summarise(f) | {"exit_status": s} for f, s in zip(folders, statuses, strict=True)]}
+    equal = min(r["screening_steps"] for r in summary["runs"])
+    summary["equal_screening_steps"] = equal
     for proposer in PROPOSERS:
-        best = [r["best_selection_bits_per_byte"] for r in summary["runs"] if r["proposer"] == proposer]
-        summary[f"median_best_{proposer}"] = statistics.median(b for b in best if b is not None)
+        runs = [(f, r) for f, r in zip(folders, summary["runs"], strict=True) if r["proposer"] == proposer]
+        summary[f"median_best_{proposer}"] = statistics.median(
+            r["best_selection_bits_per_byte"] for _, r in runs if r["best_selection_bits_per_byte"] is not None
+        )
+        summary[f"median_best_{proposer}_at_equal_steps"] = statistics.median(
+            b for f, _ in runs if (b := best_within(RunDir(f).read(LINEAGE), equal)) is not None
+        )
     summary["evolution_beats_random"] = summary["median_best_evolution"] < summary["median_best_random"]
+    summary["evolution_beats_random_at_equal_steps"] = (
+        summary["median_best_evolution_at_equal_steps"] < summary["median_best_random_at_equal_steps"]
+    )
     curves = [(folder.name, RunDir(folder).read(LINEAGE)) for folder in folders]
-    (args.out / "comparison.png").write_bytes(png(draw_curves(curves)))
+    (out / "comparison.png").write_bytes(png(draw_curves(curves)))
     return summary
 
 
@@ -125,7 +160,15 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also the run from pixellm_v1")
     parser.add_argument("--large-only", action="store_true", help="only the run from pixellm_v1")
     parser.add_argument("--large-time", default=None, help="the --large run's wall-clock cap (default --max-time)")
+    parser.add_argument("--summarise", action="store_true", help="only rewrite the comparison's summary in --out")
     args = parser.parse_args()
+    if args.summarise:
+        previous = json.loads((args.out / "summary.json").read_text())
+        statuses = [r.get("exit_status") for r in previous.get("runs", [])] or [None] * (2 * args.seeds)
+        summary = previous | compare(args.out, comparison_folders(args), statuses)
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+        return
     args.out.mkdir(parents=True, exist_ok=False)
     began = time.monotonic()
 
