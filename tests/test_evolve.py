@@ -2,6 +2,7 @@
 --resume, an external proposer's garbage, the Ray runner, and bad input. Every run's seed is fresh (or
 PXGL_TEST_SEED) and named in each assertion."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -117,12 +118,38 @@ def test_a_short_run_trains_packs_scores_and_promotes_only_a_winner(finished, st
     assert (finished / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.parametrize(
-    ("mark", "count"), [(b'"stage":"screen"', 2), (b'"kind":"screening-end"', 1)], ids=["screening", "finals"]
+    ("mark", "count", "whole_group"),
+    [(b'"stage":"screen"', 2, True), (b'"kind":"screening-end"', 1, True), (b'"stage":"screen"', 1, False)],
+    ids=["screening", "finals", "screening-parent-only"],
 )
 def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(
-    mark, count, finished, corpus, start, run_seed, tmp_path
+    mark, count, whole_group, finished, corpus, start, run_seed, tmp_path
 ):
+    """Killed with its whole process group, or only the run itself (as an OOM killer does): in both its
+    workers end with it (none goes on writing into the folder), and --resume gives the uninterrupted
+    lineage."""
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "pxgl.cli", "evolve", "--out", str(run), *run_args(corpus, start, run_seed)]
     process = subprocess.Popen(
@@ -135,9 +162,21 @@ def test_sigkill_mid_candidate_then_resume_gives_the_same_lineage(
             break
         time.sleep(0.05)
     assert process.poll() is None, (run_seed, "the run ended before it could be killed", process.stderr.read())
-    os.killpg(process.pid, signal.SIGKILL)
+    workers = children(process.pid)
+    assert workers, run_seed
+    if whole_group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
     process.wait()
     process.stderr.close()
+    deadline = time.monotonic() + 30
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid in workers if alive(pid)]
+    with contextlib.suppress(ProcessLookupError):  # whatever is left, so the test leaves nothing running
+        os.killpg(process.pid, signal.SIGKILL)
+    assert not survivors, (run_seed, f"workers {survivors} outlived the killed run")
     killed_at = len(RunDir(run).read(LINEAGE))
     done = pxgl("evolve", "--resume", str(run), "--workers", "1", cwd=tmp_path)
     assert done.returncode == 0, (run_seed, done.stderr)

@@ -5,8 +5,11 @@ order workers finish in changes nothing.
     LocalRunner  worker processes on this machine (spawned: no GL or BLAS state is inherited)
     RayRunner    Ray tasks, one CPU each, on a local Ray or a cluster (`pip install 'pxgl[ray]'`)"""
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -23,12 +26,30 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker does not outlive the run that started it, however that run ended
+    (SIGKILL included), so no orphan goes on writing a candidate's files into a folder a --resume is
+    filling again. Linux's parent-death signal; elsewhere workers end when they next find the pool gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the run died before the signal was armed
+        os._exit(1)
+
+
 class LocalRunner:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         # spawned workers read their environment when they start, before numpy loads
         os.environ.update(BLAS_ENV)
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         futures = {self._pool.submit(run_candidate, task): index for index, task in enumerate(tasks)}
