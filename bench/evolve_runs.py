@@ -114,7 +114,7 @@ def best_within(records: list[dict], steps: int) -> float | None:
     """The best selection score among the screened candidates a run finished within its first `steps`
     screening steps (candidates in id order, as proposed)."""
     spent, best = 0, None
-    for record in scored(records):
+    for record in sorted(scored(records), key=lambda r: r["id"]):
         spent += record["cost"]["steps"]
         if spent > steps:
             break
@@ -122,28 +122,39 @@ def best_within(records: list[dict], steps: int) -> float | None:
     return best
 
 
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median of the runs that scored a candidate; None when none did."""
+    scored_values = [v for v in values if v is not None]
+    return statistics.median(scored_values) if scored_values else None
+
+
 def compare(out: Path, folders: list[Path], statuses: list[int | None]) -> dict:
     """Each run's summary, each proposer's median best score, and the same at equal steps: a --max-time cap
     ends screening early, and the random proposer's costlier candidates spend fewer steps in the same
     time, so the medians are also taken over the first steps every run spent."""
     summary: dict = {"runs": [summarise(f) | {"exit_status": s} for f, s in zip(folders, statuses, strict=True)]}
-    equal = min(r["screening_steps"] for r in summary["runs"])
+    equal = min((r["screening_steps"] for r in summary["runs"] if r["screening_steps"]), default=0)
     summary["equal_screening_steps"] = equal
     for proposer in PROPOSERS:
         runs = [(f, r) for f, r in zip(folders, summary["runs"], strict=True) if r["proposer"] == proposer]
-        summary[f"median_best_{proposer}"] = statistics.median(
-            r["best_selection_bits_per_byte"] for _, r in runs if r["best_selection_bits_per_byte"] is not None
-        )
-        summary[f"median_best_{proposer}_at_equal_steps"] = statistics.median(
-            b for f, _ in runs if (b := best_within(RunDir(f).read(LINEAGE), equal)) is not None
-        )
-    summary["evolution_beats_random"] = summary["median_best_evolution"] < summary["median_best_random"]
-    summary["evolution_beats_random_at_equal_steps"] = (
-        summary["median_best_evolution_at_equal_steps"] < summary["median_best_random_at_equal_steps"]
-    )
+        best = [r["best_selection_bits_per_byte"] for _, r in runs]
+        at_equal = [best_within(RunDir(f).read(LINEAGE), equal) for f, _ in runs]
+        summary[f"median_best_{proposer}"] = median_or_none(best)
+        summary[f"median_best_{proposer}_at_equal_steps"] = median_or_none(at_equal)
+    for suffix in ("", "_at_equal_steps"):
+        evolution, random = summary[f"median_best_evolution{suffix}"], summary[f"median_best_random{suffix}"]
+        beats = None if evolution is None or random is None else evolution < random
+        summary[f"evolution_beats_random{suffix}"] = beats
     curves = [(folder.name, RunDir(folder).read(LINEAGE)) for folder in folders]
     (out / "comparison.png").write_bytes(png(draw_curves(curves)))
     return summary
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """summary.json, whole or not at all (written beside, then renamed over)."""
+    partial = out / "summary.json.partial"
+    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    partial.replace(out / "summary.json")
 
 
 def main() -> None:
@@ -164,9 +175,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.summarise:
         previous = json.loads((args.out / "summary.json").read_text())
-        statuses = [r.get("exit_status") for r in previous.get("runs", [])] or [None] * (2 * args.seeds)
-        summary = previous | compare(args.out, comparison_folders(args), statuses)
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        runs = previous["runs"]
+        summary = previous | compare(args.out, [args.out / r["run"] for r in runs], [r["exit_status"] for r in runs])
+        write_summary(args.out, summary)
         print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
         return
     args.out.mkdir(parents=True, exist_ok=False)
@@ -183,7 +194,7 @@ def main() -> None:
         (status,) = run_all([command], [folder.with_suffix(".log")])
         summary["large"] = summarise(folder) | {"exit_status": status}
     summary["seconds"] = round(time.monotonic() - began)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(args.out, summary)
     print(json.dumps(summary, indent=2))
 
 

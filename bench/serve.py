@@ -219,7 +219,8 @@ def markdown(results: dict) -> str:
         f"Model `{results['model']}`, executor `{results['executor']}`, greedy completions of `max_tokens` "
         f"{results['max_tokens']}, {PROMPTS} distinct prompts, {results['client_processes']} client process(es) "
         f"on {results['host']}; the batched server's `--max-batch` {results.get('batched_max_batch', 256)}, "
-        f"`--batch-wait-ms` {results.get('batch_wait_ms') or 'its default'}. Every GPU answer checked against "
+        f"`--batch-wait-ms` {'its default' if results.get('batch_wait_ms') is None else results['batch_wait_ms']}. "
+        "Every GPU answer checked against "
         "the engine's own generation.",
         "",
         "| server | clients | requests | requests/s | p50 ms | p99 ms |",

@@ -277,7 +277,7 @@ class Engine:
         top_logprobs: int,
         draw_rows: Sequence[int] | None,
         streaming: bool,
-    ) -> Generator[GeneratedStep, None, None]:
+    ) -> Generator[Generation, None, None]:
         self._check_thread()
         check_steps(steps)
         check_top_logprobs(top_logprobs)

@@ -33,7 +33,18 @@ const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidde
 #define COLUMN_SUBGROUPS 0
 #endif
 
+#if COLUMN_SUBGROUPS && SPLIT != 1
+#error "subgroup merges finish the prompt in one work group: SPLIT must be 1"
+#endif
+
 #if COLUMN_SUBGROUPS
+// The subgroups this kernel was compiled for: SUBGROUP_SIZE lanes, every subgroup full. GL promises
+// neither (a driver may run another width or leave a subgroup part empty); where they do not hold, no
+// step's word is written, and the host reports the GPU's unwritten token instead of a wrong one.
+bool subgroups_as_compiled() {
+    return gl_SubgroupSize == uint(SUBGROUP_SIZE) && gl_NumSubgroups * gl_SubgroupSize == uint(SMALL_THREADS);
+}
+
 // The thread's place in subgroup order (subgroups of consecutive invocations are not promised by GL).
 int column_order(int t) { return int(gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID); }
 int column_lane(int t) { return column_order(t) / HIDDEN_SPLIT; }
@@ -185,7 +196,8 @@ void forward() {
         vec4 own = gl_SubgroupInvocationID < gl_NumSubgroups ? states[gl_SubgroupInvocationID]
                                                              : packed_state(NO_LOGIT, 0.0, VOCAB, NO_LOGIT);
         vec4 all = merged_in_subgroup(own.x, own.y, floatBitsToInt(own.z), own.w, SUBGROUP_SIZE);
-        if (gl_SubgroupInvocationID == 0u) finish(p, staged_valid[0], floatBitsToInt(all.z), all.x, all.y, all.w);
+        if (gl_SubgroupInvocationID == 0u && subgroups_as_compiled())
+            finish(p, staged_valid[0], floatBitsToInt(all.z), all.x, all.y, all.w);
     }
 #else
         partial_sums[t] = acc;

@@ -345,26 +345,32 @@ def test_viz_draws_a_band_per_step_boxing_the_oracles_top_token(tmp_path, rng, s
         assert top == tokens[step], f"step {step}: greedy chose {tokens[step]}, oracle {top} (seed {seed})"
 
 
-@pytest.mark.parametrize("subgroups", [True, False], ids=["subgroups-if-any", "shared-memory"])
 @pytest.mark.parametrize("name", ["pixellm_v0", "pixellm_v1"])
-def test_bundled_models_generate_the_oracles_tokens_on_fused(gpu, rng, seed, name, subgroups):
+def test_bundled_models_generate_the_oracles_tokens_on_fused(gpu, rng, seed, name):
     """v0's shape takes the one-prompt path that keeps its output weights in registers; v1's does not. Where
-    it does and the GPU has subgroup shuffles (NVIDIA; not llvmpipe) the one-prompt group merges through
-    them, unless told not to: both paths replay the oracle."""
+    it does and the GPU has subgroup shuffles that fit (NVIDIA; not llvmpipe) the one-prompt group merges
+    through them: then the shared-memory path runs too, and both replay the oracle, streamed across chunk
+    boundaries as well as generated at once."""
     from pxgl.executors.fused import FusedConfig
-    from pxgl.executors.fused_generation import small_program_shape
+    from pxgl.executors.fused_generation import small_program_shape, subgroups_fit
 
     path = Path(__file__).resolve().parents[1] / "assets" / f"{name}.pxi"
     model = load_model(path)
     rows = [list(map(int, rng.integers(0, model.spec.vocab_size, int(rng.integers(1, 20))))) for _ in range(3)]
-    with Engine(model, gpu=gpu, executor="fused", tuning=FusedConfig(subgroups=subgroups)) as engine:
-        _, constants, _ = small_program_shape(engine.executor)
-        cached = constants.int("OUT_CACHED")
-        assert cached == (name == "pixellm_v0"), f"{name}: OUT_CACHED {cached}"
-        expected = gpu.limits.subgroup_size if subgroups and cached else 0
-        assert constants.int("SUBGROUP_SIZE") == expected, f"{gpu.renderer}: subgroups {gpu.limits.subgroup_size}"
-        alone = engine.generate(rows[:1], 10)
-        together = engine.generate(rows, 10)
-    assert np.array_equal(alone.tokens[0], together.tokens[0])
-    compared = assert_replays(params_at(path), rows, together.tokens, together.logprobs, {}, f"{name}, seed {seed}")
-    assert compared >= 10, f"seed {seed}: only {compared} tokens compared"
+    for subgroups in (True, False) if gpu.limits.subgroup_size else (True,):
+        with Engine(model, gpu=gpu, executor="fused", tuning=FusedConfig(subgroups=subgroups)) as engine:
+            _, constants, threads = small_program_shape(engine.executor)
+            cached = constants.int("OUT_CACHED")
+            assert cached == (name == "pixellm_v0"), f"{name}: OUT_CACHED {cached}"
+            size = gpu.limits.subgroup_size if subgroups else 0
+            fits = subgroups_fit(size, threads, constants.int("COLUMN_THREADS"))
+            expected = size if fits and cached else 0
+            assert constants.int("SUBGROUP_SIZE") == expected, f"{gpu.renderer}: subgroups {size}"
+            alone = engine.generate(rows[:1], 10)
+            streamed = np.array([step.tokens[0] for step in engine.stream(rows[:1], 10)])
+            together = engine.generate(rows, 10)
+        what = f"{name}, subgroups {subgroups}, seed {seed}"
+        assert np.array_equal(streamed, alone.tokens[0]), what
+        assert np.array_equal(alone.tokens[0], together.tokens[0]), what
+        compared = assert_replays(params_at(path), rows, together.tokens, together.logprobs, {}, what)
+        assert compared >= 10, f"{what}: only {compared} tokens compared"

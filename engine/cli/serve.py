@@ -32,7 +32,10 @@ def serve(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a completion may ask.")] = 1024,
     batch_wait_ms: Annotated[
         float | None,
-        typer.Option("--batch-wait-ms", help="Under load, how long a batch waits for more requests to join it (0.5)."),
+        typer.Option(
+            "--batch-wait-ms",
+            help="Under load, how long a batch waits for more requests to join it (default: FORMATS §12's).",
+        ),
     ] = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,

@@ -457,7 +457,7 @@ class FusedExecutor:
             **scores,
         )
         self.gpu.mapped_read_barrier()
-        if self.config.sync == "fence" or scoring:
+        if self.config.sync == "fence" or scoring or not self.gpu.spin_polls:
             self.gpu.wait_for_gpu()
             return
         self.gpu.flush()

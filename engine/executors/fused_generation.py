@@ -37,6 +37,13 @@ GENERATE_THREADS = 1024
 group's latency, so it gets more threads than a prediction's slice."""
 
 
+def subgroups_fit(size: int, threads: int, column_threads: int) -> bool:
+    """Subgroups of `size` can merge a group of `threads` whose columns have `column_threads` threads each:
+    a column's threads within one subgroup, and one subgroup enough to merge every subgroup's state."""
+    hidden_split = threads // column_threads
+    return size > 0 and threads % size == 0 and hidden_split <= size and threads // size <= min(size, column_threads)
+
+
 def one_group_constants(executor: FusedExecutor, threads: int) -> Constants:
     """fused_small's constants with the whole vocabulary in one work group of `threads` threads; SUBGROUP_SIZE
     is the GPU's where its shuffles can merge the group (a column's threads within one subgroup, one subgroup
@@ -48,9 +55,8 @@ def one_group_constants(executor: FusedExecutor, threads: int) -> Constants:
     hidden_split = threads // column_threads
     part_rows = ceil_div(executor.spec.hidden[-1], hidden_split)
     size = executor.gpu.limits.subgroup_size if executor.config.subgroups else 0
-    subgroups = threads // size if size else 0
     cached = column_threads >= columns4 and part_rows <= OUT_CACHE_ROWS
-    fits = size > 0 and threads % size == 0 and hidden_split <= size and subgroups <= min(size, column_threads)
+    fits = subgroups_fit(size, threads, column_threads)
     return small_constants(executor.constants, IDS) | {
         "GENERATE": 1,
         "SPLIT": 1,

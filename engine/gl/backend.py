@@ -16,7 +16,7 @@ import moderngl
 import numpy as np
 
 from ..errors import PxglError
-from ..kernel import Image, Kernel, Sampler, Storage
+from ..kernel import SUBGROUP_EXTENSIONS, Image, Kernel, Sampler, Storage
 from .egl_devices import egl_device_index
 from .raw import (
     GL_BUFFER_UPDATE_BARRIER_BIT,
@@ -42,10 +42,7 @@ IMAGE_FORMATS = {"r32f": 0x822E, "rgba8ui": 0x8D7C}
 """GL enums of the image formats kernels declare; binding with an explicit format matters: without it Mesa
 stored 255 everywhere in an rgba8 image."""
 
-GL_EXTENSION_OF = {
-    "GL_KHR_shader_subgroup_basic": "GL_KHR_shader_subgroup",
-    "GL_KHR_shader_subgroup_shuffle": "GL_KHR_shader_subgroup",
-}
+GL_EXTENSION_OF = dict.fromkeys(SUBGROUP_EXTENSIONS, "GL_KHR_shader_subgroup")
 """The GL extension a GLSL extension comes with, where their names differ (one GL extension, GL_KHR_shader_subgroup,
 brings GLSL's GL_KHR_shader_subgroup_* family; which of them work is a query, Limits.subgroup_size)."""
 
@@ -67,7 +64,7 @@ class Limits:
     """A storage buffer bound at an offset must start at a multiple of this."""
     subgroup_size: int = 0
     """Invocations of a subgroup where compute shaders have GL_KHR_shader_subgroup's basic and shuffle
-    operations (SUBGROUP_KERNEL_EXTENSIONS), else 0."""
+    operations (engine/kernel.py's SUBGROUP_EXTENSIONS) and it is a power of two, else 0."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,8 @@ class GLBackend:
         compute = self._gl.integer(GL_SUBGROUP_SUPPORTED_STAGES_KHR) & GL_COMPUTE_SHADER_BIT
         if not compute or self._gl.integer(GL_SUBGROUP_SUPPORTED_FEATURES_KHR) & features != features:
             return 0
-        return self._gl.integer(GL_SUBGROUP_SIZE_KHR)
+        size = self._gl.integer(GL_SUBGROUP_SIZE_KHR)
+        return size if size > 0 and size & (size - 1) == 0 else 0  # the merges shuffle by XOR
 
     def release(self) -> None:
         """Free the context and everything in it; the backend is unusable afterwards."""
@@ -337,7 +335,7 @@ class GLBackend:
 
     def wait_for_gpu(self) -> None:
         """Block until every command issued so far has finished: a fence, polled (no glFinish)."""
-        self._gl.wait_fence(self._gl.fence())
+        self.wait(self.fence())
 
     def fence(self) -> int:
         """A fence behind the commands issued so far; `wait` on it exactly once (that frees it)."""

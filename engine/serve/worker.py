@@ -207,9 +207,11 @@ class EngineWorker:
         try:
             warm_up(engines, self.limits.max_batch)
         except BaseException as e:
-            engines.close()
             self._start_error = e
-            self._ready.set()
+            try:
+                engines.close()
+            finally:
+                self._ready.set()
             return
         self.executor_name = engines.main.executor_name
         self._ready.set()
