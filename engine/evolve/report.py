@@ -5,6 +5,7 @@ index.html, self-contained (images inlined, no script), drawn with engine/visual
 import html
 import io
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ class Plot:
             y = self.y0 + (self.y1 - self.y0) * i / 4
             _, py = self.at(self.x0, y)
             self.draw.line([(left, py), (self.box[2], py)], fill=GRID)
-            self.draw.text((4, py - 7), f"{y:.3f}", fill=DIM, font=font(11))
+            digits = max(3, 1 - math.floor(math.log10(max(self.y1 - self.y0, 1e-9) / 4)))  # ticks that differ
+            self.draw.text((4, py - 7), f"{y:.{digits}f}", fill=DIM, font=font(11))
         for i in range(5):
             x = self.x0 + (self.x1 - self.x0) * i / 4
             px, _ = self.at(x, self.y0)
@@ -186,8 +188,8 @@ def summary_lines(settings: dict[str, Any], candidates: list[dict[str, Any]], pr
         *lines,
         f"champion c{promotion['champion']:04d}: {promotion['architecture']}",
         f"held-out {promotion['heldout']['bits_per_byte']:.4f} bits/byte vs the start model's "
-        f"{start['heldout']['bits_per_byte']:.4f} ({start['model'][-40:]}), {gain:+.4f} in the champion's favour; "
-        f"{verdict}",
+        f"{start['heldout']['bits_per_byte']:.4f} ({start['model'][-40:]}), {abs(gain):.4f} in the "
+        f"{'champion' if gain > 0 else 'start model'}'s favour; {verdict}",
     ]
 
 
