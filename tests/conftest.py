@@ -54,3 +54,15 @@ def wheel(tmp_path_factory) -> Path:
     assert build.returncode == 0, build.stderr
     (path,) = out.glob("pxgl-*.whl")
     return path
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """A headless Chromium's path (tests/browser.py installs one where it can); the test is skipped, saying
+    why, only where none can be had."""
+    from tests.browser import ensure_browser
+
+    path, why = ensure_browser()
+    if path is None:
+        pytest.skip(f"no headless browser: {why}")
+    return path

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 
 import httpx
 import numpy as np
-import pytest
 import uvicorn
 from PIL import Image
 from pxgl.loading import open_model
@@ -27,7 +26,7 @@ from pxgl.serve.limits import MIN_QUEUE
 from pxgl.serve.server import bind
 from pxgl.serve.worker import CallJob, Sink
 
-from tests.browser import ensure_browser, visit
+from tests.browser import visit
 from tests.reference import oracle
 from tests.reference.models import params_at
 from tests.test_serve import oracle_continuation, write_models
@@ -66,14 +65,6 @@ def serving(tmp_path, rng, limits: Limits) -> Iterator[tuple[str, Mounted, uvico
             yield url, models[0], server
     finally:
         stop_models(models)
-
-
-@pytest.fixture(scope="session")
-def browser() -> str:
-    path, why = ensure_browser()
-    if path is None:
-        pytest.skip(f"no headless browser: {why}")
-    return path
 
 
 TYPE_AND_WAIT = """(async () => {

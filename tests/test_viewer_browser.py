@@ -8,13 +8,12 @@ machine); the test is skipped, saying why, only where no browser can be had."""
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 from pxgl import visuals
 from pxgl.engine import Engine
 from pxgl.pxi import encode_tokens
 
-from tests.browser import ensure_browser, visit
+from tests.browser import visit
 from tests.models import random_model, random_rows
 
 WINDOW = (1280, 2000)
@@ -33,14 +32,6 @@ PROBE = """(() => {
     text: document.body.innerText,
   };
 })()"""
-
-
-@pytest.fixture(scope="session")
-def browser() -> str:
-    path, why = ensure_browser()
-    if path is None:
-        pytest.skip(f"no headless browser: {why}")
-    return path
 
 
 def test_index_html_shows_images_and_top_k_in_chromium(tmp_path, gpu, rng, seed, browser):
