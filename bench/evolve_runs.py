@@ -33,6 +33,7 @@ from pathlib import Path
 from pxgl.evolve.proposers import scored, selection_loss
 from pxgl.evolve.report import draw_curves, png
 from pxgl.evolve.rundir import LINEAGE, RunDir
+from pxgl.outputs import atomic_write
 
 PROPOSERS = ("evolution", "random")
 
@@ -151,10 +152,9 @@ def compare(out: Path, folders: list[Path], statuses: list[int | None]) -> dict:
 
 
 def write_summary(out: Path, summary: dict) -> None:
-    """summary.json, whole or not at all (written beside, then renamed over)."""
-    partial = out / "summary.json.partial"
-    partial.write_text(json.dumps(summary, indent=2) + "\n")
-    partial.replace(out / "summary.json")
+    """summary.json, whole or not at all."""
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def main() -> None:
