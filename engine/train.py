@@ -43,6 +43,10 @@ DECAYED = ("embed", "attn.query", "attn.key", "attn.value")
 """Weight decay applies to matrices and embeddings, never to biases or position rows."""
 
 
+MAX_SEED = 2**64 - 1
+"""The largest seed (FORMATS §9): far below the 64-digit integers the meta's reader accepts (§0.2)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     out: Path = Path("pixellm.pxi")
@@ -101,7 +105,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight decay must be at least 0"),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be a finite positive number"),
             (self.batch_size >= 1, "batch size must be at least 1"),
-            (self.seed >= 0 and (self.split_seed or 0) >= 0, "seeds must be at least 0"),
+            (all(0 <= seed <= MAX_SEED for seed in (self.seed, self.split_seed or 0)), "seeds must lie in 0..2^64-1"),
             (self.epochs > 0 and (self.steps is None or self.steps >= 1), "train at least one step"),
             (self.eval_every >= 1 and self.patience >= 0, "eval-every must be at least 1, patience at least 0"),
             (0 < self.heldout_fraction < 1 and 0 < self.validation_fraction < 1, "fractions must be in (0, 1)"),
