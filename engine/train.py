@@ -44,7 +44,7 @@ DECAYED = ("embed", "attn.query", "attn.key", "attn.value")
 
 
 MAX_SEED = 2**64 - 1
-"""The largest seed (FORMATS §9): far below the 64-digit integers the meta's reader accepts (§0.2)."""
+"""The largest seed (FORMATS §9): far below the 64-digit integers the meta's reader accepts (§0.1)."""
 
 
 @dataclass(frozen=True)
