@@ -10,6 +10,8 @@ REFUSED_WORD = 0
 POISON_BYTE = 0xEE
 """Fresh outputs hold garbage on purpose, so a pixel a run fails to write cannot pass a check."""
 POISON_WORD = int.from_bytes(bytes([POISON_BYTE]) * 4, "little")
+UNANSWERED_WORD = 1
+"""What the resident kernel answers when it could not compute a prediction (alpha 0, unlike a refusal's word)."""
 MAX_TILE = 16384
 """Prompts per tile of the texture executors (passes, pxvm): T_logits then takes 64 MiB at vocab 1024."""
 
@@ -17,4 +19,5 @@ SHADER_CONSTANTS: dict[str, int] = {
     "TOKEN_MARK": TOKEN_MARK,
     "WRITTEN_ALPHA": WRITTEN_ALPHA,
     "REFUSED_WORD": REFUSED_WORD,
+    "UNANSWERED_WORD": UNANSWERED_WORD,
 }

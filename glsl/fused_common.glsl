@@ -15,6 +15,11 @@
 // LENGTHS[p] prompt ids, then its generated ids (row_len even, so no two rows share a word); each step reads
 // the row's window, writes the chosen id after it, its prediction word to PREDICTIONS[step * n + p] and its
 // log-probability to LOGPROBS[step * n + p]. Rows never wait on other work groups: a group owns its rows.
+// RESIDENT = 1 (fused_small, ids; engine/executors/fused_resident.py) stays running and takes one prompt at a
+// time from MAILBOX, host memory the host writes while the dispatch runs (words at MAILBOX_*): a request's
+// sequence number, then its length and ids each tagged with the number's low 16 bits (so the GPU knows it
+// reads the whole request whatever order the host's stores land in); the answer is the prediction word,
+// then the sequence number acknowledged. The group's thread 0 copies a request into `request` (shared).
 //
 // The prepared weights (docs/FORMATS.md §3, rearranged; every float in float32):
 //   FIRST[(s * VOCAB + v) * HIDDEN0 + j]  the first layer's share of token v at context slot s: embed[v] times
@@ -32,6 +37,9 @@ layout(std430, binding = BINDING_HEAD) readonly restrict buffer Head { float HEA
 layout(std430, binding = BINDING_DENSE) readonly restrict buffer Dense { float DENSE[]; };
 layout(std430, binding = BINDING_BIASES) readonly restrict buffer Biases { float BIASES[]; };
 layout(std430, binding = BINDING_OUT_WEIGHTS) readonly restrict buffer OutWeights { vec4 OUT_W4[]; };
+#if RESIDENT
+layout(std430, binding = BINDING_MAILBOX) coherent volatile restrict buffer Mailbox { uint MAILBOX[]; };
+#else
 #if GENERATE
 layout(std430, binding = BINDING_PROMPTS) coherent restrict buffer Prompts { uint PROMPTS[]; };
 layout(std430, binding = BINDING_LENGTHS) readonly restrict buffer Lengths { uint LENGTHS[]; };
@@ -42,6 +50,7 @@ int gen_step = 0;  // the step being generated
 layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uint PROMPTS[]; };
 #endif
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
+#endif
 #if SCORING
 layout(std430, binding = BINDING_TARGETS) readonly restrict buffer Targets { uint TARGETS[]; };
 #endif
@@ -56,10 +65,18 @@ const int LAYER_DENSE[DEPTH] = int[DEPTH](LAYER_DENSE_AT);
 const int LAYER_BIAS[DEPTH] = int[DEPTH](LAYER_BIAS_AT);
 const int LAYER_RESIDUAL[DEPTH] = int[DEPTH](LAYER_RESIDUALS);  // 1: the layer adds its input
 
+#if RESIDENT
+int prompt_count() { return 1; }
+int prompt_row_len() { return int(request[REQUEST_LENGTH]); }
+int prompt_length(int p, int row_len) { return row_len; }
+uint raw_token(int p, int row_len, int i) { return request[REQUEST_IDS + i]; }
+#else
 int prompt_count() { return int(PROMPTS[0]); }
 int prompt_row_len() { return int(PROMPTS[1]); }
+#endif
 
-#if PROMPTS_AS_PIXELS
+#if RESIDENT  // the request's ids, above
+#elif PROMPTS_AS_PIXELS
 uint prompt_byte(int index) { return (PROMPTS[HEADER_WORDS + index / 4] >> (8 * (index % 4))) & 255u; }
 
 int prompt_length(int p, int row_len) {
@@ -232,6 +249,15 @@ float target_logit(int prompt, int k, float logit) {
 #endif
 }
 
+#if RESIDENT
+// The request's answer, then its sequence number: the host reads the word once it sees the number.
+void answer(uint word) {
+    MAILBOX[MAILBOX_PREDICTION] = word;
+    memoryBarrierBuffer();
+    MAILBOX[MAILBOX_ACK] = request[REQUEST_SEQ];
+}
+#endif
+
 // Write prompt p's prediction word and, when scoring, log p(target) = target - top - log(sum); when
 // generating, the step's word, log p(index) = -log(sum), and the id itself after the row's tokens.
 void finish(int p, bool valid, int index, float top, float sum, float target) {
@@ -251,6 +277,8 @@ void finish(int p, bool valid, int index, float top, float sum, float target) {
     int position = p * prompt_row_len() + length;
     int word = HEADER_WORDS + position / 2, shift = 16 * (position % 2);
     PROMPTS[word] = (PROMPTS[word] & ~(0xFFFFu << shift)) | (uint(index) << shift);
+#elif RESIDENT
+    answer(prediction_word(valid, index, sum));
 #else
     PREDICTIONS[p] = prediction_word(valid, index, sum);
 #if SCORING

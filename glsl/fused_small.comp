@@ -5,25 +5,28 @@
 // threads than columns, the hidden units too, adding their partial sums through shared memory; each
 // column's logit is folded into an online softmax and a tree in shared memory merges the threads. With
 // SPLIT > 1 slices, each group leaves its partial result in Scratch and the last group of the prompt to
-// arrive (an atomic count) merges them.
+// arrive (an atomic count) merges them. RESIDENT: the group loops, taking one prompt at a time from the host
+// until told to stop or idle for IDLE_POLLS polls (engine/executors/fused_resident.py).
 layout(local_size_x = LOCAL_SIZE) in;  // SMALL_THREADS, a power of two
 
 #include "fused_common.glsl"
 layout(std430, binding = BINDING_SCRATCH) coherent restrict buffer Scratch { uint arrivals[SMALL_MAX]; vec4 partials[]; };
-#if GENERATE
-// Generation reads the output weights as their quantized bytes, four columns a word (a quarter of the float
-// traffic: one group streams them every step): w = (q - OUT_WEIGHT_ZERO) * OUT_WEIGHT_SCALE, the scale
-// applied once to the column's sum.
+// Generation and the resident kernel read the output weights as their quantized bytes, four columns a word (a
+// quarter of the float traffic: one group streams them every step): w = (q - OUT_WEIGHT_ZERO) *
+// OUT_WEIGHT_SCALE, the scale applied once to the column's sum.
+#define OUT_BYTES (GENERATE || RESIDENT)
+#if OUT_BYTES
 layout(std430, binding = BINDING_OUT_BYTES) readonly restrict buffer OutBytes { uint OUT_Q[]; };
 #endif
 
-// COLUMN_THREADS (injected): threads along the columns, a power of two <= min(SLICE4, SMALL_THREADS)
+// COLUMN_THREADS (injected): threads along the columns, a power of two <= SMALL_THREADS (below SLICE4: rounds of
+// columns; above it, as the resident kernel may have: lanes past SLICE4 idle)
 const int SLICE4 = VOCAB_PAD / 4 / SPLIT;                // vec4 columns per slice
 const int HIDDEN_SPLIT = SMALL_THREADS / COLUMN_THREADS; // threads sharing one column's hidden units
 const int ROUNDS = (SLICE4 + COLUMN_THREADS - 1) / COLUMN_THREADS;
 const int PART_ROWS = (LAST_HIDDEN + HIDDEN_SPLIT - 1) / HIDDEN_SPLIT;  // hidden rows a thread sums, at most
 
-#if GENERATE
+#if OUT_BYTES
 // SUBGROUP_SIZE > 0 (injected where compute shaders have subgroup shuffles, the kernel enabling them): a
 // column's HIDDEN_SPLIT threads are neighbours in one subgroup and add their partial sums by shuffles, and
 // the softmax states merge by shuffles within each subgroup, then once across subgroups: one barrier where
@@ -59,32 +62,40 @@ int column_lane(int t) { return t % COLUMN_THREADS; }
 int column_part(int t) { return t / COLUMN_THREADS; }
 #endif
 
-#if GENERATE
-#if OUT_CACHED
-// ROUNDS == 1 and few rows a thread (engine/executors/fused_generation.py decides): each thread's output
-// weights and biases stay in registers for every step of the dispatch.
+#if OUT_BYTES && OUT_CACHED
+// ROUNDS == 1 and few rows a thread (engine/executors/fused_generation.py, fused_resident.py decide): each
+// thread's output weights and biases of its slice stay in registers for the whole dispatch.
 uint out_cache[PART_ROWS];
 vec4 out_bias4 = vec4(0.0);
+
+void cache_out_weights(int t) {
+    int lane = column_lane(t), part = column_part(t);
+    int c4 = int(gl_WorkGroupID.x) * SLICE4 + lane;
+    bool working = lane < SLICE4 && part < HIDDEN_SPLIT;
+    for (int i = 0; i < PART_ROWS; i++) {
+        int j = part + i * HIDDEN_SPLIT;
+        out_cache[i] = working && j < LAST_HIDDEN ? OUT_Q[j * (VOCAB_PAD / 4) + c4] : 0u;
+    }
+    for (int r = 0; r < 4; r++) {
+        int k = 4 * c4 + r;
+        out_bias4[r] = working && k < VOCAB ? BIASES[OUT_BIAS_AT + k] : 0.0;
+    }
+}
 #endif
 
+#if GENERATE
 void start_steps() {
     int t = int(gl_LocalInvocationID.x);
     load_own_row(int(gl_WorkGroupID.y), t);
 #if OUT_CACHED
-    int lane = column_lane(t), part = column_part(t);
-    bool working = lane < SLICE4 && part < HIDDEN_SPLIT;
-    for (int i = 0; i < PART_ROWS; i++) {
-        int j = part + i * HIDDEN_SPLIT;
-        out_cache[i] = working && j < LAST_HIDDEN ? OUT_Q[j * (VOCAB_PAD / 4) + lane] : 0u;
-    }
-    for (int r = 0; r < 4; r++) out_bias4[r] = working && 4 * lane + r < VOCAB ? BIASES[OUT_BIAS_AT + 4 * lane + r] : 0.0;
+    cache_out_weights(t);
 #endif
 }
 #endif
 
 // Output bias of column k, the r-th of its vec4 column.
 float column_bias(int r, int k) {
-#if GENERATE && OUT_CACHED
+#if OUT_BYTES && OUT_CACHED
     return out_bias4[r];
 #else
     return BIASES[OUT_BIAS_AT + k];
@@ -163,7 +174,7 @@ void forward() {
         bool working = round * COLUMN_THREADS + lane < SLICE4 && part < HIDDEN_SPLIT;
         vec4 acc = vec4(0.0);
         if (working) {
-#if GENERATE
+#if OUT_BYTES
             for (int i = 0; i < PART_ROWS; i++) {  // a constant trip count: the loads are issued together
                 int j = part + i * HIDDEN_SPLIT;
                 if (j < LAST_HIDDEN) {
@@ -198,6 +209,10 @@ void forward() {
         vec4 all = merged_in_subgroup(own.x, own.y, floatBitsToInt(own.z), own.w, SUBGROUP_SIZE);
         if (gl_SubgroupInvocationID == 0u && subgroups_as_compiled())
             finish(p, staged_valid[0], floatBitsToInt(all.z), all.x, all.y, all.w);
+#if RESIDENT
+        else if (gl_SubgroupInvocationID == 0u)
+            answer(UNANSWERED_WORD);  // never a wrong prediction: the host reports the kernel's failure
+#endif
     }
 #else
         partial_sums[t] = acc;
@@ -236,11 +251,56 @@ void forward() {
     if (t == 0 && last_arrival[0]) {
         top = NO_LOGIT; sum = 0.0; index = VOCAB; target = NO_LOGIT;
         for (int s = 0; s < SPLIT; s++) merge(top, sum, index, target, partials[p * SPLIT + s]);
+        arrivals[p] = 0u;  // before the answer: a resident kernel's next prompt may follow it at once
+        memoryBarrierBuffer();
         finish(p, staged_valid[0], index, top, sum, target);
-        arrivals[p] = 0u;
     }
 #endif
 #endif
 }
 
+#if RESIDENT
+uniform uint served_seq;  // the last request answered before this dispatch: the next one has another number
+uniform uint epoch;       // written to MAILBOX_EXITED when the group leaves
+
+// Thread 0 waits for a request other than `served` and copies its length into `request`; the request's
+// number, or `served` when the wait idled out, the host said stop or the request never arrived whole.
+void take_request(int t, uint served) {
+    if (t == 0) {
+        uint seq = served;
+        for (int poll = 0; poll < IDLE_POLLS && seq == served; poll++) seq = MAILBOX[MAILBOX_SEQ];
+        uint tag = seq & 0xFFFFu, length_word = MAILBOX[MAILBOX_LENGTH];
+        for (int poll = 0; poll < TAG_POLLS && length_word >> 16 != tag; poll++) length_word = MAILBOX[MAILBOX_LENGTH];
+        uint length = length_word & 0xFFFFu;
+        bool whole = seq != STOP_SEQ && length_word >> 16 == tag && length >= 1u && length <= uint(CONTEXT_WINDOW);
+        request[REQUEST_SEQ] = whole ? seq : served;
+        request[REQUEST_LENGTH] = whole ? length : 0u;
+    }
+    barrier();
+    int length = int(request[REQUEST_LENGTH]);
+    if (t < length) {
+        uint tag = request[REQUEST_SEQ] & 0xFFFFu, word = MAILBOX[MAILBOX_IDS + t];
+        for (int poll = 0; poll < TAG_POLLS && word >> 16 != tag; poll++) word = MAILBOX[MAILBOX_IDS + t];
+        request[REQUEST_IDS + t] = word >> 16 == tag ? word & 0xFFFFu : uint(VOCAB);  // a torn id: refused
+    }
+    barrier();
+}
+
+void main() {
+    int t = int(gl_LocalInvocationID.x);
+#if OUT_CACHED
+    cache_out_weights(t);
+#endif
+    for (uint served = served_seq;;) {
+        take_request(t, served);
+        uint seq = request[REQUEST_SEQ];
+        if (seq == served) break;
+        forward();
+        served = seq;
+        barrier();  // every thread is done with this request's shared state before the next is copied in
+    }
+    if (t == 0) MAILBOX[MAILBOX_EXITED] = epoch;
+}
+#else
 MAIN_STEPS(forward)
+#endif

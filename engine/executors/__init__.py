@@ -3,7 +3,8 @@ as cls(gpu, ExecutorInputs, tuning=None) and offering the Executor protocol (pro
 
 from ..gl import GLBackend
 from ..spec import ModelSpec
-from .fused import FusedExecutor, refusal
+from .fused import refusal
+from .fused_resident import ResidentFusedExecutor
 from .passes import PassesExecutor
 from .protocol import Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace
 from .pxvm import PxvmExecutor
@@ -11,7 +12,7 @@ from .pxvm import PxvmExecutor
 EXECUTORS: dict[str, type[Executor]] = {
     "passes": PassesExecutor,
     "pxvm": PxvmExecutor,
-    "fused": FusedExecutor,
+    "fused": ResidentFusedExecutor,
 }
 """Executor name → class."""
 AUTO = "auto"

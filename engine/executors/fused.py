@@ -115,6 +115,11 @@ class FusedConfig:
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
     subgroups: bool = True
     """One-prompt generation merges through subgroup shuffles where the GPU has them (GL_KHR_shader_subgroup)."""
+    resident: bool = True
+    """One prompt at a time goes to a kernel left running (fused_resident.py) where it can be: not on a CPU
+    renderer, and only for models whose output weights fit its threads' registers."""
+    resident_split: int = 0
+    """Work groups of the resident kernel (vocabulary slices); 0: the fewest whose output weights fit."""
 
     @property
     def tile_threads(self) -> int:
@@ -220,6 +225,7 @@ def run_constants(base: Constants, group_prompts: int, layout: str, scoring: boo
         "PROMPTS_AS_PIXELS": int(layout == PIXELS),
         "SCORING": int(scoring),
         "GENERATE": 0,
+        "RESIDENT": 0,
         "GROUP_PROMPTS": group_prompts,
         "STAGED_IDS": group_prompts * base.int("STAGE_W"),
         "HEAD_SPAN": group_prompts * base.int("HEAD_DIM") if attention else 1,

@@ -8,7 +8,7 @@ call here must come from the thread that built this GLBackend (Engine checks it 
 import ctypes
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,6 +41,9 @@ REQUIRED_GL = 430
 IMAGE_FORMATS = {"r32f": 0x822E, "rgba8ui": 0x8D7C}
 """GL enums of the image formats kernels declare; binding with an explicit format matters: without it Mesa
 stored 255 everywhere in an rgba8 image."""
+
+CPU_RENDERERS = ("llvmpipe", "softpipe", "swrast", "swiftshader")
+"""GL_RENDERER names of renderers that run shaders on the CPU (Mesa's and Google's)."""
 
 GL_EXTENSION_OF = dict.fromkeys(SUBGROUP_EXTENSIONS, "GL_KHR_shader_subgroup")
 """The GL extension a GLSL extension comes with, where their names differ (one GL extension, GL_KHR_shader_subgroup,
@@ -120,6 +123,8 @@ class GLBackend:
         info = self.ctx.info
         self.renderer: str = info["GL_RENDERER"]
         self.version: str = info["GL_VERSION"]
+        self.cpu_renderer = any(name in self.renderer.lower() for name in CPU_RENDERERS)
+        """Shaders run on the host's CPU cores (Mesa's llvmpipe): no kernel may spin there waiting for the host."""
         self.limits = Limits(
             max_texture_size=int(info["GL_MAX_TEXTURE_SIZE"]),
             max_work_group_count=tuple(int(v) for v in info["GL_MAX_COMPUTE_WORK_GROUP_COUNT"]),
@@ -135,6 +140,7 @@ class GLBackend:
         one prompt's latency low; a process whose other threads need the GIL meanwhile (the server) sets 0."""
         self._programs: dict[tuple[Kernel, Mapping[str, int | float], int], GpuProgram] = {}
         self._storage_bound: dict[int, Buffer | BufferRange | None] = {}
+        self._resident_stop: Callable[[], None] | None = None
 
     def _subgroup_size(self) -> int:
         if "GL_KHR_shader_subgroup" not in self.ctx.extensions:
@@ -146,8 +152,26 @@ class GLBackend:
         size = self._gl.integer(GL_SUBGROUP_SIZE_KHR)
         return size if size > 0 and size & (size - 1) == 0 else 0  # the merges shuffle by XOR
 
+    # --- a resident dispatch ------------------------------------------------------------------------
+    def hold_resident(self, stop: Callable[[], None]) -> None:
+        """A dispatch that stays running until told (engine/executors/fused_resident.py) was just flushed:
+        every later call here that issues GL commands first calls `stop`, which must make it leave and call
+        `release_resident` — a command queued behind a running kernel would wait for it."""
+        if self._resident_stop is not None:
+            raise RuntimeError("a resident dispatch is running already")
+        self._resident_stop = stop
+
+    def release_resident(self, stop: Callable[[], None]) -> None:
+        if self._resident_stop == stop:
+            self._resident_stop = None
+
+    def _park(self) -> None:
+        if self._resident_stop is not None:
+            self._resident_stop()
+
     def release(self) -> None:
         """Free the context and everything in it; the backend is unusable afterwards."""
+        self._park()
         self._programs.clear()
         self._storage_bound.clear()
         self.ctx.release()
@@ -162,6 +186,7 @@ class GLBackend:
         """An (h, w, c) uint8 array as an integer texture (GL_R/RG/RGB/RGBA8UI) read with texelFetch."""
         height, width, components = pixels.shape
         self.check_size(width, height, what)
+        self._park()
         texture = self.ctx.texture((width, height), components, np.ascontiguousarray(pixels).tobytes(), dtype="u1")
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)  # integer textures are incomplete otherwise
         return texture
@@ -172,29 +197,31 @@ class GLBackend:
     def float_image(self, width: int, height: int, what: str) -> Texture:
         """An r32f texture used as an image (imageLoad/imageStore)."""
         self.check_size(width, height, what)
+        self._park()
         texture = self.ctx.texture((width, height), 1, dtype="f4")
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
         return texture
 
     def rgba8ui_image(self, width: int, height: int, what: str) -> Texture:
         self.check_size(width, height, what)
+        self._park()
         texture = self.ctx.texture((width, height), 4, dtype="u1")
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
         return texture
 
-    @staticmethod
-    def read_float(texture: Texture) -> np.ndarray:
+    def read_float(self, texture: Texture) -> np.ndarray:
+        self._park()
         return np.frombuffer(texture.read(), dtype=np.float32).reshape(texture.height, texture.width)
 
-    @staticmethod
-    def read_uint8(texture: Texture) -> np.ndarray:
+    def read_uint8(self, texture: Texture) -> np.ndarray:
         """An integer texture as (height, width, components) uint8."""
+        self._park()
         data = np.frombuffer(texture.read(alignment=1), dtype=np.uint8)
         return data.reshape(texture.height, texture.width, texture.components)
 
-    @staticmethod
-    def write(texture: Texture, data: np.ndarray) -> None:
+    def write(self, texture: Texture, data: np.ndarray) -> None:
         """Write rows 0..len(data)-1 of a texture (data shaped (rows, width[, components]))."""
+        self._park()
         texture.write(np.ascontiguousarray(data).tobytes(), viewport=(0, 0, texture.width, data.shape[0]))
 
     # --- kernels ------------------------------------------------------------------------------------
@@ -230,6 +257,7 @@ class GLBackend:
     def run(self, program: GpuProgram, groups: tuple[int, int, int], /, **resources: object) -> None:
         """Bind every resource the kernel declares, by its name, and dispatch `groups` work groups. The
         commands are queued: several runs form one submission until a flush, fence or read."""
+        self._park()
         kernel = program.kernel
         if len(resources) != len(kernel.resources):
             missing = sorted({r.name for r in kernel.resources} - set(resources))
@@ -268,6 +296,7 @@ class GLBackend:
 
     def barrier(self) -> None:
         """Make every kind of shader write visible to later commands."""
+        self._park()
         self.ctx.memory_barrier()
 
     # --- storage buffers, persistent mappings and fences ------------------------------------------
@@ -281,6 +310,7 @@ class GLBackend:
     def storage_buffer(self, size: int, what: str) -> Buffer:
         """A device buffer for shader storage (SSBO), `size` bytes, contents undefined."""
         self.check_storage(size, what)
+        self._park()
         return self.ctx.buffer(reserve=max(size, 4))
 
     def mapped_buffer(self, size: int, what: str) -> MappedBuffer:
@@ -289,29 +319,32 @@ class GLBackend:
         self.check_storage(size, what)
         if "GL_ARB_buffer_storage" not in self.ctx.extensions and self.ctx.version_code < 440:
             raise PxglError(f"{what}: {self.renderer} lacks GL_ARB_buffer_storage (persistent mapped buffers)")
+        self._park()
         glo, address = self._gl.mapped_storage(size)
         if not address:
             raise PxglError(f"{what}: could not map a {size}-byte buffer on {self.renderer}")
         view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
         return MappedBuffer(self.ctx.external_buffer(glo, size), view)
 
-    @staticmethod
-    def write_storage(buffer: Buffer, data: bytes | np.ndarray, offset: int = 0) -> None:
+    def write_storage(self, buffer: Buffer, data: bytes | np.ndarray, offset: int = 0) -> None:
         """Copy `data` (bytes, or an array's bytes) into a storage buffer at byte `offset`."""
+        self._park()
         buffer.write(data, offset=offset)
 
-    @staticmethod
-    def read_storage(buffer: Buffer, size: int, offset: int = 0) -> bytes:
+    def read_storage(self, buffer: Buffer, size: int, offset: int = 0) -> bytes:
+        self._park()
         return buffer.read(size, offset=offset)
 
     def release_storage(self, buffer: Buffer) -> None:
         """Free a storage buffer (GL frees it once the commands using it are done)."""
+        self._park()
         self._forget_bound(buffer)
         buffer.release()
 
     def release_mapped(self, mapped: MappedBuffer) -> None:
         """Unmap and free a mapped buffer; its view must not be touched again. moderngl does not own the
         buffer (it wraps it as external), so releasing the wrapper alone would leak it."""
+        self._park()
         self._forget_bound(mapped.buffer)
         name = ctypes.c_uint(mapped.buffer.glo)
         mapped.buffer.release()
@@ -324,6 +357,7 @@ class GLBackend:
 
     def storage_barrier(self) -> None:
         """Make shader storage writes visible to later shaders, buffer reads and mapped host views."""
+        self._park()
         self._gl.memory_barrier(
             GL_SHADER_STORAGE_BARRIER_BIT | GL_BUFFER_UPDATE_BARRIER_BIT | GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT
         )
@@ -331,6 +365,7 @@ class GLBackend:
     def mapped_read_barrier(self) -> None:
         """Make the shader writes issued so far visible to the host through persistently mapped buffers:
         GL requires it after the dispatch that writes one, before the fence or poll the host reads after."""
+        self._park()
         self._gl.memory_barrier(GL_CLIENT_MAPPED_BUFFER_BARRIER_BIT)
 
     def wait_for_gpu(self) -> None:
@@ -339,18 +374,22 @@ class GLBackend:
 
     def fence(self) -> int:
         """A fence behind the commands issued so far; `wait` on it exactly once (that frees it)."""
+        self._park()
         return self._gl.fence()
 
     def wait(self, fence: int) -> None:
         """Block until the commands before `fence` have finished, then free it."""
+        self._park()
         self._gl.wait_fence(fence, self.spin_polls)
 
     def flush(self) -> None:
         """Send the commands issued so far to the GPU without waiting for them."""
+        self._park()
         self._gl.flush()
 
     def timer(self) -> moderngl.Query:
         """A GL_TIME_ELAPSED query: GPU nanoseconds of the commands inside `with timer:` (timer.elapsed)."""
+        self._park()
         return self.ctx.query(time=True)
 
     def program_binary(self, program: GpuProgram) -> bytes:
