@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..devices import parse_devices
 from ..errors import PxglError
 from .app import app
 from .options import DeviceOption, JsonOption
@@ -83,6 +82,7 @@ def evolve(
     those becomes RUN_DIR/champion.pxa only if it beats the start model on held-out text."""
     import os
 
+    from ..devices import parse_devices
     from ..evolve.loop import evolve as run_loop
     from ..evolve.report import write_report
     from ..evolve.rundir import LINEAGE, RunDir
