@@ -1,6 +1,8 @@
 """`pxgl infer` / `pxgl info` as a user runs them: a new process, exit codes, files written or not."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +218,13 @@ def test_a_command_line_that_cannot_be_parsed_is_one_line(tmp_path, args):
     assert run.returncode == 2 and run.stdout == "", run.stdout
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], run.stderr
+
+
+def test_the_command_line_imports_nothing_heavy_before_a_verb_runs():
+    """Every command starts by importing pxgl.cli: numpy (whose BLAS threads a GPU verb keeps to one, which
+    it can only do before numpy loads), the GL driver, PIL and rich load later, where a verb needs them."""
+    probe = "import sys, pxgl.cli; print(' '.join(sys.modules))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    loaded = {name.split(".")[0] for name in run.stdout.split()}
+    assert not loaded & {"numpy", "moderngl", "glcontext", "PIL", "rich", "multiprocessing"}

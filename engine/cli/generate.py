@@ -7,7 +7,6 @@ from codecs import getincrementaldecoder
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
 from ..errors import PxglError
@@ -23,7 +22,7 @@ from .options import (
     model_files,
     one_device,
 )
-from .predict import read_prompt_lines
+from .predict import read_prompt_lines, single_blas_thread
 from .report import emit_json, percent
 
 if TYPE_CHECKING:
@@ -81,9 +80,10 @@ def generate(
 ) -> None:
     """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
     prompt's text is printed as it is generated."""
+    single_blas_thread()
     from ..generation import Sampling, check_steps, check_stops, check_top_logprobs
     from ..loading import open_model
-    from ..pxi import encode_tokens, read_token_texture, write_rgb
+    from ..pxi import encode_tokens, read_token_texture, token_ids, write_rgb
 
     if sum(given is not None for given in (prompt, batch, input_file)) != 1:
         raise PxglError("give a PROMPT, --batch FILE or --input TOKENS.pxi (one of them)")
@@ -99,7 +99,7 @@ def generate(
     tokenizer = runnable.model.tokenizer
     if input_file is not None:
         pixels, lengths = read_token_texture(input_file, runnable.model.spec.vocab_size)
-        ids = pixels[..., 0].astype(np.int64) + 256 * pixels[..., 1].astype(np.int64)
+        ids = token_ids(pixels)
         rows = [ids[r, : lengths[r]].tolist() for r in range(len(ids))]
         prompts = [tokenizer.decode(row) for row in rows]
     else:
@@ -157,6 +157,8 @@ def ask(
 ) -> None:
     """Ask a model: its answer streams as text, then shows as colour, a block per token coloured by the
     token's prediction pixel (id % 256, id // 256, confidence); the pixels are written, one row per token."""
+    single_blas_thread()
+    import numpy as np
     from rich.console import Console
     from rich.text import Text
 
@@ -238,6 +240,8 @@ def answer_prompts(
 def draw_steps(folder: Path, runnable: "Runnable", rows: list[list[int]], answers: "list[TextRow]", device) -> None:
     """Each prompt's logits at every step it took, recomputed by the passes executor (which keeps them) over
     the contexts the generation saw, drawn as strips into `folder`."""
+    import numpy as np
+
     from ..engine import Engine
     from ..loading import Runnable
     from ..pxi import encode_tokens

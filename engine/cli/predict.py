@@ -1,5 +1,7 @@
 """The verbs that run a model on the GPU and answer with prediction pixels: infer, run."""
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,15 @@ from .options import (
     one_device,
 )
 from .report import prediction_records, progress_bar, report_predictions
+
+
+def single_blas_thread() -> None:
+    """Called by a verb that computes on the GPU before numpy is first imported: numpy's OpenBLAS would
+    start a thread per core that spins while idle (~0.1 s of a core in a cold `pxgl infer`), on 2 cores
+    taking 10-60 ms from the command and the GPU driver's threads, the more the busier the machine. Such a
+    verb does no BLAS work. OPENBLAS_NUM_THREADS is read once, when numpy loads; a value set is kept."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def read_prompt_lines(path: Path) -> list[str]:
@@ -66,6 +77,7 @@ def infer(
 
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out). With
     several --device numbers the rows are split across one engine per number, answered in input order."""
+    single_blas_thread()
     from ..devices import parse_devices
     from ..engine import Engine
     from ..loading import open_model
@@ -156,6 +168,7 @@ def run(
 ) -> None:
     """Pixels in, pixels out: run a token texture through a model (a cartridge, mounted like a game cart)
     and write its prediction pixels. No tokenizer is read: the answer is pixels."""
+    single_blas_thread()
     from ..engine import Engine
     from ..loading import open_model
     from ..pxi import read_token_texture, write_rgb

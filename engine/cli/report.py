@@ -5,12 +5,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
-from ..pxi import decode_predictions
-from ..tokenizer import Tokenizer
+if TYPE_CHECKING:  # no numpy at import: the verbs that compute import it after single_blas_thread
+    import numpy as np
+
+    from ..tokenizer import Tokenizer
 
 PROGRESS_MIN = 10_000
 """Shorter work shows no progress bar."""
@@ -31,9 +33,11 @@ def percent(confidence_byte: int) -> str:
 
 
 def prediction_records(
-    predictions: np.ndarray, tokenizer: Tokenizer | None, prompts: Sequence[str] | None = None
+    predictions: "np.ndarray", tokenizer: "Tokenizer | None", prompts: Sequence[str] | None = None
 ) -> list[dict]:
     """One record per prediction pixel: row, id, confidence (and text, and the prompt, when known)."""
+    from ..pxi import decode_predictions
+
     ids, confidence = decode_predictions(predictions)
     records = []
     for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
