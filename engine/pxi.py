@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .outputs import atomic_write
-from .png import check_png
+from .png import check_png, encode_png, unfilter
 from .reading import MAX_PIXEL_FILE_BYTES, read_bounded
 from .reading import parse_json as parse_json
 from .reading import read_text as read_text
@@ -41,13 +40,17 @@ def decode_rgb(
     kind: str = "pixel file",
 ) -> np.ndarray:
     """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
-    width, height, critical = check_png(data, source, max_pixels, expect, kind)
-    try:
-        with Image.open(io.BytesIO(critical)) as opened:
-            opened.load()
-            pixels = np.asarray(opened, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise PxglError(f"{source}: corrupt PNG ({e})") from None
+    width, height, critical, scanlines = check_png(data, source, max_pixels, expect, kind)
+    pixels = unfilter(scanlines, width, height)
+    if pixels is None:  # Average or Paeth rows: PIL's decoder (only here: importing PIL takes ~25 ms)
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(critical)) as opened:
+                opened.load()
+                pixels = np.asarray(opened, dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise PxglError(f"{source}: corrupt PNG ({e})") from None
     if pixels.shape != (height, width, 3):
         raise PxglError(f"{source}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
     return pixels
@@ -61,9 +64,10 @@ def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
 
 def encode_rgb(pixels: np.ndarray) -> bytes:
     """An (height, width, 3) uint8 array as the bytes of a pixel file (8-bit RGB PNG)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buffer, "PNG")
-    return buffer.getvalue()
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"pixels are (height, width, 3) uint8, not {pixels.shape} {pixels.dtype}")
+    return encode_png(pixels)
 
 
 def image_size_for(n_bytes: int) -> tuple[int, int]:

@@ -145,9 +145,9 @@ def test_huge_token_texture_is_refused_by_its_size_before_decoding(tmp_path, mon
 
     inflate = png_module._check_image_data
 
-    def inflate_small(compressed: bytes, width: int, height: int, source: str) -> None:
+    def inflate_small(compressed: bytes, width: int, height: int, source: str) -> bytes:
         assert width * height <= pxi.MAX_TOKEN_PIXELS, f"{source} was inflated"
-        inflate(compressed, width, height, source)
+        return inflate(compressed, width, height, source)
 
     monkeypatch.setattr(png_module, "_check_image_data", inflate_small)
     monkeypatch.chdir(tmp_path)
@@ -163,9 +163,9 @@ def test_weights_of_another_size_are_refused_before_decoding(model_dir, tmp_path
     weights.write_bytes(png(np.zeros((40, 30, 3), np.uint8)))
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("the image was decoded")
+        raise AssertionError("the image was inflated")
 
-    monkeypatch.setattr(pxi.Image, "open", no_decoding)
+    monkeypatch.setattr(png_module, "_check_image_data", no_decoding)
     monkeypatch.chdir(tmp_path)
     refused(monkeypatch, capsys, tmp_path, "image is 30x40 but its meta says 306x305", "inspect", str(weights))
 

@@ -2,6 +2,7 @@
 pixels, and the PNG reader's rejection of everything that is not an 8-bit RGB PNG."""
 
 import contextlib
+import io
 import struct
 import zlib
 
@@ -15,8 +16,10 @@ from pxgl.pxi import (
     MAX_PIXELS,
     bytes_to_pixels,
     decode_predictions,
+    decode_rgb,
     decode_tokens,
     encode_predictions,
+    encode_rgb,
     encode_tokens,
     image_size_for,
     is_prediction_image,
@@ -25,6 +28,8 @@ from pxgl.pxi import (
     token_tails,
     write_rgb,
 )
+
+from tests.reference import strict_png
 
 
 @given(st.binary(max_size=5000))
@@ -123,6 +128,45 @@ def png_bytes(width: int, height: int, depth: int, color: int, raw: bytes) -> by
 
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def filtered(pixels: np.ndarray, filters: list[int]) -> bytes:
+    """The scanlines of `pixels`, row y filtered with filters[y] (ISO/IEC 15948 §9), byte by byte."""
+    width = pixels.shape[1]
+    rows, above = [], [0] * (3 * width)
+    for y, kind in enumerate(filters):
+        line = [int(v) for v in pixels[y].reshape(-1)]
+        out = [kind]
+        for x, value in enumerate(line):
+            a, b, c = (line[x - 3] if x >= 3 else 0), above[x], (above[x - 3] if x >= 3 else 0)
+            p = a + b - c
+            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+            out.append((value - (0, a, b, (a + b) // 2, paeth)[kind]) % 256)
+        rows.append(bytes(out))
+        above = line
+    return b"".join(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.data())
+def test_every_png_filter_decodes_as_the_reference_reads_it(width, height, data):
+    """Rows filtered None, Sub and Up are decoded with numpy, files with Average or Paeth rows by PIL: every
+    mixture reads as the strict reference (tests/reference/strict_png.py) reads it."""
+    pixels = np.frombuffer(data.draw(st.binary(min_size=width * height * 3, max_size=width * height * 3)), np.uint8)
+    pixels = pixels.reshape(height, width, 3)
+    filters = data.draw(st.lists(st.sampled_from([0, 1, 2] * 3 + [3, 4]), min_size=height, max_size=height))
+    file = png_bytes(width, height, 8, 2, filtered(pixels, filters))
+    assert np.array_equal(strict_png.read(file), pixels)
+    assert np.array_equal(decode_rgb(file, "filters.pxi"), pixels)
+
+
+def test_pxgl_writes_rows_unfiltered_and_pil_reads_them(rng):
+    pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    file = encode_rgb(pixels)
+    with Image.open(io.BytesIO(file)) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), pixels)
+    scanlines = zlib.decompress(file[8 + 25 + 8 : -12 - 4])  # the one IDAT chunk's body
+    assert scanlines[:: 1 + 3 * 7] == bytes(5)
 
 
 @pytest.mark.parametrize(
