@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from pxgl.executors.fused import IDS, POISON_WORD, FusedConfig, FusedExecutor, grid
+from pxgl.executors.fused import FUSED_SMALL, FUSED_TILES, IDS, POISON_WORD, FusedConfig, FusedExecutor
 from pxgl.executors.protocol import ExecutorInputs
-from pxgl.gl import GLBackend
+from pxgl.gl import GLBackend, GpuProgram
 from pxgl.loading import load_model
 
 from bench.peers import FP32
@@ -22,6 +22,7 @@ from bench.reference import CheckFailed, Reference
 from bench.report import si
 from bench.run import PROMPT_TOKENS, bundled
 from bench.timing import time_batch, time_calls
+from bench.variants.batch import tiles_kernel_seconds
 from tests.models import params_of, random_model
 
 TILE_SHAPES = [  # (tile_m, tm, tn, tile_n, stage_k)
@@ -52,24 +53,17 @@ def median_us(action, calls: int = 2000) -> float:
     return float(np.median(times)) / 1e3
 
 
-def gpu_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int = 5) -> float:
-    """The tiles kernel alone over prompts already uploaded (one chunk): dispatch + fence, median."""
-    executor.run_ids(ids)  # uploads the prompts and leaves the last chunk's buffers bound
-    kernel = executor._kernel("fused_tiles", IDS)
-    count = min(len(ids), executor.config.chunk)
-    groups = grid(-(-count // executor.config.tile_m))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        executor.gpu.dispatch(kernel, groups, "fused_tiles")
-        executor.gpu.wait_for_gpu()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * len(ids) / count
+def fused_program(executor: FusedExecutor, name: str) -> GpuProgram:
+    """The executor's compiled fused_small or fused_tiles program for uint16 ids."""
+    config, gpu = executor.config, executor.gpu
+    if name == "fused_small":
+        return gpu.program(FUSED_SMALL, executor._small_constants[IDS, False], config.small_threads)
+    return gpu.program(FUSED_TILES, executor._tile_constants[IDS, False], config.tile_threads)
 
 
 def assembly_report(gpu: GLBackend, executor: FusedExecutor, name: str, out: Path | None) -> str:
     """Local-memory use in NVIDIA's assembly of a kernel (its program binary holds the text)."""
-    binary = gpu.program_binary(executor._kernel(name, IDS))
+    binary = gpu.program_binary(fused_program(executor, name))
     text = "\n".join(chunk.decode() for chunk in re.findall(rb"[\x20-\x7e\t\n]{6,}", binary))
     if out is not None:
         with out.open("a") as log:
@@ -95,14 +89,15 @@ def one_prompt_breakdown(gpu: GLBackend, spec, weights, ids: list[int]) -> None:
     prompts = buffers.prompts[0]
     packed = struct.pack(f"<4I{len(ids)}H", 1, len(ids), 0, 0, *ids)
     prompts.write(packed)
-    kernel = executor._kernel("fused_small", IDS)
+    program = fused_program(executor, "fused_small")
 
     def dispatch_and_poll() -> None:
         buffers.words[0] = POISON_WORD
         executor._dispatch_small(buffers, prompts, 1, IDS)
 
-    def dispatch_only() -> None:  # the bindings dispatch_and_poll left in place
-        gpu.dispatch(kernel, (executor.config.split, 1, 1), "fused_small")
+    def dispatch_only() -> None:
+        resources = {"prompts": prompts, "predictions": buffers.predictions, "scratch": executor.scratch}
+        gpu.run(program, (executor.config.split, 1, 1), **executor._weights, **resources)
 
     def cpu_cost(action) -> float:
         """CPU time of one call, each after the GPU went idle (no queue to wait behind)."""
@@ -138,15 +133,16 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=1 << 16, help="prompts checked against the oracle")
     parser.add_argument("--asm-out", type=Path, help="file to append the kernels' assembly text to")
     parser.add_argument("--one-prompt-only", action="store_true", help="only where one prompt's time goes")
+    parser.add_argument("--model", type=Path, help="weights .pxi (default: the bundled default model)")
     args = parser.parse_args()
     gpu = GLBackend()
     print(f"fused variants on {gpu.renderer} ({gpu.version}); limits {gpu.limits}", flush=True)
-    path = bundled()
-    if path is None:
+    model_path = args.model or (bundled() or [None])[0]
+    if model_path is None:
         import tempfile
 
-        path = Path(random_model(Path(tempfile.mkdtemp()), np.random.default_rng(0)).source)
-    model = load_model(path)
+        model_path = Path(random_model(Path(tempfile.mkdtemp()), np.random.default_rng(0)).source)
+    model = load_model(model_path)
     spec = model.spec
     weights = gpu.uint_texture(model.weights, "weights")
     rng = np.random.default_rng(1)
@@ -169,7 +165,7 @@ def main() -> None:
         result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 1.0, 5)
         for output in outputs:
             reference.check(output[: args.check], slice(0, args.check), FP32)
-        return result.prompts_per_s, gpu_seconds(executor, prompts), executor
+        return result.prompts_per_s, tiles_kernel_seconds(executor, prompts), executor
 
     print("\n## one prompt: where the time goes", flush=True)
     one_prompt_breakdown(gpu, spec, weights, rows[0])
