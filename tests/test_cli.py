@@ -1,6 +1,7 @@
 """`pxgl infer` / `pxgl info` as a user runs them: a new process, exit codes, files written or not."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,19 @@ def test_the_command_line_imports_nothing_heavy_before_a_verb_runs():
     assert run.returncode == 0, run.stderr
     loaded = {name.split(".")[0] for name in run.stdout.split()}
     assert not loaded & {"numpy", "moderngl", "glcontext", "PIL", "rich", "multiprocessing"}
+
+
+def test_the_console_script_ends_at_once_but_runs_atexit_handlers_and_flushes_first():
+    from pxgl import __version__
+
+    probe = "import atexit, sys; atexit.register(print, 'at exit'); sys.argv = ['pxgl', '--version']; "
+    probe += "from pxgl.cli import console; console()"
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+    def python(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], env=buffered, capture_output=True, text=True)
+
+    run = python(probe)
+    assert run.returncode == 0 and run.stdout == f"pxgl {__version__}\nat exit\n", run.stdout + run.stderr
+    run = python(probe.replace("--version", "--bogus"))
+    assert run.returncode == 2 and run.stdout == "at exit\n" and run.stderr.startswith("error: "), run.stderr
