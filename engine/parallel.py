@@ -9,15 +9,14 @@ which rows to run. Rows are handed out a chunk at a time to whichever worker is 
 more of them. A worker that fails or dies ends the whole call with one PxglError and the pool with it: no
 partial result is ever returned."""
 
-import multiprocessing
 import os
 import queue
 import re
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +27,10 @@ from .loading import Runnable, plan
 from .model import Model
 from .pxi import encode_tokens
 from .pxvm.program import Program
+
+if TYPE_CHECKING:  # multiprocessing loads where a pool starts: one engine (a cold `pxgl infer`) saves ~9 ms
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.shared_memory import SharedMemory
 
 CHUNKS_PER_WORKER = 8
 """A call is cut into about this many chunks a worker, so a worker that finishes early takes more."""
@@ -91,6 +94,8 @@ class SharedArrays:
         dtype = np.dtype(dtype)
         size = max(1, int(np.prod(shape)) * dtype.itemsize)
         check_shared_space(size)
+        from multiprocessing.shared_memory import SharedMemory
+
         block = SharedMemory(create=True, size=size)
         self._blocks[block.name] = block
         return SharedArray(block.name, tuple(shape), dtype.str)
@@ -125,6 +130,8 @@ class Attached:
         self._arrays: dict[str, np.ndarray] = {}
 
     def arrays(self, task: Task, shared: tuple[SharedArray, ...]) -> list[np.ndarray]:
+        from multiprocessing.shared_memory import SharedMemory
+
         if task.call != self._call:
             self.release()
             self._call = task.call
@@ -190,7 +197,7 @@ def internal_error(device: int, error: Exception) -> str:
     return f"GPU {device}: internal error in the engine worker: {type(error).__name__}: {error}"
 
 
-def death(process: multiprocessing.process.BaseProcess) -> str:
+def death(process: "BaseProcess") -> str:
     code = process.exitcode or 0
     if code < 0:
         try:
@@ -254,6 +261,8 @@ class EnginePool:
         self._uniform_rows = uniform_rows(runnable.executor, tuning)
         self._call = 0
         self._closed = False
+        import multiprocessing
+
         context = multiprocessing.get_context("spawn")  # a forked child would inherit the parent's GL state
         self._tasks = context.Queue()
         self._results = context.Queue()
@@ -409,7 +418,7 @@ class EnginePool:
             if message is not None:
                 return message
 
-    def _fail(self, dead: multiprocessing.process.BaseProcess, during: str) -> None:
+    def _fail(self, dead: "BaseProcess", during: str) -> None:
         """End the pool over a worker that exited: with its own error where it sent one before going."""
         try:
             while True:
