@@ -9,7 +9,9 @@ prompt costs table reads where the model is linear in its tokens.
 Everything here is computed on the GPU by two kernels compiled once per model and run with uniforms, and
 kept in the on-disk cache (engine/cache.py) for the next engine of the same weights on the same GPU."""
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from .. import cache
 from ..errors import PxglError
@@ -190,15 +192,22 @@ def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: We
         gpu.read_uint8(weights).tobytes(),
     )
     sizes = [4 * max(floats, 1) for floats in layout_floats(spec, layout)]
-    data = cache.load(key, sum(sizes))
-    if data is not None:
-        buffers, at = [], 0
-        for size, what in zip(sizes, PREPARED_NAMES, strict=True):
-            buffer = gpu.storage_buffer(size, what)
-            gpu.write_storage(buffer, data[at : at + size])
-            buffers.append(buffer)
-            at += size
+    starts = list(accumulate(sizes, initial=0))
+    buffers: list[Buffer] = []
+
+    def write(at: int, chunk: memoryview) -> None:  # the entry is the buffers one after another
+        if not buffers:  # made once an entry is read: a miss allocates nothing
+            buffers.extend(gpu.storage_buffer(size, what) for size, what in zip(sizes, PREPARED_NAMES, strict=True))
+        while chunk:
+            index = bisect_right(starts, at) - 1
+            part = chunk[: starts[index + 1] - at]
+            gpu.write_storage(buffers[index], part, at - starts[index])
+            chunk, at = chunk[len(part) :], at + len(part)
+
+    if cache.load(key, sum(sizes), write):
         return PreparedWeights(*buffers)
+    for buffer in buffers:
+        gpu.release_storage(buffer)
     prepared = prepare_weights(gpu, spec, weights, layout)
     cache.store(key, b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True)))
     return prepared
