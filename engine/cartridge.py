@@ -29,6 +29,7 @@ from .pxvm.opcodes import VERSION as PXVM_VERSION
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .reading import decode_utf8, open_regular, parse_json
+from .resources import CARTRIDGE_SUFFIX as SUFFIX
 from .spec import VERSION as WEIGHTS_VERSION
 from .spec import ModelSpec, spec_from_meta
 from .tokenizer import Tokenizer
@@ -38,7 +39,6 @@ VERSION = 1
 """The cartridge version `pxgl pack` writes."""
 READS = {"cartridge": (0, VERSION), "weights": (0, WEIGHTS_VERSION), "pxvm": (0, PXVM_VERSION)}
 """Format → (oldest, newest) version this engine reads (docs/FORMATS.md §8)."""
-SUFFIX = ".pxa"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pxi"
 META = "weights.meta.json"

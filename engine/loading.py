@@ -10,8 +10,6 @@ a Runnable is checked and ready before any GPU work starts."""
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cartridge import SUFFIX as CARTRIDGE_SUFFIX
-from .cartridge import open_cartridge
 from .errors import PxglError
 from .executors import DEFAULT_EXECUTOR, NAMES
 from .model import WEIGHTS_SUFFIX, Model, from_cartridge, read_weights
@@ -19,7 +17,7 @@ from .pxvm.compiler import compile_program
 from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
-from .resources import bundled_model, is_bundled_name
+from .resources import CARTRIDGE_SUFFIX, bundled_model, is_bundled_name
 from .spec import meta_path_for, read_meta
 
 PXVM = "pxvm"
@@ -50,6 +48,8 @@ def load_model(name_or_path: str | Path | None = None) -> Model:
     """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
     path = model_path(name_or_path)
     if path.suffix == CARTRIDGE_SUFFIX:
+        from .cartridge import open_cartridge
+
         return from_cartridge(open_cartridge(path))
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(

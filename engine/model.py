@@ -7,17 +7,19 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cartridge import Cartridge
 from .errors import PxglError
 from .outputs import write_files
 from .pxi import bytes_to_pixels, encode_rgb, read_rgb
 from .reading import MAX_PIXEL_FILE_BYTES, TEXT_CAPS, read_bounded
 from .spec import ModelSpec, meta_path_for, read_meta_document, spec_from_meta
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # engine/cartridge.py (zipfile, the archive's checks) loads only to open a cartridge: ~5 ms
+    from .cartridge import Cartridge
 
 WEIGHTS_SUFFIX = ".pxi"
 WRITTEN = "files"
@@ -32,7 +34,7 @@ class Model:
     source: str
     tokenizer_path: Path | None = None
     """The tokenizer beside a weights .pxi (read when first needed); None for a cartridge, which holds it."""
-    cartridge: Cartridge | None = None
+    cartridge: "Cartridge | None" = None
     """The cartridge the model came from (manifest, tokenizer, program), if any."""
     written: dict[str, Any] = field(default_factory=dict)
     """The meta's `files` record: the size and sha256 of the weights and tokenizer written with it."""
@@ -105,7 +107,7 @@ def check_written(path: Path, written: dict[str, Any], role: str) -> None:
         )
 
 
-def from_cartridge(cartridge: Cartridge) -> Model:
+def from_cartridge(cartridge: "Cartridge") -> Model:
     return Model(cartridge.spec, cartridge.weights, str(cartridge.path), cartridge=cartridge)
 
 

@@ -4,6 +4,8 @@ models by name."""
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+CARTRIDGE_SUFFIX = ".pxa"
+"""A cartridge's file suffix (engine/cartridge.py reads them; here so that a .pxi model never loads that module)."""
 BUNDLED = ("pixellm_v1", "pixellm_v0")
 """The bundled models, the default first (FORMATS §2: pixellm_v0 is the vision's model, pixellm_v1 the
 better family member)."""
@@ -28,10 +30,10 @@ def bundled_model(name: str | None = None) -> Path:
     models = bundled_models()
     if name is None:
         return next(iter(models.values()))
-    stem = name.removesuffix(".pxa")
+    stem = name.removesuffix(CARTRIDGE_SUFFIX)
     path = models[stem]
-    return path.with_suffix(".pxa") if name.endswith(".pxa") else path
+    return path.with_suffix(CARTRIDGE_SUFFIX) if name.endswith(CARTRIDGE_SUFFIX) else path
 
 
 def is_bundled_name(name: str) -> bool:
-    return name.removesuffix(".pxa") in bundled_models()
+    return name.removesuffix(CARTRIDGE_SUFFIX) in bundled_models()
