@@ -19,6 +19,9 @@ MAX_ANCILLARY_CHUNKS = 64
 MAX_ANCILLARY_BYTES = 64 << 10
 MAX_FILTER_TYPE = 4
 SUB, UP = 1, 2
+UP_ROWS_ONE_BY_ONE = 1024
+"""Up rows unfiltered one array operation each: below this, faster than the running sum down every row
+(pixellm_v1's 158 Up rows: 0.3 ms against 4.5 ms)."""
 INPUT_STEP = 1 << 20
 OUTPUT_STEP = 16 << 20
 
@@ -80,7 +83,10 @@ def unfilter(scanlines: bytes, width: int, height: int) -> np.ndarray | None:
     if sub.any():
         pixels[sub] = np.cumsum(pixels[sub], axis=1, dtype=np.uint8)
     up = filters == UP
-    if not up.any():
+    ups = np.flatnonzero(up)
+    if len(ups) <= UP_ROWS_ONE_BY_ONE:  # each adds the row above it, in order (row 0's is zeros)
+        for y in ups[ups > 0]:
+            np.add(pixels[y - 1], pixels[y], out=pixels[y])
         return pixels
     # A row adds onto the one above it through a run of Up rows: sum down every row, then take from each
     # row the sum up to the row above its run's first row (None or Sub; the picture starts on zeros).

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from pxgl import png as png_module
 from pxgl.errors import PxglError
 from pxgl.pxi import (
     MAX_PIXELS,
@@ -158,6 +159,16 @@ def test_every_png_filter_decodes_as_the_reference_reads_it(width, height, data)
     file = png_bytes(width, height, 8, 2, filtered(pixels, filters))
     assert np.array_equal(strict_png.read(file), pixels)
     assert np.array_equal(decode_rgb(file, "filters.pxi"), pixels)
+
+
+def test_many_up_rows_decode_as_the_reference_reads_them(rng):
+    """Past png.UP_ROWS_ONE_BY_ONE Up rows, the running sum down every row decodes them."""
+    pixels = rng.integers(0, 256, (3000, 2, 3), dtype=np.uint8)
+    filters = rng.choice([0, 1, 2, 2, 2], 3000).tolist()
+    file = png_bytes(2, 3000, 8, 2, filtered(pixels, filters))
+    assert filters.count(2) > png_module.UP_ROWS_ONE_BY_ONE
+    assert np.array_equal(strict_png.read(file), pixels)
+    assert np.array_equal(decode_rgb(file, "tall.pxi"), pixels)
 
 
 def test_pxgl_writes_rows_unfiltered_and_pil_reads_them(rng):
