@@ -103,7 +103,8 @@ float column_bias(int r, int k) {
 }
 
 // Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
-// first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention), partial_sums[SMALL_THREADS],
+// first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN], head_keys[KEYS_SPAN],
+// head_values[KEYS_SPAN] (attention), partial_sums[SMALL_THREADS],
 // states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.
 
 void forward() {
@@ -122,12 +123,18 @@ void forward() {
     }
 #if CONTEXT_MODE == MODE_ATTENTION
     int count = staged_count[0];  // the whole window is staged (CONTEXT_WINDOW <= STAGE_W)
+    // The query and every key and value row at once, a global load or two a thread: the loops below then
+    // read shared memory instead of waiting on HEAD_DIM loads in a row.
     for (int dd = t; dd < HEAD_DIM; dd += SMALL_THREADS) head_q[dd] = count > 0 ? head_q_of(0, dd) : 0.0;
+    for (int e = t; e < count * HEAD_DIM; e += SMALL_THREADS) {
+        head_keys[e] = head_k(0, e / HEAD_DIM, e % HEAD_DIM);
+        head_values[e] = head_v(0, e / HEAD_DIM, e % HEAD_DIM);
+    }
     barrier();
     for (int j = t; j < CONTEXT_WINDOW; j += SMALL_THREADS) {
         float s = 0.0;
         if (j < count) {
-            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[dd] * head_k(0, j, dd);
+            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[dd] * head_keys[j * HEAD_DIM + dd];
         }
         head_s[j] = j < count ? s / sqrt(float(HEAD_DIM)) : NO_LOGIT;
     }
@@ -138,7 +145,7 @@ void forward() {
         for (int j = 0; j < count; j++) {
             float a = exp(head_s[j] - top);
             total += a;
-            weighted += a * head_v(0, j, dd);
+            weighted += a * head_values[j * HEAD_DIM + dd];
         }
         head_out[dd] = count > 0 ? weighted / total : 0.0;
     }
@@ -267,9 +274,12 @@ uniform uint epoch;       // written to MAILBOX_EXITED when the group leaves
 // number, or `served` when the wait idled out, the host said stop or the request never arrived whole.
 void take_request(int t, uint served) {
     if (t == 0) {
-        uint seq = served;
-        for (int poll = 0; poll < IDLE_POLLS && seq == served; poll++) seq = MAILBOX[MAILBOX_SEQ];
-        uint tag = seq & 0xFFFFu, length_word = MAILBOX[MAILBOX_LENGTH];
+        uint seq = served, length_word = 0u;
+        for (int poll = 0; poll < IDLE_POLLS && seq == served; poll++) {
+            seq = MAILBOX[MAILBOX_SEQ];
+            length_word = MAILBOX[MAILBOX_LENGTH];  // in the same trip over the bus, most often already whole
+        }
+        uint tag = seq & 0xFFFFu;
         for (int poll = 0; poll < TAG_POLLS && length_word >> 16 != tag; poll++) length_word = MAILBOX[MAILBOX_LENGTH];
         uint length = length_word & 0xFFFFu;
         bool whole = seq != STOP_SEQ && length_word >> 16 == tag && length >= 1u && length <= uint(CONTEXT_WINDOW);

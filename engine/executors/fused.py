@@ -55,6 +55,8 @@ HEAD_SHARED = (
 SMALL_SHARED = (
     *STAGING,
     *HEAD_SHARED,
+    Shared("head_keys", "float", "KEYS_SPAN"),
+    Shared("head_values", "float", "KEYS_SPAN"),
     Shared("h", "float", "HIDDEN_MAX"),
     Shared("h_next", "float", "NEXT_MAX"),
     Shared("partial_sums", "vec4", "LOCAL_SIZE"),
@@ -230,6 +232,7 @@ def run_constants(base: Constants, group_prompts: int, layout: str, scoring: boo
         "STAGED_IDS": group_prompts * base.int("STAGE_W"),
         "HEAD_SPAN": group_prompts * base.int("HEAD_DIM") if attention else 1,
         "SCORE_SPAN": group_prompts * base.int("CONTEXT_WINDOW") if attention else 1,
+        "KEYS_SPAN": base.int("CONTEXT_WINDOW") * base.int("HEAD_DIM") if attention else 1,  # fused_small's
     }
 
 
