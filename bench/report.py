@@ -73,16 +73,20 @@ def markdown(results: dict) -> str:
     if cold:
         lines += [
             "",
-            f'## Cold `pxgl infer "{results["cold_prompt"]}"`, a new process, warm shader cache',
+            f'## Cold `pxgl infer "{results["cold_prompt"]}"`, a new process',
             "",
-            "| executor | median s | runs |",
-            "| --- | ---: | ---: |",
+            "Measured before any other system runs. First run: every cache empty (pxgl's prepared weights, the GL",
+            "driver's shaders, Python's bytecode), as after an install; then the caches as the run before left them.",
+            "",
+            "| executor | median s | runs | first run s |",
+            "| --- | ---: | ---: | ---: |",
         ]
         for name, c in cold:
             if "median_s" in c:
-                lines.append(f"| {name} | {c['median_s']:.3f} | {len(c['runs_s'])} |")
+                first = f"{c['first_run_s']:.3f}" if "first_run_s" in c else ""
+                lines.append(f"| {name} | {c['median_s']:.3f} | {len(c['runs_s'])} | {first} |")
             else:
-                lines.append(f"| {name} | {c['skipped']} | |")
+                lines.append(f"| {name} | {c['skipped']} | | |")
     notes = [f"- {name}: {s['notes']}" for name, s in systems.items() if s.get("notes")]
     notes += [f"- {reason}" for reason in results.get("skipped", [])]
     lines += ["", "## Systems", "", *notes, ""]

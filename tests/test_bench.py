@@ -53,6 +53,7 @@ def test_smoke_run_writes_json_markdown_and_plot(small_model, tmp_path):
         assert set(systems[name]["throughput"]) == {"1", "8"}
         assert all(entry["prompts_per_s"] > 0 for entry in systems[name]["throughput"].values())
     assert systems["pxgl-fused"]["cold_infer"]["median_s"] > 0
+    assert systems["pxgl-fused"]["cold_infer"]["first_run_s"] > 0
     if importlib.util.find_spec("torch") is None:  # a missing peer is skipped with its reason
         assert any(reason.startswith("pytorch: skipped") for reason in results["skipped"])
     else:

@@ -135,7 +135,7 @@ class FusedGeneration:
         else:
             # Rows stay with their group for every step: smaller tiles keep more of the GPU busy when few rows
             tile_m = max(4, min(config.tile_m, 1 << max(0, (n // TILES_WANTED).bit_length() - 1)))
-            config = replace(config, tile_m=tile_m, tm=min(config.tm, tile_m))
+            config = config.with_tile_m(tile_m)
             constants = tile_constants(executor.constants, config, IDS) | {"GENERATE": 1}
             self.program = gpu.program(FUSED_TILES_GENERATE, constants, config.tile_threads)
             self.groups = grid(ceil_div(n, config.tile_m))
