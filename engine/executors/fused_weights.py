@@ -208,9 +208,19 @@ def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: We
         return PreparedWeights(*buffers)
     for buffer in buffers:
         gpu.release_storage(buffer)
+    buffers.clear()
     prepared = prepare_weights(gpu, spec, weights, layout)
-    cache.store(key, b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True)))
-    return prepared
+    if cache.cache_dir() is None:
+        return prepared
+    data = b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True))
+    cache.store(key, data)
+    # A buffer the host has read back may be moved to host memory by the driver (NVIDIA's did: every fused
+    # kernel of an engine whose weights had just been computed and cached ran ~8x slower on the H200, its
+    # weights read over the bus). The engine runs from fresh buffers that are only ever written.
+    for buffer in prepared.buffers():
+        gpu.release_storage(buffer)
+    write(0, memoryview(data))
+    return PreparedWeights(*buffers)
 
 
 def layout_floats(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ...]:
