@@ -96,3 +96,23 @@ def test_no_cache_where_none_can_be_written_or_none_is_wanted(tmp_path, gpu, rng
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     check(tmp_path, model, rows, answers(tmp_path, gpu, model, rows), seed)
     assert not (tmp_path / "home").exists(), "PXGL_CACHE_DIR=off wrote a cache"
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_the_engine_never_computes_from_a_buffer_the_host_read_back(
+    tmp_path, gpu, rng, seed, cache, monkeypatch, cached
+):
+    """Filling the cache reads the prepared buffers back, and NVIDIA's driver moves a buffer the host reads to
+    host memory (every fused kernel then ran ~8x slower on the H200): the engine's buffers are others."""
+    if not cached:
+        monkeypatch.setenv("PXGL_CACHE_DIR", "off")
+    model = random_model(tmp_path, rng, vocab=300, embed=24, hidden=20, window=6)
+    read_back: list[object] = []  # the buffer objects themselves: GL recycles a freed buffer's name
+    real = gpu.read_storage
+    monkeypatch.setattr(gpu, "read_storage", lambda buffer, *a: (read_back.append(buffer), real(buffer, *a))[1])
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        used = engine.executor.prepared.buffers()
+        assert read_back if cached else not read_back, f"the cache was {'not ' if cached else ''}filled"
+        assert not [b for b in used if any(b is r for r in read_back)], f"computes from a read-back buffer, seed {seed}"
+        rows = random_rows(rng, 20, 300, max_len=10)
+        check(tmp_path, model, rows, engine.predict(encode_tokens(rows, 300)), seed)
