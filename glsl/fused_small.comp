@@ -126,15 +126,22 @@ void forward() {
     // The query and every key and value row at once, a global load or two a thread: the loops below then
     // read shared memory instead of waiting on HEAD_DIM loads in a row.
     for (int dd = t; dd < HEAD_DIM; dd += SMALL_THREADS) head_q[dd] = count > 0 ? head_q_of(0, dd) : 0.0;
+#if KEYS_SPAN > 1
     for (int e = t; e < count * HEAD_DIM; e += SMALL_THREADS) {
         head_keys[e] = head_k(0, e / HEAD_DIM, e % HEAD_DIM);
         head_values[e] = head_v(0, e / HEAD_DIM, e % HEAD_DIM);
     }
+#define WINDOW_KEY(j, dd) head_keys[(j) * HEAD_DIM + (dd)]
+#define WINDOW_VALUE(j, dd) head_values[(j) * HEAD_DIM + (dd)]
+#else  // they do not fit in shared memory (FusedConfig.keys_in_shared)
+#define WINDOW_KEY(j, dd) head_k(0, j, dd)
+#define WINDOW_VALUE(j, dd) head_v(0, j, dd)
+#endif
     barrier();
     for (int j = t; j < CONTEXT_WINDOW; j += SMALL_THREADS) {
         float s = 0.0;
         if (j < count) {
-            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[dd] * head_keys[j * HEAD_DIM + dd];
+            for (int dd = 0; dd < HEAD_DIM; dd++) s += head_q[dd] * WINDOW_KEY(j, dd);
         }
         head_s[j] = j < count ? s / sqrt(float(HEAD_DIM)) : NO_LOGIT;
     }
@@ -145,7 +152,7 @@ void forward() {
         for (int j = 0; j < count; j++) {
             float a = exp(head_s[j] - top);
             total += a;
-            weighted += a * head_values[j * HEAD_DIM + dd];
+            weighted += a * WINDOW_VALUE(j, dd);
         }
         head_out[dd] = count > 0 ? weighted / total : 0.0;
     }
@@ -250,17 +257,24 @@ void forward() {
     if (t == 0) finish(p, staged_valid[0], index, top, sum, target);
 #else
     if (t == 0) {
-        partials[p * SPLIT + slice] = states[0];
+        // A group that refused its window says so in its state (a negative sum no merge makes): the resident
+        // kernel's groups each read the request, so one may have read it torn where the others did not.
+        partials[p * SPLIT + slice] = staged_valid[0] ? states[0] : vec4(NO_LOGIT, -1.0, intBitsToFloat(VOCAB), NO_LOGIT);
         memoryBarrierBuffer();
         last_arrival[0] = atomicAdd(arrivals[p], 1u) == uint(SPLIT - 1);
     }
     barrier();
     if (t == 0 && last_arrival[0]) {
         top = NO_LOGIT; sum = 0.0; index = VOCAB; target = NO_LOGIT;
-        for (int s = 0; s < SPLIT; s++) merge(top, sum, index, target, partials[p * SPLIT + s]);
+        bool valid = true;
+        for (int s = 0; s < SPLIT; s++) {
+            vec4 part = partials[p * SPLIT + s];
+            valid = valid && part.y >= 0.0;
+            if (part.y >= 0.0) merge(top, sum, index, target, part);
+        }
         arrivals[p] = 0u;  // before the answer: a resident kernel's next prompt may follow it at once
         memoryBarrierBuffer();
-        finish(p, staged_valid[0], index, top, sum, target);
+        finish(p, valid, index, top, sum, target);
     }
 #endif
 #endif

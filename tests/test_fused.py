@@ -19,6 +19,7 @@ from pxgl.pxi import encode_tokens
 
 from tests.models import params_of, random_model, random_rows
 from tests.reference import oracle
+from tests.reference.models import params_at, random_architecture, write_random_member
 
 
 @pytest.fixture
@@ -130,6 +131,22 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     oracle.assert_agrees(checked_predict(engine, encode_tokens(rows[:few], vocab)), lg[:few], f"seed {seed}")
     one = np.stack([engine.predict_one(row.tolist()) for row in rows[:3]])[:, None, :]
     oracle.assert_agrees(one, lg[:3], f"seed {seed}")
+
+
+def test_an_attention_window_past_shared_memory_reads_its_keys_from_memory(tmp_path, gpu, rng, seed):
+    """fused_small keeps a window's keys and values in shared memory where they fit; 32 tokens of a 192-wide
+    head (48 KiB of them) fit no GPU's, and the executor still runs the model, reading them from memory."""
+    arch = random_architecture(rng, mode="attention", depth=1)
+    arch["context"] = {"mode": "attention", "window": 32, "concat": 1, "head_dim": 192}
+    path = write_random_member(tmp_path, rng, arch, name="wide_head")
+    model = load_model(path)
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        assert not engine.executor.config.keys_in_shared
+        rows = random_rows(rng, 5, arch["vocab_size"], max_len=40)
+        lg = oracle.logits(params_at(path), rows)
+        oracle.assert_agrees(checked_predict(engine, encode_tokens(rows, arch["vocab_size"])), lg, f"seed {seed}")
+        one = np.stack([engine.predict_one(list(row)) for row in rows[:2]])[:, None, :]
+        oracle.assert_agrees(one, lg[:2], f"seed {seed}")
 
 
 def test_trace_gives_the_tokens_it_ran_and_the_predictions(engine, model, rng, seed):

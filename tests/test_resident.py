@@ -26,9 +26,9 @@ def resident_gpu(gpu, monkeypatch):
     return gpu
 
 
-def member(tmp_path, rng, mode: str, width: int | None = None):
+def member(tmp_path, rng, mode: str, width: int | None = None, window: int | None = None):
     arch = random_architecture(rng, mode=mode)
-    arch["context"]["window"] = min(arch["context"]["window"], 8)
+    arch["context"]["window"] = window or min(arch["context"]["window"], 8)
     if width is not None:
         arch["hidden"][-1] = width
     path = write_random_member(tmp_path, rng, arch, name=mode)
@@ -93,11 +93,12 @@ def test_other_gpu_work_idling_and_closing_stop_it(resident_gpu, tmp_path, rng, 
     assert resident_gpu._resident_stop is None
 
 
-def test_a_torn_request_is_refused_never_answered(resident_gpu, tmp_path, rng, seed):
+@pytest.mark.parametrize("split", [0, 4])
+def test_a_torn_request_is_refused_never_answered(resident_gpu, tmp_path, rng, seed, split):
     """Ids whose tag is not the request's (stores the GPU saw before the request's own) make the kernel
-    refuse the prompt, never predict from a mix of two requests."""
-    model, path = member(tmp_path, rng, "mean")
-    with Engine(model, gpu=resident_gpu, executor="fused") as engine:
+    refuse the prompt, never predict from a mix of two requests; with several groups, the merged answer."""
+    model, path = member(tmp_path, rng, "attention" if split else "mean", width=40 if split else None)
+    with Engine(model, gpu=resident_gpu, executor="fused", tuning=FusedConfig(resident_split=split)) as engine:
         engine.predict_one([1])
         resident = engine.executor.resident
         resident.stop()
@@ -114,3 +115,16 @@ def test_a_torn_request_is_refused_never_answered(resident_gpu, tmp_path, rng, s
         assert words[MAILBOX.prediction] == REFUSED_WORD
         rows = random_rows(rng, 2, model.spec.vocab_size, max_len=6)  # and it goes on answering
         oracle.assert_agrees(one_at_a_time(engine, rows), oracle.logits(params_at(path), rows), f"seed {seed}")
+
+
+def test_every_slot_holds_the_last_request(resident_gpu, tmp_path, rng, seed):
+    """A slot the last request did not use still gets its tag: a word left from 65,536 requests ago would
+    carry the tag of the one being written, and the kernel would take it for the request's own."""
+    window = 5
+    model, _ = member(tmp_path, rng, "concat", window=window)
+    with Engine(model, gpu=resident_gpu, executor="fused") as engine:
+        engine.predict_one(random_rows(rng, 1, model.spec.vocab_size, max_len=window + 1)[0][-window:])
+        engine.predict_one([3])
+        resident = engine.executor.resident
+        tags = resident.words[MAILBOX.ids : MAILBOX.ids + window] >> 16
+        assert (tags == resident.seq & 0xFFFF).all(), f"slots {tags} after request {resident.seq} (seed {seed})"

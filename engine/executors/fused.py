@@ -97,18 +97,13 @@ class FusedConfig:
 
     tile_m: int = 64
     """Prompts per work group of fused_tiles (shrunk until it fits shared memory; 0: none fits)."""
-    tm: int = 8
-    """Prompts per thread (a multiple of 4)."""
-    tn: int = 4
-    """Consecutive vocabulary columns per thread (a multiple of 4)."""
-    tile_n: int = 128
-    """Columns a work group sweeps per step."""
+    tm: int = 8  # prompts per thread (a multiple of 4)
+    tn: int = 4  # consecutive vocabulary columns per thread (a multiple of 4)
+    tile_n: int = 128  # columns a work group sweeps per step
     stage_k: int = 8
     """Hidden rows of output weights staged in shared memory at a time (fused_tiles)."""
-    small_threads: int = 128
-    """Threads of a fused_small work group (a power of two)."""
-    split: int = 4
-    """Vocabulary slices (work groups) per prompt in fused_small."""
+    small_threads: int = 128  # threads of a fused_small work group (a power of two)
+    split: int = 4  # vocabulary slices (work groups) per prompt in fused_small
     small_max: int = 64
     """Runs of up to this many prompts use fused_small."""
     chunk: int = 1 << 18
@@ -121,6 +116,8 @@ class FusedConfig:
     """Single prompts go to a kernel left running (fused_resident.py) where the GPU and the model allow."""
     resident_split: int = 0
     """Work groups of the resident kernel (vocabulary slices); 0: the fewest whose output weights fit."""
+    keys_in_shared: bool = True
+    """fused_small reads an attention window's keys and values from shared memory (off where they do not fit)."""
 
     @property
     def tile_threads(self) -> int:
@@ -128,7 +125,7 @@ class FusedConfig:
 
     def with_tile_m(self, tile_m: int) -> "FusedConfig":
         """Tiles of `tile_m` prompts, a thread's rows cut to keep rows of threads (v1, tiles of 8: 2x faster)."""
-        return replace(self, tile_m=tile_m, tm=min(self.tm, max(4, tile_m // 4)))
+        return replace(self, tile_m=tile_m, tm=min(self.tm, max(4, tile_m // 16 * 4)))
 
     def fitted(self, gpu: GLBackend, spec: ModelSpec) -> "FusedConfig":
         """This configuration shrunk to the GPU's limits: shared memory (measured on the kernels'
@@ -151,7 +148,6 @@ class FusedConfig:
                 f"a prompt) start at multiples of this GPU's storage offset alignment, {alignment} bytes"
             )
         largest = min(limits.max_work_group_invocations, limits.max_work_group_size[0])
-        fitted = replace(self, small_threads=min(self.small_threads, largest))
 
         def small_bytes(config: FusedConfig) -> int:
             constants = small_constants(kernel_constants(spec, config), PIXELS, scoring=True)
@@ -161,6 +157,9 @@ class FusedConfig:
             constants = tile_constants(kernel_constants(spec, config), config, PIXELS, scoring=True)
             return FUSED_TILES.shared_bytes(constants, config.tile_threads)
 
+        fitted = replace(self, small_threads=min(self.small_threads, largest))
+        if fitted.keys_in_shared and small_bytes(fitted) > limits.max_shared_memory:
+            fitted = replace(fitted, keys_in_shared=False)  # rather than fewer threads
         while fitted.small_threads > 1 and small_bytes(fitted) > limits.max_shared_memory:
             fitted = replace(fitted, small_threads=fitted.small_threads // 2)
         if small_bytes(fitted) > limits.max_shared_memory:
@@ -218,6 +217,7 @@ def kernel_constants(spec: ModelSpec, config: FusedConfig) -> Constants:
             "SPLIT": config.split,
             "SMALL_MAX": config.small_max,
             "HEADER_WORDS": HEADER_BYTES // 4,
+            "KEYS_SPAN": max(1, spec.context_window * spec.context.head_dim) if config.keys_in_shared else 1,
         }
     )
 
@@ -235,7 +235,6 @@ def run_constants(base: Constants, group_prompts: int, layout: str, scoring: boo
         "STAGED_IDS": group_prompts * base.int("STAGE_W"),
         "HEAD_SPAN": group_prompts * base.int("HEAD_DIM") if attention else 1,
         "SCORE_SPAN": group_prompts * base.int("CONTEXT_WINDOW") if attention else 1,
-        "KEYS_SPAN": base.int("CONTEXT_WINDOW") * base.int("HEAD_DIM") if attention else 1,  # fused_small's
     }
 
 

@@ -8,6 +8,7 @@ Safety: the kernel leaves by itself after IDLE_POLLS polls without a request, an
 on it and no kernel outlives the executor. Never chosen on a CPU renderer (llvmpipe), whose threads the
 spinning group would take from the rest of the machine."""
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -48,8 +49,10 @@ IDLE_POLLS = 1 << 18
 the bus: about a quarter of a second on the H200, measured in bench/variants/resident.py)."""
 TAG_POLLS = 1 << 12
 """Polls for a request's words to arrive whole once its number has."""
-ANSWER_POLLS = 20_000_000
-"""Host polls of the answer before it stops the kernel and reports it (far above any forward pass)."""
+ANSWER_TIMEOUT_S = 1.0
+"""How long the host waits for an answer before it stops the kernel (a forward pass takes microseconds)."""
+POLLS_A_CLOCK = 4096
+"""Polls of the answer between two looks at the clock."""
 MAX_SPLIT = 64
 
 FUSED_RESIDENT = Kernel(
@@ -112,9 +115,10 @@ def resident_shape(executor: FusedExecutor) -> tuple[Kernel, Constants, int, int
     threads = min(GENERATE_THREADS, gpu.limits.max_work_group_invocations, gpu.limits.max_work_group_size[0])
     threads = 1 << (threads.bit_length() - 1)
     splits = [config.resident_split] if config.resident_split else [1 << s for s in range(MAX_SPLIT.bit_length())]
+    partials = config.small_max * config.split  # the executor's scratch holds this many groups' states
     for split in splits:
         constants = resident_constants(executor, threads, split)
-        if constants is None or split > gpu.limits.max_work_group_count[0]:
+        if constants is None or split > min(gpu.limits.max_work_group_count[0], partials):
             continue
         if FUSED_RESIDENT.shared_bytes(constants, threads) > gpu.limits.max_shared_memory:
             continue
@@ -141,6 +145,7 @@ class ResidentPredictor:
             "scratch": executor.scratch,
             "out_bytes": out_bytes(executor),
         }
+        self.slots = np.empty(executor.spec.context_window, np.uint32)
         self.seq = 0
         """The last request's number."""
         self.epoch = 0
@@ -149,38 +154,45 @@ class ResidentPredictor:
         self.launches = 0
 
     def predict(self, ids: list[int]) -> int:
-        """A prompt's last ≤ context_window ids, checked → its prediction word as the kernel wrote it."""
+        """A prompt's last ≤ context_window ids, checked → its prediction word as the kernel wrote it. Raises
+        PxglError when the kernel does not answer (a GPU that does not see the host's stores while a dispatch
+        runs: GL does not promise it)."""
         words = self.words
         served = self.seq
         seq = self.seq = served % (STOP_SEQ - 1) + 1
         tag = (seq & 0xFFFF) << 16
-        n = len(ids)
+        # Every slot of the window is written: a slot then holds no word older than the last request's, whose
+        # tag differs from this one's (a slot left from 65,536 requests ago would carry this very tag).
+        self.slots[:] = 0xFFFF  # never read: the kernel reads the request's length of them
+        self.slots[: len(ids)] = ids
         words[MAILBOX.prediction] = POISON_WORD
-        words[MAILBOX.ids : MAILBOX.ids + n] = np.array(ids, np.uint32) | tag
-        words[MAILBOX.length] = tag | n
+        words[MAILBOX.ids : MAILBOX.ids + len(self.slots)] = self.slots | tag
+        words[MAILBOX.length] = tag | len(ids)
         words[MAILBOX.seq] = seq
         if not self.running:
             self.launch(served)
         relaunched = False
-        for _ in range(ANSWER_POLLS):
-            if words[MAILBOX.ack] == seq:
-                return int(words[MAILBOX.prediction])
-            if words[MAILBOX.exited] == self.epoch and words[MAILBOX.ack] != seq:
-                # It left without answering: idle as the request arrived (a fresh dispatch takes it), or the
-                # request never reached it whole.
-                if relaunched:
-                    break
-                self.stop()
-                self.launch(served)
-                relaunched = True
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for _ in range(POLLS_A_CLOCK):
+                if words[MAILBOX.ack] == seq:
+                    return int(words[MAILBOX.prediction])
+                if words[MAILBOX.exited] == self.epoch and words[MAILBOX.ack] != seq:
+                    # It left without answering: idle as the request arrived (a fresh dispatch takes it), or
+                    # the request never reached it whole.
+                    if relaunched:
+                        deadline = 0.0
+                        break
+                    self.stop()
+                    self.launch(served)
+                    relaunched = True
         self.stop()
         raise PxglError(f"the GPU's resident kernel did not answer a prompt on {self.gpu.renderer}")
 
     def launch(self, served: int) -> None:
         """Dispatch the kernel, answering requests numbered other than `served` until it stops or idles."""
         gpu = self.gpu
-        gpu.write_storage(self.scratch, np.zeros(1, np.uint32))  # the arrival count a stopped kernel may leave
-        gpu.storage_barrier()
+        gpu.storage_barrier()  # stop() reset the arrival count
         self.epoch = self.epoch % (STOP_SEQ - 1) + 1
         gpu.run(self.program, self.groups, **self.resources, served_seq=served, epoch=self.epoch)
         gpu.flush()
@@ -197,6 +209,9 @@ class ResidentPredictor:
         self.words[MAILBOX.seq] = STOP_SEQ
         self.gpu.wait_for_gpu()
         self.words[MAILBOX.seq] = self.seq
+        # A kernel stopped between its groups' arrivals leaves a count the next fused_small dispatch would
+        # merge by: the executor's scratch is shared with it.
+        self.gpu.write_storage(self.scratch, np.zeros(1, np.uint32))
 
     def close(self) -> None:
         self.stop()
@@ -219,14 +234,23 @@ class ResidentFusedExecutor(FusedExecutor):
 
     def run_one(self, ids: list[int]) -> np.ndarray:
         if not self._resident_decided:
-            shape = resident_shape(self)
-            self._resident = None if shape is None else ResidentPredictor(self, shape)
             self._resident_decided = True
+            shape = resident_shape(self)
+            if shape is not None:
+                try:
+                    self._resident = ResidentPredictor(self, shape)
+                except PxglError:  # its kernel does not compile here: a dispatch a prompt, as without it
+                    self._resident = None
         if self._resident is None:
             return super().run_one(ids)
-        word = self._resident.predict(ids)
-        if word >> 24 != WRITTEN_ALPHA:
-            raise PxglError(f"the GPU refused or did not write the prediction (word {word:#010x})")
+        try:
+            word = self._resident.predict(ids)
+        except PxglError:  # this GPU does not see the host's stores during a dispatch: never try it again
+            self._resident.close()
+            self._resident = None
+            return super().run_one(ids)
+        if word >> 24 != WRITTEN_ALPHA:  # the host checked these ids: a request read torn, or the kernel's
+            return super().run_one(ids)  # subgroups not the compiled ones; a dispatch answers it instead
         return np.array((word & 255, (word >> 8) & 255, (word >> 16) & 255), np.uint8)
 
     def close(self) -> None:
