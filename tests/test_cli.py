@@ -245,3 +245,13 @@ def test_the_console_script_ends_at_once_but_runs_atexit_handlers_and_flushes_fi
     assert run.returncode == 0 and run.stdout == f"pxgl {__version__}\nat exit\n", run.stdout + run.stderr
     run = python(probe.replace("--version", "--bogus"))
     assert run.returncode == 2 and run.stdout == "at exit\n" and run.stderr.startswith("error: "), run.stderr
+    closed = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=buffered,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr  # started with stdout closed

@@ -51,9 +51,10 @@ def console() -> None:
             raise
         atexit._run_exitfuncs()  # and clears them: the usual exit, if it still comes, does not run them again
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except OSError:
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:  # None where the process started with the descriptor closed
+                    stream.flush()
+        except (OSError, ValueError):  # ValueError: a stream closed by the command
             raise done from None
         os._exit(done.code)
 
