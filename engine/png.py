@@ -28,7 +28,7 @@ OUTPUT_STEP = 16 << 20
 
 def check_png(
     data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None = None, kind: str = "pixel file"
-) -> tuple[int, int, bytes, bytes]:
+) -> tuple[int, int, bytes, bytearray]:
     """(width, height, the PNG without its ancillary chunks, its image data inflated) of an 8-bit RGB PNG
     whose every chunk and every byte of image data is as the header promises; the size is checked against
     `max_pixels` and `expect` before anything is inflated. Ancillary chunks never change pixels, so a decoder
@@ -70,7 +70,7 @@ def check_png(
     return width, height, PNG_MAGIC + critical, scanlines
 
 
-def unfilter(scanlines: bytes, width: int, height: int) -> np.ndarray | None:
+def unfilter(scanlines: bytes | bytearray, width: int, height: int) -> np.ndarray | None:
     """The (height, width, 3) pixels of checked scanlines filtered None, Sub or Up, every row at once: Sub
     is a running sum along a row, Up one down the rows. None where a row is filtered Average or Paeth (each
     byte of those waits on the one before it: no array operation decodes them)."""
@@ -90,8 +90,13 @@ def unfilter(scanlines: bytes, width: int, height: int) -> np.ndarray | None:
         return pixels
     # A row adds onto the one above it through a run of Up rows: sum down every row, then take from each
     # row the sum up to the row above its run's first row (None or Sub; the picture starts on zeros).
+    # Row numbers as int32, in place: a 1 x 2^26 picture makes them 256 MB each.
     total = np.cumsum(pixels, axis=0, dtype=np.uint8)
-    before = np.maximum.accumulate(np.where(up, -1, np.arange(height))) - 1
+    del pixels
+    before = np.arange(height, dtype=np.int32)
+    before[up] = -1
+    np.maximum.accumulate(before, out=before)
+    before -= 1
     taken = before >= 0
     total[taken] -= total[before[taken]]
     return total
@@ -101,6 +106,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
     """An (height, width, 3) uint8 array as an 8-bit RGB PNG, each row unfiltered, deflated at zlib's default
     level: pixellm_v1's weights so take 1,093,554 bytes, where PIL's adaptive filters took 1,165,166."""
     height, width, _ = pixels.shape
+    if not height or not width:
+        raise ValueError(f"a PNG has at least one row and one column, not {width}x{height}")
     rows = np.zeros((height, 1 + 3 * width), np.uint8)  # each row's filter byte, 0, then its pixels
     rows[:, 1:] = pixels.reshape(height, 3 * width)
     header = IHDR.pack(width, height, 8, PNG_COLOR_RGB, 0, 0, 0)
@@ -157,13 +164,13 @@ def _header(body: bytes, source: str, max_pixels: int, expect: tuple[int, int] |
     return width, height
 
 
-def _check_image_data(compressed: bytes, width: int, height: int, source: str) -> bytes:
+def _check_image_data(compressed: bytes, width: int, height: int, source: str) -> bytearray:
     """The scanlines: the zlib stream inflates to exactly height rows of 1 + 3·width bytes, never inflated past
     that. Input is fed a slice at a time so that what zlib leaves unconsumed, and copies, stays small."""
     row = 1 + 3 * width
     expected = height * row
     inflater = zlib.decompressobj()
-    pieces: list[bytes] = []
+    scanlines = bytearray(expected + 1)  # a byte more: data past the promised rows lands there, and is refused
     produced = fed = 0
     view = memoryview(compressed)
     try:
@@ -173,7 +180,7 @@ def _check_image_data(compressed: bytes, width: int, height: int, source: str) -
             while pending and not inflater.eof:
                 out = inflater.decompress(pending, min(OUTPUT_STEP, expected + 1 - produced))
                 pending = inflater.unconsumed_tail
-                pieces.append(out)
+                scanlines[produced : produced + len(out)] = out
                 produced += len(out)
                 if produced > expected:
                     raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
@@ -187,7 +194,7 @@ def _check_image_data(compressed: bytes, width: int, height: int, source: str) -
     trailing = len(inflater.unused_data) + len(view) - fed
     if trailing:
         raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
-    scanlines = b"".join(pieces)
+    del scanlines[expected:]
     filters = scanlines[::row]
     if max(filters, default=0) > MAX_FILTER_TYPE:
         bad = next(i for i, f in enumerate(filters) if f > MAX_FILTER_TYPE)

@@ -42,6 +42,7 @@ def decode_rgb(
     """A pixel file held in memory (a cartridge member) as (height, width, 3) uint8, with read_rgb's checks."""
     width, height, critical, scanlines = check_png(data, source, max_pixels, expect, kind)
     pixels = unfilter(scanlines, width, height)
+    del scanlines  # not held while PIL decodes the file again
     if pixels is None:  # Average or Paeth rows: PIL's decoder (only here: importing PIL takes ~25 ms)
         from PIL import Image
 
