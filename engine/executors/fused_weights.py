@@ -179,6 +179,8 @@ def quantization(tensor: Tensor, prefix: str) -> dict[str, int | float]:
 def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: WeightsLayout) -> PreparedWeights:
     """The prepared buffers, from the on-disk cache (engine/cache.py) when an entry for exactly these weights,
     this layout, these shaders and this GPU and driver is there, else computed and then kept there."""
+    if cache.cache_dir() is None:
+        return prepare_weights(gpu, spec, weights, layout)
     glsl = resource_dir("glsl")
     sources = [(glsl / name).read_text(encoding="utf-8") for name in PREPARE_SOURCES]
     constants = sorted((model_constants(spec) | layout.constants()).items())
@@ -210,8 +212,6 @@ def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: We
         gpu.release_storage(buffer)
     buffers.clear()
     prepared = prepare_weights(gpu, spec, weights, layout)
-    if cache.cache_dir() is None:
-        return prepared
     data = b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True))
     cache.store(key, data)
     # A buffer the host has read back may be moved to host memory by the driver (NVIDIA's did: every fused
