@@ -165,9 +165,9 @@ def measure_throughput(system: System, prompts: np.ndarray, sizes: list[int], re
 
 
 def measure_cold(executor: str, model_path: Path, runs: int, reference: Reference) -> dict:
-    """`pxgl infer PROMPT` as a new process: first as after an install (empty caches: pxgl's prepared
-    weights, the GL driver's shaders, Python's bytecode), then `runs` timed runs with the caches as the run
-    before left them; each checked against the oracle's prediction pixel."""
+    """`pxgl infer PROMPT` as a new process: first as after an install (pxgl's prepared weights and the GL
+    driver's shaders not cached yet; Python's bytecode as the install compiled it), then `runs` timed runs
+    with the caches as the run before left them; each checked against the oracle's prediction pixel."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's Python writes bytecode: later runs start from it
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,12 +175,11 @@ def measure_cold(executor: str, model_path: Path, runs: int, reference: Referenc
         command = [sys.executable, "-m", "pxgl.cli", "infer", COLD_PROMPT, "--model", str(model_path.resolve())]
         command += ["--executor", executor, "--out", str(out)]
         caches = Path(tmp) / "caches"
-        fresh = {  # every cache a first run fills, empty and this run's own
+        fresh = {  # the caches a first run fills, empty and this run's own
             "XDG_CACHE_HOME": str(caches / "xdg"),
             "PXGL_CACHE_DIR": str(caches / "pxgl"),
             "__GL_SHADER_DISK_CACHE_PATH": str(caches / "nvidia"),
             "MESA_SHADER_CACHE_DIR": str(caches / "mesa"),
-            "PYTHONPYCACHEPREFIX": str(caches / "pycache"),
         }
         for folder in fresh.values():
             Path(folder).mkdir(parents=True)
