@@ -4,9 +4,10 @@ glsl/fused_common.glsl), so a prompt costs the host's stores, the GPU's forward 
 the answer, not a dispatch, a flush and a fence (14 to 18 µs on the H200 before any work).
 
 Safety: the kernel leaves by itself after IDLE_POLLS polls without a request, and the GL backend stops it
-(`GLBackend.hold_resident`) before any other GL command of its context, so nothing queued behind it waits
-on it and no kernel outlives the executor. Never chosen on a CPU renderer (llvmpipe), whose threads the
-spinning group would take from the rest of the machine."""
+(`GLBackend.hold_resident`) before any other GPU work, transfer or wait it issues (compiling a program and
+freeing a texture queue none), so nothing queued behind it waits on it and no kernel outlives the executor.
+Never chosen on a CPU renderer (llvmpipe), whose threads the spinning group would take from the rest of the
+machine; a GPU where it does not answer gets a dispatch a prompt again."""
 
 import time
 from dataclasses import dataclass, replace

@@ -155,8 +155,9 @@ class GLBackend:
     # --- a resident dispatch ------------------------------------------------------------------------
     def hold_resident(self, stop: Callable[[], None]) -> None:
         """A dispatch that stays running until told (engine/executors/fused_resident.py) was just flushed:
-        every later call here that issues GL commands first calls `stop`, which must make it leave and call
-        `release_resident` — a command queued behind a running kernel would wait for it."""
+        every later call here that queues GPU work, a transfer or a wait first calls `stop`, which must make it
+        leave and call `release_resident` — work queued behind a running kernel would wait for it. (Compiling
+        and the timer query's result do not stop it: bench code reads timers only around its own runs.)"""
         if self._resident_stop is not None:
             raise RuntimeError("a resident dispatch is running already")
         self._resident_stop = stop
