@@ -25,8 +25,8 @@ from .protocol import ceil_div, next_pow2
 
 @dataclass(frozen=True)
 class Mailbox:
-    """Word offsets of the mailbox (host writes the request words, the GPU the answer words, each side in
-    its own 256-byte block) and of the request's copy in shared memory."""
+    """Word offsets of the mailbox: the host writes the request's words, the GPU the answer's, each side in
+    its own 256-byte block."""
 
     seq: int = 0
     length: int = 1
@@ -43,6 +43,7 @@ class Mailbox:
 
 MAILBOX = Mailbox()
 REQUEST_CONSTANTS = {"REQUEST_SEQ": 0, "REQUEST_LENGTH": 1, "REQUEST_IDS": 2}
+"""Word offsets of the request's copy in shared memory (`request`), the kernel's own."""
 STOP_SEQ = 0x7FFF_FFFF
 """The number that tells the kernel to leave; requests are numbered 1..STOP_SEQ - 1, round and round."""
 IDLE_POLLS = 1 << 18
