@@ -42,7 +42,7 @@ IMAGE_FORMATS = {"r32f": 0x822E, "rgba8ui": 0x8D7C}
 """GL enums of the image formats kernels declare; binding with an explicit format matters: without it Mesa
 stored 255 everywhere in an rgba8 image."""
 
-CPU_RENDERERS = ("llvmpipe", "softpipe", "swrast", "swiftshader")
+CPU_RENDERERS = ("llvmpipe", "softpipe", "swrast", "swiftshader", "lavapipe")
 """GL_RENDERER names of renderers that run shaders on the CPU (Mesa's and Google's)."""
 
 GL_EXTENSION_OF = dict.fromkeys(SUBGROUP_EXTENSIONS, "GL_KHR_shader_subgroup")
