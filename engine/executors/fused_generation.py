@@ -20,7 +20,7 @@ from .fused import (
     tile_constants,
 )
 from .fused_weights import grid
-from .protocol import ceil_div
+from .protocol import ceil_div, largest_pow2_group
 
 STEPS = (Storage("lengths"), Storage("logprobs"), Uniform("first_step"), Uniform("last_step"))
 FUSED_SMALL_GENERATE = Kernel(
@@ -72,8 +72,7 @@ def small_program_shape(executor: FusedExecutor) -> tuple[Kernel, Constants, int
     GENERATE_THREADS that fits the GPU's limits."""
     gpu: GLBackend = executor.gpu
     limits = gpu.limits
-    threads = min(GENERATE_THREADS, limits.max_work_group_invocations, limits.max_work_group_size[0])
-    threads = 1 << (threads.bit_length() - 1)
+    threads = largest_pow2_group(gpu, GENERATE_THREADS)
     while threads > 1:
         constants = one_group_constants(executor, threads)
         if FUSED_SMALL_GENERATE.shared_bytes(constants, threads) <= limits.max_shared_memory:

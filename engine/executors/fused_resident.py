@@ -20,7 +20,7 @@ from ..gl import GLBackend
 from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Shared, Storage, Uniform
 from .fused import IDS, SMALL_SHARED, WEIGHTS, FusedExecutor, small_constants
 from .fused_generation import GENERATE_THREADS, OUT_CACHE_ROWS, out_bytes, subgroups_fit
-from .protocol import ceil_div, next_pow2
+from .protocol import ceil_div, largest_pow2_group, next_pow2
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ def resident_shape(executor: FusedExecutor) -> tuple[Kernel, Constants, int, int
     config = executor.config
     if not config.resident or gpu.cpu_renderer or executor.spec.context_window > MAILBOX.ack - MAILBOX.ids:
         return None
-    threads = min(GENERATE_THREADS, gpu.limits.max_work_group_invocations, gpu.limits.max_work_group_size[0])
-    threads = 1 << (threads.bit_length() - 1)
+    threads = largest_pow2_group(gpu, GENERATE_THREADS)
     splits = [config.resident_split] if config.resident_split else [1 << s for s in range(MAX_SPLIT.bit_length())]
     partials = config.small_max * config.split  # the executor's scratch holds this many groups' states
     for split in splits:
