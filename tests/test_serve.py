@@ -28,6 +28,7 @@ import numpy as np
 import openai
 import pytest
 from PIL import Image
+from pxgl.generation import MAX_NEW_TOKENS
 from pxgl.pxi import encode_tokens, write_rgb
 from pxgl.tokenizer import Tokenizer
 
@@ -416,8 +417,10 @@ def content_length(reply: bytes) -> int:
 
 def test_sigterm_drains_in_flight_requests_and_exits(tmp_path, rng):
     models, _ = write_models(tmp_path, rng, ("gamma",))
-    url, process = start_server(tmp_path, models, key=None)
-    body = {"model": "gamma", "prompt": "pixels", "max_tokens": 1024, "temperature": 0}
+    # The longest completions there are (~4x the server's default cap): both must be seen in flight before they end,
+    # on a busy machine too (1,024 tokens each left too short a window: seen once in CI).
+    url, process = start_server(tmp_path, models, "--max-tokens", str(MAX_NEW_TOKENS), key=None)
+    body = {"model": "gamma", "prompt": "pixels", "max_tokens": MAX_NEW_TOKENS, "temperature": 0}
     answers: dict[str, tuple[int, bytes, str]] = {}
     threads = [
         threading.Thread(target=lambda: answers.update(plain=call(url, "/v1/completions", body, key=None))),
@@ -437,7 +440,7 @@ def test_sigterm_drains_in_flight_requests_and_exits(tmp_path, rng):
     status, stderr = process.wait(timeout=60), process.stderr.read()
     assert status == 0 and "Traceback" not in stderr, stderr
     plain_status, plain, _ = answers["plain"]
-    assert plain_status == 200 and json.loads(plain)["usage"]["completion_tokens"] == 1024
+    assert plain_status == 200 and json.loads(plain)["usage"]["completion_tokens"] == MAX_NEW_TOKENS
     streamed_status, streamed, _ = answers["streamed"]
     assert streamed_status == 200 and streamed.endswith(b"data: [DONE]\n\n")
     assert b'"finish_reason": "length"' in streamed
