@@ -22,7 +22,7 @@ import numpy as np
 
 from .engine import Engine
 from .errors import PxglError
-from .executors.fused import FusedConfig
+from .executors.fused_config import FusedConfig
 from .loading import Runnable, plan
 from .model import Model
 from .pxi import encode_tokens

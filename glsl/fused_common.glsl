@@ -15,6 +15,8 @@
 // LENGTHS[p] prompt ids, then its generated ids (row_len even, so no two rows share a word); each step reads
 // the row's window, writes the chosen id after it, its prediction word to PREDICTIONS[step * n + p] and its
 // log-probability to LOGPROBS[step * n + p]. Rows never wait on other work groups: a group owns its rows.
+// HIDDEN_OUT = 1 (fused_tiles) stops after the hidden layers: it writes the last one to HIDDEN in fused_logits.comp's
+// layout and each prompt's validity to VALID, for prompts prompt_offset.. of the buffer (engine/executors/fused_gemm.py).
 // RESIDENT = 1 (fused_small, ids; engine/executors/fused_resident.py) stays running and takes one prompt at a
 // time from MAILBOX, host memory the host writes while the dispatch runs (words at MAILBOX_*): a request's
 // sequence number, then its length and ids each tagged with the number's low 16 bits (so the GPU knows it
@@ -49,7 +51,13 @@ int gen_step = 0;  // the step being generated
 #else
 layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uint PROMPTS[]; };
 #endif
+#if HIDDEN_OUT
+layout(std430, binding = BINDING_HIDDEN) writeonly restrict buffer Hidden { float HIDDEN[]; };
+layout(std430, binding = BINDING_VALID) writeonly restrict buffer Valid { uint VALID[]; };
+uniform int prompt_offset;  // the part's first prompt in the prompts buffer
+#else
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
+#endif
 #endif
 #if SCORING
 layout(std430, binding = BINDING_TARGETS) readonly restrict buffer Targets { uint TARGETS[]; };
@@ -58,7 +66,7 @@ layout(std430, binding = BINDING_TARGETS) readonly restrict buffer Targets { uin
 layout(std430, binding = BINDING_LOGPROBS) writeonly restrict buffer Logprobs { float LOGPROBS[]; };
 #endif
 
-#define NO_LOGIT uintBitsToFloat(0xFF800000u)  // -infinity
+#include "online_softmax.glsl"
 
 const int LAYER_WIDTH[DEPTH] = int[DEPTH](LAYER_WIDTHS);
 const int LAYER_DENSE[DEPTH] = int[DEPTH](LAYER_DENSE_AT);
@@ -206,40 +214,6 @@ float head_v(int m, int j, int dd) {
 }
 #endif
 
-// Online softmax over logits seen one at a time: the running top logit, its (lowest) index and
-// sum = sum of exp(logit - top); vec4(top, sum, index bits, the target's logit) when stored.
-// Empty: (-inf, 0, VOCAB, -inf).
-void consider(inout float top, inout float sum, inout int index, float logit, int k) {
-    bool better = logit > top;  // strict: columns arrive in increasing k, so the lowest index keeps a tie
-    float e = exp(min(logit, top) - max(logit, top));
-    sum = better ? sum * e + 1.0 : sum + e;
-    index = better ? k : index;
-    top = max(top, logit);
-}
-
-void merge(inout float top, inout float sum, inout int index, inout float target, vec4 other) {
-    target = max(target, other.w);  // one state at most saw the target's column
-    int other_index = floatBitsToInt(other.z);
-    if (other.y == 0.0) return;
-    if (sum == 0.0) {
-        top = other.x; sum = other.y; index = other_index;
-        return;
-    }
-    float m = max(top, other.x);
-    sum = sum * exp(top - m) + other.y * exp(other.x - m);
-    if (other.x > top || (other.x == top && other_index < index)) index = other_index;
-    top = m;
-}
-
-vec4 packed_state(float top, float sum, int index, float target) {
-    return vec4(top, sum, intBitsToFloat(index), target);
-}
-
-uint prediction_word(bool valid, int index, float sum) {
-    uint confidence = uint(floor(255.0 / sum + 0.5));
-    return valid ? uint(index) | (confidence << 16) | (uint(WRITTEN_ALPHA) << 24) : uint(REFUSED_WORD);
-}
-
 // The target's logit seen in column k (scoring only): -inf elsewhere.
 float target_logit(int prompt, int k, float logit) {
 #if SCORING
@@ -279,6 +253,7 @@ void finish(int p, bool valid, int index, float top, float sum, float target) {
     PROMPTS[word] = (PROMPTS[word] & ~(0xFFFFu << shift)) | (uint(index) << shift);
 #elif RESIDENT
     answer(prediction_word(valid, index, sum));
+#elif HIDDEN_OUT  // fused_logits.comp writes the words
 #else
     PREDICTIONS[p] = prediction_word(valid, index, sum);
 #if SCORING

@@ -40,6 +40,9 @@ void forward() {
     int t = int(gl_LocalInvocationID.x);
     int n = prompt_count(), row_len = prompt_row_len();
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
+#if HIDDEN_OUT
+    base += prompt_offset;
+#endif
     stage_windows(base, n, row_len, t, TILE_THREADS);
     for (int e = t; e < TILE_M * HIDDEN0 / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
     barrier();
@@ -79,11 +82,15 @@ void forward() {
         head_out[e] = count > 0 ? weighted / total : 0.0;
     }
     barrier();
-    for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
-        int m = e / HIDDEN0, j = e % HIDDEN0;
-        float sum = 0.0;
-        for (int dd = 0; dd < HEAD_DIM; dd++) sum += head_out[m * HEAD_DIM + dd] * HEAD[W0H_AT + dd * HIDDEN0 + j];
-        pool[(j * TILE_M + m) / 4][m % 4] += sum;
+    for (int e = t; e < TILE_M / 4 * HIDDEN0; e += TILE_THREADS) {  // a weight read once for 4 prompts
+        int m = e / HIDDEN0 * 4, j = e % HIDDEN0;
+        vec4 sum = vec4(0.0);
+        for (int dd = 0; dd < HEAD_DIM; dd++) {
+            vec4 out4 = vec4(head_out[m * HEAD_DIM + dd], head_out[(m + 1) * HEAD_DIM + dd],
+                             head_out[(m + 2) * HEAD_DIM + dd], head_out[(m + 3) * HEAD_DIM + dd]);
+            sum += out4 * HEAD[W0H_AT + dd * HIDDEN0 + j];
+        }
+        pool[(j * TILE_M + m) / 4] += sum;
     }
     barrier();
 #endif
@@ -108,6 +115,14 @@ void forward() {
     }
 #endif
 
+#if HIDDEN_OUT
+    for (int e = t; e < TILE_M * K_PAD; e += TILE_THREADS) {
+        int k = e / TILE_M, m = e % TILE_M, p = base + m - prompt_offset;  // consecutive threads: one unit
+        if (base + m < n) HIDDEN[((p / GEMM_M) * K_PAD + k) * GEMM_M + p % GEMM_M] = k < LAST_HIDDEN ? pooled(k, m) : 0.0;
+    }
+    for (int m = t; m < TILE_M && base + m < n; m += TILE_THREADS) VALID[base + m - prompt_offset] = uint(staged_valid[m]);
+}
+#else
     int tn = t % ROW_THREADS, tm = t / ROW_THREADS;
     float top[TM], sum[TM], target[TM];
     int index[TM];
@@ -177,6 +192,7 @@ void forward() {
         finish(base + m, staged_valid[m], id, best, total, aimed);
     }
 }
+#endif
 
 #if GENERATE
 void start_steps() {}

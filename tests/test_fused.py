@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.executors.fused import FusedConfig, FusedExecutor
+from pxgl.executors.fused import FusedExecutor
+from pxgl.executors.fused_config import FusedConfig
+from pxgl.executors.fused_gemm import GemmConfig
 from pxgl.executors.protocol import ExecutorInputs
 from pxgl.loading import load_model
 from pxgl.model import save_model
@@ -131,6 +133,42 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
     oracle.assert_agrees(checked_predict(engine, encode_tokens(rows[:few], vocab)), lg[:few], f"seed {seed}")
     one = np.stack([engine.predict_one(row.tolist()) for row in rows[:3]])[:, None, :]
     oracle.assert_agrees(one, lg[:3], f"seed {seed}")
+
+
+@pytest.mark.parametrize(
+    "gemm",
+    [
+        dict(min_groups=1),  # no vocabulary slices: each work group writes its prompts' words
+        dict(min_groups=1 << 20),  # a slice per column step, merged by the second dispatch
+        dict(m=64, n=64, tm=4, tn=8, k=4, part_bytes=1),  # parts of one tile: many parts a chunk
+        dict(m=32, n=128, tm=8, tn=4, k=16, min_groups=4),
+    ],
+)
+@pytest.mark.parametrize("mode", ["mean", "concat", "attention"])
+def test_batches_as_hidden_layers_then_a_gemm_match_oracle(tmp_path, gpu, seed, gemm, mode):
+    """fused_gemm.py's path (hidden units to memory, fused_logits.comp) in several shapes, on random family
+    members of 1-3 layers, for token rows (pixels) and id arrays, with a refused prompt among them."""
+    rng = np.random.default_rng(seed)
+    arch = random_architecture(rng, mode=mode, depth=int(rng.integers(1, 4)))
+    arch["context"]["window"] = min(arch["context"]["window"], 8)
+    arch["context"]["concat"] = min(arch["context"].get("concat", 0), arch["context"]["window"])
+    if mode != "attention":
+        arch["context"].pop("concat")
+    path = write_random_member(tmp_path, rng, arch)
+    model, vocab = load_model(path), arch["vocab_size"]
+    with Engine(model, gpu=gpu, executor="fused", tuning=FusedConfig(gemm=GemmConfig(**gemm))) as engine:
+        assert engine.executor.config.gemm == GemmConfig(**gemm), f"seed {seed}: the shape must fit"
+        rows = random_rows(rng, 300, vocab, max_len=20)
+        lg = oracle.logits(params_at(path), rows)
+        oracle.assert_agrees(checked_predict(engine, encode_tokens(rows, vocab)), lg, f"seed {seed}, rows")
+        ids = rng.integers(0, vocab, (257, 11)).astype(np.uint16)
+        engine.predict_array(ids)
+        engine.poison()
+        oracle.assert_agrees(engine.predict_array(ids), oracle.logits(params_at(path), list(ids)), f"seed {seed}")
+        row = int(rng.integers(len(ids)))
+        ids[row, 3] = vocab
+        with pytest.raises(PxglError, match=f"row {row}, position 3"):
+            engine.predict_array(ids)
 
 
 def test_an_attention_window_past_shared_memory_reads_its_keys_from_memory(tmp_path, gpu, rng, seed):

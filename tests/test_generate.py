@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.executors.fused import refusal
+from pxgl.executors.fused_config import refusal
 from pxgl.generation import MAX_NEW_TOKENS, Choice, Sampling, StopScanner, TextRow
 from pxgl.loading import load_model
 from pxgl.pxi import encode_tokens, read_rgb, write_rgb
@@ -351,7 +351,7 @@ def test_bundled_models_generate_the_oracles_tokens_on_fused(gpu, rng, seed, nam
     it does and the GPU has subgroup shuffles that fit (NVIDIA; not llvmpipe) the one-prompt group merges
     through them: then the shared-memory path runs too, and both replay the oracle, streamed across chunk
     boundaries as well as generated at once."""
-    from pxgl.executors.fused import FusedConfig
+    from pxgl.executors.fused_config import FusedConfig
     from pxgl.executors.fused_generation import small_program_shape, subgroups_fit
 
     path = Path(__file__).resolve().parents[1] / "assets" / f"{name}.pxi"

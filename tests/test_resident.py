@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pxgl.constants import REFUSED_WORD
 from pxgl.engine import Engine
-from pxgl.executors.fused import FusedConfig
+from pxgl.executors.fused_config import FusedConfig
 from pxgl.executors.fused_resident import MAILBOX, resident_shape
 from pxgl.loading import load_model
 

@@ -3,7 +3,7 @@ as cls(gpu, ExecutorInputs, tuning=None) and offering the Executor protocol (pro
 
 from ..gl import GLBackend
 from ..spec import ModelSpec
-from .fused import refusal
+from .fused_config import refusal
 from .fused_resident import ResidentFusedExecutor
 from .passes import PassesExecutor
 from .protocol import Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace

@@ -9,16 +9,8 @@ import numpy as np
 
 from ..gl import Buffer, GLBackend
 from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Storage, Uniform
-from .fused import (
-    HEADER_BYTES,
-    IDS,
-    RUN,
-    SMALL_SHARED,
-    TILES_SHARED,
-    FusedExecutor,
-    small_constants,
-    tile_constants,
-)
+from .fused import FusedExecutor
+from .fused_config import HEADER_BYTES, IDS, RUN, SMALL_SHARED, TILES_SHARED, small_constants, tile_constants
 from .fused_weights import grid
 from .protocol import ceil_div, largest_pow2_group
 

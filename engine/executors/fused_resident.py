@@ -18,7 +18,8 @@ from ..constants import POISON_WORD, WRITTEN_ALPHA
 from ..errors import PxglError
 from ..gl import GLBackend
 from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Shared, Storage, Uniform
-from .fused import IDS, SMALL_SHARED, WEIGHTS, FusedExecutor, small_constants
+from .fused import FusedExecutor
+from .fused_config import IDS, SMALL_SHARED, WEIGHTS, small_constants
 from .fused_generation import GENERATE_THREADS, OUT_CACHE_ROWS, out_bytes, subgroups_fit
 from .protocol import ceil_div, largest_pow2_group, next_pow2
 
