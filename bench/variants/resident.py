@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 from pxgl.engine import Engine
-from pxgl.executors.fused import FusedConfig
+from pxgl.executors.fused_config import FusedConfig
 from pxgl.executors.fused_resident import MAILBOX, resident_shape
 from pxgl.gl import GLBackend
 from pxgl.loading import load_model

@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from pxgl.executors.fused import FUSED_SMALL, FUSED_TILES, IDS, POISON_WORD, FusedConfig, FusedExecutor
+from pxgl.constants import POISON_WORD
+from pxgl.executors.fused import FusedExecutor
+from pxgl.executors.fused_config import FUSED_SMALL, FUSED_TILES, IDS, FusedConfig
 from pxgl.executors.protocol import ExecutorInputs
 from pxgl.gl import GLBackend, GpuProgram
 from pxgl.loading import load_model
@@ -190,7 +192,7 @@ def main() -> None:
     results = []
     for shape in TILE_SHAPES:
         tile_m, tm, tn, tile_n, stage_k = shape
-        config = FusedConfig(tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n, stage_k=stage_k)
+        config = FusedConfig(tile_m=tile_m, tm=tm, tn=tn, tile_n=tile_n, stage_k=stage_k, gemm=None)
         try:
             rate, kernel_s, executor = throughput(config)
         except (CheckFailed, Exception) as e:
