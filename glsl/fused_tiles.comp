@@ -36,26 +36,9 @@ float pooled(int j, int m) { return pool[(j * TILE_M + m) / 4][m % 4]; }
             for (int q = 0; q < TN4; q++) acc[i][q] = fma(vec4(a[i / 4][i % 4]), b[q], acc[i][q]); \
     }
 
-void forward() {
-    int t = int(gl_LocalInvocationID.x);
-    int n = prompt_count(), row_len = prompt_row_len();
-    int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
-#if HIDDEN_OUT
-    base += prompt_offset;
-#endif
-    stage_windows(base, n, row_len, t, TILE_THREADS);
-    for (int e = t; e < TILE_M * HIDDEN0 / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
-    barrier();
-    for (int chunk = 0; chunk < CONTEXT_WINDOW; chunk += STAGE_W) {
-        stage_chunk(base, row_len, chunk, t, TILE_THREADS);
-        barrier();
-        for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
-            int m = e / HIDDEN0, j = e % HIDDEN0;  // consecutive threads read consecutive floats of FIRST
-            pool[(j * TILE_M + m) / 4][m % 4] += staged_sum(m, chunk, j);
-        }
-        barrier();
-    }
 #if CONTEXT_MODE == MODE_ATTENTION
+// The attention head of the tile's prompts, whose whole windows are staged: head_out[m * HEAD_DIM + dd].
+void attend_tile(int t) {
     for (int e = t; e < TILE_M * HEAD_DIM; e += TILE_THREADS) {  // the whole window is staged
         int m = e / HEAD_DIM, dd = e % HEAD_DIM;
         head_q[e] = staged_count[m] > 0 ? head_q_of(m, dd) : 0.0;
@@ -82,6 +65,68 @@ void forward() {
         head_out[e] = count > 0 ? weighted / total : 0.0;
     }
     barrier();
+}
+#endif
+
+#if DIRECT_HIDDEN
+// The hidden-layer dispatch of one-layer models whose window is staged at once (HIDDEN_OUT): no pool of hidden
+// units in shared memory, so tiles of many prompts fit; a thread computes unit j of HIDDEN_ROWS prompts, each
+// weight it reads used for all of them, and writes them straight to HIDDEN.
+void forward() {
+    int t = int(gl_LocalInvocationID.x);
+    int n = prompt_count(), row_len = prompt_row_len();
+    int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M + prompt_offset;
+    stage_windows(base, n, row_len, t, TILE_THREADS);
+    barrier();
+    stage_chunk(base, row_len, 0, t, TILE_THREADS);
+    barrier();
+#if CONTEXT_MODE == MODE_ATTENTION
+    attend_tile(t);
+#endif
+    for (int e = t; e < TILE_M / HIDDEN_ROWS * K_PAD; e += TILE_THREADS) {
+        int j = e % K_PAD, m0 = e / K_PAD * HIDDEN_ROWS;  // consecutive threads: consecutive units
+        float h[HIDDEN_ROWS];
+        for (int r = 0; r < HIDDEN_ROWS; r++) h[r] = j < HIDDEN0 ? staged_sum(m0 + r, 0, j) : 0.0;
+#if CONTEXT_MODE == MODE_ATTENTION
+        float head[HIDDEN_ROWS];
+        for (int r = 0; r < HIDDEN_ROWS; r++) head[r] = 0.0;
+        for (int dd = 0; dd < HEAD_DIM && j < HIDDEN0; dd++) {
+            float w = HEAD[W0H_AT + dd * HIDDEN0 + j];
+            for (int r = 0; r < HIDDEN_ROWS; r++) head[r] += head_out[(m0 + r) * HEAD_DIM + dd] * w;
+        }
+        for (int r = 0; r < HIDDEN_ROWS; r++) h[r] += head[r];
+#endif
+        for (int r = 0; r < HIDDEN_ROWS; r++) {
+            int p = base + m0 + r - prompt_offset;
+            if (base + m0 + r < n) {
+                HIDDEN[((p / GEMM_M) * K_PAD + j) * GEMM_M + p % GEMM_M] = j < HIDDEN0 ? first_activation(m0 + r, h[r], j) : 0.0;
+            }
+        }
+    }
+    for (int m = t; m < TILE_M && base + m < n; m += TILE_THREADS) VALID[base + m - prompt_offset] = uint(staged_valid[m]);
+}
+#else
+void forward() {
+    int t = int(gl_LocalInvocationID.x);
+    int n = prompt_count(), row_len = prompt_row_len();
+    int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
+#if HIDDEN_OUT
+    base += prompt_offset;
+#endif
+    stage_windows(base, n, row_len, t, TILE_THREADS);
+    for (int e = t; e < TILE_M * HIDDEN0 / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
+    barrier();
+    for (int chunk = 0; chunk < CONTEXT_WINDOW; chunk += STAGE_W) {
+        stage_chunk(base, row_len, chunk, t, TILE_THREADS);
+        barrier();
+        for (int e = t; e < TILE_M * HIDDEN0; e += TILE_THREADS) {
+            int m = e / HIDDEN0, j = e % HIDDEN0;  // consecutive threads read consecutive floats of FIRST
+            pool[(j * TILE_M + m) / 4][m % 4] += staged_sum(m, chunk, j);
+        }
+        barrier();
+    }
+#if CONTEXT_MODE == MODE_ATTENTION
+    attend_tile(t);
     for (int e = t; e < TILE_M / 4 * HIDDEN0; e += TILE_THREADS) {  // a weight read once for 4 prompts
         int m = e / HIDDEN0 * 4, j = e % HIDDEN0;
         vec4 sum = vec4(0.0);
@@ -193,6 +238,8 @@ void forward() {
     }
 }
 #endif
+
+#endif  // DIRECT_HIDDEN
 
 #if GENERATE
 void start_steps() {}

@@ -136,28 +136,33 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
 
 
 @pytest.mark.parametrize(
-    "gemm",
+    ("gemm", "hidden_tile_m"),
     [
-        dict(min_groups=1),  # no vocabulary slices: each work group writes its prompts' words
-        dict(min_groups=1 << 20),  # a slice per column step, merged by the second dispatch
-        dict(m=64, n=64, tm=4, tn=8, k=4, part_bytes=1),  # parts of one tile: many parts a chunk
-        dict(m=32, n=128, tm=8, tn=4, k=16, min_groups=4),
+        (dict(min_groups=1), 64),  # no vocabulary slices: each work group writes its prompts' words
+        (dict(min_groups=1 << 20), 0),  # a slice per column step, merged by a second dispatch; pooled hidden units
+        (dict(m=64, n=64, tm=4, tn=8, k=4, part_bytes=1), 8),  # parts of one tile: many parts a chunk
+        (dict(m=32, n=128, tm=8, tn=4, k=16, min_groups=4), 16),
     ],
 )
 @pytest.mark.parametrize("mode", ["mean", "concat", "attention"])
-def test_batches_as_hidden_layers_then_a_gemm_match_oracle(tmp_path, gpu, seed, gemm, mode):
+def test_batches_as_hidden_layers_then_a_gemm_match_oracle(tmp_path, gpu, seed, gemm, hidden_tile_m, mode):
     """fused_gemm.py's path (hidden units to memory, fused_logits.comp) in several shapes, on random family
-    members of 1-3 layers, for token rows (pixels) and id arrays, with a refused prompt among them."""
+    members (one layer where the hidden units go straight from registers, 1-3 layers where they are pooled in
+    shared memory), for token rows (pixels) and id arrays, with a refused prompt among them."""
     rng = np.random.default_rng(seed)
-    arch = random_architecture(rng, mode=mode, depth=int(rng.integers(1, 4)))
+    depth = 1 if hidden_tile_m else int(rng.integers(1, 4))
+    arch = random_architecture(rng, mode=mode, depth=depth)
     arch["context"]["window"] = min(arch["context"]["window"], 8)
     arch["context"]["concat"] = min(arch["context"].get("concat", 0), arch["context"]["window"])
     if mode != "attention":
         arch["context"].pop("concat")
     path = write_random_member(tmp_path, rng, arch)
     model, vocab = load_model(path), arch["vocab_size"]
-    with Engine(model, gpu=gpu, executor="fused", tuning=FusedConfig(gemm=GemmConfig(**gemm))) as engine:
-        assert engine.executor.config.gemm == GemmConfig(**gemm), f"seed {seed}: the shape must fit"
+    tuning = FusedConfig(gemm=GemmConfig(**gemm), hidden_tile_m=hidden_tile_m)
+    with Engine(model, gpu=gpu, executor="fused", tuning=tuning) as engine:
+        config = engine.executor.config
+        assert config.gemm == GemmConfig(**gemm), f"seed {seed}: the shape must fit"
+        assert bool(config.hidden_tile_m) == bool(hidden_tile_m), f"seed {seed}: {config}"
         rows = random_rows(rng, 300, vocab, max_len=20)
         lg = oracle.logits(params_at(path), rows)
         oracle.assert_agrees(checked_predict(engine, encode_tokens(rows, vocab)), lg, f"seed {seed}, rows")

@@ -38,6 +38,7 @@ from .fused_config import (
     LAYOUTS,
     PIXELS,
     FusedConfig,
+    hidden_constants,
     kernel_constants,
     small_constants,
     tile_constants,
@@ -110,7 +111,7 @@ class FusedExecutor:
         }
         gemm = self.config.gemm
         self._hidden_constants = (
-            {layout: gemm.hidden_constants(self._tile_constants[layout, False]) for layout in LAYOUTS} if gemm else {}
+            {layout: hidden_constants(self.constants, self.config, layout) for layout in LAYOUTS} if gemm else {}
         )
         self._gemm: GemmParts | None = None
         largest_row = max(3 * spec.context_window, 2 * MAX_ROW_TOKENS)
@@ -266,7 +267,8 @@ class FusedExecutor:
     def _gemm_parts(self) -> GemmParts:
         if self._gemm is None:
             assert self.config.gemm is not None
-            self._gemm = GemmParts(self.gpu, self.config.gemm, self.constants, self.config.tile_m, self.config.chunk)
+            hidden_tile = self.config.hidden_tile_m or self.config.tile_m
+            self._gemm = GemmParts(self.gpu, self.config.gemm, self.constants, hidden_tile, self.config.chunk)
         return self._gemm
 
     def _score_resources(self, start: int, count: int) -> dict[str, BufferRange]:

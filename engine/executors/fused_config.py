@@ -55,6 +55,8 @@ FUSED_HIDDEN = Kernel("fused_tiles", (*WEIGHTS, Storage("prompts"), *HIDDEN_OUT)
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
 STAGE_KS = (4, 8, 16)
+HIDDEN_ROWS = 8
+"""Prompts a thread of the direct hidden-layer dispatch computes a unit of, each weight read once for them."""
 CHUNK_MULTIPLE = 64
 """Prompts per fused_tiles dispatch come in multiples of this, keeping each chunk's predictions aligned."""
 PIXELS, IDS = "pixels", "ids"
@@ -90,6 +92,9 @@ class FusedConfig:
     """fused_small reads an attention window's keys and values from shared memory (off where they do not fit)."""
     gemm: GemmConfig | None = DEFAULT_GEMM
     """Batches not scored run as hidden layers then a GEMM (fused_gemm.py); None: fused_tiles alone."""
+    hidden_tile_m: int = 64
+    """Prompts per work group of the GEMM path's hidden-layer dispatch where it keeps no hidden units in shared
+    memory (one layer, the window staged at once: `direct_hidden`); shrunk to fit; 0: fused_tiles' tile."""
 
     @property
     def tile_threads(self) -> int:
@@ -147,7 +152,17 @@ class FusedConfig:
             self.gemm.check()
         if not fitted.tile_m or (fitted.gemm and not fitted.gemm.fits(gpu)):
             fitted = replace(fitted, gemm=None)
-        return fitted
+        if not fitted.gemm or not direct_hidden(spec):
+            return replace(fitted, hidden_tile_m=0)
+
+        def hidden_bytes(config: FusedConfig) -> int:
+            assert config.gemm is not None
+            constants = hidden_constants(kernel_constants(spec, config), config, PIXELS)
+            return FUSED_HIDDEN.shared_bytes(constants, config.gemm.hidden_threads)
+
+        while fitted.hidden_tile_m >= HIDDEN_ROWS and hidden_bytes(fitted) > limits.max_shared_memory:
+            fitted = replace(fitted, hidden_tile_m=fitted.hidden_tile_m // 2)
+        return fitted if fitted.hidden_tile_m >= HIDDEN_ROWS else replace(fitted, hidden_tile_m=0)
 
 
 def refusal(spec: ModelSpec, gpu: GLBackend) -> str | None:
@@ -236,4 +251,31 @@ def tile_constants(base: Constants, config: FusedConfig, layout: str, scoring: b
         "POOL_VEC4": max(hidden_vec4, config.tile_m * row_threads),
         # the hidden units of a tile, later reused for the threads' softmax states
         "NEXT_VEC4": hidden_vec4 if base.int("DEPTH") > 1 else 1,
+        "DIRECT_HIDDEN": 0,
+        "HIDDEN_ROWS": 1,
+    }
+
+
+def direct_hidden(spec: ModelSpec) -> bool:
+    """Whether the GEMM path's hidden layer can go from registers straight to memory (fused_tiles.comp's
+    DIRECT_HIDDEN): one layer, and the whole window staged at once."""
+    return len(spec.hidden) == 1 and spec.context_window <= stage_width(spec)
+
+
+def hidden_constants(base: Constants, config: FusedConfig, layout: str) -> Constants:
+    """fused_tiles compiled HIDDEN_OUT: the GEMM path's hidden-layer dispatch (config.gemm set), in tiles of
+    config.hidden_tile_m prompts kept in registers (DIRECT_HIDDEN) or, where that is 0, fused_tiles' own."""
+    gemm = config.gemm
+    assert gemm is not None
+    direct = config.hidden_tile_m > 0
+    tiles = tile_constants(base, replace(config, tile_m=config.hidden_tile_m) if direct else config, layout)
+    return tiles | {
+        "HIDDEN_OUT": 1,
+        "DIRECT_HIDDEN": int(direct),
+        "HIDDEN_ROWS": HIDDEN_ROWS if direct else 1,
+        "GEMM_M": gemm.m,
+        "K_PAD": gemm.k_pad(base.int("LAST_HIDDEN")),
+        "TILE_THREADS": gemm.hidden_threads,
+        "STAGE_BUFFERS_VEC4": 1,  # no output weights staged
+        **({"POOL_VEC4": 1, "NEXT_VEC4": 1} if direct else {}),
     }

@@ -87,16 +87,6 @@ class GemmConfig:
             "MERGE": 0,
         }
 
-    def hidden_constants(self, tiles: Constants) -> Constants:
-        """fused_tiles' constants (for ids, not scoring) turned into the hidden-layer dispatch's."""
-        return tiles | {
-            "HIDDEN_OUT": 1,
-            "GEMM_M": self.m,
-            "K_PAD": self.k_pad(tiles.int("LAST_HIDDEN")),
-            "TILE_THREADS": self.hidden_threads,
-            "STAGE_BUFFERS_VEC4": 1,  # no output weights staged
-        }
-
 
 DEFAULT_GEMM = GemmConfig()
 
