@@ -69,9 +69,9 @@ void attend_tile(int t) {
 #endif
 
 #if DIRECT_HIDDEN
-// The hidden-layer dispatch of one-layer models whose window is staged at once (HIDDEN_OUT): no pool of hidden
-// units in shared memory, so tiles of many prompts fit; a thread computes unit j of HIDDEN_ROWS prompts, each
-// weight it reads used for all of them, and writes them straight to HIDDEN.
+// The hidden-layer dispatch of one-layer models without attention whose window is staged at once (HIDDEN_OUT):
+// no pool of hidden units in shared memory, so tiles of many prompts fit; a thread computes unit j of
+// HIDDEN_ROWS prompts from the staged tokens' table rows and writes them straight to HIDDEN.
 void forward() {
     int t = int(gl_LocalInvocationID.x);
     int n = prompt_count(), row_len = prompt_row_len();
@@ -80,22 +80,10 @@ void forward() {
     barrier();
     stage_chunk(base, row_len, 0, t, TILE_THREADS);
     barrier();
-#if CONTEXT_MODE == MODE_ATTENTION
-    attend_tile(t);
-#endif
     for (int e = t; e < TILE_M / HIDDEN_ROWS * K_PAD; e += TILE_THREADS) {
         int j = e % K_PAD, m0 = e / K_PAD * HIDDEN_ROWS;  // consecutive threads: consecutive units
         float h[HIDDEN_ROWS];
         for (int r = 0; r < HIDDEN_ROWS; r++) h[r] = j < HIDDEN0 ? staged_sum(m0 + r, 0, j) : 0.0;
-#if CONTEXT_MODE == MODE_ATTENTION
-        float head[HIDDEN_ROWS];
-        for (int r = 0; r < HIDDEN_ROWS; r++) head[r] = 0.0;
-        for (int dd = 0; dd < HEAD_DIM && j < HIDDEN0; dd++) {
-            float w = HEAD[W0H_AT + dd * HIDDEN0 + j];
-            for (int r = 0; r < HIDDEN_ROWS; r++) head[r] += head_out[(m0 + r) * HEAD_DIM + dd] * w;
-        }
-        for (int r = 0; r < HIDDEN_ROWS; r++) h[r] += head[r];
-#endif
         for (int r = 0; r < HIDDEN_ROWS; r++) {
             int p = base + m0 + r - prompt_offset;
             if (base + m0 + r < n) {

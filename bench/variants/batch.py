@@ -63,6 +63,8 @@ def batch_config(name: str) -> FusedConfig:
         return FusedConfig()
     if name == "tiles":
         return FusedConfig(gemm=None)
+    if name == "pooled":  # the GEMM path's hidden layers in fused_tiles' own tiles
+        return FusedConfig(hidden_tile_m=0)
     m, n, tm, tn, k = (int(x) for x in name.split("x"))
     return FusedConfig(gemm=GemmConfig(m, n, tm, tn, k))
 
@@ -86,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="16384,262144,1048576")
     parser.add_argument("--tflops", type=float, default=FP32_TFLOPS_H200, help="the GPU's fp32 rate, TFLOP/s")
-    parser.add_argument("--gemm", default="default,tiles", help="batch paths: default, tiles, MxNxTMxTNxK ...")
+    parser.add_argument("--gemm", default="default,tiles", help="batch paths: default, tiles, pooled, MxNxTMxTNxK ...")
     parser.add_argument("--models", default="", help="weights .pxi files (default: the bundled models)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
