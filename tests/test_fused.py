@@ -98,6 +98,25 @@ def test_ids_past_the_vocabulary_are_refused_with_their_place(engine, model, rng
     assert engine.predict_array(ids).shape == (n, 1, 3)  # the refusal left nothing behind
 
 
+def test_chunks_upload_only_windows_unless_they_hold_an_id_past_the_vocabulary(tmp_path, gpu, seed):
+    """A batch of 5 chunks: those whose ids are all in the vocabulary go to the GPU as windows, the one holding
+    a bad id (before the window, where only the whole row shows it) whole: answers and refusal stay exact."""
+    rng = np.random.default_rng(seed)
+    model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=3)
+    weights = gpu.uint_texture(model.weights, "weights")
+    executor = FusedExecutor(gpu, ExecutorInputs(model.spec, weights), FusedConfig(chunk=64))
+    ids = rng.integers(0, 300, (300, 13)).astype(np.uint16)
+    row = int(rng.integers(192, 256))
+    ids[row, 2] = 300 + int(rng.integers(0, 1000))
+    pixels, refused = executor.run_ids(ids)
+    assert refused == row, f"seed {seed}"
+    ids[row, 2] = 0
+    executor.poison()
+    pixels, refused = executor.run_ids(ids)
+    assert refused is None
+    oracle.assert_agrees(pixels[:, None, :], oracle.logits(params_of(model), list(ids), 3), f"seed {seed}")
+
+
 def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
     """Columns k and k + vocab/2 of the output layer are equal, so every argmax is an exact tie between
     two columns that different threads (or work groups) hold: the lower one must win, as in the oracle."""

@@ -184,8 +184,8 @@ class FusedExecutor:
         """(n, L) uint16 ids → (n, 3) prediction pixels, and the first prompt holding an id ≥ vocab_size
         (found by the GPU as it reads them; the pixels are then void) or None."""
         window, vocab = self.spec.context_window, self.spec.vocab_size
-        if ids.shape[1] > window and len(ids) > self.config.small_max and int(ids.max()) < vocab:
-            return self._run(window_columns(ids, window), IDS)  # checked here: only the windows are uploaded
+        if window < ids.shape[1] <= MAX_ROW_TOKENS and len(ids) > self.config.small_max:
+            return self._run(np.ascontiguousarray(ids, dtype=np.uint16), IDS, window=window)
         if ids.shape[1] > max(window, MAX_ROW_TOKENS):
             refused = np.flatnonzero((ids[:, :-window] >= vocab).any(axis=1))
             pixels, refused_in_window = self._run(np.ascontiguousarray(ids[:, -window:]), IDS)
@@ -209,60 +209,89 @@ class FusedExecutor:
         return buffers.predictions.view[:3].copy()
 
     # --- runs --------------------------------------------------------------------------------------
-    def _run(self, rows: np.ndarray, layout: str, scoring: bool = False) -> tuple[np.ndarray, int | None]:
-        n, row_len = rows.shape[:2]
+    def _run(
+        self, rows: np.ndarray, layout: str, scoring: bool = False, window: int = 0
+    ) -> tuple[np.ndarray, int | None]:
+        """Prediction pixels of `rows` and the first refused prompt. A batch goes in chunks, each uploaded and
+        dispatched while the GPU runs the one before, whose words are then read while it runs this one;
+        `window` > 0 (ids): a chunk whose ids are all in the vocabulary is uploaded as its rows' last `window`
+        ids only."""
+        n = len(rows)
         if n > self.max_tile:
             raise PxglError(f"fused executor: {n} prompts in one run, at most {self.max_tile}")
-        data = rows.reshape(n, -1).view(np.uint8)
+        row_bytes = rows[:1].reshape(1, -1).view(np.uint8).shape[1]
         small = n <= self.config.small_max
         if small:
-            if data.shape[1] > self._small.row_bytes:
+            if row_bytes > self._small.row_bytes:
                 self._release(self._small)
-                self._small = self._buffers(self.config.small_max, self.config.small_max, data.shape[1])
+                self._small = self._buffers(self.config.small_max, self.config.small_max, row_bytes)
             buffers = self._small
         else:
-            buffers = self._batch_buffers(n, data.shape[1])
+            buffers = self._batch_buffers(n, row_bytes)
         words = buffers.words[:n]
         words[:] = POISON_WORD
+        written = buffers.predictions.view[: 4 * n].reshape(n, 4)
+        out = np.empty((n, 4), np.uint8)
+        pending: list[tuple[slice, int]] = []  # chunks dispatched, with their fences
         for start in range(0, n, buffers.chunk):
-            count = min(buffers.chunk, n - start)
+            chunk = slice(start, min(start + buffers.chunk, n))
+            part = rows[chunk]
+            if window and int(part.max()) < self.spec.vocab_size:
+                part = window_columns(part, window)  # checked here: the GPU needs only the windows
             prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
-            self.gpu.write_storage(prompts, np.array([count, row_len, 0, 0], np.uint32))
-            self.gpu.write_storage(prompts, data[start : start + count], HEADER_BYTES)
+            self._upload(prompts, part)
             if small:
                 self._dispatch_small(buffers, prompts, n, layout, scoring)
                 continue
-            size = 16 * ceil_div(HEADER_BYTES + count * data.shape[1], 16)  # whole words: a row may end mid-word
-            if self.config.gemm and not scoring:
-                hidden = self.gpu.program(FUSED_HIDDEN, self._hidden_constants[layout], self.config.gemm.hidden_threads)
-                self._gemm_parts().run(
-                    hidden, self._weights, BufferRange(prompts, 0, size), count, buffers.predictions.buffer, start
-                )
-                self.gpu.flush()
-                continue
-            kernel = FUSED_TILES_SCORING if scoring else FUSED_TILES
-            scores = self._score_resources(start, count) if scoring else {}
-            self.gpu.run(
-                self.gpu.program(kernel, self._tile_constants[layout, scoring], self.config.tile_threads),
-                grid(ceil_div(count, self.config.tile_m)),
-                **self._weights,
-                prompts=BufferRange(prompts, 0, size),
-                predictions=BufferRange(buffers.predictions.buffer, 4 * start, 4 * count),
-                **scores,
-            )
+            self._dispatch_chunk(buffers, prompts, part, chunk, layout, scoring)
+            self.gpu.mapped_read_barrier()
+            pending.append((chunk, self.gpu.fence()))
             self.gpu.flush()  # start this chunk now, while the next one uploads
-        if not small:
-            self.gpu.mapped_read_barrier()  # once, after the last chunk: it may cost a sync on some drivers
-            self.gpu.wait_for_gpu()
-        written = buffers.predictions.view[: 4 * n].reshape(n, 4)
-        unwritten = written[:, 3] != WRITTEN_ALPHA
-        pixels = written.copy()[:, :3]  # the one copy out of the mapped buffer (whole words: a memcpy)
+            if len(pending) > 1:  # the GPU is busy with this chunk: read the one before
+                done, fence = pending.pop(0)
+                self.gpu.wait(fence)
+                out[done] = written[done]
+        for done, fence in pending:
+            self.gpu.wait(fence)
+            out[done] = written[done]
+        if small:
+            out[:] = written
+        unwritten = out[:, 3] != WRITTEN_ALPHA
+        pixels = out[:, :3]  # a view of whole words: copying them was one memcpy, 3 bytes a row are not
         if not unwritten.any():
             return pixels, None
         first = int(np.flatnonzero(unwritten)[0])
         if words[first] != REFUSED_WORD:
             raise PxglError(f"the GPU did not write the prediction of prompt {first} (word {words[first]:#010x})")
         return pixels, first
+
+    def _upload(self, prompts: Buffer, rows: np.ndarray) -> None:
+        data = rows.reshape(len(rows), -1).view(np.uint8)
+        self.gpu.write_storage(prompts, np.array([len(rows), rows.shape[1], 0, 0], np.uint32))
+        self.gpu.write_storage(prompts, data, HEADER_BYTES)
+
+    def _dispatch_chunk(
+        self, buffers: RunBuffers, prompts: Buffer, rows: np.ndarray, chunk: slice, layout: str, scoring: bool
+    ) -> None:
+        """Queue a batch chunk's dispatches: the GEMM path's, or fused_tiles' (always when scoring)."""
+        start, count = chunk.start, chunk.stop - chunk.start
+        size = 16 * ceil_div(HEADER_BYTES + rows.reshape(count, -1).view(np.uint8).size, 16)  # whole words
+        if self.config.gemm and not scoring:
+            hidden = self.gpu.program(FUSED_HIDDEN, self._hidden_constants[layout], self.config.gemm.hidden_threads)
+            self._gemm_parts().run(
+                hidden, self._weights, BufferRange(prompts, 0, size), count, buffers.predictions.buffer, start
+            )
+            return
+        kernel = FUSED_TILES_SCORING if scoring else FUSED_TILES
+        scores = self._score_resources(start, count) if scoring else {}
+        self.gpu.run(
+            self.gpu.program(kernel, self._tile_constants[layout, scoring], self.config.tile_threads),
+            grid(ceil_div(count, self.config.tile_m)),
+            **self._weights,
+            prompts=BufferRange(prompts, 0, size),
+            predictions=BufferRange(buffers.predictions.buffer, 4 * start, 4 * count),
+            **scores,
+        )
 
     def _gemm_parts(self) -> GemmParts:
         if self._gemm is None:
