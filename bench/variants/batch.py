@@ -9,6 +9,7 @@ the rest is host work a better host path could hide.
 
 import argparse
 import time
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -58,12 +59,17 @@ def tiles_kernel_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int 
 
 
 def batch_config(name: str) -> FusedConfig:
-    """ "default", "tiles" (fused_tiles alone) or a GEMM shape "MxNxTMxTNxK" (fused_logits' work shape)."""
+    """ "default", "tiles" (fused_tiles alone), "pooled" (the GEMM path, its hidden units pooled in shared
+    memory) or a GEMM shape "MxNxTMxTNxK" (fused_logits' work shape), each optionally "@CHUNK" (prompts a
+    chunk)."""
+    name, _, chunk = name.partition("@")
+    if chunk:
+        return replace(batch_config(name), chunk=int(chunk))
     if name == "default":
         return FusedConfig()
     if name == "tiles":
         return FusedConfig(gemm=None)
-    if name == "pooled":  # the GEMM path's hidden layers in fused_tiles' own tiles
+    if name == "pooled":
         return FusedConfig(hidden_tile_m=0)
     m, n, tm, tn, k = (int(x) for x in name.split("x"))
     return FusedConfig(gemm=GemmConfig(m, n, tm, tn, k))
@@ -88,7 +94,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="16384,262144,1048576")
     parser.add_argument("--tflops", type=float, default=FP32_TFLOPS_H200, help="the GPU's fp32 rate, TFLOP/s")
-    parser.add_argument("--gemm", default="default,tiles", help="batch paths: default, tiles, pooled, MxNxTMxTNxK ...")
+    parser.add_argument(
+        "--gemm",
+        default="default,tiles",
+        help="batch paths: default, tiles, pooled, MxNxTMxTNxK, each optionally @CHUNK",
+    )
     parser.add_argument("--models", default="", help="weights .pxi files (default: the bundled models)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -229,12 +229,12 @@ class FusedExecutor:
         else:
             buffers = self._batch_buffers(n, row_bytes)
         words = buffers.words[:n]
-        words[:] = POISON_WORD
         written = buffers.predictions.view[: 4 * n].reshape(n, 4)
         out = np.empty((n, 4), np.uint8)
         pending: list[tuple[slice, int]] = []  # chunks dispatched, with their fences
         for start in range(0, n, buffers.chunk):
             chunk = slice(start, min(start + buffers.chunk, n))
+            words[chunk] = POISON_WORD  # a word the GPU fails to write cannot pass for one it wrote
             part = rows[chunk]
             if window and int(part.max()) < self.spec.vocab_size:
                 part = window_columns(part, window)  # checked here: the GPU needs only the windows

@@ -78,8 +78,9 @@ class FusedConfig:
     split: int = 4  # vocabulary slices (work groups) per prompt in fused_small
     small_max: int = 64
     """Runs of up to this many prompts use fused_small."""
-    chunk: int = 1 << 18
-    """Prompts per dispatch of fused_tiles; a multiple of CHUNK_MULTIPLE."""
+    chunk: int = 1 << 17
+    """Prompts a batch uploads and dispatches at a time (the host prepares the next and reads the one before
+    while the GPU runs one); a multiple of CHUNK_MULTIPLE."""
     sync: str = "poll"
     """How a fused_small run is waited for: "poll" its prediction words, or "fence"."""
     subgroups: bool = True
