@@ -97,6 +97,11 @@ class GpuProgram:
     shared_bytes: int
 
 
+_CURRENT = threading.local()
+"""`.backend`: the GLBackend whose context is current on this thread. Several in one thread take turns: each
+makes its own current before its GL work."""
+
+
 class GLBackend:
     """A headless GL 4.3+ context on EGL: allocate textures and buffers, compile kernels, run them."""
 
@@ -117,6 +122,7 @@ class GLBackend:
             where = "" if device is None else f" on GPU {device} (EGL device {options['device_index']})"
             reason = " ".join(str(e).split()) or type(e).__name__
             raise PxglError(f"no OpenGL 4.3 context{where} ({reason}); {setup_hint()}") from None
+        _CURRENT.backend = self  # creating a context makes it current
         self.thread = threading.get_ident()
         """The thread that owns the context: the only one that may call this backend."""
         self._gl = RawGL()
@@ -167,6 +173,11 @@ class GLBackend:
             self._resident_stop = None
 
     def _park(self) -> None:
+        """Before GL work: make this context current (another GLBackend of this thread may have made its own
+        current since: GL calls go to whichever is) and stop the resident kernel."""
+        if getattr(_CURRENT, "backend", None) is not self:
+            self.ctx.__enter__()
+            _CURRENT.backend = self
         if self._resident_stop is not None:
             self._resident_stop()
 
@@ -176,6 +187,7 @@ class GLBackend:
         self._programs.clear()
         self._storage_bound.clear()
         self.ctx.release()
+        _CURRENT.backend = None
 
     # --- textures -------------------------------------------------------------------------------
     def check_size(self, width: int, height: int, what: str) -> None:
@@ -234,6 +246,7 @@ class GLBackend:
         found = self._programs.get(key)
         if found is not None:
             return found
+        self._park()
         what = f"glsl/{kernel.shader}.comp"
         limits = self.limits
         if not 1 <= local_size <= min(limits.max_work_group_invocations, limits.max_work_group_size[0]):
@@ -395,6 +408,7 @@ class GLBackend:
 
     def program_binary(self, program: GpuProgram) -> bytes:
         """The driver's binary of a compiled program (NVIDIA's holds its assembly: evidence for tuning)."""
+        self._park()
         return self._gl.program_binary(program.shader.glo)
 
 
