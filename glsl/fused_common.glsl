@@ -55,6 +55,9 @@ layout(std430, binding = BINDING_PROMPTS) readonly restrict buffer Prompts { uin
 layout(std430, binding = BINDING_HIDDEN) writeonly restrict buffer Hidden { float HIDDEN[]; };
 layout(std430, binding = BINDING_VALID) writeonly restrict buffer Valid { uint VALID[]; };
 uniform int prompt_offset;  // the part's first prompt in the prompts buffer
+uniform int part_count;  // its prompts: work groups of a grid rounded up past them compute none
+// Where hidden unit k of the part's prompt p goes (fused_logits.comp's layout).
+int hidden_at(int p, int k) { return ((p / GEMM_M) * K_PAD + k) * GEMM_M + p % GEMM_M; }
 #else
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint PREDICTIONS[]; };
 #endif

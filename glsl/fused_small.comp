@@ -102,7 +102,7 @@ float column_bias(int r, int k) {
 #endif
 }
 
-// Shared arrays (declared by engine/executors/fused.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
+// Shared arrays (declared by engine/executors/fused_config.py): h[HIDDEN_MAX], h_next[NEXT_MAX] (layers after the
 // first), head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN], head_keys[KEYS_SPAN],
 // head_values[KEYS_SPAN] (attention), partial_sums[SMALL_THREADS],
 // states[COLUMN_THREADS], last_arrival[1], and the staging arrays of fused_common.glsl.

@@ -16,7 +16,7 @@ const int STAGE_COLUMNS4 = TILE_N / 4;
 const int FETCHES = (STAGE_VEC4 + TILE_THREADS - 1) / TILE_THREADS;
 const int ROW4 = VOCAB_PAD / 4;  // vec4s in a row of output weights
 const int NO_ROW = STAGE_K + LAST_HIDDEN;  // a thread's fetch past the stage: fails both the load and the store
-// Shared arrays (declared by engine/executors/fused.py): pool[POOL_VEC4], the hidden units [width][TILE_M],
+// Shared arrays (declared by engine/executors/fused_config.py): pool[POOL_VEC4], the hidden units [width][TILE_M],
 // later the threads' softmax states; pool_next[NEXT_VEC4], a layer's output before it replaces pool (depth > 1);
 // head_q[HEAD_SPAN], head_s[SCORE_SPAN], head_out[HEAD_SPAN] (attention, TILE_M prompts each);
 // stage[2 * STAGE_VEC4] (STAGE_VEC4 = STAGE_K * TILE_N / 4), two buffers of output weights (STAGE_K rows x
@@ -74,7 +74,7 @@ void attend_tile(int t) {
 // HIDDEN_ROWS prompts from the staged tokens' table rows and writes them straight to HIDDEN.
 void forward() {
     int t = int(gl_LocalInvocationID.x);
-    int n = prompt_count(), row_len = prompt_row_len();
+    int n = min(prompt_count(), prompt_offset + part_count), row_len = prompt_row_len();
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M + prompt_offset;
     stage_windows(base, n, row_len, t, TILE_THREADS);
     barrier();
@@ -87,7 +87,7 @@ void forward() {
         for (int r = 0; r < HIDDEN_ROWS; r++) {
             int p = base + m0 + r - prompt_offset;
             if (base + m0 + r < n) {
-                HIDDEN[((p / GEMM_M) * K_PAD + j) * GEMM_M + p % GEMM_M] = j < HIDDEN0 ? first_activation(m0 + r, h[r], j) : 0.0;
+                HIDDEN[hidden_at(p, j)] = j < HIDDEN0 ? first_activation(m0 + r, h[r], j) : 0.0;
             }
         }
     }
@@ -100,6 +100,7 @@ void forward() {
     int base = int(gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * TILE_M;
 #if HIDDEN_OUT
     base += prompt_offset;
+    n = min(n, prompt_offset + part_count);
 #endif
     stage_windows(base, n, row_len, t, TILE_THREADS);
     for (int e = t; e < TILE_M * HIDDEN0 / 4; e += TILE_THREADS) pool[e] = vec4(0.0);
@@ -151,7 +152,7 @@ void forward() {
 #if HIDDEN_OUT
     for (int e = t; e < TILE_M * K_PAD; e += TILE_THREADS) {
         int k = e / TILE_M, m = e % TILE_M, p = base + m - prompt_offset;  // consecutive threads: one unit
-        if (base + m < n) HIDDEN[((p / GEMM_M) * K_PAD + k) * GEMM_M + p % GEMM_M] = k < LAST_HIDDEN ? pooled(k, m) : 0.0;
+        if (base + m < n) HIDDEN[hidden_at(p, k)] = k < LAST_HIDDEN ? pooled(k, m) : 0.0;
     }
     for (int m = t; m < TILE_M && base + m < n; m += TILE_THREADS) VALID[base + m - prompt_offset] = uint(staged_valid[m]);
 }

@@ -98,45 +98,97 @@ def test_ids_past_the_vocabulary_are_refused_with_their_place(engine, model, rng
     assert engine.predict_array(ids).shape == (n, 1, 3)  # the refusal left nothing behind
 
 
-def test_chunks_upload_only_windows_unless_they_hold_an_id_past_the_vocabulary(tmp_path, gpu, seed):
-    """A batch of 5 chunks: those whose ids are all in the vocabulary go to the GPU as windows, the one holding
-    a bad id (before the window, where only the whole row shows it) whole: answers and refusal stay exact."""
+def test_chunks_upload_only_windows_unless_they_hold_an_id_past_the_vocabulary(tmp_path, gpu, seed, monkeypatch):
+    """A batch of 5 chunks: those whose ids are all in the vocabulary go to the GPU as windows, those holding a
+    bad id (before the window, where only the whole row shows it) whole: answers and refusal stay exact, and the
+    first refused prompt is the one reported."""
     rng = np.random.default_rng(seed)
     model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=3)
     weights = gpu.uint_texture(model.weights, "weights")
     executor = FusedExecutor(gpu, ExecutorInputs(model.spec, weights), FusedConfig(chunk=64))
+    widths = []
+    upload = executor._upload
+    monkeypatch.setattr(
+        executor, "_upload", lambda prompts, rows: (widths.append(rows.shape[1]), upload(prompts, rows))
+    )
     ids = rng.integers(0, 300, (300, 13)).astype(np.uint16)
-    row = int(rng.integers(192, 256))
-    ids[row, 2] = 300 + int(rng.integers(0, 1000))
+    first, second = int(rng.integers(64, 128)), int(rng.integers(192, 256))
+    for row in (first, second):
+        ids[row, 2] = 300 + int(rng.integers(0, 1000))
     pixels, refused = executor.run_ids(ids)
-    assert refused == row, f"seed {seed}"
-    ids[row, 2] = 0
+    assert refused == first, f"seed {seed}"
+    assert widths == [3, 13, 3, 13, 3], f"seed {seed}: rows uploaded per chunk {widths}"
+    ids[first, 2] = ids[second, 2] = 0
     executor.poison()
     pixels, refused = executor.run_ids(ids)
     assert refused is None
     oracle.assert_agrees(pixels[:, None, :], oracle.logits(params_of(model), list(ids), 3), f"seed {seed}")
 
 
-def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed):
-    """Columns k and k + vocab/2 of the output layer are equal, so every argmax is an exact tie between
-    two columns that different threads (or work groups) hold: the lower one must win, as in the oracle."""
+@pytest.mark.parametrize("period", ["half", 4])
+@pytest.mark.parametrize(
+    "tuning",
+    [FusedConfig(), FusedConfig(gemm=GemmConfig(min_groups=1)), FusedConfig(gemm=None)],
+    ids=["gemm-slices", "gemm-one-slice", "tiles"],
+)
+def test_exact_ties_go_to_the_lowest_index(tmp_path, gpu, rng, seed, period, tuning):
+    """Column k of the output layer equals column k % period, so every argmax is an exact tie between columns
+    that different work groups hold (half the vocabulary apart) or one thread and its neighbours in a row hold
+    (4 apart): the lowest one must win, as in the oracle, on every batch path."""
     base = random_model(tmp_path, rng, vocab=512)
     spec = base.spec
     stream = base.weights.reshape(-1).copy()
-    half = spec.vocab_size // 2
+    period = spec.vocab_size // 2 if period == "half" else period
     for name in ("out.weight", "out.bias"):
         t = spec.tensors[name]
         tensor = stream[t.offset : t.offset + t.size].reshape(t.shape)
-        tensor[..., half:] = tensor[..., :half]
+        tensor[...] = tensor[..., np.arange(spec.vocab_size) % period]
     save_model(tmp_path / "tied.pxi", spec, stream.tobytes())
     model = load_model(tmp_path / "tied.pxi")
-    engine = Engine(model, gpu=gpu, executor="fused")
+    engine = Engine(model, gpu=gpu, executor="fused", tuning=tuning)
     for n in (1, 300):
         rows = random_rows(rng, n, spec.vocab_size, max_len=30)
         pred = checked_predict(engine, encode_tokens(rows, spec.vocab_size))
         got = pred[:, 0, 0].astype(int) + 256 * pred[:, 0, 1].astype(int)
-        assert (got < half).all(), f"a tie went to the higher index (seed {seed})"
+        assert (got < period).all(), f"a tie went to a higher index (seed {seed})"
         oracle.assert_agrees(pred, oracle.logits(params_of(model), rows, spec.context_window), f"seed {seed}")
+
+
+def test_a_prediction_the_gemm_path_leaves_unwritten_is_an_error(tmp_path, gpu, rng, monkeypatch):
+    """Words are poisoned before each chunk: if the merge of vocabulary slices never runs, the run fails
+    instead of handing out the words of the run before."""
+    model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=5)
+    rows = encode_tokens(random_rows(rng, 300, 300, max_len=20), 300)
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        engine.predict(rows)
+        parts = engine.executor._gemm
+        assert parts is not None and parts.slices(300) > 1
+        run = gpu.run
+        monkeypatch.setattr(
+            gpu, "run", lambda program, *a, **r: None if program is parts.merge_program else run(program, *a, **r)
+        )
+        with pytest.raises(PxglError, match="did not write the prediction"):
+            engine.predict(rows)
+
+
+def test_two_gl_backends_of_one_thread_take_turns(tmp_path, gpu, rng, seed):
+    """A second GLBackend made current on this thread (an engine opened without gpu=, as the CLI and the bench
+    do) must not leave the first one's commands going to the wrong context: each makes its own current."""
+    from pxgl.gl import GLBackend
+
+    model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=5)
+    params = params_of(model)
+    first = Engine(model, gpu=gpu, executor="fused")
+    other = GLBackend()
+    try:
+        second = Engine(model, gpu=other, executor="fused")
+        for engine in (first, second, first, second):
+            rows = random_rows(rng, 200, 300, max_len=20)
+            pred = checked_predict(engine, encode_tokens(rows, 300))
+            oracle.assert_agrees(pred, oracle.logits(params, rows, 5), f"seed {seed}")
+        second.close()
+    finally:
+        other.release()
 
 
 @pytest.mark.parametrize("dims", [(512, 64, 96, 8), (300, 17, 33, 5), (2, 1, 1, 1), (700, 40, 1000, 3)])
@@ -157,7 +209,7 @@ def test_other_model_sizes_run_without_code_change(tmp_path, gpu, seed, dims):
 @pytest.mark.parametrize(
     ("gemm", "hidden_tile_m"),
     [
-        (dict(min_groups=1), 64),  # no vocabulary slices: each work group writes its prompts' words
+        (dict(min_groups=1, part_bytes=1), 64),  # no slices: each group writes its words, parts of 128 prompts
         (dict(min_groups=1 << 20), 0),  # a slice per column step, merged by a second dispatch; pooled hidden units
         (dict(m=64, n=64, tm=4, tn=8, k=4, part_bytes=1), 8),  # parts of one tile: many parts a chunk
         (dict(m=32, n=128, tm=8, tn=4, k=16, min_groups=4), 16),

@@ -1,5 +1,5 @@
-"""The fused executor: the whole forward pass (docs/FORMATS.md §3) in one compute dispatch per run, for every
-family member inside its envelope (fused_weights.supports).
+"""The fused executor: the whole forward pass (docs/FORMATS.md §3) in one to three compute dispatches per part of
+a run, for every family member inside its envelope (fused_weights.supports).
 
 Once, at load, the weights are rearranged into float buffers (fused_weights.py): the first layer becomes
 table rows per context slot and token (it is linear before its ReLU), the attention head's projections
@@ -17,7 +17,8 @@ as token-texture rows (the Executor protocol, and scoring: rows may be empty) or
 lean paths) and are uploaded to device memory; the GPU writes each prediction straight into host memory (a
 persistent mapped buffer), and when scoring each target's log-probability into a device buffer. A few prompts
 are waited for by watching those words change from the poison left in them (no fence, no glFinish, no readback
-call); a batch, cut into chunks so that uploading one overlaps computing another, by one fence."""
+call); a batch, cut into chunks so that preparing, uploading and reading one overlaps computing another, by a
+fence a chunk."""
 
 import struct
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ from .protocol import ExecutorInputs, Trace, ceil_div, next_pow2
 MAX_TILE = 1 << 20
 """Prompts per run at most: the largest batch the bench times; buffers grow to it only when used."""
 MAX_ROW_TOKENS = 256
-"""Id rows up to this long go to the GPU whole (it checks every id); longer ones are checked and cut here."""
+"""Id rows up to this long are checked on the GPU (a batch chunk whose ids the host found all in the vocabulary
+goes as windows); longer ones are checked and cut here."""
 SPIN_LIMIT = 2_000_000
 """Polls of the prediction words before falling back to a fence (a GPU that never writes them)."""
 
@@ -232,28 +234,30 @@ class FusedExecutor:
         written = buffers.predictions.view[: 4 * n].reshape(n, 4)
         out = np.empty((n, 4), np.uint8)
         pending: list[tuple[slice, int]] = []  # chunks dispatched, with their fences
-        for start in range(0, n, buffers.chunk):
-            chunk = slice(start, min(start + buffers.chunk, n))
-            words[chunk] = POISON_WORD  # a word the GPU fails to write cannot pass for one it wrote
-            part = rows[chunk]
-            if window and int(part.max()) < self.spec.vocab_size:
-                part = window_columns(part, window)  # checked here: the GPU needs only the windows
-            prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
-            self._upload(prompts, part)
-            if small:
-                self._dispatch_small(buffers, prompts, n, layout, scoring)
-                continue
-            self._dispatch_chunk(buffers, prompts, part, chunk, layout, scoring)
-            self.gpu.mapped_read_barrier()
-            pending.append((chunk, self.gpu.fence()))
-            self.gpu.flush()  # start this chunk now, while the next one uploads
-            if len(pending) > 1:  # the GPU is busy with this chunk: read the one before
-                done, fence = pending.pop(0)
+        try:
+            for start in range(0, n, buffers.chunk):
+                chunk = slice(start, min(start + buffers.chunk, n))
+                words[chunk] = POISON_WORD  # a word the GPU fails to write cannot pass for one it wrote
+                part = rows[chunk]
+                if window and int(part.max()) < self.spec.vocab_size:
+                    part = window_columns(part, window)  # checked here: the GPU needs only the windows
+                prompts = self._next_small_prompts() if small else buffers.prompts[start // buffers.chunk]
+                self._upload(prompts, part)
+                if small:
+                    self._dispatch_small(buffers, prompts, n, layout, scoring)
+                    continue
+                self._dispatch_chunk(buffers, prompts, part, chunk, layout, scoring)
+                self.gpu.mapped_read_barrier()
+                pending.append((chunk, self.gpu.fence()))
+                self.gpu.flush()  # start this chunk now, while the next one uploads
+                if len(pending) > 1:  # the GPU is busy with this chunk: read the one before
+                    done, fence = pending.pop(0)
+                    self.gpu.wait(fence)
+                    out[done] = written[done]
+        finally:  # also when a chunk failed: no run leaves the GPU writing words the next one poisons
+            for done, fence in pending:
                 self.gpu.wait(fence)
                 out[done] = written[done]
-        for done, fence in pending:
-            self.gpu.wait(fence)
-            out[done] = written[done]
         if small:
             out[:] = written
         unwritten = out[:, 3] != WRITTEN_ALPHA

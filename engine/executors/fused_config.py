@@ -49,8 +49,8 @@ FUSED_SMALL = Kernel("fused_small", (*RUN, Storage("scratch")), shared=SMALL_SHA
 FUSED_SMALL_SCORING = Kernel("fused_small", (*RUN, Storage("scratch"), *SCORES), shared=SMALL_SHARED)
 FUSED_TILES = Kernel("fused_tiles", RUN, shared=TILES_SHARED)
 FUSED_TILES_SCORING = Kernel("fused_tiles", (*RUN, *SCORES), shared=TILES_SHARED)
-HIDDEN_OUT = (Storage("hidden"), Storage("valid"), Uniform("prompt_offset"))
-FUSED_HIDDEN = Kernel("fused_tiles", (*WEIGHTS, Storage("prompts"), *HIDDEN_OUT), shared=TILES_SHARED)
+HIDDEN_OUTPUTS = (Storage("hidden"), Storage("valid"), Uniform("prompt_offset"), Uniform("part_count"))
+FUSED_HIDDEN = Kernel("fused_tiles", (*WEIGHTS, Storage("prompts"), *HIDDEN_OUTPUTS), shared=TILES_SHARED)
 
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
@@ -65,7 +65,7 @@ LAYOUTS = (PIXELS, IDS)
 
 @dataclass(frozen=True)
 class FusedConfig:
-    """Work shapes of the two kernels (bench/variants/sweep.py times the alternatives)."""
+    """Work shapes of the fused kernels (bench/variants/sweep.py and batch.py time the alternatives)."""
 
     tile_m: int = 64
     """Prompts per work group of fused_tiles (shrunk until it fits shared memory; 0: none fits)."""
@@ -111,6 +111,8 @@ class FusedConfig:
         for name in ("tm", "tn"):
             if getattr(self, name) % 4:
                 raise ValueError(f"{name} must be a multiple of 4")
+        if self.hidden_tile_m % HIDDEN_ROWS or self.hidden_tile_m < 0:
+            raise ValueError(f"hidden_tile_m must be 0 or a positive multiple of {HIDDEN_ROWS} (a thread's prompts)")
         if self.stage_k not in STAGE_KS:
             raise ValueError(f"stage_k must be one of {STAGE_KS} (glsl/fused_tiles.comp writes its steps out)")
         for tile, per_thread in (("tile_m", "tm"), ("tile_n", "tn")):
@@ -162,7 +164,7 @@ class FusedConfig:
             return FUSED_HIDDEN.shared_bytes(constants, config.gemm.hidden_threads)
 
         while fitted.hidden_tile_m >= HIDDEN_ROWS and hidden_bytes(fitted) > limits.max_shared_memory:
-            fitted = replace(fitted, hidden_tile_m=fitted.hidden_tile_m // 2)
+            fitted = replace(fitted, hidden_tile_m=fitted.hidden_tile_m // 2 // HIDDEN_ROWS * HIDDEN_ROWS)
         return fitted if fitted.hidden_tile_m >= HIDDEN_ROWS else replace(fitted, hidden_tile_m=0)
 
 

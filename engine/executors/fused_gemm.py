@@ -33,6 +33,9 @@ FUSED_MERGE = Kernel(
 )
 MERGE_THREADS = 256
 GEMM_KS = (4, 8, 16)
+PART_MULTIPLE = 64
+"""A part's prompts come in multiples of this, so its words start at 256-byte boundaries (a multiple of every
+GPU's storage offset alignment that fused_config's chunks are checked against)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class GemmParts:
         self.logits_program = gpu.program(FUSED_LOGITS, constants, config.threads)
         self.merge_program = gpu.program(FUSED_MERGE, constants | {"MERGE": 1}, MERGE_THREADS)
         k_pad = config.k_pad(base.int("LAST_HIDDEN"))
-        unit = math.lcm(config.m, tile_m, 64)
+        unit = math.lcm(config.m, tile_m, PART_MULTIPLE)
         self.part = min(ceil_div(chunk, unit) * unit, max(unit, config.part_bytes // (4 * k_pad) // unit * unit))
         blocks = ceil_div(self.part, config.m)
         self.steps = base.int("VOCAB_PAD") // config.n  # column steps: a slice is a divisor of them
@@ -133,6 +136,7 @@ class GemmParts:
                 hidden=self.hidden,
                 valid=self.valid,
                 prompt_offset=offset,
+                part_count=size,
             )
             gpu.storage_barrier()
             slices = self.slices(size)
