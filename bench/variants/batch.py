@@ -31,29 +31,33 @@ FP32_TFLOPS_H200 = 63.3
 """A GLSL fp32 FMA loop on the H200 (driver 580), TFLOP/s: the arithmetic floor's rate."""
 
 
-def tiles_kernel_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int = 5) -> float:
+def batch_kernel_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int = 5) -> float:
     """GPU seconds of the batch kernels over the first chunk of `ids` (uploaded by a run_ids first), scaled to
-    all of them: fused_tiles, or the hidden layers and fused_logits' parts; no upload, no host work."""
+    all of them: the hidden layers and fused_logits' parts, or fused_tiles; no upload, no host work."""
     executor.run_ids(ids)
     gpu, config = executor.gpu, executor.config
     count = min(len(ids), config.chunk)
     buffers = executor._batch_buffers(len(ids), 2 * ids.shape[1])
-    program = gpu.program(FUSED_TILES, executor._tile_constants[IDS, False], config.tile_threads)
     prompts = BufferRange(buffers.prompts[0], 0, 16 * ceil_div(16 + count * 2 * ids.shape[1], 16))
+    if config.gemm:
+        hidden = gpu.program(FUSED_HIDDEN, executor._hidden_constants[IDS], config.gemm.hidden_threads)
+        parts = executor._gemm_parts()
+
+        def dispatch() -> None:
+            parts.run(hidden, executor._weights, prompts, count, buffers.predictions.buffer, 0)
+    else:
+        tiles = gpu.program(FUSED_TILES, executor._tile_constants[IDS, False], config.tile_threads)
+        words = BufferRange(buffers.predictions.buffer, 0, 4 * count)
+
+        def dispatch() -> None:
+            gpu.run(
+                tiles, grid(ceil_div(count, config.tile_m)), **executor._weights, prompts=prompts, predictions=words
+            )
+
     timer, times = gpu.timer(), []
     for _ in range(repeats):
         with timer:
-            if config.gemm:
-                hidden = gpu.program(FUSED_HIDDEN, executor._hidden_constants[IDS], config.gemm.hidden_threads)
-                executor._gemm_parts().run(hidden, executor._weights, prompts, count, buffers.predictions.buffer, 0)
-            else:
-                gpu.run(
-                    program,
-                    grid(ceil_div(count, config.tile_m)),
-                    **executor._weights,
-                    prompts=prompts,
-                    predictions=BufferRange(buffers.predictions.buffer, 0, 4 * count),
-                )
+            dispatch()
         times.append(timer.elapsed / 1e9)
     return float(np.median(times)) * len(ids) / count
 
@@ -130,7 +134,7 @@ def main() -> None:
                 with timer:
                     executor.run_ids(ids)
                 busy = timer.elapsed / 1e9
-                kernel = tiles_kernel_seconds(executor, ids)
+                kernel = batch_kernel_seconds(executor, ids)
                 wall = float(np.median(walls))
                 print(
                     f"  B={size:>8}: end to end {si(size / wall):>7}/s ({wall * 1e3:7.2f} ms), GPU busy "

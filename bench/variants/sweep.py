@@ -24,7 +24,7 @@ from bench.reference import CheckFailed, Reference
 from bench.report import si
 from bench.run import PROMPT_TOKENS, bundled
 from bench.timing import time_batch, time_calls
-from bench.variants.batch import tiles_kernel_seconds
+from bench.variants.batch import batch_kernel_seconds
 from tests.models import params_of, random_model
 
 TILE_SHAPES = [  # (tile_m, tm, tn, tile_n, stage_k)
@@ -167,7 +167,7 @@ def main() -> None:
         result, outputs = time_batch(lambda ids: executor.run_ids(ids)[0], prompts, 1.0, 5)
         for output in outputs:
             reference.check(output[: args.check], slice(0, args.check), FP32)
-        return result.prompts_per_s, tiles_kernel_seconds(executor, prompts), executor
+        return result.prompts_per_s, batch_kernel_seconds(executor, prompts), executor
 
     print("\n## one prompt: where the time goes", flush=True)
     one_prompt_breakdown(gpu, spec, weights, rows[0])
