@@ -171,6 +171,22 @@ def test_a_prediction_the_gemm_path_leaves_unwritten_is_an_error(tmp_path, gpu, 
             engine.predict(rows)
 
 
+def test_the_gemm_paths_buffers_grow_with_the_batch(tmp_path, gpu, rng, seed):
+    """Hidden units for a few hundred prompts take a few hundred prompts' memory; a larger batch regrows them,
+    a smaller one after it reuses them, and every answer stays the oracle's."""
+    model = random_model(tmp_path, rng, vocab=300, embed=17, hidden=33, window=5)
+    params = params_of(model)
+    with Engine(model, gpu=gpu, executor="fused") as engine:
+        parts = []
+        for n in (100, 1000, 100):
+            rows = random_rows(rng, n, 300, max_len=20)
+            oracle.assert_agrees(
+                checked_predict(engine, encode_tokens(rows, 300)), oracle.logits(params, rows, 5), f"seed {seed}"
+            )
+            parts.append(engine.executor._gemm.part)
+        assert parts[0] < 1000 <= parts[1] == parts[2], f"parts {parts}"
+
+
 def test_two_gl_backends_of_one_thread_take_turns(tmp_path, gpu, rng, seed):
     """A second GLBackend made current on this thread (an engine opened without gpu=, as the CLI and the bench
     do) must not leave the first one's commands going to the wrong context: each makes its own current."""

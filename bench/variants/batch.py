@@ -41,7 +41,7 @@ def batch_kernel_seconds(executor: FusedExecutor, ids: np.ndarray, repeats: int 
     prompts = BufferRange(buffers.prompts[0], 0, 16 * ceil_div(16 + count * 2 * ids.shape[1], 16))
     if config.gemm:
         hidden = gpu.program(FUSED_HIDDEN, executor._hidden_constants[IDS], config.gemm.hidden_threads)
-        parts = executor._gemm_parts()
+        parts = executor._gemm_parts(count)
 
         def dispatch() -> None:
             parts.run(hidden, executor._weights, prompts, count, buffers.predictions.buffer, 0)

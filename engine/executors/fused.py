@@ -282,7 +282,7 @@ class FusedExecutor:
         size = 16 * ceil_div(HEADER_BYTES + rows.reshape(count, -1).view(np.uint8).size, 16)  # whole words
         if self.config.gemm and not scoring:
             hidden = self.gpu.program(FUSED_HIDDEN, self._hidden_constants[layout], self.config.gemm.hidden_threads)
-            self._gemm_parts().run(
+            self._gemm_parts(count).run(
                 hidden, self._weights, BufferRange(prompts, 0, size), count, buffers.predictions.buffer, start
             )
             return
@@ -297,11 +297,17 @@ class FusedExecutor:
             **scores,
         )
 
-    def _gemm_parts(self) -> GemmParts:
-        if self._gemm is None:
+    def _gemm_parts(self, prompts: int) -> GemmParts:
+        """The GEMM path's buffers, grown to parts of `prompts` (up to their largest): a few hundred prompts
+        need a few MB of hidden units, not the 64 MB a large batch's part takes."""
+        held = self._gemm
+        if held is None or (held.part < prompts and held.part < held.largest_part):
             assert self.config.gemm is not None
+            if held is not None:
+                held.close()
             hidden_tile = self.config.hidden_tile_m or self.config.tile_m
-            self._gemm = GemmParts(self.gpu, self.config.gemm, self.constants, hidden_tile, self.config.chunk)
+            wanted = max(prompts, 2 * held.part if held else 0)  # doubling: a growing batch regrows rarely
+            self._gemm = GemmParts(self.gpu, self.config.gemm, self.constants, hidden_tile, wanted)
         return self._gemm
 
     def _score_resources(self, start: int, count: int) -> dict[str, BufferRange]:

@@ -97,14 +97,17 @@ DEFAULT_GEMM = GemmConfig()
 class GemmParts:
     """The device buffers of one part's hidden units and validity, and the two dispatches that use them."""
 
-    def __init__(self, gpu: GLBackend, config: GemmConfig, base: Constants, tile_m: int, chunk: int) -> None:
+    def __init__(self, gpu: GLBackend, config: GemmConfig, base: Constants, tile_m: int, prompts: int) -> None:
+        """Buffers for parts of up to `prompts` prompts (the most a run gives at once), at most part_bytes of
+        hidden units."""
         self.gpu, self.config, self.tile_m = gpu, config, tile_m
         constants = config.constants(base)
         self.logits_program = gpu.program(FUSED_LOGITS, constants, config.threads)
         self.merge_program = gpu.program(FUSED_MERGE, constants | {"MERGE": 1}, MERGE_THREADS)
         k_pad = config.k_pad(base.int("LAST_HIDDEN"))
         unit = math.lcm(config.m, tile_m, PART_MULTIPLE)
-        self.part = min(ceil_div(chunk, unit) * unit, max(unit, config.part_bytes // (4 * k_pad) // unit * unit))
+        self.largest_part = max(unit, config.part_bytes // (4 * k_pad) // unit * unit)
+        self.part = min(ceil_div(prompts, unit) * unit, self.largest_part)
         blocks = ceil_div(self.part, config.m)
         self.steps = base.int("VOCAB_PAD") // config.n  # column steps: a slice is a divisor of them
         self.hidden: Buffer = gpu.storage_buffer(4 * k_pad * blocks * config.m, "hidden units")
