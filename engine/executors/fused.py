@@ -221,7 +221,7 @@ class FusedExecutor:
         n = len(rows)
         if n > self.max_tile:
             raise PxglError(f"fused executor: {n} prompts in one run, at most {self.max_tile}")
-        row_bytes = rows[:1].reshape(1, -1).view(np.uint8).shape[1]
+        row_bytes = rows[0].nbytes if n else 0
         small = n <= self.config.small_max
         if small:
             if row_bytes > self._small.row_bytes:
@@ -270,16 +270,15 @@ class FusedExecutor:
         return pixels, first
 
     def _upload(self, prompts: Buffer, rows: np.ndarray) -> None:
-        data = rows.reshape(len(rows), -1).view(np.uint8)
         self.gpu.write_storage(prompts, np.array([len(rows), rows.shape[1], 0, 0], np.uint32))
-        self.gpu.write_storage(prompts, data, HEADER_BYTES)
+        self.gpu.write_storage(prompts, rows, HEADER_BYTES)
 
     def _dispatch_chunk(
         self, buffers: RunBuffers, prompts: Buffer, rows: np.ndarray, chunk: slice, layout: str, scoring: bool
     ) -> None:
         """Queue a batch chunk's dispatches: the GEMM path's, or fused_tiles' (always when scoring)."""
         start, count = chunk.start, chunk.stop - chunk.start
-        size = 16 * ceil_div(HEADER_BYTES + rows.reshape(count, -1).view(np.uint8).size, 16)  # whole words
+        size = 16 * ceil_div(HEADER_BYTES + rows.nbytes, 16)  # whole words: a row may end mid-word
         if self.config.gemm and not scoring:
             hidden = self.gpu.program(FUSED_HIDDEN, self._hidden_constants[layout], self.config.gemm.hidden_threads)
             self._gemm_parts(count).run(
