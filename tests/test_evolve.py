@@ -299,6 +299,46 @@ def test_bad_run_folders_are_one_line_and_exit_2(corpus, start, tmp_path):
     assert not list((tmp_path / "empty").iterdir())
 
 
+WITHOUT_RAY = """
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+sys.meta_path.insert(0, NoRay())
+from pxgl.cli import main
+sys.argv = ["pxgl", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--ray", "local"], "--ray needs Ray"),
+        (["--workers", "0"], "--workers 0"),
+        (["--baseline", "no-such-run"], "--baseline no-such-run: not a pxgl evolve run"),
+        (["no-such-corpus.txt"], "no-such-corpus.txt"),
+        (["latin1.txt"], "latin1.txt"),
+    ],
+    ids=["no-ray", "workers", "baseline", "missing-corpus", "corpus-not-utf8"],
+)
+def test_a_run_that_cannot_start_leaves_its_folder_as_it_was(options, message, corpus, start, tmp_path):
+    """Every precondition (Ray importable, workers, baselines, the corpus) is checked before anything is
+    written: a new folder is not made, an empty one stays empty, so the next run is not refused."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n\nna\xefve\n\nthird".encode("latin-1"))
+    for folder in (tmp_path / "new", tmp_path / "empty"):
+        args = ["evolve", "--out", str(folder), *run_args(corpus, start, 0, "--max-steps", "4"), *options]
+        if options[0].endswith(".txt"):
+            args.remove(str(corpus))
+        done = subprocess.run([sys.executable, "-c", WITHOUT_RAY, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, (options, done.stderr)
+        assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "new").exists(), (options, "a run that never started made its folder")
+        assert not list((tmp_path / "empty").iterdir()), (options, "a run that never started wrote in its folder")
+
+
 def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
     limits = Limits(max_weights=200_000, max_flops=150_000, min_steps=5, max_steps=50)
     start = random_genome(512, limits, rng)

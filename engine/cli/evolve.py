@@ -111,17 +111,23 @@ def evolve(
         request = Request(**chosen, files=tuple(files or ()), max_time=duration(max_time))
         settings = new_settings(request)
         run = RunDir(out)  # type: ignore[arg-type]
-        run.create(settings)
+        run.check_new()
+    # every precondition is checked before a new run writes anything: one that fails leaves no run.json
+    # behind to make the next run refuse the folder
     baselines = []
     for path in baseline or []:
-        RunDir(path).settings()
+        RunDir(path).settings("--baseline")
         baselines.append((path.name, RunDir(path).read(LINEAGE)))
     runner = runner_for(ray, workers if workers is not None else min(settings["batch"], os.cpu_count() or 1))
     try:
-        promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
+        if resume is None:
+            run.create(settings)
+        try:
+            promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
+        finally:
+            write_report(run, baselines)
     finally:
         runner.close()
-        write_report(run, baselines)
     if as_json:
         emit_json(promotion)
         return
