@@ -339,6 +339,28 @@ def test_a_run_that_cannot_start_leaves_its_folder_as_it_was(options, message, c
         assert not list((tmp_path / "empty").iterdir()), (options, "a run that never started wrote in its folder")
 
 
+def test_full_training_is_never_shorter_than_a_screening(start, rng, seed):
+    """Each finalist's share of the full-training budget is at least the longest screening a candidate may
+    have (`--max-steps` given or not); settings that cannot give that are refused in one line."""
+    from pxgl.errors import PxglError
+    from pxgl.evolve.settings import Request, new_settings
+
+    accepted = 0
+    for _ in range(60):
+        budget, finalists = int(rng.integers(1, 5000)), int(rng.integers(1, 6))
+        max_steps = int(rng.integers(1, budget + 1)) if rng.random() < 0.7 else None
+        request = Request(budget=budget, finalists=finalists, max_steps=max_steps, start=str(start))
+        try:
+            settings = new_settings(request)
+        except PxglError as e:
+            assert "--budget" in str(e) or "--max-steps" in str(e), (seed, request, str(e))
+            continue
+        accepted += 1
+        full = round(budget * settings["final_share"])
+        assert full // finalists >= settings["limits"]["max_steps"], (seed, request, settings["limits"])
+    assert accepted >= 10, seed
+
+
 def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
     limits = Limits(max_weights=200_000, max_flops=150_000, min_steps=5, max_steps=50)
     start = random_genome(512, limits, rng)

@@ -71,6 +71,12 @@ def new_settings(request: Request) -> dict[str, Any]:
             f"--budget {r.budget}: too small for {r.finalists} finalist(s) and a screening of candidates of "
             f"{max_steps} steps; give a larger --budget"
         )
+    if final // r.finalists < max_steps:  # only where --max-steps was given
+        raise PxglError(
+            f"--max-steps {max_steps}: full training gives each of {r.finalists} finalist(s) {final // r.finalists} "
+            f"steps, fewer than a screening may take; give --max-steps {final // r.finalists} or less, fewer "
+            "--finalists, or a larger --budget"
+        )
     limits = Limits(r.max_weights, r.max_flops, max(1, max_steps // 8), max_steps)
     model = load_model(r.start)
     evaluation = model.spec.eval
