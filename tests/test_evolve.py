@@ -361,6 +361,69 @@ def test_full_training_is_never_shorter_than_a_screening(start, rng, seed):
     assert accepted >= 10, seed
 
 
+def fabricated_run(folder: Path, rng: np.random.Generator, candidates: int, steps: int) -> RunDir:
+    """A finished run's files as the loop writes them, with long words where a user's may be long."""
+    run = RunDir(folder)
+    start = "/home/someone/projects/models/a start model with a long name and ünïcode.pxi"
+    run.create({"seed": 0, "budget": 2 * candidates * steps, "proposer": "python3 /home/someone/propose.py --model x"})
+    architecture = "vocab 4096, embed 2048, attention 64 (concat 64, head 128), hidden 2048x2048x2048x2048, residual"
+    for i in range(candidates):
+        score = {"bits_per_byte": float(rng.uniform(2, 4))}
+        record = {
+            "kind": "candidate",
+            "id": i,
+            "stage": "final" if i == candidates - 1 else "screen",
+            "mutation": "width",
+        }
+        record |= {"parent": i - 1 if i else None, "genome": {}, "architecture": architecture, "cartridge": "none"}
+        run.append(LINEAGE, record | {"cost": {"steps": steps}, "scores": {"select": score}})
+    heldout = {"bits_per_byte": 2.0}
+    promotion = {"kind": "promotion", "champion": candidates - 1, "architecture": architecture, "genome": {}}
+    promotion |= {"heldout": heldout, "start": {"model": start, "heldout": heldout}, "gain_bits_per_byte": -1e-6}
+    run.append(LINEAGE, promotion | {"promoted": False})
+    return run
+
+
+def drawn_text(monkeypatch) -> list[tuple[tuple[int, int], tuple[float, float, float, float], str]]:
+    """Every text Pillow draws: (image size, bounding box, text)."""
+    from PIL import ImageDraw
+
+    calls = []
+    real = ImageDraw.ImageDraw.text
+
+    def text(self, xy, text, *args, **kwargs):
+        box = self.textbbox(xy, text, font=kwargs.get("font"), anchor=kwargs.get("anchor"))
+        calls.append((self.im.size, box, text))
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    return calls
+
+
+@pytest.mark.parametrize(("candidates", "steps"), [(3, 7), (2, 50), (41, 2437), (400, 60000)])
+def test_the_reports_text_lies_inside_its_images_and_its_id_ticks_are_distinct_integers(
+    candidates, steps, tmp_path, rng, seed, monkeypatch
+):
+    from pxgl.evolve.report import MARGIN, PANEL, draw_tree, write_report
+    from pxgl.visuals.colour import DRAWABLE
+
+    run = fabricated_run(tmp_path / "run", rng, candidates, steps)
+    calls = drawn_text(monkeypatch)
+    write_report(run, [])
+    assert calls, seed
+    for (width, height), (left, top, right, bottom), text in calls:
+        assert 0 <= left and 0 <= top and right <= width and bottom <= height, (seed, text, (width, height))
+    tofu = [text for *_, text in calls if not set(text) <= DRAWABLE]
+    assert not tofu, (seed, "drawn with characters the font has no glyph for", tofu)
+    calls.clear()
+    draw_tree([r for r in run.read(LINEAGE) if r["kind"] == "candidate"], None)
+    axis = PANEL[1] - MARGIN[3]
+    ticks = [text for _, (_, top, _, _), text in calls if top > axis and text.replace(",", "").isdigit()]
+    values = [int(text.replace(",", "")) for text in ticks]
+    assert len(values) >= 2 and values == sorted(set(values)), (seed, ticks)
+    assert 0 <= values[0] and values[-1] <= candidates - 1, (seed, ticks)
+
+
 def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
     limits = Limits(max_weights=200_000, max_flops=150_000, min_steps=5, max_steps=50)
     start = random_genome(512, limits, rng)
