@@ -412,7 +412,7 @@ def test_the_reports_text_lies_inside_its_images_and_its_id_ticks_are_distinct_i
     write_report(run, [])
     assert calls, seed
     for (width, height), (left, top, right, bottom), text in calls:
-        assert 0 <= left and 0 <= top and right <= width and bottom <= height, (seed, text, (width, height))
+        assert left >= 0 and top >= 0 and right <= width and bottom <= height, (seed, text, (width, height))
     tofu = [text for *_, text in calls if not set(text) <= DRAWABLE]
     assert not tofu, (seed, "drawn with characters the font has no glyph for", tofu)
     calls.clear()
@@ -421,7 +421,7 @@ def test_the_reports_text_lies_inside_its_images_and_its_id_ticks_are_distinct_i
     ticks = [text for _, (_, top, _, _), text in calls if top > axis and text.replace(",", "").isdigit()]
     values = [int(text.replace(",", "")) for text in ticks]
     assert len(values) >= 2 and values == sorted(set(values)), (seed, ticks)
-    assert 0 <= values[0] and values[-1] <= candidates - 1, (seed, ticks)
+    assert values[0] >= 0 and values[-1] <= candidates - 1, (seed, ticks)
 
 
 def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
