@@ -233,31 +233,41 @@ def test_token_labels_show_text_or_bytes():
     assert visuals.drawable("'é→'") == "'\\xe9\\u2192'", "glyphs the default font lacks are escaped"
 
 
-def test_the_overview_draws_every_label_of_its_own_in_glyphs_the_font_has(tmp_path, gpu, rng, seed, monkeypatch):
-    """Of an attention member (its T_scores caption is q·k_j/√D), with nothing from the user that needs an
-    escape: every text the overview and weight image draw is in characters the font has, none escaped."""
+def test_the_overview_and_weights_draw_their_text_inside_them_in_glyphs_the_font_has(
+    tmp_path, gpu, rng, seed, monkeypatch
+):
+    """Of an attention member (its T_scores caption is q·k_j/√D) with many small tensors, a long file name and
+    a long prompt, with nothing from the user that needs an escape: every text the overview and the weight
+    image draw lies inside the image (a long line ends in …), in characters the font has, none escaped."""
     from PIL import ImageDraw
     from pxgl.loading import load_model
     from pxgl.visuals.colour import DRAWABLE
 
     from tests.reference.models import random_architecture, write_random_member
 
-    architecture = random_architecture(rng, "attention")
+    architecture = random_architecture(rng, "attention", depth=int(rng.integers(2, 5)))
     architecture["context"] |= {"window": 5, "concat": 1}
-    model = load_model(write_random_member(tmp_path, rng, architecture))
-    drawn: list[str] = []
+    name = "a_model_whose_file_name_goes_on_" * 4
+    model = load_model(write_random_member(tmp_path, rng, architecture, name=name))
+    drawn: list[tuple[tuple[int, int], tuple[float, float, float, float], str]] = []
     real = ImageDraw.ImageDraw.text
-    monkeypatch.setattr(
-        ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: (drawn.append(text), real(self, xy, text, *a, **k))
-    )
+
+    def text(self, xy, text, *args, **kwargs):
+        drawn.append((self.im.size, self.textbbox(xy, text, font=kwargs.get("font")), text))
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
     pixels = encode_tokens(random_rows(rng, 1, model.spec.vocab_size, max_len=5), model.spec.vocab_size)
     with Engine(model, gpu=gpu, executor="passes") as engine:
-        view = visuals.run_view(engine, pixels, source="tokens", prompt=None, tokenizer=None)
+        view = visuals.run_view(engine, pixels, source="tokens", prompt="a long prompt " * 40, tokenizer=None)
     visuals.write_visuals(tmp_path / "viz", view, visuals.weights_view(model))
-    assert any("q·k_j" in text for text in drawn), (seed, "the T_scores caption was not drawn")
-    escaped = [text for text in drawn if re.search(r"\\[ux][0-9a-f]", text)]
+    texts = [text for *_, text in drawn]
+    assert any("q·k_j" in text for text in texts), (seed, "the T_scores caption was not drawn")
+    outside = [(size, box, t) for size, box, t in drawn if min(box[:2]) < 0 or box[2] > size[0] or box[3] > size[1]]
+    assert not outside, (seed, "text past the image's edge", outside)
+    escaped = [text for text in texts if re.search(r"\\[ux][0-9a-f]", text)]
     assert not escaped, (seed, "drawn as escapes", escaped)
-    tofu = [text for text in drawn if not set(text) <= DRAWABLE]
+    tofu = [text for text in texts if not set(text) <= DRAWABLE]
     assert not tofu, (seed, "drawn with characters the font has no glyph for", tofu)
 
 
