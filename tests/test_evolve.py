@@ -320,11 +320,12 @@ main()
         (["--baseline", "no-such-run"], "--baseline no-such-run: not a pxgl evolve run"),
         (["no-such-corpus.txt"], "no-such-corpus.txt"),
         (["latin1.txt"], "latin1.txt"),
+        (["--device", "0,999"], "GPU 999"),
     ],
-    ids=["no-ray", "workers", "baseline", "missing-corpus", "corpus-not-utf8"],
+    ids=["no-ray", "workers", "baseline", "missing-corpus", "corpus-not-utf8", "device"],
 )
 def test_a_run_that_cannot_start_leaves_its_folder_as_it_was(options, message, corpus, start, tmp_path):
-    """Every precondition (Ray importable, workers, baselines, the corpus) is checked before anything is
+    """Every precondition (Ray importable, workers, baselines, the corpus, GPUs) is checked before anything is
     written: a new folder is not made, an empty one stays empty, so the next run is not refused."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n\nna\xefve\n\nthird".encode("latin-1"))

@@ -82,7 +82,7 @@ def evolve(
     those becomes RUN_DIR/champion.pxa only if it beats the start model on held-out text."""
     import os
 
-    from ..devices import parse_devices
+    from ..devices import egl_device_for_cuda, parse_devices
     from ..evolve.loop import evolve as run_loop
     from ..evolve.report import write_report
     from ..evolve.rundir import LINEAGE, RunDir
@@ -92,6 +92,8 @@ def evolve(
     if (out is None) == (resume is None):
         raise PxglError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
     devices = parse_devices(device)
+    for gpu in sorted(set(devices or ())):  # a GPU that is not there is refused now, not by every candidate
+        egl_device_for_cuda(gpu)
     run_options = {
         "budget": budget, "population": population, "batch": batch, "seed": seed, "start": start,
         "proposer": proposer, "proposer_timeout": proposer_timeout, "finalists": finalists,
