@@ -340,6 +340,22 @@ def test_a_run_that_cannot_start_leaves_its_folder_as_it_was(options, message, c
         assert not list((tmp_path / "empty").iterdir()), (options, "a run that never started wrote in its folder")
 
 
+def test_resuming_without_the_runs_corpus_records_nothing(corpus, start, tmp_path):
+    """A run resumed after its corpus moved is refused before any candidate runs (each would be recorded as
+    failed, spending the run's budget on nothing)."""
+    from pxgl.evolve.settings import Request, new_settings
+
+    moved = tmp_path / "corpus.txt"
+    moved.write_bytes(corpus.read_bytes())
+    run = RunDir(tmp_path / "run")
+    run.create(new_settings(Request(files=(moved,), start=str(start), budget=360, max_steps=4, batch_size=64)))
+    moved.unlink()
+    done = pxgl("evolve", "--resume", str(run.path), "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 2 and "corpus.txt" in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert run.read(LINEAGE) == [] and run.read(PROPOSALS) == []
+
+
 def test_full_training_is_never_shorter_than_a_screening(start, rng, seed):
     """Each finalist's share of the full-training budget is at least the longest screening a candidate may
     have (`--max-steps` given or not); settings that cannot give that are refused in one line."""

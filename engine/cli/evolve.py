@@ -88,6 +88,7 @@ def evolve(
     from ..evolve.rundir import LINEAGE, RunDir
     from ..evolve.runners import runner_for
     from ..evolve.settings import Request, new_settings
+    from ..evolve.splits import corpus_splits
 
     if (out is None) == (resume is None):
         raise PxglError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
@@ -108,6 +109,9 @@ def evolve(
             )
         run = RunDir(resume)
         settings = run.settings()
+        finished = any(r.get("kind") == "promotion" for r in run.read(LINEAGE))
+        if settings["files"] and not finished:  # moved since: every candidate left would be recorded as failed
+            corpus_splits(tuple(Path(f) for f in settings["files"]), settings["split"])
     else:
         chosen = {name: value for name, value in run_options.items() if value is not None}
         request = Request(**chosen, files=tuple(files or ()), max_time=duration(max_time))
