@@ -352,3 +352,27 @@ def test_models_shows_the_held_out_scores_eval_gives_and_the_readme_too(tmp_path
     expected = heldout.scores(params, merges, documents)
     recomputed = (f"{expected['top1']:.2%}"[:-1], f"{expected['bits_per_byte']:.4f}", f"{expected['perplexity']:.2f}")
     assert shown["pixellm_v0"] == recomputed
+
+
+def test_batch_answers_are_told_apart_and_a_long_prompt_is_shown_by_its_ends(model, tmp_path, rng):
+    """`generate --batch` ran its answers together; `infer --batch` echoed a 40,000-character prompt whole.
+    Text output: a rule line before each answer, a long prompt shown by its ends and its length; the JSON
+    keeps every prompt whole."""
+    words = TEXT.split()
+    long_prompt = " ".join(rng.choice(words, 8000))[:40_000]
+    prompts = ["pixels and weights", long_prompt, "reads"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    generated = pxgl("generate", "--batch", "prompts.txt", "-n", "3", "-m", model.source, cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    rules = [line for line in generated.stdout.splitlines() if line.startswith("── answer ")]
+    assert rules == [f"── answer {n} of 3 ──" for n in (1, 2, 3)], generated.stdout[:500]
+    answers = generated.stdout.split("── answer ")[1:]
+    assert answers[0].split("\n", 1)[1].startswith("pixels and weights")
+    assert answers[2].split("\n", 1)[1].startswith("reads")
+    for run in (generated, pxgl("infer", "--batch", "prompts.txt", "-m", model.source, cwd=tmp_path)):
+        assert run.returncode == 0, run.stderr
+        assert f"{long_prompt[:32] + '…' + long_prompt[-32:]!r} (40,000 characters)" in run.stdout, run.stdout[:500]
+        assert max(map(len, run.stdout.splitlines())) < 200
+    for verb in (["generate", "-n", "1"], ["infer"]):
+        run = pxgl(*verb, "--batch", "prompts.txt", "-m", model.source, "--json", cwd=tmp_path)
+        assert [json.loads(line)["prompt"] for line in run.stdout.splitlines()] == prompts

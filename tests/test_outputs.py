@@ -16,7 +16,7 @@ from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.model import read_weights, save_model
-from pxgl.pxi import encode_tokens, write_rgb
+from pxgl.pxi import encode_tokens, read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
 
 from tests.cartridges import pxgl, random_text, snapshot
@@ -417,7 +417,7 @@ def test_an_empty_file_is_replaced_and_a_kind_is_told_by_its_first_bytes(folder,
     target = folder / "o.pxi"
     target.write_bytes(b"")
     assert pxgl(monkeypatch, capsys, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))[0] == 0
-    assert read_rgb_shape(target) == (1, 1, 3)
+    assert read_rgb(target).shape == (1, 1, 3)
     Image.new("RGB", (1, 1)).save(target, "PNG", dpi=(72, 72))  # a pHYs chunk before IDAT
     refused(monkeypatch, capsys, folder, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))
     Image.new("RGBA", (1, 1)).save(target, "PNG")
@@ -425,12 +425,6 @@ def test_an_empty_file_is_replaced_and_a_kind_is_told_by_its_first_bytes(folder,
     write_rgb(target, np.zeros((1, 2, 3), np.uint8))  # a token texture is not prediction pixels
     refused(monkeypatch, capsys, folder, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))
     assert pxgl(monkeypatch, capsys, "encode", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))[0] == 0
-
-
-def read_rgb_shape(path: Path) -> tuple[int, ...]:
-    from pxgl.pxi import read_rgb
-
-    return read_rgb(path).shape
 
 
 @pytest.mark.parametrize(
@@ -475,3 +469,22 @@ def test_infer_run_and_ask_write_only_what_they_are_asked_to(folder, monkeypatch
     assert code == 0, err
     assert sorted(set(snapshot(folder)) - set(before)) == [str(folder / "prompt.pxi")]
     assert "→ prompt.pxi: the prompts' token texture" in out, out
+
+
+def test_compile_without_arguments_writes_in_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`pxgl compile` always failed in a wheel install (the bundled model's program beside it is inside the
+    package) and wrote into a checkout's assets: a bundled model's or a cartridge's program is written to
+    the current folder."""
+    from pxgl.pxvm.compiler import compile_program
+
+    assets = ROOT / "assets"
+    monkeypatch.setattr(outputs, "installed_package", lambda: assets.resolve())
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(assets)
+    for args, written in (((), "pixellm_v1.program.pxi"), (("-m", "pixellm_v0.pxa"), "pixellm_v0.program.pxi")):
+        code, out, err = pxgl(monkeypatch, capsys, "compile", *args)
+        assert code == 0, err
+        assert out.startswith(f"{written}: ")
+        spec = load_model(args[1] if args else None).spec
+        assert np.array_equal(read_rgb(tmp_path / written), compile_program(spec))
+    assert snapshot(assets) == before
