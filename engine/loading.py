@@ -51,7 +51,7 @@ def model_path(name_or_path: str | Path | None) -> Path:
 def load_model(name_or_path: str | Path | None = None) -> Model:
     """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
     path = model_path(name_or_path)
-    if not path.exists():
+    if not path.exists() and path.suffix in ("", WEIGHTS_SUFFIX, CARTRIDGE_SUFFIX):  # else: what a model is, below
         raise PxglError(no_such_model(str(name_or_path)))
     if path.suffix == CARTRIDGE_SUFFIX:
         from .cartridge import open_cartridge
