@@ -145,7 +145,7 @@ def generate(
                 ]
                 for choice in answer.kept
             ]
-        emit_json(record | ({"out": str(out)} if out is not None else {}))
+        emit_json(record | {key: str(path) for key, path in (("out", out), ("viz", viz)) if path is not None})
     if not as_json:
         if out is not None:
             typer.echo(f"→ {out}: the generated tokens' film strip, {len(answers)} row(s)")

@@ -153,14 +153,15 @@ def infer(
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     if out is not None:
         write_rgb(out, predictions)
-    written = {key: path for key, path in (("out", out), ("tokens_out", tokens_out)) if path is not None}
-    report_predictions(prediction_records(predictions, tokenizer, prompts), written, as_json, renderer)
     if view is not None:
         from ..visuals import write_visuals
 
         write_visuals(viz_dir, view)
-        if not as_json:
-            typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
+    files = (("out", out), ("tokens_out", tokens_out), ("viz", viz_dir if view is not None else None))
+    written = {key: path for key, path in files if path is not None}
+    report_predictions(prediction_records(predictions, tokenizer, prompts), written, as_json, renderer)
+    if view is not None and not as_json:
+        typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
 
 
 @app.command()

@@ -53,8 +53,8 @@ def prediction_records(
 
 def report_predictions(records: list[dict], written: dict[str, Path], as_json: bool, renderer: str) -> None:
     """JSON lines (each naming the files written, by the keys of `written`: `out` the prediction pixels,
-    `tokens_out` the token texture), or for people: one answer a line (beside its prompt when there are
-    several), and where the pixels went."""
+    `tokens_out` the token texture, `viz` the visuals' folder), or for people: one answer a line (beside its
+    prompt when there are several), and where the pixels went."""
     if as_json:
         for record in records:
             emit_json(record | {key: str(path) for key, path in written.items()})
