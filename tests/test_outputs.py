@@ -488,3 +488,22 @@ def test_compile_without_arguments_writes_in_the_current_folder(tmp_path, monkey
         spec = load_model(args[1] if args else None).spec
         assert np.array_equal(read_rgb(tmp_path / written), compile_program(spec))
     assert snapshot(assets) == before
+
+
+def test_the_json_names_every_file_written(folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    model = ("-m", str(folder / "w.pxi"))
+    for command, files in (
+        (
+            ("infer", "ab", "-o", "o.pxi", "--tokens-out", "t2.pxi", "--viz", "v"),
+            {"out": "o.pxi", "tokens_out": "t2.pxi", "viz": "v"},
+        ),
+        (("generate", "ab", "-n", "2", "-o", "g.pxi", "--viz", "v"), {"out": "g.pxi", "viz": "v"}),
+        (("ask", "ab", "-n", "2", "-o", "a.pxi"), {"out": "a.pxi"}),
+        (("run", "-i", "t.pxi", "-o", "r.pxi"), {"out": "r.pxi"}),
+    ):
+        code, out, err = pxgl(monkeypatch, capsys, *command, *model, "--json")
+        assert code == 0, err
+        record = json.loads(out.splitlines()[0])
+        assert {key: record.get(key) for key in ("out", "tokens_out", "viz") if key in record} == files, command
+        assert all((folder / path).exists() for path in files.values())
