@@ -291,7 +291,7 @@ def test_cli_generates_json_and_the_token_film_strip(tmp_path, rng, seed):
 
 def test_ask_streams_a_multi_token_answer_from_the_bundled_model(tmp_path, seed):
     root = Path(__file__).resolve().parents[1]
-    run = pxgl("ask", "-m", "pixellm_v1", "The default value is", "-n", "12", cwd=tmp_path)
+    run = pxgl("ask", "-m", "pixellm_v1", "The default value is", "-n", "12", "-o", "output_token.pxi", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     pixels = read_rgb(tmp_path / "output_token.pxi")
     tokens = pixels[:, 0, 0].astype(np.int64) + 256 * pixels[:, 0, 1].astype(np.int64)
