@@ -321,6 +321,14 @@ def prediction_pixels(logits: np.ndarray) -> np.ndarray:
     return np.stack([token_pixels(ids), np.stack([confidence, zero, zero], axis=-1)], axis=1)
 
 
+def read_predictions(pixels) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, confidence bytes) of (B, 1, 3) or (B, 2, 3) prediction pixels."""
+    p = np.asarray(pixels, dtype=np.int64)
+    if p.shape[1] == 2:
+        return token_ids(p[:, 0]), p[:, 1, 0]
+    return p[:, 0, 0] + 256 * p[:, 0, 1], p[:, 0, 2]
+
+
 AGREEMENT = 1e-3
 """§14.4's τ = AGREEMENT · (1 + |top logit|): top-two logits closer than that are a near-tie."""
 
