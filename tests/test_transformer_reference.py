@@ -298,3 +298,30 @@ def test_block_quantization_is_byte_identical_to_gguf(rng, quant, qtype):
     entry = {"offset": 0, "shape": list(rows.shape), "quant": quant}
     ours_back = oracle.dequantize_tensor(np.frombuffer(ours, np.uint8), entry)
     np.testing.assert_array_equal(ours_back, gguf_quants.dequantize(theirs, GGMLQuantizationType[qtype]))
+
+
+def hugging_face_strided_targets(length: int, max_length: int, stride: int) -> list[tuple[int, int, list[int]]]:
+    """The loop of transformers' "Perplexity of fixed-length models" guide, transcribed: each window's input
+    span and the positions it scores (labels left at -100 are not scored, and the model's label shift drops
+    the window's first token)."""
+    windows, prev_end_loc = [], 0
+    for begin_loc in range(0, length, stride):
+        end_loc = min(begin_loc + max_length, length)
+        trg_len = end_loc - prev_end_loc
+        labels = list(range(begin_loc, end_loc))
+        labels[: len(labels) - trg_len] = [-100] * (len(labels) - trg_len)
+        windows.append((begin_loc, end_loc, [label for label in labels[1:] if label != -100]))
+        prev_end_loc = end_loc
+        if end_loc == length:
+            break
+    return windows
+
+
+def test_scoring_windows_are_hugging_faces_strided_perplexity(rng):
+    for _ in range(200):
+        context = int(rng.integers(2, 40))
+        length = int(rng.integers(1, 6 * context))
+        ours = [(b, e, list(range(first, e))) for b, e, first in oracle.scoring_windows(length, context)]
+        assert ours == hugging_face_strided_targets(length, context, context // 2), (length, context)
+        scored = [target for _, _, targets in ours for target in targets]
+        assert scored == list(range(1, length)), "every position but the first, once, in order"

@@ -89,15 +89,14 @@ def random_values(architecture: TransformerArchitecture, rng: np.random.Generato
     widens the logits' margins."""
     values = {}
     for name, shape in architecture.shapes().items():
+        normal = rng.standard_normal(shape, dtype=np.float32)  # float32 draws: half the time and memory of float64
         if len(shape) == 1:
-            values[name] = (1.0 if name.endswith("norm.weight") else 0.0) + 0.2 * rng.standard_normal(shape)
+            values[name] = (1.0 if name.endswith("norm.weight") else 0.0) + np.float32(0.2) * normal
         elif name in ("embed", "head.weight"):
-            values[name] = rng.standard_normal(shape) * (
-                head_gain if name == "head.weight" or architecture.tied_head else 1
-            )
+            values[name] = normal * np.float32(head_gain if name == "head.weight" or architecture.tied_head else 1)
         else:
-            values[name] = rng.standard_normal(shape) * (0.5 if name == "pos" else shape[1] ** -0.5)
-    return {name: v.astype(np.float32) for name, v in values.items()}
+            values[name] = normal * np.float32(0.5 if name == "pos" else shape[1] ** -0.5)
+    return values
 
 
 def write_random_transformer(
