@@ -1,4 +1,4 @@
-"""pxgl in Ray Data (the `pxgl[ray]` extra): a callable class for `Dataset.map_batches`, each actor holding one
+"""pxgl in Ray Data (the `ray` extra): a callable class for `Dataset.map_batches`, each actor holding one
 engine on the GPU Ray gave it.
 
     import ray
