@@ -2,11 +2,14 @@
 executor generates whatever is asked, as the CLI does (sampled and with alternatives, on passes), against
 the oracle's replay (docs/FORMATS.md §11)."""
 
+import json
+
 import pxgl
 import pytest
 from pxgl import Engine, Sampling
 from pxgl.errors import PxglError
 
+from tests.cli_process import pxgl as run_pxgl
 from tests.models import params_of, random_model
 from tests.reference.generation import assert_replays
 from tests.reference.models import random_rows
@@ -40,3 +43,11 @@ def test_an_engine_asked_for_fused_refuses_to_sample_saying_how_in_python(tmp_pa
     expected = r'in Python: executor="passes", or no executor\)$'
     with Engine(model, gpu=gpu, executor="fused") as engine, pytest.raises(PxglError, match=expected):
         engine.generate([[1, 2]], 4, Sampling(temperature=0.8))
+
+
+def test_the_cli_asked_for_auto_samples_as_passes_does(tmp_path, seed):
+    sample = ["generate", "pixels and", "-m", "pixellm_v0", "-n", "6", "-t", "0.8", "--seed", str(seed), "--json"]
+    auto, passes = (run_pxgl(*sample, "-x", executor, cwd=tmp_path) for executor in ("auto", "passes"))
+    assert auto.returncode == 0, auto.stderr
+    assert passes.returncode == 0, passes.stderr
+    assert json.loads(auto.stdout)["tokens"] == json.loads(passes.stdout)["tokens"], f"seed {seed}"
