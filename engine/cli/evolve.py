@@ -69,7 +69,7 @@ def evolve(
         int | None, typer.Option(help="Worker processes (default: one per core, at most --batch).")
     ] = None,
     ray: Annotated[
-        str | None, typer.Option(help="Run candidates on Ray: local, or a cluster ADDRESS (pip install 'pxgl[ray]').")
+        str | None, typer.Option(help="Run candidates on Ray: local, or a cluster ADDRESS (needs the ray extra).")
     ] = None,
     device: DeviceOption = None,
     baseline: Annotated[
