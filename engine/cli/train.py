@@ -53,6 +53,16 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Passes over the training positions.")] = None,
     steps: Annotated[int | None, typer.Option(help="Exactly this many Adam steps (overrides --epochs).")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many validations without a new best.")] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Save the run's state beside --out every this many steps (and on Ctrl-C); removed at the end."
+        ),
+    ] = 500,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run a checkpoint saved (NAME.checkpoint.npz), with that run's own options."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a pixellm model on the CPU (numpy): BPE tokenizer, model, uint8 quantization, and its scores on
@@ -60,7 +70,8 @@ def train(
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..train import TrainConfig
+    from ..train import TrainConfig, TrainingInterrupted
+    from ..train import resume as resume_training
     from ..train import train as run_training
 
     if context is not None and context.isdigit():
@@ -74,6 +85,12 @@ def train(
         "dropout": dropout, "input_dropout": input_dropout, "weight_decay": weight_decay, "lr": lr,
         "epochs": epochs, "steps": steps, "patience": patience,
     }  # fmt: skip
+    if resume is not None:
+        options = [name for name, value in given.items() if value is not None]
+        options += [name for name, value in (("files", files), ("seed", seed), ("split_seed", split_seed)) if value]
+        if options or out != Path("pixellm.pxi"):
+            others = ", ".join(options + (["out"] if out != Path("pixellm.pxi") else []))
+            raise PxglError(f"--resume {resume}: the run continues with its own options; leave out {others}")
     config = TrainConfig(
         out=out,
         files=tuple(files or ()),
@@ -90,11 +107,24 @@ def train(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        evaluation = run_training(config, progress)
+        try:
+            if resume is not None:
+                config, evaluation = resume_training(resume, progress, checkpoint_every)
+            else:
+                evaluation = run_training(config, progress, checkpoint_every)
+        except TrainingInterrupted as stop:
+            bar.stop()
+            typer.echo(f"{stop}; its state is saved in {stop.path}", err=True)
+            typer.echo(f"continue with: pxgl train --resume {stop.path}", err=True)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:
+            bar.stop()
+            typer.echo("interrupted before a checkpoint was saved; no model was written", err=True)
+            raise SystemExit(130) from None
     if as_json:
         emit_json(evaluation)
         return
-    typer.echo(f"{out}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
+    typer.echo(f"{config.out}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
     positions = evaluation["positions"]
     counts = {"train": positions["train"], "validation": positions["validation"], "held-out": positions["heldout"]}
     typer.echo("positions: " + "  ".join(f"{name} {count:,}" for name, count in counts.items()))
@@ -109,5 +139,6 @@ def train(
         )
     run = evaluation["training"]
     typer.echo(
-        f"trained {run['steps']} steps (best at {run['best_step']}) in {evaluation['train_seconds']} s, seed {seed}"
+        f"trained {run['steps']} steps (best at {run['best_step']}) in {evaluation['train_seconds']} s, "
+        f"seed {config.seed}"
     )
