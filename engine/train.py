@@ -337,9 +337,7 @@ def resume(path: Path, progress: Progress | None = None, checkpoint_every: int =
     splits = positions_of(config, saved.tokenizer, documents)
     per_epoch, total = planned_steps(config, splits[0])
     order, started = saved.state.order, saved.state.step % per_epoch != 0
-    shuffled = (
-        order.ndim == 1 and order.size == splits[0].size and np.array_equal(np.sort(order), np.arange(order.size))
-    )
+    shuffled = order.dtype == np.int64 and np.array_equal(np.sort(order), np.arange(splits[0].size))
     if saved.planned_steps != total or saved.state.step >= total or (started and not shuffled):
         raise PxglError(f"{path}: checkpoint's step, planned steps or shuffled positions do not fit the run")
     checkpoint = Checkpoint(path, checkpoint_every, saved.config, saved.tokenizer, saved.text_sha256)
