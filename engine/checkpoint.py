@@ -94,8 +94,10 @@ def read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Any, wher
     if size > info.file_size:
         raise PxglError(f"{where}: declares {size} bytes; its member holds {info.file_size}")
     with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        read_header = readers.get(np.lib.format.read_magic(member))
+        if read_header is None:
+            raise PxglError(f"{where}: not a .npy array of format 1.0 or 2.0")
         header = read_header(member)
         if header != (shape, False, dtype) or member.tell() + size != info.file_size:
             raise PxglError(f"{where}: its .npy header or size is not the manifest's {entry['dtype']} {list(shape)}")
