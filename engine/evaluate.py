@@ -20,15 +20,12 @@ from .corpus import default_corpus, held_out
 from .engine import Engine
 from .errors import PxglError
 from .model import Model
+from .pacing import ChunkSizer
 from .tokenizer import Tokenizer
 
 CONTEXT_BYTES = 64 << 20
 """Bytes of context pixels one chunk of positions may take (a long window means fewer positions a chunk)."""
 MAX_CHUNK = 1 << 16
-FIRST_CHUNK = 16
-CHUNK_SECONDS = 0.3
-"""Each chunk takes about this long at the pace of the chunk before it, so progress moves several times a
-second on a CPU renderer while a GPU still gets chunks big enough to be fast (up to MAX_CHUNK)."""
 PIECE_CHARS = 1 << 20
 """A document is tokenized about this many characters at a time."""
 PIECE_CUT = re.compile(r"\S(?=\s)")
@@ -50,25 +47,6 @@ class Scores:
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class ChunkSizer:
-    """Positions per chunk: a power of two up to `largest`, about CHUNK_SECONDS at the pace the last chunk
-    went, and at most twice the last one (one fast chunk, e.g. of short documents, is not trusted with a
-    huge next one)."""
-
-    def __init__(self, largest: int) -> None:
-        self.largest = max(1, largest)
-        self.size = min(FIRST_CHUNK, self.largest)
-
-    def after(self, positions: int, seconds: float) -> int:
-        """The next chunk's size, after one of `positions` took `seconds`."""
-        limit = min(positions * CHUNK_SECONDS / max(seconds, 1e-6), self.largest, 2 * self.size)
-        size = 1
-        while 2 * size <= limit:
-            size *= 2
-        self.size = size
-        return size
 
 
 def pieces(document: str) -> Iterator[str]:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from pxgl import evaluate
 from pxgl.engine import Engine
-from pxgl.evaluate import CHUNK_SECONDS, ChunkSizer, TextPositions, pieces, score
+from pxgl.evaluate import TextPositions, pieces, score
+from pxgl.pacing import CHUNK_SECONDS, ChunkSizer
 from pxgl.tokenizer import Tokenizer
 
 from tests.models import random_model
@@ -152,3 +153,35 @@ def test_eval_memory_follows_the_text_not_its_positions(tmp_path, rng):
     small, big = (peak_of_eval(tmp_path, tmp_path / name) for name in sizes)
     assert big <= 500_000_000 + 4 * sizes["big.txt"], f"peak {big >> 20} MiB"
     assert big - small <= 4 * (sizes["big.txt"] - sizes["small.txt"]), f"peak {big >> 20} MiB, {small >> 20} MiB"
+
+
+class PacedClock:
+    now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_predictions_with_progress_come_in_time_sized_tiles(tmp_path, gpu, monkeypatch, rng, seed):
+    """`infer --batch`'s progress: on a renderer of 2,000 prompts a second, 5,000 prompts are predicted in
+    tiles of at most 0.6 s each (one tile of all of them without a progress callback), the same pixels."""
+    import pxgl.engine
+
+    model = random_model(tmp_path, rng, 300, 8, 8, 4)
+    ids = rng.integers(0, 300, (5000, 4))
+    pixels = np.stack([ids % 256, ids // 256, np.full_like(ids, 255)], axis=-1).astype(np.uint8)
+    clock = PacedClock()
+    monkeypatch.setattr(pxgl.engine, "time", clock, raising=False)
+    with Engine(model, gpu=gpu) as engine:
+        whole = engine.predict(pixels)
+        run = engine.executor.run
+
+        def paced_run(rows: np.ndarray) -> np.ndarray:
+            clock.now += len(rows) / 2000
+            return run(rows)
+
+        monkeypatch.setattr(engine.executor, "run", paced_run)
+        tiles: list[int] = []
+        paced = engine.predict(pixels, on_tile=tiles.append)
+    assert np.array_equal(paced, whole), f"seed {seed}"
+    assert sum(tiles) == 5000 and max(tiles) <= 2000 * 2 * CHUNK_SECONDS, f"seed {seed}"
