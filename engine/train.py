@@ -6,7 +6,6 @@ Training: AdamW over shuffled epochs of every train position, warm-up then cosin
 the weights of the best validation loss kept (early stopping). Held-out text is scored once, at the end,
 and written into the meta's `eval`; nothing is chosen on it."""
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -33,10 +32,10 @@ from .spec import (
     meta_path_for,
 )
 from .tokenizer import Tokenizer
-from .train_state import Checkpoint, TrainingInterrupted, TrainState, load
+from .train_state import Checkpoint, TrainingInterrupted, TrainState, load, text_sha256
 
 Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total) with stage "tokenizer", "training" or "evaluating"."""
+"""progress(stage, done, total) with stage "tokenizer", "training", "validating" or "evaluating"."""
 EVAL_BATCH = 4096
 CLIP_PERCENT = 0.01
 """Quantization range clip; on pixellm_v0 it beat plain min/max (held-out perplexity 43.97 vs 44.18) and
@@ -164,8 +163,11 @@ class Positions:
         return np.where(valid, self.tokens[np.maximum(offsets, 0)], pad)
 
 
-def evaluate(a: Architecture, params: Params, text: Positions) -> dict[str, float]:
-    """FORMATS §9's scores of the numpy model: every position, bits per UTF-8 byte, top-1."""
+def evaluate(
+    a: Architecture, params: Params, text: Positions, advance: Callable[[int], None] | None = None
+) -> dict[str, float]:
+    """FORMATS §9's scores of the numpy model: every position, bits per UTF-8 byte, top-1; `advance(n)`
+    after each batch of n positions."""
     nats, hits = 0.0, 0
     for begin in range(0, text.size, EVAL_BATCH):
         positions = np.arange(begin, min(begin + EVAL_BATCH, text.size))
@@ -174,7 +176,22 @@ def evaluate(a: Architecture, params: Params, text: Positions) -> dict[str, floa
         )
         nats -= float(logp.sum())
         hits += int(hit.sum())
+        if advance is not None:
+            advance(positions.size)
     return scores(hits, nats, text)
+
+
+def stage_counter(report: Progress, stage: str, total: int) -> Callable[[int], None]:
+    """advance(n) for evaluate(): the stage's positions done so far, reported."""
+    done = 0
+    report(stage, done, total)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        report(stage, done, total)
+
+    return advance
 
 
 def scores(hits: int, nats: float, text: Positions) -> dict[str, float]:
@@ -265,7 +282,7 @@ def fit(
         state.step = step
         report("training", step, total)
         if step % config.eval_every == 0 or step == total:
-            score = evaluate(a, params, validation)
+            score = evaluate(a, params, validation, stage_counter(report, "validating", validation.size))
             state.history.append({"step": step, **score})
             if score["bits_per_byte"] < state.best_loss:
                 state.best_loss, state.best_step, state.stale = score["bits_per_byte"], step, 0
@@ -369,17 +386,6 @@ def positions_of(config: TrainConfig, tokenizer: Tokenizer, documents: tuple[lis
     return splits
 
 
-def text_sha256(documents: tuple[list[str], ...]) -> str:
-    """The digest of the train, validation and held-out documents: a resumed run's text is its own."""
-    digest = hashlib.sha256()
-    for split in documents:
-        digest.update(f"{len(split)}\n".encode())
-        for document in split:
-            data = document.encode("utf-8", "surrogatepass")
-            digest.update(f"{len(data)}\n".encode() + data)
-    return digest.hexdigest()
-
-
 def config_record(config: TrainConfig) -> dict[str, Any]:
     """The config as JSON, its paths absolute (a run resumes from any folder)."""
     record = asdict(config) | {"hidden": list(config.hidden)}
@@ -443,14 +449,17 @@ def finish(
     seconds = state.seconds + time.monotonic() - began
     params = state.params
 
-    report("evaluating", 0, 1)
+    advance = stage_counter(report, "evaluating", 2 * (heldout_text.size + validation_text.size))
     quantized = {name: quantize(p) for name, p in params.items()}
     dequantized = {name: dequantize(*q) for name, q in quantized.items()}
     evaluation = {
-        "heldout": {"quantized": evaluate(a, dequantized, heldout_text), "float": evaluate(a, params, heldout_text)},
+        "heldout": {
+            "quantized": evaluate(a, dequantized, heldout_text, advance),
+            "float": evaluate(a, params, heldout_text, advance),
+        },
         "validation": {
-            "quantized": evaluate(a, dequantized, validation_text),
-            "float": evaluate(a, params, validation_text),
+            "quantized": evaluate(a, dequantized, validation_text, advance),
+            "float": evaluate(a, params, validation_text, advance),
         },
         "unigram": unigram_scores(train_text.counts, heldout_text),
         "positions": {"train": train_text.size, "validation": validation_text.size, "heldout": heldout_text.size},
@@ -467,7 +476,6 @@ def finish(
         "weights": a.weight_count(),
         "train_seconds": round(seconds, 1),
     }
-    report("evaluating", 1, 1)
     quant = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
     spec = layout(a, quant, config.tokenizer_name, evaluation)
     save_model(config.out, spec, b"".join(quantized[name][0].tobytes() for name in spec.tensors), tokenizer)

@@ -1,6 +1,7 @@
 """A training run's state and its checkpoint (docs/FORMATS.md §14): what `pxgl train` saves every N steps and
 on Ctrl-C, and what `pxgl train --resume` continues from to the bytes of the uninterrupted run."""
 
+import hashlib
 import json
 import math
 import signal
@@ -105,6 +106,17 @@ class Checkpoint:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+
+
+def text_sha256(documents: tuple[list[str], ...]) -> str:
+    """The digest of the train, validation and held-out documents: a resumed run's text is its own."""
+    digest = hashlib.sha256()
+    for split in documents:
+        digest.update(f"{len(split)}\n".encode())
+        for document in split:
+            data = document.encode("utf-8", "surrogatepass")
+            digest.update(f"{len(data)}\n".encode() + data)
+    return digest.hexdigest()
 
 
 def tensors_of(state: TrainState) -> tuple[Params, ...]:

@@ -1,6 +1,7 @@
 """`pxgl train` checkpoints (docs/FORMATS.md §14): Ctrl-C or a kill keeps the run, `--resume` continues it to the
 bytes of the uninterrupted run, and a checkpoint is untrusted input (one line on anything wrong with it)."""
 
+import itertools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pxgl import train as train_module
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.spec import meta_path_for
@@ -206,3 +208,22 @@ def test_checkpoint_arrays_are_plain_numpy(saved):
     """Any numpy reads a checkpoint's arrays (np.load, no pickles)."""
     with np.load(saved, allow_pickle=False) as arrays:
         assert arrays["params/embed"].shape == (300, 8) and arrays["order"].dtype == np.int64
+
+
+def test_training_reports_progress_through_every_stage(straight, tmp_path, monkeypatch):
+    """Steps one by one, and validation and the final evaluation a batch of positions at a time (v1's final
+    evaluation was one jump from 0 to 1 after minutes)."""
+    monkeypatch.setattr(train_module, "EVAL_BATCH", 64)
+    reports: dict[str, list[tuple[int, int]]] = {}
+    evaluation = train(
+        replace(straight, out=run_folder(tmp_path, "run")), lambda *r: reports.setdefault(r[0], []).append(r[1:])
+    )
+    positions = evaluation["positions"]
+    assert reports["training"] == [(step, 100) for step in range(1, 101)]
+    for stage, total, runs in (
+        ("validating", positions["validation"], 100 // 15 + 1),
+        ("evaluating", 2 * (positions["validation"] + positions["heldout"]), 1),
+    ):
+        done = [d for d, t in reports[stage] if t == total]
+        assert len(done) == len(reports[stage]) and done.count(0) == runs and done.count(total) == runs, stage
+        assert all(0 < b - a <= 64 for a, b in itertools.pairwise(done) if b), stage
