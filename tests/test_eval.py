@@ -13,7 +13,7 @@ import pytest
 from pxgl import evaluate
 from pxgl.engine import Engine
 from pxgl.evaluate import TextPositions, pieces, score
-from pxgl.pacing import CHUNK_SECONDS, ChunkSizer
+from pxgl.pacing import CHUNK_SECONDS, SMALLEST, ChunkSizer
 from pxgl.tokenizer import Tokenizer
 
 from tests.models import random_model
@@ -81,17 +81,17 @@ def test_the_stream_gives_every_position_its_context(tokenizer, monkeypatch, rng
 @pytest.mark.parametrize("largest", [1, 1365, 1 << 16])
 def test_chunks_follow_the_pace_so_progress_moves_several_times_a_second(largest, rng, seed):
     """A renderer of any pace, steady or jittering: once the sizes settle (at most doubling a chunk), each
-    chunk takes at most twice CHUNK_SECONDS (or is one position), and at least a quarter of that unless it
+    chunk takes at most twice CHUNK_SECONDS (or is the smallest), and at least a quarter of that unless it
     is the largest."""
     for pace in np.exp(rng.uniform(np.log(1.0), np.log(1e8), 30)):
         sizer, sizes = ChunkSizer(largest), []
         for _ in range(40):
             sizes.append(sizer.size)
             sizer.after(sizer.size, sizer.size / (pace * rng.uniform(0.9, 1.1)))
-        assert all(size & (size - 1) == 0 and size <= largest for size in sizes), f"seed {seed}"
+        assert all(size & (size - 1) == 0 and min(SMALLEST, largest) <= size <= largest for size in sizes), seed
         assert all(b <= 2 * a for a, b in itertools.pairwise(sizes)), f"seed {seed}"
         for size in sizes[25:]:
-            assert size == 1 or size / (pace * 0.9) <= 2 * CHUNK_SECONDS, f"pace {pace}, seed {seed}"
+            assert size == sizer.smallest or size / (pace * 0.9) <= 2 * CHUNK_SECONDS, f"pace {pace}, seed {seed}"
             assert 2 * size > largest or size / (pace * 1.1) >= CHUNK_SECONDS / 4, f"pace {pace}, seed {seed}"
 
 
