@@ -70,7 +70,7 @@ def train(
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..train import TrainConfig, TrainingInterrupted
+    from ..train import TrainConfig, TrainingInterrupted, checkpoint_path
     from ..train import resume as resume_training
     from ..train import train as run_training
 
@@ -119,7 +119,11 @@ def train(
             raise SystemExit(130) from None
         except KeyboardInterrupt:
             bar.stop()
-            typer.echo("interrupted before a checkpoint was saved; no model was written", err=True)
+            saved = resume or checkpoint_path(config.out)
+            if saved.exists():
+                typer.echo(f"interrupted; continue from the last checkpoint: pxgl train --resume {saved}", err=True)
+            else:
+                typer.echo("interrupted before any checkpoint; no model was written", err=True)
             raise SystemExit(130) from None
     if as_json:
         emit_json(evaluation)
