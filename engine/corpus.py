@@ -9,6 +9,7 @@ import lzma
 import platform
 import re
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", 
 """Installed third-party packages are not the stdlib; test suites are mostly fixtures, not prose."""
 DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+NON_BLANK = re.compile(r"\S")
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,19 @@ def file_corpus(paths: list[Path]) -> Corpus:
     """The user's UTF-8 text files; blank lines separate documents."""
     documents: list[str] = []
     for path in paths:
-        text = read_text(path, "text file")
-        documents.extend(p for p in PARAGRAPH_BREAK.split(text) if p.strip())
+        documents.extend(paragraphs(read_text(path, "text file")))
     return Corpus(documents, describe(", ".join(p.name for p in paths), documents))
+
+
+def paragraphs(text: str) -> Iterator[str]:
+    """A file's documents one at a time: its text between blank lines, blank ones left out."""
+    start = 0
+    for brk in PARAGRAPH_BREAK.finditer(text):
+        if NON_BLANK.search(text, start, brk.start()):
+            yield text[start : brk.start()]
+        start = brk.end()
+    if NON_BLANK.search(text, start):
+        yield text[start:]
 
 
 def held_out(documents: list[str], seed: int, fraction: float) -> tuple[list[str], list[str]]:

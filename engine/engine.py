@@ -10,6 +10,7 @@ on one thread; a call from another raises RuntimeError (a server gives each engi
 import operator
 import re
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -32,6 +33,7 @@ from .generation import GeneratedStep, Generation, Sampling, check_steps, check_
 from .gl import GLBackend, gl_errors
 from .loading import Runnable, plan
 from .model import Model
+from .pacing import ChunkSizer
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
 
@@ -130,16 +132,21 @@ class Engine:
         self, token_pixels: np.ndarray, source: str = "token texture", on_tile: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """Prediction pixels, (B, 1, 3) uint8, for a token texture of B rows (docs/FORMATS.md §4, §5).
-        `on_tile(n)` is called after each tile of n prompts (for progress bars)."""
+        `on_tile(n)` is called after each tile of n prompts (for progress bars): tiles then sized by time
+        (engine/pacing.py), so progress moves on a CPU renderer too."""
         self._check_thread()
         tails = self._tails(token_pixels, source)
         out = np.empty((len(tails), 1, 3), dtype=np.uint8)
-        step = self.executor.max_tile
+        sizer = ChunkSizer(self.executor.max_tile)
+        start = 0
         with gl_errors(source):
-            for start in range(0, len(tails), step):
-                chunk = tails[start : start + step]
+            while start < len(tails):
+                began = time.monotonic()
+                chunk = tails[start : start + (self.executor.max_tile if on_tile is None else sizer.size)]
                 out[start : start + len(chunk), 0] = self.executor.run(chunk)
+                start += len(chunk)
                 if on_tile is not None:
+                    sizer.after(len(chunk), time.monotonic() - began)
                     on_tile(len(chunk))
         return out
 

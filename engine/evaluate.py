@@ -1,10 +1,16 @@
 """`pxgl eval`: a model scored on text by the GPU (docs/FORMATS.md §9). Every position of every document is
 a context (the last W tokens before it, the first one empty) and a target; the executor's scoring pass gives
-each target's log-probability and whether it was the prediction; the host only adds them up."""
+each target's log-probability and whether it was the prediction; the host only adds them up.
+
+The text streams through: a document is tokenized a piece at a time and its positions are scored a chunk
+at a time, so memory holds the text, one piece's tokens and one chunk's contexts (FORMATS §0.3's bound),
+never every position of a long text."""
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -14,11 +20,21 @@ from .corpus import default_corpus, held_out
 from .engine import Engine
 from .errors import PxglError
 from .model import Model
+from .pacing import ChunkSizer
 from .tokenizer import Tokenizer
 
 CONTEXT_BYTES = 64 << 20
 """Bytes of context pixels one chunk of positions may take (a long window means fewer positions a chunk)."""
 MAX_CHUNK = 1 << 16
+PIECE_CHARS = 1 << 20
+"""A document is tokenized about this many characters at a time."""
+PIECE_CUT = re.compile(r"\S(?=\s)")
+"""Where a piece may end: after a non-space that a space follows, where §6's split ends a chunk anyway, so
+the pieces' tokens are the document's."""
+BATCH_TOKENS = 1 << 16
+"""Documents are tokenized until a batch holds this many tokens (a long document a piece at a time)."""
+GATHER_ENTRIES = 1 << 20
+"""Context entries (positions times window) gathered at a time: their index arrays take 8 bytes an entry."""
 
 
 @dataclass(frozen=True)
@@ -33,66 +49,142 @@ class Scores:
         return asdict(self)
 
 
+def pieces(document: str) -> Iterator[str]:
+    """The document in pieces of about PIECE_CHARS characters that tokenize (§6) to the document's tokens;
+    a stretch with no space to cut at stays whole."""
+    start = 0
+    while len(document) - start > PIECE_CHARS:
+        cut = PIECE_CUT.search(document, start + PIECE_CHARS)
+        if cut is None:
+            break
+        yield document[start : cut.end()]
+        start = cut.end()
+    yield document[start:]
+
+
 @dataclass(frozen=True)
-class Positions:
-    """A text as scoring positions: the documents' tokens back to back, and where each document starts."""
+class Batch:
+    """Documents' tokens back to back (a long one's piece after its last `window` tokens before the piece,
+    not scored again), each token's document start (an index in `tokens`) and the indexes to score."""
 
     tokens: np.ndarray
     start: np.ndarray
-    """(positions,) index in `tokens` of the first token of the position's document."""
-    bytes: int
+    positions: np.ndarray
 
-    @classmethod
-    def of(cls, tokenizer: Tokenizer, documents: list[str]) -> "Positions":
-        encoded = [np.asarray(tokenizer.encode(d), dtype=np.int64) for d in documents]
-        lengths = np.array([e.size for e in encoded], dtype=np.int64)
-        tokens = np.concatenate(encoded) if encoded else np.zeros(0, np.int64)
-        start = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return cls(tokens, start, sum(len(d.encode("utf-8", "surrogatepass")) for d in documents))
 
-    def contexts(self, begin: int, end: int, window: int) -> np.ndarray:
-        """(end - begin, window, 3) token rows: each position's last ≤ window tokens of its own document,
+class TextPositions:
+    """A text's scoring positions in order, a chunk at a time (`take`), holding one batch of about
+    BATCH_TOKENS tokens (or one piece of a long document) at a time."""
+
+    def __init__(self, tokenizer: Tokenizer, documents: Iterable[str], window: int) -> None:
+        self.window = window
+        self.token_bytes = np.array([len(tokenizer.token_bytes(t)) for t in range(tokenizer.vocab_size)], np.int64)
+        self._batches = self._batched(tokenizer, documents)
+        self._batch = Batch(*(np.zeros(0, np.int64),) * 3)
+        self._next = 0
+        """The index in the batch's positions of the next one to take."""
+
+    def _batched(self, tokenizer: Tokenizer, documents: Iterable[str]) -> Iterator[Batch]:
+        tokens: list[int] = []
+        lengths: list[int] = []
+        unscored: list[tuple[int, int]] = []
+        for document in documents:
+            before: list[int] = []
+            for piece in pieces(document):
+                ids = tokenizer.encode(piece)
+                if before:
+                    unscored.append((len(tokens), len(before)))
+                tokens += before
+                tokens += ids
+                lengths.append(len(before) + len(ids))
+                before = (before + ids)[-self.window :]
+                if len(tokens) >= BATCH_TOKENS:
+                    yield self._batch_of(tokens, lengths, unscored)
+                    tokens, lengths, unscored = [], [], []
+        if tokens:
+            yield self._batch_of(tokens, lengths, unscored)
+
+    @staticmethod
+    def _batch_of(tokens: list[int], lengths: list[int], unscored: list[tuple[int, int]]) -> Batch:
+        counts = np.array(lengths, np.int64)
+        scored = np.ones(len(tokens), bool)
+        for begin, count in unscored:
+            scored[begin : begin + count] = False
+        start = np.repeat(np.cumsum(counts) - counts, counts)
+        return Batch(np.array(tokens, np.int64), start, np.flatnonzero(scored))
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ≤ n positions' contexts (m, window, 3) and target ids (m,); m = 0 once the text ends."""
+        contexts, targets, count = [], [], 0
+        while count < n:
+            if self._next == self._batch.positions.size:
+                batch = next(self._batches, None)
+                if batch is None:
+                    break
+                self._batch, self._next = batch, 0
+                continue
+            positions = self._batch.positions[self._next : self._next + n - count]
+            contexts.append(self._contexts(positions))
+            targets.append(self._batch.tokens[positions])
+            count, self._next = count + positions.size, self._next + positions.size
+        if not targets:
+            return np.zeros((0, self.window, 3), np.uint8), np.zeros(0, np.int64)
+        return np.concatenate(contexts), np.concatenate(targets)
+
+    def _contexts(self, positions: np.ndarray) -> np.ndarray:
+        """Token rows of the batch's positions: each one's last ≤ window tokens of its own document,
         left-aligned, (0, 0, 0) after them (an empty row for a document's first token)."""
-        positions = np.arange(begin, end)
-        taken = np.minimum(positions - self.start[begin:end], window)
-        columns = np.arange(window)[None, :]
-        present = columns < taken[:, None]
-        at = np.where(present, positions[:, None] - taken[:, None] + columns, 0)
-        ids = self.tokens[at]
-        rows = np.zeros((end - begin, window, 3), np.uint8)
-        rows[..., 0] = np.where(present, ids % 256, 0)
-        rows[..., 1] = np.where(present, ids // 256, 0)
-        rows[..., 2] = np.where(present, TOKEN_MARK, 0)
+        rows = np.zeros((positions.size, self.window, 3), np.uint8)
+        columns = np.arange(self.window)
+        step = max(1, GATHER_ENTRIES // self.window)
+        for low in range(0, positions.size, step):
+            at = positions[low : low + step]
+            taken = np.minimum(at - self._batch.start[at], self.window)
+            present = columns < taken[:, None]
+            ids = self._batch.tokens[np.where(present, at[:, None] - taken[:, None] + columns, 0)] * present
+            block = rows[low : low + at.size]
+            block[..., 0] = ids % 256
+            block[..., 1] = ids // 256
+            block[..., 2] = present * TOKEN_MARK
         return rows
 
 
 def score(
-    engine: Engine, tokenizer: Tokenizer, documents: list[str], on_chunk: Callable[[int], None] | None = None
+    engine: Engine,
+    tokenizer: Tokenizer,
+    documents: Iterable[str],
+    on_progress: Callable[[int], None] | None = None,
 ) -> Scores:
-    """Score every position of the documents on the engine's GPU executor."""
+    """Score every position of the documents on the engine's GPU executor; `on_progress` is told the UTF-8
+    bytes of text scored after each chunk."""
     spec = engine.spec
     engine.spec.check_vocabulary(tokenizer.vocab_size, "the tokenizer")
-    text = Positions.of(tokenizer, documents)
-    total = text.tokens.size
-    if total == 0:
-        raise PxglError("no text to score: the documents hold no token")
-    chunk = max(1, min(MAX_CHUNK, CONTEXT_BYTES // (3 * spec.context_window)))
-    hits, nats = 0, 0.0
-    for begin in range(0, total, chunk):
-        end = min(begin + chunk, total)
-        targets = text.tokens[begin:end]
-        pixels, logprobs = engine.score(text.contexts(begin, end, spec.context_window), targets)
+    text = TextPositions(tokenizer, documents, spec.context_window)
+    sizer = ChunkSizer(min(MAX_CHUNK, CONTEXT_BYTES // (3 * spec.context_window)))
+    positions, hits, size, nats = 0, 0, 0, 0.0
+    while True:
+        began = monotonic()
+        contexts, targets = text.take(sizer.size)
+        if targets.size == 0:
+            break
+        pixels, logprobs = engine.score(contexts, targets)
+        sizer.after(targets.size, monotonic() - began)
         predicted = pixels[:, 0].astype(np.int64) + 256 * pixels[:, 1].astype(np.int64)
         hits += int(np.count_nonzero(predicted == targets))
         nats -= float(logprobs.astype(np.float64).sum())
-        if on_chunk is not None:
-            on_chunk(end - begin)
+        positions += targets.size
+        scored = int(text.token_bytes[targets].sum())
+        size += scored
+        if on_progress is not None:
+            on_progress(scored)
+    if positions == 0:
+        raise PxglError("no text to score: the documents hold no token")
     return Scores(
-        positions=total,
-        bytes=text.bytes,
-        top1=hits / total,
-        perplexity=math.exp(nats / total),
-        bits_per_byte=nats / math.log(2) / text.bytes,
+        positions=positions,
+        bytes=size,
+        top1=hits / positions,
+        perplexity=math.exp(nats / positions),
+        bits_per_byte=nats / math.log(2) / size,
     )
 
 

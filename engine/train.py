@@ -9,13 +9,13 @@ and written into the meta's `eval`; nothing is chosen on it."""
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import numpy as np
 
-from .corpus import default_corpus, file_corpus, three_way_split
+from .corpus import Corpus, default_corpus, file_corpus, three_way_split
 from .errors import PxglError
 from .model import save_model
 from .network import Params, Regularisation, backward, draw_masks, forward, init_params, log_probabilities, softmax_xent
@@ -32,9 +32,10 @@ from .spec import (
     meta_path_for,
 )
 from .tokenizer import Tokenizer
+from .train_state import Checkpoint, TrainingInterrupted, TrainState, load, text_sha256
 
 Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total) with stage "tokenizer", "training" or "evaluating"."""
+"""progress(stage, done, total) with stage "tokenizer", "training", "validating" or "evaluating"."""
 EVAL_BATCH = 4096
 CLIP_PERCENT = 0.01
 """Quantization range clip; on pixellm_v0 it beat plain min/max (held-out perplexity 43.97 vs 44.18) and
@@ -162,8 +163,11 @@ class Positions:
         return np.where(valid, self.tokens[np.maximum(offsets, 0)], pad)
 
 
-def evaluate(a: Architecture, params: Params, text: Positions) -> dict[str, float]:
-    """FORMATS §9's scores of the numpy model: every position, bits per UTF-8 byte, top-1."""
+def evaluate(
+    a: Architecture, params: Params, text: Positions, advance: Callable[[int], None] | None = None
+) -> dict[str, float]:
+    """FORMATS §9's scores of the numpy model: every position, bits per UTF-8 byte, top-1; `advance(n)`
+    after each batch of n positions."""
     nats, hits = 0.0, 0
     for begin in range(0, text.size, EVAL_BATCH):
         positions = np.arange(begin, min(begin + EVAL_BATCH, text.size))
@@ -172,7 +176,22 @@ def evaluate(a: Architecture, params: Params, text: Positions) -> dict[str, floa
         )
         nats -= float(logp.sum())
         hits += int(hit.sum())
+        if advance is not None:
+            advance(positions.size)
     return scores(hits, nats, text)
+
+
+def stage_counter(report: Progress, stage: str, total: int) -> Callable[[int], None]:
+    """advance(n) for evaluate(): the stage's positions done so far, reported."""
+    done = 0
+    report(stage, done, total)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        report(stage, done, total)
+
+    return advance
 
 
 def scores(hits: int, nats: float, text: Positions) -> dict[str, float]:
@@ -216,29 +235,33 @@ def learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def planned_steps(config: TrainConfig, train: Positions) -> tuple[int, int]:
+    """(steps an epoch, steps in all)."""
+    per_epoch = max(1, train.size // config.batch_size)
+    return per_epoch, config.steps or max(1, round(config.epochs * per_epoch))
+
+
 def fit(
     config: TrainConfig,
     train: Positions,
     validation: Positions,
-    params: Params,
-    rng: np.random.Generator,
+    state: TrainState,
     report: Progress,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """AdamW on shuffled epochs of minibatches; leaves the weights of the best validation loss in `params`."""
+    """AdamW on shuffled epochs of minibatches from state.step on; leaves the weights of the best validation
+    loss in state.params."""
     a = config.architecture()
     regularisation = Regularisation(config.input_dropout, config.dropout)
-    per_epoch = max(1, train.size // config.batch_size)
-    total = config.steps or max(1, round(config.epochs * per_epoch))
-    m = {k: np.zeros_like(p) for k, p in params.items()}
-    v = {k: np.zeros_like(p) for k, p in params.items()}
-    best: dict[str, Any] = {"loss": math.inf, "step": 0, "params": {k: p.copy() for k, p in params.items()}}
-    history, stale, order, stop = [], 0, np.zeros(0, np.int64), "steps"
+    per_epoch, total = planned_steps(config, train)
+    params, m, v, rng = state.params, state.m, state.v, state.rng
+    stop = "steps"
     b1, b2, eps = 0.9, 0.999, 1e-8
-    for step in range(1, total + 1):
+    for step in range(state.step + 1, total + 1):
         slot = (step - 1) % per_epoch
         if slot == 0:
-            order = rng.permutation(train.size)
-        index = np.sort(order[slot * config.batch_size : (slot + 1) * config.batch_size])
+            state.order = rng.permutation(train.size)
+        index = np.sort(state.order[slot * config.batch_size : (slot + 1) * config.batch_size])
         ctx = train.contexts(index, a.context.window, a.vocab_size)
         masks = draw_masks(a, regularisation, index.size, rng)
         logits, cache = forward(a, params, ctx, masks)
@@ -256,64 +279,187 @@ def fit(
             if config.weight_decay > 0 and (name in DECAYED or name.endswith(".weight")):
                 p *= np.float32(1 - lr * config.weight_decay)
             p -= step_size * mk / (np.sqrt(vk / correction) + np.float32(eps))
+        state.step = step
         report("training", step, total)
         if step % config.eval_every == 0 or step == total:
-            score = evaluate(a, params, validation)
-            history.append({"step": step, **score})
-            if score["bits_per_byte"] < best["loss"]:
-                best = {
-                    "loss": score["bits_per_byte"],
-                    "step": step,
-                    "params": {k: p.copy() for k, p in params.items()},
-                }
-                stale = 0
+            score = evaluate(a, params, validation, stage_counter(report, "validating", validation.size))
+            state.history.append({"step": step, **score})
+            if score["bits_per_byte"] < state.best_loss:
+                state.best_loss, state.best_step, state.stale = score["bits_per_byte"], step, 0
+                state.best_params = {k: p.copy() for k, p in params.items()}
             else:
-                stale += 1
-            if config.patience and stale >= config.patience:
+                state.stale += 1
+            if config.patience and state.stale >= config.patience:
                 stop = "patience"
                 break
-    params.update(best["params"])
-    return {"steps": step, "planned_steps": total, "best_step": best["step"], "stop": stop, "history": history}
+        if checkpoint is not None and step < total:
+            if checkpoint.requested or step % checkpoint.every == 0:
+                checkpoint.save(state, total)
+            if checkpoint.requested:
+                raise TrainingInterrupted(checkpoint.path, step, total)
+    params.update(state.best_params)
+    return {
+        "steps": state.step,
+        "planned_steps": total,
+        "best_step": state.best_step,
+        "stop": stop,
+        "history": state.history,
+    }
 
 
-def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Train, quantize, evaluate and write config.out (+ meta + tokenizer). Returns the meta's eval."""
-    config.validate()
-    out = config.out
-    written = [(out, "weights"), (meta_path_for(out), "meta"), (out.with_name(config.tokenizer_name), "tokenizer")]
-    check_outputs([(path, f"--out {out}: its {what}") for path, what in written], config.files)
-    report: Progress = progress or (lambda stage, done, total: None)
+def train(config: TrainConfig, progress: Progress | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Train, quantize, evaluate and write config.out (+ meta + tokenizer). Returns the meta's eval. With
+    checkpoint_every, the run's state is saved beside the output (checkpoint_path) every that many steps and
+    on Ctrl-C (FORMATS §15), and removed once the model is written."""
     began = time.monotonic()
-    corpus = file_corpus(list(config.files)) if config.files else default_corpus()
-    train_docs, validation_docs, heldout_docs = three_way_split(
-        corpus.documents, config.splits_seed, config.heldout_fraction, config.validation_fraction
-    )
+    config.validate()
+    path = checkpoint_path(config.out) if checkpoint_every else None
+    check_run_outputs(config, path)
+    if path is not None and path.exists():
+        raise PxglError(
+            f"{path}: a checkpoint of an interrupted run is there; continue it with pxgl train --resume {path}, "
+            "or remove it to start again"
+        )
+    report: Progress = progress or (lambda stage, done, total: None)
+    corpus, documents = corpus_splits(config)
     tokenizer = Tokenizer.train(
-        [*train_docs, *validation_docs], config.vocab_size, lambda done, total: report("tokenizer", done, total)
+        [*documents[0], *documents[1]], config.vocab_size, lambda done, total: report("tokenizer", done, total)
     )
     if tokenizer.vocab_size != config.vocab_size:
         raise PxglError(
             f"cannot train: the corpus only supports {tokenizer.vocab_size} tokens, "
             f"not {config.vocab_size}; use a smaller vocab or more text"
         )
-    splits = [Positions.of(tokenizer, docs, config.max_tokens) for docs in (train_docs, validation_docs, heldout_docs)]
-    train_text, validation_text, heldout_text = splits
+    splits = positions_of(config, tokenizer, documents)
+    rng = np.random.default_rng(config.seed)
+    state = TrainState(init_params(config.architecture(), splits[0].counts + 1.0, rng, config.embed_init), rng)
+    checkpoint = None
+    if path is not None and checkpoint_every is not None:
+        checkpoint = Checkpoint(path, checkpoint_every, config_record(config), tokenizer, text_sha256(documents))
+    return finish(config, corpus, tokenizer, splits, state, report, checkpoint, began)
+
+
+def resume(path: Path, progress: Progress | None = None, checkpoint_every: int = 500) -> tuple[TrainConfig, dict]:
+    """Continue the run a checkpoint saved (FORMATS §15) to what the uninterrupted run writes: (its config,
+    the meta's eval)."""
+    began = time.monotonic()
+    saved = load(path, lambda record: config_of(record, f"{path}: checkpoint").architecture().shapes())
+    config = config_of(saved.config, f"{path}: checkpoint")
+    check_run_outputs(config, path)
+    corpus, documents = corpus_splits(config)
+    if text_sha256(documents) != saved.text_sha256:
+        raise PxglError(f"{path}: the run's training text has changed since the checkpoint; it cannot continue")
+    if saved.tokenizer.vocab_size != config.vocab_size:
+        raise PxglError(f"{path}: checkpoint's tokenizer is not of the run's vocabulary")
+    splits = positions_of(config, saved.tokenizer, documents)
+    per_epoch, total = planned_steps(config, splits[0])
+    order, started = saved.state.order, saved.state.step % per_epoch != 0
+    shuffled = order.dtype == np.int64 and np.array_equal(np.sort(order), np.arange(splits[0].size))
+    if saved.planned_steps != total or saved.state.step >= total or (started and not shuffled):
+        raise PxglError(f"{path}: checkpoint's step, planned steps or shuffled positions do not fit the run")
+    checkpoint = Checkpoint(path, checkpoint_every, saved.config, saved.tokenizer, saved.text_sha256)
+    report: Progress = progress or (lambda stage, done, total: None)
+    return config, finish(config, corpus, saved.tokenizer, splits, saved.state, report, checkpoint, began)
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".pxi") + ".checkpoint.npz")
+
+
+def check_run_outputs(config: TrainConfig, checkpoint: Path | None) -> None:
+    out = config.out
+    written = [(out, "weights"), (meta_path_for(out), "meta"), (out.with_name(config.tokenizer_name), "tokenizer")]
+    outputs = [(path, f"--out {out}: its {what}") for path, what in written]
+    check_outputs([*outputs, (checkpoint, "the checkpoint")], config.files)
+
+
+def corpus_splits(config: TrainConfig) -> tuple[Corpus, tuple[list[str], list[str], list[str]]]:
+    corpus = file_corpus(list(config.files)) if config.files else default_corpus()
+    splits = three_way_split(corpus.documents, config.splits_seed, config.heldout_fraction, config.validation_fraction)
+    return corpus, splits
+
+
+def positions_of(config: TrainConfig, tokenizer: Tokenizer, documents: tuple[list[str], ...]) -> list[Positions]:
+    splits = [Positions.of(tokenizer, docs, config.max_tokens) for docs in documents]
     if min(s.size for s in splits) == 0:
         raise PxglError("cannot train: the corpus is too small (each split needs a document of text)")
-    a = config.architecture()
-    rng = np.random.default_rng(config.seed)
-    params = init_params(a, train_text.counts + 1.0, rng, config.embed_init)
-    run = fit(config, train_text, validation_text, params, rng, report)
-    seconds = time.monotonic() - began
+    return splits
 
-    report("evaluating", 0, 1)
+
+def config_record(config: TrainConfig) -> dict[str, Any]:
+    """The config as JSON, its paths absolute (a run resumes from any folder)."""
+    record = asdict(config) | {"hidden": list(config.hidden)}
+    return record | {"out": str(config.out.absolute()), "files": [str(f.absolute()) for f in config.files]}
+
+
+def config_of(record: Any, where: str) -> TrainConfig:
+    """A TrainConfig from config_record's JSON, each field of its type, validated."""
+    names = [f.name for f in fields(TrainConfig)]
+    if not isinstance(record, dict) or set(record) != set(names):
+        raise PxglError(f"{where}: its config must have exactly the fields {', '.join(names)}")
+    bad = next((f.name for f in fields(TrainConfig) if not of_type(record[f.name], f.type)), None)
+    if bad is not None:
+        raise PxglError(f"{where}: its config's {bad} is {record[bad]!r}, not of type {field_type(bad)}")
+    paths = {"out": Path(record["out"]), "files": tuple(Path(f) for f in record["files"])}
+    config = TrainConfig(**(record | paths | {"hidden": tuple(record["hidden"])}))
+    config.validate()
+    return config
+
+
+def of_type(value: Any, kind: Any) -> bool:
+    """value as JSON gives a field of the annotation `kind` (Path: a string; tuples: lists)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind in (str, Path):
+        return isinstance(value, str)
+    if kind is type(None):
+        return value is None
+    if get_origin(kind) is tuple:
+        return isinstance(value, list) and all(of_type(item, get_args(kind)[0]) for item in value)
+    return any(of_type(value, option) for option in get_args(kind))
+
+
+def field_type(name: str) -> str:
+    return str(next(f.type for f in fields(TrainConfig) if f.name == name))
+
+
+def finish(
+    config: TrainConfig,
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    splits: list[Positions],
+    state: TrainState,
+    report: Progress,
+    checkpoint: Checkpoint | None,
+    began: float,
+) -> dict[str, Any]:
+    """Train from `state` on, then quantize, evaluate, write the model and remove the checkpoint."""
+    train_text, validation_text, heldout_text = splits
+    a = config.architecture()
+    if checkpoint is None:
+        run = fit(config, train_text, validation_text, state, report)
+    else:
+        checkpoint.began = began
+        with checkpoint:
+            run = fit(config, train_text, validation_text, state, report, checkpoint)
+    seconds = state.seconds + time.monotonic() - began
+    params = state.params
+
+    advance = stage_counter(report, "evaluating", 2 * (heldout_text.size + validation_text.size))
     quantized = {name: quantize(p) for name, p in params.items()}
     dequantized = {name: dequantize(*q) for name, q in quantized.items()}
     evaluation = {
-        "heldout": {"quantized": evaluate(a, dequantized, heldout_text), "float": evaluate(a, params, heldout_text)},
+        "heldout": {
+            "quantized": evaluate(a, dequantized, heldout_text, advance),
+            "float": evaluate(a, params, heldout_text, advance),
+        },
         "validation": {
-            "quantized": evaluate(a, dequantized, validation_text),
-            "float": evaluate(a, params, validation_text),
+            "quantized": evaluate(a, dequantized, validation_text, advance),
+            "float": evaluate(a, params, validation_text, advance),
         },
         "unigram": unigram_scores(train_text.counts, heldout_text),
         "positions": {"train": train_text.size, "validation": validation_text.size, "heldout": heldout_text.size},
@@ -330,8 +476,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> dict[str, An
         "weights": a.weight_count(),
         "train_seconds": round(seconds, 1),
     }
-    report("evaluating", 1, 1)
     quant = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
     spec = layout(a, quant, config.tokenizer_name, evaluation)
     save_model(config.out, spec, b"".join(quantized[name][0].tobytes() for name in spec.tensors), tokenizer)
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)
     return evaluation

@@ -1,5 +1,6 @@
 """`pxgl eval`: how well a model predicts text, scored on the GPU (docs/FORMATS.md §9)."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,25 +31,34 @@ def evaluate(
     of every document (the first from an empty context). The GPU computes each position's log-probability;
     the host only adds them up. With several --device numbers each chunk of positions is split across one
     engine per number."""
-    from ..corpus import file_corpus
+    from ..corpus import paragraphs
     from ..devices import parse_devices
     from ..evaluate import heldout_documents, score
     from ..loading import open_model
     from ..parallel import open_engines, renderer_of
+    from ..reading import read_text
 
     runnable = open_model(model, executor)
     devices = parse_devices(device)
     if text:
-        corpus = file_corpus(list(text))
-        documents, about = corpus.documents, f"{corpus.info['documents']} documents of {corpus.info['source']}"
+        # Each file's text is held once; its documents are cut from it as they are scored.
+        texts = [read_text(path, "text file") for path in text]
+
+        def documents() -> Iterator[str]:
+            return (document for content in texts for document in paragraphs(content))
+
+        about = f"{sum(1 for _ in documents())} documents of {', '.join(path.name for path in text)}"
     else:
-        documents, about = heldout_documents(runnable.model)
-    tokenizer = runnable.model.tokenizer
+        heldout, about = heldout_documents(runnable.model)
+
+        def documents() -> Iterator[str]:
+            return iter(heldout)
+
+    total = 0 if as_json else sum(len(document.encode("utf-8")) for document in documents())
     with open_engines(runnable, devices) as engine:
-        total = sum(len(tokenizer.encode(d)) for d in documents) if not as_json else 0
         with progress_bar(total) as bar:
             task = bar.add_task("scoring", total=total)
-            scores = score(engine, tokenizer, documents, on_chunk=lambda n: bar.advance(task, n))
+            scores = score(engine, runnable.model.tokenizer, documents(), lambda n: bar.advance(task, n))
         executor_name, renderer = engine.executor_name, renderer_of(engine)
     record = {"model": runnable.model.source, "text": about, "executor": executor_name, **scores.record()}
     if as_json:

@@ -53,6 +53,16 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Passes over the training positions.")] = None,
     steps: Annotated[int | None, typer.Option(help="Exactly this many Adam steps (overrides --epochs).")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many validations without a new best.")] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Save the run's state beside --out every this many steps (and on Ctrl-C); removed at the end."
+        ),
+    ] = 500,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run a checkpoint saved (NAME.checkpoint.npz), with that run's own options."),
+    ] = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
 ) -> None:
@@ -63,7 +73,8 @@ def train(
 
     from ..output_kinds import model_set
     from ..outputs import check_writes
-    from ..train import TrainConfig
+    from ..train import TrainConfig, TrainingInterrupted, checkpoint_path
+    from ..train import resume as resume_training
     from ..train import train as run_training
 
     if context is not None and context.isdigit():
@@ -77,6 +88,13 @@ def train(
         "dropout": dropout, "input_dropout": input_dropout, "weight_decay": weight_decay, "lr": lr,
         "epochs": epochs, "steps": steps, "patience": patience,
     }  # fmt: skip
+    if resume is not None:
+        options = [name for name, value in given.items() if value is not None]
+        options += [name for name, value in (("files", files), ("seed", seed), ("split_seed", split_seed)) if value]
+        options += ["out"] if out is not None else []
+        if options:
+            others = ", ".join(options)
+            raise PxglError(f"--resume {resume}: the run continues with its own options; leave out {others}")
     weights = out if out is not None else Path("pixellm.pxi")
     config = TrainConfig(
         out=weights,
@@ -85,8 +103,9 @@ def train(
         split_seed=split_seed,
         **{k: v for k, v in given.items() if v is not None},
     )
-    written = model_set(weights, weights.with_name(config.tokenizer_name), default=out is None)
-    check_writes(written, config.files, force)
+    if resume is None:  # a resumed run's outputs are its own, checked when its checkpoint is read
+        written = model_set(weights, weights.with_name(config.tokenizer_name), default=out is None)
+        check_writes(written, config.files, force)
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
@@ -96,11 +115,28 @@ def train(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        evaluation = run_training(config, progress)
+        try:
+            if resume is not None:
+                config, evaluation = resume_training(resume, progress, checkpoint_every)
+            else:
+                evaluation = run_training(config, progress, checkpoint_every)
+        except TrainingInterrupted as stop:
+            bar.stop()
+            typer.echo(f"{stop}; its state is saved in {stop.path}", err=True)
+            typer.echo(f"continue with: pxgl train --resume {stop.path}", err=True)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:
+            bar.stop()
+            saved = resume or checkpoint_path(config.out)
+            if saved.exists():
+                typer.echo(f"interrupted; continue from the last checkpoint: pxgl train --resume {saved}", err=True)
+            else:
+                typer.echo("interrupted before any checkpoint; no model was written", err=True)
+            raise SystemExit(130) from None
     if as_json:
         emit_json(evaluation)
         return
-    typer.echo(f"{weights}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
+    typer.echo(f"{config.out}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
     positions = evaluation["positions"]
     counts = {"train": positions["train"], "validation": positions["validation"], "held-out": positions["heldout"]}
     typer.echo("positions: " + "  ".join(f"{name} {count:,}" for name, count in counts.items()))
@@ -115,5 +151,6 @@ def train(
         )
     run = evaluation["training"]
     typer.echo(
-        f"trained {run['steps']} steps (best at {run['best_step']}) in {evaluation['train_seconds']} s, seed {seed}"
+        f"trained {run['steps']} steps (best at {run['best_step']}) in {evaluation['train_seconds']} s, "
+        f"seed {config.seed}"
     )
