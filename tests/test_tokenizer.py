@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from pxgl.errors import PxglError
 from pxgl.tokenizer import Tokenizer
 
+from tests.reference.heldout import bpe_encode
+
 SAMPLE = (
     "Return the pixel at (x, y) of the weight image. Weights are bytes; bytes are pixels.\n"
     "Ünïcödé text — naïve café, 東京の画素, emoji 🎨🖼️ — is bytes too.\n\n"
@@ -85,9 +87,12 @@ def merge_tables(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
 @settings(max_examples=300, deadline=None)
 @given(merge_tables(), st.text(alphabet="ab", max_size=400))
 def test_encoding_follows_the_spec_on_adversarial_merge_tables(merges, text):
-    """One long word of two letters: overlapping occurrences (aaa), a pair merged twice, chains of merges."""
+    """One long word of two letters: overlapping occurrences (aaa), a pair merged twice, chains of merges.
+    Both readings of §6 agree: one merge at a time (spec_encode), and every occurrence of the lowest-index
+    pair left to right at once (the held-out oracle's)."""
     tokenizer = Tokenizer(merges)
-    assert tokenizer.encode(text) == spec_encode(tokenizer, text)
+    ids = tokenizer.encode(text)
+    assert ids == spec_encode(tokenizer, text) == bpe_encode(text, [list(m) for m in merges])
 
 
 @pytest.mark.parametrize(
