@@ -1,31 +1,43 @@
 # One command each: `make run` (the demo on the bundled model), `make test`, `make bench`.
-# Each sets itself up: a venv in .venv with pxgl and its dev tools installed.
+# Each sets itself up in a venv in .venv: `make run` installs pxgl alone (what running needs); `make test`,
+# `make lint` and `make bench` add the dev tools and every optional extra, so their tests never skip. Each
+# install has its own stamp: `make run` then `make test` adds the extras; `make test` then `make run`
+# installs nothing (the full install stamps the base one too).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= pxOS evolution
-EXTRAS := safetensors,serve,test,ray
-# Optional extras are installed for the tests, so their tests never skip.
+EXTRAS := dev,safetensors,serve,test,ray,reference
+BASE_STAMP := $(VENV)/.installed
+FULL_STAMP := $(VENV)/.installed-extras
 
-.PHONY: run test bench lint setup clean cartridge
+.PHONY: run test bench lint setup setup-full clean cartridge
 
-setup: $(VENV)/.installed
+setup: $(BASE_STAMP)
 
-$(VENV)/.installed: pyproject.toml
+setup-full: $(FULL_STAMP)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,$(EXTRAS)]'
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
+
+$(FULL_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@ $(BASE_STAMP)
 
 run: setup
 	$(BIN)/pxgl infer "$(PROMPT)"
 
-test: setup
+test: setup-full
 	$(BIN)/ruff check engine tests bench
 	$(BIN)/python -m pytest -q
 
 # The forward pass, generation and the server, each against its peers on this machine (docs/PERFORMANCE.md).
-bench: setup
+bench: setup-full
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.generation
 	$(BIN)/python -m bench.serve
@@ -36,7 +48,7 @@ cartridge: setup
 	$(BIN)/pxgl compile -m assets/pixellm_v1.pxi
 	$(BIN)/pxgl pack -m assets/pixellm_v1.pxi -o assets/pixellm_v1.pxa
 
-lint: setup
+lint: setup-full
 	$(BIN)/ruff check engine tests bench
 	$(BIN)/ruff format --check engine tests bench
 

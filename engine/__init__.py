@@ -1,8 +1,9 @@
 """pxgl: a GPU-first, pixel-native inference engine.
 
-from pxgl import Engine, open_model
+from pxgl import Engine, Sampling, open_model
 with Engine(open_model("assets/pixellm_v0.pxi")) as engine:
-    pixels = engine.predict_ids([[261, 302, 99]])"""
+    pixels = engine.predict_ids([[261, 302, 99]])
+    tokens = engine.generate([[261, 302, 99]], 8, Sampling(temperature=0.8, seed=1)).tokens"""
 
 __version__ = "0.2.0"
 
@@ -17,7 +18,11 @@ def __getattr__(name: str):
         from .engine import Engine
 
         return Engine
+    if name == "Sampling":
+        from .generation import Sampling
+
+        return Sampling
     raise AttributeError(f"module 'pxgl' has no attribute {name!r}")
 
 
-__all__ = ["Engine", "__version__", "load_model", "open_model"]
+__all__ = ["Engine", "Sampling", "__version__", "load_model", "open_model"]

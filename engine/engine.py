@@ -19,7 +19,7 @@ import numpy as np
 
 from .constants import TOKEN_MARK
 from .errors import PxglError
-from .executors import EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
+from .executors import AUTO, EXECUTORS, Executor, ExecutorInputs, LeanExecutor, ScoringExecutor, Trace, resolve
 from .executors.generation import (
     StepOutputs,
     check_generates,
@@ -37,6 +37,8 @@ from .pxvm.program import Program
 
 BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
+PASSES = "passes"
+"""The executor that generates everything: sampled, and with alternatives."""
 
 
 class Engine:
@@ -68,6 +70,9 @@ class Engine:
             inputs = ExecutorInputs(self.spec, self.weights, runnable.program)
             self.executor: Executor = EXECUTORS[self.executor_name](self.gpu, inputs, tuning)
         self._lean = isinstance(self.executor, LeanExecutor)
+        self._passes: Executor | None = None
+        """An `auto` engine's passes executor, on the same weights, made for the first generation its own
+        executor cannot run."""
         self._spare_outputs: StepOutputs | None = None
         """The last generation's step outputs, reused by the next one that fits in them."""
 
@@ -80,6 +85,8 @@ class Engine:
         self._closed = True
         if self._spare_outputs is not None:
             self._spare_outputs.release(self.gpu)
+        if self._passes is not None:
+            self._passes.close()
         self.executor.close()
         self.weights.release()
         if self._owns_gpu:
@@ -231,8 +238,9 @@ class Engine:
         """`steps` new tokens after each prompt of token ids (any lengths; or a (B, L) integer array of B
         prompts of L ids), each step's token fed back as the next input on the GPU (docs/FORMATS.md §11);
         greedy unless `sampling` says otherwise; with `top_logprobs` K, each token's K likeliest
-        alternatives. `draw_rows`: each prompt's row number for the seeded draw (its index in its own
-        request; default 0..B-1)."""
+        alternatives. An `auto` engine (the default) samples and reports alternatives on passes, which it
+        builds then on the same weights; fused and pxvm engines generate greedily only. `draw_rows`: each
+        prompt's row number for the seeded draw (its index in its own request; default 0..B-1)."""
         blocks = list(self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False))
         return blocks[0] if len(blocks) == 1 else Generation.joined(blocks, axis=1)
 
@@ -282,7 +290,7 @@ class Engine:
         check_steps(steps)
         check_top_logprobs(top_logprobs)
         sampling = sampling or Sampling()
-        check_generates(self.executor_name, self.executor, sampling, top_logprobs)
+        executor = self._generator(sampling, top_logprobs)
         window = self.spec.context_window
         if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype.kind in "iu" and rows.shape[1]:
             out_of_range = (rows < 0) | (rows >= self.spec.vocab_size)  # prompts of one length, as an array
@@ -299,10 +307,27 @@ class Engine:
         draws = np.arange(len(rows)) if draw_rows is None else np.asarray(draw_rows, np.int64)
         if draws.shape != (len(rows),) or draws.min() < 0 or draws.max() > 2**32 - 1:
             raise PxglError(f"draw rows: one number in 0..2^32-1 per prompt, got {draws.shape[0]} for {len(rows)}")
-        return self._generate_tiles(tails, lengths, steps, sampling, top_logprobs, draws, streaming)
+        return self._generate_tiles(executor, tails, lengths, steps, sampling, top_logprobs, draws, streaming)
+
+    def _generator(self, sampling: Sampling, top_logprobs: int) -> Executor:
+        """The executor a generation runs on: the engine's own where it can; an `auto` engine's passes where
+        it cannot (fused and pxvm generate greedily only, without alternatives), as `auto` means the fastest
+        executor that does what is asked."""
+        try:
+            check_generates(self.executor_name, self.executor, sampling, top_logprobs)
+            return self.executor
+        except PxglError:
+            if self.runnable.executor != AUTO:
+                raise
+        if self._passes is None:
+            with gl_errors(self.model.source):
+                inputs = ExecutorInputs(self.spec, self.weights, None)
+                self._passes = EXECUTORS[PASSES](self.gpu, inputs, None)
+        return self._passes
 
     def _generate_tiles(
         self,
+        executor: Executor,
         tails: np.ndarray,
         lengths: np.ndarray,
         steps: int,
@@ -314,7 +339,7 @@ class Engine:
         """Blocks of steps of every prompt: chunk by chunk when the prompts fit one tile, else each tile runs
         all its steps and the blocks are joined."""
         window = self.spec.context_window
-        tile = tile_rows(self.gpu, self.executor.max_tile, window, steps, top_logprobs)
+        tile = tile_rows(self.gpu, executor.max_tile, window, steps, top_logprobs)
         chunks = stream_chunks(steps, streaming and len(tails) <= tile)
         per_tile = []
         with gl_errors("generation"):
@@ -324,7 +349,7 @@ class Engine:
                 outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs, spare)
                 try:
                     job = generation_job(
-                        self.executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
+                        executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
                     )
                     tile_blocks = stream_tile(self.gpu, job, outputs, start, chunks)
                     if len(tails) <= tile:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PxglError
+from .extras import install_command
 from .npz import read_npz
 from .pxi import atomic_write, parse_json
 from .reading import read_bounded
@@ -26,7 +27,6 @@ from .train import dequantize, quantize
 
 MAX_FILE_BYTES = 1 << 30
 MAX_HEADER_BYTES = 1 << 20
-INSTALL_HINT = "needs the safetensors package: pip install 'pxgl[safetensors]'"
 DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 FORMAT = "pixellm 1"
 GRID_TOLERANCE = 1e-3
@@ -99,7 +99,9 @@ def read_safetensors(data: bytes, where: str) -> tuple[dict[str, np.ndarray], di
     try:
         from safetensors.numpy import load
     except ImportError:
-        raise PxglError(f"reading .safetensors {INSTALL_HINT}") from None
+        raise PxglError(
+            f"reading .safetensors needs the safetensors package: {install_command('safetensors')}"
+        ) from None
     try:
         tensors = load(data)
     except Exception as e:  # the library raises its own error types; the header was checked already
@@ -250,7 +252,9 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
         try:
             from safetensors.numpy import save
         except ImportError:
-            raise PxglError(f"writing .safetensors {INSTALL_HINT}") from None
+            raise PxglError(
+                f"writing .safetensors needs the safetensors package: {install_command('safetensors')}"
+            ) from None
         data = save({n: np.ascontiguousarray(t) for n, t in tensors.items()}, metadata=metadata)
     elif path.suffix == ".npz":
         buffer = io.BytesIO()

@@ -7,6 +7,7 @@ engine's default) and the pxVM program the pxvm executor runs (`--program`, else
 `name.program.pxi` beside the weights, else the model's compiled program). Nothing here touches the GPU:
 a Runnable is checked and ready before any GPU work starts."""
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from .pxvm.compiler import compile_program
 from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
-from .resources import CARTRIDGE_SUFFIX, bundled_model, is_bundled_name
+from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundled_name
 from .spec import meta_path_for, read_meta
 
 PXVM = "pxvm"
+CLOSE_NAME = 0.75
+"""How alike (difflib's ratio) a missing model's name and a bundled one must be to suggest it: pixelm_v1 is
+0.95 from pixellm_v1, pixellm_v2 0.9, pixellm 0.82, mymodel 0.24."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def model_path(name_or_path: str | Path | None) -> Path:
 def load_model(name_or_path: str | Path | None = None) -> Model:
     """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
     path = model_path(name_or_path)
+    if not path.exists() and path.suffix in ("", WEIGHTS_SUFFIX, CARTRIDGE_SUFFIX):  # else: what a model is, below
+        raise PxglError(no_such_model(str(name_or_path)))
     if path.suffix == CARTRIDGE_SUFFIX:
         from .cartridge import open_cartridge
 
@@ -57,6 +63,20 @@ def load_model(name_or_path: str | Path | None = None) -> Model:
             f"{CARTRIDGE_SUFFIX}"
         )
     return read_weights(path)
+
+
+def no_such_model(name: str) -> str:
+    """The error for a model argument that names no file: the bundled models, and the closest of them to a
+    name that looks like a mistyped one."""
+    bundled = list(bundled_models())
+    stem = name.removesuffix(CARTRIDGE_SUFFIX).removesuffix(WEIGHTS_SUFFIX)
+    closest = difflib.get_close_matches(stem, bundled, n=1, cutoff=CLOSE_NAME)
+    suffix = CARTRIDGE_SUFFIX if name.endswith(CARTRIDGE_SUFFIX) else ""  # a bundled name takes no .pxi
+    guess = f"did you mean {closest[0]}{suffix}? " if closest else ""
+    return (
+        f"{name}: no such model file, nor a bundled model; {guess}the bundled models are {', '.join(bundled)} "
+        f"(NAME{CARTRIDGE_SUFFIX} for a cartridge; pxgl models lists them)"
+    )
 
 
 def model_files(name_or_path: str | Path | None, program: bool = True) -> list[Path]:

@@ -5,6 +5,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PxglError
@@ -14,6 +15,28 @@ TEMP_SUFFIX = ".pxgl-tmp"
 PACKAGE_DIR = Path(__file__).resolve().parent
 Writer = Callable[[Path], None]
 """Writes a file's content to the path it is given (a temporary beside the real one)."""
+HEAD_BYTES = 256
+"""How much of an existing output is read to tell what it is: never more."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of file pxgl writes, told by the file's first HEAD_BYTES bytes (FORMATS §0.3; the kinds are
+    in engine/output_kinds.py)."""
+
+    name: str
+    matches: Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a command writes: where, the option that names it (for messages), the kind of file it is, and
+    whether the path is the command's default (`default`) rather than one the user gave."""
+
+    path: Path
+    option: str
+    kind: OutputKind
+    default: bool = False
 
 
 def installed_package() -> Path | None:
@@ -78,17 +101,55 @@ def check_outputs(outputs: Sequence[tuple[Path | None, str]], inputs: Iterable[P
                 raise PxglError(f"{other_option} and {option} are the same file {path}")
 
 
-def check_output_dir(path: Path, option: str, inputs: Iterable[Path | None] = (), writes: Iterable[str] = ()) -> None:
-    """A folder to write files into: a folder or nothing yet, and not pxgl's installed package; of the
-    files already in it, each one whose name matches a pattern of `writes` (what the command writes there)
-    must be usable as an output (check_output): a regular file, and none of the inputs."""
+def check_writes(outputs: Sequence[Output | None], inputs: Iterable[Path | None] = (), force: bool = False) -> None:
+    """check_outputs, then the rule for a file already there (FORMATS §0.3): without `force`, a default
+    output is never written over an existing file, and a named one only over a file that is empty or of
+    its kind (its first bytes tell)."""
+    given = [output for output in outputs if output is not None]
+    check_outputs([(output.path, output.option) for output in given], inputs)
+    if not force:
+        for output in given:
+            check_replaceable(output)
+
+
+def check_replaceable(output: Output) -> None:
+    """Refuse, unless --force, to write `output` over an existing file it may not replace."""
+    where = f"{output.option} {output.path}" + (" (the default)" if output.default else "")
     try:
-        _check_output_dir(path, option, inputs, writes)
+        if not output.path.exists():
+            return
+        if output.default:
+            raise PxglError(
+                f"{where}: exists, and is not replaced by default; give --out NAME, or --force to replace it"
+            )
+        with open(output.path, "rb") as existing:  # a regular file: check_output said so
+            head = existing.read(HEAD_BYTES)
+    except OSError as e:
+        raise PxglError(f"{where}: cannot read it to see what it is ({e.strerror or e}); --force replaces it") from None
+    if head and not output.kind.matches(head):
+        raise PxglError(f"{where}: exists and is not {output.kind.name}; give another name, or --force to replace it")
+
+
+def check_output_dir(
+    path: Path,
+    option: str,
+    inputs: Iterable[Path | None] = (),
+    writes: dict[str, OutputKind] | None = None,
+    force: bool = False,
+) -> None:
+    """A folder to write files into: a folder or nothing yet, and not pxgl's installed package; of the
+    files already in it, each one whose name matches a pattern of `writes` (what the command writes there,
+    and the kind of each) must be usable as an output (check_output): a regular file, none of the inputs,
+    and (unless `force`) empty or of its kind."""
+    try:
+        _check_output_dir(path, option, inputs, writes or {}, force)
     except OSError as e:
         raise PxglError(f"{option} {path}: cannot check the folder ({e.strerror or e})") from None
 
 
-def _check_output_dir(path: Path, option: str, inputs: Iterable[Path | None], writes: Iterable[str]) -> None:
+def _check_output_dir(
+    path: Path, option: str, inputs: Iterable[Path | None], writes: dict[str, OutputKind], force: bool
+) -> None:
     try:
         mode = path.stat().st_mode  # a link loop: OSError
     except FileNotFoundError:
@@ -101,9 +162,11 @@ def _check_output_dir(path: Path, option: str, inputs: Iterable[Path | None], wr
     if package is not None and path.resolve().is_relative_to(package):
         raise PxglError(f"{option} {path}: is inside pxgl's installed package ({package}); give a folder of your own")
     sources = list(inputs)
-    for pattern in writes if path.is_dir() else ():
+    for pattern, kind in writes.items() if path.is_dir() else ():
         for existing in sorted(path.glob(pattern)):
             check_output(existing, f"{option} {path}: its file", sources)
+            if not force:
+                check_replaceable(Output(existing, f"{option} {path}: its file", kind))
 
 
 def temp_path(path: Path) -> Path:

@@ -158,9 +158,9 @@ def test_ask_shows_the_pixel_as_a_coloured_block(cart, tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("COLORTERM", "truecolor")
-    code, out, err = pxgl(monkeypatch, capsys, "ask", "-m", str(path), "some prompt", "-n", "6")
+    code, out, err = pxgl(monkeypatch, capsys, "ask", "-m", str(path), "some prompt", "-n", "6", "-o", "o.pxi")
     assert code == 0, err
-    pixels = read_rgb(tmp_path / "output_token.pxi")
+    pixels = read_rgb(tmp_path / "o.pxi")
     assert pixels.shape == (6, 1, 3)  # one prediction pixel per token of the answer
     tokenizer = Tokenizer.load(model.tokenizer_path)
     tokens = [r + 256 * g for r, g, _ in pixels[:, 0].tolist()]

@@ -358,6 +358,148 @@ def test_bad_run_folders_are_one_line_and_exit_2(corpus, start, tmp_path):
     assert not list((tmp_path / "empty").iterdir())
 
 
+WITHOUT_RAY = """
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+sys.meta_path.insert(0, NoRay())
+from pxgl.cli import main
+sys.argv = ["pxgl", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--ray", "local"], "--ray needs Ray"),
+        (["--workers", "0"], "--workers 0"),
+        (["--baseline", "no-such-run"], "--baseline no-such-run: not a pxgl evolve run"),
+        (["no-such-corpus.txt"], "no-such-corpus.txt"),
+        (["latin1.txt"], "latin1.txt"),
+        (["--device", "0,999"], "GPU 999"),
+    ],
+    ids=["no-ray", "workers", "baseline", "missing-corpus", "corpus-not-utf8", "device"],
+)
+def test_a_run_that_cannot_start_leaves_its_folder_as_it_was(options, message, corpus, start, tmp_path):
+    """Every precondition (Ray importable, workers, baselines, the corpus, GPUs) is checked before anything is
+    written: a new folder is not made, an empty one stays empty, so the next run is not refused."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n\nna\xefve\n\nthird".encode("latin-1"))
+    for folder in (tmp_path / "new", tmp_path / "empty")[: 2 if "--ray" in options else 1]:
+        args = ["evolve", "--out", str(folder), *run_args(corpus, start, 0, "--max-steps", "4"), *options]
+        if options[0].endswith(".txt"):
+            args.remove(str(corpus))
+        done = subprocess.run([sys.executable, "-c", WITHOUT_RAY, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, (options, done.stderr)
+        assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "new").exists(), (options, "a run that never started made its folder")
+        assert not list((tmp_path / "empty").iterdir()), (options, "a run that never started wrote in its folder")
+
+
+def test_resuming_without_the_runs_corpus_records_nothing(corpus, start, tmp_path):
+    """A run resumed after its corpus moved is refused before any candidate runs (each would be recorded as
+    failed, spending the run's budget on nothing)."""
+    from pxgl.evolve.settings import Request, new_settings
+
+    moved = tmp_path / "corpus.txt"
+    moved.write_bytes(corpus.read_bytes())
+    run = RunDir(tmp_path / "run")
+    run.create(new_settings(Request(files=(moved,), start=str(start), budget=360, max_steps=4, batch_size=64)))
+    moved.unlink()
+    done = pxgl("evolve", "--resume", str(run.path), "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 2 and "corpus.txt" in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert run.read(LINEAGE) == [] and run.read(PROPOSALS) == []
+
+
+def test_full_training_is_never_shorter_than_a_screening(start, rng, seed):
+    """Each finalist's share of the full-training budget is at least the longest screening a candidate may
+    have (`--max-steps` given or not); settings that cannot give that are refused in one line."""
+    from pxgl.errors import PxglError
+    from pxgl.evolve.settings import Request, new_settings
+
+    accepted = 0
+    for _ in range(60):
+        budget, finalists = int(rng.integers(1, 5000)), int(rng.integers(1, 6))
+        max_steps = int(rng.integers(1, budget + 1)) if rng.random() < 0.7 else None
+        request = Request(budget=budget, finalists=finalists, max_steps=max_steps, start=str(start))
+        try:
+            settings = new_settings(request)
+        except PxglError as e:
+            assert "--budget" in str(e) or "--max-steps" in str(e), (seed, request, str(e))
+            continue
+        accepted += 1
+        full = round(budget * settings["final_share"])
+        assert full // finalists >= settings["limits"]["max_steps"], (seed, request, settings["limits"])
+    assert accepted >= 10, seed
+
+
+def fabricated_run(folder: Path, rng: np.random.Generator, candidates: int, steps: int) -> RunDir:
+    """A finished run's files as the loop writes them, with long words where a user's may be long."""
+    run = RunDir(folder)
+    start = "/home/someone/projects/models/a start model with a long name and ünïcode.pxi"
+    run.create({"seed": 0, "budget": 2 * candidates * steps, "proposer": "python3 /home/someone/propose.py --model x"})
+    architecture = "vocab 4096, embed 2048, attention 64 (concat 64, head 128), hidden 2048x2048x2048x2048, residual"
+    for i in range(candidates):
+        score = {"bits_per_byte": float(rng.uniform(2, 4))}
+        record = {
+            "kind": "candidate",
+            "id": i,
+            "stage": "final" if i == candidates - 1 else "screen",
+            "mutation": "width",
+        }
+        record |= {"parent": i - 1 if i else None, "genome": {}, "architecture": architecture, "cartridge": "none"}
+        run.append(LINEAGE, record | {"cost": {"steps": steps}, "scores": {"select": score}})
+    heldout = {"bits_per_byte": 2.0}
+    promotion = {"kind": "promotion", "champion": candidates - 1, "architecture": architecture, "genome": {}}
+    promotion |= {"heldout": heldout, "start": {"model": start, "heldout": heldout}, "gain_bits_per_byte": -1e-6}
+    run.append(LINEAGE, promotion | {"promoted": False})
+    return run
+
+
+def drawn_text(monkeypatch) -> list[tuple[tuple[int, int], tuple[float, float, float, float], str]]:
+    """Every text Pillow draws: (image size, bounding box, text)."""
+    from PIL import ImageDraw
+
+    calls = []
+    real = ImageDraw.ImageDraw.text
+
+    def text(self, xy, text, *args, **kwargs):
+        box = self.textbbox(xy, text, font=kwargs.get("font"), anchor=kwargs.get("anchor"))
+        calls.append((self.im.size, box, text))
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    return calls
+
+
+@pytest.mark.parametrize(("candidates", "steps"), [(3, 7), (2, 50), (41, 2437), (120, 60000)])
+def test_the_reports_text_lies_inside_its_images_and_its_id_ticks_are_distinct_integers(
+    candidates, steps, tmp_path, rng, seed, monkeypatch
+):
+    from pxgl.evolve.report import MARGIN, PANEL, draw_tree, write_report
+    from pxgl.visuals.colour import DRAWABLE
+
+    run = fabricated_run(tmp_path / "run", rng, candidates, steps)
+    calls = drawn_text(monkeypatch)
+    write_report(run, [])
+    assert calls, seed
+    for (width, height), (left, top, right, bottom), text in calls:
+        assert left >= 0 and top >= 0 and right <= width and bottom <= height, (seed, text, (width, height))
+    tofu = [text for *_, text in calls if not set(text) <= DRAWABLE]
+    assert not tofu, (seed, "drawn with characters the font has no glyph for", tofu)
+    calls.clear()
+    draw_tree([r for r in run.read(LINEAGE) if r["kind"] == "candidate"], None)
+    axis = PANEL[1] - MARGIN[3]
+    ticks = [text for _, (_, top, _, _), text in calls if top > axis and text.replace(",", "").isdigit()]
+    values = [int(text.replace(",", "")) for text in ticks]
+    assert len(values) >= 2 and values == sorted(set(values)), (seed, ticks)
+    assert values[0] >= 0 and values[-1] <= candidates - 1, (seed, ticks)
+
+
 def test_mutations_and_random_draws_stay_in_the_space_and_within_limits(rng, seed):
     limits = Limits(max_weights=200_000, max_flops=150_000, min_steps=5, max_steps=50)
     start = random_genome(512, limits, rng)

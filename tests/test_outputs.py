@@ -16,7 +16,7 @@ from pxgl.engine import Engine
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.model import read_weights, save_model
-from pxgl.pxi import encode_tokens, write_rgb
+from pxgl.pxi import encode_tokens, read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
 
 from tests.cartridges import pxgl, random_text, snapshot
@@ -353,3 +353,157 @@ def test_a_wide_token_texture_is_validated_in_blocks(tmp_path, gpu, rng):
         pixels[row, 100] = (0, 0, 0)
         with pytest.raises(PxglError, match=f"^wide: row {row}, position 101: "):
             engine.predict(pixels, "wide")
+
+
+REPLACEABLE = {
+    "encode -o": (("encode", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "infer -o": (("infer", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "infer --tokens-out": (("infer", "ab", "-m", "{w}", "--tokens-out", "{o}"), "o.pxi", "o.pxi"),
+    "infer --viz": (("infer", "ab", "-m", "{w}", "--viz", "{o}"), "v", "v/viz.json"),
+    "run -o": (("run", "-i", "{t}", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "ask -o": (("ask", "ab", "-n", "2", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "generate -o": (("generate", "ab", "-n", "2", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "generate --viz": (("generate", "ab", "-n", "2", "-m", "{w}", "--viz", "{o}"), "v", "v/prompt0_logits.png"),
+    "compile -o": (("compile", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "asm -o": (("asm", "{asm}", "-o", "{o}"), "o.pxi", "o.pxi"),
+    "pack -o": (("pack", "-m", "{w}", "-o", "{o}"), "o.pxa", "o.pxa"),
+    "export -o .npz": (("export", "-m", "{w}", "-o", "{o}"), "o.npz", "o.npz"),
+    "export -o .safetensors": (("export", "-m", "{w}", "-o", "{o}"), "o.safetensors", "o.safetensors"),
+    "import -o, its meta": (("import", "{tensors}", "-o", "{o}"), "o.pxi", "o.meta.json"),
+    "train -o, its tokenizer": (
+        ("train", "{docs}", "-o", "{o}", "--steps", "1", "--vocab", "300", "--embed", "4", "--hidden", "4"),
+        "o.pxi",
+        "o.tokenizer.json",
+    ),
+    "viz -o, its page": (("viz", "--weights", "-m", "{w}", "-o", "{o}"), "v", "v/index.html"),
+}
+"""Each writing verb: its arguments, the output it is given, and the file of that output the test puts a
+user's file at."""
+
+
+@pytest.mark.parametrize("case", sorted(REPLACEABLE))
+def test_a_named_output_replaces_only_a_file_of_its_kind(case, folder, monkeypatch, capsys, rng):
+    """A user's file where a verb writes is refused, one line naming it, without --force; with --force it
+    is replaced, and the verb names what it wrote; the file the verb wrote is then replaced by a second run
+    without --force (its first bytes are of its kind, as FORMATS §0.3 says every such file begins)."""
+    args, output, where = REPLACEABLE[case]
+    (folder / "docs.txt").write_text("\n\n".join(random_text(rng, 800) for _ in range(4)) + "\n")
+    if "{tensors}" in args:
+        assert (
+            pxgl(monkeypatch, capsys, "export", "-m", str(folder / "w.pxi"), "-o", str(folder / "x.safetensors"))[0]
+            == 0
+        )
+    names = {"w": "w.pxi", "t": "t.pxi", "asm": "p.asm", "tensors": "x.safetensors", "docs": "docs.txt", "o": output}
+    command = [arg.format(**{key: str(folder / name) for key, name in names.items()}) for arg in args]
+    target = folder / where
+    target.parent.mkdir(exist_ok=True)
+    users = random_text(rng, int(rng.integers(1, 50))).encode() + rng.bytes(int(rng.integers(0, 300)))
+    target.write_bytes(users)
+    err = refused(monkeypatch, capsys, folder, *command)
+    assert f"{target}: exists and is not " in err and "--force" in err, err
+    assert target.read_bytes() == users
+    code, out, err = pxgl(monkeypatch, capsys, *command, "--force")
+    assert code == 0, err
+    assert target.read_bytes() != users and str(folder / output) in out, out
+    code, out, err = pxgl(monkeypatch, capsys, *command)
+    assert code == 0, f"pxgl refused to replace the file it wrote itself: {err}"
+
+
+def test_an_empty_file_is_replaced_and_a_kind_is_told_by_its_first_bytes(folder, monkeypatch, capsys):
+    """An empty file holds nothing to lose; a PNG that is not 8-bit RGB, or whose IDAT does not come first, is
+    not what pxgl writes (a photo with its metadata chunks); prediction pixels are one pixel wide."""
+    from PIL import Image
+
+    target = folder / "o.pxi"
+    target.write_bytes(b"")
+    assert pxgl(monkeypatch, capsys, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))[0] == 0
+    assert read_rgb(target).shape == (1, 1, 3)
+    Image.new("RGB", (1, 1)).save(target, "PNG", dpi=(72, 72))  # a pHYs chunk before IDAT
+    refused(monkeypatch, capsys, folder, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))
+    Image.new("RGBA", (1, 1)).save(target, "PNG")
+    refused(monkeypatch, capsys, folder, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))
+    write_rgb(target, np.zeros((1, 2, 3), np.uint8))  # a token texture is not prediction pixels
+    refused(monkeypatch, capsys, folder, "infer", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))
+    assert pxgl(monkeypatch, capsys, "encode", "ab", "-m", str(folder / "w.pxi"), "-o", str(target))[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("verb", "default"),
+    [
+        (("encode", "ab", "-m", "{w}"), "input_tokens.pxi"),
+        (("pack", "-m", "{w}"), "w.pxa"),
+        (("compile", "-m", "{w}"), "w.program.pxi"),
+        (("compile", "-m", "pixellm_v0"), "pixellm_v0.program.pxi"),
+        (("train", "{text}", "--steps", "1"), "pixellm.meta.json"),
+    ],
+)
+def test_a_default_output_is_never_written_over(verb, default, folder, monkeypatch, capsys, rng):
+    """Without -o a verb writes where no file is (like cp -n): a second run is refused, even over its own
+    kind of file, until --force; compile writes a bundled model's program in the current folder."""
+    monkeypatch.chdir(folder)
+    command = [arg.format(w=str(folder / "w.pxi"), text=str(folder / "text.pxi")) for arg in verb]
+    if verb[0] == "train":  # refused before any training: a meta at the default's place
+        (folder / default).write_text(json.dumps({"format": "pixellm"}))
+    else:
+        code, out, err = pxgl(monkeypatch, capsys, *command)
+        assert code == 0, err
+        assert default in out, out
+    err = refused(monkeypatch, capsys, folder, *command)
+    assert f"{default} (the default): exists" in err and "--force" in err, err
+    if verb[0] != "train":
+        assert pxgl(monkeypatch, capsys, *command, "--force")[0] == 0
+
+
+def test_infer_run_and_ask_write_only_what_they_are_asked_to(folder, monkeypatch, capsys):
+    """No prediction pixels appear unasked (output_token.pxi was written, and overwritten, by default), and
+    --tokens-out writes the token texture alone; the JSON names only what was written."""
+    monkeypatch.chdir(folder)
+    model = ("-m", str(folder / "w.pxi"))
+    for command in (("infer", "ab", *model), ("run", "-i", "t.pxi", *model), ("ask", "ab", "-n", "2", *model)):
+        before = snapshot(folder)
+        code, out, err = pxgl(monkeypatch, capsys, *command, "--json")
+        assert code == 0, err
+        assert snapshot(folder) == before, f"{command[0]} wrote a file it was not asked to"
+        assert all("out" not in json.loads(line) for line in out.splitlines()), out
+    code, out, err = pxgl(monkeypatch, capsys, "infer", "ab", *model, "--tokens-out", "prompt.pxi")
+    assert code == 0, err
+    assert sorted(set(snapshot(folder)) - set(before)) == [str(folder / "prompt.pxi")]
+    assert "→ prompt.pxi: the prompts' token texture" in out, out
+
+
+def test_compile_without_arguments_writes_in_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`pxgl compile` always failed in a wheel install (the bundled model's program beside it is inside the
+    package) and wrote into a checkout's assets: a bundled model's or a cartridge's program is written to
+    the current folder."""
+    from pxgl.pxvm.compiler import compile_program
+
+    assets = ROOT / "assets"
+    monkeypatch.setattr(outputs, "installed_package", lambda: assets.resolve())
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(assets)
+    for args, written in (((), "pixellm_v1.program.pxi"), (("-m", "pixellm_v0.pxa"), "pixellm_v0.program.pxi")):
+        code, out, err = pxgl(monkeypatch, capsys, "compile", *args)
+        assert code == 0, err
+        assert out.startswith(f"{written}: ")
+        spec = load_model(args[1] if args else None).spec
+        assert np.array_equal(read_rgb(tmp_path / written), compile_program(spec))
+    assert snapshot(assets) == before
+
+
+def test_the_json_names_every_file_written(folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    model = ("-m", str(folder / "w.pxi"))
+    for command, files in (
+        (
+            ("infer", "ab", "-o", "o.pxi", "--tokens-out", "t2.pxi", "--viz", "v"),
+            {"out": "o.pxi", "tokens_out": "t2.pxi", "viz": "v"},
+        ),
+        (("generate", "ab", "-n", "2", "-o", "g.pxi", "--viz", "v"), {"out": "g.pxi", "viz": "v"}),
+        (("ask", "ab", "-n", "2", "-o", "a.pxi"), {"out": "a.pxi"}),
+        (("run", "-i", "t.pxi", "-o", "r.pxi"), {"out": "r.pxi"}),
+    ):
+        code, out, err = pxgl(monkeypatch, capsys, *command, *model, "--json")
+        assert code == 0, err
+        record = json.loads(out.splitlines()[0])
+        assert {key: record.get(key) for key in ("out", "tokens_out", "viz") if key in record} == files, command
+        assert all((folder / path).exists() for path in files.values())

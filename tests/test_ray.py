@@ -1,11 +1,12 @@
-"""pxgl.ray_data.Predictor in Ray Data's map_batches, on a local Ray instance this module starts: the pixels
-of one engine, row for row, whether the prompts come as text or as token ids."""
+"""pxgl.ray_data.Predictor in Ray Data's map_batches, and predict, on a local Ray instance this module starts:
+the pixels of one engine, row for row, whether the prompts come as text or as token ids. The instance
+declares one GPU (the renderer's), so predict asks for GPUs as it does on a cluster."""
 
 import numpy as np
 import pytest
 import ray
 from pxgl.loading import open_model
-from pxgl.ray_data import Predictor
+from pxgl.ray_data import Predictor, predict
 
 from tests.engines import on_one_engine
 from tests.models import random_rows
@@ -15,7 +16,7 @@ MODEL = "pixellm_v0"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -64,3 +65,13 @@ def test_a_fixed_width_ids_array_takes_the_engines_array_path(rng, seed):
     expected = on_one_engine(runnable, lambda engine: engine.predict_ids(ids.tolist()))[:, 0]
     assert np.array_equal(answered["pixel"], expected), f"seed {seed}"
     assert np.array_equal(answered["ids"], ids)
+
+
+def test_predict_runs_an_actor_per_gpu_without_being_told_a_batch_size(local_ray, rng, seed):
+    """Ray Data refuses map_batches on GPUs without a batch size: predict gives its own."""
+    runnable = open_model(MODEL)
+    rows = random_rows(rng, 100, runnable.model.spec.vocab_size, max_len=12)
+    dataset = ray.data.from_items([{"row": i, "ids": row} for i, row in enumerate(rows)])
+    records = sorted(predict(dataset, MODEL).take_all(), key=lambda record: record["row"])
+    expected = on_one_engine(runnable, lambda engine: engine.predict_ids(rows))[:, 0]
+    assert np.array_equal(np.stack([r["pixel"] for r in records]), expected), f"seed {seed}"

@@ -233,6 +233,44 @@ def test_token_labels_show_text_or_bytes():
     assert visuals.drawable("'é→'") == "'\\xe9\\u2192'", "glyphs the default font lacks are escaped"
 
 
+def test_the_overview_and_weights_draw_their_text_inside_them_in_glyphs_the_font_has(
+    tmp_path, gpu, rng, seed, monkeypatch
+):
+    """Of an attention member (its T_scores caption is q·k_j/√D) with many small tensors, a long file name and
+    a long prompt, with nothing from the user that needs an escape: every text the overview and the weight
+    image draw lies inside the image (a long line ends in …), in characters the font has, none escaped."""
+    from PIL import ImageDraw
+    from pxgl.loading import load_model
+    from pxgl.visuals.colour import DRAWABLE
+
+    from tests.reference.models import random_architecture, write_random_member
+
+    architecture = random_architecture(rng, "attention", depth=int(rng.integers(2, 5)))
+    architecture["context"] |= {"window": 5, "concat": 1}
+    name = "a_model_whose_file_name_goes_on_" * 4
+    model = load_model(write_random_member(tmp_path, rng, architecture, name=name))
+    drawn: list[tuple[tuple[int, int], tuple[float, float, float, float], str]] = []
+    real = ImageDraw.ImageDraw.text
+
+    def text(self, xy, text, *args, **kwargs):
+        drawn.append((self.im.size, self.textbbox(xy, text, font=kwargs.get("font")), text))
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    pixels = encode_tokens(random_rows(rng, 1, model.spec.vocab_size, max_len=5), model.spec.vocab_size)
+    with Engine(model, gpu=gpu, executor="passes") as engine:
+        view = visuals.run_view(engine, pixels, source="tokens", prompt="a long prompt " * 40, tokenizer=None)
+    visuals.write_visuals(tmp_path / "viz", view, visuals.weights_view(model))
+    texts = [text for *_, text in drawn]
+    assert any("q·k_j" in text for text in texts), (seed, "the T_scores caption was not drawn")
+    outside = [(size, box, t) for size, box, t in drawn if min(box[:2]) < 0 or box[2] > size[0] or box[3] > size[1]]
+    assert not outside, (seed, "text past the image's edge", outside)
+    escaped = [text for text in texts if re.search(r"\\[ux][0-9a-f]", text)]
+    assert not escaped, (seed, "drawn as escapes", escaped)
+    tofu = [text for text in texts if not set(text) <= DRAWABLE]
+    assert not tofu, (seed, "drawn with characters the font has no glyph for", tofu)
+
+
 def trace_array(trace, key: str):
     """A trace's texture by its image key: hidden<l> is layer l's T_hidden."""
     if key.startswith("hidden") and key != "hidden":

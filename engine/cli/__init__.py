@@ -6,7 +6,8 @@ line and exit status 2.
     predict.py  infer, run             files.py    encode, decode, pack, inspect, info
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
     score.py    eval           interchange.py  import, export
-    generate.py generate       serve.py    serve          evolve.py   evolve"""
+    generate.py generate       serve.py    serve          evolve.py   evolve
+    cache.py    cache list, cache clear"""
 
 import atexit
 import os
@@ -16,10 +17,10 @@ import threading
 import typer
 
 from ..errors import PxglError
-from . import evolve, files, generate, interchange, predict, pxvm, score, see, serve, train
+from . import cache, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train
 from .app import app
 
-VERBS = (evolve, files, generate, interchange, predict, pxvm, score, see, serve, train)
+VERBS = (cache, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train)
 """The modules whose commands register on `app` when imported."""
 
 

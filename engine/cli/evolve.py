@@ -69,7 +69,7 @@ def evolve(
         int | None, typer.Option(help="Worker processes (default: one per core, at most --batch).")
     ] = None,
     ray: Annotated[
-        str | None, typer.Option(help="Run candidates on Ray: local, or a cluster ADDRESS (pip install 'pxgl[ray]').")
+        str | None, typer.Option(help="Run candidates on Ray: local, or a cluster ADDRESS (needs the ray extra).")
     ] = None,
     device: DeviceOption = None,
     baseline: Annotated[
@@ -82,16 +82,19 @@ def evolve(
     those becomes RUN_DIR/champion.pxa only if it beats the start model on held-out text."""
     import os
 
-    from ..devices import parse_devices
+    from ..devices import egl_device_for_cuda, parse_devices
     from ..evolve.loop import evolve as run_loop
     from ..evolve.report import write_report
     from ..evolve.rundir import LINEAGE, RunDir
     from ..evolve.runners import runner_for
     from ..evolve.settings import Request, new_settings
+    from ..evolve.splits import corpus_splits
 
     if (out is None) == (resume is None):
         raise PxglError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
     devices = parse_devices(device)
+    for gpu in sorted(set(devices or ())):  # a GPU that is not there is refused now, not by every candidate
+        egl_device_for_cuda(gpu)
     run_options = {
         "budget": budget, "population": population, "batch": batch, "seed": seed, "start": start,
         "proposer": proposer, "proposer_timeout": proposer_timeout, "finalists": finalists,
@@ -106,22 +109,31 @@ def evolve(
             )
         run = RunDir(resume)
         settings = run.settings()
+        finished = any(r.get("kind") == "promotion" for r in run.read(LINEAGE))
+        if settings["files"] and not finished:  # moved since: every candidate left would be recorded as failed
+            corpus_splits(tuple(Path(f) for f in settings["files"]), settings["split"])
     else:
         chosen = {name: value for name, value in run_options.items() if value is not None}
         request = Request(**chosen, files=tuple(files or ()), max_time=duration(max_time))
         settings = new_settings(request)
         run = RunDir(out)  # type: ignore[arg-type]
-        run.create(settings)
+        run.check_new()
+    # every precondition is checked before a new run writes anything: one that fails leaves no run.json
+    # behind to make the next run refuse the folder
     baselines = []
     for path in baseline or []:
-        RunDir(path).settings()
+        RunDir(path).settings("--baseline")
         baselines.append((path.name, RunDir(path).read(LINEAGE)))
     runner = runner_for(ray, workers if workers is not None else min(settings["batch"], os.cpu_count() or 1))
     try:
-        promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
+        if resume is None:
+            run.create(settings)
+        try:
+            promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
+        finally:
+            write_report(run, baselines)
     finally:
         runner.close()
-        write_report(run, baselines)
     if as_json:
         emit_json(promotion)
         return

@@ -6,26 +6,42 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, ProgramOption, model_files, one_device
+from .options import (
+    DeviceOption,
+    ExecutorOption,
+    ForceOption,
+    JsonOption,
+    ModelOption,
+    ProgramOption,
+    model_files,
+    one_device,
+)
 from .report import emit_json, percent
+
+DEFAULT_TOKENS = Path("input_tokens.pxi")
 
 
 @app.command()
 def encode(
     texts: Annotated[list[str], typer.Argument(help="Prompt text; several texts make several rows.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Token texture to write.")] = Path("input_tokens.pxi"),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help=f"Token texture to write. Default: {DEFAULT_TOKENS}.")
+    ] = None,
     model: ModelOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Tokenize text into a token texture (.pxi): one row per prompt, one pixel per token."""
     from ..loading import load_model
-    from ..outputs import check_outputs
+    from ..output_kinds import PIXELS
+    from ..outputs import Output, check_writes
     from ..pxi import encode_tokens, write_rgb
 
-    check_outputs([(out, "--out")], model_files(model))
+    target = out if out is not None else DEFAULT_TOKENS
+    check_writes([Output(target, "--out", PIXELS, default=out is None)], model_files(model), force)
     loaded = load_model(model)
     rows = [loaded.tokenizer.encode(text) for text in texts]
-    write_rgb(out, encode_tokens(rows, loaded.spec.vocab_size))
-    typer.echo(f"{out}: {len(rows)} row(s), {max(len(r) for r in rows)} pixel(s) wide")
+    write_rgb(target, encode_tokens(rows, loaded.spec.vocab_size))
+    typer.echo(f"{target}: {len(rows)} row(s), {max(len(r) for r in rows)} pixel(s) wide")
 
 
 @app.command()
@@ -71,16 +87,18 @@ def pack(
         typer.Option("--name", help="The cartridge's name. Default: the repacked cartridge's, else the weights' stem."),
     ] = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Pack a model into a cartridge (.pxa): weights, meta, tokenizer and pxVM program in one zip, with a
     manifest of format versions and every member's size and sha256 (docs/FORMATS.md §8)."""
     from ..loading import model_path
-    from ..outputs import check_outputs
+    from ..output_kinds import CARTRIDGE
+    from ..outputs import Output, check_writes
     from ..pack import pack as pack_cartridge
 
     source = model_path(model)
     target = out if out is not None else Path(source.name).with_suffix(".pxa")
-    check_outputs([(target, "--out")], [*model_files(model), program_file])
+    check_writes([Output(target, "--out", CARTRIDGE, default=out is None)], [*model_files(model), program_file], force)
     manifest = pack_cartridge(source, target, executor, program_file, name)
     if as_json:
         emit_json({"out": str(target), **manifest.to_json()})

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import PxglError
-from ..outputs import check_output_dir, check_outputs, write_files
+from ..outputs import Output, check_output_dir, check_writes, write_files
 from .app import app
 from .options import (
     BatchOption,
     DeviceOption,
     ExecutorOption,
+    ForceOption,
     JsonOption,
     ModelOption,
     PredictionsOut,
@@ -23,7 +24,7 @@ from .options import (
     one_device,
 )
 from .predict import read_prompt_lines, single_blas_thread
-from .report import emit_json, percent
+from .report import emit_json, percent, shortened
 
 if TYPE_CHECKING:
     from ..generation import Sampling, TextRow
@@ -39,6 +40,8 @@ StopOption = Annotated[
 ]
 STRIP_NAMES = "prompt*_logits.png"
 """What --viz writes: prompt0_logits.png, prompt1_logits.png, …"""
+ANSWER_RULE = "──"
+"""Several answers, as text: each follows a line `── answer R of N ──` (an answer may span lines)."""
 LogprobsOption = Annotated[
     int, typer.Option("--logprobs", help="With --json: each token's K likeliest alternatives too (0..20).")
 ]
@@ -77,12 +80,14 @@ def generate(
     executor: ExecutorOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
     prompt's text is printed as it is generated."""
     single_blas_thread()
     from ..generation import Sampling, check_steps, check_stops, check_top_logprobs
     from ..loading import open_model
+    from ..output_kinds import PIXELS, PNG
     from ..pxi import encode_tokens, read_token_texture, token_ids, write_rgb
 
     if sum(given is not None for given in (prompt, batch, input_file)) != 1:
@@ -91,10 +96,11 @@ def generate(
     check_top_logprobs(logprobs)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
+    gpu = one_device(device)
     inputs = [*model_files(model), batch, input_file]
-    check_outputs([(out, "--out")], inputs)
+    check_writes([Output(out, "--out", PIXELS) if out is not None else None], inputs, force)
     if viz is not None:
-        check_output_dir(viz, "--viz", inputs, (STRIP_NAMES,))
+        check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force)
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
     if input_file is not None:
@@ -108,19 +114,21 @@ def generate(
             raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
         rows = [tokenizer.encode(text) for text in prompts]
     live = len(prompts) == 1 and not as_json
-    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, device, live)
+    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live)
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
         strips = [[choice.token for choice in answer.steps] for answer in answers]
         write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
     if viz is not None:
-        draw_steps(viz, runnable, rows, answers, device)
-    for text, answer in zip(prompts, answers, strict=True):
+        draw_steps(viz, runnable, rows, answers, gpu)
+    for number, (text, answer) in enumerate(zip(prompts, answers, strict=True), start=1):
         if live:
             continue
         decoded = answer.data.decode("utf-8", errors="replace")
         if not as_json:
-            typer.echo(f"{text}{decoded}")
+            if len(prompts) > 1:
+                typer.echo(f"{ANSWER_RULE} answer {number} of {len(prompts)} {ANSWER_RULE}")
+            typer.echo(f"{shown_prompt(text)}{decoded}")
             continue
         record = {
             "prompt": text,
@@ -137,7 +145,19 @@ def generate(
                 ]
                 for choice in answer.kept
             ]
-        emit_json(record | ({"out": str(out)} if out is not None else {}))
+        emit_json(record | {key: str(path) for key, path in (("out", out), ("viz", viz)) if path is not None})
+    if not as_json:
+        if out is not None:
+            typer.echo(f"→ {out}: the generated tokens' film strip, {len(answers)} row(s)")
+        if viz is not None:
+            typer.echo(f"→ {viz}: each prompt's logits at every step ({STRIP_NAMES})")
+
+
+def shown_prompt(prompt: str) -> str:
+    """A prompt before its generated text: whole when short, else shortened (report.shortened) and quoted
+    so that where it ends stays clear."""
+    shown = shortened(prompt)
+    return prompt if shown == repr(prompt) else f"{shown} "
 
 
 @app.command()
@@ -150,13 +170,14 @@ def ask(
     top_p: TopPOption = 1.0,
     seed: SeedOption = 0,
     stop: StopOption = None,
-    out: PredictionsOut = Path("output_token.pxi"),
+    out: PredictionsOut = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Ask a model: its answer streams as text, then shows as colour, a block per token coloured by the
-    token's prediction pixel (id % 256, id // 256, confidence); the pixels are written, one row per token."""
+    token's prediction pixel (id % 256, id // 256, confidence); --out writes the pixels, one row per token."""
     single_blas_thread()
     import numpy as np
     from rich.console import Console
@@ -164,21 +185,24 @@ def ask(
 
     from ..generation import Sampling, check_steps, check_stops
     from ..loading import open_model
+    from ..output_kinds import PREDICTIONS
     from ..pxi import write_rgb
 
     check_steps(steps)
     sampling = Sampling(temperature, top_k, top_p, seed)
     stops = check_stops(stop or [])
-    check_outputs([(out, "--out")], model_files(model))
+    gpu = one_device(device)
+    check_writes([Output(out, "--out", PREDICTIONS) if out is not None else None], model_files(model), force)
     if prompt == "":
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, 0))
     tokenizer = runnable.model.tokenizer
     rows = [tokenizer.encode(prompt)]
-    (answer,) = answer_prompts(runnable, [prompt], rows, steps, sampling, stops, 0, device, live=not as_json)
+    (answer,) = answer_prompts(runnable, [prompt], rows, steps, sampling, stops, 0, gpu, live=not as_json)
     # one prediction pixel (§5) per step: step s predicts the prompt and the s tokens before it
     pixels = np.array([(c.token % 256, c.token // 256, c.confidence) for c in answer.steps], np.uint8)[:, None]
-    write_rgb(out, pixels)
+    if out is not None:
+        write_rgb(out, pixels)
     kept = answer.kept
     if as_json:
         emit_json(
@@ -189,14 +213,15 @@ def ask(
                 "pixels": [[c.token % 256, c.token // 256, c.confidence] for c in kept],
                 "confidences": [round(c.confidence / 255, 4) for c in kept],
                 "stopped": answer.stopped,
-                "out": str(out),
             }
+            | ({"out": str(out)} if out is not None else {})
         )
         return
     blocks = [("██", f"rgb({r},{g},{b})") for r, g, b in pixels[:, 0].tolist()]
     first = answer.steps[0]
     console = Console(highlight=False, soft_wrap=True)
-    console.print(Text.assemble(*blocks, f"  {len(blocks)} token(s) → {out}"))
+    written = f" → {out}" if out is not None else ""
+    console.print(Text.assemble(*blocks, f"  {len(blocks)} token(s){written}"))
     console.print(
         f"the first: {tokenizer.decode([first.token])!r}  pixel {tuple(pixels[0, 0].tolist())}  id {first.token}  "
         f"confidence {percent(first.confidence)}"
@@ -211,33 +236,35 @@ def answer_prompts(
     sampling: "Sampling",
     stops: list[bytes],
     top_logprobs: int,
-    device: str | None,
+    gpu: int | None,
     live: bool,
 ) -> "list[TextRow]":
-    """Generate every prompt's answer (`rows`: the prompts' ids); `live` (one prompt): print the prompt, then
-    its text as it arrives."""
+    """Generate every prompt's answer (`rows`: the prompts' ids) on GPU `gpu`; `live` (one prompt): print the
+    prompt, then its text as it arrives. The prompt is printed with the first token, so that an error before
+    it (the engine refusing the model, the GPU failing) is the only output."""
     from ..engine import Engine
     from ..generation import follow_text
 
     tokenizer = runnable.model.tokenizer
     decoder = getincrementaldecoder("utf-8")(errors="replace")
-    if live:
-        sys.stdout.write(prompts[0])
-        sys.stdout.flush()
+    unshown = [prompts[0]] if live else []
 
     def show(row: int, data: bytes) -> None:
-        sys.stdout.write(decoder.decode(data))
+        sys.stdout.write("".join(unshown) + decoder.decode(data))
         sys.stdout.flush()
+        unshown.clear()
 
-    with Engine(runnable, device=one_device(device)) as engine:
+    with Engine(runnable, device=gpu) as engine:
         stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs)
         answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
     if live:
-        sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+        sys.stdout.write("".join(unshown) + decoder.decode(b"", final=True) + "\n")
     return answers
 
 
-def draw_steps(folder: Path, runnable: "Runnable", rows: list[list[int]], answers: "list[TextRow]", device) -> None:
+def draw_steps(
+    folder: Path, runnable: "Runnable", rows: list[list[int]], answers: "list[TextRow]", gpu: int | None
+) -> None:
     """Each prompt's logits at every step it took, recomputed by the passes executor (which keeps them) over
     the contexts the generation saw, drawn as strips into `folder`."""
     import numpy as np
@@ -250,7 +277,7 @@ def draw_steps(folder: Path, runnable: "Runnable", rows: list[list[int]], answer
     spec = runnable.model.spec
     passes = Runnable(runnable.model, "passes", None)
     images = {}
-    with Engine(passes, device=one_device(device)) as engine:
+    with Engine(passes, device=gpu) as engine:
         for r, (row, answer) in enumerate(zip(rows, answers, strict=True)):
             tokens = [choice.token for choice in answer.steps]
             contexts = [(row + tokens[:s])[-spec.context_window :] for s in range(len(tokens))]

@@ -7,7 +7,7 @@ import typer
 
 from ..errors import PxglError
 from .app import app
-from .options import JsonOption, ModelOption, model_files
+from .options import ForceOption, JsonOption, ModelOption, model_files
 from .report import emit_json
 
 
@@ -38,21 +38,21 @@ def import_tensors(
         list[str] | None, typer.Option("--map", help="OLD=NEW: read the file's tensor OLD as pxgl's NEW (repeat).")
     ] = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Bring a model trained elsewhere into pixels: each float tensor quantized to uint8 by the documented rule,
     with its quantization error reported (docs/FORMATS.md §10 names the tensors)."""
     from ..interchange import import_model
     from ..model import save_model
-    from ..outputs import check_outputs
-    from ..spec import meta_path_for
+    from ..output_kinds import model_set
+    from ..outputs import check_writes
 
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
     # A tokenizer already where the model's belongs is used in place, not rewritten.
     in_place = tokenizer is not None and tokenizer_out.exists() and tokenizer_out.samefile(tokenizer)
-    written = [(out, "weights"), (meta_path_for(out), "meta"), *([] if in_place else [(tokenizer_out, "tokenizer")])]
-    check_outputs([(path, f"--out {out}: its {what}") for path, what in written], [file, tokenizer, config])
+    check_writes(model_set(out, None if in_place else tokenizer_out), [file, tokenizer, config], force)
     imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
     save_model(out, imported.spec, imported.weight_bytes, None if in_place else imported.tokenizer)
     if as_json:
@@ -71,14 +71,21 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
     model: ModelOption = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
     the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config."""
     from ..interchange import export_tensors, write_tensors
     from ..loading import load_model
-    from ..outputs import check_outputs
+    from ..output_kinds import NPZ, SAFETENSORS
+    from ..outputs import Output, check_outputs, check_replaceable
 
     check_outputs([(out, "--out")], model_files(model))
+    kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
+    if out.suffix not in kinds:
+        raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
+    if not force:
+        check_replaceable(Output(out, "--out", kinds[out.suffix]))
     loaded = load_model(model)
     tensors, metadata = export_tensors(loaded.spec, loaded.weights, loaded.tokenizer)
     write_tensors(out, tensors, metadata)

@@ -49,7 +49,17 @@ BatchOption = Annotated[
     Path | None, typer.Option("--batch", "-b", help="Text file, one prompt per line (only \\n or \\r\\n end one).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (one object a line).")]
-PredictionsOut = Annotated[Path, typer.Option("--out", "-o", help="Prediction pixels to write.")]
+PredictionsOut = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write the prediction pixels to this file (none unless given).")
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace existing output files even when they are not of the kind pxgl writes there (or are a "
+        "default output). Never an input, a folder or a device.",
+    ),
+]
 
 
 def one_device(device: str | None) -> int | None:

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import PxglError
-from ..outputs import check_output_dir, check_outputs
+from ..outputs import Output, check_output_dir, check_writes
 from .app import app
 from .options import (
     BatchOption,
     DeviceOption,
     ExecutorOption,
+    ForceOption,
     JsonOption,
     ModelOption,
     PredictionsOut,
@@ -50,12 +51,12 @@ def infer(
         Path | None, typer.Option("--input", "-i", help="Token texture to run: pixels in, pixels out, no text.")
     ] = None,
     batch: BatchOption = None,
-    out: PredictionsOut = Path("output_token.pxi"),
+    out: PredictionsOut = None,
     tokens_out: Annotated[
         Path | None,
         typer.Option(
             "--tokens-out",
-            help="Also write the prompts' token texture (whole; the GPU runs each prompt's last window tokens).",
+            help="Write the prompts' token texture (whole; the GPU runs each prompt's last window tokens).",
         ),
     ] = None,
     program_file: ProgramOption = None,
@@ -66,8 +67,9 @@ def infer(
     viz_dir: Annotated[
         Path | None, typer.Option("--viz", help="Also write the visuals of the first prompt's run here (pxgl viz).")
     ] = None,
+    force: ForceOption = False,
 ) -> None:
-    """Predict the next token on the GPU and write it as a prediction pixel (id % 256, id // 256, confidence).
+    """Predict the next token on the GPU; --out writes it as a prediction pixel (id % 256, id // 256, confidence).
 
     One of: a PROMPT, --input a token texture, or --batch a file of prompts (one row each in --out). With
     several --device numbers the rows are split across one engine per number, answered in input order."""
@@ -75,6 +77,7 @@ def infer(
     from ..devices import parse_devices
     from ..engine import Engine
     from ..loading import open_model
+    from ..output_kinds import PIXELS, PREDICTIONS
     from ..parallel import open_engines, renderer_of
     from ..pxi import encode_tokens, read_token_texture, write_rgb
 
@@ -86,12 +89,14 @@ def infer(
     if prompt == "":
         raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
     inputs = [*model_files(model), input_file, batch, program_file]
-    check_outputs([(out, "--out"), (tokens_out, "--tokens-out")], inputs)
+    predictions_out = Output(out, "--out", PREDICTIONS) if out is not None else None
+    tokens_output = Output(tokens_out, "--tokens-out", PIXELS) if tokens_out is not None else None
+    check_writes([predictions_out, tokens_output], inputs, force)
     devices = parse_devices(device)
     if viz_dir is not None:
         from ..visuals import WRITES
 
-        check_output_dir(viz_dir, "--viz", inputs, WRITES)
+        check_output_dir(viz_dir, "--viz", inputs, WRITES, force)
         if devices is not None and len(devices) > 1:
             raise PxglError(f"--viz draws one engine's run: give one --device, not {device}")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
@@ -141,40 +146,49 @@ def infer(
         if input_file is None and not rows:
             rows = [tokenizer.encode(p) for p in prompts]
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
-    write_rgb(out, predictions)
-    report_predictions(prediction_records(predictions, tokenizer, prompts), out, as_json, renderer)
+    if out is not None:
+        write_rgb(out, predictions)
     if view is not None:
         from ..visuals import write_visuals
 
         write_visuals(viz_dir, view)
-        if not as_json:
-            typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
+    files = (("out", out), ("tokens_out", tokens_out), ("viz", viz_dir if view is not None else None))
+    written = {key: path for key, path in files if path is not None}
+    report_predictions(prediction_records(predictions, tokenizer, prompts), written, as_json, renderer)
+    if view is not None and not as_json:
+        typer.echo(f"visuals of the first prompt's run → {viz_dir / 'index.html'}")
 
 
 @app.command()
 def run(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="Token texture (.pxi) to run.")],
-    out: PredictionsOut = Path("output_token.pxi"),
+    out: PredictionsOut = None,
     model: ModelOption = None,
     executor: ExecutorOption = None,
     program_file: ProgramOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Pixels in, pixels out: run a token texture through a model (a cartridge, mounted like a game cart)
-    and write its prediction pixels. No tokenizer is read: the answer is pixels."""
+    and show its prediction pixels (--out writes them). No tokenizer is read: the answer is pixels."""
     single_blas_thread()
     from ..engine import Engine
     from ..loading import open_model
+    from ..output_kinds import PREDICTIONS
     from ..pxi import read_token_texture, write_rgb
 
-    check_outputs([(out, "--out")], [*model_files(model), input_file, program_file])
+    output = Output(out, "--out", PREDICTIONS) if out is not None else None
+    check_writes([output], [*model_files(model), input_file, program_file], force)
+    gpu = one_device(device)
     runnable = open_model(model, executor, program_file)
     pixels, _ = read_token_texture(input_file, runnable.model.spec.vocab_size)
-    with Engine(runnable, device=one_device(device)) as engine:
+    with Engine(runnable, device=gpu) as engine:
         with progress_bar(pixels.shape[0]) as bar:
             task = bar.add_task("predicting", total=pixels.shape[0])
             predictions = engine.predict(pixels, str(input_file), on_tile=lambda n: bar.advance(task, n))
         renderer = engine.gpu.renderer
-    write_rgb(out, predictions)
-    report_predictions(prediction_records(predictions, None), out, as_json, renderer)
+    if out is not None:
+        write_rgb(out, predictions)
+    written = {"out": out} if out is not None else {}
+    report_predictions(prediction_records(predictions, None), written, as_json, renderer)

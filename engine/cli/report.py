@@ -82,20 +82,38 @@ def prediction_records(
     return PredictionRecords(predictions, tokenizer, prompts)
 
 
-def report_predictions(records: list[dict], out: Path, as_json: bool, renderer: str) -> None:
-    """JSON lines (each naming the output file), or for people: one answer a line (beside its prompt when
-    there are several), and where the pixels went."""
+def report_predictions(records: list[dict], written: dict[str, Path], as_json: bool, renderer: str) -> None:
+    """JSON lines (each naming the files written, by the keys of `written`: `out` the prediction pixels,
+    `tokens_out` the token texture, `viz` the visuals' folder), or for people: one answer a line (beside its
+    prompt when there are several), and where the pixels went."""
     if as_json:
         for record in records:
-            emit_json(record | {"out": str(out)})
+            emit_json(record | {key: str(path) for key, path in written.items()})
         return
+    out = written.get("out")
     if len(records) == 1:
-        typer.echo(f"{answer_line(records[0])}  → {out}")
-        return
-    for record in records:
-        label = repr(record["prompt"]) if "prompt" in record else f"row {record['row']}"
-        typer.echo(f"{label} → {answer_line(record)}")
-    typer.echo(f"→ {out}: {len(records)} prediction pixels on {renderer}")
+        typer.echo(answer_line(records[0]) + (f"  → {out}" if out is not None else ""))
+    else:
+        for record in records:
+            label = shortened(record["prompt"]) if "prompt" in record else f"row {record['row']}"
+            typer.echo(f"{label} → {answer_line(record)}")
+        counted = f"{len(records)} prediction pixels on {renderer}"
+        typer.echo(f"→ {out}: {counted}" if out is not None else counted)
+    if "tokens_out" in written:
+        typer.echo(f"→ {written['tokens_out']}: the prompts' token texture, {len(records)} row(s)")
+
+
+ECHO_CHARACTERS = 80
+"""A prompt echoed beside its answer is shown whole up to this length, else by its ends."""
+ECHO_END = 32
+
+
+def shortened(prompt: str) -> str:
+    """A prompt as an answer's line shows it: quoted whole when short, else its first and last ECHO_END
+    characters around an ellipsis, and its length."""
+    if len(prompt) <= ECHO_CHARACTERS:
+        return repr(prompt)
+    return f"{prompt[:ECHO_END] + '…' + prompt[-ECHO_END:]!r} ({len(prompt):,} characters)"
 
 
 def answer_line(record: dict) -> str:

@@ -8,7 +8,7 @@ import typer
 from ..errors import PxglError
 from ..outputs import check_output_dir
 from .app import app
-from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption, model_files, one_device
+from .options import DeviceOption, ExecutorOption, ForceOption, JsonOption, ModelOption, model_files, one_device
 from .report import emit_json
 
 VIEW_EXECUTOR = "passes"
@@ -27,6 +27,7 @@ def viz(
     executor: ExecutorOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """See the model think: run PROMPT on the GPU, read back the textures it wrote (token texture, T_embed,
     T_hidden, T_logits, prediction pixel) and write them as images, a labelled overview.png and an
@@ -41,14 +42,15 @@ def viz(
     k = visuals.DEFAULT_TOP_K if top_k is None else top_k
     if k < 1:
         raise PxglError(f"--top-k must be at least 1, got {k}")
-    check_output_dir(out, "--out", model_files(model), visuals.WRITES)
+    gpu = one_device(device)
+    check_output_dir(out, "--out", model_files(model), visuals.WRITES, force)
     loaded = load_model(model)
     view = None
     if prompt is not None:
         runnable = plan(loaded, executor if executor is not None else VIEW_EXECUTOR)
         tokenizer = loaded.tokenizer
         pixels = encode_tokens([tokenizer.encode(prompt)], loaded.spec.vocab_size)
-        with Engine(runnable, device=one_device(device)) as engine:
+        with Engine(runnable, device=gpu) as engine:
             view = visuals.run_view(engine, pixels, source="prompt", prompt=prompt, tokenizer=tokenizer, k=k)
     record = visuals.write_visuals(out, view, visuals.weights_view(loaded) if weights else None)
     if as_json:

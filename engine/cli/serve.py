@@ -48,7 +48,9 @@ def serve(
     try:
         from ..serve import Limits, serve
     except ImportError as e:
-        raise PxglError(f"pxgl serve needs its extra: pip install 'pxgl[serve]' ({e.name} is missing)") from None
+        from ..extras import install_command
+
+        raise PxglError(f"pxgl serve needs its extra ({e.name} is missing): {install_command('serve')}") from None
     from ..loading import open_model
 
     if not 0 <= port <= 65535:

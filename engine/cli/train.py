@@ -7,7 +7,7 @@ import typer
 
 from ..errors import PxglError
 from .app import app
-from .options import JsonOption
+from .options import ForceOption, JsonOption
 from .report import emit_json
 
 
@@ -25,9 +25,9 @@ def train(
         list[Path] | None,
         typer.Argument(help="UTF-8 text files; blank lines separate documents. Default: pxgl's frozen corpus."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside).")] = Path(
-        "pixellm.pxi"
-    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside) [pixellm.pxi].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seeds the splits, the initial weights, the batches and dropout.")] = 0,
     split_seed: Annotated[
         int | None, typer.Option(help="Seeds the splits instead of --seed: compare training seeds on one text.")
@@ -54,12 +54,15 @@ def train(
     steps: Annotated[int | None, typer.Option(help="Exactly this many Adam steps (overrides --epochs).")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many validations without a new best.")] = None,
     as_json: JsonOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Train a pixellm model on the CPU (numpy): BPE tokenizer, model, uint8 quantization, and its scores on
     the held-out split (docs/FORMATS.md §9). Options left out take the bundled pixellm_v1's recipe."""
     from rich.console import Console
     from rich.progress import Progress
 
+    from ..output_kinds import model_set
+    from ..outputs import check_writes
     from ..train import TrainConfig
     from ..train import train as run_training
 
@@ -74,13 +77,16 @@ def train(
         "dropout": dropout, "input_dropout": input_dropout, "weight_decay": weight_decay, "lr": lr,
         "epochs": epochs, "steps": steps, "patience": patience,
     }  # fmt: skip
+    weights = out if out is not None else Path("pixellm.pxi")
     config = TrainConfig(
-        out=out,
+        out=weights,
         files=tuple(files or ()),
         seed=seed,
         split_seed=split_seed,
         **{k: v for k, v in given.items() if v is not None},
     )
+    written = model_set(weights, weights.with_name(config.tokenizer_name), default=out is None)
+    check_writes(written, config.files, force)
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
@@ -94,7 +100,7 @@ def train(
     if as_json:
         emit_json(evaluation)
         return
-    typer.echo(f"{out}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
+    typer.echo(f"{weights}: {config.architecture().describe()}; meta and {config.tokenizer_name} beside it")
     positions = evaluation["positions"]
     counts = {"train": positions["train"], "validation": positions["validation"], "held-out": positions["heldout"]}
     typer.echo("positions: " + "  ".join(f"{name} {count:,}" for name, count in counts.items()))

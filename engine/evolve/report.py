@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from ..visuals.colour import BACKGROUND, font
+from ..visuals.colour import BACKGROUND, RGB, drawable, font
 from ..visuals.page import PAGE_STYLE, data_uri
 from .proposers import scored, selection_loss
 from .rundir import LINEAGE, RunDir
@@ -40,33 +40,62 @@ def best_so_far(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return points
 
 
+def integer_ticks(low: float, high: float, most: int = 6) -> list[int]:
+    """Distinct integers in [low, high] a round step apart (1, 2 or 5 times a power of ten), at most `most`."""
+    span = max(high - low, 1)
+    step = next(s for s in (m * 10**e for e in range(20) for m in (1, 2, 5)) if span / s <= most - 1)
+    return list(range(math.ceil(low / step) * step, math.floor(high) + 1, step))
+
+
+def write(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill: RGB, size: int) -> None:
+    """Text at xy, moved left or up just enough to lie inside the image (never cut at its edge)."""
+    shown = drawable(text)
+    left, top, right, bottom = draw.textbbox(xy, shown, font=font(size))
+    width, height = draw.im.size
+    x = xy[0] - max(0.0, right - width) - min(0.0, left)
+    y = xy[1] - max(0.0, bottom - height) - min(0.0, top)
+    draw.text((x, y), shown, fill=fill, font=font(size))
+
+
+def wrapped(draw: ImageDraw.ImageDraw, text: str, width: float, size: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels, broken at spaces (a word wider than that stands alone)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(drawable(joined), font=font(size)) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
 class Plot:
-    """A panel with axes mapping data (x, y) onto its pixels."""
+    """A panel with axes mapping data (x, y) onto its pixels; x is a count (steps, ids): integer ticks."""
 
     def __init__(self, title: str, xs: list[float], ys: list[float], x_label: str, y_label: str) -> None:
         self.image = Image.new("RGB", PANEL, BACKGROUND)
         self.draw = ImageDraw.Draw(self.image)
         self.x0, self.x1 = min(xs, default=0), max(xs, default=1)
-        self.y0, self.y1 = min(ys, default=0), max(ys, default=1)
         if self.x1 == self.x0:
             self.x1 = self.x0 + 1
+        self.y0, self.y1 = min(ys, default=0), max(ys, default=1)
         pad = (self.y1 - self.y0) * 0.05 or 0.05
         self.y0, self.y1 = self.y0 - pad, self.y1 + pad
         left, top, right, bottom = MARGIN
         self.box = (left, top, PANEL[0] - right, PANEL[1] - bottom)
-        self.draw.text((left, 6), title, fill=INK, font=font(14))
+        write(self.draw, (left, 6), title, INK, 14)
         for i in range(5):
             y = self.y0 + (self.y1 - self.y0) * i / 4
             _, py = self.at(self.x0, y)
             self.draw.line([(left, py), (self.box[2], py)], fill=GRID)
             digits = max(3, 1 - math.floor(math.log10(max(self.y1 - self.y0, 1e-9) / 4)))  # ticks that differ
-            self.draw.text((4, py - 7), f"{y:.{digits}f}", fill=DIM, font=font(11))
-        for i in range(5):
-            x = self.x0 + (self.x1 - self.x0) * i / 4
+            write(self.draw, (4, py - 7), f"{y:.{digits}f}", DIM, 11)
+        for x in integer_ticks(self.x0, self.x1):
             px, _ = self.at(x, self.y0)
-            self.draw.text((px - 14, self.box[3] + 6), f"{x:,.0f}", fill=DIM, font=font(11))
-        self.draw.text((left, PANEL[1] - 16), x_label, fill=DIM, font=font(11))
-        self.draw.text((PANEL[0] - 150, 6), y_label, fill=DIM, font=font(11))
+            label = f"{x:,}"
+            write(self.draw, (px - self.draw.textlength(label, font=font(11)) / 2, self.box[3] + 6), label, DIM, 11)
+        write(self.draw, (left, PANEL[1] - 16), x_label, DIM, 11)
+        write(self.draw, (PANEL[0] - 8 - self.draw.textlength(y_label, font=font(11)), 6), y_label, DIM, 11)
 
     def at(self, x: float, y: float) -> tuple[float, float]:
         left, top, right, bottom = self.box
@@ -88,7 +117,7 @@ def draw_curves(runs: list[tuple[str, list[dict[str, Any]]]]) -> Image.Image:
             steps += [plot.at(x, y_before), plot.at(x, y)]
         if len(steps) > 1:
             plot.draw.line(steps, fill=colour, width=2)
-        plot.draw.text((plot.box[2] - 160, plot.box[1] + 16 * index + 24), label[:24], fill=colour, font=font(12))
+        write(plot.draw, (plot.box[2] - 160, plot.box[1] + 16 * index + 24), label[:24], colour, 12)
     return plot.image
 
 
@@ -127,17 +156,19 @@ def weights_image(cartridge: Path) -> Image.Image | None:
 
 
 def compose(panels: list[Image.Image], text: list[str]) -> Image.Image:
-    """Curves and tree side by side, the champion's words and weight image below."""
+    """Curves and tree side by side, the champion's words (wrapped to the width) and weight image below."""
     plots, weights = panels[:2], panels[2:]
     width = PANEL[0] * 2
-    text_height = 18 * len(text) + 12
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [line for paragraph in text for line in wrapped(measure, paragraph, width - 24, 13)]
+    text_height = 18 * len(lines) + 12
     height = PANEL[1] + text_height + sum(w.height + 8 for w in weights)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     for index, plot in enumerate(plots):
         sheet.paste(plot, (PANEL[0] * index, 0))
     draw = ImageDraw.Draw(sheet)
-    for index, line in enumerate(text):
-        draw.text((12, PANEL[1] + 6 + 18 * index), line, fill=INK, font=font(13))
+    for index, line in enumerate(lines):
+        write(draw, (12, PANEL[1] + 6 + 18 * index), line, INK, 13)
     y = PANEL[1] + text_height
     for image in weights:
         sheet.paste(image, (0, y))

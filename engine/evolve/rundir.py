@@ -5,6 +5,7 @@ last line, which reading ignores and resuming cuts off."""
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +30,40 @@ class RunDir:
     def candidates(self) -> Path:
         return self.path / CANDIDATES
 
-    def create(self, settings: dict[str, Any]) -> None:
-        """A new run: the folder (empty or new) and its settings."""
+    def check_new(self) -> None:
+        """Refuse, before anything is written, a folder a new run cannot have."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise PxglError(
                 f"--out {self.path}: exists and is not an empty folder; give a new folder, or --resume {self.path}"
             )
+        if self.path.is_dir() and not os.access(self.path, os.W_OK):
+            raise PxglError(f"--out {self.path}: cannot write in the folder (permission denied)")
+
+    def create(self, settings: dict[str, Any]) -> None:
+        """A new run: the folder (empty or new) and its settings; a failure leaves the folder as it was."""
+        self.check_new()
+        made = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.candidates.mkdir(exist_ok=True)
-        except OSError as e:
-            raise PxglError(f"--out {self.path}: cannot make the run folder ({e.strerror or e})") from None
-        if not os.access(self.path, os.W_OK):
-            raise PxglError(f"--out {self.path}: cannot write in the folder (permission denied)")
-        document = {"format": FORMAT, "version": VERSION, **settings}
-        atomic_write(self.path / SETTINGS, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+            document = {"format": FORMAT, "version": VERSION, **settings}
+            atomic_write(self.path / SETTINGS, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+        except (OSError, PxglError) as e:
+            shutil.rmtree(self.path if made else self.candidates, ignore_errors=True)
+            reason = e.strerror or str(e) if isinstance(e, OSError) else str(e)
+            raise PxglError(f"--out {self.path}: cannot make the run folder ({reason})") from None
 
-    def settings(self) -> dict[str, Any]:
-        """An existing run's settings, or one line saying this is no run."""
+    def settings(self, option: str = "--resume") -> dict[str, Any]:
+        """An existing run's settings, or one line saying this is no run (`option`: what named the folder)."""
         path = self.path / SETTINGS
         if not path.is_file():
-            raise PxglError(f"--resume {self.path}: not a pxgl evolve run (no {SETTINGS}); start one with --out")
+            advice = "; start one with --out" if option == "--resume" else ""
+            raise PxglError(f"{option} {self.path}: not a pxgl evolve run (no {SETTINGS}){advice}")
         text = decode_utf8(read_bounded(path, "run settings", MiB), f"{path}: not UTF-8")
         document = parse_json(text, str(path))
         if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
             raise PxglError(f"{path}: not a {FORMAT} version {VERSION} settings file")
-        if not os.access(self.path, os.W_OK):
+        if option == "--resume" and not os.access(self.path, os.W_OK):
             raise PxglError(f"--resume {self.path}: cannot write in the folder (permission denied)")
         return document
 

@@ -3,7 +3,7 @@ as each finishes; the loop records them as they come and proposes again only fro
 order workers finish in changes nothing.
 
     LocalRunner  worker processes on this machine (spawned: no GL or BLAS state is inherited)
-    RayRunner    Ray tasks, one CPU each, on a local Ray or a cluster (`pip install 'pxgl[ray]'`)"""
+    RayRunner    Ray tasks, one CPU each, on a local Ray or a cluster (the `ray` extra)"""
 
 import ctypes
 import multiprocessing
@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
 from ..errors import PxglError
+from ..extras import install_command
 from .worker import BLAS_ENV, Task, run_candidate
 
 
@@ -68,7 +69,7 @@ class RayRunner:
         try:
             import ray
         except ImportError:
-            raise PxglError("--ray needs Ray: pip install 'pxgl[ray]'") from None
+            raise PxglError(f"--ray needs Ray: {install_command('ray')}") from None
         self._ray = ray
         self._started = False
         if not ray.is_initialized():

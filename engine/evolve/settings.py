@@ -12,6 +12,7 @@ from ..resources import is_bundled_name
 from ..train import TrainConfig
 from .proposers import proposer_for
 from .space import Genome, Limits, ProposalError, Training, check
+from .splits import corpus_splits
 
 FINAL_SHARE = 0.3
 """The budget's part kept for the finalists' full training."""
@@ -70,6 +71,12 @@ def new_settings(request: Request) -> dict[str, Any]:
             f"--budget {r.budget}: too small for {r.finalists} finalist(s) and a screening of candidates of "
             f"{max_steps} steps; give a larger --budget"
         )
+    if final // r.finalists < max_steps:  # only where --max-steps was given
+        raise PxglError(
+            f"--max-steps {max_steps}: full training gives each of {r.finalists} finalist(s) {final // r.finalists} "
+            f"steps, fewer than a screening may take; give --max-steps {final // r.finalists} or less, fewer "
+            "--finalists, or a larger --budget"
+        )
     limits = Limits(r.max_weights, r.max_flops, max(1, max_steps // 8), max_steps)
     model = load_model(r.start)
     evaluation = model.spec.eval
@@ -79,6 +86,13 @@ def new_settings(request: Request) -> dict[str, Any]:
     except ProposalError as e:
         raise PxglError(f"--start {r.start}: {e}; raise --max-weights or --max-flops") from None
     split = evaluation.get("split", {})
+    splits = {
+        "seed": int(split.get("seed", evaluation.get("seed", 0))),
+        "heldout_fraction": float(split.get("heldout_fraction", TrainConfig.heldout_fraction)),
+        "validation_fraction": float(split.get("validation_fraction", TrainConfig.validation_fraction)),
+    }
+    if r.files:  # read once here, so a corpus no candidate could train on is refused before the run starts
+        corpus_splits(r.files, splits)
     return {
         "seed": r.seed,
         "budget": r.budget,
@@ -92,11 +106,7 @@ def new_settings(request: Request) -> dict[str, Any]:
         "start": r.start if is_bundled_name(r.start) else str(Path(r.start).resolve()),
         "start_genome": start.to_json(),
         "files": [str(f.resolve()) for f in r.files],
-        "split": {
-            "seed": int(split.get("seed", evaluation.get("seed", 0))),
-            "heldout_fraction": float(split.get("heldout_fraction", TrainConfig.heldout_fraction)),
-            "validation_fraction": float(split.get("validation_fraction", TrainConfig.validation_fraction)),
-        },
+        "split": splits,
         "batch_size": r.batch_size,
         "limits": limits.to_json(),
     }

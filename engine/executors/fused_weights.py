@@ -213,7 +213,8 @@ def cached_weights(gpu: GLBackend, spec: ModelSpec, weights: Texture, layout: We
     buffers.clear()
     prepared = prepare_weights(gpu, spec, weights, layout)
     data = b"".join(gpu.read_storage(b, size) for b, size in zip(prepared.buffers(), sizes, strict=True))
-    cache.store(key, data)
+    model = spec.tokenizer.removesuffix(".json").removesuffix(".tokenizer")  # the name it was written under
+    cache.store(key, data, {"model": model, "architecture": spec.architecture.describe(), "renderer": gpu.renderer})
     # A buffer the host has read back may be moved to host memory by the driver (NVIDIA's did: every fused
     # kernel of an engine whose weights had just been computed and cached ran ~8x slower on the H200, its
     # weights read over the bus). The engine runs from fresh buffers that are only ever written.

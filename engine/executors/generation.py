@@ -79,16 +79,20 @@ STREAM_CHUNK_MAX = 32
 """Steps a streamed chunk grows to (1, 2, 4, … steps): the first token soon, later ones in fewer fences."""
 
 
+ON_PASSES = '-x passes (in Python: executor="passes", or no executor)'
+"""How to ask for the executor that generates everything, on the command line and from the Python API."""
+
+
 def check_generates(name: str, executor: object, sampling: Sampling, top_count: int) -> None:
     """Refuse, in one line naming one that does, what an executor cannot generate."""
     if isinstance(executor, PassesExecutor):
         return
     if not isinstance(executor, PxvmExecutor | FusedExecutor):
-        raise PxglError(f"the {name} executor does not generate; use -x passes")
+        raise PxglError(f"the {name} executor does not generate; use {ON_PASSES}")
     if sampling.temperature > 0:
-        raise PxglError(f"the {name} executor generates greedily only (it keeps no logits); sample with -x passes")
+        raise PxglError(f"the {name} executor generates greedily only (it keeps no logits); sample with {ON_PASSES}")
     if top_count:
-        raise PxglError(f"the {name} executor keeps only the chosen token; --logprobs K runs with -x passes")
+        raise PxglError(f"the {name} executor keeps only the chosen token; alternatives run with {ON_PASSES}")
 
 
 def tile_rows(gpu: GLBackend, max_tile: int, window: int, steps: int, top_count: int) -> int:

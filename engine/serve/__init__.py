@@ -1,5 +1,5 @@
 """`pxgl serve`: resident engines over HTTP (docs/FORMATS.md §12) on Starlette and Uvicorn, the optional
-extra `pxgl[serve]`.
+extra `serve`.
 
     server.py       engines started once, the socket bound, Uvicorn run until SIGTERM (drained)
     app.py          routes, the API key, bounded bodies, JSON errors

@@ -34,6 +34,10 @@ def clip(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+EDGE_PX = 8
+"""Text stops this far from the sheet's right edge."""
+
+
 class Sheet:
     """A canvas for the contact sheet: text in Pillow's default font, images pasted pixel for pixel."""
 
@@ -45,9 +49,23 @@ class Sheet:
         return self.draw.textlength(drawable(text), font=font(size))
 
     def text(self, xy: tuple[float, float], text: str, size: int = 14, fill: RGB = INK) -> float:
-        """Draw text; returns its width."""
-        self.draw.text(xy, drawable(text), font=font(size), fill=fill)
-        return self.width_of(text, size)
+        """Draw text, cut with an ellipsis where it would run past the sheet's right edge; returns its width."""
+        shown = self.fitted(drawable(text), size, self.image.width - EDGE_PX - xy[0])
+        self.draw.text(xy, shown, font=font(size), fill=fill)
+        return self.draw.textlength(shown, font=font(size))
+
+    def fitted(self, text: str, size: int, width: float) -> str:
+        """`text`, or its longest start that fits `width` pixels with "…" after it."""
+        if self.draw.textlength(text, font=font(size)) <= width:
+            return text
+        low, high = 0, len(text)  # text[:low] + "…" fits (or low is 0); text[:high] + "…" does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.draw.textlength(text[:middle] + "…", font=font(size)) <= width:
+                low = middle
+            else:
+                high = middle
+        return text[:low] + "…"
 
     def heading(self, x: int, y: int, title: str, detail: str) -> int:
         used = self.text((x, y), title, 17)

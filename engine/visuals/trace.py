@@ -347,7 +347,9 @@ def intermediates(trace: Trace, spec: ModelSpec, row: int) -> list[tuple[str, np
     if c.mode == "attention" and trace.scores is not None:
         n = int(np.count_nonzero(trace.tokens[row, :, 2] == TOKEN_MARK))
         scores = trace.scores[row, :n]
-        found.append(("scores", scores, "T_scores", "attention scores q·k_j/√D, j counting back from the last token"))
+        found.append(
+            ("scores", scores, "T_scores", "attention scores q·k_j/sqrt(D), j counting back from the last token")
+        )
     about_context = {
         "mean": f"mean of the last {c.window} token embeddings",
         "concat": f"the last {c.window} token embeddings side by side, oldest first",

@@ -154,7 +154,8 @@ def weights_view(model: Model) -> DataImage:
     detail = detail_span(regions, width, main.zoom, main_w, (margin, header + main_h + 44))
     legend_x = margin + main_w + 24
     bottom = detail.origin[1] + detail.size[1] if detail else header + main_h
-    canvas = Image.new("RGB", (legend_x + 330, max(bottom, header + 92 * len(regions)) + margin), BACKGROUND)
+    legend_bottom = legend_places(regions, spec, header, main.zoom)[-1][2] + LEGEND_LINE_PX
+    canvas = Image.new("RGB", (legend_x + 330, math.ceil(max(bottom, legend_bottom)) + margin), BACKGROUND)
     outline = draw_span(canvas, stream, regions, main)
     draw = ImageDraw.Draw(canvas)
     used = sum(r.end - r.start for r in regions)
@@ -203,19 +204,32 @@ def detail_span(
     return StreamSpan(first, pixels, per_line, float(DETAIL_ZOOM), origin)
 
 
+LEGEND_LINE_PX = 72
+"""A tensor's four legend lines."""
+
+
+def legend_places(regions: list[Region], spec: ModelSpec, top: int, zoom: float) -> list[tuple[float, float, float]]:
+    """(first row's y, last row's y, label's y) of each tensor: its label beside the rows it spans, pushed down
+    where small tensors share rows, so labels never overlap."""
+    row_bytes = 3 * spec.image_width
+    places, next_free = [], 0.0
+    for region in regions:
+        y0 = top + region.start // row_bytes * zoom
+        y1 = top + ((region.end - 1) // row_bytes + 1) * zoom
+        label_y = max(next_free, (y0 + y1) / 2 - LEGEND_LINE_PX / 2)
+        places.append((y0, y1, label_y))
+        next_free = label_y + LEGEND_LINE_PX + 8
+    return places
+
+
 def draw_weights_legend(
     draw: ImageDraw.ImageDraw, regions: list[Region], spec: ModelSpec, at: tuple[int, int], zoom: float
 ) -> None:
     """Each tensor's name, shape, byte range and quantization beside the rows it spans, joined to them by
-    a bracket; labels are pushed down where small tensors share rows, so they never overlap."""
+    a bracket."""
     x, top = at
-    row_bytes = 3 * spec.image_width
-    line_h, next_free = 72, 0.0
-    for region in regions:
-        y0 = top + region.start // row_bytes * zoom
-        y1 = top + ((region.end - 1) // row_bytes + 1) * zoom
+    for region, (y0, y1, label_y) in zip(regions, legend_places(regions, spec, top, zoom), strict=True):
         draw.line([(x, y0), (x, max(y1 - 1, y0))], fill=region.colour, width=3)
-        label_y = max(next_free, (y0 + y1) / 2 - line_h / 2)
         draw.line([(x + 2, (y0 + y1) / 2), (x + 14, label_y + 10)], fill=region.colour, width=1)
         tensor = spec.tensors[region.tensor]
         shape = "x".join(str(d) for d in region.shape)
@@ -229,4 +243,3 @@ def draw_weights_legend(
         for text, size, fill in lines:
             draw.text((x + 18, y), text, font=font(size), fill=fill)
             y += size + 4
-        next_free = label_y + line_h + 8

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
+from ..output_kinds import NPZ, PNG, VIZ_PAGE, VIZ_RECORD
 from ..outputs import check_output_dir, write_files
 from .page import index_html
 from .sheet import contact_sheet
 from .trace import DataImage, TraceView
 
-WRITES = ("*.png", "trace.npz", "index.html", "viz.json")
-"""The names write_visuals may give its files: an output folder's files of these names are its outputs."""
+WRITES = {"*.png": PNG, "trace.npz": NPZ, "index.html": VIZ_PAGE, "viz.json": VIZ_RECORD}
+"""The names write_visuals may give its files, and their kinds: an output folder's files of these names are
+its outputs."""
 
 
 def write_visuals(out_dir: Path, view: TraceView | None, weights: DataImage | None = None) -> dict[str, Any]:

@@ -90,11 +90,11 @@ def logits(params: dict, rows: list, context_window: int | None = None) -> np.nd
 
 
 def predict(lg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, confidence bytes): argmax (lowest index on ties) and round(255 · softmax probability)."""
+    """(ids, confidence bytes): argmax (lowest index on ties) and floor(255 · softmax probability + 0.5)."""
     ids = lg.argmax(axis=1)
     shifted = lg.astype(np.float64) - lg.max(axis=1, keepdims=True)
     p = 1.0 / np.exp(shifted).sum(axis=1)
-    return ids, np.round(255 * p).astype(np.uint8)
+    return ids, np.floor(255 * p + 0.5).astype(np.uint8)
 
 
 def log_probabilities(lg: np.ndarray, targets: np.ndarray) -> np.ndarray:
