@@ -1,7 +1,8 @@
 """`pxgl import` / `pxgl export` (docs/FORMATS.md §10): float tensors in safetensors or npz files ↔ pixel models.
 
 A safetensors file is untrusted: its header is read and checked here, with bounds, before the safetensors
-library parses the file; an npz is read by numpy without pickles. Quantization is the trainer's rule, so an
+library parses the file; an npz is read by pxgl's own bounded reader (npz.py), which checks its members
+against the architecture's tensors before inflating any. Quantization is the trainer's rule, so an
 exported model imports back to the same pixels."""
 
 import io
@@ -9,7 +10,6 @@ import itertools
 import json
 import math
 import struct
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ import numpy as np
 
 from .errors import PxglError
 from .extras import install_command
+from .npz import read_npz
 from .pxi import atomic_write, parse_json
 from .reading import read_bounded
-from .spec import Architecture, ModelSpec, architecture_from_meta, layout
+from .spec import Architecture, ModelSpec, architecture_from_meta, is_float32_scale, layout
 from .tokenizer import Tokenizer
 from .train import dequantize, quantize
 
@@ -92,42 +93,35 @@ def safetensors_header(data: bytes, where: str) -> tuple[dict[str, Any], dict[st
     return header, metadata
 
 
-def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(name → float array, metadata) of a .safetensors or .npz file."""
-    data = read_tensor_file(path)
-    if path.suffix == ".safetensors":
-        _, metadata = safetensors_header(data, str(path))
-        try:
-            from safetensors.numpy import load
-        except ImportError:
-            raise PxglError(
-                f"reading .safetensors needs the safetensors package: {install_command('safetensors')}"
-            ) from None
-        try:
-            tensors = load(data)
-        except Exception as e:  # the library raises its own error types; the header was checked already
-            raise PxglError(f"{path}: not a readable safetensors file ({e})") from None
-        return tensors, metadata
-    if path.suffix == ".npz":
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                tensors = {name: archive[name] for name in archive.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise PxglError(f"{path}: not a readable .npz of plain arrays ({e})") from None
-        return tensors, {}
-    raise PxglError(f"{path}: pxgl imports .safetensors or .npz files")
+def read_safetensors(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name → float array, metadata) of a safetensors file, its header checked before the library reads it."""
+    _, metadata = safetensors_header(data, where)
+    try:
+        from safetensors.numpy import load
+    except ImportError:
+        raise PxglError(
+            f"reading .safetensors needs the safetensors package: {install_command('safetensors')}"
+        ) from None
+    try:
+        tensors = load(data)
+    except Exception as e:  # the library raises its own error types; the header was checked already
+        raise PxglError(f"{where}: not a readable safetensors file ({e})") from None
+    return tensors, metadata
 
 
-def import_model(
-    path: Path,
-    tokenizer_path: Path | None,
-    config_path: Path | None,
-    renames: dict[str, str],
-    out_name: str,
-) -> Imported:
-    """A model from a tensor file (FORMATS §10), quantized to pixels; nothing is written here."""
+def read_model_tensors(
+    path: Path, config_path: Path | None, renames: dict[str, str]
+) -> tuple[dict[str, np.ndarray], dict[str, str], Architecture]:
+    """(pxgl name → float array, metadata, architecture) of a .safetensors or .npz file: exactly the
+    architecture's tensors, renamed. An .npz's members are checked against them before any is inflated."""
     where = str(path)
-    tensors, metadata = read_tensors(path)
+    if path.suffix not in (".safetensors", ".npz"):
+        raise PxglError(f"{path}: pxgl imports .safetensors or .npz files")
+    data = read_tensor_file(path)
+    if path.suffix == ".npz":
+        architecture = read_architecture(config_path, {}, where)
+        return read_npz(data, where, architecture.shapes(), renames), {}, architecture
+    tensors, metadata = read_safetensors(data, where)
     for old, new in renames.items():
         if old not in tensors:
             raise PxglError(f"{where}: --map {old}={new}: the file has no tensor {old!r}")
@@ -140,15 +134,32 @@ def import_model(
             f"{where}: the architecture needs {missing or 'no more'}; the file also has {extra or 'nothing else'}"
             " (--map OLD=NEW renames)"
         )
+    return tensors, metadata, architecture
+
+
+def import_model(
+    path: Path,
+    tokenizer_path: Path | None,
+    config_path: Path | None,
+    renames: dict[str, str],
+    out_name: str,
+) -> Imported:
+    """A model from a tensor file (FORMATS §10), quantized to pixels; nothing is written here."""
+    where = str(path)
+    tensors, metadata, architecture = read_model_tensors(path, config_path, renames)
     grids = known_grids(metadata, where)
     quantized, errors = {}, {}
-    for name, shape in shapes.items():
+    for name, shape in architecture.shapes().items():
         w = tensors[name]
         if w.dtype.kind != "f" or tuple(w.shape) != shape:
             raise PxglError(f"{where}: tensor {name!r} is {w.dtype} {list(w.shape)}, not float {list(shape)}")
+        with np.errstate(over="ignore"):  # a float64 past float32's range becomes inf, refused below
+            w = w.astype(np.float32)
         if not np.isfinite(w).all():
-            raise PxglError(f"{where}: tensor {name!r} holds NaN or infinite values")
-        w = w.astype(np.float32)
+            raise PxglError(
+                f"{where}: tensor {name!r} holds NaN or infinite values, or values past float32's range "
+                f"(±{np.finfo(np.float32).max:.4g})"
+            )
         q = on_grid(w, grids.get(name)) or quantize(w)
         quantized[name] = q
         error = np.abs(dequantize(*q) - w)
@@ -177,20 +188,29 @@ def read_architecture(config_path: Path | None, metadata: dict[str, str], where:
 
 
 def known_grids(metadata: dict[str, str], where: str) -> dict[str, tuple[float, int]]:
+    """pxgl.quantization: tensor name → [scale, zero_point], each scale one float32 holds (> 0) and each
+    zero point in 0..255, as a meta's (§2); anything else is refused naming the file."""
     if "pxgl.quantization" not in metadata:
         return {}
-    raw = parse_json(metadata["pxgl.quantization"], f"{where}: pxgl.quantization")
+    at = f"{where}: pxgl.quantization"
+    raw = parse_json(metadata["pxgl.quantization"], at)
+    if not isinstance(raw, dict):
+        raise PxglError(f"{at}: not a JSON object of tensor name → [scale, zero_point]")
     grids = {}
-    if isinstance(raw, dict):
-        for name, value in raw.items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], float) and is_count(value[1]):
-                grids[name] = (value[0], value[1])
+    for name, value in raw.items():
+        valid = isinstance(value, list) and len(value) == 2 and isinstance(value[0], float)
+        if not (valid and is_float32_scale(value[0]) and is_count(value[1]) and value[1] <= 255):
+            raise PxglError(
+                f"{at}: tensor {name[:60]!r}: {str(value)[:60]} is not [scale, zero_point] with a scale > 0 that "
+                "float32 holds and a zero point in 0..255"
+            )
+        grids[name] = (value[0], value[1])
     return grids
 
 
 def on_grid(w: np.ndarray, grid: tuple[float, int] | None) -> tuple[np.ndarray, float, int] | None:
     """The given quantization, if every value lies on its grid (an exported pixel model's tensor)."""
-    if grid is None or not grid[0] > 0 or not 0 <= grid[1] <= 255:
+    if grid is None:
         return None
     scale, zero_point = grid
     steps = w.astype(np.float64) / np.float32(scale) + zero_point

@@ -161,7 +161,7 @@ def run_task(engine: Engine, task: Task, attached: Attached) -> None:
         outputs[0][rows] = engine.predict(inputs[0][rows], task.source)
     elif task.kind == PROMPTS:
         tokenizer, window = engine.model.tokenizer, engine.spec.context_window
-        pixels = encode_tokens([tokenizer.encode(text)[-window:] for text in task.texts], engine.spec.vocab_size)
+        pixels = encode_tokens((tokenizer.encode(text)[-window:] for text in task.texts), engine.spec.vocab_size)
         outputs[0][rows] = engine.predict(pixels, task.source)
     else:
         outputs[0][rows], outputs[1][rows] = engine.score(inputs[0][rows], inputs[1][rows])

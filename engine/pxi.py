@@ -2,7 +2,8 @@
 prediction pixels. Every reader validates before it trusts; every writer is atomic."""
 
 import io
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,23 +93,35 @@ def pixels_to_bytes(pixels: np.ndarray) -> bytes:
     return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
 
 
-def encode_tokens(rows: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
-    """Token texture: one row per prompt, pixel i = (id % 256, id // 256, 255), then (0, 0, 0)."""
-    if not rows:
+def encode_tokens(rows: Iterable[Sequence[int]], vocab_size: int) -> np.ndarray:
+    """Token texture: one row per prompt, pixel i = (id % 256, id // 256, 255), then (0, 0, 0). `rows` is
+    read once, as it comes (a generator of each prompt's last window tokens is never held as lists), into
+    one flat array; the texture is then filled with a few array operations, not a few per row."""
+    flat, lengths = array("q"), array("q")
+    for row in rows:
+        flat.extend(row)
+        lengths.append(len(row))
+    if not lengths:
         raise PxglError("no prompts to encode")
-    width = max(len(r) for r in rows)
-    pixels = np.zeros((len(rows), max(width, 1), 3), dtype=np.uint8)
-    for r, row in enumerate(rows):
-        ids = np.asarray(row, dtype=np.int64)
-        if ids.size == 0:
-            raise PxglError(f"prompt {r} is empty: every prompt needs at least one token")
-        bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
-        if bad.size:
-            i = int(bad[0])
-            raise PxglError(f"prompt {r}, position {i}: token id {ids[i]} is outside 0..{vocab_size - 1}")
-        pixels[r, : ids.size, 0] = ids % 256
-        pixels[r, : ids.size, 1] = ids // 256
-        pixels[r, : ids.size, 2] = TOKEN_MARK
+    ids, counts = np.frombuffer(flat, np.int64), np.frombuffer(lengths, np.int64)
+    starts = np.cumsum(counts) - counts
+    empty = np.flatnonzero(counts == 0)
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+    bad_row = int(np.searchsorted(starts, bad[0], side="right")) - 1 if bad.size else len(counts)
+    if empty.size and empty[0] < bad_row:
+        raise PxglError(f"prompt {int(empty[0])} is empty: every prompt needs at least one token")
+    if bad.size:
+        i = int(bad[0])
+        raise PxglError(
+            f"prompt {bad_row}, position {i - int(starts[bad_row])}: token id {ids[i]} is outside 0..{vocab_size - 1}"
+        )
+    width = int(counts.max())
+    pixels = np.zeros((len(counts), width, 3), dtype=np.uint8)
+    # each token's place in the padded texture, rows laid end to end
+    places = np.arange(ids.size, dtype=np.int64) + np.repeat(np.arange(len(counts)) * width - starts, counts)
+    laid = pixels.reshape(-1, 3)
+    laid[places, :2] = ids.astype("<u2").view(np.uint8).reshape(-1, 2)  # (id % 256, id // 256)
+    laid[places, 2] = TOKEN_MARK
     return pixels
 
 

@@ -5,10 +5,10 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 
@@ -93,6 +93,44 @@ def decode_utf8(data: bytes, where: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PxglError(f"{where} ({e.reason} at byte {e.start})") from None
+
+
+class Lines(Sequence[str]):
+    """A prompts file's lines, each ended by "\n" or "\r\n" (only those: str.splitlines would also split on
+    \f, \x1c-\x1e, U+2028 ... and misalign answers with the file's lines), held as the file's bytes and two
+    offsets a line (8 bytes, not a str of ~50): a line is decoded when it is read."""
+
+    def __init__(self, path: str | Path, what: str) -> None:
+        data = read_bounded(path, what, TEXT_CAPS[what])
+        decode_utf8(data, f"{path}: cannot read the {what} as UTF-8 text")  # the whole file, once
+        if not data:
+            raise PxglError(f"{path}: no prompts (the file is empty)")
+        codes = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(codes == ord("\n"))
+        if not data.endswith(b"\n"):
+            ends = np.append(ends, len(data))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        carriage = (ends > starts) & (codes[np.maximum(ends - 1, 0)] == ord("\r"))
+        offset = np.min_scalar_type(len(data))
+        self._data, self._starts, self._ends = data, starts.astype(offset), (ends - carriage).astype(offset)
+        empty = np.flatnonzero(self._starts == self._ends)
+        if empty.size:
+            raise PxglError(f"{path}: line {int(empty[0]) + 1} is empty; every line must be a prompt")
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, line: int) -> str: ...
+
+    @overload
+    def __getitem__(self, line: slice) -> list[str]: ...
+
+    def __getitem__(self, line: int | slice) -> str | list[str]:
+        if isinstance(line, slice):
+            return [self[i] for i in range(len(self))[line]]
+        line = range(len(self))[line]  # IndexError past the end (iteration stops there)
+        return self._data[self._starts[line] : self._ends[line]].decode("utf-8")
 
 
 def json_depth(text: str) -> int:

@@ -255,7 +255,7 @@ def _echo(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _is_float32_scale(value: Any) -> bool:
+def is_float32_scale(value: Any) -> bool:
     """Executors dequantize in float32: a scale that overflows there or rounds to 0 would be silently wrong."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
@@ -282,7 +282,7 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
     if not integers or tuple(got_shape) != shape:
         raise PxglError(f"{where}: shape {_echo(got_shape)} does not match the model's dimensions {list(shape)}")
     scale = raw["scale"]
-    if not _is_float32_scale(scale):
+    if not is_float32_scale(scale):
         raise PxglError(
             f"{where}: scale must be a positive number that float32 holds (no overflow, no underflow "
             f"to 0), got {_echo(scale)}"

@@ -17,6 +17,8 @@ FORMAT = "pxgl-bpe"
 VERSION = 0
 BYTE_TOKENS = 256
 MAX_VOCAB = 65536
+PAIR_BITS = (MAX_VOCAB - 1).bit_length()
+"""A pair of ids is packed into one int, a << PAIR_BITS | b, as a key of the encoder's rank table."""
 MAX_TOKEN_BYTES = 256
 MAX_TABLE_BYTES = 4 << 20
 """Caps of docs/FORMATS.md §6: one token's bytes, and all tokens' bytes together (ids 0..255 included)."""
@@ -33,17 +35,20 @@ MAX_CACHED_CHUNKS = 1 << 16
 @dataclass(frozen=True)
 class Tokenizer:
     merges: tuple[Pair, ...]
-    _ranks: dict[Pair, int] = field(init=False, repr=False, compare=False)
+    _ranks: dict[int, int] = field(init=False, repr=False, compare=False)
+    """Merge rank by pair, packed (PAIR_BITS)."""
     _bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _cache: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ranks: dict[Pair, int] = {}
+        if len(self.merges) > MAX_VOCAB - BYTE_TOKENS:
+            raise ValueError(f"{len(self.merges)} merges: a vocabulary past {MAX_VOCAB}")
+        ranks: dict[int, int] = {}
         table = [bytes([b]) for b in range(BYTE_TOKENS)]
         for i, (a, b) in enumerate(self.merges):
             if not (0 <= a < BYTE_TOKENS + i and 0 <= b < BYTE_TOKENS + i):
                 raise ValueError(f"merge {i} ({a}, {b}) names an id not below {BYTE_TOKENS + i}")
-            ranks.setdefault((a, b), i)  # a repeated pair can never fire again; the first one wins
+            ranks.setdefault(a << PAIR_BITS | b, i)  # a repeated pair can never fire again; the first one wins
             table.append(table[a] + table[b])
         object.__setattr__(self, "_ranks", ranks)
         object.__setattr__(self, "_bytes", tuple(table))
@@ -77,15 +82,38 @@ class Tokenizer:
         return ids
 
     def _merge(self, data: bytes) -> list[int]:
+        """§6's rule, the lowest-index merge present, leftmost first, in O(n log n): a heap of (rank,
+        position) over a linked list of tokens. Merging never makes a pair of a lower rank (merge i names
+        only ids below 256 + i), so taking occurrences one at a time in (rank, position) order is §6's
+        order; an entry whose pair has changed since it was pushed is skipped when popped. Pairs and heap
+        entries are packed into ints (hashed and compared faster than tuples)."""
         ids = list(data)
-        ranks = self._ranks
-        while len(ids) > 1:
-            best = min(pairwise(ids), key=lambda p: ranks.get(p, MAX_VOCAB))
-            rank = ranks.get(best)
-            if rank is None:
-                break
-            ids = _replace_pair(ids, best, BYTE_TOKENS + rank)
-        return ids
+        end = len(ids)
+        shift = end.bit_length()  # an entry is rank << shift | position
+        rank_of = self._ranks.get
+        after = list(range(1, end + 1))
+        before = list(range(-1, end - 1))
+        pairs = enumerate(pairwise(ids))
+        heap = [r << shift | i for i, (a, b) in pairs if (r := rank_of(a << PAIR_BITS | b)) is not None]
+        heapq.heapify(heap)
+        mask = (1 << shift) - 1
+        while heap:
+            entry = heapq.heappop(heap)
+            rank, i = entry >> shift, entry & mask
+            j = after[i]
+            if ids[i] < 0 or j == end or rank_of(ids[i] << PAIR_BITS | ids[j]) != rank:
+                continue  # i was merged into its left neighbour, or its pair changed since
+            merged = ids[i] = BYTE_TOKENS + rank
+            ids[j] = -1
+            k = after[i] = after[j]
+            if k != end:
+                before[k] = i
+                if (right := rank_of(merged << PAIR_BITS | ids[k])) is not None:
+                    heapq.heappush(heap, right << shift | i)
+            h = before[i]
+            if h >= 0 and (left := rank_of(ids[h] << PAIR_BITS | merged)) is not None:
+                heapq.heappush(heap, left << shift | h)
+        return [token for token in ids if token >= 0]
 
     def to_json(self) -> dict[str, Any]:
         return {

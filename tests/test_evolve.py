@@ -257,6 +257,60 @@ def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start,
     assert comparable(run) == comparable(finished), run_seed
 
 
+PEAK_MEMORY = """
+import re, sys
+from pathlib import Path
+from pxgl import cli
+
+sys.argv = ["pxgl", *sys.argv[1:]]
+try:
+    cli.main()
+finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
+"""
+
+
+def running(argv: list[str]) -> list[int]:
+    """Processes whose command line is `argv`."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if cmdline.read_bytes() == wanted:
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_flooding_then_hanging_proposer_is_cut_off_and_leaves_no_process(corpus, start, run_seed, tmp_path):
+    """Asked first, the proposer floods stdout (`yes`): cut at 1 MiB as it streams, a refused proposal, in
+    bounded memory. Asked again, it hangs with a detached child (its own session) holding its stdout: at the
+    timeout the run ends with one line, and nothing the proposer started is left."""
+    detached, hanging = ["sleep", str(4000 + run_seed)], ["sleep", str(5000 + run_seed)]
+    script, flag = tmp_path / "proposer.sh", tmp_path / "asked"
+    script.write_text(
+        f"if [ -e {flag} ]; then setsid {' '.join(detached)} & {' '.join(hanging)}; else touch {flag}; yes; fi"
+    )
+    run = tmp_path / "run"
+    args = run_args(corpus, start, run_seed, "--proposer", f"sh {script}", "--proposer-timeout", "2", "--workers", "1")
+    args[args.index("--batch") + 1] = "3"  # ids 1 and 2 are both asked before anything trains
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_MEMORY, "evolve", "--out", str(run), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        left = running(detached) + running(hanging)
+        for pid in left:  # the test leaves nothing running, even when pxgl did
+            os.kill(pid, signal.SIGKILL)
+    assert not left, (run_seed, "the proposer's processes outlived the run")
+    *lines, peak = done.stderr.splitlines()
+    assert int(peak) < 500_000_000, f"peak {int(peak) >> 20} MiB"  # FORMATS §0.3's bound (the input is tiny)
+    assert lines == ["c0001 refused: proposal over 1048576 bytes", lines[-1]], (run_seed, lines)
+    assert done.returncode == 2 and "no answer within 2 s" in lines[-1], (run_seed, lines)
+    refused = RunDir(run).read(PROPOSALS)[1]
+    assert refused["id"] == 1 and refused["proposal"]["error"] == "proposal over 1048576 bytes", refused
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -265,6 +319,9 @@ def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start,
         (["--proposer", "no-such-proposer-xyz"], "unknown"),
         (["--proposer", "sleep 30", "--proposer-timeout", "1"], "no answer within 1 s"),
         (["--max-time", "soon"], "--max-time"),
+        (["--proposer-timeout", "nan"], "--proposer-timeout nan: give a number of seconds above 0"),
+        (["--proposer-timeout", "inf"], "--proposer-timeout inf: give a number of seconds above 0"),
+        (["--proposer-timeout", "0"], "--proposer-timeout 0: give a number of seconds above 0"),
     ],
 )
 def test_bad_run_options_are_one_line_and_exit_2(change, message, corpus, start, tmp_path):
@@ -273,9 +330,11 @@ def test_bad_run_options_are_one_line_and_exit_2(change, message, corpus, start,
     done = pxgl("evolve", "--out", str(run), *args, *change, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr, done.stderr
-    if "sleep" in change:  # nothing lost: the run is there, with what was proposed, and it resumes
+    if "sleep 30" in change:  # nothing lost: the run is there, with what was proposed, and it resumes
         assert RunDir(run).settings()["proposer"] == "sleep 30"
         assert [p["id"] for p in RunDir(run).read(PROPOSALS)] == [0]
+    else:
+        assert not run.exists()
 
 
 def test_bad_run_folders_are_one_line_and_exit_2(corpus, start, tmp_path):

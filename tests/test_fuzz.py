@@ -814,4 +814,4 @@ def test_fuzz_batch_text(tmp_path_factory, data):
     path.write_bytes(data)
     accepted, lines = refused_or(read_prompt_lines, path)
     reference = reference_prompts(data)
-    assert (lines if accepted else None) == reference
+    assert (list(lines) if accepted else None) == reference

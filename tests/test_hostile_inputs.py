@@ -336,3 +336,46 @@ def test_training_never_makes_a_token_past_the_caps(tmp_path):
     loaded = Tokenizer.load(tmp_path / "t.json")
     assert loaded.merges == trained.merges
     assert loaded.decode(loaded.encode(text)) == text
+
+
+# --- legal input at a disproportionate cost ----------------------------------------------------------
+
+PEAK_MEMORY = """
+import re, sys
+from pathlib import Path
+from pxgl import cli
+
+sys.argv = ["pxgl", *sys.argv[1:]]
+try:
+    cli.main()
+finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
+"""
+
+
+def test_batch_memory_grows_no_faster_than_the_prompts_file(tmp_path, rng):
+    """FORMATS §0.3: at most 500 MB plus 4x the input. Two runs of `infer --batch`, 1,000 and 40,000 lines
+    of ~100 bytes: the peak may grow by at most 4 bytes a byte of prompts between them (the 500 MB is what
+    a run costs whatever its size). It grew by 13 (1 M lines of 10 bytes peaked at 835 MB): every prompt's
+    whole token list, a dict a record and a str a line were held at once."""
+    import subprocess
+    import sys
+
+    from tests.cartridges import random_text
+    from tests.models import random_model
+
+    model = random_model(tmp_path, rng, 300, 8, 8, 4, "w")
+    Tokenizer.train(random_text(rng, 3000), 300).save(model.tokenizer_path)
+    words = random_text(rng, 300).split(" ")
+    peaks, sizes = [], []
+    for lines in (1_000, 40_000):
+        prompts = tmp_path / f"p{lines}.txt"
+        prompts.write_text("\n".join(" ".join(rng.choice(words, 18)) for _ in range(lines)) + "\n")
+        args = ["infer", "--batch", str(prompts), "-m", model.source, "-o", str(tmp_path / f"o{lines}.pxi")]
+        run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.count("\n") == lines + 1  # an answer a prompt, and where the pixels went
+        peaks.append(int(run.stderr.split()[-1]))
+        sizes.append(prompts.stat().st_size)
+    growth = (peaks[1] - peaks[0]) / (sizes[1] - sizes[0])
+    assert growth <= 4, f"{growth:.1f} bytes a byte of prompts (peaks {peaks[0] >> 20} and {peaks[1] >> 20} MiB)"

@@ -2,9 +2,14 @@
 itself, quantized by the spec's rule written out here, round trips to identical pixels, and hostile tensor
 files refused in one line with nothing written."""
 
+import io
 import json
 import math
 import struct
+import subprocess
+import sys
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -119,8 +124,10 @@ def test_npz_with_other_names_imports_through_map_and_config(tmp_path, rng, toke
     arch = small_architecture(rng) | {"hidden": [24], "context": {"mode": "mean", "window": 3}}
     floats = random_floats(rng, arch)
     theirs = {"tok_emb": floats.pop("embed"), "fc1.w": floats.pop("layer0.weight")} | floats
+    # as other writers store them: column-major, big-endian, deflated
+    theirs |= {"fc1.w": np.asfortranarray(theirs["fc1.w"]), "tok_emb": theirs["tok_emb"].astype(">f8")}
     source = tmp_path / "theirs.npz"
-    np.savez(source, **theirs)
+    np.savez_compressed(source, **theirs)
     config = tmp_path / "arch.json"
     config.write_text(architecture_json(arch))
     out = tmp_path / "mapped.pxi"
@@ -137,6 +144,13 @@ def test_npz_with_other_names_imports_through_map_and_config(tmp_path, rng, toke
 def header_file(header: object, body: bytes = b"", length: int | None = None) -> bytes:
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<Q", len(text) if length is None else length) + text + body
+
+
+def past_float32(rng: np.random.Generator, w: np.ndarray) -> np.ndarray:
+    """`w` as float64 with one value, at a random place, past float32's range (its cast is inf)."""
+    w = w.astype(np.float64)
+    w.flat[int(rng.integers(w.size))] = float(rng.choice([1e300, -1e300, 1e39]))
+    return w
 
 
 def hostile_files(rng: np.random.Generator, arch: dict) -> dict[str, bytes]:
@@ -170,6 +184,17 @@ def hostile_files(rng: np.random.Generator, arch: dict) -> dict[str, bytes]:
             floats | {first: np.full(header[first]["shape"], np.nan, np.float32)},
             metadata={"pxgl.architecture": architecture_json(arch)},
         ),
+        "float64 past float32's range": save(
+            floats | {matrix: past_float32(rng, floats[matrix])},
+            metadata={"pxgl.architecture": architecture_json(arch)},
+        ),
+        "a quantization scale float32 cannot hold": save(
+            floats,
+            metadata={
+                "pxgl.architecture": architecture_json(arch),
+                "pxgl.quantization": json.dumps({first: [float(rng.choice([1e-300, 1e300])), 0]}),
+            },
+        ),
     }
 
 
@@ -182,13 +207,162 @@ def test_hostile_safetensors_are_one_line_errors_with_nothing_written(
         source.write_bytes(data)
         before = snapshot(tmp_path)
         out = tmp_path / "never.pxi"
-        code, _, stderr = pxgl(
-            monkeypatch, capsys, "import", str(source), "--tokenizer", str(tokenizer_file), "-o", str(out)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a RuntimeWarning on the way to the error is a second line
+            code, _, stderr = pxgl(
+                monkeypatch, capsys, "import", str(source), "--tokenizer", str(tokenizer_file), "-o", str(out)
+            )
         assert code == 2, f"{case}: {stderr}"
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, f"{case}: {stderr}"
         assert str(source) in stderr, f"{case}: {stderr}"
         assert snapshot(tmp_path) == before, case
+
+
+LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")
+END_RECORD = struct.Struct("<4s4H2LH")
+
+
+def deflated(*segments: bytes, repeats: int = 1) -> bytes:
+    """Raw deflate of the segments, the last one `repeats` times: each segment is compressed on its own and
+    ends byte-aligned (a full flush), so copies of it concatenate into one stream (a bomb, built in ms)."""
+
+    def alone(data: bytes) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+    *head, tail = segments
+    return b"".join(map(alone, head)) + alone(tail) * repeats + b"\x03\x00"  # an empty final block
+
+
+def zip_archive(members: list[tuple[str, bytes, int, int]]) -> bytes:
+    """A zip of deflated members (name, raw deflate, CRC-32, declared size), written field by field so a
+    test declares whatever it wants."""
+    out, directory = io.BytesIO(), io.BytesIO()
+    for name, data, crc, size in members:
+        offset, encoded = out.tell(), name.encode()
+        out.write(LOCAL_HEADER.pack(b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data), size, len(encoded), 0))
+        out.write(encoded + data)
+        fields = (b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(data), size, len(encoded), 0, 0, 0, 0, 0, offset)
+        directory.write(CENTRAL_HEADER.pack(*fields) + encoded)
+    start, listing = out.tell(), directory.getvalue()
+    end = END_RECORD.pack(b"PK\x05\x06", 0, 0, len(members), len(members), len(listing), start, 0)
+    return out.getvalue() + listing + end
+
+
+def member(name: str, npy: bytes) -> tuple[str, bytes, int, int]:
+    return name, deflated(npy), zlib.crc32(npy), len(npy)
+
+
+def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """A version-1 .npy header as numpy writes it (padded to 64 bytes)."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    size = -(-(len(text) + 11) // 64) * 64 - 10
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", size) + text.ljust(size - 1) + b"\n"
+
+
+def npy(w: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, w)
+    return buffer.getvalue()
+
+
+def hostile_npz(rng: np.random.Generator, arch: dict) -> dict[str, tuple[bytes, str]]:
+    """Case → (file, what its one-line error says), each built around a random valid set of tensors."""
+    floats = {n: w.astype(np.float32) for n, w in random_floats(rng, arch).items()}
+    name = str(rng.choice(list(floats)))
+    shape = floats[name].shape
+    others = [member(f"{n}.npy", npy(w)) for n, w in floats.items() if n != name]
+    data_bytes = math.prod(shape) * 4
+    bomb = deflated(npy_header("<f4", (1 << 28,)), bytes(1 << 24), repeats=64)  # 1 MB inflating to 1 GiB
+
+    def with_member(npy_bytes: bytes, size: int | None = None, crc: int | None = None) -> bytes:
+        """The valid tensors and this member under `name`, its declared size and CRC-32 as given."""
+        _, data, true_crc, true_size = member(f"{name}.npy", npy_bytes)
+        forged = (f"{name}.npy", data, true_crc if crc is None else crc, true_size if size is None else size)
+        return zip_archive([*others, forged])
+
+    return {
+        "a 64-byte member claiming 4 TiB": (with_member(npy_header("<f4", (1 << 40,))), "shape [1099511627776]"),
+        "a member declaring fewer bytes than its shape": (
+            with_member(npy_header("<f4", shape) + bytes(data_bytes - 4)),
+            "declares",
+        ),
+        "a bomb declaring 1 GiB under a tensor's name": (
+            zip_archive([*others, (f"{name}.npy", bomb, 0, (1 << 30) + 64)]),
+            f"member '{name}.npy' declares 1,073,741,888 bytes",
+        ),
+        "a bomb under a name the architecture lacks": (
+            zip_archive([*others, member(f"{name}.npy", npy(floats[name])), ("bomb.npy", bomb, 0, (1 << 30) + 64)]),
+            "also has ['bomb']",
+        ),
+        "a header length past the bound": (
+            with_member(b"\x93NUMPY\x02\x00" + struct.pack("<I", 1 << 31) + b"{}"),
+            "2,147,483,648-byte .npy header",
+        ),
+        "a pickled object array": (with_member(npy_header("|O", shape) + bytes(data_bytes)), "'|O'"),
+        "float64 past float32's range": (
+            with_member(npy(past_float32(rng, floats[name]))),
+            f"tensor '{name}' holds NaN or infinite values, or values past float32's range",
+        ),
+        "a wrong CRC": (with_member(npy(floats[name]), crc=1), "CRC"),
+        "not a zip": (rng.bytes(200), "not a zip archive"),
+        "an end record listing 9,999 entries": (
+            zip_archive(others)[: -END_RECORD.size] + END_RECORD.pack(b"PK\x05\x06", 0, 0, 9999, 9999, 1 << 21, 0, 0),
+            "past the limits",
+        ),
+    }
+
+
+def test_hostile_npz_files_are_one_line_errors_naming_the_file_before_inflating(
+    tmp_path, rng, tokenizer_file, monkeypatch, capsys
+):
+    arch = small_architecture(rng)
+    config = tmp_path / "arch.json"
+    config.write_text(architecture_json(arch))
+    for case, (data, message) in hostile_npz(rng, arch).items():
+        source = tmp_path / "hostile.npz"
+        source.write_bytes(data)
+        before = snapshot(tmp_path)
+        args = ["import", str(source), "--config", str(config), "--tokenizer", str(tokenizer_file)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            code, _, stderr = pxgl(monkeypatch, capsys, *args, "-o", str(tmp_path / "never.pxi"))
+        assert code == 2, f"{case}: {stderr}"
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, f"{case}: {stderr}"
+        assert stderr.startswith(f"error: {source}: ") and message in stderr, f"{case}: {stderr}"
+        assert snapshot(tmp_path) == before, case
+
+
+PEAK_MEMORY = """
+import re, sys
+from pathlib import Path
+from pxgl import cli
+
+sys.argv = ["pxgl", *sys.argv[1:]]
+try:
+    cli.main()
+finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
+"""
+
+
+def test_a_deflate_bomb_in_an_npz_is_never_inflated(tmp_path, rng, tokenizer_file):
+    """A 1 MB member inflating to 1 GiB: refused from the zip's directory, within FORMATS §0.3's bound
+    (500 MB plus 4x the input) — numpy.load inflated it whole before its name was checked."""
+    arch = small_architecture(rng)
+    config = tmp_path / "arch.json"
+    config.write_text(architecture_json(arch))
+    source = tmp_path / "bomb.npz"
+    data, message = hostile_npz(rng, arch)["a bomb under a name the architecture lacks"]
+    source.write_bytes(data)
+    args = ["import", str(source), "--config", str(config), "--tokenizer", str(tokenizer_file)]
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, *args, "-o", str(tmp_path / "never.pxi")], capture_output=True, text=True
+    )
+    *lines, peak = done.stderr.splitlines()
+    assert int(peak) < 500_000_000 + 4 * len(data), f"peak {int(peak) >> 20} MiB"
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], lines
 
 
 def test_outputs_never_overwrite_inputs(tmp_path, rng, tokenizer_file, monkeypatch, capsys):

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from pxgl.errors import PxglError
 from pxgl.tokenizer import Tokenizer
 
+from tests.reference.heldout import bpe_encode
+
 SAMPLE = (
     "Return the pixel at (x, y) of the weight image. Weights are bytes; bytes are pixels.\n"
     "Ünïcödé text — naïve café, 東京の画素, emoji 🎨🖼️ — is bytes too.\n\n"
@@ -70,6 +72,67 @@ def test_the_spec_example_merges():
     assert tokenizer.encode("the") == [257]
     assert tokenizer.encode(" the then") == [32, 257, 32, 257, 110]
     assert tokenizer.token_bytes(257) == b"the"
+
+
+@st.composite
+def merge_tables(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
+    """Merges over the bytes of "ab" and the tokens made so far, repeated pairs and chains included."""
+    merges: list[tuple[int, int]] = []
+    for i in range(draw(st.integers(0, 24))):
+        ids = st.sampled_from([97, 98, *range(256, 256 + i)])
+        merges.append((draw(ids), draw(ids)))
+    return tuple(merges)
+
+
+@settings(max_examples=300, deadline=None)
+@given(merge_tables(), st.text(alphabet="ab", max_size=400))
+def test_encoding_follows_the_spec_on_adversarial_merge_tables(merges, text):
+    """One long word of two letters: overlapping occurrences (aaa), a pair merged twice, chains of merges.
+    Both readings of §6 agree: one merge at a time (spec_encode), and every occurrence of the lowest-index
+    pair left to right at once (the held-out oracle's)."""
+    tokenizer = Tokenizer(merges)
+    ids = tokenizer.encode(text)
+    assert ids == spec_encode(tokenizer, text) == bpe_encode(text, [list(m) for m in merges])
+
+
+@pytest.mark.parametrize(
+    ("merges", "text", "ids"),
+    [
+        (((97, 97),), "aaa", [256, 97]),  # leftmost first: (aa)a, not a(aa)
+        (((97, 97), (256, 256)), "aaaaa", [257, 97]),
+        (((97, 97), (97, 97), (256, 97)), "aaa", [258]),  # merge 1 repeats merge 0 and never fires; 2 does
+        (((97, 98), (98, 97), (256, 97)), "aba", [258]),
+        (((98, 97), (97, 98), (97, 256)), "aba", [258]),  # the lower index wins over the leftmost
+    ],
+)
+def test_overlapping_and_repeated_merges(merges, text, ids):
+    assert Tokenizer(merges).encode(text) == ids == spec_encode(Tokenizer(merges), text)
+
+
+class CountingRanks(dict):
+    """A rank table that counts its lookups."""
+
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_one_long_word_costs_a_bounded_number_of_pair_lookups(rng):
+    """A word of 4,096 random letters under 544 merges: at most 6 lookups a byte (each byte's pair once,
+    each merge's two new pairs, each heap entry checked once when popped). Applying each merge across the
+    whole word in turn looked every pair up once per merge applied: hundreds of times a byte (3.3 s for
+    64 KiB, over 60 s for 1 MB, under larger vocabularies)."""
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    training = " ".join("".join(rng.choice(letters, int(rng.integers(2, 12)))) for _ in range(3000))
+    tokenizer = Tokenizer.train(training, 800)
+    word = "".join(rng.choice(letters, 4096))
+    counting = CountingRanks(tokenizer._ranks)
+    object.__setattr__(tokenizer, "_ranks", counting)
+    ids = tokenizer.encode(word)
+    assert tokenizer.decode(ids) == word and len(ids) < 0.8 * len(word)  # merged (the other tests check how)
+    assert counting.lookups <= 6 * len(word), counting.lookups
 
 
 def test_training_learns_vocab_size_tokens_that_compress_the_text():

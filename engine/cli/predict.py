@@ -3,7 +3,7 @@
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,9 @@ from .options import (
 )
 from .report import prediction_records, progress_bar, report_predictions
 
+if TYPE_CHECKING:
+    from ..reading import Lines
+
 
 def single_blas_thread() -> None:
     """Called by a verb that computes on the GPU before numpy is first imported: numpy's OpenBLAS would
@@ -34,20 +37,11 @@ def single_blas_thread() -> None:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def read_prompt_lines(path: Path) -> list[str]:
+def read_prompt_lines(path: Path) -> "Lines":
     """One prompt per line; an empty line is an error (it would be an empty prompt)."""
-    from ..pxi import read_text
+    from ..reading import Lines
 
-    # Only "\n" (or "\r\n") ends a prompt: str.splitlines would also split on \f, \x1c-\x1e, U+2028 ...
-    # and misalign predictions with the file's lines.
-    text = read_text(path, "prompts file")
-    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
-    if not lines:
-        raise PxglError(f"{path}: no prompts (the file is empty)")
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            raise PxglError(f"{path}: line {number} is empty; every line must be a prompt")
-    return lines
+    return Lines(path, "prompts file")
 
 
 @app.command()
@@ -117,9 +111,10 @@ def infer(
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
         source = "prompt" if prompt is not None else str(batch)
         if devices is None or len(devices) == 1:  # several engines: each worker tokenizes its own share
-            rows = [tokenizer.encode(p) for p in prompts]
-            # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
-            pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
+            # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those,
+            # read from a generator (no list of every prompt's tokens).
+            window = runnable.model.spec.context_window
+            pixels = encode_tokens((tokenizer.encode(p)[-window:] for p in prompts), vocab)
 
     with open_engines(runnable, devices) as engine:
         total = len(prompts) if pixels is None else pixels.shape[0]

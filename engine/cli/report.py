@@ -5,7 +5,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import typer
 
@@ -32,23 +32,54 @@ def percent(confidence_byte: int) -> str:
     return f"{confidence_byte / 255:.1%}"
 
 
+class PredictionRecords(Sequence[dict]):
+    """One record per prediction pixel: row, id, confidence (and text, and the prompt, when known), each made
+    when it is read: a million answers are reported without a million dicts held at once."""
+
+    def __init__(
+        self, predictions: "np.ndarray", tokenizer: "Tokenizer | None", prompts: Sequence[str] | None = None
+    ) -> None:
+        from ..pxi import decode_predictions
+
+        self._predictions, self._tokenizer, self._prompts = predictions, tokenizer, prompts
+        self._ids, self._confidence = decode_predictions(predictions)  # arrays: a few bytes a row, not lists
+        self._texts: dict[int, str] = {}
+        """Each id's text, decoded once (a batch repeats few ids)."""
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, row: int) -> dict: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> list[dict]: ...
+
+    def __getitem__(self, row: int | slice) -> dict | list[dict]:
+        if isinstance(row, slice):
+            return [self[r] for r in range(len(self))[row]]
+        row = range(len(self))[row]  # IndexError past the end (iteration stops there)
+        token = int(self._ids[row])
+        record: dict = {"row": row}
+        if self._prompts is not None:
+            record["prompt"] = self._prompts[row]
+        record |= {
+            "id": token,
+            "confidence": round(int(self._confidence[row]) / 255, 4),
+            "pixel": self._predictions[row, 0].tolist(),
+        }
+        if self._tokenizer is not None:
+            if token not in self._texts:
+                self._texts[token] = self._tokenizer.decode([token])
+            record["text"] = self._texts[token]
+        return record
+
+
 def prediction_records(
     predictions: "np.ndarray", tokenizer: "Tokenizer | None", prompts: Sequence[str] | None = None
-) -> list[dict]:
-    """One record per prediction pixel: row, id, confidence (and text, and the prompt, when known)."""
-    from ..pxi import decode_predictions
-
-    ids, confidence = decode_predictions(predictions)
-    records = []
-    for row, (token, conf) in enumerate(zip(ids.tolist(), confidence.tolist(), strict=True)):
-        record: dict = {"row": row}
-        if prompts is not None:
-            record["prompt"] = prompts[row]
-        record |= {"id": token, "confidence": round(conf / 255, 4), "pixel": predictions[row, 0].tolist()}
-        if tokenizer is not None:
-            record["text"] = tokenizer.decode([token])
-        records.append(record)
-    return records
+) -> PredictionRecords:
+    """The records of a run's prediction pixels, made as they are read (PredictionRecords)."""
+    return PredictionRecords(predictions, tokenizer, prompts)
 
 
 def report_predictions(records: list[dict], written: dict[str, Path], as_json: bool, renderer: str) -> None:

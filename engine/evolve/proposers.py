@@ -6,12 +6,17 @@ generator seeded by the run's seed and the new candidate's id, say what to try n
     COMMAND    any program: the history as JSON on stdin, one proposal as JSON on stdout"""
 
 import json
+import math
 import os
+import selectors
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +28,12 @@ from .space import Genome, Limits, ProposalError, genome_from_json, mutate, rand
 BUILT_IN = ("evolution", "random")
 TOURNAMENT = 3
 MAX_PROPOSAL_BYTES = 1 << 20
+STDERR_TAIL_BYTES = 4096
+"""Of a proposer's stderr only the end is kept (its last line goes in the error)."""
+MAX_TIMEOUT_S = 86_400
+GUARD = Path(__file__).with_name("guard.py")
+GUARD_PATIENCE_S = 10
+"""The guard kills a command's processes in milliseconds; past this it is killed with its process group."""
 
 
 @dataclass(frozen=True)
@@ -114,36 +125,103 @@ class External:
             "seed": int(rng.integers(2**31)),
             "history": history,
         }
-        process = subprocess.Popen(
-            self.command,
-            shell=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = process.communicate(json.dumps(document).encode(), timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the shell and whatever it started
-            process.communicate()
+        answer = ask(self.command, json.dumps(document).encode(), self.timeout)
+        if answer.timed_out:
             raise PxglError(
                 f"--proposer {self.command!r}: no answer within {self.timeout:g} s; the run is kept, "
                 "fix the proposer and continue with --resume"
-            ) from None
-        if process.returncode != 0:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            )
+        if answer.stdout is None:
+            return Proposal(None, "external", None, f"proposal over {MAX_PROPOSAL_BYTES} bytes")
+        if answer.status != 0:
+            tail = answer.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise PxglError(
-                f"--proposer {self.command!r}: exit status {process.returncode} {tail[0][:120]!r}; the run is "
+                f"--proposer {self.command!r}: exit status {answer.status} {tail[0][:120]!r}; the run is "
                 "kept, fix the proposer and continue with --resume"
             )
-        return parse_proposal(stdout)
+        return parse_proposal(answer.stdout)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a proposer command gave: its stdout (None when it passed MAX_PROPOSAL_BYTES), the tail of its
+    stderr, and its exit status; or nothing when it outlived its time."""
+
+    stdout: bytes | None
+    stderr: bytes
+    status: int
+    timed_out: bool = False
+
+
+def ask(command: str, document: bytes, timeout: float) -> Answer:
+    """Run `command` through the guard (guard.py: nothing it starts survives it) with `document` on stdin,
+    reading its stdout with the bound as it streams: past MAX_PROPOSAL_BYTES, or past `timeout` seconds,
+    the guard is told to kill everything the command started and its output is never waited for."""
+    guard = subprocess.Popen(
+        [sys.executable, "-I", str(GUARD), str(os.getpid()), command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    streams = {guard.stdout: bytearray(), guard.stderr: bytearray()}
+    pending = memoryview(document)
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for stream in streams:
+            os.set_blocking(stream.fileno(), False)  # type: ignore[union-attr]
+            selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+        os.set_blocking(guard.stdin.fileno(), False)  # type: ignore[union-attr]
+        selector.register(guard.stdin, selectors.EVENT_WRITE)  # type: ignore[arg-type]
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return end(guard, Answer(None, b"", -1, timed_out=True))
+            for key, _ in selector.select(left):
+                if key.fileobj is guard.stdin:
+                    pending = feed(guard, selector, pending)
+                    continue
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                kept = streams[key.fileobj]  # type: ignore[index]
+                kept += chunk
+                if key.fileobj is guard.stdout and len(kept) > MAX_PROPOSAL_BYTES:
+                    return end(guard, Answer(None, b"", -1))
+                if key.fileobj is guard.stderr:
+                    del kept[:-STDERR_TAIL_BYTES]
+    status = guard.wait()
+    return Answer(bytes(streams[guard.stdout]), bytes(streams[guard.stderr]), status)
+
+
+def feed(guard: subprocess.Popen, selector: selectors.BaseSelector, pending: memoryview) -> memoryview:
+    """Write what stdin takes now; close it when all is written or the command stopped reading."""
+    try:
+        pending = pending[os.write(guard.stdin.fileno(), pending[: 1 << 16]) :]  # type: ignore[union-attr]
+    except BrokenPipeError:
+        pending = pending[:0]
+    if not pending:
+        selector.unregister(guard.stdin)  # type: ignore[arg-type]
+        guard.stdin.close()  # type: ignore[union-attr]
+    return pending
+
+
+def end(guard: subprocess.Popen, answer: Answer) -> Answer:
+    """Stop the guard (it kills all the command started), without waiting for the command's output."""
+    for stream in (guard.stdin, guard.stdout, guard.stderr):
+        stream.close()  # type: ignore[union-attr]
+    guard.terminate()
+    try:
+        guard.wait(GUARD_PATIENCE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(guard.pid, signal.SIGKILL)
+        guard.wait()
+    return answer
 
 
 def parse_proposal(output: bytes) -> Proposal:
     """A proposer's stdout as a Proposal; anything else is one with the reason as its error."""
-    if len(output) > MAX_PROPOSAL_BYTES:
-        return Proposal(None, "external", None, f"proposal over {MAX_PROPOSAL_BYTES} bytes")
     try:
         raw = parse_json(output.decode("utf-8"), "proposal")
     except (UnicodeDecodeError, PxglError) as e:
@@ -161,6 +239,8 @@ def parse_proposal(output: bytes) -> Proposal:
 
 def proposer_for(name: str, timeout: float) -> Proposer:
     """evolution, random, or a command whose program exists; anything else is refused in one line."""
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise PxglError(f"--proposer-timeout {timeout:g}: give a number of seconds above 0, at most {MAX_TIMEOUT_S}")
     if name == "evolution":
         return Evolution()
     if name == "random":
@@ -174,6 +254,4 @@ def proposer_for(name: str, timeout: float) -> Proposer:
             f"--proposer {name!r}: unknown; give {' or '.join(BUILT_IN)}, or a command whose program is on PATH "
             "or a path to an executable"
         )
-    if timeout <= 0:
-        raise PxglError(f"--proposer-timeout {timeout:g}: give a positive number of seconds")
     return External(name, timeout)

@@ -30,7 +30,9 @@ def heldout_documents(documents: list[str], seed: int, fraction: float) -> list[
 
 def bpe_encode(text: str, merges: list[list[int]]) -> list[int]:
     """§6: each chunk's bytes merged by repeatedly applying the lowest-index merge present."""
-    rank = {tuple(pair): index for index, pair in enumerate(merges)}
+    rank: dict[tuple[int, ...], int] = {}
+    for index, pair in enumerate(merges):
+        rank.setdefault(tuple(pair), index)  # a repeated pair never fires: its first index is present first
     ids: list[int] = []
     for chunk in CHUNK.findall(text):
         tokens = list(chunk.encode("utf-8"))
