@@ -45,7 +45,6 @@ GENERATE_SAMPLE = Kernel(
     "generate_sample",
     (
         Image("logits_in", "r32f", read=True),
-        Image("kept", "r32f", read=True, write=True),
         Image("lengths", "rgba8ui", read=True),
         Image("generated", "rgba8ui", write=True),
         Storage("draw_rows"),
@@ -248,7 +247,6 @@ class TextureGeneration:
         if isinstance(executor, PassesExecutor):
             self.act = executor.activations(n)
             self.step_act = dataclasses.replace(self.act, tokens=self.textures["window"])
-            self.textures["kept"] = gpu.float_image(self.act.logits.width, self.act.logits.height, "T_kept")
             group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(executor.spec.vocab_size)))
             self.choose = gpu.program(GENERATE_SAMPLE, executor.programs.constants, group)
         else:
@@ -274,7 +272,6 @@ class TextureGeneration:
                     self.choose,
                     (n, 1, 1),
                     logits_in=self.act.logits,
-                    kept=textures["kept"],
                     lengths=textures["lengths"],
                     generated=textures["generated"],
                     draw_rows=self.draw_rows,
