@@ -38,7 +38,6 @@ float draw(uint row) {
 
 // Thread t owns the ids [t * CHUNK, (t + 1) * CHUNK): contiguous, so the walk below runs in id order.
 const int CHUNK = (VOCAB + LOCAL_SIZE - 1) / LOCAL_SIZE;
-const int KEY_BITS = 48;
 
 // The sum over the group of each invocation's `value` (a tree: LOG2(LOCAL_SIZE) steps); every invocation
 // gets it.
@@ -71,12 +70,12 @@ float weight(float logit, float top) { return exp((logit - top) / temperature); 
 
 // The largest key tau whose tokens ranked at or above it (key >= tau), of those at or above `floor_key`,
 // count (`by_count`) or weigh at least `bound`: the kept set {key >= tau} is then the shortest ranked prefix
-// reaching the bound. Built a bit at a time, most significant first: KEY_BITS passes over the row, so each
-// invocation loops KEY_BITS * (CHUNK + LOG2(LOCAL_SIZE) + 1) times, not VOCAB^2 / LOCAL_SIZE.
+// reaching the bound. Built a bit at a time, most significant first: RANK_KEY_BITS passes over the row, so each
+// invocation loops RANK_KEY_BITS * (CHUNK + LOG2(LOCAL_SIZE) + 1) times, not VOCAB^2 / LOCAL_SIZE.
 uvec2 largest_reaching(int t, int row, float top, uvec2 floor_key, bool by_count, float bound) {
     int first = t * CHUNK, last = min(first + CHUNK, VOCAB);
     uvec2 tau = uvec2(0u);
-    for (int b = KEY_BITS - 1; b >= 0; b--) {
+    for (int b = RANK_KEY_BITS - 1; b >= 0; b--) {
         uvec2 candidate = tau;
         if (b >= 16) candidate.x |= 1u << uint(b - 16);
         else candidate.y |= 1u << uint(b);

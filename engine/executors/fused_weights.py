@@ -16,10 +16,11 @@ from itertools import accumulate
 from .. import cache
 from ..errors import PxglError
 from ..gl import Buffer, GLBackend, Texture
-from ..kernel import Kernel, Sampler, Storage, Uniform
+from ..kernel import Kernel, Sampler, Storage, Uniform, ceil_div
 from ..resources import resource_dir
 from ..spec import ModelSpec, Tensor
-from .protocol import ceil_div, model_constants
+from .fused_loops import tables_loops
+from .protocol import model_constants
 
 FUSED_TABLES = Kernel(
     "fused_tables",
@@ -29,6 +30,7 @@ FUSED_TABLES = Kernel(
         *(Uniform(n) for n in ("a_offset", "a_scale", "a_zero", "b_offset", "b_scale", "b_zero")),
         *(Uniform(n) for n in ("rows", "n", "k", "b_row0", "at")),
     ),
+    loops=tables_loops,
 )
 FUSED_DEQUANT = Kernel(
     "fused_dequant",
@@ -37,6 +39,7 @@ FUSED_DEQUANT = Kernel(
         Storage("dst"),
         *(Uniform(n) for n in ("t_offset", "t_scale", "t_zero", "rows", "cols", "dst_cols", "row0", "at")),
     ),
+    loops=lambda c, size: 0,
 )
 PREPARE_GROUP = 64
 PREPARE_SOURCES = ("fused_tables.comp", "fused_dequant.comp", "weights.glsl")
