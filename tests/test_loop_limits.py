@@ -17,7 +17,7 @@ from pxgl.executors.generation import GENERATE_SAMPLE, RANK_KEY_BITS, SAMPLE_MAX
 from pxgl.executors.passes import compile_passes
 from pxgl.generation import Sampling
 from pxgl.gl import Limits
-from pxgl.kernel import DISPATCH_LOOPS, Kernel
+from pxgl.kernel import DISPATCH_LOOPS, Constants, Kernel
 from pxgl.loading import load_model
 from pxgl.spec import spec_from_meta
 
@@ -229,3 +229,9 @@ def test_fused_generation_runs_a_long_chunk_in_dispatches_within_the_limit(tmp_p
         generation = engine.generate(rows, 80)
     what = f"fused, 80 steps, seed {seed}"
     assert assert_replays(params_at(path), rows, generation.tokens, generation.logprobs, {}, what) > 0
+
+
+def test_a_kernel_past_the_limit_is_refused_in_one_line_before_it_compiles(gpu):
+    kernel = Kernel("generate_window", (), loops=lambda constants, size: DISPATCH_LOOPS + 1)
+    with pytest.raises(PxglError, match=r"^glsl/generate_window\.comp: one GPU invocation would loop 57,345 times"):
+        gpu.program(kernel, Constants(), 64)
