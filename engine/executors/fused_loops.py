@@ -32,7 +32,9 @@ def hidden_loops(c: Constants, threads: int, prompts: int) -> int:
     time and their table rows summed, the attention head, the first activation and the dense layers."""
     window, stage, h0, head = (_int(c, n) for n in ("CONTEXT_WINDOW", "STAGE_W", "HIDDEN0", "HEAD_DIM"))
     loops = strided(prompts, threads) * row_loops(c) + strided(prompts * h0, threads)
-    loops += (ceil_div(window, stage) + 1) * (prompts * stage + 1 + strided(prompts * h0, threads) * (stage + 1))
+    own_row = c.int("GENERATE") and prompts == 1  # one thread stages a generated row (fused_common.glsl)
+    staging = prompts * stage + 1 if own_row else strided(prompts * stage, threads)
+    loops += (ceil_div(window, stage) + 1) * (staging + strided(prompts * h0, threads) * (stage + 1))
     if _int(c, "CONTEXT_MODE") == _int(c, "MODE_ATTENTION"):
         loops += strided(prompts * head, threads) * 2 + strided(prompts * window * head, threads)
         loops += strided(prompts * window, threads) * (head + 1) + strided(prompts * head, threads) * (2 * window + 2)

@@ -126,8 +126,9 @@ def weights_layout(spec: ModelSpec, vocab_pad: int) -> WeightsLayout:
 
 
 def supports(spec: ModelSpec, gpu: GLBackend | None = None) -> str | None:
-    """None when the fused executor runs this model (docs/FORMATS.md §3, the fused envelope), else why not:
-    an attention window longer than STAGE_MAX, or prepared tables past the GPU's storage buffer limit."""
+    """None when the fused executor runs this model (docs/FORMATS.md §3.1, the fused envelope; its loops are
+    fused_config.loop_refusal's), else why not: an attention window longer than STAGE_MAX, or prepared tables
+    past the GPU's storage buffer limit."""
     c = spec.context
     if c.mode == "attention" and c.window > STAGE_MAX:
         return f"the fused executor attends over windows of at most {STAGE_MAX} tokens, not {c.window}"

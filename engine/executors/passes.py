@@ -77,7 +77,7 @@ ATTEND_SOFTMAX = Kernel(
     "attend_softmax",
     (Sampler("tokens"), Image("scores_in", "r32f", read=True), Image("attention_out", "r32f", write=True)),
     shared=(Shared("reduced", "float", "LOCAL_SIZE"),),
-    loops=lambda c, size: token_loops(c) + 3 * -(-_int(c, "CONTEXT_WINDOW") // size) + 2 * log2(size),
+    loops=lambda c, size: token_loops(c) + 3 * (ceil_div(_int(c, "CONTEXT_WINDOW"), size) + 1) + 2 * (log2(size) + 1),
 )
 ATTEND_MIX = Kernel(
     "attend_mix",
