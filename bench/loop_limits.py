@@ -73,6 +73,8 @@ def members(rng: np.random.Generator, quick: bool) -> list[tuple[str, dict]]:
             ("E 4096 mean", member(300, 4096, mean)),
             ("hidden 4096 x 2", member(300, 8, mean, [4096, 4096])),
             ("W 4096 mean", member(300, 8, {"mode": "mean", "window": 4096})),
+            ("W 16384 mean", member(300, 8, {"mode": "mean", "window": 16384})),
+            ("V 65536 hidden 1024", member(65536, 4, mean, [1024])),
             ("W 16384 attention", member(256, 4, attention(16384, 4))),
             ("X 131072 concat", member(256, 256, {"mode": "concat", "window": 512}, [8])),
             ("E·D 2^22", member(256, 2048, attention(2, 2048))),
