@@ -3,14 +3,25 @@ declares, which extensions it needs. No GL here: engine/gl compiles a Kernel onc
 with its resources named (TensorFlow.js WebGL programs and tinygrad's compile → program → call are the
 models).
 
+Every kernel declares its loops: how many loop iterations one invocation may run, from the constants it is
+compiled with and its local size (a uniform's worst case where one bounds a loop). engine/gl refuses to
+compile a kernel past DISPATCH_LOOPS, so no dispatch can be silently cut short (docs/FORMATS.md §3.1); an
+executor whose work would loop longer splits it into parts first.
+
 Binding points are numbered here, per resource kind, in declaration order, and reach the shader as
 #defines (`BINDING_<NAME>`); shared arrays are declared here with their lengths' constant names and written
 into the shader's source, so the bytes they take are computed from the same declaration that makes them."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 SHARED_TYPE_BYTES = {"float": 4, "int": 4, "uint": 4, "bool": 4, "vec4": 16}
+DISPATCH_LOOPS = 56 << 10
+"""Loop iterations one invocation may run in one dispatch, every loop counted (nested ones each iteration):
+Mesa's llvmpipe silently ends an invocation's loops after 65,535 iterations in all (measured:
+tests/test_loop_limits.py's probe; NVIDIA's runs 1 M); 7/8 of it leaves margin for the loops a count omits
+(a loop's exit test, a helper's constant loop). The same on every driver: a model splits and refuses alike
+everywhere, and a split sum keeps its order."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,19 @@ class Shared:
     length: str | int
 
 
+LoopCount = Callable[["Constants", int], int]
+"""(constants, local size) → the most loop iterations one invocation of a kernel runs."""
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def log2(n: int) -> int:
+    """Steps of a tree reduction over n (a power of two) invocations."""
+    return n.bit_length() - 1
+
+
 @dataclass(frozen=True, eq=False)
 class Kernel:
     """glsl/<shader>.comp and everything the GL layer needs to compile and bind it. Compared by identity:
@@ -67,6 +91,8 @@ class Kernel:
     resources: tuple[Resource, ...]
     shared: tuple[Shared, ...] = ()
     extensions: tuple[str, ...] = ()
+    loops: LoopCount = field(kw_only=True)
+    """The most loop iterations one invocation runs, compiled with these constants and local size."""
     bindings: dict[str, int] = field(init=False, repr=False)
     """Binding point of each bound resource (uniforms have none)."""
 
@@ -136,3 +162,8 @@ TOP1_SOFTMAX_SHARED = (
     Shared("top1_sum", "float", "LOCAL_SIZE"),
 )
 """The shared arrays glsl/top1_softmax.glsl reduces through: a kernel including it declares these."""
+
+
+def top1_loops(length: int, local_size: int) -> int:
+    """glsl/top1_softmax.glsl's loops over `length` values: two strided scans, two tree reductions."""
+    return 2 * (ceil_div(length, local_size) + 1) + 2 * (log2(local_size) + 1)

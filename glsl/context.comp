@@ -2,7 +2,7 @@
 // One invocation per (element of x, prompt); x is stored in T_context (vectors.glsl layout, X_WIDTH x X_ROWS).
 //   mean       the average of the last min(n, W) embedding rows
 //   concat     the last W embedding rows side by side, oldest first, missing positions zero
-//   attention  the last CONCAT rows side by side, then the head: softmax(T_scores) · v (attend_scores.comp)
+//   attention  the last CONCAT rows side by side, then the head: m . value, m = sum_j a_j u_j (attention.glsl)
 layout(local_size_x = LOCAL_SIZE) in;
 
 #include "weights.glsl"
@@ -10,7 +10,7 @@ layout(local_size_x = LOCAL_SIZE) in;
 #include "tails.glsl"
 layout(binding = BINDING_X_OUT, r32f) uniform writeonly image2D x_out;
 #if CONTEXT_MODE == MODE_ATTENTION
-layout(binding = BINDING_SCORES_IN, r32f) uniform readonly image2D scores_in;
+layout(binding = BINDING_MIXED_IN, r32f) uniform readonly image2D mixed_in;
 #endif
 
 // Embedding element e of the token at concatenated slot `slot` of `slots` (slot 0 the oldest): zero
@@ -34,23 +34,9 @@ void main() {
 #else
     if (d < CONCAT * EMBED_DIM) {
         value = slot_embedding(prompt, n, CONCAT, d / EMBED_DIM, d % EMBED_DIM);
-    } else if (n > 0) {
+    } else {
         int dd = d - CONCAT * EMBED_DIM;  // element of the head's output
-        float top = imageLoad(scores_in, ivec2(0, prompt)).r;
-        for (int j = 1; j < n; j++) top = max(top, imageLoad(scores_in, ivec2(j, prompt)).r);
-        float total = 0.0, weighted = 0.0;
-        for (int j = 0; j < n; j++) {
-            float a = exp(imageLoad(scores_in, ivec2(j, prompt)).r - top);
-            int token = token_back(prompt, n, j);
-            float v = 0.0;  // v_j[dd] = u_j · value[:, dd], u_j = embed[t] + pos[j]
-            for (int e = 0; e < EMBED_DIM; e++) {
-                float u = WEIGHT(EMBED, token * EMBED_DIM + e) + WEIGHT(ATTN_POS, j * EMBED_DIM + e);
-                v += u * WEIGHT(ATTN_VALUE, e * HEAD_DIM + dd);
-            }
-            total += a;
-            weighted += a * v;
-        }
-        value = weighted / total;
+        for (int e = 0; e < EMBED_DIM; e++) value += imageLoad(mixed_in, ivec2(e, prompt)).r * WEIGHT(ATTN_VALUE, e * HEAD_DIM + dd);
     }
 #endif
     imageStore(x_out, vector_pixel(prompt, d, X_WIDTH, X_ROWS), vec4(value));

@@ -2,14 +2,13 @@
 // (greedy, or a draw of the counter-based generator over the temperature's weights, cut by top-k and top-p),
 // stores it as a token pixel in column n + step of the generated texture, and the step's outputs: its
 // prediction word (§5 bytes of the chosen token) and log-probability at [step * rows + row], and the
-// top_count likeliest tokens (id, log p) after them at [(step * rows + row) * top_count + j]. Kept weights go
-// through `kept` (a texture laid out like T_logits). A top-k or top-p cut ranks each token against every
-// other: VOCAB^2 comparisons per row and step, shared by the group.
+// top_count likeliest tokens (id, log p) after them at [(step * rows + row) * top_count + j]. A top-k or top-p
+// cut is found by bisection on the tokens' rank keys with group-wide counts and sums, so an invocation's loops
+// stay within what every driver runs at every vocabulary (engine/executors/generation.py counts them).
 layout(local_size_x = LOCAL_SIZE) in;  // a power of two
 
 #include "logits_grid.glsl"
 layout(binding = BINDING_LOGITS_IN, r32f) uniform readonly image2D logits_in;
-layout(binding = BINDING_KEPT, r32f) uniform coherent image2D kept;
 layout(binding = BINDING_LENGTHS, rgba8ui) uniform readonly uimage2D lengths;
 layout(binding = BINDING_GENERATED, rgba8ui) uniform writeonly uimage2D generated;
 layout(std430, binding = BINDING_DRAW_ROWS) readonly restrict buffer DrawRows { uint DRAW_ROWS[]; };  // §11's row
@@ -40,54 +39,76 @@ float draw(uint row) {
 // Thread t owns the ids [t * CHUNK, (t + 1) * CHUNK): contiguous, so the walk below runs in id order.
 const int CHUNK = (VOCAB + LOCAL_SIZE - 1) / LOCAL_SIZE;
 
-float sum_partials() {
+// The sum over the group of each invocation's `value` (a tree: LOG2(LOCAL_SIZE) steps); every invocation
+// gets it.
+float group_sum(int t, float value) {
+    partial[t] = value;
     memoryBarrierShared();
     barrier();
-    float total = 0.0;
-    for (int c = 0; c < LOCAL_SIZE; c++) total += partial[c];
-    barrier();  // every invocation has read partial[] before it is written again
+    for (int stride = LOCAL_SIZE / 2; stride > 0; stride /= 2) {
+        if (t < stride) partial[t] += partial[t + stride];
+        memoryBarrierShared();
+        barrier();
+    }
+    float total = partial[0];
+    // Without the memory barrier llvmpipe read partial[0] after the barrier (the next sum's), not before.
+    memoryBarrierShared();
+    barrier();  // every invocation has read the total before partial[] is written again
     return total;
+}
+
+// A token's rank as a 48-bit key, larger first: its logit's bits ordered as unsigned integers (equal logits
+// equal: -0 as +0), then VOCAB - 1 - id, so on equal logits the lower id ranks first (docs/FORMATS.md §11).
+uvec2 rank_key(float logit, int i) {
+    uint bits = logit == 0.0 ? 0u : floatBitsToUint(logit);
+    return uvec2((bits >> 31u) != 0u ? ~bits : bits | 0x80000000u, uint(VOCAB - 1 - i));
+}
+
+bool at_least(uvec2 key, uvec2 bound) { return key.x > bound.x || (key.x == bound.x && key.y >= bound.y); }
+
+float weight(float logit, float top) { return exp((logit - top) / temperature); }
+
+// The largest key tau whose tokens ranked at or above it (key >= tau), of those at or above `floor_key`,
+// count (`by_count`) or weigh at least `bound`: the kept set {key >= tau} is then the shortest ranked prefix
+// reaching the bound. Built a bit at a time, most significant first: RANK_KEY_BITS passes over the row, so each
+// invocation loops RANK_KEY_BITS * (CHUNK + LOG2(LOCAL_SIZE) + 1) times, not VOCAB^2 / LOCAL_SIZE.
+uvec2 largest_reaching(int t, int row, float top, uvec2 floor_key, bool by_count, float bound) {
+    int first = t * CHUNK, last = min(first + CHUNK, VOCAB);
+    uvec2 tau = uvec2(0u);
+    for (int b = RANK_KEY_BITS - 1; b >= 0; b--) {
+        uvec2 candidate = tau;
+        if (b >= 16) candidate.x |= 1u << uint(b - 16);
+        else candidate.y |= 1u << uint(b);
+        float reached = 0.0;
+        for (int i = first; i < last; i++) {
+            float l = TOP1_VALUE(row, i);
+            uvec2 key = rank_key(l, i);
+            if (at_least(key, candidate) && at_least(key, floor_key)) reached += by_count ? 1.0 : weight(l, top);
+        }
+        if (group_sum(t, reached) >= bound) tau = candidate;
+    }
+    return tau;
 }
 
 int sample_token(int t, int row, float top) {
     int first = t * CHUNK, last = min(first + CHUNK, VOCAB);
-    bool cut = top_k < VOCAB || top_p < 1.0;
-    // kept[i]: w_i, or (with a cut) first the mass ranked before i (-1 when i is past the top-k).
-    float mass_k = 0.0;
+    // Kept: the tokens whose key is at least kept_from (every token without a cut). Top-k: the K first-ranked;
+    // top-p: of those, the shortest ranked prefix whose mass reaches top_p * S_K.
+    uvec2 kept_from = uvec2(0u);
+    if (top_k < VOCAB) kept_from = largest_reaching(t, row, top, kept_from, true, float(top_k));
+    if (top_p < 1.0) {
+        float mass_k = 0.0;
+        for (int i = first; i < last; i++) {
+            float l = TOP1_VALUE(row, i);
+            if (at_least(rank_key(l, i), kept_from)) mass_k += weight(l, top);
+        }
+        kept_from = largest_reaching(t, row, top, kept_from, false, top_p * group_sum(t, mass_k));
+    }
+    float mass = 0.0;
     for (int i = first; i < last; i++) {
         float l = TOP1_VALUE(row, i);
-        float w = exp((l - top) / temperature);
-        float stored = w;
-        if (cut) {
-            int rank = 0;
-            float before = 0.0;
-            for (int j = 0; j < VOCAB; j++) {
-                float lj = TOP1_VALUE(row, j);
-                if (lj > l || (lj == l && j < i)) {
-                    rank++;
-                    before += exp((lj - top) / temperature);
-                }
-            }
-            stored = rank < top_k ? before : -1.0;
-            if (rank < top_k) mass_k += w;
-        }
-        imageStore(kept, logits_pixel(row, i), vec4(stored));
+        if (at_least(rank_key(l, i), kept_from)) mass += weight(l, top);
     }
-    if (cut) {
-        partial[t] = mass_k;
-        float limit = top_p * sum_partials();
-        memoryBarrierImage();
-        for (int i = first; i < last; i++) {
-            float before = imageLoad(kept, logits_pixel(row, i)).r;
-            bool keep = before >= 0.0 && before < limit;
-            float w = exp((TOP1_VALUE(row, i) - top) / temperature);
-            imageStore(kept, logits_pixel(row, i), vec4(keep ? w : 0.0));
-        }
-    }
-    memoryBarrierImage();
-    barrier();
-    float mass = 0.0;
-    for (int i = first; i < last; i++) mass += imageLoad(kept, logits_pixel(row, i)).r;
     partial[t] = mass;
     memoryBarrierShared();
     barrier();
@@ -110,7 +131,8 @@ int sample_token(int t, int row, float top) {
         }
         int last_kept = chunk * CHUNK;
         for (int i = chunk * CHUNK; i < min((chunk + 1) * CHUNK, VOCAB) && chosen < 0; i++) {
-            float w = imageLoad(kept, logits_pixel(row, i)).r;
+            float l = TOP1_VALUE(row, i);
+            float w = at_least(rank_key(l, i), kept_from) ? weight(l, top) : 0.0;
             if (w > 0.0) {
                 c_sum += w;
                 last_kept = i;

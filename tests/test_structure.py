@@ -126,3 +126,32 @@ def test_each_shared_constant_is_defined_once_in_python():
             if re.search(rf"^{constant}\s*(:[^=]*)?=", p.read_text(encoding="utf-8"), re.M)
         ]
         assert homes == ["engine/constants.py"], f"{constant} is defined in {homes}"
+
+
+def declared_kernels() -> dict[str, object]:
+    """Every Kernel a module of engine/ declares, by module.name."""
+    import importlib
+
+    from pxgl.kernel import Kernel
+
+    found = {}
+    for path in ENGINE.rglob("*.py"):
+        if path.stem == "__main__":
+            continue  # running it is what importing it does
+        module = importlib.import_module(module_name(path))
+        for name, value in vars(module).items():
+            if isinstance(value, Kernel):
+                found[f"{module.__name__}.{name}"] = value
+    return found
+
+
+def test_every_kernel_declares_its_loops_and_every_shader_has_a_kernel():
+    """The loop-limit rule (docs/FORMATS.md §3.1) holds for a kernel only if it declares its loops: every
+    declaration carries a loop count, and every glsl/*.comp is compiled through one (none runs undeclared)."""
+    kernels = declared_kernels()
+    assert len(kernels) > 20, sorted(kernels)
+    for name, kernel in kernels.items():
+        assert callable(kernel.loops), f"{name} declares no loop count"
+    shaders = {kernel.shader for kernel in kernels.values()}
+    undeclared = {p.stem for p in GLSL.glob("*.comp")} - shaders
+    assert not undeclared, f"shaders no Kernel declares (so no loop count): {sorted(undeclared)}"

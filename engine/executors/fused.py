@@ -28,6 +28,7 @@ import numpy as np
 from ..constants import POISON_WORD, REFUSED_WORD, WRITTEN_ALPHA
 from ..errors import PxglError
 from ..gl import Buffer, BufferRange, GLBackend, GpuProgram, MappedBuffer
+from ..kernel import ceil_div
 from .fused_config import (
     FUSED_HIDDEN,
     FUSED_SMALL,
@@ -41,10 +42,12 @@ from .fused_config import (
     FusedConfig,
     hidden_constants,
     kernel_constants,
+    loop_refusal,
     small_constants,
     tile_constants,
 )
 from .fused_gemm import GemmParts
+from .fused_loops import MAX_ROW_TOKENS
 from .fused_weights import (
     WeightsLayout,
     cached_weights,
@@ -52,11 +55,10 @@ from .fused_weights import (
     grid,
     weights_layout,
 )
-from .protocol import ExecutorInputs, Trace, ceil_div, next_pow2
+from .protocol import ExecutorInputs, Trace, next_pow2
 
 MAX_TILE = 1 << 20
 """Prompts per run at most: the largest batch the bench times; buffers grow to it only when used."""
-MAX_ROW_TOKENS = 256
 """Id rows up to this long are checked on the GPU (a batch chunk whose ids the host found all in the vocabulary
 goes as windows); longer ones are checked and cut here."""
 SPIN_LIMIT = 2_000_000
@@ -96,6 +98,9 @@ class FusedExecutor:
         check_envelope(spec, gpu)
         self.gpu, self.spec = gpu, spec
         self.config = (tuning or FusedConfig()).fitted(gpu, spec)
+        reason = loop_refusal(spec, self.config)
+        if reason is not None:
+            raise PxglError(f"{reason}; the passes executor runs every family member")
         self.constants = kernel_constants(spec, self.config)
         self.layout: WeightsLayout = weights_layout(spec, self.constants.int("VOCAB_PAD"))
         self.prepared = cached_weights(gpu, spec, inputs.weights, self.layout)

@@ -6,11 +6,12 @@ from dataclasses import dataclass, replace
 
 from ..errors import PxglError
 from ..gl import GLBackend
-from ..kernel import Constants, Kernel, Shared, Storage, Uniform
+from ..kernel import DISPATCH_LOOPS, Constants, Kernel, Shared, Storage, Uniform, ceil_div
 from ..spec import ModelSpec
-from .fused_gemm import DEFAULT_GEMM, GemmConfig
+from .fused_gemm import DEFAULT_GEMM, FUSED_LOGITS, GemmConfig
+from .fused_loops import small_loops, tiles_loops
 from .fused_weights import STAGE_MAX, supports, weights_layout
-from .protocol import ceil_div, model_constants
+from .protocol import model_constants
 
 WEIGHTS = tuple(Storage(name) for name in ("first", "head", "dense", "biases", "out_weights"))
 RUN = (*WEIGHTS, Storage("prompts"), Storage("predictions"))
@@ -45,12 +46,14 @@ TILES_SHARED = (
     Shared("pool_next", "vec4", "NEXT_VEC4"),
     Shared("stage", "vec4", "STAGE_BUFFERS_VEC4"),
 )
-FUSED_SMALL = Kernel("fused_small", (*RUN, Storage("scratch")), shared=SMALL_SHARED)
-FUSED_SMALL_SCORING = Kernel("fused_small", (*RUN, Storage("scratch"), *SCORES), shared=SMALL_SHARED)
-FUSED_TILES = Kernel("fused_tiles", RUN, shared=TILES_SHARED)
-FUSED_TILES_SCORING = Kernel("fused_tiles", (*RUN, *SCORES), shared=TILES_SHARED)
+FUSED_SMALL = Kernel("fused_small", (*RUN, Storage("scratch")), shared=SMALL_SHARED, loops=small_loops)
+FUSED_SMALL_SCORING = Kernel("fused_small", (*RUN, Storage("scratch"), *SCORES), shared=SMALL_SHARED, loops=small_loops)
+FUSED_TILES = Kernel("fused_tiles", RUN, shared=TILES_SHARED, loops=tiles_loops)
+FUSED_TILES_SCORING = Kernel("fused_tiles", (*RUN, *SCORES), shared=TILES_SHARED, loops=tiles_loops)
 HIDDEN_OUTPUTS = (Storage("hidden"), Storage("valid"), Uniform("prompt_offset"), Uniform("part_count"))
-FUSED_HIDDEN = Kernel("fused_tiles", (*WEIGHTS, Storage("prompts"), *HIDDEN_OUTPUTS), shared=TILES_SHARED)
+FUSED_HIDDEN = Kernel(
+    "fused_tiles", (*WEIGHTS, Storage("prompts"), *HIDDEN_OUTPUTS), shared=TILES_SHARED, loops=tiles_loops
+)
 
 HEADER_BYTES = 16
 """Prompts: [n, row_len, 0, 0] before the rows (injected into glsl/fused_common.glsl as HEADER_WORDS)."""
@@ -175,9 +178,31 @@ def refusal(spec: ModelSpec, gpu: GLBackend) -> str | None:
     if reason is not None:
         return reason
     try:
-        FusedConfig().fitted(gpu, spec)
+        config = FusedConfig().fitted(gpu, spec)
     except PxglError as e:
         return str(e)
+    return loop_refusal(spec, config)
+
+
+def loop_refusal(spec: ModelSpec, config: FusedConfig) -> str | None:
+    """Why a kernel of the fused executor, in this configuration, would loop past DISPATCH_LOOPS in one
+    invocation for this model (docs/FORMATS.md §3.1, the fused envelope), or None when none would."""
+    base = kernel_constants(spec, config)
+    programs = [(FUSED_SMALL_SCORING, small_constants(base, layout, True), config.small_threads) for layout in LAYOUTS]
+    if config.tile_m:
+        tiles = FUSED_TILES_SCORING
+        programs += [(tiles, tile_constants(base, config, layout, True), config.tile_threads) for layout in LAYOUTS]
+    if config.gemm:
+        threads = config.gemm.hidden_threads
+        programs += [(FUSED_HIDDEN, hidden_constants(base, config, layout), threads) for layout in LAYOUTS]
+        programs.append((FUSED_LOGITS, config.gemm.constants(base), config.gemm.threads))
+    for kernel, constants, threads in programs:
+        loops = kernel.loops(constants, threads)
+        if loops > DISPATCH_LOOPS:
+            return (
+                f"the fused executor's glsl/{kernel.shader}.comp would loop {loops:,} times in one GPU invocation "
+                f"for this model ({spec.architecture.describe()}), past the {DISPATCH_LOOPS:,} every driver runs"
+            )
     return None
 
 

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass
 
 from ..gl import Buffer, BufferRange, GLBackend, GpuProgram
-from ..kernel import Constants, Kernel, Shared, Storage, Uniform
+from ..kernel import Constants, Kernel, Shared, Storage, Uniform, ceil_div
+from .fused_loops import logits_loops
 from .fused_weights import grid
-from .protocol import ceil_div
 
 FUSED_LOGITS = Kernel(
     "fused_logits",
@@ -27,9 +27,12 @@ FUSED_LOGITS = Kernel(
         Uniform("slices"),
     ),
     shared=(Shared("gemm_shared", "vec4", "GEMM_SHARED_VEC4"),),
+    loops=logits_loops,
 )
 FUSED_MERGE = Kernel(
-    "fused_logits", (Storage("valid"), Storage("states"), Storage("predictions"), Uniform("count"), Uniform("slices"))
+    "fused_logits",
+    (Storage("valid"), Storage("states"), Storage("predictions"), Uniform("count"), Uniform("slices")),
+    loops=logits_loops,
 )
 MERGE_THREADS = 256
 GEMM_KS = (4, 8, 16)

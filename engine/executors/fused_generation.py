@@ -7,19 +7,21 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..generation import MAX_NEW_TOKENS
 from ..gl import Buffer, GLBackend
-from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Storage, Uniform
+from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Storage, Uniform, ceil_div
 from .fused import FusedExecutor
 from .fused_config import HEADER_BYTES, IDS, RUN, SMALL_SHARED, TILES_SHARED, small_constants, tile_constants
+from .fused_loops import dispatch_steps, small_loops, tiles_loops
 from .fused_weights import grid
-from .protocol import ceil_div, largest_pow2_group
+from .protocol import largest_pow2_group
 
 STEPS = (Storage("lengths"), Storage("logprobs"), Uniform("first_step"), Uniform("last_step"))
 FUSED_SMALL_GENERATE = Kernel(
-    "fused_small", (*RUN, Storage("scratch"), Storage("out_bytes"), *STEPS), shared=SMALL_SHARED
+    "fused_small", (*RUN, Storage("scratch"), Storage("out_bytes"), *STEPS), shared=SMALL_SHARED, loops=small_loops
 )
 FUSED_SMALL_GENERATE_SUBGROUPS = replace(FUSED_SMALL_GENERATE, extensions=SUBGROUP_EXTENSIONS)
-FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED)
+FUSED_TILES_GENERATE = Kernel("fused_tiles", (*RUN, *STEPS), shared=TILES_SHARED, loops=tiles_loops)
 OUT_CACHE_ROWS = 32
 """Output-weight words a thread of the one-prompt group keeps in registers for a whole dispatch, at most."""
 TILES_WANTED = 256
@@ -73,7 +75,13 @@ def small_program_shape(executor: FusedExecutor) -> tuple[Kernel, Constants, int
     else:
         constants = one_group_constants(executor, 1)
     kernel = FUSED_SMALL_GENERATE_SUBGROUPS if constants.int("SUBGROUP_SIZE") else FUSED_SMALL_GENERATE
-    return kernel, constants, threads
+    return kernel, with_dispatch_steps(kernel, constants, threads), threads
+
+
+def with_dispatch_steps(kernel: Kernel, constants: Constants, threads: int) -> Constants:
+    """A generating kernel's constants with DISPATCH_STEPS, the most steps one dispatch runs within
+    DISPATCH_LOOPS (docs/FORMATS.md §3.1): a chunk of more steps runs in several dispatches."""
+    return constants | {"DISPATCH_STEPS": max(1, dispatch_steps(kernel.loops, constants, threads, MAX_NEW_TOKENS))}
 
 
 def out_bytes(executor: FusedExecutor) -> Buffer:
@@ -128,12 +136,17 @@ class FusedGeneration:
             tile_m = max(4, min(config.tile_m, 1 << max(0, (n // TILES_WANTED).bit_length() - 1)))
             config = config.with_tile_m(tile_m)
             constants = tile_constants(executor.constants, config, IDS) | {"GENERATE": 1}
+            constants = with_dispatch_steps(FUSED_TILES_GENERATE, constants, config.tile_threads)
             self.program = gpu.program(FUSED_TILES_GENERATE, constants, config.tile_threads)
             self.groups = grid(ceil_div(n, config.tile_m))
 
     def submit(self, first: int, last: int) -> None:
-        self.gpu.storage_barrier()  # the previous chunk's ids are visible to this one
-        self.gpu.run(self.program, self.groups, **self.resources, first_step=first, last_step=last)
+        """Steps first..last - 1, DISPATCH_STEPS a dispatch."""
+        most = int(self.program.constants["DISPATCH_STEPS"])
+        for begin in range(first, last, most):
+            self.gpu.storage_barrier()  # the previous dispatch's ids are visible to this one
+            end = min(begin + most, last)
+            self.gpu.run(self.program, self.groups, **self.resources, first_step=begin, last_step=end)
 
     def close(self) -> None:
         self.gpu.release_storage(self.prompts)

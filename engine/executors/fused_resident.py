@@ -17,11 +17,12 @@ import numpy as np
 from ..constants import POISON_WORD, WRITTEN_ALPHA
 from ..errors import PxglError
 from ..gl import GLBackend
-from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Shared, Storage, Uniform
+from ..kernel import SUBGROUP_EXTENSIONS, Constants, Kernel, Shared, Storage, Uniform, ceil_div
 from .fused import FusedExecutor
 from .fused_config import IDS, SMALL_SHARED, WEIGHTS, small_constants
 from .fused_generation import GENERATE_THREADS, OUT_CACHE_ROWS, out_bytes, subgroups_fit
-from .protocol import ceil_div, largest_pow2_group, next_pow2
+from .fused_loops import small_loops
+from .protocol import largest_pow2_group, next_pow2
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ FUSED_RESIDENT = Kernel(
         Uniform("epoch"),
     ),
     shared=(*SMALL_SHARED, Shared("request", "uint", "REQUEST_WORDS")),
+    loops=small_loops,  # a request's: its wait for requests is the exception (never on a CPU renderer)
 )
 FUSED_RESIDENT_SUBGROUPS = replace(FUSED_RESIDENT, extensions=SUBGROUP_EXTENSIONS)
 

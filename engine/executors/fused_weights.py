@@ -16,10 +16,11 @@ from itertools import accumulate
 from .. import cache
 from ..errors import PxglError
 from ..gl import Buffer, GLBackend, Texture
-from ..kernel import Kernel, Sampler, Storage, Uniform
+from ..kernel import Kernel, Sampler, Storage, Uniform, ceil_div
 from ..resources import resource_dir
 from ..spec import ModelSpec, Tensor
-from .protocol import ceil_div, model_constants
+from .fused_loops import tables_loops
+from .protocol import model_constants
 
 FUSED_TABLES = Kernel(
     "fused_tables",
@@ -29,6 +30,7 @@ FUSED_TABLES = Kernel(
         *(Uniform(n) for n in ("a_offset", "a_scale", "a_zero", "b_offset", "b_scale", "b_zero")),
         *(Uniform(n) for n in ("rows", "n", "k", "b_row0", "at")),
     ),
+    loops=tables_loops,
 )
 FUSED_DEQUANT = Kernel(
     "fused_dequant",
@@ -37,6 +39,7 @@ FUSED_DEQUANT = Kernel(
         Storage("dst"),
         *(Uniform(n) for n in ("t_offset", "t_scale", "t_zero", "rows", "cols", "dst_cols", "row0", "at")),
     ),
+    loops=lambda c, size: 0,
 )
 PREPARE_GROUP = 64
 PREPARE_SOURCES = ("fused_tables.comp", "fused_dequant.comp", "weights.glsl")
@@ -123,8 +126,9 @@ def weights_layout(spec: ModelSpec, vocab_pad: int) -> WeightsLayout:
 
 
 def supports(spec: ModelSpec, gpu: GLBackend | None = None) -> str | None:
-    """None when the fused executor runs this model (docs/FORMATS.md §3, the fused envelope), else why not:
-    an attention window longer than STAGE_MAX, or prepared tables past the GPU's storage buffer limit."""
+    """None when the fused executor runs this model (docs/FORMATS.md §3.1, the fused envelope; its loops are
+    fused_config.loop_refusal's), else why not: an attention window longer than STAGE_MAX, or prepared tables
+    past the GPU's storage buffer limit."""
     c = spec.context
     if c.mode == "attention" and c.window > STAGE_MAX:
         return f"the fused executor attends over windows of at most {STAGE_MAX} tokens, not {c.window}"

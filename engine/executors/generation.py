@@ -23,14 +23,28 @@ import numpy as np
 
 from ..constants import POISON_WORD, TOKEN_MARK, WRITTEN_ALPHA
 from ..errors import PxglError
-from ..generation import Generation, Sampling
+from ..generation import MAX_TOP_LOGPROBS, Generation, Sampling
 from ..gl import GLBackend, MappedBuffer, Texture
-from ..kernel import TOP1_SOFTMAX_SHARED, Image, Kernel, Shared, Storage, Uniform
+from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Shared, Storage, Uniform, ceil_div, log2, top1_loops
 from .fused import FusedExecutor
 from .fused_generation import FusedGeneration
 from .passes import PassesExecutor, forward
 from .protocol import largest_pow2_group, model_constants, next_pow2
 from .pxvm import PxvmExecutor
+
+RANK_KEY_BITS = 48
+"""Bits of glsl/generate_sample.comp's rank key (a logit's 32, an id's 16): the passes of each bisection."""
+
+
+def sample_loops(c: Constants, size: int) -> int:
+    """glsl/generate_sample.comp's loops, at their worst (MAX_TOP_LOGPROBS alternatives, top-k and top-p):
+    the softmax, a round a chosen alternative, two bisections of RANK_KEY_BITS passes, the kept mass and the
+    walk of one invocation over the chunks' masses and one chunk."""
+    chunk, tree = ceil_div(int(c["VOCAB"]), size) + 1, log2(size) + 1
+    alternatives = MAX_TOP_LOGPROBS * (1 + chunk + tree) + 1
+    bisection = RANK_KEY_BITS * (1 + chunk + tree) + 1
+    return top1_loops(int(c["VOCAB"]), size) + alternatives + 2 * bisection + 3 * chunk + 2 * tree + size + 1 + chunk
+
 
 GENERATE_WINDOW = Kernel(
     "generate_window",
@@ -40,12 +54,12 @@ GENERATE_WINDOW = Kernel(
         Image("window_out", "rgba8ui", write=True),
         Uniform("step"),
     ),
+    loops=lambda c, size: 0,
 )
 GENERATE_SAMPLE = Kernel(
     "generate_sample",
     (
         Image("logits_in", "r32f", read=True),
-        Image("kept", "r32f", read=True, write=True),
         Image("lengths", "rgba8ui", read=True),
         Image("generated", "rgba8ui", write=True),
         Storage("draw_rows"),
@@ -61,6 +75,7 @@ GENERATE_SAMPLE = Kernel(
         Uniform("top_p"),
     ),
     shared=(*TOP1_SOFTMAX_SHARED, Shared("partial", "float", "LOCAL_SIZE")),
+    loops=sample_loops,
 )
 GENERATE_APPEND = Kernel(
     "generate_append",
@@ -72,6 +87,7 @@ GENERATE_APPEND = Kernel(
         Uniform("step"),
         Uniform("rows"),
     ),
+    loops=lambda c, size: 0,
 )
 SAMPLE_MAX_THREADS = 256
 APPEND_GROUP = 64
@@ -252,9 +268,9 @@ class TextureGeneration:
         if isinstance(executor, PassesExecutor):
             self.act = executor.activations(n)
             self.step_act = dataclasses.replace(self.act, tokens=self.textures["window"])
-            self.textures["kept"] = gpu.float_image(self.act.logits.width, self.act.logits.height, "T_kept")
             group = largest_pow2_group(gpu, min(SAMPLE_MAX_THREADS, next_pow2(executor.spec.vocab_size)))
-            self.choose = gpu.program(GENERATE_SAMPLE, executor.programs.constants, group)
+            constants = executor.programs.constants | {"RANK_KEY_BITS": RANK_KEY_BITS}
+            self.choose = gpu.program(GENERATE_SAMPLE, constants, group)
         else:
             self.tile = executor.tile(n)
             self.choose = gpu.program(GENERATE_APPEND, constants, largest_pow2_group(gpu, APPEND_GROUP))
@@ -278,7 +294,6 @@ class TextureGeneration:
                     self.choose,
                     (n, 1, 1),
                     logits_in=self.act.logits,
-                    kept=textures["kept"],
                     lengths=textures["lengths"],
                     generated=textures["generated"],
                     draw_rows=self.draw_rows,

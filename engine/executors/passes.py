@@ -1,12 +1,14 @@
 """Model A: the forward pass (docs/FORMATS.md §3) as GLSL compute passes over textures, for every member of
 the pixellm family.
 
-    tokens ─(attend_scores)─▶ T_scores ─┐
-    tokens ──────────────────context───▶ T_context ──dense──▶ T_hidden[0] ── … ──dense──▶ T_hidden[L-1]
-                                                                   ──logits──▶ T_logits ──argmax──▶ prediction
+    tokens ─(attend_query ─▶ attend_keyed ─▶ attend_scores ─▶ T_scores ─▶ attend_softmax ─▶ attend_mix)─┐
+    tokens ──────────────────────────────────────────────context──▶ T_context ──dense──▶ T_hidden[0] ── …
+                                           ──dense──▶ T_hidden[L-1] ──logits──▶ T_logits ──argmax──▶ prediction
 
-Each pass is a declared kernel; `dense` is one shader compiled once per layer. Every texture stays on the
-GPU until a trace reads it back."""
+Each pass is a declared kernel whose invocations loop within DISPATCH_LOOPS for every family member
+(docs/FORMATS.md §3.1): the attention head in passes of one vector each (glsl/attention.glsl), a dense
+layer's sum past DENSE_PART_TERMS in parts, one dispatch each. `dense` is one shader compiled once per layer.
+Every texture stays on the GPU until a trace reads it back."""
 
 from dataclasses import dataclass
 
@@ -15,13 +17,24 @@ import numpy as np
 from ..constants import MAX_TILE, POISON_BYTE
 from ..errors import PxglError
 from ..gl import GLBackend, GpuProgram, Texture
-from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler
+from ..kernel import (
+    DISPATCH_LOOPS,
+    TOP1_SOFTMAX_SHARED,
+    Constants,
+    Image,
+    Kernel,
+    Sampler,
+    Shared,
+    Uniform,
+    ceil_div,
+    log2,
+    top1_loops,
+)
 from ..spec import ModelSpec
 from .protocol import (
     POISON_FLOAT,
     ExecutorInputs,
     Trace,
-    ceil_div,
     check_no_tuning,
     largest_pow2_group,
     model_constants,
@@ -30,35 +43,96 @@ from .protocol import (
     written_predictions,
 )
 
-ATTEND_SCORES = Kernel(
-    "attend_scores", (Sampler("weights"), Sampler("tokens"), Image("scores_out", "r32f", write=True))
+
+def token_loops(c: Constants) -> int:
+    """glsl/tails.glsl's token_count: one iteration a token of the window, and its exit test."""
+    return int(c["CONTEXT_WINDOW"]) + 1
+
+
+def _int(c: Constants, name: str) -> int:
+    return int(c[name])
+
+
+ATTEND_QUERY = Kernel(
+    "attend_query",
+    (Sampler("weights"), Sampler("tokens"), Image("query_out", "r32f", write=True)),
+    loops=lambda c, _: token_loops(c) + _int(c, "EMBED_DIM"),
 )
-CONTEXT = Kernel("context", (Sampler("weights"), Sampler("tokens"), Image("x_out", "r32f", write=True)))
+ATTEND_KEYED = Kernel(
+    "attend_keyed",
+    (Sampler("weights"), Image("query_in", "r32f", read=True), Image("keyed_out", "r32f", write=True)),
+    loops=lambda c, _: _int(c, "HEAD_DIM"),
+)
+ATTEND_SCORES = Kernel(
+    "attend_scores",
+    (
+        Sampler("weights"),
+        Sampler("tokens"),
+        Image("keyed_in", "r32f", read=True),
+        Image("scores_out", "r32f", write=True),
+    ),
+    loops=lambda c, _: token_loops(c) + _int(c, "EMBED_DIM"),
+)
+ATTEND_SOFTMAX = Kernel(
+    "attend_softmax",
+    (Sampler("tokens"), Image("scores_in", "r32f", read=True), Image("attention_out", "r32f", write=True)),
+    shared=(Shared("reduced", "float", "LOCAL_SIZE"),),
+    loops=lambda c, size: token_loops(c) + 3 * (ceil_div(_int(c, "CONTEXT_WINDOW"), size) + 1) + 2 * (log2(size) + 1),
+)
+ATTEND_MIX = Kernel(
+    "attend_mix",
+    (
+        Sampler("weights"),
+        Sampler("tokens"),
+        Image("attention_in", "r32f", read=True),
+        Image("mixed_out", "r32f", write=True),
+    ),
+    loops=lambda c, _: 2 * token_loops(c),
+)
+CONTEXT = Kernel(
+    "context",
+    (Sampler("weights"), Sampler("tokens"), Image("x_out", "r32f", write=True)),
+    loops=lambda c, _: 2 * token_loops(c),  # mean: the count, then the sum; concat: the count alone
+)
 CONTEXT_ATTENTION = Kernel(
     "context",
     (
         Sampler("weights"),
         Sampler("tokens"),
         Image("x_out", "r32f", write=True),
-        Image("scores_in", "r32f", read=True),
+        Image("mixed_in", "r32f", read=True),
     ),
+    loops=lambda c, _: token_loops(c) + _int(c, "EMBED_DIM"),
 )
 DENSE = Kernel(
-    "dense", (Sampler("weights"), Image("vector_in", "r32f", read=True), Image("vector_out", "r32f", write=True))
+    "dense",
+    (
+        Sampler("weights"),
+        Image("vector_in", "r32f", read=True),
+        Image("vector_out", "r32f", read=True, write=True),
+        Uniform("part"),
+    ),
+    loops=lambda c, _: min(_int(c, "IN_DIM"), _int(c, "PART_TERMS")) + 1,
 )
 LOGITS = Kernel(
-    "logits", (Sampler("weights"), Image("hidden_in", "r32f", read=True), Image("logits_out", "r32f", write=True))
+    "logits",
+    (Sampler("weights"), Image("hidden_in", "r32f", read=True), Image("logits_out", "r32f", write=True)),
+    loops=lambda c, _: _int(c, "LAST_HIDDEN") + 1,
 )
 ARGMAX = Kernel(
     "argmax",
     (Image("logits_in", "r32f", read=True), Image("prediction_out", "rgba8ui", write=True)),
     shared=TOP1_SOFTMAX_SHARED,
+    loops=lambda c, size: top1_loops(_int(c, "VOCAB"), size),
 )
 SCORE = Kernel(
     "score",
     (Image("logits_in", "r32f", read=True), Sampler("targets"), Image("logprobs_out", "r32f", write=True)),
     shared=TOP1_SOFTMAX_SHARED,
+    loops=lambda c, size: top1_loops(_int(c, "VOCAB"), size),
 )
+DENSE_PART_TERMS = DISPATCH_LOOPS - 1
+"""Terms of a dense layer's sum one dispatch adds (glsl/dense.comp's parts)."""
 GROUP = 64
 ARGMAX_MAX_THREADS = 256
 
@@ -73,12 +147,25 @@ class VectorLayout:
 
 
 @dataclass(frozen=True)
+class AttentionPrograms:
+    """The attention head's passes, in the order they run (glsl/attention.glsl)."""
+
+    query: GpuProgram
+    keyed: GpuProgram
+    scores: GpuProgram
+    softmax: GpuProgram
+    mix: GpuProgram
+
+
+@dataclass(frozen=True)
 class PassPrograms:
     constants: Constants
     context_layout: VectorLayout
-    scores: GpuProgram | None
+    attention: AttentionPrograms | None
     context: GpuProgram
     dense: tuple[GpuProgram, ...]
+    dense_parts: tuple[int, ...]
+    """Dispatches each layer's sum runs in (DENSE_PART_TERMS terms each)."""
     logits: GpuProgram
     argmax: GpuProgram
     score: GpuProgram
@@ -98,17 +185,28 @@ def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassPrograms:
     def group(n: int, most: int = GROUP) -> int:
         return largest_pow2_group(gpu, min(most, next_pow2(n)))
 
-    attention = spec.context.mode == "attention"
-    scores = gpu.program(ATTEND_SCORES, constants, group(spec.context_window)) if attention else None
+    attention = None
+    if spec.context.mode == "attention":
+        window, embed = spec.context_window, spec.embed_dim
+        attention = AttentionPrograms(
+            query=gpu.program(ATTEND_QUERY, constants, group(spec.context.head_dim)),
+            keyed=gpu.program(ATTEND_KEYED, constants, group(embed)),
+            scores=gpu.program(ATTEND_SCORES, constants, group(window)),
+            softmax=gpu.program(ATTEND_SOFTMAX, constants, group(window, ARGMAX_MAX_THREADS)),
+            mix=gpu.program(ATTEND_MIX, constants, group(embed)),
+        )
     context = gpu.program(CONTEXT_ATTENTION if attention else CONTEXT, constants, group(spec.context_dim))
-    dense = []
+    dense, parts = [], []
     for layer, (n_in, n_out) in enumerate(architecture.layer_dims()):
         source = x if layer == 0 else VectorLayout(n_in, n_in, 1)
+        parts.append(ceil_div(n_in, DENSE_PART_TERMS))
         layer_constants = constants | {
             "IN_DIM": n_in,
             "OUT_DIM": n_out,
             "IN_WIDTH": source.width,
             "IN_ROWS": source.rows,
+            "PART_TERMS": DENSE_PART_TERMS,
+            "PARTS": parts[-1],
             "RESIDUAL": int(architecture.is_residual(layer)),
             **tensor_constants(spec.tensors[f"layer{layer}.weight"], "DENSE_WEIGHT"),
             **tensor_constants(spec.tensors[f"layer{layer}.bias"], "DENSE_BIAS"),
@@ -117,9 +215,10 @@ def compile_passes(gpu: GLBackend, spec: ModelSpec) -> PassPrograms:
     return PassPrograms(
         constants,
         x,
-        scores,
+        attention,
         context,
         tuple(dense),
+        tuple(parts),
         gpu.program(LOGITS, constants, group(spec.vocab_size)),
         gpu.program(ARGMAX, constants, group(spec.vocab_size, ARGMAX_MAX_THREADS)),
         gpu.program(SCORE, constants, group(spec.vocab_size, ARGMAX_MAX_THREADS)),
@@ -132,7 +231,8 @@ class Activations:
 
     capacity: int
     tokens: Texture
-    scores: Texture | None
+    head: tuple[Texture, ...]
+    """The attention head's: T_query, T_keyed, T_scores, T_attention, T_mixed (none without attention)."""
     context: Texture
     hidden: tuple[Texture, ...]
     logits: Texture
@@ -142,10 +242,13 @@ class Activations:
     logprobs: Texture
     """Scoring: log p(target) of each prompt."""
 
+    @property
+    def scores(self) -> Texture | None:
+        return self.head[2] if self.head else None
+
     def textures(self) -> list[Texture]:
-        optional = [self.scores] if self.scores is not None else []
         scoring = [self.targets, self.logprobs]
-        return [self.tokens, *optional, self.context, *self.hidden, self.logits, self.prediction, *scoring]
+        return [self.tokens, *self.head, self.context, *self.hidden, self.logits, self.prediction, *scoring]
 
 
 def poison(gpu: GLBackend, act: Activations) -> None:
@@ -158,13 +261,16 @@ def poison(gpu: GLBackend, act: Activations) -> None:
 def allocate_activations(gpu: GLBackend, spec: ModelSpec, programs: PassPrograms, capacity: int) -> Activations:
     c = programs.constants
     side, grid, x = c.int("LOGITS_SIDE"), c.int("LOGITS_GRID"), programs.context_layout
-    scores = None
-    if programs.scores is not None:
-        scores = gpu.float_image(spec.context_window, capacity, "T_scores")
+    head: tuple[Texture, ...] = ()
+    if programs.attention is not None:
+        window, embed = spec.context_window, spec.embed_dim
+        widths = {"T_query": spec.context.head_dim, "T_keyed": embed, "T_scores": window}
+        widths |= {"T_attention": window, "T_mixed": embed}
+        head = tuple(gpu.float_image(width, capacity, name) for name, width in widths.items())
     act = Activations(
         capacity=capacity,
         tokens=gpu.uint_texture_empty(spec.context_window, capacity, 3, "token texture"),
-        scores=scores,
+        head=head,
         context=gpu.float_image(x.width, capacity * x.rows, "T_context"),
         hidden=tuple(gpu.float_image(width, capacity, f"T_hidden[{i}]") for i, width in enumerate(spec.hidden)),
         logits=gpu.float_image(min(capacity, grid) * side, ceil_div(capacity, grid) * side, "T_logits"),
@@ -181,24 +287,40 @@ def columns(program: GpuProgram, width: int, n: int) -> tuple[int, int, int]:
     return ceil_div(width, program.local_size), n, 1
 
 
+def attend(gpu: GLBackend, spec: ModelSpec, a: AttentionPrograms, weights: Texture, act: Activations, n: int) -> None:
+    """The attention head's passes, T_query to T_mixed, a barrier after each."""
+    query, keyed, scores, attention, mixed = act.head
+    window, embed, tokens = spec.context_window, spec.embed_dim, act.tokens
+    gpu.run(a.query, columns(a.query, spec.context.head_dim, n), weights=weights, tokens=tokens, query_out=query)
+    gpu.barrier()
+    gpu.run(a.keyed, columns(a.keyed, embed, n), weights=weights, query_in=query, keyed_out=keyed)
+    gpu.barrier()
+    gpu.run(a.scores, columns(a.scores, window, n), weights=weights, tokens=tokens, keyed_in=keyed, scores_out=scores)
+    gpu.barrier()
+    gpu.run(a.softmax, (n, 1, 1), tokens=tokens, scores_in=scores, attention_out=attention)
+    gpu.barrier()
+    gpu.run(a.mix, columns(a.mix, embed, n), weights=weights, tokens=tokens, attention_in=attention, mixed_out=mixed)
+    gpu.barrier()
+
+
 def context(gpu: GLBackend, spec: ModelSpec, p: PassPrograms, weights: Texture, act: Activations, n: int) -> None:
-    """T_context (and, for an attention context, T_scores first) from the token texture."""
-    if p.scores is not None:
-        scores = act.scores
-        groups = columns(p.scores, spec.context_window, n)
-        gpu.run(p.scores, groups, weights=weights, tokens=act.tokens, scores_out=scores)
-        gpu.barrier()
-        groups = columns(p.context, spec.context_dim, n)
-        gpu.run(p.context, groups, weights=weights, tokens=act.tokens, x_out=act.context, scores_in=scores)
+    """T_context (and, for an attention context, the head's passes first) from the token texture."""
+    groups = columns(p.context, spec.context_dim, n)
+    if p.attention is not None:
+        attend(gpu, spec, p.attention, weights, act, n)
+        gpu.run(p.context, groups, weights=weights, tokens=act.tokens, x_out=act.context, mixed_in=act.head[-1])
     else:
-        groups = columns(p.context, spec.context_dim, n)
         gpu.run(p.context, groups, weights=weights, tokens=act.tokens, x_out=act.context)
 
 
 def dense(gpu: GLBackend, p: PassPrograms, layer: int, weights: Texture, source: Texture, out: Texture, n: int) -> None:
-    """Hidden layer `layer`: T_hidden[layer] from its input (T_context or the layer before)."""
+    """Hidden layer `layer`: T_hidden[layer] from its input (T_context or the layer before), its sum in
+    p.dense_parts[layer] dispatches, each adding to what the one before stored."""
     program = p.dense[layer]
-    gpu.run(program, columns(program, out.width, n), weights=weights, vector_in=source, vector_out=out)
+    for part in range(p.dense_parts[layer]):
+        if part:
+            gpu.barrier()
+        gpu.run(program, columns(program, out.width, n), weights=weights, vector_in=source, vector_out=out, part=part)
 
 
 def logits(gpu: GLBackend, p: PassPrograms, weights: Texture, hidden: Texture, logits_out: Texture, n: int) -> None:

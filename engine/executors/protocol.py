@@ -110,10 +110,6 @@ def written_predictions(rgba: np.ndarray) -> np.ndarray:
     return rgba[:, :, :3]
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 

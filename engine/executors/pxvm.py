@@ -13,7 +13,7 @@ import numpy as np
 from ..constants import MAX_TILE, POISON_BYTE
 from ..errors import PxglError
 from ..gl import GLBackend, Texture
-from ..kernel import TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler, Uniform
+from ..kernel import DISPATCH_LOOPS, TOP1_SOFTMAX_SHARED, Constants, Image, Kernel, Sampler, Uniform, ceil_div
 from ..pxvm.compiler import compile_program, scratch_layout
 from ..pxvm.dispatch import VM_THREADS, plan
 from ..pxvm.opcodes import HEADER_PIXELS, MAX_OPERANDS, OPERAND_PIXELS, OPS, OUTPUT_PIXELS, TENSOR_TABLES
@@ -23,7 +23,6 @@ from .protocol import (
     POISON_FLOAT,
     ExecutorInputs,
     Trace,
-    ceil_div,
     check_no_tuning,
     largest_pow2_group,
     model_constants,
@@ -42,6 +41,7 @@ PXVM = Kernel(
         *(Uniform(name) for name in ("pc_begin", "pc_end", "item_begin", "item_end", "term_begin", "term_end")),
     ),
     shared=TOP1_SOFTMAX_SHARED,
+    loops=lambda c, size: DISPATCH_LOOPS,  # each dispatch's part of the program: planned within it (plan)
 )
 SCRATCH_BUDGET = 1 << 26
 """Bytes of scratch image one tile may take (at least 16 prompts of the largest scratch, 2^20 floats)."""

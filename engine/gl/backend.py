@@ -16,7 +16,7 @@ import moderngl
 import numpy as np
 
 from ..errors import PxglError
-from ..kernel import SUBGROUP_EXTENSIONS, Image, Kernel, Sampler, Storage
+from ..kernel import DISPATCH_LOOPS, SUBGROUP_EXTENSIONS, Image, Kernel, Sampler, Storage
 from .egl_devices import egl_device_index
 from .raw import (
     GL_BUFFER_UPDATE_BARRIER_BIT,
@@ -95,6 +95,7 @@ class GpuProgram:
     shader: moderngl.ComputeShader
     local_size: int
     shared_bytes: int
+    constants: Mapping[str, int | float]
 
 
 _CURRENT = threading.local()
@@ -240,7 +241,7 @@ class GLBackend:
     # --- kernels ------------------------------------------------------------------------------------
     def program(self, kernel: Kernel, constants: Mapping[str, int | float], local_size: int) -> GpuProgram:
         """The kernel compiled with these constants and `local_size` invocations a work group, checked
-        against this GPU's limits first; compiled once, then found by a dictionary lookup (pass an
+        against this GPU's limits and DISPATCH_LOOPS first; compiled once, then found by a dictionary lookup (pass an
         engine.kernel.Constants, whose hash is computed once)."""
         key = (kernel, constants, local_size)
         found = self._programs.get(key)
@@ -257,6 +258,12 @@ class GLBackend:
                 f"{what}: {shared} bytes of shared memory exceed this GPU's {limits.max_shared_memory}; "
                 "this model is too wide for this executor on this GPU: try another --executor"
             )
+        loops = kernel.loops(constants, local_size)
+        if loops > DISPATCH_LOOPS:
+            raise PxglError(
+                f"{what}: one GPU invocation would loop {loops:,} times, past the {DISPATCH_LOOPS:,} every driver "
+                "runs (docs/FORMATS.md §3.1); this model is too large for this executor: try -x passes"
+            )
         missing = [name for name in kernel.extensions if GL_EXTENSION_OF.get(name, name) not in self.ctx.extensions]
         if missing:
             raise PxglError(f"{what} needs {', '.join(missing)}, which {self.renderer} lacks")
@@ -265,7 +272,7 @@ class GLBackend:
             shader = self.ctx.compute_shader(source)
         except moderngl.Error as e:
             raise PxglError(f"{what} failed to compile on {self.renderer}: {e}") from None
-        program = self._programs[key] = GpuProgram(kernel, shader, local_size, shared)
+        program = self._programs[key] = GpuProgram(kernel, shader, local_size, shared, constants)
         return program
 
     def run(self, program: GpuProgram, groups: tuple[int, int, int], /, **resources: object) -> None:

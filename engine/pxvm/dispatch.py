@@ -6,14 +6,12 @@ instruction in parts of its elements (and of DOT_PRODUCT's sum), one dispatch ea
 from dataclasses import dataclass
 
 from ..errors import PxglError
+from ..kernel import DISPATCH_LOOPS, ceil_div
 from .opcodes import HEADER_PIXELS
 from .program import Instruction, Program
 
 VM_THREADS = 256
 """Invocations per work group: every OpenGL 4.3 GPU allows 1,024, so the interpreter always has 256."""
-DISPATCH_LOOPS = 56 << 10
-"""Loop iterations one invocation may take in one dispatch: llvmpipe stops at 65,535 (measured: one
-dispatch of 2,511 one-float RELUs ran, 2,711 left the pixel unwritten); the rest is margin."""
 WALK_LOOPS = 32
 """Loop iterations the walk itself costs an instruction (measured ≈ 25 on llvmpipe)."""
 ALL = (1 << 31) - 1
@@ -34,10 +32,6 @@ class Dispatch:
     item_end: int = ALL
     term_begin: int = 0
     term_end: int = ALL
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def scan_loops(window: int) -> int:
