@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PxglError
 from ..pxi import MAX_PIXELS
-from ..spec import FORMAT, MAX_IMAGE_SIDE, _echo, _int, _is_float32_scale, _is_plain_file_name, _require
+from ..spec import FORMAT, MAX_IMAGE_SIDE, _echo, _int, _is_plain_file_name, _require, is_float32_scale
 from .quant import BLOCK, MATRIX_QUANTS, VECTOR_QUANTS, tensor_nbytes
 
 VERSION = 2
@@ -272,7 +272,7 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
         raise PxglError(f"{where}: offset {offset} is not a multiple of 4")
     scale, zero_point = 0.0, 0
     if quant == "u8":
-        if not _is_float32_scale(raw["scale"]):
+        if not is_float32_scale(raw["scale"]):
             raise PxglError(f"{where}: scale must be a positive number that float32 holds, got {_echo(raw['scale'])}")
         scale = float(raw["scale"])
         zero_point = _int(raw, "zero_point", where, 0, 255)
