@@ -20,7 +20,7 @@ from ..pxi import MAX_TOKEN_PIXELS, decode_rgb, encode_rgb, encode_tokens, is_pr
 from .completions import Completion
 from .limits import Limits
 from .page import page_html, trace_fragment
-from .requests import BadRequest, parse_completion, parse_json_body, type_name, unknown_model
+from .requests import BadRequest, parse_completion, parse_json_body, quoted, type_name, unknown_model
 from .worker import PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
 INLINE_TOKENIZE_CHARS = 4096
@@ -163,7 +163,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         body = parse_json_body(await read_body(request, limits.max_body_bytes))
         unknown = sorted(set(body) - {"model", "prompt"})
         if unknown:
-            raise BadRequest(400, f"unknown field {unknown[0]!r}; /v1/trace takes model and prompt")
+            raise BadRequest(400, f"unknown field {quoted(unknown[0])}; /v1/trace takes model and prompt")
         model = mounted(body.get("model"))
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
