@@ -289,7 +289,7 @@ class GLBackend:
             else:
                 program.shader[resource.name].value = value
         self.check_groups(groups, kernel.shader)
-        program.shader.run(*groups)
+        self._gl.dispatch(program.shader.glo, groups)
 
     def _bind_storage(self, value: object, binding: int) -> None:
         """Bind a storage resource, skipping one bound there already (a hot loop rebinds nothing)."""
