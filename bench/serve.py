@@ -63,7 +63,7 @@ def run_ceiling_server(model: str | None, max_tokens: int) -> None:
     from pxgl.generation import Generation
     from pxgl.loading import open_model
     from pxgl.serve import Limits, Mounted
-    from pxgl.serve.server import bind, model_name
+    from pxgl.serve.server import bind, model_name, uvicorn_config
     from pxgl.serve.worker import FINISHED, EngineWorker, GenerateJob, Job
 
     class AnswerAtOnce(EngineWorker):
@@ -91,7 +91,7 @@ def run_ceiling_server(model: str | None, max_tokens: int) -> None:
     listener = bind("127.0.0.1", 0)
     print(f"pxgl serve: listening on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
     app = create_app([Mounted(worker.name, runnable, worker)], limits)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+    uvicorn.Server(uvicorn_config(app, limits)).run(sockets=[listener])
 
 
 # --- servers and load ------------------------------------------------------------------------------------

@@ -67,20 +67,24 @@ def write_models(folder: Path, rng: np.random.Generator, names: tuple[str, ...])
 
 
 def start_server(
-    folder: Path, models: dict[str, Path], *args: str, key: str | None = KEY
+    folder: Path, models: dict[str, Path], *args: str, key: str | None = KEY, log: Path | None = None
 ) -> tuple[str, subprocess.Popen]:
+    """The server's URL and process; its stderr a pipe, or the file `log` (read while it runs)."""
     env = {name: value for name, value in os.environ.items() if name != "PXGL_API_KEY"}
     if key is not None:
         env["PXGL_API_KEY"] = key
     model_args = [a for path in models.values() for a in ("-m", str(path))]
     command = [sys.executable, "-m", "pxgl.cli", "serve", *model_args, "--port", "0", *args]
-    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with contextlib.ExitStack() as files:
+        stderr = subprocess.PIPE if log is None else files.enter_context(log.open("w"))
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     line = process.stdout.readline()
     found = re.search(r"listening on (http://\S+)", line)
     if found is None or time.monotonic() > deadline:
         process.kill()
-        raise AssertionError(f"pxgl serve did not start: {line!r} {process.stderr.read()}")
+        said = process.stderr.read() if log is None else log.read_text()
+        raise AssertionError(f"pxgl serve did not start: {line!r} {said}")
     return found[1], process
 
 
