@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 from pxgl.generation import MAX_NEW_TOKENS
 from pxgl.pxi import encode_tokens, write_rgb
+from pxgl.serve.completions import CharacterCount
 from pxgl.tokenizer import Tokenizer
 
 from tests.cli_process import pxgl
@@ -535,3 +536,23 @@ def test_a_busy_port_is_one_line_and_status_2(served):
     run = pxgl("serve", "-m", str(served.models["alpha"]), "--port", port, cwd=served.folder)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert f"--port {port}: cannot listen there" in run.stderr
+
+
+def test_bad_connection_bounds_are_one_line_and_status_2(tmp_path):
+    for option, value in (("--header-timeout", "0"), ("--body-timeout", "nan"), ("--max-connections", "2")):
+        run = pxgl("serve", option, value, "--port", "0", cwd=tmp_path)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, (option, run.stderr)
+        assert option in run.stderr, run.stderr
+
+
+def test_text_offsets_count_characters_as_the_decoded_prefix_does(rng, seed):
+    """Answer's text offsets, counted a token at a time, against their definition: the characters of the
+    text's bytes up to the token, decoded with invalid bytes replaced (split and broken UTF-8 included)."""
+    pieces = [b"a", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac", b"\xff", b"\xf0\x9f\x98", b"\x80", b"ok", b""]
+    for _ in range(20):
+        data, ends, counter = b"", [], CharacterCount()
+        for _ in range(int(rng.integers(1, 40))):
+            data += pieces[int(rng.integers(len(pieces)))]
+            ends.append(len(data))
+        got = [counter.at(data, end) for end in ends]
+        assert got == [len(data[:end].decode("utf-8", "replace")) for end in ends], f"seed {seed}: {data!r}"

@@ -34,8 +34,7 @@ class CharacterCount:
         self.chars = 0
 
     def at(self, data: bytes, end: int) -> int:
-        if end < self.fed:
-            return len(data[:end].decode("utf-8", "replace"))
+        assert end >= self.fed, "text offsets are asked in order"
         self.chars += len(self.decoder.decode(data[self.fed : end]))
         self.fed = end
         # bytes held for a character not yet whole: a prefix ending there ends in U+FFFD for them
