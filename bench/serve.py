@@ -2,7 +2,7 @@
 
 For each concurrency C (clients, each sending its next request as soon as its last is answered) it measures
 requests/s and the p50/p99 latency of OpenAI-style completions (greedy, `max_tokens` 16 by default) against
-three servers on this machine:
+three servers on this machine, and how long /health takes meanwhile (probed every 50 ms from this process):
 
 - batched: `pxgl serve` as it ships (`--max-batch 256`): concurrent requests share GPU batches;
 - unbatched: the same server with `--max-batch 1`: every request runs alone;
@@ -24,7 +24,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def run_ceiling_server(model: str | None, max_tokens: int) -> None:
     from pxgl.generation import Generation
     from pxgl.loading import open_model
     from pxgl.serve import Limits, Mounted
-    from pxgl.serve.server import bind, model_name
+    from pxgl.serve.server import bind, model_name, uvicorn_config
     from pxgl.serve.worker import FINISHED, EngineWorker, GenerateJob, Job
 
     class AnswerAtOnce(EngineWorker):
@@ -91,7 +93,7 @@ def run_ceiling_server(model: str | None, max_tokens: int) -> None:
     listener = bind("127.0.0.1", 0)
     print(f"pxgl serve: listening on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
     app = create_app([Mounted(worker.name, runnable, worker)], limits)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+    uvicorn.Server(uvicorn_config(app, limits)).run(sockets=[listener])
 
 
 # --- servers and load ------------------------------------------------------------------------------------
@@ -175,6 +177,10 @@ def measure(
     counts = [requests * share // concurrency for share in shares]
     counts[0] += requests - sum(counts)
     start_at = time.time() + 3.0  # every client process is up and connected before the clock starts
+    health: list[float] = []
+    done = threading.Event()
+    prober = threading.Thread(target=probe_health, args=(url, start_at, done, health))
+    prober.start()
     with ProcessPoolExecutor(processes) as pool:
         futures = [
             pool.submit(client_process, url, bodies, expected, share, count, start_at)
@@ -182,6 +188,8 @@ def measure(
         ]
         results = [f.result() for f in futures]
     elapsed = time.time() - start_at
+    done.set()
+    prober.join()
     latencies = np.array([v for lat, _ in results for v in lat])
     problems = [p for _, found in results for p in found]
     if problems:
@@ -192,7 +200,18 @@ def measure(
         "requests_per_s": latencies.size / elapsed,
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "health_p50_ms": float(np.percentile(health, 50) * 1000) if health else None,
+        "health_max_ms": float(max(health) * 1000) if health else None,
     }
+
+
+def probe_health(url: str, start_at: float, done: threading.Event, waits: list[float]) -> None:
+    """GET /health every 50 ms while the load runs: each answer's wait (s), in `waits`."""
+    time.sleep(max(0.0, start_at - time.time()))
+    while not done.wait(0.05):
+        began = time.perf_counter()
+        urllib.request.urlopen(url + "/health", timeout=REQUEST_TIMEOUT_S).read()
+        waits.append(time.perf_counter() - began)
 
 
 def prompts_and_answers(args: argparse.Namespace) -> tuple[str, str, list[str], list[str]]:
@@ -223,14 +242,16 @@ def markdown(results: dict) -> str:
         "Every GPU answer checked against "
         "the engine's own generation.",
         "",
-        "| server | clients | requests | requests/s | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| server | clients | requests | requests/s | p50 ms | p99 ms | /health p50 ms | /health max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for mode, rows in results["modes"].items():
         for row in rows:
+            health = [row.get(k) for k in ("health_p50_ms", "health_max_ms")]
+            shown = " | ".join("-" if v is None else f"{v:.1f}" for v in health)
             lines.append(
                 f"| {mode} | {row['concurrency']} | {row['requests']} | {row['requests_per_s']:.1f} | "
-                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {shown} |"
             )
     lines += ["", "| clients | batched / unbatched | batched / ceiling |", "| ---: | ---: | ---: |"]
     modes = results["modes"]
@@ -280,7 +301,7 @@ def main() -> None:
                 row = measure(url, bodies, checked, clients, max(args.requests, clients), args.client_processes)
                 print(
                     f"{mode:>9} C={clients:<4} {row['requests_per_s']:9.1f} req/s  p50 {row['p50_ms']:8.1f} ms"
-                    f"  p99 {row['p99_ms']:8.1f} ms",
+                    f"  p99 {row['p99_ms']:8.1f} ms  /health max {row['health_max_ms'] or 0:8.1f} ms",
                     flush=True,
                 )
                 rows.append(row)

@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 from pxgl.generation import MAX_NEW_TOKENS
 from pxgl.pxi import encode_tokens, write_rgb
+from pxgl.serve.completions import CharacterCount
 from pxgl.tokenizer import Tokenizer
 
 from tests.cli_process import pxgl
@@ -67,20 +68,24 @@ def write_models(folder: Path, rng: np.random.Generator, names: tuple[str, ...])
 
 
 def start_server(
-    folder: Path, models: dict[str, Path], *args: str, key: str | None = KEY
+    folder: Path, models: dict[str, Path], *args: str, key: str | None = KEY, log: Path | None = None
 ) -> tuple[str, subprocess.Popen]:
+    """The server's URL and process; its stderr a pipe, or the file `log` (read while it runs)."""
     env = {name: value for name, value in os.environ.items() if name != "PXGL_API_KEY"}
     if key is not None:
         env["PXGL_API_KEY"] = key
     model_args = [a for path in models.values() for a in ("-m", str(path))]
     command = [sys.executable, "-m", "pxgl.cli", "serve", *model_args, "--port", "0", *args]
-    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with contextlib.ExitStack() as files:
+        stderr = subprocess.PIPE if log is None else files.enter_context(log.open("w"))
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     line = process.stdout.readline()
     found = re.search(r"listening on (http://\S+)", line)
     if found is None or time.monotonic() > deadline:
         process.kill()
-        raise AssertionError(f"pxgl serve did not start: {line!r} {process.stderr.read()}")
+        said = process.stderr.read() if log is None else log.read_text()
+        raise AssertionError(f"pxgl serve did not start: {line!r} {said}")
     return found[1], process
 
 
@@ -347,6 +352,23 @@ def hostile_requests() -> list[tuple[str, str, bytes | dict | None, str | None, 
         ("POST", "/v1/completions", ok | {"logprobs": 9}, KEY, 400, "logprobs must lie in 0..5"),
         ("POST", "/v1/completions", ok | {"n": 2}, KEY, 400, "n: pxgl serves only 1"),
         ("POST", "/v1/completions", ok | {"frobnicate": 1}, KEY, 400, "unknown field 'frobnicate'"),
+        *(
+            ("POST", "/v1/completions", json_with(ok, name, HUGE_INT), KEY, 400, "an integer of 5000 digits")
+            for name in ("max_tokens", "seed", "top_k", "logprobs", "n", "best_of")
+        ),
+        ("POST", "/v1/completions", json_with(ok, "prompt", f"[1, -{HUGE_INT}]"), KEY, 400, "5000 digits"),
+        ("POST", "/v1/completions", json_with(ok, "prompt", f"[[{HUGE_INT}]]"), KEY, 400, "5000 digits"),
+        ("POST", "/v1/trace", json_with({"model": "alpha"}, "prompt", HUGE_INT), KEY, 400, "5000 digits"),
+        (
+            "POST",
+            "/v1/completions",
+            json_with(ok, "top_k", "1e300"),
+            KEY,
+            400,
+            r"top_k must lie in 1..65536, got 1e\+300$",
+        ),
+        ("POST", "/v1/completions", json_with(ok, "seed", "-1e309"), KEY, 400, "seed must be an integer, got -inf"),
+        ("POST", "/v1/completions", ok | {"prompt": [[1, 2.5]]}, KEY, 400, "prompt 0: 2.5 is not a token id"),
         ("POST", "/v1/predict?model=alpha", png_bomb(), KEY, 400, "60000"),
         ("POST", "/v1/predict?model=alpha", png_of("RGBA", (4, 2)), KEY, 400, "RGBA"),
         ("POST", "/v1/predict?model=alpha", png_of("L", (4, 2)), KEY, 400, "grey"),
@@ -363,6 +385,17 @@ def hostile_requests() -> list[tuple[str, str, bytes | dict | None, str | None, 
         ("GET", "/v1/nothing", None, KEY, 404, "no such path /v1/nothing"),
         ("GET", "/v1/completions", None, KEY, 405, "GET is not served at /v1/completions"),
     ]
+
+
+HUGE_INT = "1" * 5000
+"""Past Python's 4,300 digits for int(str): a JSON parser that converts it raises ValueError."""
+
+
+def json_with(body: dict, name: str, value_text: str) -> bytes:
+    """`body` as JSON with `name` set to the raw JSON text `value_text` (which json.dumps cannot write)."""
+    return (
+        json.dumps(body | {name: None}).encode().replace(f'"{name}": null'.encode(), f'"{name}": {value_text}'.encode())
+    )
 
 
 def test_every_hostile_request_class_gets_its_4xx_and_the_server_keeps_serving(served):
@@ -383,6 +416,56 @@ def test_every_hostile_request_class_gets_its_4xx_and_the_server_keeps_serving(s
     answer = complete(served.url, {"model": "alpha", "prompt": "pixels", "max_tokens": 3, "temperature": 0})
     assert answer["usage"]["completion_tokens"] == 3
     assert served.process.poll() is None
+
+
+HOSTILE_VALUES = (
+    HUGE_INT,
+    "-" + HUGE_INT,
+    "1" + "0" * 30,
+    "1e309",
+    "-1e309",
+    "1e-400",
+    "-0.0",
+    "1.5",
+    "-1",
+    "0",
+    "true",
+    "null",
+    '""',
+    '"a\\u0000b"',
+    '"\\ud800"',
+    '"' + "x" * 100_000 + '"',
+    "[]",
+    "[[]]",
+    "[" + ",".join(["1"] * 100_000) + "]",
+    "[" * 8 + "]" * 8,
+    "{}",
+    '{"a": [1, {"b": null}]}',
+)
+"""Raw JSON values each field of each endpoint is tried with: past int()'s digit limit, past float's range,
+under it, NUL, a lone surrogate, long, empty, huge and nested arrays, wrong types."""
+
+
+def test_every_field_of_every_endpoint_answers_hostile_values_with_a_4xx_or_an_answer(served):
+    base = {"model": "alpha", "prompt": "pixels", "max_tokens": 1}
+    fields = ["model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs"]
+    fields += ["stream", "user", "n", "best_of", "echo", "presence_penalty", "frequency_penalty", "suffix"]
+    fields += ["logit_bias", "stream_options"]
+    cases = [("/v1/completions", base, name) for name in fields]
+    cases += [("/v1/trace", {"model": "alpha", "prompt": "pixels"}, name) for name in ("model", "prompt")]
+    for path, body, name in cases:
+        for value in HOSTILE_VALUES:
+            status, data, kind = call(served.url, path, json_with(body, name, value))
+            what = f"{path} {name}={value[:40]}: {status} {data[:300]}"
+            assert status == 200 or 400 <= status < 500, what
+            if status != 200:
+                error = json.loads(data)["error"]
+                assert kind == "application/json" and error["type"] == "invalid_request_error", what
+                assert "\n" not in error["message"] and len(error["message"]) < 400, what
+    for value in ("%00", "%ED%A0%80", "x" * 8000, "gamma%20"):
+        status, data, _ = call(served.url, f"/v1/predict?model={value}", png_of("RGB", (4, 2)))
+        assert 400 <= status < 500 and json.loads(data)["error"]["message"], (value, status, data[:300])
+    assert call(served.url, "/health", key=None)[0] == 200
 
 
 def raw_post(url: str, path: str, head: bytes, body: bytes, total: int) -> tuple[int, dict]:
@@ -453,3 +536,23 @@ def test_a_busy_port_is_one_line_and_status_2(served):
     run = pxgl("serve", "-m", str(served.models["alpha"]), "--port", port, cwd=served.folder)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert f"--port {port}: cannot listen there" in run.stderr
+
+
+def test_bad_connection_bounds_are_one_line_and_status_2(tmp_path):
+    for option, value in (("--header-timeout", "0"), ("--body-timeout", "nan"), ("--max-connections", "2")):
+        run = pxgl("serve", option, value, "--port", "0", cwd=tmp_path)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, (option, run.stderr)
+        assert option in run.stderr, run.stderr
+
+
+def test_text_offsets_count_characters_as_the_decoded_prefix_does(rng, seed):
+    """Answer's text offsets, counted a token at a time, against their definition: the characters of the
+    text's bytes up to the token, decoded with invalid bytes replaced (split and broken UTF-8 included)."""
+    pieces = [b"a", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac", b"\xff", b"\xf0\x9f\x98", b"\x80", b"ok", b""]
+    for _ in range(20):
+        data, ends, counter = b"", [], CharacterCount()
+        for _ in range(int(rng.integers(1, 40))):
+            data += pieces[int(rng.integers(len(pieces)))]
+            ends.append(len(data))
+        got = [counter.at(data, end) for end in ends]
+        assert got == [len(data[:end].decode("utf-8", "replace")) for end in ends], f"seed {seed}: {data!r}"

@@ -23,7 +23,7 @@ from PIL import Image
 from pxgl.loading import open_model
 from pxgl.serve import Limits, Mounted, create_app, start_models, stop_models
 from pxgl.serve.limits import MIN_QUEUE
-from pxgl.serve.server import bind
+from pxgl.serve.server import bind, uvicorn_config
 from pxgl.serve.worker import CallJob, Sink
 
 from tests.browser import visit
@@ -41,7 +41,7 @@ START_TIMEOUT_S = 60
 def server_in_thread(models: list[Mounted], limits: Limits) -> Iterator[tuple[str, uvicorn.Server]]:
     """The app on Uvicorn in a thread, on a free port; its URL and the server."""
     listener = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(models, limits), log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(create_app(models, limits), limits))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S

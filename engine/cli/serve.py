@@ -37,6 +37,19 @@ def serve(
             help="Under load, how long a batch waits for more requests to join it (default: FORMATS §12's).",
         ),
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Seconds a request's headers may take to arrive; then 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            help="Seconds a request's body may take to arrive, and a client may take none of its answer; then 408.",
+        ),
+    ] = 60.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Connections open at once; one more gets 503.")
+    ] = 1024,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
 ) -> None:
@@ -56,7 +69,15 @@ def serve(
     if not 0 <= port <= 65535:
         raise PxglError(f"--port must lie in 0..65535, got {port}")
     waits = {} if batch_wait_ms is None else {"batch_wait_s": batch_wait_ms / 1000}
-    limits = Limits(max_batch=max_batch, queue=queue, max_tokens=max_tokens, **waits)
+    limits = Limits(
+        max_batch=max_batch,
+        queue=queue,
+        max_tokens=max_tokens,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
+        **waits,
+    )
     api_key = os.environ.get(API_KEY_VARIABLE) or None
     runnables = [open_model(name, executor) for name in (model or [None])]
     serve(

@@ -296,7 +296,10 @@ class GLBackend:
             else:
                 program.shader[resource.name].value = value
         self.check_groups(groups, kernel.shader)
-        program.shader.run(*groups)
+        if self.cpu_renderer:  # the call computes the dispatch: other threads run meanwhile
+            self._gl.dispatch(program.shader.glo, groups)
+        else:  # the call only queues it: holding the GIL costs nothing, and no thread waits to get it back
+            program.shader.run(*groups)
 
     def _bind_storage(self, value: object, binding: int) -> None:
         """Bind a storage resource, skipping one bound there already (a hot loop rebinds nothing)."""

@@ -1,5 +1,6 @@
 """The few GL entry points moderngl does not wrap (integer queries, immutable buffer storage, persistent
-mapping, fences, program binaries), called through ctypes on the current context, and their enums."""
+mapping, fences, program binaries) or wraps holding the GIL (dispatches), called through ctypes on the
+current context, and their enums."""
 
 import ctypes
 import ctypes.util
@@ -94,6 +95,8 @@ class RawGL:
         self.delete_buffer = entry("glDeleteBuffers", None, ctypes.c_int, ctypes.POINTER(c_uint))
         self.memory_barrier = entry("glMemoryBarrier", None, c_uint)
         self.flush = entry("glFlush", None)
+        self._use_program = entry("glUseProgram", None, c_uint)
+        self._dispatch_compute = entry("glDispatchCompute", None, c_uint, c_uint, c_uint)
         self._get_program_binary = entry(
             "glGetProgramBinary", None, c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
         )
@@ -116,6 +119,13 @@ class RawGL:
         address = self._map_buffer_range(GL_SHADER_STORAGE_BUFFER, 0, size, access)
         self._bind_buffer(GL_SHADER_STORAGE_BUFFER, 0)
         return name.value, (address or 0) if self._get_error() == 0 else 0
+
+    def dispatch(self, program: int, groups: tuple[int, int, int]) -> None:
+        """What moderngl's ComputeShader.run calls, but through ctypes, which lets go of the GIL during the
+        call: a CPU renderer (llvmpipe) computes the whole dispatch inside it, and moderngl kept every other
+        thread waiting that long (pxgl serve's event loop: /health took 9 to 40 s under one large request)."""
+        self._use_program(program)
+        self._dispatch_compute(*groups)
 
     def fence(self) -> int:
         return self._fence_sync(GL_SYNC_GPU_COMMANDS_COMPLETE, 0)

@@ -2,7 +2,9 @@
 extra `serve`.
 
     server.py       engines started once, the socket bound, Uvicorn run until SIGTERM (drained)
+    connections.py  each connection bounded: head and body deadlines, head size, open connections
     app.py          routes, the API key, bounded bodies, JSON errors
+    offloop.py      a large request's CPU work on one thread, off the event loop
     requests.py     request bodies checked against the OpenAI subset served
     completions.py  /v1/completions: OpenAI-shaped answers and server-sent events
     worker.py       one thread per engine (it owns the GL context), dynamic batching

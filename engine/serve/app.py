@@ -4,12 +4,12 @@ Every GPU call goes through a model's EngineWorker; a handler only parses, submi
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,11 +19,14 @@ from ..loading import Runnable
 from ..pxi import MAX_TOKEN_PIXELS, decode_rgb, encode_rgb, encode_tokens, is_prediction_image
 from .completions import Completion
 from .limits import Limits
+from .offloop import OffLoop
 from .page import page_html, trace_fragment
-from .requests import BadRequest, parse_completion, parse_json_body, type_name, unknown_model
+from .requests import BadRequest, error_body, parse_completion, parse_json_body, quoted, type_name, unknown_model
 from .worker import PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
-INLINE_TOKENIZE_CHARS = 4096
+INLINE_BYTES = 4096
+"""A body up to this is read (JSON, checks, tokenizing; PNG) on the event loop, a larger one off it; so is
+an answer's PNG."""
 OPEN_PATHS = frozenset({"/", "/health"})
 """Served without the API key: the health check, and the page (a static shell: every call it makes
 carries the key the user types into it)."""
@@ -43,9 +46,7 @@ def worker_state(worker: EngineWorker) -> dict[str, int]:
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
 class RequireKey:
@@ -87,6 +88,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
     by_name = {m.name: m for m in models}
     vocab_sizes = {m.name: m.runnable.model.spec.vocab_size for m in models}
     page = page_html([m.name for m in models])
+    off_loop = OffLoop()
 
     def mounted(name: Any) -> Mounted:
         if not isinstance(name, str):
@@ -118,66 +120,72 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         return JSONResponse({"object": "list", "data": data})
 
     async def completions(request: Request) -> Response:
-        body = parse_json_body(await read_body(request, limits.max_body_bytes))
-        asked = parse_completion(body, vocab_sizes, limits)
-        model = by_name[asked.model]
-        tokenizer = model.runnable.model.tokenizer
-        texts = [p for p in asked.prompts if isinstance(p, str)]
+        body = await read_body(request, limits.max_body_bytes)
 
-        def tokenize() -> list[list[int]]:
-            return [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
+        def prepare() -> Completion:
+            asked = parse_completion(parse_json_body(body), vocab_sizes, limits)
+            tokenizer = by_name[asked.model].runnable.model.tokenizer
+            rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
+            return Completion(asked, rows, tokenizer.token_bytes, off_loop)
 
-        # Long prompts are tokenized off the event loop, so other requests are not held up meanwhile.
-        large = sum(map(len, texts)) > INLINE_TOKENIZE_CHARS
-        rows = await anyio.to_thread.run_sync(tokenize) if large else tokenize()
-        completion = Completion(asked, rows, tokenizer.token_bytes)
-        completion.start(model.worker)
-        if not asked.stream:
+        completion = await off_loop.run(prepare, len(body) > INLINE_BYTES)
+        completion.start(by_name[completion.request.model].worker)
+        if not completion.request.stream:
             try:
-                return JSONResponse(await completion.answer())
+                return Response(await completion.answer(), media_type="application/json")
             finally:
                 completion.cancel()
-        steps = completion.steps()
+        blocks = completion.blocks()
         try:
-            first = await anext(steps, None)
+            first = await anext(blocks, None)
         except BaseException:
             completion.cancel()
             raise
         return StreamingResponse(
-            completion.events(first, steps), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            completion.events(first, blocks), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     async def predict(request: Request) -> Response:
         """Pixels in, pixels out: a token texture PNG → its prediction pixels PNG (pxgl infer --input)."""
         model = mounted(request.query_params.get("model"))
         body = await read_body(request, limits.max_body_bytes)
-        most = min(limits.max_texture_pixels, MAX_TOKEN_PIXELS)
-        pixels = decode_rgb(body, "the request body", most, kind="token texture")
-        if is_prediction_image(pixels):
-            raise BadRequest(400, "the request body holds prediction pixels, not a token texture")
+
+        def decode() -> Any:
+            most = min(limits.max_texture_pixels, MAX_TOKEN_PIXELS)
+            pixels = decode_rgb(body, "the request body", most, kind="token texture")
+            if is_prediction_image(pixels):
+                raise BadRequest(400, "the request body holds prediction pixels, not a token texture")
+            return pixels
+
+        pixels = await off_loop.run(decode, len(body) > INLINE_BYTES)
         predictions = await run_alone(model, lambda engines: engines.main.predict(pixels, "the request body"))
-        return Response(encode_rgb(predictions), media_type="image/png")
+        png = await off_loop.run(partial(encode_rgb, predictions), predictions.nbytes > INLINE_BYTES)
+        return Response(png, media_type="image/png")
 
     async def trace(request: Request) -> Response:
         """What the page shows for a prompt: the `pxgl viz` images of its run, as an HTML fragment."""
-        body = parse_json_body(await read_body(request, limits.max_body_bytes))
-        unknown = sorted(set(body) - {"model", "prompt"})
-        if unknown:
-            raise BadRequest(400, f"unknown field {unknown[0]!r}; /v1/trace takes model and prompt")
-        model = mounted(body.get("model"))
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise BadRequest(400, f"prompt must be a non-empty string, got {type_name(prompt)}", "prompt")
-        if len(prompt.encode("utf-8", "surrogatepass")) > limits.max_prompt_bytes:
-            raise BadRequest(400, f"prompt: past the limit of {limits.max_prompt_bytes} bytes", "prompt")
+        body = await read_body(request, limits.max_body_bytes)
+
+        def prepare() -> tuple[Mounted, str, list[int]]:
+            asked = parse_json_body(body)
+            unknown = sorted(set(asked) - {"model", "prompt"})
+            if unknown:
+                raise BadRequest(400, f"unknown field {quoted(unknown[0])}; /v1/trace takes model and prompt")
+            model = mounted(asked.get("model"))
+            prompt = asked.get("prompt")
+            if not isinstance(prompt, str) or not prompt:
+                raise BadRequest(400, f"prompt must be a non-empty string, got {type_name(prompt)}", "prompt")
+            if len(prompt.encode("utf-8", "surrogatepass")) > limits.max_prompt_bytes:
+                raise BadRequest(400, f"prompt: past the limit of {limits.max_prompt_bytes} bytes", "prompt")
+            return model, prompt, model.runnable.model.tokenizer.encode(prompt)
+
+        model, prompt, row = await off_loop.run(prepare, len(body) > INLINE_BYTES)
         spec, tokenizer = model.runnable.model.spec, model.runnable.model.tokenizer
-        large = len(prompt) > INLINE_TOKENIZE_CHARS
-        row = await anyio.to_thread.run_sync(tokenizer.encode, prompt) if large else tokenizer.encode(prompt)
         pixels = encode_tokens([row[-spec.context_window :]], spec.vocab_size)
         traced = await run_alone(model, lambda engines: engines.passes.trace(pixels, "prompt"))
         about = {"model": model.name, "executor": PASSES}
-        html, record = await anyio.to_thread.run_sync(
-            lambda: trace_fragment(traced, spec, prompt, len(row), tokenizer.token_bytes, about)
+        html, record = await off_loop.run(
+            lambda: trace_fragment(traced, spec, prompt, len(row), tokenizer.token_bytes, about), large=True
         )
         return JSONResponse({"html": html, "view": record})
 
@@ -196,6 +204,10 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
             return error_response(405, f"{request.method} is not served at {request.url.path}")
         return error_response(error.status_code, str(error.detail))
 
+    async def client_left(request: Request, error: Exception) -> Response:
+        """The client went before its body was in (or was cut off: connections.py): nobody to answer."""
+        return Response(status_code=400)
+
     async def queue_full(request: Request, error: Exception) -> Response:
         return error_response(503, str(error), code="queue_full")
 
@@ -207,6 +219,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         BadRequest: bad_request,
         PxglError: bad_input,
         QueueFull: queue_full,
+        ClientDisconnect: client_left,
         HTTPException: http_error,
     }
     routes = [

@@ -7,6 +7,8 @@ from ..generation import MAX_NEW_TOKENS
 
 KiB, MiB = 1 << 10, 1 << 20
 MIN_QUEUE = 64
+MIN_CONNECTIONS = 8
+MAX_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,16 @@ class Limits:
     """Top alternatives per token (OpenAI's own bound)."""
     max_texture_pixels: int = 1 << 22
     """Pixels of a token texture sent to /v1/predict, checked in the PNG header before inflating."""
+    max_header_bytes: int = 16 * KiB
+    """A request's target and header lines (names and values); past it, 431 and the connection closed."""
+    header_timeout_s: float = 10.0
+    """From a connection's start, or a request's first byte, to the end of its headers; past it, 408 and the
+    connection closed."""
+    body_timeout_s: float = 60.0
+    """From the end of a request's headers to the end of its body (4 MiB at 70 KB/s), and each stall of its
+    answer (a client taking none of it); past it, 408 (the answer not begun) and the connection closed."""
+    max_connections: int = 1024
+    """Open connections; one more is answered 503 and closed at once."""
     max_batch: int = 256
     """Prompts in one GPU batch (1: every request runs alone)."""
     queue: int = 512
@@ -41,5 +53,10 @@ class Limits:
             raise PxglError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.queue < MIN_QUEUE:
             raise PxglError(f"--queue must be at least {MIN_QUEUE}, got {self.queue}")
+        for option, seconds in (("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s)):
+            if not 0 < seconds <= MAX_TIMEOUT_S:
+                raise PxglError(f"{option} must lie in (0, {MAX_TIMEOUT_S}] seconds, got {seconds:g}")
+        if self.max_connections < MIN_CONNECTIONS:
+            raise PxglError(f"--max-connections must be at least {MIN_CONNECTIONS}, got {self.max_connections}")
         if not 0 <= self.batch_wait_s <= 1:
             raise PxglError(f"--batch-wait-ms must lie in 0..1000, got {self.batch_wait_s * 1000:g}")

@@ -11,6 +11,15 @@ from ..reading import json_depth
 from .limits import Limits
 
 MAX_JSON_DEPTH = 8
+MAX_INT_DIGITS = 20
+"""Digits of a JSON integer read (no field takes more than 10); checked before int() converts it, which
+raises ValueError past 4,300 digits and costs quadratic time below that."""
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """Every error answer's JSON (OpenAI's shape)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class BadRequest(Exception):
@@ -58,7 +67,7 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if json_depth(text) > MAX_JSON_DEPTH:
         raise BadRequest(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as e:
         raise BadRequest(400, f"the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(value, dict):
@@ -70,6 +79,19 @@ def _refuse_constant(name: str) -> None:
     raise BadRequest(400, f"the body holds {name}, which is not JSON")
 
 
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(
+            400, f"the body holds an integer of {len(digits.lstrip('-'))} digits; no field takes {MAX_INT_DIGITS}+"
+        )
+    return int(digits)
+
+
+def quoted(text: str, most: int = 40) -> str:
+    """A name the client sent, as an error message shows it: quoted, escaped, cut after `most` characters."""
+    return repr(text[:most]) + ("…" if len(text) > most else "")
+
+
 def type_name(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
     return "null" if value is None else names.get(type(value), "an object")
@@ -79,13 +101,13 @@ def integer(body: dict, name: str, default: int | None, low: int, high: int) -> 
     value = body.get(name, default)
     if value is None:
         return default
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if isinstance(value, float) and not value.is_integer():
+        raise BadRequest(400, f"{name} must be an integer, got {value}", name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise BadRequest(400, f"{name} must be an integer, got {type_name(value)}", name)
-    if not low <= value <= high:
+    if not low <= value <= high:  # a float compared before int(): 1e300 is not turned into 301 digits
         raise BadRequest(400, f"{name} must lie in {low}..{high}, got {value}", name)
-    return value
+    return int(value)
 
 
 def number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
@@ -117,9 +139,12 @@ def prompts_of(value: Any, vocab_size: int, limits: Limits) -> list[str | list[i
                 size = len(prompt.encode("utf-8"))
             except UnicodeEncodeError:
                 raise BadRequest(400, f"{where} holds a lone surrogate: not text", "prompt") from None
-        elif isinstance(prompt, list) and all(is_id(v) for v in prompt):
+        elif isinstance(prompt, list):
             size = 2 * len(prompt)
-            bad = next((v for v in prompt if not 0 <= v < vocab_size), None)
+            bad = next((v for v in prompt if not is_id(v) or not 0 <= v < vocab_size), None)
+            if bad is not None and not is_id(bad):
+                what = json.dumps(bad)[:40] if isinstance(bad, int | float | str) else type_name(bad)
+                raise BadRequest(400, f"{where}: {what} is not a token id", "prompt")
             if bad is not None:
                 raise BadRequest(400, f"{where}: token id {bad} is outside 0..{vocab_size - 1}", "prompt")
         else:
@@ -156,7 +181,7 @@ def stops_of(value: Any, limits: Limits) -> list[bytes]:
 
 
 def unknown_model(name: str, served: list[str]) -> BadRequest:
-    message = f"model {name!r} is not served here; GET /v1/models lists {', '.join(served)}"
+    message = f"model {quoted(name)} is not served here; GET /v1/models lists {', '.join(served)}"
     return BadRequest(404, message, "model", "model_not_found")
 
 
@@ -164,7 +189,7 @@ def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: 
     """A completions request checked whole; `vocab_sizes`: each mounted model's, by name."""
     unknown = sorted(set(body) - COMPLETION_FIELDS - set(IGNORED_AT_DEFAULT))
     if unknown:
-        raise BadRequest(400, f"unknown field {unknown[0]!r}; pxgl serves {', '.join(sorted(COMPLETION_FIELDS))}")
+        raise BadRequest(400, f"unknown field {quoted(unknown[0])}; pxgl serves {', '.join(sorted(COMPLETION_FIELDS))}")
     for name, default in IGNORED_AT_DEFAULT.items():
         if body.get(name, default) not in (default, {}, None):
             raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)

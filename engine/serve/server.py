@@ -6,13 +6,21 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import PxglError
 from ..loading import Runnable
 from .app import Mounted, create_app
+from .connections import protocol_for
 from .limits import Limits
 from .worker import EngineWorker
 
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
+FILES_BESIDE_CONNECTIONS = 256
+"""Open files the process needs besides its connections: the listener, the engines' GPU, models, logs."""
 GIL_SWITCH_S = 0.001
 """The interpreter's thread switch interval while serving (Python's default is 5 ms): an engine thread wanting
 the GIL back from a busy event loop (after each fence, for each new batch) waits up to this long."""
@@ -61,6 +69,38 @@ def bind(host: str, port: int) -> socket.socket:
     return listener
 
 
+def uvicorn_config(app: "ASGIApp", limits: Limits) -> "uvicorn.Config":
+    """Uvicorn running `app` with every connection held to `limits` (connections.py); no websockets."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        http=protocol_for(limits),
+        ws="none",
+        log_level="warning",
+        timeout_graceful_shutdown=None,
+        access_log=False,
+    )
+
+
+def allow_open_files(limits: Limits) -> None:
+    """Raise the process's open-file limit to what --max-connections needs, or refuse: past it, accept()
+    would fail for every client instead of a 503 for one."""
+    if sys.platform == "win32":  # no such limit there
+        return
+    import resource
+
+    needed = limits.max_connections + FILES_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise PxglError(
+                f"--max-connections {limits.max_connections} needs {needed} open files; this process may open "
+                f"{hard} (ulimit -Hn): lower --max-connections"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def serve(
     runnables: Sequence[Runnable],
     *,
@@ -74,12 +114,11 @@ def serve(
     """Serve until SIGTERM or SIGINT; both drain the requests in flight, then the engines close."""
     import uvicorn
 
+    allow_open_files(limits)
     listener = bind(host, port)
     models = start_models(runnables, limits, device)
     try:
-        app = create_app(models, limits, api_key)
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=None, access_log=False)
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn_config(create_app(models, limits, api_key), limits))
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         on_listening(f"http://{shown}:{bound_port}")
