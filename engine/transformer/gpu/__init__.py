@@ -2,7 +2,7 @@
 over a float16 KV cache on the GPU (executor.py), its kernels' declarations (kernels.py) and their loop
 bounds (loops.py)."""
 
-from .executor import PassesTransformer, Prefill
+from .executor import PassesTransformer, Prefill, prediction_pixels
 from .loops import LoopPlan, plan_loops
 
-__all__ = ["LoopPlan", "PassesTransformer", "Prefill", "plan_loops"]
+__all__ = ["LoopPlan", "PassesTransformer", "Prefill", "plan_loops", "prediction_pixels"]

@@ -36,6 +36,21 @@ class Prefill:
     sums: np.ndarray
 
 
+ONE_PIXEL_VOCAB = 65536
+"""Up to this many ids a prediction is one pixel (§5); past it, two (§14.5)."""
+
+
+def prediction_pixels(ids: np.ndarray, sums: np.ndarray, vocab_size: int) -> np.ndarray:
+    """docs/FORMATS.md §14.5's prediction pixels of rows whose argmax is `ids` and Σ exp(logit - top) `sums`:
+    (rows, 1, 3), or (rows, 2, 3) past 65,536 ids (the id's token pixel, then the confidence)."""
+    confidence = np.round(255 / sums.astype(np.float64)).astype(np.int64)
+    if vocab_size <= ONE_PIXEL_VOCAB:
+        return np.stack([ids % 256, ids // 256, confidence], axis=-1).astype(np.uint8)[:, None, :]
+    token = np.stack([ids % 256, ids // 256 % 256, 255 - ids // 65536], axis=-1)
+    zero = np.zeros_like(confidence)
+    return np.stack([token, np.stack([confidence, zero, zero], axis=-1)], axis=1).astype(np.uint8)
+
+
 def folded(groups: int) -> tuple[int, int, int]:
     x = min(groups, MAX_GROUPS)
     return x, ceil_div(groups, x), 1
