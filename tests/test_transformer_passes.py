@@ -265,7 +265,8 @@ def test_the_gelu_kernels_are_float32_accurate(gpu, rng, exact):
         want = 0.5 * wide * (1 + np.vectorize(math.erf)(wide / math.sqrt(2)))
     else:
         want = 0.5 * wide * (1 + np.tanh(math.sqrt(2 / math.pi) * (wide + 0.044715 * wide**3)))
-    # float32's 1 + erf (or 1 + tanh) near -1 leaves an absolute error of about |x| · 2^-24, as the oracle's has
-    allowed = 4e-7 * np.abs(want) + 2.0**-23 * np.abs(wide)
+    # x ≥ 0: within 2.5 float32 units of gelu itself (measured: 1.6e-7); x < 0: float32's 1 + erf (or 1 + tanh)
+    # near -1 cancels, leaving an absolute error up to about |x| · 2^-24 (measured 8e-8 |x|), as the oracle's has
+    allowed = np.where(wide >= 0, 3e-7 * np.abs(want), 2.0**-23 * np.abs(wide))
     worst = int(np.argmax(np.abs(got - want) - allowed))
     assert np.all(np.abs(got - want) <= allowed), f"gelu({x[worst]}) = {got[worst]}, not {want[worst]}"
