@@ -17,9 +17,33 @@ void main() {
     int count = min(TILE, positions - first);
     float acc[TILE];
     for (int t = 0; t < TILE; t++) acc[t] = 0.0;
-    for (int c = lane; c < in_dim; c += LOCAL_SIZE) {
-        float w = matrix_at(r * in_dim + c);
-        for (int t = 0; t < count; t++) acc[t] += w * source[(source_row0 + first + t) * in_dim + c];
+    if (m_quant == QUANT_Q8 || m_quant == QUANT_Q4) {
+        // a block at a time: its d read once, its quants a word (4 of them, or 8 nibbles) at a time, d × Σ q x
+        bool q8 = m_quant == QUANT_Q8;
+        int blocks = in_dim / BLOCK, block_bytes = q8 ? Q8_BLOCK_BYTES : Q4_BLOCK_BYTES;
+        for (int b = lane; b < blocks; b += LOCAL_SIZE) {
+            int at = m_base + (r * blocks + b) * block_bytes;
+            float sums[TILE];
+            for (int t = 0; t < TILE; t++) sums[t] = 0.0;
+            for (int word = 0; word < (q8 ? BLOCK / 4 : BLOCK / 8); word++) {
+                uint bytes = matrix_word(at + 2 + 4 * word);
+                for (int k = 0; k < (q8 ? 4 : 8); k++) {
+                    // q8: byte k of the word, signed; q4: low nibbles are elements 4·word + k, high ones 16 later
+                    int nibble = k < 4 ? 8 * k : 8 * (k - 4) + 4;
+                    float q = q8 ? float(bitfieldExtract(int(bytes), 8 * k, 8))
+                                 : float(bitfieldExtract(bytes, nibble, 4)) - 8.0;
+                    int c = b * BLOCK + (q8 ? 4 * word + k : 4 * word + (k % 4) + (k / 4) * (BLOCK / 2));
+                    for (int t = 0; t < count; t++) sums[t] += q * source[(source_row0 + first + t) * in_dim + c];
+                }
+            }
+            float d = matrix_half(at);
+            for (int t = 0; t < TILE; t++) acc[t] += d * sums[t];
+        }
+    } else {
+        for (int c = lane; c < in_dim; c += LOCAL_SIZE) {
+            float w = matrix_at(r * in_dim + c);
+            for (int t = 0; t < count; t++) acc[t] += w * source[(source_row0 + first + t) * in_dim + c];
+        }
     }
     for (int t = 0; t < TILE; t++) partial[t * LOCAL_SIZE + lane] = acc[t];
     barrier();

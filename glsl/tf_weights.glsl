@@ -17,6 +17,12 @@ float matrix_half(int i) {  // the float16 at byte i (even)
     return unpackHalf2x16((i & 2) != 0 ? word >> 16 : word).x;
 }
 
+// The 4 bytes at byte i (even) as one little-endian word: q8/q4 blocks start 2 bytes apart from words.
+uint matrix_word(int i) {
+    uint low = matrix_words[i >> 2];
+    return (i & 2) == 0 ? low : (low >> 16) | (matrix_words[(i >> 2) + 1] << 16);
+}
+
 // Element `index` (row-major) of the bound matrix, as float32: w = d × q per block, (q − zero) × scale, f16.
 float matrix_at(int index) {
     if (m_quant == QUANT_F16) return matrix_half(m_base + 2 * index);

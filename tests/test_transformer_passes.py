@@ -20,7 +20,7 @@ from tests.test_transformer_engine import SCALINGS, assert_logits_agree, oracle_
 
 HEAD_GAIN = 4.0
 """Output heads scaled so the median top-two margin is ≥ 10 τ (asserted by each test before comparing)."""
-SPLIT_BUDGET = 200
+SPLIT_BUDGET = 400
 """A loop budget small enough that attention over 288 keys runs in several key segments and a vocabulary past
 65,536 in several argmax segments: the merges are checked too, not only the one-segment path."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ...errors import PxglError
 from ...pxvm.dispatch import DISPATCH_LOOPS
 from ..meta import TransformerArchitecture
+from ..quant import BLOCK
 
 GROUP = 64
 """Invocations of every version-2 work group (OpenGL 4.3 guarantees 1,024)."""
@@ -35,8 +36,12 @@ def norm_loops(width: int) -> int:
 
 
 def project_loops(in_dim: int) -> int:
-    """The column walk (each column's TILE positions an inner loop), the tile's partials, their reduction."""
-    return 2 * TILE + ceil_div(in_dim, GROUP) * (1 + TILE) + reduction_loops() * (1 + TILE)
+    """The weights' walk — u8/f16 a column at a time (its TILE positions an inner loop); q8/q4 a block at a
+    time (its partial sums, its words, their 4 or 8 quants, each one's TILE positions) — then the tile's
+    partials and their reduction."""
+    columns = ceil_div(in_dim, GROUP) * (1 + TILE)
+    blocks = ceil_div(ceil_div(in_dim, BLOCK), GROUP) * (2 * TILE + BLOCK // 4 + BLOCK * (1 + TILE))
+    return 2 * TILE + max(columns, blocks) + reduction_loops() * (1 + TILE)
 
 
 def attend_dims(head_dim: int) -> int:
