@@ -6,7 +6,7 @@ layout(std430, binding = BINDING_SOURCE) readonly restrict buffer Source { float
 layout(std430, binding = BINDING_TARGET) writeonly restrict buffer Target { float target[]; };
 layout(std430, binding = BINDING_WEIGHT) readonly restrict buffer Weight { uint weight_words[]; };
 layout(std430, binding = BINDING_BIAS) readonly restrict buffer Bias { uint bias_words[]; };
-uniform int width, layernorm, weight_at, bias_at;  // *_at: the tensor's first float16 in its range
+uniform int width, layernorm;
 uniform float eps;
 
 #include "tf_half.glsl"
@@ -37,7 +37,7 @@ void main() {
     MEAN_OF(squares, variance)
     float inverse = 1.0 / sqrt(variance + eps);
     for (int c = lane; c < width; c += LOCAL_SIZE) {
-        float y = (source[row + c] - centre) * inverse * HALF_AT(weight_words, weight_at + c);
-        target[row + c] = layernorm != 0 ? y + HALF_AT(bias_words, bias_at + c) : y;
+        float y = (source[row + c] - centre) * inverse * HALF_AT(weight_words, c);
+        target[row + c] = layernorm != 0 ? y + HALF_AT(bias_words, c) : y;
     }
 }

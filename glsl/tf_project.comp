@@ -8,7 +8,7 @@ layout(local_size_x = LOCAL_SIZE) in;
 layout(std430, binding = BINDING_SOURCE) readonly restrict buffer Source { float source[]; };
 layout(std430, binding = BINDING_TARGET) writeonly restrict buffer Target { float target[]; };
 layout(std430, binding = BINDING_BIAS) readonly restrict buffer Bias { uint bias_words[]; };
-uniform int in_dim, out_dim, positions, source_row0, has_bias, bias_at, groups_x;
+uniform int in_dim, out_dim, positions, source_row0, has_bias, groups_x;
 
 void main() {
     int r = int(gl_WorkGroupID.x + gl_WorkGroupID.y * groups_x);
@@ -22,7 +22,7 @@ void main() {
         bool q8 = m_quant == QUANT_Q8;
         int blocks = in_dim / BLOCK, block_bytes = q8 ? Q8_BLOCK_BYTES : Q4_BLOCK_BYTES;
         for (int b = lane; b < blocks; b += LOCAL_SIZE) {
-            int at = m_base + (r * blocks + b) * block_bytes;
+            int at = (r * blocks + b) * block_bytes;
             float sums[TILE];
             for (int t = 0; t < TILE; t++) sums[t] = 0.0;
             for (int word = 0; word < (q8 ? BLOCK / 4 : BLOCK / 8); word++) {
@@ -54,7 +54,7 @@ void main() {
         barrier();
     }
     if (lane < count) {
-        float bias = has_bias != 0 ? HALF_AT(bias_words, bias_at + r) : 0.0;
+        float bias = has_bias != 0 ? HALF_AT(bias_words, r) : 0.0;
         target[(first + lane) * out_dim + r] = partial[lane * LOCAL_SIZE] + bias;
     }
 }

@@ -1,9 +1,9 @@
 // Version-2 weights read from the raw byte stream (docs/FORMATS.md §14.3), bound as uint words: a matrix in
 // any quantization through `matrix_words`, dequantized element by element inside the caller's loop, and
-// float16 vectors (norms, biases) through any word buffer with HALF_AT. Byte offsets are relative to the
-// bound range's start; QUANT_* and *_BLOCK_BYTES come from engine/transformer/gpu/kernels.py.
+// float16 vectors (norms, biases) through any word buffer with HALF_AT. Each tensor is a buffer of its own,
+// its byte 0 the buffer's; QUANT_* and *_BLOCK_BYTES come from engine/transformer/gpu/kernels.py.
 layout(std430, binding = BINDING_MATRIX) readonly restrict buffer Matrix { uint matrix_words[]; };
-uniform int m_base, m_quant;  // the tensor's first byte in the range; its quantization
+uniform int m_quant;
 uniform float m_scale, m_zero;  // u8 only
 
 #include "tf_half.glsl"
@@ -25,15 +25,15 @@ uint matrix_word(int i) {
 
 // Element `index` (row-major) of the bound matrix, as float32: w = d × q per block, (q − zero) × scale, f16.
 float matrix_at(int index) {
-    if (m_quant == QUANT_F16) return matrix_half(m_base + 2 * index);
-    if (m_quant == QUANT_U8) return (float(matrix_byte(m_base + index)) - m_zero) * m_scale;
+    if (m_quant == QUANT_F16) return matrix_half(2 * index);
+    if (m_quant == QUANT_U8) return (float(matrix_byte(index)) - m_zero) * m_scale;
     int block = index / BLOCK, j = index % BLOCK;
     if (m_quant == QUANT_Q8) {
-        int at = m_base + block * Q8_BLOCK_BYTES;
+        int at = block * Q8_BLOCK_BYTES;
         uint q = matrix_byte(at + 2 + j);
         return matrix_half(at) * float(int(q) - int((q & 128u) << 1));
     }
-    int at = m_base + block * Q4_BLOCK_BYTES;
+    int at = block * Q4_BLOCK_BYTES;
     uint nibbles = matrix_byte(at + 2 + (j % (BLOCK / 2)));
     uint q = j < BLOCK / 2 ? nibbles & 15u : nibbles >> 4;
     return matrix_half(at) * (float(q) - 8.0);

@@ -20,6 +20,11 @@ from ..operations import Operation, activation_widths, operations
 from . import kernels as k
 from .loops import DISPATCH_LOOPS, GROUP, TILE, ceil_div, plan_loops
 
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 MAX_GROUPS = 65535
 """Work groups GL guarantees on each axis; longer grids fold into a second one."""
 ATTEND_SCRATCH = 1 << 23
@@ -49,6 +54,17 @@ def prediction_pixels(ids: np.ndarray, sums: np.ndarray, vocab_size: int) -> np.
     token = np.stack([ids % 256, ids // 256 % 256, 255 - ids // 65536], axis=-1)
     zero = np.zeros_like(confidence)
     return np.stack([token, np.stack([confidence, zero, zero], axis=-1)], axis=1).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One walk of the operations: `positions` new positions from `start` in `buffers`, and the logits of the
+    last `logit_rows` of them."""
+
+    buffers: dict[str, Buffer]
+    positions: int
+    start: int
+    logit_rows: int
 
 
 def folded(groups: int) -> tuple[int, int, int]:
@@ -103,10 +119,11 @@ class PassesTransformer:
         self.length = 0
 
     def activations(self, positions: int, logit_rows: int) -> dict[str, Buffer]:
-        """Every activation's buffer for `positions` rows (logits: `logit_rows`), kept for the next run."""
-        key = (positions, logit_rows)
+        """Every activation's buffer with room for `positions` rows (logits: `logit_rows`), rounded up to a
+        power of two and kept for later runs."""
+        key = (min(next_pow2(positions), self.architecture.context_length), next_pow2(logit_rows))
         if key not in self._activations:
-            rows = {name: logit_rows if name == "logits" else positions for name in self.widths}
+            rows = {name: key[1] if name == "logits" else key[0] for name in self.widths}
             self._activations[key] = {
                 name: self.gpu.storage_buffer(4 * rows[name] * width, f"activation '{name}'")
                 for name, width in self.widths.items()
@@ -132,7 +149,7 @@ class PassesTransformer:
         self.gpu.write_storage(self.tokens, ids.astype(np.int32), offset=4 * start)
         rows = n if all_logits else 1
         buffers = self.activations(n, rows)
-        self._forward(buffers, n, start, rows, token_at=-1)
+        self._forward(Step(buffers, n, start, rows), token_at=-1)
         self.length += n
         v = self.architecture.vocab_size
         logits = np.frombuffer(self.gpu.read_storage(buffers["logits"], 4 * rows * v), np.float32).reshape(rows, v)
@@ -148,27 +165,26 @@ class PassesTransformer:
         self._check_tokens(ids, steps)
         n, start = len(ids), self.length
         self.gpu.write_storage(self.tokens, ids.astype(np.int32), offset=4 * start)
-        self._forward(self.activations(n, 1), n, start, 1, token_at=start + n)
+        self._forward(Step(self.activations(n, 1), n, start, 1), token_at=start + n)
         step_buffers = self.activations(1, 1)
         for position in range(start + n, start + n + steps - 1):
-            self._forward(step_buffers, 1, position, 1, token_at=position + 1)
+            self._forward(Step(step_buffers, 1, position, 1), token_at=position + 1)
         self.length = start + n + steps - 1
         """The last token is chosen, not yet run: a later call appends it as its first."""
         chosen = self.gpu.read_storage(self.tokens, 4 * steps, offset=4 * (start + n))
         return np.frombuffer(chosen, np.int32).astype(np.int64)
 
     # --- the passes ------------------------------------------------------------------------------
-    def _forward(self, buffers: dict[str, Buffer], n: int, start: int, logit_rows: int, token_at: int) -> None:
+    def _forward(self, step: Step, token_at: int) -> None:
         for op in self.operations:
-            PASSES[op.kind](self, op, buffers, n, start)
+            PASSES[op.kind](self, op, step)
             self.gpu.barrier()
-        self._predict(buffers["logits"], logit_rows, token_at)
+        self._predict(step.buffers["logits"], step.logit_rows, token_at)
 
     def _matrix(self, name: str) -> dict[str, object]:
         t = self.spec.tensors[name]
         return {
             "matrix": self.tensors[name],
-            "m_base": 0,
             "m_quant": k.QUANT_CODES[t.quant],
             "m_scale": t.scale,
             "m_zero": float(t.zero_point),
@@ -178,7 +194,8 @@ class PassesTransformer:
         groups = folded(ceil_div(count, GROUP))
         self.gpu.run(self.programs[shader], groups, count=count, groups_x=groups[0], **resources)
 
-    def _embed(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _embed(self, op: Operation, step: Step) -> None:
+        buffers, n, start = step.buffers, step.positions, step.start
         width = self.architecture.width
         groups = folded(ceil_div(n * width, GROUP))
         for by_position, name in enumerate(op.tensors):
@@ -197,7 +214,8 @@ class PassesTransformer:
                 groups_x=groups[0],
             )
 
-    def _norm(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _norm(self, op: Operation, step: Step) -> None:
+        buffers, n = step.buffers, step.positions
         weight = self.tensors[op.tensors[0]]
         bias = self.tensors[op.tensors[1]] if len(op.tensors) > 1 else weight
         a = self.architecture
@@ -210,12 +228,12 @@ class PassesTransformer:
             bias=bias,
             width=a.width,
             layernorm=int(a.norm_kind == "layernorm"),
-            weight_at=0,
-            bias_at=0,
             eps=a.norm_eps,
         )
 
-    def _project(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int, row0: int = 0) -> None:
+    def _project(self, op: Operation, step: Step, rows: int = 0) -> None:
+        """`rows` (0: all) of the step's last positions."""
+        buffers, n = step.buffers, rows or step.positions
         out_dim, in_dim = self.spec.tensors[op.tensors[0]].shape
         bias = op.tensors[1] if len(op.tensors) > 1 else None
         rows = folded(out_dim)
@@ -229,20 +247,16 @@ class PassesTransformer:
             in_dim=in_dim,
             out_dim=out_dim,
             positions=n,
-            source_row0=row0,
+            source_row0=step.positions - n,
             has_bias=int(bias is not None),
-            bias_at=0,
             groups_x=rows[0],
         )
 
-    def _logits(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
-        rows = self._logit_rows(buffers)
-        self._project(op, buffers, rows, start, row0=n - rows)
+    def _logits(self, op: Operation, step: Step) -> None:
+        self._project(op, step, rows=step.logit_rows)
 
-    def _logit_rows(self, buffers: dict[str, Buffer]) -> int:
-        return buffers["logits"].size // (4 * self.architecture.vocab_size)
-
-    def _rope(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _rope(self, op: Operation, step: Step) -> None:
+        buffers, n, start = step.buffers, step.positions, step.start
         a = self.architecture
         heads = self.widths[op.output] // a.head_dim
         groups = folded(ceil_div(n * heads * (a.head_dim // 2), GROUP))
@@ -259,7 +273,8 @@ class PassesTransformer:
             groups_x=groups[0],
         )
 
-    def _attend(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _attend(self, op: Operation, step: Step) -> None:
+        buffers, n, start = step.buffers, step.positions, step.start
         a, layer = self.architecture, op.layer
         q, key, value = (buffers[name] for name in op.inputs)
         keys, values = self.keys[layer], self.values[layer]
@@ -323,16 +338,19 @@ class PassesTransformer:
             self._scratches[what] = self.gpu.storage_buffer(size, f"{what} scratch")
         return self._scratches[what]
 
-    def _activate(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _activate(self, op: Operation, step: Step) -> None:
+        buffers, n = step.buffers, step.positions
         exact = int(self.architecture.mlp_kind == "gelu")
         source, target = buffers[op.inputs[0]], buffers[op.output]
         self._elementwise("tf_activate", n * self.widths[op.output], source=source, target=target, exact=exact)
 
-    def _gate(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _gate(self, op: Operation, step: Step) -> None:
+        buffers, n = step.buffers, step.positions
         gate, up = (buffers[name] for name in op.inputs)
         self._elementwise("tf_gate", n * self.widths[op.output], gate=gate, up=up, target=buffers[op.output])
 
-    def _add(self, op: Operation, buffers: dict[str, Buffer], n: int, start: int) -> None:
+    def _add(self, op: Operation, step: Step) -> None:
+        buffers, n = step.buffers, step.positions
         if op.inputs[0] != op.output:
             raise ValueError(f"add writes its first input in place, not {op}")
         target, source = buffers[op.output], buffers[op.inputs[1]]

@@ -7,7 +7,7 @@ from .loops import GROUP, TILE, attend_dims
 
 QUANT_CODES = {quant: code for code, quant in enumerate(MATRIX_QUANTS)}
 """The `m_quant` uniform of glsl/tf_weights.glsl."""
-MATRIX = (Storage("matrix"), *(Uniform(name) for name in ("m_base", "m_quant", "m_scale", "m_zero")))
+MATRIX = (Storage("matrix"), *(Uniform(name) for name in ("m_quant", "m_scale", "m_zero")))
 """What a kernel including tf_weights.glsl binds: one tensor's bytes and how to read them."""
 TOP1_SHARED = (Shared("top_value", "float", "LOCAL_SIZE"), Shared("top_sum", "float", "LOCAL_SIZE"))
 TOP1_SHARED += (Shared("top_index", "int", "LOCAL_SIZE"),)
@@ -33,7 +33,7 @@ NORM = Kernel(
         Storage("target"),
         Storage("weight"),
         Storage("bias"),
-        *uniforms("width", "layernorm", "weight_at", "bias_at", "eps"),
+        *uniforms("width", "layernorm", "eps"),
     ),
     shared=(Shared("sums", "float", "LOCAL_SIZE"),),
 )
@@ -44,7 +44,7 @@ PROJECT = Kernel(
         Storage("source"),
         Storage("target"),
         Storage("bias"),
-        *uniforms("in_dim", "out_dim", "positions", "source_row0", "has_bias", "bias_at", "groups_x"),
+        *uniforms("in_dim", "out_dim", "positions", "source_row0", "has_bias", "groups_x"),
     ),
     shared=(Shared("partial", "float", "PARTIAL_FLOATS"),),
 )
