@@ -4,7 +4,9 @@ pixels, greedy generation over the GPU's KV cache against the oracle's greedy re
 count within one llvmpipe dispatch. Random members written to files by the engine and read back by the
 oracle through Pillow and json alone; every feature of §14 is drawn each run."""
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -242,6 +244,15 @@ def test_a_kernel_past_its_loop_budget_is_refused_in_one_line_before_any_dispatc
     with pytest.raises(PxglError, match=r"^glsl/tf_\w+\.comp: [\d,]+ loop iterations an invocation for width") as e:
         PassesTransformer(gpu, spec, pixels, loop_budget=60)
     assert "\n" not in str(e.value)
+
+
+def test_a_tensor_past_one_storage_binding_is_refused_naming_it(tmp_path, rng, gpu, monkeypatch):
+    architecture = styled(rng, "gpt2")
+    _, _, (spec, pixels) = member(tmp_path, rng, architecture, "f16")
+    largest = max(spec.tensors.values(), key=lambda t: t.nbytes)
+    monkeypatch.setattr(gpu, "limits", dataclasses.replace(gpu.limits, max_storage_block_size=largest.nbytes - 4))
+    with pytest.raises(PxglError, match=rf"^tensor '{re.escape(largest.name)}': [\d,]+ bytes are past the"):
+        PassesTransformer(gpu, spec, pixels)
 
 
 @pytest.mark.parametrize("exact", [1, 0])

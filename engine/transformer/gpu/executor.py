@@ -88,7 +88,13 @@ class PassesTransformer:
         self.programs = {kernel.shader: gpu.program(kernel, constants, GROUP) for kernel in k.KERNELS}
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
         self.tensors: dict[str, Buffer] = {}
+        binding = gpu.limits.max_storage_block_size
         for name, t in spec.tensors.items():
+            if t.nbytes > binding:
+                raise PxglError(
+                    f"tensor '{name}': {t.nbytes:,} bytes are past the {binding:,} one storage buffer of this GPU "
+                    "binds; the passes executor does not split a tensor across buffers yet"
+                )
             data = np.zeros(ceil_div(t.nbytes, 4) * 4, np.uint8)
             data[: t.nbytes] = stream[t.offset : t.offset + t.nbytes]
             self.tensors[name] = self._buffer(data, f"tensor '{name}'")
@@ -169,8 +175,7 @@ class PassesTransformer:
         step_buffers = self.activations(1, 1)
         for position in range(start + n, start + n + steps - 1):
             self._forward(Step(step_buffers, 1, position, 1), token_at=position + 1)
-        self.length = start + n + steps - 1
-        """The last token is chosen, not yet run: a later call appends it as its first."""
+        self.length = start + n + steps - 1  # the last token is chosen, not run: a later call appends it first
         chosen = self.gpu.read_storage(self.tokens, 4 * steps, offset=4 * (start + n))
         return np.frombuffer(chosen, np.int32).astype(np.int64)
 
