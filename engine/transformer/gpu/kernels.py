@@ -1,0 +1,103 @@
+"""The version-2 kernels of the passes executor (glsl/tf_*.comp) as declarations, and the constants they are
+compiled with: one compile per model shape, the tensors and positions of each run given as uniforms."""
+
+from ...kernel import Constants, Kernel, Shared, Storage, Uniform
+from ..quant import BLOCK, BLOCK_BYTES, MATRIX_QUANTS
+from .loops import GROUP, TILE, attend_dims
+
+QUANT_CODES = {quant: code for code, quant in enumerate(MATRIX_QUANTS)}
+"""The `m_quant` uniform of glsl/tf_weights.glsl."""
+MATRIX = (Storage("matrix"), *(Uniform(name) for name in ("m_quant", "m_scale", "m_zero")))
+"""What a kernel including tf_weights.glsl binds: one tensor's bytes and how to read them."""
+TOP1_SHARED = (Shared("top_value", "float", "LOCAL_SIZE"), Shared("top_sum", "float", "LOCAL_SIZE"))
+TOP1_SHARED += (Shared("top_index", "int", "LOCAL_SIZE"),)
+
+
+def uniforms(*names: str) -> tuple[Uniform, ...]:
+    return tuple(Uniform(name) for name in names)
+
+
+EMBED = Kernel(
+    "tf_embed",
+    (
+        *MATRIX,
+        Storage("tokens"),
+        Storage("target"),
+        *uniforms("width", "positions", "start", "by_position", "groups_x"),
+    ),
+)
+NORM = Kernel(
+    "tf_norm",
+    (
+        Storage("source"),
+        Storage("target"),
+        Storage("weight"),
+        Storage("bias"),
+        *uniforms("width", "layernorm", "eps"),
+    ),
+    shared=(Shared("sums", "float", "LOCAL_SIZE"),),
+)
+PROJECT = Kernel(
+    "tf_project",
+    (
+        *MATRIX,
+        Storage("source"),
+        Storage("target"),
+        Storage("bias"),
+        *uniforms("in_dim", "out_dim", "positions", "source_row0", "has_bias", "groups_x"),
+    ),
+    shared=(Shared("partial", "float", "PARTIAL_FLOATS"),),
+)
+ROPE = Kernel(
+    "tf_rope",
+    (Storage("target"), Storage("table"), *uniforms("heads", "head_dim", "positions", "start", "pairs", "groups_x")),
+)
+KV_STORE = Kernel(
+    "tf_kv_store",
+    (
+        Storage("k"),
+        Storage("v"),
+        Storage("keys"),
+        Storage("values"),
+        *uniforms("kv_width", "row_words", "positions", "start", "groups_x"),
+    ),
+)
+ATTEND = Kernel(
+    "tf_attend",
+    (
+        Storage("q"),
+        Storage("keys"),
+        Storage("values"),
+        Storage("partial"),
+        *uniforms(
+            "heads", "group_size", "head_dim", "row_words", "start", "first_query", "segment", "segments", "scale"
+        ),
+    ),
+    shared=(Shared("scores", "float", "LOCAL_SIZE"), Shared("top", "float", "LOCAL_SIZE")),
+)
+ATTEND_COMBINE = Kernel(
+    "tf_attend_combine",
+    (Storage("partial"), Storage("target"), *uniforms("heads", "head_dim", "segments", "first_query")),
+)
+ACTIVATE = Kernel("tf_activate", (Storage("source"), Storage("target"), *uniforms("count", "exact", "groups_x")))
+GATE = Kernel("tf_gate", (Storage("gate"), Storage("up"), Storage("target"), *uniforms("count", "groups_x")))
+ADD = Kernel("tf_add", (Storage("target"), Storage("source"), *uniforms("count", "groups_x")))
+ARGMAX = Kernel(
+    "tf_argmax",
+    (Storage("logits"), Storage("partial"), *uniforms("vocab", "segment", "segments")),
+    shared=TOP1_SHARED,
+)
+ARGMAX_MERGE = Kernel(
+    "tf_argmax_merge",
+    (Storage("partial"), Storage("predictions"), Storage("tokens"), *uniforms("segments", "token_at")),
+    shared=TOP1_SHARED,
+)
+KERNELS = (EMBED, NORM, PROJECT, ROPE, KV_STORE, ATTEND, ATTEND_COMBINE, ACTIVATE, GATE, ADD, ARGMAX, ARGMAX_MERGE)
+
+
+def kernel_constants(head_dim: int) -> Constants:
+    """What every tf_ kernel is compiled with: the quantizations' codes and block sizes, the tiles."""
+    quants = {f"QUANT_{quant.upper()}": code for quant, code in QUANT_CODES.items()}
+    blocks = {f"{quant.upper()}_BLOCK_BYTES": size for quant, size in BLOCK_BYTES.items()}
+    shape = {"BLOCK": BLOCK, "TILE": TILE, "PARTIAL_FLOATS": TILE * GROUP, "ATTEND_DIMS": attend_dims(head_dim)}
+    return Constants(quants | blocks | shape)
