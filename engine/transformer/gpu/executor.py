@@ -84,7 +84,7 @@ class PassesTransformer:
         self.plan = plan_loops(a, loop_budget)
         self.operations = operations(a)
         self.widths = activation_widths(a)
-        constants = k.kernel_constants(a.head_dim)
+        constants = k.kernel_constants(a.head_dim, self.plan.bounds)
         self.programs = {kernel.shader: gpu.program(kernel, constants, GROUP) for kernel in k.KERNELS}
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
         self.tensors: dict[str, Buffer] = {}

@@ -1,9 +1,11 @@
 """The version-2 kernels of the passes executor (glsl/tf_*.comp) as declarations, and the constants they are
 compiled with: one compile per model shape, the tensors and positions of each run given as uniforms."""
 
-from ...kernel import Constants, Kernel, Shared, Storage, Uniform
+from collections.abc import Mapping
+
+from ...kernel import Constants, Kernel, Resource, Shared, Storage, Uniform
 from ..quant import BLOCK, BLOCK_BYTES, MATRIX_QUANTS
-from .loops import GROUP, TILE, attend_dims
+from .loops import GROUP, KERNEL_LOOPS, TILE, attend_dims
 
 QUANT_CODES = {quant: code for code, quant in enumerate(MATRIX_QUANTS)}
 """The `m_quant` uniform of glsl/tf_weights.glsl."""
@@ -17,7 +19,14 @@ def uniforms(*names: str) -> tuple[Uniform, ...]:
     return tuple(Uniform(name) for name in names)
 
 
-EMBED = Kernel(
+def tf_kernel(shader: str, resources: tuple[Resource, ...], shared: tuple[Shared, ...] = ()) -> Kernel:
+    """glsl/<shader>.comp declared with its loops (engine/kernel.py): its count in loops.py over the shape
+    bounds it is compiled with (kernel_constants), every work group GROUP invocations."""
+    count = KERNEL_LOOPS[shader]
+    return Kernel(shader, resources, shared, loops=lambda constants, local_size: count(constants))
+
+
+EMBED = tf_kernel(
     "tf_embed",
     (
         *MATRIX,
@@ -26,7 +35,7 @@ EMBED = Kernel(
         *uniforms("width", "positions", "start", "by_position", "groups_x"),
     ),
 )
-NORM = Kernel(
+NORM = tf_kernel(
     "tf_norm",
     (
         Storage("source"),
@@ -37,7 +46,7 @@ NORM = Kernel(
     ),
     shared=(Shared("sums", "float", "LOCAL_SIZE"),),
 )
-PROJECT = Kernel(
+PROJECT = tf_kernel(
     "tf_project",
     (
         *MATRIX,
@@ -48,11 +57,11 @@ PROJECT = Kernel(
     ),
     shared=(Shared("partial", "float", "PARTIAL_FLOATS"),),
 )
-ROPE = Kernel(
+ROPE = tf_kernel(
     "tf_rope",
     (Storage("target"), Storage("table"), *uniforms("heads", "head_dim", "positions", "start", "pairs", "groups_x")),
 )
-KV_STORE = Kernel(
+KV_STORE = tf_kernel(
     "tf_kv_store",
     (
         Storage("k"),
@@ -62,7 +71,7 @@ KV_STORE = Kernel(
         *uniforms("kv_width", "row_words", "positions", "start", "groups_x"),
     ),
 )
-ATTEND = Kernel(
+ATTEND = tf_kernel(
     "tf_attend",
     (
         Storage("q"),
@@ -75,19 +84,19 @@ ATTEND = Kernel(
     ),
     shared=(Shared("scores", "float", "LOCAL_SIZE"), Shared("top", "float", "LOCAL_SIZE")),
 )
-ATTEND_COMBINE = Kernel(
+ATTEND_COMBINE = tf_kernel(
     "tf_attend_combine",
     (Storage("partial"), Storage("target"), *uniforms("heads", "head_dim", "segments", "first_query")),
 )
-ACTIVATE = Kernel("tf_activate", (Storage("source"), Storage("target"), *uniforms("count", "exact", "groups_x")))
-GATE = Kernel("tf_gate", (Storage("gate"), Storage("up"), Storage("target"), *uniforms("count", "groups_x")))
-ADD = Kernel("tf_add", (Storage("target"), Storage("source"), *uniforms("count", "groups_x")))
-ARGMAX = Kernel(
+ACTIVATE = tf_kernel("tf_activate", (Storage("source"), Storage("target"), *uniforms("count", "exact", "groups_x")))
+GATE = tf_kernel("tf_gate", (Storage("gate"), Storage("up"), Storage("target"), *uniforms("count", "groups_x")))
+ADD = tf_kernel("tf_add", (Storage("target"), Storage("source"), *uniforms("count", "groups_x")))
+ARGMAX = tf_kernel(
     "tf_argmax",
     (Storage("logits"), Storage("partial"), *uniforms("vocab", "segment", "segments")),
     shared=TOP1_SHARED,
 )
-ARGMAX_MERGE = Kernel(
+ARGMAX_MERGE = tf_kernel(
     "tf_argmax_merge",
     (Storage("partial"), Storage("predictions"), Storage("tokens"), *uniforms("segments", "token_at")),
     shared=TOP1_SHARED,
@@ -95,9 +104,10 @@ ARGMAX_MERGE = Kernel(
 KERNELS = (EMBED, NORM, PROJECT, ROPE, KV_STORE, ATTEND, ATTEND_COMBINE, ACTIVATE, GATE, ADD, ARGMAX, ARGMAX_MERGE)
 
 
-def kernel_constants(head_dim: int) -> Constants:
-    """What every tf_ kernel is compiled with: the quantizations' codes and block sizes, the tiles."""
+def kernel_constants(head_dim: int, bounds: Mapping[str, int] | None = None) -> Constants:
+    """What every tf_ kernel is compiled with: the quantizations' codes and block sizes, the tiles, and the
+    model's shape bounds its loops depend on (LoopPlan.bounds; kernels without loops need none)."""
     quants = {f"QUANT_{quant.upper()}": code for quant, code in QUANT_CODES.items()}
     blocks = {f"{quant.upper()}_BLOCK_BYTES": size for quant, size in BLOCK_BYTES.items()}
     shape = {"BLOCK": BLOCK, "TILE": TILE, "PARTIAL_FLOATS": TILE * GROUP, "ATTEND_DIMS": attend_dims(head_dim)}
-    return Constants(quants | blocks | shape)
+    return Constants(quants | blocks | shape | dict(bounds or {}))

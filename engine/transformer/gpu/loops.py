@@ -6,10 +6,11 @@ are split across work groups and merged by a second dispatch; every other kernel
 docs/FORMATS.md §14.1 allows (tests/test_transformer_passes.py asserts it at the extremes). Kept in one place
 so the general mechanism can take them over."""
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ...errors import PxglError
-from ...pxvm.dispatch import DISPATCH_LOOPS
+from ...kernel import DISPATCH_LOOPS
 from ..meta import TransformerArchitecture
 from ..quant import BLOCK
 
@@ -73,6 +74,17 @@ def argmax_merge_loops(segments: int) -> int:
     return ceil_div(segments, GROUP) + reduction_loops()
 
 
+KERNEL_LOOPS: dict[str, Callable[[Mapping[str, int | float]], int]] = dict.fromkeys(ELEMENTWISE, lambda b: 0) | {
+    "tf_norm": lambda b: norm_loops(int(b["LOOP_WIDTH"])),
+    "tf_project": lambda b: project_loops(int(b["LOOP_PROJECT_IN"])),
+    "tf_attend": lambda b: attend_loops(int(b["LOOP_ATTEND_SEGMENT"]), int(b["LOOP_HEAD_DIM"])),
+    "tf_attend_combine": lambda b: attend_combine_loops(int(b["LOOP_ATTEND_SEGMENTS"]), int(b["LOOP_HEAD_DIM"])),
+    "tf_argmax": lambda b: argmax_loops(int(b["LOOP_ARGMAX_SEGMENT"])),
+    "tf_argmax_merge": lambda b: argmax_merge_loops(int(b["LOOP_ARGMAX_SEGMENTS"])),
+}
+"""Each kernel's worst-case loops an invocation, from its shape bounds (LoopPlan.bounds)."""
+
+
 @dataclass(frozen=True)
 class LoopPlan:
     """How a model's long reductions are split, and every kernel's worst-case loop count an invocation."""
@@ -82,6 +94,9 @@ class LoopPlan:
     argmax_segment: int
     """Logits one tf_argmax work group walks."""
     loops: dict[str, int]
+    bounds: dict[str, int]
+    """The shape numbers each kernel's loops depend on, compiled into it (engine/kernel.py's `loops` reads them
+    back from its constants, so the GL layer checks the same counts before it compiles)."""
 
 
 def check_loops(kernel: str, loops: int, budget: int, shape: str) -> None:
@@ -100,16 +115,17 @@ def plan_loops(architecture: TransformerArchitecture, budget: int = DISPATCH_LOO
     chunks = (budget - 2 * attend_dims(d)) // attend_chunk_loops(d)
     attend_segment = GROUP * max(1, min(chunks, ceil_div(c, GROUP)))
     argmax_segment = GROUP * max(1, min(budget - reduction_loops(), ceil_div(v, GROUP)))
-    widest_input = max(a.width, a.heads * d, a.mlp_width)
-    loops = dict.fromkeys(ELEMENTWISE, 0) | {
-        "tf_norm": norm_loops(a.width),
-        "tf_project": project_loops(widest_input),
-        "tf_attend": attend_loops(attend_segment, d),
-        "tf_attend_combine": attend_combine_loops(ceil_div(c, attend_segment), d),
-        "tf_argmax": argmax_loops(argmax_segment),
-        "tf_argmax_merge": argmax_merge_loops(ceil_div(v, argmax_segment)),
+    bounds = {
+        "LOOP_WIDTH": a.width,
+        "LOOP_PROJECT_IN": max(a.width, a.heads * d, a.mlp_width),
+        "LOOP_HEAD_DIM": d,
+        "LOOP_ATTEND_SEGMENT": attend_segment,
+        "LOOP_ATTEND_SEGMENTS": ceil_div(c, attend_segment),
+        "LOOP_ARGMAX_SEGMENT": argmax_segment,
+        "LOOP_ARGMAX_SEGMENTS": ceil_div(v, argmax_segment),
     }
+    loops = {shader: count(bounds) for shader, count in KERNEL_LOOPS.items()}
     shape = f"width {a.width}, heads {a.heads} x {d}, MLP width {a.mlp_width}, context {c}, vocabulary {v}"
     for kernel, count in loops.items():
         check_loops(kernel, count, budget, shape)
-    return LoopPlan(attend_segment, argmax_segment, loops)
+    return LoopPlan(attend_segment, argmax_segment, loops, bounds)
