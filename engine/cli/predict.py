@@ -3,7 +3,7 @@
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from .options import (
     one_device,
 )
 from .report import prediction_records, progress_bar, report_predictions
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 
 def single_blas_thread() -> None:
@@ -48,6 +51,17 @@ def read_prompt_lines(path: Path) -> list[str]:
         if not line:
             raise PxglError(f"{path}: line {number} is empty; every line must be a prompt")
     return lines
+
+
+def tokenize(tokenizer: "Tokenizer", prompts: list[str], bar_shown: bool = True) -> list[list[int]]:
+    """Each prompt's ids, a progress bar following the prompts (a large batch takes a while)."""
+    rows = []
+    with progress_bar(len(prompts) if bar_shown else 0) as bar:
+        task = bar.add_task("tokenizing", total=len(prompts))
+        for text in prompts:
+            rows.append(tokenizer.encode(text))
+            bar.advance(task, 1)
+    return rows
 
 
 @app.command()
@@ -117,7 +131,7 @@ def infer(
         prompts = [prompt] if prompt is not None else read_prompt_lines(batch)
         source = "prompt" if prompt is not None else str(batch)
         if devices is None or len(devices) == 1:  # several engines: each worker tokenizes its own share
-            rows = [tokenizer.encode(p) for p in prompts]
+            rows = tokenize(tokenizer, prompts)
             # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those.
             pixels = encode_tokens([row[-runnable.model.spec.context_window :] for row in rows], vocab)
 
@@ -149,7 +163,7 @@ def infer(
         renderer = renderer_of(engine)
     if tokens_out is not None:
         if input_file is None and not rows:
-            rows = [tokenizer.encode(p) for p in prompts]
+            rows = tokenize(tokenizer, prompts)
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     if out is not None:
         write_rgb(out, predictions)

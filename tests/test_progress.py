@@ -1,0 +1,156 @@
+"""Progress moves at least once a second on every long verb (issue 26): generation reports its tokens chunk by
+chunk, tiles and chunks sized by time (engine/pacing.py), and a batch's prompts are counted as they are
+tokenized. Renderers of a given pace are simulated on a clock of the test's own."""
+
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pxgl.engine
+import pytest
+from pxgl.cli.app import app
+from pxgl.engine import Engine
+from pxgl.generation import Sampling
+from pxgl.pacing import SMALLEST, ChunkSizer
+from pxgl.tokenizer import Tokenizer
+from typer.testing import CliRunner
+
+from tests.models import random_model
+
+PACE = 2000.0
+"""Tokens a second of the simulated renderer."""
+ALPHABET = list("abcdefgh ijklmnop")
+
+
+class PacedGPU:
+    """A renderer that generates PACE tokens a second on a clock of its own: each submitted chunk of steps
+    costs its rows x steps, counted when its fence is waited on (the moment the engine sees it done)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        self.submitted: deque[int] = deque()
+        self.chunk_seconds: list[float] = []
+        wait, make_job = engine.gpu.wait, pxgl.engine.generation_job
+
+        def paced_wait(fence: object) -> None:
+            wait(fence)
+            if self.submitted:
+                seconds = self.submitted.popleft() / PACE
+                self.now += seconds
+                self.chunk_seconds.append(seconds)
+
+        def paced_job(executor, ids, *args):
+            job = make_job(executor, ids, *args)
+            submit = job.submit
+
+            def paced_submit(first: int, last: int) -> None:
+                submit(first, last)
+                self.submitted.append(len(ids) * (last - first))
+
+            job.submit = paced_submit
+            return job
+
+        monkeypatch.setattr(engine.gpu, "wait", paced_wait)
+        monkeypatch.setattr(pxgl.engine, "generation_job", paced_job)
+        monkeypatch.setattr(pxgl.engine, "time", self, raising=False)
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    "executor, sampling, prompts, steps",
+    [("auto", Sampling(), 700, 24), ("passes", Sampling(0.8, 50, 0.9, 7), 200, 8)],
+)
+def test_generation_reports_its_tokens_in_chunks_of_under_a_second(
+    tmp_path, gpu, monkeypatch, executor, sampling, prompts, steps, rng, seed
+):
+    """`generate --batch` of hundreds of prompts on a renderer of 2,000 tokens a second (8.4 s of work for
+    700 x 24): every chunk reported as it lands, none longer than a second, the same tokens as one un-paced
+    run (the sampled draws follow each prompt's row, whatever tile it runs in)."""
+    model = random_model(tmp_path, rng, 300, 8, 8, 4)
+    rows = [list(map(int, rng.integers(0, 300, int(rng.integers(1, 7))))) for _ in range(prompts)]
+    with Engine(model, gpu=gpu, executor=executor) as engine:
+        whole = engine.generate(rows, steps, sampling)
+        paced = PacedGPU(engine, monkeypatch)
+        reported: list[int] = []
+        streamed = list(engine.stream(rows, steps, sampling, on_tokens=reported.append))
+    tokens = np.stack([step.tokens for step in streamed], axis=1)
+    assert np.array_equal(tokens, whole.tokens), f"seed {seed}"
+    assert sum(reported) == len(rows) * steps and len(reported) == len(paced.chunk_seconds), f"seed {seed}"
+    assert max(paced.chunk_seconds) <= 1.0, f"{max(paced.chunk_seconds):.2f} s without progress, seed {seed}"
+    assert len(reported) >= paced.now, f"{len(reported)} updates in {paced.now:.1f} s, seed {seed}"
+
+
+def test_chunks_never_leave_a_small_remainder(rng, seed):
+    """A chunk leaves none or at least `smallest` items behind (a small last chunk could run on another
+    kernel), and is never above `largest`."""
+    for _ in range(200):
+        largest = int(rng.integers(1, 3000))
+        sizer = ChunkSizer(largest)
+        sizer.size = min(largest, 1 << int(rng.integers(0, 12)))
+        left = int(rng.integers(1, 10_000))
+        while left:
+            taken = sizer.take(left)
+            assert 0 < taken <= min(left, sizer.largest), f"seed {seed}"
+            left -= taken
+            assert left == 0 or left >= min(SMALLEST, largest), f"seed {seed}"
+
+
+class RecordingBar:
+    """The progress bar surface (engine/cli/report.py), recording each task's advances in order."""
+
+    def __init__(self, events: list) -> None:
+        self.events, self.tasks = events, []
+
+    def __enter__(self) -> "RecordingBar":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        self.tasks.append(description)
+        return len(self.tasks) - 1
+
+    def advance(self, task: int, n: float = 1) -> None:
+        self.events.append((self.tasks[task], n))
+
+
+def tokenized_model(folder: Path, rng: np.random.Generator) -> Path:
+    model = random_model(folder, rng, 300, 8, 8, 4)
+    texts = ["".join(rng.choice(ALPHABET, 2000)) for _ in range(3)]
+    Tokenizer.train(texts, 300).save(folder / "random.tokenizer.json")
+    return Path(model.source)
+
+
+@pytest.mark.parametrize("verb", [["infer"], ["generate", "-n", "30"]])
+def test_a_batch_is_counted_as_it_is_tokenized(tmp_path, monkeypatch, verb, rng, seed):
+    """A batch file's prompts advance the bar one by one as they are tokenized, not all before it starts;
+    generate's bar then counts every generated token."""
+    import pxgl.cli.generate
+    import pxgl.cli.predict
+
+    model = tokenized_model(tmp_path, rng)
+    prompts = ["".join(rng.choice(ALPHABET, int(rng.integers(1, 40)))).strip() or "a" for _ in range(400)]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    events: list = []
+    monkeypatch.setattr(pxgl.cli.predict, "progress_bar", lambda total: RecordingBar(events))
+    monkeypatch.setattr(pxgl.cli.generate, "progress_bar", lambda total: RecordingBar(events))
+    encode = Tokenizer.encode
+
+    def counted_encode(tokenizer: Tokenizer, text: str) -> list[int]:
+        events.append(("encode", 1))
+        return encode(tokenizer, text)
+
+    monkeypatch.setattr(Tokenizer, "encode", counted_encode)
+    result = CliRunner().invoke(app, [*verb, "-m", str(model), "--batch", str(tmp_path / "prompts.txt")])
+    assert result.exit_code == 0, result.output
+    tokenizing = [i for i, (name, _) in enumerate(events) if name == "tokenizing"]
+    encodes = [i for i, (name, _) in enumerate(events) if name == "encode"]
+    assert len(tokenizing) == len(prompts) and tokenizing[0] < encodes[-1], f"seed {seed}"
+    if verb[0] == "generate":
+        generated = [n for name, n in events if name == "generating"]
+        assert sum(generated) == len(prompts) * 30 and min(tokenizing) < min(
+            i for i, (name, _) in enumerate(events) if name == "generating"
+        ), f"seed {seed}"
