@@ -392,14 +392,17 @@ class Engine:
         on_tokens: Callable[[int], None],
     ) -> Generator[Generation, None, None]:
         """Every step of every prompt as one block, `on_tokens(n)` told of each chunk of n tokens as it lands:
-        tiles of prompts sized so that one step takes about CHUNK_SECONDS, steps in chunks sized so that a
-        chunk does, so progress moves on a CPU renderer too (a tile of a whole step is the least it can move)."""
+        tiles of prompts sized so that two steps take about CHUNK_SECONDS, steps in chunks sized so that a
+        chunk does, so progress moves on a CPU renderer too. Two steps, as a tile's first chunk is reported
+        only once its second is submitted, and on a CPU renderer (llvmpipe) submitting a chunk runs it; so
+        each tile starts again from chunks of one step."""
         largest = tile_rows(self.gpu, executor.max_tile, self.spec.context_window, steps, top_logprobs)
-        tile_sizer, step_sizer = ChunkSizer(largest), ChunkSizer(steps, smallest=1)
+        tile_sizer = ChunkSizer(largest)
         per_tile, start = [], 0
         with gl_errors("generation"):
             while start < len(tails):
                 end = start + tile_sizer.take(len(tails) - start)
+                step_sizer = ChunkSizer(steps, smallest=1)
                 spare, self._spare_outputs = self._spare_outputs, None
                 outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs, spare)
                 try:
@@ -408,14 +411,14 @@ class Engine:
                         executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
                     )
                     blocks = []
-                    for block in stream_tile(self.gpu, job, outputs, start, iter(lambda: step_sizer.size, 0)):
+                    for block in stream_tile(self.gpu, job, outputs, start, step_sizer.sizes()):
                         now = time.monotonic()
                         step_sizer.after(block.tokens.shape[1], now - last)
                         last = now
                         blocks.append(block)
                         on_tokens(block.tokens.size)
                     per_tile.append(Generation.joined(blocks, axis=1))
-                    tile_sizer.after(end - start, (last - began) / steps)
+                    tile_sizer.after(end - start, 2 * (last - began) / steps)
                 finally:
                     if self._spare_outputs is None and not self._closed:
                         self._spare_outputs = outputs

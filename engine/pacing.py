@@ -1,6 +1,8 @@
 """Work sized by time, so progress moves several times a second on any renderer: a CPU renderer (llvmpipe)
 gets small chunks, a GPU chunks big enough to be fast."""
 
+from collections.abc import Iterator
+
 from .executors.fused_config import FusedConfig
 
 SMALLEST = 2 * FusedConfig.small_max
@@ -29,6 +31,11 @@ class ChunkSizer:
             size *= 2
         self.size = size
         return size
+
+    def sizes(self) -> Iterator[int]:
+        """The size as it is when each next chunk is cut, without end."""
+        while True:
+            yield self.size
 
     def take(self, left: int) -> int:
         """Items of the next chunk when `left` are left: `size`, but never leaving fewer than `smallest` behind
