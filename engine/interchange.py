@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import PxglError
 from .extras import install_command
+from .progress import report
 from .pxi import atomic_write, parse_json
 from .reading import read_bounded
 from .spec import Architecture, ModelSpec, architecture_from_meta, layout
@@ -142,6 +143,7 @@ def import_model(
         )
     grids = known_grids(metadata, where)
     quantized, errors = {}, {}
+    done, total = 0, sum(math.prod(shape) for shape in shapes.values())
     for name, shape in shapes.items():
         w = tensors[name]
         if w.dtype.kind != "f" or tuple(w.shape) != shape:
@@ -153,6 +155,8 @@ def import_model(
         quantized[name] = q
         error = np.abs(dequantize(*q) - w)
         errors[name] = (float(error.max(initial=0)), float(np.sqrt(np.mean(error.astype(np.float64) ** 2))))
+        done += w.size
+        report("quantizing weights", done, total)
     tokenizer = read_tokenizer(tokenizer_path, metadata, where)
     grid = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
     spec = layout(architecture, grid, out_name, {"imported_from": path.name})

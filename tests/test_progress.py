@@ -2,6 +2,8 @@
 chunk, tiles and chunks sized by time (engine/pacing.py), and a batch's prompts are counted as they are
 tokenized. Renderers of a given pace are simulated on a clock of the test's own."""
 
+import itertools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from pxgl.cli.app import app
 from pxgl.engine import Engine
 from pxgl.generation import Sampling
 from pxgl.pacing import SMALLEST, ChunkSizer
+from pxgl.progress import reporting
 from pxgl.tokenizer import Tokenizer
 from typer.testing import CliRunner
 
@@ -150,3 +153,52 @@ def test_a_batch_is_counted_as_it_is_tokenized(tmp_path, monkeypatch, verb, rng,
         assert sum(generated) == len(prompts) * 30 and min(tokenizing) < min(
             i for i, (name, _) in enumerate(events) if name == "generating"
         ), f"seed {seed}"
+
+
+def test_deflating_in_pieces_reports_each_and_writes_zlibs_bytes(monkeypatch, rng, seed):
+    """encode_png's stream, a piece at a time (no flush between pieces), is zlib.compress's, byte for byte."""
+    import zlib
+
+    import pxgl.png
+
+    piece = int(rng.integers(1, 5000))
+    monkeypatch.setattr(pxgl.png, "DEFLATE_PIECE", piece)
+    data = rng.integers(0, int(rng.integers(2, 256)), int(rng.integers(1, 60_000)), dtype=np.uint8)
+    events: list = []
+    with reporting(lambda *event: events.append(event)):
+        deflated = pxgl.png.deflate(memoryview(data))
+    assert deflated == zlib.compress(data.tobytes()), f"seed {seed}"
+    assert [done for _, done, _ in events] == [min(d, data.size) for d in range(piece, data.size + piece, piece)]
+    assert {(stage, total) for stage, _, total in events} == {("compressing pixels", data.size)}, f"seed {seed}"
+
+
+def test_import_export_and_pack_report_their_long_steps(tmp_path, monkeypatch, rng, seed):
+    """export reports its three stages, import each tensor quantized and each piece of its weight image
+    compressed, pack each piece compressed; every stage (each time it runs) ends at its total."""
+    import pxgl.png
+    from pxgl.cli.interchange import EXPORTING
+
+    monkeypatch.setattr(pxgl.png, "DEFLATE_PIECE", 1000)
+    model = tokenized_model(tmp_path, rng)
+    tensors = tmp_path / "m.safetensors"
+    verbs = {
+        "export": ["export", "-m", str(model), "-o", str(tensors)],
+        "import": ["import", str(tensors), "-o", str(tmp_path / "back.pxi")],
+        "pack": ["pack", "-m", str(tmp_path / "back.pxi"), "-o", str(tmp_path / "back.pxa")],
+    }
+    stages = {}
+    for verb, args in verbs.items():
+        events: list = []
+        with reporting(lambda *event, events=events: events.append(event)):
+            result = CliRunner().invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        for stage in {stage for stage, _, _ in events}:
+            dones = [(done, total) for name, done, total in events if name == stage]
+            # a stage may run again (pack compresses two images): it goes back to 0 only once at its total
+            restarts = [a == total for (a, total), (b, _) in itertools.pairwise(dones) if b < a]
+            assert all(restarts) and dones[-1][0] == dones[-1][1], f"{verb} {stage}, seed {seed}"
+        stages[verb] = Counter(stage for stage, _, _ in events)
+    weight_rows = Path(model).stat().st_size  # the deflated image is smaller than its rows: several pieces
+    assert stages["export"] == {EXPORTING: 4}, f"seed {seed}"
+    assert stages["import"]["quantizing weights"] == 5 and stages["import"]["compressing pixels"] > 1, seed
+    assert stages["pack"]["compressing pixels"] > 1 and weight_rows > 1000, f"seed {seed}"
