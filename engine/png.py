@@ -201,6 +201,7 @@ def _check_image_data(compressed: bytes, width: int, height: int, source: str) -
                 produced += len(out)
                 if produced > expected:
                     raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
+            report("reading pixels", min(produced, expected), expected)
     except zlib.error as e:
         raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
     if produced != expected or not inflater.eof:
