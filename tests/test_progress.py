@@ -96,6 +96,13 @@ def test_chunks_never_leave_a_small_remainder(rng, seed):
             assert left == 0 or left >= min(SMALLEST, largest), f"seed {seed}"
 
 
+class Clock:
+    now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 class RecordingBar:
     """The progress bar surface (engine/cli/report.py), recording each task's advances in order."""
 
@@ -204,3 +211,57 @@ def test_import_export_and_pack_report_their_long_steps(tmp_path, monkeypatch, r
     assert stages["import"]["quantizing weights"] == 3 * 5 and stages["import"]["checking the grid"] == 5, seed
     assert stages["import"]["compressing pixels"] > 1 and stages["pack"]["compressing pixels"] > 1, seed
     assert weight_rows > 1000, f"seed {seed}"
+
+
+def test_a_worker_reports_training_twice_a_second_and_each_stages_end(rng, seed):
+    """train calls its progress callback every step (here every 0-50 ms); a worker passes on an event
+    every REPORT_SECONDS, never more often but at each stage's end, so the run hears of it at least once a
+    second (with the runner's REPORT_SECONDS wait)."""
+    from pxgl.evolve.worker import REPORT_SECONDS, Reporter
+
+    clock = Clock()
+    sent: list[tuple] = []
+    reporter = Reporter(7, lambda event: sent.append((clock.now, *event)), clock.monotonic)
+    totals = {"tokenizer": int(rng.integers(1, 100)), "training": int(rng.integers(100, 600)), "validating": 30}
+    for stage, total in totals.items():
+        for done in range(1, total + 1):
+            clock.now += float(rng.uniform(0, 0.05))
+            reporter(stage, done, total)
+    assert all(candidate == 7 for _, candidate, *_ in sent), f"seed {seed}"
+    assert {(stage, total) for stage, total in totals.items()} <= {(s, d) for _, _, s, d, _ in sent}, f"seed {seed}"
+    assert sent[0][0] <= 0.05, f"seed {seed}"
+    for (before, *_), (after, _, _, done, total) in itertools.pairwise(sent):
+        gap = after - before
+        assert gap <= REPORT_SECONDS + 0.05, f"{gap:.2f} s without an event, seed {seed}"
+        assert done == total or gap >= REPORT_SECONDS, f"two events {gap:.2f} s apart, seed {seed}"
+
+
+def test_local_workers_pass_on_a_candidates_training_as_it_goes(tmp_path, rng, seed):
+    """A candidate trained by a LocalRunner's worker: the run hears of its training, step counts rising
+    towards its total, before its result comes."""
+    from pxgl.evolve.runners import LocalRunner
+    from pxgl.evolve.settings import Request, new_settings
+    from pxgl.evolve.worker import Task
+    from pxgl.train import TrainConfig, train
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "\n\n".join(" ".join(rng.choice(["pixel", "shader", "reads", "the", "a"], 40)) for _ in range(30))
+    )
+    start = tmp_path / "start.pxi"
+    train(TrainConfig(out=start, files=(corpus,), vocab_size=256, embed_dim=8, context="mean", window=2,
+                      hidden=(8,), steps=5, eval_every=5, batch_size=32))  # fmt: skip
+    settings = new_settings(Request(start=str(start), files=(corpus,), batch_size=32))
+    task = Task(
+        3, "screen", settings["start_genome"], 300, tmp_path / "candidates", (corpus,), settings["split"], 32, None
+    )
+    heard: list[tuple] = []
+    runner = LocalRunner(1, lambda *event: heard.append(event))
+    try:
+        ((index, result),) = runner.run([task])
+    finally:
+        runner.close()
+    assert index == 0 and "error" not in result, result
+    training = [done for candidate, stage, done, total in heard if stage == "training" and total == 300]
+    assert {candidate for candidate, *_ in heard} == {3} and training, f"{heard}, seed {seed}"
+    assert training == sorted(training) and training[-1] <= 300, f"seed {seed}"
