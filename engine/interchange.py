@@ -230,11 +230,12 @@ def export_tensors(
     spec: ModelSpec, weights: np.ndarray, tokenizer: Tokenizer
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every tensor dequantized to float32, and the metadata that brings the model back (FORMATS §10)."""
-    stream = weights.reshape(-1)
-    tensors = {
-        name: dequantize(stream[t.offset : t.offset + t.size].reshape(t.shape), t.scale, t.zero_point)
-        for name, t in spec.tensors.items()
-    }
+    stream, tensors = weights.reshape(-1), {}
+    done, total = 0, sum(t.size for t in spec.tensors.values())
+    for name, t in spec.tensors.items():
+        tensors[name] = dequantize(stream[t.offset : t.offset + t.size].reshape(t.shape), t.scale, t.zero_point)
+        done += t.size
+        report("converting tensors", done, total)
     architecture = spec.architecture.to_json()
     metadata = {
         "pxgl.format": FORMAT,
@@ -260,4 +261,16 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
         data = buffer.getvalue()
     else:
         raise PxglError(f"{path}: pxgl exports .safetensors or .npz files")
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write(path, lambda tmp: write_in_pieces(tmp, data))
+
+
+WRITE_PIECE = 16 << 20
+"""Bytes written between progress reports."""
+
+
+def write_in_pieces(path: Path, data: bytes) -> None:
+    view = memoryview(data)
+    with open(path, "wb") as out:
+        for start in range(0, len(view), WRITE_PIECE):
+            out.write(view[start : start + WRITE_PIECE])
+            report("writing", min(start + WRITE_PIECE, len(view)), len(view))

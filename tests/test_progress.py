@@ -180,9 +180,9 @@ def test_deflating_in_pieces_reports_each_and_writes_zlibs_bytes(monkeypatch, rn
 
 
 def test_import_export_and_pack_report_their_long_steps(tmp_path, monkeypatch, rng, seed):
-    """export reports its three stages and the weight image read, import each pass over each tensor and
-    each piece of its weight image compressed, pack each piece compressed; every stage (each time it runs)
-    ends at its total."""
+    """export reports its three stages, the weight image read, each tensor converted and the file written;
+    import each pass over each tensor and each piece of its weight image compressed; pack each piece
+    compressed. Every stage (each time it runs) ends at its total."""
     import pxgl.png
     from pxgl.cli.interchange import EXPORTING
 
@@ -208,6 +208,7 @@ def test_import_export_and_pack_report_their_long_steps(tmp_path, monkeypatch, r
         stages[verb] = Counter(stage for stage, _, _ in events)
     weight_rows = Path(model).stat().st_size  # the deflated image is smaller than its rows: several pieces
     assert stages["export"][EXPORTING] == 4 and stages["export"]["reading pixels"] >= 1, f"seed {seed}"
+    assert stages["export"]["converting tensors"] == 5 and stages["export"]["writing"] >= 1, f"seed {seed}"
     assert stages["import"]["quantizing weights"] == 3 * 5 and stages["import"]["checking the grid"] == 5, seed
     assert stages["import"]["compressing pixels"] > 1 and stages["pack"]["compressing pixels"] > 1, seed
     assert weight_rows > 1000, f"seed {seed}"
