@@ -259,9 +259,15 @@ class Engine:
         *,
         top_logprobs: int = 0,
         draw_rows: Sequence[int] | None = None,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> Generator[GeneratedStep, None, None]:
         """As `generate`, one step of every prompt at a time, each as soon as the GPU has it (the next steps
-        already running); closing the iterator early stops the GPU work."""
+        already running); closing the iterator early stops the GPU work. With `on_tokens` (for progress bars),
+        `on_tokens(n)` is told each chunk of n generated tokens as the GPU finishes it, prompts in tiles and
+        steps in chunks sized by time (engine/pacing.py), and the steps come once all are done."""
+        if on_tokens is not None:
+            paced = self._generate(rows, steps, sampling, top_logprobs, draw_rows, streaming=False, on_tokens=on_tokens)
+            return (step for block in paced for step in block.steps())
         blocks = self.stream_blocks(rows, steps, sampling, top_logprobs=top_logprobs, draw_rows=draw_rows)
 
         def each_step() -> Generator[GeneratedStep, None, None]:
@@ -292,6 +298,7 @@ class Engine:
         top_logprobs: int,
         draw_rows: Sequence[int] | None,
         streaming: bool,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> Generator[Generation, None, None]:
         self._check_thread()
         check_steps(steps)
@@ -314,6 +321,8 @@ class Engine:
         draws = np.arange(len(rows)) if draw_rows is None else np.asarray(draw_rows, np.int64)
         if draws.shape != (len(rows),) or draws.min() < 0 or draws.max() > 2**32 - 1:
             raise PxglError(f"draw rows: one number in 0..2^32-1 per prompt, got {draws.shape[0]} for {len(rows)}")
+        if on_tokens is not None:
+            return self._generate_paced(executor, tails, lengths, steps, sampling, top_logprobs, draws, on_tokens)
         return self._generate_tiles(executor, tails, lengths, steps, sampling, top_logprobs, draws, streaming)
 
     def _generator(self, sampling: Sampling, top_logprobs: int) -> Executor:
@@ -370,6 +379,53 @@ class Engine:
                         outputs.release(self.gpu)
             for blocks in zip(*per_tile, strict=True):  # the same chunks in every tile
                 yield Generation.joined(blocks, axis=0)
+
+    def _generate_paced(
+        self,
+        executor: Executor,
+        tails: np.ndarray,
+        lengths: np.ndarray,
+        steps: int,
+        sampling: Sampling,
+        top_logprobs: int,
+        draws: np.ndarray,
+        on_tokens: Callable[[int], None],
+    ) -> Generator[Generation, None, None]:
+        """Every step of every prompt as one block, `on_tokens(n)` told of each chunk of n tokens as it lands:
+        tiles of prompts sized so that two steps take about CHUNK_SECONDS, steps in chunks sized so that a
+        chunk does, so progress moves on a CPU renderer too. Two steps, as a tile's first chunk is reported
+        only once its second is submitted, and on a CPU renderer (llvmpipe) submitting a chunk runs it; so
+        each tile starts again from chunks of one step."""
+        largest = tile_rows(self.gpu, executor.max_tile, self.spec.context_window, steps, top_logprobs)
+        tile_sizer = ChunkSizer(largest)
+        per_tile, start = [], 0
+        with gl_errors("generation"):
+            while start < len(tails):
+                end = start + tile_sizer.take(len(tails) - start)
+                step_sizer = ChunkSizer(steps, smallest=1)
+                spare, self._spare_outputs = self._spare_outputs, None
+                outputs = StepOutputs.allocate(self.gpu, end - start, steps, top_logprobs, spare)
+                try:
+                    began = last = time.monotonic()
+                    job = generation_job(
+                        executor, tails[start:end], lengths[start:end], sampling, draws[start:end], outputs
+                    )
+                    blocks = []
+                    for block in stream_tile(self.gpu, job, outputs, start, step_sizer.sizes()):
+                        now = time.monotonic()
+                        step_sizer.after(block.tokens.shape[1], now - last)
+                        last = now
+                        blocks.append(block)
+                        on_tokens(block.tokens.size)
+                    per_tile.append(Generation.joined(blocks, axis=1))
+                    tile_sizer.after(end - start, 2 * (last - began) / steps)
+                finally:
+                    if self._spare_outputs is None and not self._closed:
+                        self._spare_outputs = outputs
+                    else:
+                        outputs.release(self.gpu)
+                start = end
+        yield Generation.joined(per_tile, axis=0)
 
     def trace(self, token_pixels: np.ndarray, source: str = "token texture") -> Trace:
         """Run the prompts and read back every intermediate texture (one tile's worth of prompts at most)."""

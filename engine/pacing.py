@@ -1,6 +1,8 @@
 """Work sized by time, so progress moves several times a second on any renderer: a CPU renderer (llvmpipe)
 gets small chunks, a GPU chunks big enough to be fast."""
 
+from collections.abc import Iterator
+
 from .executors.fused_config import FusedConfig
 
 SMALLEST = 2 * FusedConfig.small_max
@@ -16,9 +18,9 @@ class ChunkSizer:
     at the pace the last chunk went, and at most twice the last one (one fast chunk, e.g. of short
     documents, is not trusted with a huge next one)."""
 
-    def __init__(self, largest: int) -> None:
+    def __init__(self, largest: int, smallest: int = SMALLEST) -> None:
         self.largest = max(1, largest)
-        self.smallest = min(SMALLEST, self.largest)
+        self.smallest = min(smallest, self.largest)
         self.size = self.smallest
 
     def after(self, items: int, seconds: float) -> int:
@@ -29,3 +31,16 @@ class ChunkSizer:
             size *= 2
         self.size = size
         return size
+
+    def sizes(self) -> Iterator[int]:
+        """The size as it is when each next chunk is cut, without end."""
+        while True:
+            yield self.size
+
+    def take(self, left: int) -> int:
+        """Items of the next chunk when `left` are left: `size`, but never leaving fewer than `smallest` behind
+        (a small last chunk could run on another kernel): then all of them where they fit one chunk, else so
+        many that `smallest` remain."""
+        if left <= self.size or left - self.size >= self.smallest:
+            return min(left, self.size)
+        return left if left <= self.largest else left - self.smallest

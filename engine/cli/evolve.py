@@ -3,7 +3,7 @@ on the GPU (docs/FORMATS.md §13)."""
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from ..errors import PxglError
 from .app import app
 from .options import DeviceOption, JsonOption
 from .report import emit_json
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
 SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -124,12 +127,15 @@ def evolve(
     for path in baseline or []:
         RunDir(path).settings("--baseline")
         baselines.append((path.name, RunDir(path).read(LINEAGE)))
-    runner = runner_for(ray, workers if workers is not None else min(settings["batch"], os.cpu_count() or 1))
+    display = TrainingDisplay(shown=not as_json)
+    count = workers if workers is not None else min(settings["batch"], os.cpu_count() or 1)
+    runner = runner_for(ray, count, display.training)
     try:
         if resume is None:
             run.create(settings)
         try:
-            promotion = run_loop(run, runner, lambda line: typer.echo(line, err=True), devices)
+            with display:
+                promotion = run_loop(run, runner, display.line, devices)
         finally:
             write_report(run, baselines)
     finally:
@@ -138,3 +144,37 @@ def evolve(
         emit_json(promotion)
         return
     typer.echo(f"{run.path}: lineage in {LINEAGE}, report in index.html and report.png")
+
+
+class TrainingDisplay:
+    """Each running candidate's training as a transient bar on stderr, moving at least once a second (on a
+    terminal, without --json; local workers only: Ray's report only their results); the run's progress lines
+    print above the bars, and a candidate's bar goes with its line."""
+
+    def __init__(self, shown: bool) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.bars = Progress(console=console, transient=True, disable=not (shown and console.is_terminal))
+        self.tasks: dict[int, TaskID] = {}
+
+    def __enter__(self) -> "TrainingDisplay":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bars.stop()
+
+    def line(self, text: str) -> None:
+        if self.bars.disable:
+            typer.echo(text, err=True)
+            return
+        self.bars.console.print(text, markup=False)
+        for candidate in [c for c in self.tasks if text.startswith(f"c{c:04d} ")]:
+            self.bars.remove_task(self.tasks.pop(candidate))
+
+    def training(self, candidate: int, stage: str, done: int, total: int) -> None:
+        if candidate not in self.tasks:
+            self.tasks[candidate] = self.bars.add_task("", total=total)
+        self.bars.update(self.tasks[candidate], description=f"c{candidate:04d} {stage}", completed=done, total=total)

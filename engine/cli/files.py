@@ -16,7 +16,7 @@ from .options import (
     model_files,
     one_device,
 )
-from .report import emit_json, percent
+from .report import emit_json, percent, stages_shown
 
 DEFAULT_TOKENS = Path("input_tokens.pxi")
 
@@ -99,7 +99,8 @@ def pack(
     source = model_path(model)
     target = out if out is not None else Path(source.name).with_suffix(".pxa")
     check_writes([Output(target, "--out", CARTRIDGE, default=out is None)], [*model_files(model), program_file], force)
-    manifest = pack_cartridge(source, target, executor, program_file, name)
+    with stages_shown(not as_json):
+        manifest = pack_cartridge(source, target, executor, program_file, name)
     if as_json:
         emit_json({"out": str(target), **manifest.to_json()})
         return

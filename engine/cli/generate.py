@@ -23,8 +23,8 @@ from .options import (
     model_files,
     one_device,
 )
-from .predict import read_prompt_lines, single_blas_thread
-from .report import emit_json, percent, shortened
+from .predict import read_prompt_lines, single_blas_thread, tokenize
+from .report import emit_json, percent, progress_bar, shortened
 
 if TYPE_CHECKING:
     from ..generation import Sampling, TextRow
@@ -112,9 +112,9 @@ def generate(
         prompts = read_prompt_lines(batch) if batch is not None else [prompt or ""]
         if prompts == [""]:
             raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
-        rows = [tokenizer.encode(text) for text in prompts]
+        rows = tokenize(tokenizer, prompts, bar_shown=not as_json)
     live = len(prompts) == 1 and not as_json
-    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live)
+    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live, not as_json)
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
         strips = [[choice.token for choice in answer.steps] for answer in answers]
@@ -238,10 +238,12 @@ def answer_prompts(
     top_logprobs: int,
     gpu: int | None,
     live: bool,
+    bar: bool = False,
 ) -> "list[TextRow]":
     """Generate every prompt's answer (`rows`: the prompts' ids) on GPU `gpu`; `live` (one prompt): print the
     prompt, then its text as it arrives. The prompt is printed with the first token, so that an error before
-    it (the engine refusing the model, the GPU failing) is the only output."""
+    it (the engine refusing the model, the GPU failing) is the only output. `bar` (not live): a progress bar
+    of the tokens generated."""
     from ..engine import Engine
     from ..generation import follow_text
 
@@ -255,8 +257,17 @@ def answer_prompts(
         unshown.clear()
 
     with Engine(runnable, device=gpu) as engine:
-        stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs)
-        answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
+        if live or not bar:
+            stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs)
+            answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
+        else:
+            total = len(rows) * steps
+            with progress_bar(total) as progress:
+                task = progress.add_task("generating", total=total)
+                stream = engine.stream(
+                    rows, steps, sampling, top_logprobs=top_logprobs, on_tokens=lambda n: progress.advance(task, n)
+                )
+                answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows))
     if live:
         sys.stdout.write("".join(unshown) + decoder.decode(b"", final=True) + "\n")
     return answers

@@ -8,7 +8,9 @@ import typer
 from ..errors import PxglError
 from .app import app
 from .options import ForceOption, JsonOption, ModelOption, model_files
-from .report import emit_json
+from .report import emit_json, stages_shown
+
+EXPORTING = "reading, converting, writing"
 
 
 def renames(pairs: list[str]) -> dict[str, str]:
@@ -53,8 +55,9 @@ def import_tensors(
     # A tokenizer already where the model's belongs is used in place, not rewritten.
     in_place = tokenizer is not None and tokenizer_out.exists() and tokenizer_out.samefile(tokenizer)
     check_writes(model_set(out, None if in_place else tokenizer_out), [file, tokenizer, config], force)
-    imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
-    save_model(out, imported.spec, imported.weight_bytes, None if in_place else imported.tokenizer)
+    with stages_shown(not as_json):
+        imported = import_model(file, tokenizer, config, renames(mapping or []), tokenizer_out.name)
+        save_model(out, imported.spec, imported.weight_bytes, None if in_place else imported.tokenizer)
     if as_json:
         for name, (largest, rms) in imported.errors.items():
             emit_json({"tensor": name, "max_error": largest, "rms_error": rms})
@@ -79,6 +82,7 @@ def export(
     from ..loading import load_model
     from ..output_kinds import NPZ, SAFETENSORS
     from ..outputs import Output, check_outputs, check_replaceable
+    from ..progress import report
 
     check_outputs([(out, "--out")], model_files(model))
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
@@ -86,9 +90,15 @@ def export(
         raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
     if not force:
         check_replaceable(Output(out, "--out", kinds[out.suffix]))
-    loaded = load_model(model)
-    tensors, metadata = export_tensors(loaded.spec, loaded.weights, loaded.tokenizer)
-    write_tensors(out, tensors, metadata)
+    with stages_shown(not as_json):
+        # each stage about a second on the largest model pxgl reads (a 201 MB weight image)
+        report(EXPORTING, 0, 3)
+        loaded = load_model(model)
+        report(EXPORTING, 1, 3)
+        tensors, metadata = export_tensors(loaded.spec, loaded.weights, loaded.tokenizer)
+        report(EXPORTING, 2, 3)
+        write_tensors(out, tensors, metadata)
+        report(EXPORTING, 3, 3)
     if as_json:
         emit_json({"out": str(out), "tensors": {name: list(t.shape) for name, t in tensors.items()}})
         return

@@ -25,7 +25,10 @@ from .options import (
 from .report import prediction_records, progress_bar, report_predictions
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from ..reading import Lines
+    from ..tokenizer import Tokenizer
 
 
 def single_blas_thread() -> None:
@@ -42,6 +45,27 @@ def read_prompt_lines(path: Path) -> "Lines":
     from ..reading import Lines
 
     return Lines(path, "prompts file")
+
+
+def tokenize(tokenizer: "Tokenizer", prompts: "Sequence[str]", bar_shown: bool = True) -> list[list[int]]:
+    """Each prompt's ids, a progress bar following the prompts (a large batch takes a while)."""
+    rows = []
+    with progress_bar(len(prompts) if bar_shown else 0) as bar:
+        task = bar.add_task("tokenizing", total=len(prompts))
+        for text in prompts:
+            rows.append(tokenizer.encode(text))
+            bar.advance(task, 1)
+    return rows
+
+
+def tokenized_windows(tokenizer: "Tokenizer", prompts: "Sequence[str]", window: int) -> "Iterator[list[int]]":
+    """Each prompt's last `window` ids, one prompt at a time (no list of every prompt's tokens is kept), a
+    progress bar following the prompts."""
+    with progress_bar(len(prompts)) as bar:
+        task = bar.add_task("tokenizing", total=len(prompts))
+        for text in prompts:
+            yield tokenizer.encode(text)[-window:]
+            bar.advance(task, 1)
 
 
 @app.command()
@@ -114,7 +138,7 @@ def infer(
             # Only each prompt's last context_window tokens reach the GPU: the texture run holds just those,
             # read from a generator (no list of every prompt's tokens).
             window = runnable.model.spec.context_window
-            pixels = encode_tokens((tokenizer.encode(p)[-window:] for p in prompts), vocab)
+            pixels = encode_tokens(tokenized_windows(tokenizer, prompts, window), vocab)
 
     with open_engines(runnable, devices) as engine:
         total = len(prompts) if pixels is None else pixels.shape[0]
@@ -144,7 +168,7 @@ def infer(
         renderer = renderer_of(engine)
     if tokens_out is not None:
         if input_file is None and not rows:
-            rows = [tokenizer.encode(p) for p in prompts]
+            rows = tokenize(tokenizer, prompts)
         write_rgb(tokens_out, pixels if input_file is not None else encode_tokens(rows, vocab))
     if out is not None:
         write_rgb(out, predictions)

@@ -3,7 +3,8 @@ errors as one red line (engine/cli/__init__.py)."""
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -146,3 +147,36 @@ def progress_bar(total: int):
 
     console = Console(stderr=True)
     return Progress(console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextmanager
+def stages_shown(shown: bool = True) -> Iterator[None]:
+    """Within the block, a transient progress bar on stderr for each stage of work that engine/progress.py's
+    `report` tells of (compressing pixels, quantizing weights), on a terminal only and unless not `shown`
+    (--json); rich is imported at the first report (short work reports nothing)."""
+    from ..progress import reporting
+
+    if not shown:
+        yield
+        return
+    bars: list = []
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if not bars:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            console = Console(stderr=True)
+            bars.append(Progress(console=console, transient=True, disable=not console.is_terminal))
+            bars[0].start()
+        if stage not in tasks:
+            tasks[stage] = bars[0].add_task(stage, total=total)
+        bars[0].update(tasks[stage], completed=done, total=total)
+
+    try:
+        with reporting(report):
+            yield
+    finally:
+        if bars:
+            bars[0].stop()

@@ -8,15 +8,19 @@ order workers finish in changes nothing.
 import ctypes
 import multiprocessing
 import os
+import queue
 import signal
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
 from ..errors import PxglError
 from ..extras import install_command
-from .worker import BLAS_ENV, Task, run_candidate
+from .worker import BLAS_ENV, REPORT_SECONDS, Task, listen_to, run_candidate
+
+TrainingProgress = Callable[[int, str, int, int], None]
+"""(candidate, stage, done, total) of a candidate's training (train's stages), as a worker reports it."""
 
 
 class Runner(Protocol):
@@ -40,25 +44,47 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def start_worker(parent: int, events: Any) -> None:
+    die_with_parent(parent)
+    listen_to(events)
+
+
 class LocalRunner:
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    """`on_training` hears how each running candidate's training goes, at least every REPORT_SECONDS."""
+
+    def __init__(self, workers: int, on_training: TrainingProgress | None = None) -> None:
+        self.workers, self.on_training = workers, on_training
         # spawned workers read their environment when they start, before numpy loads
         os.environ.update(BLAS_ENV)
+        context = multiprocessing.get_context("spawn")
+        self._events = context.Queue()
         self._pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
+            workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(), self._events)
         )
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         futures = {self._pool.submit(run_candidate, task): index for index, task in enumerate(tasks)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        running, candidates = set(futures), {task.id for task in tasks}
+        while running:
+            finished, running = wait(running, timeout=REPORT_SECONDS, return_when=FIRST_COMPLETED)
+            self._pass_on_events(candidates)
+            for future in finished:
+                candidates.discard(tasks[futures[future]].id)
+                yield futures[future], future.result()
+
+    def _pass_on_events(self, candidates: set[int]) -> None:
+        """The events that came, of the candidates still running (a finished one's last may come late)."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if self.on_training is not None and event[0] in candidates:
+                self.on_training(*event)
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+        self._events.close()
 
 
 class RayRunner:
@@ -96,7 +122,8 @@ class RayRunner:
             self._ray.shutdown()
 
 
-def runner_for(ray: str | None, workers: int) -> Runner:
+def runner_for(ray: str | None, workers: int, on_training: TrainingProgress | None = None) -> Runner:
+    """A LocalRunner, or a RayRunner (whose tasks report no training progress: only their results)."""
     if workers < 1:
         raise PxglError(f"--workers {workers}: give at least 1")
-    return LocalRunner(workers) if ray is None else RayRunner(ray, workers)
+    return LocalRunner(workers, on_training) if ray is None else RayRunner(ray, workers)

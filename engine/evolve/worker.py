@@ -5,6 +5,7 @@ the lineage record's measured part."""
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,34 @@ class Task:
     """seed, heldout_fraction, validation_fraction (FORMATS §9)."""
     batch_size: int
     device: int | None
+
+
+REPORT_SECONDS = 0.5
+"""A worker tells the run how its candidate's training goes about this often (and at each stage's end)."""
+_events: Any = None
+"""The run's queue of (candidate, stage, done, total), in a worker of a LocalRunner (listen_to)."""
+
+
+def listen_to(events: Any) -> None:
+    """Worker initializer: training progress goes to `events`; a worker's exit never waits on it."""
+    global _events
+    _events = events
+    events.cancel_join_thread()
+
+
+class Reporter:
+    """train's progress callback in a worker: every REPORT_SECONDS at most, and at each stage's end, one
+    (candidate, stage, done, total) event to `send`."""
+
+    def __init__(self, candidate: int, send: Callable[[tuple], None], clock: Callable[[], float]) -> None:
+        self.candidate, self.send, self.clock = candidate, send, clock
+        self.last = -REPORT_SECONDS
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        if done >= total or now - self.last >= REPORT_SECONDS:
+            self.last = now
+            self.send((self.candidate, stage, done, total))
 
 
 def worker_device(slot: int, devices: list[int] | None) -> int | None:
@@ -85,7 +114,7 @@ def _run(task: Task) -> dict[str, Any]:
         warmup_steps=min(TrainConfig.warmup_steps, task.steps // 10),
         **genome.train_config(task.steps),
     )
-    evaluation = train(config)
+    evaluation = train(config, Reporter(task.id, _events.put, time.monotonic) if _events is not None else None)
     spec = open_model(weights).model.spec
     write_compiled_program(program_path_for(weights), spec)
     cartridge = weights.with_suffix(".pxa")
