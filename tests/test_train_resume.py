@@ -196,6 +196,22 @@ def test_a_truncated_checkpoint_or_another_file_is_refused_by_the_cli(saved, tmp
     assert run.returncode == 2 and "leave out steps, seed" in run.stderr, run.stderr
 
 
+def test_resume_never_writes_over_a_users_file(saved, tmp_path):
+    """The outputs a checkpoint names are checked as a new run's are (FORMATS §0.3): a checkpoint pointing its
+    `out` at a user's files (one sent by someone else, or files made since) replaced them with exit 0."""
+    out = tmp_path / "notes.pxi"
+    mine = {path: f"the user's {path.name}\n".encode() for path in (out, meta_path_for(out))}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    bad = tmp_path / "sent.checkpoint.npz"
+    rewritten(saved, bad, manifest=lambda m: m["config"].update(out=str(out)))
+    with pytest.raises(PxglError, match=r"notes\.pxi: exists and is not a pixel file .* --force to replace it"):
+        resume(bad)
+    assert {path: path.read_bytes() for path in mine} == mine and bad.exists()
+    resume(bad, force=True)
+    assert load_model(out).spec.vocab_size == 300 and not bad.exists()
+
+
 def test_a_new_run_never_replaces_a_checkpoint(saved, corpus, tmp_path):
     out = saved.with_name("m.pxi")
     before = saved.read_bytes()

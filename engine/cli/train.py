@@ -103,7 +103,7 @@ def train(
         split_seed=split_seed,
         **{k: v for k, v in given.items() if v is not None},
     )
-    if resume is None:  # a resumed run's outputs are its own, checked when its checkpoint is read
+    if resume is None:  # a resumed run's outputs are its checkpoint's, checked when it is read
         written = model_set(weights, weights.with_name(config.tokenizer_name), default=out is None)
         check_writes(written, config.files, force)
     console = Console(stderr=True)
@@ -117,7 +117,7 @@ def train(
 
         try:
             if resume is not None:
-                config, evaluation = resume_training(resume, progress, checkpoint_every)
+                config, evaluation = resume_training(resume, progress, checkpoint_every, force)
             else:
                 evaluation = run_training(config, progress, checkpoint_every)
         except TrainingInterrupted as stop:
