@@ -1,8 +1,10 @@
 """`pxgl train` checkpoints (docs/FORMATS.md §15): Ctrl-C or a kill keeps the run, `--resume` continues it to the
 bytes of the uninterrupted run, and a checkpoint is untrusted input (one line on anything wrong with it)."""
 
+import io
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pxgl import train as train_module
+from pxgl.checkpoint import FORMAT, VERSION
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.spec import meta_path_for
@@ -147,6 +150,9 @@ def rewritten(source: Path, target: Path, manifest=None, member=None, compressio
             out.writestr(name, data)
 
 
+MANIFEST_HEAD = {"format": FORMAT, "version": VERSION}
+
+
 def flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
@@ -178,6 +184,25 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(saved, tmp_path, case):
         resume(bad)
     assert "\n" not in str(refused.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.checkpoint.npz"]
+
+
+def test_a_member_claiming_more_bytes_than_the_file_holds_is_refused_before_any_is_read(tmp_path):
+    """A checkpoint of under a kilobyte whose zip directory and manifest agree on a 256 TiB array was a MemoryError
+    traceback (the array's buffer was allocated before its bytes were read); a smaller lie cost its size in
+    memory. A stored member's bytes lie inside the file: one that claims more is refused first."""
+    shape = (1 << 38, 1 << 7)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    entry = {"dtype": "int64", "shape": list(shape), "sha256": "0" * 64}
+    bad = tmp_path / "m.checkpoint.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("manifest.json", json.dumps({**MANIFEST_HEAD, "arrays": {"order": entry}}))
+        archive.writestr("order.npy", header.getvalue() + bytes(64))
+        claimed = archive.getinfo("order.npy")
+        claimed.file_size = claimed.compress_size = len(header.getvalue()) + 8 * math.prod(shape)
+    with pytest.raises(PxglError, match=r"array order: its member claims \d+ bytes; the file holds \d+") as refused:
+        resume(bad)
+    assert "\n" not in str(refused.value)
 
 
 def test_a_truncated_checkpoint_or_another_file_is_refused_by_the_cli(saved, tmp_path):
