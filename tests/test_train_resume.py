@@ -23,6 +23,7 @@ from pxgl.loading import load_model
 from pxgl.spec import meta_path_for
 from pxgl.train import TrainConfig, TrainingInterrupted, checkpoint_path, resume, train
 
+from tests.cartridges import pxgl
 from tests.test_train import grammar_text
 
 
@@ -235,6 +236,14 @@ def test_resume_never_writes_over_a_users_file(saved, tmp_path):
     assert {path: path.read_bytes() for path in mine} == mine and bad.exists()
     resume(bad, force=True)
     assert load_model(out).spec.vocab_size == 300 and not bad.exists()
+
+
+@pytest.mark.parametrize("option", [("--split-seed", "0"), ("--seed", "3"), ("--out", "x.pxi")])
+def test_resume_refuses_every_option_it_would_ignore(saved, monkeypatch, capsys, option):
+    """--split-seed 0 is a choice (its default is none): it was taken and silently ignored."""
+    code, _, err = pxgl(monkeypatch, capsys, "train", "--resume", str(saved), *option)
+    name = option[0].removeprefix("--").replace("-", "_")
+    assert code == 2 and f"leave out {name}" in err, err
 
 
 def test_a_new_run_never_replaces_a_checkpoint(saved, corpus, tmp_path):

@@ -90,7 +90,9 @@ def train(
     }  # fmt: skip
     if resume is not None:
         options = [name for name, value in given.items() if value is not None]
-        options += [name for name, value in (("files", files), ("seed", seed), ("split_seed", split_seed)) if value]
+        options += ["files"] if files else []
+        options += ["seed"] if seed != 0 else []  # its default: a --seed 0 given cannot be told from none
+        options += ["split_seed"] if split_seed is not None else []
         options += ["out"] if out is not None else []
         if options:
             others = ", ".join(options)
