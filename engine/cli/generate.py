@@ -98,9 +98,10 @@ def generate(
     stops = check_stops(stop or [])
     gpu = one_device(device)
     inputs = [*model_files(model), batch, input_file]
-    check_writes([Output(out, "--out", PIXELS) if out is not None else None], inputs, force)
+    strip = Output(out, "--out", PIXELS) if out is not None else None
+    check_writes([strip], inputs, force)
     if viz is not None:
-        check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force)
+        check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force, [strip])
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
     if input_file is not None:
