@@ -147,13 +147,15 @@ def check_output_dir(
     try:
         _check_output_dir(path, option, inputs, writes or {}, force)
         for output in outputs:
-            if output is None or output.path.parent.resolve() != path.resolve():
+            if output is None:
                 continue
-            pattern = next((p for p in writes or {} if fnmatch.fnmatchcase(output.path.name, p)), None)
-            if pattern is not None:
+            folder = path.resolve()
+            within = output.path.parent.resolve() == folder
+            pattern = next((p for p in writes or {} if within and fnmatch.fnmatchcase(output.path.name, p)), None)
+            if output.path.resolve() == folder or pattern is not None:
                 raise PxglError(
-                    f"{output.option} {output.path} and {option} {path} ({pattern}) are the same file; "
-                    "write one of them somewhere else"
+                    f"{output.option} {output.path} and {option} {path}{f' ({pattern})' if pattern else ''} are the "
+                    "same file; write one of them somewhere else"
                 )
     except OSError as e:
         raise PxglError(f"{option} {path}: cannot check the folder ({e.strerror or e})") from None

@@ -377,6 +377,29 @@ def test_an_output_the_viz_folder_would_write_is_refused(case, exists, folder, m
     assert "the same file" in err, err
 
 
+VIZ_FOLDER_REFUSED = {
+    "infer -o the --viz folder": (("infer", "ab", "-m", "{w}", "-o", "{f}/v", "--viz", "{f}/v"), "the same file"),
+    "generate -o the --viz folder": (
+        ("generate", "ab", "-n", "2", "-m", "{w}", "-o", "{f}/v", "--viz", "{f}/v"),
+        "the same file",
+    ),
+    "generate --viz where no folder can be made": (
+        ("generate", "ab", "-n", "2", "-m", "{w}", "--viz", "/proc/pxgl-no-such-folder"),
+        "cannot create the folder",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIZ_FOLDER_REFUSED))
+def test_a_viz_folder_that_cannot_be_made_is_one_line_and_nothing_written(case, folder, monkeypatch, capsys):
+    """`-o X --viz X` wrote X, then failed making the folder X (infer: exit 2 with X written; generate: a
+    FileExistsError traceback): refused before any work. A folder the system will not make is one line
+    (generate: a traceback)."""
+    args, message = VIZ_FOLDER_REFUSED[case]
+    err = refused(monkeypatch, capsys, folder, *[arg.format(w=str(folder / "w.pxi"), f=folder) for arg in args])
+    assert message in err, err
+
+
 REPLACEABLE = {
     "encode -o": (("encode", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
     "infer -o": (("infer", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),

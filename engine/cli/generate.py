@@ -288,7 +288,10 @@ def draw_steps(
             flat = np.concatenate([part.reshape(len(part), -1) for part in parts if part is not None])
             strip = logits_strip(flat[:, : spec.vocab_size], np.array(tokens))
             images[folder / STRIP_NAMES.replace("*", str(r))] = strip
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PxglError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
     write_files({path: (lambda tmp, image=image: image.save(tmp, format="PNG")) for path, image in images.items()})
 
 
