@@ -412,15 +412,17 @@ def config_of(record: Any, where: str) -> TrainConfig:
 
 
 def of_type(value: Any, kind: Any) -> bool:
-    """value as JSON gives a field of the annotation `kind` (Path: a string; tuples: lists)."""
+    """value as JSON gives a field of the annotation `kind` (Path: a string without NUL; tuples: lists)."""
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
         return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if kind in (str, Path):
+    if kind is str:
         return isinstance(value, str)
+    if kind is Path:  # a NUL is no path: the system calls refuse it with a ValueError
+        return isinstance(value, str) and "\0" not in value
     if kind is type(None):
         return value is None
     if get_origin(kind) is tuple:

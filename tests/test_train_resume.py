@@ -173,6 +173,8 @@ CORRUPTIONS = {
     "the step": ({"manifest": lambda m: m.update(step=100)}, "do not fit the run"),
     "the text": ({"manifest": lambda m: m.update(text_sha256="0" * 64)}, "training text has changed"),
     "the format": ({"manifest": lambda m: m.update(version=2)}, "not a pxgl-train-checkpoint version 1"),
+    "a NUL in out": ({"manifest": lambda m: m["config"].update(out="n\0.pxi")}, "config's out is 'n"),
+    "a NUL in a file": ({"manifest": lambda m: m["config"].update(files=["a\0b"])}, "config's files is"),
 }
 
 
