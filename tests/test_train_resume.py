@@ -105,6 +105,19 @@ def test_a_run_killed_between_checkpoints_resumes_from_the_last(straight, tmp_pa
     assert written(out) == written(straight.out), f"every {every}, killed at {killed}, seed {seed}"
 
 
+def test_a_run_that_ignores_sigint_keeps_ignoring_it(straight, tmp_path):
+    """A run started with SIGINT ignored (a shell script's background job, as Python itself does) is not
+    stopped by it: the checkpoint handler took SIGINT over and the run stopped with exit 130."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        out = run_folder(tmp_path, "run")
+        train(replace(straight, out=out), interrupt_at(40), checkpoint_every=1000)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert written(out) == written(straight.out) and not checkpoint_path(out).exists()
+
+
 def test_ctrl_c_on_pxgl_train_saves_says_how_to_resume_and_exits_130(corpus, tmp_path):
     args = ["train", str(corpus), "--vocab", "300", "--embed", "4", "--context", "mean", "--window", "1"]
     args += ["--hidden", "4", "--steps", "400", "--checkpoint-every", "5", "-o", "m.pxi"]
