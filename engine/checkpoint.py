@@ -6,6 +6,7 @@ manifest declares before any of its bytes is read, and every array's hash is che
 import hashlib
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,13 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     with open_regular(path, "training checkpoint", MAX_CHECKPOINT_BYTES) as handle:
         try:
             with zipfile.ZipFile(handle) as archive:
-                return read_members(archive, f"{path}: checkpoint")
+                return read_members(archive, f"{path}: checkpoint", os.fstat(handle.fileno()).st_size)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
             raise PxglError(f"{path}: not a readable training checkpoint ({e}); it may be truncated") from None
 
 
-def read_members(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_members(archive: zipfile.ZipFile, where: str, file_size: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest and the arrays of an archive of `file_size` bytes."""
     infos = archive.infolist()
     members = {info.filename: info for info in infos}
     if len(infos) > MAX_ARRAYS + 1 or len(members) != len(infos):
@@ -65,6 +67,10 @@ def read_members(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any], 
     compressed = next((info.filename for info in infos if info.compress_type != zipfile.ZIP_STORED), None)
     if compressed is not None:
         raise PxglError(f"{where}: member {compressed} is compressed; a checkpoint's members are stored")
+    for info in infos:  # the zip's directory is as untrusted as the rest: its sizes bound what is allocated
+        if info.file_size != info.compress_size or info.header_offset + info.compress_size > file_size:
+            name = f"array {info.filename.removesuffix('.npy')}" if info.filename != MANIFEST else MANIFEST
+            raise PxglError(f"{where}: {name}: its member claims {info.file_size} bytes; the file holds {file_size}")
     if MANIFEST not in members or members[MANIFEST].file_size > MAX_MANIFEST_BYTES:
         raise PxglError(f"{where}: no {MANIFEST} of at most {MAX_MANIFEST_BYTES} bytes")
     manifest = parse_json(decode_utf8(archive.read(MANIFEST), f"{where}: {MANIFEST}"), f"{where}: {MANIFEST}")

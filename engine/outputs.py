@@ -1,6 +1,7 @@
 """Where pxgl writes (docs/FORMATS.md §0): one guard every writing command passes its outputs through before
 any work starts, and writers that make a file, or a set of files, appear whole or not at all."""
 
+import fnmatch
 import os
 import re
 import stat
@@ -136,13 +137,26 @@ def check_output_dir(
     inputs: Iterable[Path | None] = (),
     writes: dict[str, OutputKind] | None = None,
     force: bool = False,
+    outputs: Iterable[Output | None] = (),
 ) -> None:
     """A folder to write files into: a folder or nothing yet, and not pxgl's installed package; of the
     files already in it, each one whose name matches a pattern of `writes` (what the command writes there,
     and the kind of each) must be usable as an output (check_output): a regular file, none of the inputs,
-    and (unless `force`) empty or of its kind."""
+    and (unless `force`) empty or of its kind. None of the command's other `outputs` may be a file it
+    writes there, whether or not that file exists yet."""
     try:
         _check_output_dir(path, option, inputs, writes or {}, force)
+        for output in outputs:
+            if output is None:
+                continue
+            folder = path.resolve()
+            within = output.path.parent.resolve() == folder
+            pattern = next((p for p in writes or {} if within and fnmatch.fnmatchcase(output.path.name, p)), None)
+            if output.path.resolve() == folder or pattern is not None:
+                raise PxglError(
+                    f"{output.option} {output.path} and {option} {path}{f' ({pattern})' if pattern else ''} are the "
+                    "same file; write one of them somewhere else"
+                )
     except OSError as e:
         raise PxglError(f"{option} {path}: cannot check the folder ({e.strerror or e})") from None
 

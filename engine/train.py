@@ -19,7 +19,8 @@ from .corpus import Corpus, default_corpus, file_corpus, three_way_split
 from .errors import PxglError
 from .model import save_model
 from .network import Params, Regularisation, backward, draw_masks, forward, init_params, log_probabilities, softmax_xent
-from .outputs import check_outputs
+from .output_kinds import model_set
+from .outputs import check_outputs, check_writes
 from .spec import (
     MAX_CONTEXT_WINDOW,
     MAX_DIM,
@@ -339,13 +340,17 @@ def train(config: TrainConfig, progress: Progress | None = None, checkpoint_ever
     return finish(config, corpus, tokenizer, splits, state, report, checkpoint, began)
 
 
-def resume(path: Path, progress: Progress | None = None, checkpoint_every: int = 500) -> tuple[TrainConfig, dict]:
+def resume(
+    path: Path, progress: Progress | None = None, checkpoint_every: int = 500, force: bool = False
+) -> tuple[TrainConfig, dict]:
     """Continue the run a checkpoint saved (FORMATS §15) to what the uninterrupted run writes: (its config,
-    the meta's eval)."""
+    the meta's eval). The files it names are replaced as a new run's named outputs are (§0.3): only when
+    empty or of their kind, unless `force`."""
     began = time.monotonic()
     saved = load(path, lambda record: config_of(record, f"{path}: checkpoint").architecture().shapes())
     config = config_of(saved.config, f"{path}: checkpoint")
     check_run_outputs(config, path)
+    check_writes(model_set(config.out, config.out.with_name(config.tokenizer_name)), config.files, force)
     corpus, documents = corpus_splits(config)
     if text_sha256(documents) != saved.text_sha256:
         raise PxglError(f"{path}: the run's training text has changed since the checkpoint; it cannot continue")
@@ -407,15 +412,17 @@ def config_of(record: Any, where: str) -> TrainConfig:
 
 
 def of_type(value: Any, kind: Any) -> bool:
-    """value as JSON gives a field of the annotation `kind` (Path: a string; tuples: lists)."""
+    """value as JSON gives a field of the annotation `kind` (Path: a string without NUL; tuples: lists)."""
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
         return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if kind in (str, Path):
+    if kind is str:
         return isinstance(value, str)
+    if kind is Path:  # a NUL is no path: the system calls refuse it with a ValueError
+        return isinstance(value, str) and "\0" not in value
     if kind is type(None):
         return value is None
     if get_origin(kind) is tuple:

@@ -94,7 +94,8 @@ class Checkpoint:
 
     def __enter__(self) -> "Checkpoint":
         self.began = time.monotonic()
-        if threading.current_thread() is threading.main_thread():
+        # a process started with SIGINT ignored (a script's background job) keeps ignoring it, as Python does
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._interrupt)
         return self
 

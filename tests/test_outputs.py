@@ -355,6 +355,51 @@ def test_a_wide_token_texture_is_validated_in_blocks(tmp_path, gpu, rng):
             engine.predict(pixels, "wide")
 
 
+ONE_FILE_TWICE = {
+    "infer -o in its --viz folder": ("infer", "ab", "-m", "{w}", "-o", "{v}/overview.png", "--viz", "{v}"),
+    "infer --tokens-out in its --viz folder": ("infer", "ab", "-m", "{w}", "--tokens-out", "{v}/x.png", "--viz", "{v}"),
+    "generate -o in its --viz folder": ("generate", "ab", "-n", "2", "-m", "{w}", "-o", "{v}/prompt0_logits.png",
+                                        "--viz", "{v}"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(ONE_FILE_TWICE))
+@pytest.mark.parametrize("exists", [False, True])
+def test_an_output_the_viz_folder_would_write_is_refused(case, exists, folder, monkeypatch, capsys):
+    """A file named as the visuals name theirs, in the --viz folder, is two outputs of one command: the
+    visuals replaced the prediction pixels or film strip just written there, and the command said it wrote
+    both (FORMATS §0.3), whether or not the file was there before."""
+    (folder / "v").mkdir()
+    args = [arg.format(w=str(folder / "w.pxi"), v=str(folder / "v")) for arg in ONE_FILE_TWICE[case]]
+    if exists:
+        Path(args[args.index("--viz") - 1]).write_bytes(b"")  # an empty file: replaceable by either
+    err = refused(monkeypatch, capsys, folder, *args)
+    assert "the same file" in err, err
+
+
+VIZ_FOLDER_REFUSED = {
+    "infer -o the --viz folder": (("infer", "ab", "-m", "{w}", "-o", "{f}/v", "--viz", "{f}/v"), "the same file"),
+    "generate -o the --viz folder": (
+        ("generate", "ab", "-n", "2", "-m", "{w}", "-o", "{f}/v", "--viz", "{f}/v"),
+        "the same file",
+    ),
+    "generate --viz where no folder can be made": (
+        ("generate", "ab", "-n", "2", "-m", "{w}", "--viz", "/proc/pxgl-no-such-folder"),
+        "cannot create the folder",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIZ_FOLDER_REFUSED))
+def test_a_viz_folder_that_cannot_be_made_is_one_line_and_nothing_written(case, folder, monkeypatch, capsys):
+    """`-o X --viz X` wrote X, then failed making the folder X (infer: exit 2 with X written; generate: a
+    FileExistsError traceback): refused before any work. A folder the system will not make is one line
+    (generate: a traceback)."""
+    args, message = VIZ_FOLDER_REFUSED[case]
+    err = refused(monkeypatch, capsys, folder, *[arg.format(w=str(folder / "w.pxi"), f=folder) for arg in args])
+    assert message in err, err
+
+
 REPLACEABLE = {
     "encode -o": (("encode", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),
     "infer -o": (("infer", "ab", "-m", "{w}", "-o", "{o}"), "o.pxi", "o.pxi"),

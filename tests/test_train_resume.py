@@ -1,8 +1,10 @@
 """`pxgl train` checkpoints (docs/FORMATS.md §15): Ctrl-C or a kill keeps the run, `--resume` continues it to the
 bytes of the uninterrupted run, and a checkpoint is untrusted input (one line on anything wrong with it)."""
 
+import io
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pxgl import train as train_module
+from pxgl.checkpoint import FORMAT, VERSION
 from pxgl.errors import PxglError
 from pxgl.loading import load_model
 from pxgl.spec import meta_path_for
 from pxgl.train import TrainConfig, TrainingInterrupted, checkpoint_path, resume, train
 
+from tests.cartridges import pxgl
 from tests.test_train import grammar_text
 
 
@@ -101,6 +105,19 @@ def test_a_run_killed_between_checkpoints_resumes_from_the_last(straight, tmp_pa
     assert written(out) == written(straight.out), f"every {every}, killed at {killed}, seed {seed}"
 
 
+def test_a_run_that_ignores_sigint_keeps_ignoring_it(straight, tmp_path):
+    """A run started with SIGINT ignored (a shell script's background job, as Python itself does) is not
+    stopped by it: the checkpoint handler took SIGINT over and the run stopped with exit 130."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        out = run_folder(tmp_path, "run")
+        train(replace(straight, out=out), interrupt_at(40), checkpoint_every=1000)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert written(out) == written(straight.out) and not checkpoint_path(out).exists()
+
+
 def test_ctrl_c_on_pxgl_train_saves_says_how_to_resume_and_exits_130(corpus, tmp_path):
     args = ["train", str(corpus), "--vocab", "300", "--embed", "4", "--context", "mean", "--window", "1"]
     args += ["--hidden", "4", "--steps", "400", "--checkpoint-every", "5", "-o", "m.pxi"]
@@ -147,6 +164,9 @@ def rewritten(source: Path, target: Path, manifest=None, member=None, compressio
             out.writestr(name, data)
 
 
+MANIFEST_HEAD = {"format": FORMAT, "version": VERSION}
+
+
 def flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
@@ -166,6 +186,8 @@ CORRUPTIONS = {
     "the step": ({"manifest": lambda m: m.update(step=100)}, "do not fit the run"),
     "the text": ({"manifest": lambda m: m.update(text_sha256="0" * 64)}, "training text has changed"),
     "the format": ({"manifest": lambda m: m.update(version=2)}, "not a pxgl-train-checkpoint version 1"),
+    "a NUL in out": ({"manifest": lambda m: m["config"].update(out="n\0.pxi")}, "config's out is 'n"),
+    "a NUL in a file": ({"manifest": lambda m: m["config"].update(files=["a\0b"])}, "config's files is"),
 }
 
 
@@ -178,6 +200,25 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(saved, tmp_path, case):
         resume(bad)
     assert "\n" not in str(refused.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.checkpoint.npz"]
+
+
+def test_a_member_claiming_more_bytes_than_the_file_holds_is_refused_before_any_is_read(tmp_path):
+    """A checkpoint of under a kilobyte whose zip directory and manifest agree on a 256 TiB array was a MemoryError
+    traceback (the array's buffer was allocated before its bytes were read); a smaller lie cost its size in
+    memory. A stored member's bytes lie inside the file: one that claims more is refused first."""
+    shape = (1 << 38, 1 << 7)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    entry = {"dtype": "int64", "shape": list(shape), "sha256": "0" * 64}
+    bad = tmp_path / "m.checkpoint.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("manifest.json", json.dumps({**MANIFEST_HEAD, "arrays": {"order": entry}}))
+        archive.writestr("order.npy", header.getvalue() + bytes(64))
+        claimed = archive.getinfo("order.npy")
+        claimed.file_size = claimed.compress_size = len(header.getvalue()) + 8 * math.prod(shape)
+    with pytest.raises(PxglError, match=r"array order: its member claims \d+ bytes; the file holds \d+") as refused:
+        resume(bad)
+    assert "\n" not in str(refused.value)
 
 
 def test_a_truncated_checkpoint_or_another_file_is_refused_by_the_cli(saved, tmp_path):
@@ -194,6 +235,30 @@ def test_a_truncated_checkpoint_or_another_file_is_refused_by_the_cli(saved, tmp
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 2 and "leave out steps, seed" in run.stderr, run.stderr
+
+
+def test_resume_never_writes_over_a_users_file(saved, tmp_path):
+    """The outputs a checkpoint names are checked as a new run's are (FORMATS §0.3): a checkpoint pointing its
+    `out` at a user's files (one sent by someone else, or files made since) replaced them with exit 0."""
+    out = tmp_path / "notes.pxi"
+    mine = {path: f"the user's {path.name}\n".encode() for path in (out, meta_path_for(out))}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    bad = tmp_path / "sent.checkpoint.npz"
+    rewritten(saved, bad, manifest=lambda m: m["config"].update(out=str(out)))
+    with pytest.raises(PxglError, match=r"notes\.pxi: exists and is not a pixel file .* --force to replace it"):
+        resume(bad)
+    assert {path: path.read_bytes() for path in mine} == mine and bad.exists()
+    resume(bad, force=True)
+    assert load_model(out).spec.vocab_size == 300 and not bad.exists()
+
+
+@pytest.mark.parametrize("option", [("--split-seed", "0"), ("--seed", "3"), ("--out", "x.pxi")])
+def test_resume_refuses_every_option_it_would_ignore(saved, monkeypatch, capsys, option):
+    """--split-seed 0 is a choice (its default is none): it was taken and silently ignored."""
+    code, _, err = pxgl(monkeypatch, capsys, "train", "--resume", str(saved), *option)
+    name = option[0].removeprefix("--").replace("-", "_")
+    assert code == 2 and f"leave out {name}" in err, err
 
 
 def test_a_new_run_never_replaces_a_checkpoint(saved, corpus, tmp_path):

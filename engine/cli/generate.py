@@ -98,9 +98,10 @@ def generate(
     stops = check_stops(stop or [])
     gpu = one_device(device)
     inputs = [*model_files(model), batch, input_file]
-    check_writes([Output(out, "--out", PIXELS) if out is not None else None], inputs, force)
+    strip = Output(out, "--out", PIXELS) if out is not None else None
+    check_writes([strip], inputs, force)
     if viz is not None:
-        check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force)
+        check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force, [strip])
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
     tokenizer = runnable.model.tokenizer
     if input_file is not None:
@@ -298,7 +299,10 @@ def draw_steps(
             flat = np.concatenate([part.reshape(len(part), -1) for part in parts if part is not None])
             strip = logits_strip(flat[:, : spec.vocab_size], np.array(tokens))
             images[folder / STRIP_NAMES.replace("*", str(r))] = strip
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PxglError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
     write_files({path: (lambda tmp, image=image: image.save(tmp, format="PNG")) for path, image in images.items()})
 
 

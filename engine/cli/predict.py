@@ -120,7 +120,7 @@ def infer(
     if viz_dir is not None:
         from ..visuals import WRITES
 
-        check_output_dir(viz_dir, "--viz", inputs, WRITES, force)
+        check_output_dir(viz_dir, "--viz", inputs, WRITES, force, [predictions_out, tokens_output])
         if devices is not None and len(devices) > 1:
             raise PxglError(f"--viz draws one engine's run: give one --device, not {device}")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work

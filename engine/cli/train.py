@@ -90,7 +90,9 @@ def train(
     }  # fmt: skip
     if resume is not None:
         options = [name for name, value in given.items() if value is not None]
-        options += [name for name, value in (("files", files), ("seed", seed), ("split_seed", split_seed)) if value]
+        options += ["files"] if files else []
+        options += ["seed"] if seed != 0 else []  # its default: a --seed 0 given cannot be told from none
+        options += ["split_seed"] if split_seed is not None else []
         options += ["out"] if out is not None else []
         if options:
             others = ", ".join(options)
@@ -103,7 +105,7 @@ def train(
         split_seed=split_seed,
         **{k: v for k, v in given.items() if v is not None},
     )
-    if resume is None:  # a resumed run's outputs are its own, checked when its checkpoint is read
+    if resume is None:  # a resumed run's outputs are its checkpoint's, checked when it is read
         written = model_set(weights, weights.with_name(config.tokenizer_name), default=out is None)
         check_writes(written, config.files, force)
     console = Console(stderr=True)
@@ -117,7 +119,7 @@ def train(
 
         try:
             if resume is not None:
-                config, evaluation = resume_training(resume, progress, checkpoint_every)
+                config, evaluation = resume_training(resume, progress, checkpoint_every, force)
             else:
                 evaluation = run_training(config, progress, checkpoint_every)
         except TrainingInterrupted as stop:
