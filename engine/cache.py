@@ -33,6 +33,8 @@ DEFAULT_MAX_MB = 256
 """~19 prepared pixellm_v1s (13 MB each)."""
 MB = 1 << 20
 MAX_ABOUT_BYTES = 4096
+ABOUT_KEYS = ("model", "architecture", "renderer")
+"""What an entry's note says (pxgl cache list shows it); a note with any other key is not pxgl's."""
 KEY = r"[0-9a-f]{64}"
 ENTRY_NAME = re.compile(rf"({KEY}){re.escape(SUFFIX)}")
 ABOUT_NAME = re.compile(rf"({KEY}){re.escape(ABOUT_SUFFIX)}")
@@ -166,6 +168,12 @@ def read_about(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in document.items() if isinstance(v, str)}
 
 
+def is_note(path: Path) -> bool:
+    """Whether a file named as an entry's note holds what pxgl writes there (a user's file of that name is kept)."""
+    about = read_about(path)
+    return bool(about) and set(about) <= set(ABOUT_KEYS)
+
+
 def evict(folder: Path, bound: int) -> None:
     """Remove the least recently used entries until the rest hold at most `bound` bytes."""
     found = entries(folder)
@@ -189,7 +197,7 @@ def clear(folder: Path) -> tuple[int, int]:
     for entry in found:
         remove(folder, entry.key)
     for path in folder.iterdir() if folder.is_dir() else ():
-        if ABOUT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_file():
+        if ABOUT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_file() and is_note(path):
             path.unlink(missing_ok=True)
         elif match := TEMP_NAME.fullmatch(path.name):
             remove_leftovers(folder / match[1])

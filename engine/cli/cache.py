@@ -18,7 +18,6 @@ cache_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
-ABOUT = ("model", "architecture", "renderer")
 """What an entry's note says (null in --json, 'unknown' in words, for an entry without one)."""
 
 
@@ -46,7 +45,7 @@ def cache_folder() -> Path | None:
 def list_entries(as_json: JsonOption = False) -> None:
     """List the cache's entries, the most recently used first: size, when last used, and the model, architecture
     and GPU each was prepared for; then the folder, its total and its bound. --json: one line per entry."""
-    from ..cache import entries, max_bytes
+    from ..cache import ABOUT_KEYS, entries, max_bytes
 
     folder = cache_folder()
     if folder is None:
@@ -58,10 +57,10 @@ def list_entries(as_json: JsonOption = False) -> None:
     for entry in found:
         used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.last_used))
         if as_json:
-            about = {key: entry.about.get(key) for key in ABOUT}
+            about = {key: entry.about.get(key) for key in ABOUT_KEYS}
             emit_json({"key": entry.key, "bytes": entry.bytes, "last_used": used, **about})
         else:
-            about = {key: shown(entry.about.get(key, f"unknown {key}")) for key in ABOUT}
+            about = {key: shown(entry.about.get(key, f"unknown {key}")) for key in ABOUT_KEYS}
             typer.echo(f"{megabytes(entry.bytes):>10}  {used}  {about['model']}: {about['architecture']}")
             typer.echo(f"{'':10}  {entry.key[:16]}…  on {about['renderer']}")
     if not as_json:
