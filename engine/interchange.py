@@ -171,10 +171,14 @@ def import_model(
         quantized[name] = q
         done += w.size
         report("quantizing weights", done, total)
-        error = np.abs(dequantize(*q) - w)
-        errors[name] = (float(error.max(initial=0)), float(np.sqrt(np.mean(error.astype(np.float64) ** 2))))
+        largest, squares = 0.0, 0.0
+        for start in range(0, w.size, GRID_BLOCK):  # a block at a time: progress moves on the largest tensors
+            block = slice(start, start + GRID_BLOCK)
+            error = np.abs(dequantize(q[0].reshape(-1)[block], q[1], q[2]) - w.reshape(-1)[block]).astype(np.float64)
+            largest, squares = max(largest, float(error.max(initial=0))), squares + float(np.dot(error, error))
+            report("quantizing weights", done + min(start + GRID_BLOCK, w.size), total)
+        errors[name] = (largest, float(np.sqrt(squares / w.size)) if w.size else 0.0)
         done += w.size
-        report("quantizing weights", done, total)
     tokenizer = read_tokenizer(tokenizer_path, metadata, where)
     grid = {name: (scale, zero_point) for name, (_, scale, zero_point) in quantized.items()}
     spec = layout(architecture, grid, out_name, {"imported_from": path.name})
