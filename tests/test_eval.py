@@ -16,9 +16,9 @@ from pxgl.evaluate import TextPositions, pieces, score
 from pxgl.pacing import CHUNK_SECONDS, SMALLEST, ChunkSizer
 from pxgl.tokenizer import Tokenizer
 
+from tests.cli_process import PEAK_MEMORY
 from tests.models import random_model
 from tests.reference.models import write_random_member
-from tests.test_outputs import PEAK_MEMORY
 
 ONE_UNIT = {"embed_dim": 1, "context": {"mode": "mean", "window": 1}, "hidden": [1], "residual": False}
 ALPHABET = [*"abcxyz019.,;!-'\"é€😀", " ", "  ", "\t", "\n", "\n\n", "\u2028", "\xa0", "\u3000", "ab"]

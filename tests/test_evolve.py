@@ -22,7 +22,7 @@ from pxgl.loading import load_model
 from pxgl.reading import parse_json
 from pxgl.train import TrainConfig, train
 
-from tests.cli_process import pxgl
+from tests.cli_process import PEAK_MEMORY, pxgl
 
 WORDS = ["the", "a", "one", "cat", "dog", "pixel", "model", "shader", "texture", "reads", "writes", "sees", "draws"]
 LIMITS = ["--max-weights", "60000", "--max-flops", "60000"]
@@ -255,19 +255,6 @@ def test_the_ray_runner_gives_the_local_runners_lineage(finished, corpus, start,
     done = subprocess.run([*command, "--ray", "local"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, (run_seed, done.stderr[-2000:])
     assert comparable(run) == comparable(finished), run_seed
-
-
-PEAK_MEMORY = """
-import re, sys
-from pathlib import Path
-from pxgl import cli
-
-sys.argv = ["pxgl", *sys.argv[1:]]
-try:
-    cli.main()
-finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
-    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
-"""
 
 
 def running(argv: list[str]) -> list[int]:

@@ -21,6 +21,7 @@ from pxgl.pxi import read_prompt_pixels, read_token_texture
 from pxgl.tokenizer import MAX_TOKEN_BYTES, Tokenizer
 
 from tests.cartridges import pxgl, read_members, relisted, snapshot, write_contents
+from tests.cli_process import PEAK_MEMORY
 from tests.reference import strict_png
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,18 +340,6 @@ def test_training_never_makes_a_token_past_the_caps(tmp_path):
 
 
 # --- legal input at a disproportionate cost ----------------------------------------------------------
-
-PEAK_MEMORY = """
-import re, sys
-from pathlib import Path
-from pxgl import cli
-
-sys.argv = ["pxgl", *sys.argv[1:]]
-try:
-    cli.main()
-finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
-    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
-"""
 
 
 def test_batch_memory_grows_no_faster_than_the_prompts_file(tmp_path, rng):

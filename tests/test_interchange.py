@@ -18,6 +18,7 @@ from pxgl.tokenizer import Tokenizer
 from safetensors.numpy import save, save_file
 
 from tests.cartridges import pxgl, random_text, snapshot
+from tests.cli_process import PEAK_MEMORY
 from tests.reference.models import member_shapes, meta_beside, random_architecture, write_random_member
 
 PERCENTILES = (0.01, 99.99)
@@ -332,19 +333,6 @@ def test_hostile_npz_files_are_one_line_errors_naming_the_file_before_inflating(
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, f"{case}: {stderr}"
         assert stderr.startswith(f"error: {source}: ") and message in stderr, f"{case}: {stderr}"
         assert snapshot(tmp_path) == before, case
-
-
-PEAK_MEMORY = """
-import re, sys
-from pathlib import Path
-from pxgl import cli
-
-sys.argv = ["pxgl", *sys.argv[1:]]
-try:
-    cli.main()
-finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
-    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
-"""
 
 
 def test_a_deflate_bomb_in_an_npz_is_never_inflated(tmp_path, rng, tokenizer_file):

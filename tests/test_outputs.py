@@ -20,6 +20,7 @@ from pxgl.pxi import encode_tokens, read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
 
 from tests.cartridges import pxgl, random_text, snapshot
+from tests.cli_process import PEAK_MEMORY
 from tests.models import random_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,19 +302,6 @@ def test_viz_renames_index_and_record_last(folder, monkeypatch, capsys):
     assert order[-2:] == ["index.html", "viz.json"] and sorted(order) == sorted(
         p.name for p in (folder / "v").iterdir()
     )
-
-
-PEAK_MEMORY = """
-import re, sys
-from pathlib import Path
-from pxgl import cli
-
-sys.argv = ["pxgl", *sys.argv[1:]]
-try:
-    cli.main()
-finally:  # this process's own peak (ru_maxrss would keep the forking parent's across exec)
-    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10, file=sys.stderr)
-"""
 
 
 def test_batch_memory_follows_the_work(folder, rng):
