@@ -7,16 +7,15 @@ members straddling each limit on every executor and sampling setting, each answe
 
 import math
 
-import moderngl
 import numpy as np
 import pytest
 from pxgl.engine import Engine
 from pxgl.errors import PxglError
-from pxgl.executors.fused_config import refusal
+from pxgl.executors.fused_config import FusedConfig, loop_refusal, refusal
 from pxgl.executors.generation import GENERATE_SAMPLE, RANK_KEY_BITS, SAMPLE_MAX_THREADS
 from pxgl.executors.passes import compile_passes
 from pxgl.generation import Sampling
-from pxgl.gl import Limits
+from pxgl.gl import GLBackend, Limits
 from pxgl.kernel import DISPATCH_LOOPS, Constants, Kernel
 from pxgl.loading import load_model
 from pxgl.spec import spec_from_meta
@@ -53,17 +52,20 @@ GL43 = Limits(
 
 
 def probe_loops(outer: int) -> tuple[int, int]:
-    ctx = moderngl.create_context(standalone=True, backend="egl", require=430)
+    """(outer loops run, inner iterations run) in one invocation, on a GL context of its own: a GLBackend, so
+    the session's backend makes its own context current again afterwards (a bare moderngl context left its
+    released context current, and the NVIDIA driver then dropped the session's later dispatches)."""
+    probe = GLBackend()
     try:
-        shader = ctx.compute_shader(PROBE)
-        counted = ctx.buffer(reserve=8)
+        shader = probe.ctx.compute_shader(PROBE)
+        counted = probe.ctx.buffer(reserve=8)
         counted.bind_to_storage_buffer(0)
         shader["outer"].value = outer
         shader.run(1)
         loops, inner = np.frombuffer(counted.read(), np.uint32)
         return int(loops), int(inner)
     finally:
-        ctx.release()
+        probe.release()
 
 
 def test_the_driver_runs_dispatch_loops_and_llvmpipe_cuts_past_65535(gpu):
@@ -184,7 +186,7 @@ def straddling_members(rng: np.random.Generator) -> list[dict]:
         member(300, 16, attention(512, 8)),
         member(300, 16, attention(33, 4)),  # one past fused's 32-token window
         member(300, 128, {"mode": "concat", "window": 512}),  # X = 65,536: the dense sum in two parts
-        member(300, 8, {"mode": "mean", "window": 16384}),  # past fused's loop envelope: refused there
+        member(300, 8, {"mode": "mean", "window": 16384}),  # past fused's window and loop envelope: refused there
         member(int(rng.integers(4096, 8192)), 24, attention(int(rng.integers(20, 33)), 16)),
     ]
 
@@ -194,6 +196,8 @@ def test_random_members_straddling_each_limit_answer_or_refuse_on_every_executor
     for index, arch in enumerate(straddling_members(rng)):
         path = write_random_member(tmp_path, rng, arch, name=f"m{index}")
         model, params = load_model(path), params_at(path)
+        if index == 10:  # the envelope's loop count refuses it too, not only its window (nor the driver's cut)
+            assert loop_refusal(model.spec, FusedConfig().fitted(gpu, model.spec)) is not None, seed
         window, vocab = arch["context"]["window"], arch["vocab_size"]
         rows = [list(map(int, rng.integers(0, vocab, int(rng.integers(1, min(window, 600) + 3))))) for _ in range(3)]
         rows[0] = rows[0][:1]
@@ -217,7 +221,7 @@ def test_random_members_straddling_each_limit_answer_or_refuse_on_every_executor
         sampling = SETTINGS[1 + index % (len(SETTINGS) - 1)] | {"seed": int(rng.integers(0, 2**32))}
         sampled = generate(model, "passes", rows, 2, sampling, gpu)
         assert_replays(params, rows, sampled.tokens, sampled.logprobs, sampling, f"passes, {sampling}, {what}")
-    assert "would loop" in refused.get("fused 10", ""), refused  # the envelope's loop count, not the driver's cut
+    assert "windows of at most 512 tokens" in refused.get("fused 10", ""), refused
 
 
 def test_fused_generation_runs_a_long_chunk_in_dispatches_within_the_limit(tmp_path, gpu, rng, seed):

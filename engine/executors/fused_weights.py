@@ -49,6 +49,10 @@ PREPARED_NAMES = ("first-layer token tables", "attention tables", "dense layers"
 MAX_GROUPS_PER_AXIS = 65535
 """GL guarantees this many work groups on each axis; bigger grids fold into a second axis."""
 STAGE_MAX = 32
+WINDOW_MAX = 512
+"""The longest window fused runs: each invocation keeps its prompt's window of ids in a ring
+(glsl/fused_common.glsl's own_ids[CONTEXT_WINDOW]); NVIDIA's compiler placed 512 and refused 4,096 ("cannot
+locate suitable resource to bind variable own_ids", H100, driver 580, 2026-12-07)."""
 """Window tokens staged in shared memory at a time (the whole window when it is shorter); an attention
 context must fit in one staging (its head reads every token of the window at once)."""
 HEAD_TABLES = ("EQ", "EK", "EV", "PQ", "PK", "PV", "W0H")
@@ -127,11 +131,13 @@ def weights_layout(spec: ModelSpec, vocab_pad: int) -> WeightsLayout:
 
 def supports(spec: ModelSpec, gpu: GLBackend | None = None) -> str | None:
     """None when the fused executor runs this model (docs/FORMATS.md §3.1, the fused envelope; its loops are
-    fused_config.loop_refusal's), else why not: an attention window longer than STAGE_MAX, or prepared tables
-    past the GPU's storage buffer limit."""
+    fused_config.loop_refusal's), else why not: an attention window longer than STAGE_MAX, any window longer
+    than WINDOW_MAX, or prepared tables past the GPU's storage buffer limit."""
     c = spec.context
     if c.mode == "attention" and c.window > STAGE_MAX:
         return f"the fused executor attends over windows of at most {STAGE_MAX} tokens, not {c.window}"
+    if c.window > WINDOW_MAX:
+        return f"the fused executor reads windows of at most {WINDOW_MAX} tokens, not {c.window}"
     if gpu is not None:
         layout = weights_layout(spec, spec.vocab_size + 512)
         largest = 4 * max(layout.first_floats, layout.head_floats, layout.dense_floats, layout.bias_floats)
