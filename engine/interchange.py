@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from .extras import install_command
 from .npz import read_npz
 from .progress import report
 from .pxi import atomic_write, parse_json
-from .reading import read_bounded
+from .reading import open_regular
 from .spec import Architecture, ModelSpec, architecture_from_meta, is_float32_scale, layout
 from .tokenizer import Tokenizer
 from .train import dequantize, quantize
@@ -42,8 +43,24 @@ class Imported:
     """Tensor → (largest, RMS) quantization error."""
 
 
+READ_PIECE = 64 << 20
+"""Bytes of a tensor file read at a time: progress moves while a file of up to 1 GiB is read."""
+
+
 def read_tensor_file(path: Path) -> bytes:
-    return read_bounded(path, "tensor file", MAX_FILE_BYTES)
+    """The file's bytes (at most MAX_FILE_BYTES), read a piece at a time with progress."""
+    try:
+        with open_regular(path, "tensor file", MAX_FILE_BYTES) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = bytearray()
+            while piece := handle.read(min(READ_PIECE, MAX_FILE_BYTES + 1 - len(data))):
+                data += piece
+                report("reading the tensor file", min(len(data), size), max(size, 1))
+                if len(data) > MAX_FILE_BYTES:
+                    raise PxglError(f"{path}: past the tensor file's limit of {MAX_FILE_BYTES} bytes")
+    except OSError as e:
+        raise PxglError(f"{path}: cannot read the tensor file ({e.strerror or e})") from None
+    return bytes(data)
 
 
 def is_count(value: Any) -> bool:
