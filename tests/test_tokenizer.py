@@ -3,6 +3,7 @@ against a literal re-reading of the spec), training that compresses, and a loade
 
 import json
 import re
+import sys
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
@@ -253,3 +254,13 @@ def test_a_version_that_is_not_the_integer_0_is_refused(tmp_path, version):
     path.write_text(json.dumps(document))
     with pytest.raises(PxglError, match="version"):
         Tokenizer.load(path)
+
+
+def test_the_split_classes_are_the_ones_formats_names_for_every_code_point():
+    """FORMATS §6: the split's \\w is a character with str.isalnum() or "_", its \\s one with str.isspace(), over
+    every code point (so an implementation in another language can build the classes from those rules)."""
+    word, space = re.compile(r"\w"), re.compile(r"\s")
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        assert bool(word.match(c)) == (c.isalnum() or c == "_"), hex(code)
+        assert bool(space.match(c)) == c.isspace(), hex(code)
