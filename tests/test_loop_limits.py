@@ -229,11 +229,15 @@ def test_fused_generation_runs_a_long_chunk_in_dispatches_within_the_limit(tmp_p
     llvmpipe, 32 of this member, whose 1,024-wide layer loops 1,025 times a step) the GPU left tokens unwritten."""
     arch = {"vocab_size": 300, "embed_dim": 8, "context": {"mode": "mean", "window": 4}, "hidden": [1024, 16]}
     path = write_random_member(tmp_path, rng, arch | {"residual": False})
-    rows = [list(map(int, rng.integers(0, 300, int(rng.integers(1, 6))))) for _ in range(2)]
+    # 8 rows: a row whose first step is a near tie is not compared (2 rows were both ties for seed 303460927)
+    rows = [list(map(int, rng.integers(0, 300, int(rng.integers(1, 6))))) for _ in range(8)]
     with Engine(load_model(path), gpu=gpu, executor="fused") as engine:
         generation = engine.generate(rows, 80)
     what = f"fused, 80 steps, seed {seed}"
-    assert assert_replays(params_at(path), rows, generation.tokens, generation.logprobs, {}, what) > 0
+    params = params_at(path)
+    compared = assert_replays(params, rows, generation.tokens, generation.logprobs, {}, what)
+    # none compared only where every row's first step is a near tie (a member whose ReLUs all died)
+    assert compared > 0 or oracle.near_tie(oracle.logits(params, rows)).all(), what
 
 
 def test_a_kernel_past_the_limit_is_refused_in_one_line_before_it_compiles(gpu):
