@@ -177,7 +177,7 @@ def test_prefill_then_decode_through_the_gpu_cache_equals_one_pass(tmp_path, rng
     try:
         first = model.run(tokens[:split])
         stepped = [first.logits] + [model.run(tokens[i : i + 1]).logits for i in range(split, n)]
-        assert model.length == n
+        assert model.length(0) == n
         with pytest.raises(PxglError, match="the context holds"):
             model.run(tokens[:1])
         model.reset()
