@@ -1,0 +1,180 @@
+"""Choosing tokens on the GPU for version 2 (engine/transformer/gpu/choose.py, glsl/tf_choose_*.comp) and the
+shared executor API (slots, prefill, batched decode, truncate), on llvmpipe, against the independent oracle
+(tests/reference/transformer.py): §11's greedy and sampled choice, the repetition penalty, log p and the
+alternatives replayed from the very logits the GPU chose from; several slots decoded together equal each
+alone; a reused prefix equals a fresh run; a sampled and a penalized decode replayed over the oracle's own
+forward pass; the context's end is one error."""
+
+import numpy as np
+import pytest
+from pxgl.errors import PxglError
+from pxgl.transformer.gpu import Choice, PassesTransformer
+
+from tests.reference import transformer as oracle
+from tests.test_transformer_engine import assert_logits_agree
+from tests.test_transformer_passes import member, styled
+
+LOGP_TOLERANCE = 1e-4
+"""log p of the GPU's float32 softmax against float64 over the same logits."""
+
+
+def small_member(tmp_path, rng, vocab: int, context: int = 48, layers: int = 1):
+    architecture = styled(rng, "any", vocab_size=vocab, context_length=context, layers=layers, width=32, heads=2,
+                          head_dim=16, kv_heads=1, mlp_width=32)  # fmt: skip
+    return member(tmp_path, rng, architecture, "q8")
+
+
+def random_choice(rng: np.random.Generator) -> Choice:
+    kind = int(rng.integers(5))
+    temperature = [0.0, 0.8, 1.5, 1.0, 0.0][kind]
+    return Choice(
+        temperature=temperature,
+        top_k=[0, 40, 0, 1 + int(rng.integers(200)), 0][kind],
+        top_p=[1.0, 0.9, 1.0, float(rng.uniform(0.2, 1.0)), 1.0][kind],
+        seed=int(rng.integers(1 << 32)),
+        draw_row=int(rng.integers(1 << 32)),
+        repetition_penalty=float(rng.choice([1.0, 1.3, 0.7])) if kind != 4 else 2.0,
+        top_logprobs=int(rng.integers(0, 21)),
+    )
+
+
+@pytest.mark.parametrize("vocab_range", [(4097, 5000), (65537, 70000)])
+def test_choosing_on_the_gpu_replays_exactly_over_its_own_logits(tmp_path, rng, gpu, vocab_range):
+    """Each choice is made from the prefill's last logits row, which is also read back: the oracle's §11 replay
+    over those float32 logits (penalized over the slot's ids) gives the same id, except where §11 excuses it;
+    log p and the alternatives are the model's own log softmax."""
+    vocab = int(rng.integers(*vocab_range))
+    _, _, (spec, pixels) = small_member(tmp_path, rng, vocab)
+    model = PassesTransformer(gpu, spec, pixels)
+    compared = 0
+    try:
+        for draw in range(10):
+            choice = random_choice(rng)
+            tokens = rng.integers(0, vocab, int(rng.integers(1, 9)))
+            step = int(rng.integers(1000))
+            model.truncate(0, 0)
+            result = model.prefill(0, tokens, choice=choice, step=step)
+            logits = result.logits[-1]
+            chosen = result.chosen
+            penalized = oracle.penalize(logits, tokens, choice.repetition_penalty)
+            expected, excused = oracle.choose(penalized, choice.temperature, choice.top_k, choice.top_p, choice.seed,
+                                              choice.draw_row, step)  # fmt: skip
+            what = f"draw {draw}: {choice}"
+            if not excused:
+                compared += 1
+                assert chosen.ids[0, 0] == expected, what
+            logp = oracle.log_softmax(logits)
+            assert abs(chosen.logprobs[0, 0] - logp[chosen.ids[0, 0]]) <= LOGP_TOLERANCE, what
+            k = choice.top_logprobs
+            assert chosen.alternatives.shape == (1, 1, k)
+            np.testing.assert_array_equal(chosen.alternatives[0, 0], oracle.alternatives(logits, k), err_msg=what)
+            np.testing.assert_allclose(chosen.alternative_logprobs[0, 0], logp[oracle.alternatives(logits, k)],
+                                       atol=LOGP_TOLERANCE, err_msg=what)  # fmt: skip
+            assert model.pending(0) and model.length(0) == len(tokens)
+    finally:
+        model.close()
+    assert compared >= 8, f"only {compared} of 10 choices compared"
+
+
+def test_slots_decoded_together_give_each_slots_tokens_alone(tmp_path, rng, gpu):
+    """Three slots at different lengths, greedy, sampled and penalized, decoded in one batch per step, give
+    the tokens (and log p) each gives decoded alone: a row reads only its own slot."""
+    vocab = int(rng.integers(4097, 5000))
+    _, _, (spec, pixels) = small_member(tmp_path, rng, vocab, layers=2)
+    prompts = [rng.integers(0, vocab, n) for n in rng.choice(np.arange(1, 20), 3, replace=False)]
+    choices = [
+        Choice(),
+        Choice(temperature=0.9, top_k=40, top_p=0.9, seed=7, draw_row=1),
+        Choice(repetition_penalty=1.5),
+    ]
+    count = 6
+    together = PassesTransformer(gpu, spec, pixels, slots=3)
+    alone = PassesTransformer(gpu, spec, pixels)
+    try:
+        for slot, (prompt, choice) in enumerate(zip(prompts, choices, strict=True)):
+            together.prefill(slot, prompt, choice=choice)
+        batch = together.decode([2, 0, 1], [choices[2], choices[0], choices[1]], [1, 1, 1], count)
+        assert [together.length(s) for s in range(3)] == [len(p) + count for p in prompts]
+        for column, slot in enumerate([2, 0, 1]):
+            alone.truncate(0, 0)
+            first = alone.prefill(0, prompts[slot], choice=choices[slot])
+            solo = alone.decode([0], [choices[slot]], [1], count)
+            np.testing.assert_array_equal(batch.ids[:, column], solo.ids[:, 0], err_msg=f"slot {slot}")
+            np.testing.assert_allclose(batch.logprobs[:, column], solo.logprobs[:, 0], atol=1e-5)
+            assert first.chosen is not None
+    finally:
+        together.close()
+        alone.close()
+
+
+def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, gpu):
+    vocab = int(rng.integers(4097, 5000))
+    meta, params, (spec, pixels) = small_member(tmp_path, rng, vocab, context=64, layers=2)
+    prefix, first, second = (rng.integers(0, vocab, n) for n in (20, 12, 15))
+    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    try:
+        model.prefill(1, np.concatenate([prefix, first]))
+        model.truncate(1, len(prefix))
+        assert model.length(1) == len(prefix)
+        reused = model.prefill(1, second, all_logits=True)
+        assert model.length(1) == len(prefix) + len(second) and model.length(0) == 0
+        with pytest.raises(PxglError, match="truncate slot 1 to 48: it holds 35 positions"):
+            model.truncate(1, 48)
+    finally:
+        model.close()
+    theirs = oracle.forward(meta, params, np.concatenate([prefix, second]))[len(prefix) :]
+    assert_logits_agree(reused.logits, theirs, "prefix reused")
+
+
+def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_path, rng, gpu):
+    """Slot 0 samples (temperature 0.8, top-k 40, top-p 0.9), slot 1 is greedy under a repetition penalty of
+    1.3: 64 steps together, replayed by the oracle's own forward over each generated sequence. The oracle's
+    logits differ from the GPU's within τ, so a step whose decision lies within that of a boundary is excused
+    and its row no longer compared."""
+    vocab = int(rng.integers(4097, 5000))
+    meta, params, (spec, pixels) = small_member(tmp_path, rng, vocab, context=96, layers=2)
+    prompts = [rng.integers(0, vocab, 8), rng.integers(0, vocab, 5)]
+    choices = [Choice(temperature=0.8, top_k=40, top_p=0.9, seed=int(rng.integers(1 << 32))),
+               Choice(repetition_penalty=1.3)]  # fmt: skip
+    count = 64
+    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    try:
+        firsts = [model.prefill(s, prompts[s], choice=choices[s]).chosen.ids[0, 0] for s in range(2)]
+        decoded = model.decode([0, 1], choices, [1, 1], count)
+    finally:
+        model.close()
+    compared = 0
+    for s, choice in enumerate(choices):
+        sequence = np.concatenate([prompts[s], [firsts[s]], decoded.ids[:, s]])
+        logits = oracle.forward(meta, params, sequence[:-1])[len(prompts[s]) - 1 :]
+        for step, row in enumerate(logits):
+            n = len(prompts[s]) + step
+            penalized = oracle.penalize(row, sequence[:n], choice.repetition_penalty)
+            slack = 2 * oracle.AGREEMENT * (1 + np.abs(row).max()) / max(choice.temperature, 1.0)
+            expected, excused = oracle.choose(penalized, choice.temperature, choice.top_k, choice.top_p,
+                                              choice.seed, choice.draw_row, step, slack)  # fmt: skip
+            if excused:
+                break
+            compared += 1
+            assert sequence[n] == expected, f"slot {s} step {step}: {sequence[n]}, the oracle {expected}"
+    assert compared >= count // 2, f"only {compared} steps compared"
+
+
+def test_the_context_end_and_bad_choices_are_one_error(tmp_path, rng, gpu):
+    vocab = int(rng.integers(4097, 5000))
+    _, _, (spec, pixels) = small_member(tmp_path, rng, vocab, context=16)
+    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    try:
+        model.prefill(0, rng.integers(0, vocab, 10), choice=Choice())
+        with pytest.raises(PxglError, match=r"^slot 0: 10 cached \+ 7 new positions .* the context holds 16"):
+            model.decode([0], [Choice()], count=6)
+        model.decode([0], [Choice()], count=5)  # the last pending token at position 15
+        with pytest.raises(PxglError, match="slot 1 has no pending token"):
+            model.decode([1], [Choice()])
+        for bad in (Choice(top_p=0.0), Choice(repetition_penalty=11.0), Choice(top_logprobs=21)):
+            with pytest.raises(PxglError, match=r"^choice Choice\("):
+                model.prefill(1, [1], choice=bad)
+        with pytest.raises(PxglError, match=r"slot 2: this executor holds slots 0\.\.1"):
+            model.prefill(2, [1])
+    finally:
+        model.close()
