@@ -379,15 +379,21 @@ def draw(seed: int, row: int, step: int) -> float:
 def choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float, seed: int, row: int, step: int,
            slack: float = 1e-5) -> tuple[int, bool]:  # fmt: skip
     """§11's choice from one row of logits (already penalized): (id, excused), excused when a cut or the draw
-    lies within `slack` (relative) of a boundary that decides it, or greedy's top two are a near-tie."""
+    lies within `slack` (relative) of a boundary that decides it: greedy's top two logits, top-k's last kept and
+    first dropped, top-p's bound and a ranked prefix mass, the draw and the chosen token's running sums."""
     x = np.asarray(logits, dtype=np.float64)
-    if temperature <= 0:
-        return int(np.argmax(x)), bool(near_tie(x[None])[0])
-    w = np.exp((x - x.max()) / temperature)
     rank = np.lexsort((np.arange(len(x)), -x))  # logit descending, lower id first
+    close = slack * (1 + abs(x[rank[0]]))  # equal logits are ranked by id: only unequal ones this close excuse
+
+    def near(a: int, b: int) -> bool:
+        return 0 < x[rank[a]] - x[rank[b]] <= close
+
+    if temperature <= 0:
+        return int(rank[0]), len(x) > 1 and near(0, 1)
+    w = np.exp((x - x.max()) / temperature)
     k = len(x) if top_k <= 0 else min(top_k, len(x))
     kept = rank[:k]
-    excused = k < len(x) and x[rank[k - 1]] - x[rank[k]] <= slack * (1 + abs(x[rank[0]]))
+    excused = k < len(x) and near(k - 1, k)
     if top_p < 1:
         mass_k = w[kept].sum()
         before = np.concatenate([[0.0], np.cumsum(w[kept])[:-1]])
