@@ -220,3 +220,23 @@ def test_the_context_end_and_bad_choices_are_one_error(tmp_path, rng, gpu):
             model.prefill(2, [1])
     finally:
         model.close()
+
+
+def test_targets_are_each_rows_log_softmax_and_the_hook_sees_every_operation(tmp_path, rng, gpu):
+    """Evaluation's per-row log p of given ids, computed on the GPU (no logits read back), against the oracle's
+    log softmax of the same rows' logits read back from another slot; `after_operation` runs once per
+    operation of each forward."""
+    vocab = int(rng.integers(4097, 5000))
+    _, _, (spec, pixels) = small_member(tmp_path, rng, vocab)
+    tokens, targets = rng.integers(0, vocab, 20), rng.integers(0, vocab, 20)
+    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    seen = []
+    try:
+        read = model.prefill(0, tokens, all_logits=True)
+        model.after_operation = lambda op, step: seen.append((op, step.positions))
+        scored = model.prefill(1, tokens, targets=targets)
+    finally:
+        model.close()
+    assert scored.logits.shape == (0, vocab) and seen == [(op, len(tokens)) for op in model.operations]
+    expected = oracle.log_softmax(read.logits)[np.arange(len(tokens)), targets]
+    np.testing.assert_allclose(scored.targets, expected, atol=LOGP_TOLERANCE)
