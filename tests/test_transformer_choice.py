@@ -171,35 +171,43 @@ def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, 
 def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_path, rng, gpu):
     """Slot 0 samples (temperature 0.8, top-k 40, top-p 0.9), slot 1 is greedy under a repetition penalty of
     1.3: 64 steps together, replayed by the oracle's own forward over each generated sequence. The oracle's
-    logits differ from the GPU's within τ, so a step whose decision lies within that of a boundary is excused
-    and its row no longer compared."""
+    logits differ from the GPU's by ε (each row's, measured against the GPU's prefill of the same sequence), so
+    a step whose decision lies within 2ε of a boundary (logits; masses: 4ε / T relative) is excused; the replay
+    runs over the GPU's own sequences and the draw has no state, so every other step is compared."""
     vocab = int(rng.integers(4097, 5000))
     meta, params, (spec, pixels) = small_member(tmp_path, rng, vocab, context=96, layers=2)
     prompts = [rng.integers(0, vocab, 8), rng.integers(0, vocab, 5)]
     choices = [Choice(temperature=0.8, top_k=40, top_p=0.9, seed=int(rng.integers(1 << 32))),
                Choice(repetition_penalty=1.3)]  # fmt: skip
     count = 64
-    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    model = PassesTransformer(gpu, spec, pixels, slots=3)
     try:
         firsts = [model.prefill(s, prompts[s], choice=choices[s]).chosen.ids[0, 0] for s in range(2)]
         decoded = model.decode([0, 1], choices, [1, 1], count)
+        sequences = [np.concatenate([prompts[s], [firsts[s]], decoded.ids[:, s]]) for s in range(2)]
+        gpu_logits = []
+        for sequence in sequences:
+            model.truncate(2, 0)
+            gpu_logits.append(model.prefill(2, sequence[:-1], all_logits=True).logits)
     finally:
         model.close()
     compared = 0
     for s, choice in enumerate(choices):
-        sequence = np.concatenate([prompts[s], [firsts[s]], decoded.ids[:, s]])
-        logits = oracle.forward(meta, params, sequence[:-1])[len(prompts[s]) - 1 :]
-        for step, row in enumerate(logits):
+        sequence = sequences[s]
+        logits = oracle.forward(meta, params, sequence[:-1])
+        errors = 2 * np.abs(logits - gpu_logits[s]).max(axis=1) + 1e-6
+        for step, row in enumerate(logits[len(prompts[s]) - 1 :]):
             n = len(prompts[s]) + step
+            error = float(errors[n - 1])
             penalized = oracle.penalize(row, sequence[:n], choice.repetition_penalty)
-            slack = 2 * oracle.AGREEMENT * (1 + np.abs(row).max()) / max(choice.temperature, 1.0)
+            slack = 2 * error / max(choice.temperature, 1e-3)
             expected, excused = oracle.choose(penalized, choice.temperature, choice.top_k, choice.top_p,
-                                              choice.seed, choice.draw_row, step, slack)  # fmt: skip
+                                              choice.seed, choice.draw_row, step, slack, 2 * error)  # fmt: skip
             if excused:
-                break
+                continue
             compared += 1
             assert sequence[n] == expected, f"slot {s} step {step}: {sequence[n]}, the oracle {expected}"
-    assert compared >= count // 2, f"only {compared} steps compared"
+    assert compared >= 0.75 * 2 * (count + 1), f"only {compared} of {2 * (count + 1)} steps compared"
 
 
 def test_the_context_end_and_bad_choices_are_one_error(tmp_path, rng, gpu):

@@ -377,13 +377,15 @@ def draw(seed: int, row: int, step: int) -> float:
 
 
 def choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float, seed: int, row: int, step: int,
-           slack: float = 1e-5) -> tuple[int, bool]:  # fmt: skip
+           slack: float = 1e-5, close: float | None = None) -> tuple[int, bool]:  # fmt: skip
     """§11's choice from one row of logits (already penalized): (id, excused), excused when a cut or the draw
-    lies within `slack` (relative) of a boundary that decides it: greedy's top two logits, top-k's last kept and
-    first dropped, top-p's bound and a ranked prefix mass, the draw and the chosen token's running sums."""
+    lies within `slack` (relative to the masses) of a boundary that decides it — top-p's bound and a ranked
+    prefix mass, the draw and the chosen token's running sums — or two logits that decide it lie within `close`
+    (default slack · (1 + |top|)): greedy's top two, top-k's last kept and first dropped."""
     x = np.asarray(logits, dtype=np.float64)
     rank = np.lexsort((np.arange(len(x)), -x))  # logit descending, lower id first
-    close = slack * (1 + abs(x[rank[0]]))  # equal logits are ranked by id: only unequal ones this close excuse
+    if close is None:  # logits this close (unequal: equal ones are ranked by id) excuse a decision
+        close = slack * (1 + abs(x[rank[0]]))
 
     def near(a: int, b: int) -> bool:
         return 0 < x[rank[a]] - x[rank[b]] <= close
