@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pxgl.errors import PxglError
 from pxgl.transformer import TransformerArchitecture, read_transformer, write_random_transformer
-from pxgl.transformer.gpu import Choice, PassesTransformer, plan_loops, prediction_pixels
+from pxgl.transformer.gpu import Choice, PassesTransformer, plan_choose, plan_loops, prediction_pixels
 from pxgl.transformer.gpu.kernels import ACTIVATE, kernel_constants
 from pxgl.transformer.gpu.loops import DISPATCH_LOOPS, GROUP
 from pxgl.transformer.meta import MAX_CONTEXT, MAX_HEAD_DIM, MAX_HEADS, MAX_MLP_WIDTH, MAX_VOCAB, MAX_WIDTH, Rope
@@ -240,6 +240,9 @@ def test_every_kernel_stays_within_one_dispatchs_loops_for_every_shape_the_spec_
         plan = plan_loops(architecture)
         assert max(plan.loops.values()) <= DISPATCH_LOOPS, architecture
         assert plan.attend_segment % GROUP == 0 and plan.argmax_segment % GROUP == 0
+        choosing = plan_choose(architecture.vocab_size)
+        assert max(choosing.loops.values()) <= DISPATCH_LOOPS, architecture
+        assert choosing.segment % GROUP == 0 and choosing.segment * choosing.segments >= architecture.vocab_size
 
 
 def test_a_kernel_past_its_loop_budget_is_refused_in_one_line_before_any_dispatch(tmp_path, rng, gpu):
