@@ -1,11 +1,10 @@
 """The passes executor of version 2 (docs/FORMATS.md §14.4): the list of operations (operations.py) walked on
-the GPU, one kernel per operation kind (glsl/tf_*.comp), over a float16 KV cache that stays on the GPU.
+the GPU, one kernel per operation kind (glsl/tf_*.comp), over the rows of a run — each (slot, position), so
+a prefill's positions of one slot and a decode step's one row a slot run alike (base.py holds the slots).
 
 Every tensor is uploaded as its raw bytes (one storage buffer each: q8/q4 blocks, u8, f16, dequantized inside
-the kernels); activations are float32 buffers of (positions, width); the cache holds every layer's keys and
-values of positions 0..length-1. A prefill runs the prompt's positions at once; greedy generation then runs
-one position a step, the chosen id written by the GPU into the next position's token (no host round trip
-until the generated ids are read at the end)."""
+the kernels); activations are float32 buffers of (rows, width); each row's embed, RoPE angle, KV store and
+attention read its own slot and position."""
 
 from collections.abc import Sequence
 
