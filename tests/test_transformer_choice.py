@@ -248,3 +248,10 @@ def test_targets_are_each_rows_log_softmax_and_the_hook_sees_every_operation(tmp
     assert scored.logits.shape == (0, vocab) and seen == [(op, len(tokens)) for op in model.operations]
     expected = oracle.log_softmax(read.logits)[np.arange(len(tokens)), targets]
     np.testing.assert_allclose(scored.targets, expected, atol=LOGP_TOLERANCE)
+
+
+def test_slots_past_one_storage_binding_are_refused_in_one_line(tmp_path, rng, gpu):
+    _, _, (spec, pixels) = small_member(tmp_path, rng, 4097)
+    with pytest.raises(PxglError, match=r"^KV cache: 100000 slots x 48 positions are [\d,]+ bytes a layer") as e:
+        PassesTransformer(gpu, spec, pixels, slots=100000)
+    assert "\n" not in str(e.value)
