@@ -352,3 +352,72 @@ def scoring_windows(length: int, context: int) -> list[tuple[int, int, int]]:
         if end == length:
             break
     return windows
+
+
+# --- choosing a token (§11) ---
+
+
+def penalize(logits: np.ndarray, seen, penalty: float) -> np.ndarray:
+    """§11's repetition penalty: every distinct id in `seen` gets logit / r (logit > 0) or logit · r."""
+    out = np.array(logits, dtype=np.float32)
+    ids = np.unique(np.asarray(seen, dtype=np.int64))
+    x = out[ids]
+    out[ids] = np.where(x > 0, x / np.float32(penalty), x * np.float32(penalty)).astype(np.float32)
+    return out
+
+
+def pcg(x: int) -> int:
+    s = (x * 747796405 + 2891336453) & 0xFFFFFFFF
+    w = (((s >> ((s >> 28) + 4)) ^ s) * 277803737) & 0xFFFFFFFF
+    return (w >> 22) ^ w
+
+
+def draw(seed: int, row: int, step: int) -> float:
+    return (pcg(pcg(pcg(seed) ^ row) ^ step) >> 8) / float(1 << 24)
+
+
+def choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float, seed: int, row: int, step: int,
+           slack: float = 1e-5, close: float | None = None) -> tuple[int, bool]:  # fmt: skip
+    """§11's choice from one row of logits (already penalized): (id, excused), excused when a cut or the draw
+    lies within `slack` (relative to the masses) of a boundary that decides it — top-p's bound and a ranked
+    prefix mass, the draw and the chosen token's running sums — or two logits that decide it lie within `close`
+    (default slack · (1 + |top|)): greedy's top two, top-k's last kept and first dropped."""
+    x = np.asarray(logits, dtype=np.float64)
+    rank = np.lexsort((np.arange(len(x)), -x))  # logit descending, lower id first
+    if close is None:  # logits this close (unequal: equal ones are ranked by id) excuse a decision
+        close = slack * (1 + abs(x[rank[0]]))
+
+    def near(a: int, b: int) -> bool:
+        return 0 < x[rank[a]] - x[rank[b]] <= close
+
+    if temperature <= 0:
+        return int(rank[0]), len(x) > 1 and near(0, 1)
+    w = np.exp((x - x.max()) / temperature)
+    k = len(x) if top_k <= 0 else min(top_k, len(x))
+    kept = rank[:k]
+    excused = k < len(x) and near(k - 1, k)
+    if top_p < 1:
+        mass_k = w[kept].sum()
+        before = np.concatenate([[0.0], np.cumsum(w[kept])[:-1]])
+        bound = top_p * mass_k
+        excused |= bool(np.any(np.abs(before - bound) <= slack * mass_k))
+        kept = kept[before < bound]
+    kept = np.sort(kept)
+    running = np.cumsum(w[kept])
+    r = draw(seed, row, step) * running[-1]
+    passed = np.flatnonzero(running > r)
+    at = int(passed[0]) if len(passed) else len(kept) - 1
+    boundaries = running[max(0, at - 1) : at + 1]
+    excused |= bool(np.any(np.abs(boundaries - r) <= slack * running[-1]))
+    return int(kept[at]), bool(excused)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def alternatives(logits: np.ndarray, count: int) -> np.ndarray:
+    """The `count` likeliest ids of one row: logit descending, the lower id first."""
+    return np.lexsort((np.arange(len(logits)), -np.asarray(logits, dtype=np.float64)))[:count]

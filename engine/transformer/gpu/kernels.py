@@ -31,8 +31,9 @@ EMBED = tf_kernel(
     (
         *MATRIX,
         Storage("tokens"),
+        Storage("rows"),
         Storage("target"),
-        *uniforms("width", "positions", "start", "by_position", "groups_x"),
+        *uniforms("width", "positions", "context", "by_position", "groups_x"),
     ),
 )
 NORM = tf_kernel(
@@ -59,7 +60,12 @@ PROJECT = tf_kernel(
 )
 ROPE = tf_kernel(
     "tf_rope",
-    (Storage("target"), Storage("table"), *uniforms("heads", "head_dim", "positions", "start", "pairs", "groups_x")),
+    (
+        Storage("target"),
+        Storage("table"),
+        Storage("rows"),
+        *uniforms("heads", "head_dim", "positions", "pairs", "groups_x"),
+    ),
 )
 KV_STORE = tf_kernel(
     "tf_kv_store",
@@ -68,7 +74,8 @@ KV_STORE = tf_kernel(
         Storage("v"),
         Storage("keys"),
         Storage("values"),
-        *uniforms("kv_width", "row_words", "positions", "start", "groups_x"),
+        Storage("rows"),
+        *uniforms("kv_width", "row_words", "positions", "context", "groups_x"),
     ),
 )
 ATTEND = tf_kernel(
@@ -78,8 +85,9 @@ ATTEND = tf_kernel(
         Storage("keys"),
         Storage("values"),
         Storage("partial"),
+        Storage("rows"),
         *uniforms(
-            "heads", "group_size", "head_dim", "row_words", "start", "first_query", "segment", "segments", "scale"
+            "heads", "group_size", "head_dim", "row_words", "context", "first_query", "segment", "segments", "scale"
         ),
     ),
     shared=(Shared("scores", "float", "LOCAL_SIZE"), Shared("top", "float", "LOCAL_SIZE")),
@@ -93,12 +101,12 @@ GATE = tf_kernel("tf_gate", (Storage("gate"), Storage("up"), Storage("target"), 
 ADD = tf_kernel("tf_add", (Storage("target"), Storage("source"), *uniforms("count", "groups_x")))
 ARGMAX = tf_kernel(
     "tf_argmax",
-    (Storage("logits"), Storage("partial"), *uniforms("vocab", "segment", "segments")),
+    (Storage("logits"), Storage("partial"), *uniforms("vocab", "segment", "segments", "row0")),
     shared=TOP1_SHARED,
 )
 ARGMAX_MERGE = tf_kernel(
     "tf_argmax_merge",
-    (Storage("partial"), Storage("predictions"), Storage("tokens"), *uniforms("segments", "token_at")),
+    (Storage("partial"), Storage("predictions"), *uniforms("segments", "out0")),
     shared=TOP1_SHARED,
 )
 KERNELS = (EMBED, NORM, PROJECT, ROPE, KV_STORE, ATTEND, ATTEND_COMBINE, ACTIVATE, GATE, ADD, ARGMAX, ARGMAX_MERGE)

@@ -20,6 +20,12 @@ TILE = 8
 """Positions one project work group computes, each weight dequantized once for them all."""
 ELEMENTWISE = ("tf_embed", "tf_rope", "tf_kv_store", "tf_activate", "tf_gate", "tf_add")
 """Kernels of one element an invocation: no loop at all."""
+DIGITS = 16
+"""Bins of one pass of a top-k/top-p cut (glsl/tf_choose_bins.comp): the rank key is decided 4 bits a pass."""
+TOP_MAX = 20
+"""Alternatives a chosen token reports at most (docs/FORMATS.md §11's K ≤ 20)."""
+ID_BITS = 24
+"""Bits of a version-2 id (vocabularies up to 2^24)."""
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -74,6 +80,31 @@ def argmax_merge_loops(segments: int) -> int:
     return ceil_div(segments, GROUP) + reduction_loops()
 
 
+def choose_bins_loops(segment: int) -> int:
+    """Zeroing its column of bins, its strided walk of the segment, and the bins' tree reduction."""
+    return DIGITS + ceil_div(segment, GROUP) + reduction_loops() * (1 + DIGITS)
+
+
+def choose_cut_loops(segments: int) -> int:
+    """Mode 1's bins summed over the segments, digit by digit, and its scan of the digits (the largest mode)."""
+    return 2 * DIGITS + segments * (1 + DIGITS)
+
+
+def choose_pick_loops(segment: int, segments: int) -> int:
+    """The masses summed and walked, then one segment's ids."""
+    return 2 * segments + segment
+
+
+def choose_top_loops(segment: int) -> int:
+    return TOP_MAX * (ceil_div(segment, GROUP) + reduction_loops())
+
+
+def choose_top_merge_loops(segments: int) -> int:
+    return TOP_MAX * (ceil_div(segments * TOP_MAX, GROUP) + reduction_loops())
+
+
+CHOOSE_ELEMENTWISE = ("tf_choose_copy", "tf_choose_penalize", "tf_choose_logp")
+
 KERNEL_LOOPS: dict[str, Callable[[Mapping[str, int | float]], int]] = dict.fromkeys(ELEMENTWISE, lambda b: 0) | {
     "tf_norm": lambda b: norm_loops(int(b["LOOP_WIDTH"])),
     "tf_project": lambda b: project_loops(int(b["LOOP_PROJECT_IN"])),
@@ -83,6 +114,16 @@ KERNEL_LOOPS: dict[str, Callable[[Mapping[str, int | float]], int]] = dict.fromk
     "tf_argmax_merge": lambda b: argmax_merge_loops(int(b["LOOP_ARGMAX_SEGMENTS"])),
 }
 """Each kernel's worst-case loops an invocation, from its shape bounds (LoopPlan.bounds)."""
+CHOOSE_LOOPS: dict[str, Callable[[Mapping[str, int | float]], int]] = dict.fromkeys(CHOOSE_ELEMENTWISE, lambda b: 0) | {
+    "tf_choose_bins": lambda b: choose_bins_loops(int(b["LOOP_CHOOSE_SEGMENT"])),
+    "tf_choose_mass": lambda b: argmax_loops(int(b["LOOP_CHOOSE_SEGMENT"])),
+    "tf_choose_cut": lambda b: choose_cut_loops(int(b["LOOP_CHOOSE_SEGMENTS"])),
+    "tf_choose_pick": lambda b: choose_pick_loops(int(b["LOOP_CHOOSE_SEGMENT"]), int(b["LOOP_CHOOSE_SEGMENTS"])),
+    "tf_choose_top": lambda b: choose_top_loops(int(b["LOOP_CHOOSE_SEGMENT"])),
+    "tf_choose_top_merge": lambda b: choose_top_merge_loops(int(b["LOOP_CHOOSE_SEGMENTS"])),
+}
+"""The choosing kernels' worst-case loops an invocation (ChoosePlan.bounds); the argmaxes they also run are the
+forward's (tf_argmax, tf_argmax_merge)."""
 
 
 @dataclass(frozen=True)
@@ -129,3 +170,32 @@ def plan_loops(architecture: TransformerArchitecture, budget: int = DISPATCH_LOO
     for kernel, count in loops.items():
         check_loops(kernel, count, budget, shape)
     return LoopPlan(attend_segment, argmax_segment, loops, bounds)
+
+
+@dataclass(frozen=True)
+class ChoosePlan:
+    """How the vocabulary is split for choosing a token (glsl/tf_choose_*.comp): `segment` ids a work group."""
+
+    segment: int
+    segments: int
+    loops: dict[str, int]
+    bounds: dict[str, int]
+
+
+def plan_choose(vocab_size: int, budget: int = DISPATCH_LOOPS) -> ChoosePlan:
+    """The segment (a power of two times GROUP) whose worst kernel loops least, checked against `budget`: one
+    clear PxglError naming the kernel when none fits."""
+    best: ChoosePlan | None = None
+    segment = GROUP
+    while True:
+        segments = ceil_div(vocab_size, segment)
+        bounds = {"LOOP_CHOOSE_SEGMENT": segment, "LOOP_CHOOSE_SEGMENTS": segments}
+        loops = {shader: count(bounds) for shader, count in CHOOSE_LOOPS.items()}
+        if best is None or max(loops.values()) < max(best.loops.values()):
+            best = ChoosePlan(segment, segments, loops, bounds)
+        if segments == 1:
+            break
+        segment *= 2
+    for kernel, count in best.loops.items():
+        check_loops(kernel, count, budget, f"choosing among {vocab_size} ids")
+    return best
