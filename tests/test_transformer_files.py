@@ -1,0 +1,232 @@
+"""Version-2 weights past one image (docs/FORMATS.md §14.7, §2.3): written as several images with a tiny
+per-image side injected (so a model of a few kilobytes spans several), read back into one byte stream, and
+read independently here from FORMATS alone (json, hashlib, Pillow); the independent oracle
+(tests/reference/transformer.py) computes the logits the engine's reading must give. Hostile sets — a missing
+image, a wrong sha256, lying sizes, too many images — are one line each."""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pxgl.errors import PxglError
+from pxgl.transformer import NumpyTransformer, TransformerArchitecture, files, read_transformer
+from pxgl.transformer.meta import Rope
+
+from tests.reference import transformer as oracle
+
+
+def small_architecture(rng: np.random.Generator) -> TransformerArchitecture:
+    width, heads = 32 * int(rng.integers(1, 3)), int(rng.choice([1, 2]))
+    return TransformerArchitecture(
+        vocab_size=int(rng.integers(200, 400)),
+        context_length=16,
+        width=width,
+        layers=int(rng.integers(1, 3)),
+        heads=heads,
+        kv_heads=1,
+        head_dim=width // heads,
+        attention_scale=(width // heads) ** -0.5,
+        mlp_kind=str(rng.choice(["gelu_tanh", "silu_gated"])),
+        mlp_width=64,
+        norm_kind=str(rng.choice(["layernorm", "rmsnorm"])),
+        norm_eps=1e-5,
+        rope=Rope(10000.0, "halves") if rng.random() < 0.5 else None,
+        biases=frozenset(k for k in ("qkv", "attn_out", "mlp", "head") if rng.random() < 0.5),
+        tied_head=bool(rng.random() < 0.5),
+    )
+
+
+def several_images(monkeypatch, rng, architecture, quants) -> int:
+    """Lower the full image's side so this model's stream spans 3 to 8 images; the side set."""
+    _, stream = files.random_layout(architecture, quants, seed=0)
+    count = int(rng.integers(3, 9))
+    side = math.isqrt(-(-len(stream) // (3 * (count - 1)))) + 1  # (count - 1) full images do not hold it
+    while 3 * side * side * (count - 1) >= len(stream):
+        side -= 1
+    monkeypatch.setattr(files, "FULL_IMAGE_SIDE", side)
+    return side
+
+
+def read_as_formats_says(path: Path) -> tuple[dict, np.ndarray]:
+    """§14.7 alone: the meta's images, image k at name.k.pxi, each file's size and sha256 as `files` records
+    them, the stream their whole pixel bytes concatenated."""
+    meta = json.loads(path.with_name(path.name.removesuffix(".pxi") + ".meta.json").read_text())
+    sizes = meta["images"] if "images" in meta else [meta["image"]]
+    records = meta["files"]["weights"] if "images" in meta else [meta["files"]["weights"]]
+    stem, parts = path.name.removesuffix(".pxi"), []
+    for k, (size, record) in enumerate(zip(sizes, records, strict=True)):
+        image_path = path if k == 0 else path.with_name(f"{stem}.{k}.pxi")
+        data = image_path.read_bytes()
+        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        with Image.open(image_path) as image:
+            assert image.mode == "RGB" and image.size == (size["width"], size["height"])
+            parts.append(np.asarray(image).reshape(-1))
+    return meta, np.concatenate(parts)
+
+
+@pytest.mark.parametrize("quant", ["q8", "q4", "u8", "f16"])
+def test_a_model_past_one_image_is_written_as_several_and_reads_as_the_oracle_computes(
+    tmp_path, monkeypatch, rng, quant
+):
+    architecture = small_architecture(rng)
+    side = several_images(monkeypatch, rng, architecture, quant)
+    path = tmp_path / "member.pxi"
+    spec = files.write_random_transformer(path, architecture, quant, seed=int(rng.integers(1 << 32)), head_gain=3.0)
+    meta, stream = read_as_formats_says(path)
+    full = 3 * side * side
+    assert "image" not in meta and len(meta["images"]) == len(spec.images) >= 3
+    assert all(size == {"width": side, "height": side} for size in meta["images"][:-1])
+    assert not (tmp_path / f"member.{len(spec.images)}.pxi").exists()
+    spans = [
+        (e["offset"], e["offset"] + oracle.tensor_bytes(tuple(e["shape"]), e["quant"]))
+        for e in meta["tensors"].values()
+    ]
+    assert any(begin // full != (end - 1) // full for begin, end in spans), "no tensor spans two images"
+    ours_spec, ours = read_transformer(path)
+    assert ours.ndim == 1 and ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours, stream)
+    assert ours_spec.images == spec.images
+    tokens = rng.integers(0, architecture.vocab_size, int(rng.integers(1, architecture.context_length + 1)))
+    ours_logits = NumpyTransformer(ours_spec, ours).run(tokens)
+    theirs = oracle.forward(meta, oracle.dequantize(meta, stream), tokens)
+    assert np.abs(ours_logits - theirs).max() <= oracle.AGREEMENT * (1 + np.abs(theirs).max())
+
+
+def test_a_model_in_one_image_is_laid_out_byte_for_byte_as_the_oracle_lays_it(tmp_path, rng):
+    architecture = small_architecture(rng)
+    quants = {name: str(rng.choice(["q8", "q4", "u8", "f16"])) for name in architecture.shapes()}
+    quants = {name: "f16" if len(shape) == 1 else quants[name] for name, shape in architecture.shapes().items()}
+    path = tmp_path / "one.pxi"
+    seed = int(rng.integers(1 << 32))
+    files.write_random_transformer(path, architecture, quants, seed=seed)
+    meta, stream = read_as_formats_says(path)
+    values = files.random_values(architecture, np.random.default_rng(seed))
+    theirs_meta, theirs_image = oracle.lay_out(architecture.to_json(), values, quants)
+    assert "images" not in meta and meta["image"] == theirs_meta["image"]
+    assert meta["tensors"] == theirs_meta["tensors"]
+    np.testing.assert_array_equal(stream, theirs_image.reshape(-1))
+    assert not (tmp_path / "one.1.pxi").exists()
+
+
+def test_quantizing_in_pieces_gives_the_bytes_of_quantizing_whole(monkeypatch, rng):
+    architecture = small_architecture(rng)
+    seed = int(rng.integers(1 << 32))
+    for quant in ("q8", "q4", "f16"):
+        _, whole = files.random_layout(architecture, quant, seed)
+        with monkeypatch.context() as patched:
+            patched.setattr(files, "QUANTIZE_PIECE", int(rng.integers(1, 200)))
+            _, pieces = files.random_layout(architecture, quant, seed)
+        np.testing.assert_array_equal(pieces, whole)
+
+
+@pytest.fixture
+def architecture(rng) -> TransformerArchitecture:
+    return small_architecture(rng)
+
+
+@pytest.fixture
+def written(tmp_path, monkeypatch, rng, architecture) -> tuple[Path, int]:
+    several_images(monkeypatch, rng, architecture, "q8")
+    path = tmp_path / "set.pxi"
+    spec = files.write_random_transformer(path, architecture, "q8", seed=int(rng.integers(1 << 32)))
+    return path, len(spec.images)
+
+
+def meta_of(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".pxi") + ".meta.json")
+
+
+def rewrite_meta(path: Path, change) -> None:
+    meta = json.loads(meta_of(path).read_text())
+    change(meta)
+    meta_of(path).write_text(json.dumps(meta))
+
+
+def test_a_missing_image_is_one_line_naming_it(written, rng):
+    path, count = written
+    k = int(rng.integers(1, count))
+    path.with_name(f"set.{k}.pxi").unlink()
+    with pytest.raises(PxglError, match=rf"set\.{k}\.pxi: no such pixel file \(image {k} of the model's {count}"):
+        read_transformer(path)
+
+
+def test_an_image_of_another_set_is_refused_by_its_sha256(written, rng):
+    path, count = written
+    full_images = files.image_paths(path, count)[:-1]  # at least two, all of one size
+    target, other = (full_images[k] for k in rng.permutation(len(full_images))[:2])
+    target.write_bytes(other.read_bytes())
+    with pytest.raises(PxglError, match=rf"{target.name}: not the weights file its meta was written with"):
+        read_transformer(path)
+
+
+HOSTILE = [
+    (lambda m: m["files"]["weights"].pop(), "must list a record of each of the"),
+    (lambda m: m["files"].update(weights=m["files"]["weights"][0]), "must list a record of each of the"),
+    (lambda m: m.update(image=m["images"][0]), "exactly one"),
+    (lambda m: m.pop("images"), "exactly one"),
+    (lambda m: m.update(images=m["images"][:1]), "list of 2 to 32"),
+    (lambda m: m.update(images=m["images"] * 17), "list of 2 to 32"),
+    (lambda m: m.update(images={"width": 1, "height": 1}), "list of 2 to 32"),
+    (lambda m: m["images"][-1].update(extra=1), r"images\[\d+\] must be an object with exactly height, width"),
+    (lambda m: m["images"][0].update(width=16385), r"images\[0\]: 'width'"),
+    (lambda m: m["images"][-1].update(width=8192, height=8193), "past the pixel-file limit"),
+    (
+        lambda m: m["tensors"]["embed"].update(
+            offset=sum(3 * i["width"] * i["height"] for i in m["images"]) // 4 * 4 - 4
+        ),
+        "run past the images'",
+    ),
+]
+
+
+@pytest.mark.parametrize("change, message", HOSTILE)
+def test_a_hostile_meta_past_one_image_is_one_line(written, change, message):
+    path, _ = written
+    rewrite_meta(path, change)
+    with pytest.raises(PxglError, match=message):
+        read_transformer(path)
+
+
+def test_an_image_whose_size_is_not_its_meta_entry_is_refused_before_decoding(written, rng):
+    path, count = written
+    k = int(rng.integers(0, count))
+
+    def lie(meta: dict) -> None:
+        meta["images"][k]["width"] += 1
+        meta.pop("files")  # a legacy meta: only the sizes can tell
+
+    rewrite_meta(path, lie)
+    with pytest.raises(PxglError, match=r"image is \d+x\d+ but its meta says"):
+        read_transformer(path)
+
+
+def test_a_stream_past_32_images_is_refused_before_anything_is_written(tmp_path, monkeypatch, rng):
+    architecture = small_architecture(rng)
+    _, stream = files.random_layout(architecture, "f16", seed=0)
+    monkeypatch.setattr(files, "FULL_IMAGE_SIDE", math.isqrt(len(stream) // (3 * 40)))
+    with pytest.raises(PxglError, match="a model spans at most 32"):
+        files.write_random_transformer(tmp_path / "big.pxi", architecture, "f16", seed=0)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_write_failing_midway_leaves_the_old_set_as_it_was(written, monkeypatch, architecture):
+    """The f16 set of the same model spans at least the q8 set's images: the second one fails to write."""
+    path, _ = written
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    calls = {"n": 0}
+    encode = files.encode_rgb
+
+    def failing(pixels: np.ndarray) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return encode(pixels)
+
+    monkeypatch.setattr(files, "encode_rgb", failing)
+    with pytest.raises(PxglError, match="cannot write"):
+        files.write_random_transformer(path, architecture, "f16", seed=1)
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
