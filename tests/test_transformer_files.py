@@ -5,14 +5,20 @@ read independently here from FORMATS alone (json, hashlib, Pillow); the independ
 image, a wrong sha256, lying sizes, too many images — are one line each."""
 
 import hashlib
+import io
+import itertools
 import json
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pxgl import png
 from pxgl.errors import PxglError
+from pxgl.pxi import decode_rgb_into
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, files, read_transformer
 from pxgl.transformer.meta import Rope
 
@@ -230,3 +236,41 @@ def test_a_write_failing_midway_leaves_the_old_set_as_it_was(written, monkeypatc
     with pytest.raises(PxglError, match="cannot write"):
         files.write_random_transformer(path, architecture, "f16", seed=1)
     assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+
+
+def png_of_rows(pixels: np.ndarray, filters: np.ndarray, idat_pieces: int) -> bytes:
+    """An RGB PNG of `pixels`, row y filtered as filters[y] says (0 None, 1 Sub, 2 Up, 3 Average), written
+    here from the PNG specification, its image data cut into `idat_pieces` IDAT chunks."""
+    height, width, _ = pixels.shape
+    raw = pixels.reshape(height, 3 * width).astype(np.int32)
+    left = np.pad(raw, ((0, 0), (3, 0)))[:, :-3]
+    above = np.pad(raw, ((1, 0), (0, 0)))[:-1]
+    predicted = np.choose(filters[:, None], [np.zeros_like(raw), left, above, (left + above) // 2])
+    scanlines = np.concatenate([filters[:, None], (raw - predicted) % 256], axis=1).astype(np.uint8)
+    compressed = zlib.compress(scanlines.tobytes())
+    cuts = np.linspace(0, len(compressed), idat_pieces + 1).astype(int)
+
+    def chunk(name: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body))
+
+    idats = b"".join(chunk(b"IDAT", compressed[a:b]) for a, b in itertools.pairwise(cuts))
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + idats + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("filters", ["none", "sub and up", "average too"])
+def test_an_image_decoded_into_the_stream_in_pieces_is_the_image(monkeypatch, rng, filters):
+    monkeypatch.setattr(png, "OUTPUT_STEP", int(rng.integers(50, 400)))  # rows land across many pieces
+    width, height = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    kinds = {"none": 1, "sub and up": 3, "average too": 4}[filters]
+    data = png_of_rows(pixels, rng.integers(0, kinds, height), int(rng.integers(1, 4)))
+    with Image.open(io.BytesIO(data)) as image:
+        np.testing.assert_array_equal(np.asarray(image), pixels)  # the file is what the PNG spec says
+    out = np.zeros(width * height * 3, np.uint8)
+    decode_rgb_into(data, "image", out, (width, height))
+    np.testing.assert_array_equal(out, pixels.reshape(-1))
+    with pytest.raises(PxglError, match="truncated"):
+        decode_rgb_into(data[: len(data) // 2], "image", out, (width, height))
+    with pytest.raises(PxglError, match="but its meta says"):
+        decode_rgb_into(data, "image", out, (width + 1, height))

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import PxglError
 from ..model import WRITTEN, WRITTEN_LIMITS, file_record
 from ..outputs import write_files
-from ..pxi import bytes_to_pixels, decode_rgb, encode_rgb, image_size_for
+from ..pxi import bytes_to_pixels, decode_rgb_into, encode_rgb, image_size_for
 from ..reading import MAX_PIXEL_FILE_BYTES, read_bounded
 from ..spec import meta_path_for, read_meta_document
 from ..tokenizer import Tokenizer
@@ -191,7 +191,7 @@ def read_transformer(path: str | Path) -> tuple[TransformerSpec, np.ndarray]:
         data = read_bounded(image_path, "pixel file", MAX_PIXEL_FILE_BYTES, hint)
         if records is not None:
             _check_record(image_path, data, records[k])
-        stream[start : start + size] = decode_rgb(data, str(image_path), expect=expect).reshape(-1)
+        decode_rgb_into(data, str(image_path), stream[start : start + size], expect)
         del data
         start += size
     for t in spec.tensors.values():
