@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from pxgl import png
+from pxgl.cli import app
 from pxgl.errors import PxglError
 from pxgl.pxi import decode_rgb_into
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, files, read_transformer
 from pxgl.transformer.meta import Rope
+from typer.testing import CliRunner
 
 from tests.reference import transformer as oracle
 
@@ -274,3 +277,96 @@ def test_an_image_decoded_into_the_stream_in_pieces_is_the_image(monkeypatch, rn
         decode_rgb_into(data[: len(data) // 2], "image", out, (width, height))
     with pytest.raises(PxglError, match="but its meta says"):
         decode_rgb_into(data, "image", out, (width + 1, height))
+
+
+def pxgl_in_process(*args: str) -> tuple[int, str]:
+    """The CLI in this process (so a monkeypatched image side holds): its exit code and what it printed, a
+    PxglError as pxgl's main prints it (one line, exit status 2)."""
+    result = CliRunner().invoke(app, list(args))
+    if isinstance(result.exception, PxglError):
+        return 2, f"error: {result.exception}\n"
+    return result.exit_code, result.output
+
+
+def meta_without_record(path: Path) -> dict:
+    meta = json.loads(meta_of(path).read_text())
+    meta.pop("files")
+    return meta
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_export_then_import_gives_the_same_images_and_meta(tmp_path, monkeypatch, rng, suffix):
+    """§10: float32 tensors out, and the same quantizations (u8 on its own grid) back in: the same bytes."""
+    architecture = small_architecture(rng)
+    quants = {name: str(rng.choice(["q8", "q4", "u8", "f16"])) for name in architecture.shapes()}
+    several_images(monkeypatch, rng, architecture, quants)
+    path = tmp_path / "m.pxi"
+    spec = files.write_random_transformer(path, architecture, quants, seed=int(rng.integers(1 << 32)), bos=1)
+    code, output = pxgl_in_process("export", "-m", str(path), "-o", str(tmp_path / f"m{suffix}"))
+    assert code == 0, output
+    back = tmp_path / "back.pxi"
+    config = tmp_path / "config.json"
+    if suffix == ".npz":  # no metadata: the architecture and the quantizations come as options
+        config.write_text(json.dumps({"version": 2, **architecture.to_json(), "bos": 1}))
+        kinds = {t.quant for t in spec.tensors.values() if len(t.shape) == 2}
+        quant = "q8" if len(kinds) > 1 else kinds.pop()
+        code, output = pxgl_in_process(
+            "import", str(tmp_path / "m.npz"), "-o", str(back), "--config", str(config), "--quant", quant
+        )
+        assert code == 0, output
+        imported = meta_without_record(back)
+        assert {e["quant"] for e in imported["tensors"].values() if len(e["shape"]) == 2} == {quant}
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.safetensors"), "np") as exported:  # the library reads what pxgl writes
+        meta, stream = read_as_formats_says(path)
+        np.testing.assert_array_equal(exported.get_tensor("embed"), oracle.dequantize(meta, stream)["embed"])
+    code, output = pxgl_in_process("import", str(tmp_path / "m.safetensors"), "-o", str(back))
+    assert code == 0, output
+    assert meta_without_record(back) == meta_without_record(path)
+    for original, imported in zip(
+        files.image_paths(path, len(spec.images)), files.image_paths(back, len(spec.images)), strict=True
+    ):
+        assert original.read_bytes() == imported.read_bytes()
+
+
+IMPORT_REFUSALS = [
+    ({"quant": "q5"}, "--quant q5: give one of q8, q4, u8, f16"),
+    ({"drop": "heads"}, "a version-2 architecture has exactly"),
+    ({"add": ("hidden", [64])}, r"unknown \['hidden'\]"),
+    ({"tensor": ("embed", np.float32, (3, 3))}, "tensor 'embed' is float32 \\[3, 3\\], not float"),
+    (
+        {"tensor": ("final_norm.weight", np.int32, None)},
+        "tensor 'final_norm.weight' is 'I32'; pxgl imports F16, F32, F64",
+    ),
+    ({"nan": "embed"}, "tensor 'embed' holds NaN"),
+    ({"quantization": {"embed": {"quant": "u8", "scale": -1.0, "zero_point": 1}}}, "pxgl.quantization: tensor 'embed'"),
+]
+
+
+@pytest.mark.parametrize("broken, message", IMPORT_REFUSALS)
+def test_a_bad_version_2_import_is_one_line_and_writes_nothing(tmp_path, rng, broken, message):
+    from safetensors.numpy import save_file
+
+    architecture = small_architecture(rng)
+    values = files.random_values(architecture, rng)
+    document = {"version": 2, **architecture.to_json()}
+    if "drop" in broken:
+        document.pop(broken["drop"])
+    if "add" in broken:
+        document[broken["add"][0]] = broken["add"][1]
+    if "tensor" in broken:
+        name, dtype, shape = broken["tensor"]
+        values[name] = np.ones(shape or values[name].shape, dtype)
+    if "nan" in broken:
+        values[broken["nan"]][0, 0] = np.nan
+    metadata = {"pxgl.architecture": json.dumps(document)}
+    if "quantization" in broken:
+        metadata["pxgl.quantization"] = json.dumps(broken["quantization"])
+    save_file(values, str(tmp_path / "in.safetensors"), metadata=metadata)
+    extra = ["--quant", broken["quant"]] if "quant" in broken else []
+    code, output = pxgl_in_process("import", str(tmp_path / "in.safetensors"), "-o", str(tmp_path / "out.pxi"), *extra)
+    assert code == 2 and re.search(message, output), output
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]

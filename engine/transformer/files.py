@@ -53,9 +53,16 @@ def image_sizes(n_bytes: int) -> tuple[tuple[int, int], ...]:
     return ((FULL_IMAGE_SIDE, FULL_IMAGE_SIDE),) * (count - 1) + (image_size_for(n_bytes - (count - 1) * full),)
 
 
-def _quantize_into(out: np.ndarray, values: np.ndarray, quant: str, name: str) -> tuple[float, int]:
+def _quantize_into(
+    out: np.ndarray, values: np.ndarray, quant: str, name: str, grid: tuple[float, int] | None = None
+) -> tuple[float, int]:
     """Write a tensor's bytes into `out` (its tensor_nbytes), a piece of rows at a time for the blockwise and
-    float16 kinds (their bytes are row by row); u8's grid needs the whole tensor. (scale, zero_point)."""
+    float16 kinds (their bytes are row by row); u8's grid needs the whole tensor, unless it is given (§10:
+    an exported tensor's own grid). (scale, zero_point)."""
+    if quant == "u8" and grid is not None:
+        scale, zero_point = grid
+        out[:] = np.clip(np.round(values / np.float32(scale)) + zero_point, 0, 255).reshape(-1)
+        return scale, zero_point
     if quant == "u8" or values.ndim == 1:
         data, scale, zero_point = quantize(values, quant, name)
         out[:] = data
@@ -68,36 +75,51 @@ def _quantize_into(out: np.ndarray, values: np.ndarray, quant: str, name: str) -
     return 0.0, 0
 
 
+def tensor_quants(architecture: TransformerArchitecture, quants: str | dict[str, str]) -> dict[str, str]:
+    """Every tensor's quantization: `quants` for a matrix (one for all, or by name), f16 for norms and biases."""
+    return {
+        name: "f16" if len(shape) == 1 else quants if isinstance(quants, str) else quants[name]
+        for name, shape in architecture.shapes().items()
+    }
+
+
+def tensor_offsets(architecture: TransformerArchitecture, kinds: dict[str, str]) -> dict[str, int]:
+    """Each tensor's offset in the stream: table order, each at the next multiple of 4 (§14.2). A q8 or q4
+    matrix whose rows are not whole blocks is refused, naming it."""
+    offsets, offset = {}, 0
+    for name, shape in architecture.shapes().items():
+        if kinds[name] in BLOCK_BYTES and shape[-1] % 32:
+            raise PxglError(f"tensor '{name}': {kinds[name]} needs rows of a multiple of 32, got {shape[-1]}")
+        offsets[name] = offset = -(-offset // 4) * 4
+        offset += tensor_nbytes(shape, kinds[name])
+    return offsets
+
+
 def lay_out(
     architecture: TransformerArchitecture,
     values: Values,
     quants: str | dict[str, str],
     bos: int | None = None,
     tokenizer: str | None = None,
+    grids: dict[str, tuple[float, int]] | None = None,
 ) -> tuple[TransformerSpec, np.ndarray]:
     """The spec and weight byte stream (1-D uint8) of float weights: tensors in table order, each at a
     multiple of 4, in the images that hold them (§14.7). `quants` is every matrix's quantization or one per
-    tensor; norms and biases are float16 whatever it says. The stream is filled a tensor at a time: a
-    function `values` is asked for each once, so only the stream and one tensor's floats are held."""
+    tensor; norms and biases are float16 whatever it says; `grids` the (scale, zero_point) of u8 tensors
+    whose grid is known. The stream is filled a tensor at a time: a function `values` is asked for each
+    once, so only the stream and one tensor's floats are held."""
     shapes = architecture.shapes()
-    kinds = {
-        name: "f16" if len(shape) == 1 else quants if isinstance(quants, str) else quants[name]
-        for name, shape in shapes.items()
-    }
-    offsets, offset = {}, 0
-    for name, shape in shapes.items():
-        if kinds[name] in BLOCK_BYTES and shape[-1] % 32:
-            raise PxglError(f"tensor '{name}': {kinds[name]} needs rows of a multiple of 32, got {shape[-1]}")
-        offsets[name] = offset = -(-offset // 4) * 4
-        offset += tensor_nbytes(shape, kinds[name])
-    images = image_sizes(offset)
-    stream = np.zeros(offset, np.uint8)
+    kinds = tensor_quants(architecture, quants)
+    offsets = tensor_offsets(architecture, kinds)
+    end = max(offsets[name] + tensor_nbytes(shape, kinds[name]) for name, shape in shapes.items())
+    images = image_sizes(end)
+    stream = np.zeros(end, np.uint8)
     tensor_of = values if callable(values) else values.__getitem__
     tensors = {}
     for name, shape in shapes.items():
         start, end = offsets[name], offsets[name] + tensor_nbytes(shape, kinds[name])
         x = np.asarray(tensor_of(name), dtype=np.float32).reshape(shape)
-        scale, zero_point = _quantize_into(stream[start:end], x, kinds[name], name)
+        scale, zero_point = _quantize_into(stream[start:end], x, kinds[name], name, (grids or {}).get(name))
         tensors[name] = QuantizedTensor(name, start, shape, kinds[name], scale, zero_point)
     return TransformerSpec(architecture, images, tensors, bos, tokenizer), stream
 
