@@ -11,17 +11,20 @@ import json
 import math
 import re
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pxgl import pack as pack_module
 from pxgl import png
 from pxgl.cli import app
 from pxgl.errors import PxglError
 from pxgl.pxi import decode_rgb_into
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, files, read_transformer
+from pxgl.transformer.cartridge import open_transformer_cartridge
 from pxgl.transformer.meta import Rope
 from typer.testing import CliRunner
 
@@ -370,3 +373,118 @@ def test_a_bad_version_2_import_is_one_line_and_writes_nothing(tmp_path, rng, br
     assert code == 2 and re.search(message, output), output
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+
+
+def zip_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def relisted(members: dict[str, bytes], manifest_change=lambda m: None) -> dict[str, bytes]:
+    """The members with a manifest listing them as they are now (then changed as asked)."""
+    manifest = json.loads(members["manifest.json"])
+    manifest["members"] = [
+        {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in members.items()
+        if name != "manifest.json"
+    ]
+    manifest_change(manifest)
+    return {"manifest.json": json.dumps(manifest).encode()} | {k: v for k, v in members.items() if k != "manifest.json"}
+
+
+@pytest.fixture
+def packed(written, tmp_path) -> tuple[Path, Path, int]:
+    path, count = written
+    code, output = pxgl_in_process("pack", "-m", str(path), "-o", str(tmp_path / "set.pxa"))
+    assert code == 0, output
+    return path, tmp_path / "set.pxa", count
+
+
+def test_a_model_past_one_image_packs_into_a_version_2_cartridge_and_back(packed, tmp_path):
+    path, cart, count = packed
+    members = zip_members(cart)
+    assert next(iter(members)) == "manifest.json"
+    manifest = json.loads(members["manifest.json"])
+    assert (manifest["version"], manifest["formats"]) == (2, {"weights": 2})
+    images = ["weights.pxi", *(f"weights.{k}.pxi" for k in range(1, count))]
+    assert [m["name"] for m in manifest["members"]] == [*images, "weights.meta.json"]
+    for entry in manifest["members"]:
+        assert entry["size"] == len(members[entry["name"]])
+        assert entry["sha256"] == hashlib.sha256(members[entry["name"]]).hexdigest()
+    meta, stream = read_as_formats_says(path)
+    packed_meta = json.loads(members["weights.meta.json"])
+    assert "files" not in packed_meta and packed_meta == {k: v for k, v in meta.items() if k != "files"}
+    parts = [np.asarray(Image.open(io.BytesIO(members[name]))).reshape(-1) for name in images]
+    np.testing.assert_array_equal(np.concatenate(parts), stream)
+    opened = open_transformer_cartridge(cart)
+    np.testing.assert_array_equal(opened.stream, stream)
+    assert opened.tokenizer is None and len(opened.spec.images) == count
+    code, output = pxgl_in_process("pack", "-m", str(cart), "-o", str(tmp_path / "again.pxa"))
+    assert code == 0, output
+    assert (tmp_path / "again.pxa").read_bytes() == cart.read_bytes()
+    code, output = pxgl_in_process("inspect", str(cart))
+    assert code == 0 and "verdict        valid: runs" in output and "pxgl-cartridge version 2 (weights 2)" in output
+
+
+def drop_image(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted({k: v for k, v in members.items() if k != "weights.2.pxi"})
+
+
+def one_more_image(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted(members | {"weights.31.pxi": members["weights.1.pxi"]})
+
+
+def changed_image(members: dict[str, bytes]) -> dict[str, bytes]:
+    changed = bytearray(members["weights.1.pxi"])
+    changed[len(changed) // 2] ^= 1  # the listed size still holds; its sha256 no longer does
+    return members | {"weights.1.pxi": bytes(changed)}
+
+
+def with_a_program(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted(members | {"program.pxi": members["weights.pxi"]})
+
+
+def tokenizer_not_named(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted(members | {"tokenizer.json": b"{}"})
+
+
+def version_1_with_weights_2(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted(members, lambda m: m.update(version=1, formats={"weights": 2, "pxvm": 0}))
+
+
+def formats_with_pxvm(members: dict[str, bytes]) -> dict[str, bytes]:
+    return relisted(members, lambda m: m.update(formats={"weights": 2, "pxvm": 1}))
+
+
+CARTRIDGE_REFUSALS = [
+    (drop_image, r"lacks \['weights\.2\.pxi'\]"),
+    (one_more_image, r"has \['weights\.31\.pxi'\]"),
+    (changed_image, r"member 'weights\.1\.pxi' fails its sha256 check"),
+    (with_a_program, r"member 'program\.pxi' has no role in a version-2 cartridge"),
+    (tokenizer_not_named, r"names tokenizer None; in a version-2 cartridge it is 'tokenizer\.json'"),
+    (version_1_with_weights_2, "version-2 weights come in a version-2 cartridge"),
+    (formats_with_pxvm, r"a version-2 cartridge's 'formats' is \{\"weights\": 2\}"),
+]
+
+
+@pytest.mark.parametrize("break_it, message", CARTRIDGE_REFUSALS)
+def test_a_hostile_version_2_cartridge_is_one_line(packed, tmp_path, break_it, message):
+    _, cart, _ = packed
+    members = zip_members(cart)  # at least 3 images: weights.2.pxi is there
+    write_zip(tmp_path / "hostile.pxa", break_it(members))
+    with pytest.raises(PxglError, match=message):
+        open_transformer_cartridge(tmp_path / "hostile.pxa")
+
+
+def test_a_cartridge_past_its_bound_is_refused_before_anything_is_written(written, tmp_path, monkeypatch):
+    path, _ = written
+    monkeypatch.setattr(pack_module, "MAX_TRANSFORMER_BYTES", path.stat().st_size)
+    code, output = pxgl_in_process("pack", "-m", str(path), "-o", str(tmp_path / "big.pxa"))
+    assert code == 2 and "past a cartridge's" in output and "keep the .pxi set" in output
+    assert not (tmp_path / "big.pxa").exists()

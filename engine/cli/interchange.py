@@ -143,18 +143,15 @@ def export(
     from ..output_kinds import NPZ, SAFETENSORS
     from ..outputs import Output, check_outputs, check_replaceable
     from ..progress import report
-    from ..spec import meta_path_for
-    from ..transformer.files import image_paths
+    from ..transformer.files import transformer_files
     from ..transformer.interchange import export_transformer, open_transformer
 
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
     if out.suffix not in kinds:
         raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
-    if model is not None and (opened := open_transformer(Path(model))) is not None:
-        spec, stream, tokenizer = opened
-        inputs = [*image_paths(Path(model), len(spec.images)), meta_path_for(Path(model))]
-        inputs += [Path(model).with_name(spec.tokenizer)] if spec.tokenizer else []
+    if model is not None and (inputs := transformer_files(Path(model))) is not None:
         check_outputs([(out, "--out")], inputs)
+        spec, stream, tokenizer = open_transformer(Path(model))
         if not force:
             check_replaceable(Output(out, "--out", kinds[out.suffix]))
         with stages_shown(not as_json):

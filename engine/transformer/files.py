@@ -216,11 +216,30 @@ def read_transformer(path: str | Path) -> tuple[TransformerSpec, np.ndarray]:
         decode_rgb_into(data, str(image_path), stream[start : start + size], expect)
         del data
         start += size
+    check_finite(spec, stream, str(path))
+    return spec, stream
+
+
+def check_finite(spec: TransformerSpec, stream: np.ndarray, where: str) -> None:
+    """§14.1: a tensor holding a float16 that is not finite (an f16 value, a block's d) is refused, naming it."""
     for t in spec.tensors.values():
         bad = first_nonfinite(stream[t.offset : t.offset + t.nbytes], t.quant)
         if bad is not None:
-            raise PxglError(f"{path}: tensor '{t.name}' holds a float16 that is not finite (its number {bad})")
-    return spec, stream
+            raise PxglError(f"{where}: tensor '{t.name}' holds a float16 that is not finite (its number {bad})")
+
+
+def transformer_files(path: Path) -> list[Path] | None:
+    """Every file a version-2 weights .pxi reads — its images (§14.7), its meta and the tokenizer it names — so
+    no output overwrites one; None when `path` is no version-2 weights file."""
+    meta_path = meta_path_for(path)
+    if path.suffix != ".pxi" or not meta_path.is_file():
+        return None
+    document = read_meta_document(meta_path)
+    if not isinstance(document, dict) or document.get("version") != 2 or isinstance(document["version"], bool):
+        return None
+    spec = transformer_spec_from_meta(document, str(meta_path))
+    tokenizer = [] if spec.tokenizer is None else [path.with_name(spec.tokenizer)]
+    return [*image_paths(path, len(spec.images)), meta_path, *tokenizer]
 
 
 def random_tensor(

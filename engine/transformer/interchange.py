@@ -296,13 +296,8 @@ def export_transformer(path: Path, spec: TransformerSpec, stream: np.ndarray, to
     atomic_write(path, lambda tmp: write_in_pieces(tmp, buffer.getbuffer()))
 
 
-def open_transformer(path: Path) -> tuple[TransformerSpec, np.ndarray, Tokenizer | None] | None:
-    """A version-2 weights .pxi read whole (spec, stream, its tokenizer if it names one); None for any other
-    model argument, which the version-1 front door opens."""
-    if path.suffix != ".pxi" or not path.is_file() or not meta_path_for(path).is_file():
-        return None
-    if not is_transformer(read_meta_document(meta_path_for(path))):
-        return None
+def open_transformer(path: Path) -> tuple[TransformerSpec, np.ndarray, Tokenizer | None]:
+    """A version-2 weights .pxi read whole: its spec, stream and the tokenizer it names, if any."""
     spec, stream = read_transformer(path)
     if spec.tokenizer is None:
         return spec, stream, None
