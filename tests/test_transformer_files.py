@@ -23,11 +23,13 @@ from pxgl import png
 from pxgl.cli import app
 from pxgl.errors import PxglError
 from pxgl.pxi import decode_rgb_into
+from pxgl.tokenizer import Tokenizer
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, files, read_transformer
 from pxgl.transformer.cartridge import open_transformer_cartridge
 from pxgl.transformer.meta import Rope
 from typer.testing import CliRunner
 
+from tests.cartridges import random_text
 from tests.reference import transformer as oracle
 
 
@@ -488,3 +490,44 @@ def test_a_cartridge_past_its_bound_is_refused_before_anything_is_written(writte
     code, output = pxgl_in_process("pack", "-m", str(path), "-o", str(tmp_path / "big.pxa"))
     assert code == 2 and "past a cartridge's" in output and "keep the .pxi set" in output
     assert not (tmp_path / "big.pxa").exists()
+
+
+def test_an_import_with_a_tokenizer_writes_it_beside_or_keeps_it_in_place(tmp_path, rng):
+    from safetensors.numpy import save_file
+
+    architecture = small_architecture(rng)
+    architecture = TransformerArchitecture(**(vars(architecture) | {"vocab_size": int(rng.integers(256, 400))}))
+    tokenizer = Tokenizer.train(random_text(rng, 3000), architecture.vocab_size)
+    given = tmp_path / "given.tokenizer.json"
+    tokenizer.save(given)
+    metadata = {"pxgl.architecture": json.dumps({"version": 2, **architecture.to_json()})}
+    save_file(files.random_values(architecture, rng), str(tmp_path / "in.safetensors"), metadata=metadata)
+    code, output = pxgl_in_process(
+        "import", str(tmp_path / "in.safetensors"), "-o", str(tmp_path / "m.pxi"), "--tokenizer", str(given)
+    )
+    assert code == 0, output
+    meta, _ = read_as_formats_says(tmp_path / "m.pxi")
+    beside = tmp_path / "m.tokenizer.json"
+    assert meta["tokenizer"] == beside.name and Tokenizer.load(beside).to_json() == tokenizer.to_json()
+    assert meta["files"]["tokenizer"]["sha256"] == hashlib.sha256(beside.read_bytes()).hexdigest()
+    kept = beside.read_bytes()
+    code, output = pxgl_in_process(
+        "import", str(tmp_path / "in.safetensors"), "-o", str(tmp_path / "m.pxi"), "--tokenizer", str(beside), "--force"
+    )
+    assert code == 0, output
+    meta = json.loads(meta_of(tmp_path / "m.pxi").read_text())
+    assert beside.read_bytes() == kept and meta["tokenizer"] == beside.name and "tokenizer" not in meta["files"]
+    code, output = pxgl_in_process("export", "-m", str(tmp_path / "m.pxi"), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 0, output
+    header = files_header(tmp_path / "out.safetensors")
+    assert Tokenizer.loads(header["__metadata__"]["pxgl.tokenizer"], "metadata").to_json() == tokenizer.to_json()
+    code, output = pxgl_in_process("pack", "-m", str(tmp_path / "m.pxi"), "-o", str(tmp_path / "m.pxa"))
+    assert code == 0, output
+    assert json.loads(zip_members(tmp_path / "m.pxa")["weights.meta.json"])["tokenizer"] == "tokenizer.json"
+    assert open_transformer_cartridge(tmp_path / "m.pxa").tokenizer.to_json() == tokenizer.to_json()
+
+
+def files_header(path: Path) -> dict:
+    """A safetensors header as the format says: 8 bytes of little-endian length, then that much JSON."""
+    data = path.read_bytes()
+    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])

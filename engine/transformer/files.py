@@ -127,7 +127,7 @@ def lay_out(
 def save_transformer(
     path: str | Path, spec: TransformerSpec, weight_bytes: bytes | np.ndarray, tokenizer: Tokenizer | None = None
 ) -> None:
-    """Write every weight image, the tokenizer (when the spec names one) and the meta as one set (§2.3, §14.7):
+    """Write every weight image, the tokenizer (when given) and the meta as one set (§2.3, §14.7):
     each image is encoded only when its turn to be written comes, so one image's pixels are held at a time."""
     path = Path(path)
     meta_path = meta_path_for(path)
@@ -149,9 +149,9 @@ def save_transformer(
         writers[image_path] = write_image
         start += size
     written: dict[str, Any] = {}
-    if spec.tokenizer is not None:
-        if tokenizer is None or tokenizer.vocab_size != spec.architecture.vocab_size:
-            raise ValueError("a spec naming a tokenizer is written with a tokenizer of its vocabulary")
+    if tokenizer is not None:  # None: the tokenizer the spec names stays as it is (import's in place), unrecorded
+        if spec.tokenizer is None or tokenizer.vocab_size != spec.architecture.vocab_size:
+            raise ValueError("a tokenizer is written with a spec naming one, of its vocabulary")
         data = (json.dumps(tokenizer.to_json(), separators=(",", ":")) + "\n").encode()
         written["tokenizer"] = file_record(data)
         writers[path.with_name(spec.tokenizer)] = lambda tmp, data=data: tmp.write_bytes(data)
