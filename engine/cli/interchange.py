@@ -146,14 +146,16 @@ def export(
     from ..transformer.files import transformer_files
     from ..transformer.interchange import export_transformer, open_transformer
 
+    source = Path(model) if model is not None else None
+    version_2 = transformer_files(source) if source is not None and source.is_file() else None
+    check_outputs([(out, "--out")], model_files(model) if version_2 is None else version_2)
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
     if out.suffix not in kinds:
         raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
-    if model is not None and (inputs := transformer_files(Path(model))) is not None:
-        check_outputs([(out, "--out")], inputs)
-        spec, stream, tokenizer = open_transformer(Path(model))
-        if not force:
-            check_replaceable(Output(out, "--out", kinds[out.suffix]))
+    if not force:
+        check_replaceable(Output(out, "--out", kinds[out.suffix]))
+    if source is not None and version_2 is not None:
+        spec, stream, tokenizer = open_transformer(source)
         with stages_shown(not as_json):
             export_transformer(out, spec, stream, tokenizer)
         if as_json:
@@ -163,9 +165,6 @@ def export(
             f"{out}: {len(spec.tensors)} float32 tensors of a version-2 model ({spec.architecture.layers} layers)"
         )
         return
-    check_outputs([(out, "--out")], model_files(model))
-    if not force:
-        check_replaceable(Output(out, "--out", kinds[out.suffix]))
     with stages_shown(not as_json):
         # each stage about a second on the largest model pxgl reads (a 201 MB weight image)
         report(EXPORTING, 0, 3)
