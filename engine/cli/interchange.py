@@ -1,7 +1,8 @@
 """The verbs that move models between pixels and float tensors: import, export (docs/FORMATS.md §10)."""
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -9,6 +10,10 @@ from ..errors import PxglError
 from .app import app
 from .options import ForceOption, JsonOption, ModelOption, model_files
 from .report import emit_json, stages_shown
+
+if TYPE_CHECKING:
+    from ..transformer.interchange import Header
+    from ..transformer.meta import TransformerArchitecture
 
 EXPORTING = "reading, converting, writing"
 
@@ -55,7 +60,7 @@ def import_tensors(
     from ..model import save_model
     from ..output_kinds import model_set
     from ..outputs import check_writes
-    from ..transformer.interchange import is_transformer, peek_header
+    from ..transformer.interchange import is_transformer, peek_header, transformer_architecture
 
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
@@ -66,7 +71,8 @@ def import_tensors(
     if header is not None or config is not None:
         document, source = architecture_document(config, header.metadata if header else {}, str(file))
         if is_transformer(document):
-            import_version_2(file, out, header, (document, source), tokenizer, mapping, quant, as_json, force)
+            options = ImportOptions(tokenizer, config, renames(mapping or []), quant, as_json, force)
+            import_version_2(file, out, header, transformer_architecture(document, source), options)
             return
     if quant is not None:
         raise PxglError(
@@ -88,35 +94,48 @@ def report_errors(errors: dict[str, tuple[float, float]], as_json: bool) -> None
         for name, (largest, rms) in errors.items():
             emit_json({"tensor": name, "max_error": largest, "rms_error": rms})
         return
-    width = max(16, *(len(name) for name in errors))
+    width = max([16, *map(len, errors)])
     typer.echo(f"{'tensor':{width}} {'largest error':>14} {'RMS error':>12}")
     for name, (largest, rms) in errors.items():
         typer.echo(f"{name:{width}} {largest:14.3e} {rms:12.3e}")
 
 
-def import_version_2(file, out, header, architecture, tokenizer, mapping, quant, as_json, force) -> None:
+@dataclass(frozen=True)
+class ImportOptions:
+    tokenizer: Path | None
+    config: Path | None
+    renames: dict[str, str]
+    quant: str | None
+    as_json: bool
+    force: bool
+
+
+def import_version_2(
+    file: Path,
+    out: Path,
+    header: "Header | None",
+    architecture: "tuple[TransformerArchitecture, int | None]",
+    options: ImportOptions,
+) -> None:
     """`pxgl import` of a version-2 transformer (§10, §14): every image of its weights (§14.7), the meta and,
     when the file or --tokenizer gives one, the tokenizer are checked as outputs before any tensor is read."""
     from ..output_kinds import PIXELS, model_set
     from ..outputs import Output, check_writes
     from ..transformer.files import image_paths, image_sizes, save_transformer
-    from ..transformer.interchange import import_quants, import_transformer, stream_bytes, transformer_architecture
+    from ..transformer.interchange import import_quants, import_transformer, stream_bytes
 
-    document, source = architecture
-    model, bos = transformer_architecture(document, source)
-    kinds = import_quants(model, quant, header.metadata if header else {}, str(file))
+    model, bos = architecture
+    tokenizer, as_json = options.tokenizer, options.as_json
+    kinds = import_quants(model, options.quant, header.metadata if header else {}, str(file))
     has_tokenizer = tokenizer is not None or (header is not None and "pxgl.tokenizer" in header.metadata)
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
     in_place = tokenizer is not None and tokenizer_out.exists() and tokenizer_out.samefile(tokenizer)
     outputs = model_set(out, tokenizer_out if has_tokenizer and not in_place else None)
     images = image_paths(out, len(image_sizes(stream_bytes(model, kinds))))
     outputs += [Output(path, f"--out {out}: its image {k}", PIXELS) for k, path in enumerate(images) if k]
-    config = None if header is not None and source == str(file) else Path(source)
-    check_writes(outputs, [file, tokenizer, config], force)
+    check_writes(outputs, [file, tokenizer, options.config], options.force)
     with stages_shown(not as_json):
-        imported = import_transformer(
-            file, header, model, bos, kinds, renames(mapping or []), tokenizer, tokenizer_out.name
-        )
+        imported = import_transformer(file, header, model, bos, kinds, options.renames, tokenizer, tokenizer_out.name)
         save_transformer(out, imported.spec, imported.stream, None if in_place else imported.tokenizer)
     report_errors(imported.errors, as_json)
     what = f"version 2, {model.layers} layers x {model.width}, {len(imported.spec.images)} image(s)"
