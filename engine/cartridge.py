@@ -15,6 +15,8 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +39,19 @@ from .tokenizer import Tokenizer
 FORMAT = "pxgl-cartridge"
 VERSION = 1
 """The cartridge version `pxgl pack` writes."""
-READS = {"cartridge": (0, VERSION), "weights": (0, WEIGHTS_VERSION), "pxvm": (0, PXVM_VERSION)}
-"""Format → (oldest, newest) version this engine reads (docs/FORMATS.md §8)."""
+TRANSFORMER_VERSION = 2
+"""The cartridge version of a version-2 (transformer) model: formats {"weights": 2}, no program (§8.5)."""
+READS = {"cartridge": (0, TRANSFORMER_VERSION), "weights": (0, 2), "pxvm": (0, PXVM_VERSION)}
+"""Format → (oldest, newest) version this engine reads (docs/FORMATS.md §8); cartridge 2 holds weights 2."""
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pxi"
 META = "weights.meta.json"
 TOKENIZER = "tokenizer.json"
 PROGRAM = "program.pxi"
 REQUIRED = (WEIGHTS, META, TOKENIZER, PROGRAM)
+TRANSFORMER_REQUIRED = (WEIGHTS, META)
+IMAGE_MEMBER = re.compile(r"weights\.([1-9][0-9]?)\.pxi")
+"""Image k ≥ 1 of a version-2 model's weights (§14.7), as a cartridge names it."""
 SHADER_DIR = "shaders"
 SHADER_SUFFIXES = (".comp", ".glsl")
 MODEL_KEYS = ("vocab_size", "embed_dim", "hidden_dim", "context_window")
@@ -55,10 +62,13 @@ EXECUTOR_NAME = re.compile(r"[a-z0-9_]{1,32}")
 MAX_MEMBERS = 64
 MAX_TOTAL_BYTES = 256 << 20
 """All members together, uncompressed: room for the largest weight image a pixel file may hold."""
+MAX_TRANSFORMER_BYTES = (2 << 30) - (2 << 20)
+"""All members of a version-2 cartridge (§8.5): its archive stays under 2^31 bytes, so a plain zip (Python's
+zipfile turns to zip64, which cartridges never use, at 2^31 - 1)."""
 MAX_RATIO = 100
 """Uncompressed over compressed size, per member: JSON and GLSL deflate about 3-10:1, PNGs about 1:1."""
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_CARTRIDGE_BYTES = MAX_TOTAL_BYTES + (1 << 20)
+MAX_CARTRIDGE_BYTES = MAX_TRANSFORMER_BYTES + (1 << 20)
 """The archive file: its members (stored PNGs barely shrink) plus room for headers and directory."""
 MAX_DIRECTORY_BYTES = 1 << 20
 """The central directory, checked from the end record before zipfile parses it."""
@@ -100,7 +110,7 @@ class Manifest:
         """The manifest as `pxgl pack` writes it (version 1)."""
         document: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "name": self.name,
             "formats": self.formats,
             "executor": self.executor,
@@ -130,8 +140,26 @@ class Cartridge:
 
 
 def open_cartridge(path: str | Path) -> Cartridge:
-    """Check and read a .pxa without extracting it; every problem is one PxglError naming it."""
+    """Check and read a .pxa without extracting it; every problem is one PxglError naming it. A version-2
+    (transformer) cartridge is opened by pxgl.transformer_cartridge (cartridge_version tells them apart)."""
     path = Path(path)
+    with open_archive(path) as (archive, entries, manifest):
+        if manifest.version == TRANSFORMER_VERSION:
+            raise PxglError(f"{path}: a version-2 (transformer) cartridge; this command runs versions 0 and 1")
+        contents = {m.name: read_member(archive, entries[m.name], m, path) for m in manifest.members}
+    return _validate_contents(path, manifest, contents)
+
+
+def cartridge_version(path: str | Path) -> int:
+    """The cartridge format version of a .pxa (§8.1), its archive and manifest checked as opening it does."""
+    with open_archive(Path(path)) as (_, _, manifest):
+        return manifest.version
+
+
+@contextmanager
+def open_archive(path: Path) -> Iterator[tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo], Manifest]]:
+    """The archive (§8.3 steps 1 to 4 done: end record, entries, manifest, listing) while its members are
+    read; every zip or file problem is one PxglError naming it."""
     if path.suffix != SUFFIX:
         raise PxglError(f"{path}: a cartridge is a {SUFFIX} file")
     try:
@@ -141,15 +169,20 @@ def open_cartridge(path: str | Path) -> Cartridge:
                 entries = _checked_entries(archive, path, listed_entries)
                 document = _read(archive, entries[MANIFEST], MANIFEST, path, MAX_MANIFEST_BYTES)
                 manifest = parse_manifest(document, f"{path}:{MANIFEST}")
+                total = sum(info.file_size for info in entries.values())
+                if manifest.version < TRANSFORMER_VERSION and total > MAX_TOTAL_BYTES:
+                    raise PxglError(
+                        f"{path}: members total {total} bytes uncompressed, past the limit of {MAX_TOTAL_BYTES} "
+                        "(a zip bomb?)"
+                    )
                 _check_listing(manifest, entries, path)
-                contents = {m.name: _read_verified(archive, entries[m.name], m, path) for m in manifest.members}
+                yield archive, entries, manifest
     except (zipfile.BadZipFile, UnicodeDecodeError) as e:  # a name flagged UTF-8 that is not
         raise PxglError(f"{path}: not a readable zip archive ({e})") from None
     except NotImplementedError as e:  # zipfile's word for a feature it lacks (a later zip version, encryption)
         raise PxglError(f"{path}: uses a zip feature pxgl does not read ({e}); pack it with pxgl pack") from None
     except OSError as e:
         raise PxglError(f"{path}: cannot read ({e.strerror or e})") from None
-    return _validate_contents(path, manifest, contents)
 
 
 def _check_end_record(handle, path: Path) -> int:
@@ -169,7 +202,9 @@ def _check_end_record(handle, path: Path) -> int:
     if size >= END_RECORD.size + ZIP64_LOCATOR.size:
         handle.seek(size - END_RECORD.size - ZIP64_LOCATOR.size)
         if handle.read(4) == ZIP64_LOCATOR_SIGNATURE:
-            raise PxglError(f"{path}: a zip64 archive; cartridges are plain zip files under {MAX_TOTAL_BYTES} bytes")
+            raise PxglError(
+                f"{path}: a zip64 archive; cartridges are plain zip files under {MAX_CARTRIDGE_BYTES} bytes"
+            )
     if disk or directory_disk or disk_entries != entries:
         raise PxglError(
             f"{path}: the zip end record describes a multi-disk archive (disk {disk}, {disk_entries} of "
@@ -225,9 +260,9 @@ def _checked_entries(archive: zipfile.ZipFile, path: Path, listed_entries: int) 
     if duplicated:
         raise PxglError(f"{path}: member {short(duplicated[0])} appears more than once in the zip")
     total = sum(info.file_size for info in infos)
-    if total > MAX_TOTAL_BYTES:
+    if total > MAX_TRANSFORMER_BYTES:  # versions 0 and 1: MAX_TOTAL_BYTES, once the manifest says which
         raise PxglError(
-            f"{path}: members total {total} bytes uncompressed, past the limit of {MAX_TOTAL_BYTES} (a zip bomb?)"
+            f"{path}: members total {total} bytes uncompressed, past the limit of {MAX_TRANSFORMER_BYTES} (a zip bomb?)"
         )
     entries = {info.filename: info for info in infos}
     if MANIFEST not in entries:
@@ -261,7 +296,8 @@ def _check_listing(manifest: Manifest, entries: dict[str, zipfile.ZipInfo], path
             )
 
 
-def _read_verified(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Member, path: Path) -> bytes:
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Member, path: Path) -> bytes:
+    """A listed member's bytes, inflated no further than its listed size, its size and sha256 the listed ones."""
     data = _read(archive, info, member.name, path, member.size)
     if len(data) != member.size:
         raise PxglError(f"{path}: member {member.name!r} holds {len(data)} bytes but {MANIFEST} says {member.size}")
@@ -328,13 +364,13 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     version = doc["version"]
     if doc["format"] != FORMAT or type(version) is not int or version < 0:
         raise PxglError(f"{where}: format {short(doc['format'])} version {short(version)}; pxgl reads {FORMAT!r}")
-    if version > VERSION:
+    if version > TRANSFORMER_VERSION:
         raise PxglError(f"{where}: cartridge format version {version}; this pxgl reads {reads()}: upgrade pxgl")
     keys = {"name", "executor", "members", *(("formats",) if version >= 1 else ("model",))}
     missing = keys - doc.keys()
     if missing:
         raise PxglError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
-    formats = _formats(doc["formats"], where) if version >= 1 else {"weights": 0, "pxvm": 0}
+    formats = _formats(doc["formats"], where, version) if version >= 1 else {"weights": 0, "pxvm": 0}
     name = doc["name"]
     if not is_valid_name(name):
         raise PxglError(f"{where}: 'name' must be 1..{MAX_NAME} printable characters, got {short(name)}")
@@ -355,7 +391,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     about = doc.get("about") if version >= 1 else None
     if version >= 1 and "about" in doc and not isinstance(about, dict):
         raise PxglError(f"{where}: 'about' must be a JSON object, got {short(about)}")
-    members = _members(doc["members"], where)
+    members = _members(doc["members"], where, version)
     return Manifest(version, name, formats, executor, members, model, about)
 
 
@@ -364,12 +400,19 @@ def reads() -> str:
     return ", ".join(f"{name} {lo} to {hi}" if lo != hi else f"{name} {lo}" for name, (lo, hi) in READS.items())
 
 
-def _formats(raw: Any, where: str) -> dict[str, int]:
+def _formats(raw: Any, where: str, version: int) -> dict[str, int]:
+    if version == TRANSFORMER_VERSION:
+        if raw != {"weights": 2} or not _is_count(raw["weights"]):
+            raise PxglError(f"{where}: a version-2 cartridge's 'formats' is {{\"weights\": 2}}, got {short(raw)}")
+        return {"weights": 2}
     if not isinstance(raw, dict) or set(raw) != set(FORMAT_KEYS) or not all(_is_count(v, 0) for v in raw.values()):
         raise PxglError(
             f"{where}: 'formats' must give {', '.join(FORMAT_KEYS)} as non-negative integers, got {short(raw)}"
         )
-    newer = [f"{name} {raw[name]}" for name in FORMAT_KEYS if raw[name] > READS[name][1]]
+    if raw["weights"] == 2:
+        raise PxglError(f"{where}: version-2 weights come in a version-2 cartridge (§8.5), not version {version}")
+    newest = {"weights": WEIGHTS_VERSION, "pxvm": PXVM_VERSION}
+    newer = [f"{name} {raw[name]}" for name in FORMAT_KEYS if raw[name] > newest[name]]
     if newer:
         raise PxglError(
             f"{where}: this cartridge needs {', '.join(newer)}; this pxgl reads {reads()}: upgrade pxgl to run it"
@@ -382,7 +425,7 @@ def is_valid_name(name: Any) -> bool:
     return isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable()
 
 
-def _members(raw: Any, where: str) -> tuple[Member, ...]:
+def _members(raw: Any, where: str, version: int) -> tuple[Member, ...]:
     if not isinstance(raw, list):
         raise PxglError(f"{where}: 'members' must be a list of {{name, size, sha256}} objects")
     members = []
@@ -392,8 +435,8 @@ def _members(raw: Any, where: str) -> tuple[Member, ...]:
         name, size, digest = entry["name"], entry["size"], entry["sha256"]
         if not isinstance(name, str) or not name:
             raise PxglError(f"{where}: member {i}: 'name' must be a non-empty string, got {short(name)}")
-        if not _is_count(size, minimum=0) or size > MAX_TOTAL_BYTES:
-            raise PxglError(f"{where}: member {short(name)}: 'size' must be an integer in 0..{MAX_TOTAL_BYTES}")
+        if not _is_count(size, minimum=0) or size > MAX_TRANSFORMER_BYTES:
+            raise PxglError(f"{where}: member {short(name)}: 'size' must be an integer in 0..{MAX_TRANSFORMER_BYTES}")
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise PxglError(f"{where}: member {short(name)}: 'sha256' must be 64 lowercase hex digits")
         members.append(Member(name, size, digest))
@@ -401,13 +444,20 @@ def _members(raw: Any, where: str) -> tuple[Member, ...]:
     duplicated = [n for n, count in Counter(names).items() if count > 1]
     if duplicated:
         raise PxglError(f"{where}: member {short(duplicated[0])} is listed more than once")
+    transformer = version == TRANSFORMER_VERSION
+    required_members = TRANSFORMER_REQUIRED if transformer else REQUIRED
     for name in names:
-        if not _has_role(name):
+        if transformer and not (name in (*TRANSFORMER_REQUIRED, TOKENIZER) or IMAGE_MEMBER.fullmatch(name)):
+            raise PxglError(
+                f"{where}: member {short(name)} has no role in a version-2 cartridge (expected {WEIGHTS}, "
+                f"weights.K.pxi, {META} and {TOKENIZER})"
+            )
+        if not transformer and not _has_role(name):
             raise PxglError(
                 f"{where}: member {short(name)} has no role in a cartridge (expected {', '.join(REQUIRED)} "
                 f"and {SHADER_DIR}/*{'|*'.join(SHADER_SUFFIXES)})"
             )
-    for required in REQUIRED:
+    for required in required_members:
         if required not in names:
             raise PxglError(f"{where}: does not list {required!r}; every cartridge carries it")
     return tuple(members)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .cartridge import FORMAT, SUFFIX, open_cartridge
+from .cartridge import FORMAT, SUFFIX, TRANSFORMER_VERSION, cartridge_version, open_cartridge
 from .errors import PxglError
 from .loading import check_executor, load_model
 from .model import Model
@@ -103,6 +103,10 @@ def describe_weights(model: Model) -> dict[str, Any]:
 
 
 def describe_cartridge(path: Path) -> dict[str, Any]:
+    if cartridge_version(path) == TRANSFORMER_VERSION:
+        from .transformer.cartridge import describe_transformer_cartridge
+
+        return describe_transformer_cartridge(path, file_sha256(path))
     cart = open_cartridge(path)
     manifest = cart.manifest
     check_executor(manifest.executor, f"{path}: its manifest names")

@@ -67,14 +67,16 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def safetensors_header(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """(tensor entries, metadata) of a safetensors file, every field checked (FORMATS §10)."""
-    if len(data) < 8:
-        raise PxglError(f"{where}: {len(data)} bytes: too short for a safetensors header")
+def safetensors_header(data: bytes, where: str, size: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(tensor entries, metadata) of a safetensors file, every field checked (FORMATS §10). `data` is the file,
+    or (given its `size`) at least its first 8 + MAX_HEADER_BYTES bytes."""
+    size = len(data) if size is None else size
+    if size < 8:
+        raise PxglError(f"{where}: {size} bytes: too short for a safetensors header")
     (length,) = struct.unpack("<Q", data[:8])
     if length > MAX_HEADER_BYTES:
         raise PxglError(f"{where}: a {length:,}-byte header, past the limit of {MAX_HEADER_BYTES:,}")
-    if 8 + length > len(data):
+    if 8 + length > size:
         raise PxglError(f"{where}: the header's {length:,} bytes run past the end of the file")
     try:
         text = data[8 : 8 + length].decode("utf-8")
@@ -86,7 +88,7 @@ def safetensors_header(data: bytes, where: str) -> tuple[dict[str, Any], dict[st
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise PxglError(f"{where}: __metadata__ must map names to strings")
-    body = len(data) - 8 - length
+    body = size - 8 - length
     spans = []
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -203,7 +205,8 @@ def import_model(
     return Imported(spec, b"".join(quantized[n][0].tobytes() for n in spec.tensors), tokenizer, errors)
 
 
-def read_architecture(config_path: Path | None, metadata: dict[str, str], where: str) -> Architecture:
+def architecture_document(config_path: Path | None, metadata: dict[str, str], where: str) -> tuple[dict, str]:
+    """The architecture object (--config, else the metadata's pxgl.architecture) and where it came from."""
     if config_path is not None:
         from .pxi import read_text
 
@@ -212,10 +215,16 @@ def read_architecture(config_path: Path | None, metadata: dict[str, str], where:
         document, source = parse_json(metadata["pxgl.architecture"], f"{where}: pxgl.architecture"), where
     else:
         raise PxglError(
-            f"{where}: no architecture: give --config FILE.json (vocab_size, embed_dim, context, hidden, residual)"
+            f"{where}: no architecture: give --config FILE.json (vocab_size, embed_dim, context, hidden, residual; "
+            "a version-2 transformer's: docs/FORMATS.md §10)"
         )
     if not isinstance(document, dict):
         raise PxglError(f"{source}: the architecture must be a JSON object")
+    return document, source
+
+
+def read_architecture(config_path: Path | None, metadata: dict[str, str], where: str) -> Architecture:
+    document, source = architecture_document(config_path, metadata, where)
     return architecture_from_meta(document | {"version": 1}, source)
 
 

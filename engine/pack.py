@@ -13,18 +13,23 @@ from . import __version__
 from .cartridge import (
     MANIFEST,
     MAX_NAME,
+    MAX_TRANSFORMER_BYTES,
     META,
     PROGRAM,
     SUFFIX,
     TOKENIZER,
+    TRANSFORMER_VERSION,
     WEIGHTS,
     Manifest,
     Member,
+    cartridge_version,
     is_valid_name,
     short,
 )
 from .errors import PxglError
+from .executors import DEFAULT_EXECUTOR
 from .loading import check_executor, choose_executor, load_model, model_program
+from .loading import model_path as resolve_model
 from .pxi import atomic_write, encode_rgb
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -51,6 +56,11 @@ def pack(
         check_executor(executor)
     if name is not None and not is_valid_name(name):
         raise PxglError(f"cartridge name {short(name)}: a name is 1..{MAX_NAME} printable characters")
+    source = resolve_model(model_path)
+    if is_transformer(source):
+        if program_path is not None:
+            raise PxglError("--program: a version-2 (transformer) cartridge carries no pxVM program (§8.5)")
+        return pack_transformer(source, out, executor, name)
     model = load_model(model_path)
     repacked = model.cartridge.manifest if model.cartridge is not None else None
     executor = choose_executor(model, executor)
@@ -73,6 +83,51 @@ def pack(
         version=1,
         name=name,
         formats={"weights": model.spec.version, "pxvm": program.version},
+        executor=executor,
+        members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
+        about={"packed_by": f"pxgl {__version__}"},
+    )
+    document = (json.dumps(manifest.to_json(), indent=2) + "\n").encode()
+    atomic_write(out, _zip_writer({MANIFEST: document, **contents}))
+    return manifest
+
+
+def is_transformer(source: Path) -> bool:
+    """A version-2 weights .pxi, or a version-2 cartridge (§8.5)."""
+    from .transformer.files import transformer_files
+
+    if source.suffix == SUFFIX:
+        return source.is_file() and cartridge_version(source) == TRANSFORMER_VERSION
+    return source.is_file() and transformer_files(source) is not None
+
+
+def pack_transformer(source: Path, out: Path, executor: str | None, name: str | None) -> Manifest:
+    """A version-2 cartridge (§8.5) of a version-2 .pxi set or cartridge: its images, meta and tokenizer;
+    no program. Refused before anything is written when its members would pass the cartridge's bound."""
+    from .transformer.cartridge import open_transformer_cartridge, transformer_members
+    from .transformer.interchange import open_transformer
+
+    repacked = None
+    if source.suffix == SUFFIX:
+        opened = open_transformer_cartridge(source)
+        repacked, spec, stream, tokenizer = opened.manifest, opened.spec, opened.stream, opened.tokenizer
+    else:
+        spec, stream, tokenizer = open_transformer(source)
+    executor = executor or (repacked.executor if repacked is not None else DEFAULT_EXECUTOR)
+    name = name or (repacked.name if repacked is not None else source.stem[:MAX_NAME])
+    if not is_valid_name(name):
+        raise PxglError(f"{short(str(source))}: its file name cannot name the cartridge; give a name with --name")
+    contents = transformer_members(spec, stream, tokenizer)
+    total = sum(len(data) for data in contents.values())
+    if total > MAX_TRANSFORMER_BYTES:
+        raise PxglError(
+            f"{source}: its members come to {total:,} bytes, past a cartridge's {MAX_TRANSFORMER_BYTES:,} (§8.5): "
+            "keep the .pxi set, or quantize to fewer bytes (q8, q4)"
+        )
+    manifest = Manifest(
+        version=TRANSFORMER_VERSION,
+        name=name,
+        formats={"weights": 2},
         executor=executor,
         members=tuple(Member(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in contents.items()),
         about={"packed_by": f"pxgl {__version__}"},

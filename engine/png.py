@@ -34,6 +34,87 @@ def check_png(
     whose every chunk and every byte of image data is as the header promises; the size is checked against
     `max_pixels` and `expect` before anything is inflated. Ancillary chunks never change pixels, so a decoder
     is only given the critical ones and cannot trip over a malformed ancillary chunk."""
+    width, height, chunks, ancillary = _checked_chunks(data, source, max_pixels, expect, kind)
+    image_data = b"".join(body for name, body in chunks if name == b"IDAT")
+    scanlines = _check_image_data(image_data, width, height, source)
+    if not ancillary:
+        return width, height, data, scanlines
+    critical = _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
+    return width, height, PNG_MAGIC + critical, scanlines
+
+
+def inflate_into(
+    data: bytes, source: str, out: np.ndarray, max_pixels: int, expect: tuple[int, int], kind: str = "pixel file"
+) -> bool:
+    """check_png's checks, the image data inflated a piece at a time straight into `out` (the image's
+    height·width·3 bytes, 1-D): no scanline copy of the whole image is ever held. Rows filtered None, Sub or
+    Up are decoded here; False when a row is filtered Average or Paeth (or Up rows are too many to add one
+    by one), and `out` is then not the pixels: the caller decodes the whole image instead."""
+    width, height, chunks, _ = _checked_chunks(data, source, max_pixels, expect, kind)
+    bodies = [body for name, body in chunks if name == b"IDAT"]
+    compressed = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+    rows = out.reshape(height, 3 * width)
+    row = 1 + 3 * width
+    expected, produced, done, decodable = height * row, 0, 0, True
+    inflater, carry = zlib.decompressobj(), bytearray()
+    view, fed = memoryview(compressed), 0
+    try:
+        while fed < len(view) and not inflater.eof:
+            pending = view[fed : fed + INPUT_STEP]
+            fed += len(pending)
+            while pending and not inflater.eof:
+                piece = inflater.decompress(pending, min(OUTPUT_STEP, expected + 1 - produced))
+                pending = inflater.unconsumed_tail
+                produced += len(piece)
+                if produced > expected:
+                    raise PxglError(f"{source}: the PNG's image data runs past the {height} rows its header promises")
+                carry += piece
+                ready = len(carry) // row
+                if ready:
+                    decodable = _unfilter_into(carry, ready, row, rows, done, source) and decodable
+                    del carry[: ready * row]
+                    done += ready
+            report("reading pixels", min(produced, expected), expected)
+    except zlib.error as e:
+        raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
+    if produced != expected or not inflater.eof:
+        raise PxglError(
+            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
+            f"header promises ({produced} bytes, expected {expected})"
+        )
+    trailing = len(inflater.unused_data) + len(view) - fed
+    if trailing:
+        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
+    return decodable
+
+
+def _unfilter_into(carry: bytearray, count: int, row: int, rows: np.ndarray, first: int, source: str) -> bool:
+    """Scanlines first..first+count-1, held at the start of `carry`, unfiltered into `rows` (Sub and Up as
+    unfilter does; an Up row adds the row above it, already decoded). False for an Average or Paeth row."""
+    scanlines = np.frombuffer(carry, np.uint8, count * row).reshape(count, row)
+    filters = scanlines[:, 0]
+    if filters.max() > MAX_FILTER_TYPE:
+        bad = int(np.argmax(filters > MAX_FILTER_TYPE))
+        raise PxglError(f"{source}: row {first + bad} has PNG filter type {filters[bad]} (types are 0..4)")
+    ups = np.flatnonzero(filters == UP)
+    if filters.max() > UP or len(ups) > UP_ROWS_ONE_BY_ONE:
+        return False
+    target = rows[first : first + count]
+    target[:] = scanlines[:, 1:]
+    sub = filters == SUB
+    if sub.any():
+        width = (row - 1) // 3
+        target[sub] = np.cumsum(target[sub].reshape(-1, width, 3), axis=1, dtype=np.uint8).reshape(-1, row - 1)
+    for y in ups[first + ups > 0]:  # in order: each adds the row above it (image row 0 adds zeros)
+        np.add(rows[first + y - 1], target[y], out=target[y])
+    return True
+
+
+def _checked_chunks(
+    data: bytes, source: str, max_pixels: int, expect: tuple[int, int] | None, kind: str
+) -> tuple[int, int, list[tuple[bytes, memoryview]], list[tuple[bytes, memoryview]]]:
+    """(width, height, every chunk, the ancillary ones) of a PNG whose chunk stream is as §0.2 says: all but
+    the image data itself, which is checked as it is inflated."""
     if data[:8] != PNG_MAGIC:
         raise PxglError(f"{source}: not a PNG file; pixel files (.pxi) are PNG images")
     chunks = list(_chunks(data, source))
@@ -63,12 +144,7 @@ def check_png(
                 f"{source}: ancillary chunk {name.decode('latin-1')!r} of {len(body)} bytes, past the limit "
                 f"of {MAX_ANCILLARY_BYTES}"
             )
-    image_data = b"".join(body for name, body in chunks if name == b"IDAT")
-    scanlines = _check_image_data(image_data, width, height, source)
-    if not ancillary:
-        return width, height, data, scanlines
-    critical = _chunk(b"IHDR", chunks[0][1]) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
-    return width, height, PNG_MAGIC + critical, scanlines
+    return width, height, chunks, ancillary
 
 
 def unfilter(scanlines: bytes | bytearray, width: int, height: int) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import numpy as np
 from .constants import TOKEN_MARK
 from .errors import PxglError
 from .outputs import atomic_write
-from .png import check_png, encode_png, unfilter
+from .png import check_png, encode_png, inflate_into, unfilter
 from .reading import MAX_PIXEL_FILE_BYTES, read_bounded
 from .reading import parse_json as parse_json
 from .reading import read_text as read_text
@@ -56,6 +56,14 @@ def decode_rgb(
     if pixels.shape != (height, width, 3):
         raise PxglError(f"{source}: decoded to shape {pixels.shape}, expected ({height}, {width}, 3)")
     return pixels
+
+
+def decode_rgb_into(data: bytes, source: str, out: np.ndarray, expect: tuple[int, int]) -> None:
+    """A pixel file held in memory, checked as decode_rgb checks it, its (width, height) `expect`, decoded
+    into `out` (its height·width·3 bytes, 1-D) a piece at a time: what a reader of several images holds
+    besides `out` is the file, not two more copies of its pixels (§14.7)."""
+    if not inflate_into(data, source, out, MAX_PIXELS, expect):
+        out[:] = decode_rgb(data, source, expect=expect).reshape(-1)
 
 
 def write_rgb(path: str | Path, pixels: np.ndarray) -> None:

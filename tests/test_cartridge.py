@@ -344,7 +344,7 @@ def test_an_edited_engine_shader_breaks_no_cartridge(tmp_path, seed):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"version": 2}, "cartridge format version 2; this pxgl reads cartridge 0 to 1, weights 0 to 1, pxvm 0 to 1"),
+        ({"version": 3}, "cartridge format version 3; this pxgl reads cartridge 0 to 2, weights 0 to 2, pxvm 0 to 1"),
         ({"formats": {"weights": 7, "pxvm": 0}}, "needs weights 7; this pxgl reads"),
         ({"formats": {"weights": 0, "pxvm": 3}}, "needs pxvm 3; this pxgl reads"),
         ({"formats": {"weights": 0}}, "'formats' must give weights, pxvm"),

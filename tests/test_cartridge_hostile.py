@@ -181,8 +181,8 @@ def newer_format(path, contents, rng):
     """A manifest from a future pxgl: a newer cartridge, weights or pxVM format than this engine reads."""
     doc = json.loads(contents["manifest.json"])
     newer = [
-        doc | {"version": int(rng.integers(2, 1000))},
-        doc | {"formats": doc["formats"] | {"weights": int(rng.integers(1, 1000))}},
+        doc | {"version": int(rng.integers(3, 1000))},
+        doc | {"formats": doc["formats"] | {"weights": int(rng.integers(3, 1000))}},
         doc | {"formats": doc["formats"] | {"pxvm": int(rng.integers(1, 1000))}},
     ]
     write_contents(path, contents | {"manifest.json": json.dumps(newer[int(rng.integers(len(newer)))]).encode()})
@@ -247,7 +247,7 @@ HOSTILE = {
     "malformed_manifest": (malformed_manifest, "manifest.json: "),
     "meta_repeats_a_key": (meta_repeats_a_key, r"weights\.meta\.json: key '\w+' appears twice in one object"),
     "program_rejected": (program_rejected, r":program\.pxi: "),
-    "newer_format": (newer_format, "this pxgl reads cartridge 0 to 1, weights 0 to 1, pxvm 0 to 1"),
+    "newer_format": (newer_format, "this pxgl reads cartridge 0 to 2, weights 0 to 2, pxvm 0 to 1"),
     "not_a_zip": (not_a_zip, "not a zip archive"),
     "too_many_members": (too_many_members, f"members, past the limit of {MAX_MEMBERS}"),
     "encrypted": (encrypted, "is encrypted"),

@@ -95,10 +95,13 @@ def pack(
     from ..output_kinds import CARTRIDGE
     from ..outputs import Output, check_writes
     from ..pack import pack as pack_cartridge
+    from ..transformer.files import transformer_files
 
     source = model_path(model)
     target = out if out is not None else Path(source.name).with_suffix(".pxa")
-    check_writes([Output(target, "--out", CARTRIDGE, default=out is None)], [*model_files(model), program_file], force)
+    inputs = transformer_files(source) if source.suffix == ".pxi" and source.is_file() else None
+    inputs = model_files(model) if inputs is None else inputs
+    check_writes([Output(target, "--out", CARTRIDGE, default=out is None)], [*inputs, program_file], force)
     with stages_shown(not as_json):
         manifest = pack_cartridge(source, target, executor, program_file, name)
     if as_json:

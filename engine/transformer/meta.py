@@ -20,6 +20,8 @@ MAX_LAYERS = 128
 MAX_HEADS = 256
 MAX_HEAD_DIM = 512
 MAX_MLP_WIDTH = 65536
+MAX_IMAGES = 32
+"""A stream past one image spans at most 32 (§14.7): 6.4 GB, past 2 B weights at f16."""
 MLP_KINDS = ("gelu_tanh", "gelu", "silu_gated")
 NORM_KINDS = ("layernorm", "rmsnorm")
 ROTATIONS = ("halves", "pairs")
@@ -29,7 +31,7 @@ SCALING_KEYS = {
 }
 BIAS_KEYS = ("qkv", "attn_out", "mlp", "head")
 TOP_LEVEL = {"format", "version", "vocab_size", "context_length", "width", "layers", "heads", "kv_heads", "head_dim"}
-TOP_LEVEL |= {"attention_scale", "mlp", "norm", "positions", "biases", "tied_head", "image", "tensors"}
+TOP_LEVEL |= {"attention_scale", "mlp", "norm", "positions", "biases", "tied_head", "tensors"}
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,24 @@ class QuantizedTensor:
 @dataclass(frozen=True)
 class TransformerSpec:
     architecture: TransformerArchitecture
-    image_width: int
-    image_height: int
+    images: tuple[tuple[int, int], ...]
+    """(width, height) of each weight image, image 0 first (§14.7: the byte stream is their concatenation)."""
     tensors: dict[str, QuantizedTensor]
     bos: int | None = None
     tokenizer: str | None = None
     """None: the model takes and gives token pixels only."""
     evaluation: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def image_bytes(self) -> list[int]:
+        """Each image's share of the weight byte stream: its whole width x height x 3 bytes."""
+        return [width * height * 3 for width, height in self.images]
+
     def to_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, **self.architecture.to_json()}
         meta |= {} if self.bos is None else {"bos": self.bos}
-        meta["image"] = {"width": self.image_width, "height": self.image_height}
+        sizes = [{"width": width, "height": height} for width, height in self.images]
+        meta |= {"image": sizes[0]} if len(sizes) == 1 else {"images": sizes}
         meta["tensors"] = {name: t.to_json() for name, t in self.tensors.items()}
         meta |= {} if self.tokenizer is None else {"tokenizer": self.tokenizer}
         return meta | ({"eval": self.evaluation} if self.evaluation else {})
@@ -278,7 +286,7 @@ def _tensor(name: str, raw: Any, shape: tuple[int, ...], capacity: int, where: s
         zero_point = _int(raw, "zero_point", where, 0, 255)
     tensor = QuantizedTensor(name, offset, shape, quant, scale, zero_point)
     if offset + tensor.nbytes > capacity:
-        raise PxglError(f"{where}: bytes {offset}..{offset + tensor.nbytes} run past the image's {capacity} bytes")
+        raise PxglError(f"{where}: bytes {offset}..{offset + tensor.nbytes} run past the images' {capacity} bytes")
     return tensor
 
 
@@ -288,26 +296,20 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
         raise PxglError(f"{where}: expected a JSON object")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
         raise PxglError(f"{where}: not a {FORMAT} version-{VERSION} meta (docs/FORMATS.md §14)")
-    if "images" in meta:
-        raise PxglError(f"{where}: weights spanning several images (§14.7) are not read yet: use one image")
     _require(meta, TOP_LEVEL, where)
+    images = _images(meta, where)
     architecture = architecture_from_meta(meta, where)
     bos = _int(meta, "bos", where, 0, architecture.vocab_size - 1) if "bos" in meta else None
     tokenizer = meta.get("tokenizer")
     if tokenizer is not None and not (isinstance(tokenizer, str) and _is_plain_file_name(tokenizer)):
         raise PxglError(f"{where}: 'tokenizer' must be a plain file name beside the meta, got {_echo(tokenizer)}")
-    image = _object(meta["image"], {"width", "height"}, f"{where}: image")
-    width = _int(image, "width", f"{where}: image", 1, MAX_IMAGE_SIDE)
-    height = _int(image, "height", f"{where}: image", 1, MAX_IMAGE_SIDE)
-    if width * height > MAX_PIXELS:
-        raise PxglError(f"{where}: a {width}x{height} image is past the pixel-file limit of {MAX_PIXELS} pixels")
     shapes = architecture.shapes()
     raw_tensors = meta["tensors"]
     if not isinstance(raw_tensors, dict) or set(raw_tensors) != set(shapes):
         got = set(raw_tensors) if isinstance(raw_tensors, dict) else set()
         missing, extra = sorted(set(shapes) - got), sorted(got - set(shapes))
         raise PxglError(f"{where}: 'tensors' must name exactly the architecture's: missing {missing}, extra {extra}")
-    capacity = width * height * 3
+    capacity = sum(width * height * 3 for width, height in images)
     tensors = {name: _tensor(name, raw_tensors[name], shape, capacity, where) for name, shape in shapes.items()}
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors.values())
     for (_, end, a), (start, _, b) in itertools.pairwise(spans):
@@ -316,4 +318,28 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
     evaluation = meta.get("eval", {})
     if not isinstance(evaluation, dict):
         raise PxglError(f"{where}: 'eval' must be an object")
-    return TransformerSpec(architecture, width, height, tensors, bos, tokenizer, evaluation)
+    return TransformerSpec(architecture, images, tensors, bos, tokenizer, evaluation)
+
+
+def _image_size(raw: Any, where: str) -> tuple[int, int]:
+    image = _object(raw, {"width", "height"}, where)
+    width = _int(image, "width", where, 1, MAX_IMAGE_SIDE)
+    height = _int(image, "height", where, 1, MAX_IMAGE_SIDE)
+    if width * height > MAX_PIXELS:
+        raise PxglError(f"{where}: a {width}x{height} image is past the pixel-file limit of {MAX_PIXELS} pixels")
+    return width, height
+
+
+def _images(meta: dict, where: str) -> tuple[tuple[int, int], ...]:
+    """`image`, or `images` for a stream past one image (§14.7): exactly one of the two."""
+    if ("image" in meta) == ("images" in meta):
+        raise PxglError(
+            f"{where}: a meta has 'image' (one weight image) or 'images' (several images, §14.7): exactly one"
+        )
+    if "image" in meta:
+        return (_image_size(meta["image"], f"{where}: image"),)
+    raw = meta["images"]
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_IMAGES:
+        got = f"{len(raw)} entries" if isinstance(raw, list) else _echo(raw)
+        raise PxglError(f"{where}: 'images' must be a list of 2 to {MAX_IMAGES} image sizes, got {got}")
+    return tuple(_image_size(size, f"{where}: images[{k}]") for k, size in enumerate(raw))
