@@ -137,12 +137,15 @@ def viz_transformer(
     if spec.bos is not None and ids[:1] != [spec.bos]:
         ids = [spec.bos, *ids]  # §14.4: every sequence begins with bos
     gpu = GLBackend(device)
-    model = PassesTransformer(gpu, spec, pixels)
-    try:
-        trace = trace_tokens(model, ids)
-    finally:
-        model.close()
     about = {"model": path.name, "executor": VIEW_EXECUTOR, "device": gpu.renderer}
+    try:
+        model = PassesTransformer(gpu, spec, pixels)
+        try:
+            trace = trace_tokens(model, ids)
+        finally:
+            model.close()
+    finally:
+        gpu.release()
     token_bytes = tokenizer.token_bytes if tokenizer is not None else None
     view = transformer_view(trace, vocab, prompt=prompt, token_bytes=token_bytes, about=about, k=k)
     record = write_transformer_visuals(out, view)
