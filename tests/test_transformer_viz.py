@@ -7,6 +7,7 @@ written; an existing file of another kind in the folder is not overwritten witho
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -16,15 +17,26 @@ from PIL import Image
 from pxgl.cli import app, main
 from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.pxi import write_rgb
-from pxgl.transformer import TransformerArchitecture, write_random_transformer
+from pxgl.serve.page import transformer_trace_fragment
+from pxgl.tokenizer import Tokenizer
+from pxgl.transformer import (
+    TransformerArchitecture,
+    lay_out,
+    random_values,
+    read_transformer,
+    save_transformer,
+    write_random_transformer,
+)
+from pxgl.transformer.gpu import PassesTransformer
 from pxgl.transformer.gpu.loops import GROUP
-from pxgl.transformer.gpu.trace import MAX_TRACE_POSITIONS, trace_attention_loops, trace_capacity
+from pxgl.transformer.gpu.trace import MAX_TRACE_POSITIONS, trace_attention_loops, trace_capacity, trace_tokens
 from pxgl.transformer.meta import MAX_HEAD_DIM
 from pxgl.visuals import diverging, sequential_lut
 from typer.testing import CliRunner
 
 from tests.reference import transformer as oracle
 from tests.test_transformer_engine import assert_logits_agree, oracle_reads, random_architecture
+from tests.test_visuals import data_uris
 
 HEAD_GAIN = 4.0
 MIDPOINT_WINDOW = 255 * oracle.AGREEMENT
@@ -172,3 +184,38 @@ def test_bad_input_is_one_line_and_status_2_and_another_kind_of_file_is_kept(tmp
     assert kept.read_text() == "not an image: someone's notes" and sorted(out.iterdir()) == [kept]
     record = viz("--input", str(short), *m, "--force")
     assert "attention_l0_h0.png" in record["files"] and read_png(kept).shape == (3, 3, 3)
+
+
+def test_a_prompt_begins_with_bos_and_the_serve_page_shows_the_images_viz_writes(tmp_path, rng, gpu):
+    """`viz -m MODEL "prompt"` encodes with the model's tokenizer, bos first (§14.4); the serve page's trace
+    (POST /v1/trace's {"html", "view"} of a version-2 model) inlines the very images viz writes."""
+    tokenizer = Tokenizer(())  # the 256 byte tokens
+    architecture = random_architecture(rng, vocab_size=tokenizer.vocab_size)
+    bos = int(rng.integers(tokenizer.vocab_size))
+    values = random_values(architecture, np.random.default_rng(int(rng.integers(1 << 32))), head_gain=HEAD_GAIN)
+    spec, weight_bytes = lay_out(architecture, values, "q8", bos, "member.tokenizer.json")
+    model = tmp_path / "member.pxi"
+    save_transformer(model, spec, weight_bytes, tokenizer)
+    prompt = "pixels, é"
+    out = tmp_path / "viz"
+    record = viz("-m", str(model), prompt, "-o", str(out))
+    ids = [bos, *tokenizer.encode(prompt)]
+    assert [t["id"] for t in record["tokens"]] == ids
+    assert [t["text"] for t in record["tokens"][1:]] == [tokenizer.decode([i]) for i in ids[1:]]
+
+    spec, pixels = read_transformer(model)
+    executor = PassesTransformer(gpu, spec, pixels)
+    try:
+        trace = trace_tokens(executor, ids)
+    finally:
+        executor.close()
+    about = {"model": "member", "executor": "passes"}
+    html, view = transformer_trace_fragment(trace, architecture.vocab_size, prompt, tokenizer.token_bytes, about)
+    assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", html), "the fragment needs nothing but itself"
+    inlined = data_uris(html)
+    keys = {f"attention_l{layer}_h{head}" for layer in range(architecture.layers) for head in range(architecture.heads)}
+    assert keys | {"residual", "logits", "prediction"} == set(inlined)
+    for key, png in inlined.items():
+        assert png == (out / f"{key}.png").read_bytes(), f"{key}: the page's image is not the one viz writes"
+    ignored = {"dir", "files", "about"}
+    assert {k: v for k, v in view.items() if k not in ignored} == {k: v for k, v in record.items() if k not in ignored}
