@@ -108,7 +108,7 @@ def viz_transformer(
     from ..tokenizer import Tokenizer
     from ..transformer import read_transformer
     from ..transformer.gpu import PassesTransformer
-    from ..transformer.gpu.trace import trace_tokens
+    from ..transformer.gpu.trace import check_trace_length, trace_tokens
     from ..visuals import WRITES
     from ..visuals.transformer import trace_row, transformer_view
     from ..visuals.transformer_page import write_transformer_visuals
@@ -136,6 +136,7 @@ def viz_transformer(
         ids = tokenizer.encode(prompt)
     if spec.bos is not None and ids[:1] != [spec.bos]:
         ids = [spec.bos, *ids]  # §14.4: every sequence begins with bos
+    check_trace_length(spec.architecture, len(ids))
     gpu = GLBackend(device)
     about = {"model": path.name, "executor": VIEW_EXECUTOR, "device": gpu.renderer}
     try:

@@ -98,7 +98,7 @@ def overview_sheet(view: TransformerView) -> Image.Image:
 def img(key: str, png: bytes, width: int, height: int, title: str) -> str:
     return (
         f'<img id="img-{key}" alt="{html.escape(title)}" title="{html.escape(title)}" src="{data_uri(png)}" '
-        f'width="{width}" height="{height}">'
+        f'width="{width}" height="{height}" style="width: {width}px; height: {height}px; max-width: none">'
     )
 
 
@@ -121,7 +121,7 @@ def transformer_html(view: TransformerView, pngs: dict[str, bytes]) -> str:
         f"<th>id</th><th>token</th></tr></thead><tbody>{rows}</tbody></table></section>"
     )
     n, zoom = view.positions, head_zoom(view.positions)
-    heads = []
+    heads = ["<span></span>", *(f'<span class="dim">head {head}</span>' for head in range(view.heads))]
     for layer in range(view.layers):
         heads.append(f'<span class="dim">layer {layer}</span>')
         for head in range(view.heads):

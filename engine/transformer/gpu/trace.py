@@ -57,6 +57,15 @@ def trace_capacity(architecture: TransformerArchitecture) -> int:
     return max(1, min(MAX_TRACE_POSITIONS, a.context_length, by_weights, by_values))
 
 
+def check_trace_length(architecture: TransformerArchitecture, n: int) -> None:
+    most = trace_capacity(architecture)
+    if not 1 <= n <= most:
+        raise PxglError(
+            f"{n} tokens to trace: a picture of this model holds 1 to {most} (docs/FORMATS.md §14.8); "
+            "give a shorter prompt"
+        )
+
+
 @dataclass(frozen=True)
 class TransformerTrace:
     """What the GPU computed for one sequence of n tokens at positions 0..n-1, read back."""
@@ -131,12 +140,7 @@ def trace_tokens(model: PassesTransformer, tokens: Sequence[int]) -> Transformer
     """Run `tokens` from position 0 (the model's cache is reset before and after) and read back the trace.
     More tokens than trace_capacity() is one clear PxglError."""
     ids = np.asarray(tokens, dtype=np.int64)
-    most = trace_capacity(model.architecture)
-    if not 1 <= len(ids) <= most:
-        raise PxglError(
-            f"{len(ids)} tokens to trace: a picture of this model holds 1 to {most} (docs/FORMATS.md §14.8); "
-            "give a shorter prompt"
-        )
+    check_trace_length(model.architecture, len(ids))
     tracer = Tracer(model, len(ids))
     model.reset()
     model.after_operation = tracer
