@@ -79,7 +79,7 @@ def overview_sheet(view: TransformerView) -> Image.Image:
     band = n * residual_zoom[1]
     for stage in range(view.layers + 1):
         label = "embed" if stage == 0 else f"block {stage - 1}"
-        sheet.text((MARGIN, y + stage * band), f"{label} +/-{figure(view.stage_scales[stage])}", 11, DIM_INK)
+        sheet.text((MARGIN, y + stage * band), label, 11, DIM_INK)
     sheet.image.paste(residual, (x0, y))
     y += residual.height + 8
     sheet.image.paste(colourbar("diverging", 180, 10), (x0, y))
