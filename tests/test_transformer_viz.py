@@ -219,3 +219,33 @@ def test_a_prompt_begins_with_bos_and_the_serve_page_shows_the_images_viz_writes
         assert png == (out / f"{key}.png").read_bytes(), f"{key}: the page's image is not the one viz writes"
     ignored = {"dir", "files", "about"}
     assert {k: v for k, v in view.items() if k not in ignored} == {k: v for k, v in record.items() if k not in ignored}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_oracles_attention_weights_and_residuals_are_transformers(rng, family):
+    """What the head images are compared with is itself checked: the oracle's recorded weights and residual
+    stream (its cache in float32, as transformers keeps it) equal transformers' output_attentions and
+    hidden_states (all but the last, which transformers gives after the final norm) on the same weights."""
+    pytest.importorskip("transformers", reason="the reference extra: pip install -e '.[reference]'")
+    import torch
+
+    from tests import test_transformer_reference as hf
+
+    choices = {"kv_heads": 2, "positions": {"kind": "rope", "base": 10000.0, "rotation": "halves"}}
+    architecture = hf.random_architecture(rng, family, **(choices if family == "llama" else {}))
+    meta, params, tokens = hf.member(rng, architecture)
+    model = (
+        hf.gpt2_model(architecture, params, "gelu_new") if family == "gpt2" else hf.llama_model(architecture, params)
+    )
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(tokens[None, :]), output_attentions=True, output_hidden_states=True)
+    recorded: dict = {}
+    oracle.forward(meta, params, tokens, cache_dtype=np.float32, record=recorded)
+    for layer, heads in enumerate(recorded["attention"]):
+        gap = float(np.abs(np.stack(heads) - theirs.attentions[layer][0].numpy()).max())
+        assert gap <= 1e-5, f"{family} layer {layer}: attention weights differ by {gap:.3g}"
+    for stage, x in enumerate(recorded["residual"][:-1]):
+        expected = theirs.hidden_states[stage][0].numpy()
+        gap = float(np.abs(x - expected).max())
+        assert gap <= hf.HF_TOLERANCE * (1 + float(np.abs(expected).max())), f"{family} stage {stage}: {gap:.3g}"
