@@ -27,7 +27,7 @@ from pxgl.transformer import (
     save_transformer,
     write_random_transformer,
 )
-from pxgl.transformer.gpu import PassesTransformer
+from pxgl.transformer.gpu import Choice, PassesTransformer
 from pxgl.transformer.gpu.loops import GROUP
 from pxgl.transformer.gpu.trace import MAX_TRACE_POSITIONS, trace_attention_loops, trace_capacity, trace_tokens
 from pxgl.transformer.meta import MAX_HEAD_DIM
@@ -219,6 +219,34 @@ def test_a_prompt_begins_with_bos_and_the_serve_page_shows_the_images_viz_writes
         assert png == (out / f"{key}.png").read_bytes(), f"{key}: the page's image is not the one viz writes"
     ignored = {"dir", "files", "about"}
     assert {k: v for k, v in view.items() if k not in ignored} == {k: v for k, v in record.items() if k not in ignored}
+
+
+def test_a_trace_in_a_free_slot_leaves_the_other_slots_sequences_alone(tmp_path, rng, gpu):
+    """A trace reads its own slot's cache rows: traced in slot 1 while slot 0 generates, its weights are the
+    oracle's for its own tokens, and slot 0's next tokens are those it gives untraced."""
+    architecture = random_architecture(rng)
+    path = tmp_path / "member.pxi"
+    write_random_transformer(path, architecture, "f16", seed=int(rng.integers(1 << 32)), head_gain=HEAD_GAIN)
+    meta, params = oracle_reads(path)
+    spec, pixels = read_transformer(path)
+    running = rng.integers(0, architecture.vocab_size, int(rng.integers(1, 16)))
+    traced = rng.integers(0, architecture.vocab_size, int(rng.integers(1, 16)))
+    generated = []
+    for trace_between in (False, True):
+        executor = PassesTransformer(gpu, spec, pixels, slots=2)
+        try:
+            executor.prefill(0, running, choice=Choice())
+            if trace_between:
+                trace = trace_tokens(executor, traced, slot=1)
+            generated.append(executor.decode([0], [Choice()], count=4).ids[:, 0])
+        finally:
+            executor.close()
+    assert np.array_equal(*generated), "tracing slot 1 changed slot 0's sequence"
+    recorded: dict = {}
+    oracle.forward(meta, params, traced, record=recorded)
+    for layer, heads in enumerate(recorded["attention"]):
+        gap = float(np.abs(trace.attention[layer] - np.stack(heads)).max())
+        assert gap <= oracle.AGREEMENT, f"layer {layer}: slot 1's weights differ from the oracle's by {gap:.3g}"
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -14,7 +14,8 @@ from ...errors import PxglError
 from ...kernel import Constants, Kernel, Shared, Storage, Uniform, ceil_div, log2
 from ..meta import TransformerArchitecture
 from ..operations import Operation
-from .executor import PassesTransformer, Step
+from .base import Step
+from .executor import PassesTransformer
 from .loops import GROUP
 
 MAX_TRACE_POSITIONS = 256
@@ -38,7 +39,7 @@ TRACE_ATTENTION = Kernel(
         Storage("q"),
         Storage("keys"),
         Storage("weights"),
-        *(Uniform(name) for name in ("heads", "group_size", "head_dim", "row_words", "start", "rows", "keys_total")),
+        *(Uniform(name) for name in ("heads", "group_size", "head_dim", "row_words", "slot_row", "rows")),
         Uniform("scale"),
     ),
     (Shared("reduce", "float", "LOCAL_SIZE"),),
@@ -87,8 +88,8 @@ class TransformerTrace:
 class Tracer:
     """The hook: reads what a picture needs after the operations that make it."""
 
-    def __init__(self, model: PassesTransformer, n: int) -> None:
-        self.model, self.n = model, n
+    def __init__(self, model: PassesTransformer, n: int, slot: int) -> None:
+        self.model, self.n, self.slot = model, n, slot
         a = model.architecture
         last_of_layer = {op.layer: index for index, op in enumerate(model.operations) if op.layer is not None}
         self.block_ends = {id(model.operations[index]): layer for layer, index in last_of_layer.items()}
@@ -123,9 +124,8 @@ class Tracer:
             group_size=a.heads // a.kv_heads,
             head_dim=a.head_dim,
             row_words=model.row_words,
-            start=step.start,
+            slot_row=self.slot * model.context,
             rows=n,
-            keys_total=n,
             scale=a.attention_scale,
         )
         model.gpu.barrier()
@@ -136,18 +136,19 @@ class Tracer:
         self.model.gpu.release_storage(self.weights)
 
 
-def trace_tokens(model: PassesTransformer, tokens: Sequence[int]) -> TransformerTrace:
-    """Run `tokens` from position 0 (the model's cache is reset before and after) and read back the trace.
-    More tokens than trace_capacity() is one clear PxglError."""
+def trace_tokens(model: PassesTransformer, tokens: Sequence[int], slot: int = 0) -> TransformerTrace:
+    """Run `tokens` in `slot` from position 0 and read back the trace; the slot is emptied before and after
+    (truncated to 0: a caller traces in a slot no sequence holds). More tokens than trace_capacity() is one
+    clear PxglError."""
     ids = np.asarray(tokens, dtype=np.int64)
     check_trace_length(model.architecture, len(ids))
-    tracer = Tracer(model, len(ids))
-    model.reset()
+    model.truncate(slot, 0)
+    tracer = Tracer(model, len(ids), slot)
     model.after_operation = tracer
     try:
-        run = model.run(ids, all_logits=True)
+        run = model.prefill(slot, ids, all_logits=True)
     finally:
         model.after_operation = None
-        model.reset()
+        model.truncate(slot, 0)
         tracer.close()
     return TransformerTrace(ids, tracer.residual, tracer.attention, run.logits, run.ids, run.sums)
