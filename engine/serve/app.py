@@ -17,10 +17,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import PxglError
 from ..loading import Runnable
 from ..pxi import MAX_TOKEN_PIXELS, decode_rgb, encode_rgb, encode_tokens, is_prediction_image
+from ..transformer import TransformerSpec
+from ..transformer.gpu.trace import trace_tokens
 from .completions import Completion
 from .limits import Limits
 from .offloop import OffLoop
-from .page import page_html, trace_fragment
+from .page import page_html, trace_fragment, transformer_trace_fragment
 from .requests import BadRequest, error_body, parse_completion, parse_json_body, quoted, type_name, unknown_model
 from .worker import PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
@@ -181,6 +183,15 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
 
         model, prompt, row = await off_loop.run(prepare, len(body) > INLINE_BYTES)
         spec, tokenizer = model.runnable.model.spec, model.runnable.model.tokenizer
+        if isinstance(spec, TransformerSpec):  # version 2: FORMATS §14.8's trace, from position 0
+            ids = row if spec.bos is None or row[:1] == [spec.bos] else [spec.bos, *row]
+            traced = await run_alone(model, lambda engines: trace_tokens(engines.passes, ids))
+            about = {"model": model.name, "executor": PASSES}
+            vocab = spec.architecture.vocab_size
+            html, record = await off_loop.run(
+                lambda: transformer_trace_fragment(traced, vocab, prompt, tokenizer.token_bytes, about), large=True
+            )
+            return JSONResponse({"html": html, "view": record})
         pixels = encode_tokens([row[-spec.context_window :]], spec.vocab_size)
         traced = await run_alone(model, lambda engines: engines.passes.trace(pixels, "prompt"))
         about = {"model": model.name, "executor": PASSES}

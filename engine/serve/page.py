@@ -9,9 +9,12 @@ from typing import Any
 
 from ..executors import Trace
 from ..spec import ModelSpec
+from ..transformer.gpu.trace import TransformerTrace
 from ..visuals import DEFAULT_TOP_K, trace_view
 from ..visuals.page import PAGE_STYLE, trace_html
 from ..visuals.trace import TokenBytes
+from ..visuals.transformer import transformer_view
+from ..visuals.transformer_page import transformer_html
 
 
 @cache
@@ -40,3 +43,13 @@ def trace_fragment(
     )
     pngs = {key: image.png() for key, image in view.images.items()}
     return trace_html(view, pngs), view.record()
+
+
+def transformer_trace_fragment(
+    trace: TransformerTrace, vocab_size: int, prompt: str, token_bytes: TokenBytes, about: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """A version-2 prompt's trace as the page shows it (the HTML section `pxgl viz` writes, docs/FORMATS.md
+    §14.8) and its viz.json record: the same {"html", "view"} the page draws for version 1."""
+    view = transformer_view(trace, vocab_size, prompt=prompt, token_bytes=token_bytes, about=about, k=DEFAULT_TOP_K)
+    pngs = {key: image.png() for key, image in view.images.items()}
+    return transformer_html(view, pngs), view.record()

@@ -240,8 +240,11 @@ def linear(params: dict, name: str, x: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def attention(meta: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_dtype) -> np.ndarray:
-    """Causal attention of q (n, H, D) over the cached k, v (n, K, D): (n, H·D)."""
+def attention(
+    meta: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_dtype, weights_out: list | None = None
+) -> np.ndarray:
+    """Causal attention of q (n, H, D) over the cached k, v (n, K, D): (n, H·D). `weights_out` gets each
+    head's weights p (n, n), zeros above the diagonal, when given."""
     n, heads, d = q.shape
     group = heads // meta["kv_heads"]
     cached_k = k.astype(cache_dtype).astype(np.float32)
@@ -255,13 +258,21 @@ def attention(meta: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_dty
         scores[future] = -np.inf
         weights = np.exp(scores - scores.max(axis=1, keepdims=True))
         weights /= weights.sum(axis=1, keepdims=True)
+        if weights_out is not None:
+            weights_out.append(weights.astype(np.float32))
         out[:, h, :] = weights.astype(np.float32) @ cached_v[:, g, :]
     return out.reshape(n, heads * d)
 
 
-def forward(meta: dict, params: dict, tokens, cache_dtype=np.float16) -> np.ndarray:
+def forward(meta: dict, params: dict, tokens, cache_dtype=np.float16, record: dict | None = None) -> np.ndarray:
     """(n, V) float32 logits of every position of one sequence (1 ≤ n ≤ C). `cache_dtype` is §14.4's float16;
-    float32 only to compare with an implementation that keeps no such cache (transformers)."""
+    float32 only to compare with an implementation that keeps no such cache (transformers). `record`, when
+    given, gets "residual": x after the embeddings and after each block, and "attention": each layer's list
+    of per-head weights (what pxgl viz draws)."""
+    residual: list[np.ndarray] = []
+    attention_weights: list[list[np.ndarray]] = []
+    if record is not None:
+        record |= {"residual": residual, "attention": attention_weights}
     ids = np.asarray(tokens, dtype=np.int64)
     n = len(ids)
     assert 1 <= n <= meta["context_length"], f"{n} tokens for a context of {meta['context_length']}"
@@ -273,6 +284,7 @@ def forward(meta: dict, params: dict, tokens, cache_dtype=np.float16) -> np.ndar
     else:
         cos, sin = rope_tables(positions, d, n)
     x = x.astype(np.float32)
+    residual.append(x)
     for layer in range(meta["layers"]):
         b = f"block{layer}"
         a = norm(x, params, f"{b}.attn_norm", meta)
@@ -281,7 +293,8 @@ def forward(meta: dict, params: dict, tokens, cache_dtype=np.float16) -> np.ndar
         v = linear(params, f"{b}.attn.v", a).reshape(n, kv_heads, d)
         if positions["kind"] == "rope":
             q, k = rope(q, cos, sin, positions["rotation"]), rope(k, cos, sin, positions["rotation"])
-        x = x + linear(params, f"{b}.attn.out", attention(meta, q, k, v, cache_dtype))
+        attention_weights.append([])
+        x = x + linear(params, f"{b}.attn.out", attention(meta, q, k, v, cache_dtype, attention_weights[-1]))
         m = norm(x, params, f"{b}.mlp_norm", meta)
         kind = meta["mlp"]["kind"]
         if kind == "silu_gated":
@@ -289,6 +302,7 @@ def forward(meta: dict, params: dict, tokens, cache_dtype=np.float16) -> np.ndar
         else:
             inner = activation(kind, linear(params, f"{b}.mlp.up", m))
         x = (x + linear(params, f"{b}.mlp.down", inner.astype(np.float32))).astype(np.float32)
+        residual.append(x)
     h = norm(x, params, "final_norm", meta)
     head = params["embed"] if meta["tied_head"] else params["head.weight"]
     logits = h @ head.T
