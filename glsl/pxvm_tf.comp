@@ -16,7 +16,8 @@ layout(std430, binding = BINDING_TOKENS) restrict buffer Tokens { int tokens[]; 
 layout(std430, binding = BINDING_ROPE_TABLE) readonly restrict buffer RopeTable { vec2 cos_sin[]; };
 layout(std430, binding = BINDING_PARTIAL) restrict buffer Partial { float partial[]; };
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint predictions[]; };
-uniform int pc, phase, row0, rows, start, row_floats, groups_x, first_query, segment, segments, token_at;
+// the uniforms a variant uses (engine/transformer/pxvm/kernels.py declares which)
+uniform int pc, row0, rows, start, row_floats, groups_x, first_query, segment, segments, token_at;
 
 #include "tf_half.glsl"
 #include "tf_top1.glsl"
@@ -207,9 +208,12 @@ void matvec(int src, int in_len, int tensor, int out_len, int dst) {
             for (int t = 0; t < count; t++) acc[t] += w * act[at(row0 + first + t, src + c)];
         }
     }
+    // only the lanes that had a block (or column) hold sums: the tree spans the next power of two of them
+    int holding = min(LOCAL_SIZE, w_quant == QUANT_Q8 || w_quant == QUANT_Q4 ? in_len / BLOCK : in_len);
+    int span = holding <= 1 ? 1 : 2 << findMSB(holding - 1);
     for (int t = 0; t < TILE; t++) tile_sums[t * LOCAL_SIZE + lane] = acc[t];
     barrier();
-    for (int s = LOCAL_SIZE / 2; s > 0; s >>= 1) {
+    for (int s = span / 2; s > 0; s >>= 1) {
         if (lane < s) {
             for (int t = 0; t < TILE; t++) tile_sums[t * LOCAL_SIZE + lane] += tile_sums[t * LOCAL_SIZE + lane + s];
         }
@@ -338,22 +342,43 @@ void predict_merge() {
     }
 }
 
+// One variant of this file is compiled for each (opcode, phase) a program uses (VARIANT = 4 · opcode + phase):
+// llvmpipe runs every branch of a shader under lane masks, so one shader of every opcode took three times the
+// time of the opcode alone. Each variant still reads its opcode and operands from the program.
+#define PHASE_OF(op, phase) (4 * (op) + (phase))
 void main() {
-    int op = int(program[pc] & 0xFFu);
-    if (op == OP_EMBED) embed(operand(0), operand(1), operand(2), false);
-    else if (op == OP_ADD_POSITION) embed(operand(0), operand(1), operand(2), true);
-    else if (op == OP_LAYERNORM) norm(operand(0), operand(1), operand(2), operand(3), operand(4), true);
-    else if (op == OP_RMSNORM) norm(operand(0), operand(1), operand(2), 0, operand(3), false);
-    else if (op == OP_MATVEC) matvec(operand(0), operand(1), operand(2), operand(3), operand(4));
-    else if (op == OP_ADD_VECTOR) add_vector(operand(0), operand(1), operand(2));
-    else if (op == OP_ROPE) rope(operand(0), operand(1));
-    else if (op == OP_ATTEND && phase == 0) attend_store(operand(1), operand(2), operand(3));
-    else if (op == OP_ATTEND && phase == 1) attend_segment(operand(0), operand(3));
-    else if (op == OP_ATTEND) attend_combine(operand(4));
-    else if (op == OP_GELU_TANH) activate(operand(0), operand(1), operand(2), false);
-    else if (op == OP_GELU) activate(operand(0), operand(1), operand(2), true);
-    else if (op == OP_SILU_GATE) silu_gate(operand(0), operand(1), operand(2), operand(3));
-    else if (op == OP_ADD) add(operand(0), operand(1), operand(2));
-    else if (op == OP_PREDICT && phase == 0) predict_segment(operand(0), operand(1));
-    else if (op == OP_PREDICT) predict_merge();
+    if (int(program[pc] & 0xFFu) != VARIANT / 4) return;  // the host dispatched the program's instruction
+#if VARIANT == PHASE_OF(OP_EMBED, 0)
+    embed(operand(0), operand(1), operand(2), false);
+#elif VARIANT == PHASE_OF(OP_ADD_POSITION, 0)
+    embed(operand(0), operand(1), operand(2), true);
+#elif VARIANT == PHASE_OF(OP_LAYERNORM, 0)
+    norm(operand(0), operand(1), operand(2), operand(3), operand(4), true);
+#elif VARIANT == PHASE_OF(OP_RMSNORM, 0)
+    norm(operand(0), operand(1), operand(2), 0, operand(3), false);
+#elif VARIANT == PHASE_OF(OP_MATVEC, 0)
+    matvec(operand(0), operand(1), operand(2), operand(3), operand(4));
+#elif VARIANT == PHASE_OF(OP_ADD_VECTOR, 0)
+    add_vector(operand(0), operand(1), operand(2));
+#elif VARIANT == PHASE_OF(OP_ROPE, 0)
+    rope(operand(0), operand(1));
+#elif VARIANT == PHASE_OF(OP_ATTEND, 0)
+    attend_store(operand(1), operand(2), operand(3));
+#elif VARIANT == PHASE_OF(OP_ATTEND, 1)
+    attend_segment(operand(0), operand(3));
+#elif VARIANT == PHASE_OF(OP_ATTEND, 2)
+    attend_combine(operand(4));
+#elif VARIANT == PHASE_OF(OP_GELU_TANH, 0)
+    activate(operand(0), operand(1), operand(2), false);
+#elif VARIANT == PHASE_OF(OP_GELU, 0)
+    activate(operand(0), operand(1), operand(2), true);
+#elif VARIANT == PHASE_OF(OP_SILU_GATE, 0)
+    silu_gate(operand(0), operand(1), operand(2), operand(3));
+#elif VARIANT == PHASE_OF(OP_ADD, 0)
+    add(operand(0), operand(1), operand(2));
+#elif VARIANT == PHASE_OF(OP_PREDICT, 0)
+    predict_segment(operand(0), operand(1));
+#elif VARIANT == PHASE_OF(OP_PREDICT, 1)
+    predict_merge();
+#endif
 }

@@ -9,36 +9,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import PxglError
-from ...gl import Buffer, GLBackend
-from ...kernel import DISPATCH_LOOPS, Kernel, Shared, Storage, Uniform
+from ...gl import Buffer, GLBackend, GpuProgram
+from ...kernel import DISPATCH_LOOPS, Constants
 from ..gpu.executor import ATTEND_SCRATCH, Prefill, folded
-from ..gpu.kernels import QUANT_CODES, TOP1_SHARED, kernel_constants
-from ..gpu.loops import GROUP, KERNEL_LOOPS, TILE, ceil_div, plan_loops
+from ..gpu.kernels import QUANT_CODES, kernel_constants
+from ..gpu.loops import GROUP, TILE, ceil_div, plan_loops
 from ..meta import TransformerSpec
 from ..numpy_executor import rope_frequencies
 from .compiler import compile_transformer
+from .kernels import VARIANT_UNIFORMS, VARIANTS, variant_constant
 from .opcodes import OPS, TENSORS
 from .program import Instruction, TransformerProgram
 from .validator import validate_transformer_program
 
-UNIFORMS = ("pc", "phase", "row0", "rows", "start", "row_floats", "groups_x", "first_query", "segment", "segments")
-PXVM_TF = Kernel(
-    "pxvm_tf",
-    (
-        *(Storage(name) for name in ("weights", "table", "program", "act", "keys", "values", "tokens")),
-        *(Storage(name) for name in ("rope_table", "partial", "predictions")),
-        *(Uniform(name) for name in (*UNIFORMS, "token_at")),
-    ),
-    (
-        Shared("tile_sums", "float", "PARTIAL_FLOATS"),
-        Shared("sums", "float", "LOCAL_SIZE"),
-        Shared("scores", "float", "LOCAL_SIZE"),
-        Shared("top", "float", "LOCAL_SIZE"),
-        *TOP1_SHARED,
-    ),
-    # one instruction a dispatch, each split as the passes kernel of its operation: the largest of their counts
-    loops=lambda constants, local_size: max(count(constants) for count in KERNEL_LOOPS.values()),
-)
 ELEMENTS = {
     "EMBED": lambda ins, a: ins["width"],
     "ADD_POSITION": lambda ins, a: ins["width"],
@@ -94,7 +77,8 @@ class PxvmTransformer:
             "ATTENTION_SCALE": float(a.attention_scale),
             "ROPE_PAIRS": int(a.rope is not None and a.rope.rotation == "pairs"),
         }
-        self.vm = gpu.program(PXVM_TF, kernel_constants(a.head_dim, self.plan.bounds) | model, GROUP)
+        self.constants = kernel_constants(a.head_dim, self.plan.bounds) | model
+        self._variants: dict[tuple[str, int], GpuProgram] = {}
         binding = gpu.limits.max_storage_block_size
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
         end = max(t.offset + t.nbytes for t in spec.tensors.values())
@@ -217,6 +201,14 @@ class PxvmTransformer:
                 self.gpu.barrier()
         return act
 
+    def _variant(self, name: str, phase: int) -> GpuProgram:
+        """glsl/pxvm_tf.comp compiled for one (opcode, phase), the first time the program needs it."""
+        key = (name, phase)
+        if key not in self._variants:
+            constants = self.constants | Constants({"VARIANT": variant_constant(name, phase)})
+            self._variants[key] = self.gpu.program(VARIANTS[key], constants, GROUP)
+        return self._variants[key]
+
     def _dispatch(
         self,
         ins: Instruction,
@@ -227,19 +219,16 @@ class PxvmTransformer:
         token_at: int,
         **given: int,
     ) -> None:
-        uniforms = dict.fromkeys(UNIFORMS, 0) | {"pc": ins.pixel, "rows": rows, "row0": row0, "start": self.length}
-        uniforms |= {"row_floats": self.row_floats, "groups_x": groups[0]} | given
-        partial = self._grown.get("partial") or self._scratch("partial", 4)
-        self.gpu.run(
-            self.vm,
-            groups,
-            **self.buffers,
-            act=act,
-            partial=partial,
-            predictions=self._grown["predictions"],
-            token_at=token_at,
-            **uniforms,
-        )
+        phase = given.pop("phase", 0)
+        values = {"pc": ins.pixel, "rows": rows, "row0": row0, "start": self.length, "row_floats": self.row_floats}
+        values |= {"groups_x": groups[0], "token_at": token_at} | given
+        buffers = self.buffers | {
+            "act": act,
+            "partial": self._scratch("partial", 4),
+            "predictions": self._grown["predictions"],
+        }
+        uniforms = {name: values[name] for name in VARIANT_UNIFORMS[(ins.op.name, phase)]}
+        self.gpu.run(self._variant(ins.op.name, phase), groups, **buffers, **uniforms)
 
     def _dispatches(self, ins: Instruction, rows: int) -> list[tuple[tuple[int, int, int], dict[str, int]]]:
         """(grid, uniforms) of each dispatch one instruction takes."""
