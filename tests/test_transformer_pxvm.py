@@ -8,8 +8,20 @@ import math
 import numpy as np
 import pytest
 from pxgl.errors import PxglError
+from pxgl.pxvm.program import decode_program
+from pxgl.transformer import read_transformer, write_random_transformer
 from pxgl.transformer.gpu import prediction_pixels
-from pxgl.transformer.pxvm import PxvmTransformer
+from pxgl.transformer.pxvm import (
+    PxvmTransformer,
+    compile_transformer,
+    compiled_instructions,
+    encode,
+    row_layout,
+    validate_transformer_program,
+)
+from pxgl.transformer.pxvm.asm import assemble, disassemble, is_version_2
+from pxgl.transformer.pxvm.opcodes import BY_NAME, TENSOR_INDEX
+from pxgl.transformer.pxvm.program import Instruction
 
 from tests.reference import transformer as oracle
 from tests.test_transformer_engine import assert_logits_agree
@@ -110,3 +122,90 @@ def test_pieces_and_decode_steps_through_the_gpu_cache_equal_one_pass(tmp_path, 
     assert_margins_wide(theirs)
     assert_logits_agree(np.concatenate(stepped), theirs, f"pieces of 3 to {split}, then decode")
     assert_logits_agree(last.logits, theirs[-1:], "the last position alone")
+
+
+@pytest.fixture(scope="module")
+def gpt2_member(tmp_path_factory):
+    """A 2-layer GPT-2-shaped member (learned positions, layernorm, tied head, biases) for the validator: specs
+    only, nothing runs on the GPU."""
+    path = tmp_path_factory.mktemp("validator") / "member.pxi"
+    architecture = styled(np.random.default_rng(7), "gpt2", layers=2, width=64)
+    write_random_transformer(path, architecture, "q8", seed=7)
+    return read_transformer(path)[0]
+
+
+def with_changed(instructions: list[Instruction], name: str, which: int = 0, **changes) -> list[Instruction]:
+    """The `which`-th instruction called `name` with operands (by name) or `last` changed."""
+    at = [i for i, ins in enumerate(instructions) if ins.op.name == name][which]
+    ins = instructions[at]
+    operands = tuple(changes.get(o.name, v) for o, v in zip(ins.op.operands, ins.operands, strict=True))
+    return [*instructions[:at], Instruction(ins.op, operands, changes.get("last", ins.last)), *instructions[at + 1 :]]
+
+
+def without(instructions: list[Instruction], name: str) -> list[Instruction]:
+    return [ins for ins in instructions if ins.op.name != name]
+
+
+def broken_programs(spec) -> dict[str, tuple[np.ndarray, str]]:
+    """One program for each validation rule of docs/FORMATS.md §7.7, with the message it must be refused by."""
+    a = spec.architecture
+    body = compiled_instructions(a)
+    size = row_layout(a)[1]
+    good = encode(size, body)
+    flags, opcode, version = good.copy(), good.copy(), good.copy()
+    flags.reshape(-1, 3)[3, 2] = 2
+    opcode.reshape(-1, 3)[3, 0] = 0x30
+    version.reshape(-1, 3)[1, 0] = 1
+    head = TENSOR_INDEX["head.weight"]
+    assert body[3].op.name == "MATVEC"
+    cases = {
+        "format: a flag past LAST": (flags, "defines bit 0 (LAST) only"),
+        "format: an unknown opcode": (opcode, "unknown version-2 opcode 0x30"),
+        "format: version 1": (version, "a version-2 (transformer) model runs version 2"),
+        "format: no HALT": (
+            encode(size, body[:-1], (3 + sum(1 + 2 * len(i.operands) for i in body[:-1]), 1)),
+            "without HALT",
+        ),
+        "rule 4: a LENGTH of 0": (with_changed(body, "GELU_TANH", length=0), "length is 0"),
+        "rule 4: an operand past 2^24": (with_changed(body, "ATTEND", dst=1 << 24), "below 2^24"),
+        "rule 5: a tensor the model lacks": (with_changed(body, "MATVEC", -1, tensor=head), "does not have"),
+        "rule 5: a tensor of another shape": (with_changed(body, "MATVEC", out_len=a.width - 1), "reads it as"),
+        "rule 5: ROPE without rope": ([*body[:3], Instruction(BY_NAME["ROPE"], (0, a.heads)), *body[3:]], "not rope"),
+        "rule 5: a cache layer past L": (with_changed(body, "ATTEND", layer=a.layers), f"l{a.layers} is outside"),
+        "rule 5: PREDICT short of V": (with_changed(body, "PREDICT", length=a.vocab_size - 1), "PREDICT reads"),
+        "rule 5: past a row's floats": (encode(size - 1, body), "is outside ACTIVATIONS"),
+        "rule 6: dst overlapping src": (with_changed(body, "MATVEC", dst=body[3]["src"] + 1), "overlaps"),
+        "rule 7: read before written": (without(body, "EMBED"), "before any instruction writes it"),
+        "rule 7: a LAST row's float read by every row": (
+            with_changed(body, "MATVEC", -1, last=False),
+            "a LAST one writes the predicted rows only",
+        ),
+        "rule 8: ATTEND with LAST": (with_changed(body, "ATTEND", last=True), "cannot be LAST"),
+        "rule 8: PREDICT without LAST": (with_changed(body, "PREDICT", last=False), "must be LAST"),
+        "rule 8: no PREDICT": (without(body, "PREDICT"), "no PREDICT"),
+        "rule 9: five times the work": (body[:-1] * 5 + body[-1:], "over the limit"),
+    }
+    return {
+        what: (p if isinstance(p, np.ndarray) else encode(size, p), message) for what, (p, message) in cases.items()
+    }
+
+
+def test_the_validator_refuses_each_broken_program_in_one_line_and_passes_the_compiled_one(gpt2_member):
+    spec = gpt2_member
+    validate_transformer_program(compile_transformer(spec.architecture), spec, "compiled")
+    for what, (pixels, message) in broken_programs(spec).items():
+        with pytest.raises(PxglError) as refused:
+            validate_transformer_program(pixels, spec, "broken.program.pxi")
+        text = str(refused.value)
+        assert message in text and "\n" not in text and text.startswith("broken.program.pxi"), f"{what}: {text}"
+
+
+def test_assembly_round_trips_and_version_1_readers_refuse_version_2(gpt2_member):
+    pixels = compile_transformer(gpt2_member.architecture)
+    text = disassemble(validate_transformer_program(pixels, gpt2_member, "compiled"))
+    assert is_version_2(text) and "PREDICT.last" in text and " l1, " in text
+    assert np.array_equal(assemble(text, "text"), pixels)
+    with pytest.raises(PxglError, match=r"^text:\d+: ROPE takes 2 operands"):
+        assemble(text.replace("HALT", "ROPE s0"), "text")
+    with pytest.raises(PxglError, match="a version-2 pxVM program runs on a version-2"):
+        decode_program(pixels, "v2")
