@@ -16,7 +16,6 @@ layout(std430, binding = BINDING_TOKENS) restrict buffer Tokens { int tokens[]; 
 layout(std430, binding = BINDING_ROPE_TABLE) readonly restrict buffer RopeTable { vec2 cos_sin[]; };
 layout(std430, binding = BINDING_PARTIAL) restrict buffer Partial { float partial[]; };
 layout(std430, binding = BINDING_PREDICTIONS) writeonly restrict buffer Predictions { uint predictions[]; };
-// the uniforms a variant uses (engine/transformer/pxvm/kernels.py declares which)
 uniform int pc, row0, rows, start, row_floats, groups_x, first_query, segment, segments, token_at;
 
 #include "tf_half.glsl"
@@ -348,6 +347,9 @@ void predict_merge() {
 #define PHASE_OF(op, phase) (4 * (op) + (phase))
 void main() {
     if (int(program[pc] & 0xFFu) != VARIANT / 4) return;  // the host dispatched the program's instruction
+    // never so (the host sets them); reading every uniform keeps each one in every variant, bound by name
+    if (min(min(min(row0, rows), min(start, row_floats)), min(min(groups_x, first_query), min(segment, segments))) < 0
+        || token_at < -1) return;
 #if VARIANT == PHASE_OF(OP_EMBED, 0)
     embed(operand(0), operand(1), operand(2), false);
 #elif VARIANT == PHASE_OF(OP_ADD_POSITION, 0)

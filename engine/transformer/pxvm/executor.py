@@ -17,7 +17,7 @@ from ..gpu.loops import GROUP, TILE, ceil_div, plan_loops
 from ..meta import TransformerSpec
 from ..numpy_executor import rope_frequencies
 from .compiler import compile_transformer
-from .kernels import VARIANT_UNIFORMS, VARIANTS, variant_constant
+from .kernels import PXVM_TF, UNIFORMS, variant_constant
 from .opcodes import OPS, TENSORS
 from .program import Instruction, TransformerProgram
 from .validator import validate_transformer_program
@@ -206,7 +206,7 @@ class PxvmTransformer:
         key = (name, phase)
         if key not in self._variants:
             constants = self.constants | Constants({"VARIANT": variant_constant(name, phase)})
-            self._variants[key] = self.gpu.program(VARIANTS[key], constants, GROUP)
+            self._variants[key] = self.gpu.program(PXVM_TF, constants, GROUP)
         return self._variants[key]
 
     def _dispatch(
@@ -220,14 +220,13 @@ class PxvmTransformer:
         **given: int,
     ) -> None:
         phase = given.pop("phase", 0)
-        values = {"pc": ins.pixel, "rows": rows, "row0": row0, "start": self.length, "row_floats": self.row_floats}
-        values |= {"groups_x": groups[0], "token_at": token_at} | given
+        uniforms = dict.fromkeys(UNIFORMS, 0) | {"pc": ins.pixel, "rows": rows, "row0": row0, "start": self.length}
+        uniforms |= {"row_floats": self.row_floats, "groups_x": groups[0], "token_at": token_at} | given
         buffers = self.buffers | {
             "act": act,
             "partial": self._scratch("partial", 4),
             "predictions": self._grown["predictions"],
         }
-        uniforms = {name: values[name] for name in VARIANT_UNIFORMS[(ins.op.name, phase)]}
         self.gpu.run(self._variant(ins.op.name, phase), groups, **buffers, **uniforms)
 
     def _dispatches(self, ins: Instruction, rows: int) -> list[tuple[tuple[int, int, int], dict[str, int]]]:
