@@ -83,6 +83,7 @@ class PxvmTransformer:
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
         end = max(t.offset + t.nbytes for t in spec.tensors.values())
         cache_bytes = a.layers * a.context_length * self.row_words * 4
+        self.cache_bytes = 2 * cache_bytes
         for what, size in (("the weight stream", end), ("a layer-stacked KV cache", cache_bytes)):
             if size > binding:
                 raise PxglError(
