@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from pxgl.errors import PxglError
+from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.pxvm.program import decode_program
 from pxgl.transformer import read_transformer, write_random_transformer
 from pxgl.transformer.gpu import prediction_pixels
@@ -40,7 +41,9 @@ def test_prefill_logits_and_prediction_pixels_equal_the_oracles(tmp_path, rng, g
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, quants)
     n = architecture.context_length if quant == "q4" else int(rng.integers(1, architecture.context_length + 1))
     tokens = rng.integers(0, architecture.vocab_size, n)
-    model = PxvmTransformer(gpu, spec, pixels)
+    model = PxvmTransformer(gpu, spec, pixels, loop_budget=SPLIT_BUDGET if quant == "q4" else DISPATCH_LOOPS)
+    if quant == "q4":
+        assert math.ceil(n / model.plan.attend_segment) > 1, "the attention must run in several segments here"
     try:
         ours = model.run(tokens)
     finally:
