@@ -3,6 +3,7 @@ glsl/pxvm_tf.comp on the GPU — llvmpipe here — against the independent oracl
 on random members of every feature; greedy generation against the oracle's greedy replay; the validator
 refusing each kind of broken program in one line."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.pxvm.program import decode_program
 from pxgl.transformer import read_transformer, write_random_transformer
 from pxgl.transformer.gpu import prediction_pixels
+from pxgl.transformer.meta import MAX_VOCAB
 from pxgl.transformer.pxvm import (
     PxvmTransformer,
     compile_transformer,
@@ -212,3 +214,16 @@ def test_assembly_round_trips_and_version_1_readers_refuse_version_2(gpt2_member
         assemble(text.replace("HALT", "ROPE s0"), "text")
     with pytest.raises(PxglError, match="a version-2 pxVM program runs on a version-2"):
         decode_program(pixels, "v2")
+
+
+def test_a_model_past_pxvms_bounds_is_refused_in_one_line_naming_passes(tmp_path, rng, gpu, monkeypatch):
+    """A row past a version-2 program's 2^24 floats is not compiled; a weight stream past one storage binding
+    is refused before anything is uploaded."""
+    widest = styled(rng, "gpt2", vocab_size=MAX_VOCAB, width=8192)
+    with pytest.raises(PxglError, match=r"floats a position, past the 16,777,215 .* use the passes executor$"):
+        compile_transformer(widest)
+    _, _, (spec, pixels) = member(tmp_path, rng, styled(rng, "gpt2"), "q8")
+    stream = max(t.offset + t.nbytes for t in spec.tensors.values())
+    monkeypatch.setattr(gpu, "limits", dataclasses.replace(gpu.limits, max_storage_block_size=stream - 4))
+    with pytest.raises(PxglError, match=r"^pxvm: the weight stream is [\d,]+ bytes, past .* use the passes executor"):
+        PxvmTransformer(gpu, spec, pixels)

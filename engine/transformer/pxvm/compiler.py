@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...errors import PxglError
 from ..meta import TransformerArchitecture
 from ..operations import Operation, activation_widths, operations
-from .opcodes import BY_NAME, TENSOR_INDEX
+from .opcodes import BY_NAME, MAX_ROW_FLOATS, TENSOR_INDEX
 from .program import Instruction, encode
 
 
@@ -90,4 +91,10 @@ def compiled_instructions(architecture: TransformerArchitecture) -> list[Instruc
 
 def compile_transformer(architecture: TransformerArchitecture) -> np.ndarray:
     """The model's version-2 program as pixels, (height, width, 3) uint8."""
-    return encode(row_layout(architecture)[1], compiled_instructions(architecture))
+    row_floats = row_layout(architecture)[1]
+    if row_floats > MAX_ROW_FLOATS:
+        raise PxglError(
+            f"this model's activations take {row_floats:,} floats a position, past the {MAX_ROW_FLOATS:,} a "
+            "version-2 pxVM program holds (§7.7); use the passes executor"
+        )
+    return encode(row_floats, compiled_instructions(architecture))

@@ -93,7 +93,9 @@ class PxvmTransformer:
         self.row_floats = program.row_floats
         self.max_rows = min(a.context_length, binding // (4 * self.row_floats))
         if self.max_rows < 1:
-            raise PxglError(f"pxvm: a row of {self.row_floats:,} floats is past one storage buffer of this GPU")
+            raise PxglError(
+                f"pxvm: a row of {self.row_floats:,} floats is past one storage buffer of this GPU; use passes"
+            )
         weights = np.zeros(ceil_div(end, 4) * 4, np.uint8)
         weights[:end] = stream[:end]
         flat = program.pixels.reshape(-1, 3).astype(np.uint32)
