@@ -13,7 +13,15 @@ from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.pxvm.program import decode_program
 from pxgl.transformer import read_transformer, write_random_transformer
 from pxgl.transformer.gpu import prediction_pixels
-from pxgl.transformer.meta import MAX_VOCAB
+from pxgl.transformer.meta import (
+    MAX_CONTEXT,
+    MAX_HEAD_DIM,
+    MAX_HEADS,
+    MAX_MLP_WIDTH,
+    MAX_VOCAB,
+    MAX_WIDTH,
+    TransformerArchitecture,
+)
 from pxgl.transformer.pxvm import (
     PxvmTransformer,
     compile_transformer,
@@ -23,6 +31,7 @@ from pxgl.transformer.pxvm import (
     validate_transformer_program,
 )
 from pxgl.transformer.pxvm.asm import assemble, disassemble, is_version_2
+from pxgl.transformer.pxvm.loops import shader_constants, variant_loops
 from pxgl.transformer.pxvm.opcodes import BY_NAME, TENSOR_INDEX
 from pxgl.transformer.pxvm.program import Instruction
 
@@ -45,7 +54,7 @@ def test_prefill_logits_and_prediction_pixels_equal_the_oracles(tmp_path, rng, g
     tokens = rng.integers(0, architecture.vocab_size, n)
     model = PxvmTransformer(gpu, spec, pixels, loop_budget=SPLIT_BUDGET if quant == "q4" else DISPATCH_LOOPS)
     if quant == "q4":
-        assert math.ceil(n / model.plan.attend_segment) > 1, "the attention must run in several segments here"
+        assert math.ceil(n / model.attend_segment) > 1, "the attention must run in several segments here"
     try:
         ours = model.run(tokens)
     finally:
@@ -63,7 +72,7 @@ def test_a_vocabulary_past_65536_predicts_in_two_pixels_through_split_argmax(tmp
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, "q8")
     tokens = rng.integers(65536, vocab, 12)  # ids that need the third byte; 12 rows: a median margin ≥ 10 τ
     model = PxvmTransformer(gpu, spec, pixels, loop_budget=SPLIT_BUDGET)
-    assert math.ceil(vocab / model.plan.argmax_segment) > 1, "the prediction must run in several segments here"
+    assert math.ceil(vocab / model.predict_segment) > 1, "the prediction must run in several segments here"
     try:
         ours = model.run(tokens)
     finally:
@@ -227,3 +236,19 @@ def test_a_model_past_pxvms_bounds_is_refused_in_one_line_naming_passes(tmp_path
     monkeypatch.setattr(gpu, "limits", dataclasses.replace(gpu.limits, max_storage_block_size=stream - 4))
     with pytest.raises(PxglError, match=r"^pxvm: the weight stream is [\d,]+ bytes, past .* use the passes executor"):
         PxvmTransformer(gpu, spec, pixels)
+
+
+def test_every_variant_stays_within_one_dispatchs_loops_for_every_shape_the_spec_allows(rng):
+    """The interpreter's MATVEC walks a row unsplit and the norms a width: within 57,344 loops an invocation at
+    §14.1's extremes, and the attention's and prediction's segments are planned within them too."""
+    extremes = {"vocab_size": MAX_VOCAB, "context_length": MAX_CONTEXT, "width": MAX_WIDTH, "head_dim": MAX_HEAD_DIM}
+    extremes |= {"heads": MAX_HEADS, "kv_heads": 1, "mlp_width": MAX_MLP_WIDTH, "attention_scale": 1.0}
+    smallest = {"vocab_size": 2, "context_length": 2, "width": 1, "heads": 1, "head_dim": 1, "mlp_width": 1}
+    base = vars(styled(rng, "gpt2"))
+    shapes = [base | extremes, base | extremes | smallest]
+    for _ in range(100):
+        drawn = {key: int(rng.integers(1 if key != "vocab_size" else 2, top + 1)) for key, top in extremes.items()}
+        shapes.append(base | extremes | {k: v for k, v in drawn.items() if k in ("vocab_size", "width", "mlp_width")})
+    for shape in shapes:
+        constants, _, _ = shader_constants(TransformerArchitecture(**shape), DISPATCH_LOOPS)
+        assert variant_loops(constants) <= DISPATCH_LOOPS, shape

@@ -11,16 +11,27 @@ import numpy as np
 from ...errors import PxglError
 from ...gl import Buffer, GLBackend, GpuProgram
 from ...kernel import DISPATCH_LOOPS, Constants
-from ..gpu.executor import ATTEND_SCRATCH, Prefill, folded
-from ..gpu.kernels import QUANT_CODES, kernel_constants
-from ..gpu.loops import GROUP, TILE, ceil_div, plan_loops
+from ..gpu import Prefill
+from ..gpu.loops import GROUP, ceil_div
 from ..meta import TransformerSpec
 from ..numpy_executor import rope_frequencies
 from .compiler import compile_transformer
 from .kernels import PXVM_TF, UNIFORMS, variant_constant
+from .loops import QUANT_CODES, TILE, shader_constants
 from .opcodes import OPS, TENSORS
 from .program import Instruction, TransformerProgram
 from .validator import validate_transformer_program
+
+MAX_GROUPS = 65535
+"""Work groups GL guarantees on each axis; longer grids fold into a second one."""
+ATTEND_SCRATCH = 1 << 23
+"""Floats of attention partials one dispatch writes at most; a long prefill's queries run in blocks."""
+
+
+def folded(groups: int) -> tuple[int, int, int]:
+    x = min(groups, MAX_GROUPS)
+    return x, ceil_div(groups, x), 1
+
 
 ELEMENTS = {
     "EMBED": lambda ins, a: ins["width"],
@@ -63,7 +74,7 @@ class PxvmTransformer:
         if program.spec is not spec:
             raise PxglError(f"{program.source}: the program was not validated for this model; validate it first")
         self.gpu, self.spec, self.architecture, self.program = gpu, spec, a, program
-        self.plan = plan_loops(a, loop_budget)
+        constants, self.attend_segment, self.predict_segment = shader_constants(a, loop_budget)
         self.row_words = ceil_div(a.kv_heads * a.head_dim, 2)
         model = {
             **{f"OP_{op.name}": op.code for op in OPS},
@@ -77,7 +88,7 @@ class PxvmTransformer:
             "ATTENTION_SCALE": float(a.attention_scale),
             "ROPE_PAIRS": int(a.rope is not None and a.rope.rotation == "pairs"),
         }
-        self.constants = kernel_constants(a.head_dim, self.plan.bounds) | model
+        self.constants = constants | model
         self._variants: dict[tuple[str, int], GpuProgram] = {}
         binding = gpu.limits.max_storage_block_size
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
@@ -245,7 +256,7 @@ class PxvmTransformer:
         if name == "ATTEND":
             return self._attend(rows)
         if name == "PREDICT":
-            segment = self.plan.argmax_segment
+            segment = self.predict_segment
             segments = ceil_div(a.vocab_size, segment)
             self._scratch("partial", 12 * rows * segments)
             split = {"segment": segment, "segments": segments}
@@ -254,7 +265,7 @@ class PxvmTransformer:
 
     def _attend(self, rows: int) -> list[tuple[tuple[int, int, int], dict[str, int]]]:
         a = self.architecture
-        segment = self.plan.attend_segment
+        segment = self.attend_segment
         segments = ceil_div(self.length + rows, segment)
         per_query = a.heads * segments * (a.head_dim + 2)
         block = max(1, min(rows, ATTEND_SCRATCH // per_query))

@@ -2,8 +2,7 @@
 (opcode, phase) a program uses with that variant's VARIANT constant."""
 
 from ...kernel import Kernel, Shared, Storage, Uniform
-from ..gpu.kernels import TOP1_SHARED
-from ..gpu.loops import KERNEL_LOOPS
+from .loops import variant_loops
 from .opcodes import BY_NAME
 
 BUFFERS = ("weights", "table", "program", "act", "keys", "values", "tokens", "rope_table", "partial", "predictions")
@@ -12,15 +11,16 @@ SHARED = (
     Shared("sums", "float", "LOCAL_SIZE"),
     Shared("scores", "float", "LOCAL_SIZE"),
     Shared("top", "float", "LOCAL_SIZE"),
-    *TOP1_SHARED,
+    Shared("top_value", "float", "LOCAL_SIZE"),
+    Shared("top_sum", "float", "LOCAL_SIZE"),
+    Shared("top_index", "int", "LOCAL_SIZE"),
 )
 UNIFORMS = ("pc", "row0", "rows", "start", "row_floats", "groups_x", "first_query", "segment", "segments", "token_at")
 PXVM_TF = Kernel(
     "pxvm_tf",
     (*(Storage(name) for name in BUFFERS), *(Uniform(name) for name in UNIFORMS)),
     SHARED,
-    # one instruction a dispatch, split as the passes kernel of its operation: at most the largest count
-    loops=lambda constants, local_size: max(count(constants) for count in KERNEL_LOOPS.values()),
+    loops=lambda constants, local_size: variant_loops(constants),
 )
 """Every variant's declaration: glsl/pxvm_tf.comp compiled with VARIANT (variant_constant) among its constants."""
 
