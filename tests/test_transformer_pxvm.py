@@ -12,7 +12,7 @@ from pxgl.errors import PxglError
 from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.pxvm.program import decode_program
 from pxgl.transformer import read_transformer, write_random_transformer
-from pxgl.transformer.gpu import prediction_pixels
+from pxgl.transformer.gpu import Choice, prediction_pixels
 from pxgl.transformer.meta import (
     MAX_CONTEXT,
     MAX_HEAD_DIM,
@@ -96,7 +96,10 @@ def test_greedy_generation_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, 
     steps = context - len(prompt)
     model = PxvmTransformer(gpu, spec, pixels)
     try:
-        generated = model.generate(prompt, steps)
+        for sampled in (Choice(temperature=0.7), Choice(top_logprobs=2), Choice(repetition_penalty=1.2)):
+            with pytest.raises(PxglError, match=r"^pxvm generates greedily .* need the passes executor \(-x passes\)$"):
+                model.generate(prompt, steps, sampled)
+        generated = model.generate(prompt, steps, Choice())
         with pytest.raises(PxglError, match="the context holds"):
             model.generate(generated[-1:], 1)
     finally:

@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import PxglError
 from ...gl import Buffer, GLBackend, GpuProgram
 from ...kernel import DISPATCH_LOOPS, Constants
-from ..gpu import Prefill
+from ..gpu import Choice, Prefill
 from ..gpu.loops import GROUP, ceil_div
 from ..meta import TransformerSpec
 from ..numpy_executor import rope_frequencies
@@ -54,6 +54,17 @@ def tensor_table(spec: TransformerSpec) -> np.ndarray:
             floats = np.array([t.scale, float(t.zero_point)], np.float32).view(np.uint32)
             table[index] = (t.offset, QUANT_CODES[t.quant], *floats)
     return table
+
+
+def check_greedy(choice: Choice) -> None:
+    """docs/FORMATS.md §11: pxvm generates greedily, with no alternatives; anything else names passes."""
+    choice.check()
+    if choice.temperature > 0 or choice.top_logprobs > 0 or choice.repetition_penalty != 1:
+        raise PxglError(
+            f"pxvm generates greedily (each prediction's id is the next token): temperature {choice.temperature:g}, "
+            f"top_logprobs {choice.top_logprobs} and repetition_penalty {choice.repetition_penalty:g} need the "
+            "passes executor (-x passes)"
+        )
 
 
 class PxvmTransformer:
@@ -184,9 +195,12 @@ class PxvmTransformer:
         words = words.reshape(predicted, 2)
         return logits, words[:, 0].astype(np.int64), words[:, 1].view(np.float32).copy()
 
-    def generate(self, prompt: Sequence[int], steps: int) -> np.ndarray:
+    def generate(self, prompt: Sequence[int], steps: int, choice: Choice | None = None) -> np.ndarray:
         """Greedy: the prompt appended, then `steps` tokens each the argmax of the position before it, chosen
-        and written as the next token on the GPU; the host reads them at the end."""
+        and written as the next token on the GPU; the host reads them at the end. A `choice` other than greedy
+        without alternatives is refused (§11: pxvm keeps no logits to draw from)."""
+        if choice is not None:
+            check_greedy(choice)
         ids = np.asarray(prompt, dtype=np.int64)
         if steps < 1:
             raise PxglError(f"generate {steps} tokens: give at least 1")
