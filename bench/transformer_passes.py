@@ -1,8 +1,8 @@
-"""Version 2 on the GPU: the passes executor's load, prefill and greedy decode times on a random member of a
+"""Version 2 on the GPU: the passes (or pxvm) executor's load, prefill and greedy decode times on a random member of a
 named shape, its greedy tokens checked against the engine's numpy executor (each the argmax of the numpy
 logits over the generated sequence, or a near-tie). Prints one JSON object.
 
-    python -m bench.transformer_passes --shape gpt2-124m --quant q8 --prompt 16 --tokens 8
+    python -m bench.transformer_passes --shape gpt2-124m --quant q8 --prompt 16 --tokens 8 [--executor pxvm]
 """
 
 import argparse
@@ -14,6 +14,7 @@ from pxgl.gl import GLBackend
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, lay_out, random_values
 from pxgl.transformer.gpu import PassesTransformer
 from pxgl.transformer.meta import Rope
+from pxgl.transformer.pxvm import PxvmTransformer
 
 from tests.reference import transformer as oracle
 
@@ -30,6 +31,7 @@ SHAPES = {
     | {"mlp_kind": "silu_gated", "biases": frozenset(), "vocab_size": 32000, "context_length": 2048, "width": 1024}
     | {"layers": 8, "heads": 16, "kv_heads": 4, "head_dim": 64, "attention_scale": 0.125, "mlp_width": 2816},
 }
+EXECUTORS = {"passes": PassesTransformer, "pxvm": PxvmTransformer}
 
 
 def main() -> None:
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--executor", choices=EXECUTORS, default="passes")
     parser.add_argument("--no-check", action="store_true", help="skip the numpy replay (large shapes are slow)")
     args = parser.parse_args()
     architecture = TransformerArchitecture(**SHAPES[args.shape])
@@ -47,7 +50,7 @@ def main() -> None:
     prompt = rng.integers(0, architecture.vocab_size, args.prompt)
     gpu = GLBackend()
     began = time.perf_counter()
-    model = PassesTransformer(gpu, spec, weight_bytes)
+    model = EXECUTORS[args.executor](gpu, spec, weight_bytes)
     gpu.wait_for_gpu()
     loaded = time.perf_counter()
     model.run(prompt, all_logits=False)  # warm: the first run allocates the activations
@@ -62,6 +65,7 @@ def main() -> None:
     model.close()
     result = {
         "renderer": gpu.renderer,
+        "executor": args.executor,
         "shape": args.shape,
         "quant": args.quant,
         "weight_bytes": len(weight_bytes),

@@ -22,6 +22,8 @@ class Kind(Enum):
     """An element count, at least 1."""
     OFFSET = auto()
     """An element offset into a tensor."""
+    LAYER = auto()
+    """A layer of the KV cache (version 2, docs/FORMATS.md §7.7)."""
 
 
 @dataclass(frozen=True)

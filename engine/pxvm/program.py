@@ -27,6 +27,8 @@ from .opcodes import (
 )
 
 FORMAT_HINT = "see docs/FORMATS.md §7, or rebuild it with `pxgl compile`"
+TRANSFORMER_VERSION = 2
+"""Programs of version-2 models (docs/FORMATS.md §7.7): engine/transformer/pxvm/ reads them."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def decode_program(pixels: np.ndarray, source: str) -> Program:
             f"{source}: not a pxVM program: pixel 0 is {first}, not the magic {MAGIC} ('pxV'); {FORMAT_HINT}"
         )
     version, scratch_size = operand_value(stream[1]), operand_value(stream[2])
+    if version == TRANSFORMER_VERSION:
+        raise PxglError(f"{source}: a version-2 pxVM program runs on a version-2 (transformer) model only")
     if version not in VERSIONS:
         raise PxglError(f"{source}: pxVM program version {version}; this pxgl runs versions 0 to {VERSION}")
     if not 1 <= scratch_size <= MAX_SCRATCH[version]:
