@@ -91,11 +91,8 @@ class PassesTransformer(GPUTransformer):
         kernels = [kernel for kernel in k.KERNELS if kernel is not k.PROJECT]  # compiled per shape below
         self.programs = {kernel.shader: gpu.program(kernel, self.constants, GROUP) for kernel in kernels}
         self.project_shapes = PROJECT_SHAPES["cpu" if gpu.cpu_renderer else "gpu"]
-        """(rows, positions, split) of tf_project: one position's, then more's."""
-        self.project_programs = [
-            gpu.program(k.PROJECT, k.project_kernel_constants(*shape, self.plan.project[shape]), GROUP)
-            for shape in self.project_shapes
-        ]
+        """(rows, positions, split) of tf_project, by positions (each compiled at its first run)."""
+        self.project_constants = {s: k.project_kernel_constants(*s, self.plan.project[s]) for s in self.project_shapes}
         self._scratches: dict[str, Buffer] = {}
 
     def reset(self) -> None:
@@ -207,9 +204,10 @@ class PassesTransformer(GPUTransformer):
         name = op.tensors[0]
         out_dim, in_dim = self.spec.tensors[name].shape
         bias = op.tensors[1] if len(op.tensors) > 1 else None
-        shape = self.project_shapes[n > 1]
+        shape = next((s for s in self.project_shapes if s[1] >= n), self.project_shapes[-1])
         per_row, tile, split = shape
         blocks, columns = self.plan.project[shape]
+        program = self.gpu.program(k.PROJECT, self.project_constants[shape], GROUP)
         chunk = blocks * BLOCK if self.spec.tensors[name].quant in ("q8", "q4") else columns
         for piece in self.pieces[name]:
             groups = folded(ceil_div(piece.rows, GROUP // split * per_row))
@@ -217,7 +215,7 @@ class PassesTransformer(GPUTransformer):
                 if column0:
                     self.gpu.barrier()
                 self.gpu.run(
-                    self.project_programs[n > 1],
+                    program,
                     (groups[0], groups[1], ceil_div(n, tile)),
                     **self._matrix(name, piece),
                     source=buffers[op.inputs[0]],

@@ -16,10 +16,11 @@ from ..quant import BLOCK
 
 GROUP = 64
 """Invocations of every version-2 work group (OpenGL 4.3 guarantees 1,024)."""
-PROJECT_SHAPES = {"cpu": ((4, 1, 1), (4, 8, 1)), "gpu": ((1, 1, 32), (1, 8, 32))}
+PROJECT_SHAPES = {"cpu": ((4, 1, 1), (4, 4, 1), (4, 8, 1)), "gpu": ((1, 1, 32), (1, 4, 32), (1, 8, 32))}
 """(rows, positions, split) of tf_project: each invocation computes `rows` rows for `positions` positions over
-every `split`-th block of a row, `split` invocations summing one row in shared memory; for one position (a
-decode step), then for more (a prefill); on a renderer that runs shaders on the CPU, then on a GPU. llvmpipe
+every `split`-th block of a row, `split` invocations summing one row in shared memory; a run of n positions
+takes the first whose positions reach n (one: a decode step; a few: slots decoded together), else the last;
+on a renderer that runs shaders on the CPU, then on a GPU. llvmpipe
 pays per SIMD lane for every storage load, so an invocation shares its weight loads across positions and its
 source loads across rows, alone on its rows (measured on 2 AVX2 cores: bench/transformer_passes.py); a GPU
 wants many invocations on one row, reading its blocks side by side (llama.cpp's mul_mat_vec's shape), and a
