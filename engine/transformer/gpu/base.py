@@ -81,15 +81,7 @@ class GPUTransformer:
                 f"the {binding:,} one storage buffer of this GPU binds; use fewer slots"
             )
         self.tensors: dict[str, Buffer] = {}
-        for name, t in spec.tensors.items():
-            if t.nbytes > binding:
-                raise PxglError(
-                    f"tensor '{name}': {t.nbytes:,} bytes are past the {binding:,} one storage buffer of this GPU "
-                    "binds; the passes executor does not split a tensor across buffers yet"
-                )
-            data = np.zeros(ceil_div(t.nbytes, 4) * 4, np.uint8)
-            data[: t.nbytes] = stream[t.offset : t.offset + t.nbytes]
-            self.tensors[name] = self._buffer(data, f"tensor '{name}'")
+        self.upload_tensors(stream)
         self.keys = [gpu.storage_buffer(layer_bytes, f"layer {layer}'s key cache") for layer in range(a.layers)]
         self.values = [gpu.storage_buffer(layer_bytes, f"layer {layer}'s value cache") for layer in range(a.layers)]
         self.cache_bytes = 2 * a.layers * layer_bytes
@@ -106,6 +98,20 @@ class GPUTransformer:
         self._activations: dict[tuple[int, int], dict[str, Buffer]] = {}
         self._lengths = [0] * slots
         self._pending = [False] * slots
+
+    def upload_tensors(self, stream: np.ndarray) -> None:
+        """Every tensor into self.tensors as its raw bytes, one buffer each (an executor may lay them out its own
+        way: docs/FORMATS.md §14.7)."""
+        binding = self.gpu.limits.max_storage_block_size
+        for name, t in self.spec.tensors.items():
+            if t.nbytes > binding:
+                raise PxglError(
+                    f"tensor '{name}': {t.nbytes:,} bytes are past the {binding:,} one storage buffer of this GPU "
+                    "binds; this executor does not split a tensor across buffers"
+                )
+            data = np.zeros(ceil_div(t.nbytes, 4) * 4, np.uint8)
+            data[: t.nbytes] = stream[t.offset : t.offset + t.nbytes]
+            self.tensors[name] = self._buffer(data, f"tensor '{name}'")
 
     def _buffer(self, data: np.ndarray, what: str) -> Buffer:
         buffer = self.gpu.storage_buffer(data.nbytes, what)

@@ -2,11 +2,13 @@
 the GPU, one kernel per operation kind (glsl/tf_*.comp), over the rows of a run — each (slot, position), so
 a prefill's positions of one slot and a decode step's one row a slot run alike (base.py holds the slots).
 
-Every tensor is uploaded as its raw bytes (one storage buffer each: q8/q4 blocks, u8, f16, dequantized inside
-the kernels); activations are float32 buffers of (rows, width); each row's embed, RoPE angle, KV store and
-attention read its own slot and position."""
+Every tensor is uploaded as its bytes (a buffer each, a matrix past one buffer in pieces of whole rows; q8/q4
+blocks packed for vector loads, glsl/tf_blocks.glsl; dequantized inside the kernels); activations are float32
+buffers of (rows, width); each row's embed, RoPE angle, KV store and attention read its own slot and
+position."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,13 +16,16 @@ from ...errors import PxglError
 from ...gl import Buffer, GLBackend
 from ..meta import TransformerSpec
 from ..operations import Operation
+from ..quant import BLOCK, BLOCK_BYTES
 from . import kernels as k
 from .base import GPUTransformer, Prefill, Step
 from .choose import Choice
-from .loops import DISPATCH_LOOPS, GROUP, TILE, ceil_div
+from .loops import DISPATCH_LOOPS, GROUP, PROJECT_SHAPES, ceil_div
 
 MAX_GROUPS = 65535
 """Work groups GL guarantees on each axis; longer grids fold into a second one."""
+MAX_PIECE_BYTES = 1 << 30
+"""The most bytes of a tensor one buffer holds, whatever the GPU binds: kernels index bytes with a GLSL int."""
 ATTEND_SCRATCH = 1 << 23
 """Floats of attention partials one dispatch writes at most; a long prefill's queries are run in blocks."""
 
@@ -40,6 +45,25 @@ def prediction_pixels(ids: np.ndarray, sums: np.ndarray, vocab_size: int) -> np.
     return np.stack([token, np.stack([confidence, zero, zero], axis=-1)], axis=1).astype(np.uint8)
 
 
+def pack_blocks(data: np.ndarray, quant: str) -> np.ndarray:
+    """q8/q4 blocks (§14.3: d, then the quants) as glsl/tf_blocks.glsl reads them: every block's quants, then
+    every block's d; other quantizations as they are."""
+    if quant not in BLOCK_BYTES:
+        return data
+    blocks = data.reshape(-1, BLOCK_BYTES[quant])
+    return np.concatenate([blocks[:, 2:].reshape(-1), blocks[:, :2].reshape(-1)])
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows row0..row0 + rows - 1 of a matrix in a storage buffer (q8/q4 packed: pack_blocks): one piece holds
+    the whole matrix unless it is larger than one buffer may be, when it is split by rows."""
+
+    buffer: Buffer
+    row0: int
+    rows: int
+
+
 def folded(groups: int) -> tuple[int, int, int]:
     x = min(groups, MAX_GROUPS)
     return x, ceil_div(groups, x), 1
@@ -56,9 +80,19 @@ class PassesTransformer(GPUTransformer):
         weight_bytes: bytes | np.ndarray,
         loop_budget: int = DISPATCH_LOOPS,
         slots: int = 1,
+        buffer_bytes: int = 0,
     ) -> None:
+        """`buffer_bytes`: the most bytes one tensor's buffer holds (0: what this GPU binds, at most 1 GiB so
+        every byte offset is a GLSL int); a matrix past it is split by rows."""
+        self.buffer_bytes = buffer_bytes or min(gpu.limits.max_storage_block_size, MAX_PIECE_BYTES)
+        self.pieces: dict[str, list[Piece]] = {}
+        """Each tensor's pieces: its buffer in self.tensors, or (a matrix past one buffer) several of their own."""
         super().__init__(gpu, spec, weight_bytes, slots, loop_budget)
-        self.programs = {kernel.shader: gpu.program(kernel, self.constants, GROUP) for kernel in k.KERNELS}
+        kernels = [kernel for kernel in k.KERNELS if kernel is not k.PROJECT]  # compiled per shape below
+        self.programs = {kernel.shader: gpu.program(kernel, self.constants, GROUP) for kernel in kernels}
+        self.project_shapes = PROJECT_SHAPES["cpu" if gpu.cpu_renderer else "gpu"]
+        """(rows, positions, split) of tf_project, by positions (each compiled at its first run)."""
+        self.project_constants = {s: k.project_kernel_constants(*s, self.plan.project[s]) for s in self.project_shapes}
         self._scratches: dict[str, Buffer] = {}
 
     def reset(self) -> None:
@@ -81,6 +115,26 @@ class PassesTransformer(GPUTransformer):
             ids.append(self.decode([0], [Choice()], [1], steps - 1).ids[:, 0])
         return np.concatenate(ids).astype(np.int64)
 
+    def upload_tensors(self, stream: np.ndarray) -> None:
+        """Each tensor in pieces of whole rows within buffer_bytes (one, in self.tensors, unless it is larger),
+        q8/q4 blocks packed for tf_project's vector loads (pack_blocks)."""
+        most = self.buffer_bytes // 4 * 4
+        for name, t in self.spec.tensors.items():
+            rows = t.shape[0] if len(t.shape) == 2 else 1
+            row_bytes = t.nbytes // rows
+            per_piece = most // row_bytes
+            if per_piece < 1:
+                raise PxglError(f"tensor '{name}': one row of {row_bytes:,} bytes is past the {most:,} a buffer holds")
+            for row0 in range(0, rows, per_piece):
+                count = min(per_piece, rows - row0)
+                begin, size = t.offset + row0 * row_bytes, count * row_bytes
+                data = np.zeros(ceil_div(size, 4) * 4, np.uint8)
+                data[:size] = pack_blocks(stream[begin : begin + size], t.quant)
+                what = f"tensor '{name}'" + (f" rows {row0}..{row0 + count - 1}" if count < rows else "")
+                self.pieces.setdefault(name, []).append(Piece(self._buffer(data, what), row0, count))
+            if len(self.pieces[name]) == 1:
+                self.tensors[name] = self.pieces[name][0].buffer
+
     # --- the passes ------------------------------------------------------------------------------
     def forward(self, step: Step) -> None:
         for op in self.operations:
@@ -89,10 +143,10 @@ class PassesTransformer(GPUTransformer):
             if self.after_operation is not None:
                 self.after_operation(op, step)
 
-    def _matrix(self, name: str) -> dict[str, object]:
+    def _matrix(self, name: str, piece: Piece) -> dict[str, object]:
         t = self.spec.tensors[name]
         return {
-            "matrix": self.tensors[name],
+            "matrix": piece.buffer,
             "m_quant": k.QUANT_CODES[t.quant],
             "m_scale": t.scale,
             "m_zero": float(t.zero_point),
@@ -109,19 +163,22 @@ class PassesTransformer(GPUTransformer):
         for by_position, name in enumerate(op.tensors):
             if by_position:
                 self.gpu.barrier()
-            self.gpu.run(
-                self.programs["tf_embed"],
-                groups,
-                **self._matrix(name),
-                tokens=self.tokens,
-                rows=self.rows,
-                target=buffers[op.output],
-                width=width,
-                positions=n,
-                context=self.context,
-                by_position=by_position,
-                groups_x=groups[0],
-            )
+            for piece in self.pieces[name]:
+                self.gpu.run(
+                    self.programs["tf_embed"],
+                    groups,
+                    **self._matrix(name, piece),
+                    tokens=self.tokens,
+                    rows=self.rows,
+                    target=buffers[op.output],
+                    width=width,
+                    positions=n,
+                    context=self.context,
+                    by_position=by_position,
+                    table_row0=piece.row0,
+                    table_rows=piece.rows,
+                    groups_x=groups[0],
+                )
 
     def _norm(self, op: Operation, step: Step) -> None:
         buffers, n = step.buffers, step.positions
@@ -141,25 +198,40 @@ class PassesTransformer(GPUTransformer):
         )
 
     def _project(self, op: Operation, step: Step, rows: int = 0) -> None:
-        """`rows` (0: all) of the step's last positions."""
+        """`rows` (0: all) of the step's last positions, in tf_project's shape for one position (a decode step)
+        or more; each piece of the matrix a dispatch per chunk of its rows' columns, each adding to the last."""
         buffers, n = step.buffers, rows or step.positions
-        out_dim, in_dim = self.spec.tensors[op.tensors[0]].shape
+        name = op.tensors[0]
+        out_dim, in_dim = self.spec.tensors[name].shape
         bias = op.tensors[1] if len(op.tensors) > 1 else None
-        rows = folded(out_dim)
-        self.gpu.run(
-            self.programs["tf_project"],
-            (rows[0], rows[1], ceil_div(n, TILE)),
-            **self._matrix(op.tensors[0]),
-            source=buffers[op.inputs[0]],
-            target=buffers[op.output],
-            bias=self.tensors[bias or op.tensors[0]],
-            in_dim=in_dim,
-            out_dim=out_dim,
-            positions=n,
-            source_row0=step.positions - n,
-            has_bias=int(bias is not None),
-            groups_x=rows[0],
-        )
+        shape = next((s for s in self.project_shapes if s[1] >= n), self.project_shapes[-1])
+        per_row, tile, split = shape
+        blocks, columns = self.plan.project[shape]
+        program = self.gpu.program(k.PROJECT, self.project_constants[shape], GROUP)
+        chunk = blocks * BLOCK if self.spec.tensors[name].quant in ("q8", "q4") else columns
+        for piece in self.pieces[name]:
+            groups = folded(ceil_div(piece.rows, GROUP // split * per_row))
+            for column0 in range(0, in_dim, chunk):
+                if column0:
+                    self.gpu.barrier()
+                self.gpu.run(
+                    program,
+                    (groups[0], groups[1], ceil_div(n, tile)),
+                    **self._matrix(name, piece),
+                    source=buffers[op.inputs[0]],
+                    target=buffers[op.output],
+                    bias=self.tensors[bias] if bias else piece.buffer,
+                    in_dim=in_dim,
+                    out_dim=out_dim,
+                    rows=piece.rows,
+                    row0=piece.row0,
+                    positions=n,
+                    source_row0=step.positions - n,
+                    column0=column0,
+                    columns=min(chunk, in_dim - column0),
+                    has_bias=int(bias is not None),
+                    groups_x=groups[0],
+                )
 
     def _logits(self, op: Operation, step: Step) -> None:
         self._project(op, step, rows=step.logit_rows)
@@ -268,9 +340,11 @@ class PassesTransformer(GPUTransformer):
         self._elementwise("tf_add", n * self.widths[op.output], target=target, source=source)
 
     def close(self) -> None:
-        for buffer in self._scratches.values():
+        split = [piece.buffer for pieces in self.pieces.values() if len(pieces) > 1 for piece in pieces]
+        for buffer in [*self._scratches.values(), *split]:
             self.gpu.release_storage(buffer)
         self._scratches.clear()
+        self.pieces.clear()
         super().close()
 
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 from ...kernel import Constants, Kernel, Resource, Shared, Storage, Uniform
 from ..quant import BLOCK, BLOCK_BYTES, MATRIX_QUANTS
-from .loops import GROUP, KERNEL_LOOPS, TILE, attend_dims
+from .loops import GROUP, KERNEL_LOOPS, attend_dims, project_constants
 
 QUANT_CODES = {quant: code for code, quant in enumerate(MATRIX_QUANTS)}
 """The `m_quant` uniform of glsl/tf_weights.glsl."""
@@ -33,7 +33,7 @@ EMBED = tf_kernel(
         Storage("tokens"),
         Storage("rows"),
         Storage("target"),
-        *uniforms("width", "positions", "context", "by_position", "groups_x"),
+        *uniforms("width", "positions", "context", "by_position", "table_row0", "table_rows", "groups_x"),
     ),
 )
 NORM = tf_kernel(
@@ -54,9 +54,10 @@ PROJECT = tf_kernel(
         Storage("source"),
         Storage("target"),
         Storage("bias"),
-        *uniforms("in_dim", "out_dim", "positions", "source_row0", "has_bias", "groups_x"),
+        *uniforms("in_dim", "out_dim", "rows", "row0", "positions", "source_row0", "column0", "columns"),
+        *uniforms("has_bias", "groups_x"),
     ),
-    shared=(Shared("partial", "float", "PARTIAL_FLOATS"),),
+    shared=(Shared("partial", "float", "PROJECT_PARTIAL"),),
 )
 ROPE = tf_kernel(
     "tf_rope",
@@ -113,9 +114,19 @@ KERNELS = (EMBED, NORM, PROJECT, ROPE, KV_STORE, ATTEND, ATTEND_COMBINE, ACTIVAT
 
 
 def kernel_constants(head_dim: int, bounds: Mapping[str, int] | None = None) -> Constants:
-    """What every tf_ kernel is compiled with: the quantizations' codes and block sizes, the tiles, and the
+    """What every tf_ kernel is compiled with: the quantizations' codes and block sizes, and the
     model's shape bounds its loops depend on (LoopPlan.bounds; kernels without loops need none)."""
     quants = {f"QUANT_{quant.upper()}": code for quant, code in QUANT_CODES.items()}
     blocks = {f"{quant.upper()}_BLOCK_BYTES": size for quant, size in BLOCK_BYTES.items()}
-    shape = {"BLOCK": BLOCK, "TILE": TILE, "PARTIAL_FLOATS": TILE * GROUP, "ATTEND_DIMS": attend_dims(head_dim)}
+    shape = {"BLOCK": BLOCK, "ATTEND_DIMS": attend_dims(head_dim)}
     return Constants(quants | blocks | shape | dict(bounds or {}))
+
+
+def project_kernel_constants(rows: int, tile: int, split: int, chunks: tuple[int, int]) -> Constants:
+    """tf_project's, for one of loops.PROJECT_SHAPES and its chunks (LoopPlan.project): nothing of the model's,
+    so every model of a process shares its compile. Its shared partial sums: a work group's accumulators
+    where `split` invocations sum a row, else none (one float: GLSL has no empty array)."""
+    quants = {f"QUANT_{quant.upper()}": code for quant, code in QUANT_CODES.items()}
+    blocks = {f"{quant.upper()}_BLOCK_BYTES": size for quant, size in BLOCK_BYTES.items()}
+    partial = {"BLOCK": BLOCK, "PROJECT_PARTIAL": GROUP * rows * tile if split > 1 else 1}
+    return Constants(quants | blocks | partial | project_constants(rows, tile, split, chunks))

@@ -16,8 +16,18 @@ from ..quant import BLOCK
 
 GROUP = 64
 """Invocations of every version-2 work group (OpenGL 4.3 guarantees 1,024)."""
-TILE = 8
-"""Positions one project work group computes, each weight dequantized once for them all."""
+PROJECT_SHAPES = {"cpu": ((4, 1, 1), (4, 4, 1), (4, 8, 1)), "gpu": ((1, 1, 32), (1, 4, 32), (1, 8, 32))}
+"""(rows, positions, split) of tf_project: each invocation computes `rows` rows for `positions` positions over
+every `split`-th block of a row, `split` invocations summing one row in shared memory; a run of n positions
+takes the first whose positions reach n (one: a decode step; a few: slots decoded together), else the last;
+on a renderer that runs shaders on the CPU, then on a GPU. llvmpipe
+pays per SIMD lane for every storage load, so an invocation shares its weight loads across positions and its
+source loads across rows, alone on its rows (measured on 2 AVX2 cores: bench/transformer_passes.py); a GPU
+wants many invocations on one row, reading its blocks side by side (llama.cpp's mul_mat_vec's shape), and a
+tile's source vectors (4 a position) within its registers. Not yet measured on a GPU."""
+PROJECT_SHAPE_NAMES = ("PROJECT_ROWS", "PROJECT_TILE", "PROJECT_SPLIT")
+HALF_VECTORS = BLOCK // 2 // 4
+"""vec4s of source (and words of weights) of half a q8/q4 block."""
 ELEMENTWISE = ("tf_embed", "tf_rope", "tf_kv_store", "tf_activate", "tf_gate", "tf_add")
 """Kernels of one element an invocation: no loop at all."""
 DIGITS = 16
@@ -42,13 +52,48 @@ def norm_loops(width: int) -> int:
     return 3 * ceil_div(width, GROUP) + 2 * reduction_loops()
 
 
-def project_loops(in_dim: int) -> int:
-    """The weights' walk — u8/f16 a column at a time (its TILE positions an inner loop); q8/q4 a block at a
-    time (its partial sums, its words, their 4 or 8 quants, each one's TILE positions) — then the tile's
-    partials and their reduction."""
-    columns = ceil_div(in_dim, GROUP) * (1 + TILE)
-    blocks = ceil_div(ceil_div(in_dim, BLOCK), GROUP) * (2 * TILE + BLOCK // 4 + BLOCK * (1 + TILE))
-    return 2 * TILE + max(columns, blocks) + reduction_loops() * (1 + TILE)
+def project_fixed_loops(rows: int, tile: int, split: int) -> int:
+    """tf_project's loops outside the walk: its positions' and rows' indices, accumulators set and written,
+    and (split) their tree reduction over shared memory: stored, summed in log2(split) steps, read back."""
+    sums = (split.bit_length() + 1) * (1 + rows * tile) if split > 1 else 0
+    return tile + rows + 2 * rows * tile + rows + sums
+
+
+def project_block_loops(rows: int, tile: int) -> int:
+    """One q8/q4 block: its rows' scales, then each half's source vectors and each row's 4 words' products."""
+    half = 1 + tile * (1 + HALF_VECTORS) + rows * (1 + HALF_VECTORS * (1 + tile))
+    return 1 + rows + 2 * half
+
+
+def project_column_loops(rows: int, tile: int) -> int:
+    """One u8/f16 column: its source values, each row's weight and products."""
+    return 1 + tile + rows * (1 + tile)
+
+
+def project_loops(blocks: int, columns: int, rows: int, tile: int, split: int) -> int:
+    """One chunk of `rows` rows for `tile` positions, `split` invocations a row: q8/q4 `blocks` blocks, or
+    u8/f16 `columns` columns, each invocation every split-th."""
+    walk = max(
+        ceil_div(blocks, split) * project_block_loops(rows, tile),
+        ceil_div(columns, split) * project_column_loops(rows, tile),
+    )
+    return project_fixed_loops(rows, tile, split) + walk
+
+
+def project_chunks(rows: int, tile: int, split: int, budget: int) -> tuple[int, int]:
+    """The most q8/q4 blocks and u8/f16 columns of a row one tf_project dispatch walks within `budget` (a
+    longer row is summed over several dispatches, each adding to the last's). Not the model's: every model
+    shares the kernel's compile."""
+    room = budget - project_fixed_loops(rows, tile, split)
+    blocks, columns = room // project_block_loops(rows, tile), room // project_column_loops(rows, tile)
+    return split * max(1, blocks), split * max(1, columns)
+
+
+def project_constants(rows: int, tile: int, split: int, chunks: tuple[int, int]) -> dict[str, int]:
+    """What tf_project is compiled with for one of PROJECT_SHAPES (its chunks from LoopPlan.project)."""
+    blocks, columns = chunks
+    shape = {"PROJECT_ROWS": rows, "PROJECT_TILE": tile, "PROJECT_SPLIT": split}
+    return shape | {"LOOP_PROJECT_BLOCKS": blocks, "LOOP_PROJECT_COLUMNS": columns}
 
 
 def attend_dims(head_dim: int) -> int:
@@ -107,7 +152,9 @@ CHOOSE_ELEMENTWISE = ("tf_choose_copy", "tf_choose_penalize", "tf_choose_logp")
 
 KERNEL_LOOPS: dict[str, Callable[[Mapping[str, int | float]], int]] = dict.fromkeys(ELEMENTWISE, lambda b: 0) | {
     "tf_norm": lambda b: norm_loops(int(b["LOOP_WIDTH"])),
-    "tf_project": lambda b: project_loops(int(b["LOOP_PROJECT_IN"])),
+    "tf_project": lambda b: project_loops(
+        *(int(b[name]) for name in ("LOOP_PROJECT_BLOCKS", "LOOP_PROJECT_COLUMNS", *PROJECT_SHAPE_NAMES))
+    ),
     "tf_attend": lambda b: attend_loops(int(b["LOOP_ATTEND_SEGMENT"]), int(b["LOOP_HEAD_DIM"])),
     "tf_attend_combine": lambda b: attend_combine_loops(int(b["LOOP_ATTEND_SEGMENTS"]), int(b["LOOP_HEAD_DIM"])),
     "tf_argmax": lambda b: argmax_loops(int(b["LOOP_ARGMAX_SEGMENT"])),
@@ -134,6 +181,9 @@ class LoopPlan:
     """Keys one tf_attend work group walks."""
     argmax_segment: int
     """Logits one tf_argmax work group walks."""
+    project: dict[tuple[int, int, int], tuple[int, int]]
+    """For each (rows, positions, split) of PROJECT_SHAPES, the q8/q4 blocks and u8/f16 columns of a row one
+    tf_project dispatch walks."""
     loops: dict[str, int]
     bounds: dict[str, int]
     """The shape numbers each kernel's loops depend on, compiled into it (engine/kernel.py's `loops` reads them
@@ -156,20 +206,24 @@ def plan_loops(architecture: TransformerArchitecture, budget: int = DISPATCH_LOO
     chunks = (budget - 2 * attend_dims(d)) // attend_chunk_loops(d)
     attend_segment = GROUP * max(1, min(chunks, ceil_div(c, GROUP)))
     argmax_segment = GROUP * max(1, min(budget - reduction_loops(), ceil_div(v, GROUP)))
+    shapes = {shape for kind in PROJECT_SHAPES.values() for shape in kind}
+    project = {shape: project_chunks(*shape, budget) for shape in sorted(shapes)}
     bounds = {
         "LOOP_WIDTH": a.width,
-        "LOOP_PROJECT_IN": max(a.width, a.heads * d, a.mlp_width),
         "LOOP_HEAD_DIM": d,
         "LOOP_ATTEND_SEGMENT": attend_segment,
         "LOOP_ATTEND_SEGMENTS": ceil_div(c, attend_segment),
         "LOOP_ARGMAX_SEGMENT": argmax_segment,
         "LOOP_ARGMAX_SEGMENTS": ceil_div(v, argmax_segment),
     }
-    loops = {shader: count(bounds) for shader, count in KERNEL_LOOPS.items()}
+    loops = {shader: count(bounds) for shader, count in KERNEL_LOOPS.items() if shader != "tf_project"}
+    loops["tf_project"] = max(
+        KERNEL_LOOPS["tf_project"](project_constants(*shape, chunks)) for shape, chunks in project.items()
+    )
     shape = f"width {a.width}, heads {a.heads} x {d}, MLP width {a.mlp_width}, context {c}, vocabulary {v}"
     for kernel, count in loops.items():
         check_loops(kernel, count, budget, shape)
-    return LoopPlan(attend_segment, argmax_segment, loops, bounds)
+    return LoopPlan(attend_segment, argmax_segment, project, loops, bounds)
 
 
 @dataclass(frozen=True)
