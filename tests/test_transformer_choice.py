@@ -95,7 +95,9 @@ def test_choosing_on_the_gpu_replays_exactly_over_given_logits(rng, gpu, vocab_r
         np.testing.assert_array_equal(chosen.alternatives[0, r, :k], expected_alternatives, err_msg=what)
         np.testing.assert_allclose(chosen.alternative_logprobs[0, r, :k], logp[expected_alternatives],
                                    atol=LOGP_TOLERANCE, err_msg=what)  # fmt: skip
-    assert compared >= rows - 2, f"only {compared} of {rows} choices compared"
+    # §11's excusal is structural past 65,536 ids (dense running sums near r): 6.7% of 640 oracle rows at
+    # 65,537..70,000 ids, up to 5 of 16 in one call; half the rows compared fails with p ~ 1e-6
+    assert compared >= rows // 2, f"only {compared} of {rows} choices compared"
 
 
 def test_a_prefills_choice_is_made_from_its_last_logits_row(tmp_path, rng, gpu):
