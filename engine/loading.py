@@ -19,7 +19,9 @@ from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundled_name
-from .spec import meta_path_for, read_meta
+from .spec import meta_path_for, read_meta, read_meta_document
+from .transformer.executors import check_transformer_executor
+from .transformer.model import TransformerModel, is_version_2, read_transformer_model
 
 PXVM = "pxvm"
 CLOSE_NAME = 0.75
@@ -29,10 +31,10 @@ CLOSE_NAME = 0.75
 
 @dataclass(frozen=True)
 class Runnable:
-    """What to run: the model, the executor that computes it and, for the pxvm executor, the validated
-    program it interprets (None for the others)."""
+    """What to run: the model (a version-2 transformer's a TransformerModel, §14), the executor that computes
+    it and, for the pxvm executor, the validated program it interprets (None for the others)."""
 
-    model: Model
+    model: Model | TransformerModel
     executor: str
     program: Program | None = None
 
@@ -48,8 +50,9 @@ def model_path(name_or_path: str | Path | None) -> Path:
     return Path(name_or_path)
 
 
-def load_model(name_or_path: str | Path | None = None) -> Model:
-    """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
+def load_model(name_or_path: str | Path | None = None) -> Model | TransformerModel:
+    """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked; a .pxi whose
+    meta is version 2 opens as the transformer it describes (§14)."""
     path = model_path(name_or_path)
     if not path.exists() and path.suffix in ("", WEIGHTS_SUFFIX, CARTRIDGE_SUFFIX):  # else: what a model is, below
         raise PxglError(no_such_model(str(name_or_path)))
@@ -62,6 +65,8 @@ def load_model(name_or_path: str | Path | None = None) -> Model:
             f"{path}: a model is a weights {WEIGHTS_SUFFIX} (with its .meta.json beside it) or a cartridge "
             f"{CARTRIDGE_SUFFIX}"
         )
+    if path.is_file() and is_version_2(read_meta_document(meta_path_for(path))):
+        return read_transformer_model(path)
     return read_weights(path)
 
 
@@ -89,7 +94,11 @@ def model_files(name_or_path: str | Path | None, program: bool = True) -> list[P
     meta = meta_path_for(path)
     files = [path, meta, *([program_path_for(path)] if program else [])]
     if meta.is_file():
-        files.append(path.with_name(read_meta(meta).tokenizer))
+        document = read_meta_document(meta)
+        if not is_version_2(document):
+            files.append(path.with_name(read_meta(meta).tokenizer))
+        elif isinstance(document.get("tokenizer"), str):  # version 2: optional, checked when the model is read
+            files.append(path.with_name(document["tokenizer"]))
     return files
 
 
@@ -100,10 +109,13 @@ def check_executor(name: str, where: str = "") -> str:
     return name
 
 
-def choose_executor(model: Model, asked: str | None) -> str:
+def choose_executor(model: Model | TransformerModel, asked: str | None) -> str:
     """The executor asked for, else the cartridge's own choice, else the engine's default."""
     if asked is not None:
-        return check_executor(asked)
+        check_executor(asked)
+        return check_transformer_executor(asked, model.source) if isinstance(model, TransformerModel) else asked
+    if isinstance(model, TransformerModel):
+        return DEFAULT_EXECUTOR
     if model.cartridge is not None:
         return check_executor(model.cartridge.manifest.executor, f"{model.source}: its manifest names")
     return DEFAULT_EXECUTOR
@@ -122,9 +134,15 @@ def model_program(model: Model, path: Path | None = None) -> Program:
     return validate_program(compile_program(model.spec), model.spec, "compiled program")
 
 
-def plan(model: Model, executor: str | None = None, program: Path | Program | None = None) -> Runnable:
+def plan(
+    model: Model | TransformerModel, executor: str | None = None, program: Path | Program | None = None
+) -> Runnable:
     """How `model` runs: the executor (choose_executor) and, for pxvm, its program (model_program). A
     program implies the pxvm executor; given with another executor it is an error."""
+    if isinstance(model, TransformerModel):
+        if program is not None:
+            raise PxglError(f"{model.source}: a version-2 model runs no pxVM program file (--program)")
+        return Runnable(model, choose_executor(model, executor))
     if program is not None and executor not in (None, PXVM):
         raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
     name = PXVM if program is not None else choose_executor(model, executor)
