@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..loading import Runnable
     from ..tokenizer import Tokenizer
+    from ..transformer.model import TransformerModel
 
 TruncateOption = Annotated[
     bool,
@@ -138,3 +139,28 @@ def evaluate_transformer(
     typer.echo(f"  perplexity     {scores.perplexity:.2f}")
     typer.echo(f"  bits per byte  {scores.bits_per_byte:.4f}")
     typer.echo(f"  scored by the {executor_name} executor on {renderer}")
+
+
+def decode_transformer_pixels(file: Path, model: "TransformerModel", as_json: bool) -> None:
+    """`pxgl decode` of a version-2 model's token texture or prediction pixels (§14.5), one line a row."""
+    from ..pxi import MAX_TOKEN_PIXELS, read_rgb
+    from ..transformer.pixels import decode_rows, is_predictions
+
+    vocab = model.spec.architecture.vocab_size
+    tokenizer = model.tokenizer
+    pixels = read_rgb(file, MAX_TOKEN_PIXELS, kind="token texture or prediction pixels")
+    if not is_predictions(pixels, vocab):
+        for row, ids in enumerate(decode_rows(pixels, vocab, str(file))):
+            text = tokenizer.decode(ids.tolist())
+            if as_json:
+                emit_json({"row": row, "ids": ids.tolist(), "text": text})
+            else:
+                typer.echo(text)
+        return
+    for record in transformer_records(pixels, tokenizer, None):
+        if record["id"] >= vocab:
+            raise PxglError(f"{file}: row {record['row']}: token id {record['id']} ≥ vocab size {vocab}")
+        if as_json:
+            emit_json({key: record[key] for key in ("row", "id", "text", "confidence")})
+        else:
+            typer.echo(f"{record['text']!r}  id {record['id']}  confidence {record['confidence']:.1%}")

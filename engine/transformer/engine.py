@@ -12,7 +12,7 @@ from types import TracebackType
 import numpy as np
 
 from ..errors import PxglError
-from ..generation import GeneratedStep, Generation, Sampling, check_steps, check_top_logprobs
+from ..generation import BY_STEP, GeneratedStep, Generation, Sampling, check_steps, check_top_logprobs
 from ..gl import GLBackend, gl_errors
 from ..loading import Runnable, plan
 from .executors import resolve_transformer_executor
@@ -172,8 +172,7 @@ class TransformerEngine:
         taken = list(
             self.stream(rows, steps, sampling, top_logprobs=top_logprobs, draw_rows=draw_rows, truncate=truncate)
         )
-        stacked = [np.stack([getattr(s, name) for s in taken], axis=1) for name in GeneratedStep.__annotations__]
-        return Generation(*stacked[1:])
+        return Generation(*(np.stack([getattr(s, name) for s in taken], axis=1) for name in BY_STEP))
 
     def stream(
         self,
