@@ -216,6 +216,10 @@ def run(
     check_writes([output], [*model_files(model), input_file, program_file], force)
     gpu = one_device(device)
     runnable = open_model(model, executor, program_file)
+    if is_transformer(runnable):
+        written = {"out": out} if out is not None else {}
+        infer_transformer(runnable, None, input_file, written, None if gpu is None else [gpu], as_json, False)
+        return
     pixels, _ = read_token_texture(input_file, runnable.model.spec.vocab_size)
     with Engine(runnable, device=gpu) as engine:
         with progress_bar(pixels.shape[0]) as bar:
