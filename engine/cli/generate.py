@@ -25,7 +25,13 @@ from .options import (
 )
 from .predict import read_prompt_lines, single_blas_thread, tokenize
 from .report import emit_json, percent, progress_bar, shortened
-from .transformer import TruncateOption, is_transformer, vocab_of
+from .transformer import (
+    RepeatPenaltyOption,
+    TruncateOption,
+    is_transformer,
+    version_2_stream_options,
+    vocab_of,
+)
 
 if TYPE_CHECKING:
     from ..generation import Sampling, TextRow
@@ -83,6 +89,7 @@ def generate(
     as_json: JsonOption = False,
     force: ForceOption = False,
     truncate_prompt: TruncateOption = False,
+    repeat_penalty: RepeatPenaltyOption = 1.0,
 ) -> None:
     """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
     prompt's text is printed as it is generated."""
@@ -125,8 +132,9 @@ def generate(
             raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
         rows = tokenize(tokenizer, prompts, bar_shown=not as_json)
     live = len(prompts) == 1 and not as_json
+    version_2_options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
     answers = answer_prompts(
-        runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live, not as_json, truncate_prompt
+        runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live, not as_json, version_2_options
     )
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
@@ -194,6 +202,7 @@ def ask(
     as_json: JsonOption = False,
     force: ForceOption = False,
     truncate_prompt: TruncateOption = False,
+    repeat_penalty: RepeatPenaltyOption = 1.0,
 ) -> None:
     """Ask a model: its answer streams as text, then shows as colour, a block per token coloured by the
     token's prediction pixel (id % 256, id // 256, confidence); --out writes the pixels, one row per token."""
@@ -217,8 +226,9 @@ def ask(
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, 0))
     tokenizer = runnable.model.tokenizer
     rows = [tokenizer.encode(prompt)]
+    version_2_options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
     (answer,) = answer_prompts(
-        runnable, [prompt], rows, steps, sampling, stops, 0, gpu, live=not as_json, truncate=truncate_prompt
+        runnable, [prompt], rows, steps, sampling, stops, 0, gpu, not as_json, False, version_2_options
     )
     # one prediction pixel (§5) per step: step s predicts the prompt and the s tokens before it
     pixels = np.array([(c.token % 256, c.token // 256, c.confidence) for c in answer.steps], np.uint8)[:, None]
@@ -260,12 +270,13 @@ def answer_prompts(
     gpu: int | None,
     live: bool,
     bar: bool = False,
-    truncate: bool = False,
+    version_2_options: dict | None = None,
 ) -> "list[TextRow]":
     """Generate every prompt's answer (`rows`: the prompts' ids) on GPU `gpu`; `live` (one prompt): print the
     prompt, then its text as it arrives. The prompt is printed with the first token, so that an error before
     it (the engine refusing the model, the GPU failing) is the only output. `bar` (not live): a progress bar
-    of the tokens generated. `truncate`: a version-2 prompt past the context keeps its last tokens that fit."""
+    of the tokens generated. `version_2_options`: what only a version-2 engine's stream takes (truncate,
+    repetition_penalty); a version-1 model refuses a penalty other than 1."""
     from ..engine import Engine
     from ..generation import follow_text
 
@@ -278,8 +289,8 @@ def answer_prompts(
         sys.stdout.flush()
         unshown.clear()
 
-    options = {"truncate": truncate} if is_transformer(runnable) else {}
-    with Engine(runnable, device=gpu) as engine:
+    options, slots = version_2_stream_options(runnable, version_2_options or {}, len(rows))
+    with Engine(runnable, device=gpu, **slots) as engine:
         if live or not bar:
             stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs, **options)
             answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)

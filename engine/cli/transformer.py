@@ -25,6 +25,25 @@ TruncateOption = Annotated[
     ),
 ]
 
+RepeatPenaltyOption = Annotated[
+    float,
+    typer.Option(
+        "--repeat-penalty",
+        help="Version 2: divide the positive logits (multiply the negative) of every token already in the "
+        "sequence by this, before choosing (0 < R ≤ 10; 1: off). Small models loop without one.",
+    ),
+]
+
+
+def version_2_stream_options(runnable: "Runnable", options: dict, prompts: int) -> tuple[dict, dict]:
+    """What a generation's stream and its engine take beyond version 1's: a version-2 engine's options and
+    one KV-cache slot a prompt; a version-1 model refuses a repetition penalty (its generation has none)."""
+    if is_transformer(runnable):
+        return options, {"slots": prompts}
+    if options.get("repetition_penalty", 1.0) != 1.0:
+        raise PxglError("--repeat-penalty: version-1 generation has no repetition penalty; it is version 2's")
+    return {}, {}
+
 
 def is_transformer(runnable: "Runnable") -> bool:
     from ..transformer.model import TransformerModel

@@ -16,10 +16,15 @@ from ..generation import BY_STEP, GeneratedStep, Generation, Sampling, check_ste
 from ..gl import GLBackend, gl_errors
 from ..loading import Runnable, plan
 from .executors import resolve_transformer_executor
-from .gpu import prediction_pixels
+from .gpu import Choice, Chosen, prediction_pixels
+from .gpu.choose import MAX_PENALTY
 from .model import TransformerModel
 from .pixels import decode_rows
 
+MAX_SLOTS = 64
+"""Sequences one engine runs together at most (its KV-cache slots); more prompts run in groups of this many."""
+STREAM_CHUNKS = (1, 2, 4, 8, 16, 32)
+"""Decode steps read back at a time while streaming: the first token soon, then fewer round trips."""
 TRUNCATE_HINT = "shorten it, ask for fewer new tokens, or pass --truncate-prompt to drop its oldest tokens"
 
 
@@ -33,9 +38,11 @@ class TransformerEngine:
         device: int | None = None,
         gpu: GLBackend | None = None,
         tuning: object | None = None,
+        slots: int = 1,
     ) -> None:
         """As Engine's: `model` what engine.loading.open_model returns, or a TransformerModel (the executor then
-        chosen by engine.loading.plan). No version-2 executor takes a program or tuning yet."""
+        chosen by engine.loading.plan). No version-2 executor takes a program or tuning yet. `slots`: the
+        sequences generated together (at most MAX_SLOTS, and as many as one storage block of keys holds)."""
         if isinstance(model, Runnable) and (executor is not None or program is not None):
             raise TypeError("a Runnable already says its executor; pass a TransformerModel to choose one")
         if tuning is not None:
@@ -83,8 +90,18 @@ class TransformerEngine:
 
     @property
     def cache_bytes(self) -> int:
-        """The KV cache the executor holds on the GPU."""
+        """The KV cache the executor holds on the GPU, every slot's."""
         return int(self.executor.cache_bytes)
+
+    @property
+    def slots(self) -> int:
+        return int(self.executor.slots)
+
+    @property
+    def _slot_keys(self) -> int:
+        """One layer's float16 keys of one slot (a storage buffer holds every slot's)."""
+        a = self.architecture
+        return a.context_length * (a.kv_heads * a.head_dim + 1) // 2 * 4
 
     # --- sequences (§14.4) -------------------------------------------------------------------------
     def sequence(self, ids: Sequence[int] | np.ndarray, new: int, truncate: bool, what: str) -> np.ndarray:
@@ -136,9 +153,9 @@ class TransformerEngine:
         ids, sums = np.empty(len(sequences), np.int64), np.empty(len(sequences), np.float32)
         with gl_errors("prompts"):
             for r, sequence in enumerate(sequences):
-                self.executor.reset()
-                last = self.executor.run(sequence, all_logits=False)
-                ids[r], sums[r] = last.ids[0], last.sums[0]
+                self.executor.truncate(0, 0)
+                last = self.executor.prefill(0, sequence)
+                ids[r], sums[r] = last.ids[-1], last.sums[-1]
                 if on_tile is not None:
                     on_tile(1)
         return prediction_pixels(ids, sums, self.architecture.vocab_size)
@@ -146,16 +163,15 @@ class TransformerEngine:
     # --- scoring (§14.6) ---------------------------------------------------------------------------
     def score_window(self, tokens: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
         """One window of a document at positions 0..: the predicted id (argmax, lowest on ties) and log p of
-        each target tokens[first..] from the positions before it."""
+        each target tokens[first..] from the position before it, computed on the GPU."""
         self._check_thread()
+        tokens = np.asarray(tokens, np.int64)
+        following = np.append(tokens[1:], 0)  # row i's target: the token after it (the last row's is unused)
         with gl_errors("scoring"):
-            self.executor.reset()
-            logits = self.executor.run(tokens, all_logits=True).logits[first - 1 : -1].astype(np.float64)
-        top = logits.max(axis=1, keepdims=True)
-        log_sums = np.log(np.exp(logits - top).sum(axis=1))
-        targets = np.asarray(tokens[first:], np.int64)
-        chosen = logits[np.arange(targets.size), targets] - top[:, 0] - log_sums
-        return logits.argmax(axis=1), chosen.astype(np.float32)
+            self.executor.truncate(0, 0)
+            run = self.executor.prefill(0, tokens, targets=following)
+        assert run.targets is not None
+        return run.ids[first - 1 : -1], run.targets[first - 1 : -1]
 
     # --- generation (§11) --------------------------------------------------------------------------
     def generate(
@@ -166,11 +182,20 @@ class TransformerEngine:
         *,
         top_logprobs: int = 0,
         draw_rows: Sequence[int] | None = None,
+        repetition_penalty: float = 1.0,
         truncate: bool = False,
     ) -> Generation:
         """`steps` new tokens after each prompt (§11), every step of every row."""
         taken = list(
-            self.stream(rows, steps, sampling, top_logprobs=top_logprobs, draw_rows=draw_rows, truncate=truncate)
+            self.stream(
+                rows,
+                steps,
+                sampling,
+                top_logprobs=top_logprobs,
+                draw_rows=draw_rows,
+                repetition_penalty=repetition_penalty,
+                truncate=truncate,
+            )
         )
         return Generation(*(np.stack([getattr(s, name) for s in taken], axis=1) for name in BY_STEP))
 
@@ -183,65 +208,106 @@ class TransformerEngine:
         top_logprobs: int = 0,
         draw_rows: Sequence[int] | None = None,
         on_tokens: Callable[[int], None] | None = None,
+        repetition_penalty: float = 1.0,
         truncate: bool = False,
     ) -> Generator[GeneratedStep, None, None]:
-        """As `generate`, one step of every prompt at a time; one prompt's steps as the GPU makes them. Checked
-        before the first step is asked for: prompts past the context fail here, not mid-stream."""
+        """As `generate`, one step of every prompt at a time, as the GPU hands them over: the prompts that fit
+        the slots decode together (one forward a step, the tokens chosen on the GPU), read back in chunks of
+        1, 2, 4, … steps; more prompts run a group of slots after another, each group whole. Checked before
+        the first step is asked for: prompts past the context fail here, not mid-stream."""
         self._check_thread()
         check_steps(steps)
         check_top_logprobs(top_logprobs)
         sampling = sampling or Sampling()
-        if sampling.temperature > 0:
-            raise PxglError("sampled generation of version-2 models is not in this pxgl yet: use --temperature 0")
+        if not 0 < repetition_penalty <= MAX_PENALTY:
+            raise PxglError(f"repetition penalty must lie in (0, {MAX_PENALTY:g}] (1: off), got {repetition_penalty}")
         sequences = [self.sequence(row, steps, truncate, f"prompt {r}") for r, row in enumerate(rows)]
         if not sequences:
             raise PxglError("no prompts to generate from")
-        return self._steps(sequences, steps, top_logprobs, on_tokens)
+        draws = list(range(len(sequences))) if draw_rows is None else [int(d) for d in draw_rows]
+        if len(draws) != len(sequences):
+            raise PxglError(f"draw rows: one a prompt, got {len(draws)} for {len(sequences)}")
+        choices = [
+            Choice(
+                temperature=sampling.temperature,
+                top_k=sampling.top_k or 0,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+                draw_row=draw,
+                repetition_penalty=repetition_penalty,
+                top_logprobs=top_logprobs,
+            )
+            for draw in draws
+        ]
+        for choice in choices:
+            choice.check()
+        return self._steps(sequences, choices, steps, top_logprobs, on_tokens)
 
     def _steps(
         self,
         sequences: list[np.ndarray],
+        choices: list[Choice],
         steps: int,
         top_logprobs: int,
         on_tokens: Callable[[int], None] | None,
     ) -> Generator[GeneratedStep, None, None]:
-        if len(sequences) == 1:
-            rows: list[Iterator[tuple]] = [self._greedy(sequences[0], steps, top_logprobs)]
-        else:  # one sequence at a time: each row whole, then the steps of all
-            rows = [iter(list(self._greedy(sequence, steps, top_logprobs, on_tokens))) for sequence in sequences]
-        for step in range(steps):
-            taken = [next(row) for row in rows]
-            if len(sequences) == 1 and on_tokens is not None:
-                on_tokens(1)
-            tokens, confidences, logprobs, top_ids, top_lps = (np.array(column) for column in zip(*taken, strict=True))
-            yield GeneratedStep(
-                step, tokens, confidences.astype(np.uint8), logprobs.astype(np.float32), top_ids, top_lps
-            )
-
-    def _greedy(
-        self, sequence: np.ndarray, steps: int, top_logprobs: int, on_tokens: Callable[[int], None] | None = None
-    ) -> Iterator[tuple[int, int, float, np.ndarray, np.ndarray]]:
-        """One sequence's greedy steps: (id, confidence byte, log p, top ids, their log p) each, the id the
-        GPU's argmax (lowest on ties), the rest from the step's logits."""
-        if steps == 0:
+        groups = [
+            range(start, min(start + self.slots, len(sequences))) for start in range(0, len(sequences), self.slots)
+        ]
+        if len(groups) == 1:
+            for chosen, first in self._decoded(sequences, choices, steps, on_tokens):
+                yield from steps_of(chosen, first, top_logprobs)
             return
+        blocks = []
+        for group in groups:
+            parts = list(self._decoded([sequences[r] for r in group], [choices[r] for r in group], steps, on_tokens))
+            blocks.append(join_chosen([chosen for chosen, _ in parts], axis=0))
+        yield from steps_of(join_chosen(blocks, axis=1), 0, top_logprobs)
+
+    def _decoded(
+        self,
+        sequences: list[np.ndarray],
+        choices: list[Choice],
+        steps: int,
+        on_tokens: Callable[[int], None] | None,
+    ) -> Iterator[tuple[Chosen, int]]:
+        """Up to `slots` sequences' steps: each prefilled in its slot choosing step 0, then decoded together;
+        (chosen, first step) a chunk at a time."""
+        slots = list(range(len(sequences)))
         with gl_errors("generation"):
-            self.executor.reset()
-            last = self.executor.run(sequence, all_logits=False)
-            for step in range(steps):
-                token = int(last.ids[0])
-                logits = last.logits[0].astype(np.float64)
-                top = logits.max()
-                log_sum = np.log(np.exp(logits - top).sum())
-                ranked = np.lexsort((np.arange(logits.size), -logits))[:top_logprobs]
-                yield (
-                    token,
-                    int(np.round(255 / float(last.sums[0]))),
-                    float(logits[token] - top - log_sum),
-                    ranked,
-                    (logits[ranked] - top - log_sum).astype(np.float32),
-                )
+            firsts = []
+            for slot, (sequence, choice) in enumerate(zip(sequences, choices, strict=True)):
+                self.executor.truncate(slot, 0)
+                chosen = self.executor.prefill(slot, sequence, choice=choice, step=0).chosen
+                assert chosen is not None
+                firsts.append(chosen)
+            yield join_chosen(firsts, axis=1), 0
+            if on_tokens is not None:
+                on_tokens(len(slots))
+            done = 1
+            for chunk in STREAM_CHUNKS[1:] + (STREAM_CHUNKS[-1],) * steps:
+                if done == steps:
+                    return
+                count = min(chunk, steps - done)
+                chosen = self.executor.decode(slots, choices, [done] * len(slots), count)
+                yield chosen, done
                 if on_tokens is not None:
-                    on_tokens(1)
-                if step + 1 < steps:
-                    last = self.executor.run([token], all_logits=False)
+                    on_tokens(count * len(slots))
+                done += count
+
+
+def join_chosen(parts: Sequence[Chosen], axis: int) -> Chosen:
+    """Chosen blocks side by side: later steps (axis 0) or more rows (axis 1)."""
+    fields = ("ids", "logprobs", "alternatives", "alternative_logprobs")
+    return Chosen(*(np.concatenate([getattr(part, name) for part in parts], axis=axis) for name in fields))
+
+
+def steps_of(chosen: Chosen, first: int, top_logprobs: int) -> Iterator[GeneratedStep]:
+    """Each step of a chosen block as §11's GeneratedStep: the confidence byte round(255 p), p = exp(log p)."""
+    for s in range(chosen.ids.shape[0]):
+        logprobs = chosen.logprobs[s]
+        confidences = np.round(255 * np.exp(logprobs.astype(np.float64))).astype(np.uint8)
+        top_ids = chosen.alternatives[s, :, :top_logprobs]
+        yield GeneratedStep(
+            first + s, chosen.ids[s], confidences, logprobs, top_ids, chosen.alternative_logprobs[s, :, :top_logprobs]
+        )
