@@ -19,7 +19,7 @@ from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundled_name
-from .spec import meta_path_for, read_meta, read_meta_document
+from .spec import meta_path_for, read_meta_document, spec_from_meta
 from .transformer.executors import check_transformer_executor
 from .transformer.model import TransformerModel, is_version_2, read_transformer_model
 
@@ -96,7 +96,7 @@ def model_files(name_or_path: str | Path | None, program: bool = True) -> list[P
     if meta.is_file():
         document = read_meta_document(meta)
         if not is_version_2(document):
-            files.append(path.with_name(read_meta(meta).tokenizer))
+            files.append(path.with_name(spec_from_meta(document, str(meta)).tokenizer))
         elif isinstance(document.get("tokenizer"), str):  # version 2: optional, checked when the model is read
             files.append(path.with_name(document["tokenizer"]))
     return files
