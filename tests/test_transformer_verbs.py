@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from pxgl import Engine, open_model
 from pxgl.pxi import read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
 from pxgl.transformer.executors import EXECUTORS
@@ -204,6 +205,24 @@ def test_context_overflow_is_one_line_unless_the_prompt_is_truncated(member, tmp
     logits = last_logits(meta, params, [kept])
     if not oracle.near_tie(logits)[0]:
         assert json.loads(run.stdout)["tokens"][0] == int(logits.argmax())
+
+
+def test_prompts_past_the_slots_run_in_groups_each_as_alone(member, gpu, rng):
+    """An engine of 2 KV-cache slots given 3 prompts decodes them in two groups; each prompt's tokens are those
+    it gets alone, its first the oracle's (away from a near-tie)."""
+    path, _, meta, params = member
+    rows = [rng.integers(0, meta["vocab_size"], int(rng.integers(1, 12))).tolist() for _ in range(3)]
+    steps = 6
+    with Engine(open_model(path), gpu=gpu, slots=2) as engine:
+        assert engine.slots == 2
+        together = engine.generate(rows, steps, top_logprobs=1)
+        alone = [engine.generate([row], steps).tokens[0] for row in rows]
+    assert together.tokens.shape == (3, steps) and together.top_ids.shape == (3, steps, 1)
+    for r, row in enumerate(rows):
+        assert together.tokens[r].tolist() == alone[r].tolist(), f"prompt {r}"
+        logits = last_logits(meta, params, [row])
+        if not oracle.near_tie(logits)[0]:
+            assert together.tokens[r, 0] == logits.argmax() == together.top_ids[r, 0, 0]
 
 
 def test_a_vocabulary_past_65536_gives_two_pixel_predictions(tmp_path, rng):

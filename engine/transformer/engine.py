@@ -60,7 +60,8 @@ class TransformerEngine:
                 self.executor_name, executor_class = resolve_transformer_executor(
                     runnable.executor, self.spec, self.gpu
                 )
-                self.executor = executor_class(self.gpu, self.spec, self.model.weights)
+                slots = max(1, min(slots, MAX_SLOTS, self.gpu.limits.max_storage_block_size // self._slot_keys))
+                self.executor = executor_class(self.gpu, self.spec, self.model.weights, slots=slots)
         except BaseException:
             if self._owns_gpu:
                 self.gpu.release()
@@ -101,7 +102,7 @@ class TransformerEngine:
     def _slot_keys(self) -> int:
         """One layer's float16 keys of one slot (a storage buffer holds every slot's)."""
         a = self.architecture
-        return a.context_length * (a.kv_heads * a.head_dim + 1) // 2 * 4
+        return a.context_length * ((a.kv_heads * a.head_dim + 1) // 2) * 4
 
     # --- sequences (§14.4) -------------------------------------------------------------------------
     def sequence(self, ids: Sequence[int] | np.ndarray, new: int, truncate: bool, what: str) -> np.ndarray:
@@ -147,7 +148,7 @@ class TransformerEngine:
     ) -> np.ndarray:
         """Prediction pixels of prompts of token ids, each run as its own sequence."""
         self._check_thread()
-        sequences = [self.sequence(row, 0, truncate, f"prompt {r}") for r, row in enumerate(rows)]
+        sequences = [self.sequence(row, 0, truncate, prompt_name(r, len(rows))) for r, row in enumerate(rows)]
         if not sequences:
             raise PxglError("no prompts to run")
         ids, sums = np.empty(len(sequences), np.int64), np.empty(len(sequences), np.float32)
@@ -221,7 +222,7 @@ class TransformerEngine:
         sampling = sampling or Sampling()
         if not 0 < repetition_penalty <= MAX_PENALTY:
             raise PxglError(f"repetition penalty must lie in (0, {MAX_PENALTY:g}] (1: off), got {repetition_penalty}")
-        sequences = [self.sequence(row, steps, truncate, f"prompt {r}") for r, row in enumerate(rows)]
+        sequences = [self.sequence(row, steps, truncate, prompt_name(r, len(rows))) for r, row in enumerate(rows)]
         if not sequences:
             raise PxglError("no prompts to generate from")
         draws = list(range(len(sequences))) if draw_rows is None else [int(d) for d in draw_rows]
@@ -294,6 +295,10 @@ class TransformerEngine:
                 if on_tokens is not None:
                     on_tokens(count * len(slots))
                 done += count
+
+
+def prompt_name(row: int, rows: int) -> str:
+    return "the prompt" if rows == 1 else f"prompt {row}"
 
 
 def join_chosen(parts: Sequence[Chosen], axis: int) -> Chosen:
