@@ -263,6 +263,12 @@ def test_inspect_describes_a_version_2_model_and_bad_input_is_one_line(member, t
         name: (entry["quant"], entry["offset"]) for name, entry in meta["tensors"].items()
     }
     assert record["model"]["vocab_size"] == meta["vocab_size"] == tokenizer.vocab_size
+    run = pxgl("info", "-m", str(path), "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    assert record["kv_cache_bytes_per_slot"] == 2 * layers * context * kv * d * 2
+    sizes = [oracle.tensor_bytes(tuple(t["shape"]), t["quant"]) for t in meta["tensors"].values()]
+    assert record["weight_bytes"] == sum(sizes)
 
     write_rgb(tmp_path / "bad.pxi", oracle.token_pixels([meta["vocab_size"]])[None])
     one_line_refusal(pxgl("infer", "-i", "bad.pxi", "-m", str(path), cwd=tmp_path), "vocab size")

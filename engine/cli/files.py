@@ -168,15 +168,33 @@ def models(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
+def info(
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Also tell what this model needs of the GPU: a version-2 model's weights, its KV cache a slot "
+            "and the slots one storage block holds.",
+        ),
+    ] = None,
+) -> None:
     """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
     from dataclasses import asdict
 
     from ..gl import GLBackend
+    from ..loading import load_model
 
+    loaded = load_model(model) if model is not None else None  # a bad model refused before the GPU starts
     gpu = GLBackend(one_device(device))
     record = {"renderer": gpu.renderer, "gl_version": gpu.version, **asdict(gpu.limits)}
     gpu.release()
+    if loaded is not None:
+        from ..transformer.describe import gpu_record
+
+        record |= gpu_record(loaded, gpu.limits.max_storage_block_size)
     if as_json:
         emit_json(record)
         return

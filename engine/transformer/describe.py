@@ -3,10 +3,13 @@ quantization and bytes, the float16 KV cache one sequence of the full context ta
 slot's), the tokenizer."""
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .meta import TransformerArchitecture
 from .model import TransformerModel
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 
 def architecture_record(a: TransformerArchitecture) -> dict[str, Any]:
@@ -56,4 +59,18 @@ def describe_transformer(model: TransformerModel) -> dict[str, Any]:
         "tensors": tensors,
         "tokenizer": tokenizer,
         "verdict": "valid",
+    }
+
+
+def gpu_record(model: "Model | TransformerModel", storage_block: int) -> dict[str, Any]:
+    """What `pxgl info -m MODEL` adds: the model, and for version 2 its weight bytes, its KV cache a slot and
+    how many slots one storage block of keys (every slot's, a layer) holds on this GPU."""
+    if not isinstance(model, TransformerModel):
+        return {"model": model.source, "model_version": model.spec.version}
+    return {
+        "model": model.source,
+        "model_version": 2,
+        "weight_bytes": sum(t.nbytes for t in model.spec.tensors.values()),
+        "kv_cache_bytes_per_slot": model.cache_bytes_per_slot,
+        "kv_slots_per_storage_block": storage_block // model.slot_key_bytes,
     }

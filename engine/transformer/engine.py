@@ -60,7 +60,9 @@ class TransformerEngine:
                 self.executor_name, executor_class = resolve_transformer_executor(
                     runnable.executor, self.spec, self.gpu
                 )
-                slots = max(1, min(slots, MAX_SLOTS, self.gpu.limits.max_storage_block_size // self._slot_keys))
+                slots = max(
+                    1, min(slots, MAX_SLOTS, self.gpu.limits.max_storage_block_size // self.model.slot_key_bytes)
+                )
                 self.executor = executor_class(self.gpu, self.spec, self.model.weights, slots=slots)
         except BaseException:
             if self._owns_gpu:
@@ -97,12 +99,6 @@ class TransformerEngine:
     @property
     def slots(self) -> int:
         return int(self.executor.slots)
-
-    @property
-    def _slot_keys(self) -> int:
-        """One layer's float16 keys of one slot (a storage buffer holds every slot's)."""
-        a = self.architecture
-        return a.context_length * ((a.kv_heads * a.head_dim + 1) // 2) * 4
 
     # --- sequences (§14.4) -------------------------------------------------------------------------
     def sequence(self, ids: Sequence[int] | np.ndarray, new: int, truncate: bool, what: str) -> np.ndarray:

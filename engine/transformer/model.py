@@ -52,6 +52,13 @@ class TransformerModel:
         return tokenizer
 
     @property
+    def slot_key_bytes(self) -> int:
+        """One layer's keys of one slot as a GPU executor stores them (float16 pairs in 32-bit words): every
+        slot's share one storage buffer, which bounds the slots."""
+        a = self.spec.architecture
+        return a.context_length * ((a.kv_heads * a.head_dim + 1) // 2) * 4
+
+    @property
     def cache_bytes_per_slot(self) -> int:
         """The float16 KV cache of one sequence of the full context (§14.4)."""
         a = self.spec.architecture
