@@ -11,6 +11,7 @@ import pytest
 from pxgl import Engine, open_model
 from pxgl.pxi import read_rgb, write_rgb
 from pxgl.tokenizer import Tokenizer
+from pxgl.transformer import engine as transformer_engine
 from pxgl.transformer.executors import EXECUTORS
 from pxgl.transformer.members import write_random_model
 
@@ -223,6 +224,22 @@ def test_prompts_past_the_slots_run_in_groups_each_as_alone(member, gpu, rng):
         logits = last_logits(meta, params, [row])
         if not oracle.near_tie(logits)[0]:
             assert together.tokens[r, 0] == logits.argmax() == together.top_ids[r, 0, 0]
+
+
+def test_a_window_scored_in_pieces_equals_the_oracles_log_softmax(member, gpu, rng, monkeypatch):
+    """A window whose logits would pass SCORE_LOGIT_BYTES (GPT-2's 1,024 positions of 50,257 ids) is prefilled
+    in pieces: each target's log p and predicted id still those of the oracle's whole-window logits."""
+    path, _, meta, params = member
+    monkeypatch.setattr(transformer_engine, "SCORE_LOGIT_BYTES", 4 * 4 * meta["vocab_size"])  # pieces of 4 rows
+    tokens = rng.integers(0, meta["vocab_size"], CONTEXT)
+    first = int(rng.integers(1, CONTEXT))
+    with Engine(open_model(path), gpu=gpu) as engine:
+        ids, logprobs = engine.score_window(tokens, first)
+    logits = oracle.forward(meta, params, tokens).astype(np.float64)[first - 1 : -1]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    expected = (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))[np.arange(len(ids)), tokens[first:]]
+    assert np.abs(logprobs - expected).max() <= oracle.AGREEMENT * (1 + np.abs(logits).max())
+    assert ((ids == logits.argmax(axis=1)) | oracle.near_tie(logits)).all()
 
 
 def test_a_vocabulary_past_65536_gives_two_pixel_predictions(tmp_path, rng):

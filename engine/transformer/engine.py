@@ -25,6 +25,9 @@ MAX_SLOTS = 64
 """Sequences one engine runs together at most (its KV-cache slots); more prompts run in groups of this many."""
 STREAM_CHUNKS = (1, 2, 4, 8, 16, 32)
 """Decode steps read back at a time while streaming: the first token soon, then fewer round trips."""
+SCORE_LOGIT_BYTES = 1 << 25
+"""Logits one scoring prefill holds at most (a power of two of rows): a window of GPT-2's 1,024 positions at
+50,257 ids would be 206 MB of logits, past llvmpipe's 128 MiB storage buffers."""
 TRUNCATE_HINT = "shorten it, ask for fewer new tokens, or pass --truncate-prompt to drop its oldest tokens"
 
 
@@ -160,15 +163,21 @@ class TransformerEngine:
     # --- scoring (§14.6) ---------------------------------------------------------------------------
     def score_window(self, tokens: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
         """One window of a document at positions 0..: the predicted id (argmax, lowest on ties) and log p of
-        each target tokens[first..] from the position before it, computed on the GPU."""
+        each target tokens[first..] from the position before it, computed on the GPU. The window is prefilled
+        in pieces whose logits stay within SCORE_LOGIT_BYTES (a sequence computed in pieces is the same, §14.4)."""
         self._check_thread()
         tokens = np.asarray(tokens, np.int64)
         following = np.append(tokens[1:], 0)  # row i's target: the token after it (the last row's is unused)
+        piece = 1 << max(0, (SCORE_LOGIT_BYTES // (4 * self.architecture.vocab_size)).bit_length() - 1)
+        ids, logprobs = [], []
         with gl_errors("scoring"):
             self.executor.truncate(0, 0)
-            run = self.executor.prefill(0, tokens, targets=following)
-        assert run.targets is not None
-        return run.ids[first - 1 : -1], run.targets[first - 1 : -1]
+            for start in range(0, len(tokens), piece):
+                run = self.executor.prefill(0, tokens[start : start + piece], targets=following[start : start + piece])
+                assert run.targets is not None
+                ids.append(run.ids)
+                logprobs.append(run.targets)
+        return np.concatenate(ids)[first - 1 : -1], np.concatenate(logprobs)[first - 1 : -1]
 
     # --- generation (§11) --------------------------------------------------------------------------
     def generate(
