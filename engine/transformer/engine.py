@@ -118,14 +118,17 @@ class TransformerEngine:
         head = np.array([] if self.spec.bos is None else [self.spec.bos], np.int64)
         room = a.context_length - new - head.size
         if ids.size > room:
+            if truncate and room >= 1:
+                return np.concatenate([head, ids[-room:]])
             counted = f"{head.size + ids.size} tokens{' (bos first)' if head.size else ''}"
-            if not truncate or room < 1:
-                hint = TRUNCATE_HINT if room >= 1 else "ask for fewer new tokens"
-                raise PxglError(
-                    f"{what}: {counted} + {new} new are past the model's context of {a.context_length} positions; "
-                    f"{hint}"
-                )
-            ids = ids[-room:]
+            if room < 1:
+                hint = f"ask for at most {a.context_length - head.size - 1} new tokens"
+            else:
+                hint = TRUNCATE_HINT if new else "shorten it, or pass --truncate-prompt to keep its last tokens"
+            raise PxglError(
+                f"{what}: {counted}{f' + {new} new' if new else ''} are past the model's context of "
+                f"{a.context_length} positions; {hint}"
+            )
         return np.concatenate([head, ids])
 
     # --- predictions (§14.5) -----------------------------------------------------------------------
