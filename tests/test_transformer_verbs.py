@@ -266,6 +266,34 @@ def test_a_vocabulary_past_65536_gives_two_pixel_predictions(tmp_path, rng):
     assert pixels.shape == (1, 2, 3)
     assert_predictions_agree(pixels, last_logits(meta, params, rows), "vocabulary past 65,536")
     assert [json.loads(line)["id"] for line in run.stdout.splitlines()] == oracle.read_predictions(pixels)[0].tolist()
+
+
+def test_a_model_without_a_tokenizer_runs_token_pixels_only(tmp_path, rng):
+    """Token pixels in, pixels out: generate --input writes the greedy film strip the oracle replays; text is
+    refused in one line."""
+    architecture = random_architecture(rng, context_length=CONTEXT)
+    path = tmp_path / "pixels_only.pxi"
+    write_random_model(path, architecture, "q4", int(rng.integers(1 << 32)), head_gain=HEAD_GAIN)
+    meta, params = oracle_reads(path)
+    rows = [rng.integers(0, architecture.vocab_size, n).tolist() for n in (3, 9)]
+    texture = np.zeros((2, 9, 3), np.uint8)
+    for r, row in enumerate(rows):
+        texture[r, : len(row)] = oracle.token_pixels(row)
+    write_rgb(tmp_path / "in.pxi", texture)
+    steps = 4
+    run = pxgl("generate", "-i", "in.pxi", "-m", str(path), "-n", str(steps), "-o", "strip.pxi", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    strip = oracle.token_ids(read_rgb(tmp_path / "strip.pxi"))
+    assert strip.shape == (2, steps)
+    assert strip.tolist() == [json.loads(line)["tokens"] for line in run.stdout.splitlines()]
+    for r, row in enumerate(rows):
+        tokens = sequence(meta, row)
+        for step in range(steps):
+            logits = oracle.forward(meta, params, tokens)[-1:]
+            if oracle.near_tie(logits)[0]:
+                break
+            assert strip[r, step] == logits.argmax(), f"row {r}, step {step}"
+            tokens.append(int(strip[r, step]))
     one_line_refusal(pxgl("infer", "some text", "-m", str(path), cwd=tmp_path), "no tokenizer", "--input")
 
 

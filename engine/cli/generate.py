@@ -28,6 +28,7 @@ from .report import emit_json, percent, progress_bar, shortened
 from .transformer import (
     RepeatPenaltyOption,
     TruncateOption,
+    generate_pixels,
     is_transformer,
     version_2_stream_options,
     vocab_of,
@@ -115,6 +116,10 @@ def generate(
     version_2 = is_transformer(runnable)
     if version_2 and viz is not None:
         raise PxglError("--viz draws version-1 generations here; pxgl viz draws a version-2 model")
+    if version_2 and input_file is not None and not runnable.model.has_tokenizer:  # type: ignore[union-attr]
+        options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
+        generate_pixels(runnable, input_file, out, steps, sampling, stops, logprobs, gpu, as_json, options)
+        return
     tokenizer = runnable.model.tokenizer
     if input_file is not None and version_2:
         from ..transformer.pixels import read_token_rows

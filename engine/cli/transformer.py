@@ -12,6 +12,7 @@ from .report import emit_json, progress_bar, report_predictions
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..generation import Sampling
     from ..loading import Runnable
     from ..tokenizer import Tokenizer
     from ..transformer.model import TransformerModel
@@ -183,3 +184,44 @@ def decode_transformer_pixels(file: Path, model: "TransformerModel", as_json: bo
             emit_json({key: record[key] for key in ("row", "id", "text", "confidence")})
         else:
             typer.echo(f"{record['text']!r}  id {record['id']}  confidence {record['confidence']:.1%}")
+
+
+def generate_pixels(
+    runnable: "Runnable",
+    input_file: Path,
+    out: Path | None,
+    steps: int,
+    sampling: "Sampling",
+    stops: list[bytes],
+    top_logprobs: int,
+    device: int | None,
+    as_json: bool,
+    options: dict,
+) -> None:
+    """`pxgl generate --input` on a version-2 model without a tokenizer: token pixels in, the generated ids
+    out (each row's, `--out` their film strip, §11); no text, so no stop strings."""
+    from ..engine import Engine
+    from ..pxi import write_rgb
+    from ..transformer.pixels import encode_rows, read_token_rows
+
+    if stops:
+        raise PxglError(f"--stop: {runnable.model.source} has no tokenizer, so its tokens have no text to stop at")
+    rows = [row.tolist() for row in read_token_rows(input_file, vocab_of(runnable))]
+    with Engine(runnable, device=device, slots=len(rows)) as engine:
+        generation = engine.generate(rows, steps, sampling, top_logprobs=top_logprobs, **options)
+    if out is not None:
+        write_rgb(out, encode_rows(generation.tokens.tolist(), vocab_of(runnable)))
+    for r in range(len(rows)):
+        tokens = generation.tokens[r].tolist()
+        if not as_json:
+            typer.echo(f"row {r}: {' '.join(map(str, tokens))}")
+            continue
+        record = {"row": r, "tokens": tokens, "logprobs": [round(float(lp), 6) for lp in generation.logprobs[r]]}
+        if top_logprobs:
+            pairs = zip(generation.top_ids[r].tolist(), generation.top_logprobs[r].tolist(), strict=True)
+            record["top_logprobs"] = [
+                [{"id": i, "logprob": round(lp, 6)} for i, lp in zip(ids, lps, strict=True)] for ids, lps in pairs
+            ]
+        emit_json(record | ({"out": str(out)} if out is not None else {}))
+    if out is not None and not as_json:
+        typer.echo(f"→ {out}: the generated tokens' film strip, {len(rows)} row(s)")
