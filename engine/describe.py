@@ -34,7 +34,8 @@ def describe(path: Path) -> dict[str, Any]:
     if meta_path_for(path).exists():
         model = load_model(path)
         if isinstance(model, TransformerModel):
-            return pixel_record(path, model.weights) | describe_transformer(model)
+            images = " + ".join(f"{width}x{height}" for width, height in model.spec.images)
+            return {"file": str(path), "sha256": file_sha256(path), "image": images} | describe_transformer(model)
         return pixel_record(path, model.weights) | describe_weights(model)
     pixels = read_rgb(
         path, MAX_TOKEN_PIXELS, kind="pixel file without a meta"

@@ -19,9 +19,10 @@ from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundled_name
-from .spec import meta_path_for, read_meta_document, spec_from_meta
+from .spec import meta_path_for, read_meta, read_meta_document
 from .transformer.executors import check_transformer_executor
-from .transformer.model import TransformerModel, is_version_2, read_transformer_model
+from .transformer.files import transformer_files
+from .transformer.model import TransformerModel, is_version_2, read_transformer_model, transformer_from_cartridge
 
 PXVM = "pxvm"
 CLOSE_NAME = 0.75
@@ -57,8 +58,10 @@ def load_model(name_or_path: str | Path | None = None) -> Model | TransformerMod
     if not path.exists() and path.suffix in ("", WEIGHTS_SUFFIX, CARTRIDGE_SUFFIX):  # else: what a model is, below
         raise PxglError(no_such_model(str(name_or_path)))
     if path.suffix == CARTRIDGE_SUFFIX:
-        from .cartridge import open_cartridge
+        from .cartridge import TRANSFORMER_VERSION, cartridge_version, open_cartridge
 
+        if cartridge_version(path) == TRANSFORMER_VERSION:
+            return transformer_from_cartridge(path)
         return from_cartridge(open_cartridge(path))
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(
@@ -91,14 +94,13 @@ def model_files(name_or_path: str | Path | None, program: bool = True) -> list[P
     path = model_path(name_or_path)
     if path.suffix != WEIGHTS_SUFFIX:
         return [path]
+    version_2 = transformer_files(path)  # every image, the meta and the tokenizer it names
+    if version_2 is not None:
+        return [*version_2, *([program_path_for(path)] if program else [])]
     meta = meta_path_for(path)
     files = [path, meta, *([program_path_for(path)] if program else [])]
     if meta.is_file():
-        document = read_meta_document(meta)
-        if not is_version_2(document):
-            files.append(path.with_name(spec_from_meta(document, str(meta)).tokenizer))
-        elif isinstance(document.get("tokenizer"), str):  # version 2: optional, checked when the model is read
-            files.append(path.with_name(document["tokenizer"]))
+        files.append(path.with_name(read_meta(meta).tokenizer))
     return files
 
 

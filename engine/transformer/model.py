@@ -5,7 +5,7 @@ meta's `files` record (docs/FORMATS.md §14.1, §2.3)."""
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,18 +16,25 @@ from ..tokenizer import Tokenizer
 from .files import read_transformer
 from .meta import TransformerSpec
 
+if TYPE_CHECKING:
+    from .cartridge import TransformerCartridge
+
 
 @dataclass(frozen=True)
 class TransformerModel:
     spec: TransformerSpec
     weights: np.ndarray
-    """The weight pixels, (height, width, 3) uint8, as read_transformer gives them."""
+    """The weight byte stream (§14.7: every image's bytes in order), 1-D uint8, as read_transformer gives it."""
     source: str
     written: dict[str, Any] = field(default_factory=dict)
+    cartridge: "TransformerCartridge | None" = None
+    """The cartridge the model came from (its tokenizer travels in it), if any."""
 
     @property
     def tokenizer_path(self) -> Path | None:
-        return None if self.spec.tokenizer is None else Path(self.source).with_name(self.spec.tokenizer)
+        if self.cartridge is not None or self.spec.tokenizer is None:
+            return None
+        return Path(self.source).with_name(self.spec.tokenizer)
 
     @property
     def has_tokenizer(self) -> bool:
@@ -37,6 +44,8 @@ class TransformerModel:
     def tokenizer(self) -> Tokenizer:
         """The tokenizer the meta names, checked against the vocabulary; a model without one refuses text in
         one line."""
+        if self.cartridge is not None and self.cartridge.tokenizer is not None:
+            return self.cartridge.tokenizer
         path = self.tokenizer_path
         if path is None:
             raise PxglError(
@@ -75,3 +84,11 @@ def read_transformer_model(path: Path) -> TransformerModel:
     document = read_meta_document(meta_path_for(path))
     written = document.get(WRITTEN, {})
     return TransformerModel(spec, pixels, str(path), written if isinstance(written, dict) else {})
+
+
+def transformer_from_cartridge(path: Path) -> TransformerModel:
+    """A version-2 cartridge (§8.5), checked and read as open_transformer_cartridge does."""
+    from .cartridge import open_transformer_cartridge
+
+    cartridge = open_transformer_cartridge(path)
+    return TransformerModel(cartridge.spec, cartridge.stream, str(path), cartridge=cartridge)
