@@ -93,11 +93,16 @@ def test_infer_text_batch_and_token_pixels_equal_the_oracles(member, tmp_path, r
     assert np.array_equal(read_rgb(tmp_path / "again.pxi"), read_rgb(tmp_path / "p.pxi"))
 
 
-def test_generate_is_the_oracles_greedy_replay(member, tmp_path, rng):
+@pytest.mark.parametrize("executor", sorted(EXECUTORS))
+def test_generate_is_the_oracles_greedy_replay(member, tmp_path, rng, executor):
+    """Greedy tokens, log p and alternatives (pxvm: tokens only, §11: it keeps no logits while generating)."""
     path, tokenizer, meta, params = member
     prompt = text_of(rng, 4)
     steps = int(rng.integers(4, 12))
-    run = pxgl("generate", prompt, "-m", str(path), "-n", str(steps), "--json", "--logprobs", "2", cwd=tmp_path)
+    alternatives = [] if executor == "pxvm" else ["--logprobs", "2"]
+    run = pxgl(
+        "generate", prompt, "-m", str(path), "-x", executor, "-n", str(steps), "--json", *alternatives, cwd=tmp_path
+    )
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout)
     tokens = sequence(meta, tokenizer.encode(prompt))
@@ -106,11 +111,13 @@ def test_generate_is_the_oracles_greedy_replay(member, tmp_path, rng):
         if oracle.near_tie(logits)[0]:
             break  # either id is right; the rest follows another sequence
         assert token == int(logits.argmax()), f"step {step}"
+        tokens.append(token)
+        if executor == "pxvm":
+            continue
         shifted = logits[0].astype(np.float64) - logits.max()
         logp = shifted - np.log(np.exp(shifted).sum())
         assert abs(record["logprobs"][step] - logp[token]) <= 1e-2 * (1 + abs(logp[token]))
         assert record["top_logprobs"][step][0]["id"] == token
-        tokens.append(token)
     assert len(record["tokens"]) == steps
     assert record["text"] == tokenizer.decode(record["tokens"])
 
@@ -317,5 +324,6 @@ def test_inspect_describes_a_version_2_model_and_bad_input_is_one_line(member, t
 
     write_rgb(tmp_path / "bad.pxi", oracle.token_pixels([meta["vocab_size"]])[None])
     one_line_refusal(pxgl("infer", "-i", "bad.pxi", "-m", str(path), cwd=tmp_path), "vocab size")
-    one_line_refusal(pxgl("infer", "x", "-m", str(path), "-x", "pxvm", cwd=tmp_path), "pxvm", "version-2")
+    (tmp_path / "text.txt").write_text("some text to score")
+    one_line_refusal(pxgl("eval", "-m", str(path), "-x", "pxvm", "-t", "text.txt", cwd=tmp_path), "pxvm", "score")
     one_line_refusal(pxgl("eval", "-m", str(path), cwd=tmp_path), "--text")

@@ -316,10 +316,11 @@ def join_chosen(parts: Sequence[Chosen], axis: int) -> Chosen:
 
 
 def steps_of(chosen: Chosen, first: int, top_logprobs: int) -> Iterator[GeneratedStep]:
-    """Each step of a chosen block as §11's GeneratedStep: the confidence byte round(255 p), p = exp(log p)."""
+    """Each step of a chosen block as §11's GeneratedStep: the confidence byte round(255 p), p = exp(log p) (0
+    where an executor reports no log p: pxvm's generation)."""
     for s in range(chosen.ids.shape[0]):
         logprobs = chosen.logprobs[s]
-        confidences = np.round(255 * np.exp(logprobs.astype(np.float64))).astype(np.uint8)
+        confidences = np.round(255 * np.nan_to_num(np.exp(logprobs.astype(np.float64)))).astype(np.uint8)
         top_ids = chosen.alternatives[s, :, :top_logprobs]
         yield GeneratedStep(
             first + s, chosen.ids[s], confidences, logprobs, top_ids, chosen.alternative_logprobs[s, :, :top_logprobs]

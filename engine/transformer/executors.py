@@ -21,7 +21,13 @@ def _passes() -> type:
     return PassesTransformer
 
 
-EXECUTORS: dict[str, Callable[[], type]] = {"passes": _passes}
+def _pxvm() -> type:
+    from .one_sequence import PxvmSequence
+
+    return PxvmSequence
+
+
+EXECUTORS: dict[str, Callable[[], type]] = {"passes": _passes, "pxvm": _pxvm}
 AUTO_ORDER = ("passes",)
 """`auto`'s preference, fastest first: fused where it runs the model, else passes (as version 1's rule)."""
 
