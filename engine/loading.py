@@ -10,6 +10,7 @@ a Runnable is checked and ready before any GPU work starts."""
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PxglError
 from .executors import DEFAULT_EXECUTOR, NAMES
@@ -22,6 +23,9 @@ from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundl
 from .spec import meta_path_for, read_meta, read_meta_document
 from .transformer.executors import check_transformer_executor
 from .transformer.files import transformer_files
+
+if TYPE_CHECKING:
+    from .transformer.pxvm.program import TransformerProgram
 from .transformer.model import TransformerModel, is_version_2, read_transformer_model, transformer_from_cartridge
 
 PXVM = "pxvm"
@@ -37,7 +41,7 @@ class Runnable:
 
     model: Model | TransformerModel
     executor: str
-    program: Program | None = None
+    program: "Program | TransformerProgram | None" = None
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
@@ -142,9 +146,12 @@ def plan(
     """How `model` runs: the executor (choose_executor) and, for pxvm, its program (model_program). A
     program implies the pxvm executor; given with another executor it is an error."""
     if isinstance(model, TransformerModel):
-        if program is not None:
-            raise PxglError(f"{model.source}: a version-2 model runs no pxVM program file (--program)")
-        return Runnable(model, choose_executor(model, executor))
+        if program is not None and executor not in (None, PXVM):
+            raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
+        name = PXVM if program is not None else choose_executor(model, executor)
+        if name != PXVM:
+            return Runnable(model, name)
+        return Runnable(model, name, transformer_program(model, program))
     if program is not None and executor not in (None, PXVM):
         raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
     name = PXVM if program is not None else choose_executor(model, executor)
@@ -155,6 +162,21 @@ def plan(
             raise PxglError(f"{program.source}: the program was not validated for this model")
         return Runnable(model, name, program)
     return Runnable(model, name, model_program(model, program))
+
+
+def transformer_program(model: TransformerModel, path: "Path | Program | None") -> "TransformerProgram | None":
+    """A version-2 model's pxVM program (§7.7), validated against it: `path`, else `name.program.pxi` beside
+    the weights; None: the pxvm executor compiles the model's own."""
+    from .pxi import read_rgb
+    from .transformer.pxvm.files import check_transformer_program
+
+    if path is not None and not isinstance(path, Path):
+        raise PxglError(f"{model.source}: a version-2 model runs a version-2 program file, not a version-1 Program")
+    beside = program_path_for(Path(model.source))
+    chosen = path if path is not None else beside if model.cartridge is None and beside.is_file() else None
+    if chosen is None:
+        return None
+    return check_transformer_program(read_rgb(chosen), str(chosen), model.spec)
 
 
 def open_model(

@@ -303,6 +303,12 @@ def test_a_model_without_a_tokenizer_runs_token_pixels_only(tmp_path, rng):
             tokens.append(int(strip[r, step]))
     one_line_refusal(pxgl("infer", "some text", "-m", str(path), cwd=tmp_path), "no tokenizer", "--input")
 
+    program = tmp_path / "pixels_only.program.pxi"  # pxvm's program, compiled to a file and run from it
+    assert pxgl("compile", "-m", str(path), "-o", str(program), cwd=tmp_path).returncode == 0
+    run = pxgl("infer", "-i", "in.pxi", "-m", str(path), "--program", str(program), "-o", "p.pxi", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert_predictions_agree(read_rgb(tmp_path / "p.pxi"), last_logits(meta, params, rows), "--program")
+
 
 def test_inspect_describes_a_version_2_model_and_bad_input_is_one_line(member, tmp_path):
     path, tokenizer, meta, _ = member

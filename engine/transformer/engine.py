@@ -44,7 +44,8 @@ class TransformerEngine:
         slots: int = 1,
     ) -> None:
         """As Engine's: `model` what engine.loading.open_model returns, or a TransformerModel (the executor then
-        chosen by engine.loading.plan). No version-2 executor takes a program or tuning yet. `slots`: the
+        chosen by engine.loading.plan); pxvm runs the runnable's program, if any. No version-2 executor takes
+        tuning. `slots`: the
         sequences generated together (at most MAX_SLOTS, and as many as one storage block of keys holds)."""
         if isinstance(model, Runnable) and (executor is not None or program is not None):
             raise TypeError("a Runnable already says its executor; pass a TransformerModel to choose one")
@@ -66,7 +67,8 @@ class TransformerEngine:
                 slots = max(
                     1, min(slots, MAX_SLOTS, self.gpu.limits.max_storage_block_size // self.model.slot_key_bytes)
                 )
-                self.executor = executor_class(self.gpu, self.spec, self.model.weights, slots=slots)
+                program = {} if runnable.program is None else {"program": runnable.program}
+                self.executor = executor_class(self.gpu, self.spec, self.model.weights, slots=slots, **program)
         except BaseException:
             if self._owns_gpu:
                 self.gpu.release()

@@ -12,13 +12,21 @@ from ..gl import GLBackend
 from .gpu import Choice, Chosen, Prefill
 from .meta import TransformerSpec
 from .pxvm.executor import PxvmTransformer, check_greedy
+from .pxvm.program import TransformerProgram
 
 
 class PxvmSequence:
     """The pxvm executor with one slot, as TransformerEngine drives every executor."""
 
-    def __init__(self, gpu: GLBackend, spec: TransformerSpec, weight_bytes: np.ndarray, slots: int = 1) -> None:
-        self.inner = PxvmTransformer(gpu, spec, weight_bytes)
+    def __init__(
+        self,
+        gpu: GLBackend,
+        spec: TransformerSpec,
+        weight_bytes: np.ndarray,
+        slots: int = 1,
+        program: TransformerProgram | None = None,
+    ) -> None:
+        self.inner = PxvmTransformer(gpu, spec, weight_bytes, program)
         self.slots, self.cache_bytes = 1, self.inner.cache_bytes
         self._pending: int | None = None
 
