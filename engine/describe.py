@@ -18,6 +18,8 @@ from .pxvm.opcodes import MAGIC
 from .pxvm.program import decode_program
 from .resources import bundled_models
 from .spec import MAX_VOCAB, ModelSpec, meta_path_for
+from .transformer.describe import describe_transformer
+from .transformer.model import TransformerModel
 
 MAX_LISTED_ROWS = 16
 """Rows of a token texture or prediction image listed one by one; the rest are summarised."""
@@ -31,6 +33,9 @@ def describe(path: Path) -> dict[str, Any]:
     # weights bytes are arbitrary, so their first pixel may be the pxVM magic: a meta beside them decides
     if meta_path_for(path).exists():
         model = load_model(path)
+        if isinstance(model, TransformerModel):
+            images = " + ".join(f"{width}x{height}" for width, height in model.spec.images)
+            return {"file": str(path), "sha256": file_sha256(path), "image": images} | describe_transformer(model)
         return pixel_record(path, model.weights) | describe_weights(model)
     pixels = read_rgb(
         path, MAX_TOKEN_PIXELS, kind="pixel file without a meta"

@@ -36,6 +36,7 @@ from .model import Model
 from .pacing import ChunkSizer
 from .pxi import encode_tokens, token_lengths, token_tails
 from .pxvm.program import Program
+from .transformer.model import TransformerModel
 
 BLOCK_PIXELS = 1 << 20
 """Token pixels validated at a time."""
@@ -44,6 +45,14 @@ PASSES = "passes"
 
 
 class Engine:
+    def __new__(cls, model: "Model | Runnable | TransformerModel", **options: object) -> "Engine":
+        """A version-2 model (§14) opens as a TransformerEngine: the same verbs over a transformer."""
+        if cls is Engine and isinstance(model.model if isinstance(model, Runnable) else model, TransformerModel):
+            from .transformer.engine import TransformerEngine
+
+            return TransformerEngine(model, **options)  # type: ignore[return-value,arg-type]
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Model | Runnable,

@@ -10,6 +10,7 @@ a Runnable is checked and ready before any GPU work starts."""
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PxglError
 from .executors import DEFAULT_EXECUTOR, NAMES
@@ -19,7 +20,13 @@ from .pxvm.files import load_program, program_path_for
 from .pxvm.program import Program
 from .pxvm.validator import validate_program
 from .resources import CARTRIDGE_SUFFIX, bundled_model, bundled_models, is_bundled_name
-from .spec import meta_path_for, read_meta
+from .spec import meta_path_for, read_meta, read_meta_document
+from .transformer.executors import check_transformer_executor
+from .transformer.files import transformer_files
+
+if TYPE_CHECKING:
+    from .transformer.pxvm.program import TransformerProgram
+from .transformer.model import TransformerModel, is_version_2, read_transformer_model, transformer_from_cartridge
 
 PXVM = "pxvm"
 CLOSE_NAME = 0.75
@@ -29,12 +36,12 @@ CLOSE_NAME = 0.75
 
 @dataclass(frozen=True)
 class Runnable:
-    """What to run: the model, the executor that computes it and, for the pxvm executor, the validated
-    program it interprets (None for the others)."""
+    """What to run: the model (a version-2 transformer's a TransformerModel, §14), the executor that computes
+    it and, for the pxvm executor, the validated program it interprets (None for the others)."""
 
-    model: Model
+    model: Model | TransformerModel
     executor: str
-    program: Program | None = None
+    program: "Program | TransformerProgram | None" = None
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
@@ -48,20 +55,25 @@ def model_path(name_or_path: str | Path | None) -> Path:
     return Path(name_or_path)
 
 
-def load_model(name_or_path: str | Path | None = None) -> Model:
-    """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked."""
+def load_model(name_or_path: str | Path | None = None) -> Model | TransformerModel:
+    """A weights .pxi (its meta and tokenizer beside it) or a cartridge .pxa, read and checked; a .pxi whose
+    meta is version 2 opens as the transformer it describes (§14)."""
     path = model_path(name_or_path)
     if not path.exists() and path.suffix in ("", WEIGHTS_SUFFIX, CARTRIDGE_SUFFIX):  # else: what a model is, below
         raise PxglError(no_such_model(str(name_or_path)))
     if path.suffix == CARTRIDGE_SUFFIX:
-        from .cartridge import open_cartridge
+        from .cartridge import TRANSFORMER_VERSION, cartridge_version, open_cartridge
 
+        if cartridge_version(path) == TRANSFORMER_VERSION:
+            return transformer_from_cartridge(path)
         return from_cartridge(open_cartridge(path))
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(
             f"{path}: a model is a weights {WEIGHTS_SUFFIX} (with its .meta.json beside it) or a cartridge "
             f"{CARTRIDGE_SUFFIX}"
         )
+    if path.is_file() and is_version_2(read_meta_document(meta_path_for(path))):
+        return read_transformer_model(path)
     return read_weights(path)
 
 
@@ -86,6 +98,9 @@ def model_files(name_or_path: str | Path | None, program: bool = True) -> list[P
     path = model_path(name_or_path)
     if path.suffix != WEIGHTS_SUFFIX:
         return [path]
+    version_2 = transformer_files(path)  # every image, the meta and the tokenizer it names
+    if version_2 is not None:
+        return [*version_2, *([program_path_for(path)] if program else [])]
     meta = meta_path_for(path)
     files = [path, meta, *([program_path_for(path)] if program else [])]
     if meta.is_file():
@@ -100,10 +115,13 @@ def check_executor(name: str, where: str = "") -> str:
     return name
 
 
-def choose_executor(model: Model, asked: str | None) -> str:
+def choose_executor(model: Model | TransformerModel, asked: str | None) -> str:
     """The executor asked for, else the cartridge's own choice, else the engine's default."""
     if asked is not None:
-        return check_executor(asked)
+        check_executor(asked)
+        return check_transformer_executor(asked, model.source) if isinstance(model, TransformerModel) else asked
+    if isinstance(model, TransformerModel):
+        return DEFAULT_EXECUTOR
     if model.cartridge is not None:
         return check_executor(model.cartridge.manifest.executor, f"{model.source}: its manifest names")
     return DEFAULT_EXECUTOR
@@ -122,9 +140,18 @@ def model_program(model: Model, path: Path | None = None) -> Program:
     return validate_program(compile_program(model.spec), model.spec, "compiled program")
 
 
-def plan(model: Model, executor: str | None = None, program: Path | Program | None = None) -> Runnable:
+def plan(
+    model: Model | TransformerModel, executor: str | None = None, program: Path | Program | None = None
+) -> Runnable:
     """How `model` runs: the executor (choose_executor) and, for pxvm, its program (model_program). A
     program implies the pxvm executor; given with another executor it is an error."""
+    if isinstance(model, TransformerModel):
+        if program is not None and executor not in (None, PXVM):
+            raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
+        name = PXVM if program is not None else choose_executor(model, executor)
+        if name != PXVM:
+            return Runnable(model, name)
+        return Runnable(model, name, transformer_program(model, program))
     if program is not None and executor not in (None, PXVM):
         raise PxglError(f"a pxVM program runs on the {PXVM} executor, not {executor!r}")
     name = PXVM if program is not None else choose_executor(model, executor)
@@ -135,6 +162,21 @@ def plan(model: Model, executor: str | None = None, program: Path | Program | No
             raise PxglError(f"{program.source}: the program was not validated for this model")
         return Runnable(model, name, program)
     return Runnable(model, name, model_program(model, program))
+
+
+def transformer_program(model: TransformerModel, path: "Path | Program | None") -> "TransformerProgram | None":
+    """A version-2 model's pxVM program (§7.7), validated against it: `path`, else `name.program.pxi` beside
+    the weights; None: the pxvm executor compiles the model's own."""
+    from .pxi import read_rgb
+    from .transformer.pxvm.files import check_transformer_program
+
+    if path is not None and not isinstance(path, Path):
+        raise PxglError(f"{model.source}: a version-2 model runs a version-2 program file, not a version-1 Program")
+    beside = program_path_for(Path(model.source))
+    chosen = path if path is not None else beside if model.cartridge is None and beside.is_file() else None
+    if chosen is None:
+        return None
+    return check_transformer_program(read_rgb(chosen), str(chosen), model.spec)
 
 
 def open_model(

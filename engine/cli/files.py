@@ -35,12 +35,18 @@ def encode(
     from ..output_kinds import PIXELS
     from ..outputs import Output, check_writes
     from ..pxi import encode_tokens, write_rgb
+    from ..transformer.model import TransformerModel
 
     target = out if out is not None else DEFAULT_TOKENS
     check_writes([Output(target, "--out", PIXELS, default=out is None)], model_files(model), force)
     loaded = load_model(model)
     rows = [loaded.tokenizer.encode(text) for text in texts]
-    write_rgb(target, encode_tokens(rows, loaded.spec.vocab_size))
+    if isinstance(loaded, TransformerModel):  # §14.5: ids past 65,535 take the blue byte
+        from ..transformer.pixels import encode_rows
+
+        write_rgb(target, encode_rows(rows, loaded.spec.architecture.vocab_size))
+    else:
+        write_rgb(target, encode_tokens(rows, loaded.spec.vocab_size))
     typer.echo(f"{target}: {len(rows)} row(s), {max(len(r) for r in rows)} pixel(s) wide")
 
 
@@ -53,9 +59,15 @@ def decode(
     """Turn a token texture or prediction pixels back into text, one line per row."""
     from ..loading import load_model
     from ..pxi import decode_predictions, decode_tokens, is_prediction_image, read_prompt_pixels
+    from ..transformer.model import TransformerModel
 
     loaded = load_model(model)
     tokenizer = loaded.tokenizer
+    if isinstance(loaded, TransformerModel):
+        from .transformer import decode_transformer_pixels
+
+        decode_transformer_pixels(file, loaded, as_json)
+        return
     pixels = read_prompt_pixels(file, loaded.spec.vocab_size)
     if is_prediction_image(pixels):
         ids, confidence = decode_predictions(pixels, str(file), loaded.spec.vocab_size)
@@ -156,15 +168,33 @@ def models(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def info(device: DeviceOption = None, as_json: JsonOption = False) -> None:
+def info(
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Also tell what this model needs of the GPU: a version-2 model's weights, its KV cache a slot "
+            "and the slots one storage block holds.",
+        ),
+    ] = None,
+) -> None:
     """Show the GPU pxgl runs on: renderer, GL version and the limits the engine relies on."""
     from dataclasses import asdict
 
     from ..gl import GLBackend
+    from ..loading import load_model
 
+    loaded = load_model(model) if model is not None else None  # a bad model refused before the GPU starts
     gpu = GLBackend(one_device(device))
     record = {"renderer": gpu.renderer, "gl_version": gpu.version, **asdict(gpu.limits)}
     gpu.release()
+    if loaded is not None:
+        from ..transformer.describe import gpu_record
+
+        record |= gpu_record(loaded, gpu.limits.max_storage_block_size)
     if as_json:
         emit_json(record)
         return

@@ -25,6 +25,14 @@ from .options import (
 )
 from .predict import read_prompt_lines, single_blas_thread, tokenize
 from .report import emit_json, percent, progress_bar, shortened
+from .transformer import (
+    RepeatPenaltyOption,
+    TruncateOption,
+    generate_pixels,
+    is_transformer,
+    version_2_stream_options,
+    vocab_of,
+)
 
 if TYPE_CHECKING:
     from ..generation import Sampling, TextRow
@@ -81,6 +89,8 @@ def generate(
     device: DeviceOption = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
+    truncate_prompt: TruncateOption = False,
+    repeat_penalty: RepeatPenaltyOption = 1.0,
 ) -> None:
     """Generate text: each predicted token becomes the next input token, on the GPU, for -n steps. One
     prompt's text is printed as it is generated."""
@@ -103,8 +113,20 @@ def generate(
     if viz is not None:
         check_output_dir(viz, "--viz", inputs, {STRIP_NAMES: PNG}, force, [strip])
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, logprobs))
+    version_2 = is_transformer(runnable)
+    if version_2 and viz is not None:
+        raise PxglError("--viz draws version-1 generations here; pxgl viz draws a version-2 model")
+    if version_2 and input_file is not None and not runnable.model.has_tokenizer:  # type: ignore[union-attr]
+        options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
+        generate_pixels(runnable, input_file, out, steps, sampling, stops, logprobs, gpu, as_json, options)
+        return
     tokenizer = runnable.model.tokenizer
-    if input_file is not None:
+    if input_file is not None and version_2:
+        from ..transformer.pixels import read_token_rows
+
+        rows = [row.tolist() for row in read_token_rows(input_file, vocab_of(runnable))]
+        prompts = [tokenizer.decode(row) for row in rows]
+    elif input_file is not None:
         pixels, lengths = read_token_texture(input_file, runnable.model.spec.vocab_size)
         ids = token_ids(pixels)
         rows = [ids[r, : lengths[r]].tolist() for r in range(len(ids))]
@@ -115,11 +137,19 @@ def generate(
             raise PxglError("the prompt is empty: give some text to continue (a prompt needs at least one token)")
         rows = tokenize(tokenizer, prompts, bar_shown=not as_json)
     live = len(prompts) == 1 and not as_json
-    answers = answer_prompts(runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live, not as_json)
+    version_2_options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
+    answers = answer_prompts(
+        runnable, prompts, rows, steps, sampling, stops, logprobs, gpu, live, not as_json, version_2_options
+    )
     if out is not None:
         # the film strip: each row's tokens up to the one its stop string begins in (never an empty row)
         strips = [[choice.token for choice in answer.steps] for answer in answers]
-        write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
+        if version_2:
+            from ..transformer.pixels import encode_rows
+
+            write_rgb(out, encode_rows(strips, vocab_of(runnable)))
+        else:
+            write_rgb(out, encode_tokens(strips, runnable.model.spec.vocab_size))
     if viz is not None:
         draw_steps(viz, runnable, rows, answers, gpu)
     for number, (text, answer) in enumerate(zip(prompts, answers, strict=True), start=1):
@@ -176,6 +206,8 @@ def ask(
     device: DeviceOption = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
+    truncate_prompt: TruncateOption = False,
+    repeat_penalty: RepeatPenaltyOption = 1.0,
 ) -> None:
     """Ask a model: its answer streams as text, then shows as colour, a block per token coloured by the
     token's prediction pixel (id % 256, id // 256, confidence); --out writes the pixels, one row per token."""
@@ -199,7 +231,10 @@ def ask(
     runnable = open_model(model, generation_executor(executor, sampling.temperature == 0, 0))
     tokenizer = runnable.model.tokenizer
     rows = [tokenizer.encode(prompt)]
-    (answer,) = answer_prompts(runnable, [prompt], rows, steps, sampling, stops, 0, gpu, live=not as_json)
+    version_2_options = {"truncate": truncate_prompt, "repetition_penalty": repeat_penalty}
+    (answer,) = answer_prompts(
+        runnable, [prompt], rows, steps, sampling, stops, 0, gpu, not as_json, False, version_2_options
+    )
     # one prediction pixel (§5) per step: step s predicts the prompt and the s tokens before it
     pixels = np.array([(c.token % 256, c.token // 256, c.confidence) for c in answer.steps], np.uint8)[:, None]
     if out is not None:
@@ -240,11 +275,13 @@ def answer_prompts(
     gpu: int | None,
     live: bool,
     bar: bool = False,
+    version_2_options: dict | None = None,
 ) -> "list[TextRow]":
     """Generate every prompt's answer (`rows`: the prompts' ids) on GPU `gpu`; `live` (one prompt): print the
     prompt, then its text as it arrives. The prompt is printed with the first token, so that an error before
     it (the engine refusing the model, the GPU failing) is the only output. `bar` (not live): a progress bar
-    of the tokens generated."""
+    of the tokens generated. `version_2_options`: what only a version-2 engine's stream takes (truncate,
+    repetition_penalty); a version-1 model refuses a penalty other than 1."""
     from ..engine import Engine
     from ..generation import follow_text
 
@@ -257,16 +294,22 @@ def answer_prompts(
         sys.stdout.flush()
         unshown.clear()
 
-    with Engine(runnable, device=gpu) as engine:
+    options, slots = version_2_stream_options(runnable, version_2_options or {}, len(rows))
+    with Engine(runnable, device=gpu, **slots) as engine:
         if live or not bar:
-            stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs)
+            stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs, **options)
             answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
         else:
             total = len(rows) * steps
             with progress_bar(total) as progress:
                 task = progress.add_task("generating", total=total)
                 stream = engine.stream(
-                    rows, steps, sampling, top_logprobs=top_logprobs, on_tokens=lambda n: progress.advance(task, n)
+                    rows,
+                    steps,
+                    sampling,
+                    top_logprobs=top_logprobs,
+                    on_tokens=lambda n: progress.advance(task, n),
+                    **options,
                 )
                 answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows))
     if live:

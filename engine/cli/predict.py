@@ -23,6 +23,7 @@ from .options import (
     one_device,
 )
 from .report import prediction_records, progress_bar, report_predictions
+from .transformer import TruncateOption, infer_transformer, is_transformer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -92,6 +93,7 @@ def infer(
         Path | None, typer.Option("--viz", help="Also write the visuals of the first prompt's run here (pxgl viz).")
     ] = None,
     force: ForceOption = False,
+    truncate_prompt: TruncateOption = False,
 ) -> None:
     """Predict the next token on the GPU; --out writes it as a prediction pixel (id % 256, id // 256, confidence).
 
@@ -124,6 +126,14 @@ def infer(
         if devices is not None and len(devices) > 1:
             raise PxglError(f"--viz draws one engine's run: give one --device, not {device}")
     runnable = open_model(model, executor, program_file)  # checked on the host, before any GPU work
+    if is_transformer(runnable):
+        if viz_dir is not None:
+            raise PxglError("--viz draws version-1 runs here; pxgl viz draws a version-2 model")
+        prompts_given = None if input_file is not None else [prompt] if prompt is not None else read_prompt_lines(batch)
+        files = (("out", out), ("tokens_out", tokens_out))
+        written = {key: path for key, path in files if path is not None}
+        infer_transformer(runnable, prompts_given, input_file, written, devices, as_json, truncate_prompt)
+        return
     vocab = runnable.model.spec.vocab_size
     tokenizer = None if input_file is not None else runnable.model.tokenizer
     prompts: list[str] | None = None
@@ -206,6 +216,10 @@ def run(
     check_writes([output], [*model_files(model), input_file, program_file], force)
     gpu = one_device(device)
     runnable = open_model(model, executor, program_file)
+    if is_transformer(runnable):
+        written = {"out": out} if out is not None else {}
+        infer_transformer(runnable, None, input_file, written, None if gpu is None else [gpu], as_json, False)
+        return
     pixels, _ = read_token_texture(input_file, runnable.model.spec.vocab_size)
     with Engine(runnable, device=gpu) as engine:
         with progress_bar(pixels.shape[0]) as bar:

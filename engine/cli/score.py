@@ -9,6 +9,7 @@ import typer
 from .app import app
 from .options import DeviceOption, ExecutorOption, JsonOption, ModelOption
 from .report import emit_json, progress_bar
+from .transformer import evaluate_transformer, is_transformer
 
 
 @app.command("eval")
@@ -40,6 +41,9 @@ def evaluate(
 
     runnable = open_model(model, executor)
     devices = parse_devices(device)
+    if is_transformer(runnable):
+        evaluate_transformer(runnable, text, devices, as_json)
+        return
     if text:
         # Each file's text is held once; its documents are cut from it as they are scored.
         texts = [read_text(path, "text file") for path in text]
