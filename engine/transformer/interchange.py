@@ -43,7 +43,7 @@ QUANTS = ("q8", "q4", "u8", "f16")
 def is_transformer(document: dict) -> bool:
     """An architecture object of version 2 (§10): `"version": 2` among its keys."""
     version = document.get("version")
-    return version == 2 and not isinstance(version, bool)
+    return type(version) is int and version == 2
 
 
 def transformer_architecture(document: dict, source: str) -> tuple[TransformerArchitecture, int | None]:

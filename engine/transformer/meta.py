@@ -294,7 +294,7 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
     """Validate a parsed version-2 meta document (§14.1) and build its spec."""
     if not isinstance(meta, dict):
         raise PxglError(f"{where}: expected a JSON object")
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION or type(meta.get("version")) is not int:
         raise PxglError(f"{where}: not a {FORMAT} version-{VERSION} meta (docs/FORMATS.md §14)")
     _require(meta, TOP_LEVEL, where)
     images = _images(meta, where)
