@@ -1,13 +1,15 @@
 """Hostile inputs to what version 2 reads (docs/FORMATS.md §14): a meta whose version is the float 2.0, an output
-named as a model's image k ≥ 1 (§14.7), and the GPU executors' inputs — token ids, slots, draw steps, step
-counts, Choice values past what their record's words hold, a byte stream shorter than the spec. Each is one
-PxglError before anything is run or written: a slot is left as it was, no file is replaced. The sweep's other
-attacks (bombs, truncations, lying sizes, sha256, NaN weights, cartridges) are refused already, and tested in
-tests/test_transformer_files.py, tests/test_hostile_inputs.py and tests/test_cartridge_hostile.py."""
+named as a model's image k ≥ 1 (§14.7), the GPU executors' inputs — token ids, slots, draw steps, step counts,
+Choice values past what their record's words hold, a byte stream shorter than the spec — and `pxgl viz` of a
+prompt through a tokenizer of another vocabulary. Each is one PxglError before anything is run or written: a
+slot is left as it was, no file is replaced. The sweep's other attacks (bombs, truncations, lying sizes,
+sha256, NaN weights, cartridges) are refused already, and tested in tests/test_transformer_files.py,
+tests/test_hostile_inputs.py and tests/test_cartridge_hostile.py."""
 
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from tests.test_transformer_choice import small_member
 from tests.test_transformer_files import small_architecture
 
 CONTEXT = 16
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def digest(path) -> str:
@@ -124,3 +127,21 @@ def test_a_byte_stream_shorter_than_its_spec_is_refused(executor, gpu):
     _, spec, pixels = executor
     with pytest.raises(PxglError, match="weight bytes: the spec's tensors run past them"):
         PassesTransformer(gpu, spec, pixels[: len(pixels) // 2])
+
+
+def test_viz_refuses_a_tokenizer_of_another_vocabulary_before_running(tmp_path, rng):
+    architecture = small_architecture(rng)
+    path = tmp_path / "m.pxi"
+    files.write_random_transformer(path, architecture, "q8", seed=int(rng.integers(1 << 32)))
+    bundled = json.loads((ROOT / "assets" / "pixellm_v0.tokenizer.json").read_text())
+    merges = int(rng.integers(1, architecture.vocab_size - 256))  # a vocabulary smaller than the model's
+    tokenizer = bundled | {"vocab_size": 256 + merges, "merges": bundled["merges"][:merges]}
+    (tmp_path / "tok.json").write_text(json.dumps(tokenizer))
+    meta = json.loads(path.with_name("m.meta.json").read_text()) | {"tokenizer": "tok.json"}
+    path.with_name("m.meta.json").write_text(json.dumps(meta))
+    result = CliRunner().invoke(app, ["viz", "hi there", "-m", str(path), "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, PxglError), result.output
+    assert str(result.exception) == (
+        f"{tmp_path / 'tok.json'}: {256 + merges} tokens; the model's vocabulary is {architecture.vocab_size}"
+    )
+    assert not (tmp_path / "out").exists()
