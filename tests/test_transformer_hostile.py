@@ -9,6 +9,7 @@ tests/test_hostile_inputs.py and tests/test_cartridge_hostile.py."""
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from pxgl.cli import app
 from pxgl.errors import PxglError
 from pxgl.transformer import files, read_transformer
 from pxgl.transformer.gpu import Choice, PassesTransformer
-from pxgl.transformer.interchange import is_transformer
+from pxgl.transformer.interchange import export_transformer, is_transformer
 from pxgl.transformer.meta import transformer_spec_from_meta
 from typer.testing import CliRunner
 
@@ -145,3 +146,34 @@ def test_viz_refuses_a_tokenizer_of_another_vocabulary_before_running(tmp_path, 
         f"{tmp_path / 'tok.json'}: {256 + merges} tokens; the model's vocabulary is {architecture.vocab_size}"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_meta_missing_a_big_models_tensors_is_one_short_line(tmp_path, rng):
+    path = tmp_path / "m.pxi"
+    files.write_random_transformer(path, small_architecture(rng), "q8", seed=int(rng.integers(1 << 32)))
+    meta = json.loads(path.with_name("m.meta.json").read_text())
+    meta |= {"layers": int(rng.integers(64, 129)), "tensors": {f"junk{k}": {} for k in range(1000)}}
+    with pytest.raises(
+        PxglError,
+        match=r"missing \['block0\..*, … \d+ in all\], extra \['junk0', 'junk1', 'junk10', 'junk100', … 1000 in all\]",
+    ) as e:
+        transformer_spec_from_meta(meta)
+    assert len(str(e.value)) < 400
+
+
+def test_an_import_missing_a_big_models_tensors_is_one_short_line(tmp_path, rng):
+    spec, stream = files.random_layout(small_architecture(rng), "q8", seed=int(rng.integers(1 << 32)))
+    export_transformer(tmp_path / "m.safetensors", spec, stream, None)
+    data = (tmp_path / "m.safetensors").read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    architecture = json.loads(header["__metadata__"]["pxgl.architecture"]) | {"layers": int(rng.integers(64, 129))}
+    header["__metadata__"]["pxgl.architecture"] = json.dumps(architecture)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    (tmp_path / "big.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length :])
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "big.safetensors"), "-o", str(tmp_path / "big.pxi")])
+    assert isinstance(result.exception, PxglError), result.output
+    assert re.search(r"needs \['block\d+\..*, … \d+ in all\]; the file also has nothing else", str(result.exception))
+    assert len(str(result.exception)) < 400
+    assert not (tmp_path / "big.pxi").exists()
