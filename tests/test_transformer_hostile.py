@@ -10,6 +10,9 @@ import hashlib
 import json
 import math
 import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +180,25 @@ def test_an_import_missing_a_big_models_tensors_is_one_short_line(tmp_path, rng)
     assert re.search(r"needs \['block\d+\..*, … \d+ in all\]; the file also has nothing else", str(result.exception))
     assert len(str(result.exception)) < 400
     assert not (tmp_path / "big.pxi").exists()
+
+
+def test_a_meta_declaring_more_memory_than_the_process_has_is_one_line(tmp_path, rng):
+    """32 full images declared (6.4 GB) where an address-space limit of 3 GiB stands for a small machine."""
+    path = tmp_path / "m.pxi"
+    files.write_random_transformer(path, small_architecture(rng), "q8", seed=int(rng.integers(1 << 32)))
+    meta = json.loads(path.with_name("m.meta.json").read_text())
+    meta.pop("image"), meta.pop("files")
+    path.with_name("m.meta.json").write_text(json.dumps(meta | {"images": [{"width": 8192, "height": 8192}] * 32}))
+    limit = 3 << 30
+    result = subprocess.run(
+        [sys.executable, "-m", "pxgl.cli", "export", "-m", str(path), "-o", str(tmp_path / "m.npz")],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {path.with_name('m.meta.json')}: its 32 weight image(s) hold 6,442,450,944 bytes, more memory than "
+        "this process can have: run it where more memory is free\n",
+    )
+    assert not (tmp_path / "m.npz").exists()
