@@ -127,6 +127,16 @@ def test_a_hostile_decode_is_one_error_and_leaves_the_slot_as_it_was(executor, c
     assert (model.length(0), model.pending(0)) == (3, True)
 
 
+@pytest.mark.parametrize("n", [1.5, True, -1, 4])
+def test_a_hostile_truncate_is_one_error_and_leaves_the_slot_as_it_was(executor, n):
+    model, _, _ = executor
+    model.truncate(0, 0)
+    model.prefill(0, [1, 2, 3], choice=Choice())
+    with pytest.raises(PxglError, match=rf"truncate slot 0 to {n}: it holds 3 positions"):
+        model.truncate(0, n)
+    assert (model.length(0), model.pending(0)) == (3, True)
+
+
 def test_a_byte_stream_shorter_than_its_spec_is_refused(executor, gpu):
     _, spec, pixels = executor
     with pytest.raises(PxglError, match="weight bytes: the spec's tensors run past them"):

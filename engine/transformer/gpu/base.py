@@ -149,7 +149,7 @@ class GPUTransformer:
     def truncate(self, slot: int, n: int) -> None:
         """Keep the slot's positions < n (a prefix reused; 0: a new sequence) and drop its pending token."""
         self._check_slot(slot)
-        if not 0 <= n <= self._lengths[slot]:
+        if not is_integer(n) or not 0 <= n <= self._lengths[slot]:
             raise PxglError(f"truncate slot {slot} to {n}: it holds {self._lengths[slot]} positions")
         self._lengths[slot], self._pending[slot] = n, False
 
