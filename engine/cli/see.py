@@ -103,8 +103,9 @@ def viz_transformer(
 ) -> None:
     """A version-2 model's trace on the passes executor drawn as §14.8's images into `out`."""
     from ..gl import GLBackend
+    from ..model import WRITTEN, check_written
     from ..pxi import MAX_TOKEN_PIXELS, read_rgb
-    from ..spec import meta_path_for
+    from ..spec import meta_path_for, read_meta_document
     from ..tokenizer import Tokenizer
     from ..transformer import read_transformer
     from ..transformer.gpu import PassesTransformer
@@ -132,7 +133,11 @@ def viz_transformer(
     else:
         if tokenizer_path is None:
             raise PxglError(f"{path}: this model has no tokenizer (token pixels only): give --input a token texture")
+        written = read_meta_document(meta_path_for(path)).get(WRITTEN, {})
+        check_written(tokenizer_path, written if isinstance(written, dict) else {}, "tokenizer")
         tokenizer = Tokenizer.load(tokenizer_path)
+        if tokenizer.vocab_size != vocab:
+            raise PxglError(f"{tokenizer_path}: {tokenizer.vocab_size} tokens; the model's vocabulary is {vocab}")
         ids = tokenizer.encode(prompt)
     if spec.bos is not None and ids[:1] != [spec.bos]:
         ids = [spec.bos, *ids]  # §14.4: every sequence begins with bos

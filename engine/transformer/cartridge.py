@@ -24,7 +24,7 @@ from ..errors import PxglError
 from ..pxi import decode_rgb_into, encode_rgb
 from ..reading import MAX_PIXEL_FILE_BYTES, TEXT_CAPS, decode_utf8, parse_json
 from ..tokenizer import Tokenizer
-from .files import check_finite, image_paths
+from .files import check_finite, image_paths, weight_stream
 from .meta import TransformerSpec, transformer_spec_from_meta
 
 
@@ -74,7 +74,7 @@ def open_transformer_cartridge(path: str | Path) -> TransformerCartridge:
                 f"{path}: its meta has {len(spec.images)} image(s), {', '.join(names)}; the cartridge lacks "
                 f"{missing or 'none'} and has {extra or 'no other'}"
             )
-        stream = np.empty(sum(spec.image_bytes), np.uint8)
+        stream = weight_stream(spec, where)
         start = 0
         for name, size, expect in zip(names, spec.image_bytes, spec.images, strict=True):
             decode_rgb_into(member(name, MAX_PIXEL_FILE_BYTES), f"{path}:{name}", stream[start : start + size], expect)

@@ -205,7 +205,7 @@ def read_transformer(path: str | Path) -> tuple[TransformerSpec, np.ndarray]:
     spec = transformer_spec_from_meta(document, str(meta_path))
     count = len(spec.images)
     records = _weight_records(document, count, meta_path)
-    stream = np.empty(sum(spec.image_bytes), np.uint8)
+    stream = weight_stream(spec, str(meta_path))
     start = 0
     pieces = zip(image_paths(path, count), spec.image_bytes, spec.images, strict=True)
     for k, (image_path, size, expect) in enumerate(pieces):
@@ -218,6 +218,19 @@ def read_transformer(path: str | Path) -> tuple[TransformerSpec, np.ndarray]:
         start += size
     check_finite(spec, stream, str(path))
     return spec, stream
+
+
+def weight_stream(spec: TransformerSpec, where: str) -> np.ndarray:
+    """The empty byte stream of the spec's images (§14.7), or one line when this process cannot have that much
+    memory (a meta may declare 32 full images, 6.4 GB, whatever its files hold)."""
+    size = sum(spec.image_bytes)
+    try:
+        return np.empty(size, np.uint8)
+    except MemoryError:
+        raise PxglError(
+            f"{where}: its {len(spec.images)} weight image(s) hold {size:,} bytes, more memory than this process "
+            "can have: run it where more memory is free"
+        ) from None
 
 
 def check_finite(spec: TransformerSpec, stream: np.ndarray, where: str) -> None:

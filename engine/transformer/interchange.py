@@ -30,7 +30,7 @@ from ..reading import open_regular, parse_json
 from ..spec import _echo, _int, is_float32_scale, meta_path_for, read_meta_document
 from ..tokenizer import Tokenizer
 from .files import read_transformer, tensor_offsets, tensor_quants
-from .meta import MATRIX_QUANTS, TOP_LEVEL, TransformerArchitecture, TransformerSpec, architecture_from_meta
+from .meta import MATRIX_QUANTS, TOP_LEVEL, TransformerArchitecture, TransformerSpec, architecture_from_meta, few
 from .quant import dequantize, tensor_nbytes
 
 FORMAT = "pixellm 2"
@@ -43,7 +43,7 @@ QUANTS = ("q8", "q4", "u8", "f16")
 def is_transformer(document: dict) -> bool:
     """An architecture object of version 2 (§10): `"version": 2` among its keys."""
     version = document.get("version")
-    return version == 2 and not isinstance(version, bool)
+    return type(version) is int and version == 2
 
 
 def transformer_architecture(document: dict, source: str) -> tuple[TransformerArchitecture, int | None]:
@@ -163,9 +163,10 @@ def _safetensors_reader(
             raise PxglError(f"{where}: --map {old}={new}: the file has no tensor {old!r}")
         entries[new] = entries.pop(old)
     if set(entries) != set(shapes):
-        missing, extra = sorted(set(shapes) - set(entries)), sorted(set(entries) - set(shapes))
+        missing, extra = set(shapes) - set(entries), set(entries) - set(shapes)
         raise PxglError(
-            f"{where}: the architecture needs {missing or 'no more'}; the file also has {extra or 'nothing else'}"
+            f"{where}: the architecture needs {few(missing) if missing else 'no more'}; the file also has "
+            f"{few(extra) if extra else 'nothing else'}"
             " (--map OLD=NEW renames)"
         )
 

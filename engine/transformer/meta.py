@@ -174,6 +174,12 @@ class TransformerSpec:
         return meta | ({"eval": self.evaluation} if self.evaluation else {})
 
 
+def few(names: set[str], shown: int = 4) -> str:
+    """Sorted names, the first `shown` of them and how many in all past that: a line, not a model's table."""
+    listed = [_echo(name) for name in sorted(names)[:shown]]
+    return f"[{', '.join(listed)}{f', … {len(names)} in all' if len(names) > shown else ''}]"
+
+
 def _number(raw: dict, key: str, where: str, lo: float, hi: float, open_lo: bool = False) -> float:
     """A finite JSON number in [lo, hi] ((lo, hi] when open_lo)."""
     value = raw.get(key)
@@ -294,7 +300,7 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
     """Validate a parsed version-2 meta document (§14.1) and build its spec."""
     if not isinstance(meta, dict):
         raise PxglError(f"{where}: expected a JSON object")
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION or type(meta.get("version")) is not int:
         raise PxglError(f"{where}: not a {FORMAT} version-{VERSION} meta (docs/FORMATS.md §14)")
     _require(meta, TOP_LEVEL, where)
     images = _images(meta, where)
@@ -307,7 +313,7 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
     raw_tensors = meta["tensors"]
     if not isinstance(raw_tensors, dict) or set(raw_tensors) != set(shapes):
         got = set(raw_tensors) if isinstance(raw_tensors, dict) else set()
-        missing, extra = sorted(set(shapes) - got), sorted(got - set(shapes))
+        missing, extra = few(set(shapes) - got), few(got - set(shapes))
         raise PxglError(f"{where}: 'tensors' must name exactly the architecture's: missing {missing}, extra {extra}")
     capacity = sum(width * height * 3 for width, height in images)
     tensors = {name: _tensor(name, raw_tensors[name], shape, capacity, where) for name, shape in shapes.items()}

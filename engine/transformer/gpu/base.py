@@ -15,7 +15,7 @@ from ..meta import TransformerSpec
 from ..numpy_executor import rope_frequencies
 from ..operations import Operation, activation_widths, operations
 from . import kernels as k
-from .choose import Choice, Chooser, Chosen, check_vocab_ids
+from .choose import Choice, Chooser, Chosen, check_step, is_integer, vocab_ids
 from .loops import DISPATCH_LOOPS, ceil_div, plan_loops
 
 
@@ -72,6 +72,8 @@ class GPUTransformer:
         self.widths = activation_widths(a)
         self.constants = k.kernel_constants(a.head_dim, self.plan.bounds)
         stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
+        if len(stream) < max(t.offset + t.nbytes for t in spec.tensors.values()):
+            raise PxglError(f"{len(stream):,} weight bytes: the spec's tensors run past them; read the model whole")
         binding = gpu.limits.max_storage_block_size
         self.row_words = ceil_div(a.kv_heads * a.head_dim, 2)
         layer_bytes = slots * a.context_length * self.row_words * 4
@@ -132,7 +134,7 @@ class GPUTransformer:
 
     # --- slots ------------------------------------------------------------------------------------
     def _check_slot(self, slot: int) -> None:
-        if not 0 <= slot < self.slots:
+        if not is_integer(slot) or not 0 <= slot < self.slots:
             raise PxglError(f"slot {slot}: this executor holds slots 0..{self.slots - 1}")
 
     def length(self, slot: int = 0) -> int:
@@ -147,7 +149,7 @@ class GPUTransformer:
     def truncate(self, slot: int, n: int) -> None:
         """Keep the slot's positions < n (a prefix reused; 0: a new sequence) and drop its pending token."""
         self._check_slot(slot)
-        if not 0 <= n <= self._lengths[slot]:
+        if not is_integer(n) or not 0 <= n <= self._lengths[slot]:
             raise PxglError(f"truncate slot {slot} to {n}: it holds {self._lengths[slot]} positions")
         self._lengths[slot], self._pending[slot] = n, False
 
@@ -183,21 +185,20 @@ class GPUTransformer:
         (draw step `step`) and kept pending; `targets` (one id per token): each row's log p of its target,
         computed on the GPU (the logits are then not read back)."""
         self._check_slot(slot)
-        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
         v = self.architecture.vocab_size
+        ids = vocab_ids(tokens, v, f"slot {slot}")
         if len(ids) < 1:
             raise PxglError(f"slot {slot}: prefill needs at least 1 token")
-        check_vocab_ids(ids, v, f"slot {slot}")
         if choice is not None:
             choice.check()
+            check_step(step, f"slot {slot}")
         pending = int(self._pending[slot])
         self._check_room(slot, pending + len(ids) + (choice is not None))
         wanted = None
         if targets is not None:
-            wanted = np.asarray(targets, dtype=np.int64).reshape(-1)
+            wanted = vocab_ids(targets, v, f"slot {slot}'s targets")
             if len(wanted) != len(ids):
                 raise PxglError(f"slot {slot}: {len(wanted)} targets for {len(ids)} tokens: give one a token")
-            check_vocab_ids(wanted, v, f"slot {slot}'s targets")
         start, n = self._lengths[slot], len(ids)
         base = slot * self.context
         self.gpu.write_storage(self.tokens, ids.astype(np.int32), offset=4 * (base + start + pending))
@@ -231,18 +232,19 @@ class GPUTransformer:
         """`count` steps of every listed slot together: each step runs each slot's pending token (one row a
         slot, one forward) and chooses the next on the GPU (draw step steps[i] + s), kept pending. Read back
         once: ids and log p (count, len(slots)), and each choice's top_logprobs alternatives (the largest asked)."""
-        listed = [int(s) for s in slots]
+        listed = list(slots)
+        for slot in listed:
+            self._check_slot(slot)
         if not listed or len(set(listed)) != len(listed):
             raise PxglError(f"decode slots {listed}: give each slot once, at least one")
         if len(choices) != len(listed):
             raise PxglError(f"decode: {len(choices)} choices for {len(listed)} slots: give one a slot")
-        starts = [0] * len(listed) if steps is None else [int(s) for s in steps]
-        if count < 1 or len(starts) != len(listed):
+        starts = [0] * len(listed) if steps is None else [check_step(s, "decode") for s in steps]
+        if not is_integer(count) or count < 1 or len(starts) != len(listed):
             raise PxglError(
                 f"decode {count} steps of {len(listed)} slots from steps {starts}: give count ≥ 1, a step a slot"
             )
         for slot, choice in zip(listed, choices, strict=True):
-            self._check_slot(slot)
             choice.check()
             if not self._pending[slot]:
                 raise PxglError(f"slot {slot} has no pending token: prefill it with a choice first")

@@ -21,6 +21,10 @@ from .loops import CHOOSE_LOOPS, DIGITS, GROUP, TOP_MAX, ceil_div, plan_choose
 ROW_WORDS = 16
 """Words of glsl/tf_choose.glsl's per-row record: the choice (8), then the cut's state (8)."""
 MAX_PENALTY = 10.0
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+INT32_MAX = (1 << 31) - 1
+"""top_k's word is read as a GLSL int; past the vocabulary it keeps every token."""
+UINT32_MAX = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
@@ -38,17 +42,29 @@ class Choice:
     top_logprobs: int = 0
 
     def check(self) -> None:
+        """Every field a number of its kind in its range, as its record's word holds it: one PxglError."""
+        integers = (self.top_k, self.seed, self.draw_row, self.top_logprobs)
+        reals = (self.temperature, self.top_p, self.repetition_penalty)
+        if not all(is_integer(n) for n in integers) or not all(is_real(x) for x in reals):
+            raise PxglError(f"choice {self}: top_k, seed, draw_row, top_logprobs are integers, the others numbers")
         checks = (
-            (self.temperature >= 0 and np.isfinite(self.temperature), "temperature must be ≥ 0"),
-            (self.top_k >= 0, "top_k must be ≥ 0 (0: every token)"),
+            (0 <= self.temperature <= FLOAT32_MAX, "temperature must be ≥ 0 and finite"),
+            (0 <= self.top_k <= INT32_MAX, f"top_k must lie in 0..{INT32_MAX} (0: every token)"),
             (0 < self.top_p <= 1, "top_p must lie in (0, 1]"),
-            (0 <= self.seed < 1 << 32 and 0 <= self.draw_row < 1 << 32, "seed and draw_row must lie in 0..2^32-1"),
+            (
+                0 <= self.seed <= UINT32_MAX and 0 <= self.draw_row <= UINT32_MAX,
+                "seed and draw_row must lie in 0..2^32-1",
+            ),
             (0 < self.repetition_penalty <= MAX_PENALTY, f"repetition_penalty must lie in (0, {MAX_PENALTY:g}]"),
             (0 <= self.top_logprobs <= TOP_MAX, f"top_logprobs must lie in 0..{TOP_MAX}"),
         )
         for ok, what in checks:
             if not ok:
                 raise PxglError(f"choice {self}: {what}")
+        if np.float32(self.top_p) == 0 or np.float32(self.repetition_penalty) == 0:
+            raise PxglError(
+                f"choice {self}: top_p and repetition_penalty must be past 0 in float32, as the GPU reads them"
+            )
 
     def record(self, step: int, target: int = -1) -> np.ndarray:
         """Its row of glsl/tf_choose.glsl's words (the cut's state zero)."""
@@ -300,6 +316,27 @@ class Chooser:
         self._scratches.clear()
 
 
-def check_vocab_ids(ids: np.ndarray, vocab: int, what: str) -> None:
+def is_integer(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_step(step: object, what: str) -> int:
+    """A draw step: its record's word, an integer in 0..2^32-1."""
+    if not is_integer(step) or not 0 <= step <= UINT32_MAX:  # type: ignore[operator]
+        raise PxglError(f"{what}: step {step!r} must be an integer in 0..2^32-1")
+    return int(step)  # type: ignore[call-overload]
+
+
+def vocab_ids(tokens: object, vocab: int, what: str) -> np.ndarray:
+    """A 1-D list of token ids, each an integer in 0..vocab-1 (never a float or a bool rounded to one)."""
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise PxglError(f"{what}: token ids must be a list of integers, got {ids.dtype} of shape {ids.shape}")
+    ids = ids.astype(np.int64)
     if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
         raise PxglError(f"{what}: token ids must lie in 0..{vocab - 1}")
+    return ids

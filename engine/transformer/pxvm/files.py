@@ -7,6 +7,7 @@ import numpy as np
 
 from ...pxi import write_rgb
 from ...spec import meta_path_for, read_meta_document
+from ..files import image_paths
 from ..meta import VERSION, TransformerSpec, transformer_spec_from_meta
 from .compiler import compile_transformer
 from .program import TransformerProgram, decode
@@ -24,9 +25,10 @@ def transformer_spec(weights: Path) -> TransformerSpec | None:
 
 
 def transformer_files(weights: Path, spec: TransformerSpec) -> list[Path]:
-    """What a version-2 model reads, so no output overwrites it: weights, meta, tokenizer (when it names one)."""
+    """What a version-2 model reads, so no output overwrites it: every weight image (§14.7), the meta, the
+    tokenizer (when it names one)."""
     tokenizer = [weights.with_name(spec.tokenizer)] if spec.tokenizer is not None else []
-    return [weights, meta_path_for(weights), *tokenizer]
+    return [*image_paths(weights, len(spec.images)), meta_path_for(weights), *tokenizer]
 
 
 def is_version_2(pixels: np.ndarray) -> bool:
