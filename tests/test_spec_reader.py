@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pxgl.cli import app
+from pxgl.errors import PxglError
 from pxgl.pxi import write_rgb
 from pxgl.transformer import read_transformer, write_random_transformer
 from pxgl.transformer.gpu import Choice, PassesTransformer, prediction_pixels
+from pxgl.transformer.meta import Rope, RopeScaling
 from pxgl.transformer.pxvm import PxvmTransformer, compiled_instructions, encode, row_layout
 from typer.testing import CliRunner
 
@@ -243,6 +245,83 @@ def test_weights_cut_into_images_read_as_one_stream(tmp_path, rng, gpu):
         read_transformer(cut)
     check_meta(cut_meta)
     del spec, cut_spec
+
+
+META_MUTATIONS = {
+    "attention_scale 1 (an integer is a number)": (("attention_scale",), 1),
+    "attention_scale true": (("attention_scale",), True),
+    "eps 1": (("norm", "eps"), 1),
+    "width 64.0": (("width",), 64.0),
+    "layers true": (("layers",), True),
+    "version 2.0": (("version",), 2.0),
+    "version true": (("version",), True),
+    "an extra top-level key": (("extra",), 1),
+    "an extra mlp key": (("mlp", "extra"), 1),
+    "bos V": (("bos",), "V"),
+    "bos 0.0": (("bos",), 0.0),
+    "tokenizer null": (("tokenizer",), None),
+    "tokenizer a path": (("tokenizer",), "../x.json"),
+    "eval a list": (("eval",), []),
+    "files without weights": (("files",), {}),
+    "offset 2 past a multiple of 4": (("tensors", "embed", "offset"), "+2"),
+    "shape of floats": (("tensors", "embed", "shape"), "float"),
+    "image with an extra key": (("image", "extra"), 1),
+    "tied_head 0": (("tied_head",), 0),
+    "kv_heads 3": (("kv_heads",), 3),
+    "an odd head_dim under rope": (("head_dim",), "odd"),
+    "scaling factor 0.5": (("positions", "scaling", "factor"), 0.5),
+    "lo equal to hi": (("positions", "scaling", "low_freq_factor"), "hi"),
+    "original_context 8.0": (("positions", "scaling", "original_context"), 8.0),
+    "u8 zero_point 256": (("tensors", "embed", "zero_point"), 256),
+    "u8 scale 1e-50": (("tensors", "embed", "scale"), 1e-50),
+}
+
+
+def mutated(meta: dict, keys: tuple[str, ...], value: object) -> dict:
+    out = json.loads(json.dumps(meta))
+    *path, last = keys
+    target = out
+    for key in path:
+        target = target[key]
+    old = target.get(last)
+    special = {
+        "V": lambda: out["vocab_size"],
+        "+2": lambda: old + 2,
+        "float": lambda: [float(x) for x in old],
+        "odd": lambda: old + 1,
+        "hi": lambda: out["positions"]["scaling"]["high_freq_factor"],
+    }
+    target[last] = special[value]() if isinstance(value, str) and value in special else value
+    return out
+
+
+def test_the_meta_checks_of_the_spec_are_pxgls(tmp_path, rng):
+    """§14.1's checks: each mutation of a good meta is accepted by both readers or refused by both."""
+    scaling = RopeScaling("llama3", 8.0, 1.0, 4.0, 32)
+    rope = Rope(10000.0, str(rng.choice(["halves", "pairs"])), scaling)
+    architecture = random_architecture(rng, rope=rope)
+    path = tmp_path / "member.pxi"
+    write_random_transformer(path, architecture, "u8", seed=int(rng.integers(1 << 32)), bos=0)
+    meta_file = path.with_name("member.meta.json")
+    good = json.loads(meta_file.read_text()) | {"tokenizer": "member.tokenizer.json"}
+    verdicts = []
+    for what, (keys, value) in META_MUTATIONS.items():
+        meta = mutated(good, keys, value)
+        try:
+            check_meta(meta)
+            spec_accepts = True
+        except SpecError:
+            spec_accepts = False
+        meta_file.write_text(json.dumps(meta))
+        try:
+            read_transformer(path)
+            pxgl_accepts = True
+        except PxglError as refused:
+            assert "\n" not in str(refused), f"{what}: {refused}"
+            pxgl_accepts = False
+        verdicts.append((what, spec_accepts, pxgl_accepts))
+    differ = [v for v in verdicts if v[1] != v[2]]
+    assert not differ, f"(mutation, the spec reader accepts, pxgl accepts): {differ}"
 
 
 @pytest.mark.parametrize("length, context", [(1, 4), (9, 4), (10, 8), (100, 17), (16, 16), (17, 16)])

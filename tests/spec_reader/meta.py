@@ -208,6 +208,11 @@ def check_meta(meta: object) -> tuple[list[tuple[int, int]], dict[str, Tensor]]:
         if not isinstance(listed, list) or not 2 <= len(listed) <= 32:
             raise SpecError("images: not a list of 2 to 32")
         images = [_check_image(entry, f"images[{k}]") for k, entry in enumerate(listed)]
+    if "tokenizer" in meta:
+        name = meta["tokenizer"]
+        plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\")
+        if not plain or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise SpecError("tokenizer: not a plain file name")
     if "eval" in meta and not isinstance(meta["eval"], dict):
         raise SpecError("eval: not an object")
     if "files" in meta:
