@@ -80,6 +80,11 @@ def test_passes_and_pxvm_logits_and_prediction_pixels_are_the_specs(tmp_path, rn
     assert gap <= tau(expected), f"{what}: passes' logits differ by {gap:.3g}"
     theirs = prediction_pixels(run.ids, run.sums, architecture.vocab_size)
     assert_predictions_agree(theirs, expected, architecture.vocab_size, f"{what}, passes")
+    passes.truncate(0, split)
+    targets = [int(t) for t in rng.integers(0, architecture.vocab_size, len(tokens) - split)]
+    scored = passes.prefill(0, tokens[split:], targets=targets).targets
+    log_p = np.array([choose.log_softmax(row)[t] for row, t in zip(expected[split:], targets, strict=True)])
+    assert np.abs(scored - log_p).max() <= tau(expected), f"{what}: §14.4's evaluation targets after a truncate"
     passes.close()
 
     pxvm = PxvmTransformer(gpu, spec, stream)
@@ -88,6 +93,14 @@ def test_passes_and_pxvm_logits_and_prediction_pixels_are_the_specs(tmp_path, rn
     logits = np.concatenate([run.logits, rest.logits])
     gap = float(np.abs(logits - expected).max())
     assert gap <= tau(expected), f"{what}: pxvm's logits (pieces at {split}) differ by {gap:.3g}"
+    steps = min(4, architecture.context_length - len(tokens) - 1)
+    first = int(np.argmax(expected[-1]))
+    generated, logits = pxvm.generate([first], steps), ours.forward([first])[-1]
+    for step, token in enumerate(generated):
+        if near_tie(logits):
+            break
+        assert token == int(np.argmax(logits)), f"{what}: pxvm's greedy step {step}"
+        logits = ours.forward([int(token)])[-1]
     pxvm.close()
 
 
