@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+import zipfile
 
 import numpy as np
 import pytest
@@ -364,3 +365,23 @@ def test_a_confidence_at_a_half_rounds_up_as_section_3_says(tmp_path, rng, gpu):
     assert run.ids[0] == 0 and run.sums[0] == 510
     expected = pixels.prediction_pixels(0, 1 / 510, 510)
     assert prediction_pixels(run.ids, run.sums, 510)[0].tolist() == [list(p) for p in expected] == [[0, 0, 1]]
+
+
+def test_a_version_2_cartridge_is_section_8_5s(tmp_path, rng):
+    """`pxgl pack` of a version-2 member: manifest version 2 with formats {"weights": 2}, then the image
+    (stored), the meta (deflated, no `files`); its members read by the spec reader are the member's weights."""
+    path, _, what = write_member(tmp_path, rng)
+    cartridge = tmp_path / "member.pxa"
+    result = CliRunner().invoke(app, ["pack", "-m", str(path), "-o", str(cartridge)])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(cartridge) as archive:
+        infos = archive.infolist()
+        assert [i.filename for i in infos] == ["manifest.json", "weights.pxi", "weights.meta.json"], what
+        assert infos[1].compress_type == zipfile.ZIP_STORED and infos[2].compress_type == zipfile.ZIP_DEFLATED
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["version"] == 2 and manifest["formats"] == {"weights": 2}, manifest
+        assert "files" not in json.loads(archive.read("weights.meta.json"))
+        archive.extractall(tmp_path / "members")
+    packed = SpecModel.open(tmp_path / "members" / "weights.pxi")
+    written = SpecModel.open(path)
+    assert all(np.array_equal(packed.weights[name], values) for name, values in written.weights.items()), what
