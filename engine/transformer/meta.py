@@ -300,14 +300,14 @@ def transformer_spec_from_meta(meta: Any, where: str = "meta") -> TransformerSpe
     """Validate a parsed version-2 meta document (§14.1) and build its spec."""
     if not isinstance(meta, dict):
         raise PxglError(f"{where}: expected a JSON object")
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION or type(meta.get("version")) is not int:
+    if meta.get("format") != FORMAT or type(meta.get("version")) is not int or meta["version"] != VERSION:
         raise PxglError(f"{where}: not a {FORMAT} version-{VERSION} meta (docs/FORMATS.md §14)")
     _require(meta, TOP_LEVEL, where)
     images = _images(meta, where)
     architecture = architecture_from_meta(meta, where)
     bos = _int(meta, "bos", where, 0, architecture.vocab_size - 1) if "bos" in meta else None
     tokenizer = meta.get("tokenizer")
-    if tokenizer is not None and not (isinstance(tokenizer, str) and _is_plain_file_name(tokenizer)):
+    if "tokenizer" in meta and not (isinstance(tokenizer, str) and _is_plain_file_name(tokenizer)):
         raise PxglError(f"{where}: 'tokenizer' must be a plain file name beside the meta, got {_echo(tokenizer)}")
     shapes = architecture.shapes()
     raw_tensors = meta["tensors"]

@@ -328,7 +328,7 @@ def prediction_pixels(logits: np.ndarray) -> np.ndarray:
     """(B, V) logits of each prompt's last position → (B, 1, 3) pixels, or (B, 2, 3) past 65,536 ids."""
     ids = logits.argmax(axis=1)
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    confidence = np.round(255 / np.exp(shifted).sum(axis=1)).astype(np.uint8)
+    confidence = np.floor(255 / np.exp(shifted).sum(axis=1) + 0.5).astype(np.uint8)  # §3's c: halves up
     if logits.shape[1] <= 65536:
         return np.stack([ids % 256, ids // 256, confidence], axis=-1).astype(np.uint8)[:, None, :]
     zero = np.zeros_like(confidence)

@@ -37,7 +37,7 @@ ONE_PIXEL_VOCAB = 65536
 def prediction_pixels(ids: np.ndarray, sums: np.ndarray, vocab_size: int) -> np.ndarray:
     """docs/FORMATS.md §14.5's prediction pixels of rows whose argmax is `ids` and Σ exp(logit - top) `sums`:
     (rows, 1, 3), or (rows, 2, 3) past 65,536 ids (the id's token pixel, then the confidence)."""
-    confidence = np.round(255 / sums.astype(np.float64)).astype(np.int64)
+    confidence = np.floor(255 / sums.astype(np.float64) + 0.5).astype(np.int64)  # §3's c: halves up
     if vocab_size <= ONE_PIXEL_VOCAB:
         return np.stack([ids % 256, ids // 256, confidence], axis=-1).astype(np.uint8)[:, None, :]
     token = np.stack([ids % 256, ids // 256 % 256, 255 - ids // 65536], axis=-1)
