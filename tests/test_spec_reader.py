@@ -387,14 +387,7 @@ def test_a_version_2_cartridge_is_section_8_5s(tmp_path, rng):
     assert all(np.array_equal(packed.weights[name], values) for name, values in written.weights.items()), what
 
 
-BOS_TWICE = pytest.mark.xfail(
-    strict=True,
-    reason="engine/transformer/engine.py TransformerEngine.sequence puts bos before a row that begins with it "
-    "(viz and the serve trace do not): §14.4 runs such a row as it is",
-)
-
-
-@pytest.mark.parametrize("verb", [pytest.param("infer", marks=BOS_TWICE), "viz"])
+@pytest.mark.parametrize("verb", ["infer", "viz"])
 def test_a_row_that_begins_with_bos_runs_as_it_is(tmp_path, rng, verb):
     """§14.4: bos is put first only where the sequence does not begin with it. A member and a row whose two
     readings (bos once, bos twice) predict different ids, so the verbs' answer tells which ran."""

@@ -107,9 +107,10 @@ class TransformerEngine:
 
     # --- sequences (§14.4) -------------------------------------------------------------------------
     def sequence(self, ids: Sequence[int] | np.ndarray, new: int, truncate: bool, what: str) -> np.ndarray:
-        """The positions a prompt runs at: `bos` first when the meta declares it, then the prompt's ids. With
-        `new` tokens still to come the whole must fit the context; past it one error, unless `truncate`: then
-        only the prompt's last tokens that fit are kept (bos stays first)."""
+        """The positions a prompt runs at: `bos` first when the meta declares it and the prompt does not begin
+        with it (§14.4), then the prompt's ids. With `new` tokens still to come the whole must fit the context;
+        past it one error, unless `truncate`: then only the prompt's last tokens that fit are kept (bos stays
+        first)."""
         a = self.architecture
         ids = np.asarray(ids, np.int64).reshape(-1)
         if ids.size == 0:
@@ -118,6 +119,8 @@ class TransformerEngine:
             bad = int(np.flatnonzero((ids < 0) | (ids >= a.vocab_size))[0])
             raise PxglError(f"{what}, position {bad}: token id {ids[bad]} is outside 0..{a.vocab_size - 1}")
         head = np.array([] if self.spec.bos is None else [self.spec.bos], np.int64)
+        if head.size and ids[0] == head[0]:
+            ids = ids[1:]
         room = a.context_length - new - head.size
         if ids.size > room:
             if truncate and room >= 1:
