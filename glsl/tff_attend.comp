@@ -11,13 +11,13 @@ layout(std430, binding = BINDING_KEYS) readonly restrict buffer Keys { uint keys
 layout(std430, binding = BINDING_VALUES) readonly restrict buffer Values { uint values[]; };
 layout(std430, binding = BINDING_ROWS) readonly restrict buffer Rows { ivec2 rows[]; };
 layout(std430, binding = BINDING_PARTIAL) writeonly restrict buffer Partial { float partial[]; };
-uniform ivec2 run;  // (first row, segments)
+uniform ivec2 run;  // (the block's first row, segments); partials are the block's rows
 
 void main() {
     int s = int(gl_WorkGroupID.x), h = int(gl_WorkGroupID.y), i = int(gl_WorkGroupID.z);
     int lane = int(gl_LocalInvocationID.x);
     ivec2 row = rows[run.x + i];
-    int query = (i * HEADS + h) * HEAD_DIM, kv = (h / (HEADS / KV_HEADS)) * HEAD_DIM;
+    int query = ((run.x + i) * HEADS + h) * HEAD_DIM, kv = (h / (HEADS / KV_HEADS)) * HEAD_DIM;
     int cache = row.x * CONTEXT;
     int begin = s * ATTEND_SEGMENT, end = min(begin + ATTEND_SEGMENT, row.y + 1);
     float m = uintBitsToFloat(0xFF800000u), l = 0.0;  // -infinity: nothing seen

@@ -23,7 +23,7 @@ layout(std430, binding = BINDING_KEYS) restrict buffer Keys { uint keys[]; };
 layout(std430, binding = BINDING_VALUES) restrict buffer Values { uint values[]; };
 layout(std430, binding = BINDING_TABLE) readonly restrict buffer Table { vec2 cos_sin[]; };  // [position][k]
 layout(std430, binding = BINDING_SCRATCH) restrict buffer Scratch { float scratch[]; };
-uniform ivec4 run;    // (record, positions, first source row, groups_x)
+uniform ivec4 run;    // (record, rows, row0: the first row's index in the activations, groups_x)
 uniform ivec4 split;  // (column0, columns, flags, attention segments)
 
 #define PART(p, field) params[run.x + 8 + 8 * (p) + (field)]
@@ -74,6 +74,8 @@ vec4 q4_quad(uvec4 lo, int k, uint nibble) {  // quants 4k .. 4k + 3 (nibble 0) 
     return vec4(bytes & 15u) - 8.0;
 }
 
+// HAS_Q8, HAS_Q4, HAS_ELEMENTS (u8 or f16): which matrices the model holds; the code of the others is left
+// out (less for the driver to compile).
 // Rows a and b, both q8 or both q4, over the BLOCK columns from chunk + c: each staged input read once for
 // both, Σ q·x per row, then × its d.
 void blocks_dot(int pa, int ra, int pb, int rb, int chunk, int c, int in_dim,
@@ -83,38 +85,47 @@ void blocks_dot(int pa, int ra, int pb, int rb, int chunk, int c, int in_dim,
     block_words(pa, ra, chunk + c, in_dim, la, ha, da);
     block_words(pb, rb, chunk + c, in_dim, lb, hb, db);
     vec4 ta0 = vec4(0.0), ta1 = vec4(0.0), tb0 = vec4(0.0), tb1 = vec4(0.0);
+#if HAS_Q8
     if (PART(pa, 1) == QUANT_Q8) {
         for (int k = 0; k < 8; k++) add_quads(q8_quad(la, ha, k), q8_quad(lb, hb, k), c + 4 * k, ta0, ta1, tb0, tb1);
-    } else {
+    }
+#endif
+#if HAS_Q4
+    if (PART(pa, 1) == QUANT_Q4) {
         for (int k = 0; k < 4; k++) {
             add_quads(q4_quad(la, k, 0u), q4_quad(lb, k, 0u), c + 4 * k, ta0, ta1, tb0, tb1);
             add_quads(q4_quad(la, k, 4u), q4_quad(lb, k, 4u), c + 4 * k + BLOCK / 2, ta0, ta1, tb0, tb1);
         }
     }
+#endif
     a0 += da * ta0;
     a1 += da * ta1;
     b0 += db * tb0;
     b1 += db * tb1;
 }
 
-// Row `row` of part p (any quantization) over the BLOCK columns from chunk + c, into s0, s1.
-void block_dot(int p, int row, int chunk, int c, int in_dim, inout vec4 s0, inout vec4 s1) {
-    int quant = PART(p, 1);
-    vec4 unused0 = vec4(0.0), unused1 = vec4(0.0);
+// Row r1 of part p1 over the BLOCK columns from chunk + c into s0, s1, and, both q8 or both q4, row r2 of part
+// p2 into u0, u1 (u8 and f16 rows go one at a time).
+void block_dot(int p1, int r1, int p2, int r2, int chunk, int c, int in_dim,
+               inout vec4 s0, inout vec4 s1, inout vec4 u0, inout vec4 u1) {
+    int quant = PART(p1, 1);
     if (quant == QUANT_Q8 || quant == QUANT_Q4) {
-        blocks_dot(p, row, p, row, chunk, c, in_dim, s0, s1, unused0, unused1);
+        blocks_dot(p1, r1, p2, r2, chunk, c, in_dim, s0, s1, u0, u1);
         return;
     }
-    int at = PART(p, 0), aux = PART(p, 2);
-    float zero = intBitsToFloat(PART(p, 3));
-    for (int j = 0; j < BLOCK; j += 4) {
-        vec4 w;
-        for (int e = 0; e < 4; e++) {
+#if HAS_ELEMENTS
+    int at = PART(p1, 0) + (quant == QUANT_F16 ? 2 : 1) * r1 * in_dim;
+    float scale = intBitsToFloat(PART(p1, 2)), zero = intBitsToFloat(PART(p1, 3));
+    int columns = min(BLOCK, in_dim - chunk - c);  // not a constant: the loop stays a loop (less to compile)
+    for (int j = 0; j < columns; j += 4) {
+        vec4 w = vec4(0.0);
+        for (int e = 0; e < min(4, columns - j); e++) {
             int column = chunk + c + j + e;
-            w[e] = column < in_dim ? element_at(at, quant, aux, zero, row * in_dim + column) : 0.0;
+            w[e] = quant == QUANT_F16 ? weight_half(at + 2 * column) : (float(weight_byte(at + column)) - zero) * scale;
         }
-        add_quads(w, vec4(0.0), c + j, s0, s1, unused0, unused1);
+        add_quads(w, vec4(0.0), c + j, s0, s1, u0, u1);  // u0, u1 gain zeros: row 2 is not read
     }
+#endif
 }
 
 float bias_of(int p, int row) {
@@ -157,7 +168,7 @@ float gelu(float x) {
 void main() {
     int lane = int(gl_LocalInvocationID.x);
     int group = int(gl_WorkGroupID.x + gl_WorkGroupID.y * run.w);
-    int first = int(gl_WorkGroupID.z) * TILE, positions = run.y, source_row0 = run.z;
+    int first = int(gl_WorkGroupID.z) * TILE, positions = run.y, row0 = run.z;
     int count = min(TILE, positions - first);
     int in_dim = params[run.x];
     int part = 0;
@@ -186,7 +197,7 @@ void main() {
 #if INPUT_KIND == INPUT_NORM
     // each row's statistics over the whole width, before any column is staged
     for (int t = 0; t < TILE; t++) {
-        int at = (source_row0 + first + t) * WIDTH;
+        int at = (row0 + first + t) * WIDTH;
         float sum = 0.0;
         for (int c = lane; c < WIDTH; c += LOCAL_SIZE) sum += t < count ? source[at + c] : 0.0;
         reduced[lane] = sum;
@@ -234,7 +245,7 @@ void main() {
             int t = i % TILE, c = chunk + i / TILE;
             float value = 0.0;
             if (t < count && c < in_dim) {
-                int row = source_row0 + first + t;
+                int row = (INPUT_KIND == INPUT_ATTENTION ? 0 : row0) + first + t;  // partials: the block's rows
 #if INPUT_KIND == INPUT_PLAIN
                 value = source[row * in_dim + c];
 #elif INPUT_KIND == INPUT_NORM
@@ -262,11 +273,19 @@ void main() {
             int quant = PART(part, 1);
             bool paired = has_b && PART(part_b, 1) == quant && (quant == QUANT_Q8 || quant == QUANT_Q4);
             for (int c = 0; c < CHUNK && chunk + c < end; c += BLOCK) {
-                if (paired) {
-                    blocks_dot(part, row_a, part_b, row_b, chunk, c, in_dim, a0, a1, b0, b1);
-                } else {
-                    block_dot(part, row_a, chunk, c, in_dim, a0, a1);
-                    if (has_b) block_dot(part_b, row_b, chunk, c, in_dim, b0, b1);
+                // both rows at once when paired, else a, then b: block_dot appears once (less to compile)
+                for (int pass = 0; pass < (paired || !has_b ? 1 : 2); pass++) {
+                    int p1 = pass == 0 ? part : part_b, r1 = pass == 0 ? row_a : row_b;
+                    vec4 s0 = vec4(0.0), s1 = vec4(0.0), u0 = vec4(0.0), u1 = vec4(0.0);
+                    block_dot(p1, r1, paired ? part_b : p1, paired ? row_b : r1, chunk, c, in_dim, s0, s1, u0, u1);
+                    if (pass == 0) {
+                        a0 += s0;
+                        a1 += s1;
+                    }
+                    if (pass == 1 || paired) {
+                        b0 += pass == 1 ? s0 : u0;
+                        b1 += pass == 1 ? s1 : u1;
+                    }
                 }
             }
         }
@@ -283,9 +302,9 @@ void main() {
     float bias_a = bias_of(part, row_a), bias_b = has_b ? bias_of(part_b, row_b) : 0.0;
     for (int t = 0; t < count; t++) {
         float a = SUM(a0, a1, t) + bias_a, b = SUM(b0, b1, t) + bias_b;
-        int i = first + t;
+        int i = (EPILOGUE == EPILOGUE_LOGITS ? 0 : row0) + first + t;  // logits: rows of their own
 #if EPILOGUE == EPILOGUE_QKV
-        ivec2 at = rows[source_row0 + i];
+        ivec2 at = rows[i];
 #if ROPE != 0
         if (part < 2) {
             vec2 turn = cos_sin[at.y * (HEAD_DIM / 2) + pair];

@@ -4,9 +4,8 @@ the cached keys), (the segments' merge + out product + residual), (norm + up/gat
 (down product + residual): five, whatever the architecture; then (final norm + logits). A product's weights
 are dequantized once for a tile of rows (glsl/tff_matvec.comp), and attention never writes its scores.
 
-Rows are (slot, position) pairs, as the executors' shared API has them; until that API lands this class holds
-one slot: `run` appends positions and gives their logits and predictions, `generate` appends a prompt and
-greedy tokens chosen on the GPU (passes' argmax kernels), read back once."""
+Slots, the KV cache, prefill, batched decode and choosing tokens are GPUTransformer's (gpu/base.py); this
+class supplies the forward over its rows."""
 
 from collections.abc import Sequence
 
@@ -15,48 +14,47 @@ import numpy as np
 from ...errors import PxglError
 from ...gl import Buffer, GLBackend
 from ...kernel import DISPATCH_LOOPS
-from ..gpu.executor import Prefill, folded
-from ..gpu.kernels import ARGMAX, ARGMAX_MERGE, kernel_constants
-from ..gpu.loops import GROUP, argmax_loops, ceil_div, reduction_loops
+from ..gpu import Choice, GPUTransformer, Prefill, Step
+from ..gpu.executor import folded
+from ..gpu.loops import GROUP, ceil_div
 from ..meta import TransformerSpec
-from ..numpy_executor import rope_frequencies
 from .kernels import ATTEND, EMBED, MATVEC, TILES, matvec_constants, plan_fused
 from .packs import Pack, Packs, Record
 
-ROWS_AT_ONCE = 256
-"""Rows one forward runs at most: a longer prefill runs in blocks (the cache makes them exact)."""
 ATTEND_SCRATCH = 1 << 23
-"""Floats of attention partials one forward writes at most."""
-STAGES = ("qkv", "out", "up", "down")
+"""Floats of attention partials one block of rows writes at most: a longer prefill runs its rows through every
+layer a block at a time (causal: a block reads only the cache the blocks before it wrote)."""
 
 
-class FusedTransformer:
-    """One version-2 model on the GPU, fused: `run`, `generate`, `reset`, `close`, as PassesTransformer."""
+class FusedTransformer(GPUTransformer):
+    """The fused executor: GPUTransformer's slots, prefill and decode over five dispatches a layer. `run` and
+    `generate` are slot 0's prefill and greedy decode."""
 
     def __init__(
-        self, gpu: GLBackend, spec: TransformerSpec, weight_bytes: bytes | np.ndarray, loop_budget: int = DISPATCH_LOOPS
+        self,
+        gpu: GLBackend,
+        spec: TransformerSpec,
+        weight_bytes: bytes | np.ndarray,
+        loop_budget: int = DISPATCH_LOOPS,
+        slots: int = 1,
     ) -> None:
-        self.gpu, self.spec, self.architecture = gpu, spec, spec.architecture
+        super().__init__(gpu, spec, weight_bytes, slots, loop_budget)
+        for buffer in self.tensors.values():  # the base's one buffer a tensor: fused reads its packs instead
+            gpu.release_storage(buffer)
+        self.tensors.clear()
         a = self.architecture
-        self.plan = plan_fused(a, loop_budget)
+        quants = frozenset(t.quant for t in spec.tensors.values() if len(t.shape) == 2)
+        self.fused_plan = plan_fused(a, loop_budget, quants)
         self.packs = Packs(spec)
         self.packs.check(gpu.limits.max_storage_block_size)
         self.records = self._records()
-        argmax_segment = GROUP * max(1, min(loop_budget - reduction_loops(), ceil_div(a.vocab_size, GROUP)))
-        if argmax_loops(argmax_segment) > loop_budget:
-            raise PxglError(f"the argmax of {a.vocab_size:,} logits is past {loop_budget:,} loops an invocation")
-        self.argmax_segment = argmax_segment
-        bounds = {"LOOP_ARGMAX_SEGMENT": argmax_segment, "LOOP_ARGMAX_SEGMENTS": ceil_div(a.vocab_size, argmax_segment)}
-        argmax_constants = kernel_constants(a.head_dim, bounds)
-        self.argmax = gpu.program(ARGMAX, argmax_constants, GROUP)
-        self.argmax_merge = gpu.program(ARGMAX_MERGE, argmax_constants, GROUP)
-        self.embed = gpu.program(EMBED, self.plan.constants, GROUP)
-        self.attend = gpu.program(ATTEND, self.plan.constants, GROUP)
+        self.embed = gpu.program(EMBED, self.fused_plan.constants, GROUP)
+        self.attend = gpu.program(ATTEND, self.fused_plan.constants, GROUP)
         gelu = "gated" if a.mlp_kind == "silu_gated" else "gelu"
         kinds = {"qkv": ("norm", "qkv"), "out": ("attention", "residual"), "up": ("norm", gelu)}
         kinds |= {"down": ("plain", "residual"), "logits": ("norm", "logits")}
         self.matvecs = {
-            (tile, stage): gpu.program(MATVEC, matvec_constants(self.plan, tile, *kind), GROUP)
+            (tile, stage): gpu.program(MATVEC, matvec_constants(self.fused_plan, tile, *kind), GROUP)
             for tile in TILES
             for stage, kind in kinds.items()
         }
@@ -65,20 +63,7 @@ class FusedTransformer:
             id(pack): self._buffer(self.packs.bytes_of(pack, stream), pack.what) for pack in self.packs.all()
         }
         self.params = self._buffer(np.array(self.packs.params, np.int32), "dispatch records")
-        self.row_words = ceil_div(a.kv_heads * a.head_dim, 2)
-        cache_bytes = a.context_length * self.row_words * 4
-        self.keys = [gpu.storage_buffer(cache_bytes, f"layer {layer}'s key cache") for layer in range(a.layers)]
-        self.values = [gpu.storage_buffer(cache_bytes, f"layer {layer}'s value cache") for layer in range(a.layers)]
-        self.cache_bytes = 2 * a.layers * cache_bytes
-        self.tokens = gpu.storage_buffer(4 * a.context_length, "token ids")
-        table = np.zeros((a.context_length, max(1, a.head_dim // 2), 2), np.float32)
-        if a.rope is not None:
-            angles = np.arange(a.context_length, dtype=np.float64)[:, None] * rope_frequencies(a.rope, a.head_dim)
-            table[..., 0], table[..., 1] = np.cos(angles), np.sin(angles)
-        self.rope_table = self._buffer(table, "RoPE table")
         self._scratches: dict[str, Buffer] = {}
-        self.length = 0
-        """Positions held in the cache."""
 
     def _records(self) -> list[dict[str, Record]]:
         a, packs = self.architecture, self.packs
@@ -101,11 +86,6 @@ class FusedTransformer:
         self.embed_record = packs.embed_record()
         return records
 
-    def _buffer(self, data: np.ndarray, what: str) -> Buffer:
-        buffer = self.gpu.storage_buffer(data.nbytes, what)
-        self.gpu.write_storage(buffer, data)
-        return buffer
-
     def _scratch(self, what: str, size: int) -> Buffer:
         """A scratch buffer of at least `size` bytes, grown when a run needs more."""
         if what not in self._scratches or self._scratches[what].size < size:
@@ -115,88 +95,30 @@ class FusedTransformer:
         return self._scratches[what]
 
     def reset(self) -> None:
-        """Start a new sequence: the cache's positions are overwritten from position 0."""
-        self.length = 0
-
-    def _check_tokens(self, ids: np.ndarray, steps: int = 0) -> None:
-        a = self.architecture
-        if not 1 <= len(ids) <= a.context_length - self.length - steps:
-            raise PxglError(
-                f"{self.length} cached + {len(ids)} new + {steps} generated tokens: the context holds "
-                f"{a.context_length} positions"
-            )
-        if ids.min() < 0 or ids.max() >= a.vocab_size:
-            raise PxglError(f"token ids must lie in 0..{a.vocab_size - 1}")
+        """Start slot 0 anew: its positions are overwritten from position 0."""
+        self.truncate(0, 0)
 
     def run(self, tokens: Sequence[int], all_logits: bool = True) -> Prefill:
-        """Positions length.. of the tokens through the model; the logits of every new position (or the last)
-        read back with the GPU's predictions; the cache grows by len(tokens)."""
-        ids = np.asarray(tokens, dtype=np.int64)
-        self._check_tokens(ids)
-        start, n = self.length, len(ids)
-        self.gpu.write_storage(self.tokens, ids.astype(np.int32), offset=4 * start)
-        v = self.architecture.vocab_size
-        logits, ids_out, sums = [], [], []
-        block = self._block_rows()
-        for first in range(start, start + n, block):
-            count = min(block, start + n - first)
-            rows = count if all_logits else int(first + count == start + n)
-            if rows:
-                self._forward(first, count, rows, token_at=-1)
-                out = self._read_predictions(rows)
-                logits.append(
-                    np.frombuffer(
-                        self.gpu.read_storage(self._scratch("logits", 4 * rows * v), 4 * rows * v), np.float32
-                    )
-                    .reshape(rows, v)
-                    .copy()
-                )
-                ids_out.append(out[0])
-                sums.append(out[1])
-            else:
-                self._forward(first, count, 0, token_at=-1)
-        self.length += n
-        return Prefill(np.concatenate(logits), np.concatenate(ids_out), np.concatenate(sums))
+        """Slot 0's prefill: the logits of every new position (or the last) with the GPU's predictions."""
+        return self.prefill(0, tokens, all_logits=all_logits)
 
     def generate(self, prompt: Sequence[int], steps: int) -> np.ndarray:
-        """Greedy: the prompt appended, then `steps` tokens each the argmax of the position before it; the GPU
-        writes each chosen id where the next step's embed reads it, and the host reads them at the end."""
-        ids = np.asarray(prompt, dtype=np.int64)
+        """Greedy on slot 0: the prompt appended, then `steps` tokens, each chosen on the GPU and run by the
+        next step without the host; the ids read at the end. The last stays pending (run by the next call)."""
         if steps < 1:
             raise PxglError(f"generate {steps} tokens: give at least 1")
-        self._check_tokens(ids, steps)
-        start, n = self.length, len(ids)
-        self.gpu.write_storage(self.tokens, ids.astype(np.int32), offset=4 * start)
-        block = self._block_rows()
-        for first in range(start, start + n, block):
-            count = min(block, start + n - first)
-            last = first + count == start + n
-            self._forward(first, count, int(last), token_at=first + count if last else -1)
-        for position in range(start + n, start + n + steps - 1):
-            self._forward(position, 1, 1, token_at=position + 1)
-        self.length = start + n + steps - 1  # the last token is chosen, not run: a later call appends it first
-        chosen = self.gpu.read_storage(self.tokens, 4 * steps, offset=4 * (start + n))
-        return np.frombuffer(chosen, np.int32).astype(np.int64)
-
-    def _block_rows(self) -> int:
-        a = self.architecture
-        per_row = a.heads * self.plan.segments * (a.head_dim + 2)
-        return max(1, min(ROWS_AT_ONCE, ATTEND_SCRATCH // per_row))
+        self._check_room(0, int(self.pending(0)) + len(prompt) + steps)
+        first = self.prefill(0, prompt, choice=Choice())
+        ids = [first.chosen.ids[0]]
+        if steps > 1:
+            ids.append(self.decode([0], [Choice()], [1], steps - 1).ids[:, 0])
+        return np.concatenate(ids).astype(np.int64)
 
     # --- the forward ----------------------------------------------------------------------------
-    def _forward(self, start: int, n: int, logit_rows: int, token_at: int) -> None:
-        """Positions start..start + n - 1 of slot 0 through every layer; the last `logit_rows` rows' logits and
-        predictions (and, token_at ≥ 0, the chosen id written there)."""
-        a, gpu = self.architecture, self.gpu
-        rows = np.stack([np.zeros(n, np.int32), np.arange(start, start + n, dtype=np.int32)], axis=1)
-        row_buffer = self._scratch("rows", rows.nbytes)
-        gpu.write_storage(row_buffer, rows)
-        tile = 1 if n == 1 else TILES[-1]
-        x = self._scratch("x", 4 * n * a.width)
-        q = self._scratch("q", 4 * n * a.heads * a.head_dim)
-        inner = self._scratch("inner", 4 * n * a.mlp_width)
-        segments = ceil_div(start + n, self.plan.attend_segment)
-        partial = self._scratch("attend", 4 * n * a.heads * segments * (a.head_dim + 2))
+    def forward(self, step: Step) -> None:
+        """The step's rows through every layer, a block of rows at a time, then the last rows' logits."""
+        a, gpu, n = self.architecture, self.gpu, step.positions
+        x = step.buffers["x"]
         groups = folded(ceil_div(n * a.width, GROUP))
         gpu.run(
             self.embed,
@@ -204,43 +126,39 @@ class FusedTransformer:
             weights=self.buffers[id(self.packs.ends)],
             params=self.params,
             tokens=self.tokens,
-            rows=row_buffer,
+            rows=self.rows,
             target=x,
             run=(self.embed_record.at, n, 0, groups[0]),
         )
         gpu.barrier()
-        for layer, (packs, records) in enumerate(zip(self.packs.layers, self.records, strict=True)):
-            common = {"rows": row_buffer, "keys": self.keys[layer], "values": self.values[layer]}
-            self._matvec(tile, "qkv", packs["attn_in"], records["qkv"], n, x, q, **common)
-            gpu.run(
-                self.attend,
-                (segments, a.heads, n),
-                q=q,
-                keys=self.keys[layer],
-                values=self.values[layer],
-                rows=row_buffer,
-                partial=partial,
-                run=(0, segments),
-            )
-            gpu.barrier()
-            self._matvec(tile, "out", packs["attn_out"], records["out"], n, partial, x, segments=segments, **common)
-            self._matvec(tile, "up", packs["mlp_in"], records["up"], n, x, inner, **common)
-            self._matvec(tile, "down", packs["mlp_down"], records["down"], n, inner, x, **common)
-        if logit_rows:
-            logits = self._scratch("logits", 4 * logit_rows * a.vocab_size)
-            common = {"rows": row_buffer, "keys": self.keys[0], "values": self.values[0]}
-            self._matvec(
-                1 if logit_rows == 1 else TILES[-1],
-                "logits",
-                self.packs.ends,
-                self.logits_record,
-                logit_rows,
-                x,
-                logits,
-                source_row0=n - logit_rows,
-                **common,
-            )
-            self._predict(logits, logit_rows, token_at)
+        segments = ceil_div(step.span, self.fused_plan.attend_segment)
+        block = max(1, min(n, ATTEND_SCRATCH // (a.heads * segments * (a.head_dim + 2))))
+        partial = self._scratch("attend", 4 * block * a.heads * segments * (a.head_dim + 2))
+        for row0 in range(0, n, block):
+            count = min(block, n - row0)
+            tile = 1 if count == 1 else TILES[-1]
+            for layer, (packs, records) in enumerate(zip(self.packs.layers, self.records, strict=True)):
+                caches = {"keys": self.keys[layer], "values": self.values[layer]}
+                self._matvec(tile, "qkv", packs["attn_in"], records["qkv"], row0, count, x, step.buffers["q"], caches)
+                gpu.run(
+                    self.attend,
+                    (segments, a.heads, count),
+                    q=step.buffers["q"],
+                    rows=self.rows,
+                    partial=partial,
+                    run=(row0, segments),
+                    **caches,
+                )
+                gpu.barrier()
+                self._matvec(tile, "out", packs["attn_out"], records["out"], row0, count, partial, x, caches, segments)
+                inner = step.buffers["inner"]
+                self._matvec(tile, "up", packs["mlp_in"], records["up"], row0, count, x, inner, caches)
+                self._matvec(tile, "down", packs["mlp_down"], records["down"], row0, count, inner, x, caches)
+        rows = step.logit_rows
+        caches = {"keys": self.keys[0], "values": self.values[0]}
+        tile = 1 if rows == 1 else TILES[-1]
+        logits = step.buffers["logits"]
+        self._matvec(tile, "logits", self.packs.ends, self.logits_record, n - rows, rows, x, logits, caches)
 
     def _matvec(
         self,
@@ -248,16 +166,16 @@ class FusedTransformer:
         stage: str,
         pack: Pack,
         record: Record,
+        row0: int,
         n: int,
         source: Buffer,
         target: Buffer,
-        source_row0: int = 0,
+        caches: dict[str, Buffer],
         segments: int = 1,
-        **common: Buffer,
     ) -> None:
-        """One tff_matvec stage over n rows, in as many dispatches as its input columns need."""
+        """One tff_matvec stage over rows row0 .. row0 + n - 1, in as many dispatches as its columns need."""
         in_dim = self.packs.params[record.at]
-        span = self.plan.spans[tile]
+        span = self.fused_plan.spans[tile]
         pieces = ceil_div(in_dim, span)
         groups = folded(record.groups)
         scratch = self._scratch("split", 8 * n * groups[0] * groups[1] * GROUP if pieces > 1 else 4)
@@ -270,47 +188,18 @@ class FusedTransformer:
                 params=self.params,
                 source=source,
                 target=target,
+                rows=self.rows,
                 table=self.rope_table,
                 scratch=scratch,
-                run=(record.at, n, source_row0, groups[0]),
+                run=(record.at, n, row0, groups[0]),
                 split=(piece * span, span, flags, segments),
-                **common,
+                **caches,
             )
             self.gpu.barrier()
 
-    def _predict(self, logits: Buffer, rows: int, token_at: int) -> None:
-        v = self.architecture.vocab_size
-        segments = ceil_div(v, self.argmax_segment)
-        partial = self._scratch("argmax", 12 * rows * segments)
-        predictions = self._scratch("predictions", 8 * rows)
-        self.gpu.run(
-            self.argmax,
-            (segments, rows, 1),
-            logits=logits,
-            partial=partial,
-            vocab=v,
-            segment=self.argmax_segment,
-            segments=segments,
-        )
-        self.gpu.barrier()
-        self.gpu.run(
-            self.argmax_merge,
-            (rows, 1, 1),
-            partial=partial,
-            predictions=predictions,
-            tokens=self.tokens,
-            segments=segments,
-            token_at=token_at,
-        )
-        self.gpu.barrier()
-
-    def _read_predictions(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = np.frombuffer(self.gpu.read_storage(self._scratches["predictions"], 8 * rows), np.uint32).reshape(rows, 2)
-        return raw[:, 0].astype(np.int64), raw[:, 1].view(np.float32).copy()
-
     def close(self) -> None:
-        buffers = [*self.buffers.values(), self.params, *self.keys, *self.values, self.tokens, self.rope_table]
-        for buffer in buffers + list(self._scratches.values()):
+        for buffer in [*self.buffers.values(), self.params, *self._scratches.values()]:
             self.gpu.release_storage(buffer)
         self.buffers.clear()
         self._scratches.clear()
+        super().close()

@@ -10,8 +10,9 @@ from ..gpu.loops import GROUP, attend_chunk_loops, attend_dims, ceil_div, reduct
 from ..meta import TransformerArchitecture
 from ..quant import BLOCK, BLOCK_BYTES
 
-CHUNK = 256
-"""Input columns tff_matvec stages in shared memory at a time (a multiple of BLOCK)."""
+CHUNKS = (256, 128, 64, 32)
+"""Input columns tff_matvec stages in shared memory at a time (multiples of BLOCK): the largest whose loops
+fit one dispatch's budget."""
 TILES = (1, 8)
 """Rows one tff_matvec work group computes: 1 for a single decode row, 8 for a prefill or a batched step."""
 INPUT_KINDS = ("plain", "norm", "attention")
@@ -49,11 +50,11 @@ EMBED = Kernel(
 )
 
 
-def matvec_chunk_loops(tile: int, segments: int, local: int = GROUP) -> int:
+def matvec_chunk_loops(tile: int, segments: int, chunk: int, local: int = GROUP) -> int:
     """One staged chunk: its TILE x CHUNK inputs (an attention input merges its segments, two loops each), then
     per block both rows' products."""
-    staging = ceil_div(tile * CHUNK, local) * (1 + 2 * segments)
-    return staging + CHUNK // BLOCK * 2 * BLOCK_LOOPS
+    staging = ceil_div(tile * chunk, local) * (1 + 2 * segments)
+    return staging + chunk // BLOCK * 2 * BLOCK_LOOPS
 
 
 def matvec_fixed_loops(tile: int, width: int, local: int = GROUP) -> int:
@@ -62,9 +63,10 @@ def matvec_fixed_loops(tile: int, width: int, local: int = GROUP) -> int:
 
 
 def matvec_loops(constants: Constants, local: int) -> int:
-    tile, segments = constants.int("TILE"), constants.int("SEGMENTS")
-    chunks = constants.int("SPAN") // CHUNK
-    return matvec_fixed_loops(tile, constants.int("WIDTH"), local) + chunks * matvec_chunk_loops(tile, segments, local)
+    tile, segments, chunk = constants.int("TILE"), constants.int("SEGMENTS"), constants.int("CHUNK")
+    chunks = constants.int("SPAN") // chunk
+    fixed = matvec_fixed_loops(tile, constants.int("WIDTH"), local)
+    return fixed + chunks * matvec_chunk_loops(tile, segments, chunk, local)
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,19 @@ class FusedPlan:
     """Cached keys one tff_attend work group walks."""
     segments: int
     """Attention segments of the longest row: the out projection merges up to this many."""
+    chunks: dict[int, int]
+    """Tile → tff_matvec's CHUNK."""
     spans: dict[int, int]
-    """Tile → input columns one tff_matvec dispatch walks (a multiple of CHUNK); longer sums take several."""
+    """Tile → input columns one tff_matvec dispatch walks (a multiple of its CHUNK); longer sums take several."""
     constants: Constants
 
 
-def plan_fused(architecture: TransformerArchitecture, budget: int) -> FusedPlan:
+def plan_fused(
+    architecture: TransformerArchitecture, budget: int, matrix_quants: frozenset[str] = frozenset(QUANT_CODES)
+) -> FusedPlan:
     """The splits for this architecture within `budget` loop iterations an invocation; one clear PxglError
-    when a kernel cannot be made to fit (never for a shape §14.1 allows at the default budget)."""
+    when a kernel cannot be made to fit (never for a shape §14.1 allows at the default budget). `matrix_quants`:
+    the quantizations of the model's matrices, whose code the kernels compile."""
     a = architecture
     d = a.head_dim
     shape = f"width {a.width}, heads {a.heads} x {d}, MLP width {a.mlp_width}, context {a.context_length}"
@@ -91,23 +98,29 @@ def plan_fused(architecture: TransformerArchitecture, budget: int) -> FusedPlan:
         raise PxglError(f"glsl/tff_attend.comp: a head of {d} dimensions is past {budget:,} loops an invocation")
     attend_segment = GROUP * min(chunks, ceil_div(a.context_length, GROUP))
     segments = ceil_div(a.context_length, attend_segment)
-    spans = {}
+    chunks, spans = {}, {}
     for tile in TILES:
-        fits = (budget - matvec_fixed_loops(tile, a.width)) // matvec_chunk_loops(tile, segments)
-        if fits < 1:
+        room = budget - matvec_fixed_loops(tile, a.width)
+        fitting = [chunk for chunk in CHUNKS if room >= matvec_chunk_loops(tile, segments, chunk)]
+        if not fitting:
             raise PxglError(
-                f"glsl/tff_matvec.comp: one chunk of {CHUNK} columns is past {budget:,} loop iterations an "
+                f"glsl/tff_matvec.comp: one chunk of {CHUNKS[-1]} columns is past {budget:,} loop iterations an "
                 f"invocation for {shape}; this model's shape is not supported by the fused executor"
             )
-        spans[tile] = CHUNK * fits
+        chunks[tile] = fitting[0]
+        spans[tile] = fitting[0] * (room // matvec_chunk_loops(tile, segments, fitting[0]))
     quants = {f"QUANT_{quant.upper()}": code for quant, code in QUANT_CODES.items()}
     blocks = {f"{quant.upper()}_BLOCK_BYTES": size for quant, size in BLOCK_BYTES.items()}
     kinds = {f"INPUT_{kind.upper()}": code for code, kind in enumerate(INPUT_KINDS)}
     kinds |= {f"EPILOGUE_{kind.upper()}": code for code, kind in enumerate(EPILOGUES)}
     rope = a.rope is not None
     model = {
+        "HAS_Q8": int("q8" in matrix_quants),
+        "HAS_Q4": int("q4" in matrix_quants),
+        "HAS_ELEMENTS": int(bool(matrix_quants & {"u8", "f16"})),
+    }
+    model |= {
         "BLOCK": BLOCK,
-        "CHUNK": CHUNK,
         "WIDTH": a.width,
         "HEADS": a.heads,
         "KV_HEADS": a.kv_heads,
@@ -125,10 +138,12 @@ def plan_fused(architecture: TransformerArchitecture, budget: int) -> FusedPlan:
         "ATTEND_DIMS": attend_dims(d),
         "SEGMENTS": segments,
     }
-    return FusedPlan(attend_segment, segments, spans, Constants(quants | blocks | kinds | model))
+    return FusedPlan(attend_segment, segments, chunks, spans, Constants(quants | blocks | kinds | model))
 
 
 def matvec_constants(plan: FusedPlan, tile: int, input_kind: str, epilogue: str) -> Constants:
     chosen = {"INPUT_KIND": INPUT_KINDS.index(input_kind), "EPILOGUE": EPILOGUES.index(epilogue)}
-    sizes = {"TILE": tile, "SPAN": plan.spans[tile], "STAGED": tile * CHUNK // 4, "STATISTICS": 2 * tile}
+    chunk = plan.chunks[tile]
+    sizes = {"TILE": tile, "CHUNK": chunk, "SPAN": plan.spans[tile], "STAGED": tile * chunk // 4}
+    sizes["STATISTICS"] = 2 * tile
     return plan.constants | chosen | sizes
