@@ -185,8 +185,8 @@ def test_every_kernel_stays_within_one_dispatchs_loops_for_every_shape_the_spec_
 def test_a_budget_too_small_for_one_chunk_is_refused_in_one_line(rng):
     """The plan FusedTransformer makes before it compiles or dispatches anything."""
     architecture = styled(rng, "gpt2")
-    with pytest.raises(PxglError, match=r"^glsl/tff_matvec\.comp: one chunk of 32 columns is past 300 loop") as e:
-        plan_fused(architecture, 300)
+    with pytest.raises(PxglError, match=r"^glsl/tff_matvec\.comp: one chunk of 32 columns is past 200 loop") as e:
+        plan_fused(architecture, 200)
     assert "\n" not in str(e.value)
 
 
