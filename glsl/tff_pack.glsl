@@ -3,8 +3,8 @@
 // `params` saying where each tensor lies and how it is quantized. u8, f16 and vectors hold docs/FORMATS.md
 // §14.3's bytes; a q8/q4 matrix is regrouped so a block's quants are whole aligned words: every block's 32
 // (q8) or 16 (q4) quant bytes in order, then every block's float16 d at `scales`.
-layout(std430, binding = BINDING_WEIGHTS) readonly restrict buffer Weights { uint weights[]; };
-layout(std430, binding = BINDING_WEIGHTS) readonly restrict buffer Quads { uvec4 quads[]; };
+layout(std430, binding = BINDING_WEIGHTS) readonly buffer Weights { uint weights[]; };  // aliased: not restrict
+layout(std430, binding = BINDING_WEIGHTS) readonly buffer Quads { uvec4 quads[]; };
 layout(std430, binding = BINDING_PARAMS) readonly restrict buffer Params { int params[]; };
 
 #include "tf_half.glsl"

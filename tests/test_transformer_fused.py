@@ -15,7 +15,7 @@ import pytest
 from pxgl.errors import PxglError
 from pxgl.kernel import DISPATCH_LOOPS
 from pxgl.transformer import TransformerArchitecture, lay_out, random_values
-from pxgl.transformer.fused import FusedTransformer, plan_fused
+from pxgl.transformer.fused import FusedTransformer, executor, plan_fused
 from pxgl.transformer.fused.kernels import ATTEND, MATVEC, TILES, matvec_constants
 from pxgl.transformer.gpu import Choice, prediction_pixels
 from pxgl.transformer.gpu.loops import GROUP
@@ -119,9 +119,10 @@ def test_greedy_decode_of_two_slots_to_the_context_end_equals_the_oracles_greedy
     assert compared >= 0.9 * 2 * count, f"{compared} of {2 * count} row-steps compared (the rest near-ties)"
 
 
-def test_prefill_then_decode_through_the_gpu_cache_equals_one_pass(tmp_path, rng, gpu):
+def test_prefill_then_decode_through_the_gpu_cache_equals_one_pass(tmp_path, rng, gpu, monkeypatch):
     """§14.4: a position reads its own k, v through the float16 cache, so a prompt at once and a token at a
-    time (the single-row products) agree; past the context or the vocabulary is one error, nothing run."""
+    time (the single-row products) agree, and so does a prompt run through the layers a few rows at a time (the
+    blocks a long prefill takes); past the context or the vocabulary is one error, nothing run."""
     architecture = styled(rng, str(rng.choice(["gpt2", "llama_halves", "llama_pairs"])), context_length=40)
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, str(rng.choice(["q8", "q4", "u8", "f16"])))
     n = architecture.context_length
@@ -137,12 +138,18 @@ def test_prefill_then_decode_through_the_gpu_cache_equals_one_pass(tmp_path, rng
         with pytest.raises(PxglError, match=r"token ids must lie in 0\.\."):
             model.run([architecture.vocab_size])
         last = model.run(tokens, all_logits=False)
+        model.reset()
+        a = architecture
+        rows = int(rng.integers(2, 8))
+        monkeypatch.setattr(executor, "ATTEND_SCRATCH", rows * a.heads * (a.head_dim + 2))
+        blocked = model.run(tokens)
     finally:
         model.close()
     theirs = oracle.forward(meta, params, tokens)
     assert_margins_wide(theirs)
     assert_logits_agree(np.concatenate(stepped), theirs, f"prefill {split}, then decode")
     assert_logits_agree(last.logits, theirs[-1:], "the last position alone")
+    assert_logits_agree(blocked.logits, theirs, f"a prefill in blocks of {rows} rows")
 
 
 def test_a_gpt2_124m_shaped_member_generates_the_oracles_greedy_tokens(rng, gpu):
