@@ -53,14 +53,23 @@ void add_quads(vec4 qa, vec4 qb, int c, inout vec4 a0, inout vec4 a1, inout vec4
 #endif
 }
 
-// A q8/q4 block of row `row` of part p at column `column`: its quant bytes (q8: 32 in lo, hi; q4: 16 in lo)
-// and its d.
-void block_words(int p, int row, int column, int in_dim, out uvec4 lo, out uvec4 hi, out float d) {
-    bool q8 = PART(p, 1) == QUANT_Q8;
-    int first = (PART(p, 0) + (q8 ? row * in_dim + column : (row * in_dim + column) / 2)) >> 4;
+// A part's matrix as its record gives it, read once (an invocation's loads are paid per SIMD lane on llvmpipe).
+struct Matrix {
+    int at, quant, aux;  // aux: tff_pack.glsl's element_at
+    float zero;
+};
+
+Matrix matrix_of(int p) {
+    return Matrix(PART(p, 0), PART(p, 1), PART(p, 2), intBitsToFloat(PART(p, 3)));
+}
+
+// A q8/q4 block of row `row` at column `column`: its quant bytes (q8: 32 in lo, hi; q4: 16 in lo) and its d.
+void block_words(Matrix m, int row, int column, int in_dim, out uvec4 lo, out uvec4 hi, out float d) {
+    bool q8 = m.quant == QUANT_Q8;
+    int first = (m.at + (q8 ? row * in_dim + column : (row * in_dim + column) / 2)) >> 4;
     lo = quads[first];
     hi = q8 ? quads[first + 1] : uvec4(0u);
-    d = weight_half(PART(p, 2) + 2 * ((row * in_dim + column) / BLOCK));
+    d = weight_half(m.aux + 2 * ((row * in_dim + column) / BLOCK));
 }
 
 vec4 q8_quad(uvec4 lo, uvec4 hi, int k) {  // quants 4k .. 4k + 3, signed bytes
@@ -78,20 +87,20 @@ vec4 q4_quad(uvec4 lo, int k, uint nibble) {  // quants 4k .. 4k + 3 (nibble 0) 
 // out (less for the driver to compile).
 // Rows a and b, both q8 or both q4, over the BLOCK columns from chunk + c: each staged input read once for
 // both, Σ q·x per row, then × its d.
-void blocks_dot(int pa, int ra, int pb, int rb, int chunk, int c, int in_dim,
+void blocks_dot(Matrix ma, int ra, Matrix mb, int rb, int chunk, int c, int in_dim,
                 inout vec4 a0, inout vec4 a1, inout vec4 b0, inout vec4 b1) {
     uvec4 la, ha, lb, hb;
     float da, db;
-    block_words(pa, ra, chunk + c, in_dim, la, ha, da);
-    block_words(pb, rb, chunk + c, in_dim, lb, hb, db);
+    block_words(ma, ra, chunk + c, in_dim, la, ha, da);
+    block_words(mb, rb, chunk + c, in_dim, lb, hb, db);
     vec4 ta0 = vec4(0.0), ta1 = vec4(0.0), tb0 = vec4(0.0), tb1 = vec4(0.0);
 #if HAS_Q8
-    if (PART(pa, 1) == QUANT_Q8) {
+    if (ma.quant == QUANT_Q8) {
         for (int k = 0; k < 8; k++) add_quads(q8_quad(la, ha, k), q8_quad(lb, hb, k), c + 4 * k, ta0, ta1, tb0, tb1);
     }
 #endif
 #if HAS_Q4
-    if (PART(pa, 1) == QUANT_Q4) {
+    if (ma.quant == QUANT_Q4) {
         for (int k = 0; k < 4; k++) {
             add_quads(q4_quad(la, k, 0u), q4_quad(lb, k, 0u), c + 4 * k, ta0, ta1, tb0, tb1);
             add_quads(q4_quad(la, k, 4u), q4_quad(lb, k, 4u), c + 4 * k + BLOCK / 2, ta0, ta1, tb0, tb1);
@@ -104,18 +113,18 @@ void blocks_dot(int pa, int ra, int pb, int rb, int chunk, int c, int in_dim,
     b1 += db * tb1;
 }
 
-// Row r1 of part p1 over the BLOCK columns from chunk + c into s0, s1, and, both q8 or both q4, row r2 of part
-// p2 into u0, u1 (u8 and f16 rows go one at a time).
-void block_dot(int p1, int r1, int p2, int r2, int chunk, int c, int in_dim,
+// Row r1 of m1 over the BLOCK columns from chunk + c into s0, s1, and, both q8 or both q4, row r2 of m2 into
+// u0, u1 (u8 and f16 rows go one at a time).
+void block_dot(Matrix m1, int r1, Matrix m2, int r2, int chunk, int c, int in_dim,
                inout vec4 s0, inout vec4 s1, inout vec4 u0, inout vec4 u1) {
-    int quant = PART(p1, 1);
+    int quant = m1.quant;
     if (quant == QUANT_Q8 || quant == QUANT_Q4) {
-        blocks_dot(p1, r1, p2, r2, chunk, c, in_dim, s0, s1, u0, u1);
+        blocks_dot(m1, r1, m2, r2, chunk, c, in_dim, s0, s1, u0, u1);
         return;
     }
 #if HAS_ELEMENTS
-    int at = PART(p1, 0) + (quant == QUANT_F16 ? 2 : 1) * r1 * in_dim;
-    float scale = intBitsToFloat(PART(p1, 2)), zero = intBitsToFloat(PART(p1, 3));
+    int at = m1.at + (quant == QUANT_F16 ? 2 : 1) * r1 * in_dim;
+    float scale = intBitsToFloat(m1.aux), zero = m1.zero;
     int columns = min(BLOCK, in_dim - chunk - c);  // not a constant: the loop stays a loop (less to compile)
     for (int j = 0; j < columns; j += 4) {
         vec4 w = vec4(0.0);
@@ -239,6 +248,8 @@ void main() {
         }
     }
     int end = min(split.x + split.y, in_dim);
+    Matrix ma = matrix_of(part), mb = matrix_of(part_b);
+    bool paired = has_b && mb.quant == ma.quant && (ma.quant == QUANT_Q8 || ma.quant == QUANT_Q4);
     for (int chunk = split.x; chunk < end; chunk += CHUNK) {
         barrier();  // the chunk before is no longer read
         for (int i = lane; i < TILE * CHUNK; i += LOCAL_SIZE) {
@@ -270,14 +281,13 @@ void main() {
         }
         barrier();
         if (working) {
-            int quant = PART(part, 1);
-            bool paired = has_b && PART(part_b, 1) == quant && (quant == QUANT_Q8 || quant == QUANT_Q4);
             for (int c = 0; c < CHUNK && chunk + c < end; c += BLOCK) {
                 // both rows at once when paired, else a, then b: block_dot appears once (less to compile)
                 for (int pass = 0; pass < (paired || !has_b ? 1 : 2); pass++) {
-                    int p1 = pass == 0 ? part : part_b, r1 = pass == 0 ? row_a : row_b;
+                    Matrix m1 = pass == 0 ? ma : mb;
+                    int r1 = pass == 0 ? row_a : row_b;
                     vec4 s0 = vec4(0.0), s1 = vec4(0.0), u0 = vec4(0.0), u1 = vec4(0.0);
-                    block_dot(p1, r1, paired ? part_b : p1, paired ? row_b : r1, chunk, c, in_dim, s0, s1, u0, u1);
+                    block_dot(m1, r1, paired ? mb : m1, paired ? row_b : r1, chunk, c, in_dim, s0, s1, u0, u1);
                     if (pass == 0) {
                         a0 += s0;
                         a1 += s1;

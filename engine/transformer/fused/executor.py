@@ -39,14 +39,9 @@ class FusedTransformer(GPUTransformer):
         slots: int = 1,
     ) -> None:
         super().__init__(gpu, spec, weight_bytes, slots, loop_budget)
-        for buffer in self.tensors.values():  # the base's one buffer a tensor: fused reads its packs instead
-            gpu.release_storage(buffer)
-        self.tensors.clear()
         a = self.architecture
         quants = frozenset(t.quant for t in spec.tensors.values() if len(t.shape) == 2)
         self.fused_plan = plan_fused(a, loop_budget, quants)
-        self.packs = Packs(spec)
-        self.packs.check(gpu.limits.max_storage_block_size)
         self.records = self._records()
         self.embed = gpu.program(EMBED, self.fused_plan.constants, GROUP)
         self.attend = gpu.program(ATTEND, self.fused_plan.constants, GROUP)
@@ -58,12 +53,16 @@ class FusedTransformer(GPUTransformer):
             for tile in TILES
             for stage, kind in kinds.items()
         }
-        stream = np.frombuffer(weight_bytes, np.uint8) if isinstance(weight_bytes, bytes) else weight_bytes.reshape(-1)
+        self.params = self._buffer(np.array(self.packs.params, np.int32), "dispatch records")
+        self._scratches: dict[str, Buffer] = {}
+
+    def upload_tensors(self, stream: np.ndarray) -> None:
+        """The weights as packs (packs.py), one buffer each, instead of the base's one buffer a tensor."""
+        self.packs = Packs(self.spec)
+        self.packs.check(self.gpu.limits.max_storage_block_size)
         self.buffers = {
             id(pack): self._buffer(self.packs.bytes_of(pack, stream), pack.what) for pack in self.packs.all()
         }
-        self.params = self._buffer(np.array(self.packs.params, np.int32), "dispatch records")
-        self._scratches: dict[str, Buffer] = {}
 
     def _records(self) -> list[dict[str, Record]]:
         a, packs = self.architecture, self.packs
