@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from pxgl.gl import GLBackend
 from pxgl.transformer import NumpyTransformer, TransformerArchitecture, lay_out, random_values
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import PassesTransformer
 from pxgl.transformer.meta import Rope
 from pxgl.transformer.operations import operations
@@ -37,7 +38,7 @@ SHAPES = {
     | {"mlp_kind": "silu_gated", "biases": frozenset(), "vocab_size": 32000, "context_length": 2048, "width": 1024}
     | {"layers": 8, "heads": 16, "kv_heads": 4, "head_dim": 64, "attention_scale": 0.125, "mlp_width": 2816},
 }
-EXECUTORS = {"passes": PassesTransformer, "pxvm": PxvmTransformer}
+EXECUTORS = {"passes": PassesTransformer, "pxvm": PxvmTransformer, "fused": FusedTransformer}
 
 
 def cpu_seconds() -> float:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from pxgl.gl import GLBackend
 from pxgl.transformer import TransformerArchitecture, TransformerSpec, lay_out, random_values
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import PassesTransformer, prediction_pixels
 from pxgl.transformer.pxvm import PxvmTransformer
 
@@ -41,6 +42,7 @@ GPT2_124M = TransformerArchitecture(
 PROMPT, STEPS = 16, 8
 EXECUTORS: dict[str, Callable[[GLBackend, TransformerSpec, bytes], object]] = {
     "passes": PassesTransformer,
+    "fused": FusedTransformer,
 }
 """Each GPU executor of version 2: built from (gpu, spec, weight bytes), with generate(prompt, steps) and close()."""
 

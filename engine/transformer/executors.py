@@ -21,13 +21,19 @@ def _passes() -> type:
     return PassesTransformer
 
 
+def _fused() -> type:
+    from .fused import FusedTransformer
+
+    return FusedTransformer
+
+
 def _pxvm() -> type:
     from .one_sequence import PxvmSequence
 
     return PxvmSequence
 
 
-EXECUTORS: dict[str, Callable[[], type]] = {"passes": _passes, "pxvm": _pxvm}
+EXECUTORS: dict[str, Callable[[], type]] = {"passes": _passes, "pxvm": _pxvm, "fused": _fused}
 AUTO_ORDER = ("passes",)
 """`auto`'s preference, fastest first: fused where it runs the model, else passes (as version 1's rule)."""
 
