@@ -23,6 +23,7 @@ import numpy as np
 from pxgl.gl import GLBackend
 from pxgl.transformer import TransformerArchitecture, read_transformer, save_transformer
 from pxgl.transformer.files import random_layout
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import PassesTransformer
 from pxgl.transformer.meta import Rope
 
@@ -39,7 +40,7 @@ MEMBERS = {
     "gpt2-124m-f16": (SHAPES["gpt2-124m"], "f16"),
     "tinyllama-1.1b-q8": (TINYLLAMA, "q8"),
 }
-EXECUTORS = {"passes": PassesTransformer}
+EXECUTORS = {"passes": PassesTransformer, "fused": FusedTransformer}
 PROMPT, STEPS = 16, 32
 
 

@@ -16,6 +16,7 @@ from pxgl.cli import app
 from pxgl.errors import PxglError
 from pxgl.pxi import write_rgb
 from pxgl.transformer import read_transformer, write_random_transformer
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import Choice, PassesTransformer, prediction_pixels
 from pxgl.transformer.meta import Rope, RopeScaling
 from pxgl.transformer.pxvm import PxvmTransformer, compiled_instructions, encode, row_layout
@@ -65,7 +66,7 @@ def assert_predictions_agree(theirs: np.ndarray, logits: np.ndarray, vocab: int,
         assert abs(int(confidence) - pixels.confidence_byte(p)) <= 1, f"{what}: row {row}'s confidence"
 
 
-def test_passes_and_pxvm_logits_and_prediction_pixels_are_the_specs(tmp_path, rng, gpu):
+def test_every_executors_logits_and_prediction_pixels_are_the_specs(tmp_path, rng, gpu):
     path, architecture, what = write_member(tmp_path, rng)
     ours = SpecModel.open(path)
     spec, stream = read_transformer(path)
@@ -75,18 +76,20 @@ def test_passes_and_pxvm_logits_and_prediction_pixels_are_the_specs(tmp_path, rn
     expected = np.concatenate([expected, ours.forward(tokens[split:])])
     assert np.median(~near_tie(expected)) == 1, f"{what}: margins too narrow to compare"
 
-    passes = PassesTransformer(gpu, spec, stream)
-    run = passes.prefill(0, tokens, all_logits=True)
-    gap = float(np.abs(run.logits - expected).max())
-    assert gap <= tau(expected), f"{what}: passes' logits differ by {gap:.3g}"
-    theirs = prediction_pixels(run.ids, run.sums, architecture.vocab_size)
-    assert_predictions_agree(theirs, expected, architecture.vocab_size, f"{what}, passes")
-    passes.truncate(0, split)
-    targets = [int(t) for t in rng.integers(0, architecture.vocab_size, len(tokens) - split)]
-    scored = passes.prefill(0, tokens[split:], targets=targets).targets
-    log_p = np.array([choose.log_softmax(row)[t] for row, t in zip(expected[split:], targets, strict=True)])
-    assert np.abs(scored - log_p).max() <= tau(expected), f"{what}: §14.4's evaluation targets after a truncate"
-    passes.close()
+    for name, build in (("passes", PassesTransformer), ("fused", FusedTransformer)):
+        model = build(gpu, spec, stream)
+        run = model.prefill(0, tokens, all_logits=True)
+        gap = float(np.abs(run.logits - expected).max())
+        assert gap <= tau(expected), f"{what}: {name}'s logits differ by {gap:.3g}"
+        theirs = prediction_pixels(run.ids, run.sums, architecture.vocab_size)
+        assert_predictions_agree(theirs, expected, architecture.vocab_size, f"{what}, {name}")
+        model.truncate(0, split)
+        targets = [int(t) for t in rng.integers(0, architecture.vocab_size, len(tokens) - split)]
+        scored = model.prefill(0, tokens[split:], targets=targets).targets
+        log_p = np.array([choose.log_softmax(row)[t] for row, t in zip(expected[split:], targets, strict=True)])
+        gap = np.abs(scored - log_p).max()
+        assert gap <= tau(expected), f"{what}: {name}'s §14.4 evaluation targets after a truncate"
+        model.close()
 
     pxvm = PxvmTransformer(gpu, spec, stream)
     run = pxvm.run(tokens[:split])
