@@ -8,6 +8,7 @@ forward pass; the context's end is one error."""
 import numpy as np
 import pytest
 from pxgl.errors import PxglError
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import Choice, PassesTransformer
 from pxgl.transformer.gpu.choose import Chooser
 from pxgl.transformer.gpu.kernels import kernel_constants
@@ -170,7 +171,8 @@ def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, 
     assert_logits_agree(reused.logits, theirs, "prefix reused")
 
 
-def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_path, rng, gpu):
+@pytest.mark.parametrize("executor", [PassesTransformer, FusedTransformer], ids=["passes", "fused"])
+def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_path, rng, gpu, executor):
     """Slot 0 samples (temperature 0.8, top-k 40, top-p 0.9), slot 1 is greedy under a repetition penalty of
     1.3: 64 steps together, replayed by the oracle's own forward over each generated sequence. The oracle's
     logits differ from the GPU's by ε (each row's, measured against the GPU's prefill of the same sequence), so
@@ -182,7 +184,7 @@ def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_pa
     choices = [Choice(temperature=0.8, top_k=40, top_p=0.9, seed=int(rng.integers(1 << 32))),
                Choice(repetition_penalty=1.3)]  # fmt: skip
     count = 64
-    model = PassesTransformer(gpu, spec, pixels, slots=3)
+    model = executor(gpu, spec, pixels, slots=3)
     try:
         firsts = [model.prefill(s, prompts[s], choice=choices[s]).chosen.ids[0, 0] for s in range(2)]
         decoded = model.decode([0, 1], choices, [1, 1], count)
