@@ -98,11 +98,13 @@ class OracleSlots:
 
     @staticmethod
     def _decoded(rows: list[SimpleNamespace]) -> SimpleNamespace:
+        """As the executor's Chosen: (1, rows), alternatives (1, rows, K) for the largest K asked."""
+        top = max(len(r.top) for r in rows)
         return SimpleNamespace(
             ids=np.array([[r.id for r in rows]]),
             logprobs=np.array([[r.logprob for r in rows]], np.float32),
-            top_ids=np.array([[r.top for r in rows]]),
-            top_logprobs=np.array([[r.tops for r in rows]], np.float32),
+            alternatives=np.array([[np.pad(r.top, (0, top - len(r.top))) for r in rows]]),
+            alternative_logprobs=np.array([[np.pad(r.tops, (0, top - len(r.top))) for r in rows]], np.float32),
         )
 
     def prefill(self, slot: int, tokens: Sequence[int], choice: Any = None, step: int = 0) -> SimpleNamespace:
@@ -230,6 +232,10 @@ def streamed(url: str, body: dict, events: list[tuple[float, dict]], first: thre
         connection.close()
 
 
+def streamed_tops(events: list[tuple[float, dict]]) -> list[dict]:
+    return [t for _, e in events for t in (e["choices"][0]["logprobs"] or {}).get("top_logprobs", [])]
+
+
 def token_texts(member: Member, ids: Sequence[int]) -> list[str]:
     return [member.tokenizer.token_bytes(i).decode("utf-8", "replace") for i in ids]
 
@@ -249,7 +255,7 @@ def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_th
     second_prompt = rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist()
     common = {"model": NAME, "temperature": 0, "logprobs": 0, "cache_prompt": False}
     first_body = common | {"prompt": first_prompt, "max_tokens": 16}
-    second_body = common | {"prompt": second_prompt, "max_tokens": 6}
+    second_body = common | {"prompt": second_prompt, "max_tokens": 6, "logprobs": 2}
     with serving(member, slots=2) as served:
         arrived = threading.Event()
         submitted = []
@@ -291,6 +297,10 @@ def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_th
     together = [streamed_tokens(first_events), streamed_tokens(second_events)]
     assert [len(t) for t in together] == [16, 6]
     assert together == solo, "a request batched with another answered otherwise than alone"
+    alternatives = [[len(top) for top in streamed_tops(events)] for events in (first_events, second_events)]
+    # two alternatives of one text (bytes that are not UTF-8 alone) share a key of OpenAI's top_logprobs object
+    asked = alternatives[0] == [0] * 16 and len(alternatives[1]) == 6 and all(1 <= n <= 2 for n in alternatives[1])
+    assert asked, f"each request gets the alternatives it asked for: {alternatives}"
     assert_tokens_equal(member, first_prompt, together[0], "the first request")
     assert_tokens_equal(member, second_prompt, together[1], "the second request")
 

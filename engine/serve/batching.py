@@ -49,7 +49,7 @@ class SlotExecutor(Protocol):
 
 
 @dataclass(frozen=True)
-class Chosen:
+class StepTokens:
     """Tokens chosen for some slots in one step, in the order the slots were listed."""
 
     ids: np.ndarray
@@ -57,44 +57,43 @@ class Chosen:
     logprobs: np.ndarray
     """(rows,) float32: log p under the model (temperature 1, no penalty)."""
     top_ids: np.ndarray
-    """(rows, K) int64: the likeliest tokens, likeliest first."""
+    """(rows, K) int64: the likeliest tokens, likeliest first (K: the most any listed slot asked for)."""
     top_logprobs: np.ndarray
     """(rows, K) float32."""
 
     @staticmethod
-    def of_prefill(prefill: Any) -> "Chosen":
-        """The token a prefill with a choice left pending (one row: the slot's)."""
-        return Chosen.of_decode(prefill.chosen, 0)
-
-    @staticmethod
-    def of_decode(decoded: Any, step: int) -> "Chosen":
-        """Step `step` of a decode: ids (count, rows), logprobs (count, rows), top ids/logprobs (count, rows, K)."""
-        return Chosen(
-            np.asarray(decoded.ids[step], np.int64),
-            np.asarray(decoded.logprobs[step], np.float32),
-            np.asarray(decoded.top_ids[step], np.int64),
-            np.asarray(decoded.top_logprobs[step], np.float32),
+    def of(chosen: Any, step: int = 0) -> "StepTokens":
+        """Step `step` of the executor's Chosen: ids and log p (count, rows), alternatives (count, rows, K)."""
+        return StepTokens(
+            np.asarray(chosen.ids[step], np.int64),
+            np.asarray(chosen.logprobs[step], np.float32),
+            np.asarray(chosen.alternatives[step], np.int64),
+            np.asarray(chosen.alternative_logprobs[step], np.float32),
         )
 
-    def rows(self, start: int, end: int, first: int) -> Generation:
-        """Rows start..end as step `first` of a generation (confidence: round(255 p), §5)."""
+    def rows(self, start: int, end: int, first: int, top: int) -> Generation:
+        """Rows start..end with their `top` alternatives as step `first` of a generation (confidence: round(255
+        p), §5)."""
         logprobs = self.logprobs[start:end]
         confidences = np.clip(np.round(255 * np.exp(logprobs.astype(np.float64))), 0, 255).astype(np.uint8)
         return Generation(
             self.ids[start:end, None],
             confidences[:, None],
             logprobs[:, None],
-            self.top_ids[start:end, None],
-            self.top_logprobs[start:end, None],
+            self.top_ids[start:end, None, :top],
+            self.top_logprobs[start:end, None, :top],
             first=first,
         )
 
     @staticmethod
-    def joined(parts: Sequence["Chosen"]) -> "Chosen":
-        return Chosen(*(np.concatenate([getattr(p, name) for p in parts]) for name in CHOSEN_FIELDS))
-
-
-CHOSEN_FIELDS = ("ids", "logprobs", "top_ids", "top_logprobs")
+    def joined(parts: Sequence["StepTokens"]) -> "StepTokens":
+        top = max(p.top_ids.shape[1] for p in parts)
+        return StepTokens(
+            np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.logprobs for p in parts]),
+            np.concatenate([np.pad(p.top_ids, ((0, 0), (0, top - p.top_ids.shape[1]))) for p in parts]),
+            np.concatenate([np.pad(p.top_logprobs, ((0, 0), (0, top - p.top_ids.shape[1]))) for p in parts]),
+        )
 
 
 def choice_of(job: GenerateJob, row: int) -> Choice:
@@ -182,7 +181,7 @@ class Scheduler:
                 run.slots.append(slot)
                 self.held[slot] = []  # until the prefill is in, the cache holds no sequence worth reusing
                 self.executor.truncate(slot, keep)
-                one = Chosen.of_prefill(self.executor.prefill(slot, prompt[keep:], choice, step=0))
+                one = StepTokens.of(self.executor.prefill(slot, prompt[keep:], choice, step=0).chosen)
                 self.held[slot], self.pending[slot] = list(prompt), int(one.ids[0])
                 self.counters.positions_computed += len(prompt) - keep
                 self.counters.positions_reused += keep
@@ -191,7 +190,7 @@ class Scheduler:
             self.free += run.slots
             raise
         self.running.append(run)
-        self._deliver(run, Chosen.joined(chosen), 0)
+        self._deliver(run, StepTokens.joined(chosen), 0)
 
     def step(self) -> None:
         """One decode step of every running slot together, each request's rows delivered."""
@@ -202,7 +201,7 @@ class Scheduler:
         slots = [slot for run in self.running for slot in run.slots]
         choices = [choice for run in self.running for choice in run.choices]
         steps = [run.made for run in self.running for _ in run.slots]
-        chosen = Chosen.of_decode(self.executor.decode(slots, choices, steps, 1), 0)
+        chosen = StepTokens.of(self.executor.decode(slots, choices, steps, 1))
         self.counters.positions_computed += len(slots)
         for slot, token in zip(slots, chosen.ids.tolist(), strict=True):
             self.held[slot].append(self.pending[slot])
@@ -212,8 +211,8 @@ class Scheduler:
             self._deliver(run, chosen, start)
             start += len(run.slots)
 
-    def _deliver(self, run: Running, chosen: Chosen, start: int) -> None:
-        run.job.sink.put(chosen.rows(start, start + len(run.slots), run.made))
+    def _deliver(self, run: Running, chosen: StepTokens, start: int) -> None:
+        run.job.sink.put(chosen.rows(start, start + len(run.slots), run.made, run.job.top_logprobs))
         run.made += 1
         if run.made == run.job.max_tokens:
             self._finish(run)
