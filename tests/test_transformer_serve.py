@@ -48,11 +48,11 @@ class Member:
         return self.meta["context_length"]
 
 
-def make_member(tmp_path, rng: np.random.Generator, context: int = 64) -> Member:
+def make_member(tmp_path, rng: np.random.Generator, context: int = 64, bos: int | None = None) -> Member:
     tokenizer = Tokenizer.train(TEXT, 300)
     architecture = random_architecture(rng, vocab_size=tokenizer.vocab_size, context_length=context)
     path = tmp_path / f"{NAME}.pxi"
-    write_random_transformer(path, architecture, "q8", seed=int(rng.integers(1 << 32)), head_gain=HEAD_GAIN)
+    write_random_transformer(path, architecture, "q8", seed=int(rng.integers(1 << 32)), bos=bos, head_gain=HEAD_GAIN)
     meta, params = oracle_reads(path)
     spec, pixels = read_transformer(path)
     model = SimpleNamespace(spec=spec, pixels=pixels, tokenizer=tokenizer, source=str(path))
@@ -306,13 +306,14 @@ def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_th
 
 
 def test_a_second_chat_turn_computes_only_its_new_positions(tmp_path, rng):
-    member = make_member(tmp_path, rng)
+    bos = int(rng.integers(1, 256))
+    member = make_member(tmp_path, rng, bos=bos)  # every sequence begins with bos (§14.4): each turn's too
     prompt = rng.integers(1, member.vocab, int(rng.integers(8, 20))).tolist()
     greedy = {"model": NAME, "temperature": 0, "logprobs": 0}
     with serving(member, slots=2) as served:
         status, first = post(served.url, "/v1/completions", greedy | {"prompt": prompt, "max_tokens": 8})
         assert status == 200, first
-        answer, compared = oracle_greedy(member, prompt, 8)
+        answer, compared = oracle_greedy(member, [bos, *prompt], 8)
         tokens = first["choices"][0]["logprobs"]["tokens"]
         assert tokens[:compared] == token_texts(member, answer)[:compared]
         if compared < 8:
@@ -325,15 +326,17 @@ def test_a_second_chat_turn_computes_only_its_new_positions(tmp_path, rng):
         status, second = post(served.url, "/v1/completions", greedy | {"prompt": second_prompt, "max_tokens": 4})
         assert status == 200, second
         computed = served.executor.computed - before
-        reused = len(prompt) + len(answer) - 1  # the answer's last token was chosen, never run
+        reused = 1 + len(prompt) + len(answer) - 1  # bos, and not the answer's last token: chosen, never run
         assert computed == (1 + len(more)) + 3, f"{computed} positions computed for the second turn"
         health = get(served.url, "/health")["models"][NAME]
         assert health["positions_reused"] == reused and health["slots"] == 2, health
-        assert_tokens_equal(member, second_prompt, second["choices"][0]["logprobs"]["tokens"], "the second turn")
+        assert second["usage"]["prompt_tokens"] == 1 + len(second_prompt), second["usage"]
+        tokens = second["choices"][0]["logprobs"]["tokens"]
+        assert_tokens_equal(member, [bos, *second_prompt], tokens, "the second turn")
         before = served.executor.computed
         body = greedy | {"prompt": second_prompt, "max_tokens": 4, "cache_prompt": False}
         status, fresh = post(served.url, "/v1/completions", body)
-        assert served.executor.computed - before == len(second_prompt) + 3
+        assert served.executor.computed - before == 1 + len(second_prompt) + 3
         assert fresh["choices"][0]["text"] == second["choices"][0]["text"]
 
 

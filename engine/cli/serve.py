@@ -28,6 +28,13 @@ def serve(
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free one, printed).")] = 8000,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Prompts in one GPU batch (1: no batching).")] = 256,
+    slots: Annotated[
+        int,
+        typer.Option(
+            "--slots",
+            help="Version-2 models: KV-cache slots, the prompts generating at once (a request joins between steps).",
+        ),
+    ] = 8,
     queue: Annotated[int, typer.Option("--queue", help="Requests a model holds at once (≥ 64); past it, 503.")] = 512,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a completion may ask.")] = 1024,
     batch_wait_ms: Annotated[
@@ -71,6 +78,7 @@ def serve(
     waits = {} if batch_wait_ms is None else {"batch_wait_s": batch_wait_ms / 1000}
     limits = Limits(
         max_batch=max_batch,
+        slots=slots,
         queue=queue,
         max_tokens=max_tokens,
         header_timeout_s=header_timeout,

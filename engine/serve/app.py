@@ -25,8 +25,8 @@ from .offloop import OffLoop
 from .page import page_html, trace_fragment, transformer_trace_fragment
 from .requests import (
     BadRequest,
-    check_context,
     error_body,
+    model_sequences,
     parse_completion,
     parse_json_body,
     quoted,
@@ -137,7 +137,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
             asked = parse_completion(parse_json_body(body), terms, limits)
             tokenizer = by_name[asked.model].runnable.model.tokenizer
             rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
-            check_context(rows, asked, terms[asked.model])
+            rows = model_sequences(rows, asked, terms[asked.model])
             return Completion(asked, rows, tokenizer.token_bytes, off_loop)
 
         completion = await off_loop.run(prepare, len(body) > INLINE_BYTES)

@@ -159,10 +159,13 @@ class Scheduler:
         return len(job.rows) <= len(self.free)
 
     def _take_slot(self, prompt: Sequence[int], use_cache: bool) -> tuple[int, int]:
-        """The free slot for `prompt` and the positions it keeps: the longest shared prefix (the slot freed
-        longest ago among equals), or none."""
+        """The free slot for `prompt` and the positions of its cache it keeps: the slot sharing the longest
+        prefix where that is at least half the prompt (llama-server's slot similarity), else the slot freed
+        longest ago, so a short match (a bos, a common opening) does not overwrite a long chat's cache."""
         kept = [shared_prefix(self.held[slot], prompt) if use_cache else 0 for slot in self.free]
         best = int(np.argmax(kept))  # the first of the longest: freed longest ago
+        if 2 * kept[best] < len(prompt):
+            best = 0
         return self.free.pop(best), kept[best]
 
     def admit(self, job: GenerateJob) -> None:
@@ -253,8 +256,9 @@ class SlotWorker(EngineWorker):
     ) -> None:
         super().__init__(name, runnable, limits, device)
         self._build = build
-        architecture = runnable.model.spec.architecture
-        self._terms = ModelTerms(architecture.vocab_size, architecture.context_length, limits.slots)
+        spec = runnable.model.spec
+        architecture = spec.architecture
+        self._terms = ModelTerms(architecture.vocab_size, architecture.context_length, limits.slots, spec.bos)
         self.scheduler: Scheduler | None = None
 
     @property

@@ -80,6 +80,8 @@ class ModelTerms:
     """Version 2: each prompt + max_tokens must fit it. None: versions 0/1, whose window slides."""
     slots: int = 0
     """Version 2: KV-cache slots, the most prompts one request may hold."""
+    bos: int | None = None
+    """Version 2: the token every sequence begins with (§14.4), where the meta declares one."""
 
     @property
     def transformer(self) -> bool:
@@ -310,11 +312,15 @@ def context_overflow(index: int, tokens: int, max_tokens: int, context_length: i
     )
 
 
-def check_context(rows: list[list[int]], request: CompletionRequest, terms: ModelTerms) -> None:
-    """Version 2: every prompt's tokens + max_tokens within the context (never a silent truncation)."""
+def model_sequences(rows: list[list[int]], request: CompletionRequest, terms: ModelTerms) -> list[list[int]]:
+    """Each prompt's ids as the model runs them: version 2's with `bos` first where the meta declares it (§14.4),
+    checked to fit the context with max_tokens (never a silent truncation)."""
     if terms.context_length is None:
-        return
+        return rows
+    if terms.bos is not None:
+        rows = [[terms.bos, *row] for row in rows]
     for index, row in enumerate(rows):
         problem = context_overflow(index, len(row), request.max_tokens, terms.context_length)
         if problem is not None:
             raise BadRequest(400, problem, "prompt", "context_length_exceeded")
+    return rows
