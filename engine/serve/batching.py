@@ -15,25 +15,14 @@ import numpy as np
 
 from ..errors import PxglError
 from ..generation import Generation
+from ..loading import Runnable
+from ..transformer.gpu import Choice
+from ..transformer.model import TransformerModel
 from .limits import Limits
 from .requests import ModelTerms, context_overflow
-from .worker import FINISHED, STOP, CallJob, EngineWorker, GenerateJob, Job, JobFailed
+from .worker import FINISHED, STOP, CallJob, Engines, EngineWorker, GenerateJob, Job, JobFailed
 
 log = logging.getLogger("pxgl.serve")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """How one slot chooses its next token on the GPU (COMMON API's `Choice`; §11 plus the repetition
-    penalty). Replaced by the executor's own class when the streams branch lands."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    draw_row: int = 0
-    repetition_penalty: float = 1.0
-    top_logprobs: int = 0
 
 
 class SlotExecutor(Protocol):
@@ -236,23 +225,60 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Resident:
-    """What a version-2 worker builds on its thread: the slot executor, and the engines predict and trace
-    requests run on (CallJob's `call(engines)`)."""
+    """What a version-2 worker builds on its thread: the slot executor (and its name), the engines predict and
+    trace requests run on (CallJob's `call(engines)`), and how to close both."""
 
     executor: SlotExecutor
+    name: str
     engines: Any
     close: Callable[[], None]
 
 
-BuildResident = Callable[[Any, int | None, int], Resident]
+BuildResident = Callable[[Runnable, int | None, int], Resident]
 """(runnable, device, slots) → Resident, called on the engine thread."""
+
+
+def is_transformer(runnable: Runnable) -> bool:
+    return isinstance(runnable.model, TransformerModel)
+
+
+def build_resident(runnable: Runnable, device: int | None, slots: int) -> Resident:
+    """The model's engine (predict, trace) and, on its GL context, its executor with `slots` KV-cache slots.
+    Each holds the weights: the engine's executor keeps one sequence of its own."""
+    from ..engine import Engine
+    from ..transformer.executors import resolve_transformer_executor
+
+    assert isinstance(runnable.model, TransformerModel)
+    engine = Engine(runnable, device=device)
+    engine.gpu.spin_polls = 0  # a spinning wait would keep taking the GIL the event loop needs
+    try:
+        spec = runnable.model.spec
+        name, executor_class = resolve_transformer_executor(runnable.executor, spec, engine.gpu)
+        executor = executor_class(engine.gpu, spec, runnable.model.weights, slots=slots)
+    except BaseException:
+        engine.close()
+        raise
+
+    def close() -> None:
+        try:
+            executor.close()
+        finally:
+            engine.close()
+
+    return Resident(executor, name, Engines(engine, engine), close)
 
 
 class SlotWorker(EngineWorker):
     """The engine thread of a version-2 model: continuous batching over `limits.slots` KV-cache slots."""
 
     def __init__(
-        self, name: str, runnable: Any, limits: Limits, device: int | None = None, *, build: BuildResident
+        self,
+        name: str,
+        runnable: Runnable,
+        limits: Limits,
+        device: int | None = None,
+        *,
+        build: BuildResident = build_resident,
     ) -> None:
         super().__init__(name, runnable, limits, device)
         self._build = build
@@ -287,7 +313,7 @@ class SlotWorker(EngineWorker):
             finally:
                 self._ready.set()
             return
-        self.executor_name = getattr(resident.executor, "name", type(resident.executor).__name__)
+        self.executor_name = resident.name
         self._ready.set()
         try:
             self._serve(self.scheduler, resident.engines)
