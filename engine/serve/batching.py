@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import PxglError
 from ..generation import Generation
 from ..loading import Runnable
-from ..transformer.gpu import Choice
+from ..transformer.gpu import Choice, Chosen, Prefill
 from ..transformer.model import TransformerModel
 from .limits import Limits
 from .requests import ModelTerms, context_overflow
@@ -30,9 +30,9 @@ class SlotExecutor(Protocol):
 
     def truncate(self, slot: int, n: int) -> None: ...
 
-    def prefill(self, slot: int, tokens: Sequence[int], choice: Choice | None = None, step: int = 0) -> Any: ...
+    def prefill(self, slot: int, tokens: Sequence[int], choice: Choice | None = None, step: int = 0) -> Prefill: ...
 
-    def decode(self, slots: Sequence[int], choices: Sequence[Choice], steps: Sequence[int], count: int) -> Any: ...
+    def decode(self, slots: Sequence[int], choices: Sequence[Choice], steps: Sequence[int], count: int) -> Chosen: ...
 
     def close(self) -> None: ...
 
@@ -51,7 +51,7 @@ class StepTokens:
     """(rows, K) float32."""
 
     @staticmethod
-    def of(chosen: Any, step: int = 0) -> "StepTokens":
+    def of(chosen: Chosen, step: int = 0) -> "StepTokens":
         """Step `step` of the executor's Chosen: ids and log p (count, rows), alternatives (count, rows, K)."""
         return StepTokens(
             np.asarray(chosen.ids[step], np.int64),
@@ -103,8 +103,8 @@ def shared_prefix(held: Sequence[int], prompt: Sequence[int]) -> int:
     """Positions a slot holding `held` can keep for `prompt`: their common prefix, short of the prompt's last
     token (which must run for its logits)."""
     most = min(len(held), len(prompt) - 1)
-    same = np.asarray(held[:most]) != np.asarray(prompt[:most])
-    return int(np.argmax(same)) if same.any() else most
+    differ = np.asarray(held[:most]) != np.asarray(prompt[:most])
+    return int(np.argmax(differ)) if differ.any() else most
 
 
 @dataclass(eq=False)
