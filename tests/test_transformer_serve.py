@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,10 +220,10 @@ def streamed_tokens(events: list[tuple[float, dict]]) -> list[str]:
     return [t for _, e in events for t in (e["choices"][0]["logprobs"] or {}).get("tokens", [])]
 
 
-def joined_mid_generation(served: Serving, monkeypatch, first: dict, second: dict) -> tuple[list, list, list]:
-    """`first` streamed; `second` sent once first's first token is in, while the first's third decode step
-    waits until the second has been submitted (so the first cannot end before it arrives): both events, and
-    the executor's calls meanwhile."""
+def joined_mid_generation(served: Serving, monkeypatch, first: dict, second: Callable[[], Any]) -> tuple:
+    """`first` streamed; `second()` sent once first's first token is in, while the first's third decode step
+    waits until the second request has been submitted (so the first cannot end before it arrives): the first's
+    events, what `second()` gave, and the executor's calls meanwhile."""
     arrived = threading.Event()
     submitted = []
     submit = served.worker.submit
@@ -242,15 +242,23 @@ def joined_mid_generation(served: Serving, monkeypatch, first: dict, second: dic
     monkeypatch.setattr(served.executor, "before_decode", hold_third_step)
     served.executor.calls.clear()
     first_events: list[tuple[float, dict]] = []
-    second_events: list[tuple[float, dict]] = []
     started = threading.Event()
     running = threading.Thread(target=streamed, args=(served.url, first, first_events, started))
     running.start()
     assert started.wait(GATE_TIMEOUT_S), "the first request's first token never came"
-    streamed(served.url, second, second_events)
+    answer = second()
     running.join()
     monkeypatch.undo()
-    return first_events, second_events, list(served.executor.calls)
+    return first_events, answer, list(served.executor.calls)
+
+
+def streaming(served: Serving, body: dict) -> Callable[[], list[tuple[float, dict]]]:
+    def send() -> list[tuple[float, dict]]:
+        events: list[tuple[float, dict]] = []
+        streamed(served.url, body, events)
+        return events
+
+    return send
 
 
 def solo(served: Serving, body: dict) -> list[str]:
@@ -266,7 +274,9 @@ def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_th
     common = {"model": NAME, "temperature": 0, "logprobs": 0, "cache_prompt": False}
     first_body = common | {"prompt": first_prompt, "max_tokens": 16}
     second_body = common | {"prompt": second_prompt, "max_tokens": 6, "logprobs": 2}
-    first_events, second_events, calls = joined_mid_generation(served, monkeypatch, first_body, second_body)
+    first_events, second_events, calls = joined_mid_generation(
+        served, monkeypatch, first_body, streaming(served, second_body)
+    )
     prefills = [i for i, call in enumerate(calls) if call[0] == "prefill"]
     decodes = [call[1] for call in calls if call[0] == "decode"]
     assert len(prefills) == 2 and len(decodes) == 15, calls
@@ -297,12 +307,27 @@ def test_sampled_requests_with_their_own_settings_join_mid_generation_and_replay
         {"model": NAME, "prompt": prompt, "max_tokens": tokens, "logprobs": 0, "cache_prompt": False} | choice
         for prompt, tokens, choice in zip(prompts, (14, 8), choices, strict=True)
     ]
-    first_events, second_events, calls = joined_mid_generation(served, monkeypatch, *bodies)
+    second = streaming(served, bodies[1])
+    first_events, second_events, calls = joined_mid_generation(served, monkeypatch, bodies[0], second)
     assert sum(len(call[1]) == 2 for call in calls if call[0] == "decode") == 7, calls
     together = [streamed_tokens(first_events), streamed_tokens(second_events)]
     assert together == [solo(served, body) for body in bodies], "batched sampled answers differ from solo"
     for prompt, got, choice in zip(prompts, together, choices, strict=True):
         oracle_replay(member, prompt, got, choice)
+
+
+def test_a_trace_between_steps_leaves_the_running_request_alone(served, rng, monkeypatch):
+    member = served.member
+    prompt = rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist()
+    body = {"model": NAME, "prompt": prompt, "max_tokens": 10, "temperature": 0, "logprobs": 0, "cache_prompt": False}
+    text = TEXT[: int(rng.integers(8, 40))]
+    first_events, (status, traced), calls = joined_mid_generation(
+        served, monkeypatch, body, lambda: post(served.url, "/v1/trace", {"model": NAME, "prompt": text})
+    )
+    assert status == 200 and traced["html"] and traced["view"], traced
+    kinds = [call[0] for call in calls]
+    assert kinds == ["truncate", "prefill"] + ["decode"] * 9, f"the trace touched the served executor: {calls}"
+    assert streamed_tokens(first_events) == solo(served, body), "a trace between its steps changed an answer"
 
 
 def test_a_request_of_two_prompts_runs_them_in_two_slots_drawing_rows_0_and_1(served, rng):

@@ -16,11 +16,11 @@ import numpy as np
 from ..errors import PxglError
 from ..generation import Generation
 from ..loading import Runnable
-from ..transformer.gpu import Choice, Chosen, Prefill
+from ..transformer.gpu import Choice, Chosen, PassesTransformer, Prefill
 from ..transformer.model import TransformerModel
 from .limits import Limits
 from .requests import ModelTerms, context_overflow
-from .worker import FINISHED, STOP, CallJob, Engines, EngineWorker, GenerateJob, Job, JobFailed
+from .worker import FINISHED, STOP, CallJob, EngineWorker, GenerateJob, Job, JobFailed
 
 log = logging.getLogger("pxgl.serve")
 
@@ -242,30 +242,47 @@ def is_transformer(runnable: Runnable) -> bool:
     return isinstance(runnable.model, TransformerModel)
 
 
+@dataclass(frozen=True)
+class TransformerEngines:
+    """What a version-2 model's predict and trace requests run on: `main` its engine (predict), `passes` a
+    passes executor apart from the served slots, whose slot 0 a trace takes (no served sequence is there)."""
+
+    main: Any
+    passes: PassesTransformer
+
+
 def build_resident(runnable: Runnable, device: int | None, slots: int) -> Resident:
-    """The model's engine (predict, trace) and, on its GL context, its executor with `slots` KV-cache slots.
-    Each holds the weights: the engine's executor keeps one sequence of its own."""
+    """The model's engine (predict; its executor traces) and, on its GL context, the executor with `slots`
+    KV-cache slots the requests run in. Each holds the weights: the engine's executor keeps one sequence of
+    its own, so a trace or a prediction never touches a served slot."""
     from ..engine import Engine
     from ..transformer.executors import resolve_transformer_executor
 
     assert isinstance(runnable.model, TransformerModel)
+    spec, weights = runnable.model.spec, runnable.model.weights
     engine = Engine(runnable, device=device)
     engine.gpu.spin_polls = 0  # a spinning wait would keep taking the GIL the event loop needs
+    opened: list[Any] = []
     try:
-        spec = runnable.model.spec
         name, executor_class = resolve_transformer_executor(runnable.executor, spec, engine.gpu)
-        executor = executor_class(engine.gpu, spec, runnable.model.weights, slots=slots)
+        opened.append(executor_class(engine.gpu, spec, weights, slots=slots))
+        if not isinstance(engine.executor, PassesTransformer):
+            opened.append(PassesTransformer(engine.gpu, spec, weights))
     except BaseException:
+        for executor in opened:
+            executor.close()
         engine.close()
         raise
+    passes = opened[1] if len(opened) > 1 else engine.executor
 
     def close() -> None:
         try:
-            executor.close()
+            for executor in opened:
+                executor.close()
         finally:
             engine.close()
 
-    return Resident(executor, name, Engines(engine, engine), close)
+    return Resident(opened[0], name, TransformerEngines(engine, passes), close)
 
 
 class SlotWorker(EngineWorker):
