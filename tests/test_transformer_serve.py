@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from pxgl.serve.server import bind, uvicorn_config
 from pxgl.tokenizer import Tokenizer
 from pxgl.transformer.members import write_random_model
 
+from tests.cli_process import pxgl
 from tests.reference import transformer as oracle
 from tests.test_transformer_engine import oracle_reads, random_architecture
 
@@ -48,7 +50,7 @@ class Member:
         return self.meta["vocab_size"]
 
 
-def make_member(folder, rng: np.random.Generator) -> Member:
+def make_member(folder, rng: np.random.Generator, executor: str) -> Member:
     tokenizer = Tokenizer.train(TEXT, 300)
     architecture = random_architecture(rng, vocab_size=tokenizer.vocab_size, context_length=CONTEXT)
     path = folder / f"{NAME}.pxi"
@@ -56,7 +58,15 @@ def make_member(folder, rng: np.random.Generator) -> Member:
     seed = int(rng.integers(1 << 32))
     write_random_model(path, architecture, "q8", seed, tokenizer=tokenizer, bos=bos, head_gain=HEAD_GAIN)
     meta, params = oracle_reads(path)
-    return Member(meta, params, open_model(path, "passes"), tokenizer, bos)
+    return Member(meta, params, open_model(path, executor), tokenizer, bos)
+
+
+def random_prompt(rng: np.random.Generator, member: Member, low: int, high: int) -> list[int]:
+    """Ids of `low`..`high`-1 tokens not beginning with bos (the server puts bos before such a prompt)."""
+    prompt = rng.integers(0, member.vocab, int(rng.integers(low, high))).tolist()
+    if prompt[0] == member.bos:
+        prompt[0] = (member.bos + 1) % member.vocab
+    return prompt
 
 
 def oracle_replay(member: Member, prompt: Sequence[int], got: list[str], choice: dict, row: int = 0) -> int:
@@ -64,7 +74,7 @@ def oracle_replay(member: Member, prompt: Sequence[int], got: list[str], choice:
     (greedy, or the draw u(seed, row, step) through top-k and top-p) over the repetition-penalised logits of
     the sequence so far; a mismatch fails, an excused step (a near-tie, a draw at a boundary) ends the
     comparison. At least one step must be compared."""
-    sequence = [member.bos, *prompt]
+    sequence = list(prompt) if prompt[:1] == [member.bos] else [member.bos, *prompt]
     penalty = choice.get("repetition_penalty", 1.0)
     for step, text in enumerate(got):
         logits = oracle.forward(member.meta, member.params, sequence)[-1]
@@ -132,13 +142,13 @@ class Serving:
     seed: int
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[Serving]:
+@pytest.fixture(scope="module", params=["passes", "fused"])
+def served(tmp_path_factory, request: pytest.FixtureRequest) -> Iterator[Serving]:
     """A server of a random member on a free port, in this process, with 2 slots; its warm-up forgotten."""
     import uvicorn
 
     seed = int(os.environ.get("PXGL_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
-    member = make_member(tmp_path_factory.mktemp("serve2"), np.random.default_rng(seed))
+    member = make_member(tmp_path_factory.mktemp("serve2"), np.random.default_rng(seed), request.param)
     made: list[Recording] = []
 
     def build(runnable: Any, device: int | None, slots: int) -> Resident:
@@ -269,8 +279,8 @@ def solo(served: Serving, body: dict) -> list[str]:
 
 def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_their_solo_runs(served, rng, monkeypatch):
     member = served.member
-    first_prompt = rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist()
-    second_prompt = rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist()
+    first_prompt = random_prompt(rng, member, 4, 12)
+    second_prompt = random_prompt(rng, member, 4, 12)
     common = {"model": NAME, "temperature": 0, "logprobs": 0, "cache_prompt": False}
     first_body = common | {"prompt": first_prompt, "max_tokens": 16}
     second_body = common | {"prompt": second_prompt, "max_tokens": 6, "logprobs": 2}
@@ -298,7 +308,7 @@ def test_sampled_requests_with_their_own_settings_join_mid_generation_and_replay
     served, rng, monkeypatch
 ):
     member = served.member
-    prompts = [rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist() for _ in range(2)]
+    prompts = [random_prompt(rng, member, 4, 12) for _ in range(2)]
     choices = [
         {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": int(rng.integers(1 << 32)), "repetition_penalty": 1.3},
         {"temperature": 1.2, "seed": int(rng.integers(1 << 32))},
@@ -318,7 +328,7 @@ def test_sampled_requests_with_their_own_settings_join_mid_generation_and_replay
 
 def test_a_trace_between_steps_leaves_the_running_request_alone(served, rng, monkeypatch):
     member = served.member
-    prompt = rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist()
+    prompt = random_prompt(rng, member, 4, 12)
     body = {"model": NAME, "prompt": prompt, "max_tokens": 10, "temperature": 0, "logprobs": 0, "cache_prompt": False}
     text = TEXT[: int(rng.integers(8, 40))]
     first_events, (status, traced), calls = joined_mid_generation(
@@ -332,7 +342,7 @@ def test_a_trace_between_steps_leaves_the_running_request_alone(served, rng, mon
 
 def test_a_request_of_two_prompts_runs_them_in_two_slots_drawing_rows_0_and_1(served, rng):
     member = served.member
-    prompts = [rng.integers(0, member.vocab, int(rng.integers(4, 12))).tolist() for _ in range(2)]
+    prompts = [random_prompt(rng, member, 4, 12), [member.bos, *random_prompt(rng, member, 4, 12)]]
     choice = {"temperature": 0.9, "top_p": 0.95, "seed": int(rng.integers(1 << 32))}
     body = {"model": NAME, "prompt": prompts, "max_tokens": 6, "logprobs": 0, "cache_prompt": False} | choice
     served.executor.calls.clear()
@@ -340,13 +350,16 @@ def test_a_request_of_two_prompts_runs_them_in_two_slots_drawing_rows_0_and_1(se
     assert status == 200, answer
     decodes = [call[1] for call in served.executor.calls if call[0] == "decode"]
     assert len(decodes) == 5 and all(len(slots) == 2 for slots in decodes), served.executor.calls
+    prefilled = sorted(call[2] for call in served.executor.calls if call[0] == "prefill")
+    expected = sorted([1 + len(prompts[0]), len(prompts[1])])  # bos before the first, not twice in the second
+    assert prefilled == expected and answer["usage"]["prompt_tokens"] == sum(expected), (prefilled, answer)
     for row, (prompt, one) in enumerate(zip(prompts, answer["choices"], strict=True)):
         oracle_replay(member, prompt, one["logprobs"]["tokens"], choice, row=row)
 
 
 def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
     member = served.member
-    prompt = rng.integers(0, member.vocab, int(rng.integers(8, 20))).tolist()
+    prompt = random_prompt(rng, member, 8, 20)
     greedy = {"model": NAME, "temperature": 0, "logprobs": 0}
     served.executor.calls.clear()
     status, first = post(served.url, "/v1/completions", greedy | {"prompt": prompt, "max_tokens": 8})
@@ -355,7 +368,7 @@ def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
     (slot,) = [call[1] for call in served.executor.calls if call[0] == "prefill"]
     answer = served.executor.chosen[slot]  # the answer's ids, as the executor chose them
     assert len(answer) == 8
-    other = rng.integers(0, member.vocab, 6).tolist()  # shares only bos: takes the other slot
+    other = random_prompt(rng, member, 6, 7)  # shares only bos: takes the other slot
     assert post(served.url, "/v1/completions", greedy | {"prompt": other, "max_tokens": 3})[0] == 200
     more = rng.integers(0, member.vocab, int(rng.integers(1, 6))).tolist()
     second_prompt = prompt + answer + more
@@ -380,7 +393,7 @@ def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
 def test_context_overflow_and_too_many_prompts_are_400s_naming_the_field(served, rng):
     member = served.member
     n = int(rng.integers(CONTEXT - 12, CONTEXT - 4))
-    prompt = rng.integers(0, member.vocab, n).tolist()
+    prompt = random_prompt(rng, member, n, n + 1)
     served.executor.calls.clear()
     too_long = {"model": NAME, "prompt": prompt, "max_tokens": CONTEXT - n}  # bos takes a position too
     status, answer = post(served.url, "/v1/completions", too_long)
@@ -395,3 +408,12 @@ def test_context_overflow_and_too_many_prompts_are_400s_naming_the_field(served,
     assert status == 200 and answer["usage"]["completion_tokens"] == CONTEXT - n - 1, answer
     prefills = [call for call in served.executor.calls if call[0] == "prefill"]
     assert len(prefills) == 1, f"a refused request reached the executor: {prefills}"
+
+
+def test_serving_a_version_2_model_on_pxvm_is_one_line_and_status_2(served):
+    if served.member.runnable.executor != "passes":
+        pytest.skip("one executor's member is enough")
+    source = served.member.runnable.model.source
+    run = pxgl("serve", "-m", source, "-x", "pxvm", "--port", "0", cwd=Path(source).parent)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "the pxvm executor holds one sequence" in run.stderr and "-x passes or -x fused" in run.stderr

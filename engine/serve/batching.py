@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import PxglError
 from ..generation import Generation
 from ..loading import Runnable
-from ..transformer.gpu import Choice, Chosen, PassesTransformer, Prefill
+from ..transformer.gpu import Choice, Chosen, GPUTransformer, PassesTransformer, Prefill
 from ..transformer.model import TransformerModel
 from .limits import Limits
 from .requests import ModelTerms, context_overflow
@@ -266,6 +266,11 @@ def build_resident(runnable: Runnable, device: int | None, slots: int) -> Reside
     try:
         name, executor_class = resolve_transformer_executor(runnable.executor, spec, engine.gpu)
         opened.append(executor_class(engine.gpu, spec, weights, slots=slots))
+        if not isinstance(opened[0], GPUTransformer):
+            raise PxglError(
+                f"{runnable.model.source}: the {name} executor holds one sequence and reuses no prefix; pxgl serve "
+                "runs version-2 models on KV-cache slots: -x passes or -x fused"
+            )
         if not isinstance(engine.executor, PassesTransformer):
             opened.append(PassesTransformer(engine.gpu, spec, weights))
     except BaseException:

@@ -313,12 +313,13 @@ def context_overflow(index: int, tokens: int, max_tokens: int, context_length: i
 
 
 def model_sequences(rows: list[list[int]], request: CompletionRequest, terms: ModelTerms) -> list[list[int]]:
-    """Each prompt's ids as the model runs them: version 2's with `bos` first where the meta declares it (§14.4),
-    checked to fit the context with max_tokens (never a silent truncation)."""
+    """Each prompt's ids as the model runs them: version 2's with `bos` first where the meta declares it and the
+    prompt does not begin with it (§14.4), checked to fit the context with max_tokens (never a silent
+    truncation)."""
     if terms.context_length is None:
         return rows
     if terms.bos is not None:
-        rows = [[terms.bos, *row] for row in rows]
+        rows = [row if row[:1] == [terms.bos] else [terms.bos, *row] for row in rows]
     for index, row in enumerate(rows):
         problem = context_overflow(index, len(row), request.max_tokens, terms.context_length)
         if problem is not None:
