@@ -3,7 +3,7 @@ random member's greedy tokens run one after another through one KV-cache slot, t
 slots (one batched decode step for all), and the time to the first token of a request arriving while another
 generates. Prints one JSON object.
 
-    python -m bench.transformer_serve --shape tiny --requests 8 --prompt 16 --tokens 32
+    python -m bench.transformer_serve --shape tiny --executor passes --requests 8 --prompt 16 --tokens 32
 """
 
 import argparse
@@ -14,7 +14,6 @@ from collections.abc import Callable
 import numpy as np
 from pxgl.generation import Sampling
 from pxgl.loading import Runnable
-from pxgl.pxi import bytes_to_pixels
 from pxgl.serve.batching import Scheduler, build_resident
 from pxgl.serve.worker import GenerateJob
 from pxgl.transformer import TransformerArchitecture, lay_out, random_values
@@ -53,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--quant", choices=("q8", "q4", "u8", "f16"), default="q8")
+    parser.add_argument("--executor", choices=("passes", "fused"), default="passes")
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=32)
@@ -61,13 +61,13 @@ def main() -> None:
     architecture = TransformerArchitecture(**SHAPES[args.shape])
     rng = np.random.default_rng(args.seed)
     spec, weight_bytes = lay_out(architecture, random_values(architecture, rng, head_gain=4.0), args.quant)
-    pixels = bytes_to_pixels(weight_bytes, spec.image_width, spec.image_height)
-    model = TransformerModel(spec, pixels, "bench member")
-    resident = build_resident(Runnable(model, "passes"), None, args.requests)
+    model = TransformerModel(spec, np.frombuffer(weight_bytes, np.uint8), "bench member")
+    resident = build_resident(Runnable(model, args.executor), None, args.requests)
     prompts = [rng.integers(0, architecture.vocab_size, args.prompt).tolist() for _ in range(args.requests)]
     result: dict[str, object] = {
         "shape": args.shape,
         "quant": args.quant,
+        "executor": args.executor,
         "renderer": resident.engines.main.gpu.renderer,
     }
     try:
