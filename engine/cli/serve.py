@@ -62,8 +62,9 @@ def serve(
 ) -> None:
     """Serve models over HTTP: OpenAI-style /v1/completions (streamed as server-sent events), /v1/predict
     (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page at /. With
-    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Sampled
-    completions, alternatives and the page run on the passes executor beside the one -x chooses.
+    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Version 1:
+    sampled completions, alternatives and the page run on the passes executor beside the one -x chooses.
+    Version 2: requests join the running ones between decode steps, each prompt in a KV-cache slot (--slots).
     SIGTERM or Ctrl-C finishes the requests in flight, then exits."""
     try:
         from ..serve import Limits, serve
