@@ -450,7 +450,7 @@ def test_every_field_of_every_endpoint_answers_hostile_values_with_a_4xx_or_an_a
     base = {"model": "alpha", "prompt": "pixels", "max_tokens": 1}
     fields = ["model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs"]
     fields += ["stream", "user", "n", "best_of", "echo", "presence_penalty", "frequency_penalty", "suffix"]
-    fields += ["logit_bias", "stream_options"]
+    fields += ["logit_bias", "stream_options", "repetition_penalty", "repeat_penalty", "cache_prompt"]
     cases = [("/v1/completions", base, name) for name in fields]
     cases += [("/v1/trace", {"model": "alpha", "prompt": "pixels"}, name) for name in ("model", "prompt")]
     for path, body, name in cases:
@@ -529,6 +529,41 @@ def test_sigterm_drains_in_flight_requests_and_exits(tmp_path, rng):
     assert b'"finish_reason": "length"' in streamed
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/health", timeout=5)
+
+
+UNSERVED_FIELDS = (
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"),
+    ("messages", [{"role": "user", "content": "hi"}]),
+    ("response_format", {"type": "json_object"}),
+    ("max_completion_tokens", 4),
+    ("frequency_penalty", 0.5),
+    ("presence_penalty", -1),
+    ("logit_bias", {"5": 10}),
+    ("n", 2),
+    ("best_of", 3),
+    ("echo", True),
+    ("suffix", "x"),
+    ("stream_options", {"include_usage": True}),
+    ("repetition_penalty", 1.3),
+    ("repeat_penalty", 0.5),
+    ("cache_prompt", "yes"),
+    ("min_p", 0.1),
+)
+"""Fields a version-1 model does not serve at these values (docs/FORMATS.md §12): each a 400 naming it."""
+
+
+def test_every_unserved_field_is_a_400_naming_it_and_defaults_change_nothing(served):
+    base = {"model": "alpha", "prompt": "pixels", "max_tokens": 3, "temperature": 0}
+    for name, value in UNSERVED_FIELDS:
+        status, data, _ = call(served.url, "/v1/completions", base | {name: value})
+        error = json.loads(data)["error"]
+        assert status == 400 and error["param"] == name and name in error["message"], (name, status, error)
+    status, data, _ = call(served.url, "/v1/completions", base | {"repetition_penalty": 1.2, "repeat_penalty": 1.2})
+    assert status == 400 and "one field by two names" in json.loads(data)["error"]["message"], data
+    defaults = {"n": 1, "logit_bias": {}, "frequency_penalty": 0, "repetition_penalty": 1, "cache_prompt": False}
+    plain, same = complete(served.url, base), complete(served.url, base | defaults)
+    assert plain["choices"] == same["choices"], (plain, same)
 
 
 def test_a_busy_port_is_one_line_and_status_2(served):

@@ -28,6 +28,13 @@ def serve(
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free one, printed).")] = 8000,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Prompts in one GPU batch (1: no batching).")] = 256,
+    slots: Annotated[
+        int,
+        typer.Option(
+            "--slots",
+            help="Version-2 models: KV-cache slots, the prompts generating at once (a request joins between steps).",
+        ),
+    ] = 8,
     queue: Annotated[int, typer.Option("--queue", help="Requests a model holds at once (≥ 64); past it, 503.")] = 512,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a completion may ask.")] = 1024,
     batch_wait_ms: Annotated[
@@ -55,8 +62,9 @@ def serve(
 ) -> None:
     """Serve models over HTTP: OpenAI-style /v1/completions (streamed as server-sent events), /v1/predict
     (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page at /. With
-    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Sampled
-    completions, alternatives and the page run on the passes executor beside the one -x chooses.
+    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Version 1:
+    sampled completions, alternatives and the page run on the passes executor beside the one -x chooses.
+    Version 2: requests join the running ones between decode steps, each prompt in a KV-cache slot (--slots).
     SIGTERM or Ctrl-C finishes the requests in flight, then exits."""
     try:
         from ..serve import Limits, serve
@@ -71,6 +79,7 @@ def serve(
     waits = {} if batch_wait_ms is None else {"batch_wait_s": batch_wait_ms / 1000}
     limits = Limits(
         max_batch=max_batch,
+        slots=slots,
         queue=queue,
         max_tokens=max_tokens,
         header_timeout_s=header_timeout,

@@ -23,7 +23,16 @@ from .completions import Completion
 from .limits import Limits
 from .offloop import OffLoop
 from .page import page_html, trace_fragment, transformer_trace_fragment
-from .requests import BadRequest, error_body, parse_completion, parse_json_body, quoted, type_name, unknown_model
+from .requests import (
+    BadRequest,
+    error_body,
+    model_sequences,
+    parse_completion,
+    parse_json_body,
+    quoted,
+    type_name,
+    unknown_model,
+)
 from .worker import PASSES, CallJob, Engines, EngineWorker, JobFailed, QueueFull, Sink
 
 INLINE_BYTES = 4096
@@ -44,7 +53,7 @@ class Mounted:
 
 
 def worker_state(worker: EngineWorker) -> dict[str, int]:
-    return {"in_flight": worker.in_flight, "batches": worker.batches, "requests": worker.requests}
+    return {"in_flight": worker.in_flight, "batches": worker.batches, "requests": worker.requests} | worker.counters()
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -88,7 +97,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None) -> Starlette:
     by_name = {m.name: m for m in models}
-    vocab_sizes = {m.name: m.runnable.model.spec.vocab_size for m in models}
+    terms = {m.name: m.worker.terms for m in models}
     page = page_html([m.name for m in models])
     off_loop = OffLoop()
 
@@ -125,9 +134,10 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         body = await read_body(request, limits.max_body_bytes)
 
         def prepare() -> Completion:
-            asked = parse_completion(parse_json_body(body), vocab_sizes, limits)
+            asked = parse_completion(parse_json_body(body), terms, limits)
             tokenizer = by_name[asked.model].runnable.model.tokenizer
             rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
+            rows = model_sequences(rows, asked, terms[asked.model])
             return Completion(asked, rows, tokenizer.token_bytes, off_loop)
 
         completion = await off_loop.run(prepare, len(body) > INLINE_BYTES)

@@ -120,6 +120,8 @@ class Completion:
             max_tokens=self.request.max_tokens,
             sampling=self.request.sampling,
             top_logprobs=self.request.logprobs or 0,
+            repetition_penalty=self.request.repetition_penalty,
+            cache_prompt=self.request.cache_prompt,
         )
         worker.submit(self.job)
 

@@ -9,6 +9,7 @@ KiB, MiB = 1 << 10, 1 << 20
 MIN_QUEUE = 64
 MIN_CONNECTIONS = 8
 MAX_TIMEOUT_S = 3600
+MAX_SLOTS = 256
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Limits:
     answer (a client taking none of it); past it, 408 (the answer not begun) and the connection closed."""
     max_connections: int = 1024
     """Open connections; one more is answered 503 and closed at once."""
+    slots: int = 8
+    """Version 2: KV-cache slots of each model, the prompts generating at once (§12's continuous batching)."""
     max_batch: int = 256
     """Prompts in one GPU batch (1: every request runs alone)."""
     queue: int = 512
@@ -49,6 +52,8 @@ class Limits:
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
             raise PxglError(f"--max-tokens must lie in 1..{MAX_NEW_TOKENS}, got {self.max_tokens}")
+        if not 1 <= self.slots <= MAX_SLOTS:
+            raise PxglError(f"--slots must lie in 1..{MAX_SLOTS}, got {self.slots}")
         if self.max_batch < 1:
             raise PxglError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.queue < MIN_QUEUE:

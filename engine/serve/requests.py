@@ -44,6 +44,48 @@ IGNORED_AT_DEFAULT: dict[str, Any] = {
 COMPLETION_FIELDS = frozenset(
     {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "stream", "user"}
 )
+PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
+"""One field by two names (Hugging Face's, llama-server's): §11's repetition penalty, version 2 only."""
+CACHE_FIELD = "cache_prompt"
+OTHER_OPENAI_FIELDS = frozenset(
+    {
+        "messages",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "parallel_tool_calls",
+        "response_format",
+        "max_completion_tokens",
+        "top_logprobs",
+        "modalities",
+        "audio",
+        "prediction",
+        "metadata",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+    }
+)
+"""OpenAI fields of other endpoints and newer models: refused by name, never ignored."""
+MAX_REPETITION_PENALTY = 10.0
+
+
+@dataclass(frozen=True)
+class ModelTerms:
+    """What a mounted model's requests are checked against."""
+
+    vocab_size: int
+    context_length: int | None = None
+    """Version 2: each prompt + max_tokens must fit it. None: versions 0/1, whose window slides."""
+    slots: int = 0
+    """Version 2: KV-cache slots, the most prompts one request may hold."""
+    bos: int | None = None
+    """Version 2: the token every sequence begins with (§14.4), where the meta declares one."""
+
+    @property
+    def transformer(self) -> bool:
+        return self.context_length is not None
 
 
 @dataclass(frozen=True)
@@ -57,6 +99,10 @@ class CompletionRequest:
     logprobs: int | None
     """None: no logprobs object in the answer; 0..max_logprobs: the chosen token's and that many others'."""
     stream: bool
+    repetition_penalty: float = 1.0
+    """§11's r (version 2); 1 is off."""
+    cache_prompt: bool = True
+    """Whether a prompt may reuse a cached prefix (version 2, llama-server's field)."""
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -185,24 +231,51 @@ def unknown_model(name: str, served: list[str]) -> BadRequest:
     return BadRequest(404, message, "model", "model_not_found")
 
 
-def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: Limits) -> CompletionRequest:
-    """A completions request checked whole; `vocab_sizes`: each mounted model's, by name."""
-    unknown = sorted(set(body) - COMPLETION_FIELDS - set(IGNORED_AT_DEFAULT))
+def refuse_unsupported(body: dict[str, Any]) -> None:
+    """Every field not served is a 400 naming it: none is ignored."""
+    served = COMPLETION_FIELDS | set(IGNORED_AT_DEFAULT) | set(PENALTY_FIELDS) | {CACHE_FIELD}
+    unknown = sorted(set(body) - served)
+    other = [name for name in unknown if name in OTHER_OPENAI_FIELDS]
+    if other:
+        raise BadRequest(400, f"{other[0]} is an OpenAI field pxgl does not serve", other[0])
     if unknown:
-        raise BadRequest(400, f"unknown field {quoted(unknown[0])}; pxgl serves {', '.join(sorted(COMPLETION_FIELDS))}")
+        name = unknown[0]
+        raise BadRequest(400, f"unknown field {quoted(name)}; pxgl serves {', '.join(sorted(served))}", name)
     for name, default in IGNORED_AT_DEFAULT.items():
         if body.get(name, default) not in (default, {}, None):
             raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)
+
+
+def repetition_penalty_of(body: dict[str, Any], terms: ModelTerms) -> float:
+    given = [name for name in PENALTY_FIELDS if body.get(name) is not None]
+    if len(given) > 1:
+        raise BadRequest(400, f"{' and '.join(given)} are one field by two names: give one", given[1])
+    if not given:
+        return 1.0
+    name = given[0]
+    penalty = number(body, name, 1.0, 0.0, MAX_REPETITION_PENALTY, low_open=True)
+    if penalty != 1.0 and not terms.transformer:
+        raise BadRequest(400, f"{name}: this model (version 0/1) serves only 1; version-2 models take (0, 10]", name)
+    return penalty
+
+
+def parse_completion(body: dict[str, Any], models: dict[str, ModelTerms], limits: Limits) -> CompletionRequest:
+    """A completions request checked whole; `models`: each mounted model's terms, by name."""
+    refuse_unsupported(body)
     model = body.get("model")
     if not isinstance(model, str):
         raise BadRequest(400, f"model must be a string naming a model, got {type_name(model)}", "model")
-    if model not in vocab_sizes:
-        raise unknown_model(model, list(vocab_sizes))
+    if model not in models:
+        raise unknown_model(model, list(models))
+    terms = models[model]
     if "prompt" not in body:
         raise BadRequest(400, "prompt is missing", "prompt")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(400, f"stream must be true or false, got {type_name(stream)}", "stream")
+    cache_prompt = body.get(CACHE_FIELD, True)
+    if not isinstance(cache_prompt, bool):
+        raise BadRequest(400, f"{CACHE_FIELD} must be true or false, got {type_name(cache_prompt)}", CACHE_FIELD)
     if body.get("user") is not None and not isinstance(body["user"], str):
         raise BadRequest(400, f"user must be a string, got {type_name(body['user'])}", "user")
     temperature = number(body, "temperature", 1.0, 0.0, 100.0)
@@ -212,12 +285,43 @@ def parse_completion(body: dict[str, Any], vocab_sizes: dict[str, int], limits: 
         top_p=number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
         seed=integer(body, "seed", 0, 0, MAX_SEED) or 0,
     )
+    prompts = prompts_of(body["prompt"], terms.vocab_size, limits)
+    if terms.transformer and len(prompts) > terms.slots:
+        message = f"prompt: {len(prompts)} prompts, past the {terms.slots} KV-cache slots of {quoted(model)} (--slots)"
+        raise BadRequest(400, message, "prompt")
     return CompletionRequest(
         model=model,
-        prompts=prompts_of(body["prompt"], vocab_sizes[model], limits),
+        prompts=prompts,
         max_tokens=integer(body, "max_tokens", 16, 1, limits.max_tokens) or 16,
         sampling=sampling,
         stops=stops_of(body.get("stop"), limits),
         logprobs=integer(body, "logprobs", None, 0, limits.max_logprobs),
         stream=stream,
+        repetition_penalty=repetition_penalty_of(body, terms),
+        cache_prompt=cache_prompt,
     )
+
+
+def context_overflow(index: int, tokens: int, max_tokens: int, context_length: int) -> str | None:
+    """Why prompt `index` of `tokens` tokens cannot generate `max_tokens` within the context; None if it can."""
+    if tokens + max_tokens <= context_length:
+        return None
+    return (
+        f"prompt {index}: {tokens} tokens + max_tokens {max_tokens} = {tokens + max_tokens} positions, past the "
+        f"context of {context_length}; shorten the prompt or lower max_tokens"
+    )
+
+
+def model_sequences(rows: list[list[int]], request: CompletionRequest, terms: ModelTerms) -> list[list[int]]:
+    """Each prompt's ids as the model runs them: version 2's with `bos` first where the meta declares it and the
+    prompt does not begin with it (§14.4), checked to fit the context with max_tokens (never a silent
+    truncation)."""
+    if terms.context_length is None:
+        return rows
+    if terms.bos is not None:
+        rows = [row if row[:1] == [terms.bos] else [terms.bos, *row] for row in rows]
+    for index, row in enumerate(rows):
+        problem = context_overflow(index, len(row), request.max_tokens, terms.context_length)
+        if problem is not None:
+            raise BadRequest(400, problem, "prompt", "context_length_exceeded")
+    return rows

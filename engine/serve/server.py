@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import PxglError
 from ..loading import Runnable
 from .app import Mounted, create_app
+from .batching import SlotWorker, is_transformer
 from .connections import protocol_for
 from .limits import Limits
 from .worker import EngineWorker
@@ -40,7 +41,8 @@ def start_models(runnables: Sequence[Runnable], limits: Limits, device: int | No
     mounted: list[Mounted] = []
     try:
         for name, runnable in zip(names, runnables, strict=True):
-            worker = EngineWorker(name, runnable, limits, device)
+            kind = SlotWorker if is_transformer(runnable) else EngineWorker
+            worker = kind(name, runnable, limits, device)
             worker.start()
             mounted.append(Mounted(name, runnable, worker))
     except BaseException:

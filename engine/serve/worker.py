@@ -21,6 +21,7 @@ from ..generation import Sampling
 from ..loading import Runnable, plan
 from ..pxi import encode_tokens
 from .limits import Limits
+from .requests import ModelTerms
 
 log = logging.getLogger("pxgl.serve")
 
@@ -131,6 +132,10 @@ class GenerateJob(Job):
     max_tokens: int
     sampling: Sampling
     top_logprobs: int
+    repetition_penalty: float = 1.0
+    """Version 2 only (§11); requests.py refuses another value for versions 0/1."""
+    cache_prompt: bool = True
+    """Version 2: whether each prompt may reuse a cached prefix (§12)."""
 
     @property
     def needs_passes(self) -> bool:
@@ -196,6 +201,14 @@ class EngineWorker:
     def in_flight(self) -> int:
         with self._lock:
             return self._admitted
+
+    @property
+    def terms(self) -> ModelTerms:
+        return ModelTerms(self.runnable.model.spec.vocab_size)
+
+    def counters(self) -> dict[str, int]:
+        """What /health reports besides the queue's counts."""
+        return {}
 
     def _run(self) -> None:
         try:
