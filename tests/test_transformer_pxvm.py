@@ -108,7 +108,7 @@ def test_greedy_generation_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, 
     theirs = oracle.forward(meta, params, sequence[:-1])[len(prompt) - 1 :]
     assert_margins_wide(theirs)
     ties = oracle.near_tie(theirs)
-    assert ties.mean() <= 0.25, f"{ties.sum()} of {steps} steps are near-ties: too few steps compared"
+    assert ties.mean() <= 0.1, f"{ties.sum()} of {steps} steps are near-ties: under issue 27's 90% compared"
     differ = np.flatnonzero((generated != theirs.argmax(axis=1)) & ~ties)
     assert not len(differ), f"{style}: step {differ[0]} chose {generated[differ[0]]}, not {theirs[differ[0]].argmax()}"
 
