@@ -96,8 +96,13 @@ def test_greedy_generation_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, 
     steps = context - len(prompt)
     model = PxvmTransformer(gpu, spec, pixels)
     try:
-        for sampled in (Choice(temperature=0.7), Choice(top_logprobs=2), Choice(repetition_penalty=1.2)):
-            with pytest.raises(PxglError, match=r"^pxvm generates greedily .* need the passes executor \(-x passes\)$"):
+        for sampled, asked in (
+            (Choice(temperature=0.7), "temperature 0.7"),
+            (Choice(top_logprobs=2), "top_logprobs 2"),
+            (Choice(repetition_penalty=1.2), "repetition_penalty 1.2"),
+        ):
+            message = rf"^pxvm generates greedily \(.*\): {asked} needs the passes or fused executor \(-x passes\)$"
+            with pytest.raises(PxglError, match=message):
                 model.generate(prompt, steps, sampled)
         generated = model.generate(prompt, steps, Choice())
         with pytest.raises(PxglError, match="the context holds"):
