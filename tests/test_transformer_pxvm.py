@@ -96,8 +96,13 @@ def test_greedy_generation_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, 
     steps = context - len(prompt)
     model = PxvmTransformer(gpu, spec, pixels)
     try:
-        for sampled in (Choice(temperature=0.7), Choice(top_logprobs=2), Choice(repetition_penalty=1.2)):
-            with pytest.raises(PxglError, match=r"^pxvm generates greedily .* need the passes executor \(-x passes\)$"):
+        for sampled, asked in (
+            (Choice(temperature=0.7), "temperature 0.7"),
+            (Choice(top_logprobs=2), "top_logprobs 2"),
+            (Choice(repetition_penalty=1.2), "repetition_penalty 1.2"),
+        ):
+            message = rf"^pxvm generates greedily \(.*\): {asked} needs the passes or fused executor \(-x passes\)$"
+            with pytest.raises(PxglError, match=message):
                 model.generate(prompt, steps, sampled)
         generated = model.generate(prompt, steps, Choice())
         with pytest.raises(PxglError, match="the context holds"):
@@ -108,7 +113,7 @@ def test_greedy_generation_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, 
     theirs = oracle.forward(meta, params, sequence[:-1])[len(prompt) - 1 :]
     assert_margins_wide(theirs)
     ties = oracle.near_tie(theirs)
-    assert ties.mean() <= 0.25, f"{ties.sum()} of {steps} steps are near-ties: too few steps compared"
+    assert ties.mean() <= 0.1, f"{ties.sum()} of {steps} steps are near-ties: under issue 27's 90% compared"
     differ = np.flatnonzero((generated != theirs.argmax(axis=1)) & ~ties)
     assert not len(differ), f"{style}: step {differ[0]} chose {generated[differ[0]]}, not {theirs[differ[0]].argmax()}"
 

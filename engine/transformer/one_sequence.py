@@ -46,7 +46,7 @@ class PxvmSequence:
         targets: Sequence[int] | None = None,
     ) -> Prefill:
         if targets is not None:
-            raise PxglError("the pxvm executor predicts but does not score; use -x passes")
+            raise PxglError("the pxvm executor predicts but does not score; use -x passes or fused")
         if choice is not None:
             check_greedy(choice)
         ahead = [] if self._pending is None else [self._pending]

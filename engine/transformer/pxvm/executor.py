@@ -57,13 +57,22 @@ def tensor_table(spec: TransformerSpec) -> np.ndarray:
 
 
 def check_greedy(choice: Choice) -> None:
-    """docs/FORMATS.md §11: pxvm generates greedily, with no alternatives; anything else names passes."""
+    """docs/FORMATS.md §11: pxvm generates greedily, with no alternatives; anything else names the executors
+    that choose otherwise."""
     choice.check()
-    if choice.temperature > 0 or choice.top_logprobs > 0 or choice.repetition_penalty != 1:
+    asked = [
+        f"{name} {value:g}"
+        for name, value, greedy in (
+            ("temperature", choice.temperature, 0),
+            ("top_logprobs", choice.top_logprobs, 0),
+            ("repetition_penalty", choice.repetition_penalty, 1),
+        )
+        if value != greedy
+    ]
+    if asked:
         raise PxglError(
-            f"pxvm generates greedily (each prediction's id is the next token): temperature {choice.temperature:g}, "
-            f"top_logprobs {choice.top_logprobs} and repetition_penalty {choice.repetition_penalty:g} need the "
-            "passes executor (-x passes)"
+            f"pxvm generates greedily (each prediction's id is the next token): {', '.join(asked)} "
+            f"need{'s' if len(asked) == 1 else ''} the passes or fused executor (-x passes)"
         )
 
 
