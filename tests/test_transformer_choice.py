@@ -152,11 +152,17 @@ def test_slots_decoded_together_give_each_slots_tokens_alone(tmp_path, rng, gpu)
         alone.close()
 
 
-def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, gpu):
+EXECUTORS = [PassesTransformer, FusedTransformer]
+"""The GPU executors on the shared slots base (pxvm holds one sequence)."""
+EXECUTOR_IDS = ["passes", "fused"]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS, ids=EXECUTOR_IDS)
+def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, gpu, executor):
     vocab = int(rng.integers(4097, 5000))
     meta, params, (spec, pixels) = small_member(tmp_path, rng, vocab, context=64, layers=2)
     prefix, first, second = (rng.integers(0, vocab, n) for n in (20, 12, 15))
-    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    model = executor(gpu, spec, pixels, slots=2)
     try:
         model.prefill(1, np.concatenate([prefix, first]))
         model.truncate(1, len(prefix))
@@ -171,7 +177,7 @@ def test_a_truncated_slot_reuses_its_prefix_as_a_fresh_run_would(tmp_path, rng, 
     assert_logits_agree(reused.logits, theirs, "prefix reused")
 
 
-@pytest.mark.parametrize("executor", [PassesTransformer, FusedTransformer], ids=["passes", "fused"])
+@pytest.mark.parametrize("executor", EXECUTORS, ids=EXECUTOR_IDS)
 def test_a_sampled_and_a_penalized_decode_replay_over_the_oracles_forward(tmp_path, rng, gpu, executor):
     """Slot 0 samples (temperature 0.8, top-k 40, top-p 0.9), slot 1 is greedy under a repetition penalty of
     1.3: 64 steps together, replayed by the oracle's own forward over each generated sequence. The oracle's

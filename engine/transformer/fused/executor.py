@@ -7,16 +7,14 @@ are dequantized once for a tile of rows (glsl/tff_matvec.comp), and attention ne
 Slots, the KV cache, prefill, batched decode and choosing tokens are GPUTransformer's (gpu/base.py); this
 class supplies the forward over its rows."""
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from ...errors import PxglError
 from ...gl import Buffer, GLBackend
 from ...kernel import DISPATCH_LOOPS
-from ..gpu import Choice, GPUTransformer, Prefill, Step
+from ..gpu import GPUTransformer, Step
 from ..gpu.executor import folded
 from ..gpu.loops import GROUP, ceil_div
+from ..gpu.scratch import Scratches
 from ..meta import TransformerSpec
 from .kernels import ATTEND, EMBED, MATVEC, TILES, matvec_constants, plan_fused
 from .packs import Pack, Packs, Record
@@ -54,7 +52,7 @@ class FusedTransformer(GPUTransformer):
             for stage, kind in kinds.items()
         }
         self.params = self._buffer(np.array(self.packs.params, np.int32), "dispatch records")
-        self._scratches: dict[str, Buffer] = {}
+        self._scratch = Scratches(gpu)
 
     def upload_tensors(self, stream: np.ndarray) -> None:
         """The weights as packs (packs.py), one buffer each, instead of the base's one buffer a tensor."""
@@ -84,34 +82,6 @@ class FusedTransformer(GPUTransformer):
         self.logits_record = packs.matvec_record(packs.ends, [(head, "head.bias")], "final_norm")
         self.embed_record = packs.embed_record()
         return records
-
-    def _scratch(self, what: str, size: int) -> Buffer:
-        """A scratch buffer of at least `size` bytes, grown when a run needs more."""
-        if what not in self._scratches or self._scratches[what].size < size:
-            if what in self._scratches:
-                self.gpu.release_storage(self._scratches[what])
-            self._scratches[what] = self.gpu.storage_buffer(max(size, 4), f"{what} scratch")
-        return self._scratches[what]
-
-    def reset(self) -> None:
-        """Start slot 0 anew: its positions are overwritten from position 0."""
-        self.truncate(0, 0)
-
-    def run(self, tokens: Sequence[int], all_logits: bool = True) -> Prefill:
-        """Slot 0's prefill: the logits of every new position (or the last) with the GPU's predictions."""
-        return self.prefill(0, tokens, all_logits=all_logits)
-
-    def generate(self, prompt: Sequence[int], steps: int) -> np.ndarray:
-        """Greedy on slot 0: the prompt appended, then `steps` tokens, each chosen on the GPU and run by the
-        next step without the host; the ids read at the end. The last stays pending (run by the next call)."""
-        if steps < 1:
-            raise PxglError(f"generate {steps} tokens: give at least 1")
-        self._check_room(0, int(self.pending(0)) + len(prompt) + steps)
-        first = self.prefill(0, prompt, choice=Choice())
-        ids = [first.chosen.ids[0]]
-        if steps > 1:
-            ids.append(self.decode([0], [Choice()], [1], steps - 1).ids[:, 0])
-        return np.concatenate(ids).astype(np.int64)
 
     # --- the forward ----------------------------------------------------------------------------
     def forward(self, step: Step) -> None:
@@ -197,8 +167,8 @@ class FusedTransformer(GPUTransformer):
             self.gpu.barrier()
 
     def close(self) -> None:
-        for buffer in [*self.buffers.values(), self.params, *self._scratches.values()]:
+        for buffer in [*self.buffers.values(), self.params]:
             self.gpu.release_storage(buffer)
         self.buffers.clear()
-        self._scratches.clear()
+        self._scratch.close()
         super().close()

@@ -263,6 +263,26 @@ class GPUTransformer:
             self._lengths[slot] += count
         return self.chooser.read(out, count, len(listed), top_count)
 
+    def reset(self) -> None:
+        """Start slot 0 anew: its positions are overwritten from position 0."""
+        self.truncate(0, 0)
+
+    def run(self, tokens: Sequence[int], all_logits: bool = True) -> Prefill:
+        """Slot 0's prefill: the logits of every new position (or the last) with the GPU's predictions."""
+        return self.prefill(0, tokens, all_logits=all_logits)
+
+    def generate(self, prompt: Sequence[int], steps: int) -> np.ndarray:
+        """Greedy on slot 0: the prompt appended, then `steps` tokens, each chosen on the GPU and run by the
+        next step without the host; the ids read at the end. The last stays pending (run by the next call)."""
+        if steps < 1:
+            raise PxglError(f"generate {steps} tokens: give at least 1")
+        self._check_room(0, int(self.pending(0)) + len(prompt) + steps)
+        first = self.prefill(0, prompt, choice=Choice())
+        ids = [first.chosen.ids[0]]
+        if steps > 1:
+            ids.append(self.decode([0], [Choice()], [1], steps - 1).ids[:, 0])
+        return np.concatenate(ids).astype(np.int64)
+
     def close(self) -> None:
         buffers = [*self.tensors.values(), *self.keys, *self.values, self.tokens, self.rows, self.rope_table]
         buffers += [b for group in self._activations.values() for b in group.values()]

@@ -17,6 +17,7 @@ from ...gl import Buffer, GLBackend
 from ...kernel import Constants, Kernel, Shared, Storage
 from .kernels import ARGMAX, ARGMAX_MERGE, uniforms
 from .loops import CHOOSE_LOOPS, DIGITS, GROUP, TOP_MAX, ceil_div, plan_choose
+from .scratch import Scratches
 
 ROW_WORDS = 16
 """Words of glsl/tf_choose.glsl's per-row record: the choice (8), then the cut's state (8)."""
@@ -160,7 +161,8 @@ class Chooser:
         self.argmax_segment = argmax_segment
         self.id_digits = ceil_div(max(1, (vocab - 1).bit_length()), 4)
         self.programs: dict[str, object] = {}
-        self._scratches: dict[str, Buffer] = {}
+        self.scratch = Scratches(gpu)
+        """Each step's working buffers, by name."""
 
     def _programs(self) -> dict[str, object]:
         if not self.programs:
@@ -171,13 +173,6 @@ class Chooser:
             for kernel in CHOOSE_KERNELS:
                 self.programs[kernel.shader] = self.gpu.program(kernel, constants, GROUP)
         return self.programs
-
-    def scratch(self, what: str, size: int) -> Buffer:
-        if what not in self._scratches or self._scratches[what].size < size:
-            if what in self._scratches:
-                self.gpu.release_storage(self._scratches[what])
-            self._scratches[what] = self.gpu.storage_buffer(max(size, 4), f"{what} scratch")
-        return self._scratches[what]
 
     def argmax(self, logits: Buffer, row0: int, rows: int, predictions: Buffer, out0: int) -> None:
         """tf_argmax over logits rows row0..row0+rows-1: (id, Σ exp(l - top)) into predictions rows out0.."""
@@ -311,9 +306,7 @@ class Chooser:
         return self.read(out, 1, n, 0).logprobs[0]
 
     def close(self) -> None:
-        for buffer in self._scratches.values():
-            self.gpu.release_storage(buffer)
-        self._scratches.clear()
+        self.scratch.close()
 
 
 def is_integer(value: object) -> bool:

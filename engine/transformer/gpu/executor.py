@@ -7,7 +7,6 @@ blocks packed for vector loads, glsl/tf_blocks.glsl; dequantized inside the kern
 buffers of (rows, width); each row's embed, RoPE angle, KV store and attention read its own slot and
 position."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +17,9 @@ from ..meta import TransformerSpec
 from ..operations import Operation
 from ..quant import BLOCK, BLOCK_BYTES
 from . import kernels as k
-from .base import GPUTransformer, Prefill, Step
-from .choose import Choice
+from .base import GPUTransformer, Step
 from .loops import DISPATCH_LOOPS, GROUP, PROJECT_SHAPES, ceil_div
+from .scratch import Scratches
 
 MAX_GROUPS = 65535
 """Work groups GL guarantees on each axis; longer grids fold into a second one."""
@@ -93,27 +92,7 @@ class PassesTransformer(GPUTransformer):
         self.project_shapes = PROJECT_SHAPES["cpu" if gpu.cpu_renderer else "gpu"]
         """(rows, positions, split) of tf_project, by positions (each compiled at its first run)."""
         self.project_constants = {s: k.project_kernel_constants(*s, self.plan.project[s]) for s in self.project_shapes}
-        self._scratches: dict[str, Buffer] = {}
-
-    def reset(self) -> None:
-        """Start slot 0 anew: its positions are overwritten from position 0."""
-        self.truncate(0, 0)
-
-    def run(self, tokens: Sequence[int], all_logits: bool = True) -> Prefill:
-        """Slot 0's prefill: the logits of every new position (or the last) with the GPU's predictions."""
-        return self.prefill(0, tokens, all_logits=all_logits)
-
-    def generate(self, prompt: Sequence[int], steps: int) -> np.ndarray:
-        """Greedy on slot 0: the prompt appended, then `steps` tokens, each chosen on the GPU and run by the
-        next step without the host; the ids read at the end. The last stays pending (run by the next call)."""
-        if steps < 1:
-            raise PxglError(f"generate {steps} tokens: give at least 1")
-        self._check_room(0, int(self.pending(0)) + len(prompt) + steps)
-        first = self.prefill(0, prompt, choice=Choice())
-        ids = [first.chosen.ids[0]]
-        if steps > 1:
-            ids.append(self.decode([0], [Choice()], [1], steps - 1).ids[:, 0])
-        return np.concatenate(ids).astype(np.int64)
+        self._scratch = Scratches(gpu)
 
     def upload_tensors(self, stream: np.ndarray) -> None:
         """Each tensor in pieces of whole rows within buffer_bytes (one, in self.tensors, unless it is larger),
@@ -313,14 +292,6 @@ class PassesTransformer(GPUTransformer):
             )
             self.gpu.barrier()
 
-    def _scratch(self, what: str, size: int) -> Buffer:
-        """A scratch buffer of at least `size` bytes, grown when a run needs more."""
-        if what not in self._scratches or self._scratches[what].size < size:
-            if what in self._scratches:
-                self.gpu.release_storage(self._scratches[what])
-            self._scratches[what] = self.gpu.storage_buffer(size, f"{what} scratch")
-        return self._scratches[what]
-
     def _activate(self, op: Operation, step: Step) -> None:
         buffers, n = step.buffers, step.positions
         exact = int(self.architecture.mlp_kind == "gelu")
@@ -341,9 +312,9 @@ class PassesTransformer(GPUTransformer):
 
     def close(self) -> None:
         split = [piece.buffer for pieces in self.pieces.values() if len(pieces) > 1 for piece in pieces]
-        for buffer in [*self._scratches.values(), *split]:
+        for buffer in split:
             self.gpu.release_storage(buffer)
-        self._scratches.clear()
+        self._scratch.close()
         self.pieces.clear()
         super().close()
 
