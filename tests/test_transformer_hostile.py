@@ -148,7 +148,9 @@ def test_viz_refuses_a_tokenizer_of_another_vocabulary_before_running(tmp_path, 
     path = tmp_path / "m.pxi"
     files.write_random_transformer(path, architecture, "q8", seed=int(rng.integers(1 << 32)))
     bundled = json.loads((ROOT / "assets" / "pixellm_v0.tokenizer.json").read_text())
-    merges = int(rng.integers(1, architecture.vocab_size - 256))  # a vocabulary smaller than the model's
+    # a vocabulary other than the model's: smaller where one of 257+ tokens can be, else larger
+    vocab = architecture.vocab_size
+    merges = int(rng.integers(1, vocab - 256)) if vocab > 257 else int(rng.integers(max(1, vocab - 255), 512))
     tokenizer = bundled | {"vocab_size": 256 + merges, "merges": bundled["merges"][:merges]}
     (tmp_path / "tok.json").write_text(json.dumps(tokenizer))
     meta = json.loads(path.with_name("m.meta.json").read_text()) | {"tokenizer": "tok.json"}

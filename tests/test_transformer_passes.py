@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pxgl.errors import PxglError
 from pxgl.transformer import TransformerArchitecture, read_transformer, write_random_transformer
+from pxgl.transformer.fused import FusedTransformer
 from pxgl.transformer.gpu import Choice, PassesTransformer, plan_choose, plan_loops, prediction_pixels
 from pxgl.transformer.gpu.kernels import ACTIVATE, kernel_constants
 from pxgl.transformer.gpu.loops import DISPATCH_LOOPS, GROUP, PROJECT_SHAPES
@@ -137,18 +138,20 @@ def test_a_vocabulary_past_65536_predicts_in_two_pixels_through_split_argmax(tmp
     assert_predictions_agree(pixels_out, theirs, "wide vocabulary")
 
 
-def test_greedy_decode_of_two_slots_to_the_context_end_equals_the_oracles_greedy_replay(tmp_path, rng, gpu):
-    """Two slots (prompts of 32 and 1..31 tokens) decode 256 greedy tokens together, the first reaching the
-    context's end (288); the GPU picks each token and runs it the next step. The oracle's logits over each
+@pytest.mark.parametrize("executor", [PassesTransformer, FusedTransformer], ids=["passes", "fused"])
+def test_greedy_decode_of_two_slots_to_the_context_end_equals_the_oracles_greedy_replay(tmp_path, rng, gpu, executor):
+    """Two slots (prompts of 32 and 1..31 tokens) decode 256 greedy tokens together (two rows a step: fused's
+    tiled products), the first reaching the context's end (288); the GPU picks each token and runs it the next
+    step. The oracle's logits over each
     generated sequence are its greedy replay: each step's token must be the oracle's argmax there, except at a
     near-tie, where either is correct — the replay runs over the GPU's own sequence, so the steps after one are
     still compared — and at least 90% of all row-steps are compared."""
     context, count = 288, 256
-    style = str(rng.choice(["gpt2", "llama_halves"]))
+    style = str(rng.choice(["gpt2", "llama_halves", "llama_pairs"]))
     architecture = styled(rng, style, context_length=context, layers=2)
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, str(rng.choice(["q8", "q4"])))
     prompts = [rng.integers(0, architecture.vocab_size, n) for n in (32, int(rng.integers(1, 32)))]
-    model = PassesTransformer(gpu, spec, pixels, slots=2)
+    model = executor(gpu, spec, pixels, slots=2)
     try:
         firsts = [model.prefill(slot, prompt, choice=Choice()).chosen.ids[0, 0] for slot, prompt in enumerate(prompts)]
         decoded = model.decode([0, 1], [Choice(), Choice()], [1, 1], count - 1)
