@@ -195,7 +195,8 @@ def test_the_viz_images_are_the_specs(tmp_path, rng, vocab):
     ours = SpecModel.open(path)
     n = int(rng.integers(1, min(viz.n_max(ours.meta), 24 if vocab is None else 4) + 1))
     rest = [int(t) for t in rng.integers(0, architecture.vocab_size, n - 1)]
-    row = [bos, *rest] if n == 1 or rng.random() < 0.5 else [int(rng.integers(bos + 1, 400)), *rest[1:]]
+    other = (bos + int(rng.integers(1, architecture.vocab_size))) % architecture.vocab_size  # any id but bos
+    row = [bos, *rest] if n == 1 or rng.random() < 0.5 else [other, *rest[1:]]
     tokens = row if row[0] == bos else [bos, *row]
     write_rgb(tmp_path / "prompt.pxi", np.asarray([[pixels.token_pixel(t) for t in row]], np.uint8))
     out = tmp_path / "viz"

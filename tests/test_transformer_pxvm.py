@@ -51,7 +51,8 @@ def test_prefill_logits_and_prediction_pixels_equal_the_oracles(tmp_path, rng, g
         quants = {name: str(rng.choice(["q8", "q4", "u8", "f16"])) for name in architecture.shapes()}
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, quants)
     n = architecture.context_length if quant == "q4" else int(rng.integers(1, architecture.context_length + 1))
-    tokens = rng.integers(0, architecture.vocab_size, n)
+    drawn = rng.integers(0, architecture.vocab_size, architecture.context_length)
+    tokens = drawn[:n]
     model = PxvmTransformer(gpu, spec, pixels, loop_budget=SPLIT_BUDGET if quant == "q4" else DISPATCH_LOOPS)
     if quant == "q4":
         assert math.ceil(n / model.attend_segment) > 1, "the attention must run in several segments here"
@@ -59,8 +60,12 @@ def test_prefill_logits_and_prediction_pixels_equal_the_oracles(tmp_path, rng, g
         ours = model.run(tokens)
     finally:
         model.close()
-    theirs = oracle.forward(meta, params, tokens)
-    assert_margins_wide(theirs)
+    # The margin guard judges the member over every row drawn (a causal forward's first n rows are the prompt's):
+    # one row's top-two margin is under 10 τ in 6% of members (measured over 300), so at n = 1 it failed
+    # (seed 1429), while the median of 12 rows was never under 24 τ.
+    theirs_drawn = oracle.forward(meta, params, drawn)
+    assert_margins_wide(theirs_drawn)
+    theirs = theirs_drawn[:n]
     what = f"{style} {quant} {architecture}"
     assert_logits_agree(ours.logits, theirs, what)
     assert_predictions_agree(prediction_pixels(ours.ids, ours.sums, architecture.vocab_size), theirs, what)
@@ -70,15 +75,19 @@ def test_a_vocabulary_past_65536_predicts_in_two_pixels_through_split_argmax(tmp
     vocab = int(rng.integers(65537, 70000))
     architecture = styled(rng, "any", vocab_size=vocab, width=32, heads=2, head_dim=16, kv_heads=1, layers=1)
     meta, params, (spec, pixels) = member(tmp_path, rng, architecture, "q8")
-    tokens = rng.integers(65536, vocab, 12)  # ids that need the third byte; 12 rows: a median margin ≥ 10 τ
+    drawn = rng.integers(65536, vocab, 48)  # ids that need the third byte
+    tokens = drawn[:12]  # the rows the GPU runs
     model = PxvmTransformer(gpu, spec, pixels, loop_budget=SPLIT_BUDGET)
     assert math.ceil(vocab / model.predict_segment) > 1, "the prediction must run in several segments here"
     try:
         ours = model.run(tokens)
     finally:
         model.close()
-    theirs = oracle.forward(meta, params, tokens)
-    assert_margins_wide(theirs)
+    # The margin guard judges the member over all 48 rows drawn: the median over the first 12 was under 10 τ in
+    # one of ~1,400 members (seed 1417: 9.1 τ, and 27 τ over 48).
+    theirs_drawn = oracle.forward(meta, params, drawn)
+    assert_margins_wide(theirs_drawn)
+    theirs = theirs_drawn[:12]
     assert_logits_agree(ours.logits, theirs, "wide vocabulary")
     pixels_out = prediction_pixels(ours.ids, ours.sums, vocab)
     assert pixels_out.shape == (12, 2, 3)

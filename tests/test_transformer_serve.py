@@ -73,7 +73,9 @@ def oracle_replay(member: Member, prompt: Sequence[int], got: list[str], choice:
     """How many of `got` (token texts of a completion of `prompt`, bos first) the oracle replays: §11's choice
     (greedy, or the draw u(seed, row, step) through top-k and top-p) over the repetition-penalised logits of
     the sequence so far; a mismatch fails, an excused step (a near-tie, a draw at a boundary) ends the
-    comparison. At least one step must be compared."""
+    comparison; returns the steps compared. A sampled first step is excused now and then by a top-k cut whose
+    two logits lie within 1e-5 · (1 + |top|) (seed 816702855: ranks 40 and 41 of a 300-id member 8e-4 apart
+    under a top logit of 107), so a test of sampled requests requires steps compared over all of them."""
     sequence = list(prompt) if prompt[:1] == [member.bos] else [member.bos, *prompt]
     penalty = choice.get("repetition_penalty", 1.0)
     for step, text in enumerate(got):
@@ -90,11 +92,14 @@ def oracle_replay(member: Member, prompt: Sequence[int], got: list[str], choice:
             step,
         )
         if excused:
-            assert step > 0, "the first step is already excused: nothing compared"
             return step
         assert text == token_texts(member, [token])[0], f"step {step}: {text!r}, the oracle's {token}"
         sequence.append(token)
     return len(got)
+
+
+def greedy_replay(member: Member, prompt: Sequence[int], got: list[str]) -> None:
+    assert oracle_replay(member, prompt, got, {"temperature": 0}), "the first step is a near-tie: nothing compared"
 
 
 @dataclass
@@ -300,8 +305,8 @@ def test_a_request_arriving_mid_generation_joins_between_steps_and_both_equal_th
     # two alternatives of one text (bytes that are not UTF-8 alone) share a key of OpenAI's top_logprobs object
     asked = alternatives[0] == [0] * 16 and len(alternatives[1]) == 6 and all(1 <= n <= 2 for n in alternatives[1])
     assert asked, f"each request gets the alternatives it asked for: {alternatives}"
-    oracle_replay(member, first_prompt, together[0], {"temperature": 0})
-    oracle_replay(member, second_prompt, together[1], {"temperature": 0})
+    greedy_replay(member, first_prompt, together[0])
+    greedy_replay(member, second_prompt, together[1])
 
 
 def test_sampled_requests_with_their_own_settings_join_mid_generation_and_replay_alone_and_in_the_oracle(
@@ -322,8 +327,8 @@ def test_sampled_requests_with_their_own_settings_join_mid_generation_and_replay
     assert sum(len(call[1]) == 2 for call in calls if call[0] == "decode") == 7, calls
     together = [streamed_tokens(first_events), streamed_tokens(second_events)]
     assert together == [solo(served, body) for body in bodies], "batched sampled answers differ from solo"
-    for prompt, got, choice in zip(prompts, together, choices, strict=True):
-        oracle_replay(member, prompt, got, choice)
+    compared = [oracle_replay(member, *replayed) for replayed in zip(prompts, together, choices, strict=True)]
+    assert sum(compared), "both first steps are excused: nothing compared"
 
 
 def test_a_trace_between_steps_leaves_the_running_request_alone(served, rng, monkeypatch):
@@ -353,8 +358,11 @@ def test_a_request_of_two_prompts_runs_them_in_two_slots_drawing_rows_0_and_1(se
     prefilled = sorted(call[2] for call in served.executor.calls if call[0] == "prefill")
     expected = sorted([1 + len(prompts[0]), len(prompts[1])])  # bos before the first, not twice in the second
     assert prefilled == expected and answer["usage"]["prompt_tokens"] == sum(expected), (prefilled, answer)
-    for row, (prompt, one) in enumerate(zip(prompts, answer["choices"], strict=True)):
+    compared = [
         oracle_replay(member, prompt, one["logprobs"]["tokens"], choice, row=row)
+        for row, (prompt, one) in enumerate(zip(prompts, answer["choices"], strict=True))
+    ]
+    assert sum(compared), "both first steps are excused: nothing compared"
 
 
 def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
@@ -364,7 +372,7 @@ def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
     served.executor.calls.clear()
     status, first = post(served.url, "/v1/completions", greedy | {"prompt": prompt, "max_tokens": 8})
     assert status == 200, first
-    oracle_replay(member, prompt, first["choices"][0]["logprobs"]["tokens"], {"temperature": 0})
+    greedy_replay(member, prompt, first["choices"][0]["logprobs"]["tokens"])
     (slot,) = [call[1] for call in served.executor.calls if call[0] == "prefill"]
     answer = served.executor.chosen[slot]  # the answer's ids, as the executor chose them
     assert len(answer) == 8
@@ -382,12 +390,12 @@ def test_a_second_chat_turn_computes_only_its_new_positions(served, rng):
     reused = 1 + len(prompt) + len(answer) - 1  # bos, and not the answer's last token: chosen, never run
     assert health["positions_reused"] - reused_before == reused and health["slots"] == SLOTS, health
     assert second["usage"]["prompt_tokens"] == 1 + len(second_prompt), second["usage"]
-    oracle_replay(member, second_prompt, second["choices"][0]["logprobs"]["tokens"], {"temperature": 0})
+    greedy_replay(member, second_prompt, second["choices"][0]["logprobs"]["tokens"])
     before = served.executor.computed
     body = greedy | {"prompt": second_prompt, "max_tokens": 4, "cache_prompt": False}
     status, fresh = post(served.url, "/v1/completions", body)
     assert served.executor.computed - before == 1 + len(second_prompt) + 3
-    oracle_replay(member, second_prompt, fresh["choices"][0]["logprobs"]["tokens"], {"temperature": 0})
+    greedy_replay(member, second_prompt, fresh["choices"][0]["logprobs"]["tokens"])
 
 
 def test_context_overflow_and_too_many_prompts_are_400s_naming_the_field(served, rng):
