@@ -231,6 +231,8 @@ def _checked_entries(archive: zipfile.ZipFile, path: Path, listed_entries: int) 
             f"{len(infos)}; the archive is corrupt or forged"
         )
     for info in infos:
+        if not info.filename:  # zipfile's own is_dir() indexes the name's last character
+            raise PxglError(f"{path}: a member has an empty name; the archive is corrupt or forged")
         name, mode = short(info.filename), info.external_attr >> 16
         parts = info.filename.replace("\\", "/").split("/")
         if ".." in parts:

@@ -233,6 +233,13 @@ def name_not_utf8(path, contents, rng):
     path.write_bytes(data.replace("café".encode(), b"caf\xff\xfe"))
 
 
+def empty_name(path, contents, rng):
+    """A member whose name is empty (zipfile's own ZipInfo.is_dir indexes its last character)."""
+    write_contents(path, contents)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(zipfile.ZipInfo(""), b"x")
+
+
 HOSTILE = {
     "dot_dot": (dot_dot, r"climbs out of the archive with '\.\.'"),
     "absolute": (absolute, "is an absolute path"),
@@ -253,6 +260,7 @@ HOSTILE = {
     "encrypted": (encrypted, "is encrypted"),
     "archive_comment": (archive_comment, "archive comment"),
     "name_not_utf8": (name_not_utf8, r"not a readable zip archive \('utf-8' codec"),
+    "empty_name": (empty_name, "a member has an empty name"),
     "inflates_past_its_size": (inflates_past_its_size, r"'shaders/bomb.comp' is corrupt \(Bad CRC-32"),
 }
 
