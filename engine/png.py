@@ -77,14 +77,7 @@ def inflate_into(
             report("reading pixels", min(produced, expected), expected)
     except zlib.error as e:
         raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
-    if produced != expected or not inflater.eof:
-        raise PxglError(
-            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
-            f"header promises ({produced} bytes, expected {expected})"
-        )
-    trailing = len(inflater.unused_data) + len(view) - fed
-    if trailing:
-        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
+    _check_inflated_whole(inflater, produced, expected, row, height, len(view) - fed, source)
     return decodable
 
 
@@ -280,17 +273,25 @@ def _check_image_data(compressed: bytes, width: int, height: int, source: str) -
             report("reading pixels", min(produced, expected), expected)
     except zlib.error as e:
         raise PxglError(f"{source}: truncated or corrupt PNG image data ({e})") from None
-    if produced != expected or not inflater.eof:
-        raise PxglError(
-            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
-            f"header promises ({produced} bytes, expected {expected})"
-        )
-    trailing = len(inflater.unused_data) + len(view) - fed
-    if trailing:
-        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
+    _check_inflated_whole(inflater, produced, expected, row, height, len(view) - fed, source)
     del scanlines[expected:]
     filters = scanlines[::row]
     if max(filters, default=0) > MAX_FILTER_TYPE:
         bad = next(i for i, f in enumerate(filters) if f > MAX_FILTER_TYPE)
         raise PxglError(f"{source}: row {bad} has PNG filter type {filters[bad]} (types are 0..4)")
     return scanlines
+
+
+def _check_inflated_whole(
+    inflater: "zlib._Decompress", produced: int, expected: int, row: int, height: int, unfed: int, source: str
+) -> None:
+    """The image data inflated to exactly the scanlines the header promises, its stream ended, and nothing
+    after it (`unfed`: compressed bytes never given to the inflater)."""
+    if produced != expected or not inflater.eof:
+        raise PxglError(
+            f"{source}: truncated or corrupt PNG: its image data holds {produced // row} of the {height} rows its "
+            f"header promises ({produced} bytes, expected {expected})"
+        )
+    trailing = len(inflater.unused_data) + unfed
+    if trailing:
+        raise PxglError(f"{source}: {trailing} bytes after the PNG's compressed image data")
