@@ -18,7 +18,7 @@ KiB, MiB = 1 << 10, 1 << 20
 TEXT_CAPS = {
     "meta file": 1 * MiB,
     "architecture file": 1 * MiB,
-    "tokenizer file": 4 * MiB,
+    "tokenizer file": 16 * MiB,
     "prompts file": 16 * MiB,
     "assembly file": 4 * MiB,
     "text file": 256 * MiB,
