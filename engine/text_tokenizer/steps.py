@@ -116,14 +116,35 @@ def compile_pattern(pattern: str, at: str) -> "regex.Pattern[str]":
 
 def scan(pattern: "regex.Pattern[str]", text: str, deadline: float) -> list[Span]:
     """The pattern's matches over text and the gaps between them, as Oniguruma's find_iter (which tokenizers
-    uses) yields them: an empty match right where the previous match ended is skipped."""
+    uses) yields them: an empty match right where the previous match ended is skipped. Without empty matches
+    that is `regex`'s finditer; a text where the pattern matches empty is scanned again, match by match."""
+    spans: list[Span] = []
+    previous_end = 0
+    for found in pattern.finditer(text, timeout=_left(deadline)):
+        start, end = found.span()
+        if start == end:
+            return _scan_with_empty_matches(pattern, text, deadline)
+        if start != previous_end:
+            spans.append((previous_end, start, False))
+        spans.append((start, end, True))
+        previous_end = end
+    if previous_end != len(text):
+        spans.append((previous_end, len(text), False))
+    return spans
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("regex timed out")
+    return left
+
+
+def _scan_with_empty_matches(pattern: "regex.Pattern[str]", text: str, deadline: float) -> list[Span]:
     spans: list[Span] = []
     position, previous_end, last_end = 0, 0, -1
     while position <= len(text):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("regex timed out")
-        found = pattern.search(text, position, timeout=left)
+        found = pattern.search(text, position, timeout=_left(deadline))
         if found is None:
             break
         start, end = found.span()
