@@ -31,6 +31,11 @@ Pair = tuple[int, int]
 Progress = Callable[[int, int], None]
 
 
+MAX_JSON_STRINGS = 1 << 19
+"""A tokenizer file (ours or a tokenizer.json) holds at most this many JSON strings, counted from its quote
+characters before it is parsed: parsed, each costs up to ~270 bytes (a vocabulary's key, id and entry), so
+the cap keeps reading within the file's size + 200 MB (§6.1). Real files hold under 500,000."""
+
 MAX_CACHED_CHUNKS = 1 << 16
 """Distinct chunks whose merged ids an encoder keeps (common words recur; a long random text would not)."""
 
@@ -175,6 +180,16 @@ class Tokenizer:
         words = [list(_utf8(chunk, chunk)) for chunk in chunks]
         freqs = [counts[chunk] for chunk in chunks]
         return cls(tuple(_learn_merges(words, freqs, vocab_size - BYTE_TOKENS, progress)))
+
+
+def parse_tokenizer_json(text: str, where: str) -> Any:
+    """A tokenizer file's JSON, its strings counted first (MAX_JSON_STRINGS)."""
+    if (quotes := text.count('"')) > 2 * MAX_JSON_STRINGS:
+        raise PxglError(
+            f"{where}: about {quotes // 2} JSON strings; a tokenizer file holds at most {MAX_JSON_STRINGS} "
+            "(docs/FORMATS.md §6.1)"
+        )
+    return parse_json(text, where)
 
 
 def _utf8(chunk: str, text: str) -> bytes:

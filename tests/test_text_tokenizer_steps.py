@@ -6,10 +6,11 @@ import random
 import time
 
 import pytest
+from pxgl.text_tokenizer.hf_steps import decoder_from_hf, normalizer_from_hf, pre_tokenizer_from_hf
+from pxgl.text_tokenizer.steps import decode_strings, normalize
+from pxgl.text_tokenizer.steps import pre_tokenizers as compile_steps
 from tokenizers import Regex, decoders, normalizers, pre_tokenizers
 
-from pxgl.text_tokenizer.hf_steps import decoder_from_hf, normalizer_from_hf, pre_tokenizer_from_hf
-from pxgl.text_tokenizer.steps import decode_strings, normalize, pre_tokenizers as compile_steps
 from tests.text_tokenizers import random_text
 
 BEHAVIORS = ("isolated", "removed", "merged_with_previous", "merged_with_next", "contiguous")
@@ -80,7 +81,9 @@ def test_decoders_equal_tokenizers(seed: int) -> None:
     alphabet += ["<0xFF>", "<0x+A>", "<0xzz>", "\u2581\u2581"]
     for component in (
         decoders.ByteLevel(),
-        decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]),
+        decoders.Sequence(
+            [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        ),
         decoders.Metaspace(prepend_scheme="always"),
         decoders.Metaspace(prepend_scheme="never"),
         decoders.Strip("a", 2, 0),  # (a stop past a string's length makes tokenizers panic)

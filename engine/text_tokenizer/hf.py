@@ -8,8 +8,8 @@ from typing import Any
 
 from ..errors import PxglError
 from ..outputs import atomic_write
-from ..reading import parse_json, read_text
-from ..tokenizer import Tokenizer
+from ..reading import read_text
+from ..tokenizer import Tokenizer, parse_tokenizer_json
 from .added import AddedToken
 from .hf_steps import (
     decoder_from_hf,
@@ -157,7 +157,7 @@ def _read_json(folder: Path, name: str) -> Any:
         return None
     if not path.resolve().is_relative_to(folder.resolve()):
         raise PxglError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in instead")
-    return parse_json(read_text(path, "tokenizer file"), str(path))
+    return parse_tokenizer_json(read_text(path, "tokenizer file"), str(path))
 
 
 def _vocab(raw: Any, where: str) -> list[str]:

@@ -28,7 +28,7 @@ GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 NUMERIC = regex.compile(r"\p{N}")
 BEHAVIORS = ("isolated", "removed", "merged_with_previous", "merged_with_next", "contiguous")
 PREPEND_SCHEMES = ("always", "first", "never")
-BOOL, TEXT, CHAR, COUNT = "bool", "text", "char", "count"
+BOOL, TEXT, CHAR, COUNT, PATTERN = "bool", "text", "char", "count", "pattern"
 SCHEMAS: dict[str, dict[str, dict[str, str]]] = {
     "normalizer": {
         "nfc": {},
@@ -39,7 +39,7 @@ SCHEMAS: dict[str, dict[str, dict[str, str]]] = {
         "replace": {"pattern": TEXT, "content": TEXT},
     },
     "pre_tokenizer": {
-        "split": {"pattern": TEXT, "behavior": TEXT, "invert": BOOL},
+        "split": {"pattern": PATTERN, "behavior": TEXT, "invert": BOOL},
         "digits": {"individual": BOOL},
         "byte_level": {"add_prefix_space": BOOL, "use_regex": BOOL},
         "metaspace": {"replacement": CHAR, "prepend_scheme": TEXT, "split": BOOL},
@@ -74,6 +74,8 @@ def check_steps(steps: Any, kind: str, where: str) -> list[Step]:
 
 
 def _check_value(value: Any, shape: str, at: str) -> None:
+    if shape == PATTERN and not isinstance(value, str):
+        raise PxglError(f"{at} must be a string")
     if shape == BOOL and not isinstance(value, bool):
         raise PxglError(f"{at} must be true or false")
     if shape in (TEXT, CHAR) and not (isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) <= 1024):
