@@ -3,7 +3,6 @@ and strict, bounded JSON. Each problem is one PxglError naming the file."""
 
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ KiB, MiB = 1 << 10, 1 << 20
 TEXT_CAPS = {
     "meta file": 1 * MiB,
     "architecture file": 1 * MiB,
-    "tokenizer file": 4 * MiB,
+    "tokenizer file": 16 * MiB,
     "prompts file": 16 * MiB,
     "assembly file": 4 * MiB,
     "text file": 256 * MiB,
@@ -27,11 +26,11 @@ TEXT_CAPS = {
 MAX_PIXEL_FILE_BYTES = 256 * MiB
 MAX_JSON_DEPTH = 64
 MAX_JSON_INT_DIGITS = 64
-JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 BRACKET_STEPS = np.zeros(256, np.int64)
 BRACKET_STEPS[[ord("["), ord("{")]] = 1
 BRACKET_STEPS[[ord("]"), ord("}")]] = -1
 """How each byte changes the nesting depth: one table lookup a byte (np.isin cost 0.1 ms a server request)."""
+DEPTH_BLOCK = 1 << 18
 FILE_TYPES = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISCHR, "a character device"),
@@ -134,10 +133,28 @@ class Lines(Sequence[str]):
 
 
 def json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON text, brackets inside strings not counted."""
-    outside_strings = JSON_STRING.sub(b'""', text.encode("utf-8", "surrogatepass"))
-    codes = np.frombuffer(outside_strings, dtype=np.uint8)
-    return int(np.cumsum(BRACKET_STEPS[codes]).max(initial=0))
+    """The deepest nesting of arrays and objects in JSON text, brackets inside strings not counted. A block
+    of bytes at a time, carrying whether a string is open and the backslashes before the block: the whole
+    text's steps at once, and a substitution of every string, took 30 times a 16 MiB file's size."""
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    depth = deepest = 0
+    inside = False  # a string is open at the block's start
+    backslashes = 0  # the run of backslashes the previous block ended with
+    for start in range(0, len(data), DEPTH_BLOCK):
+        block = data[start : start + DEPTH_BLOCK]
+        positions = np.arange(len(block))
+        plain = block != ord("\\")
+        last_plain = np.maximum.accumulate(np.where(plain, positions, -1))
+        # backslashes just before each byte: a quote after an odd number of them is escaped
+        before = np.concatenate(([-1], last_plain[:-1]))
+        run = positions - 1 - before + np.where(before < 0, backslashes, 0)
+        quotes = np.cumsum((block == ord('"')) & (run % 2 == 0))
+        outside = (quotes % 2 == 1) == inside
+        levels = np.cumsum(BRACKET_STEPS[block] * outside) + depth
+        deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        inside ^= bool(quotes[-1] % 2)
+        backslashes = len(block) - 1 - int(last_plain[-1]) + (backslashes if last_plain[-1] < 0 else 0)
+    return deepest
 
 
 def parse_json(text: str, where: str) -> Any:
@@ -147,12 +164,12 @@ def parse_json(text: str, where: str) -> Any:
     asked to convert it)."""
 
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()  # a set, so an object of 100,000 keys takes no longer than its size to read
-        for key, _ in pairs:
-            if key in seen:
-                raise PxglError(f"{where}: key {key!r} appears twice in one object")
-            seen.add(key)
-        return dict(pairs)
+        joined = dict(pairs)  # no set of keys beside it: an object of a million keys is read in its size
+        if len(joined) != len(pairs):
+            seen: set[str] = set()
+            key = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+            raise PxglError(f"{where}: key {key!r} appears twice in one object")
+        return joined
 
     def bounded_int(digits: str) -> int:
         if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:

@@ -8,10 +8,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import PxglError
 from .pxi import atomic_write, parse_json, read_text
+
+if TYPE_CHECKING:
+    from .text_tokenizer import TextTokenizer
 
 FORMAT = "pxgl-bpe"
 VERSION = 0
@@ -28,13 +31,27 @@ Pair = tuple[int, int]
 Progress = Callable[[int, int], None]
 
 
+MAX_JSON_STRINGS = 1 << 19
+"""A tokenizer file (ours or a tokenizer.json) holds at most this many JSON strings, counted from its quote
+characters before it is parsed: parsed, each costs up to ~270 bytes (a vocabulary's key, id and entry), so
+the cap keeps reading within the file's size + 200 MB (§6.1). Real files hold under 500,000."""
+
 MAX_CACHED_CHUNKS = 1 << 16
 """Distinct chunks whose merged ids an encoder keeps (common words recur; a long random text would not)."""
 
 
 @dataclass(frozen=True)
 class Tokenizer:
+    """Version 0; `load`/`loads` return a version-1 file as a TextTokenizer (§6.1), which offers the same
+    interface. Version 0 has no special tokens: the attributes below are what that means."""
+
     merges: tuple[Pair, ...]
+    bos_id: ClassVar[int | None] = None
+    eos_ids: ClassVar[tuple[int, ...]] = ()
+    bos_token: ClassVar[str | None] = None
+    eos_token: ClassVar[str | None] = None
+    add_bos: ClassVar[bool] = False
+    chat_template: ClassVar[str | None] = None
     _ranks: dict[int, int] = field(init=False, repr=False, compare=False)
     """Merge rank by pair, packed (PAIR_BITS)."""
     _bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
@@ -63,10 +80,10 @@ class Tokenizer:
             raise PxglError(f"token id {token} is outside 0..{self.vocab_size - 1}")
         return self._bytes[token]
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace")
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, special: bool = True) -> list[int]:
         # Chunks one at a time and a bounded cache: a long text costs its ids, not a list of its chunks or
         # a table of every distinct chunk in it.
         ids: list[int] = []
@@ -128,13 +145,24 @@ class Tokenizer:
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> "Tokenizer | TextTokenizer":
         return cls.loads(read_text(path, "tokenizer file"), str(path))
 
     @classmethod
-    def loads(cls, text: str, where: str) -> "Tokenizer":
-        """A tokenizer from its file's text (e.g. a cartridge member); `where` names it in errors."""
-        return cls(_validate(parse_json(text, where), where))
+    def loads(cls, text: str, where: str) -> "Tokenizer | TextTokenizer":
+        """A tokenizer from its file's text (e.g. a cartridge member), by its version: 0 (this class) or 1
+        (TextTokenizer, §6.1); `where` names it in errors."""
+        doc = parse_json(text, where)
+        if (
+            isinstance(doc, dict)
+            and doc.get("format") == FORMAT
+            and _is_int(doc.get("version"))
+            and doc["version"] == 1
+        ):
+            from .text_tokenizer import TextTokenizer
+
+            return TextTokenizer.from_json(doc, where)
+        return cls(_validate(doc, where))
 
     @classmethod
     def train(
@@ -152,6 +180,16 @@ class Tokenizer:
         words = [list(_utf8(chunk, chunk)) for chunk in chunks]
         freqs = [counts[chunk] for chunk in chunks]
         return cls(tuple(_learn_merges(words, freqs, vocab_size - BYTE_TOKENS, progress)))
+
+
+def parse_tokenizer_json(text: str, where: str) -> Any:
+    """A tokenizer file's JSON, its strings counted first (MAX_JSON_STRINGS)."""
+    if (quotes := text.count('"')) > 2 * MAX_JSON_STRINGS:
+        raise PxglError(
+            f"{where}: about {quotes // 2} JSON strings; a tokenizer file holds at most {MAX_JSON_STRINGS} "
+            "(docs/FORMATS.md §6.1)"
+        )
+    return parse_json(text, where)
 
 
 def _utf8(chunk: str, text: str) -> bytes:
@@ -237,7 +275,7 @@ def _validate(doc: Any, where: str) -> tuple[Pair, ...]:
         raise PxglError(f"{where}: tokenizer lacks key(s) {', '.join(sorted(missing))}")
     if doc["format"] != FORMAT or not _is_int(doc["version"]) or doc["version"] != VERSION:
         raise PxglError(
-            f"{where}: format {doc['format']!r} version {doc['version']!r}; pxgl reads {FORMAT!r} version {VERSION}"
+            f"{where}: format {doc['format']!r} version {doc['version']!r}; pxgl reads {FORMAT!r} version 0 or 1"
         )
     vocab = doc["vocab_size"]
     if not _is_int(vocab) or not BYTE_TOKENS <= vocab <= MAX_VOCAB:

@@ -1,0 +1,108 @@
+"""Version-1 tokenizers (docs/FORMATS.md §6.1) against Hugging Face `tokenizers`, the reference: tokenizers in
+the layouts of GPT-2, SmolLM2, Qwen2 and TinyLlama, trained with tokenizers' BpeTrainer, read with
+tokenizer_from_hf; pxgl's ids and decoded texts must be tokenizers' own on thousands of varied texts."""
+
+import random
+from pathlib import Path
+
+import pytest
+from pxgl.text_tokenizer import TextTokenizer
+from pxgl.text_tokenizer.hf import tokenizer_from_hf, write_hf_tokenizer
+from pxgl.tokenizer import Tokenizer
+from tokenizers import Tokenizer as HFTokenizer
+
+from tests.text_tokenizers import SPECIALS, random_text, write_folder
+
+NAMES = ("gpt2", "smollm2", "qwen2", "tinyllama")
+TEXTS = 2000
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, HFTokenizer]]:
+    root = tmp_path_factory.mktemp("hf")
+    return {name: (root / name, write_folder(name, root / name)) for name in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ids_and_decoding_equal_tokenizers(name: str, folders, seed: int) -> None:
+    folder, reference = folders[name]
+    ours = tokenizer_from_hf(folder)
+    rng = random.Random(seed)
+    texts = ["", " ", "\r\n", "  leading", *SPECIALS[name]] + [random_text(rng, SPECIALS[name]) for _ in range(TEXTS)]
+    for text in texts:
+        expected = reference.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == expected, (seed, text)
+        assert ours.decode(expected) == reference.decode(expected, skip_special_tokens=False), (seed, text)
+        assert ours.decode(expected, skip_special=True) == reference.decode(expected, skip_special_tokens=True)
+    for text in texts[:200]:
+        with_bos = reference.encode(text).ids
+        assert ([ours.bos_id] if ours.add_bos else []) + ours.encode(text) == with_bos, (seed, text)
+    for _ in range(300):  # any ids, as a model predicts them: byte-fallback runs cut mid-character included
+        ids = [rng.randrange(ours.vocab_size) for _ in range(rng.randint(0, 12))]
+        assert ours.decode(ids) == reference.decode(ids, skip_special_tokens=False), (seed, ids)
+
+
+def test_special_false_leaves_special_tokens_as_text(folders) -> None:
+    folder, reference = folders["qwen2"]
+    ours = tokenizer_from_hf(folder)
+    text = "a<|im_start|>b<tool_call>c"
+    reference.encode_special_tokens = True
+    try:
+        assert ours.encode(text, special=False) == reference.encode(text, add_special_tokens=False).ids
+    finally:
+        reference.encode_special_tokens = False
+    assert ours.encode(text, special=False) != ours.encode(text)
+
+
+def test_attributes_from_the_folder(folders) -> None:
+    tiny = tokenizer_from_hf(folders["tinyllama"][0])
+    assert (tiny.bos_id, tiny.eos_ids, tiny.add_bos, tiny.bos_token, tiny.eos_token) == (1, (2,), True, "<s>", "</s>")
+    qwen = tokenizer_from_hf(folders["qwen2"][0])
+    assert qwen.chat_template == "{{ messages }}" and not qwen.add_bos and qwen.eos_token == "<|im_end|>"
+    gpt2 = tokenizer_from_hf(folders["gpt2"][0])
+    assert gpt2.kind == "byte-level" and tiny.kind == "sentencepiece" and gpt2.chat_template is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pxgl_file_and_hf_export_round_trip(name: str, folders, tmp_path: Path, seed: int) -> None:
+    folder, reference = folders[name]
+    ours = tokenizer_from_hf(folder)
+    ours.save(tmp_path / "t.tokenizer.json")
+    again = Tokenizer.load(tmp_path / "t.tokenizer.json")
+    assert isinstance(again, TextTokenizer) and again.to_json() == ours.to_json()
+    write_hf_tokenizer(again, tmp_path / "hf")
+    exported = HFTokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    back = tokenizer_from_hf(tmp_path / "hf")
+    assert back.to_json() == ours.to_json()
+    rng = random.Random(seed)
+    for text in [random_text(rng, SPECIALS[name]) for _ in range(150)]:
+        expected = reference.encode(text).ids
+        assert exported.encode(text).ids == expected, (seed, text)
+        assert exported.decode(expected) == reference.decode(expected)
+
+
+def test_transformers_loads_the_export(folders, tmp_path: Path, seed: int) -> None:
+    from transformers import AutoTokenizer
+
+    rng = random.Random(seed)
+    for name in NAMES:
+        folder, reference = folders[name]
+        write_hf_tokenizer(tokenizer_from_hf(folder), tmp_path / name)
+        loaded = AutoTokenizer.from_pretrained(tmp_path / name)
+        for text in [random_text(rng, SPECIALS[name]) for _ in range(40)]:
+            expected = reference.encode(text).ids
+            assert loaded(text)["input_ids"] == expected, (name, seed, text)
+            assert loaded.decode(expected) == reference.decode(expected, skip_special_tokens=False)
+
+
+def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    v0 = Tokenizer.train([random_text(rng, []) for _ in range(300)], 700)
+    write_hf_tokenizer(v0, tmp_path)
+    exported = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in [random_text(rng, ["<|x|>"]) for _ in range(1000)]:
+        ids = v0.encode(text)
+        assert exported.encode(text).ids == ids, (seed, text)
+        assert exported.decode(ids) == v0.decode(ids) == text
+    assert (v0.bos_id, v0.eos_ids, v0.add_bos, v0.chat_template) == (None, (), False, None)
+    assert v0.encode("a b", special=False) == v0.encode("a b")
