@@ -20,7 +20,7 @@ from ..tokenizer import Tokenizer
 from ..transformer.interchange import FORMAT, dequantized
 from ..transformer.meta import TransformerArchitecture, TransformerSpec
 from .config import GPT2, config_for
-from .folder import CONFIG, WEIGHTS
+from .folder import CONFIG, TOKENIZER_CONFIG, WEIGHTS
 from .names import hf_shapes, hf_tensors
 
 GENERATION_CONFIG = "generation_config.json"
@@ -107,6 +107,8 @@ def write_folder(folder: Path, spec: TransformerSpec, stream: np.ndarray, tokeni
     if tokenizer is not None:
         generation["eos_token_id"] = list(getattr(tokenizer, "eos_ids", ())) or None
         _write_tokenizer(tokenizer, folder)
+    elif spec.bos is not None:  # what import reads back as "every prompt begins with bos" (§10.2)
+        (folder / TOKENIZER_CONFIG).write_text(json.dumps({"add_bos_token": True}, indent=2) + "\n")
     (folder / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n")
 
 

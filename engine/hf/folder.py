@@ -18,6 +18,7 @@ from ..transformer.meta import few
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 MAX_JSON_BYTES = 16 << 20
 """config.json and the shard index: a large model's index names a few thousand tensors (under 1 MB)."""
 MAX_SHARDS = 1024

@@ -10,10 +10,8 @@ from ..tokenizer import Tokenizer
 from ..transformer.interchange import ImportedTransformer, import_quants, quantize_tensors
 from ..transformer.meta import TransformerArchitecture, few
 from .config import GPT2, architecture_from_config
-from .folder import CONFIG, Located, TensorReader, locate, read_json
+from .folder import CONFIG, TOKENIZER_CONFIG, Located, TensorReader, locate, read_json
 from .names import DROPPED, hf_shapes, pxgl_tensor
-
-TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 @dataclass(frozen=True)
