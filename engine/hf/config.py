@@ -16,6 +16,15 @@ MISTRAL = "MistralForCausalLM"
 ARCHITECTURES = (GPT2, LLAMA, QWEN2, MISTRAL)
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 ROPE_SCALINGS = ("default", "linear", "llama3")
+UNEXPRESSED = {
+    "GPTNeoForCausalLM": "GPT-Neo's local attention (a layer in two sees a window of the last 256 tokens)",
+    "GPTNeoXForCausalLM": "GPT-NeoX's partial rotary embeddings and parallel attention",
+    "GPTJForCausalLM": "GPT-J's partial rotary embeddings and parallel attention",
+    "PhiForCausalLM": "Phi's partial rotary embeddings and parallel attention",
+    "GemmaForCausalLM": "Gemma's GELU-gated MLP, (1 + weight) RMSNorm and scaled embeddings",
+    "FalconForCausalLM": "Falcon's parallel attention",
+}
+"""Architectures people try, and what of theirs §14 has no place for."""
 
 
 def _key(config: dict, key: str, default: Any = None, required: bool = False) -> Any:
@@ -41,6 +50,8 @@ def family(config: Any) -> str:
     if not isinstance(config, dict):
         raise PxglError("config.json: not a JSON object")
     names = config.get("architectures")
+    if isinstance(names, list) and len(names) == 1 and names[0] in UNEXPRESSED:
+        _refuse_unless(False, f"{names[0]}: {UNEXPRESSED[names[0]]}")
     if not (isinstance(names, list) and len(names) == 1 and names[0] in ARCHITECTURES):
         raise PxglError(
             f"config.json: 'architectures' is {_echo(names)}; pxgl imports exactly one of {', '.join(ARCHITECTURES)}"

@@ -38,7 +38,9 @@ def _prefix(family: str, names: set[str]) -> str:
     return "transformer." if family == GPT2 and any(name.startswith("transformer.") for name in names) else ""
 
 
-def check_tensors(family: str, architecture: TransformerArchitecture, located: dict[str, Located], prefix: str):
+def check_tensors(
+    path: Path, family: str, architecture: TransformerArchitecture, located: dict[str, Located], prefix: str
+) -> None:
     """The folder holds exactly the architecture's tensors, each of its shape (a buffer the spec computes, or a
     head tied to the embeddings, read past)."""
     expected = hf_shapes(family, architecture, prefix)
@@ -48,8 +50,9 @@ def check_tensors(family: str, architecture: TransformerArchitecture, located: d
     missing, extra = set(expected) - set(located), set(located) - set(expected) - passed
     if missing or extra:
         raise PxglError(
-            f"{CONFIG} describes a model whose weights are not the folder's: missing {few(missing)}, "
-            f"unknown {few(extra)} (does config.json match the weights?)"
+            f"{path / CONFIG} describes a model whose weights are not the folder's: missing "
+            f"{few(missing) if missing else 'none'}, unknown {few(extra) if extra else 'none'} (does config.json "
+            "match the weights?)"
         )
     for name, shape in expected.items():
         got = tuple(located[name].entry["shape"])
@@ -86,10 +89,13 @@ def open_folder(path: Path, quant: str | None) -> Folder:
     """Every check a folder passes before a tensor is read: config.json, the shards, every header, the tensors'
     names and shapes, the quantization (--quant, else the metadata's pxgl.quantization, else q8)."""
     config = read_json(path / CONFIG, "model config")
-    family, architecture, declared = architecture_from_config(config)
+    try:
+        family, architecture, declared = architecture_from_config(config)
+    except PxglError as e:  # its messages begin "config.json: ": say which folder's
+        raise PxglError(f"{path}/{e}") from None
     located = locate(path)
     prefix = _prefix(family, set(located))
-    check_tensors(family, architecture, located, prefix)
+    check_tensors(path, family, architecture, located, prefix)
     metadata = next(iter(located.values())).header.metadata
     kinds = import_quants(architecture, quant, metadata, str(path))
     tokenizer = folder_tokenizer(path)
