@@ -63,15 +63,16 @@ def check_tensors(
             )
 
 
-def folder_tokenizer(folder: Path) -> Tokenizer | None:
-    """The folder's tokenizer (tokenizer.json + tokenizer_config.json), if it has one and pxgl reads it."""
+def folder_tokenizer(folder: Path, vocab_size: int) -> Tokenizer | None:
+    """The folder's tokenizer (tokenizer.json + tokenizer_config.json), if it has one and pxgl reads it, its ids
+    padded to the model's vocabulary (Qwen2's embeddings have more rows than its tokenizer has tokens)."""
     if not (folder / "tokenizer.json").exists():
         return None
     try:
         from ..text_tokenizer.hf import tokenizer_from_hf  # type: ignore[import-not-found]
     except ImportError:  # until the general tokenizer lands, the model is imported for token pixels
         return None
-    return tokenizer_from_hf(folder)
+    return tokenizer_from_hf(folder, vocab_size)
 
 
 def model_bos(folder: Path, config: dict, tokenizer: Tokenizer | None) -> int | None:
@@ -98,7 +99,7 @@ def open_folder(path: Path, quant: str | None) -> Folder:
     check_tensors(path, family, architecture, located, prefix)
     metadata = next(iter(located.values())).header.metadata
     kinds = import_quants(architecture, quant, metadata, str(path))
-    tokenizer = folder_tokenizer(path)
+    tokenizer = folder_tokenizer(path, architecture.vocab_size)
     if tokenizer is not None and tokenizer.vocab_size != architecture.vocab_size:
         raise PxglError(
             f"{path / 'tokenizer.json'}: {tokenizer.vocab_size} tokens; config.json's vocab_size is "
