@@ -26,13 +26,16 @@ SHAPES = {
     "gpt2": {},
     "llama_pairs": {
         "positions": {
-            "kind": "rope", "base": 10000.0, "rotation": "pairs",
+            "kind": "rope", "base": 500000.0, "rotation": "pairs",
             "scaling": {"kind": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                         "original_context": 16},
         },
         "biases": {"qkv": True, "attn_out": True, "mlp": True, "head": False},
     },
-    "qwen2": {"biases": {"qkv": True, "attn_out": False, "mlp": False, "head": False}, "tied_head": True},
+    "qwen2": {
+        "biases": {"qkv": True, "attn_out": False, "mlp": False, "head": False}, "tied_head": True,
+        "positions": {"kind": "rope", "base": 1000000.0, "rotation": "halves"},
+    },
 }  # fmt: skip
 
 
@@ -87,6 +90,7 @@ def test_the_cli_exports_and_reimports_the_same_bytes(rng, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["import", str(tmp_path / "hf"), "-o", str(tmp_path / "back.pxa")])
     assert result.exit_code == 0, result.output
+    assert "(the default: q8, unless the folder's pxgl.quantization says otherwise" in result.output
     from pxgl.transformer.cartridge import open_transformer_cartridge
 
     cartridge = open_transformer_cartridge(tmp_path / "back.pxa")
@@ -107,3 +111,41 @@ def test_export_refuses_a_model_no_architecture_expresses_and_a_folder_with_file
     with pytest.raises(PxglError, match=r"--format hf: no Hugging Face architecture .* gated SiLU"):
         export_folder(tmp_path / "new", spec, stream, None)
     assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir()] == ["full"]
+
+
+def test_a_bfloat16_safetensors_of_pxgl_names_imports_as_its_values(rng, tmp_path):
+    """§10.1: version 2's bounded reader takes BF16, its 16 bits the high half of a float32."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    spec, stream = member(rng, "qwen2")
+    values = {name: torch.from_numpy(dequantized(spec, stream, name)).bfloat16() for name in spec.tensors}
+    metadata = {"pxgl.architecture": json.dumps({"version": 2, **spec.architecture.to_json()})}
+    save_file(values, tmp_path / "m.safetensors", metadata=metadata)
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "m.pxi"),
+                                      "--quant", "f16"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from pxgl.transformer.files import read_transformer
+
+    got_spec, got_stream = read_transformer(tmp_path / "m.pxi")
+    for name, tensor in values.items():
+        assert np.array_equal(dequantized(got_spec, got_stream, name), tensor.float().numpy()), name
+
+
+def test_gpt2_names_without_the_prefix_and_old_mask_buffers_import_the_same(rng, tmp_path):
+    """GPT2Model's names (no `transformer.`, as the hub's gpt2 stores them) and the causal-mask buffers older
+    checkpoints saved (`attn.bias`, `attn.masked_bias`) give the same model."""
+    from safetensors.numpy import load_file, save_file
+
+    spec, stream = member(rng, "gpt2")
+    export_folder(tmp_path / "hf", spec, stream, None)
+    weights = tmp_path / "hf" / "model.safetensors"
+    metadata = json.loads(weights.read_bytes()[8 : 8 + int.from_bytes(weights.read_bytes()[:8], "little")])
+    tensors = {name.removeprefix("transformer."): values for name, values in load_file(weights).items()}
+    context = spec.architecture.context_length
+    for layer in range(spec.architecture.layers):
+        tensors[f"h.{layer}.attn.bias"] = np.tril(np.ones((context, context), np.float32))[None, None]
+        tensors[f"h.{layer}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    save_file(tensors, weights, metadata=metadata["__metadata__"])
+    back = import_folder(open_folder(tmp_path / "hf", None), None)
+    assert np.array_equal(back.stream, stream) and back.spec.tensors == spec.tensors

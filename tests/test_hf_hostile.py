@@ -85,6 +85,7 @@ def test_a_config_lying_about_shapes_is_refused(folders, tmp_path):
         (lambda m: m.update({"lm_head.weight": "/etc/passwd"}), "not a plain file name inside the folder"),
         (lambda m: m.update({"lm_head.weight": "../x.safetensors"}), "not a plain file name inside the folder"),
         (lambda m: m.update({"lm_head.weight": ".."}), "not a plain file name inside the folder"),
+        (lambda m: m.update({"lm_head.weight": ["a", "b"]}), "not a plain file name inside the folder"),
         (lambda m: m.update({"extra.weight": next(iter(m.values()))}), "names tensors no shard holds"),
     ],
 )

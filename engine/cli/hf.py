@@ -14,6 +14,7 @@ SUFFIXES = (".pxi", ".pxa")
 def import_folder(folder: Path, out: Path, quant: str | None, as_json: bool, force: bool):
     """Check the folder and every output, quantize, write a .pxi set or a version-2 cartridge; (per-tensor
     errors, the summary record, the summary line) for the caller to report."""
+    from ..cartridge import MAX_NAME, is_valid_name
     from ..executors import DEFAULT_EXECUTOR
     from ..hf.importer import import_folder as quantize_folder
     from ..hf.importer import open_folder
@@ -38,7 +39,8 @@ def import_folder(folder: Path, out: Path, quant: str | None, as_json: bool, for
     with stages_shown(not as_json):
         imported = quantize_folder(folder_model, tokenizer_out.name)
         if out.suffix == ".pxa":
-            name = folder.resolve().name[:64] or "model"
+            name = folder.resolve().name[:MAX_NAME]
+            name = name if is_valid_name(name) else "model"
             write_transformer_cartridge(
                 out, imported.spec, imported.stream, imported.tokenizer, name, DEFAULT_EXECUTOR, str(folder)
             )

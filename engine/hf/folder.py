@@ -34,11 +34,6 @@ def read_json(path: Path, what: str) -> Any:
     return parse_json(text, str(path))
 
 
-def is_folder(path: Path) -> bool:
-    """A Hugging Face folder as `pxgl import` detects it: a directory holding config.json."""
-    return path.is_dir() and (path / CONFIG).exists()
-
-
 def inside(folder: Path, name: Any, what: str) -> Path:
     """`name` as a plain file of the folder: no directory part, no `..`, no link leading out of it."""
     if not (isinstance(name, str) and _is_plain_file_name(name)):
@@ -57,9 +52,9 @@ def shard_names(folder: Path) -> dict[str, str] | None:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise PxglError(f"{folder / INDEX}: no 'weight_map' object of tensor name → shard file")
-    files = set(weight_map.values())
-    for name in files:
+    for name in weight_map.values():
         inside(folder, name, "shard")
+    files = set(weight_map.values())
     if len(files) > MAX_SHARDS:
         raise PxglError(f"{folder / INDEX}: {len(files)} shards, past the limit of {MAX_SHARDS}")
     return weight_map
