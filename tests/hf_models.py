@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch", reason="the reference extra: pip install -e
 transformers = pytest.importorskip("transformers", reason="the reference extra: pip install -e '.[reference]'")
 
 CONTEXT = 288
-HEAD_GAIN = 0.4
-"""The output head (tied: the embeddings) is N(0, HEAD_GAIN² / E): logits of standard deviation ~HEAD_GAIN. The
-float16 KV cache moves logits by ~1e-3 of the largest (measured on these members), so the largest stays under ~8
-for f16's bound of 1e-2."""
+HEAD_GAIN = 0.3
+"""The output head (tied: the embeddings) is N(0, HEAD_GAIN² / E): logits of standard deviation ~HEAD_GAIN, the
+largest (a strong row's) ~8. The float16 KV cache moves logits by ~1e-3 of the largest (measured on these
+members), so they stay within f16's bound of 1e-2."""
 STRONG_ROWS = 8
 STRONG_GAIN = 5.0
 """STRONG_ROWS output-head rows scaled by STRONG_GAIN: the top logit is one of them and stands clear of the next
