@@ -82,6 +82,32 @@ FAMILIES = {
             },
         ),
     ),
+    "mistral": (
+        "MistralForCausalLM",
+        dict(
+            vocab_size=500,
+            max_position_embeddings=CONTEXT,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            sliding_window=None,
+        ),
+    ),
+}
+VARIANTS = {
+    # what the four families above leave out, at a small vocabulary: name → (family, config overrides)
+    "gpt2_gelu_untied_unscaled": (
+        "gpt2",
+        dict(vocab_size=500, activation_function="gelu", tie_word_embeddings=False, scale_attn_weights=False),
+    ),
+    "llama_biases_linear": (
+        "tinyllama",
+        dict(vocab_size=500, attention_bias=True, mlp_bias=True, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    ),
+    "mistral_head_dim_past_width": ("mistral", {}),
 }
 RESIDUAL_OUTPUTS = ("c_proj", "o_proj", "down_proj")
 RESIDUAL_SCALE = 0.5
@@ -91,8 +117,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def build(family: str, rng: np.random.Generator, **overrides):
-    """A random-weight model of the family: activations O(1) through the blocks (matrices N(0, 1/in), norms
-    near 1, small biases), embeddings N(0, 1) and the head's strong rows (STRONG_ROWS)."""
+    """A random-weight model of the family: activations O(1) through the blocks (matrices N(0, 1/in), those into
+    the residual stream scaled by RESIDUAL_SCALE, norms near 1, small biases), the embeddings and head as
+    HEAD_GAIN and STRONG_ROWS say."""
     architecture, settings = FAMILIES[family]
     config_class = getattr(transformers, architecture.replace("ForCausalLM", "Config").replace("LMHeadModel", "Config"))
     model = getattr(transformers, architecture)(config_class(**(settings | overrides))).eval()

@@ -16,7 +16,7 @@ import pytest
 from pxgl.hf.importer import import_folder, open_folder
 from pxgl.transformer.gpu import PassesTransformer
 
-from tests.hf_models import CONTEXT, build, reference, save, torch
+from tests.hf_models import CONTEXT, VARIANTS, build, reference, save, torch
 
 WINDOWS = 7
 LOGIT_BYTES = 64 << 20
@@ -133,3 +133,12 @@ def test_a_folder_imports_to_transformers_logits_at_f16_and_q8(family, gpu, rng,
 @pytest.mark.parametrize("family", ["gpt2", "tinyllama"])
 def test_q4_keeps_its_stated_bounds(family, gpu, rng, tmp_path):
     compare(gpu, {"q4": save(build(family, rng), tmp_path / family)}, 1, rng, family)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_what_the_four_families_leave_out_imports_at_f16(variant, gpu, rng, tmp_path):
+    """Exact GELU, an untied GPT-2 head, attention unscaled; Llama's attention and MLP biases and linear RoPE
+    scaling; Mistral with a head_dim past width / heads — one window of a float16 folder at f16."""
+    family, overrides = VARIANTS[variant]
+    folder = save(build(family, rng, **overrides), tmp_path / variant, "float16")
+    compare(gpu, {"f16": folder}, 1, rng, family)
