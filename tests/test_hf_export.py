@@ -149,3 +149,50 @@ def test_gpt2_names_without_the_prefix_and_old_mask_buffers_import_the_same(rng,
     save_file(tensors, weights, metadata=metadata["__metadata__"])
     back = import_folder(open_folder(tmp_path / "hf", None), None)
     assert np.array_equal(back.stream, stream) and back.spec.tensors == spec.tensors
+
+
+def test_a_folders_tokenizer_and_bos_travel_in_and_out(rng, tmp_path):
+    """A folder's tokenizer.json (byte-level BPE trained with `tokenizers`, its post-processor adding <s>)
+    becomes the model's tokenizer and bos (§10.2); the export's folder encodes alike in transformers."""
+    from pxgl.tokenizer import Tokenizer
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    from tests.hf_models import build, save
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    text = ["pixels all the way down: 12 cats, 345 dogs; ünïcödé\tand  spaces", "def f(x):\n    return x * 2"] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    hf.train_from_iterator(text, trainer)
+    hf.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", hf.token_to_id("<s>"))])
+    fast = pytest.importorskip("transformers").PreTrainedTokenizerFast(
+        tokenizer_object=hf, bos_token="<s>", eos_token="</s>"
+    )
+    folder = save(build("tinyllama", rng, vocab_size=hf.get_vocab_size()), tmp_path / "in", "float16")
+    fast.save_pretrained(folder)
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", str(folder), "-o", str(tmp_path / "m.pxi"), "--quant", "f16"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m.meta.json").read_text())
+    assert meta["bos"] == hf.token_to_id("<s>") and meta["tokenizer"] == "m.tokenizer.json"
+    sample = "cats and dogs: 12345 ünï\n  x * 2</s>"
+    ours = Tokenizer.load(tmp_path / "m.tokenizer.json")
+    assert ours.encode(sample) == hf.encode(sample, add_special_tokens=False).ids
+
+    result = runner.invoke(
+        app, ["export", "-m", str(tmp_path / "m.pxi"), "--format", "hf", "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    again = pytest.importorskip("transformers").AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert again.encode(sample, add_special_tokens=False) == ours.encode(sample)
+    back = import_folder(open_folder(tmp_path / "out", None), None)
+    assert (
+        back.spec.bos == meta["bos"]
+        and back.tokenizer is not None
+        and back.tokenizer.encode(sample) == ours.encode(sample)
+    )

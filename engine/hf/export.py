@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
+from ..text_tokenizer.hf import write_hf_tokenizer
 from ..tokenizer import Tokenizer
 from ..transformer.interchange import FORMAT, dequantized
 from ..transformer.meta import TransformerArchitecture, TransformerSpec
@@ -105,19 +106,11 @@ def write_folder(folder: Path, spec: TransformerSpec, stream: np.ndarray, tokeni
     (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     generation = {"bos_token_id": spec.bos, "eos_token_id": None}
     if tokenizer is not None:
-        generation["eos_token_id"] = list(getattr(tokenizer, "eos_ids", ())) or None
-        _write_tokenizer(tokenizer, folder)
+        generation["eos_token_id"] = list(tokenizer.eos_ids) or None
+        write_hf_tokenizer(tokenizer, folder)
     elif spec.bos is not None:  # what import reads back as "every prompt begins with bos" (§10.2)
         (folder / TOKENIZER_CONFIG).write_text(json.dumps({"add_bos_token": True}, indent=2) + "\n")
     (folder / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n")
-
-
-def _write_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
-    try:
-        from ..text_tokenizer.hf import write_hf_tokenizer  # type: ignore[import-not-found]
-    except ImportError:  # until the general tokenizer lands, the folder carries no tokenizer
-        return
-    write_hf_tokenizer(tokenizer, folder)
 
 
 def export_folder(out: Path, spec: TransformerSpec, stream: np.ndarray, tokenizer: Tokenizer | None) -> str:

@@ -64,15 +64,19 @@ def check_tensors(
 
 
 def folder_tokenizer(folder: Path, vocab_size: int) -> Tokenizer | None:
-    """The folder's tokenizer (tokenizer.json + tokenizer_config.json), if it has one and pxgl reads it, its ids
-    padded to the model's vocabulary (Qwen2's embeddings have more rows than its tokenizer has tokens)."""
+    """The folder's tokenizer (tokenizer.json + tokenizer_config.json, §6.1), if it has one, of the model's
+    vocabulary."""
+    from ..text_tokenizer.hf import tokenizer_from_hf
+
     if not (folder / "tokenizer.json").exists():
         return None
-    try:
-        from ..text_tokenizer.hf import tokenizer_from_hf  # type: ignore[import-not-found]
-    except ImportError:  # until the general tokenizer lands, the model is imported for token pixels
-        return None
-    return tokenizer_from_hf(folder, vocab_size)
+    tokenizer = tokenizer_from_hf(folder)
+    if tokenizer.vocab_size != vocab_size:
+        raise PxglError(
+            f"{folder / 'tokenizer.json'}: {tokenizer.vocab_size} tokens; config.json's vocab_size is {vocab_size} "
+            "(pxgl's model and tokenizer have one vocabulary)"
+        )
+    return tokenizer
 
 
 def model_bos(folder: Path, config: dict, tokenizer: Tokenizer | None) -> int | None:
@@ -100,11 +104,6 @@ def open_folder(path: Path, quant: str | None) -> Folder:
     metadata = next(iter(located.values())).header.metadata
     kinds = import_quants(architecture, quant, metadata, str(path))
     tokenizer = folder_tokenizer(path, architecture.vocab_size)
-    if tokenizer is not None and tokenizer.vocab_size != architecture.vocab_size:
-        raise PxglError(
-            f"{path / 'tokenizer.json'}: {tokenizer.vocab_size} tokens; config.json's vocab_size is "
-            f"{architecture.vocab_size}"
-        )
     bos = model_bos(path, config, tokenizer)
     if bos is not None and not 0 <= bos < architecture.vocab_size:
         raise PxglError(
