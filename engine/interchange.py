@@ -67,9 +67,11 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def safetensors_header(data: bytes, where: str, size: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def safetensors_header(
+    data: bytes, where: str, size: int | None = None, dtypes: dict[str, type] = DTYPES
+) -> tuple[dict[str, Any], dict[str, str]]:
     """(tensor entries, metadata) of a safetensors file, every field checked (FORMATS §10). `data` is the file,
-    or (given its `size`) at least its first 8 + MAX_HEADER_BYTES bytes."""
+    or (given its `size`) at least its first 8 + MAX_HEADER_BYTES bytes; `dtypes` the element types taken."""
     size = len(data) if size is None else size
     if size < 8:
         raise PxglError(f"{where}: {size} bytes: too short for a safetensors header")
@@ -94,8 +96,8 @@ def safetensors_header(data: bytes, where: str, size: int | None = None) -> tupl
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise PxglError(f"{where}: tensor {name!r} must have exactly dtype, shape and data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPES:
-            raise PxglError(f"{where}: tensor {name!r} is {dtype!r}; pxgl imports {', '.join(DTYPES)}")
+        if dtype not in dtypes:
+            raise PxglError(f"{where}: tensor {name!r} is {dtype!r}; pxgl imports {', '.join(dtypes)}")
         if not isinstance(shape, list) or not all(is_count(s) for s in shape):
             raise PxglError(f"{where}: tensor {name!r} has shape {shape!r}, not a list of sizes")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_count(o) for o in offsets)):
@@ -103,7 +105,7 @@ def safetensors_header(data: bytes, where: str, size: int | None = None) -> tupl
         begin, end = offsets
         if not 0 <= begin <= end <= body:
             raise PxglError(f"{where}: tensor {name!r} spans bytes {begin}..{end}, outside the {body:,} data bytes")
-        if end - begin != math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize:
+        if end - begin != math.prod(shape) * np.dtype(dtypes[dtype]).itemsize:
             raise PxglError(f"{where}: tensor {name!r} spans {end - begin} bytes, not its shape {shape}'s")
         spans.append((begin, end, name))
     spans.sort()

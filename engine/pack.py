@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .cartridge import (
@@ -31,6 +32,12 @@ from .executors import DEFAULT_EXECUTOR
 from .loading import check_executor, choose_executor, load_model, model_program
 from .loading import model_path as resolve_model
 from .pxi import atomic_write, encode_rgb
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .tokenizer import Tokenizer
+    from .transformer.meta import TransformerSpec
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 """Every member's timestamp, so that packing the same model twice gives the same bytes."""
@@ -104,7 +111,7 @@ def is_transformer(source: Path) -> bool:
 def pack_transformer(source: Path, out: Path, executor: str | None, name: str | None) -> Manifest:
     """A version-2 cartridge (§8.5) of a version-2 .pxi set or cartridge: its images, meta and tokenizer;
     no program. Refused before anything is written when its members would pass the cartridge's bound."""
-    from .transformer.cartridge import open_transformer_cartridge, transformer_members
+    from .transformer.cartridge import open_transformer_cartridge
     from .transformer.interchange import open_transformer
 
     repacked = None
@@ -117,6 +124,22 @@ def pack_transformer(source: Path, out: Path, executor: str | None, name: str | 
     name = name or (repacked.name if repacked is not None else source.stem[:MAX_NAME])
     if not is_valid_name(name):
         raise PxglError(f"{short(str(source))}: its file name cannot name the cartridge; give a name with --name")
+    return write_transformer_cartridge(out, spec, stream, tokenizer, name, executor, str(source))
+
+
+def write_transformer_cartridge(
+    out: Path,
+    spec: "TransformerSpec",
+    stream: "np.ndarray",
+    tokenizer: "Tokenizer | None",
+    name: str,
+    executor: str,
+    source: str,
+) -> Manifest:
+    """A version-2 cartridge (§8.5) of a model in memory (what pack and `pxgl import -o X.pxa` write), refused
+    before anything is written when its members would pass the cartridge's bound."""
+    from .transformer.cartridge import transformer_members
+
     contents = transformer_members(spec, stream, tokenizer)
     total = sum(len(data) for data in contents.values())
     if total > MAX_TRANSFORMER_BYTES:

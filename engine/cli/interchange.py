@@ -32,7 +32,9 @@ def renames(pairs: list[str]) -> dict[str, str]:
 
 @app.command("import")
 def import_tensors(
-    file: Annotated[Path, typer.Argument(help="Float tensors: a .safetensors or .npz file.")],
+    file: Annotated[
+        Path, typer.Argument(help="Float tensors: a .safetensors or .npz file, or a Hugging Face model folder.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside).")],
     tokenizer: Annotated[
         Path | None, typer.Option(help="The model's tokenizer JSON. Default: the file's pxgl.tokenizer metadata.")
@@ -62,6 +64,20 @@ def import_tensors(
     from ..outputs import check_writes
     from ..transformer.interchange import is_transformer, peek_header, transformer_architecture
 
+    if file.is_dir():
+        if tokenizer or config or mapping:
+            raise PxglError(
+                f"{file}: a Hugging Face folder brings its own config and tokenizer; drop --tokenizer/--config/--map"
+            )
+        from .hf import import_folder
+
+        errors, record, line = import_folder(file, out, quant, as_json, force)
+        report_errors(errors, as_json)
+        if as_json:
+            emit_json(record)
+            return
+        typer.echo(line)
+        return
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
@@ -152,6 +168,9 @@ def import_version_2(
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
     model: ModelOption = None,
+    export_format: Annotated[
+        str | None, typer.Option("--format", help="hf: a Hugging Face folder (config.json, model.safetensors).")
+    ] = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
 ) -> None:
@@ -166,6 +185,13 @@ def export(
     from ..transformer.interchange import export_transformer, open_transformer
 
     source = Path(model) if model is not None else None
+    if export_format is not None:
+        if export_format != "hf" or source is None:
+            raise PxglError(f"--format {export_format}: give --format hf with -m MODEL (a version-2 .pxi)")
+        from .hf import export_folder
+
+        export_folder(source, out, as_json)
+        return
     version_2 = transformer_files(source) if source is not None and source.is_file() else None
     check_outputs([(out, "--out")], model_files(model) if version_2 is None else version_2)
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}

@@ -38,6 +38,8 @@ MAX_SAFETENSORS_BYTES = 16 << 30
 """A version-2 .safetensors file (§0.1): 2 B float32 weights are 8 GB; it is read a tensor at a time."""
 ARCHITECTURE_KEYS = TOP_LEVEL - {"format", "version", "tensors"}
 QUANTS = ("q8", "q4", "u8", "f16")
+TENSOR_DTYPES: dict[str, type] = DTYPES | {"BF16": np.uint16}
+"""Version 2 also reads bfloat16 (§10.1): its 16 bits are the top half of a float32's."""
 
 
 def is_transformer(document: dict) -> bool:
@@ -81,7 +83,7 @@ def peek_header(path: Path) -> Header | None:
     with open_regular(path, "tensor file", MAX_SAFETENSORS_BYTES) as handle:
         size = os.fstat(handle.fileno()).st_size
         head = handle.read(8 + MAX_HEADER_BYTES)
-    entries, metadata = safetensors_header(head, str(path), size)
+    entries, metadata = safetensors_header(head, str(path), size, TENSOR_DTYPES)
     return Header(entries, metadata, 8 + int.from_bytes(head[:8], "little"))
 
 
@@ -140,7 +142,7 @@ class ImportedTransformer:
     """Tensor → (largest, RMS) quantization error."""
 
 
-def _float32(w: np.ndarray, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+def float32_tensor(w: np.ndarray, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
     if w.dtype.kind != "f" or tuple(w.shape) != shape:
         raise PxglError(f"{where}: tensor {name!r} is {w.dtype} {list(w.shape)}, not float {list(shape)}")
     with np.errstate(over="ignore"):  # a float64 past float32's range becomes inf, refused below
@@ -170,17 +172,21 @@ def _safetensors_reader(
             " (--map OLD=NEW renames)"
         )
 
-    def tensor(name: str) -> np.ndarray:
-        entry = entries[name]
-        begin, end = entry["data_offsets"]
-        handle.seek(header.data_start + begin)
-        data = handle.read(end - begin)
-        if len(data) != end - begin:
-            raise PxglError(f"{where}: the file ends inside tensor {name!r} (it changed while read)")
-        dtype = np.dtype(DTYPES[entry["dtype"]]).newbyteorder("<")
-        return np.frombuffer(data, dtype).reshape(entry["shape"])
+    return lambda name: read_tensor(handle, header.data_start, entries[name], name, where)
 
-    return tensor
+
+def read_tensor(handle: BinaryIO, data_start: int, entry: dict[str, Any], name: str, where: str) -> np.ndarray:
+    """One tensor of a checked safetensors header, read from the file (little-endian, row-major: safetensors');
+    bfloat16 widened to float32 exactly."""
+    begin, end = entry["data_offsets"]
+    handle.seek(data_start + begin)
+    data = handle.read(end - begin)
+    if len(data) != end - begin:
+        raise PxglError(f"{where}: the file ends inside tensor {name!r} (it changed while read)")
+    values = np.frombuffer(data, np.dtype(TENSOR_DTYPES[entry["dtype"]]).newbyteorder("<")).reshape(entry["shape"])
+    if entry["dtype"] == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values
 
 
 def import_transformer(
@@ -194,8 +200,6 @@ def import_transformer(
     tokenizer_name: str,
 ) -> ImportedTransformer:
     """A version-2 model from a tensor file (FORMATS §10), quantized into its byte stream; nothing is written."""
-    from .files import lay_out
-
     where, shapes = str(path), architecture.shapes()
     metadata = header.metadata if header is not None else {}
     has_tokenizer = tokenizer_path is not None or "pxgl.tokenizer" in metadata
@@ -204,38 +208,57 @@ def import_transformer(
         raise PxglError(
             f"the tokenizer has {tokenizer.vocab_size} tokens; the model's vocabulary is {architecture.vocab_size}"
         )
-    known = quantizations(metadata, where)
-    grids: dict[str, tuple[float, int]] = {}
-    total, done = sum(math.prod(shape) for shape in shapes.values()), 0
     with open_regular(path, "tensor file", MAX_SAFETENSORS_BYTES) as handle:
         if header is None:
             arrays = read_npz(read_tensor_file(path), where, shapes, renames)
             raw: Callable[[str], np.ndarray] = arrays.__getitem__
         else:
             raw = _safetensors_reader(handle, header, shapes, renames, where)
+        name = tokenizer_name if tokenizer else None
+        return quantize_tensors(architecture, raw, kinds, bos, metadata, where, tokenizer, name)
 
-        def values(name: str) -> np.ndarray:
-            """The tensor as float32, checked; a u8 tensor on its exported grid keeps it (lay_out reads `grids`
-            after asking for the values)."""
-            nonlocal done
-            w = _float32(raw(name), name, shapes[name], where)
-            entry = known.get(name, {})
-            grid = (entry["scale"], entry["zero_point"]) if entry.get("quant") == "u8" else None
-            if kinds[name] == "u8" and grid is not None and on_grid(w, grid) is not None:
-                grids[name] = (float(grid[0]), grid[1])
-            done += w.size
-            report("quantizing weights", done, 2 * total)
-            return w
 
-        spec, stream = lay_out(architecture, values, kinds, bos, tokenizer_name if tokenizer else None, grids)
-        errors = {}
-        for name, t in spec.tensors.items():
-            w = _float32(raw(name), name, shapes[name], where)
-            got = dequantize(stream[t.offset : t.offset + t.nbytes], t.shape, t.quant, t.scale, t.zero_point)
-            error = np.abs(got - w).reshape(-1).astype(np.float64)
-            errors[name] = (float(error.max(initial=0)), float(np.sqrt(np.dot(error, error) / max(1, error.size))))
-            done += w.size
-            report("measuring the error", done, 2 * total)
+def quantize_tensors(
+    architecture: TransformerArchitecture,
+    raw: Callable[[str], np.ndarray],
+    kinds: dict[str, str],
+    bos: int | None,
+    metadata: dict[str, str],
+    where: str,
+    tokenizer: Tokenizer | None = None,
+    tokenizer_name: str | None = None,
+) -> ImportedTransformer:
+    """The model of float tensors `raw(name)` gives (each read twice: laid out, then its error measured):
+    checked, quantized as `kinds` says, a u8 tensor on its exported grid (pxgl.quantization) kept on it."""
+    from .files import lay_out
+
+    shapes = architecture.shapes()
+    known = quantizations(metadata, where)
+    grids: dict[str, tuple[float, int]] = {}
+    total, done = sum(math.prod(shape) for shape in shapes.values()), 0
+
+    def values(name: str) -> np.ndarray:
+        """The tensor as float32, checked; a u8 tensor on its exported grid keeps it (lay_out reads `grids`
+        after asking for the values)."""
+        nonlocal done
+        w = float32_tensor(raw(name), name, shapes[name], where)
+        entry = known.get(name, {})
+        grid = (entry["scale"], entry["zero_point"]) if entry.get("quant") == "u8" else None
+        if kinds[name] == "u8" and grid is not None and on_grid(w, grid) is not None:
+            grids[name] = (float(grid[0]), grid[1])
+        done += w.size
+        report("quantizing weights", done, 2 * total)
+        return w
+
+    spec, stream = lay_out(architecture, values, kinds, bos, tokenizer_name, grids)
+    errors = {}
+    for name, t in spec.tensors.items():
+        w = float32_tensor(raw(name), name, shapes[name], where)
+        got = dequantize(stream[t.offset : t.offset + t.nbytes], t.shape, t.quant, t.scale, t.zero_point)
+        error = np.abs(got - w).reshape(-1).astype(np.float64)
+        errors[name] = (float(error.max(initial=0)), float(np.sqrt(np.dot(error, error) / max(1, error.size))))
+        done += w.size
+        report("measuring the error", done, 2 * total)
     return ImportedTransformer(spec, stream, tokenizer, errors)
 
 
