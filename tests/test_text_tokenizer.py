@@ -13,7 +13,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from tests.text_tokenizers import SPECIALS, random_text, write_folder
 
-NAMES = ("gpt2", "smollm2", "qwen2", "tinyllama")
+NAMES = ("gpt2", "smollm2", "qwen2", "tinyllama", "llama_metaspace")
 TEXTS = 2000
 
 
