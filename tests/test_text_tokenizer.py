@@ -106,3 +106,16 @@ def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> N
         assert exported.decode(ids) == v0.decode(ids) == text
     assert (v0.bos_id, v0.eos_ids, v0.add_bos, v0.chat_template) == (None, (), False, None)
     assert v0.encode("a b", special=False) == v0.encode("a b")
+
+
+def test_padding_ids_decode_to_nothing_as_tokenizers_skips_them(folders, tmp_path: Path, seed: int) -> None:
+    folder, reference = folders["qwen2"]
+    plain = tokenizer_from_hf(folder)
+    padded = tokenizer_from_hf(folder, vocab_size=plain.vocab_size + 9)
+    assert padded.vocab_size == plain.vocab_size + 9 and padded.token_bytes(plain.vocab_size + 8) == b""
+    rng = random.Random(seed)
+    for _ in range(200):
+        ids = [rng.randrange(padded.vocab_size) for _ in range(rng.randint(0, 10))]
+        assert padded.decode(ids) == reference.decode(ids, skip_special_tokens=False), (seed, ids)
+    padded.save(tmp_path / "t.tokenizer.json")
+    assert Tokenizer.load(tmp_path / "t.tokenizer.json").vocab_size == plain.vocab_size + 9

@@ -192,6 +192,7 @@ def good_v1() -> dict:
     return {
         "format": "pxgl-bpe",
         "version": 1,
+        "vocab_size": 4,
         "kind": "sentencepiece",
         "vocab": ["a", "b", "ab", "<0x41>"],
         "merges": [[0, 1]],
@@ -231,7 +232,8 @@ V1_CASES = {
         "must run 4, 5",
     ),
     "an unknown step": ({"decoder": [{"type": "lowercase"}]}, "decoder step 0 must be an object whose type"),
-    "an extra key": ({"vocab_size": 4}, "has exactly the keys"),
+    "an extra key": ({"vocab": ["a", "b", "ab", "c"], "bos": 1}, "has exactly the keys"),
+    "a vocab_size below the tokens": ({"vocab_size": 3}, "vocab_size 3 must be an integer in 4..1048576"),
     "a bos past the vocabulary": ({"bos_id": 4, "add_bos": True}, "bos_id 4 is not an id in 0..3"),
     "a long split pattern": (
         {"pre_tokenizer": [{"type": "split", "pattern": "a" * 5000, "behavior": "isolated", "invert": False}]},

@@ -27,9 +27,9 @@ HF_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
 
 
-def tokenizer_from_hf(folder: Path) -> TextTokenizer:
-    """The tokenizer of a Hugging Face model folder; one PxglError naming the file for anything pxgl cannot
-    read exactly."""
+def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokenizer:
+    """The tokenizer of a Hugging Face model folder, padded to a model's `vocab_size` when given (§6.1); one
+    PxglError naming the file for anything pxgl cannot read exactly."""
     folder = Path(folder)
     where = str(folder / HF_TOKENIZER)
     doc = _read_json(folder, HF_TOKENIZER)
@@ -85,6 +85,7 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
         eos_ids=eos_ids,
         add_bos=add_bos,
         chat_template=_chat_template(config.get("chat_template"), f"{folder / HF_CONFIG}"),
+        vocab_size=vocab_size,
         where=where,
     )
 

@@ -37,8 +37,9 @@ MAX_TEMPLATE_BYTES = 1 << 20
 """The caps of §6.1, checked before any table is built."""
 ADDED_FLAGS = ("special", "lstrip", "rstrip", "normalized", "single_word")
 KEYS = (
-    "format", "version", "kind", "vocab", "merges", "unk_id", "byte_fallback", "fuse_unk", "ignore_merges",
-    "normalizer", "pre_tokenizer", "decoder", "added_tokens", "bos_id", "eos_ids", "add_bos", "chat_template",
+    "format", "version", "vocab_size", "kind", "vocab", "merges", "unk_id", "byte_fallback", "fuse_unk",
+    "ignore_merges", "normalizer", "pre_tokenizer", "decoder", "added_tokens", "bos_id", "eos_ids", "add_bos",
+    "chat_template",
 )  # fmt: skip
 
 
@@ -64,6 +65,7 @@ class TextTokenizer:
         eos_ids: Sequence[int] = (),
         add_bos: bool = False,
         chat_template: str | None = None,
+        vocab_size: int | None = None,
         where: str = "tokenizer",
     ) -> None:
         if kind not in KINDS:
@@ -74,7 +76,11 @@ class TextTokenizer:
         self.merges = tuple((a, b) for a, b in merges)
         _check_merges(self.merges, self.vocab, self.ids, where)
         self.added_tokens = tuple(added_tokens)
-        self.vocab_size = _check_added(self.added_tokens, len(self.vocab), where)
+        self.tokens = _check_added(self.added_tokens, len(self.vocab), where)
+        """Ids below this are pieces or added tokens; from here to vocab_size they are padding (§6.1)."""
+        self.vocab_size = self.tokens if vocab_size is None else vocab_size
+        if not (_is_int(self.vocab_size) and self.tokens <= self.vocab_size <= MAX_IDS):
+            raise PxglError(f"{where}: vocab_size {vocab_size!r} must be an integer in {self.tokens}..{MAX_IDS}")
         for name, flag in (("byte_fallback", byte_fallback), ("fuse_unk", fuse_unk), ("ignore_merges", ignore_merges)):
             if not isinstance(flag, bool):
                 raise PxglError(f"{where}: {name} must be true or false")
@@ -83,8 +89,8 @@ class TextTokenizer:
         self.normalizer = check_steps(list(normalizer), "normalizer", where)
         self.pre_tokenizer = check_steps(list(pre_tokenizer), "pre_tokenizer", where)
         self.decoder = check_steps(list(decoder), "decoder", where)
-        self.bos_id = _check_id(bos_id, self.vocab_size, "bos_id", where, optional=True)
-        self.eos_ids = tuple(_check_id(i, self.vocab_size, "eos_ids", where) for i in eos_ids)
+        self.bos_id = _check_id(bos_id, self.tokens, "bos_id", where, optional=True)
+        self.eos_ids = tuple(_check_id(i, self.tokens, "eos_ids", where) for i in eos_ids)
         if len(set(self.eos_ids)) != len(self.eos_ids):
             raise PxglError(f"{where}: eos_ids repeats an id")
         if not isinstance(add_bos, bool) or (add_bos and self.bos_id is None):
@@ -116,6 +122,8 @@ class TextTokenizer:
         added = self._added_by_id.get(token)
         if added is not None:
             return added.content.encode("utf-8", "surrogatepass")
+        if token >= self.tokens:
+            return b""
         piece = self.vocab[token]
         if self.kind == "byte-level":
             return alphabet_bytes(piece)
@@ -159,6 +167,8 @@ class TextTokenizer:
             token = int(token)
             if not 0 <= token < self.vocab_size:
                 raise PxglError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+            if token >= self.tokens:
+                continue  # padding: tokenizers skips an id it does not know
             string = self.id_string(token)
             if not (skip_special and string in self._special):
                 strings.append(string)
@@ -168,6 +178,7 @@ class TextTokenizer:
         return {
             "format": FORMAT,
             "version": VERSION,
+            "vocab_size": self.vocab_size,
             "kind": self.kind,
             "vocab": list(self.vocab),
             "merges": [list(m) for m in self.merges],
@@ -222,6 +233,7 @@ class TextTokenizer:
             eos_ids=doc["eos_ids"],
             add_bos=doc["add_bos"],
             chat_template=doc["chat_template"],
+            vocab_size=doc["vocab_size"],
             where=where,
         )
 
