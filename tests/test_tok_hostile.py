@@ -112,8 +112,12 @@ CASES = {
         "which is not in the vocabulary",
     ),
     "a piece of 2 KiB": (
-        lambda p: p.write_text(json.dumps(gpt2_like(vocab={"a": 0, "b": 1, "ab": 2, "x" * 2048: 3}))),
+        lambda p: p.write_text(json.dumps(gpt2_like(vocab={"a": 0, "b": 1, "ab": 2, "x" * 2048: 3}, added_tokens=[]))),
         "is 2048 bytes; at most 1024",
+    ),
+    "an added token's id not the one tokenizers gives": (
+        lambda p: p.write_text(json.dumps(gpt2_like(added_tokens=[dict(gpt2_like()["added_tokens"][0], id=200)]))),
+        "is written with id 200, but tokenizers gives it 95",
     ),
     "an unknown pre-tokenizer": (
         lambda p: p.write_text(json.dumps(gpt2_like(pre_tokenizer={"type": "Whitespace"}))),

@@ -52,7 +52,7 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
     vocab = _vocab(model.get("vocab"), where)
     ids = {piece: i for i, piece in enumerate(vocab)}
     merges = _merges(model.get("merges"), ids, len(vocab), where)
-    added = _added_tokens(doc.get("added_tokens") or [], where)
+    added = _added_tokens(doc.get("added_tokens") or [], ids, where)
     pre_tokenizer = pre_tokenizer_from_hf(doc.get("pre_tokenizer"), where)
     contents = {t.content: t.id for t in added}
     unk = model.get("unk_token")
@@ -191,16 +191,27 @@ def _merges(raw: Any, ids: dict[str, int], pieces: int, where: str) -> list[tupl
     return merges
 
 
-def _added_tokens(raw: Any, where: str) -> list[AddedToken]:
+def _added_tokens(raw: Any, ids: dict[str, int], where: str) -> list[AddedToken]:
+    """The added tokens, each with the id tokenizers gives it when it reads the file (its model's id for a
+    piece of the vocabulary, else the next past the vocabulary, in order; the id written beside it is only
+    checked, with a warning): a file where the two differ is refused, not read either way."""
     if not isinstance(raw, list) or len(raw) > MAX_ADDED:
         raise PxglError(f"{where}: added_tokens must be a list of at most {MAX_ADDED}")
     added = []
+    next_id = len(ids)
     for i, token in enumerate(raw):
         if not (isinstance(token, dict) and isinstance(token.get("content"), str) and isinstance(token.get("id"), int)):
             raise PxglError(f"{where}: added token {i} needs an integer id and a string content")
         flags = {flag: token.get(flag, flag == "normalized" and not token.get("special")) for flag in ADDED_FLAGS}
         if not all(isinstance(v, bool) for v in flags.values()):
             raise PxglError(f"{where}: added token {i}'s {', '.join(ADDED_FLAGS)} must be true or false")
+        given = ids.get(token["content"], next_id)
+        if given != token["id"]:
+            raise PxglError(
+                f"{where}: added token {i} {token['content']!r:.40} is written with id {token['id']}, but tokenizers "
+                f"gives it {given}; fix the file's ids"
+            )
+        next_id += given == next_id
         added.append(AddedToken(token["id"], token["content"], **flags))
     return added
 
