@@ -19,7 +19,7 @@ from .hf_steps import (
     pre_tokenizer_from_hf,
     pre_tokenizer_to_hf,
 )
-from .model import ADDED_FLAGS, MAX_ADDED, MAX_IDS, TextTokenizer
+from .model import ADDED_FLAGS, MAX_ADDED, MAX_IDS, MAX_MERGES_A_PIECE, TextTokenizer
 from .v0 import text_tokenizer_from_v0
 
 HF_TOKENIZER = "tokenizer.json"
@@ -180,8 +180,10 @@ def _merges(raw: Any, ids: dict[str, int], pieces: int, where: str) -> list[tupl
     if not isinstance(raw, list):
         raise PxglError(f"{where}: the BPE model's merges must be a list")
     raw = [m for m in raw if not (isinstance(m, str) and m.startswith("#version"))]
-    if len(raw) > pieces:
-        raise PxglError(f"{where}: {len(raw)} merges for a vocabulary of {pieces}; at most one a piece")
+    if len(raw) > MAX_MERGES_A_PIECE * pieces:
+        raise PxglError(
+            f"{where}: {len(raw)} merges for a vocabulary of {pieces}; at most {MAX_MERGES_A_PIECE} a piece"
+        )
     merges = []
     for rank, merge in enumerate(raw):
         parts = merge.split(" ") if isinstance(merge, str) else merge

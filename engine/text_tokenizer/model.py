@@ -32,6 +32,8 @@ KINDS = ("byte-level", "sentencepiece")
 MAX_IDS = 1 << 20
 MAX_PIECE_BYTES = 1024
 MAX_PIECES_BYTES = 16 << 20
+MAX_MERGES_A_PIECE = 4
+"""Merges may outnumber pieces (two merges can make one piece: Llama 3 has 280,147 for 128,000), not by more."""
 MAX_ADDED = 1 << 16
 MAX_TEMPLATE_BYTES = 1 << 20
 """The caps of §6.1, checked before any table is built."""
@@ -209,8 +211,9 @@ class TextTokenizer:
         for key in ("vocab", "merges", "added_tokens", "eos_ids"):
             if not isinstance(doc[key], list):
                 raise PxglError(f"{where}: '{key}' must be a list")
-        if len(doc["merges"]) > min(len(doc["vocab"]), MAX_IDS):
-            raise PxglError(f"{where}: {len(doc['merges'])} merges for {len(doc['vocab'])} pieces; at most one a piece")
+        if len(doc["merges"]) > MAX_MERGES_A_PIECE * min(len(doc["vocab"]), MAX_IDS):
+            pieces, merges = len(doc["vocab"]), len(doc["merges"])
+            raise PxglError(f"{where}: {merges} merges for {pieces} pieces; at most {MAX_MERGES_A_PIECE} a piece")
         for i, m in enumerate(doc["merges"]):
             if not (isinstance(m, list) and len(m) == 2):
                 raise PxglError(f"{where}: merge {i} must be a pair of ids, got {m!r:.60}")
@@ -271,8 +274,8 @@ def _check_vocab(vocab: tuple[str, ...], where: str) -> dict[str, int]:
 
 
 def _check_merges(merges: tuple[tuple[int, int], ...], vocab: tuple[str, ...], ids: dict[str, int], where: str) -> None:
-    if len(merges) > len(vocab):
-        raise PxglError(f"{where}: {len(merges)} merges for {len(vocab)} pieces; at most one a piece")
+    if len(merges) > MAX_MERGES_A_PIECE * len(vocab):
+        raise PxglError(f"{where}: {len(merges)} merges for {len(vocab)} pieces; at most {MAX_MERGES_A_PIECE} a piece")
     seen: set[tuple[int, int]] = set()
     for i, (a, b) in enumerate(merges):
         if not (_is_int(a) and _is_int(b) and 0 <= a < len(vocab) and 0 <= b < len(vocab)):
