@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from pxgl.errors import PxglError
 from pxgl.text_tokenizer import TextTokenizer
 from pxgl.text_tokenizer.hf import tokenizer_from_hf, write_hf_tokenizer
 from pxgl.tokenizer import Tokenizer
@@ -119,3 +120,14 @@ def test_padding_ids_decode_to_nothing_as_tokenizers_skips_them(folders, tmp_pat
         assert padded.decode(ids) == reference.decode(ids, skip_special_tokens=False), (seed, ids)
     padded.save(tmp_path / "t.tokenizer.json")
     assert Tokenizer.load(tmp_path / "t.tokenizer.json").vocab_size == plain.vocab_size + 9
+
+
+def test_refusals_name_the_problem(folders, tmp_path: Path) -> None:
+    """A version-0 tokenizer with two ids of the same bytes cannot be a tokenizer.json (nothing is written); a
+    text with a lone surrogate is not Unicode (tokenizers refuses it too)."""
+    twice = Tokenizer(((97, 98), (97, 98)))
+    with pytest.raises(PxglError, match="ids 256 and 257 are both the bytes b'ab'"):
+        write_hf_tokenizer(twice, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(PxglError, match="not valid Unicode"):
+        tokenizer_from_hf(folders["gpt2"][0]).encode("a\ud800b")
