@@ -147,7 +147,7 @@ def write_hf_tokenizer(tokenizer: "TextTokenizer | Tokenizer", folder: Path) -> 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in ((HF_TOKENIZER, doc), (HF_CONFIG, config)):
-        data = json.dumps(content, ensure_ascii=False, indent=1) + "\n"
+        data = json.dumps(content, ensure_ascii=False, separators=(",", ":")) + "\n"
         atomic_write(folder / name, lambda tmp, data=data: tmp.write_text(data, encoding="utf-8"))
 
 
@@ -187,9 +187,11 @@ def _merges(raw: Any, ids: dict[str, int], pieces: int, where: str) -> list[tupl
     merges = []
     for rank, merge in enumerate(raw):
         parts = merge.split(" ") if isinstance(merge, str) else merge
-        if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) and p in ids for p in parts)):
-            raise PxglError(f"{where}: merge {rank} {merge!r:.60} is not two pieces of the vocabulary")
-        merges.append((ids[parts[0]], ids[parts[1]]))
+        try:
+            left, right = parts if isinstance(parts, list) else ()
+            merges.append((ids[left], ids[right]))  # a key that is no string is in no vocabulary
+        except (ValueError, TypeError, KeyError):
+            raise PxglError(f"{where}: merge {rank} {merge!r:.60} is not two pieces of the vocabulary") from None
     return merges
 
 

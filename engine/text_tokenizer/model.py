@@ -76,7 +76,7 @@ class TextTokenizer:
         self.vocab = tuple(vocab)
         self.ids = _check_vocab(self.vocab, where)
         self.merges = tuple((a, b) for a, b in merges)
-        _check_merges(self.merges, self.vocab, self.ids, where)
+        results = _check_merges(self.merges, self.vocab, self.ids, where)
         self.added_tokens = tuple(added_tokens)
         self.tokens = _check_added(self.added_tokens, len(self.vocab), where)
         """Ids below this are pieces or added tokens; from here to vocab_size they are padding (§6.1)."""
@@ -106,7 +106,7 @@ class TextTokenizer:
         self._added_by_id = {t.id: t for t in self.added_tokens}
         self.bos_token = self.id_string(self.bos_id) if self.bos_id is not None else None
         self.eos_token = self.id_string(self.eos_ids[0]) if self.eos_ids else None
-        self._bpe = BPE(self.vocab, self.ids, self.merges, self.unk_id, byte_fallback, fuse_unk, ignore_merges)
+        self._bpe = BPE(self.ids, self.merges, results, self.unk_id, byte_fallback, fuse_unk, ignore_merges)
         self._special = {t.content for t in self.added_tokens if t.special}
         self._raw_matcher = Matcher([(t.content, t) for t in self.added_tokens if not t.normalized])
         normalized = [(normalize(t.content, self.normalizer), t) for t in self.added_tokens if t.normalized]
@@ -273,18 +273,26 @@ def _check_vocab(vocab: tuple[str, ...], where: str) -> dict[str, int]:
     return ids
 
 
-def _check_merges(merges: tuple[tuple[int, int], ...], vocab: tuple[str, ...], ids: dict[str, int], where: str) -> None:
-    if len(merges) > MAX_MERGES_A_PIECE * len(vocab):
-        raise PxglError(f"{where}: {len(merges)} merges for {len(vocab)} pieces; at most {MAX_MERGES_A_PIECE} a piece")
-    seen: set[tuple[int, int]] = set()
+def _check_merges(
+    merges: tuple[tuple[int, int], ...], vocab: tuple[str, ...], ids: dict[str, int], where: str
+) -> list[int]:
+    """Each merge's result id (the id of its two pieces joined); every merge is checked."""
+    pieces = len(vocab)
+    if len(merges) > MAX_MERGES_A_PIECE * pieces:
+        raise PxglError(f"{where}: {len(merges)} merges for {pieces} pieces; at most {MAX_MERGES_A_PIECE} a piece")
+    results = []
     for i, (a, b) in enumerate(merges):
-        if not (_is_int(a) and _is_int(b) and 0 <= a < len(vocab) and 0 <= b < len(vocab)):
+        if type(a) is not int or type(b) is not int or not (0 <= a < pieces and 0 <= b < pieces):
             raise PxglError(f"{where}: merge {i} [{a!r:.20}, {b!r:.20}] names an id outside the vocabulary")
-        if vocab[a] + vocab[b] not in ids:
+        result = ids.get(vocab[a] + vocab[b])
+        if result is None:
             raise PxglError(f"{where}: merge {i} makes {vocab[a] + vocab[b]!r:.60}, which is not in the vocabulary")
-        if (a, b) in seen:
-            raise PxglError(f"{where}: merge {i} repeats the pair [{a}, {b}]")
-        seen.add((a, b))
+        results.append(result)
+    if len(set(merges)) != len(merges):
+        seen: set[tuple[int, int]] = set()
+        i, (a, b) = next((i, m) for i, m in enumerate(merges) if m in seen or seen.add(m))  # type: ignore[func-returns-value]
+        raise PxglError(f"{where}: merge {i} repeats the pair [{a}, {b}]")
+    return results
 
 
 def _check_added(added: tuple[AddedToken, ...], pieces: int, where: str) -> int:
