@@ -90,10 +90,21 @@ def test_transformers_loads_the_export(folders, tmp_path: Path, seed: int) -> No
         folder, reference = folders[name]
         write_hf_tokenizer(tokenizer_from_hf(folder), tmp_path / name)
         loaded = AutoTokenizer.from_pretrained(tmp_path / name)
-        for text in [random_text(rng, SPECIALS[name]) for _ in range(40)]:
+        texts = [random_text(rng, SPECIALS[name]) for _ in range(40)]
+        for text in texts:
             expected = reference.encode(text).ids
             assert loaded(text)["input_ids"] == expected, (name, seed, text)
             assert loaded.decode(expected) == reference.decode(expected, skip_special_tokens=False)
+        # and a folder transformers saves (its chat template in chat_template.jinja) reads back the same
+        loaded.chat_template = "{{ bos_token }}{% for m in messages %}" + name + "{% endfor %}"
+        loaded.save_pretrained(tmp_path / f"{name}-saved")
+        saved = tokenizer_from_hf(tmp_path / f"{name}-saved")
+        assert saved.chat_template == loaded.chat_template, sorted(
+            p.name for p in (tmp_path / f"{name}-saved").iterdir()
+        )
+        original = tokenizer_from_hf(folder)
+        assert [saved.encode(t) for t in texts] == [original.encode(t) for t in texts]
+        assert (saved.bos_id, saved.eos_ids, saved.add_bos) == (original.bos_id, original.eos_ids, original.add_bos)
 
 
 def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> None:

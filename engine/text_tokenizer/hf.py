@@ -25,6 +25,9 @@ from .v0 import text_tokenizer_from_v0
 HF_TOKENIZER = "tokenizer.json"
 HF_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
+CHAT_TEMPLATE = "chat_template.jinja"
+CHAT_TEMPLATE_JSON = "chat_template.json"
+"""Where transformers' save_pretrained puts the chat template today (and did before), not tokenizer_config.json."""
 
 
 def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokenizer:
@@ -84,7 +87,7 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
         bos_id=bos_id,
         eos_ids=eos_ids,
         add_bos=add_bos,
-        chat_template=_chat_template(config.get("chat_template"), f"{folder / HF_CONFIG}"),
+        chat_template=_folder_chat_template(folder, config),
         vocab_size=vocab_size,
         where=where,
     )
@@ -153,12 +156,29 @@ def write_hf_tokenizer(tokenizer: "TextTokenizer | Tokenizer", folder: Path) -> 
 
 def _read_json(folder: Path, name: str) -> Any:
     """A JSON file of the folder, None when absent; a link leading out of the folder is refused."""
+    text = _read_text(folder, name, "tokenizer file")
+    return None if text is None else parse_tokenizer_json(text, str(folder / name))
+
+
+def _read_text(folder: Path, name: str, what: str) -> str | None:
     path = folder / name
     if not path.exists() and not path.is_symlink():
         return None
     if not path.resolve().is_relative_to(folder.resolve()):
         raise PxglError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in instead")
-    return parse_tokenizer_json(read_text(path, "tokenizer file"), str(path))
+    return read_text(path, what)
+
+
+def _folder_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
+    """chat_template.jinja, else chat_template.json's "chat_template", else tokenizer_config.json's (the order
+    transformers reads them in)."""
+    template = _read_text(folder, CHAT_TEMPLATE, "chat template file")
+    if template is not None:
+        return template
+    saved = _read_json(folder, CHAT_TEMPLATE_JSON)
+    if isinstance(saved, dict) and "chat_template" in saved:
+        return _chat_template(saved["chat_template"], str(folder / CHAT_TEMPLATE_JSON))
+    return _chat_template(config.get("chat_template"), str(folder / HF_CONFIG))
 
 
 def _vocab(raw: Any, where: str) -> list[str]:
