@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pxgl.errors import PxglError
+from pxgl.resources import resource_dir
 from pxgl.text_tokenizer import TextTokenizer
 from pxgl.text_tokenizer.hf import tokenizer_from_hf, write_hf_tokenizer
 from pxgl.tokenizer import Tokenizer
@@ -108,16 +109,21 @@ def test_transformers_loads_the_export(folders, tmp_path: Path, seed: int) -> No
 
 
 def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> None:
+    """A freshly trained version-0 tokenizer and the bundled models' own, written as tokenizer.json: tokenizers
+    encodes and decodes every text as pxgl's version 0 does."""
     rng = random.Random(seed)
-    v0 = Tokenizer.train([random_text(rng, []) for _ in range(300)], 700)
-    write_hf_tokenizer(v0, tmp_path)
-    exported = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    for text in [random_text(rng, ["<|x|>"]) for _ in range(1000)]:
-        ids = v0.encode(text)
-        assert exported.encode(text).ids == ids, (seed, text)
-        assert exported.decode(ids) == v0.decode(ids) == text
-    assert (v0.bos_id, v0.eos_ids, v0.add_bos, v0.chat_template) == (None, (), False, None)
-    assert v0.encode("a b", special=False) == v0.encode("a b")
+    trained = Tokenizer.train([random_text(rng, []) for _ in range(300)], 700)
+    bundled = [Tokenizer.load(path) for path in sorted(resource_dir("assets").glob("*.tokenizer.json"))]
+    assert bundled
+    for i, v0 in enumerate([trained, *bundled]):
+        write_hf_tokenizer(v0, tmp_path / str(i))
+        exported = HFTokenizer.from_file(str(tmp_path / str(i) / "tokenizer.json"))
+        for text in [random_text(rng, ["<|x|>"]) for _ in range(1000 if v0 is trained else 300)]:
+            ids = v0.encode(text)
+            assert exported.encode(text).ids == ids, (seed, i, text)
+            assert exported.decode(ids) == v0.decode(ids) == text
+    assert (trained.bos_id, trained.eos_ids, trained.add_bos, trained.chat_template) == (None, (), False, None)
+    assert trained.encode("a b", special=False) == trained.encode("a b")
 
 
 def test_padding_ids_decode_to_nothing_as_tokenizers_skips_them(folders, tmp_path: Path, seed: int) -> None:
