@@ -4,6 +4,7 @@ peak memory stays within the file's size + 200 MB. The driver reads the folder a
 tokenizer_from_hf) and reports as pxgl's CLI does (engine/cli's fail)."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,53 @@ def test_merges_by_the_hundred_thousand_in_a_version_1_file(tmp_path: Path) -> N
     assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
     assert "400000 merges for 4 pieces" in run.stderr and peak <= path.stat().st_size + 200 * MB, peak / MB
     assert isinstance(Tokenizer.loads(json.dumps(good_v1()), "good"), TextTokenizer)
+
+
+ODD_VALUES = [None, True, -1, 0, 2**40, 1.5, "", "x", "<|end|>", [], [1], ["a", "b"], {}, {"type": "BPE"}]
+
+
+def mutate(doc, rng: random.Random):
+    """doc with one value somewhere inside replaced by an odd one, or one key removed."""
+    doc = json.loads(json.dumps(doc))
+    node, path = doc, []
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.75:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        path.append((node, key))
+        node = node[key]
+    if not path:
+        return doc
+    parent, key = path[-1]
+    if isinstance(parent, dict) and rng.random() < 0.2:
+        del parent[key]
+    else:
+        parent[key] = rng.choice(ODD_VALUES)
+    return doc
+
+
+def test_mutated_files_are_read_or_refused_in_one_line(tmp_path: Path, seed: int) -> None:
+    """Any one value of a valid tokenizer.json, or of pxgl's own file, made odd: the file is read or refused
+    with a PxglError, never another exception."""
+    rng = random.Random(seed)
+    base = gpt2_like(
+        normalizer={"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Prepend", "prepend": "▁"}]},
+        pre_tokenizer={"type": "Sequence", "pretokenizers": [split(r"\s+"), {"type": "Digits"}, {"type": "Metaspace"}]},
+        decoder={"type": "Sequence", "decoders": [{"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    )
+    ours = tokenizer_from_hf_doc(base, tmp_path / "base")
+    for i in range(300):
+        folder = tmp_path / str(i)
+        try:
+            tokenizer = tokenizer_from_hf_doc(mutate(base, rng), folder)
+            tokenizer.decode(tokenizer.encode("a <|end|> b 12"))
+        except PxglError as e:
+            assert "\n" not in str(e)
+        try:
+            Tokenizer.loads(json.dumps(mutate(ours.to_json(), rng)), "t.tokenizer.json")
+        except PxglError as e:
+            assert "\n" not in str(e)
+
+
+def tokenizer_from_hf_doc(doc, folder: Path) -> TextTokenizer:
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+    return tokenizer_from_hf(folder)

@@ -38,8 +38,7 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
     doc = _read_json(folder, HF_TOKENIZER)
     if doc is None:
         raise PxglError(f"{where}: no such file; pxgl reads a model's tokenizer from its tokenizer.json")
-    config = _read_json(folder, HF_CONFIG) or {}
-    generation = _read_json(folder, GENERATION_CONFIG) or {}
+    config, generation = _object(_read_json(folder, HF_CONFIG)), _object(_read_json(folder, GENERATION_CONFIG))
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise PxglError(f"{where}: not a tokenizers file (no 'model' object)")
     model = doc["model"]
@@ -77,9 +76,9 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
         vocab,
         merges,
         unk_id=None if unk is None else ids[unk],
-        byte_fallback=bool(model.get("byte_fallback", False)),
-        fuse_unk=bool(model.get("fuse_unk", False)),
-        ignore_merges=bool(model.get("ignore_merges", False)),
+        byte_fallback=model.get("byte_fallback", False),
+        fuse_unk=model.get("fuse_unk", False),
+        ignore_merges=model.get("ignore_merges", False),
         normalizer=normalizer_from_hf(doc.get("normalizer"), where),
         pre_tokenizer=pre_tokenizer,
         decoder=decoder_from_hf(doc.get("decoder"), where),
@@ -259,12 +258,16 @@ def _post_processor_bos(raw: Any, where: str) -> tuple[int | None, bool]:
         return None, False
     if len(names) != 2:
         raise PxglError(f"{where}: the post-processor adds {len(names) - 1} tokens before the text; pxgl adds one BOS")
-    name = single[0]["SpecialToken"].get("id")
-    special = (raw.get("special_tokens") or {}).get(name) or {}
+    name = _object(single[0]["SpecialToken"]).get("id")
+    special = _object(_object(raw.get("special_tokens")).get(name)) if isinstance(name, str) else {}
     ids = special.get("ids")
     if not (isinstance(ids, list) and len(ids) == 1 and isinstance(ids[0], int)):
         raise PxglError(f"{where}: the post-processor's special token {name!r:.40} must have one id")
     return ids[0], True
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _token_name(value: Any) -> str | None:
@@ -285,7 +288,7 @@ def _chat_template(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        if isinstance(named.get("default"), str):
-            return named["default"]
+        named = [t.get("template") for t in value if isinstance(t, dict) and t.get("name") == "default"]
+        if named and isinstance(named[0], str):
+            return named[0]
     raise PxglError(f"{where}: chat_template must be a string or a list of named templates with a 'default'")

@@ -88,9 +88,9 @@ class TextTokenizer:
                 raise PxglError(f"{where}: {name} must be true or false")
         self.unk_id = _check_id(unk_id, len(self.vocab), "unk_id", where, optional=True)
         self.byte_fallback, self.fuse_unk, self.ignore_merges = byte_fallback, fuse_unk, ignore_merges
-        self.normalizer = check_steps(list(normalizer), "normalizer", where)
-        self.pre_tokenizer = check_steps(list(pre_tokenizer), "pre_tokenizer", where)
-        self.decoder = check_steps(list(decoder), "decoder", where)
+        self.normalizer = check_steps(normalizer, "normalizer", where)
+        self.pre_tokenizer = check_steps(pre_tokenizer, "pre_tokenizer", where)
+        self.decoder = check_steps(decoder, "decoder", where)
         self.bos_id = _check_id(bos_id, self.tokens, "bos_id", where, optional=True)
         self.eos_ids = tuple(_check_id(i, self.tokens, "eos_ids", where) for i in eos_ids)
         if len(set(self.eos_ids)) != len(self.eos_ids):
