@@ -148,3 +148,26 @@ def test_refusals_name_the_problem(folders, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     with pytest.raises(PxglError, match="not valid Unicode"):
         tokenizer_from_hf(folders["gpt2"][0]).encode("a\ud800b")
+
+
+@pytest.mark.parametrize("name", ["qwen2", "tinyllama"])
+def test_added_tokens_with_every_flag_match_as_tokenizers_matches_them(
+    name: str, folders, tmp_path: Path, seed: int
+) -> None:
+    """Added tokens drawn with lstrip, rstrip, single_word, normalized and special set at random, some
+    overlapping each other ("<a>", "<a>b", "ab"), written in texts between spaces and words."""
+    from tokenizers import AddedToken as HFAddedToken
+
+    rng = random.Random(seed)
+    reference = HFTokenizer.from_file(str(folders[name][0] / "tokenizer.json"))
+    contents = ["<a>", "<a>b", "ab", "x y", "é", "[MASK]", "12", "\u2581hi"]
+    flags = [
+        {f: rng.random() < 0.4 for f in ("lstrip", "rstrip", "single_word", "normalized", "special")} for _ in contents
+    ]
+    reference.add_tokens([HFAddedToken(c, **f) for c, f in zip(contents, flags, strict=True)])
+    reference.save(str(tmp_path / "tokenizer.json"))
+    ours = tokenizer_from_hf(tmp_path)
+    pieces = [*contents, " ", "  ", "\n", "a", "b", "word", "_", "1", ".", "é"]
+    for _ in range(600):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert ours.encode(text) == reference.encode(text, add_special_tokens=False).ids, (seed, flags, text)
