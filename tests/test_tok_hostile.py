@@ -61,7 +61,7 @@ def gpt2_like(**changes) -> dict:
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "post_processor": None,
         "decoder": {"type": "ByteLevel"},
-        "model": {"type": "BPE", "vocab": vocab, "merges": ["a b"]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": ["a b"], "unk_token": None, "byte_fallback": False},
     }
     for key, value in changes.items():
         if key in doc["model"]:

@@ -58,7 +58,7 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
     pre_tokenizer = pre_tokenizer_from_hf(doc.get("pre_tokenizer"), where)
     contents = {t.content: t.id for t in added}
     unk = model.get("unk_token")
-    if unk is not None and unk not in ids:
+    if unk is not None and not (isinstance(unk, str) and unk in ids):
         raise PxglError(f"{where}: the unk_token {unk!r:.40} is not in the vocabulary")
     bos_id, add_bos = _post_processor_bos(doc.get("post_processor"), where)
     bos_token, eos_token = _token_name(config.get("bos_token")), _token_name(config.get("eos_token"))
