@@ -18,6 +18,7 @@ TEXT_CAPS = {
     "meta file": 1 * MiB,
     "architecture file": 1 * MiB,
     "tokenizer file": 16 * MiB,
+    "chat template file": 1 * MiB,
     "prompts file": 16 * MiB,
     "assembly file": 4 * MiB,
     "text file": 256 * MiB,

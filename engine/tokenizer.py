@@ -31,10 +31,14 @@ Pair = tuple[int, int]
 Progress = Callable[[int, int], None]
 
 
-MAX_JSON_STRINGS = 1 << 19
-"""A tokenizer file (ours or a tokenizer.json) holds at most this many JSON strings, counted from its quote
-characters before it is parsed: parsed, each costs up to ~270 bytes (a vocabulary's key, id and entry), so
-the cap keeps reading within the file's size + 200 MB (§6.1). Real files hold under 500,000."""
+MAX_JSON_STRINGS = 1 << 20
+MAX_JSON_KEYS = (1 << 18) + (1 << 16)
+"""A tokenizer file (ours or a tokenizer.json) holds at most this many JSON strings, and of them at most this
+many object keys, both counted before it is parsed (§6.1): parsed, a key of a vocabulary object costs up to
+~270 bytes (the key, its id, the entry, the pair handed to the duplicate-key check) and another string up to
+~100, so reading stays within the file's size + 200 MB. Real files: Llama 3's 128,256 keys and 690,000
+strings (merges as pairs), Qwen2's 151,665 keys."""
+KEY = re.compile(r'"\s*:')
 
 MAX_CACHED_CHUNKS = 1 << 16
 """Distinct chunks whose merged ids an encoder keeps (common words recur; a long random text would not)."""
@@ -189,6 +193,12 @@ def parse_tokenizer_json(text: str, where: str) -> Any:
             f"{where}: about {quotes // 2} JSON strings; a tokenizer file holds at most {MAX_JSON_STRINGS} "
             "(docs/FORMATS.md §6.1)"
         )
+    for keys, _ in enumerate(KEY.finditer(text), 1):  # an upper bound: a quote then a colon in a string counts
+        if keys > MAX_JSON_KEYS:
+            raise PxglError(
+                f"{where}: over {MAX_JSON_KEYS} JSON object keys; a tokenizer file holds at most that many "
+                "(docs/FORMATS.md §6.1)"
+            )
     return parse_json(text, where)
 
 

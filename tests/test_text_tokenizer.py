@@ -6,6 +6,8 @@ import random
 from pathlib import Path
 
 import pytest
+from pxgl.errors import PxglError
+from pxgl.resources import resource_dir
 from pxgl.text_tokenizer import TextTokenizer
 from pxgl.text_tokenizer.hf import tokenizer_from_hf, write_hf_tokenizer
 from pxgl.tokenizer import Tokenizer
@@ -13,7 +15,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from tests.text_tokenizers import SPECIALS, random_text, write_folder
 
-NAMES = ("gpt2", "smollm2", "qwen2", "tinyllama")
+NAMES = ("gpt2", "smollm2", "qwen2", "tinyllama", "llama_metaspace")
 TEXTS = 2000
 
 
@@ -89,20 +91,83 @@ def test_transformers_loads_the_export(folders, tmp_path: Path, seed: int) -> No
         folder, reference = folders[name]
         write_hf_tokenizer(tokenizer_from_hf(folder), tmp_path / name)
         loaded = AutoTokenizer.from_pretrained(tmp_path / name)
-        for text in [random_text(rng, SPECIALS[name]) for _ in range(40)]:
+        texts = [random_text(rng, SPECIALS[name]) for _ in range(40)]
+        for text in texts:
             expected = reference.encode(text).ids
             assert loaded(text)["input_ids"] == expected, (name, seed, text)
             assert loaded.decode(expected) == reference.decode(expected, skip_special_tokens=False)
+        # and a folder transformers saves (its chat template in chat_template.jinja) reads back the same
+        loaded.chat_template = "{{ bos_token }}{% for m in messages %}" + name + "{% endfor %}"
+        loaded.save_pretrained(tmp_path / f"{name}-saved")
+        saved = tokenizer_from_hf(tmp_path / f"{name}-saved")
+        assert saved.chat_template == loaded.chat_template, sorted(
+            p.name for p in (tmp_path / f"{name}-saved").iterdir()
+        )
+        original = tokenizer_from_hf(folder)
+        assert [saved.encode(t) for t in texts] == [original.encode(t) for t in texts]
+        assert (saved.bos_id, saved.eos_ids, saved.add_bos) == (original.bos_id, original.eos_ids, original.add_bos)
 
 
 def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> None:
+    """A freshly trained version-0 tokenizer and the bundled models' own, written as tokenizer.json: tokenizers
+    encodes and decodes every text as pxgl's version 0 does."""
     rng = random.Random(seed)
-    v0 = Tokenizer.train([random_text(rng, []) for _ in range(300)], 700)
-    write_hf_tokenizer(v0, tmp_path)
-    exported = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    for text in [random_text(rng, ["<|x|>"]) for _ in range(1000)]:
-        ids = v0.encode(text)
-        assert exported.encode(text).ids == ids, (seed, text)
-        assert exported.decode(ids) == v0.decode(ids) == text
-    assert (v0.bos_id, v0.eos_ids, v0.add_bos, v0.chat_template) == (None, (), False, None)
-    assert v0.encode("a b", special=False) == v0.encode("a b")
+    trained = Tokenizer.train([random_text(rng, []) for _ in range(300)], 700)
+    bundled = [Tokenizer.load(path) for path in sorted(resource_dir("assets").glob("*.tokenizer.json"))]
+    assert bundled
+    for i, v0 in enumerate([trained, *bundled]):
+        write_hf_tokenizer(v0, tmp_path / str(i))
+        exported = HFTokenizer.from_file(str(tmp_path / str(i) / "tokenizer.json"))
+        for text in [random_text(rng, ["<|x|>"]) for _ in range(1000 if v0 is trained else 300)]:
+            ids = v0.encode(text)
+            assert exported.encode(text).ids == ids, (seed, i, text)
+            assert exported.decode(ids) == v0.decode(ids) == text
+    assert (trained.bos_id, trained.eos_ids, trained.add_bos, trained.chat_template) == (None, (), False, None)
+    assert trained.encode("a b", special=False) == trained.encode("a b")
+
+
+def test_padding_ids_decode_to_nothing_as_tokenizers_skips_them(folders, tmp_path: Path, seed: int) -> None:
+    folder, reference = folders["qwen2"]
+    plain = tokenizer_from_hf(folder)
+    padded = tokenizer_from_hf(folder, vocab_size=plain.vocab_size + 9)
+    assert padded.vocab_size == plain.vocab_size + 9 and padded.token_bytes(plain.vocab_size + 8) == b""
+    rng = random.Random(seed)
+    for _ in range(200):
+        ids = [rng.randrange(padded.vocab_size) for _ in range(rng.randint(0, 10))]
+        assert padded.decode(ids) == reference.decode(ids, skip_special_tokens=False), (seed, ids)
+    padded.save(tmp_path / "t.tokenizer.json")
+    assert Tokenizer.load(tmp_path / "t.tokenizer.json").vocab_size == plain.vocab_size + 9
+
+
+def test_refusals_name_the_problem(folders, tmp_path: Path) -> None:
+    """A version-0 tokenizer with two ids of the same bytes cannot be a tokenizer.json (nothing is written); a
+    text with a lone surrogate is not Unicode (tokenizers refuses it too)."""
+    twice = Tokenizer(((97, 98), (97, 98)))
+    with pytest.raises(PxglError, match="ids 256 and 257 are both the bytes b'ab'"):
+        write_hf_tokenizer(twice, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(PxglError, match="not valid Unicode"):
+        tokenizer_from_hf(folders["gpt2"][0]).encode("a\ud800b")
+
+
+@pytest.mark.parametrize("name", ["qwen2", "tinyllama"])
+def test_added_tokens_with_every_flag_match_as_tokenizers_matches_them(
+    name: str, folders, tmp_path: Path, seed: int
+) -> None:
+    """Added tokens drawn with lstrip, rstrip, single_word, normalized and special set at random, some
+    overlapping each other ("<a>", "<a>b", "ab"), written in texts between spaces and words."""
+    from tokenizers import AddedToken as HFAddedToken
+
+    rng = random.Random(seed)
+    reference = HFTokenizer.from_file(str(folders[name][0] / "tokenizer.json"))
+    contents = ["<a>", "<a>b", "ab", "x y", "é", "[MASK]", "12", "\u2581hi"]
+    flags = [
+        {f: rng.random() < 0.4 for f in ("lstrip", "rstrip", "single_word", "normalized", "special")} for _ in contents
+    ]
+    reference.add_tokens([HFAddedToken(c, **f) for c, f in zip(contents, flags, strict=True)])
+    reference.save(str(tmp_path / "tokenizer.json"))
+    ours = tokenizer_from_hf(tmp_path)
+    pieces = [*contents, " ", "  ", "\n", "a", "b", "word", "_", "1", ".", "é"]
+    for _ in range(600):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert ours.encode(text) == reference.encode(text, add_special_tokens=False).ids, (seed, flags, text)

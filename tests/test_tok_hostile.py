@@ -4,6 +4,7 @@ peak memory stays within the file's size + 200 MB. The driver reads the folder a
 tokenizer_from_hf) and reports as pxgl's CLI does (engine/cli's fail)."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def gpt2_like(**changes) -> dict:
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "post_processor": None,
         "decoder": {"type": "ByteLevel"},
-        "model": {"type": "BPE", "vocab": vocab, "merges": ["a b"]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": ["a b"], "unk_token": None, "byte_fallback": False},
     }
     for key, value in changes.items():
         if key in doc["model"]:
@@ -83,14 +84,14 @@ def write_big_vocab(path: Path) -> None:
 CASES = {
     "a million merges": (
         lambda p: p.write_text(json.dumps(gpt2_like(merges=["a b"] * 1_000_000))),
-        "JSON strings; a tokenizer file holds at most 524288",
+        "1000000 merges for a vocabulary of 95; at most 4 a piece",
     ),
-    "merges past the pieces": (lambda p: p.write_text(json.dumps(gpt2_like(merges=["a b"] * 200))), "200 merges for"),
+    "merges past the pieces": (lambda p: p.write_text(json.dumps(gpt2_like(merges=["a b"] * 400))), "400 merges for"),
     "a 100 MB vocabulary": (
         lambda p: (p.write_text('{"model": {"vocab": {'), _grow(p, 100 * MB)),
         "past the tokenizer file's limit",
     ),
-    "a million pieces": (write_big_vocab, "JSON strings; a tokenizer file holds at most 524288"),
+    "a million pieces": (write_big_vocab, "JSON object keys; a tokenizer file holds at most"),
     "a pathological split pattern": (
         lambda p: p.write_text(json.dumps(gpt2_like(pre_tokenizer=split(r"(a|aa)+$")))),
         "backtracks without end",
@@ -112,8 +113,12 @@ CASES = {
         "which is not in the vocabulary",
     ),
     "a piece of 2 KiB": (
-        lambda p: p.write_text(json.dumps(gpt2_like(vocab={"a": 0, "b": 1, "ab": 2, "x" * 2048: 3}))),
+        lambda p: p.write_text(json.dumps(gpt2_like(vocab={"a": 0, "b": 1, "ab": 2, "x" * 2048: 3}, added_tokens=[]))),
         "is 2048 bytes; at most 1024",
+    ),
+    "an added token's id not the one tokenizers gives": (
+        lambda p: p.write_text(json.dumps(gpt2_like(added_tokens=[dict(gpt2_like()["added_tokens"][0], id=200)]))),
+        "is written with id 200, but tokenizers gives it 95",
     ),
     "an unknown pre-tokenizer": (
         lambda p: p.write_text(json.dumps(gpt2_like(pre_tokenizer={"type": "Whitespace"}))),
@@ -192,6 +197,7 @@ def good_v1() -> dict:
     return {
         "format": "pxgl-bpe",
         "version": 1,
+        "vocab_size": 4,
         "kind": "sentencepiece",
         "vocab": ["a", "b", "ab", "<0x41>"],
         "merges": [[0, 1]],
@@ -211,7 +217,7 @@ def good_v1() -> dict:
 
 
 V1_CASES = {
-    "merges past the pieces": ({"merges": [[0, 1]] * 5}, "5 merges for 4 pieces"),
+    "merges past the pieces": ({"merges": [[0, 1]] * 17}, "17 merges for 4 pieces"),
     "a repeated piece": ({"vocab": ["a", "b", "ab", "a"]}, "appears twice"),
     "a repeated merge": ({"vocab": ["a", "b", "ab", "c"], "merges": [[0, 1], [0, 1]]}, "repeats the pair"),
     "an added id past a gap": (
@@ -231,7 +237,8 @@ V1_CASES = {
         "must run 4, 5",
     ),
     "an unknown step": ({"decoder": [{"type": "lowercase"}]}, "decoder step 0 must be an object whose type"),
-    "an extra key": ({"vocab_size": 4}, "has exactly the keys"),
+    "an extra key": ({"vocab": ["a", "b", "ab", "c"], "bos": 1}, "has exactly the keys"),
+    "a vocab_size below the tokens": ({"vocab_size": 3}, "vocab_size 3 must be an integer in 4..1048576"),
     "a bos past the vocabulary": ({"bos_id": 4, "add_bos": True}, "bos_id 4 is not an id in 0..3"),
     "a long split pattern": (
         {"pre_tokenizer": [{"type": "split", "pattern": "a" * 5000, "behavior": "isolated", "invert": False}]},
@@ -256,3 +263,53 @@ def test_merges_by_the_hundred_thousand_in_a_version_1_file(tmp_path: Path) -> N
     assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
     assert "400000 merges for 4 pieces" in run.stderr and peak <= path.stat().st_size + 200 * MB, peak / MB
     assert isinstance(Tokenizer.loads(json.dumps(good_v1()), "good"), TextTokenizer)
+
+
+ODD_VALUES = [None, True, -1, 0, 2**40, 1.5, "", "x", "<|end|>", [], [1], ["a", "b"], {}, {"type": "BPE"}]
+
+
+def mutate(doc, rng: random.Random):
+    """doc with one value somewhere inside replaced by an odd one, or one key removed."""
+    doc = json.loads(json.dumps(doc))
+    node, path = doc, []
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.75:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        path.append((node, key))
+        node = node[key]
+    if not path:
+        return doc
+    parent, key = path[-1]
+    if isinstance(parent, dict) and rng.random() < 0.2:
+        del parent[key]
+    else:
+        parent[key] = rng.choice(ODD_VALUES)
+    return doc
+
+
+def test_mutated_files_are_read_or_refused_in_one_line(tmp_path: Path, seed: int) -> None:
+    """Any one value of a valid tokenizer.json, or of pxgl's own file, made odd: the file is read or refused
+    with a PxglError, never another exception."""
+    rng = random.Random(seed)
+    base = gpt2_like(
+        normalizer={"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Prepend", "prepend": "▁"}]},
+        pre_tokenizer={"type": "Sequence", "pretokenizers": [split(r"\s+"), {"type": "Digits"}, {"type": "Metaspace"}]},
+        decoder={"type": "Sequence", "decoders": [{"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    )
+    ours = tokenizer_from_hf_doc(base, tmp_path / "base")
+    for i in range(150):
+        folder = tmp_path / str(i)
+        try:
+            tokenizer = tokenizer_from_hf_doc(mutate(base, rng), folder)
+            tokenizer.decode(tokenizer.encode("a <|end|> b 12"))
+        except PxglError as e:
+            assert "\n" not in str(e)
+        try:
+            Tokenizer.loads(json.dumps(mutate(ours.to_json(), rng)), "t.tokenizer.json")
+        except PxglError as e:
+            assert "\n" not in str(e)
+
+
+def tokenizer_from_hf_doc(doc, folder: Path) -> TextTokenizer:
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+    return tokenizer_from_hf(folder)

@@ -162,11 +162,23 @@ def tinyllama(folder: Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
+def llama_metaspace(folder: Path) -> Tokenizer:
+    """Llama-2 as transformers' converter writes it today: TinyLlama's model with no normalizer and a
+    Metaspace pre-tokenizer (prepend_scheme "first", no split) instead."""
+    doc = json.loads(tinyllama(folder).to_str())
+    doc["normalizer"] = None
+    doc["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    path = folder / "tokenizer.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return Tokenizer.from_file(str(path))
+
+
 SPECIALS = {
     "gpt2": ["<|endoftext|>"],
     "smollm2": SMOLLM2_SPECIALS,
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"],
     "tinyllama": ["<s>", "</s>", "<unk>"],
+    "llama_metaspace": ["<s>", "</s>", "<unk>"],
 }
 CONFIGS = {
     "gpt2": {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"},
@@ -176,13 +188,17 @@ CONFIGS = {
     },
     "qwen2": {"eos_token": "<|im_end|>", "chat_template": [{"name": "default", "template": "{{ messages }}"}]},
     "tinyllama": {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True},
+    "llama_metaspace": {"bos_token": "<s>", "eos_token": "</s>"},
 }
 
 
 def write_folder(name: str, folder: Path) -> Tokenizer:
     """A model folder's tokenizer files (tokenizer.json, tokenizer_config.json) in the layout of `name`."""
     folder.mkdir(parents=True, exist_ok=True)
-    tok = tinyllama(folder) if name == "tinyllama" else {"gpt2": gpt2, "smollm2": smollm2, "qwen2": qwen2}[name]()
+    if name in ("tinyllama", "llama_metaspace"):
+        tok = tinyllama(folder) if name == "tinyllama" else llama_metaspace(folder)
+    else:
+        tok = {"gpt2": gpt2, "smollm2": smollm2, "qwen2": qwen2}[name]()
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(CONFIGS[name]), encoding="utf-8")
     return tok

@@ -13,18 +13,18 @@ MAX_CACHED_PIECES = 1 << 16
 class BPE:
     def __init__(
         self,
-        vocab: Sequence[str],
         ids: dict[str, int],
         merges: Sequence[tuple[int, int]],
+        results: list[int],
         unk_id: int | None,
         byte_fallback: bool,
         fuse_unk: bool,
         ignore_merges: bool,
     ) -> None:
-        """`ids` is vocab inverted; every merge's pieces joined must be in it (the reader checks)."""
+        """`ids`: the pieces' ids; `results`: each merge's (the id of its pieces joined, which the reader checked)."""
         self.ids = ids
         self.ranks = {a << ID_BITS | b: rank for rank, (a, b) in enumerate(merges)}
-        self.results = [ids[vocab[a] + vocab[b]] for a, b in merges]
+        self.results = results
         self.unk_id, self.byte_fallback, self.fuse_unk, self.ignore_merges = (
             unk_id,
             byte_fallback,

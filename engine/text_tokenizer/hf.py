@@ -19,24 +19,26 @@ from .hf_steps import (
     pre_tokenizer_from_hf,
     pre_tokenizer_to_hf,
 )
-from .model import ADDED_FLAGS, MAX_ADDED, MAX_IDS, TextTokenizer
+from .model import ADDED_FLAGS, MAX_ADDED, MAX_IDS, MAX_MERGES_A_PIECE, TextTokenizer
 from .v0 import text_tokenizer_from_v0
 
 HF_TOKENIZER = "tokenizer.json"
 HF_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
+CHAT_TEMPLATE = "chat_template.jinja"
+CHAT_TEMPLATE_JSON = "chat_template.json"
+"""Where transformers' save_pretrained puts the chat template today (and did before), not tokenizer_config.json."""
 
 
-def tokenizer_from_hf(folder: Path) -> TextTokenizer:
-    """The tokenizer of a Hugging Face model folder; one PxglError naming the file for anything pxgl cannot
-    read exactly."""
+def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokenizer:
+    """The tokenizer of a Hugging Face model folder, padded to a model's `vocab_size` when given (§6.1); one
+    PxglError naming the file for anything pxgl cannot read exactly."""
     folder = Path(folder)
     where = str(folder / HF_TOKENIZER)
     doc = _read_json(folder, HF_TOKENIZER)
     if doc is None:
         raise PxglError(f"{where}: no such file; pxgl reads a model's tokenizer from its tokenizer.json")
-    config = _read_json(folder, HF_CONFIG) or {}
-    generation = _read_json(folder, GENERATION_CONFIG) or {}
+    config, generation = _object(_read_json(folder, HF_CONFIG)), _object(_read_json(folder, GENERATION_CONFIG))
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise PxglError(f"{where}: not a tokenizers file (no 'model' object)")
     model = doc["model"]
@@ -52,11 +54,11 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
     vocab = _vocab(model.get("vocab"), where)
     ids = {piece: i for i, piece in enumerate(vocab)}
     merges = _merges(model.get("merges"), ids, len(vocab), where)
-    added = _added_tokens(doc.get("added_tokens") or [], where)
+    added = _added_tokens(doc.get("added_tokens") or [], ids, where)
     pre_tokenizer = pre_tokenizer_from_hf(doc.get("pre_tokenizer"), where)
     contents = {t.content: t.id for t in added}
     unk = model.get("unk_token")
-    if unk is not None and unk not in ids:
+    if unk is not None and not (isinstance(unk, str) and unk in ids):
         raise PxglError(f"{where}: the unk_token {unk!r:.40} is not in the vocabulary")
     bos_id, add_bos = _post_processor_bos(doc.get("post_processor"), where)
     bos_token, eos_token = _token_name(config.get("bos_token")), _token_name(config.get("eos_token"))
@@ -74,9 +76,9 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
         vocab,
         merges,
         unk_id=None if unk is None else ids[unk],
-        byte_fallback=bool(model.get("byte_fallback", False)),
-        fuse_unk=bool(model.get("fuse_unk", False)),
-        ignore_merges=bool(model.get("ignore_merges", False)),
+        byte_fallback=model.get("byte_fallback", False),
+        fuse_unk=model.get("fuse_unk", False),
+        ignore_merges=model.get("ignore_merges", False),
         normalizer=normalizer_from_hf(doc.get("normalizer"), where),
         pre_tokenizer=pre_tokenizer,
         decoder=decoder_from_hf(doc.get("decoder"), where),
@@ -84,7 +86,8 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
         bos_id=bos_id,
         eos_ids=eos_ids,
         add_bos=add_bos,
-        chat_template=_chat_template(config.get("chat_template"), f"{folder / HF_CONFIG}"),
+        chat_template=_folder_chat_template(folder, config),
+        vocab_size=vocab_size,
         where=where,
     )
 
@@ -146,18 +149,35 @@ def write_hf_tokenizer(tokenizer: "TextTokenizer | Tokenizer", folder: Path) -> 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in ((HF_TOKENIZER, doc), (HF_CONFIG, config)):
-        data = json.dumps(content, ensure_ascii=False, indent=1) + "\n"
+        data = json.dumps(content, ensure_ascii=False, separators=(",", ":")) + "\n"
         atomic_write(folder / name, lambda tmp, data=data: tmp.write_text(data, encoding="utf-8"))
 
 
 def _read_json(folder: Path, name: str) -> Any:
     """A JSON file of the folder, None when absent; a link leading out of the folder is refused."""
+    text = _read_text(folder, name, "tokenizer file")
+    return None if text is None else parse_tokenizer_json(text, str(folder / name))
+
+
+def _read_text(folder: Path, name: str, what: str) -> str | None:
     path = folder / name
     if not path.exists() and not path.is_symlink():
         return None
     if not path.resolve().is_relative_to(folder.resolve()):
         raise PxglError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in instead")
-    return parse_tokenizer_json(read_text(path, "tokenizer file"), str(path))
+    return read_text(path, what)
+
+
+def _folder_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
+    """chat_template.jinja, else chat_template.json's "chat_template", else tokenizer_config.json's (the order
+    transformers reads them in)."""
+    template = _read_text(folder, CHAT_TEMPLATE, "chat template file")
+    if template is not None:
+        return template
+    saved = _read_json(folder, CHAT_TEMPLATE_JSON)
+    if isinstance(saved, dict) and "chat_template" in saved:
+        return _chat_template(saved["chat_template"], str(folder / CHAT_TEMPLATE_JSON))
+    return _chat_template(config.get("chat_template"), str(folder / HF_CONFIG))
 
 
 def _vocab(raw: Any, where: str) -> list[str]:
@@ -179,27 +199,42 @@ def _merges(raw: Any, ids: dict[str, int], pieces: int, where: str) -> list[tupl
     if not isinstance(raw, list):
         raise PxglError(f"{where}: the BPE model's merges must be a list")
     raw = [m for m in raw if not (isinstance(m, str) and m.startswith("#version"))]
-    if len(raw) > pieces:
-        raise PxglError(f"{where}: {len(raw)} merges for a vocabulary of {pieces}; at most one a piece")
+    if len(raw) > MAX_MERGES_A_PIECE * pieces:
+        raise PxglError(
+            f"{where}: {len(raw)} merges for a vocabulary of {pieces}; at most {MAX_MERGES_A_PIECE} a piece"
+        )
     merges = []
     for rank, merge in enumerate(raw):
         parts = merge.split(" ") if isinstance(merge, str) else merge
-        if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) and p in ids for p in parts)):
-            raise PxglError(f"{where}: merge {rank} {merge!r:.60} is not two pieces of the vocabulary")
-        merges.append((ids[parts[0]], ids[parts[1]]))
+        try:
+            left, right = parts if isinstance(parts, list) else ()
+            merges.append((ids[left], ids[right]))  # a key that is no string is in no vocabulary
+        except (ValueError, TypeError, KeyError):
+            raise PxglError(f"{where}: merge {rank} {merge!r:.60} is not two pieces of the vocabulary") from None
     return merges
 
 
-def _added_tokens(raw: Any, where: str) -> list[AddedToken]:
+def _added_tokens(raw: Any, ids: dict[str, int], where: str) -> list[AddedToken]:
+    """The added tokens, each with the id tokenizers gives it when it reads the file (its model's id for a
+    piece of the vocabulary, else the next past the vocabulary, in order; the id written beside it is only
+    checked, with a warning): a file where the two differ is refused, not read either way."""
     if not isinstance(raw, list) or len(raw) > MAX_ADDED:
         raise PxglError(f"{where}: added_tokens must be a list of at most {MAX_ADDED}")
     added = []
+    next_id = len(ids)
     for i, token in enumerate(raw):
         if not (isinstance(token, dict) and isinstance(token.get("content"), str) and isinstance(token.get("id"), int)):
             raise PxglError(f"{where}: added token {i} needs an integer id and a string content")
         flags = {flag: token.get(flag, flag == "normalized" and not token.get("special")) for flag in ADDED_FLAGS}
         if not all(isinstance(v, bool) for v in flags.values()):
             raise PxglError(f"{where}: added token {i}'s {', '.join(ADDED_FLAGS)} must be true or false")
+        given = ids.get(token["content"], next_id)
+        if given != token["id"]:
+            raise PxglError(
+                f"{where}: added token {i} {token['content']!r:.40} is written with id {token['id']}, but tokenizers "
+                f"gives it {given}; fix the file's ids"
+            )
+        next_id += given == next_id
         added.append(AddedToken(token["id"], token["content"], **flags))
     return added
 
@@ -223,12 +258,16 @@ def _post_processor_bos(raw: Any, where: str) -> tuple[int | None, bool]:
         return None, False
     if len(names) != 2:
         raise PxglError(f"{where}: the post-processor adds {len(names) - 1} tokens before the text; pxgl adds one BOS")
-    name = single[0]["SpecialToken"].get("id")
-    special = (raw.get("special_tokens") or {}).get(name) or {}
+    name = _object(single[0]["SpecialToken"]).get("id")
+    special = _object(_object(raw.get("special_tokens")).get(name)) if isinstance(name, str) else {}
     ids = special.get("ids")
     if not (isinstance(ids, list) and len(ids) == 1 and isinstance(ids[0], int)):
         raise PxglError(f"{where}: the post-processor's special token {name!r:.40} must have one id")
     return ids[0], True
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _token_name(value: Any) -> str | None:
@@ -249,7 +288,7 @@ def _chat_template(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        if isinstance(named.get("default"), str):
-            return named["default"]
+        named = [t.get("template") for t in value if isinstance(t, dict) and t.get("name") == "default"]
+        if named and isinstance(named[0], str):
+            return named[0]
     raise PxglError(f"{where}: chat_template must be a string or a list of named templates with a 'default'")

@@ -62,7 +62,7 @@ def pre_tokenizer_from_hf(raw: Any, where: str) -> list[Step]:
     for item in _flatten(raw, "pretokenizers", "pre-tokenizer", where):
         kind = item["type"]
         if kind == "Split":
-            pattern = item.get("pattern") or {}
+            pattern = item.get("pattern") if isinstance(item.get("pattern"), dict) else {}
             if isinstance(pattern.get("Regex"), str):
                 source = pattern["Regex"]
             elif isinstance(pattern.get("String"), str):
@@ -71,7 +71,7 @@ def pre_tokenizer_from_hf(raw: Any, where: str) -> list[Step]:
                 raise PxglError(
                     f"{where}: the Split pre-tokenizer's pattern {pattern!r:.60} is neither Regex nor String"
                 )
-            if item.get("behavior") not in HF_BEHAVIORS:
+            if not isinstance(item.get("behavior"), str) or item["behavior"] not in HF_BEHAVIORS:
                 raise PxglError(
                     f"{where}: the Split behavior {item.get('behavior')!r} is not one of {', '.join(HF_BEHAVIORS)}"
                 )
@@ -80,17 +80,17 @@ def pre_tokenizer_from_hf(raw: Any, where: str) -> list[Step]:
                     "type": "split",
                     "pattern": source,
                     "behavior": HF_BEHAVIORS[item["behavior"]],
-                    "invert": bool(item.get("invert")),
+                    "invert": item.get("invert", False),
                 }
             )
         elif kind == "Digits":
-            steps.append({"type": "digits", "individual": bool(item.get("individual_digits"))})
+            steps.append({"type": "digits", "individual": item.get("individual_digits", False)})
         elif kind == "ByteLevel":
             steps.append(
                 {
                     "type": "byte_level",
-                    "add_prefix_space": bool(item.get("add_prefix_space", True)),
-                    "use_regex": bool(item.get("use_regex", True)),
+                    "add_prefix_space": item.get("add_prefix_space", True),
+                    "use_regex": item.get("use_regex", True),
                 }
             )
         elif kind == "Metaspace":
@@ -110,7 +110,7 @@ def _metaspace(item: dict[str, Any], where: str) -> Step:
         "type": "metaspace",
         "replacement": item.get("replacement", "▁"),
         "prepend_scheme": scheme,
-        "split": bool(item.get("split", True)),
+        "split": item.get("split", True),
     }
 
 

@@ -32,13 +32,16 @@ KINDS = ("byte-level", "sentencepiece")
 MAX_IDS = 1 << 20
 MAX_PIECE_BYTES = 1024
 MAX_PIECES_BYTES = 16 << 20
+MAX_MERGES_A_PIECE = 4
+"""Merges may outnumber pieces (two merges can make one piece: Llama 3 has 280,147 for 128,000), not by more."""
 MAX_ADDED = 1 << 16
 MAX_TEMPLATE_BYTES = 1 << 20
 """The caps of §6.1, checked before any table is built."""
 ADDED_FLAGS = ("special", "lstrip", "rstrip", "normalized", "single_word")
 KEYS = (
-    "format", "version", "kind", "vocab", "merges", "unk_id", "byte_fallback", "fuse_unk", "ignore_merges",
-    "normalizer", "pre_tokenizer", "decoder", "added_tokens", "bos_id", "eos_ids", "add_bos", "chat_template",
+    "format", "version", "vocab_size", "kind", "vocab", "merges", "unk_id", "byte_fallback", "fuse_unk",
+    "ignore_merges", "normalizer", "pre_tokenizer", "decoder", "added_tokens", "bos_id", "eos_ids", "add_bos",
+    "chat_template",
 )  # fmt: skip
 
 
@@ -64,6 +67,7 @@ class TextTokenizer:
         eos_ids: Sequence[int] = (),
         add_bos: bool = False,
         chat_template: str | None = None,
+        vocab_size: int | None = None,
         where: str = "tokenizer",
     ) -> None:
         if kind not in KINDS:
@@ -72,19 +76,23 @@ class TextTokenizer:
         self.vocab = tuple(vocab)
         self.ids = _check_vocab(self.vocab, where)
         self.merges = tuple((a, b) for a, b in merges)
-        _check_merges(self.merges, self.vocab, self.ids, where)
+        results = _check_merges(self.merges, self.vocab, self.ids, where)
         self.added_tokens = tuple(added_tokens)
-        self.vocab_size = _check_added(self.added_tokens, len(self.vocab), where)
+        self.tokens = _check_added(self.added_tokens, len(self.vocab), where)
+        """Ids below this are pieces or added tokens; from here to vocab_size they are padding (§6.1)."""
+        self.vocab_size = self.tokens if vocab_size is None else vocab_size
+        if not (_is_int(self.vocab_size) and self.tokens <= self.vocab_size <= MAX_IDS):
+            raise PxglError(f"{where}: vocab_size {vocab_size!r} must be an integer in {self.tokens}..{MAX_IDS}")
         for name, flag in (("byte_fallback", byte_fallback), ("fuse_unk", fuse_unk), ("ignore_merges", ignore_merges)):
             if not isinstance(flag, bool):
                 raise PxglError(f"{where}: {name} must be true or false")
         self.unk_id = _check_id(unk_id, len(self.vocab), "unk_id", where, optional=True)
         self.byte_fallback, self.fuse_unk, self.ignore_merges = byte_fallback, fuse_unk, ignore_merges
-        self.normalizer = check_steps(list(normalizer), "normalizer", where)
-        self.pre_tokenizer = check_steps(list(pre_tokenizer), "pre_tokenizer", where)
-        self.decoder = check_steps(list(decoder), "decoder", where)
-        self.bos_id = _check_id(bos_id, self.vocab_size, "bos_id", where, optional=True)
-        self.eos_ids = tuple(_check_id(i, self.vocab_size, "eos_ids", where) for i in eos_ids)
+        self.normalizer = check_steps(normalizer, "normalizer", where)
+        self.pre_tokenizer = check_steps(pre_tokenizer, "pre_tokenizer", where)
+        self.decoder = check_steps(decoder, "decoder", where)
+        self.bos_id = _check_id(bos_id, self.tokens, "bos_id", where, optional=True)
+        self.eos_ids = tuple(_check_id(i, self.tokens, "eos_ids", where) for i in eos_ids)
         if len(set(self.eos_ids)) != len(self.eos_ids):
             raise PxglError(f"{where}: eos_ids repeats an id")
         if not isinstance(add_bos, bool) or (add_bos and self.bos_id is None):
@@ -98,7 +106,7 @@ class TextTokenizer:
         self._added_by_id = {t.id: t for t in self.added_tokens}
         self.bos_token = self.id_string(self.bos_id) if self.bos_id is not None else None
         self.eos_token = self.id_string(self.eos_ids[0]) if self.eos_ids else None
-        self._bpe = BPE(self.vocab, self.ids, self.merges, self.unk_id, byte_fallback, fuse_unk, ignore_merges)
+        self._bpe = BPE(self.ids, self.merges, results, self.unk_id, byte_fallback, fuse_unk, ignore_merges)
         self._special = {t.content for t in self.added_tokens if t.special}
         self._raw_matcher = Matcher([(t.content, t) for t in self.added_tokens if not t.normalized])
         normalized = [(normalize(t.content, self.normalizer), t) for t in self.added_tokens if t.normalized]
@@ -116,6 +124,8 @@ class TextTokenizer:
         added = self._added_by_id.get(token)
         if added is not None:
             return added.content.encode("utf-8", "surrogatepass")
+        if token >= self.tokens:
+            return b""
         piece = self.vocab[token]
         if self.kind == "byte-level":
             return alphabet_bytes(piece)
@@ -159,6 +169,8 @@ class TextTokenizer:
             token = int(token)
             if not 0 <= token < self.vocab_size:
                 raise PxglError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+            if token >= self.tokens:
+                continue  # padding: tokenizers skips an id it does not know
             string = self.id_string(token)
             if not (skip_special and string in self._special):
                 strings.append(string)
@@ -168,6 +180,7 @@ class TextTokenizer:
         return {
             "format": FORMAT,
             "version": VERSION,
+            "vocab_size": self.vocab_size,
             "kind": self.kind,
             "vocab": list(self.vocab),
             "merges": [list(m) for m in self.merges],
@@ -198,8 +211,9 @@ class TextTokenizer:
         for key in ("vocab", "merges", "added_tokens", "eos_ids"):
             if not isinstance(doc[key], list):
                 raise PxglError(f"{where}: '{key}' must be a list")
-        if len(doc["merges"]) > min(len(doc["vocab"]), MAX_IDS):
-            raise PxglError(f"{where}: {len(doc['merges'])} merges for {len(doc['vocab'])} pieces; at most one a piece")
+        if len(doc["merges"]) > MAX_MERGES_A_PIECE * min(len(doc["vocab"]), MAX_IDS):
+            pieces, merges = len(doc["vocab"]), len(doc["merges"])
+            raise PxglError(f"{where}: {merges} merges for {pieces} pieces; at most {MAX_MERGES_A_PIECE} a piece")
         for i, m in enumerate(doc["merges"]):
             if not (isinstance(m, list) and len(m) == 2):
                 raise PxglError(f"{where}: merge {i} must be a pair of ids, got {m!r:.60}")
@@ -222,6 +236,7 @@ class TextTokenizer:
             eos_ids=doc["eos_ids"],
             add_bos=doc["add_bos"],
             chat_template=doc["chat_template"],
+            vocab_size=doc["vocab_size"],
             where=where,
         )
 
@@ -258,18 +273,26 @@ def _check_vocab(vocab: tuple[str, ...], where: str) -> dict[str, int]:
     return ids
 
 
-def _check_merges(merges: tuple[tuple[int, int], ...], vocab: tuple[str, ...], ids: dict[str, int], where: str) -> None:
-    if len(merges) > len(vocab):
-        raise PxglError(f"{where}: {len(merges)} merges for {len(vocab)} pieces; at most one a piece")
-    seen: set[tuple[int, int]] = set()
+def _check_merges(
+    merges: tuple[tuple[int, int], ...], vocab: tuple[str, ...], ids: dict[str, int], where: str
+) -> list[int]:
+    """Each merge's result id (the id of its two pieces joined); every merge is checked."""
+    pieces = len(vocab)
+    if len(merges) > MAX_MERGES_A_PIECE * pieces:
+        raise PxglError(f"{where}: {len(merges)} merges for {pieces} pieces; at most {MAX_MERGES_A_PIECE} a piece")
+    results = []
     for i, (a, b) in enumerate(merges):
-        if not (_is_int(a) and _is_int(b) and 0 <= a < len(vocab) and 0 <= b < len(vocab)):
+        if type(a) is not int or type(b) is not int or not (0 <= a < pieces and 0 <= b < pieces):
             raise PxglError(f"{where}: merge {i} [{a!r:.20}, {b!r:.20}] names an id outside the vocabulary")
-        if vocab[a] + vocab[b] not in ids:
+        result = ids.get(vocab[a] + vocab[b])
+        if result is None:
             raise PxglError(f"{where}: merge {i} makes {vocab[a] + vocab[b]!r:.60}, which is not in the vocabulary")
-        if (a, b) in seen:
-            raise PxglError(f"{where}: merge {i} repeats the pair [{a}, {b}]")
-        seen.add((a, b))
+        results.append(result)
+    if len(set(merges)) != len(merges):
+        seen: set[tuple[int, int]] = set()
+        i, (a, b) = next((i, m) for i, m in enumerate(merges) if m in seen or seen.add(m))  # type: ignore[func-returns-value]
+        raise PxglError(f"{where}: merge {i} repeats the pair [{a}, {b}]")
+    return results
 
 
 def _check_added(added: tuple[AddedToken, ...], pieces: int, where: str) -> int:

@@ -57,12 +57,13 @@ SCHEMAS: dict[str, dict[str, dict[str, str]]] = {
 
 def check_steps(steps: Any, kind: str, where: str) -> list[Step]:
     """A list of steps of one kind (normalizer, pre_tokenizer, decoder), each checked against its schema."""
-    if not isinstance(steps, list) or len(steps) > MAX_STEPS:
+    if not isinstance(steps, list | tuple) or len(steps) > MAX_STEPS:
         raise PxglError(f"{where}: '{kind}' must be a list of at most {MAX_STEPS} steps")
+    steps = list(steps)
     for i, step in enumerate(steps):
         at = f"{where}: {kind} step {i}"
         schemas = SCHEMAS[kind]
-        if not isinstance(step, dict) or step.get("type") not in schemas:
+        if not isinstance(step, dict) or not isinstance(step.get("type"), str) or step["type"] not in schemas:
             raise PxglError(f"{at} must be an object whose type is one of {', '.join(schemas)}; got {step!r:.80}")
         schema = schemas[step["type"]]
         if set(step) != {"type", *schema}:
