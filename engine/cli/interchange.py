@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import PxglError
+from ..gguf import is_gguf
 from .app import app
+from .gguf import export_gguf, import_gguf
 from .options import ForceOption, JsonOption, ModelOption, model_files
 from .report import emit_json, stages_shown
 
@@ -62,6 +64,12 @@ def import_tensors(
     from ..outputs import check_writes
     from ..transformer.interchange import is_transformer, peek_header, transformer_architecture
 
+    if is_gguf(file):  # FORMATS §10.3
+        unused = {"--tokenizer": tokenizer, "--config": config, "--map": mapping}
+        errors, line = import_gguf(file, out, quant, unused, as_json, force)
+        report_errors(errors, as_json)
+        emit_json({"out": str(out), "architecture": line}) if as_json else typer.echo(line)
+        return
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
     tokenizer_out = out.with_name(out.name.removesuffix(".pxi") + ".tokenizer.json")
@@ -152,11 +160,20 @@ def import_version_2(
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
     model: ModelOption = None,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="gguf (llama.cpp's file) or safetensors. Default: by --out's suffix.")
+    ] = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
 ) -> None:
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
-    the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config."""
+    the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config.
+    A version-2 model also as a .gguf file (docs/FORMATS.md §10.3)."""
+    if file_format not in (None, "gguf", "safetensors"):
+        raise PxglError(f"--format {file_format}: give gguf or safetensors")
+    if file_format == "gguf" or (file_format is None and out.suffix == ".gguf"):
+        export_gguf(out, Path(model or ""), as_json, force)
+        return
     from ..interchange import export_tensors, write_tensors
     from ..loading import load_model
     from ..output_kinds import NPZ, SAFETENSORS

@@ -1,0 +1,227 @@
+"""GGUF's `tokenizer.ggml.*` ↔ pxgl's version-1 tokenizer document (docs/FORMATS.md §10.3, §6.1): byte-level BPE
+(`gpt2`: tokens, merges, the pre-tokenizer named by `tokenizer.ggml.pre` through §10.3's table) and
+SentencePiece-style BPE (`llama`: tokens, scores, byte fallback; merges derived from the scores as Hugging
+Face's SentencePieceExtractor does), bos/eos/add_bos and the chat template."""
+
+import importlib.util
+import json
+import sys
+from typing import Any
+
+from ..errors import PxglError
+from ..tokenizer import Tokenizer
+from .architecture import INTEGER_TYPES, key, text
+from .header import ARRAY, STRING, Header
+
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _split(pattern: str) -> dict[str, Any]:
+    return {"type": "split", "pattern": pattern, "behavior": "isolated", "invert": False}
+
+
+def _byte_level(use_regex: bool) -> dict[str, Any]:
+    return {"type": "byte_level", "add_prefix_space": False, "use_regex": use_regex}
+
+
+LLAMA3 = ([], [_split(LLAMA3_PATTERN), _byte_level(False)], True)
+SMOLLM = ([], [{"type": "digits", "individual": True}, _byte_level(True)], False)
+PRE_TOKENIZERS: dict[str, tuple[list, list, bool]] = {
+    "gpt-2": ([], [_byte_level(True)], False),
+    "llama-bpe": LLAMA3,
+    "llama3": LLAMA3,
+    "llama-v3": LLAMA3,
+    "qwen2": ([{"type": "nfc"}], [_split(QWEN2_PATTERN), _byte_level(False)], False),
+    "smollm": SMOLLM,
+    "starcoder": SMOLLM,
+    "refact": SMOLLM,
+}
+"""tokenizer.ggml.pre → (normalizer, pre-tokenizer, ignore_merges) of §6.1, as the model's tokenizer.json has them."""
+SENTENCEPIECE_NORMALIZER = [{"type": "prepend", "content": "▁"}, {"type": "replace", "pattern": " ", "content": "▁"}]
+SENTENCEPIECE_DECODER = [
+    {"type": "replace", "pattern": "▁", "content": " "},
+    {"type": "byte_fallback"},
+    {"type": "fuse"},
+    {"type": "strip", "content": " ", "start": 1, "stop": 0},
+]
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+PREFIX = "tokenizer.ggml."
+
+
+def _strings(header: Header, fields: dict, name: str, count: int | None, where: str) -> list[str]:
+    kind, value = header.values.get(name, (None, None))
+    if kind != ARRAY or value.item_type != STRING or (count is not None and value.count != count):
+        expected = "" if count is None else f" of {count} items"
+        raise PxglError(f"{where}: {name!r} must be an array of strings{expected}")
+    return list(fields[name].contents())
+
+
+def _numbers(header: Header, fields: dict, name: str, count: int, types: set[int], where: str) -> list:
+    kind, value = header.values.get(name, (None, None))
+    if kind != ARRAY or value.item_type not in types or value.count != count:
+        raise PxglError(f"{where}: {name!r} must be an array of {count} numbers")
+    return list(fields[name].contents())
+
+
+def sentencepiece_merges(tokens: list[str], scores: list[float]) -> list[list[int]]:
+    """Hugging Face's SentencePieceExtractor: every split (a, b) of every piece c into two pieces, ordered by c's
+    score (highest first; a stable sort, so equal scores keep c's id order, then a's and b's ids)."""
+    ids = {token: i for i, token in enumerate(tokens)}
+    merges = []
+    for c, piece in enumerate(tokens):
+        local = sorted(
+            (ids[piece[:k]], ids[piece[k:]]) for k in range(1, len(piece)) if piece[:k] in ids and piece[k:] in ids
+        )
+        merges.extend((scores[c], a, b) for a, b in local)
+    merges.sort(key=lambda merge: -merge[0])
+    return [[a, b] for _, a, b in merges]
+
+
+def _bpe_merges(header: Header, fields: dict, tokens: list[str], where: str) -> list[list[int]]:
+    ids = {token: i for i, token in enumerate(tokens)}
+    merges = []
+    for rank, merge in enumerate(_strings(header, fields, PREFIX + "merges", None, where)):
+        a, space, b = merge.partition(" ")
+        if not space or a not in ids or b not in ids or a + b not in ids:
+            raise PxglError(
+                f"{where}: tokenizer.ggml.merges[{rank}] {merge[:40]!r} is not two tokens whose join is one"
+            )
+        merges.append([ids[a], ids[b]])
+    return merges
+
+
+def _special_ids(header: Header, vocab: int, where: str) -> dict[str, int | None]:
+    found = {}
+    for name in ("bos", "eos", "eot", "eom", "unknown", "padding"):
+        value = key(header, f"{PREFIX}{name}_token_id", INTEGER_TYPES, -1, where)
+        if value != -1 and not 0 <= value < vocab:
+            raise PxglError(f"{where}: {PREFIX}{name}_token_id {value} is not a token id (0..{vocab - 1})")
+        found[name] = None if value == -1 else int(value)
+    return found
+
+
+def tokenizer_document(header: Header, fields: dict, vocab_size: int, where: str) -> dict[str, Any]:
+    """§6.1's document of the file's tokenizer (FORMATS §10.3)."""
+    model = text(header, PREFIX + "model", where)
+    if model not in ("gpt2", "llama"):
+        raise PxglError(f"{where}: tokenizer.ggml.model {model[:40]!r}; pxgl reads gpt2 (byte-level BPE) and llama")
+    tokens = _strings(header, fields, PREFIX + "tokens", vocab_size, where)
+    types = [NORMAL] * vocab_size
+    if PREFIX + "token_type" in header.values:
+        types = _numbers(header, fields, PREFIX + "token_type", vocab_size, INTEGER_TYPES, where)
+    special = _special_ids(header, vocab_size, where)
+    added = [
+        {"id": i, "content": tokens[i], "special": types[i] != USER_DEFINED, "lstrip": False, "rstrip": False}
+        | {"normalized": types[i] == USER_DEFINED, "single_word": False}
+        for i in range(vocab_size)
+        if types[i] in (CONTROL, USER_DEFINED) or (model == "llama" and types[i] == UNKNOWN)
+    ]
+    if model == "gpt2":
+        pre = text(header, PREFIX + "pre", where, "gpt-2")
+        if pre not in PRE_TOKENIZERS:
+            raise PxglError(
+                f"{where}: tokenizer.ggml.pre {pre[:40]!r} is not one pxgl knows ({', '.join(PRE_TOKENIZERS)}; "
+                "FORMATS §10.3)"
+            )
+        normalizer, pre_tokenizer, ignore_merges = PRE_TOKENIZERS[pre]
+        body = {"kind": "byte-level", "vocab": tokens, "merges": _bpe_merges(header, fields, tokens, where)}
+        body |= {"unk_id": special["unknown"], "byte_fallback": False, "fuse_unk": False}
+        body |= {"ignore_merges": ignore_merges, "normalizer": normalizer, "pre_tokenizer": pre_tokenizer}
+        body |= {"decoder": [{"type": "byte_level"}]}
+    else:
+        scores = _numbers(header, fields, PREFIX + "scores", vocab_size, {6, 12}, where)
+        body = {"kind": "sentencepiece", "vocab": tokens, "merges": sentencepiece_merges(tokens, scores)}
+        body |= {"unk_id": special["unknown"], "byte_fallback": True, "fuse_unk": True, "ignore_merges": False}
+        body |= {"normalizer": SENTENCEPIECE_NORMALIZER, "pre_tokenizer": [], "decoder": SENTENCEPIECE_DECODER}
+    add_bos = bool(key(header, PREFIX + "add_bos_token", {7}, model == "llama", where)) and special["bos"] is not None
+    eos = [special[name] for name in ("eos", "eot", "eom") if special[name] is not None]
+    template = text(header, "tokenizer.chat_template", where, "") or None
+    return (
+        {"format": "pxgl-bpe", "version": 1}
+        | body
+        | {
+            "added_tokens": added,
+            "bos_id": special["bos"],
+            "eos_ids": list(dict.fromkeys(eos)),
+            "add_bos": add_bos,
+            "chat_template": template,
+        }
+    )
+
+
+def gguf_tokenizer(header: Header, fields: dict, vocab_size: int, where: str) -> tuple[Tokenizer | None, int | None]:
+    """The file's tokenizer (None when it has no tokenizer.ggml.model) and the model's bos: bos_token_id when
+    the tokenizer adds it (§14.1)."""
+    if PREFIX + "model" not in header.values:
+        return None, None
+    document = tokenizer_document(header, fields, vocab_size, where)
+    if importlib.util.find_spec("pxgl.text_tokenizer") is None:  # until the `tok` branch (FORMATS §6.1) is merged
+        print(f"{where}: its tokenizer is not converted: this pxgl reads version-0 tokenizers only", file=sys.stderr)
+        return None, document["bos_id"] if document["add_bos"] else None
+    tokenizer = Tokenizer.loads(json.dumps(document), f"{where} (its tokenizer.ggml.*)")
+    return tokenizer, document["bos_id"] if document["add_bos"] else None
+
+
+def _pre_name(document: dict[str, Any]) -> str | None:
+    """The tokenizer.ggml.pre whose table row (§10.3) is the document's normalizer, pre-tokenizer, merges rule."""
+    row = (document["normalizer"], document["pre_tokenizer"], document["ignore_merges"])
+    return next((name for name, known in PRE_TOKENIZERS.items() if known == row), None)
+
+
+def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str, tuple[Any, Any]]]:
+    """The tokenizer.ggml.* keys of a version-1 tokenizer (FORMATS §10.3, the inverse of the import), each as
+    (key, (value, GGUF value type)); [] with a line on stderr for one GGUF cannot hold."""
+    from gguf import GGUFValueType as T
+
+    document = tokenizer.to_json()
+    sentencepiece = document.get("version") == 1 and document["kind"] == "sentencepiece"
+    pre = None if sentencepiece or document.get("version") != 1 else _pre_name(document)
+    fits_sentencepiece = sentencepiece and document["normalizer"] == SENTENCEPIECE_NORMALIZER
+    if not fits_sentencepiece and pre is None:
+        print("the model's tokenizer has no GGUF form (FORMATS §10.3): the file is written without it", file=sys.stderr)
+        return []
+    added = {token["id"]: token for token in document["added_tokens"]}
+    tokens = document["vocab"] + [added[i]["content"] for i in range(len(document["vocab"]), vocab_size)]
+    types = [
+        (CONTROL if added[i]["special"] else USER_DEFINED)
+        if i in added
+        else (BYTE if sentencepiece and _is_byte(t) else NORMAL)
+        for i, t in enumerate(tokens)
+    ]
+    merges = document["merges"]
+    keys: list[tuple[str, tuple[Any, Any]]] = [
+        (PREFIX + "model", ("llama" if sentencepiece else "gpt2", T.STRING)),
+        (PREFIX + "tokens", (tokens, T.ARRAY)),
+        (PREFIX + "token_type", (types, T.ARRAY)),
+    ]
+    if sentencepiece:
+        first_rank = {}
+        for rank, (a, b) in enumerate(merges):
+            first_rank.setdefault(document["vocab"].index(document["vocab"][a] + document["vocab"][b]), rank)
+        scores = [float(-first_rank.get(i, len(merges) + i)) for i in range(len(tokens))]
+        keys += [(PREFIX + "scores", (scores, T.ARRAY))]
+    else:
+        vocab = document["vocab"]
+        keys += [
+            (PREFIX + "pre", (pre, T.STRING)),
+            (PREFIX + "merges", ([f"{vocab[a]} {vocab[b]}" for a, b in merges], T.ARRAY)),
+        ]
+    for name, value in (("bos", document["bos_id"]), *zip(("eos", "eot", "eom"), document["eos_ids"], strict=False)):
+        if value is not None:
+            keys.append((f"{PREFIX}{name}_token_id", (value, T.UINT32)))
+    if document["unk_id"] is not None:
+        keys.append((PREFIX + "unknown_token_id", (document["unk_id"], T.UINT32)))
+    keys.append((PREFIX + "add_bos_token", (document["add_bos"], T.BOOL)))
+    if document["chat_template"] is not None:
+        keys.append(("tokenizer.chat_template", (document["chat_template"], T.STRING)))
+    return keys
+
+
+def _is_byte(piece: str) -> bool:
+    return len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
