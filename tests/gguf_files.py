@@ -19,7 +19,7 @@ SHAPES = {
 }
 
 
-def hf_meta(arch: str, vocab: int = 300, width: int = 256, heads: int = 4, kv_heads: int = 2, mlp: int = 512) -> dict:
+def hf_meta(arch: str, vocab: int = 300, width: int = 64, heads: int = 4, kv_heads: int = 2, mlp: int = 128) -> dict:
     """The oracle's meta of a small model of the architecture, Hugging Face's rotation (`halves`)."""
     shape = SHAPES[arch]
     head_dim = width // heads
@@ -139,7 +139,9 @@ def write_gguf(
         data = w.astype(np.float32) if w.ndim == 1 else stored(w, kind, rng)
         raw = None if data.dtype != np.uint8 else kind
         writer.add_tensor(name, data, raw_dtype=raw)
-        truth[name] = gguf.quants.dequantize(data, kind if raw is not None else (T.F16 if data.dtype == np.float16 else T.F32))
+        truth[name] = gguf.quants.dequantize(
+            data, kind if raw is not None else (T.F16 if data.dtype == np.float16 else T.F32)
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,0 +1,84 @@
+"""pxgl import / export of GGUF files (docs/FORMATS.md §10.3), on small files written by llama.cpp's own `gguf`
+package as convert_hf_to_gguf.py writes them (tests/gguf_files.py): the imported model computes, under the
+independent oracle (tests/reference/transformer.py), what the file computes under llama.cpp's reading of it;
+Q8_0/Q4_0 blocks are kept byte for byte; K-quants come back within half a q8 step; export then import gives
+the same bytes."""
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from pxgl.transformer.files import read_transformer
+
+from tests.cartridges import pxgl
+from tests.gguf_files import T, hf_meta, permute, random_weights, write_gguf
+from tests.reference import transformer as oracle
+
+KINDS = (T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q4_K, T.Q6_K)
+KEPT = {T.Q8_0: "q8", T.Q4_0: "q4"}
+
+
+def imported(monkeypatch, capsys, source: Path, *options: str) -> tuple[dict, np.ndarray]:
+    out = source.with_suffix(".pxi")
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(source), "-o", str(out), "--json", *options)
+    assert code == 0, err
+    meta = json.loads(out.with_name(out.stem + ".meta.json").read_text())
+    return meta, read_transformer(out)[1]
+
+
+def logits_pair(run_meta, params, meta, stream, rng) -> tuple[np.ndarray, np.ndarray]:
+    tokens = rng.integers(0, meta["vocab_size"], 40)
+    return oracle.forward(run_meta, params, tokens), oracle.forward(meta, oracle.dequantize(meta, stream), tokens)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_the_import_computes_what_the_file_computes(arch, kind, tmp_path, rng, monkeypatch, capsys):
+    meta = hf_meta(arch, width=256, mlp=512) if kind in (T.Q4_K, T.Q6_K) else hf_meta(arch)  # K-quant rows: 256s
+    source = tmp_path / f"{arch}.gguf"
+    run_meta, truth = write_gguf(source, arch, meta, random_weights(meta, rng), kind, rng)
+    got_meta, stream = imported(monkeypatch, capsys, source)
+    rotation = got_meta["positions"].get("rotation")
+    assert rotation == (None if arch == "gpt2" else "halves")
+    matrices = {name for name, shape in oracle.tensor_shapes(meta).items() if len(shape) == 2}
+    expected_kind = KEPT.get(kind, "f16" if kind in (T.F32, T.F16) else "q8")
+    assert {got_meta["tensors"][name]["quant"] for name in matrices} == {expected_kind}
+    reference, ours = logits_pair(run_meta, truth, got_meta, stream, rng)
+    delta = np.abs(reference - ours)
+    if kind in (T.Q4_K, T.Q6_K):
+        values = oracle.dequantize(got_meta, stream)
+        for name in matrices:  # within half a q8 step of its block, plus d's float16 rounding: 127 · 2^-11 steps
+            blocks = in_pxgl_order(truth, name, arch, meta).reshape(-1, 32)
+            step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+            assert (np.abs(values[name].reshape(-1, 32) - blocks) <= step * (0.5 + 127 * 2**-11) + 1e-9).all(), name
+        rms = float(np.sqrt((delta**2).mean()) / np.sqrt((reference**2).mean()))
+        assert rms <= 0.03, f"RMS Δ logit {rms:.2%} of the logits' RMS"  # measured ≤ 2.1% (2 random layers)
+        return
+    if kind in KEPT:  # the file's blocks themselves, llama's query/key rows un-permuted
+        for name in matrices:
+            t = got_meta["tensors"][name]
+            rows = stream[t["offset"] : t["offset"] + oracle.tensor_bytes(tuple(t["shape"]), t["quant"])]
+            rows = rows.reshape(t["shape"][0], -1)
+            if arch == "llama" and name in query_key(meta):
+                rows = permute(rows, meta["heads"] if ".attn.q." in name else meta["kv_heads"])
+            assert np.array_equal(gguf.quants.dequantize(rows, kind), truth[name]), name
+    # f16 matrices, f16 norms and biases (§14.2): float16 rounding of what the file holds
+    bound = 2e-3 * (1 + float(np.abs(reference).max()))
+    assert float(delta.max()) <= bound, f"max Δ logit {delta.max():.2e} past {bound:.2e}"
+    top = np.sort(reference, axis=1)
+    clear = top[:, -1] - top[:, -2] > 2 * bound
+    assert (reference.argmax(1) == ours.argmax(1))[clear].all()
+
+
+def query_key(meta: dict) -> set[str]:
+    return {f"block{layer}.attn.{p}.weight" for layer in range(meta["layers"]) for p in ("q", "k")}
+
+
+def in_pxgl_order(truth: dict, name: str, arch: str, meta: dict) -> np.ndarray:
+    """The file's values of a matrix in Hugging Face's row order (llama's query/key rows un-permuted)."""
+    if arch != "llama" or name not in query_key(meta):
+        return truth[name]
+    order = permute(np.arange(truth[name].shape[0]), meta["heads"] if ".attn.q." in name else meta["kv_heads"])
+    return truth[name][np.argsort(order)]
