@@ -5,12 +5,14 @@ Q8_0/Q4_0 blocks are kept byte for byte; K-quants come back within half a q8 ste
 the same bytes."""
 
 import json
+import math
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
-from pxgl.transformer.files import read_transformer
+from pxgl.transformer.files import read_transformer, write_random_transformer
+from pxgl.transformer.meta import architecture_from_meta
 
 from tests.cartridges import pxgl
 from tests.gguf_files import T, hf_meta, permute, random_weights, write_gguf
@@ -82,3 +84,108 @@ def in_pxgl_order(truth: dict, name: str, arch: str, meta: dict) -> np.ndarray:
         return truth[name]
     order = permute(np.arange(truth[name].shape[0]), meta["heads"] if ".attn.q." in name else meta["kv_heads"])
     return truth[name][np.argsort(order)]
+
+
+ROUND_TRIPS = {
+    "gpt2-q8-u8": ("gpt2", {}, {"embed": "u8", "pos": "f16"}, "q8"),
+    "llama-halves-q4-f16": ("llama", {}, {"head.weight": "f16"}, "q4"),
+    "llama-pairs-llama3-u8": (
+        "llama",
+        {
+            "positions": {
+                "kind": "rope",
+                "base": 500000.0,
+                "rotation": "pairs",
+                "scaling": {
+                    "kind": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_context": 8192,
+                },
+            }
+        },
+        {"block0.attn.q.weight": "u8"},
+        "q8",
+    ),
+    "qwen2-linear-f16": (
+        "qwen2",
+        {
+            "positions": {
+                "kind": "rope",
+                "base": 1e6,
+                "rotation": "halves",
+                "scaling": {"kind": "linear", "factor": 4.0},
+            }
+        },
+        {},
+        "f16",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ROUND_TRIPS)
+def test_export_then_import_gives_the_same_bytes(case, tmp_path, seed, monkeypatch, capsys):
+    arch, changes, some, rest = ROUND_TRIPS[case]
+    architecture = architecture_from_meta(hf_meta(arch) | changes, "test")
+    quants = {name: some.get(name, rest) for name in architecture.shapes()}
+    model = tmp_path / "model.pxi"
+    write_random_transformer(model, architecture, quants, seed)
+    exported = tmp_path / "model.gguf"
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "gguf", "-o", str(exported))
+    assert code == 0, err
+    reader = gguf.GGUFReader(exported)  # llama.cpp's reader loads it, with the types §10.3 names
+    assert reader.fields["general.architecture"].contents() == arch
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    expected = {"q8": T.Q8_0, "q4": T.Q4_0, "f16": T.F16, "u8": T.F32}
+    assert types["token_embd.weight"] == expected[quants["embed"]]
+    assert types["blk.1.ffn_down.weight"] == expected[rest]
+    assert types["output_norm.weight"] == T.F32
+    back_meta, back_stream = imported(monkeypatch, capsys, exported)
+    meta = json.loads((tmp_path / "model.meta.json").read_text())
+    assert {k: v for k, v in back_meta.items() if k != "files"} == {k: v for k, v in meta.items() if k != "files"}
+    assert np.array_equal(back_stream, read_transformer(model)[1])
+
+
+def test_a_model_no_gguf_architecture_computes_is_refused(tmp_path, seed, monkeypatch, capsys):
+    architecture = architecture_from_meta(hf_meta("gpt2") | {"mlp": {"kind": "gelu", "width": 128}}, "test")
+    model = tmp_path / "model.pxi"
+    write_random_transformer(model, architecture, "q8", seed)
+    out = tmp_path / "never.gguf"
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "no GGUF architecture" in err, err
+    assert not out.exists()
+
+
+def test_llama3_rope_freqs_become_the_llama3_scaling(tmp_path, rng, monkeypatch, capsys):
+    """convert_hf_to_gguf.py writes Llama 3's scaling as a rope_freqs tensor of divisors (its formula, here)."""
+    meta = hf_meta("llama") | {"positions": {"kind": "rope", "base": 500000.0, "rotation": "halves"}}
+    source = tmp_path / "llama3.gguf"
+    run_meta, truth = write_gguf(source, "llama", meta, random_weights(meta, rng), T.Q8_0, rng)
+    factor, dim = 32.0, meta["head_dim"]
+    divisors = []
+    for freq in 1.0 / (500000.0 ** (np.arange(0, dim, 2, dtype=np.float32) / dim)):
+        wavelength = 2 * math.pi / freq
+        smooth = (8192 / wavelength - 1) / (4 - 1)
+        divisors.append(
+            1 if wavelength < 8192 / 4 else factor if wavelength > 8192 else 1 / ((1 - smooth) / factor + smooth)
+        )
+    with_freqs = tmp_path / "with_freqs.gguf"
+    original = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(with_freqs, "llama")
+    for field in original.fields.values():
+        if not field.name.startswith(("GGUF.", "general.architecture")):
+            writer.add_key_value(field.name, field.contents(), field.types[0])
+    for t in original.tensors:
+        writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    writer.add_tensor("rope_freqs.weight", np.array(divisors, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    got_meta, stream = imported(monkeypatch, capsys, with_freqs)
+    scaling = {"kind": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    assert got_meta["positions"]["scaling"] == scaling | {"original_context": 8192}
+    run_meta = run_meta | {"positions": run_meta["positions"] | {"scaling": scaling | {"original_context": 8192}}}
+    reference, ours = logits_pair(run_meta, truth, got_meta, stream, rng)
+    assert float(np.abs(reference - ours).max()) <= 2e-3 * (1 + float(np.abs(reference).max()))
