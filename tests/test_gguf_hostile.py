@@ -58,7 +58,7 @@ CRAFTED: dict[str, tuple[bytes, str]] = {
         "claims 1,099,511,627,776 items",
     ),
     "strings array lies": (
-        header([kv("x", ARRAY, struct.pack("<IQ", STRING, 1 << 23))], []),
+        header([kv("x", ARRAY, struct.pack("<IQ", STRING, 1 << 20))], []),
         "more than the file holds",
     ),
     "nested array": (header([kv("x", ARRAY, struct.pack("<IQ", ARRAY, 1))], []), "an array of type 9"),
@@ -107,6 +107,14 @@ def nan_block_scale(path: Path, rng: np.random.Generator) -> None:
     path.write_bytes(bytes(data))
 
 
+def nan_half(path: Path, rng: np.random.Generator) -> None:
+    valid(path, rng, kind=T.F16)
+    data = bytearray(path.read_bytes())
+    at = tensor_at(path, "output.weight") + 2 * 77
+    data[at : at + 2] = np.array([np.nan], "<f2").tobytes()
+    path.write_bytes(bytes(data))
+
+
 def rewritten(path: Path, rng: np.random.Generator, change: Callable) -> None:
     """A valid file written again by gguf's writer, its fields and tensors passed through `change`."""
     source = valid(path.with_suffix(".source"), rng)
@@ -140,7 +148,8 @@ def with_tokenizer(pre: str) -> Callable:
 
 SPOILT: dict[str, tuple[Callable[[Path, np.random.Generator], None], str]] = {
     "NaN weight": (nan_weight, "NaN or infinite values"),
-    "infinite block scale": (nan_block_scale, "scale is NaN or infinite"),
+    "infinite block scale": (nan_block_scale, "block scale that is NaN or infinite"),
+    "NaN float16 weight": (nan_half, "a value that is NaN or infinite"),
     "unknown architecture": (
         lambda p, rng: rewritten(
             p, rng, lambda f, t: f.update({"general.architecture": ("mamba", f["general.architecture"][1], 0)})

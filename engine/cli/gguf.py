@@ -27,7 +27,7 @@ def import_gguf(
         raise PxglError(f"{file}: a GGUF file carries its architecture and tokenizer; {', '.join(given)} is not used")
     if out.suffix not in (".pxi", ".pxa"):
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (meta, tokenizer beside it) or a .pxa")
-    planned, reader = plan(file, quant)
+    planned, mapped = plan(file, quant)
     tokenizer_out = out.with_name(out.stem + ".tokenizer.json")
     if out.suffix == ".pxa":
         from ..output_kinds import CARTRIDGE
@@ -39,7 +39,7 @@ def import_gguf(
         outputs += [Output(path, f"--out {out}: its image {k}", PIXELS) for k, path in enumerate(images) if k]
         check_writes(outputs, [file], force)
     with stages_shown(not as_json):
-        imported = convert(file, planned, reader, tokenizer_out.name)
+        imported = convert(file, planned, mapped, tokenizer_out.name)
         if out.suffix == ".pxi":
             save_transformer(out, imported.spec, imported.stream, imported.tokenizer)
         else:

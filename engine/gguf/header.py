@@ -1,7 +1,7 @@
-"""pxgl's own walk of a GGUF header (docs/FORMATS.md §10.3), before llama.cpp's `gguf.GGUFReader` maps the file:
-every count, string, array and tensor extent checked against the file's size and pxgl's caps, so a header that
-lies is one line, never a huge allocation or a reader's traceback. Scalars and strings are kept as values;
-arrays as where they lie (the reader gives their contents)."""
+"""pxgl's own walk of a GGUF header (docs/FORMATS.md §10.3): every count, string, array and tensor extent checked
+against the file's size and pxgl's caps before it is used, so a header that lies is one line, never a huge
+allocation or a traceback; the values kept (arrays of strings as lists, numbers as numpy arrays) and each
+tensor's place in the data, read later through a memory map."""
 
 import itertools
 import mmap
@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import PxglError
 from ..reading import open_regular
@@ -21,7 +23,9 @@ MAX_GGUF_BYTES = 16 << 30
 MAX_ENTRIES = 65536
 MAX_NAME_BYTES = 256
 MAX_STRING_BYTES = 16 << 20
-MAX_ARRAY_ITEMS = 1 << 24
+MAX_ARRAY_ITEMS = 1 << 21
+"""Past any real vocabulary (§6.1 allows 2^20 ids; Gemma's has 262,144): 2^21 short strings are ~150 MB of
+Python objects, whatever the file claims."""
 MAX_DIMS = 4
 MAX_DIM = 1 << 32
 MAX_ELEMENTS = 1 << 34
@@ -40,7 +44,7 @@ FLOAT_TYPES = {6, 12}
 @dataclass(frozen=True)
 class Array:
     item_type: int
-    count: int
+    items: list[str] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class TensorInfo:
 class Header:
     version: int
     values: dict[str, tuple[int, Any]]
-    """key → (GGUF type, value): the value itself for a scalar or string, an Array for an array."""
+    """key → (GGUF type, value): a scalar or string itself, an Array for an array."""
     tensors: dict[str, TensorInfo]
     alignment: int
     data_start: int
@@ -114,11 +118,10 @@ class _Walk:
             if item == STRING:
                 if 8 * count > len(self.data) - self.at:
                     raise self.fail(f"{what} claims {count:,} strings, more than the file holds")
-                for k in range(count):
-                    self.string(f"{what}[{k}]")
-            else:
-                self.take(count * struct.calcsize(SCALARS[item]), what)
-            return Array(item, count)
+                return Array(item, [self.string(f"{what}[{k}]") for k in range(count)])
+            dtype = np.dtype(SCALARS[item])
+            start = self.take(count * dtype.itemsize, what)
+            return Array(item, np.frombuffer(self.data, dtype, count, start).copy())
         if kind not in SCALARS:
             raise self.fail(f"{what} has the value type {kind}; GGUF's are 0..12")
         return self.scalar(SCALARS[kind], what)

@@ -1,10 +1,9 @@
-"""`pxgl import FILE.gguf` (docs/FORMATS.md §10.3): the header walked and checked by pxgl, then the file mapped by
-llama.cpp's `gguf.GGUFReader`, its architecture, tensors and tokenizer turned into a version-2 model — nothing
-written here; the caller checks its outputs first and writes the set."""
+"""`pxgl import FILE.gguf` (docs/FORMATS.md §10.3): the header walked and checked by pxgl, then the file's
+architecture, tensors (through a memory map, dequantized by llama.cpp's `gguf.quants`) and tokenizer turned into
+a version-2 model — nothing written here; the caller checks its outputs first and writes the set."""
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,17 +31,16 @@ class Planned:
     stream_bytes: int
 
 
-def _reader(path: Path, header: Header) -> Any:
-    """llama.cpp's reader of the file (its memory map, its fields), after pxgl's walk has passed it."""
-    from gguf import GGUFReader
-
+def _mapped(path: Path, header: Header) -> np.ndarray:
+    """The file's bytes through a read-only memory map, once the walk has passed its header: tensors are read
+    from it a piece at a time, never the whole file into memory."""
     try:
-        reader = GGUFReader(path)
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
-        raise PxglError(f"{path}: llama.cpp's gguf reader refuses it ({str(e)[:120]})") from None
-    if reader.data_offset != header.data_start or len(reader.data) != header.file_size:
-        raise PxglError(f"{path}: llama.cpp's gguf reader and pxgl's header walk disagree: the file changed while read")
-    return reader
+        mapped = np.memmap(path, np.uint8, mode="r")
+    except (OSError, ValueError) as e:
+        raise PxglError(f"{path}: cannot map the GGUF file ({e})") from None
+    if len(mapped) != header.file_size:
+        raise PxglError(f"{path}: the file changed while it was read")
+    return mapped
 
 
 def _rope_divisors(header: Header, mapped: np.ndarray, where: str) -> np.ndarray | None:
@@ -58,14 +56,13 @@ def _rope_divisors(header: Header, mapped: np.ndarray, where: str) -> np.ndarray
     return values
 
 
-def plan(path: Path, quant: str | None) -> tuple[Planned, Any]:
-    """What the model will be, and the file's reader."""
+def plan(path: Path, quant: str | None) -> tuple[Planned, np.ndarray]:
+    """What the model will be, and the file's memory map."""
     where = str(path)
     if quant is not None and quant not in MATRIX_QUANTS:
         raise PxglError(f"--quant {quant}: give one of {', '.join(MATRIX_QUANTS)}")
     header = read_header(path)
-    reader = _reader(path, header)
-    mapped = reader.data
+    mapped = _mapped(path, header)
     architecture, layout = gguf_architecture(header, where, _rope_divisors(header, mapped, where))
     known = {}
     if "pxgl.quantization" in header.values:
@@ -85,16 +82,16 @@ def plan(path: Path, quant: str | None) -> tuple[Planned, Any]:
     size = stream_bytes(architecture, kinds)
     image_sizes(size)
     has_tokenizer = "tokenizer.ggml.model" in header.values
-    return Planned(header, architecture, layout, kinds, grids, has_tokenizer, size), reader
+    return Planned(header, architecture, layout, kinds, grids, has_tokenizer, size), mapped
 
 
-def import_gguf(path: Path, planned: Planned, reader: Any, tokenizer_name: str) -> ImportedTransformer:
+def import_gguf(path: Path, planned: Planned, mapped: np.ndarray, tokenizer_name: str) -> ImportedTransformer:
     """The model of a planned import (nothing written): its tokenizer, when the file has one, then its tensors."""
     where = str(path)
-    tokenizer, bos = gguf_tokenizer(planned.header, reader.fields, planned.architecture.vocab_size, where)
+    tokenizer, bos = gguf_tokenizer(planned.header, planned.architecture.vocab_size, where)
     converted = convert(
         planned.header,
-        reader.data,
+        mapped,
         planned.architecture,
         planned.layout,
         planned.kinds,

@@ -1,7 +1,7 @@
-"""A GGUF file's tensors as a version-2 weight byte stream (docs/FORMATS.md §10.3): Q8_0 and Q4_0 blocks kept
-byte for byte where the kind is q8/q4, everything else dequantized as `gguf.quants.dequantize` does and then
-quantized, a piece of rows at a time; gpt2's fused q/k/v split and Llama's query/key rows un-permuted by
-choosing which GGUF rows make each pxgl row."""
+"""A GGUF file's tensors as a version-2 weight byte stream (docs/FORMATS.md §10.3): Q8_0 and Q4_0 blocks and F16
+values kept byte for byte where the kind is q8/q4/f16, everything else dequantized as `gguf.quants.dequantize`
+does and then quantized, a piece of rows at a time; gpt2's fused q/k/v split and Llama's query/key rows
+un-permuted by choosing which GGUF rows make each pxgl row."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +16,8 @@ from .architecture import Layout, gguf_name
 from .header import Header
 
 Q8_0, Q4_0, F32, F16, BF16 = 8, 2, 0, 1, 30
-KEPT = {"q8": Q8_0, "q4": Q4_0}
-"""pxgl's kinds whose bytes are a GGUF type's (§14.3)."""
+KEPT = {"q8": Q8_0, "q4": Q4_0, "f16": F16}
+"""pxgl's kinds whose bytes are a GGUF type's (§14.3): copied, row by row."""
 FLOATS = (F32, F16, BF16)
 PIECE = 1 << 20
 """Weights converted at a time: the temporaries of one piece, never of a whole embedding table."""
@@ -94,7 +94,7 @@ def convert(
 ) -> Converted:
     """The weight stream of the file's tensors, each as `kinds` says (u8 on `grids` where given), laid out in
     table order (§14.2), and each tensor's (largest, RMS) difference from the GGUF's dequantized values.
-    `mapped` is the file's bytes (the reader's memory map)."""
+    `mapped` is the file's bytes (a read-only memory map)."""
     shapes = architecture.shapes()
     offsets = tensor_offsets(architecture, kinds)
     end = max(offsets[name] + tensor_nbytes(shape, kinds[name]) for name, shape in shapes.items())
@@ -115,9 +115,9 @@ def convert(
         elif kind in KEPT and info.type == KEPT[kind]:
             out[:] = raw[source.rows].reshape(-1)
             scale, zero_point = 0.0, 0
-            bad = first_nonfinite(out, kind)
-            if bad is not None:
-                raise PxglError(f"{where}: tensor {source.gguf!r} has a block whose scale is NaN or infinite")
+            if first_nonfinite(out, kind) is not None:
+                what = "value" if kind == "f16" else "block scale"
+                raise PxglError(f"{where}: tensor {source.gguf!r} has a {what} that is NaN or infinite")
             errors[name] = (0.0, 0.0)
         elif kind == "u8":
             values = _float_rows(raw[source.rows], info.type, source.gguf, where)

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+import numpy as np
+
 from ..errors import PxglError
 from ..tokenizer import Tokenizer
 from .architecture import INTEGER_TYPES, key, text
@@ -54,19 +56,21 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 PREFIX = "tokenizer.ggml."
 
 
-def _strings(header: Header, fields: dict, name: str, count: int | None, where: str) -> list[str]:
+def _strings(header: Header, name: str, count: int | None, where: str) -> list[str]:
     kind, value = header.values.get(name, (None, None))
-    if kind != ARRAY or value.item_type != STRING or (count is not None and value.count != count):
+    if kind != ARRAY or value.item_type != STRING or (count is not None and len(value.items) != count):
         expected = "" if count is None else f" of {count} items"
         raise PxglError(f"{where}: {name!r} must be an array of strings{expected}")
-    return list(fields[name].contents())
+    return value.items
 
 
-def _numbers(header: Header, fields: dict, name: str, count: int, types: set[int], where: str) -> list:
+def _numbers(header: Header, name: str, count: int, types: set[int], where: str) -> list:
     kind, value = header.values.get(name, (None, None))
-    if kind != ARRAY or value.item_type not in types or value.count != count:
+    if kind != ARRAY or value.item_type not in types or len(value.items) != count:
         raise PxglError(f"{where}: {name!r} must be an array of {count} numbers")
-    return list(fields[name].contents())
+    if not np.isfinite(value.items).all():
+        raise PxglError(f"{where}: {name!r} holds a value that is not a finite number")
+    return value.items.tolist()
 
 
 def sentencepiece_merges(tokens: list[str], scores: list[float]) -> list[list[int]]:
@@ -83,10 +87,10 @@ def sentencepiece_merges(tokens: list[str], scores: list[float]) -> list[list[in
     return [[a, b] for _, a, b in merges]
 
 
-def _bpe_merges(header: Header, fields: dict, tokens: list[str], where: str) -> list[list[int]]:
+def _bpe_merges(header: Header, tokens: list[str], where: str) -> list[list[int]]:
     ids = {token: i for i, token in enumerate(tokens)}
     merges = []
-    for rank, merge in enumerate(_strings(header, fields, PREFIX + "merges", None, where)):
+    for rank, merge in enumerate(_strings(header, PREFIX + "merges", None, where)):
         a, space, b = merge.partition(" ")
         if not space or a not in ids or b not in ids or a + b not in ids:
             raise PxglError(
@@ -106,15 +110,15 @@ def _special_ids(header: Header, vocab: int, where: str) -> dict[str, int | None
     return found
 
 
-def tokenizer_document(header: Header, fields: dict, vocab_size: int, where: str) -> dict[str, Any]:
+def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str, Any]:
     """§6.1's document of the file's tokenizer (FORMATS §10.3)."""
     model = text(header, PREFIX + "model", where)
     if model not in ("gpt2", "llama"):
         raise PxglError(f"{where}: tokenizer.ggml.model {model[:40]!r}; pxgl reads gpt2 (byte-level BPE) and llama")
-    tokens = _strings(header, fields, PREFIX + "tokens", vocab_size, where)
+    tokens = _strings(header, PREFIX + "tokens", vocab_size, where)
     types = [NORMAL] * vocab_size
     if PREFIX + "token_type" in header.values:
-        types = _numbers(header, fields, PREFIX + "token_type", vocab_size, INTEGER_TYPES, where)
+        types = _numbers(header, PREFIX + "token_type", vocab_size, INTEGER_TYPES, where)
     special = _special_ids(header, vocab_size, where)
     added = [
         {"id": i, "content": tokens[i], "special": types[i] != USER_DEFINED, "lstrip": False, "rstrip": False}
@@ -130,12 +134,12 @@ def tokenizer_document(header: Header, fields: dict, vocab_size: int, where: str
                 "FORMATS §10.3)"
             )
         normalizer, pre_tokenizer, ignore_merges = PRE_TOKENIZERS[pre]
-        body = {"kind": "byte-level", "vocab": tokens, "merges": _bpe_merges(header, fields, tokens, where)}
+        body = {"kind": "byte-level", "vocab": tokens, "merges": _bpe_merges(header, tokens, where)}
         body |= {"unk_id": special["unknown"], "byte_fallback": False, "fuse_unk": False}
         body |= {"ignore_merges": ignore_merges, "normalizer": normalizer, "pre_tokenizer": pre_tokenizer}
         body |= {"decoder": [{"type": "byte_level"}]}
     else:
-        scores = _numbers(header, fields, PREFIX + "scores", vocab_size, {6, 12}, where)
+        scores = _numbers(header, PREFIX + "scores", vocab_size, {6, 12}, where)
         body = {"kind": "sentencepiece", "vocab": tokens, "merges": sentencepiece_merges(tokens, scores)}
         body |= {"unk_id": special["unknown"], "byte_fallback": True, "fuse_unk": True, "ignore_merges": False}
         body |= {"normalizer": SENTENCEPIECE_NORMALIZER, "pre_tokenizer": [], "decoder": SENTENCEPIECE_DECODER}
@@ -155,12 +159,12 @@ def tokenizer_document(header: Header, fields: dict, vocab_size: int, where: str
     )
 
 
-def gguf_tokenizer(header: Header, fields: dict, vocab_size: int, where: str) -> tuple[Tokenizer | None, int | None]:
+def gguf_tokenizer(header: Header, vocab_size: int, where: str) -> tuple[Tokenizer | None, int | None]:
     """The file's tokenizer (None when it has no tokenizer.ggml.model) and the model's bos: bos_token_id when
     the tokenizer adds it (§14.1)."""
     if PREFIX + "model" not in header.values:
         return None, None
-    document = tokenizer_document(header, fields, vocab_size, where)
+    document = tokenizer_document(header, vocab_size, where)
     if importlib.util.find_spec("pxgl.text_tokenizer") is None:  # until the `tok` branch (FORMATS §6.1) is merged
         print(f"{where}: its tokenizer is not converted: this pxgl reads version-0 tokenizers only", file=sys.stderr)
         return None, document["bos_id"] if document["add_bos"] else None
