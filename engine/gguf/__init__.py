@@ -2,8 +2,22 @@
 both with llama.cpp's `gguf` package."""
 
 from pathlib import Path
+from types import ModuleType
+
+from ..errors import PxglError
+from ..extras import install_command
 
 MAGIC = b"GGUF"
+
+
+def gguf_package() -> ModuleType:
+    """llama.cpp's gguf package, or one line saying how to add it (the `gguf` extra)."""
+    try:
+        import gguf
+        import gguf.quants
+    except ImportError:
+        raise PxglError(f"GGUF files need llama.cpp's gguf package: {install_command('gguf')}") from None
+    return gguf
 
 
 def is_gguf(path: Path) -> bool:

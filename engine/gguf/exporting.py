@@ -15,6 +15,7 @@ from ..tokenizer import Tokenizer
 from ..transformer.interchange import dequantized, export_metadata
 from ..transformer.meta import TransformerArchitecture, TransformerSpec
 from ..transformer.quant import tensor_nbytes
+from . import gguf_package
 from .architecture import LLAMA3_DEFAULTS, ROPE_FREQS, gguf_name, llama3_divisors
 from .tensors import qk_permutation
 from .vocabulary import gguf_tokenizer_keys
@@ -122,8 +123,7 @@ def _tensors(spec: TransformerSpec, stream: np.ndarray, name: str):
 
 def export_gguf(path: Path, spec: TransformerSpec, stream: np.ndarray, tokenizer: Tokenizer | None) -> str:
     """Write the model as a .gguf file (atomically); its GGUF architecture name."""
-    import gguf
-
+    gguf = gguf_package()
     name = architecture_name(spec.architecture)
     token_keys = gguf_tokenizer_keys(tokenizer, spec.architecture.vocab_size) if tokenizer is not None else []
 

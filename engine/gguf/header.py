@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..reading import open_regular
+from . import gguf_package
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -71,9 +72,7 @@ class Header:
 
 def quant_sizes() -> dict[int, tuple[int, int]]:
     """GGML type number → (block length, block bytes), from the gguf package itself."""
-    from gguf import GGML_QUANT_SIZES
-
-    return {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
+    return {int(kind): sizes for kind, sizes in gguf_package().GGML_QUANT_SIZES.items()}
 
 
 class _Walk:

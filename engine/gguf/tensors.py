@@ -12,6 +12,7 @@ from ..errors import PxglError
 from ..transformer.files import image_sizes, tensor_offsets
 from ..transformer.meta import QuantizedTensor, TransformerArchitecture
 from ..transformer.quant import dequantize, first_nonfinite, quantize, tensor_nbytes
+from . import gguf_package
 from .architecture import Layout, gguf_name
 from .header import Header
 
@@ -66,14 +67,13 @@ class Converted:
 
 
 def _float_rows(raw: np.ndarray, gguf_type: int, name: str, where: str) -> np.ndarray:
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize as gguf_dequantize
-
+    gguf = gguf_package()
+    kind = gguf.GGMLQuantizationType(gguf_type)
     try:
-        values = gguf_dequantize(raw, GGMLQuantizationType(gguf_type))
+        values = gguf.quants.dequantize(raw, kind)
     except NotImplementedError:
         raise PxglError(
-            f"{where}: tensor {name!r} is of type {GGMLQuantizationType(gguf_type).name}, which llama.cpp's gguf "
+            f"{where}: tensor {name!r} is of type {kind.name}, which llama.cpp's gguf "
             "package cannot dequantize: requantize the file (llama-quantize) to Q8_0, Q4_K or F16"
         ) from None
     values = np.asarray(values, dtype=np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..tokenizer import Tokenizer
+from . import gguf_package
 from .architecture import INTEGER_TYPES, key, text
 from .header import ARRAY, STRING, Header
 
@@ -181,7 +182,7 @@ def _pre_name(document: dict[str, Any]) -> str | None:
 def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str, tuple[Any, Any]]]:
     """The tokenizer.ggml.* keys of a version-1 tokenizer (FORMATS §10.3, the inverse of the import), each as
     (key, (value, GGUF value type)); [] with a line on stderr for one GGUF cannot hold."""
-    from gguf import GGUFValueType as T
+    T = gguf_package().GGUFValueType
 
     document = tokenizer.to_json()
     sentencepiece = document.get("version") == 1 and document["kind"] == "sentencepiece"
