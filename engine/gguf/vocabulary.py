@@ -75,15 +75,16 @@ def _numbers(header: Header, name: str, count: int, types: set[int], where: str)
 
 
 def sentencepiece_merges(tokens: list[str], scores: list[float]) -> list[list[int]]:
-    """Hugging Face's SentencePieceExtractor: every split (a, b) of every piece c into two pieces, ordered by c's
-    score (highest first; a stable sort, so equal scores keep c's id order, then a's and b's ids)."""
+    """The merges of a SentencePiece BPE vocabulary, as Hugging Face's `generate_merges` makes them: every split
+    (a, b) of every piece c into two pieces, c by score (highest first, then by id: a stable sort), a piece's
+    splits by a's length, shortest first."""
     ids = {token: i for i, token in enumerate(tokens)}
-    merges = []
-    for c, piece in enumerate(tokens):
-        local = sorted(
-            (ids[piece[:k]], ids[piece[k:]]) for k in range(1, len(piece)) if piece[:k] in ids and piece[k:] in ids
-        )
-        merges.extend((scores[c], a, b) for a, b in local)
+    merges = [
+        (scores[c], ids[piece[:k]], ids[piece[k:]])
+        for c, piece in enumerate(tokens)
+        for k in range(1, len(piece))
+        if piece[:k] in ids and piece[k:] in ids
+    ]
     merges.sort(key=lambda merge: -merge[0])
     return [[a, b] for _, a, b in merges]
 
