@@ -4,6 +4,7 @@ the adjacent-pair rotation), from random weights — and what they compute, as t
 the file's own dequantized values, read back with `gguf`, under llama.cpp's rotation (`pairs` for llama,
 `halves` for qwen2). Independent of engine/gguf."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -106,11 +107,18 @@ def gguf_names(arch: str, name: str) -> str:
 
 
 def write_gguf(
-    path: Path, arch: str, meta: dict, weights: dict[str, np.ndarray], kind: T, rng: np.random.Generator
+    path: Path,
+    arch: str,
+    meta: dict,
+    weights: dict[str, np.ndarray],
+    kind: T,
+    rng: np.random.Generator,
+    keys: Callable[[gguf.GGUFWriter], None] = lambda writer: None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Write the model as convert_hf_to_gguf.py would (matrices of `kind`, vectors F32); the oracle's (meta,
-    params) of what the file computes."""
+    """Write the model as convert_hf_to_gguf.py would (matrices of `kind`, vectors F32; `keys` adds more
+    metadata); the oracle's (meta, params) of what the file computes."""
     writer = gguf.GGUFWriter(path, arch)
+    keys(writer)
     a = arch
     writer.add_uint32(f"{a}.context_length", meta["context_length"])
     writer.add_uint32(f"{a}.embedding_length", meta["width"])
