@@ -207,9 +207,10 @@ def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str
         (PREFIX + "token_type", (types, T.ARRAY)),
     ]
     if sentencepiece:
-        first_rank = {}
+        vocab, first_rank = document["vocab"], {}
+        ids = {piece: i for i, piece in enumerate(vocab)}
         for rank, (a, b) in enumerate(merges):
-            first_rank.setdefault(document["vocab"].index(document["vocab"][a] + document["vocab"][b]), rank)
+            first_rank.setdefault(ids[vocab[a] + vocab[b]], rank)
         scores = [float(-first_rank.get(i, len(merges) + i)) for i in range(len(tokens))]
         keys += [(PREFIX + "scores", (scores, T.ARRAY))]
     else:
