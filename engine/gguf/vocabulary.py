@@ -3,7 +3,6 @@
 SentencePiece-style BPE (`llama`: tokens, scores, byte fallback; merges derived from the scores as Hugging
 Face's SentencePieceExtractor does), bos/eos/add_bos and the chat template."""
 
-import importlib.util
 import json
 import sys
 from typing import Any
@@ -167,9 +166,6 @@ def gguf_tokenizer(header: Header, vocab_size: int, where: str) -> tuple[Tokeniz
     if PREFIX + "model" not in header.values:
         return None, None
     document = tokenizer_document(header, vocab_size, where)
-    if importlib.util.find_spec("pxgl.text_tokenizer") is None:  # until the `tok` branch (FORMATS §6.1) is merged
-        print(f"{where}: its tokenizer is not converted: this pxgl reads version-0 tokenizers only", file=sys.stderr)
-        return None, document["bos_id"] if document["add_bos"] else None
     tokenizer = Tokenizer.loads(json.dumps(document), f"{where} (its tokenizer.ggml.*)")
     return tokenizer, document["bos_id"] if document["add_bos"] else None
 
