@@ -1,7 +1,8 @@
 """GGUF's tokenizer.ggml.* as pxgl's version-1 tokenizer (docs/FORMATS.md §10.3): tokenizers built with Hugging
 Face `tokenizers` in GPT-2's, SmolLM2's, Qwen2's and TinyLlama's layouts (tests/text_tokenizers.py), written into
 a GGUF as convert_hf_to_gguf.py writes them (tokens, token types, merges or scores, pre, bos/eos, template),
-imported with a model: pxgl's ids equal `tokenizers`' on varied texts and decode back as it decodes."""
+imported with a model: pxgl's ids equal `tokenizers`' on varied texts and decode back as it decodes; exported and
+imported again, the same tokenizer file."""
 
 import json
 import random
@@ -62,7 +63,7 @@ def gguf_keys(name: str, hf_json: dict):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "smollm2", "qwen2", "tinyllama"])
-def test_a_gguf_tokenizer_encodes_as_tokenizers_does(name, tmp_path, seed, monkeypatch, capsys):
+def test_a_gguf_tokenizer_encodes_as_tokenizers_does_and_exports_back(name, tmp_path, seed, monkeypatch, capsys):
     build = getattr(text_tokenizers, name)
     hf = build(tmp_path) if name == "tinyllama" else build()
     size, keys = gguf_keys(name, json.loads(hf.to_str()))
@@ -85,3 +86,10 @@ def test_a_gguf_tokenizer_encodes_as_tokenizers_does(name, tmp_path, seed, monke
         expected = hf.encode(text, add_special_tokens=False).ids
         assert tokenizer.encode(text) == expected, text
         assert tokenizer.decode(expected) == hf.decode(expected, skip_special_tokens=False), text
+    exported, back = tmp_path / "again.gguf", tmp_path / "back.pxi"  # export writes the tokenizer back
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(out), "--format", "gguf", "-o", str(exported))
+    assert code == 0 and "without" not in err, err
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(exported), "-o", str(back), "--json")
+    assert code == 0, err
+    assert (tmp_path / "back.tokenizer.json").read_bytes() == (tmp_path / "model.tokenizer.json").read_bytes()
+    assert back.read_bytes() == out.read_bytes()
