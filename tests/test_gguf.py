@@ -189,3 +189,24 @@ def test_llama3_rope_freqs_become_the_llama3_scaling(tmp_path, rng, monkeypatch,
     run_meta = run_meta | {"positions": run_meta["positions"] | {"scaling": scaling | {"original_context": 8192}}}
     reference, ours = logits_pair(run_meta, truth, got_meta, stream, rng)
     assert float(np.abs(reference - ours).max()) <= 2e-3 * (1 + float(np.abs(reference).max()))
+
+
+def test_an_import_into_a_cartridge_holds_the_same_model(tmp_path, rng, monkeypatch, capsys):
+    from pxgl.transformer.cartridge import open_transformer_cartridge
+
+    meta = hf_meta("qwen2")
+    source = tmp_path / "qwen2.gguf"
+    write_gguf(source, "qwen2", meta, random_weights(meta, rng), T.Q4_0, rng)
+    got_meta, stream = imported(monkeypatch, capsys, source)
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(source), "-o", str(tmp_path / "qwen2.pxa"))
+    assert code == 0, err
+    cartridge = open_transformer_cartridge(tmp_path / "qwen2.pxa")
+    assert cartridge.spec.to_meta() == {k: v for k, v in got_meta.items() if k != "files"}
+    assert np.array_equal(cartridge.stream, stream)
+
+
+def test_a_gguf_named_file_without_the_magic_is_refused(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGML" + bytes(100))
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(source), "-o", str(tmp_path / "never.pxi"))
+    assert code == 2 and "does not begin with GGUF's magic bytes" in err and err.count("\n") == 1, err

@@ -64,7 +64,7 @@ def import_tensors(
     from ..outputs import check_writes
     from ..transformer.interchange import is_transformer, peek_header, transformer_architecture
 
-    if is_gguf(file):  # FORMATS §10.3
+    if is_gguf(file) or file.suffix == ".gguf":  # FORMATS §10.3: by content (a .gguf without its magic: refused)
         unused = {"--tokenizer": tokenizer, "--config": config, "--map": mapping}
         errors, line = import_gguf(file, out, quant, unused, as_json, force)
         report_errors(errors, as_json)
