@@ -135,12 +135,14 @@ def rewritten(path: Path, rng: np.random.Generator, change: Callable) -> None:
     source.unlink()
 
 
-def with_tokenizer(pre: str) -> Callable:
+def with_tokenizer(pre: str, long_token: int = 0) -> Callable:
     def change(fields: dict, tensors: dict) -> None:
         V = gguf.GGUFValueType
         fields["tokenizer.ggml.model"] = ("gpt2", V.STRING, V.STRING)
         fields["tokenizer.ggml.pre"] = (pre, V.STRING, V.STRING)
-        fields["tokenizer.ggml.tokens"] = ([f"t{i}" for i in range(300)], V.ARRAY, V.STRING)
+        tokens = [f"t{i}" for i in range(300)]
+        tokens[7] = "x" * long_token or tokens[7]
+        fields["tokenizer.ggml.tokens"] = (tokens, V.ARRAY, V.STRING)
         fields["tokenizer.ggml.merges"] = (["t1 t2"], V.ARRAY, V.STRING)
 
     return change
@@ -161,6 +163,10 @@ SPOILT: dict[str, tuple[Callable[[Path, np.random.Generator], None], str]] = {
     "truncated": (
         lambda p, rng: p.write_bytes(valid(p.with_suffix(".whole"), rng).read_bytes()[:-1000]),
         "truncated or lying",
+    ),
+    "a 1 MB token": (
+        lambda p, rng: rewritten(p, rng, with_tokenizer("gpt-2", long_token=1 << 20)),
+        "tokenizer.ggml.tokens[7] is 1,048,576 bytes",
     ),
     "partial rotation": (
         lambda p, rng: rewritten(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
+from ..text_tokenizer.model import MAX_PIECE_BYTES, MAX_PIECES_BYTES
 from ..tokenizer import Tokenizer
 from . import gguf_package
 from .architecture import INTEGER_TYPES, key, text
@@ -73,6 +74,20 @@ def _numbers(header: Header, name: str, count: int, types: set[int], where: str)
     return value.items.tolist()
 
 
+def _check_sizes(tokens: list[str], where: str) -> None:
+    """§6.1's caps on the pieces, before merges are read or derived (a derivation cuts every piece)."""
+    total = 0
+    for i, token in enumerate(tokens):
+        size = len(token.encode("utf-8", "surrogatepass"))
+        if size > MAX_PIECE_BYTES:
+            raise PxglError(
+                f"{where}: tokenizer.ggml.tokens[{i}] is {size:,} bytes; a piece is at most {MAX_PIECE_BYTES}"
+            )
+        total += size
+    if total > MAX_PIECES_BYTES:
+        raise PxglError(f"{where}: tokenizer.ggml.tokens hold {total:,} bytes; at most {MAX_PIECES_BYTES:,} (§6.1)")
+
+
 def sentencepiece_merges(tokens: list[str], scores: list[float]) -> list[list[int]]:
     """The merges of a SentencePiece BPE vocabulary, as Hugging Face's `generate_merges` makes them: every split
     (a, b) of every piece c into two pieces, c by score (highest first, then by id: a stable sort), a piece's
@@ -117,6 +132,7 @@ def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str,
     if model not in ("gpt2", "llama"):
         raise PxglError(f"{where}: tokenizer.ggml.model {model[:40]!r}; pxgl reads gpt2 (byte-level BPE) and llama")
     tokens = _strings(header, PREFIX + "tokens", vocab_size, where)
+    _check_sizes(tokens, where)
     types = [NORMAL] * vocab_size
     if PREFIX + "token_type" in header.values:
         types = _numbers(header, PREFIX + "token_type", vocab_size, INTEGER_TYPES, where)
