@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 from pxgl.tokenizer import Tokenizer
+from tokenizers import normalizers
 
 from tests import text_tokenizers
 from tests.cartridges import pxgl
@@ -21,7 +22,7 @@ NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 3, 4, 6
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
 
 
-def gguf_keys(name: str, hf_json: dict):
+def gguf_keys(name: str, hf_json: dict, space_prefix: bool = True):
     """convert_hf_to_gguf.py's tokenizer keys of a tokenizer.json (its get_vocab_base / llama-hf paths)."""
     vocab = hf_json["model"]["vocab"]
     added = {t["id"]: t for t in hf_json["added_tokens"]}
@@ -51,6 +52,7 @@ def gguf_keys(name: str, hf_json: dict):
             writer.add_bos_token_id(special["<s>"])
             writer.add_eos_token_id(special["</s>"])
             writer.add_unk_token_id(special["<unk>"])
+            writer.add_add_space_prefix(space_prefix)
         else:
             writer.add_tokenizer_pre(PRE[name])
             merges = hf_json["model"]["merges"]
@@ -62,11 +64,14 @@ def gguf_keys(name: str, hf_json: dict):
     return size, write
 
 
-@pytest.mark.parametrize("name", ["gpt2", "smollm2", "qwen2", "tinyllama"])
-def test_a_gguf_tokenizer_encodes_as_tokenizers_does_and_exports_back(name, tmp_path, seed, monkeypatch, capsys):
+@pytest.mark.parametrize("case", ["gpt2", "smollm2", "qwen2", "tinyllama", "tinyllama-no-space-prefix"])
+def test_a_gguf_tokenizer_encodes_as_tokenizers_does_and_exports_back(case, tmp_path, seed, monkeypatch, capsys):
+    name = case.removesuffix("-no-space-prefix")
     build = getattr(text_tokenizers, name)
     hf = build(tmp_path) if name == "tinyllama" else build()
-    size, keys = gguf_keys(name, json.loads(hf.to_str()))
+    if case != name:  # tokenizer.ggml.add_space_prefix false: no ▁ put before the text
+        hf.normalizer = normalizers.Replace(" ", "▁")
+    size, keys = gguf_keys(name, json.loads(hf.to_str()), space_prefix=case == name)
     arch = "llama" if name in ("tinyllama", "smollm2") else name
     meta = hf_meta(arch, vocab=size)
     rng = np.random.default_rng(seed)

@@ -46,7 +46,8 @@ PRE_TOKENIZERS: dict[str, tuple[list, list, bool]] = {
     "refact": SMOLLM,
 }
 """tokenizer.ggml.pre → (normalizer, pre-tokenizer, ignore_merges) of §6.1, as the model's tokenizer.json has them."""
-SENTENCEPIECE_NORMALIZER = [{"type": "prepend", "content": "▁"}, {"type": "replace", "pattern": " ", "content": "▁"}]
+PREPEND = {"type": "prepend", "content": "▁"}
+SPACES = {"type": "replace", "pattern": " ", "content": "▁"}
 SENTENCEPIECE_DECODER = [
     {"type": "replace", "pattern": "▁", "content": " "},
     {"type": "byte_fallback"},
@@ -72,6 +73,27 @@ def _numbers(header: Header, name: str, count: int, types: set[int], where: str)
     if not np.isfinite(value.items).all():
         raise PxglError(f"{where}: {name!r} holds a value that is not a finite number")
     return value.items.tolist()
+
+
+def _byte_level(pre: str) -> dict[str, Any]:
+    """§6.1's keys (but vocab, merges, unk_id) of a gpt2 tokenizer with this tokenizer.ggml.pre."""
+    normalizer, pre_tokenizer, ignore_merges = PRE_TOKENIZERS[pre]
+    return {"kind": "byte-level", "byte_fallback": False, "fuse_unk": False, "ignore_merges": ignore_merges} | {
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+        "decoder": [{"type": "byte_level"}],
+    }
+
+
+def _sentencepiece(space_prefix: bool) -> dict[str, Any]:
+    """§6.1's keys (but vocab, merges, unk_id) of a llama tokenizer: a space before the text (add_space_prefix),
+    spaces as ▁, byte fallback, consecutive unknowns fused."""
+    normalizer = [PREPEND, SPACES] if space_prefix else [SPACES]
+    return {"kind": "sentencepiece", "byte_fallback": True, "fuse_unk": True, "ignore_merges": False} | {
+        "normalizer": normalizer,
+        "pre_tokenizer": [],
+        "decoder": SENTENCEPIECE_DECODER,
+    }
 
 
 def _check_sizes(tokens: list[str], where: str) -> None:
@@ -150,16 +172,16 @@ def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str,
                 f"{where}: tokenizer.ggml.pre {pre[:40]!r} is not one pxgl knows ({', '.join(PRE_TOKENIZERS)}; "
                 "FORMATS §10.3)"
             )
-        normalizer, pre_tokenizer, ignore_merges = PRE_TOKENIZERS[pre]
-        body = {"kind": "byte-level", "vocab": tokens, "merges": _bpe_merges(header, tokens, where)}
-        body |= {"unk_id": special["unknown"], "byte_fallback": False, "fuse_unk": False}
-        body |= {"ignore_merges": ignore_merges, "normalizer": normalizer, "pre_tokenizer": pre_tokenizer}
-        body |= {"decoder": [{"type": "byte_level"}]}
+        body = {"vocab": tokens, "merges": _bpe_merges(header, tokens, where)} | _byte_level(pre)
     else:
+        if key(header, PREFIX + "remove_extra_whitespaces", {7}, False, where):
+            raise PxglError(
+                f"{where}: tokenizer.ggml.remove_extra_whitespaces: pxgl's tokenizers do not collapse spaces"
+            )
         scores = _numbers(header, PREFIX + "scores", vocab_size, {6, 12}, where)
-        body = {"kind": "sentencepiece", "vocab": tokens, "merges": sentencepiece_merges(tokens, scores)}
-        body |= {"unk_id": special["unknown"], "byte_fallback": True, "fuse_unk": True, "ignore_merges": False}
-        body |= {"normalizer": SENTENCEPIECE_NORMALIZER, "pre_tokenizer": [], "decoder": SENTENCEPIECE_DECODER}
+        body = {"vocab": tokens, "merges": sentencepiece_merges(tokens, scores)}
+        body |= _sentencepiece(bool(key(header, PREFIX + "add_space_prefix", {7}, True, where)))
+    body["unk_id"] = special["unknown"]
     add_bos = bool(key(header, PREFIX + "add_bos_token", {7}, model == "llama", where)) and special["bos"] is not None
     eos = [special[name] for name in ("eos", "eot", "eom") if special[name] is not None]
     template = text(header, "tokenizer.chat_template", where, "") or None
@@ -186,10 +208,16 @@ def gguf_tokenizer(header: Header, vocab_size: int, where: str) -> tuple[Tokeniz
     return tokenizer, document["bos_id"] if document["add_bos"] else None
 
 
-def _pre_name(document: dict[str, Any]) -> str | None:
-    """The tokenizer.ggml.pre whose table row (§10.3) is the document's normalizer, pre-tokenizer, merges rule."""
-    row = (document["normalizer"], document["pre_tokenizer"], document["ignore_merges"])
-    return next((name for name, known in PRE_TOKENIZERS.items() if known == row), None)
+def _gguf_form(document: dict[str, Any]) -> tuple[str, Any] | None:
+    """("gpt2", its pre) or ("llama", add_space_prefix) of a tokenizer whose steps are exactly what the import
+    makes of one (FORMATS §10.3); None for any other."""
+    if document.get("version") != 1:
+        return None
+    steps = {k: v for k, v in document.items() if k in _byte_level("gpt-2")}
+    pre = next((name for name in PRE_TOKENIZERS if _byte_level(name) == steps), None)
+    if pre is not None:
+        return "gpt2", pre
+    return next((("llama", prefix) for prefix in (True, False) if _sentencepiece(prefix) == steps), None)
 
 
 def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str, tuple[Any, Any]]]:
@@ -198,12 +226,11 @@ def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str
     T = gguf_package().GGUFValueType
 
     document = tokenizer.to_json()
-    sentencepiece = document.get("version") == 1 and document["kind"] == "sentencepiece"
-    pre = None if sentencepiece or document.get("version") != 1 else _pre_name(document)
-    fits_sentencepiece = sentencepiece and document["normalizer"] == SENTENCEPIECE_NORMALIZER
-    if not fits_sentencepiece and pre is None:
+    form = _gguf_form(document)
+    if form is None:
         print("the model's tokenizer has no GGUF form (FORMATS §10.3): the file is written without it", file=sys.stderr)
         return []
+    sentencepiece = form[0] == "llama"
     added = {token["id"]: token for token in document["added_tokens"]}
     tokens = document["vocab"] + [added[i]["content"] for i in range(len(document["vocab"]), vocab_size)]
     types = [
@@ -224,11 +251,11 @@ def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str
         for rank, (a, b) in enumerate(merges):
             first_rank.setdefault(ids[vocab[a] + vocab[b]], rank)
         scores = [float(-first_rank.get(i, len(merges) + i)) for i in range(len(tokens))]
-        keys += [(PREFIX + "scores", (scores, T.ARRAY))]
+        keys += [(PREFIX + "scores", (scores, T.ARRAY)), (PREFIX + "add_space_prefix", (form[1], T.BOOL))]
     else:
         vocab = document["vocab"]
         keys += [
-            (PREFIX + "pre", (pre, T.STRING)),
+            (PREFIX + "pre", (form[1], T.STRING)),
             (PREFIX + "merges", ([f"{vocab[a]} {vocab[b]}" for a, b in merges], T.ARRAY)),
         ]
     for name, value in (("bos", document["bos_id"]), *zip(("eos", "eot", "eom"), document["eos_ids"], strict=False)):
