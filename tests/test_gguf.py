@@ -210,3 +210,21 @@ def test_a_gguf_named_file_without_the_magic_is_refused(tmp_path, monkeypatch, c
     source.write_bytes(b"GGML" + bytes(100))
     code, _, err = pxgl(monkeypatch, capsys, "import", str(source), "-o", str(tmp_path / "never.pxi"))
     assert code == 2 and "does not begin with GGUF's magic bytes" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("kind", "quant"), [(T.Q8_0, "q4"), (T.F16, "q8"), (T.Q4_0, "u8")])
+def test_quant_requantizes_every_matrix(kind, quant, tmp_path, rng, monkeypatch, capsys):
+    """--quant K: every matrix dequantized from the file and quantized to K (§14.3's rule, the oracle's here)."""
+    meta = hf_meta("llama")
+    source = tmp_path / "llama.gguf"
+    _, truth = write_gguf(source, "llama", meta, random_weights(meta, rng), kind, rng)
+    got_meta, stream = imported(monkeypatch, capsys, source, "--quant", quant)
+    values = oracle.dequantize(got_meta, stream)
+    for name, shape in oracle.tensor_shapes(meta).items():
+        if len(shape) == 2:
+            expected, entry = oracle.quantize(in_pxgl_order(truth, name, "llama", meta), quant)
+            assert got_meta["tensors"][name]["quant"] == quant
+            t = got_meta["tensors"][name]
+            assert stream[t["offset"] : t["offset"] + len(expected)].tobytes() == expected, name
+            assert {key: t[key] for key in entry} == pytest.approx(entry)  # u8's grid
+    assert all(np.isfinite(v).all() for v in values.values())
