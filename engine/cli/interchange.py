@@ -160,7 +160,7 @@ def import_version_2(
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
     model: ModelOption = None,
-    file_format: Annotated[
+    export_format: Annotated[
         str | None, typer.Option("--format", help="gguf (llama.cpp's file) or safetensors. Default: by --out's suffix.")
     ] = None,
     as_json: JsonOption = False,
@@ -169,9 +169,9 @@ def export(
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
     the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config.
     A version-2 model also as a .gguf file (docs/FORMATS.md §10.3)."""
-    if file_format not in (None, "gguf", "safetensors"):
-        raise PxglError(f"--format {file_format}: give gguf or safetensors")
-    if file_format == "gguf" or (file_format is None and out.suffix == ".gguf"):
+    if export_format not in (None, "gguf", "safetensors"):
+        raise PxglError(f"--format {export_format}: give gguf or safetensors")
+    if export_format == "gguf" or (export_format is None and out.suffix == ".gguf"):
         export_gguf(out, Path(model or ""), as_json, force)
         return
     from ..interchange import export_tensors, write_tensors
