@@ -66,6 +66,11 @@ CRAFTED: dict[str, tuple[bytes, str]] = {
     "repeated key": (header([ARCH, ARCH], ONE, DATA), "appears twice"),
     "key not UTF-8": (header([kv(b"\xff\xfe", UINT32, b"\0" * 4)], ONE, DATA), "not valid UTF-8"),
     "version 1": (header([ARCH], ONE, DATA, version=1), "GGUF version 1"),
+    "big-endian": (header([ARCH], ONE, DATA, version=3 << 24), "a big-endian GGUF file"),
+    "one part of a split file": (
+        header([ARCH, kv("split.count", 2, struct.pack("<H", 3))], ONE, DATA),
+        "one part of a split GGUF",
+    ),
     "a tensor claiming 10 GB": (
         header([ARCH], [info("token_embd.weight", [1 << 16, 40960], 0, 0)], DATA),
         "claims 10,737,418,240 bytes",

@@ -116,6 +116,10 @@ def gguf_architecture(
 ) -> tuple[TransformerArchitecture, Layout]:
     """§14.1's architecture of the file (FORMATS §10.3), checked as a meta's is; `divisors` is the file's
     rope_freqs.weight, if any. Every problem one line."""
+    if integer(header, "split.count", where, 1) > 1:
+        raise PxglError(
+            f"{where}: one part of a split GGUF (split.count): join the parts first (llama-gguf-split --merge)"
+        )
     a = text(header, "general.architecture", where)
     if a not in ARCHITECTURES:
         raise PxglError(f"{where}: general.architecture {a[:40]!r}; pxgl imports {', '.join(ARCHITECTURES)}")

@@ -193,6 +193,8 @@ def read_header(path: Path) -> Header:
                 raise PxglError(f"{where}: does not begin with GGUF's magic bytes")
             walk.at = 4
             version = walk.scalar("<I", "the version")
+            if int.from_bytes(version.to_bytes(4, "little"), "big") in VERSIONS:
+                raise walk.fail("a big-endian GGUF file; pxgl reads little-endian ones (llama.cpp's usual)")
             if version not in VERSIONS:
                 raise walk.fail(f"GGUF version {version}; pxgl reads versions 2 and 3 (little-endian)")
             tensor_count = _count(walk, "tensor", LEAST_TENSOR_BYTES)
