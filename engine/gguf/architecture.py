@@ -10,12 +10,13 @@ import numpy as np
 
 from ..errors import PxglError
 from ..transformer.meta import MAX_CONTEXT, TransformerArchitecture, architecture_from_meta, few
-from .header import ARRAY, FLOAT_TYPES, INTEGER_TYPES, STRING, Header
+from .header import FLOAT_TYPES, INTEGER_TYPES, STRING, Header
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2")
-GPT2_BLOCK = {"attn_norm": "attn_norm", "attn_output": "attn.out", "ffn_norm": "mlp_norm"}
-BLOCK_NAMES = GPT2_BLOCK | {"attn_q": "attn.q", "attn_k": "attn.k", "attn_v": "attn.v"}
-BLOCK_NAMES |= {"ffn_gate": "mlp.gate", "ffn_up": "mlp.up", "ffn_down": "mlp.down"}
+BLOCK_NAMES = {"attn_norm": "attn_norm", "attn_q": "attn.q", "attn_k": "attn.k", "attn_v": "attn.v"}
+BLOCK_NAMES |= {"attn_output": "attn.out", "ffn_norm": "mlp_norm", "ffn_gate": "mlp.gate", "ffn_up": "mlp.up"}
+BLOCK_NAMES |= {"ffn_down": "mlp.down"}
+"""llama.cpp's name of a block's tensor → §14.2's (blk.l.X.weight ↔ block<l>.Y.weight)."""
 TOP_NAMES = {"token_embd": "embed", "position_embd": "pos", "output_norm": "final_norm", "output": "head"}
 ROPE_FREQS = "rope_freqs.weight"
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context": 8192}
@@ -217,7 +218,3 @@ def check_tensor_set(architecture: TransformerArchitecture, layout: Layout, head
         got = header.tensors[name].dims
         if tuple(got) != dims:
             raise PxglError(f"{where}: tensor {name!r} has the dimensions {list(got)}; the metadata says {list(dims)}")
-
-
-def is_array(header: Header, name: str) -> bool:
-    return name in header.values and header.values[name][0] == ARRAY
