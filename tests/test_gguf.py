@@ -228,3 +228,39 @@ def test_quant_requantizes_every_matrix(kind, quant, tmp_path, rng, monkeypatch,
             assert stream[t["offset"] : t["offset"] + len(expected)].tobytes() == expected, name
             assert {key: t[key] for key in entry} == pytest.approx(entry)  # u8's grid
     assert all(np.isfinite(v).all() for v in values.values())
+
+
+def test_a_u8_grid_the_values_do_not_lie_on_is_not_kept(tmp_path, seed, monkeypatch, capsys):
+    """§10.1's rule: pxgl.quantization's u8 grid is kept only where every value lies on it."""
+    architecture = architecture_from_meta(hf_meta("llama"), "test")
+    model = tmp_path / "model.pxi"
+    write_random_transformer(model, architecture, "u8", seed)
+    exported = tmp_path / "model.gguf"
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "-o", str(exported))
+    assert code == 0, err
+    reader = gguf.GGUFReader(exported)
+    quantization = json.loads(reader.fields["pxgl.quantization"].contents())
+    quantization["block0.mlp.up.weight"]["scale"] *= 3.5  # a grid the values do not lie on
+    lying = tmp_path / "lying.gguf"
+    writer = gguf.GGUFWriter(lying, "llama")
+    for field in reader.fields.values():
+        if not field.name.startswith(("GGUF.", "general.architecture")):
+            value = json.dumps(quantization) if field.name == "pxgl.quantization" else field.contents()
+            writer.add_key_value(field.name, value, field.types[0])
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    got_meta, stream = imported(monkeypatch, capsys, lying)
+    original = json.loads((tmp_path / "model.meta.json").read_text())["tensors"]
+    assert got_meta["tensors"]["block0.mlp.down.weight"] == original["block0.mlp.down.weight"]  # on its grid: kept
+    entry = got_meta["tensors"]["block0.mlp.up.weight"]
+    assert entry["scale"] != quantization["block0.mlp.up.weight"]["scale"]  # the lying grid is not used
+    values = oracle.dequantize(got_meta, stream)["block0.mlp.up.weight"]
+    file_values = gguf.quants.dequantize(
+        np.asarray(next(t.data for t in reader.tensors if t.name == "blk.0.ffn_up.weight")), T.F32
+    )
+    within = np.abs(values - file_values) <= entry["scale"] / 2 * 1.001 + 1e-7  # all but §10's clipped tails
+    assert within.mean() >= 0.999

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PxglError
+from ..interchange import on_grid
 from ..transformer.files import image_sizes, tensor_offsets
 from ..transformer.meta import QuantizedTensor, TransformerArchitecture
 from ..transformer.quant import dequantize, first_nonfinite, quantize, tensor_nbytes
@@ -92,7 +93,7 @@ def convert(
     progress: Callable[[int, int], None],
     where: str,
 ) -> Converted:
-    """The weight stream of the file's tensors, each as `kinds` says (u8 on `grids` where given), laid out in
+    """The weight stream of the file's tensors, each as `kinds` says (u8 on `grids` where its values lie), laid out in
     table order (§14.2), and each tensor's (largest, RMS) difference from the GGUF's dequantized values.
     `mapped` is the file's bytes (a read-only memory map)."""
     shapes = architecture.shapes()
@@ -121,12 +122,12 @@ def convert(
             errors[name] = (0.0, 0.0)
         elif kind == "u8":
             values = _float_rows(raw[source.rows], info.type, source.gguf, where)
-            grid = grids.get(name)
-            scale, zero_point = grid if grid is not None else (0.0, 0)
-            if grid is None:
+            kept = on_grid(values, grids.get(name))  # an export's own grid, kept when every value lies on it (§10.1)
+            if kept is None:
                 data, scale, zero_point = quantize(values, kind, name)
             else:
-                data = np.clip(np.round(values / np.float32(scale)) + zero_point, 0, 255).astype(np.uint8).reshape(-1)
+                q, scale, zero_point = kept
+                data = q.reshape(-1)
             out[:] = data
             errors[name] = _error(dequantize(data, shape, kind, scale, zero_point), values)
         else:
