@@ -11,13 +11,41 @@ import re
 import numpy as np
 import pytest
 from pxgl.tokenizer import Tokenizer
-from tokenizers import normalizers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
 
 from tests import text_tokenizers
 from tests.cartridges import pxgl
 from tests.gguf_files import T, hf_meta, random_weights, write_gguf
 
-PRE = {"gpt2": "gpt-2", "smollm2": "smollm", "qwen2": "qwen2"}
+PRE = {"gpt2": "gpt-2", "smollm2": "smollm", "qwen2": "qwen2", "llama3": "llama-bpe"}
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def llama3() -> HFTokenizer:
+    """Llama 3's layout: its split pattern, byte-level without a regex, a piece in the vocabulary taken whole."""
+    tok = HFTokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=1500,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=text_tokenizers.byte_level_alphabet(),
+    )
+    tok.train_from_iterator(text_tokenizers.training_texts(specials), trainer)
+    return tok
+
+
 NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 3, 4, 6
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
 
@@ -64,15 +92,15 @@ def gguf_keys(name: str, hf_json: dict, space_prefix: bool = True):
     return size, write
 
 
-@pytest.mark.parametrize("case", ["gpt2", "smollm2", "qwen2", "tinyllama", "tinyllama-no-space-prefix"])
+@pytest.mark.parametrize("case", ["gpt2", "smollm2", "qwen2", "llama3", "tinyllama", "tinyllama-no-space-prefix"])
 def test_a_gguf_tokenizer_encodes_as_tokenizers_does_and_exports_back(case, tmp_path, seed, monkeypatch, capsys):
     name = case.removesuffix("-no-space-prefix")
-    build = getattr(text_tokenizers, name)
+    build = llama3 if name == "llama3" else getattr(text_tokenizers, name)
     hf = build(tmp_path) if name == "tinyllama" else build()
     if case != name:  # tokenizer.ggml.add_space_prefix false: no ▁ put before the text
         hf.normalizer = normalizers.Replace(" ", "▁")
     size, keys = gguf_keys(name, json.loads(hf.to_str()), space_prefix=case == name)
-    arch = "llama" if name in ("tinyllama", "smollm2") else name
+    arch = "llama" if name in ("tinyllama", "smollm2", "llama3") else name
     meta = hf_meta(arch, vocab=size)
     rng = np.random.default_rng(seed)
     source = tmp_path / "model.gguf"
