@@ -264,3 +264,18 @@ def test_a_u8_grid_the_values_do_not_lie_on_is_not_kept(tmp_path, seed, monkeypa
     )
     within = np.abs(values - file_values) <= entry["scale"] / 2 * 1.001 + 1e-7  # all but §10's clipped tails
     assert within.mean() >= 0.999
+
+
+def test_a_tokenizer_with_no_gguf_form_is_left_out_and_said(tmp_path, seed, monkeypatch, capsys):
+    """A version-0 tokenizer (§6's own pre-tokenizer, in no llama.cpp table) is not written; stderr says so."""
+    from pxgl.tokenizer import Tokenizer
+    from pxgl.transformer.members import write_random_model
+
+    tokenizer = Tokenizer.train("the cat sat on the mat, the dog sat on the log " * 20, 300)
+    architecture = architecture_from_meta(hf_meta("gpt2", vocab=tokenizer.vocab_size), "test")
+    model = tmp_path / "model.pxi"
+    write_random_model(model, architecture, "q8", seed, tokenizer)
+    out = tmp_path / "model.gguf"
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "-o", str(out))
+    assert code == 0 and "has no GGUF form" in err, err
+    assert not any(name.startswith("tokenizer.") for name in gguf.GGUFReader(out).fields)
