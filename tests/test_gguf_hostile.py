@@ -120,6 +120,13 @@ def nan_half(path: Path, rng: np.random.Generator) -> None:
     path.write_bytes(bytes(data))
 
 
+def write_many_tokens(path: Path, rng: np.random.Generator) -> None:
+    """2^20 two-byte token strings, the most an array holds: read (their memory counted), then the file refused."""
+    count = 1 << 20
+    tokens = kv("tokenizer.ggml.tokens", ARRAY, struct.pack("<IQ", STRING, count) + text("ab") * count)
+    path.write_bytes(header([ARCH, tokens], ONE, DATA))
+
+
 def rewritten(path: Path, rng: np.random.Generator, change: Callable) -> None:
     """A valid file written again by gguf's writer, its fields and tensors passed through `change`."""
     source = valid(path.with_suffix(".source"), rng)
@@ -173,6 +180,7 @@ SPOILT: dict[str, tuple[Callable[[Path, np.random.Generator], None], str]] = {
         lambda p, rng: rewritten(p, rng, with_tokenizer("gpt-2", long_token=1 << 20)),
         "tokenizer.ggml.tokens[7] is 1,048,576 bytes",
     ),
+    "a million short tokens": (write_many_tokens, "llama.embedding_length"),
     "partial rotation": (
         lambda p, rng: rewritten(
             p, rng, lambda f, t: f.update({"llama.rope.dimension_count": (8, f["llama.rope.dimension_count"][1], 0)})
