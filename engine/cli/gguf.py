@@ -13,9 +13,9 @@ from .report import emit_json, stages_shown
 
 def import_gguf(
     file: Path, out: Path, quant: str | None, unused: dict[str, Any], as_json: bool, force: bool
-) -> tuple[dict[str, tuple[float, float]], str]:
-    """Import a .gguf file as a version-2 model written to `out` (.pxi set or .pxa cartridge); each tensor's
-    (largest, RMS) error and a line saying what was written."""
+) -> tuple[dict[str, tuple[float, float]], dict[str, Any], str]:
+    """Import a .gguf file as a version-2 model written to `out` (.pxi set or .pxa cartridge); (each tensor's
+    (largest, RMS) error, the summary record, the summary line) for the caller to report."""
     from ..gguf.importing import import_gguf as convert
     from ..gguf.importing import plan
     from ..output_kinds import PIXELS, model_set
@@ -50,9 +50,12 @@ def import_gguf(
                 save_transformer(staged, imported.spec, imported.stream, imported.tokenizer)
                 pack_transformer(staged, out, None, None)
     model = planned.architecture
-    what = f"{planned.layout.name} as version 2, {model.layers} layers x {model.width}"
-    beside = "its tokenizer" if imported.tokenizer is not None else "no tokenizer (token pixels only)"
-    return imported.errors, f"{out}: {what}, {len(imported.spec.images)} image(s); {beside}"
+    what = f"{planned.layout.name}: version 2, {model.layers} layers x {model.width}, vocabulary {model.vocab_size}"
+    kinds = sorted({kind for name, kind in planned.kinds.items() if len(model.shapes()[name]) == 2})
+    chosen = f"matrices {', '.join(kinds)}" + ("" if quant else " (by their GGUF types; --quant q8|q4|u8|f16)")
+    tokenizer = "tokenizer" if imported.tokenizer is not None else "no tokenizer: token pixels only"
+    record = {"out": str(out), "architecture": what, "quantization": chosen, "tokenizer": tokenizer}
+    return imported.errors, record, f"{out}: {what}; {chosen}; {tokenizer}"
 
 
 def export_gguf(out: Path, source: Path, as_json: bool, force: bool) -> None:

@@ -66,9 +66,9 @@ def import_tensors(
 
     if is_gguf(file) or file.suffix == ".gguf":  # FORMATS §10.3: by content (a .gguf without its magic: refused)
         unused = {"--tokenizer": tokenizer, "--config": config, "--map": mapping}
-        errors, line = import_gguf(file, out, quant, unused, as_json, force)
+        errors, record, line = import_gguf(file, out, quant, unused, as_json, force)
         report_errors(errors, as_json)
-        emit_json({"out": str(out), "architecture": line}) if as_json else typer.echo(line)
+        emit_json(record) if as_json else typer.echo(line)
         return
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
