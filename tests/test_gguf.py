@@ -18,7 +18,9 @@ from tests.cartridges import pxgl
 from tests.gguf_files import T, hf_meta, permute, random_weights, write_gguf
 from tests.reference import transformer as oracle
 
-KINDS = (T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q4_K, T.Q6_K)
+KINDS = (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q6_K)
+REQUANTIZED = (T.Q5_0, T.Q4_K, T.Q6_K)
+"""Types no pxgl kind holds: dequantized by gguf, then q8."""
 KEPT = {T.Q8_0: "q8", T.Q4_0: "q4"}
 
 
@@ -45,11 +47,11 @@ def test_the_import_computes_what_the_file_computes(arch, kind, tmp_path, rng, m
     rotation = got_meta["positions"].get("rotation")
     assert rotation == (None if arch == "gpt2" else "halves")
     matrices = {name for name, shape in oracle.tensor_shapes(meta).items() if len(shape) == 2}
-    expected_kind = KEPT.get(kind, "f16" if kind in (T.F32, T.F16) else "q8")
+    expected_kind = KEPT.get(kind, "q8" if kind in REQUANTIZED else "f16")
     assert {got_meta["tensors"][name]["quant"] for name in matrices} == {expected_kind}
     reference, ours = logits_pair(run_meta, truth, got_meta, stream, rng)
     delta = np.abs(reference - ours)
-    if kind in (T.Q4_K, T.Q6_K):
+    if kind in REQUANTIZED:
         values = oracle.dequantize(got_meta, stream)
         for name in matrices:  # within half a q8 step of its block, plus d's float16 rounding: 127 · 2^-11 steps
             blocks = in_pxgl_order(truth, name, arch, meta).reshape(-1, 32)
