@@ -193,7 +193,7 @@ def test_llama3_rope_freqs_become_the_llama3_scaling(tmp_path, rng, monkeypatch,
     assert float(np.abs(reference - ours).max()) <= 2e-3 * (1 + float(np.abs(reference).max()))
 
 
-def test_an_import_into_a_cartridge_holds_the_same_model(tmp_path, rng, monkeypatch, capsys):
+def test_an_import_into_a_cartridge_holds_the_same_model_and_exports_again(tmp_path, rng, monkeypatch, capsys):
     from pxgl.transformer.cartridge import open_transformer_cartridge
 
     meta = hf_meta("qwen2")
@@ -205,6 +205,10 @@ def test_an_import_into_a_cartridge_holds_the_same_model(tmp_path, rng, monkeypa
     cartridge = open_transformer_cartridge(tmp_path / "qwen2.pxa")
     assert cartridge.spec.to_meta() == {k: v for k, v in got_meta.items() if k != "files"}
     assert np.array_equal(cartridge.stream, stream)
+    exported = tmp_path / "from_cartridge.gguf"  # and a cartridge exports as its .pxi set does
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(tmp_path / "qwen2.pxa"), "-o", str(exported))
+    assert code == 0, err
+    assert imported(monkeypatch, capsys, exported)[1].tobytes() == stream.tobytes()
 
 
 def test_a_gguf_named_file_without_the_magic_is_refused(tmp_path, monkeypatch, capsys):

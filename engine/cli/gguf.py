@@ -58,21 +58,27 @@ def import_gguf(
     return imported.errors, record, f"{out}: {what}; {chosen}; {tokenizer}"
 
 
-def export_gguf(out: Path, source: Path, as_json: bool, force: bool) -> None:
-    """Write a version-2 model as a .gguf file (FORMATS §10.3)."""
+def export_gguf(out: Path, source: Path | None, as_json: bool, force: bool) -> None:
+    """Write a version-2 model (its .pxi set or cartridge) as a .gguf file (FORMATS §10.3)."""
     from ..gguf.exporting import GGUF_FILE
     from ..gguf.exporting import export_gguf as write
     from ..outputs import Output, check_outputs, check_replaceable
+    from ..pack import is_transformer
+    from ..transformer.cartridge import open_transformer_cartridge
     from ..transformer.files import transformer_files
     from ..transformer.interchange import open_transformer
 
-    inputs = transformer_files(source) if source.is_file() else None
-    if inputs is None:
-        raise PxglError(f"-m {source}: --format gguf exports a version-2 model's .pxi (FORMATS §14)")
-    check_outputs([(out, "--out")], inputs)
+    if source is None or not is_transformer(source):
+        raise PxglError(f"-m {source or '…'}: a GGUF export takes a version-2 model, its .pxi or .pxa (FORMATS §14)")
+    cartridge = source.suffix == ".pxa"
+    check_outputs([(out, "--out")], [source] if cartridge else transformer_files(source) or [source])
     if not force:
         check_replaceable(Output(out, "--out", GGUF_FILE))
-    spec, stream, tokenizer = open_transformer(source)
+    if cartridge:
+        opened = open_transformer_cartridge(source)
+        spec, stream, tokenizer = opened.spec, opened.stream, opened.tokenizer
+    else:
+        spec, stream, tokenizer = open_transformer(source)
     with stages_shown(not as_json):
         architecture = write(out, spec, stream, tokenizer)
     if as_json:

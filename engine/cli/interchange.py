@@ -172,7 +172,7 @@ def export(
     if export_format not in (None, "gguf", "safetensors"):
         raise PxglError(f"--format {export_format}: give gguf or safetensors")
     if export_format == "gguf" or (export_format is None and out.suffix == ".gguf"):
-        export_gguf(out, Path(model or ""), as_json, force)
+        export_gguf(out, Path(model) if model else None, as_json, force)
         return
     from ..interchange import export_tensors, write_tensors
     from ..loading import load_model
