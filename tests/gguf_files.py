@@ -61,18 +61,18 @@ def permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def k_quant_blocks(rows: int, width: int, kind: T, rng: np.random.Generator) -> np.ndarray:
-    """Random Q4_K / Q6_K blocks (gguf cannot quantize to them) whose values are about N(0, 1/width): random
+    """Random Q4_K / Q5_K / Q6_K blocks (gguf cannot quantize to them) whose values are about N(0, 1/width): random
     bytes, the super-block scales set so."""
     block, size = gguf.GGML_QUANT_SIZES[kind]
     blocks = rng.integers(0, 256, (rows * width // block, size), dtype=np.uint8)
     count = len(blocks)
-    if kind == T.Q4_K:  # every 6-bit scale and min in 16..31, as a real tensor's are alike
+    if kind in (T.Q4_K, T.Q5_K):  # every 6-bit scale and min in 16..31, as a real tensor's are alike
         blocks[:, 4:12] = 64 + rng.integers(16, 32, (count, 8))
     else:  # Q6_K's 16 int8 scales, bytes 192..207
         blocks[:, 192:208] = rng.integers(16, 32, (count, 16))
 
     def set_scales(scale: float) -> None:
-        if kind == T.Q4_K:  # d, dmin: the first 4 bytes
+        if kind in (T.Q4_K, T.Q5_K):  # d, dmin: the first 4 bytes
             blocks[:, 0:4] = np.array([scale, 8 * scale], "<f2").view(np.uint8)
         else:  # Q6_K: d, the last 2 bytes
             blocks[:, -2:] = np.array([scale], "<f2").view(np.uint8)
@@ -89,7 +89,7 @@ def stored(values: np.ndarray, kind: T, rng: np.random.Generator) -> np.ndarray:
         return values.astype(np.float32)
     if kind == T.F16:
         return values.astype(np.float16)
-    if kind in (T.Q4_K, T.Q6_K):
+    if kind in (T.Q4_K, T.Q5_K, T.Q6_K):
         return k_quant_blocks(values.shape[0], values.shape[1], kind, rng)
     return gguf.quants.quantize(values, kind)
 

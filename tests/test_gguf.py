@@ -18,8 +18,8 @@ from tests.cartridges import pxgl
 from tests.gguf_files import T, hf_meta, permute, random_weights, write_gguf
 from tests.reference import transformer as oracle
 
-KINDS = (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q6_K)
-REQUANTIZED = (T.Q5_0, T.Q4_K, T.Q6_K)
+KINDS = (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q5_K, T.Q6_K)
+REQUANTIZED = (T.Q5_0, T.Q4_K, T.Q5_K, T.Q6_K)
 """Types no pxgl kind holds: dequantized by gguf, then q8."""
 KEPT = {T.Q8_0: "q8", T.Q4_0: "q4"}
 
@@ -40,7 +40,8 @@ def logits_pair(run_meta, params, meta, stream, rng) -> tuple[np.ndarray, np.nda
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
 def test_the_import_computes_what_the_file_computes(arch, kind, tmp_path, rng, monkeypatch, capsys):
-    meta = hf_meta(arch, width=256, mlp=512) if kind in (T.Q4_K, T.Q6_K) else hf_meta(arch)  # K-quant rows: 256s
+    k_quant = kind in (T.Q4_K, T.Q5_K, T.Q6_K)
+    meta = hf_meta(arch, width=256, mlp=512) if k_quant else hf_meta(arch)  # a K-quant's rows are 256s
     source = tmp_path / f"{arch}.gguf"
     run_meta, truth = write_gguf(source, arch, meta, random_weights(meta, rng), kind, rng)
     got_meta, stream = imported(monkeypatch, capsys, source)
