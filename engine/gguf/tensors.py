@@ -114,7 +114,9 @@ def convert(
             out[:] = data
             errors[name] = _error(dequantize(data, shape, kind), values)
         elif kind in KEPT and info.type == KEPT[kind]:
-            out[:] = raw[source.rows].reshape(-1)
+            rows = max(1, PIECE // shape[1])  # a piece of rows at a time: no copy of the whole tensor
+            for r in range(0, shape[0], rows):
+                out[r * raw.shape[1] : (r + rows) * raw.shape[1]] = raw[source.rows[r : r + rows]].reshape(-1)
             scale, zero_point = 0.0, 0
             if first_nonfinite(out, kind) is not None:
                 what = "value" if kind == "f16" else "block scale"
