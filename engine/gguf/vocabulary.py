@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
-from ..text_tokenizer.model import MAX_PIECE_BYTES, MAX_PIECES_BYTES
+from ..text_tokenizer.model import KEYS, MAX_PIECE_BYTES, MAX_PIECES_BYTES
 from ..tokenizer import Tokenizer
 from . import gguf_package
 from .architecture import INTEGER_TYPES, key, text
@@ -185,8 +185,11 @@ def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str,
     add_bos = bool(key(header, PREFIX + "add_bos_token", {7}, model == "llama", where)) and special["bos"] is not None
     eos = [special[name] for name in ("eos", "eot", "eom") if special[name] is not None]
     template = text(header, "tokenizer.chat_template", where, "") or None
+    # the tok branch's §6.1 adds "vocab_size" (ids past the pieces are padding): given when the reader knows it
+    sized = {"vocab_size": vocab_size} if "vocab_size" in KEYS else {}
     return (
         {"format": "pxgl-bpe", "version": 1}
+        | sized
         | body
         | {
             "added_tokens": added,
