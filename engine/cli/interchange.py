@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import PxglError
+from ..gguf import is_gguf
 from .app import app
+from .gguf import export_gguf, import_gguf
 from .options import ForceOption, JsonOption, ModelOption, model_files
 from .report import emit_json, stages_shown
 
@@ -77,6 +79,12 @@ def import_tensors(
             emit_json(record)
             return
         typer.echo(line)
+        return
+    if is_gguf(file) or file.suffix == ".gguf":  # FORMATS §10.3: by content (a .gguf without its magic: refused)
+        unused = {"--tokenizer": tokenizer, "--config": config, "--map": mapping}
+        errors, record, line = import_gguf(file, out, quant, unused, as_json, force)
+        report_errors(errors, as_json)
+        emit_json(record) if as_json else typer.echo(line)
         return
     if out.suffix != ".pxi":
         raise PxglError(f"--out {out}: pxgl import writes a weights .pxi (its .meta.json and tokenizer beside it)")
@@ -169,13 +177,24 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
     model: ModelOption = None,
     export_format: Annotated[
-        str | None, typer.Option("--format", help="hf: a Hugging Face folder (config.json, model.safetensors).")
+        str | None,
+        typer.Option(
+            "--format",
+            help="hf (a Hugging Face folder: config.json, model.safetensors, tokenizer), gguf (llama.cpp's file) "
+            "or safetensors. Default: by --out's suffix.",
+        ),
     ] = None,
     as_json: JsonOption = False,
     force: ForceOption = False,
 ) -> None:
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
-    the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config."""
+    the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config.
+    A version-2 model also as a .gguf file (docs/FORMATS.md §10.3)."""
+    if export_format not in (None, "hf", "gguf", "safetensors"):
+        raise PxglError(f"--format {export_format}: give hf, gguf or safetensors")
+    if export_format == "gguf" or (export_format is None and out.suffix == ".gguf"):
+        export_gguf(out, Path(model) if model else None, as_json, force)
+        return
     from ..interchange import export_tensors, write_tensors
     from ..loading import load_model
     from ..output_kinds import NPZ, SAFETENSORS
@@ -185,9 +204,9 @@ def export(
     from ..transformer.interchange import export_transformer, open_transformer
 
     source = Path(model) if model is not None else None
-    if export_format is not None:
-        if export_format != "hf" or source is None:
-            raise PxglError(f"--format {export_format}: give --format hf with -m MODEL (a version-2 .pxi)")
+    if export_format == "hf":
+        if source is None:
+            raise PxglError("--format hf: give -m MODEL (a version-2 .pxi or .pxa)")
         from .hf import export_folder
 
         export_folder(source, out, as_json)
