@@ -129,7 +129,10 @@ def test_version_0_exports_as_the_same_tokenizer(tmp_path: Path, seed: int) -> N
 def test_padding_ids_decode_to_nothing_as_tokenizers_skips_them(folders, tmp_path: Path, seed: int) -> None:
     folder, reference = folders["qwen2"]
     plain = tokenizer_from_hf(folder)
-    padded = tokenizer_from_hf(folder, vocab_size=plain.vocab_size + 9)
+    padded = plain.padded_to(plain.vocab_size + 9)
+    assert plain.vocab_size == padded.tokens and plain.padded_to(plain.vocab_size).vocab_size == plain.vocab_size
+    with pytest.raises(PxglError, match="cannot serve a vocabulary"):
+        plain.padded_to(plain.vocab_size - 1)
     assert padded.vocab_size == plain.vocab_size + 9 and padded.token_bytes(plain.vocab_size + 8) == b""
     rng = random.Random(seed)
     for _ in range(200):
@@ -171,3 +174,14 @@ def test_added_tokens_with_every_flag_match_as_tokenizers_matches_them(
     for _ in range(600):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         assert ours.encode(text) == reference.encode(text, add_special_tokens=False).ids, (seed, flags, text)
+
+
+def test_a_folder_of_more_embedding_rows_than_tokens_imports_padded(folders) -> None:
+    """pxgl import of a Hugging Face folder (engine/hf): Qwen2's layout, 151,936 rows for 151,665 tokens."""
+    from pxgl.hf.importer import folder_tokenizer
+
+    folder = folders["qwen2"][0]
+    tokens = tokenizer_from_hf(folder).vocab_size
+    assert folder_tokenizer(folder, tokens + 271).vocab_size == tokens + 271
+    with pytest.raises(PxglError, match=f"{tokens} tokens; config.json's vocab_size is {tokens - 1}"):
+        folder_tokenizer(folder, tokens - 1)

@@ -71,12 +71,12 @@ def folder_tokenizer(folder: Path, vocab_size: int) -> Tokenizer | None:
     if not (folder / "tokenizer.json").exists():
         return None
     tokenizer = tokenizer_from_hf(folder)
-    if tokenizer.vocab_size != vocab_size:
+    if tokenizer.vocab_size > vocab_size:
         raise PxglError(
             f"{folder / 'tokenizer.json'}: {tokenizer.vocab_size} tokens; config.json's vocab_size is {vocab_size} "
             "(pxgl's model and tokenizer have one vocabulary)"
         )
-    return tokenizer
+    return tokenizer.padded_to(vocab_size)  # Qwen2's 151,936 embedding rows for 151,665 tokens: the rest padding
 
 
 def model_bos(folder: Path, config: dict, tokenizer: Tokenizer | None) -> int | None:

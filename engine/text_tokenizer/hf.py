@@ -30,9 +30,9 @@ CHAT_TEMPLATE_JSON = "chat_template.json"
 """Where transformers' save_pretrained puts the chat template today (and did before), not tokenizer_config.json."""
 
 
-def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokenizer:
-    """The tokenizer of a Hugging Face model folder, padded to a model's `vocab_size` when given (§6.1); one
-    PxglError naming the file for anything pxgl cannot read exactly."""
+def tokenizer_from_hf(folder: Path) -> TextTokenizer:
+    """The tokenizer of a Hugging Face model folder; one PxglError naming the file for anything pxgl cannot
+    read exactly. (A model with more embedding rows than tokens takes its `padded_to`.)"""
     folder = Path(folder)
     where = str(folder / HF_TOKENIZER)
     doc = _read_json(folder, HF_TOKENIZER)
@@ -87,7 +87,6 @@ def tokenizer_from_hf(folder: Path, vocab_size: int | None = None) -> TextTokeni
         eos_ids=eos_ids,
         add_bos=add_bos,
         chat_template=_folder_chat_template(folder, config),
-        vocab_size=vocab_size,
         where=where,
     )
 

@@ -2,6 +2,7 @@
 elsewhere (byte-level BPE as GPT-2's, SmolLM2's, Qwen2's; SentencePiece-style BPE as Llama-2's), encoding and
 decoding exactly as Hugging Face tokenizers does with the tokenizer.json it came from."""
 
+import copy
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -112,6 +113,15 @@ class TextTokenizer:
         normalized = [(normalize(t.content, self.normalizer), t) for t in self.added_tokens if t.normalized]
         self._normalized_matcher = Matcher([(content, t) for content, t in normalized if content])
         self._pre_tokenizers = pre_tokenizers(self.pre_tokenizer)
+
+    def padded_to(self, vocab_size: int) -> "TextTokenizer":
+        """This tokenizer for a model of vocab_size ids (at least its tokens): the ids past its tokens are
+        padding (§6.1), as a model whose embedding has more rows than its tokenizer has tokens needs."""
+        if not (_is_int(vocab_size) and self.tokens <= vocab_size <= MAX_IDS):
+            raise PxglError(f"a tokenizer of {self.tokens} tokens cannot serve a vocabulary of {vocab_size!r}")
+        padded = copy.copy(self)
+        padded.vocab_size = vocab_size
+        return padded
 
     def id_string(self, token: int) -> str:
         """What decoding starts from for an id: an added token's content, else the model's piece."""
