@@ -1,0 +1,61 @@
+"""A conversation's prompt ids (docs/FORMATS.md §16.1): the template rendered with the tokenizer's BOS and EOS
+texts, encoded with special tokens matched as themselves, BOS put first once where the tokenizer asks for it."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import PxglError
+from ..reading import decode_utf8, read_bounded
+from .template import MAX_SOURCE_BYTES, ChatTemplate
+
+Message = dict[str, str]
+
+
+def eos_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The ids that end a generation (§16.2). §6's version-0 tokenizer declares none."""
+    return tuple(getattr(tokenizer, "eos_ids", ()) or ())
+
+
+def read_template(path: Path) -> ChatTemplate:
+    """A --template FILE: UTF-8 text of at most MAX_SOURCE_BYTES, compiled."""
+    data = read_bounded(path, "chat template", MAX_SOURCE_BYTES)
+    return ChatTemplate(decode_utf8(data, f"{path}: cannot read the chat template as UTF-8 text"), str(path))
+
+
+def model_template(tokenizer: Any, where: str) -> ChatTemplate:
+    """The tokenizer's own template; a tokenizer without one is one line naming --template."""
+    source = getattr(tokenizer, "chat_template", None)
+    if not isinstance(source, str) or not source:
+        raise PxglError(
+            f"{where}: this model's tokenizer has no chat template; give one with --template FILE "
+            "(a Jinja chat template, as a Hugging Face tokenizer_config.json's chat_template holds)"
+        )
+    return ChatTemplate(source, f"{where}'s chat template")
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a model's conversations become prompt ids."""
+
+    template: ChatTemplate
+    tokenizer: Any
+    """Tokenizer.load's (§6, §6.1): encode, bos_id, add_bos, bos_token, eos_token."""
+
+    @staticmethod
+    def of(tokenizer: Any, where: str, template_file: Path | None = None) -> "ChatFormat":
+        template = read_template(template_file) if template_file is not None else model_template(tokenizer, where)
+        return ChatFormat(template, tokenizer)
+
+    def text(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        bos, eos = getattr(self.tokenizer, "bos_token", None), getattr(self.tokenizer, "eos_token", None)
+        return self.template.render(list(messages), add_generation_prompt, bos, eos)
+
+    def ids(self, messages: Sequence[Message]) -> list[int]:
+        """The ids the model runs for `messages`, its answer to come next."""
+        ids = list(self.tokenizer.encode(self.text(messages)))
+        bos = getattr(self.tokenizer, "bos_id", None)
+        if getattr(self.tokenizer, "add_bos", False) and bos is not None and ids[:1] != [bos]:
+            ids.insert(0, bos)
+        return ids
