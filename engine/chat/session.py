@@ -36,13 +36,11 @@ def shared_prefix(held: Sequence[int], ids: Sequence[int]) -> int:
 
 @dataclass
 class Turn:
-    """What one turn did: its answer row (text, tokens, why it ended), the positions it computed and reused,
-    and the turns dropped to fit the context."""
+    """What one answer did: its row (text, tokens, why it ended) and the positions it computed and reused."""
 
     row: TextRow
     computed: int
     reused: int
-    dropped: int
     interrupted: bool = False
 
 
@@ -64,31 +62,30 @@ class ChatSession:
         self.system = 1 if self.messages[:1] and self.messages[0]["role"] == "system" else 0
         self.reserve = min(self.max_tokens, self.context_length // ANSWER_SHARE)
 
-    def prompt_ids(self) -> list[int]:
-        ids = self.chat.ids(self.messages)
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        ids = self.chat.ids(messages)
         return ids if self.bos is None or ids[:1] == [self.bos] else [self.bos, *ids]
 
     def fitted(self, text: str) -> tuple[list[int], int]:
         """The user's `text` added and the conversation's ids; the oldest turns (a user message and the answer
         after it) dropped while the ids and the answer's room pass the context. Refused in one PxglError, the
-        message taken back, where the new turn alone passes it."""
-        self.messages.append({"role": "user", "content": text})
+        conversation left as it was, where the new turn alone passes it or the template fails."""
+        messages = [*self.messages, {"role": "user", "content": text}]
         dropped = 0
-        while len(ids := self.prompt_ids()) + self.reserve > self.context_length:
-            if len(self.messages) - self.system <= 1:
-                self.messages.pop()
+        while len(ids := self.prompt_ids(messages)) + self.reserve > self.context_length:
+            if len(messages) - self.system <= 1:
                 raise PxglError(
                     f"this message is {len(ids)} tokens with the conversation's opening; with room for an answer "
                     f"({self.reserve} tokens) that passes the model's context of {self.context_length}: shorten it"
                 )
-            del self.messages[self.system : self.system + 2]
+            del messages[self.system : self.system + 2]
             dropped += 1
+        self.messages = messages
         return ids, dropped
 
-    def turn(self, text: str, on_text: Callable[[bytes], None], stopping: Callable[[], bool]) -> Turn:
-        """The model's answer to `text`, its bytes to `on_text` as they come; `stopping()` (Ctrl-C) is asked
-        between steps and ends the answer, what it said so far kept in the conversation."""
-        ids, dropped = self.fitted(text)
+    def answer(self, ids: list[int], on_text: Callable[[bytes], None], stopping: Callable[[], bool]) -> Turn:
+        """The model's answer after `ids` (what `fitted` gave), its bytes to `on_text` as they come; `stopping()`
+        (Ctrl-C) is asked between steps and ends the answer, what it said so far kept in the conversation."""
         keep = shared_prefix(self.held, ids)
         row = TextRow(self.stops, eos_ids(self.chat.tokenizer))
         token_bytes = self.chat.tokenizer.token_bytes
@@ -112,7 +109,7 @@ class ChatSession:
         on_text(row.finish())
         self.held = held
         self.messages.append({"role": "assistant", "content": row.data.decode("utf-8", "replace")})
-        return Turn(row, len(ids) - keep + steps - 1, keep, dropped, interrupted)
+        return Turn(row, len(ids) - keep + steps - 1, keep, interrupted)
 
 
 def executor_of(engine: Any) -> SlotExecutor:

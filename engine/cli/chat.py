@@ -26,8 +26,8 @@ PROMPT = ">>> "
 
 
 class Interrupt:
-    """SIGINT while an answer streams: noted, the answer ends after its current step (the GPU's state stays
-    whole); elsewhere Python's KeyboardInterrupt."""
+    """SIGINT noted, not raised, while the chat runs: an answer asks `seen` between its steps and ends (the
+    GPU's state stays whole); only while a line is read is it Python's KeyboardInterrupt (the line discarded)."""
 
     def __init__(self) -> None:
         self.seen = False
@@ -42,16 +42,19 @@ class Interrupt:
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self.previous)
 
-
-def read_line(interactive: bool) -> str | None:
-    """The next line typed (None: end of input); Ctrl-C at the prompt discards the line and asks again."""
-    while True:
-        try:
-            return input(PROMPT) if interactive else input()
-        except EOFError:
-            return None
-        except KeyboardInterrupt:
-            sys.stdout.write("\n")
+    def read_line(self, interactive: bool) -> str | None:
+        """The next line typed (None: end of input); Ctrl-C at the prompt discards the line and asks again."""
+        while True:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                return input(PROMPT) if interactive else input()
+            except EOFError:
+                return None
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+            finally:
+                signal.signal(signal.SIGINT, self.note)
+                self.seen = False
 
 
 @app.command()
@@ -114,26 +117,27 @@ def chat(
 
 
 def converse(session: "ChatSession", interactive: bool, notices: "Console") -> None:
-    """Turns until the end of input: each line typed answered as it streams; a turn refused (past the context)
-    is one red line, and the chat goes on."""
-    while (line := read_line(interactive)) is not None:
-        if not line.strip():
-            continue
-        text = getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            with Interrupt() as interrupt:
-                turn = session.turn(line, partial(shown, text), lambda: interrupt.seen)
-        except PxglError as e:
-            notices.print(f"[red]{e}[/red]")
-            continue
-        show(text.decode(b"", final=True) + "\n")
-        for _ in range(turn.dropped):
-            notices.print(
-                f"[dim](the oldest turn was dropped: the conversation passed the context of "
-                f"{session.context_length} positions)[/dim]"
-            )
-        if turn.interrupted:
-            notices.print("[dim](answer interrupted)[/dim]")
+    """Turns until the end of input: each line typed answered as it streams; a message refused (past the
+    context alone, or its template's error) is one red line, and the chat goes on."""
+    with Interrupt() as interrupt:
+        while (line := interrupt.read_line(interactive)) is not None:
+            if not line.strip():
+                continue
+            text = getincrementaldecoder("utf-8")(errors="replace")
+            try:
+                ids, dropped = session.fitted(line)
+            except PxglError as e:
+                notices.print(f"[red]{e}[/red]")
+                continue
+            for _ in range(dropped):
+                notices.print(
+                    f"[dim](the oldest turn was dropped: the conversation passed the context of "
+                    f"{session.context_length} positions)[/dim]"
+                )
+            turn = session.answer(ids, partial(shown, text), lambda: interrupt.seen)
+            show(text.decode(b"", final=True) + "\n")
+            if turn.interrupted:
+                notices.print("[dim](answer interrupted)[/dim]")
 
 
 def shown(decoder: IncrementalDecoder, data: bytes) -> None:

@@ -1,0 +1,116 @@
+"""`pxgl chat`'s conversation (docs/FORMATS.md §16.4) on the passes executor: each answer is the oracle's greedy
+answer to the whole conversation's ids, a second turn computes only the positions after the prefix the slot
+holds, an end-of-sequence id ends an answer (§16.2), and the oldest turns are dropped to fit the context."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pxgl.chat.prompt import ChatFormat
+from pxgl.chat.session import ChatSession
+from pxgl.chat.template import ChatTemplate
+from pxgl.errors import PxglError
+from pxgl.loading import open_model
+from pxgl.transformer.engine import TransformerEngine
+from pxgl.transformer.gpu import Choice
+
+from tests.chat_models import TEMPLATE, ChatTokenizer, write_member
+
+
+@dataclass
+class Counting:
+    """The executor, the positions each prefill computes recorded."""
+
+    inner: Any
+    prefilled: list[int] = field(default_factory=list)
+
+    def truncate(self, slot: int, n: int) -> None:
+        self.inner.truncate(slot, n)
+
+    def prefill(self, slot: int, tokens: Sequence[int], choice: Any = None, step: int = 0) -> Any:
+        self.prefilled.append(len(tokens))
+        return self.inner.prefill(slot, tokens, choice, step)
+
+    def decode(self, *args: Any) -> Any:
+        return self.inner.decode(*args)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def session_of(member, tokenizer, executor, max_tokens: int, **more) -> ChatSession:
+    chat = ChatFormat(ChatTemplate(TEMPLATE, "test template"), tokenizer)
+    context = member.meta["context_length"]
+    return ChatSession(executor, chat, context, member.bos, Choice(), max_tokens, **more)
+
+
+def stand_in(member, eos_ids: tuple[int, ...] = ()) -> ChatTokenizer:
+    """No EOS text: a conversation's ids are the same whichever id ends an answer."""
+    return ChatTokenizer(member.tokenizer, TEMPLATE, member.bos, eos_ids, "<s>")
+
+
+def test_answers_are_the_oracles_and_a_second_turn_computes_only_what_follows_the_held_prefix(tmp_path, rng, gpu):
+    member = write_member(tmp_path, rng)
+    with TransformerEngine(open_model(member.path, "passes"), gpu=gpu, slots=1) as engine:
+        executor = Counting(engine.executor)
+        session = session_of(member, stand_in(member), executor, 12)
+        answers = []
+        for text in ("hello there", "how are you?"):
+            ids, dropped = session.fitted(text)
+            assert dropped == 0
+            held = list(session.held)
+            turn = session.answer(ids, lambda data: None, lambda: False)
+            tokens = [choice.token for choice in turn.row.steps]
+            expected = member.greedy(ids, 12)
+            assert tokens[: len(expected)] == expected, f"turn {len(answers)}: {tokens} against {expected}"
+            assert turn.row.finish_reason == "length" and len(tokens) == 12
+            keep = min(common_prefix(held, ids), len(ids) - 1)
+            assert executor.prefilled[-1] == len(ids) - keep == turn.computed - 11
+            answers.append((ids, tokens))
+        (first, tokens), (second, _) = answers
+        assert turn.reused >= len(first) - 2, "the second turn reuses the first's prompt (its last chunk may differ)"
+        assert second[: len(first) - 2] == first[: len(first) - 2]
+        assert session.messages[1] == {"role": "assistant", "content": member.tokenizer.decode(tokens)}
+
+
+def test_an_end_of_sequence_id_ends_the_answer_before_its_bytes(tmp_path, rng, gpu):
+    member = write_member(tmp_path, rng)
+    with TransformerEngine(open_model(member.path, "passes"), gpu=gpu, slots=1) as engine:
+        plain = session_of(member, stand_in(member), engine.executor, 8)
+        ids, _ = plain.fitted("hello")
+        expected = member.greedy(ids, 8)
+        if not expected:
+            pytest.skip("the first step is a near-tie: nothing to compare (rare)")
+        eos = expected[int(rng.integers(len(expected)))]
+        end = expected.index(eos)
+        session = session_of(member, stand_in(member, (eos,)), engine.executor, 8)
+        ids, _ = session.fitted("hello")
+        turn = session.answer(ids, lambda data: None, lambda: False)
+    got = [c.token for c in turn.row.steps]
+    assert turn.row.finish_reason == "eos" and got == expected[: end + 1], (got, expected, eos)
+    assert [c.token for c in turn.row.kept] == expected[:end]
+    assert turn.row.data == b"".join(member.tokenizer.token_bytes(t) for t in expected[:end])
+
+
+def test_the_oldest_turns_are_dropped_to_fit_and_a_message_alone_past_the_context_is_refused(tmp_path, rng):
+    member = write_member(tmp_path, rng, context=96)
+    system = {"role": "system", "content": "be brief"}
+    session = session_of(member, stand_in(member), None, 8, messages=[system])
+    answer = {"role": "assistant", "content": "fine, thanks!"}
+    dropped_total = 0
+    for turn in range(12):
+        ids, dropped = session.fitted(f"how are you? {turn}")
+        dropped_total += dropped
+        assert len(ids) + 8 <= 96 and session.messages[0] == system
+        assert session.messages[-1] == {"role": "user", "content": f"how are you? {turn}"}
+        session.messages.append(answer)
+    assert dropped_total > 0, "12 turns pass a context of 96 positions"
+    before = list(session.messages)
+    with pytest.raises(PxglError, match="passes the model's context of 96"):
+        session.fitted("hello there " * 40)
+    assert session.messages == before
