@@ -117,8 +117,10 @@ def chat(
 
 
 def converse(session: "ChatSession", interactive: bool, notices: "Console") -> None:
-    """Turns until the end of input: each line typed answered as it streams; a message refused (past the
-    context alone, or its template's error) is one red line, and the chat goes on."""
+    """Turns until the end of input: each line typed answered as it streams; a message past the context alone
+    is one red line, and the chat goes on; a template failing ends it (one line, exit 2)."""
+    from ..chat.template import ChatTemplateError
+
     with Interrupt() as interrupt:
         while (line := interrupt.read_line(interactive)) is not None:
             if not line.strip():
@@ -126,6 +128,8 @@ def converse(session: "ChatSession", interactive: bool, notices: "Console") -> N
             text = getincrementaldecoder("utf-8")(errors="replace")
             try:
                 ids, dropped = session.fitted(line)
+            except ChatTemplateError:
+                raise  # the template failed on a conversation that alternates as every template expects
             except PxglError as e:
                 notices.print(f"[red]{e}[/red]")
                 continue
