@@ -70,3 +70,17 @@ def test_completions_say_stop_for_an_end_of_sequence_id():
 
     assert answer.add(step(1), 0) == "ab" and answer.add(step(3), 0) == "" and answer.finish_reason == "stop"
     assert answer.tokens == 1
+
+
+def test_serve_answers_a_chat_for_a_model_without_a_template_with_a_400_naming_chat_template(bytes_tokenizer):
+    from types import SimpleNamespace
+
+    from pxgl.serve.chat import ChatServer
+    from pxgl.serve.requests import BadRequest
+
+    runnable = SimpleNamespace(model=SimpleNamespace(tokenizer=bytes_tokenizer))
+    with pytest.raises(BadRequest, match="give one with pxgl serve --chat-template FILE") as refused:
+        ChatServer({"m": runnable}, None).format("m")  # type: ignore[dict-item]
+    assert refused.value.status == 400 and refused.value.param == "model"
+    given = ChatServer({"m": runnable}, ChatTemplate(WITHOUT_BOS, "t")).format("m")  # type: ignore[dict-item]
+    assert given.tokenizer is bytes_tokenizer

@@ -24,12 +24,12 @@ def read_template(path: Path) -> ChatTemplate:
     return ChatTemplate(decode_utf8(data, f"{path}: cannot read the chat template as UTF-8 text"), str(path))
 
 
-def model_template(tokenizer: Any, where: str) -> ChatTemplate:
-    """The tokenizer's own template; a tokenizer without one is one line naming --template."""
+def model_template(tokenizer: Any, where: str, option: str = "--template") -> ChatTemplate:
+    """The tokenizer's own template; a tokenizer without one is one line naming the `option` that gives one."""
     source = getattr(tokenizer, "chat_template", None)
     if not isinstance(source, str) or not source:
         raise PxglError(
-            f"{where}: this model's tokenizer has no chat template; give one with --template FILE "
+            f"{where}: this model's tokenizer has no chat template; give one with {option} FILE "
             "(a Jinja chat template, as a Hugging Face tokenizer_config.json's chat_template holds)"
         )
     return ChatTemplate(source, f"{where}'s chat template")

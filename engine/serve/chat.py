@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..chat.prompt import ChatFormat, eos_ids
+from ..chat.prompt import ChatFormat, eos_ids, model_template
 from ..chat.template import ChatTemplate
 from ..errors import PxglError
 from ..generation import Generation
@@ -67,10 +67,10 @@ class ChatServer:
             if name not in self.formats:
                 try:
                     tokenizer = self.runnables[name].model.tokenizer
-                    found = ChatFormat(self.template, tokenizer) if self.template else ChatFormat.of(tokenizer, name)
-                    self.formats[name] = found
+                    template = self.template or model_template(tokenizer, name, "pxgl serve --chat-template")
+                    self.formats[name] = ChatFormat(template, tokenizer)
                 except PxglError as e:
-                    self.formats[name] = f"{e} (or serve it with --chat-template FILE)"
+                    self.formats[name] = str(e)
             chat = self.formats[name]
         if isinstance(chat, str):
             raise BadRequest(400, chat, "model")
