@@ -1,7 +1,7 @@
 """`pxgl chat` (docs/FORMATS.md §16.4) as a user runs it: in a terminal (a pty) two turns, each ended by Ctrl-C
-while it streams, then Ctrl-D; with stdin a file, its lines are the turns; a model without a template, and a
-template that runs wild, are one line and exit status 2 — the latter within the memory a sound one needs plus
-200 MB. `pxgl generate --json` says why each row ended (§16.2)."""
+while it streams, then Ctrl-D; with stdin a file, its lines are the turns; a model without a template is one
+line and exit status 2 (wild templates: tests/test_chat_hostile.py). `pxgl generate --json` says why each row
+ended (§16.2)."""
 
 import contextlib
 import json
@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 from tests.chat_models import TEMPLATE, write_member
-from tests.cli_process import PEAK_MEMORY, pxgl
+from tests.cli_process import pxgl
 
 READ_TIMEOUT_S = 120
-MB = 1 << 20
 
 
 class Terminal:
@@ -94,35 +93,6 @@ def test_piped_lines_are_the_turns_and_a_model_without_a_template_is_one_line(tm
     run = subprocess.run(args, cwd=tmp_path, input="hi\n", capture_output=True, text=True)
     assert run.returncode == 2 and run.stdout == "", run
     assert run.stderr.count("\n") == 1 and "has no chat template; give one with --template FILE" in run.stderr
-
-
-def peak_of_chat(folder: Path, member: Path, template: str) -> tuple[subprocess.CompletedProcess, int]:
-    (folder / "t.jinja").write_text(template)
-    args = ["chat", "-m", str(member), "--template", "t.jinja", "-n", "2"]
-    environment = os.environ | {"MALLOC_ARENA_MAX": "2"}  # the GL driver's threads' arenas vary run to run
-    run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *args], input="hi\n", capture_output=True, text=True,
-                         env=environment, cwd=folder)  # fmt: skip
-    return run, int(run.stderr.split()[-1])
-
-
-WILD = {
-    "{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}": "'~'",
-    "{% for i in range(100000) %}{{ 'x' * 999 }}{% endfor %}": "rendered text passes",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}": "unsafe",
-}
-"""Templates a sound model would never ship, and what their one line says."""
-
-
-def test_a_template_running_wild_is_one_line_status_2_within_the_memory_bound(tmp_path, rng):
-    member = write_member(tmp_path, rng)
-    sound, baseline = peak_of_chat(tmp_path, member.path, TEMPLATE)
-    assert sound.returncode == 0, sound.stderr
-    for template, says in WILD.items():
-        run, peak = peak_of_chat(tmp_path, member.path, template)
-        lines = run.stderr.splitlines()[:-1]  # the last: the peak PEAK_MEMORY prints
-        assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: chat template: t.jinja"), lines
-        assert says in lines[0] and "Traceback" not in run.stderr
-        assert peak <= baseline + 200 * MB, f"{template}: peak {peak // MB} MiB against {baseline // MB} MiB"
 
 
 def test_generate_json_says_why_each_row_ended(tmp_path, rng):

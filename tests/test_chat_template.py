@@ -1,13 +1,13 @@
 """Chat templates (docs/FORMATS.md §16.1): real models' templates (tests/fixtures/chat_templates/, from llama.cpp)
 rendered by pxgl equal `transformers`' apply_chat_template(tokenize=False) on random multi-turn conversations
 (Unicode, whitespace, template-like text in the messages), add_generation_prompt both ways; a template's
-errors are one ChatTemplateError; hostile templates stop at §16.1's bounds."""
+errors are one ChatTemplateError (hostile templates: tests/test_chat_hostile.py)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pxgl.chat.template import MAX_ITEMS, ChatTemplate, ChatTemplateError
+from pxgl.chat.template import ChatTemplate, ChatTemplateError
 
 TEMPLATES = sorted((Path(__file__).parent / "fixtures" / "chat_templates").glob("*.jinja"))
 BOS, EOS = "<|bos|>", "<|eos|>"
@@ -52,29 +52,3 @@ def test_a_template_raising_is_one_error_with_its_message(rng):
     (gemma,) = [p for p in TEMPLATES if p.stem == "google-gemma-2-2b-it"]
     with pytest.raises(ChatTemplateError, match="System role not supported"):
         ChatTemplate(gemma.read_text(), gemma.name).render([{"role": "system", "content": random_text(rng)}])
-
-
-@pytest.mark.parametrize(
-    "source, says",
-    [
-        ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "past 2 seconds"),
-        ("{{ 'a' * 10**10 }}", "would make 10,000,000,000 items"),
-        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
-        ("{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}", "'~'"),
-        ("{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s + n.s %}{% endfor %}", "'+'"),
-        ("{{ 'x'|center(10**9) }}", "center"),
-        ("{{ 'x'.ljust(10**9) }}", "ljust"),
-        ("{{ '%0999999999d' % 1 }}", "8 digits"),
-        ("{{ '{:>999999999}'.format(1) }}", "8 digits"),
-        ("{{ ('x' * 4000000)|replace('', 'yy') }}", "replace"),
-        ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", f"passes {MAX_ITEMS:,} characters"),
-        ("{{ 9 ** 99999 }}", "exponent"),
-        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError"),
-        ("{% for %}", "line 1"),
-        ("{{ namespace(_x=1) }}", "may not begin with '_'"),
-    ],
-)
-def test_hostile_templates_are_one_error_within_the_bounds(source: str, says: str):
-    with pytest.raises(ChatTemplateError, match=None) as raised:
-        ChatTemplate(source, "t.jinja").render([{"role": "user", "content": "hi"}])
-    assert says in str(raised.value) and str(raised.value).startswith("chat template: t.jinja"), str(raised.value)

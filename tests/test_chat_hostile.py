@@ -1,0 +1,71 @@
+"""Hostile chat templates (docs/FORMATS.md §16.1's bounds; issue 28 item 6): each is one ChatTemplateError
+naming what it did, within the bounds of output, time and what one operation makes; through `pxgl chat`, one
+line, exit status 2, within the memory a sound template's chat takes plus 200 MB."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pxgl.chat.template import MAX_ITEMS, ChatTemplate, ChatTemplateError
+
+from tests.chat_models import TEMPLATE, write_member
+from tests.cli_process import PEAK_MEMORY
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "past 2 seconds"),
+        ("{{ 'a' * 10**10 }}", "would make 10,000,000,000 items"),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
+        ("{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}", "'~'"),
+        ("{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s + n.s %}{% endfor %}", "'+'"),
+        ("{{ 'x'|center(10**9) }}", "center"),
+        ("{{ 'x'.ljust(10**9) }}", "ljust"),
+        ("{{ '%0999999999d' % 1 }}", "8 digits"),
+        ("{{ '{:>999999999}'.format(1) }}", "8 digits"),
+        ("{{ ('x' * 4000000)|replace('', 'yy') }}", "replace"),
+        ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", f"passes {MAX_ITEMS:,} characters"),
+        ("{{ 9 ** 99999 }}", "exponent"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError"),
+        ("{% for %}", "line 1"),
+        ("{{ namespace(_x=1) }}", "may not begin with '_'"),
+    ],
+)
+def test_hostile_templates_are_one_error_within_the_bounds(source: str, says: str):
+    with pytest.raises(ChatTemplateError, match=None) as raised:
+        ChatTemplate(source, "t.jinja").render([{"role": "user", "content": "hi"}])
+    assert says in str(raised.value) and str(raised.value).startswith("chat template: t.jinja"), str(raised.value)
+
+
+def peak_of_chat(folder: Path, member: Path, template: str) -> tuple[subprocess.CompletedProcess, int]:
+    (folder / "t.jinja").write_text(template)
+    args = ["chat", "-m", str(member), "--template", "t.jinja", "-n", "2"]
+    environment = os.environ | {"MALLOC_ARENA_MAX": "2"}  # the GL driver's threads' arenas vary run to run
+    run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *args], input="hi\n", capture_output=True, text=True,
+                         env=environment, cwd=folder)  # fmt: skip
+    return run, int(run.stderr.split()[-1])
+
+
+WILD = {
+    "{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}": "'~'",
+    "{% for i in range(100000) %}{{ 'x' * 999 }}{% endfor %}": "rendered text passes",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}": "unsafe",
+}
+"""Templates a sound model would never ship, and what their one line says."""
+
+
+def test_a_template_running_wild_is_one_line_status_2_within_the_memory_bound(tmp_path, rng):
+    member = write_member(tmp_path, rng)
+    sound, baseline = peak_of_chat(tmp_path, member.path, TEMPLATE)
+    assert sound.returncode == 0, sound.stderr
+    for template, says in WILD.items():
+        run, peak = peak_of_chat(tmp_path, member.path, template)
+        lines = run.stderr.splitlines()[:-1]  # the last: the peak PEAK_MEMORY prints
+        assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: chat template: t.jinja"), lines
+        assert says in lines[0] and "Traceback" not in run.stderr
+        assert peak <= baseline + 200 * MB, f"{template}: peak {peak // MB} MiB against {baseline // MB} MiB"
