@@ -52,3 +52,20 @@ def test_a_template_raising_is_one_error_with_its_message(rng):
     (gemma,) = [p for p in TEMPLATES if p.stem == "google-gemma-2-2b-it"]
     with pytest.raises(ChatTemplateError, match="System role not supported"):
         ChatTemplate(gemma.read_text(), gemma.name).render([{"role": "system", "content": random_text(rng)}])
+
+
+EXTENSIONS = (
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{% if loop.index > 3 %}{% break %}{% endif %}"
+    "{% if m.role == 'system' %}{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}"
+    "{% generation %}{{ m.content }}{% endgeneration %}|{{ m | tojson(indent=2, sort_keys=True) }}{% endfor %}"
+    "{{ ns.n }}{{ dict(a=1) | tojson }}{{ dict.fromkeys(['x']) | tojson }}{{ strftime_now('%Y') }}"
+    "{{ messages[0].content | tojson(ensure_ascii=True) }}{{ bos_token ~ eos_token }}"
+)
+
+
+def test_transformers_extensions_render_as_transformers_renders_them(rng):
+    """The generation tag, loop controls, namespace, dict, tojson's arguments, strftime_now, the BOS/EOS texts."""
+    for _ in range(12):
+        messages = random_chat(rng, system=True)
+        expected = hf_tokenizer(EXTENSIONS).apply_chat_template(messages, tokenize=False)
+        assert ChatTemplate(EXTENSIONS, "t").render(messages, False, BOS, EOS) == expected, messages
