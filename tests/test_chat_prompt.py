@@ -9,9 +9,10 @@ from pxgl.chat.template import ChatTemplate, ChatTemplateError
 from pxgl.errors import PxglError
 from pxgl.generation import Choice, GeneratedStep, TextRow
 from pxgl.serve.completions import Answer
+from pxgl.text_tokenizer.hf import tokenizer_from_hf
 from pxgl.tokenizer import Tokenizer
 
-from tests.chat_models import TEXT, ChatTokenizer
+from tests.chat_models import TEXT, hf_folder
 
 WITH_BOS = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
 WITHOUT_BOS = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
@@ -25,13 +26,19 @@ def bytes_tokenizer() -> Tokenizer:
 
 @pytest.mark.parametrize("template", [WITH_BOS, WITHOUT_BOS])
 @pytest.mark.parametrize("add_bos", [True, False])
-def test_bos_comes_once_where_the_tokenizer_asks_for_it(bytes_tokenizer, template, add_bos):
-    bos = 279
-    tokenizer = ChatTokenizer(bytes_tokenizer, template, bos, (), "<s>", None, add_bos)
-    ids = ChatFormat(ChatTemplate(template, "t"), tokenizer).ids(HELLO)
-    body = bytes_tokenizer.encode("[user] hello there\n")
-    writes_bos = template == WITH_BOS
-    assert ids == ([bos] if add_bos or writes_bos else []) + body
+def test_bos_comes_once_where_the_tokenizer_asks_for_it(tmp_path, template, add_bos):
+    """transformers' ids (its apply_chat_template adds no BOS of its own), with BOS first where add_bos asks
+    for it and the template did not write it."""
+    from transformers import AutoTokenizer
+
+    folder = hf_folder(tmp_path, template, add_bos=add_bos)
+    tokenizer = tokenizer_from_hf(folder)
+    ids = ChatFormat.of(tokenizer, "t").ids(HELLO)
+    reference = AutoTokenizer.from_pretrained(str(folder))
+    expected = reference.apply_chat_template(HELLO, add_generation_prompt=True, tokenize=True, return_dict=False)
+    if add_bos and expected[:1] != [tokenizer.bos_id]:
+        expected = [tokenizer.bos_id, *expected]
+    assert ids == expected and ids.count(tokenizer.bos_id) == (1 if add_bos or template == WITH_BOS else 0)
 
 
 def test_a_model_without_a_template_is_one_line_naming_template(bytes_tokenizer, tmp_path):

@@ -4,18 +4,17 @@ texts, encoded with special tokens matched as themselves, BOS put first once whe
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import PxglError
 from ..reading import decode_utf8, read_bounded
 from .template import MAX_SOURCE_BYTES, ChatTemplate
 
+if TYPE_CHECKING:
+    from ..text_tokenizer import TextTokenizer
+    from ..tokenizer import Tokenizer
+
 Message = dict[str, str]
-
-
-def eos_ids(tokenizer: Any) -> tuple[int, ...]:
-    """The ids that end a generation (§16.2). §6's version-0 tokenizer declares none."""
-    return tuple(getattr(tokenizer, "eos_ids", ()) or ())
 
 
 def read_template(path: Path) -> ChatTemplate:
@@ -24,10 +23,10 @@ def read_template(path: Path) -> ChatTemplate:
     return ChatTemplate(decode_utf8(data, f"{path}: cannot read the chat template as UTF-8 text"), str(path))
 
 
-def model_template(tokenizer: Any, where: str, option: str = "--template") -> ChatTemplate:
+def model_template(tokenizer: "Tokenizer | TextTokenizer", where: str, option: str = "--template") -> ChatTemplate:
     """The tokenizer's own template; a tokenizer without one is one line naming the `option` that gives one."""
-    source = getattr(tokenizer, "chat_template", None)
-    if not isinstance(source, str) or not source:
+    source = tokenizer.chat_template
+    if not source:
         raise PxglError(
             f"{where}: this model's tokenizer has no chat template; give one with {option} FILE "
             "(a Jinja chat template, as a Hugging Face tokenizer_config.json's chat_template holds)"
@@ -40,22 +39,22 @@ class ChatFormat:
     """How a model's conversations become prompt ids."""
 
     template: ChatTemplate
-    tokenizer: Any
-    """Tokenizer.load's (§6, §6.1): encode, bos_id, add_bos, bos_token, eos_token."""
+    tokenizer: "Tokenizer | TextTokenizer"
+    """Tokenizer.load's (§6, §6.1)."""
 
     @staticmethod
-    def of(tokenizer: Any, where: str, template_file: Path | None = None) -> "ChatFormat":
+    def of(tokenizer: "Tokenizer | TextTokenizer", where: str, template_file: Path | None = None) -> "ChatFormat":
         template = read_template(template_file) if template_file is not None else model_template(tokenizer, where)
         return ChatFormat(template, tokenizer)
 
     def text(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        bos, eos = getattr(self.tokenizer, "bos_token", None), getattr(self.tokenizer, "eos_token", None)
-        return self.template.render(list(messages), add_generation_prompt, bos, eos)
+        tokenizer = self.tokenizer
+        return self.template.render(list(messages), add_generation_prompt, tokenizer.bos_token, tokenizer.eos_token)
 
     def ids(self, messages: Sequence[Message]) -> list[int]:
         """The ids the model runs for `messages`, its answer to come next."""
-        ids = list(self.tokenizer.encode(self.text(messages)))
-        bos = getattr(self.tokenizer, "bos_id", None)
-        if getattr(self.tokenizer, "add_bos", False) and bos is not None and ids[:1] != [bos]:
+        ids = self.tokenizer.encode(self.text(messages), special=True)
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None and ids[:1] != [bos]:
             ids.insert(0, bos)
         return ids

@@ -12,7 +12,7 @@ from ..errors import PxglError
 from ..generation import Choice, TextRow
 from ..transformer.gpu import Choice as Sampler
 from ..transformer.gpu import Chosen, Prefill
-from .prompt import ChatFormat, Message, eos_ids
+from .prompt import ChatFormat, Message
 
 SLOT = 0
 ANSWER_SHARE = 4
@@ -87,7 +87,7 @@ class ChatSession:
         """The model's answer after `ids` (what `fitted` gave), its bytes to `on_text` as they come; `stopping()`
         (Ctrl-C) is asked between steps and ends the answer, what it said so far kept in the conversation."""
         keep = shared_prefix(self.held, ids)
-        row = TextRow(self.stops, eos_ids(self.chat.tokenizer))
+        row = TextRow(self.stops, self.chat.tokenizer.eos_ids)
         token_bytes = self.chat.tokenizer.token_bytes
         self.held = []  # until the prefill is in, the slot holds nothing worth reusing
         self.executor.truncate(SLOT, keep)

@@ -284,12 +284,11 @@ def answer_prompts(
     it (the engine refusing the model, the GPU failing) is the only output. `bar` (not live): a progress bar
     of the tokens generated. `version_2_options`: what only a version-2 engine's stream takes (truncate,
     repetition_penalty); a version-1 model refuses a penalty other than 1."""
-    from ..chat.prompt import eos_ids
     from ..engine import Engine
     from ..generation import follow_text
 
     tokenizer = runnable.model.tokenizer
-    ends = eos_ids(tokenizer)
+    ends = tokenizer.eos_ids
     decoder = getincrementaldecoder("utf-8")(errors="replace")
     unshown = [prompts[0]] if live else []
 

@@ -14,7 +14,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..chat.prompt import eos_ids
 from ..chat.template import ChatTemplate
 from ..errors import PxglError
 from ..loading import Runnable
@@ -144,7 +143,7 @@ def create_app(
             tokenizer = by_name[asked.model].runnable.model.tokenizer
             rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
             rows = model_sequences(rows, asked, terms[asked.model])
-            return Completion(asked, rows, tokenizer.token_bytes, off_loop, eos_ids(tokenizer))
+            return Completion(asked, rows, tokenizer.token_bytes, off_loop, tokenizer.eos_ids)
 
         return await respond(await off_loop.run(prepare, len(body) > INLINE_BYTES))
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..chat.prompt import ChatFormat, eos_ids, model_template
+from ..chat.prompt import ChatFormat, model_template
 from ..chat.template import ChatTemplate
 from ..errors import PxglError
 from ..generation import Generation
@@ -91,4 +91,4 @@ class ChatServer:
         assert model.context_length is not None
         request = asked.completion(prompt, limits, model.context_length)
         rows = model_sequences([prompt], request, model)
-        return ChatCompletion(request, rows, chat.tokenizer.token_bytes, off_loop, eos_ids(chat.tokenizer))
+        return ChatCompletion(request, rows, chat.tokenizer.token_bytes, off_loop, chat.tokenizer.eos_ids)
