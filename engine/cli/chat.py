@@ -120,6 +120,7 @@ def converse(session: "ChatSession", interactive: bool, notices: "Console") -> N
     """Turns until the end of input: each line typed answered as it streams; a message past the context alone
     is one red line, and the chat goes on; a template failing ends it (one line, exit 2)."""
     from ..chat.template import ChatTemplateError
+    from ..gl import gl_errors
 
     with Interrupt() as interrupt:
         while (line := interrupt.read_line(interactive)) is not None:
@@ -138,7 +139,8 @@ def converse(session: "ChatSession", interactive: bool, notices: "Console") -> N
                     f"[dim](the oldest turn was dropped: the conversation passed the context of "
                     f"{session.context_length} positions)[/dim]"
                 )
-            turn = session.answer(ids, partial(shown, text), lambda: interrupt.seen)
+            with gl_errors("the answer"):
+                turn = session.answer(ids, partial(shown, text), lambda: interrupt.seen)
             show(text.decode(b"", final=True) + "\n")
             if turn.interrupted:
                 notices.print("[dim](answer interrupted)[/dim]")
