@@ -15,6 +15,7 @@ from ..errors import PxglError
 from .app import app
 from .generate import SeedOption, StopOption, TemperatureOption, TopKOption, TopPOption
 from .options import DeviceOption, ExecutorOption, ModelOption, one_device
+from .predict import single_blas_thread
 from .transformer import RepeatPenaltyOption, is_transformer
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def chat(
 ) -> None:
     """Chat with a version-2 model through its chat template: each line you type is a message, the answer
     streams as it is generated. Ctrl-C ends an answer, Ctrl-D ends the chat."""
+    single_blas_thread()  # no OpenBLAS threads: every thread but the GL driver's is this one
     from rich.console import Console
 
     from ..chat.prompt import ChatFormat
