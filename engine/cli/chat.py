@@ -80,8 +80,13 @@ def chat(
     single_blas_thread()  # no OpenBLAS threads: every thread but the GL driver's is this one
     from rich.console import Console
 
-    from ..chat.prompt import ChatFormat
-    from ..chat.session import ChatSession, executor_of
+    try:
+        from ..chat.prompt import ChatFormat
+        from ..chat.session import ChatSession, executor_of
+    except ImportError as e:
+        from ..extras import install_command
+
+        raise PxglError(f"pxgl chat needs its extra ({e.name} is missing): {install_command('chat')}") from None
     from ..generation import check_steps, check_stops
     from ..loading import open_model
     from ..transformer.engine import TransformerEngine
