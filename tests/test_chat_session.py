@@ -15,6 +15,7 @@ from pxgl.transformer.engine import TransformerEngine
 from pxgl.transformer.gpu import Choice
 
 from tests.chat_models import TEMPLATE, write_member
+from tests.reference import transformer as oracle
 
 
 @dataclass
@@ -112,3 +113,27 @@ def test_the_oldest_turns_are_dropped_to_fit_and_a_message_alone_past_the_contex
     with pytest.raises(PxglError, match="passes the model's context of 96"):
         session.fitted("hello there " * 40)
     assert session.messages == before
+
+
+def test_sampled_turns_draw_on_from_the_steps_the_answers_before_them_took(tmp_path, seed, gpu):
+    """§16.4: draw row 0, step numbers continuing across answers, each token §11's choice in the oracle."""
+    member = write_member(tmp_path, seed, eos=None)
+    sampler = Choice(temperature=1.0, seed=seed)
+    with TransformerEngine(open_model(member.path, "passes"), gpu=gpu, slots=1) as engine:
+        chat = ChatFormat.of(member.tokenizer, member.path.name)
+        session = ChatSession(engine.executor, chat, member.meta["context_length"], member.bos, sampler, 6)
+        compared = drawn = 0
+        for text in ("hello there", "how are you?"):
+            ids, _ = session.fitted(text)
+            tokens = [c.token for c in session.answer(ids, lambda data: None, lambda: False).row.steps]
+            sequence = list(ids)
+            for step, token in enumerate(tokens):
+                logits = oracle.forward(member.meta, member.params, sequence)[-1]
+                expected, excused = oracle.choose(logits, 1.0, 0, 1.0, seed, 0, drawn + step)
+                if excused:
+                    break
+                assert token == expected, f"{text!r}, step {step} (draw step {drawn + step})"
+                sequence.append(token)
+                compared += 1
+            drawn += len(tokens)
+    assert compared, "every first step excused: nothing compared"

@@ -56,6 +56,9 @@ class ChatSession:
     stops: list[bytes] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
+    drawn: int = 0
+    """Tokens the answers so far chose: an answer's draw steps continue from here, so a sampled chat's turns
+    do not each replay one stream of draws."""
     """The ids whose positions the slot holds (its pending token not among them)."""
 
     def __post_init__(self) -> None:
@@ -91,7 +94,7 @@ class ChatSession:
         token_bytes = self.chat.tokenizer.token_bytes
         self.held = []  # until the prefill is in, the slot holds nothing worth reusing
         self.executor.truncate(SLOT, keep)
-        chosen = self.executor.prefill(SLOT, ids[keep:], self.sampler, step=0).chosen
+        chosen = self.executor.prefill(SLOT, ids[keep:], self.sampler, step=self.drawn).chosen
         assert chosen is not None
         held, steps, interrupted = list(ids), 0, False
         most = min(self.max_tokens, self.context_length - len(ids))
@@ -104,10 +107,10 @@ class ChatSession:
             if stopping():
                 interrupted = True
                 break
-            chosen = self.executor.decode([SLOT], [self.sampler], [steps], 1)
+            chosen = self.executor.decode([SLOT], [self.sampler], [self.drawn + steps], 1)
             held.append(token)
         on_text(row.finish())
-        self.held = held
+        self.held, self.drawn = held, self.drawn + steps
         self.messages.append({"role": "assistant", "content": row.data.decode("utf-8", "replace")})
         return Turn(row, len(ids) - keep + steps - 1, keep, interrupted)
 
