@@ -1,6 +1,7 @@
 """Hostile chat templates (docs/FORMATS.md §16.1's bounds; issue 28 item 6): each is one ChatTemplateError
 naming what it did, within the bounds of output, time and what one operation makes; through `pxgl chat`, one
-line, exit status 2, within the memory a sound template's chat takes plus 200 MB."""
+line, exit status 2, within the memory a sound template's chat takes plus 200 MB; through `pxgl serve`, a 400
+with that line, the server serving on."""
 
 import os
 import subprocess
@@ -71,3 +72,33 @@ def test_a_template_running_wild_is_one_line_status_2_within_the_memory_bound(tm
         assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: chat template: t.jinja"), lines
         assert says in lines[0] and "Traceback" not in run.stderr
         assert peak <= baseline + 200 * MB, f"{template}: peak {peak // MB} MiB against {baseline // MB} MiB"
+
+
+SERVED_WILD = (
+    "{% if messages[0].content == 'loop' %}{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}"
+    "{% endfor %}{% elif messages[0].content == 'escape' %}{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    "{% else %}{{ messages[0].content }}{% endif %}"
+)
+
+
+def test_a_served_template_running_wild_is_a_400_and_the_server_goes_on(tmp_path, seed):
+    from openai import BadRequestError, OpenAI
+
+    from tests.test_serve import start_server, stop_server
+
+    member = write_member(tmp_path, seed)
+    (tmp_path / "wild.jinja").write_text(SERVED_WILD)
+    url, process = start_server(tmp_path, {"member": member.path}, "--chat-template", "wild.jinja", key=None)
+    try:
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        for content, says in (("loop", "past 2 seconds"), ("escape", "unsafe")):
+            with pytest.raises(BadRequestError, match=says) as refused:
+                client.chat.completions.create(model="member", messages=[{"role": "user", "content": content}])
+            assert refused.value.body["message"].startswith("chat template: wild.jinja")
+        answer = client.chat.completions.create(
+            model="member", messages=[{"role": "user", "content": "hello"}], max_tokens=2
+        )
+        assert answer.choices[0].finish_reason in ("length", "stop")
+    finally:
+        status, stderr = stop_server(process)
+    assert status == 0 and "Traceback" not in stderr, stderr
