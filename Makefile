@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= pxOS evolution
-EXTRAS := dev,safetensors,serve,test,gguf,ray,reference
+EXTRAS := dev,safetensors,serve,chat,test,gguf,ray,reference
 BASE_STAMP := $(VENV)/.installed
 FULL_STAMP := $(VENV)/.installed-extras
 

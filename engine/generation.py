@@ -1,7 +1,7 @@
 """Generation settings and results (docs/FORMATS.md §11): how a token is chosen, how many, where a row stops.
 The GPU part is engine/executors/generation.py."""
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -196,23 +196,35 @@ class TextRow:
     """One prompt's answer as its tokens arrive: the bytes to show now (`add`), and at the end the tokens
     wholly before its stop (§11) and the text."""
 
-    def __init__(self, stops: Sequence[bytes]) -> None:
+    def __init__(self, stops: Sequence[bytes], eos_ids: Collection[int] = ()) -> None:
         self.scanner = StopScanner(stops)
+        self.eos_ids = frozenset(eos_ids)
+        self.at_eos = False
+        """An end-of-sequence token came (§16.2): the row ended before its bytes."""
         self.ends: list[int] = []
         self.steps: list[Choice] = []
-        """Every token taken: up to the one the stop string begins in."""
+        """Every token taken: up to the one the stop string begins in, or the end-of-sequence token."""
         self.data = b""
 
     @property
     def stopped(self) -> bool:
-        return self.scanner.stopped
+        return self.scanner.stopped or self.at_eos
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the row ended (§16.2): "eos", "stop" (a stop string) or "length"."""
+        return "eos" if self.at_eos else "stop" if self.scanner.stopped else "length"
 
     def add(self, choice: Choice, token_bytes: bytes) -> bytes:
         """Take the row's next token; the bytes that can be shown now."""
         if self.stopped:
             return b""
-        self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
         self.steps.append(choice)
+        if choice.token in self.eos_ids:  # the end: its bytes are not text, what was held back is
+            self.at_eos = True
+            self.ends.append(self.ends[-1] if self.ends else 0)
+            return self.finish()
+        self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
         out = self.scanner.feed(token_bytes)
         self.data += out
         return out
@@ -224,7 +236,9 @@ class TextRow:
 
     @property
     def kept(self) -> list[Choice]:
-        """The tokens wholly before the stop (every token without one)."""
+        """The tokens wholly before the stop or the end-of-sequence token (every token without one)."""
+        if self.at_eos:
+            return self.steps[:-1]
         end = self.scanner.stop_at
         return self.steps if end is None else [s for s, e in zip(self.steps, self.ends, strict=True) if e <= end]
 
@@ -235,10 +249,12 @@ def follow_text(
     stops: Sequence[bytes],
     count: int,
     on_bytes: Callable[[int, bytes], None] | None = None,
+    eos_ids: Collection[int] = (),
 ) -> list[TextRow]:
-    """Follow a stream of `count` prompts' steps as text: each row stops at its stop string (§11); `on_bytes(row,
-    data)` gets each row's bytes as they can be shown; the stream is closed as soon as every row has stopped."""
-    rows = [TextRow(stops) for _ in range(count)]
+    """Follow a stream of `count` prompts' steps as text: each row stops at its stop string (§11) or an
+    end-of-sequence id (§16.2); `on_bytes(row, data)` gets each row's bytes as they can be shown; the stream is
+    closed as soon as every row has stopped."""
+    rows = [TextRow(stops, eos_ids) for _ in range(count)]
     with closing(steps):
         for step in steps:
             for r, row in enumerate(rows):

@@ -7,6 +7,7 @@ line and exit status 2.
     pxvm.py     compile, disasm, asm   see.py      viz          train.py  train
     score.py    eval           interchange.py  import, export
     generate.py generate       serve.py    serve          evolve.py   evolve
+    chat.py     chat
     cache.py    cache list, cache clear"""
 
 import atexit
@@ -17,10 +18,10 @@ import threading
 import typer
 
 from ..errors import PxglError
-from . import cache, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train
+from . import cache, chat, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train
 from .app import app
 
-VERBS = (cache, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train)
+VERBS = (cache, chat, evolve, files, generate, interchange, predict, pxvm, score, see, serve, train)
 """The modules whose commands register on `app` when imported."""
 
 

@@ -167,6 +167,7 @@ def generate(
             "tokens": [choice.token for choice in answer.kept],
             "logprobs": [json_float(choice.logprob) for choice in answer.kept],
             "stopped": answer.stopped,
+            "finish_reason": answer.finish_reason,
         }
         if logprobs:
             record["top_logprobs"] = [
@@ -249,6 +250,7 @@ def ask(
                 "pixels": [[c.token % 256, c.token // 256, c.confidence] for c in kept],
                 "confidences": [round(c.confidence / 255, 4) for c in kept],
                 "stopped": answer.stopped,
+                "finish_reason": answer.finish_reason,
             }
             | ({"out": str(out)} if out is not None else {})
         )
@@ -286,6 +288,7 @@ def answer_prompts(
     from ..generation import follow_text
 
     tokenizer = runnable.model.tokenizer
+    ends = tokenizer.eos_ids
     decoder = getincrementaldecoder("utf-8")(errors="replace")
     unshown = [prompts[0]] if live else []
 
@@ -298,7 +301,7 @@ def answer_prompts(
     with Engine(runnable, device=gpu, **slots) as engine:
         if live or not bar:
             stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs, **options)
-            answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None)
+            answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None, ends)
         else:
             total = len(rows) * steps
             with progress_bar(total) as progress:
@@ -311,7 +314,7 @@ def answer_prompts(
                     on_tokens=lambda n: progress.advance(task, n),
                     **options,
                 )
-                answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows))
+                answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), eos_ids=ends)
     if live:
         sys.stdout.write("".join(unshown) + decoder.decode(b"", final=True) + "\n")
     return answers

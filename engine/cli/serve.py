@@ -1,6 +1,7 @@
 """`pxgl serve`: models resident on the GPU behind an HTTP API (docs/FORMATS.md §12)."""
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -57,12 +58,17 @@ def serve(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Connections open at once; one more gets 503.")
     ] = 1024,
+    chat_template: Annotated[
+        Path | None,
+        typer.Option("--chat-template", help="A Jinja chat template for every model, in place of its tokenizer's."),
+    ] = None,
     executor: ExecutorOption = None,
     device: DeviceOption = None,
 ) -> None:
-    """Serve models over HTTP: OpenAI-style /v1/completions (streamed as server-sent events), /v1/predict
-    (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page at /. With
-    PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`. Version 1:
+    """Serve models over HTTP: OpenAI-style /v1/completions and /v1/chat/completions (streamed as server-sent
+    events), /v1/predict (a token texture PNG in, prediction pixels out), /v1/models, /health, and a live page
+    at /. With PXGL_API_KEY set, every endpoint but /health and the page needs `Authorization: Bearer KEY`.
+    Version 1:
     sampled completions, alternatives and the page run on the passes executor beside the one -x chooses.
     Version 2: requests join the running ones between decode steps, each prompt in a KV-cache slot (--slots).
     SIGTERM or Ctrl-C finishes the requests in flight, then exits."""
@@ -72,6 +78,7 @@ def serve(
         from ..extras import install_command
 
         raise PxglError(f"pxgl serve needs its extra ({e.name} is missing): {install_command('serve')}") from None
+    from ..chat.prompt import read_template
     from ..loading import open_model
 
     if not 0 <= port <= 65535:
@@ -88,6 +95,7 @@ def serve(
         **waits,
     )
     api_key = os.environ.get(API_KEY_VARIABLE) or None
+    template = read_template(chat_template) if chat_template is not None else None
     runnables = [open_model(name, executor) for name in (model or [None])]
     serve(
         runnables,
@@ -96,6 +104,7 @@ def serve(
         limits=limits,
         api_key=api_key,
         device=one_device(device),
+        chat_template=template,
         on_listening=lambda url: typer.echo(
             f"pxgl serve: listening on {url} ({'API key required' if api_key else 'no API key'})"
         ),

@@ -7,6 +7,8 @@ extra `serve`.
     offloop.py      a large request's CPU work on one thread, off the event loop
     requests.py     request bodies checked against the OpenAI subset served
     completions.py  /v1/completions: OpenAI-shaped answers and server-sent events
+    chat.py         /v1/chat/completions: a conversation's prompt (engine/chat/), answers as OpenAI's chat
+    chat_requests.py  chat request bodies checked (§16.3)
     worker.py       one thread per engine (it owns the GL context), dynamic batching
     limits.py       every bound
     page.py         the live page at / (page.html, page.js) and the trace fragment it shows"""

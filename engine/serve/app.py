@@ -14,11 +14,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..chat.template import ChatTemplate
 from ..errors import PxglError
 from ..loading import Runnable
 from ..pxi import MAX_TOKEN_PIXELS, decode_rgb, encode_rgb, encode_tokens, is_prediction_image
 from ..transformer import TransformerSpec
 from ..transformer.gpu.trace import trace_tokens
+from .chat import ChatServer
 from .completions import Completion
 from .limits import Limits
 from .offloop import OffLoop
@@ -95,9 +97,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None) -> Starlette:
+def create_app(
+    models: list[Mounted], limits: Limits, api_key: str | None = None, chat_template: ChatTemplate | None = None
+) -> Starlette:
     by_name = {m.name: m for m in models}
     terms = {m.name: m.worker.terms for m in models}
+    chat = ChatServer({m.name: m.runnable for m in models}, chat_template)
     page = page_html([m.name for m in models])
     off_loop = OffLoop()
 
@@ -138,9 +143,17 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
             tokenizer = by_name[asked.model].runnable.model.tokenizer
             rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
             rows = model_sequences(rows, asked, terms[asked.model])
-            return Completion(asked, rows, tokenizer.token_bytes, off_loop)
+            return Completion(asked, rows, tokenizer.token_bytes, off_loop, tokenizer.eos_ids)
 
-        completion = await off_loop.run(prepare, len(body) > INLINE_BYTES)
+        return await respond(await off_loop.run(prepare, len(body) > INLINE_BYTES))
+
+    async def chat_completions(request: Request) -> Response:
+        body = await read_body(request, limits.max_body_bytes)
+        # a template's render may take its time (§16.1's bounds): off the loop, as a large body's work is
+        prepared = await off_loop.run(lambda: chat.prepare(parse_json_body(body), terms, limits, off_loop), True)
+        return await respond(prepared)
+
+    async def respond(completion: Completion) -> Response:
         completion.start(by_name[completion.request.model].worker)
         if not completion.request.stream:
             try:
@@ -248,6 +261,7 @@ def create_app(models: list[Mounted], limits: Limits, api_key: str | None = None
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/predict", predict, methods=["POST"]),
         Route("/v1/trace", trace, methods=["POST"]),
     ]

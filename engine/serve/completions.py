@@ -8,7 +8,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -46,9 +46,9 @@ class Answer:
     """One prompt's continuation as its tokens arrive: generation's TextRow (stop strings over bytes, the
     tokens wholly before the stop) decoded as UTF-8, with what a stream has sent of it."""
 
-    def __init__(self, token_bytes: TokenBytes, stops: list[bytes]) -> None:
+    def __init__(self, token_bytes: TokenBytes, stops: list[bytes], eos_ids: Collection[int] = ()) -> None:
         self.token_bytes = token_bytes
-        self.row = TextRow(stops)
+        self.row = TextRow(stops, eos_ids)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.offsets = CharacterCount()
         self.finish_reason: str | None = None
@@ -101,16 +101,23 @@ class Answer:
 
 
 class Completion:
+    ID_PREFIX = "cmpl-"
+
     def __init__(
-        self, request: CompletionRequest, rows: list[list[int]], token_bytes: TokenBytes, off_loop: OffLoop
+        self,
+        request: CompletionRequest,
+        rows: list[list[int]],
+        token_bytes: TokenBytes,
+        off_loop: OffLoop,
+        eos_ids: Collection[int] = (),
     ) -> None:
         self.request = request
         self.off_loop = off_loop
         self.rows = rows
         self.token_bytes = token_bytes
-        self.id = "cmpl-" + secrets.token_hex(12)
+        self.id = self.ID_PREFIX + secrets.token_hex(12)
         self.created = int(time.time())
-        self.answers = [Answer(token_bytes, request.stops) for _ in rows]
+        self.answers = [Answer(token_bytes, request.stops, eos_ids) for _ in rows]
         self.job: GenerateJob | None = None
 
     def start(self, worker: EngineWorker) -> None:
@@ -208,7 +215,8 @@ class Completion:
                         yield event
             for row, one in enumerate(self.answers):
                 if not one.closed:
-                    yield sse(self.chunk([self._delta(row, one.finish())]))
+                    for event in self.delta_events(row, one.finish()):
+                        yield event
         except BadRequest as e:
             yield sse({"error": {"message": e.message, "type": "server_error", "param": None, "code": e.code}})
         finally:
@@ -218,14 +226,16 @@ class Completion:
     def block_events(self, block: Generation) -> list[bytes]:
         events = []
         for step in block.steps():
-            events += [
-                sse(self.chunk([self._delta(row, text)]))
-                for row, text in enumerate(self.apply(step))
-                if text or (self.answers[row].finish_reason is not None and not self.answers[row].closed)
-            ]
+            for row, text in enumerate(self.apply(step)):
+                if text or (self.answers[row].finish_reason is not None and not self.answers[row].closed):
+                    events += self.delta_events(row, text)
             if self.finished():
                 break
         return events
+
+    def delta_events(self, row: int, text: str) -> list[bytes]:
+        """The events of prompt `row`'s new text (its finish reason with it, once finished)."""
+        return [sse(self.chunk([self._delta(row, text)]))]
 
     def _delta(self, row: int, text: str) -> dict[str, Any]:
         one = self.answers[row]

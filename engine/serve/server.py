@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
+    from ..chat.template import ChatTemplate
+
 FILES_BESIDE_CONNECTIONS = 256
 """Open files the process needs besides its connections: the listener, the engines' GPU, models, logs."""
 GIL_SWITCH_S = 0.001
@@ -112,6 +114,7 @@ def serve(
     api_key: str | None,
     device: int | None = None,
     on_listening: Callable[[str], None] = print,
+    chat_template: "ChatTemplate | None" = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT; both drain the requests in flight, then the engines close."""
     import uvicorn
@@ -120,7 +123,7 @@ def serve(
     listener = bind(host, port)
     models = start_models(runnables, limits, device)
     try:
-        server = uvicorn.Server(uvicorn_config(create_app(models, limits, api_key), limits))
+        server = uvicorn.Server(uvicorn_config(create_app(models, limits, api_key, chat_template), limits))
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         on_listening(f"http://{shown}:{bound_port}")
