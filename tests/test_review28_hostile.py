@@ -84,3 +84,22 @@ def test_export_replaces_a_gguf_pxgl_wrote_and_no_other(tmp_path, seed, monkeypa
     assert out.read_bytes() == theirs
     code, _, err = pxgl(monkeypatch, capsys, *export, "--force")
     assert code == 0 and out.read_bytes() == ours, err
+
+
+@pytest.mark.parametrize("linked", ["config.json", "model.safetensors.index.json"])
+def test_a_folder_file_linking_out_of_the_folder_is_refused(linked, tmp_path, monkeypatch, capsys):
+    """As the shards and tokenizer files were: config.json and the index were read through a link anywhere."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(GPT2))
+    outside = tmp_path / f"outside-{linked}"
+    outside.write_text(json.dumps({"weight_map": {"wte.weight": "model.safetensors"}}))
+    if linked == "config.json":
+        outside.write_text((folder / linked).read_text())
+        (folder / linked).unlink()
+    (folder / linked).symlink_to(outside)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(out / "m.pxi"))
+    assert code == 2 and err.count("\n") == 1 and f"{linked}: a link leading out of the folder" in err, err
+    assert list(out.iterdir()) == []
