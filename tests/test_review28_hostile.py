@@ -103,3 +103,15 @@ def test_a_folder_file_linking_out_of_the_folder_is_refused(linked, tmp_path, mo
     code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(out / "m.pxi"))
     assert code == 2 and err.count("\n") == 1 and f"{linked}: a link leading out of the folder" in err, err
     assert list(out.iterdir()) == []
+
+
+def test_a_mistral_config_without_sliding_window_has_transformers_default_window(tmp_path, monkeypatch, capsys):
+    """MistralConfig's sliding_window is 4,096 when config.json has none: read as no window, the import computed
+    other logits than transformers past position 4,096."""
+    mistral = QWEN2 | {"architectures": ["MistralForCausalLM"], "max_position_embeddings": 8192}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(mistral))
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(tmp_path / "m.pxi"))
+    assert code == 2 and err.count("\n") == 1 and "sliding_window 4096" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]

@@ -16,6 +16,8 @@ MISTRAL = "MistralForCausalLM"
 ARCHITECTURES = (GPT2, LLAMA, QWEN2, MISTRAL)
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 ROPE_SCALINGS = ("default", "linear", "llama3")
+MISTRAL_WINDOW = 4096
+"""MistralConfig's sliding_window when config.json has none (null is no window)."""
 UNEXPRESSED = {
     "GPTNeoForCausalLM": "GPT-Neo's local attention (a layer in two sees a window of the last 256 tokens)",
     "GPTNeoXForCausalLM": "GPT-NeoX's partial rotary embeddings and parallel attention",
@@ -132,7 +134,7 @@ def _llama(config: dict, name: str) -> tuple[dict[str, Any], int]:
         _refuse_unless(not sliding, "sliding-window attention (use_sliding_window)")
         biases = {"qkv": True, "attn_out": False, "mlp": False, "head": False}
     else:
-        window = config.get("sliding_window")
+        window = config.get("sliding_window", MISTRAL_WINDOW if name == MISTRAL else None)
         _refuse_unless(window is None or (type(window) is int and window >= context), f"sliding_window {window}")
         attention, mlp = config.get("attention_bias", False), config.get("mlp_bias", False)
         _refuse_unless(attention in (True, False) and mlp in (True, False), "attention_bias/mlp_bias not true/false")
