@@ -115,3 +115,19 @@ def test_a_mistral_config_without_sliding_window_has_transformers_default_window
     code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(tmp_path / "m.pxi"))
     assert code == 2 and err.count("\n") == 1 and "sliding_window 4096" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_export_hf_into_the_current_folder_is_one_line(tmp_path, seed, monkeypatch, capsys):
+    """`-o .` in an empty folder ended in a traceback (OSError: rmdir of '.')."""
+    model = tmp_path / "model.pxi"
+    write_random_transformer(model, architecture_from_meta(hf_meta("llama"), "test"), "q8", seed)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "hf", "-o", ".")
+    assert code == 2 and err.count("\n") == 1 and "current folder" in err, err
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "here",
+        "model.meta.json",
+        "model.pxi",
+    ]
