@@ -131,3 +131,24 @@ def test_export_hf_into_the_current_folder_is_one_line(tmp_path, seed, monkeypat
         "model.meta.json",
         "model.pxi",
     ]
+
+
+def test_a_padded_tokenizer_exports_to_gguf_as_llama_cpp_pads_one(tmp_path, seed, monkeypatch, capsys):
+    """A tokenizer of fewer tokens than the model's vocabulary (§6.1's padding) ended export --format gguf in a
+    KeyError traceback; its padding ids are written as convert_hf_to_gguf.py writes them."""
+    import gguf
+
+    from tests.text_tokenizers import write_folder
+
+    model, folder = tmp_path / "model.pxi", tmp_path / "folder"
+    tokens = write_folder("gpt2", tmp_path / "tokenizer").get_vocab_size(with_added_tokens=True)
+    write_random_transformer(model, architecture_from_meta(hf_meta("qwen2", vocab=tokens + 3), "test"), "q8", seed)
+    assert pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "hf", "-o", str(folder))[0] == 0
+    write_folder("gpt2", folder)
+    assert pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(tmp_path / "padded.pxi"))[0] == 0
+    out = tmp_path / "padded.gguf"
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(tmp_path / "padded.pxi"), "-o", str(out))
+    assert code == 0, err
+    fields = gguf.GGUFReader(out).fields
+    assert fields["tokenizer.ggml.tokens"].contents()[tokens:] == [f"[PAD{i}]" for i in range(tokens, tokens + 3)]
+    assert fields["tokenizer.ggml.token_type"].contents()[tokens:] == [5, 5, 5]
