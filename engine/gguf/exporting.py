@@ -12,7 +12,7 @@ from ..errors import PxglError
 from ..outputs import OutputKind, atomic_write
 from ..progress import report
 from ..tokenizer import Tokenizer
-from ..transformer.interchange import dequantized, export_metadata
+from ..transformer.interchange import FORMAT, dequantized, export_metadata
 from ..transformer.meta import TransformerArchitecture, TransformerSpec
 from ..transformer.quant import tensor_nbytes
 from . import gguf_package
@@ -20,7 +20,13 @@ from .architecture import LLAMA3_DEFAULTS, ROPE_FREQS, gguf_name, llama3_divisor
 from .tensors import qk_permutation
 from .vocabulary import gguf_tokenizer_keys
 
-GGUF_FILE = OutputKind("a GGUF file (beginning GGUF)", lambda head: head.startswith(b"GGUF"))
+MARK = "pxgl.format"
+"""The key/value written right after general.architecture: inside the first bytes an existing output is read
+by (engine/outputs.py), so pxgl replaces a .gguf it wrote and no other (a user's llama.cpp model)."""
+GGUF_FILE = OutputKind(
+    f"a GGUF file pxgl wrote (beginning GGUF, with {MARK} among its first keys)",
+    lambda head: head.startswith(b"GGUF") and MARK.encode() in head,
+)
 Q8_0, Q4_0 = 8, 2
 RAW_TYPES = {"q8": Q8_0, "q4": Q4_0}
 
@@ -61,6 +67,7 @@ def architecture_name(architecture: TransformerArchitecture) -> str:
 
 def _keys(writer, spec: TransformerSpec, name: str) -> None:
     a = spec.architecture
+    writer.add_string(MARK, FORMAT)
     writer.add_uint32(f"{name}.context_length", a.context_length)
     writer.add_uint32(f"{name}.embedding_length", a.width)
     writer.add_uint32(f"{name}.block_count", a.layers)

@@ -235,10 +235,15 @@ def gguf_tokenizer_keys(tokenizer: Tokenizer, vocab_size: int) -> list[tuple[str
         return []
     sentencepiece = form[0] == "llama"
     added = {token["id"]: token for token in document["added_tokens"]}
-    tokens = document["vocab"] + [added[i]["content"] for i in range(len(document["vocab"]), vocab_size)]
+    # ids past the tokenizer's tokens (§6.1's padding) as convert_hf_to_gguf.py pads a vocabulary: [PAD<id>], unused
+    tokens = document["vocab"] + [
+        added[i]["content"] if i in added else f"[PAD{i}]" for i in range(len(document["vocab"]), vocab_size)
+    ]
     types = [
         (CONTROL if added[i]["special"] else USER_DEFINED)
         if i in added
+        else UNUSED
+        if i >= len(document["vocab"])
         else (BYTE if sentencepiece and _is_byte(t) else NORMAL)
         for i, t in enumerate(tokens)
     ]

@@ -16,6 +16,8 @@ MISTRAL = "MistralForCausalLM"
 ARCHITECTURES = (GPT2, LLAMA, QWEN2, MISTRAL)
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 ROPE_SCALINGS = ("default", "linear", "llama3")
+MISTRAL_WINDOW = 4096
+"""MistralConfig's sliding_window when config.json has none (null is no window)."""
 UNEXPRESSED = {
     "GPTNeoForCausalLM": "GPT-Neo's local attention (a layer in two sees a window of the last 256 tokens)",
     "GPTNeoXForCausalLM": "GPT-NeoX's partial rotary embeddings and parallel attention",
@@ -50,7 +52,7 @@ def family(config: Any) -> str:
     if not isinstance(config, dict):
         raise PxglError("config.json: not a JSON object")
     names = config.get("architectures")
-    if isinstance(names, list) and len(names) == 1 and names[0] in UNEXPRESSED:
+    if isinstance(names, list) and len(names) == 1 and isinstance(names[0], str) and names[0] in UNEXPRESSED:
         _refuse_unless(False, f"{names[0]}: {UNEXPRESSED[names[0]]}")
     if not (isinstance(names, list) and len(names) == 1 and names[0] in ARCHITECTURES):
         raise PxglError(
@@ -62,11 +64,15 @@ def family(config: Any) -> str:
 def _gpt2(config: dict) -> tuple[dict[str, Any], int]:
     width, heads = _count(config, "n_embd"), _count(config, "n_head")
     activation = _key(config, "activation_function", "gelu_new")
-    _refuse_unless(activation in GPT2_ACTIVATIONS, f"activation_function {_echo(activation)}")
+    _refuse_unless(
+        isinstance(activation, str) and activation in GPT2_ACTIVATIONS, f"activation_function {_echo(activation)}"
+    )
     _refuse_unless(not config.get("scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx")
     _refuse_unless(not config.get("add_cross_attention", False), "add_cross_attention")
     _refuse_unless(width > 0 and heads > 0 and width % heads == 0, f"n_embd {width} not a multiple of n_head {heads}")
     head_dim = width // heads
+    scaled = _key(config, "scale_attn_weights", True)
+    _refuse_unless(scaled in (True, False), f"scale_attn_weights {_echo(scaled)} (not true or false)")
     inner = config.get("n_inner")
     architecture = {
         "context_length": _count(config, "n_positions"),
@@ -74,7 +80,7 @@ def _gpt2(config: dict) -> tuple[dict[str, Any], int]:
         "heads": heads,
         "kv_heads": heads,
         "head_dim": head_dim,
-        "attention_scale": head_dim**-0.5 if _key(config, "scale_attn_weights", True) is True else 1.0,
+        "attention_scale": head_dim**-0.5 if scaled else 1.0,
         "layers": _count(config, "n_layer"),
         "mlp": {
             "kind": GPT2_ACTIVATIONS[activation],
@@ -122,11 +128,13 @@ def _llama(config: dict, name: str) -> tuple[dict[str, Any], int]:
     context = _count(config, "max_position_embeddings")
     layers = _count(config, "num_hidden_layers")
     if name == QWEN2:
-        sliding = config.get("use_sliding_window", False) or "sliding_attention" in (config.get("layer_types") or [])
+        layer_types = config.get("layer_types") or []
+        _refuse_unless(isinstance(layer_types, list), f"layer_types {_echo(layer_types)} (not a list)")
+        sliding = config.get("use_sliding_window", False) or "sliding_attention" in layer_types
         _refuse_unless(not sliding, "sliding-window attention (use_sliding_window)")
         biases = {"qkv": True, "attn_out": False, "mlp": False, "head": False}
     else:
-        window = config.get("sliding_window")
+        window = config.get("sliding_window", MISTRAL_WINDOW if name == MISTRAL else None)
         _refuse_unless(window is None or (type(window) is int and window >= context), f"sliding_window {window}")
         attention, mlp = config.get("attention_bias", False), config.get("mlp_bias", False)
         _refuse_unless(attention in (True, False) and mlp in (True, False), "attention_bias/mlp_bias not true/false")

@@ -92,6 +92,8 @@ def check_target(out: Path) -> None:
         raise PxglError(f"--out {out}: exists and is not a folder; --format hf writes a new (or empty) folder")
     if out.is_dir() and any(out.iterdir()):
         raise PxglError(f"--out {out}: a folder that is not empty; give a new folder (pxgl never writes over files)")
+    if Path(os.path.abspath(out)) == Path.cwd():  # replaced whole, it cannot be the folder the command runs in
+        raise PxglError(f"--out {out}: the current folder; give the name of a new folder")
 
 
 def write_folder(folder: Path, spec: TransformerSpec, stream: np.ndarray, tokenizer: Tokenizer | None) -> None:

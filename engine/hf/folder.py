@@ -25,7 +25,7 @@ MAX_SHARDS = 1024
 
 
 def read_json(path: Path, what: str) -> Any:
-    with open_regular(path, what, MAX_JSON_BYTES) as handle:
+    with open_regular(within(path.parent, path), what, MAX_JSON_BYTES) as handle:
         data = handle.read(MAX_JSON_BYTES + 1)
     try:
         text = data.decode("utf-8")
@@ -38,7 +38,11 @@ def inside(folder: Path, name: Any, what: str) -> Path:
     """`name` as a plain file of the folder: no directory part, no `..`, no link leading out of it."""
     if not (isinstance(name, str) and _is_plain_file_name(name)):
         raise PxglError(f"{folder / INDEX}: {what} {_echo(name)} is not a plain file name inside the folder")
-    path = folder / name
+    return within(folder, folder / name)
+
+
+def within(folder: Path, path: Path) -> Path:
+    """`path`, unless it is a link leading out of the folder (config.json, the index and the shards alike)."""
     if path.is_symlink() and folder.resolve() not in path.resolve().parents:
         raise PxglError(f"{path}: a link leading out of the folder ({path.resolve()}); copy the file in instead")
     return path
