@@ -2,6 +2,7 @@
 into a version-2 model, every tensor checked against the architecture before any is read, then quantized a
 tensor at a time (only the byte stream and one tensor's floats held)."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def folder_tokenizer(folder: Path, vocab_size: int) -> Tokenizer | None:
     vocabulary."""
     from ..text_tokenizer.hf import tokenizer_from_hf
 
-    if not (folder / "tokenizer.json").exists():
+    if not os.path.lexists(folder / "tokenizer.json"):  # a dangling link is refused as the tokenizer
         return None
     tokenizer = tokenizer_from_hf(folder)
     if tokenizer.vocab_size > vocab_size:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PxglError
 from ..outputs import atomic_write
-from ..reading import read_text
+from ..reading import in_folder, read_text
 from ..tokenizer import Tokenizer, parse_tokenizer_json
 from .added import AddedToken
 from .hf_steps import (
@@ -162,9 +162,7 @@ def _read_text(folder: Path, name: str, what: str) -> str | None:
     path = folder / name
     if not path.exists() and not path.is_symlink():
         return None
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise PxglError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in instead")
-    return read_text(path, what)
+    return read_text(in_folder(folder, path), what)
 
 
 def _folder_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
