@@ -182,3 +182,21 @@ def test_a_link_is_bounded_by_its_targets_size(saved, tmp_path):
     assert run.returncode == 2 and len(lines) == 1 and "past the model config's limit" in lines[0], run.stderr
     assert int(peak) <= 17 * MB + 200 * MB
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]
+
+
+@pytest.mark.parametrize(
+    "name, with_tokenizer",
+    [("tokenizer_config.json", True), ("tokenizer_config.json", False), ("generation_config.json", True)],
+)
+def test_settings_that_are_not_an_object_are_one_line(name, with_tokenizer, saved, tmp_path, monkeypatch, capsys):
+    """A tokenizer_config.json (or generation_config.json) of `[]` was read as no settings: its add_bos_token,
+    bos and eos lost without a word."""
+    folder = Path(shutil.copytree(saved, tmp_path / "folder"))
+    (folder / name).write_text("[]")
+    if not with_tokenizer:
+        (folder / "tokenizer.json").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(out / "m.pxi"))
+    assert code == 2 and err.count("\n") == 1 and f"{name}: not a JSON object" in err, err
+    assert list(out.iterdir()) == []

@@ -86,9 +86,11 @@ def model_bos(folder: Path, config: dict, tokenizer: Tokenizer | None) -> int | 
     if tokenizer is not None:
         return tokenizer.bos_id if tokenizer.add_bos else None
     path = folder / TOKENIZER_CONFIG
-    adds = path.exists() and (settings := read_json(path, "tokenizer config")) and isinstance(settings, dict)
+    settings = read_json(path, "tokenizer config") if os.path.lexists(path) else {}
+    if not isinstance(settings, dict):
+        raise PxglError(f"{path}: not a JSON object; {TOKENIZER_CONFIG} is an object of settings")
     bos = config.get("bos_token_id")
-    return bos if adds and settings.get("add_bos_token") is True and type(bos) is int else None
+    return bos if settings.get("add_bos_token") is True and type(bos) is int else None
 
 
 def open_folder(path: Path, quant: str | None) -> Folder:

@@ -38,7 +38,7 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
     doc = _read_json(folder, HF_TOKENIZER)
     if doc is None:
         raise PxglError(f"{where}: no such file; pxgl reads a model's tokenizer from its tokenizer.json")
-    config, generation = _object(_read_json(folder, HF_CONFIG)), _object(_read_json(folder, GENERATION_CONFIG))
+    config, generation = _settings(folder, HF_CONFIG), _settings(folder, GENERATION_CONFIG)
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise PxglError(f"{where}: not a tokenizers file (no 'model' object)")
     model = doc["model"]
@@ -156,6 +156,15 @@ def _read_json(folder: Path, name: str) -> Any:
     """A JSON file of the folder, None when absent; a link leading out of the folder is refused."""
     text = _read_text(folder, name, "tokenizer file")
     return None if text is None else parse_tokenizer_json(text, str(folder / name))
+
+
+def _settings(folder: Path, name: str) -> dict[str, Any]:
+    """tokenizer_config.json or generation_config.json: an object ({} when the folder has none)."""
+    text = _read_text(folder, name, "tokenizer file")
+    settings = {} if text is None else parse_tokenizer_json(text, str(folder / name))
+    if not isinstance(settings, dict):
+        raise PxglError(f"{folder / name}: not a JSON object; {name} is an object of settings")
+    return settings
 
 
 def _read_text(folder: Path, name: str, what: str) -> str | None:
