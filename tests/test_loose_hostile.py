@@ -4,18 +4,24 @@ convert_hf_to_gguf.py's [PAD<id>] padding; tokenizer_config.json that is not an 
 line, exit status 2, nothing written."""
 
 import hashlib
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pxgl.tokenizer import Tokenizer
+from pxgl.transformer.files import write_random_transformer
+from pxgl.transformer.meta import architecture_from_meta
 
 from tests import text_tokenizers
 from tests.cartridges import pxgl
 from tests.cli_process import PEAK_MEMORY
+from tests.gguf_files import T, hf_meta, random_weights, write_gguf
 
 torch = pytest.importorskip("torch", reason="the reference extra: pip install -e '.[reference]'")
 transformers = pytest.importorskip("transformers", reason="the reference extra: pip install -e '.[reference]'")
@@ -182,6 +188,95 @@ def test_a_link_is_bounded_by_its_targets_size(saved, tmp_path):
     assert run.returncode == 2 and len(lines) == 1 and "past the model config's limit" in lines[0], run.stderr
     assert int(peak) <= 17 * MB + 200 * MB
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]
+
+
+def convert_keys(hf_json: dict, vocab_size: int, pre: str, eos: int, types_at: dict[int, int] | None = None):
+    """The tokenizer keys convert_hf_to_gguf.py's get_vocab_base writes for a byte-level tokenizer.json of fewer
+    tokens than the model's rows: an id the tokenizer lacks is [PAD<id>] of type unused (5); `types_at`
+    overrides types."""
+    added = {t["id"]: t for t in hf_json["added_tokens"]}
+    pieces = {i: piece for piece, i in hf_json["model"]["vocab"].items()} | {i: t["content"] for i, t in added.items()}
+    tokens = [pieces.get(i, f"[PAD{i}]") for i in range(vocab_size)]
+    types = [
+        UNUSED if i not in pieces else (CONTROL if added[i]["special"] else USER_DEFINED) if i in added else NORMAL
+        for i in range(vocab_size)
+    ]
+    for i, kind in (types_at or {}).items():
+        types[i] = kind
+    merges = [m if isinstance(m, str) else " ".join(m) for m in hf_json["model"]["merges"]]
+
+    def write(writer) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        writer.add_eos_token_id(eos)
+        writer.add_chat_template("{{ messages }}")
+
+    return write
+
+
+def test_a_qwen2_gguf_and_its_folder_give_the_same_tokenizer(tmp_path, seed, monkeypatch, capsys):
+    """Qwen2's vocabulary has more rows than tokens; convert_hf_to_gguf.py writes each missing id as [PAD<id>] of
+    type unused, which llama.cpp decodes to nothing (llama-vocab.cpp's token_to_piece). They were read as pieces
+    that decode to "[PAD<id>]"; now as §6.1's padding, as the folder's import pads."""
+    hf = text_tokenizers.qwen2()
+    tokens = hf.get_vocab_size(with_added_tokens=True)
+    meta = hf_meta("qwen2", vocab=tokens + 37)
+    folder, model = tmp_path / "folder", tmp_path / "random.pxi"
+    write_random_transformer(model, architecture_from_meta(meta, "test"), "q8", seed)
+    assert pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "hf", "-o", str(folder))[0] == 0
+    text_tokenizers.write_folder("qwen2", folder)
+    (folder / "generation_config.json").unlink()
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(folder), "-o", str(tmp_path / "from_folder.pxi"))
+    assert code == 0, err
+    eos = hf.token_to_id("<|im_end|>")
+    rng = np.random.default_rng(seed)
+    keys = convert_keys(json.loads(hf.to_str()), tokens + 37, "qwen2", eos)
+    write_gguf(tmp_path / "model.gguf", "qwen2", meta, random_weights(meta, rng), T.Q8_0, rng, keys)
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(tmp_path / "model.gguf"), "-o", str(tmp_path / "g.pxi"))
+    assert code == 0, err
+    ours = Tokenizer.load(tmp_path / "from_folder.tokenizer.json")
+    theirs = Tokenizer.load(tmp_path / "g.tokenizer.json")
+    assert (theirs.vocab_size, theirs.eos_ids, theirs.bos_id, theirs.add_bos, theirs.chat_template) == (
+        ours.vocab_size, ours.eos_ids, ours.bos_id, ours.add_bos, ours.chat_template)  # fmt: skip
+    assert ours.vocab_size == tokens + 37
+    for i in range(ours.vocab_size):
+        assert theirs.decode([i]) == ours.decode([i]) and theirs.token_bytes(i) == ours.token_bytes(i), i
+    assert theirs.decode(range(tokens, tokens + 37)) == ""
+    specials = [t.content for t in hf.get_added_tokens_decoder().values()] + ["[PAD1510]"]
+    texts = random.Random(seed)
+    for _ in range(100):
+        text = text_tokenizers.random_text(texts, specials)
+        assert theirs.encode(text) == ours.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
+    back = tmp_path / "back.gguf"  # pxgl's export pads as convert_hf_to_gguf.py does; it reads back the same
+    assert pxgl(monkeypatch, capsys, "export", "-m", str(tmp_path / "g.pxi"), "-o", str(back))[0] == 0
+    assert pxgl(monkeypatch, capsys, "import", str(back), "-o", str(tmp_path / "again.pxi"))[0] == 0
+    assert (tmp_path / "again.tokenizer.json").read_bytes() == (tmp_path / "g.tokenizer.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "types_at, message",
+    [
+        ({7: 0}, "token_type[7] is 0; llama.cpp's types are 1 (normal)"),
+        ({7: 7}, "token_type[7] is 7; llama.cpp's types are 1 (normal)"),
+        ({7: -1}, "token_type[7] is -1; llama.cpp's types are 1 (normal)"),
+        ({7: UNUSED}, "token_type[7] is 5 (unused) but id 1504 after it is used"),
+    ],
+)
+def test_a_gguf_token_type_pxgl_cannot_read_is_one_line(types_at, message, tmp_path, seed, monkeypatch, capsys):
+    """A type outside llama.cpp's 1..6 was read as a normal piece; an unused id among used ones has no pxgl form
+    (§6.1's padding follows the last token)."""
+    hf = text_tokenizers.qwen2()
+    tokens = hf.get_vocab_size(with_added_tokens=True)
+    meta = hf_meta("qwen2", vocab=tokens + 3)
+    rng = np.random.default_rng(seed)
+    keys = convert_keys(json.loads(hf.to_str()), tokens + 3, "qwen2", 0, types_at)
+    write_gguf(tmp_path / "model.gguf", "qwen2", meta, random_weights(meta, rng), T.Q8_0, rng, keys)
+    code, _, err = pxgl(monkeypatch, capsys, "import", str(tmp_path / "model.gguf"), "-o", str(tmp_path / "m.pxi"))
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
 
 
 @pytest.mark.parametrize(
