@@ -39,6 +39,35 @@ FILE_TYPES = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),
 )
+MAX_LINK_HOPS = 40
+"""The most links a chain of them may pass through (Linux's own limit, ELOOP, is 40)."""
+HUB_REPOSITORY_PREFIX = "models--"
+
+
+def link_home(folder: Path) -> Path:
+    """Where a link in a model folder may lead (docs/FORMATS.md §10.2): the folder (resolved), or, for a Hugging
+    Face cache snapshot (R/snapshots/<revision>, R named models--… and holding blobs/), the repository folder R."""
+    folder = folder.resolve()
+    repository = folder.parent.parent
+    hub = folder.parent.name == "snapshots" and repository.name.startswith(HUB_REPOSITORY_PREFIX)
+    return repository if hub and (repository / "blobs").is_dir() else folder
+
+
+def in_folder(folder: Path, path: Path) -> Path:
+    """`path`, a file of `folder`, unless it is a link whose chain passes or ends outside the folder's home
+    (link_home), each hop followed with the directories on its way resolved; whether it ends at a regular file
+    is the opener's check."""
+    home = link_home(folder)
+    where, hops = Path(os.path.realpath(path.parent)) / path.name, 0
+    while where.is_symlink():
+        if hops == MAX_LINK_HOPS:
+            raise PxglError(f"{path}: a chain of more than {MAX_LINK_HOPS} links; copy the file in instead")
+        hop, hops = where.parent / os.readlink(where), hops + 1
+        where = Path(os.path.realpath(hop.parent)) / hop.name if hop.name != ".." else Path(os.path.realpath(hop))
+        if not where.is_relative_to(home):
+            named = "the folder" if home == folder.resolve() else f"its Hugging Face cache repository {home}"
+            raise PxglError(f"{path}: a link leading out of {named} ({where}); copy the file in instead")
+    return path
 
 
 @contextmanager

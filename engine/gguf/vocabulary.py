@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
-from ..text_tokenizer.model import KEYS, MAX_PIECE_BYTES, MAX_PIECES_BYTES
+from ..text_tokenizer.model import MAX_PIECE_BYTES, MAX_PIECES_BYTES
 from ..tokenizer import Tokenizer
 from . import gguf_package
 from .architecture import INTEGER_TYPES, key, text
@@ -55,6 +55,7 @@ SENTENCEPIECE_DECODER = [
     {"type": "strip", "content": " ", "start": 1, "stop": 0},
 ]
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+TOKEN_TYPES = (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE)
 PREFIX = "tokenizer.ggml."
 
 
@@ -138,6 +139,28 @@ def _bpe_merges(header: Header, tokens: list[str], where: str) -> list[list[int]
     return merges
 
 
+def _token_count(types: list[int], where: str) -> int:
+    """The tokens before the trailing run of unused ids, which are padding (§6.1: decoded to nothing, never
+    encoded to), as llama.cpp decodes an unused token to nothing and convert_hf_to_gguf.py pads a vocabulary
+    with them; an unused id before a used one has no pxgl form."""
+    known = next((i for i, kind in enumerate(types) if kind not in TOKEN_TYPES), None)
+    if known is not None:
+        raise PxglError(
+            f"{where}: tokenizer.ggml.token_type[{known}] is {types[known]}; llama.cpp's types are 1 (normal), "
+            "2 (unknown), 3 (control), 4 (user-defined), 5 (unused) and 6 (byte)"
+        )
+    count = len(types)
+    while count and types[count - 1] == UNUSED:
+        count -= 1
+    if UNUSED in types[:count]:
+        first = types.index(UNUSED)
+        raise PxglError(
+            f"{where}: tokenizer.ggml.token_type[{first}] is 5 (unused) but id {count - 1} after it is used; pxgl "
+            "reads unused ids only as the padding after a vocabulary's last token (FORMATS §10.3)"
+        )
+    return count
+
+
 def _special_ids(header: Header, vocab: int, where: str) -> dict[str, int | None]:
     found = {}
     for name in ("bos", "eos", "eot", "eom", "unknown", "padding"):
@@ -153,16 +176,17 @@ def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str,
     model = text(header, PREFIX + "model", where)
     if model not in ("gpt2", "llama"):
         raise PxglError(f"{where}: tokenizer.ggml.model {model[:40]!r}; pxgl reads gpt2 (byte-level BPE) and llama")
-    tokens = _strings(header, PREFIX + "tokens", vocab_size, where)
-    _check_sizes(tokens, where)
     types = [NORMAL] * vocab_size
     if PREFIX + "token_type" in header.values:
         types = _numbers(header, PREFIX + "token_type", vocab_size, INTEGER_TYPES, where)
+    count = _token_count(types, where)
+    tokens = _strings(header, PREFIX + "tokens", vocab_size, where)[:count]
+    _check_sizes(tokens, where)
     special = _special_ids(header, vocab_size, where)
     added = [
         {"id": i, "content": tokens[i], "special": types[i] != USER_DEFINED, "lstrip": False, "rstrip": False}
         | {"normalized": types[i] == USER_DEFINED, "single_word": False}
-        for i in range(vocab_size)
+        for i in range(count)
         if types[i] in (CONTROL, USER_DEFINED) or (model == "llama" and types[i] == UNKNOWN)
     ]
     if model == "gpt2":
@@ -178,18 +202,15 @@ def tokenizer_document(header: Header, vocab_size: int, where: str) -> dict[str,
             raise PxglError(
                 f"{where}: tokenizer.ggml.remove_extra_whitespaces: pxgl's tokenizers do not collapse spaces"
             )
-        scores = _numbers(header, PREFIX + "scores", vocab_size, {6, 12}, where)
+        scores = _numbers(header, PREFIX + "scores", vocab_size, {6, 12}, where)[:count]
         body = {"vocab": tokens, "merges": sentencepiece_merges(tokens, scores)}
         body |= _sentencepiece(bool(key(header, PREFIX + "add_space_prefix", {7}, True, where)))
     body["unk_id"] = special["unknown"]
     add_bos = bool(key(header, PREFIX + "add_bos_token", {7}, model == "llama", where)) and special["bos"] is not None
     eos = [special[name] for name in ("eos", "eot", "eom") if special[name] is not None]
     template = text(header, "tokenizer.chat_template", where, "") or None
-    # the tok branch's §6.1 adds "vocab_size" (ids past the pieces are padding): given when the reader knows it
-    sized = {"vocab_size": vocab_size} if "vocab_size" in KEYS else {}
     return (
-        {"format": "pxgl-bpe", "version": 1}
-        | sized
+        {"format": "pxgl-bpe", "version": 1, "vocab_size": vocab_size}
         | body
         | {
             "added_tokens": added,

@@ -3,6 +3,7 @@ model.safetensors or the shards model.safetensors.index.json names — every sha
 folder, every header checked (engine/interchange.py) before a tensor is read, every tensor in exactly one
 shard — and the tensors read one at a time, as float32."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PxglError
-from ..reading import open_regular, parse_json
+from ..reading import in_folder, open_regular, parse_json
 from ..spec import _echo, _is_plain_file_name
 from ..transformer.interchange import MAX_SAFETENSORS_BYTES, Header, peek_header, read_tensor
 from ..transformer.meta import few
@@ -25,7 +26,7 @@ MAX_SHARDS = 1024
 
 
 def read_json(path: Path, what: str) -> Any:
-    with open_regular(within(path.parent, path), what, MAX_JSON_BYTES) as handle:
+    with open_regular(in_folder(path.parent, path), what, MAX_JSON_BYTES) as handle:
         data = handle.read(MAX_JSON_BYTES + 1)
     try:
         text = data.decode("utf-8")
@@ -38,19 +39,12 @@ def inside(folder: Path, name: Any, what: str) -> Path:
     """`name` as a plain file of the folder: no directory part, no `..`, no link leading out of it."""
     if not (isinstance(name, str) and _is_plain_file_name(name)):
         raise PxglError(f"{folder / INDEX}: {what} {_echo(name)} is not a plain file name inside the folder")
-    return within(folder, folder / name)
-
-
-def within(folder: Path, path: Path) -> Path:
-    """`path`, unless it is a link leading out of the folder (config.json, the index and the shards alike)."""
-    if path.is_symlink() and folder.resolve() not in path.resolve().parents:
-        raise PxglError(f"{path}: a link leading out of the folder ({path.resolve()}); copy the file in instead")
-    return path
+    return in_folder(folder, folder / name)
 
 
 def shard_names(folder: Path) -> dict[str, str] | None:
     """The index's tensor name → shard file, checked; None when the folder has one model.safetensors."""
-    if not (folder / INDEX).exists():
+    if not os.path.lexists(folder / INDEX):  # a dangling link is read, and refused, as the index
         return None
     index = read_json(folder / INDEX, "shard index")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None

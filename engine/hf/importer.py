@@ -2,6 +2,7 @@
 into a version-2 model, every tensor checked against the architecture before any is read, then quantized a
 tensor at a time (only the byte stream and one tensor's floats held)."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def folder_tokenizer(folder: Path, vocab_size: int) -> Tokenizer | None:
     vocabulary."""
     from ..text_tokenizer.hf import tokenizer_from_hf
 
-    if not (folder / "tokenizer.json").exists():
+    if not os.path.lexists(folder / "tokenizer.json"):  # a dangling link is refused as the tokenizer
         return None
     tokenizer = tokenizer_from_hf(folder)
     if tokenizer.vocab_size > vocab_size:
@@ -85,9 +86,11 @@ def model_bos(folder: Path, config: dict, tokenizer: Tokenizer | None) -> int | 
     if tokenizer is not None:
         return tokenizer.bos_id if tokenizer.add_bos else None
     path = folder / TOKENIZER_CONFIG
-    adds = path.exists() and (settings := read_json(path, "tokenizer config")) and isinstance(settings, dict)
+    settings = read_json(path, "tokenizer config") if os.path.lexists(path) else {}
+    if not isinstance(settings, dict):
+        raise PxglError(f"{path}: not a JSON object; {TOKENIZER_CONFIG} is an object of settings")
     bos = config.get("bos_token_id")
-    return bos if adds and settings.get("add_bos_token") is True and type(bos) is int else None
+    return bos if settings.get("add_bos_token") is True and type(bos) is int else None
 
 
 def open_folder(path: Path, quant: str | None) -> Folder:

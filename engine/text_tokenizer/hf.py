@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PxglError
 from ..outputs import atomic_write
-from ..reading import read_text
+from ..reading import in_folder, read_text
 from ..tokenizer import Tokenizer, parse_tokenizer_json
 from .added import AddedToken
 from .hf_steps import (
@@ -38,7 +38,7 @@ def tokenizer_from_hf(folder: Path) -> TextTokenizer:
     doc = _read_json(folder, HF_TOKENIZER)
     if doc is None:
         raise PxglError(f"{where}: no such file; pxgl reads a model's tokenizer from its tokenizer.json")
-    config, generation = _object(_read_json(folder, HF_CONFIG)), _object(_read_json(folder, GENERATION_CONFIG))
+    config, generation = _settings(folder, HF_CONFIG), _settings(folder, GENERATION_CONFIG)
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise PxglError(f"{where}: not a tokenizers file (no 'model' object)")
     model = doc["model"]
@@ -158,13 +158,20 @@ def _read_json(folder: Path, name: str) -> Any:
     return None if text is None else parse_tokenizer_json(text, str(folder / name))
 
 
+def _settings(folder: Path, name: str) -> dict[str, Any]:
+    """tokenizer_config.json or generation_config.json: an object ({} when the folder has none)."""
+    text = _read_text(folder, name, "tokenizer file")
+    settings = {} if text is None else parse_tokenizer_json(text, str(folder / name))
+    if not isinstance(settings, dict):
+        raise PxglError(f"{folder / name}: not a JSON object; {name} is an object of settings")
+    return settings
+
+
 def _read_text(folder: Path, name: str, what: str) -> str | None:
     path = folder / name
     if not path.exists() and not path.is_symlink():
         return None
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise PxglError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in instead")
-    return read_text(path, what)
+    return read_text(in_folder(folder, path), what)
 
 
 def _folder_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
