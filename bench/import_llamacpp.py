@@ -161,7 +161,7 @@ def agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
 def verdict(figures: dict, bound: str | None) -> str:
     if bound == "f16":
         ok = figures["max_abs_delta"] <= 1e-2 and figures["top1_agree_past_margin"] == 1.0
-        return ("pass" if ok else "FAIL") + " (f16: max |Δ| ≤ 1e-2, top-1 equal past the margin)"
+        return ("pass" if ok else "FAIL") + " (f16: max abs Δ ≤ 1e-2, top-1 equal past the margin)"
     if bound == "q8":
         ok = figures["rms_delta_over_rms"] <= 0.01 and figures["top1_agree"] >= 0.99
         return ("pass" if ok else "FAIL") + " (q8: RMS Δ ≤ 1% of RMS, top-1 ≥ 99%)"
@@ -229,6 +229,12 @@ def markdown(report: dict) -> str:
         f"{report['window']}), against transformers {report['transformers']} in float32 on the original folder. "
         "Random weights (bench/llamacpp_files.py); made by `python -m bench.import_llamacpp`.",
         "",
+        *([report["note"], ""] if report.get("note") else []),
+        *[
+            f"- run of pxgl {run['pxgl']} (seed {run['seed']}): {', '.join(run['models'])}"
+            for run in report.get("runs", [])
+        ],
+        *([""] if report.get("runs") else []),
         "| model | import | pxgl holds | max abs Δ | RMS Δ / RMS | top-1 | top-1 past margin (n) | verdict |"
         " import s | eval s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -237,11 +243,11 @@ def markdown(report: dict) -> str:
         if "error" in row:
             lines.append(f"| {row['model']} | {row['import']} | — | — | — | — | — | {row['error']} | — | — |")
             continue
-        f = row["figures"]
+        f, verdict_text = row["figures"], row["verdict"].replace("|Δ|", "abs Δ")  # no pipe inside a table cell
         lines.append(
             f"| {row['model']} | {row['import']} | {row['holds']} | {f['max_abs_delta']:.2e} | "
             f"{100 * f['rms_delta_over_rms']:.3f}% | {100 * f['top1_agree']:.2f}% | "
-            f"{100 * f['top1_agree_past_margin']:.2f}% ({f['margin_positions']}) | {row['verdict']} | "
+            f"{100 * f['top1_agree_past_margin']:.2f}% ({f['margin_positions']}) | {verdict_text} | "
             f"{row['import_seconds']:.1f} | {row['eval_seconds']:.1f} |"
         )
     lines += ["", "## Tokenizers: ids identical to tokenizers' (texts without special tokens)", ""]
@@ -262,6 +268,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(reports: list[dict], note: str) -> dict:
+    """One report of several runs (e.g. a model re-run once its importer landed): a later run's row for the
+    same model and import replaces the earlier one, tokenizer figures are joined, every run's pxgl named."""
+    report = dict(reports[0], rows=list(reports[0]["rows"]), tokenizers=dict(reports[0]["tokenizers"]))
+    report["runs"] = [{"pxgl": r["pxgl"], "seed": r["seed"], "models": sorted({row["model"] for row in r["rows"]})}
+                      for r in reports]  # fmt: skip
+    for later in reports[1:]:
+        for row in later["rows"]:
+            key = (row["model"], row["import"])
+            at = [i for i, old in enumerate(report["rows"]) if (old["model"], old["import"]) == key]
+            if at:
+                report["rows"][at[0]] = row | {"pxgl": later["pxgl"]}
+            else:
+                report["rows"].append(row | {"pxgl": later["pxgl"]})
+        for name, figures in later["tokenizers"].items():
+            report["tokenizers"][name] = report["tokenizers"].get(name, {}) | figures
+    report["note"] = note or report.get("note", "")
+    return report
+
+
+def write(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"import-llamacpp-{report['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=Path, required=True, help="where bench/llamacpp_files.py wrote")
@@ -271,8 +305,15 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=200, help="texts each tokenizer is checked on")
     parser.add_argument("--only", nargs="*", default=[s.name for s in SHAPES])
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--note", default="", help="said under the title (e.g. which branches the pxgl run is)")
+    parser.add_argument("--imports", nargs="*", default=None, help="only the imports whose label starts so")
+    parser.add_argument("--merge", nargs="+", type=Path, help="no run: join these reports (later rows win)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    if args.merge:
+        write(merged([json.loads(path.read_text()) for path in args.merge], args.note), args.out)
+        return
+    candidates = [c for c in CANDIDATES if args.imports is None or c.label.startswith(tuple(args.imports))]
     seed = secrets.randbits(32) if args.seed is None else args.seed
     print(f"seed {seed}", flush=True)
     from pxgl.gl import GLBackend
@@ -281,17 +322,21 @@ def main() -> None:
     from transformers import __version__ as transformers_version
 
     gpu = GLBackend()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import pxgl
+
+    here = Path(pxgl.__file__).resolve().parent  # the pxgl that imports: its checkout's commit
+    commit = subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
     report = {
         "date": datetime.date.today().isoformat(),
         "llama_cpp": llama_cpp_commit(args.files),
-        "pxgl": commit,
+        "pxgl": commit.stdout.strip()[:90],
         "device": gpu.renderer,
         "seed": seed,
         "window": args.window,
         "positions": args.window * args.windows,
         "transformers": transformers_version,
         "executor": None,
+        "note": args.note,
         "rows": [],
         "tokenizers": {},
     }
@@ -305,7 +350,7 @@ def main() -> None:
             theirs = reference_logits(folder, rows)
             print(f"{name}: transformers' logits in {time.perf_counter() - began:.1f} s", flush=True)
             imports: dict[str, Path] = {}
-            for candidate in CANDIDATES:
+            for candidate in candidates:
                 source = args.files / candidate.source.format(name=name)
                 out = Path(scratch) / f"{name}-{len(report['rows'])}.pxi"
                 seconds, imported = pxgl_import(source, out, candidate.quant)
@@ -329,11 +374,7 @@ def main() -> None:
             report["tokenizers"][name] = tokenizer_figures(folder, gguf, imports, args.llama_cpp, sample)
             print(name, report["tokenizers"][name], flush=True)
     gpu.release()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"import-llamacpp-{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write(report, args.out)
 
 
 if __name__ == "__main__":
