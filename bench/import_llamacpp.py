@@ -131,22 +131,26 @@ def pxgl_logits(engine, rows: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
-    """The figures of one import against the reference, over every position of every window."""
+def agreement(ours: list[np.ndarray], theirs: list[np.ndarray], rows: np.ndarray) -> dict:
+    """The figures of one import against the reference, over every position of every window; with how much
+    the top-1 comparison can tell (the reference's median top-two margin, how often its top-1 is merely the
+    input token)."""
     largest, squared, reference_squared, count = 0.0, 0.0, 0.0, 0
-    same, wide, same_wide = 0, 0, 0
-    for a, b in zip(ours, theirs, strict=True):
-        delta = a.astype(np.float64) - b
+    same, wide, same_wide, echoes, margins = 0, 0, 0, 0, []
+    for a, b, row in zip(ours, theirs, rows, strict=True):
+        delta = a - b
         largest = max(largest, float(np.abs(delta).max()))
-        squared += float((delta**2).sum())
-        reference_squared += float((b.astype(np.float64) ** 2).sum())
+        squared += float(np.square(delta, dtype=np.float64).sum())
+        reference_squared += float(np.square(b, dtype=np.float64).sum())
         count += b.size
         top2 = np.sort(b, axis=1)[:, -2:]
-        margin_wide = (top2[:, 1] - top2[:, 0]) > MARGIN
+        margins.append(top2[:, 1] - top2[:, 0])
+        margin_wide = margins[-1] > MARGIN
         equal = a.argmax(axis=1) == b.argmax(axis=1)
         same += int(equal.sum())
         wide += int(margin_wide.sum())
         same_wide += int((equal & margin_wide).sum())
+        echoes += int((b.argmax(axis=1) == row).sum())
     positions = sum(len(b) for b in theirs)
     return {
         "positions": positions,
@@ -155,6 +159,8 @@ def agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
         "top1_agree": same / positions,
         "margin_positions": wide,
         "top1_agree_past_margin": same_wide / max(1, wide),
+        "median_margin": float(np.median(np.concatenate(margins))),
+        "top1_is_input": echoes / positions,
     }
 
 
@@ -249,6 +255,21 @@ def markdown(report: dict) -> str:
             f"{100 * f['rms_delta_over_rms']:.3f}% | {100 * f['top1_agree']:.2f}% | "
             f"{100 * f['top1_agree_past_margin']:.2f}% ({f['margin_positions']}) | {verdict_text} | "
             f"{row['import_seconds']:.1f} | {row['eval_seconds']:.1f} |"
+        )
+    lines += ["", "## What the top-1 figures can tell: transformers' logits", ""]
+    lines += [
+        "| model | median top-two margin | margin > 1e-2 | top-1 is the input token |",
+        "| --- | --- | --- | --- |",
+    ]
+    seen = set()
+    for row in report["rows"]:
+        f = row.get("figures", {})
+        if row["model"] in seen or "median_margin" not in f:
+            continue
+        seen.add(row["model"])
+        lines.append(
+            f"| {row['model']} | {f['median_margin']:.3f} | {100 * f['margin_positions'] / f['positions']:.1f}% | "
+            f"{100 * f['top1_is_input']:.1f}% |"
         )
     lines += ["", "## Tokenizers: ids identical to tokenizers' (texts without special tokens)", ""]
     lines += ["| model | texts | llama.cpp (llama-tokenize, F16 GGUF) | pxgl, folder import | pxgl, GGUF import |"]
@@ -363,7 +384,7 @@ def main() -> None:
                 with TransformerEngine(open_model(out), gpu=gpu) as engine:
                     report["executor"] = engine.executor_name
                     ours = pxgl_logits(engine, rows)
-                figures = agreement(ours, theirs)
+                figures = agreement(ours, theirs, rows)
                 row |= {"holds": holds(out), "figures": figures, "verdict": verdict(figures, candidate.bound)}
                 row |= {"import_seconds": seconds, "eval_seconds": time.perf_counter() - began, "report": imported}
                 report["rows"].append(row)

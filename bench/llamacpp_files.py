@@ -107,8 +107,15 @@ def texts(rng: np.random.Generator, words: list[str], count: int) -> list[str]:
 
 SEED = 28
 HEAD_GAIN = 4.0
-"""The output head (the embeddings where tied) scaled up from the initializer's 0.02 so top-two margins are
-wide enough to compare argmaxes (as tests/test_transformer_passes.py's HEAD_GAIN)."""
+"""The output head (the embeddings where tied) scaled up from the initializer's 0.02 so logits spread (standard
+deviation ~1.3) as a trained model's do, rather than sit within a few τ of each other."""
+RESIDUAL_GAIN = 10.0
+"""The projections into the residual stream (GPT-2's c_proj, Llama's o_proj and down_proj) scaled up from the
+initializer's 0.02: otherwise the last hidden state is nearly the input token's embedding and a tied head's
+argmax is that token at every position, margins ≥ 4 — a top-1 comparison that cannot fail. At 10, the argmax is
+the input token at < 1% of positions and the median top-two margin is ~0.2 (about 10% under 0.03), as with
+TinyLlama's untied head."""
+RESIDUAL_OUTPUTS = ("c_proj.weight", "o_proj.weight", "down_proj.weight")
 QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -317,7 +324,8 @@ def tokenizer_files(shape: Shape, corpus: list[str], templates: Path) -> tuple[o
 
 def save_folder(shape: Shape, folder: Path, corpus: list[str], templates: Path) -> dict:
     """The folder transformers would save for this shape, with random weights (norms and biases perturbed
-    too, so a reader that drops them is caught) and the head scaled by HEAD_GAIN."""
+    too, so a reader that drops them is caught), the residual outputs scaled by RESIDUAL_GAIN and the head by
+    HEAD_GAIN."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -332,6 +340,8 @@ def save_folder(shape: Shape, folder: Path, corpus: list[str], templates: Path) 
                 tensor.normal_(0, 0.02)
             elif "norm" in name or ".ln_" in name:
                 tensor.normal_(1, 0.1)
+            if name.endswith(RESIDUAL_OUTPUTS):
+                tensor.mul_(RESIDUAL_GAIN)
         model.get_output_embeddings().weight.mul_(HEAD_GAIN)
     folder.mkdir(parents=True)
     model.save_pretrained(folder, safe_serialization=True)
