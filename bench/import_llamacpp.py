@@ -56,12 +56,13 @@ class Candidate:
 CANDIDATES = [
     Candidate("folder f16", "hf/{name}", "f16", "f16"),
     Candidate("folder q8", "hf/{name}", "q8", "q8"),
-    Candidate("folder q4", "hf/{name}", "q4", None),
+    Candidate("folder q4", "hf/{name}", "q4", "q4"),
     Candidate("GGUF F16", "{name}-f16.gguf", "f16", "f16"),
     Candidate("GGUF Q8_0", "{name}-q8_0.gguf", None, "q8"),
     Candidate("GGUF Q4_K_M", "{name}-q4_k_m.gguf", None, None),
     Candidate("GGUF Q4_K_M --quant q4", "{name}-q4_k_m.gguf", "q4", None),
 ]
+BOUNDS = {c.label: c.bound for c in CANDIDATES}
 
 
 def windows(folder: Path, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
@@ -164,14 +165,35 @@ def agreement(ours: list[np.ndarray], theirs: list[np.ndarray], rows: np.ndarray
     }
 
 
-def verdict(figures: dict, bound: str | None) -> str:
+ISSUE_BOUNDS = {"f16": (1e-2, None), "q8": (0.01, 0.99)}
+"""Issue 28's Done-when: f16 max |Δ| ≤ 1e-2 with top-1 equal past the margin; q8 RMS Δ ≤ 1% and top-1 ≥ 99%."""
+FORMATS_BOUNDS = {
+    ("q8", "gpt2"): (0.012, 0.97),
+    ("q8", "llama"): (0.035, 0.94),
+    ("q4", "gpt2"): (0.20, 0.40),
+    ("q4", "llama"): (0.50, 0.40),
+}
+"""docs/FORMATS.md §10.2's bounds (RMS Δ / RMS, top-1), measured on its tests' members (width 32): Q8_0's error
+adds up over the matrices, so the issue's 1% holds for GPT-2's shape only."""
+
+
+def verdict(figures: dict, bound: str | None, model: str) -> str:
+    """Against the issue's bound and §10.2's (a "llama" bound for SmolLM2, Qwen2, TinyLlama)."""
+    if bound is None:
+        return "measured"
     if bound == "f16":
         ok = figures["max_abs_delta"] <= 1e-2 and figures["top1_agree_past_margin"] == 1.0
-        return ("pass" if ok else "FAIL") + " (f16: max abs Δ ≤ 1e-2, top-1 equal past the margin)"
-    if bound == "q8":
-        ok = figures["rms_delta_over_rms"] <= 0.01 and figures["top1_agree"] >= 0.99
-        return ("pass" if ok else "FAIL") + " (q8: RMS Δ ≤ 1% of RMS, top-1 ≥ 99%)"
-    return "measured"
+        return ("pass" if ok else "FAIL") + " (issue and §10.2: max abs Δ ≤ 1e-2, top-1 equal past the margin)"
+    said = []
+    for who, (rms, top1) in (
+        ("issue", ISSUE_BOUNDS.get(bound, (None, None))),
+        ("§10.2", FORMATS_BOUNDS[bound, "gpt2" if model == "gpt2" else "llama"]),
+    ):
+        if rms is None:
+            continue
+        ok = figures["rms_delta_over_rms"] <= rms and figures["top1_agree"] >= top1
+        said.append(f"{who} {'pass' if ok else 'FAIL'} (RMS ≤ {100 * rms:g}%, top-1 ≥ {100 * top1:g}%)")
+    return "; ".join(said)
 
 
 def special_free(tokenizer, sample: list[str]) -> list[str]:
@@ -249,7 +271,8 @@ def markdown(report: dict) -> str:
         if "error" in row:
             lines.append(f"| {row['model']} | {row['import']} | — | — | — | — | — | {row['error']} | — | — |")
             continue
-        f, verdict_text = row["figures"], row["verdict"].replace("|Δ|", "abs Δ")  # no pipe inside a table cell
+        f = row["figures"]
+        verdict_text = verdict(f, BOUNDS[row["import"]], row["model"])
         lines.append(
             f"| {row['model']} | {row['import']} | {row['holds']} | {f['max_abs_delta']:.2e} | "
             f"{100 * f['rms_delta_over_rms']:.3f}% | {100 * f['top1_agree']:.2f}% | "
@@ -385,7 +408,7 @@ def main() -> None:
                     report["executor"] = engine.executor_name
                     ours = pxgl_logits(engine, rows)
                 figures = agreement(ours, theirs, rows)
-                row |= {"holds": holds(out), "figures": figures, "verdict": verdict(figures, candidate.bound)}
+                row |= {"holds": holds(out), "figures": figures, "verdict": verdict(figures, candidate.bound, name)}
                 row |= {"import_seconds": seconds, "eval_seconds": time.perf_counter() - began, "report": imported}
                 report["rows"].append(row)
                 print({k: v for k, v in row.items() if k != "report"}, flush=True)
