@@ -62,7 +62,7 @@ CANDIDATES = [
     Candidate("GGUF Q4_K_M", "{name}-q4_k_m.gguf", None, None),
     Candidate("GGUF Q4_K_M --quant q4", "{name}-q4_k_m.gguf", "q4", None),
 ]
-BOUNDS = {c.label: c.bound for c in CANDIDATES}
+BOUNDS = {c.label: c.bound for c in CANDIDATES} | {"transformers on Q8_0 values": "q8"}
 
 
 def windows(folder: Path, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
@@ -90,6 +90,32 @@ def reference_logits(folder: Path, rows: np.ndarray) -> list[np.ndarray]:
     torch.set_num_threads(2)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     with torch.no_grad():
+        return [model(torch.from_numpy(row)[None]).logits[0].numpy() for row in rows]
+
+
+FLOOR = "transformers on Q8_0 values"
+"""The row of Q8_0's own error: no pxgl in it."""
+
+
+def q8_0_floor(folder: Path, rows: np.ndarray) -> list[np.ndarray]:
+    """transformers' logits with every matrix convert_hf_to_gguf.py stores as Q8_0 (every 2-D weight but GPT-2's
+    position embeddings) replaced by its Q8_0 values — gguf.quants, blocks of 32 along each row's inputs, the
+    bytes the Q8_0 file holds and pxgl keeps: the error Q8_0 adds on its own, whoever runs the weights."""
+    import torch
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+    from transformers import AutoModelForCausalLM
+
+    q8_0 = GGMLQuantizationType.Q8_0
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.ndim != 2 or "wpe" in name:
+                continue
+            conv1d = name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))  # GPT-2's Conv1D: [in, out]
+            values = np.ascontiguousarray(weight.numpy().T if conv1d else weight.numpy())
+            values = dequantize(quantize(values, q8_0), q8_0)
+            weight.copy_(torch.from_numpy(np.ascontiguousarray(values.T if conv1d else values)))
         return [model(torch.from_numpy(row)[None]).logits[0].numpy() for row in rows]
 
 
@@ -351,6 +377,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--note", default="", help="said under the title (e.g. which branches the pxgl run is)")
     parser.add_argument("--imports", nargs="*", default=None, help="only the imports whose label starts so")
+    parser.add_argument("--floor", action="store_true", help="add Q8_0's own error (transformers on Q8_0 values)")
     parser.add_argument("--merge", nargs="+", type=Path, help="no run: join these reports (later rows win)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -394,6 +421,12 @@ def main() -> None:
             theirs = reference_logits(folder, rows)
             print(f"{name}: transformers' logits in {time.perf_counter() - began:.1f} s", flush=True)
             imports: dict[str, Path] = {}
+            if args.floor:
+                figures = agreement(q8_0_floor(folder, rows), theirs, rows)
+                row = {"model": name, "import": FLOOR, "source": folder.name, "holds": "Q8_0 values, float32"}
+                row |= {"figures": figures, "verdict": verdict(figures, "q8", name), "import_seconds": 0.0}
+                report["rows"].append(row | {"eval_seconds": 0.0})
+                print(report["rows"][-1], flush=True)
             for candidate in candidates:
                 source = args.files / candidate.source.format(name=name)
                 out = Path(scratch) / f"{name}-{len(report['rows'])}.pxi"
