@@ -302,8 +302,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {row['model']} | {row['import']} | {row['holds']} | {f['max_abs_delta']:.2e} | "
             f"{100 * f['rms_delta_over_rms']:.3f}% | {100 * f['top1_agree']:.2f}% | "
-            f"{100 * f['top1_agree_past_margin']:.2f}% ({f['margin_positions']}) | {verdict_text} | "
-            f"{row['import_seconds']:.1f} | {row['eval_seconds']:.1f} |"
+            f"{100 * f['top1_agree_past_margin']:.2f}% ({f['margin_positions']}) | {verdict_text} |"
+            + (" — | — |" if row["import"] == FLOOR else f" {row['import_seconds']:.1f} | {row['eval_seconds']:.1f} |")
         )
     lines += ["", "## What the top-1 figures can tell: transformers' logits", ""]
     lines += [
@@ -348,10 +348,13 @@ def merged(reports: list[dict], note: str) -> dict:
         for row in later["rows"]:
             key = (row["model"], row["import"])
             at = [i for i, old in enumerate(report["rows"]) if (old["model"], old["import"]) == key]
+            same_model = [i for i, old in enumerate(report["rows"]) if old["model"] == row["model"]]
             if at:
                 report["rows"][at[0]] = row | {"pxgl": later["pxgl"]}
-            else:
-                report["rows"].append(row | {"pxgl": later["pxgl"]})
+            else:  # after the model's rows
+                report["rows"].insert(
+                    same_model[-1] + 1 if same_model else len(report["rows"]), row | {"pxgl": later["pxgl"]}
+                )
         for name, figures in later["tokenizers"].items():
             report["tokenizers"][name] = report["tokenizers"].get(name, {}) | figures
     report["note"] = note or report.get("note", "")
