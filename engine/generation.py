@@ -1,9 +1,10 @@
 """Generation settings and results (docs/FORMATS.md §11): how a token is chosen, how many, where a row stops.
 The GPU part is engine/executors/generation.py."""
 
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -192,16 +193,63 @@ class Choice:
         return Choice(int(step.tokens[row]), int(step.confidences[row]), float(step.logprobs[row]), list(alternatives))
 
 
+class Detokenizer(Protocol):
+    """What streaming text needs of a tokenizer (both versions offer it, §6, §6.1)."""
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str: ...
+
+    def joins_next(self, token: int) -> bool: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
+
+class TextStream:
+    """A token sequence's text as its tokens come (§11): each piece is what `decode` of all the tokens so far
+    adds to the pieces before, as UTF-8, so the pieces joined are `decode(ids)` exactly. Text is held back
+    while it may still change: while it ends in U+FFFD (a character not yet whole) or its last token joins the
+    next (a byte-fallback run is decoded as a whole). A step decodes only the tokens since the text shown
+    before last (Hugging Face text-generation-inference's prefix and read offsets): the decoder's start rules
+    (a first `▁` dropped) touch both decodings alike, and a step costs a few tokens, not the sequence."""
+
+    def __init__(self, tokenizer: Detokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        """Where the decoded window starts: the first token of the text shown before last."""
+        self.read = 0
+        """Tokens whose text is shown."""
+
+    def add(self, token: int) -> bytes:
+        self.ids.append(token)
+        return b"" if self.tokenizer.joins_next(token) else self._shown(final=False)
+
+    def flush(self) -> bytes:
+        """The text held back, at the sequence's end."""
+        return self._shown(final=True)
+
+    def _shown(self, final: bool) -> bytes:
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix :])
+        if not final and (len(text) <= len(before) or text.endswith("\ufffd")):
+            return b""
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(before) :].encode("utf-8", "surrogatepass")
+
+
 class TextRow:
     """One prompt's answer as its tokens arrive: the bytes to show now (`add`), and at the end the tokens
-    wholly before its stop (§11) and the text."""
+    wholly before its stop (§11) and the text (`decode` of its tokens, §11)."""
 
-    def __init__(self, stops: Sequence[bytes], eos_ids: Collection[int] = ()) -> None:
+    def __init__(self, tokenizer: Detokenizer, stops: Sequence[bytes], eos_ids: Collection[int] = ()) -> None:
+        self.text = TextStream(tokenizer)
         self.scanner = StopScanner(stops)
         self.eos_ids = frozenset(eos_ids)
         self.at_eos = False
         """An end-of-sequence token came (§16.2): the row ended before its bytes."""
         self.ends: list[int] = []
+        """Each step's end in the text: where the text shown with or after it ends."""
+        self.unshown = 0
+        """The first step whose text is held back."""
         self.steps: list[Choice] = []
         """Every token taken: up to the one the stop string begins in, or the end-of-sequence token."""
         self.data = b""
@@ -215,22 +263,29 @@ class TextRow:
         """Why the row ended (§16.2): "eos", "stop" (a stop string) or "length"."""
         return "eos" if self.at_eos else "stop" if self.scanner.stopped else "length"
 
-    def add(self, choice: Choice, token_bytes: bytes) -> bytes:
+    def add(self, choice: Choice) -> bytes:
         """Take the row's next token; the bytes that can be shown now."""
         if self.stopped:
             return b""
         self.steps.append(choice)
+        self.ends.append(self.ends[-1] if self.ends else 0)
         if choice.token in self.eos_ids:  # the end: its bytes are not text, what was held back is
             self.at_eos = True
-            self.ends.append(self.ends[-1] if self.ends else 0)
             return self.finish()
-        self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
-        out = self.scanner.feed(token_bytes)
-        self.data += out
-        return out
+        return self._scanned(self.text.add(choice.token))
 
     def finish(self) -> bytes:
-        out = self.scanner.flush()
+        out = self._scanned(self.text.flush())
+        tail = self.scanner.flush()
+        self.data += tail
+        return out + tail
+
+    def _scanned(self, text: bytes) -> bytes:
+        if text:
+            end = self.ends[-1] + len(text)
+            self.ends[self.unshown :] = [end] * (len(self.ends) - self.unshown)
+            self.unshown = len(self.ends)
+        out = self.scanner.feed(text)
         self.data += out
         return out
 
@@ -245,7 +300,7 @@ class TextRow:
 
 def follow_text(
     steps: Generator[GeneratedStep, None, None],
-    token_bytes: Callable[[int], bytes],
+    tokenizer: Detokenizer,
     stops: Sequence[bytes],
     count: int,
     on_bytes: Callable[[int, bytes], None] | None = None,
@@ -254,14 +309,14 @@ def follow_text(
     """Follow a stream of `count` prompts' steps as text: each row stops at its stop string (§11) or an
     end-of-sequence id (§16.2); `on_bytes(row, data)` gets each row's bytes as they can be shown; the stream is
     closed as soon as every row has stopped."""
-    rows = [TextRow(stops, eos_ids) for _ in range(count)]
+    rows = [TextRow(tokenizer, stops, eos_ids) for _ in range(count)]
     with closing(steps):
         for step in steps:
             for r, row in enumerate(rows):
                 if row.stopped:
                     continue
                 choice = Choice.of(step, r)
-                data = row.add(choice, token_bytes(choice.token))
+                data = row.add(choice)
                 if data and on_bytes is not None:
                     on_bytes(r, data)
             if all(row.stopped for row in rows):
