@@ -1,6 +1,7 @@
 """Generation settings and results (docs/FORMATS.md §11): how a token is chosen, how many, where a row stops.
 The GPU part is engine/executors/generation.py."""
 
+import codecs
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -206,10 +207,10 @@ class Detokenizer(Protocol):
 class TextStream:
     """A token sequence's text as its tokens come (§11): each piece is what `decode` of all the tokens so far
     adds to the pieces before, as UTF-8, so the pieces joined are `decode(ids)` exactly. Text is held back
-    while it may still change: while it ends in U+FFFD (a character not yet whole) or its last token joins the
-    next (a byte-fallback run is decoded as a whole). A step decodes only the tokens since the text shown
-    before last (Hugging Face text-generation-inference's prefix and read offsets): the decoder's start rules
-    (a first `▁` dropped) touch both decodings alike, and a step costs a few tokens, not the sequence."""
+    while it may still change: a character whose bytes are not all in, and everything while the last token
+    joins the next (a byte-fallback run is decoded as a whole). A step decodes only the tokens from the first
+    of the text shown before last (Hugging Face text-generation-inference's prefix and read offsets): the
+    decoder's start rules (a first `▁` dropped) touch both decodings alike, and a step costs a few tokens."""
 
     def __init__(self, tokenizer: Detokenizer) -> None:
         self.tokenizer = tokenizer
@@ -217,7 +218,14 @@ class TextStream:
         self.prefix = 0
         """Where the decoded window starts: the first token of the text shown before last."""
         self.read = 0
-        """Tokens whose text is shown."""
+        """Tokens whose text is all shown."""
+        self.shown = 0
+        """Characters of the window's text shown."""
+
+    @property
+    def whole(self) -> bool:
+        """Every token's text is shown."""
+        return self.read == len(self.ids)
 
     def add(self, token: int) -> bytes:
         self.ids.append(token)
@@ -228,12 +236,25 @@ class TextStream:
         return self._shown(final=True)
 
     def _shown(self, final: bool) -> bytes:
-        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
         text = self.tokenizer.decode(self.ids[self.prefix :])
-        if not final and (len(text) <= len(before) or text.endswith("\ufffd")):
+        # a character midway decodes to one U+FFFD, last; what is before it is final
+        held = not final and text.endswith("\ufffd") and self._incomplete()
+        new = text[self.shown : len(text) - held]
+        if not new:
             return b""
-        self.prefix, self.read = self.read, len(self.ids)
-        return text[len(before) :].encode("utf-8", "surrogatepass")
+        if held:
+            self.shown = len(text) - 1
+        else:
+            self.prefix, self.read = self.read, len(self.ids)
+            self.shown = len(self.tokenizer.decode(self.ids[self.prefix :]))
+        return new.encode("utf-8", "surrogatepass")
+
+    def _incomplete(self) -> bool:
+        """Whether the window's bytes end inside a character that more bytes could complete (bytes that can
+        never begin one are U+FFFD for good)."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        decoder.decode(b"".join(self.tokenizer.token_bytes(t) for t in self.ids[self.prefix :]))
+        return bool(decoder.getstate()[0])
 
 
 class TextRow:
@@ -249,7 +270,7 @@ class TextRow:
         self.ends: list[int] = []
         """Each step's end in the text: where the text shown with or after it ends."""
         self.unshown = 0
-        """The first step whose text is held back."""
+        """The steps before it have their end for good; from it on some text is held back (their ends grow)."""
         self.steps: list[Choice] = []
         """Every token taken: up to the one the stop string begins in, or the end-of-sequence token."""
         self.data = b""
@@ -284,6 +305,7 @@ class TextRow:
         if text:
             end = self.ends[-1] + len(text)
             self.ends[self.unshown :] = [end] * (len(self.ends) - self.unshown)
+        if self.text.whole:
             self.unshown = len(self.ends)
         out = self.scanner.feed(text)
         self.data += out

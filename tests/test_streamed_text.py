@@ -86,6 +86,20 @@ def test_a_sentencepiece_answer_streams_without_the_space_decoding_drops(tokeniz
     assert b"".join(stream.add(t) for t in invalid) + stream.flush() == "\ufffd".encode() * 3
 
 
+def test_bytes_that_no_later_byte_can_complete_show_at_once() -> None:
+    """A lead byte after a lead byte: the first is U+FFFD for good, shown while the second waits (a greedy
+    random model repeats such a token; holding the whole tail back would show nothing until the end)."""
+    stream = TextStream(PieceTokens({0: b"\xe2", 1: b"a\xe2", 2: b"\x82\xac"}))
+    replacement = "\ufffd".encode()
+    assert [stream.add(0), stream.add(0), stream.add(1), stream.add(2)] == [
+        b"",
+        replacement,
+        replacement + b"a",
+        "€".encode(),
+    ]
+    assert stream.flush() == b""
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_streamed_pieces_join_to_the_decoded_answer_on_every_path(kind: str, tokenizers, seed: int) -> None:
     rng = random.Random(seed)
@@ -133,7 +147,7 @@ def test_a_chat_answer_streams_its_decoded_text(kind: str, tokenizers, seed: int
     tokenizer = tokenizers[kind]
     chat = ChatFormat(ChatTemplate("{{ messages }}", "a test template"), tokenizer)
     for ids in answers(tokenizer, rng, 10):
-        ids = [t for t in ids if t not in tokenizer.eos_ids]
+        ids = [t for t in ids if t not in tokenizer.eos_ids] or [tokenizer.ids["a"]]
         session = ChatSession(Scripted(ids), chat, 4096, None, Sampler(), len(ids))
         shown: list[bytes] = []
         session.answer([0], shown.append, lambda: False)

@@ -82,7 +82,8 @@ class Answer:
         (none of them can still turn out to lie in a stop string)."""
         if self.finish_reason is not None:
             return self.tokens
-        return bisect.bisect_right(self.row.ends, len(self.row.data))  # ends grow: a binary search
+        # ends grow: a binary search among the tokens whose text is all out (a held token's end may still move)
+        return bisect.bisect_right(self.row.ends, len(self.row.data), 0, self.row.unshown)
 
     def logprobs(self, start: int, upto: int) -> dict[str, Any]:
         """OpenAI's logprobs object of tokens start..upto (text_offset: characters from the text's start)."""
