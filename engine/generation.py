@@ -244,10 +244,22 @@ class TextStream:
             return b""
         if held:
             self.shown = len(text) - 1
+            self._restart()
         else:
             self.prefix, self.read = self.read, len(self.ids)
             self.shown = len(self.tokenizer.decode(self.ids[self.prefix :]))
         return new.encode("utf-8", "surrogatepass")
+
+    def _restart(self) -> None:
+        """The window moved to its last token that begins a character (its first byte is no continuation
+        byte): the bytes before it are decoded for good, and a tail that stays midway (a model repeating a
+        lead byte) does not make every step decode a longer window."""
+        for k in range(len(self.ids) - 1, self.prefix, -1):
+            data = self.tokenizer.token_bytes(self.ids[k])
+            if data and not 0x80 <= data[0] < 0xC0:
+                self.prefix = self.read = k
+                self.shown = len(self.tokenizer.decode(self.ids[k:])) - 1
+                return
 
     def _incomplete(self) -> bool:
         """Whether the window's bytes end inside a character that more bytes could complete (bytes that can

@@ -100,6 +100,18 @@ def test_bytes_that_no_later_byte_can_complete_show_at_once() -> None:
     assert stream.flush() == b""
 
 
+def test_pieces_of_characters_stream_as_their_bytes_decode(seed: int) -> None:
+    """Tokens of whole, partial and invalid UTF-8 in any order (§6's decode: their bytes joined)."""
+    rng = random.Random(seed)
+    pieces = [b"\xe2", b"\x82", b"\xac", b"a", b"\xf0\x9f", b"\x98\x80", b"\xc3", b"\xa9", b" ", b"\xe2\x82", b""]
+    tokenizer = PieceTokens(dict(enumerate(pieces)))
+    for _ in range(300):
+        ids = [rng.randrange(len(pieces)) for _ in range(rng.randint(1, 16))]
+        stream = TextStream(tokenizer)
+        streamed = b"".join(stream.add(t) for t in ids) + stream.flush()
+        assert streamed.decode() == tokenizer.decode(ids), f"seed {seed}: {[pieces[t] for t in ids]}"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_streamed_pieces_join_to_the_decoded_answer_on_every_path(kind: str, tokenizers, seed: int) -> None:
     rng = random.Random(seed)
