@@ -65,11 +65,14 @@ def pieces(document: str) -> Iterator[str]:
 @dataclass(frozen=True)
 class Batch:
     """Documents' tokens back to back (a long one's piece after its last `window` tokens before the piece,
-    not scored again), each token's document start (an index in `tokens`) and the indexes to score."""
+    not scored again), each token's document start (an index in `tokens`), the indexes to score and each
+    token's bytes of text: its token_bytes, a piece's last token also what makes the piece's sum its UTF-8
+    length (§9: a SentencePiece-style `▁` put before a document is no byte of it)."""
 
     tokens: np.ndarray
     start: np.ndarray
     positions: np.ndarray
+    text_bytes: np.ndarray
 
 
 class TextPositions:
@@ -80,7 +83,7 @@ class TextPositions:
         self.window = window
         self.token_bytes = np.array([len(tokenizer.token_bytes(t)) for t in range(tokenizer.vocab_size)], np.int64)
         self._batches = self._batched(tokenizer, documents)
-        self._batch = Batch(*(np.zeros(0, np.int64),) * 3)
+        self._batch = Batch(*(np.zeros(0, np.int64),) * 4)
         self._next = 0
         """The index in the batch's positions of the next one to take."""
 
@@ -88,34 +91,46 @@ class TextPositions:
         tokens: list[int] = []
         lengths: list[int] = []
         unscored: list[tuple[int, int]] = []
+        corrections: list[tuple[int, int]] = []
+        """(index in `tokens` of a piece's last token, the piece's UTF-8 length less its tokens' bytes)."""
         for document in documents:
             before: list[int] = []
             for piece in pieces(document):
                 ids = tokenizer.encode(piece)
+                if not ids:
+                    continue
                 if before:
                     unscored.append((len(tokens), len(before)))
                 tokens += before
                 tokens += ids
                 lengths.append(len(before) + len(ids))
+                difference = len(piece.encode("utf-8")) - int(self.token_bytes[ids].sum())
+                corrections.append((len(tokens) - 1, difference))
                 before = (before + ids)[-self.window :]
                 if len(tokens) >= BATCH_TOKENS:
-                    yield self._batch_of(tokens, lengths, unscored)
-                    tokens, lengths, unscored = [], [], []
+                    yield self._batch_of(tokens, lengths, unscored, corrections)
+                    tokens, lengths, unscored, corrections = [], [], [], []
         if tokens:
-            yield self._batch_of(tokens, lengths, unscored)
+            yield self._batch_of(tokens, lengths, unscored, corrections)
 
-    @staticmethod
-    def _batch_of(tokens: list[int], lengths: list[int], unscored: list[tuple[int, int]]) -> Batch:
+    def _batch_of(
+        self, tokens: list[int], lengths: list[int], unscored: list[tuple[int, int]], corrections: list[tuple[int, int]]
+    ) -> Batch:
         counts = np.array(lengths, np.int64)
         scored = np.ones(len(tokens), bool)
         for begin, count in unscored:
             scored[begin : begin + count] = False
         start = np.repeat(np.cumsum(counts) - counts, counts)
-        return Batch(np.array(tokens, np.int64), start, np.flatnonzero(scored))
+        ids = np.array(tokens, np.int64)
+        text_bytes = self.token_bytes[ids]
+        for at, difference in corrections:
+            text_bytes[at] += difference
+        return Batch(ids, start, np.flatnonzero(scored), text_bytes)
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The next ≤ n positions' contexts (m, window, 3) and target ids (m,); m = 0 once the text ends."""
-        contexts, targets, count = [], [], 0
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The next ≤ n positions' contexts (m, window, 3), target ids (m,) and bytes of text; m = 0 once the
+        text ends."""
+        contexts, targets, count, text_bytes = [], [], 0, 0
         while count < n:
             if self._next == self._batch.positions.size:
                 batch = next(self._batches, None)
@@ -126,10 +141,11 @@ class TextPositions:
             positions = self._batch.positions[self._next : self._next + n - count]
             contexts.append(self._contexts(positions))
             targets.append(self._batch.tokens[positions])
+            text_bytes += int(self._batch.text_bytes[positions].sum())
             count, self._next = count + positions.size, self._next + positions.size
         if not targets:
-            return np.zeros((0, self.window, 3), np.uint8), np.zeros(0, np.int64)
-        return np.concatenate(contexts), np.concatenate(targets)
+            return np.zeros((0, self.window, 3), np.uint8), np.zeros(0, np.int64), 0
+        return np.concatenate(contexts), np.concatenate(targets), text_bytes
 
     def _contexts(self, positions: np.ndarray) -> np.ndarray:
         """Token rows of the batch's positions: each one's last ≤ window tokens of its own document,
@@ -164,7 +180,7 @@ def score(
     positions, hits, size, nats = 0, 0, 0, 0.0
     while True:
         began = monotonic()
-        contexts, targets = text.take(sizer.size)
+        contexts, targets, scored = text.take(sizer.size)
         if targets.size == 0:
             break
         pixels, logprobs = engine.score(contexts, targets)
@@ -173,7 +189,6 @@ def score(
         hits += int(np.count_nonzero(predicted == targets))
         nats -= float(logprobs.astype(np.float64).sum())
         positions += targets.size
-        scored = int(text.token_bytes[targets].sum())
         size += scored
         if on_progress is not None:
             on_progress(scored)

@@ -1,9 +1,11 @@
 """Generation settings and results (docs/FORMATS.md §11): how a token is chosen, how many, where a row stops.
 The GPU part is engine/executors/generation.py."""
 
-from collections.abc import Callable, Collection, Generator, Sequence
+import codecs
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -192,16 +194,95 @@ class Choice:
         return Choice(int(step.tokens[row]), int(step.confidences[row]), float(step.logprobs[row]), list(alternatives))
 
 
+class Detokenizer(Protocol):
+    """What streaming text needs of a tokenizer (both versions offer it, §6, §6.1)."""
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str: ...
+
+    def joins_next(self, token: int) -> bool: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
+
+class TextStream:
+    """A token sequence's text as its tokens come (§11): each piece is what `decode` of all the tokens so far
+    adds to the pieces before, as UTF-8, so the pieces joined are `decode(ids)` exactly. Text is held back
+    while it may still change: a character whose bytes are not all in, and everything while the last token
+    joins the next (a byte-fallback run is decoded as a whole). A step decodes only the tokens from the first
+    of the text shown before last (Hugging Face text-generation-inference's prefix and read offsets): the
+    decoder's start rules (a first `▁` dropped) touch both decodings alike, and a step costs a few tokens."""
+
+    def __init__(self, tokenizer: Detokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        """Where the decoded window starts: the first token of the text shown before last."""
+        self.read = 0
+        """Tokens whose text is all shown."""
+        self.shown = 0
+        """Characters of the window's text shown."""
+
+    @property
+    def whole(self) -> bool:
+        """Every token's text is shown."""
+        return self.read == len(self.ids)
+
+    def add(self, token: int) -> bytes:
+        self.ids.append(token)
+        return b"" if self.tokenizer.joins_next(token) else self._shown(final=False)
+
+    def flush(self) -> bytes:
+        """The text held back, at the sequence's end."""
+        return self._shown(final=True)
+
+    def _shown(self, final: bool) -> bytes:
+        text = self.tokenizer.decode(self.ids[self.prefix :])
+        # a character midway decodes to one U+FFFD, last; what is before it is final
+        held = not final and text.endswith("\ufffd") and self._incomplete()
+        new = text[self.shown : len(text) - held]
+        if not new:
+            return b""
+        if held:
+            self.shown = len(text) - 1
+            self._restart()
+        else:
+            self.prefix, self.read = self.read, len(self.ids)
+            self.shown = len(self.tokenizer.decode(self.ids[self.prefix :]))
+        return new.encode("utf-8", "surrogatepass")
+
+    def _restart(self) -> None:
+        """The window moved to its last token that begins a character (its first byte is no continuation
+        byte): the bytes before it are decoded for good, and a tail that stays midway (a model repeating a
+        lead byte) does not make every step decode a longer window."""
+        for k in range(len(self.ids) - 1, self.prefix, -1):
+            data = self.tokenizer.token_bytes(self.ids[k])
+            if data and not 0x80 <= data[0] < 0xC0:
+                self.prefix = self.read = k
+                self.shown = len(self.tokenizer.decode(self.ids[k:])) - 1
+                return
+
+    def _incomplete(self) -> bool:
+        """Whether the window's bytes end inside a character that more bytes could complete (bytes that can
+        never begin one are U+FFFD for good)."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        decoder.decode(b"".join(self.tokenizer.token_bytes(t) for t in self.ids[self.prefix :]))
+        return bool(decoder.getstate()[0])
+
+
 class TextRow:
     """One prompt's answer as its tokens arrive: the bytes to show now (`add`), and at the end the tokens
-    wholly before its stop (§11) and the text."""
+    wholly before its stop (§11) and the text (`decode` of its tokens, §11)."""
 
-    def __init__(self, stops: Sequence[bytes], eos_ids: Collection[int] = ()) -> None:
+    def __init__(self, tokenizer: Detokenizer, stops: Sequence[bytes], eos_ids: Collection[int] = ()) -> None:
+        self.text = TextStream(tokenizer)
         self.scanner = StopScanner(stops)
         self.eos_ids = frozenset(eos_ids)
         self.at_eos = False
         """An end-of-sequence token came (§16.2): the row ended before its bytes."""
         self.ends: list[int] = []
+        """Each step's end in the text: where the text shown with or after it ends."""
+        self.unshown = 0
+        """The steps before it have their end for good; from it on some text is held back (their ends grow)."""
         self.steps: list[Choice] = []
         """Every token taken: up to the one the stop string begins in, or the end-of-sequence token."""
         self.data = b""
@@ -215,22 +296,30 @@ class TextRow:
         """Why the row ended (§16.2): "eos", "stop" (a stop string) or "length"."""
         return "eos" if self.at_eos else "stop" if self.scanner.stopped else "length"
 
-    def add(self, choice: Choice, token_bytes: bytes) -> bytes:
+    def add(self, choice: Choice) -> bytes:
         """Take the row's next token; the bytes that can be shown now."""
         if self.stopped:
             return b""
         self.steps.append(choice)
+        self.ends.append(self.ends[-1] if self.ends else 0)
         if choice.token in self.eos_ids:  # the end: its bytes are not text, what was held back is
             self.at_eos = True
-            self.ends.append(self.ends[-1] if self.ends else 0)
             return self.finish()
-        self.ends.append((self.ends[-1] if self.ends else 0) + len(token_bytes))
-        out = self.scanner.feed(token_bytes)
-        self.data += out
-        return out
+        return self._scanned(self.text.add(choice.token))
 
     def finish(self) -> bytes:
-        out = self.scanner.flush()
+        out = self._scanned(self.text.flush())
+        tail = self.scanner.flush()
+        self.data += tail
+        return out + tail
+
+    def _scanned(self, text: bytes) -> bytes:
+        if text:
+            end = self.ends[-1] + len(text)
+            self.ends[self.unshown :] = [end] * (len(self.ends) - self.unshown)
+        if self.text.whole:
+            self.unshown = len(self.ends)
+        out = self.scanner.feed(text)
         self.data += out
         return out
 
@@ -245,7 +334,7 @@ class TextRow:
 
 def follow_text(
     steps: Generator[GeneratedStep, None, None],
-    token_bytes: Callable[[int], bytes],
+    tokenizer: Detokenizer,
     stops: Sequence[bytes],
     count: int,
     on_bytes: Callable[[int, bytes], None] | None = None,
@@ -254,14 +343,14 @@ def follow_text(
     """Follow a stream of `count` prompts' steps as text: each row stops at its stop string (§11) or an
     end-of-sequence id (§16.2); `on_bytes(row, data)` gets each row's bytes as they can be shown; the stream is
     closed as soon as every row has stopped."""
-    rows = [TextRow(stops, eos_ids) for _ in range(count)]
+    rows = [TextRow(tokenizer, stops, eos_ids) for _ in range(count)]
     with closing(steps):
         for step in steps:
             for r, row in enumerate(rows):
                 if row.stopped:
                     continue
                 choice = Choice.of(step, r)
-                data = row.add(choice, token_bytes(choice.token))
+                data = row.add(choice)
                 if data and on_bytes is not None:
                     on_bytes(r, data)
             if all(row.stopped for row in rows):

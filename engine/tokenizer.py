@@ -84,6 +84,10 @@ class Tokenizer:
             raise PxglError(f"token id {token} is outside 0..{self.vocab_size - 1}")
         return self._bytes[token]
 
+    def joins_next(self, token: int) -> bool:
+        """Never: the text of ids is their bytes decoded, which later bytes cannot change once whole (§11)."""
+        return False
+
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace")
 

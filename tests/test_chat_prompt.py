@@ -13,6 +13,7 @@ from pxgl.text_tokenizer.hf import tokenizer_from_hf
 from pxgl.tokenizer import Tokenizer
 
 from tests.chat_models import TEXT, hf_folder
+from tests.test_streamed_text import PieceTokens
 
 WITH_BOS = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
 WITHOUT_BOS = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
@@ -57,19 +58,19 @@ def choice(token: int) -> Choice:
 
 
 def test_an_end_of_sequence_id_ends_a_row_before_its_bytes_releasing_what_a_stop_string_held():
-    pieces = {1: b"ab", 2: b"<", 3: b"</s>", 9: b"zz"}
-    row = TextRow([b"<e"], eos_ids=(3,))
-    shown = [row.add(choice(t), pieces[t]) for t in (1, 2)]
+    pieces = PieceTokens({1: b"ab", 2: b"<", 3: b"</s>", 9: b"zz"})
+    row = TextRow(pieces, [b"<e"], eos_ids=(3,))
+    shown = [row.add(choice(t)) for t in (1, 2)]
     assert shown == [b"ab", b""], "'<' may begin the stop string: held back"
-    assert row.add(choice(3), pieces[3]) == b"<" and row.stopped and row.finish_reason == "eos"
-    assert row.add(choice(9), pieces[9]) == b"" and row.finish() == b""
+    assert row.add(choice(3)) == b"<" and row.stopped and row.finish_reason == "eos"
+    assert row.add(choice(9)) == b"" and row.finish() == b""
     assert row.data == b"ab<" and [c.token for c in row.kept] == [1, 2] and [c.token for c in row.steps] == [1, 2, 3]
-    plain = TextRow([], eos_ids=(3,))
-    assert plain.add(choice(1), b"ab") == b"ab" and plain.finish_reason == "length"
+    plain = TextRow(pieces, [], eos_ids=(3,))
+    assert plain.add(choice(1)) == b"ab" and plain.finish_reason == "length"
 
 
 def test_completions_say_stop_for_an_end_of_sequence_id():
-    answer = Answer({1: b"ab", 3: b"</s>"}.__getitem__, [], eos_ids=(3,))
+    answer = Answer(PieceTokens({1: b"ab", 3: b"</s>"}), [], eos_ids=(3,))
 
     def step(token: int) -> GeneratedStep:
         empty = np.zeros((1, 0))

@@ -69,7 +69,7 @@ def test_the_stream_gives_every_position_its_context(tokenizer, monkeypatch, rng
     text = TextPositions(tokenizer, iter(documents), window)
     rows, targets = [], []
     while True:
-        chunk_rows, chunk_targets = text.take(int(rng.integers(1, 100)))
+        chunk_rows, chunk_targets, _ = text.take(int(rng.integers(1, 100)))
         if chunk_targets.size == 0:
             break
         rows.append(chunk_rows)

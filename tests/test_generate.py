@@ -22,6 +22,7 @@ from tests.models import random_model
 from tests.reference import oracle
 from tests.reference.generation import assert_replays
 from tests.reference.models import params_at, random_architecture, random_rows, write_random_member
+from tests.test_streamed_text import PieceTokens
 
 STEPS = 8
 
@@ -184,7 +185,9 @@ def test_seeds_repeat_differ_and_temperature_zero_is_greedy(tmp_path, gpu, rng, 
 
 
 def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
-    """TextRow fed token by token against the whole text cut at the earliest stop (an independent rule)."""
+    """TextRow fed token by token against the whole text (the tokens' bytes decoded, §6) cut at the earliest
+    stop (an independent rule); a token's end is where the text ends at the first token from it on whose bytes
+    end no character midway."""
     alphabet = b"abc\xc3\xa9"
     for trial in range(300):
 
@@ -193,26 +196,29 @@ def test_stop_strings_cut_generated_bytes_also_mid_token(rng, seed):
 
         tokens = [piece(3) for _ in range(int(rng.integers(1, 9)))]
         stops = [piece(4) for _ in range(int(rng.integers(1, 3)))]
-        text = b"".join(tokens)
+        decoded = [b"".join(tokens[:i]).decode("utf-8", "replace").encode() for i in range(1, len(tokens) + 1)]
+        text = decoded[-1]
         found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
         end = min(found) if found else len(text)
-        row, shown = TextRow(stops), b""
-        for i, token in enumerate(tokens):
-            shown += row.add(Choice(i, 0, 0.0, []), token)
+        row, shown = TextRow(PieceTokens(dict(enumerate(tokens))), stops), b""
+        for i in range(len(tokens)):
+            shown += row.add(Choice(i, 0, 0.0, []))
             assert text[:end].startswith(shown), f"trial {trial}, seed {seed}: showed {shown!r} past {text[:end]!r}"
         shown += row.finish()
         what = f"trial {trial}, seed {seed}: {tokens} stops {stops}"
         assert shown == row.data == text[:end], what
         assert row.stopped == bool(found), what
-        ends = np.cumsum([len(t) for t in tokens])
+        # of this alphabet only a last \xc3 (é's lead byte) is a character midway; a lone \xa9 is U+FFFD for good
+        whole = [j for j in range(len(tokens)) if not tokens[j].endswith(b"\xc3")] + [len(tokens) - 1]
+        ends = [len(decoded[next(j for j in whole if j >= i)]) for i in range(len(tokens))]
         assert [c.token for c in row.kept] == [i for i in range(len(tokens)) if ends[i] <= end], what
     # A stop that begins earlier but is still incomplete when a later one completes decides first.
-    row = TextRow([b"abcd", b"c"])
-    assert row.add(Choice(0, 0, 0.0, []), b"ab") == b"" and row.add(Choice(1, 0, 0.0, []), b"c") == b""
-    assert row.add(Choice(2, 0, 0.0, []), b"dz") == b"" and row.data == b"" and row.scanner.stop_at == 0
-    row = TextRow([b"abcd", b"c"])
-    row.add(Choice(0, 0, 0.0, []), b"abc")
-    assert row.add(Choice(1, 0, 0.0, []), b"x") == b"ab" and row.scanner.stop_at == 2
+    row = TextRow(PieceTokens({0: b"ab", 1: b"c", 2: b"dz"}), [b"abcd", b"c"])
+    assert row.add(Choice(0, 0, 0.0, [])) == b"" and row.add(Choice(1, 0, 0.0, [])) == b""
+    assert row.add(Choice(2, 0, 0.0, [])) == b"" and row.data == b"" and row.scanner.stop_at == 0
+    row = TextRow(PieceTokens({0: b"abc", 1: b"x"}), [b"abcd", b"c"])
+    row.add(Choice(0, 0, 0.0, []))
+    assert row.add(Choice(1, 0, 0.0, [])) == b"ab" and row.scanner.stop_at == 2
     scanner = StopScanner([b"\n\n"])
     assert scanner.feed(b"one\n") == b"one" and scanner.feed(b"two") == b"\ntwo"  # held back, then released
     assert scanner.feed(b"\n") == b"" and scanner.feed(b"\nmore") == b"" and scanner.stopped

@@ -90,8 +90,7 @@ class ChatSession:
         """The model's answer after `ids` (what `fitted` gave), its bytes to `on_text` as they come; `stopping()`
         (Ctrl-C) is asked between steps and ends the answer, what it said so far kept in the conversation."""
         keep = shared_prefix(self.held, ids)
-        row = TextRow(self.stops, self.chat.tokenizer.eos_ids)
-        token_bytes = self.chat.tokenizer.token_bytes
+        row = TextRow(self.chat.tokenizer, self.stops, self.chat.tokenizer.eos_ids)
         self.held = []  # until the prefill is in, the slot holds nothing worth reusing
         self.executor.truncate(SLOT, keep)
         chosen = self.executor.prefill(SLOT, ids[keep:], self.sampler, step=self.drawn).chosen
@@ -100,7 +99,7 @@ class ChatSession:
         most = min(self.max_tokens, self.context_length - len(ids))
         while True:
             token = int(chosen.ids[0][0])
-            on_text(row.add(Choice(token, 0, float(chosen.logprobs[0][0]), []), token_bytes(token)))
+            on_text(row.add(Choice(token, 0, float(chosen.logprobs[0][0]), [])))
             steps += 1
             if row.stopped or steps == most:
                 break

@@ -301,7 +301,7 @@ def answer_prompts(
     with Engine(runnable, device=gpu, **slots) as engine:
         if live or not bar:
             stream = engine.stream(rows, steps, sampling, top_logprobs=top_logprobs, **options)
-            answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), show if live else None, ends)
+            answers = follow_text(stream, tokenizer, stops, len(rows), show if live else None, ends)
         else:
             total = len(rows) * steps
             with progress_bar(total) as progress:
@@ -314,7 +314,7 @@ def answer_prompts(
                     on_tokens=lambda n: progress.advance(task, n),
                     **options,
                 )
-                answers = follow_text(stream, tokenizer.token_bytes, stops, len(rows), eos_ids=ends)
+                answers = follow_text(stream, tokenizer, stops, len(rows), eos_ids=ends)
     if live:
         sys.stdout.write("".join(unshown) + decoder.decode(b"", final=True) + "\n")
     return answers

@@ -143,7 +143,7 @@ def create_app(
             tokenizer = by_name[asked.model].runnable.model.tokenizer
             rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in asked.prompts]
             rows = model_sequences(rows, asked, terms[asked.model])
-            return Completion(asked, rows, tokenizer.token_bytes, off_loop, tokenizer.eos_ids)
+            return Completion(asked, rows, tokenizer, off_loop, tokenizer.eos_ids)
 
         return await respond(await off_loop.run(prepare, len(body) > INLINE_BYTES))
 

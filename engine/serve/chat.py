@@ -91,4 +91,4 @@ class ChatServer:
         assert model.context_length is not None
         request = asked.completion(prompt, limits, model.context_length)
         rows = model_sequences([prompt], request, model)
-        return ChatCompletion(request, rows, chat.tokenizer.token_bytes, off_loop, chat.tokenizer.eos_ids)
+        return ChatCompletion(request, rows, chat.tokenizer, off_loop, chat.tokenizer.eos_ids)

@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator, Callable, Collection
 from functools import partial
 from typing import Any
 
-from ..generation import Choice, GeneratedStep, Generation, TextRow
+from ..generation import Choice, Detokenizer, GeneratedStep, Generation, TextRow
 from .offloop import OffLoop
 from .requests import BadRequest, CompletionRequest
 from .worker import FINISHED, EngineWorker, GenerateJob, JobFailed, Sink
 
-TokenBytes = Callable[[int], bytes]
 INLINE_TOKENS = 64
 """Tokens of a block (prompts times steps) shaped into text and events on the event loop; a larger block is
 shaped off it (some 50 µs a token on a CPU: one answer of 64 prompts of 1,024 tokens held the loop 3.5 s)."""
@@ -46,9 +45,9 @@ class Answer:
     """One prompt's continuation as its tokens arrive: generation's TextRow (stop strings over bytes, the
     tokens wholly before the stop) decoded as UTF-8, with what a stream has sent of it."""
 
-    def __init__(self, token_bytes: TokenBytes, stops: list[bytes], eos_ids: Collection[int] = ()) -> None:
-        self.token_bytes = token_bytes
-        self.row = TextRow(stops, eos_ids)
+    def __init__(self, tokenizer: Detokenizer, stops: list[bytes], eos_ids: Collection[int] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.row = TextRow(tokenizer, stops, eos_ids)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.offsets = CharacterCount()
         self.finish_reason: str | None = None
@@ -62,7 +61,7 @@ class Answer:
         if self.finish_reason is not None:
             return ""
         choice = Choice.of(step, row)
-        out = self.row.add(choice, self.token_bytes(choice.token))
+        out = self.row.add(choice)
         if self.row.stopped:
             self.finish_reason = "stop"
         return self.decoder.decode(out, final=self.row.stopped)
@@ -83,7 +82,8 @@ class Answer:
         (none of them can still turn out to lie in a stop string)."""
         if self.finish_reason is not None:
             return self.tokens
-        return bisect.bisect_right(self.row.ends, len(self.row.data))  # ends grow: a binary search
+        # ends grow: a binary search among the tokens whose text is all out (a held token's end may still move)
+        return bisect.bisect_right(self.row.ends, len(self.row.data), 0, self.row.unshown)
 
     def logprobs(self, start: int, upto: int) -> dict[str, Any]:
         """OpenAI's logprobs object of tokens start..upto (text_offset: characters from the text's start)."""
@@ -97,7 +97,7 @@ class Answer:
         }
 
     def text(self, token: int) -> str:
-        return self.token_bytes(token).decode("utf-8", "replace")
+        return self.tokenizer.token_bytes(token).decode("utf-8", "replace")
 
 
 class Completion:
@@ -107,17 +107,16 @@ class Completion:
         self,
         request: CompletionRequest,
         rows: list[list[int]],
-        token_bytes: TokenBytes,
+        tokenizer: Detokenizer,
         off_loop: OffLoop,
         eos_ids: Collection[int] = (),
     ) -> None:
         self.request = request
         self.off_loop = off_loop
         self.rows = rows
-        self.token_bytes = token_bytes
         self.id = self.ID_PREFIX + secrets.token_hex(12)
         self.created = int(time.time())
-        self.answers = [Answer(token_bytes, request.stops, eos_ids) for _ in rows]
+        self.answers = [Answer(tokenizer, request.stops, eos_ids) for _ in rows]
         self.job: GenerateJob | None = None
 
     def start(self, worker: EngineWorker) -> None:

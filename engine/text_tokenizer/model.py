@@ -92,6 +92,7 @@ class TextTokenizer:
         self.normalizer = check_steps(normalizer, "normalizer", where)
         self.pre_tokenizer = check_steps(pre_tokenizer, "pre_tokenizer", where)
         self.decoder = check_steps(decoder, "decoder", where)
+        self._byte_runs = any(step["type"] == "byte_fallback" for step in self.decoder)
         self.bos_id = _check_id(bos_id, self.tokens, "bos_id", where, optional=True)
         self.eos_ids = tuple(_check_id(i, self.tokens, "eos_ids", where) for i in eos_ids)
         if len(set(self.eos_ids)) != len(self.eos_ids):
@@ -141,6 +142,14 @@ class TextTokenizer:
             return alphabet_bytes(piece)
         byte = byte_token(piece)
         return bytes([byte]) if byte is not None else piece.replace("▁", " ").encode("utf-8", "surrogatepass")
+
+    def joins_next(self, token: int) -> bool:
+        """Whether the text of a sequence ending in this id may change with the ids after it (streamed text
+        waits, §11): a padding id (its neighbours decide), or a `<0xNN>` piece where the decoder has a
+        byte_fallback step, which decodes a run of them (padding skipped) as a whole."""
+        if token >= self.tokens:
+            return True
+        return self._byte_runs and token >= 0 and byte_token(self.id_string(token)) is not None
 
     def encode(self, text: str, special: bool = True) -> list[int]:
         """The ids of text, no BOS added; with special=False special tokens written in the text are text."""
