@@ -134,7 +134,8 @@ def test_export_then_import_gives_the_same_bytes(case, tmp_path, seed, monkeypat
     quants = {name: some.get(name, rest) for name in architecture.shapes()}
     model = tmp_path / "model.pxi"
     write_random_transformer(model, architecture, quants, seed)
-    exported = tmp_path / "model.gguf"
+    meta, stream = json.loads((tmp_path / "model.meta.json").read_text()), read_transformer(model)[1]
+    exported = tmp_path / "exported.gguf"  # imported() writes beside it: exported.pxi, not over model.pxi
     code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "gguf", "-o", str(exported))
     assert code == 0, err
     reader = gguf.GGUFReader(exported)  # llama.cpp's reader loads it, with the types §10.3 names
@@ -145,9 +146,8 @@ def test_export_then_import_gives_the_same_bytes(case, tmp_path, seed, monkeypat
     assert types["blk.1.ffn_down.weight"] == expected[rest]
     assert types["output_norm.weight"] == T.F32
     back_meta, back_stream = imported(monkeypatch, capsys, exported)
-    meta = json.loads((tmp_path / "model.meta.json").read_text())
     assert {k: v for k, v in back_meta.items() if k != "files"} == {k: v for k, v in meta.items() if k != "files"}
-    assert np.array_equal(back_stream, read_transformer(model)[1])
+    assert np.array_equal(back_stream, stream)
 
 
 def test_a_model_no_gguf_architecture_computes_is_refused(tmp_path, seed, monkeypatch, capsys):
