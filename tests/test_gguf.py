@@ -206,6 +206,12 @@ def test_an_import_into_a_cartridge_holds_the_same_model_and_exports_again(tmp_p
     cartridge = open_transformer_cartridge(tmp_path / "qwen2.pxa")
     assert cartridge.spec.to_meta() == {k: v for k, v in got_meta.items() if k != "files"}
     assert np.array_equal(cartridge.stream, stream)
+    inspected = []  # inspect tells the cartridge's model in the words it uses for the .pxi's, not Python dicts
+    for path in ("qwen2.pxi", "qwen2.pxa"):
+        code, out, err = pxgl(monkeypatch, capsys, "inspect", str(tmp_path / path), "--json")
+        assert code == 0, err
+        inspected.append(json.loads(out)["model"])
+    assert inspected[0] == inspected[1] and inspected[0]["norm"] == "rmsnorm eps 1e-05", inspected
     exported = tmp_path / "from_cartridge.gguf"  # and a cartridge exports as its .pxi set does
     code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(tmp_path / "qwen2.pxa"), "-o", str(exported))
     assert code == 0, err
