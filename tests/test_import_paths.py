@@ -24,3 +24,9 @@ def test_running_a_gguf_or_a_folder_says_to_import_it_first(kind, tmp_path, monk
     code, _, err = pxgl(monkeypatch, capsys, "generate", "-m", str(source), "hello")
     assert code == 2 and err.count("\n") == 1, err
     assert err.endswith(f"; import it first: pxgl import {source} -o NAME.pxi\n"), err
+
+
+def test_export_to_a_name_without_a_suffix_names_every_form(tmp_path, monkeypatch, capsys):
+    code, _, err = pxgl(monkeypatch, capsys, "export", "-m", "pixellm_v0", "-o", str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1 and "or a Hugging Face folder with --format hf" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -223,7 +223,10 @@ def export(
     check_outputs([(out, "--out")], model_files(model) if version_2 is None else version_2)
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
     if out.suffix not in kinds:
-        raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
+        raise PxglError(
+            f"--out {out}: pxgl exports .safetensors, .npz or .gguf files, or a Hugging Face folder with --format hf; "
+            "give a name ending in one of them, or --format"
+        )
     if not force:
         check_replaceable(Output(out, "--out", kinds[out.suffix]))
     if source is not None and version_2 is not None:
