@@ -95,6 +95,7 @@ def test_a_line_and_two_turns_in_a_terminal_each_ended_by_ctrl_c_then_ctrl_d_end
     chat.type(b"\x04")
     assert chat.status() == 0, chat.seen[-2000:]
     assert b"Traceback" not in chat.seen and b"error" not in chat.seen
+    assert chat.seen.endswith(b">>> \r\n"), chat.seen[-200:]  # Ctrl-D leaves the shell's prompt a line of its own
 
 
 def test_piped_lines_are_the_turns_and_a_model_without_a_template_is_one_line(tmp_path, seed):

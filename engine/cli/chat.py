@@ -50,6 +50,8 @@ class Interrupt:
             try:
                 return input(PROMPT) if interactive else input()
             except EOFError:
+                if interactive:  # Ctrl-D at the prompt: the shell's prompt comes on a line of its own
+                    sys.stdout.write("\n")
                 return None
             except KeyboardInterrupt:
                 sys.stdout.write("\n")
