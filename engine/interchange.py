@@ -138,7 +138,9 @@ def read_model_tensors(
     architecture's tensors, renamed. An .npz's members are checked against them before any is inflated."""
     where = str(path)
     if path.suffix not in (".safetensors", ".npz"):
-        raise PxglError(f"{path}: pxgl imports .safetensors or .npz files")
+        raise PxglError(
+            f"{path}: pxgl imports a Hugging Face model folder, a .gguf file, or .safetensors or .npz files"
+        )
     data = read_tensor_file(path)
     if path.suffix == ".npz":
         architecture = read_architecture(config_path, {}, where)

@@ -70,11 +70,16 @@ def load_model(name_or_path: str | Path | None = None) -> Model | TransformerMod
     if path.suffix != WEIGHTS_SUFFIX:
         raise PxglError(
             f"{path}: a model is a weights {WEIGHTS_SUFFIX} (with its .meta.json beside it) or a cartridge "
-            f"{CARTRIDGE_SUFFIX}"
+            f"{CARTRIDGE_SUFFIX}" + (f"; import it first: pxgl import {path} -o NAME.pxi" if importable(path) else "")
         )
     if path.is_file() and is_version_2(read_meta_document(meta_path_for(path))):
         return read_transformer_model(path)
     return read_weights(path)
+
+
+def importable(path: Path) -> bool:
+    """A file or folder `pxgl import` reads (FORMATS §10): a .gguf, or a Hugging Face folder."""
+    return path.suffix == ".gguf" or (path / "config.json").is_file()
 
 
 def no_such_model(name: str) -> str:

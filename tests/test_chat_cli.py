@@ -4,6 +4,7 @@ line and exit status 2 (wild templates: tests/test_chat_hostile.py). `pxgl gener
 and says why each row ended in --json (§16.2)."""
 
 import contextlib
+import io
 import json
 import os
 import pty
@@ -94,6 +95,7 @@ def test_a_line_and_two_turns_in_a_terminal_each_ended_by_ctrl_c_then_ctrl_d_end
     chat.type(b"\x04")
     assert chat.status() == 0, chat.seen[-2000:]
     assert b"Traceback" not in chat.seen and b"error" not in chat.seen
+    assert chat.seen.endswith(b">>> \r\n"), chat.seen[-200:]  # Ctrl-D leaves the shell's prompt a line of its own
 
 
 def test_piped_lines_are_the_turns_and_a_model_without_a_template_is_one_line(tmp_path, seed):
@@ -126,3 +128,18 @@ def test_generate_stops_at_the_models_end_of_sequence_and_says_so(tmp_path, seed
     record = json.loads(run.stdout)
     assert record["finish_reason"] == "eos" and record["tokens"] == expected[:end], (record, expected, eos)
     assert record["text"] == plain.tokenizer.decode(expected[:end])
+
+
+def test_a_notice_longer_than_80_columns_is_one_line_where_stderr_is_no_terminal(monkeypatch, capsys):
+    from pxgl.cli.chat import converse, notice_console
+    from pxgl.errors import PxglError
+
+    refusal = "this message is 5020 tokens with the conversation's opening; " + "it passes the context " * 6
+
+    class Refusing:
+        def fitted(self, text: str):
+            raise PxglError(refusal)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a very long message\n"))
+    converse(Refusing(), False, notice_console())
+    assert capsys.readouterr().err == refusal + "\n"

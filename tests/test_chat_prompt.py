@@ -53,6 +53,14 @@ def test_a_model_without_a_template_is_one_line_naming_template(bytes_tokenizer,
         read_template(tmp_path / "t.jinja")
 
 
+def test_a_template_rendering_nothing_is_its_error_not_an_empty_prompt(bytes_tokenizer):
+    """`"".__class__` is undefined in the sandbox: it renders as nothing, and so the whole prompt did (pxgl chat
+    then failed on truncating its slot to -1, serve answered that as a 400)."""
+    empty = ChatFormat(ChatTemplate('{{ "".__class__ }}', "t.jinja"), bytes_tokenizer)
+    with pytest.raises(ChatTemplateError, match=r"^chat template: t.jinja: it renders no text for these messages"):
+        empty.ids(HELLO)
+
+
 def choice(token: int) -> Choice:
     return Choice(token, 0, -1.0, [])
 

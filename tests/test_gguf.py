@@ -134,7 +134,8 @@ def test_export_then_import_gives_the_same_bytes(case, tmp_path, seed, monkeypat
     quants = {name: some.get(name, rest) for name in architecture.shapes()}
     model = tmp_path / "model.pxi"
     write_random_transformer(model, architecture, quants, seed)
-    exported = tmp_path / "model.gguf"
+    meta, stream = json.loads((tmp_path / "model.meta.json").read_text()), read_transformer(model)[1]
+    exported = tmp_path / "exported.gguf"  # imported() writes beside it: exported.pxi, not over model.pxi
     code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(model), "--format", "gguf", "-o", str(exported))
     assert code == 0, err
     reader = gguf.GGUFReader(exported)  # llama.cpp's reader loads it, with the types §10.3 names
@@ -145,9 +146,8 @@ def test_export_then_import_gives_the_same_bytes(case, tmp_path, seed, monkeypat
     assert types["blk.1.ffn_down.weight"] == expected[rest]
     assert types["output_norm.weight"] == T.F32
     back_meta, back_stream = imported(monkeypatch, capsys, exported)
-    meta = json.loads((tmp_path / "model.meta.json").read_text())
     assert {k: v for k, v in back_meta.items() if k != "files"} == {k: v for k, v in meta.items() if k != "files"}
-    assert np.array_equal(back_stream, read_transformer(model)[1])
+    assert np.array_equal(back_stream, stream)
 
 
 def test_a_model_no_gguf_architecture_computes_is_refused(tmp_path, seed, monkeypatch, capsys):
@@ -206,6 +206,12 @@ def test_an_import_into_a_cartridge_holds_the_same_model_and_exports_again(tmp_p
     cartridge = open_transformer_cartridge(tmp_path / "qwen2.pxa")
     assert cartridge.spec.to_meta() == {k: v for k, v in got_meta.items() if k != "files"}
     assert np.array_equal(cartridge.stream, stream)
+    inspected = []  # inspect tells the cartridge's model in the words it uses for the .pxi's, not Python dicts
+    for path in ("qwen2.pxi", "qwen2.pxa"):
+        code, out, err = pxgl(monkeypatch, capsys, "inspect", str(tmp_path / path), "--json")
+        assert code == 0, err
+        inspected.append(json.loads(out)["model"])
+    assert inspected[0] == inspected[1] and inspected[0]["norm"] == "rmsnorm eps 1e-05", inspected
     exported = tmp_path / "from_cartridge.gguf"  # and a cartridge exports as its .pxi set does
     code, _, err = pxgl(monkeypatch, capsys, "export", "-m", str(tmp_path / "qwen2.pxa"), "-o", str(exported))
     assert code == 0, err

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PxglError
 from ..reading import decode_utf8, read_bounded
-from .template import MAX_SOURCE_BYTES, ChatTemplate
+from .template import MAX_SOURCE_BYTES, ChatTemplate, ChatTemplateError
 
 if TYPE_CHECKING:
     from ..text_tokenizer import TextTokenizer
@@ -57,4 +57,8 @@ class ChatFormat:
         bos = self.tokenizer.bos_id
         if self.tokenizer.add_bos and bos is not None and ids[:1] != [bos]:
             ids.insert(0, bos)
+        if not ids:
+            raise ChatTemplateError(
+                f"{self.template.where}: it renders no text for these messages (a prompt needs at least one token)"
+            )
         return ids

@@ -56,10 +56,10 @@ class ChatSession:
     stops: list[bytes] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
+    """The ids whose positions the slot holds (its pending token not among them)."""
     drawn: int = 0
     """Tokens the answers so far chose: an answer's draw steps continue from here, so a sampled chat's turns
     do not each replay one stream of draws."""
-    """The ids whose positions the slot holds (its pending token not among them)."""
 
     def __post_init__(self) -> None:
         self.system = 1 if self.messages[:1] and self.messages[0]["role"] == "system" else 0

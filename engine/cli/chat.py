@@ -50,6 +50,8 @@ class Interrupt:
             try:
                 return input(PROMPT) if interactive else input()
             except EOFError:
+                if interactive:  # Ctrl-D at the prompt: the shell's prompt comes on a line of its own
+                    sys.stdout.write("\n")
                 return None
             except KeyboardInterrupt:
                 sys.stdout.write("\n")
@@ -78,8 +80,6 @@ def chat(
     """Chat with a version-2 model through its chat template: each line you type is a message, the answer
     streams as it is generated. Ctrl-C ends an answer, Ctrl-D ends the chat."""
     single_blas_thread()  # no OpenBLAS threads: every thread but the GL driver's is this one
-    from rich.console import Console
-
     try:
         from ..chat.prompt import ChatFormat
         from ..chat.session import ChatSession, executor_of
@@ -105,7 +105,7 @@ def chat(
     if interactive:
         with suppress(ImportError):
             import readline  # noqa: F401 (input() gains line editing and history)
-    notices = Console(stderr=True, highlight=False)
+    notices = notice_console()
     spec = runnable.model.spec
     with TransformerEngine(runnable, device=gpu, slots=1) as engine:
         session = ChatSession(
@@ -121,6 +121,14 @@ def chat(
         if interactive:
             notices.print(f"[dim]pxgl chat with {runnable.model.source}: Ctrl-C ends an answer, Ctrl-D the chat[/dim]")
         converse(session, interactive, notices)
+
+
+def notice_console() -> "Console":
+    """Where the chat's notices go: stderr, each notice one line however long (rich wraps at 80 columns where
+    stderr is no terminal)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def converse(session: "ChatSession", interactive: bool, notices: "Console") -> None:

@@ -35,9 +35,12 @@ def renames(pairs: list[str]) -> dict[str, str]:
 @app.command("import")
 def import_tensors(
     file: Annotated[
-        Path, typer.Argument(help="Float tensors: a .safetensors or .npz file, or a Hugging Face model folder.")
+        Path,
+        typer.Argument(help="A Hugging Face model folder, a .gguf file, or float tensors (.safetensors or .npz)."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Weights .pxi to write (meta, tokenizer beside), or a cartridge .pxa.")
+    ],
     tokenizer: Annotated[
         Path | None, typer.Option(help="The model's tokenizer JSON. Default: the file's pxgl.tokenizer metadata.")
     ] = None,
@@ -66,6 +69,8 @@ def import_tensors(
     from ..outputs import check_writes
     from ..transformer.interchange import is_transformer, peek_header, transformer_architecture
 
+    if not file.exists():
+        raise PxglError(f"{file}: no such file or folder")
     if file.is_dir():
         if tokenizer or config or mapping:
             raise PxglError(
@@ -174,7 +179,10 @@ def import_version_2(
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Tensor file to write: .safetensors or .npz.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="What to write: a .safetensors or .npz file, a new folder (hf) or a .gguf."),
+    ],
     model: ModelOption = None,
     export_format: Annotated[
         str | None,
@@ -189,7 +197,7 @@ def export(
 ) -> None:
     """Write a pixel model as float32 tensors (dequantized), its architecture, quantization and tokenizer in
     the metadata (safetensors): `pxgl import` brings it back to the same tensor bytes; an .npz needs --config.
-    A version-2 model also as a .gguf file (docs/FORMATS.md §10.3)."""
+    A version-2 model also as a Hugging Face folder (--format hf, docs/FORMATS.md §10.2) or a .gguf file (§10.3)."""
     if export_format not in (None, "hf", "gguf", "safetensors"):
         raise PxglError(f"--format {export_format}: give hf, gguf or safetensors")
     if export_format == "gguf" or (export_format is None and out.suffix == ".gguf"):
@@ -215,7 +223,10 @@ def export(
     check_outputs([(out, "--out")], model_files(model) if version_2 is None else version_2)
     kinds = {".safetensors": SAFETENSORS, ".npz": NPZ}
     if out.suffix not in kinds:
-        raise PxglError(f"--out {out}: pxgl exports .safetensors or .npz files; give a name ending in one of them")
+        raise PxglError(
+            f"--out {out}: pxgl exports .safetensors, .npz or .gguf files, or a Hugging Face folder with --format hf; "
+            "give a name ending in one of them, or --format"
+        )
     if not force:
         check_replaceable(Output(out, "--out", kinds[out.suffix]))
     if source is not None and version_2 is not None:

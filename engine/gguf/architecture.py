@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import PxglError
 from ..transformer.meta import MAX_CONTEXT, TransformerArchitecture, architecture_from_meta, few
-from .header import FLOAT_TYPES, INTEGER_TYPES, STRING, Header
+from .header import FLOAT32, FLOAT_TYPES, INTEGER_TYPES, STRING, Header
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2")
 BLOCK_NAMES = {"attn_norm": "attn_norm", "attn_q": "attn.q", "attn_k": "attn.k", "attn_v": "attn.v"}
@@ -52,7 +52,12 @@ def integer(header: Header, name: str, where: str, default: int | None = None) -
 
 
 def number(header: Header, name: str, where: str, default: float | None = None) -> float:
-    return float(key(header, name, FLOAT_TYPES | INTEGER_TYPES, default, where))
+    """A float32 value as the shortest decimal that rounds to it (1e-05, not 9.999999747378752e-06): what the
+    writer meant, so an export imports to the same meta and a converted folder's file to the folder's."""
+    value = key(header, name, FLOAT_TYPES | INTEGER_TYPES, default, where)
+    if name in header.values and header.values[name][0] == FLOAT32:
+        return float(str(np.float32(value)))
+    return float(value)
 
 
 def text(header: Header, name: str, where: str, default: str | None = None) -> str:

@@ -39,7 +39,8 @@ STRING, ARRAY = 8, 9
 SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 """GGUF's value types by number (uint8 … float64), as struct formats; 8 is a string, 9 an array."""
 INTEGER_TYPES = {0, 1, 2, 3, 4, 5, 10, 11}
-FLOAT_TYPES = {6, 12}
+FLOAT32 = 6
+FLOAT_TYPES = {FLOAT32, 12}
 
 
 @dataclass(frozen=True)

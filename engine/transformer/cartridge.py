@@ -3,7 +3,6 @@ checked as every cartridge is (engine/cartridge.py: end record, entries, manifes
 at a time into the model's one weight byte stream; and the members `pxgl pack` writes for one."""
 
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..pxi import decode_rgb_into, encode_rgb
 from ..reading import MAX_PIXEL_FILE_BYTES, TEXT_CAPS, decode_utf8, parse_json
 from ..tokenizer import Tokenizer
 from .files import check_finite, image_paths, weight_stream
-from .meta import TransformerSpec, transformer_spec_from_meta
+from .meta import TransformerSpec, architecture_record, transformer_spec_from_meta
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def describe_transformer_cartridge(path: Path, sha256: str) -> dict[str, Any]:
         "kind": "cartridge",
         "format": f"pxgl-cartridge version {manifest.version} (weights {manifest.formats['weights']})",
         "name": manifest.name,
-        "model": {"version": 2, **a.to_json(), "weights": sum(math.prod(s) for s in a.shapes().values())},
+        "model": architecture_record(a),
         "quantization": ", ".join(f"{quant} {count} tensors" for quant, count in sorted(quants.items())),
         "images": [f"{width}x{height}" for width, height in cart.spec.images],
         "tokenizer": "tokenizer.json" if cart.tokenizer is not None else "none: token pixels in and out",

@@ -2,39 +2,13 @@
 quantization and bytes, the float16 KV cache one sequence of the full context takes (`kv_cache_bytes`: a
 slot's), the tokenizer."""
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from .meta import TransformerArchitecture
+from .meta import architecture_record
 from .model import TransformerModel
 
 if TYPE_CHECKING:
     from ..model import Model
-
-
-def architecture_record(a: TransformerArchitecture) -> dict[str, Any]:
-    """The architecture in flat words and numbers (inspect prints a dict a line)."""
-    if a.rope is None:
-        positions = "learned"
-    else:
-        scaling = "" if a.rope.scaling is None else f", {a.rope.scaling.kind} scaling factor {a.rope.scaling.factor:g}"
-        positions = f"rope base {a.rope.base:g} {a.rope.rotation}{scaling}"
-    return {
-        "version": 2,
-        "vocab_size": a.vocab_size,
-        "context_length": a.context_length,
-        "width": a.width,
-        "layers": a.layers,
-        "heads": a.heads,
-        "kv_heads": a.kv_heads,
-        "head_dim": a.head_dim,
-        "mlp": f"{a.mlp_kind} {a.mlp_width}",
-        "norm": f"{a.norm_kind} eps {a.norm_eps:g}",
-        "positions": positions,
-        "biases": ",".join(sorted(a.biases)) or "none",
-        "tied_head": a.tied_head,
-        "weights": sum(math.prod(shape) for shape in a.shapes().values()),
-    }
 
 
 def describe_transformer(model: TransformerModel) -> dict[str, Any]:

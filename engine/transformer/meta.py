@@ -349,3 +349,28 @@ def _images(meta: dict, where: str) -> tuple[tuple[int, int], ...]:
         got = f"{len(raw)} entries" if isinstance(raw, list) else _echo(raw)
         raise PxglError(f"{where}: 'images' must be a list of 2 to {MAX_IMAGES} image sizes, got {got}")
     return tuple(_image_size(size, f"{where}: images[{k}]") for k, size in enumerate(raw))
+
+
+def architecture_record(a: TransformerArchitecture) -> dict[str, Any]:
+    """The architecture in flat words and numbers (inspect prints a dict a line)."""
+    if a.rope is None:
+        positions = "learned"
+    else:
+        scaling = "" if a.rope.scaling is None else f", {a.rope.scaling.kind} scaling factor {a.rope.scaling.factor:g}"
+        positions = f"rope base {a.rope.base:g} {a.rope.rotation}{scaling}"
+    return {
+        "version": 2,
+        "vocab_size": a.vocab_size,
+        "context_length": a.context_length,
+        "width": a.width,
+        "layers": a.layers,
+        "heads": a.heads,
+        "kv_heads": a.kv_heads,
+        "head_dim": a.head_dim,
+        "mlp": f"{a.mlp_kind} {a.mlp_width}",
+        "norm": f"{a.norm_kind} eps {a.norm_eps:g}",
+        "positions": positions,
+        "biases": ",".join(sorted(a.biases)) or "none",
+        "tied_head": a.tied_head,
+        "weights": sum(math.prod(shape) for shape in a.shapes().values()),
+    }
