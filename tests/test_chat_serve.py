@@ -173,15 +173,25 @@ def test_include_usage_ends_a_stream_with_the_usage_chunk_for_chat_and_completio
     assert "".join(c.choices[0].text for c in texts) == plain_text.choices[0].text
 
 
-def test_stream_options_without_a_stream_is_a_400(chat):
+@pytest.mark.parametrize(
+    "options, stream, match",
+    [
+        ({"include_usage": True}, False, "only allowed with"),
+        ({}, False, "only allowed with"),
+        ({"include_usage": "yes"}, True, "must be true or false"),
+        ({"include_obfuscation": True}, True, "serves only include_usage"),
+    ],
+)
+def test_stream_options_off_a_stream_or_not_include_usage_are_400s(chat, options, stream, match):
     from openai import BadRequestError
 
-    with pytest.raises(BadRequestError) as refused:
+    with pytest.raises(BadRequestError, match=match) as refused:
         client(chat).chat.completions.create(
             model=NAME,
             messages=[{"role": "user", "content": "hi"}],
             max_tokens=2,
-            stream_options={"include_usage": True},
+            stream=stream,
+            stream_options=options,
         )
     assert refused.value.body["param"] == "stream_options", refused.value.body
 
