@@ -149,3 +149,68 @@ def test_a_conversation_past_the_context_and_content_not_text_are_400s(chat):
         client(chat).chat.completions.create(model=NAME, messages=long, max_tokens=2)
     with pytest.raises(BadRequestError, match=r"messages\[0\]\.content must be a string"):
         client(chat).chat.completions.create(model=NAME, messages=[{"role": "user", "content": 3}], max_tokens=2)
+
+
+def test_include_usage_ends_a_stream_with_the_usage_chunk_for_chat_and_completions(chat):
+    def counts(usage) -> tuple[int, int, int]:
+        return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+
+    messages = [{"role": "user", "content": "hello there"}]
+    asked = {"model": NAME, "max_tokens": MAX_TOKENS, "temperature": 0}
+    plain = client(chat).chat.completions.create(messages=messages, **asked)
+    usage = {"include_usage": True}
+    *answer, last = client(chat).chat.completions.create(messages=messages, stream=True, stream_options=usage, **asked)
+    assert last.choices == [] and counts(last.usage) == counts(plain.usage)
+    assert all(c.usage is None and len(c.choices) == 1 for c in answer)
+    assert "".join(c.choices[0].delta.content or "" for c in answer) == plain.choices[0].message.content
+    without = client(chat).chat.completions.create(
+        messages=messages, stream=True, stream_options={"include_usage": False}, **asked
+    )
+    assert all(len(c.choices) == 1 and c.usage is None for c in without)
+    plain_text = client(chat).completions.create(prompt="hello", **asked)
+    *texts, last = client(chat).completions.create(prompt="hello", stream=True, stream_options=usage, **asked)
+    assert last.choices == [] and counts(last.usage) == counts(plain_text.usage)
+    assert "".join(c.choices[0].text for c in texts) == plain_text.choices[0].text
+
+
+@pytest.mark.parametrize(
+    "options, stream, match",
+    [
+        ({"include_usage": True}, False, "only allowed with"),
+        ({}, False, "only allowed with"),
+        ({"include_usage": "yes"}, True, "must be true or false"),
+        ({"include_obfuscation": True}, True, "serves only include_usage"),
+    ],
+)
+def test_stream_options_off_a_stream_or_not_include_usage_are_400s(chat, options, stream, match):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError, match=match) as refused:
+        client(chat).chat.completions.create(
+            model=NAME,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=2,
+            stream=stream,
+            stream_options=options,
+        )
+    assert refused.value.body["param"] == "stream_options", refused.value.body
+
+
+def test_content_as_text_parts_is_their_text_joined_and_other_parts_are_400s(chat):
+    from openai import BadRequestError
+
+    text = "hello there 🙂"
+    cut = int(chat.rng.integers(1, len(text)))
+    print(f"cut={cut}")
+    parts = [{"type": "text", "text": text[:cut]}, {"type": "text", "text": text[cut:]}]
+    expected = expected_answer(chat.member, [{"role": "user", "content": text}])
+    answer = client(chat).chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": parts}], max_tokens=MAX_TOKENS, temperature=0
+    )
+    if expected is not None:
+        assert (answer.choices[0].message.content, answer.usage.prompt_tokens) == (expected[0], expected[3])
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(BadRequestError, match=r"messages\[0\]\.content\[1\]\.type 'image_url'"):
+        client(chat).chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": [parts[0], image]}], max_tokens=2
+        )

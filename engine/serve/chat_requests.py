@@ -16,6 +16,7 @@ from .requests import (
     BadRequest,
     CompletionRequest,
     ModelTerms,
+    include_usage_of,
     integer,
     number,
     quoted,
@@ -29,11 +30,10 @@ MAX_MESSAGES = 256
 MAX_MESSAGES_BYTES = 256 << 10
 CHAT_FIELDS = frozenset(
     {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
-    | {"stream", "user"}
+    | {"stream", "stream_options", "user"}
 )
 CHAT_DEFAULTS: dict[str, Any] = {
-    name: IGNORED_AT_DEFAULT[name]
-    for name in ("n", "presence_penalty", "frequency_penalty", "logit_bias", "stream_options")
+    name: IGNORED_AT_DEFAULT[name] for name in ("n", "presence_penalty", "frequency_penalty", "logit_bias")
 } | {"logprobs": False}
 """OpenAI chat fields pxgl does not implement, accepted only at the value that changes nothing."""
 MESSAGE_KEYS = frozenset({"role", "content", "name"})
@@ -48,6 +48,7 @@ class ChatRequest:
     sampling: Sampling
     stops: list[bytes]
     stream: bool
+    include_usage: bool
     repetition_penalty: float
     cache_prompt: bool
 
@@ -72,6 +73,7 @@ class ChatRequest:
             stops=self.stops,
             logprobs=None,
             stream=self.stream,
+            include_usage=self.include_usage,
             repetition_penalty=self.repetition_penalty,
             cache_prompt=self.cache_prompt,
         )
@@ -105,21 +107,45 @@ def messages_of(value: Any) -> list[Message]:
         extra = sorted(set(message) - MESSAGE_KEYS)
         if extra:
             raise BadRequest(400, f"{where}.{extra[0]}: pxgl serves messages of role, content and name", "messages")
+        for key in ("role", "content"):
+            if key not in message:
+                raise BadRequest(400, f"{where}.{key} is missing", "messages")
+        message = dict(message)
+        if isinstance(message["content"], list):
+            message["content"] = text_of_parts(message["content"], f"{where}.content")
         for key in sorted(MESSAGE_KEYS & set(message)):
             if not isinstance(message[key], str):
                 what = type_name(message[key])
-                raise BadRequest(400, f"{where}.{key} must be a string, got {what}", "messages")
+                expected = "a string or an array of parts" if key == "content" else "a string"
+                raise BadRequest(400, f"{where}.{key} must be {expected}, got {what}", "messages")
             try:
                 size += len(message[key].encode("utf-8"))
             except UnicodeEncodeError:
                 raise BadRequest(400, f"{where}.{key} holds a lone surrogate: not text", "messages") from None
-        for key in ("role", "content"):
-            if key not in message:
-                raise BadRequest(400, f"{where}.{key} is missing", "messages")
-        messages.append(dict(message))
+        messages.append(message)
     if size > MAX_MESSAGES_BYTES:
         raise BadRequest(400, f"messages: {size} bytes, past the limit of {MAX_MESSAGES_BYTES}", "messages")
     return messages
+
+
+def text_of_parts(parts: list[Any], where: str) -> str:
+    """Content given as OpenAI's parts: the text parts' texts joined with "" (§16.3); any other part a 400."""
+    texts = []
+    for index, part in enumerate(parts):
+        at = f"{where}[{index}]"
+        if not isinstance(part, dict):
+            raise BadRequest(400, f"{at} must be an object, got {type_name(part)}", "messages")
+        kind = part.get("type")
+        if kind != "text":
+            shown = quoted(kind) if isinstance(kind, str) else type_name(kind)
+            raise BadRequest(400, f"{at}.type {shown}: pxgl serves text parts only", "messages")
+        extra = sorted(set(part) - {"type", "text"})
+        if extra:
+            raise BadRequest(400, f"{at}.{quoted(extra[0])}: a text part holds type and text only", "messages")
+        if not isinstance(part.get("text"), str):
+            raise BadRequest(400, f"{at}.text must be a string, got {type_name(part.get('text'))}", "messages")
+        texts.append(part["text"])
+    return "".join(texts)
 
 
 def max_tokens_of(body: dict[str, Any], limits: Limits) -> int | None:
@@ -160,6 +186,7 @@ def parse_chat(body: dict[str, Any], models: dict[str, ModelTerms], limits: Limi
         sampling=sampling,
         stops=stops_of(body.get("stop"), limits),
         stream=body.get("stream", False),
+        include_usage=include_usage_of(body, body.get("stream", False)),
         repetition_penalty=repetition_penalty_of(body, terms),
         cache_prompt=body.get(CACHE_FIELD, True),
     )

@@ -168,13 +168,15 @@ class Completion:
             self.job.cancelled = True
 
     def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
+        """A record of the answer (OpenAI's chunks carry `"usage": null` where the stream ends with the usage)."""
+        record = {
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
             "model": self.request.model,
             "choices": choices,
         }
+        return record | {"usage": None} if self.request.include_usage else record
 
     def usage(self) -> dict[str, int]:
         prompt = sum(len(row) for row in self.rows)
@@ -216,6 +218,8 @@ class Completion:
                 if not one.closed:
                     for event in self.delta_events(row, one.finish()):
                         yield event
+            if self.request.include_usage:
+                yield sse(self.chunk([]) | {"usage": self.usage()})
         except BadRequest as e:
             yield sse({"error": {"message": e.message, "type": "server_error", "param": None, "code": e.code}})
         finally:

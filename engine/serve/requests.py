@@ -38,11 +38,11 @@ IGNORED_AT_DEFAULT: dict[str, Any] = {
     "frequency_penalty": 0,
     "suffix": None,
     "logit_bias": None,
-    "stream_options": None,
 }
 """OpenAI fields pxgl does not implement, accepted only at the value that changes nothing."""
 COMPLETION_FIELDS = frozenset(
     {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "stream", "user"}
+    | {"stream_options"}
 )
 PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
 """One field by two names (Hugging Face's, llama-server's): §11's repetition penalty, version 2 only."""
@@ -103,6 +103,8 @@ class CompletionRequest:
     """§11's r (version 2); 1 is off."""
     cache_prompt: bool = True
     """Whether a prompt may reuse a cached prefix (version 2, llama-server's field)."""
+    include_usage: bool = False
+    """A stream ends with a chunk of the usage (OpenAI's stream_options.include_usage)."""
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -246,6 +248,25 @@ def refuse_unsupported(body: dict[str, Any]) -> None:
             raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)
 
 
+def include_usage_of(body: dict[str, Any], stream: bool) -> bool:
+    """stream_options: null, or {"include_usage": BOOL} on a stream (OpenAI refuses it without one)."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise BadRequest(400, 'stream_options is only allowed with "stream": true', "stream_options")
+    if not isinstance(options, dict):
+        raise BadRequest(400, f"stream_options must be an object, got {type_name(options)}", "stream_options")
+    extra = sorted(set(options) - {"include_usage"})
+    if extra:
+        raise BadRequest(400, f"stream_options.{quoted(extra[0])}: pxgl serves only include_usage", "stream_options")
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        what = type_name(include_usage)
+        raise BadRequest(400, f"stream_options.include_usage must be true or false, got {what}", "stream_options")
+    return include_usage
+
+
 def repetition_penalty_of(body: dict[str, Any], terms: ModelTerms) -> float:
     given = [name for name in PENALTY_FIELDS if body.get(name) is not None]
     if len(given) > 1:
@@ -297,6 +318,7 @@ def parse_completion(body: dict[str, Any], models: dict[str, ModelTerms], limits
         stops=stops_of(body.get("stop"), limits),
         logprobs=integer(body, "logprobs", None, 0, limits.max_logprobs),
         stream=stream,
+        include_usage=include_usage_of(body, stream),
         repetition_penalty=repetition_penalty_of(body, terms),
         cache_prompt=cache_prompt,
     )
