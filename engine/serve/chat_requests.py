@@ -1,7 +1,6 @@
 """A /v1/chat/completions body checked field by field (docs/FORMATS.md §16.3), as serve's requests.py checks a
 completions body: every problem one BadRequest naming the field, nothing ignored."""
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +10,6 @@ from .limits import Limits
 from .requests import (
     CACHE_FIELD,
     IGNORED_AT_DEFAULT,
-    OTHER_OPENAI_FIELDS,
-    PENALTY_FIELDS,
     BadRequest,
     CompletionRequest,
     ModelTerms,
@@ -20,6 +17,7 @@ from .requests import (
     integer,
     number,
     quoted,
+    refuse_unserved,
     repetition_penalty_of,
     stops_of,
     type_name,
@@ -80,17 +78,7 @@ class ChatRequest:
 
 
 def refuse_unsupported(body: dict[str, Any]) -> None:
-    served = CHAT_FIELDS | set(CHAT_DEFAULTS) | set(PENALTY_FIELDS) | {CACHE_FIELD}
-    unknown = sorted(set(body) - served)
-    other = [name for name in unknown if name in OTHER_OPENAI_FIELDS]
-    if other:
-        raise BadRequest(400, f"{other[0]} is an OpenAI field pxgl does not serve", other[0])
-    if unknown:
-        name = unknown[0]
-        raise BadRequest(400, f"unknown field {quoted(name)}; pxgl serves {', '.join(sorted(served))}", name)
-    for name, default in CHAT_DEFAULTS.items():
-        if body.get(name, default) not in (default, {}, None):
-            raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)
+    refuse_unserved(body, CHAT_FIELDS, CHAT_DEFAULTS)
 
 
 def messages_of(value: Any) -> list[Message]:

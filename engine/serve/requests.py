@@ -234,8 +234,13 @@ def unknown_model(name: str, served: list[str]) -> BadRequest:
 
 
 def refuse_unsupported(body: dict[str, Any]) -> None:
-    """Every field not served is a 400 naming it: none is ignored."""
-    served = COMPLETION_FIELDS | set(IGNORED_AT_DEFAULT) | set(PENALTY_FIELDS) | {CACHE_FIELD}
+    refuse_unserved(body, COMPLETION_FIELDS, IGNORED_AT_DEFAULT)
+
+
+def refuse_unserved(body: dict[str, Any], fields: set[str], at_default: dict[str, Any]) -> None:
+    """Every field not served is a 400 naming it: none is ignored. `fields` the endpoint's own, `at_default`
+    those accepted only at OpenAI's default value; the penalty and cache fields are every endpoint's."""
+    served = fields | set(at_default) | set(PENALTY_FIELDS) | {CACHE_FIELD}
     unknown = sorted(set(body) - served)
     other = [name for name in unknown if name in OTHER_OPENAI_FIELDS]
     if other:
@@ -243,7 +248,7 @@ def refuse_unsupported(body: dict[str, Any]) -> None:
     if unknown:
         name = unknown[0]
         raise BadRequest(400, f"unknown field {quoted(name)}; pxgl serves {', '.join(sorted(served))}", name)
-    for name, default in IGNORED_AT_DEFAULT.items():
+    for name, default in at_default.items():
         if body.get(name, default) not in (default, {}, None):
             raise BadRequest(400, f"{name}: pxgl serves only {json.dumps(default)}", name)
 
